@@ -1,0 +1,72 @@
+//! The admin HTTP endpoint: `GET /health` and `GET /metrics` (Prometheus text format).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::rpc::proto::NodeInfo;
+use crate::telemetry::Metrics;
+
+struct AdminState {
+    info: NodeInfo,
+    metrics: Metrics,
+    /// Cancelled when the node begins to shut down; `/health` then answers 503.
+    stopping: CancellationToken,
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown` is cancelled.
+///
+/// # Errors
+/// When accepting connections fails.
+pub async fn serve(
+    listener: TcpListener,
+    info: NodeInfo,
+    metrics: Metrics,
+    stopping: CancellationToken,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = Arc::new(AdminState {
+        info,
+        metrics,
+        stopping,
+    });
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let (code, status) = if state.stopping.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "node": state.info.name,
+        "cluster": state.info.cluster_name,
+        "mode": state.info.mode,
+        "version": state.info.version,
+    });
+    (code, axum::Json(body))
+}
+
+async fn metrics_text(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}

@@ -1,0 +1,29 @@
+//! The command line: `syncer daemon`, `syncer dev-registry`, `syncer version`.
+//!
+//! Parsing only; each subcommand's work lives in its own module. The daemon's flags are
+//! compatible with the original ServiceComb Syncer 1.3 (`--sc-addr`, `--bind-addr`, ...), and
+//! the 1.4 spellings (`--registry`, `--join`, `--plugin`, `--cluster`, `--peer-addr`) are
+//! accepted as aliases.
+
+pub mod daemon;
+
+use clap::{Parser, Subcommand};
+
+pub use daemon::DaemonArgs;
+
+/// syncer keeps microservice instances in sync between service registries in several data
+/// centres.
+#[derive(Debug, Parser)]
+#[command(name = "syncer", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the syncer daemon next to one registry.
+    Daemon(Box<DaemonArgs>),
+    /// Print the version.
+    Version,
+}

@@ -1,0 +1,288 @@
+//! The daemon's configuration: one typed tree, built once at start and validated before
+//! anything binds.
+//!
+//! Settings arrive as text in layers: built-in defaults, the YAML file (`file.rs`), then the
+//! environment and the command line (`crate::cli::daemon`). Each value keeps its [`Origin`],
+//! so an error names the flag, variable or file key that holds the bad value. [`Config`] is
+//! what the rest of the daemon sees; nothing downstream parses text again.
+
+pub mod file;
+mod parse;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+pub use parse::JoinAddr;
+
+/// Default ports of the original Syncer.
+pub const DEFAULT_GOSSIP_PORT: u16 = 30190;
+pub const DEFAULT_RPC_PORT: u16 = 30191;
+pub const DEFAULT_CLUSTER_PORT: u16 = 30192;
+/// The admin listener defaults to the rpc port plus this offset (30193 by default), which
+/// keeps the original's cluster-mode command lines (three syncers per host) collision-free.
+pub const ADMIN_PORT_OFFSET: u16 = 2;
+/// How often the full resync runs unless the file says otherwise (`task.params interval`).
+pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where a setting came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Built in.
+    Default,
+    /// A key of the YAML file.
+    File { path: PathBuf, key: String },
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File { path, key } => write!(f, "{key} in {}", path.display()),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+            Origin::Flag(flag) => f.write_str(flag),
+        }
+    }
+}
+
+/// One setting as text, with its origin.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    pub value: String,
+    pub origin: Origin,
+}
+
+/// The settings of one source, keyed by setting id (`bind_addr`, `sc_addr`, ...).
+#[derive(Debug, Default, Clone)]
+pub struct Layer(BTreeMap<&'static str, Setting>);
+
+impl Layer {
+    pub fn set(&mut self, id: &'static str, value: String, origin: Origin) {
+        self.0.insert(id, Setting { value, origin });
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Setting> {
+        self.0.get(id)
+    }
+
+    /// `self` with `higher`'s settings on top.
+    pub fn overlaid(mut self, higher: Layer) -> Layer {
+        self.0.extend(higher.0);
+        self
+    }
+}
+
+/// Why the configuration was refused. Every variant is one line naming what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting has a value that cannot be used.
+    #[error("invalid value '{value}' for {origin}: {reason}")]
+    Invalid {
+        origin: Origin,
+        value: String,
+        reason: String,
+    },
+    /// A required setting is missing.
+    #[error("{0}")]
+    Missing(String),
+    /// The configuration file cannot be read or parsed.
+    #[error("config file {}: {reason}", path.display())]
+    File { path: PathBuf, reason: String },
+}
+
+/// `single`: one syncer per data centre; `cluster`: several, one of them active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Single,
+    Cluster,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Single => "single",
+            Mode::Cluster => "cluster",
+        })
+    }
+}
+
+/// The kind of registry syncer sits next to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plugin {
+    /// Apache ServiceComb Service Center, REST API v4.
+    ServiceCenter,
+}
+
+impl fmt::Display for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Plugin::ServiceCenter => "servicecenter",
+        })
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Identity of this syncer.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Member name, unique in the gossip pool.
+    pub name: String,
+    pub mode: Mode,
+    /// Data centre name; all syncers of one data centre share it.
+    pub cluster_name: String,
+    /// Directory of this syncer's own state; locked while the daemon runs.
+    pub data_dir: PathBuf,
+}
+
+/// The gossip pool.
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    /// UDP listen address; port 0 picks a free port.
+    pub bind_addr: SocketAddr,
+    /// IP peers use to reach this syncer; never a wildcard.
+    pub advertise_ip: IpAddr,
+    /// Members to join through (gossip or rpc addresses); empty for the first member.
+    pub join: Vec<JoinAddr>,
+}
+
+/// The gRPC listener.
+#[derive(Debug, Clone)]
+pub struct RpcConfig {
+    /// TCP listen address; port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+}
+
+/// The managed etcd member of cluster mode.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Peer port of the managed etcd member.
+    pub port: u16,
+    /// Peer host when given by `--peer-addr`; else the advertised IP is used.
+    pub peer_ip: Option<IpAddr>,
+}
+
+/// The local registry.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub plugin: Plugin,
+    /// Addresses of the same registry, tried in turn.
+    pub addresses: Vec<Url>,
+}
+
+/// What the sync engine does on its own schedule.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Export local instances to other data centres (`task.kind: idle` turns this off: the
+    /// syncer then only imports, as the original's idle task did).
+    pub export: bool,
+    /// Period of the full resync that backs up the change feed.
+    pub resync_interval: Duration,
+}
+
+/// Logging.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing `EnvFilter` directive string.
+    pub filter: String,
+}
+
+/// The whole, validated configuration of `syncer daemon`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub gossip: GossipConfig,
+    pub rpc: RpcConfig,
+    pub cluster: ClusterConfig,
+    pub registry: RegistryConfig,
+    /// etcd client URLs; empty means the embedded store in the data directory.
+    pub etcd_endpoints: Vec<Url>,
+    /// HTTP listener of `/health` and `/metrics`; `None` disables it.
+    pub admin_addr: Option<SocketAddr>,
+    pub sync: SyncConfig,
+    pub log: LogConfig,
+    /// How long a graceful shutdown may take before the daemon exits anyway.
+    pub shutdown_timeout: Duration,
+    /// Things worth telling the operator once logging is up (ignored keys, quirks).
+    pub warnings: Vec<String>,
+    /// Every effective setting with its origin, for `--check`.
+    pub effective: Vec<(&'static str, String, Origin)>,
+}
+
+/// The built-in defaults that do not depend on other settings.
+fn defaults() -> Layer {
+    let mut layer = Layer::default();
+    for (id, value) in [
+        ("sc_addr", "http://127.0.0.1:30100"),
+        ("sc_plugin", "servicecenter"),
+        ("bind_addr", "0.0.0.0:30190"),
+        ("rpc_addr", "0.0.0.0:30191"),
+        ("mode", "single"),
+        ("cluster_port", "30192"),
+        ("log_format", "text"),
+        ("log_level", "info"),
+        ("task_kind", "ticker"),
+        ("resync_interval", "30s"),
+    ] {
+        layer.set(id, value.to_owned(), Origin::Default);
+    }
+    layer
+}
+
+impl Config {
+    /// Builds the configuration from the optional file and the command-line/environment
+    /// layer, then validates it.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first bad setting.
+    pub fn load(file: Option<&Path>, cli: Layer) -> Result<Config, ConfigError> {
+        let (file_layer, warnings) = match file {
+            Some(path) => file::load(path)?,
+            None => (Layer::default(), Vec::new()),
+        };
+        let mut settings = defaults().overlaid(file_layer).overlaid(cli);
+        // RUST_LOG is honoured when the log filter was not set anywhere else.
+        if settings
+            .get("log_level")
+            .is_some_and(|s| s.origin == Origin::Default)
+            && let Ok(filter) = std::env::var("RUST_LOG")
+            && !filter.is_empty()
+        {
+            settings.set("log_level", filter, Origin::Env("RUST_LOG".into()));
+        }
+        parse::resolve(&settings, warnings)
+    }
+
+    /// Configuration for in-process tests: loopback, port 0 everywhere, data in `data_dir`.
+    pub fn for_test(name: &str, data_dir: &Path) -> Config {
+        let mut cli = Layer::default();
+        let flag = |f: &str| Origin::Flag(f.to_owned());
+        cli.set("node", name.to_owned(), flag("--node"));
+        cli.set("bind_addr", "127.0.0.1:0".into(), flag("--bind-addr"));
+        cli.set("rpc_addr", "127.0.0.1:0".into(), flag("--rpc-addr"));
+        cli.set("admin_addr", "127.0.0.1:0".into(), flag("--admin-addr"));
+        cli.set(
+            "data_dir",
+            data_dir.display().to_string(),
+            flag("--data-dir"),
+        );
+        match Config::load(None, cli) {
+            Ok(config) => config,
+            Err(e) => panic!("test configuration is invalid: {e}"),
+        }
+    }
+}

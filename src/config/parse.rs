@@ -1,0 +1,611 @@
+//! Turns the merged text settings into a typed [`Config`], checking every value.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+use url::Url;
+
+use super::{
+    ADMIN_PORT_OFFSET, ClusterConfig, Config, ConfigError, DEFAULT_GOSSIP_PORT, DEFAULT_RPC_PORT,
+    GossipConfig, Layer, LogConfig, LogFormat, Mode, NodeConfig, Origin, Plugin, RegistryConfig,
+    RpcConfig, Setting, SyncConfig,
+};
+
+/// How long a graceful shutdown may take.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A member address to join through: a host name or IP, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for JoinAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn invalid(setting: &Setting, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        origin: setting.origin.clone(),
+        value: setting.value.clone(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads one setting; `None` only for settings without a default.
+struct Reader<'a> {
+    settings: &'a Layer,
+    effective: Vec<(&'static str, String, Origin)>,
+}
+
+impl<'a> Reader<'a> {
+    fn get(&mut self, id: &'static str) -> Option<&'a Setting> {
+        let setting = self.settings.get(id)?;
+        self.effective
+            .push((id, setting.value.clone(), setting.origin.clone()));
+        Some(setting)
+    }
+
+    /// A setting every layer stack has, because [`super::defaults`] sets it.
+    fn required(&mut self, id: &'static str) -> Result<&'a Setting, ConfigError> {
+        self.get(id)
+            .ok_or_else(|| ConfigError::Missing(format!("internal: no default for setting {id}")))
+    }
+
+    fn derived(&mut self, id: &'static str, value: String) {
+        self.effective.push((id, value, Origin::Default));
+    }
+}
+
+pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Config, ConfigError> {
+    let mut r = Reader {
+        settings,
+        effective: Vec::new(),
+    };
+
+    // Mode. The original's 1.4 sample file says `mode: signle`; 1.4 treated anything but
+    // `cluster` as single, and so do we for that one spelling, with a warning.
+    let mode_setting = r.required("mode")?;
+    let mode = match mode_setting.value.trim() {
+        "single" => Mode::Single,
+        "cluster" => Mode::Cluster,
+        "signle" => {
+            warnings.push(format!(
+                "mode 'signle' (from {}) is read as 'single', as the original Syncer did",
+                mode_setting.origin
+            ));
+            Mode::Single
+        }
+        _ => return Err(invalid(mode_setting, "expected 'single' or 'cluster'")),
+    };
+
+    // Registry.
+    let plugin_setting = r.required("sc_plugin")?;
+    let plugin = match plugin_setting.value.trim() {
+        "servicecenter" => Plugin::ServiceCenter,
+        "eureka" => {
+            return Err(invalid(
+                plugin_setting,
+                "the eureka adapter is not available in this version (available: servicecenter)",
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                plugin_setting,
+                "unknown registry plugin (available: servicecenter)",
+            ));
+        }
+    };
+    let sc_setting = r.required("sc_addr")?;
+    let addresses = parse_url_list(&sc_setting.value).map_err(|e| invalid(sc_setting, e))?;
+    if addresses.is_empty() {
+        return Err(invalid(
+            sc_setting,
+            "at least one registry address is needed",
+        ));
+    }
+
+    // Node name. Cluster mode needs an explicit one: three syncers on one host would
+    // otherwise all take the host name.
+    let node = match r.get("node") {
+        Some(setting) => {
+            check_name(&setting.value, 63).map_err(|e| invalid(setting, e))?;
+            setting.value.clone()
+        }
+        None if mode == Mode::Cluster => {
+            return Err(ConfigError::Missing(
+                "cluster mode needs --node: a member name unique in the pool (for example --node syncer011)".into(),
+            ));
+        }
+        None => {
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            let host = host.split('.').next().unwrap_or_default().to_owned();
+            check_name(&host, 63).map_err(|e| {
+                ConfigError::Missing(format!(
+                    "the host name '{host}' cannot be the node name ({e}); set --node"
+                ))
+            })?;
+            r.derived("node", host.clone());
+            host
+        }
+    };
+
+    let cluster_name = match r.get("cluster_name") {
+        Some(setting) => {
+            check_name(&setting.value, 128).map_err(|e| invalid(setting, e))?;
+            setting.value.clone()
+        }
+        None => {
+            let name = default_cluster_name(&addresses);
+            r.derived("cluster_name", name.clone());
+            name
+        }
+    };
+
+    let data_dir = match r.get("data_dir") {
+        Some(setting) if setting.value.trim().is_empty() => {
+            return Err(invalid(setting, "must not be empty"));
+        }
+        // The original 1.4 sample says `dataDir: ./syncer-data/` and 1.4 shared that one
+        // directory between every syncer of a host. A file value ending in `/` is therefore
+        // read as the parent directory, and the node name is appended.
+        Some(
+            setting @ Setting {
+                origin: Origin::File { .. },
+                ..
+            },
+        ) if setting.value.ends_with('/') => PathBuf::from(&setting.value).join(&node),
+        Some(setting) => PathBuf::from(&setting.value),
+        None => {
+            let dir = PathBuf::from("./syncer-data").join(&node);
+            r.derived("data_dir", dir.display().to_string());
+            dir
+        }
+    };
+
+    // Listeners.
+    let bind_setting = r.required("bind_addr")?;
+    let bind_addr = parse_socket_addr(&bind_setting.value, DEFAULT_GOSSIP_PORT)
+        .map_err(|e| invalid(bind_setting, e))?;
+    let rpc_setting = r.required("rpc_addr")?;
+    let rpc_addr = parse_socket_addr(&rpc_setting.value, DEFAULT_RPC_PORT)
+        .map_err(|e| invalid(rpc_setting, e))?;
+
+    let join = match r.get("join_addr") {
+        Some(setting) => parse_join_list(&setting.value).map_err(|e| invalid(setting, e))?,
+        None => Vec::new(),
+    };
+
+    let (cluster_port, peer_ip) = match r.get("peer_addr") {
+        Some(setting) => {
+            let addr = parse_socket_addr(&setting.value, super::DEFAULT_CLUSTER_PORT)
+                .map_err(|e| invalid(setting, e))?;
+            let ip = (!addr.ip().is_unspecified()).then_some(addr.ip());
+            (addr.port(), ip)
+        }
+        None => {
+            let setting = r.required("cluster_port")?;
+            (
+                parse_port(&setting.value).map_err(|e| invalid(setting, e))?,
+                None,
+            )
+        }
+    };
+
+    let admin_addr = match r.get("admin_addr") {
+        Some(setting) if matches!(setting.value.trim(), "none" | "off" | "") => None,
+        Some(setting) => Some(
+            parse_socket_addr(&setting.value, DEFAULT_RPC_PORT + ADMIN_PORT_OFFSET)
+                .map_err(|e| invalid(setting, e))?,
+        ),
+        None => {
+            let port = match rpc_addr.port() {
+                0 => 0,
+                p => p.checked_add(ADMIN_PORT_OFFSET).ok_or_else(|| {
+                    invalid(rpc_setting, "the admin port defaults to the rpc port + 2, which is out of range; set --admin-addr")
+                })?,
+            };
+            let addr = SocketAddr::new(rpc_addr.ip(), port);
+            r.derived("admin_addr", addr.to_string());
+            Some(addr)
+        }
+    };
+
+    let etcd_endpoints = match r.get("etcd_endpoints") {
+        Some(setting) => parse_url_list(&setting.value).map_err(|e| invalid(setting, e))?,
+        None => Vec::new(),
+    };
+
+    // One daemon, one port per listener.
+    let mut ports: Vec<(&str, SocketAddr)> =
+        vec![("--bind-addr", bind_addr), ("--rpc-addr", rpc_addr)];
+    if let Some(admin) = admin_addr {
+        ports.push(("--admin-addr", admin));
+    }
+    if mode == Mode::Cluster && etcd_endpoints.is_empty() {
+        let ip = peer_ip.unwrap_or(bind_addr.ip());
+        ports.push(("--cluster-port", SocketAddr::new(ip, cluster_port)));
+    }
+    check_port_clashes(&ports)?;
+
+    // The address peers use. A wildcard is never advertised.
+    let advertise_ip = match r.get("advertise_addr") {
+        Some(setting) => {
+            let ip: IpAddr = setting
+                .value
+                .trim()
+                .parse()
+                .map_err(|_| invalid(setting, "expected an IP address"))?;
+            if ip.is_unspecified() {
+                return Err(invalid(
+                    setting,
+                    "a wildcard address cannot be advertised; give the IP peers should use",
+                ));
+            }
+            ip
+        }
+        None if !bind_addr.ip().is_unspecified() => bind_addr.ip(),
+        None => {
+            let ip = route_to_first(&join).map_err(|reason| {
+                ConfigError::Missing(format!(
+                    "cannot choose an address to advertise: --bind-addr {bind_addr} is a wildcard and {reason}; set --advertise-addr"
+                ))
+            })?;
+            r.derived("advertise_addr", ip.to_string());
+            ip
+        }
+    };
+
+    // Sync schedule.
+    let kind_setting = r.required("task_kind")?;
+    let export = match kind_setting.value.trim() {
+        "ticker" => true,
+        "idle" => false,
+        _ => return Err(invalid(kind_setting, "expected 'ticker' or 'idle'")),
+    };
+    let interval_setting = r.required("resync_interval")?;
+    let resync_interval =
+        humantime::parse_duration(interval_setting.value.trim()).map_err(|e| {
+            invalid(
+                interval_setting,
+                format!("not a duration such as 30s or 1m ({e})"),
+            )
+        })?;
+    if resync_interval < Duration::from_secs(1) {
+        return Err(invalid(interval_setting, "must be at least 1s"));
+    }
+
+    // Logs.
+    let format_setting = r.required("log_format")?;
+    let format = match format_setting.value.trim() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        _ => return Err(invalid(format_setting, "expected 'text' or 'json'")),
+    };
+    let level_setting = r.required("log_level")?;
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level_setting.value.trim())
+        .map_err(|e| invalid(level_setting, format!("not a log filter ({e})")))?;
+
+    Ok(Config {
+        node: NodeConfig {
+            name: node,
+            mode,
+            cluster_name,
+            data_dir,
+        },
+        gossip: GossipConfig {
+            bind_addr,
+            advertise_ip,
+            join,
+        },
+        rpc: RpcConfig {
+            listen_addr: rpc_addr,
+        },
+        cluster: ClusterConfig {
+            port: cluster_port,
+            peer_ip,
+        },
+        registry: RegistryConfig { plugin, addresses },
+        etcd_endpoints,
+        admin_addr,
+        sync: SyncConfig {
+            export,
+            resync_interval,
+        },
+        log: LogConfig {
+            format,
+            filter: level_setting.value.trim().to_owned(),
+        },
+        shutdown_timeout: SHUTDOWN_TIMEOUT,
+        warnings,
+        effective: r.effective,
+    })
+}
+
+/// The original's default data-centre name: hex MD5 of the registry endpoints, sorted and
+/// joined with `,` (Syncer 1.4). Endpoints are normalised first, so `127.0.0.1:30100` and
+/// `http://127.0.0.1:30100/` give the same name.
+pub fn default_cluster_name(addresses: &[Url]) -> String {
+    let mut endpoints: Vec<String> = addresses
+        .iter()
+        .map(|u| u.as_str().trim_end_matches('/').to_owned())
+        .collect();
+    endpoints.sort();
+    hex::encode(Md5::digest(endpoints.join(",").as_bytes()))
+}
+
+fn check_name(name: &str, max: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > max {
+        return Err(format!("longer than {max} characters"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("must start with a letter or digit".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "character '{c}' is not allowed (letters, digits, '.', '_' and '-' are)"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a port, checking its range.
+pub fn parse_port(text: &str) -> Result<u16, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("the port is empty".into());
+    }
+    if !text.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("port '{text}' is not a number"));
+    }
+    match text.parse::<u64>() {
+        Ok(port) if port <= u64::from(u16::MAX) => Ok(port as u16),
+        _ => Err(format!("port {text} is out of range (0-65535)")),
+    }
+}
+
+/// Splits `host[:port]`, `[v6][:port]` or a bare IPv6 address.
+fn split_host_port(text: &str) -> Result<(&str, Option<&str>), String> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("missing ']' after an IPv6 address")?;
+        return match after {
+            "" => Ok((host, None)),
+            _ => match after.strip_prefix(':') {
+                Some(port) => Ok((host, Some(port))),
+                None => Err(format!("unexpected '{after}' after ']'")),
+            },
+        };
+    }
+    match text.matches(':').count() {
+        0 => Ok((text, None)),
+        1 => {
+            let (host, port) = text.split_once(':').unwrap_or((text, ""));
+            Ok((host, Some(port)))
+        }
+        // More than one colon without brackets: a bare IPv6 address.
+        _ => Ok((text, None)),
+    }
+}
+
+/// Parses a listen address `IP[:PORT]`; a missing port means `default_port`.
+pub fn parse_socket_addr(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("the address is empty".into());
+    }
+    let (host, port) = split_host_port(text)?;
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| format!("host '{host}' is not an IP address (a listen address needs one)"))?;
+    let port = match port {
+        Some(port) => parse_port(port)?,
+        None => default_port,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Parses a comma-separated list of `HOST[:PORT]` (port 30190 when missing).
+fn parse_join_list(text: &str) -> Result<Vec<JoinAddr>, String> {
+    let mut out = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (host, port) = split_host_port(item).map_err(|e| format!("'{item}': {e}"))?;
+        let valid_host = host.parse::<IpAddr>().is_ok()
+            || (!host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
+        if !valid_host {
+            return Err(format!(
+                "'{item}': '{host}' is not a host name or IP address"
+            ));
+        }
+        let port = match port {
+            Some(port) => parse_port(port).map_err(|e| format!("'{item}': {e}"))?,
+            None => DEFAULT_GOSSIP_PORT,
+        };
+        if port == 0 {
+            return Err(format!("'{item}': port 0 cannot be joined"));
+        }
+        out.push(JoinAddr {
+            host: host.to_owned(),
+            port,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses a comma-separated list of http(s) URLs; a missing scheme means `http://`.
+pub fn parse_url_list(text: &str) -> Result<Vec<Url>, String> {
+    let mut out = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let with_scheme = if item.contains("://") {
+            item.to_owned()
+        } else {
+            format!("http://{item}")
+        };
+        let url = Url::parse(&with_scheme).map_err(|e| format!("'{item}' is not a URL ({e})"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "'{item}': scheme '{}' is not http or https",
+                url.scheme()
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("'{item}' has no host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("'{item}' must not have a query or fragment"));
+        }
+        out.push(url);
+    }
+    Ok(out)
+}
+
+fn check_port_clashes(ports: &[(&str, SocketAddr)]) -> Result<(), ConfigError> {
+    for (i, (flag_a, a)) in ports.iter().enumerate() {
+        for (flag_b, b) in &ports[i + 1..] {
+            let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+            if a.port() != 0 && a.port() == b.port() && overlap {
+                return Err(ConfigError::Invalid {
+                    origin: Origin::Flag((*flag_b).to_owned()),
+                    value: b.to_string(),
+                    reason: format!("port {} is already used by {flag_a} ({a})", b.port()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The local IP the kernel would use to reach the first join address. Connecting a UDP
+/// socket sends nothing; it only selects a route.
+fn route_to_first(join: &[JoinAddr]) -> Result<IpAddr, String> {
+    let first = join
+        .first()
+        .ok_or("there is no --join-addr to route towards")?;
+    let target = (first.host.as_str(), first.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("--join-addr {first} cannot be resolved ({e})"))?
+        .next()
+        .ok_or_else(|| format!("--join-addr {first} resolves to no address"))?;
+    let local: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().map_err(|_| "bad wildcard")?
+    } else {
+        "[::]:0".parse().map_err(|_| "bad wildcard")?
+    };
+    let socket =
+        UdpSocket::bind(local).map_err(|e| format!("no local socket to find a route ({e})"))?;
+    socket
+        .connect(target)
+        .map_err(|e| format!("there is no route to --join-addr {first} ({e})"))?;
+    let ip = socket.local_addr().map_err(|e| e.to_string())?.ip();
+    if ip.is_unspecified() {
+        return Err(format!("no local address routes to --join-addr {first}"));
+    }
+    Ok(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addr_forms() {
+        assert_eq!(
+            parse_socket_addr("10.0.0.1", 30190),
+            Ok("10.0.0.1:30190".parse().unwrap())
+        );
+        assert_eq!(
+            parse_socket_addr("10.0.0.1:1", 30190),
+            Ok("10.0.0.1:1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_socket_addr("[::1]:5", 30190),
+            Ok("[::1]:5".parse().unwrap())
+        );
+        assert_eq!(
+            parse_socket_addr("::1", 30190),
+            Ok("[::1]:30190".parse().unwrap())
+        );
+        assert!(
+            parse_socket_addr("10.0.0.1:70000", 1)
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(
+            parse_socket_addr("10.0.0.1:x", 1)
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(
+            parse_socket_addr("host:1", 1)
+                .unwrap_err()
+                .contains("not an IP address")
+        );
+        assert!(parse_socket_addr("", 1).is_err());
+    }
+
+    #[test]
+    fn urls_get_a_scheme() {
+        let urls = parse_url_list("127.0.0.1:30100, https://sc.example:443/,").unwrap();
+        assert_eq!(urls[0].as_str(), "http://127.0.0.1:30100/");
+        assert_eq!(urls[1].scheme(), "https");
+        assert!(parse_url_list("ftp://x").unwrap_err().contains("scheme"));
+        assert!(parse_url_list("http://x:99999").is_err());
+    }
+
+    #[test]
+    fn cluster_name_ignores_order_and_scheme_spelling() {
+        let a = parse_url_list("127.0.0.1:30100,http://10.0.0.1:30100").unwrap();
+        let b = parse_url_list("http://10.0.0.1:30100/,http://127.0.0.1:30100").unwrap();
+        assert_eq!(default_cluster_name(&a), default_cluster_name(&b));
+        assert_eq!(default_cluster_name(&a).len(), 32);
+    }
+
+    #[test]
+    fn join_list() {
+        let list = parse_join_list("10.0.0.10:30191, peer.example ,[::1]:7").unwrap();
+        assert_eq!(
+            list[0],
+            JoinAddr {
+                host: "10.0.0.10".into(),
+                port: 30191
+            }
+        );
+        assert_eq!(
+            list[1],
+            JoinAddr {
+                host: "peer.example".into(),
+                port: 30190
+            }
+        );
+        assert_eq!(list[2].to_string(), "[::1]:7");
+        assert!(parse_join_list("bad host:1").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("syncer011", 63).is_ok());
+        assert!(check_name("-x", 63).is_err());
+        assert!(check_name("a/b", 63).unwrap_err().contains('/'));
+    }
+}

@@ -1,0 +1,235 @@
+//! One syncer node: binds its listeners, owns its data directory and tasks, and shuts them
+//! down in order.
+//!
+//! `Listeners::bind` runs before `run` so that tests (and `syncer demo`) can bind port 0 and
+//! learn the real addresses. Every task is spawned on the node's `TaskTracker`; a task that
+//! fails fatally reports through a channel, which stops the node with an error (exit 1).
+
+use std::fs::{File, TryLockError};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::rpc::proto::NodeInfo;
+use crate::rpc::{self, PROTOCOL_VERSION, PeerService};
+use crate::telemetry::Metrics;
+
+/// Why the node could not run. All of these are runtime failures (exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot bind the {what} listener to {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("data directory {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {} is in use by another syncer (lock file {})", path.display(), path.join(LOCK_FILE).display())]
+    DataDirLocked { path: PathBuf },
+    #[error("the {what} server failed: {reason}")]
+    Serve { what: &'static str, reason: String },
+    #[error("graceful shutdown did not finish within {0:?}")]
+    ShutdownTimeout(std::time::Duration),
+}
+
+const LOCK_FILE: &str = "LOCK";
+
+/// The sockets a node serves on, bound before it starts.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Gossip datagrams (`--bind-addr`).
+    pub gossip: UdpSocket,
+    /// gRPC (`--rpc-addr`).
+    pub rpc: TcpListener,
+    /// `/health` and `/metrics` (`--admin-addr`), when enabled.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener of `config`.
+    ///
+    /// # Errors
+    /// [`NodeError::Bind`] naming the listener and address that failed.
+    pub async fn bind(config: &Config) -> Result<Listeners, NodeError> {
+        let bind_err = |what, addr| move |source| NodeError::Bind { what, addr, source };
+        let gossip_addr = config.gossip.bind_addr;
+        let gossip = UdpSocket::bind(gossip_addr)
+            .await
+            .map_err(bind_err("gossip", gossip_addr))?;
+        let rpc_addr = config.rpc.listen_addr;
+        let rpc = TcpListener::bind(rpc_addr)
+            .await
+            .map_err(bind_err("rpc", rpc_addr))?;
+        let admin = match config.admin_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(bind_err("admin", addr))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { gossip, rpc, admin })
+    }
+
+    fn local(&self) -> (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>) {
+        (
+            self.gossip.local_addr().ok(),
+            self.rpc.local_addr().ok(),
+            self.admin.as_ref().and_then(|a| a.local_addr().ok()),
+        )
+    }
+}
+
+/// An exclusive lock on the data directory, held while the node runs.
+#[derive(Debug)]
+struct DataDirGuard {
+    _file: File,
+}
+
+fn lock_data_dir(path: &Path) -> Result<DataDirGuard, NodeError> {
+    let dir_err = |source| NodeError::DataDir {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(dir_err)?;
+    let mut file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.join(LOCK_FILE))
+        .map_err(dir_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(NodeError::DataDirLocked {
+                path: path.to_owned(),
+            });
+        }
+        Err(TryLockError::Error(e)) => return Err(dir_err(e)),
+    }
+    // The pid is for the operator reading the file; the lock itself is what counts.
+    file.set_len(0).map_err(dir_err)?;
+    writeln!(file, "{}", std::process::id()).map_err(dir_err)?;
+    Ok(DataDirGuard { _file: file })
+}
+
+/// Runs a node on already bound `listeners` until `shutdown` is cancelled or a task fails.
+///
+/// # Errors
+/// A [`NodeError`] when the data directory cannot be locked, a server fails, or the graceful
+/// shutdown overruns its deadline.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), NodeError> {
+    let _data_dir = lock_data_dir(&config.node.data_dir)?;
+    let (gossip_local, rpc_local, admin_local) = listeners.local();
+    let advertise = |local: Option<SocketAddr>| {
+        local
+            .map(|a| SocketAddr::new(config.gossip.advertise_ip, a.port()).to_string())
+            .unwrap_or_default()
+    };
+    let info = NodeInfo {
+        name: config.node.name.clone(),
+        cluster_name: config.node.cluster_name.clone(),
+        mode: config.node.mode.to_string(),
+        gossip_addr: advertise(gossip_local),
+        rpc_addr: advertise(rpc_local),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        protocol_version: PROTOCOL_VERSION,
+    };
+    let metrics = Metrics::new(&info.name, &info.cluster_name, &info.mode);
+
+    let tracker = TaskTracker::new();
+    let (fatal_tx, mut fatal_rx) = mpsc::channel::<NodeError>(4);
+    // Stopped first, so peers see calls refused rather than half-served.
+    let rpc_token = shutdown.child_token();
+    let admin_token = shutdown.child_token();
+
+    // The gossip socket is bound (so the port is owned and checked) but the gossip pool
+    // itself arrives with its own subsystem.
+    let _gossip_socket = listeners.gossip;
+
+    {
+        let fatal_tx = fatal_tx.clone();
+        let service = PeerService::new(info.clone());
+        let token = rpc_token.clone();
+        tracker.spawn(async move {
+            if let Err(e) = rpc::serve(listeners.rpc, service, token).await {
+                let _ = fatal_tx
+                    .send(NodeError::Serve {
+                        what: "rpc",
+                        reason: e.to_string(),
+                    })
+                    .await;
+            }
+            debug!("rpc server stopped");
+        });
+    }
+    if let Some(admin) = listeners.admin {
+        let fatal_tx = fatal_tx.clone();
+        let (info, metrics, stopping, token) = (
+            info.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            admin_token.clone(),
+        );
+        tracker.spawn(async move {
+            if let Err(e) = crate::admin::serve(admin, info, metrics, stopping, token).await {
+                let _ = fatal_tx
+                    .send(NodeError::Serve {
+                        what: "admin",
+                        reason: e.to_string(),
+                    })
+                    .await;
+            }
+            debug!("admin server stopped");
+        });
+    }
+    drop(fatal_tx);
+
+    info!(
+        node = %info.name,
+        cluster = %info.cluster_name,
+        mode = %info.mode,
+        gossip_addr = %info.gossip_addr,
+        rpc_addr = %info.rpc_addr,
+        admin_addr = %admin_local.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        data_dir = %config.node.data_dir.display(),
+        registry = %config.registry.addresses.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(","),
+        "syncer is ready"
+    );
+
+    let outcome = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Ok(()),
+        Some(error) = fatal_rx.recv() => Err(error),
+    };
+
+    // Shutdown order: stop taking calls, then the rest, then wait for every task.
+    rpc_token.cancel();
+    admin_token.cancel();
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(timeout = ?config.shutdown_timeout, "tasks still running at the shutdown deadline");
+        return Err(NodeError::ShutdownTimeout(config.shutdown_timeout));
+    }
+    info!("syncer stopped");
+    outcome
+}

@@ -1,0 +1,17 @@
+//! The gRPC edge: the generated protocol types (`proto/syncer/v1/syncer.proto`) and the
+//! `Peer` service other syncers and operators call.
+//!
+//! Status mapping of errors lives in one place (`status.rs`, with the RPCs that need it).
+
+pub mod server;
+
+/// Generated code of `proto/syncer/v1/syncer.proto`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("syncer.v1");
+}
+
+/// Version of the wire protocol; bumped when a change needs peers to know about it.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+pub use server::{PeerService, serve};

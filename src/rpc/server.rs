@@ -1,0 +1,66 @@
+//! Serves the `Peer` gRPC service on the rpc listener.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::warn;
+
+use super::proto::peer_server::{Peer, PeerServer};
+use super::proto::{InfoRequest, NodeInfo};
+
+/// The `Peer` service of one node.
+#[derive(Debug, Clone)]
+pub struct PeerService {
+    /// What `Info` answers; fixed for the life of the node.
+    info: NodeInfo,
+}
+
+impl PeerService {
+    pub fn new(info: NodeInfo) -> PeerService {
+        PeerService { info }
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<NodeInfo>, Status> {
+        Ok(Response::new(self.info.clone()))
+    }
+}
+
+/// How long calls in flight may run after shutdown begins. The server also waits for clients
+/// to close their connections after its GOAWAY; one that never does must not hold the
+/// daemon, so the remaining connections are dropped after this.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Serves `service` on `listener` until `shutdown` is cancelled, then finishes the calls in
+/// flight for up to [`DRAIN_TIMEOUT`].
+///
+/// # Errors
+/// When the server fails (a transport error); not for individual failed calls.
+pub async fn serve(
+    listener: TcpListener,
+    service: PeerService,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let server = tonic::transport::Server::builder()
+        .add_service(PeerServer::new(service))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            shutdown.clone().cancelled_owned(),
+        );
+    let drain_deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = drain_deadline => {
+            warn!(timeout = ?DRAIN_TIMEOUT, "rpc clients still connected at the drain deadline; closing their connections");
+            Ok(())
+        }
+    }
+}

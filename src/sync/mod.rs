@@ -1,0 +1,2 @@
+//! The sync engine: exports local changes, pushes them to the other data centres, imports
+//! theirs into the local registry, and keeps mirrored copies alive.
