@@ -1,3 +1,182 @@
-//! Registry adapters: one trait with the operations the sync engine needs, one file per
-//! registry kind (ServiceComb Service Center first, Eureka next), and an in-memory twin for
-//! tests.
+//! Registry adapters: the one trait the sync engine talks to, the registry-neutral data model
+//! it speaks, and one file per registry kind.
+//!
+//! - [`Registry`]: the operations the sync engine needs, nothing more.
+//! - [`ChangeFeed`]: the local registry's changes, as a pull-based stream each adapter
+//!   implements in the way its registry allows (ServiceComb: batch find with revisions).
+//! - [`model`]: services, instances and snapshots, independent of any registry's JSON.
+//! - [`servicecomb`]: Apache ServiceComb Service Center, REST API v4.
+//! - [`memory`]: an in-memory twin for tests of the layers above.
+//! - [`contract`]: the suite every adapter must pass.
+//!
+//! A second registry kind (Eureka) is one more file: its adapter maps `app`/`instanceId` to
+//! [`model::Service`]/[`model::Instance`] and keeps its own JSON types private.
+
+pub mod contract;
+pub mod memory;
+pub mod model;
+pub mod servicecomb;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+pub use model::{
+    Change, HealthCheck, Instance, InstanceRef, RegistryIdentity, Service, Snapshot, Tenant,
+};
+
+/// Why a registry operation failed, sorted by what the caller should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The service or instance named in the call does not exist (SC `400012`, `400017`).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The registry refused the data as invalid (SC `400001` and other 4xx). Retrying the
+    /// same call will fail again.
+    #[error("rejected by the registry: {0}")]
+    Invalid(String),
+    /// The registry could not be reached or answered with a server error or timeout. Retry
+    /// later.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+    /// The registry answered something this adapter does not understand: malformed JSON, an
+    /// unexpected status or shape. Logged and counted; retried later.
+    #[error("unexpected registry reply: {0}")]
+    Protocol(String),
+}
+
+impl RegistryError {
+    /// Whether retrying the same call later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Unavailable(_) | RegistryError::Protocol(_)
+        )
+    }
+
+    /// Whether the named object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistryError::NotFound(_))
+    }
+
+    /// A short label for metrics (`not_found`, `invalid`, `unavailable`, `protocol`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegistryError::NotFound(_) => "not_found",
+            RegistryError::Invalid(_) => "invalid",
+            RegistryError::Unavailable(_) => "unavailable",
+            RegistryError::Protocol(_) => "protocol",
+        }
+    }
+}
+
+/// What a batch heartbeat found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeartbeatReport {
+    /// Instances the registry does not know (expired or deleted): the caller registers
+    /// them again. Every other instance of the batch was renewed.
+    pub unknown: Vec<InstanceRef>,
+}
+
+/// One registry, as the sync engine sees it. Every method is one registry operation with a
+/// timeout; none retries on its own beyond moving to another address of the same registry.
+///
+/// Objects of the registry itself (ServiceComb's `SERVICECENTER` and shared services) are
+/// never part of a snapshot or the change feed.
+#[async_trait]
+pub trait Registry: Send + Sync {
+    /// Which registry this is: kind, version and a stable identifier, so that syncers
+    /// claiming one data centre but serving different registries can be told apart.
+    ///
+    /// # Errors
+    /// [`RegistryError::Unavailable`] when the registry cannot be reached; doubles as the
+    /// health check.
+    async fn identity(&self) -> Result<RegistryIdentity, RegistryError>;
+
+    /// Every service and instance of every tenant, as one consistent view.
+    ///
+    /// # Errors
+    /// When the registry cannot be read; never returns a partial snapshot.
+    async fn snapshot(&self) -> Result<Snapshot, RegistryError>;
+
+    /// A new feed of this registry's changes. Each feed keeps its own position.
+    fn change_feed(&self) -> Box<dyn ChangeFeed>;
+
+    /// Makes sure a service like `service` exists in `service.tenant` and returns its id
+    /// there, creating it under `service.service_id` when missing. Idempotent: calling it
+    /// again for the same service returns the same id. The properties and alias of an
+    /// existing service are not changed (use [`Registry::set_service_properties`]).
+    ///
+    /// # Errors
+    /// [`RegistryError::Invalid`] when the registry refuses the service (for example an id
+    /// already used by another service).
+    async fn ensure_service(&self, service: &Service) -> Result<String, RegistryError>;
+
+    /// Replaces the properties of a service.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the service does not exist.
+    async fn set_service_properties(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<(), RegistryError>;
+
+    /// Registers `instance` under its own `instance_id` in service `instance.service_id`.
+    /// Registering an id that already exists renews it; whether its data is replaced depends
+    /// on the registry (ServiceComb keeps the old data), so callers change status and
+    /// properties with the dedicated calls and replace an instance to change endpoints.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the service does not exist,
+    /// [`RegistryError::Invalid`] when the registry refuses the instance.
+    async fn register(&self, instance: &Instance) -> Result<(), RegistryError>;
+
+    /// Renews the leases of `instances` in as few calls as the registry allows, and tells
+    /// which of them the registry does not know, even where its answer does not say.
+    ///
+    /// # Errors
+    /// When the registry cannot be reached; an unknown instance is not an error.
+    async fn heartbeat(&self, instances: &[InstanceRef]) -> Result<HeartbeatReport, RegistryError>;
+
+    /// Sets the status (`UP`, `DOWN`, `STARTING`, `TESTING`, `OUTOFSERVICE`) of an instance.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] for an unknown instance, [`RegistryError::Invalid`] for
+    /// a status the registry does not know.
+    async fn set_status(&self, instance: &InstanceRef, status: &str) -> Result<(), RegistryError>;
+
+    /// Replaces the properties of an instance.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] for an unknown instance.
+    async fn set_instance_properties(
+        &self,
+        instance: &InstanceRef,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<(), RegistryError>;
+
+    /// Removes an instance.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when it does not exist (callers that only want it gone
+    /// treat that as success).
+    async fn unregister(&self, instance: &InstanceRef) -> Result<(), RegistryError>;
+}
+
+/// The changes of one registry, pulled one batch at a time.
+///
+/// `next` waits until there is something to report (or its poll interval passes) and
+/// returns the changes since the previous call. The first call returns a
+/// [`Change::Resync`] with the full snapshot; later calls return increments, and a periodic
+/// [`Change::Resync`] as a safety net against anything an increment missed.
+#[async_trait]
+pub trait ChangeFeed: Send {
+    /// The next batch of changes; may be empty when a poll found nothing.
+    ///
+    /// # Errors
+    /// When the registry cannot be read; the feed keeps its position, so the next call
+    /// carries on.
+    async fn next(&mut self) -> Result<Vec<Change>, RegistryError>;
+}

@@ -1,0 +1,314 @@
+//! The contract every [`Registry`] adapter must pass.
+//!
+//! `registry_contract` drives an adapter through the trait alone and panics with a message
+//! on the first broken promise. It creates its own uniquely named services in two tenants,
+//! so it can run against a registry that other tests use at the same time, and it never
+//! sleeps: it polls the change feed with a deadline.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::model::{Change, HealthCheck, Instance, InstanceRef, Service, Tenant};
+use super::{ChangeFeed, Registry};
+
+/// How long the feed may take to report a change.
+const FEED_DEADLINE: Duration = Duration::from_secs(10);
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{}x{}", nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+fn service(tenant: &Tenant, id: &str, name: &str) -> Service {
+    Service {
+        tenant: tenant.clone(),
+        service_id: id.to_owned(),
+        app: "contract".into(),
+        name: name.to_owned(),
+        version: "1.0.0".into(),
+        ..Service::default()
+    }
+}
+
+fn instance(tenant: &Tenant, service_id: &str, id: &str) -> Instance {
+    Instance {
+        tenant: tenant.clone(),
+        service_id: service_id.to_owned(),
+        instance_id: id.to_owned(),
+        endpoints: vec![format!("rest://10.1.2.3:8080?id={id}")],
+        host_name: "contract-host".into(),
+        status: "UP".into(),
+        properties: BTreeMap::from([("zone".to_owned(), "z1".to_owned())]),
+        health_check: Some(HealthCheck {
+            mode: "push".into(),
+            interval: 30,
+            times: 3,
+            port: 0,
+            url: String::new(),
+        }),
+        ..Instance::default()
+    }
+}
+
+/// Pulls the feed until a batch satisfies `pred`, or panics after [`FEED_DEADLINE`].
+async fn feed_until(
+    feed: &mut Box<dyn ChangeFeed>,
+    what: &str,
+    mut pred: impl FnMut(&Change) -> bool,
+) {
+    let wait = async {
+        loop {
+            match feed.next().await {
+                Ok(batch) => {
+                    if batch.iter().any(&mut pred) {
+                        return;
+                    }
+                }
+                Err(e) => panic!("change feed failed while waiting for {what}: {e}"),
+            }
+        }
+    };
+    if tokio::time::timeout(FEED_DEADLINE, wait).await.is_err() {
+        panic!("change feed did not report {what} within {FEED_DEADLINE:?}");
+    }
+}
+
+fn is_instance(change: &Change, r: &InstanceRef, check: impl Fn(&Instance) -> bool) -> bool {
+    match change {
+        Change::Instance(i) => i.reference() == *r && check(i),
+        Change::Resync(snapshot) => snapshot.instance(r).is_some_and(check),
+        _ => false,
+    }
+}
+
+/// Runs the whole contract against `registry`.
+///
+/// # Panics
+/// On the first behaviour that breaks the [`Registry`] contract.
+pub async fn registry_contract(registry: &dyn Registry) {
+    let suffix = unique_suffix();
+    let home = Tenant::default_tenant();
+    let other = Tenant::new(format!("contract{suffix}"), "proj1");
+
+    // Identity doubles as the health check.
+    let identity = registry.identity().await.expect("identity");
+    assert!(
+        !identity.kind.is_empty() && !identity.id.is_empty(),
+        "identity is incomplete: {identity:?}"
+    );
+
+    // A feed opened now starts with a full snapshot.
+    let mut feed = registry.change_feed();
+    let first = feed.next().await.expect("first feed batch");
+    assert!(
+        matches!(first.as_slice(), [Change::Resync(_)]),
+        "the first batch of a feed must be one Resync, got {first:?}"
+    );
+
+    // ensure_service: created under the chosen id, idempotent.
+    let service_id = format!("contract-svc-{suffix}");
+    let svc = service(&home, &service_id, &format!("contract-{suffix}"));
+    assert_eq!(
+        registry.ensure_service(&svc).await.expect("ensure_service"),
+        service_id
+    );
+    assert_eq!(
+        registry
+            .ensure_service(&svc)
+            .await
+            .expect("ensure_service again"),
+        service_id
+    );
+    // The same service without an id resolves to the existing one.
+    let anonymous = Service {
+        service_id: String::new(),
+        ..svc.clone()
+    };
+    assert_eq!(
+        registry
+            .ensure_service(&anonymous)
+            .await
+            .expect("ensure_service without id"),
+        service_id
+    );
+
+    // Service properties are replaced.
+    let props = BTreeMap::from([("owner".to_owned(), "syncer".to_owned())]);
+    registry
+        .set_service_properties(&home, &service_id, &props)
+        .await
+        .expect("set_service_properties");
+    let snapshot = registry.snapshot().await.expect("snapshot");
+    let stored = snapshot
+        .service(&home, &service_id)
+        .expect("service in snapshot");
+    assert_eq!(stored.properties, props);
+    assert_eq!(
+        (stored.app.as_str(), stored.version.as_str()),
+        ("contract", "1.0.0")
+    );
+    assert!(
+        !snapshot.services.iter().any(|s| s.name == "SERVICECENTER"),
+        "registry-internal services must not be in a snapshot"
+    );
+    let missing = registry
+        .set_service_properties(&home, "no-such-service", &props)
+        .await;
+    assert!(
+        missing.is_err_and(|e| e.is_not_found()),
+        "unknown service must be NotFound"
+    );
+
+    // register: under the chosen id, visible in the snapshot and the feed.
+    let a = instance(&home, &service_id, &format!("contract-a-{suffix}"));
+    registry.register(&a).await.expect("register a");
+    let snapshot = registry.snapshot().await.expect("snapshot");
+    let stored = snapshot
+        .instance(&a.reference())
+        .expect("instance a in snapshot");
+    assert_eq!(stored.endpoints, a.endpoints);
+    assert_eq!(stored.host_name, a.host_name);
+    assert_eq!(stored.status, "UP");
+    assert_eq!(stored.properties, a.properties);
+    assert_eq!(
+        stored.version, "1.0.0",
+        "an instance carries its service's version"
+    );
+    feed_until(&mut feed, "the new instance", |c| {
+        is_instance(c, &a.reference(), |_| true)
+    })
+    .await;
+    // Registering again is harmless.
+    registry.register(&a).await.expect("register a again");
+
+    // Unknown service.
+    let orphan = instance(&home, "no-such-service", &format!("contract-o-{suffix}"));
+    let err = registry
+        .register(&orphan)
+        .await
+        .expect_err("register on unknown service");
+    assert!(
+        err.is_not_found(),
+        "register on an unknown service must be NotFound, got {err:?}"
+    );
+
+    // Status and properties changes reach the feed.
+    registry
+        .set_status(&a.reference(), "DOWN")
+        .await
+        .expect("set_status");
+    feed_until(&mut feed, "status DOWN", |c| {
+        is_instance(c, &a.reference(), |i| i.status == "DOWN")
+    })
+    .await;
+    let new_props = BTreeMap::from([("zone".to_owned(), "z2".to_owned())]);
+    registry
+        .set_instance_properties(&a.reference(), &new_props)
+        .await
+        .expect("set_instance_properties");
+    feed_until(&mut feed, "new properties", |c| {
+        is_instance(c, &a.reference(), |i| i.properties == new_props)
+    })
+    .await;
+    let err = registry
+        .set_status(&a.reference(), "SIDEWAYS")
+        .await
+        .expect_err("invalid status");
+    assert!(
+        !err.is_retryable(),
+        "an invalid status is not retryable: {err:?}"
+    );
+
+    // Heartbeats name the unknown instances.
+    let ghost = InstanceRef {
+        tenant: home.clone(),
+        service_id: service_id.clone(),
+        instance_id: format!("contract-ghost-{suffix}"),
+    };
+    let report = registry
+        .heartbeat(&[a.reference()])
+        .await
+        .expect("heartbeat");
+    assert!(
+        report.unknown.is_empty(),
+        "known instance reported unknown: {report:?}"
+    );
+    let report = registry
+        .heartbeat(&[a.reference(), ghost.clone()])
+        .await
+        .expect("heartbeat with a ghost");
+    assert_eq!(report.unknown, vec![ghost.clone()]);
+
+    // Unknown instances are NotFound.
+    for (what, result) in [
+        ("set_status", registry.set_status(&ghost, "UP").await),
+        (
+            "set_instance_properties",
+            registry.set_instance_properties(&ghost, &props).await,
+        ),
+        ("unregister", registry.unregister(&ghost).await),
+    ] {
+        assert!(
+            result.as_ref().is_err_and(|e| e.is_not_found()),
+            "{what} of an unknown instance: {result:?}"
+        );
+    }
+
+    // Tenants are kept apart and carried through.
+    let other_id = format!("contract-svc2-{suffix}");
+    let other_svc = service(&other, &other_id, &format!("contract-{suffix}"));
+    assert_eq!(
+        registry
+            .ensure_service(&other_svc)
+            .await
+            .expect("ensure in other tenant"),
+        other_id
+    );
+    let b = instance(&other, &other_id, &format!("contract-b-{suffix}"));
+    registry
+        .register(&b)
+        .await
+        .expect("register in other tenant");
+    let snapshot = registry.snapshot().await.expect("snapshot");
+    let stored = snapshot
+        .instance(&b.reference())
+        .expect("other tenant's instance in snapshot");
+    assert_eq!(stored.tenant, other);
+    assert!(
+        snapshot.service(&home, &other_id).is_none(),
+        "tenants must not mix"
+    );
+    feed_until(&mut feed, "the other tenant's instance", |c| {
+        is_instance(c, &b.reference(), |_| true)
+    })
+    .await;
+
+    // unregister: gone from snapshot and feed.
+    registry
+        .unregister(&a.reference())
+        .await
+        .expect("unregister a");
+    feed_until(&mut feed, "the removal", |c| match c {
+        Change::InstanceRemoved(r) => *r == a.reference(),
+        Change::Resync(s) => s.instance(&a.reference()).is_none(),
+        _ => false,
+    })
+    .await;
+    assert!(
+        registry
+            .snapshot()
+            .await
+            .expect("snapshot")
+            .instance(&a.reference())
+            .is_none()
+    );
+    registry
+        .unregister(&b.reference())
+        .await
+        .expect("unregister b");
+}

@@ -1,0 +1,318 @@
+//! The registry-neutral data model the sync engine works with.
+//!
+//! Field names follow ServiceComb's vocabulary (the first registry), but nothing here is a
+//! wire type: each adapter converts its own JSON into these structs. Strings stay strings
+//! (statuses, environments) because registries know values other registries lack.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A tenant: ServiceComb's `domain/project` (`default/default` unless multi-tenant).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tenant {
+    pub domain: String,
+    pub project: String,
+}
+
+impl Tenant {
+    pub fn new(domain: impl Into<String>, project: impl Into<String>) -> Tenant {
+        Tenant {
+            domain: domain.into(),
+            project: project.into(),
+        }
+    }
+
+    /// `default/default`.
+    pub fn default_tenant() -> Tenant {
+        Tenant::new("default", "default")
+    }
+
+    /// Parses `domain/project`.
+    pub fn parse(text: &str) -> Option<Tenant> {
+        let (domain, project) = text.split_once('/')?;
+        (!domain.is_empty() && !project.is_empty() && !project.contains('/'))
+            .then(|| Tenant::new(domain, project))
+    }
+}
+
+impl Default for Tenant {
+    fn default() -> Tenant {
+        Tenant::default_tenant()
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.domain, self.project)
+    }
+}
+
+/// A microservice.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Service {
+    pub tenant: Tenant,
+    pub service_id: String,
+    pub app: String,
+    pub name: String,
+    pub version: String,
+    /// `""` (the default), `development`, `testing`, `acceptance` or `production`.
+    pub environment: String,
+    pub alias: String,
+    pub description: String,
+    /// `FRONT`, `MIDDLE` or `BACK`; empty means the registry's default.
+    pub level: String,
+    /// `UP` or `DOWN`; empty means the registry's default.
+    pub status: String,
+    pub properties: BTreeMap<String, String>,
+    pub schemas: Vec<String>,
+    /// Framework name and version, when the registry knows them.
+    pub framework: Option<(String, String)>,
+    /// `SDK`, `SIDECAR` or `PLATFORM`, when known.
+    pub register_by: String,
+}
+
+/// How the registry decides an instance is alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `push` (the instance sends heartbeats) or `pull`.
+    pub mode: String,
+    /// Seconds between heartbeats.
+    pub interval: u32,
+    /// Missed heartbeats tolerated.
+    pub times: u32,
+    pub port: u32,
+    pub url: String,
+}
+
+impl HealthCheck {
+    /// The lease a registry derives from this check: interval × (times + 1) seconds.
+    pub fn ttl_seconds(&self) -> u64 {
+        u64::from(self.interval) * (u64::from(self.times) + 1)
+    }
+}
+
+/// Where an instance runs, when the registry records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataCenterInfo {
+    pub name: String,
+    pub region: String,
+    pub available_zone: String,
+}
+
+/// A microservice instance.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Instance {
+    pub tenant: Tenant,
+    pub service_id: String,
+    pub instance_id: String,
+    pub endpoints: Vec<String>,
+    pub host_name: String,
+    /// `UP`, `DOWN`, `STARTING`, `TESTING` or `OUTOFSERVICE`.
+    pub status: String,
+    pub properties: BTreeMap<String, String>,
+    pub health_check: Option<HealthCheck>,
+    pub data_center: Option<DataCenterInfo>,
+    /// The service version, as the registry reports it with the instance.
+    pub version: String,
+    /// Last modification time reported by the registry (Unix seconds), if any. Heartbeats
+    /// do not change it.
+    pub mod_timestamp: Option<u64>,
+}
+
+impl Instance {
+    /// The reference naming this instance.
+    pub fn reference(&self) -> InstanceRef {
+        InstanceRef {
+            tenant: self.tenant.clone(),
+            service_id: self.service_id.clone(),
+            instance_id: self.instance_id.clone(),
+        }
+    }
+}
+
+/// Names one instance: tenant, service id and instance id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstanceRef {
+    pub tenant: Tenant,
+    pub service_id: String,
+    pub instance_id: String,
+}
+
+impl fmt::Display for InstanceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.tenant, self.service_id, self.instance_id
+        )
+    }
+}
+
+/// Every service and instance of a registry at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub services: Vec<Service>,
+    pub instances: Vec<Instance>,
+}
+
+impl Snapshot {
+    /// The instance named by `r`, if present.
+    pub fn instance(&self, r: &InstanceRef) -> Option<&Instance> {
+        self.instances.iter().find(|i| {
+            i.tenant == r.tenant && i.service_id == r.service_id && i.instance_id == r.instance_id
+        })
+    }
+
+    /// The service `service_id` of `tenant`, if present.
+    pub fn service(&self, tenant: &Tenant, service_id: &str) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|s| &s.tenant == tenant && s.service_id == service_id)
+    }
+}
+
+/// One change reported by a [`super::ChangeFeed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A service appeared or changed.
+    Service(Service),
+    /// A service is gone, with all its instances.
+    ServiceRemoved { tenant: Tenant, service_id: String },
+    /// An instance appeared or changed (status, properties, endpoints).
+    Instance(Instance),
+    /// An instance is gone.
+    InstanceRemoved(InstanceRef),
+    /// The full state: anything not in it is gone.
+    Resync(Snapshot),
+}
+
+/// Which registry an adapter talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryIdentity {
+    /// Adapter kind (`servicecenter`).
+    pub kind: String,
+    /// The registry's own version string.
+    pub version: String,
+    /// A stable identifier of the registry (not of the address used to reach it).
+    pub id: String,
+}
+
+/// The changes that turn `old` into `new`: removed instances and services, then new or
+/// changed services and instances. Adapters whose registry offers no change stream build
+/// their feed on this.
+pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Change> {
+    use std::collections::HashMap;
+    let old_services: HashMap<(&Tenant, &str), &Service> = old
+        .services
+        .iter()
+        .map(|s| ((&s.tenant, s.service_id.as_str()), s))
+        .collect();
+    let new_services: HashMap<(&Tenant, &str), &Service> = new
+        .services
+        .iter()
+        .map(|s| ((&s.tenant, s.service_id.as_str()), s))
+        .collect();
+    let key = |i: &Instance| {
+        (
+            i.tenant.clone(),
+            i.service_id.clone(),
+            i.instance_id.clone(),
+        )
+    };
+    let old_instances: HashMap<_, &Instance> = old.instances.iter().map(|i| (key(i), i)).collect();
+    let new_instances: HashMap<_, &Instance> = new.instances.iter().map(|i| (key(i), i)).collect();
+
+    let mut changes = Vec::new();
+    for instance in &old.instances {
+        if !new_instances.contains_key(&key(instance)) {
+            changes.push(Change::InstanceRemoved(instance.reference()));
+        }
+    }
+    for service in &old.services {
+        if !new_services.contains_key(&(&service.tenant, service.service_id.as_str())) {
+            changes.push(Change::ServiceRemoved {
+                tenant: service.tenant.clone(),
+                service_id: service.service_id.clone(),
+            });
+        }
+    }
+    for service in &new.services {
+        if old_services.get(&(&service.tenant, service.service_id.as_str())) != Some(&service) {
+            changes.push(Change::Service(service.clone()));
+        }
+    }
+    for instance in &new.instances {
+        // Compare without the modification time: only what a copy would carry counts.
+        let changed = match old_instances.get(&key(instance)) {
+            Some(old) => {
+                Instance {
+                    mod_timestamp: None,
+                    ..(*old).clone()
+                } != Instance {
+                    mod_timestamp: None,
+                    ..instance.clone()
+                }
+            }
+            None => true,
+        };
+        if changed {
+            changes.push(Change::Instance(instance.clone()));
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, status: &str) -> Instance {
+        Instance {
+            tenant: Tenant::default_tenant(),
+            service_id: "s".into(),
+            instance_id: id.into(),
+            status: status.into(),
+            ..Instance::default()
+        }
+    }
+
+    #[test]
+    fn diff_reports_adds_changes_and_removals() {
+        let service = Service {
+            tenant: Tenant::default_tenant(),
+            service_id: "s".into(),
+            ..Service::default()
+        };
+        let old = Snapshot {
+            services: vec![service.clone()],
+            instances: vec![instance("a", "UP"), instance("b", "UP")],
+        };
+        let mut touched = instance("a", "UP");
+        touched.mod_timestamp = Some(5);
+        let new = Snapshot {
+            services: vec![service],
+            instances: vec![touched, instance("b", "DOWN"), instance("c", "UP")],
+        };
+        let changes = diff(&old, &new);
+        assert_eq!(
+            changes,
+            vec![
+                Change::Instance(instance("b", "DOWN")),
+                Change::Instance(instance("c", "UP"))
+            ]
+        );
+        let back = diff(&new, &Snapshot::default());
+        assert_eq!(
+            back.len(),
+            4,
+            "three instances and one service removed: {back:?}"
+        );
+    }
+
+    #[test]
+    fn tenant_parse() {
+        assert_eq!(Tenant::parse("a/b"), Some(Tenant::new("a", "b")));
+        assert_eq!(Tenant::parse("a"), None);
+        assert_eq!(Tenant::parse("a/b/c"), None);
+    }
+}

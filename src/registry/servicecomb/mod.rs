@@ -1,0 +1,1 @@
+//! The ServiceComb Service Center adapter (REST API v4). Being written.
