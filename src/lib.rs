@@ -11,6 +11,7 @@
 //! - [`rpc`]: the gRPC protocol between syncers (`proto/syncer/v1`).
 //! - [`gossip`]: the SWIM gossip pool of all syncers (foca).
 //! - [`registry`]: one adapter per registry kind behind one trait.
+//! - [`devreg`]: an in-memory ServiceComb Service Center emulator for development and tests.
 //! - [`store`]: where the mapping table lives (embedded or etcd).
 //! - [`sync`]: the engine that mirrors instances between data centres.
 //!
@@ -21,6 +22,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod devreg;
 pub mod gossip;
 pub mod node;
 pub mod registry;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use syncer::cli::{Cli, Command, daemon};
+use syncer::cli::{Cli, Command, daemon, dev_registry};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -20,5 +20,6 @@ fn main() -> ExitCode {
             Some(sub) => daemon::run(&args, sub),
             None => ExitCode::from(daemon::EXIT_RUNTIME),
         },
+        Command::DevRegistry(args) => dev_registry::run(&args),
     }
 }

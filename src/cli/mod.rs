@@ -6,10 +6,12 @@
 //! accepted as aliases.
 
 pub mod daemon;
+pub mod dev_registry;
 
 use clap::{Parser, Subcommand};
 
 pub use daemon::DaemonArgs;
+pub use dev_registry::DevRegistryArgs;
 
 /// syncer keeps microservice instances in sync between service registries in several data
 /// centres.
@@ -24,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the syncer daemon next to one registry.
     Daemon(Box<DaemonArgs>),
+    /// Run an in-memory ServiceComb-compatible registry for development and tests.
+    DevRegistry(DevRegistryArgs),
     /// Print the version.
     Version,
 }

@@ -1,0 +1,234 @@
+//! The dev registry: an in-memory emulator of Apache ServiceComb Service Center's v4 REST API
+//! (SC 1.4.8, with the 2.x batch heartbeat answer as an option), for development and tests.
+//!
+//! It follows `shared/reference/servicecomb-sc-v4-api.md` case by case: paths, JSON shapes
+//! with Go's `omitempty`, error bodies, defaults and validation, leases, revisions, the admin
+//! dump and the watch websockets with SC's dependency rules. Several registries can run in one
+//! process; each owns its state, tasks and shutdown token, and all time comes from tokio.
+//!
+//! # Layout
+//! - `state`: the data (tenants, services, instances, rules, watchers) and shared lookups.
+//! - `http`: route table, tenant resolution, body limits, response framing, request logging.
+//! - `services`, `instances`, `discovery`, `dependencies`, `admin`, `watch`: the endpoints.
+//! - `lease`: lease expiry, the real-SC delete check window and self-preservation.
+//! - `model`: the JSON shapes; `validate`: SC's validation rules; `version`: version rules;
+//!   `errors`: SC's error codes and body.
+//!
+//! # Examples
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use syncer::devreg::{DevRegistryConfig, spawn};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let shutdown = CancellationToken::new();
+//! let handle = spawn(listener, DevRegistryConfig::default(), shutdown.clone()).await;
+//! println!("SC at {}", handle.url());
+//! shutdown.cancel();
+//! handle.stopped().await;
+//! # Ok(()) }
+//! ```
+
+mod admin;
+mod dependencies;
+mod discovery;
+mod errors;
+mod http;
+mod instances;
+mod lease;
+mod model;
+mod services;
+mod state;
+mod validate;
+mod version;
+mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+use state::Registry;
+
+/// Capacity of the delayed dependency queue (jobs waiting for `dependency_delay`).
+const DEPENDENCY_QUEUE_CAPACITY: usize = 1024;
+
+/// How the batch heartbeat (`PUT /v4/{project}/registry/heartbeats`) answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HeartbeatStyle {
+    /// SC 1.4.8: `200` with an empty body when every instance is known, otherwise
+    /// `400`/`400017` without the per-instance list (known instances are still renewed).
+    #[default]
+    V1_4,
+    /// SC 2.x: always `200` with `{"instances":[{serviceId, instanceId, errMessage?}]}`.
+    V2,
+}
+
+/// Settings of one dev registry.
+#[derive(Clone, Debug)]
+pub struct DevRegistryConfig {
+    /// Version reported by `/version`, the dump and SC's own service. Default `1.4.8`.
+    pub version: String,
+    /// Seed SC's own `SERVICECENTER` service and instance in `default/default` (§1.5), as SC
+    /// does at start. Default `true`.
+    pub self_register: bool,
+    /// Answer style of the batch heartbeat (§3.8). Default [`HeartbeatStyle::V1_4`].
+    pub heartbeat_style: HeartbeatStyle,
+    /// Real SC's 2 s check window before an instance deletion (unregister or expiry) becomes
+    /// visible to find/list/get, the dump and watchers (§4). Default `false`.
+    pub delete_check_window: bool,
+    /// SC's self-preservation (§4): when ≥ 80 % of more than 5 instances are pending deletion,
+    /// keep serving them for up to their TTL. Works through the check window, so it implies
+    /// it. Default `false`.
+    pub self_preservation: bool,
+    /// Multiplies every lease TTL (`interval × (times + 1)` seconds), e.g. `0.05` turns the
+    /// default 120 s into 6 s. Default `1.0`.
+    pub lease_scale: f64,
+    /// Delay before a dependency rule change (PUT/POST dependencies, implicit rules of finds,
+    /// service deletion) takes effect, as SC's asynchronous dependency queue. Zero applies
+    /// rules before the request returns. Default zero.
+    pub dependency_delay: Duration,
+}
+
+impl Default for DevRegistryConfig {
+    fn default() -> Self {
+        DevRegistryConfig {
+            version: "1.4.8".to_owned(),
+            self_register: true,
+            heartbeat_style: HeartbeatStyle::V1_4,
+            delete_check_window: false,
+            self_preservation: false,
+            lease_scale: 1.0,
+            dependency_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl DevRegistryConfig {
+    /// Every real-SC behaviour on: delete check window, self-preservation and asynchronous
+    /// dependency rules (200 ms).
+    pub fn real_sc() -> Self {
+        DevRegistryConfig {
+            delete_check_window: true,
+            self_preservation: true,
+            dependency_delay: Duration::from_millis(200),
+            ..Self::default()
+        }
+    }
+}
+
+/// A running dev registry: its address and a way to wait for it to stop. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DevRegistryHandle {
+    addr: SocketAddr,
+    tracker: TaskTracker,
+}
+
+impl DevRegistryHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ip:port`, the registry address to give clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits until the server and every task of the registry have finished (after the
+    /// shutdown token was cancelled).
+    pub async fn stopped(&self) {
+        self.tracker.wait().await;
+    }
+}
+
+/// Starts a dev registry on `listener` and returns at once; it runs until `shutdown` is
+/// cancelled.
+pub async fn spawn(
+    listener: TcpListener,
+    config: DevRegistryConfig,
+    shutdown: CancellationToken,
+) -> DevRegistryHandle {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let tracker = TaskTracker::new();
+    let delay = config.dependency_delay;
+    let (dep_tx, dep_rx) = if delay.is_zero() {
+        (None, None)
+    } else {
+        let (tx, rx) = mpsc::channel(DEPENDENCY_QUEUE_CAPACITY);
+        (Some(tx), Some(rx))
+    };
+    let reg = Arc::new(Registry::new(
+        config,
+        addr,
+        dep_tx,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(lease::lease_loop(reg.clone()));
+    if let Some(rx) = dep_rx {
+        tracker.spawn(dependencies::dependency_loop(reg.clone(), rx, delay));
+    }
+    let app = Router::new().fallback(http::dispatch).with_state(reg);
+    tracker.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "dev registry server failed");
+        }
+    });
+    tracker.close();
+    DevRegistryHandle { addr, tracker }
+}
+
+/// A dev registry that owns its shutdown: stopped when dropped. Handy in tests and demos.
+#[derive(Debug)]
+pub struct DevRegistry {
+    handle: DevRegistryHandle,
+    shutdown: CancellationToken,
+    _guard: DropGuard,
+}
+
+impl DevRegistry {
+    /// Binds `127.0.0.1:0` and starts a registry with `config`.
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub async fn start(config: DevRegistryConfig) -> std::io::Result<DevRegistry> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let shutdown = CancellationToken::new();
+        let handle = spawn(listener, config, shutdown.clone()).await;
+        Ok(DevRegistry {
+            handle,
+            _guard: shutdown.clone().drop_guard(),
+            shutdown,
+        })
+    }
+
+    pub fn handle(&self) -> &DevRegistryHandle {
+        &self.handle
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.addr()
+    }
+
+    pub fn url(&self) -> String {
+        self.handle.url()
+    }
+
+    /// Stops the registry and waits for its tasks.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.handle.stopped().await;
+    }
+}

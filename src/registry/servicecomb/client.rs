@@ -1,0 +1,536 @@
+//! The HTTP client of the ServiceComb adapter: one SC reached through one or more addresses.
+//!
+//! Owns the reqwest client, the choice of address (fail over on connection failures and
+//! timeouts, fail back to the preferred first address after a back-off), the tenant headers
+//! and paths (`X-Domain-Name`, `/v4/<project>/…`), the response size bound and the mapping
+//! of SC's answers to [`RegistryError`] (reference §1.3/§1.4). Talks to SC only; it never
+//! sends `X-ConsumerId` (reference §3.5.3: it would make SC record dependency rules).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::{Method, StatusCode};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+use url::Url;
+
+use super::metrics::ServiceCombMetrics;
+use super::wire::WireError;
+use crate::registry::{RegistryError, Tenant};
+
+/// SC: the service does not exist.
+pub(super) const SERVICE_NOT_EXIST: u32 = 400012;
+/// SC: the instance does not exist.
+pub(super) const INSTANCE_NOT_EXIST: u32 = 400017;
+/// SC: a service with this id or key already exists.
+pub(super) const SERVICE_ALREADY_EXISTS: u32 = 400010;
+/// SC: the server is unhealthy (`/health`).
+pub(super) const UNHEALTHY: u32 = 400002;
+
+/// The header SC reads the domain (first half of the tenant) from.
+const DOMAIN_HEADER: &str = "x-domain-name";
+
+/// Which family of routes a call goes to: `/v4/<project>/registry/…` or `/v4/<project>/admin/…`.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Api {
+    Registry,
+    Admin,
+}
+
+impl Api {
+    fn segment(self) -> &'static str {
+        match self {
+            Api::Registry => "registry",
+            Api::Admin => "admin",
+        }
+    }
+}
+
+/// One call to SC, independent of the address it goes to.
+pub(super) struct Request<'a> {
+    /// Operation label for logs and metrics (`register`, `feed_poll`, …).
+    pub op: &'static str,
+    pub method: Method,
+    pub tenant: &'a Tenant,
+    pub api: Api,
+    /// Path segments after `/v4/<project>/<api>/`; each is percent-encoded.
+    pub path: &'a [&'a str],
+    pub query: &'a [(&'a str, &'a str)],
+    /// A JSON body, if any.
+    pub body: Option<Vec<u8>>,
+}
+
+impl<'a> Request<'a> {
+    /// A request without query or body.
+    pub fn new(
+        op: &'static str,
+        method: Method,
+        tenant: &'a Tenant,
+        path: &'a [&'a str],
+    ) -> Request<'a> {
+        Request {
+            op,
+            method,
+            tenant,
+            api: Api::Registry,
+            path,
+            query: &[],
+            body: None,
+        }
+    }
+
+    pub fn query(mut self, query: &'a [(&'a str, &'a str)]) -> Request<'a> {
+        self.query = query;
+        self
+    }
+
+    pub fn json(mut self, body: Vec<u8>) -> Request<'a> {
+        self.body = Some(body);
+        self
+    }
+
+    pub fn admin(mut self) -> Request<'a> {
+        self.api = Api::Admin;
+        self
+    }
+}
+
+/// A failed call: the error for the caller and, when SC sent an error body, its code, so
+/// that operations can act on codes (`400010`, `400017`) before mapping.
+#[derive(Debug)]
+pub(super) struct Fault {
+    pub code: Option<u32>,
+    pub error: RegistryError,
+}
+
+impl Fault {
+    fn new(error: RegistryError) -> Fault {
+        Fault { code: None, error }
+    }
+
+    pub fn is(&self, code: u32) -> bool {
+        self.code == Some(code)
+    }
+}
+
+impl From<Fault> for RegistryError {
+    fn from(fault: Fault) -> RegistryError {
+        fault.error
+    }
+}
+
+/// Which address calls go to. Guarded by a std mutex: read and written without awaiting.
+#[derive(Debug)]
+struct Route {
+    /// Index of the address calls start with.
+    current: usize,
+    /// When the client last moved away from an address because of a failure; once
+    /// `failback_after` has passed, calls start with the preferred address again.
+    moved_at: Option<Instant>,
+}
+
+/// What went wrong with one attempt on one address.
+enum AttemptError {
+    /// The address could not be reached or did not answer in time: try the next one.
+    Unreachable(String),
+    /// The address answered; no other address would answer differently.
+    Answered(Fault),
+}
+
+/// The client. One per adapter; cheap to share behind an `Arc`.
+pub(super) struct ScClient {
+    http: reqwest::Client,
+    /// Addresses of the same SC, preferred first.
+    addresses: Vec<Url>,
+    /// Bound of one attempt: connect, send, and read the whole answer.
+    timeout: Duration,
+    /// How long to stay away from the preferred address after it failed.
+    failback_after: Duration,
+    /// Answers larger than this are refused as [`RegistryError::Protocol`].
+    max_response_bytes: usize,
+    route: Mutex<Route>,
+    metrics: ServiceCombMetrics,
+}
+
+impl ScClient {
+    /// # Errors
+    /// [`RegistryError::Invalid`] when an address is not an absolute `http(s)` URL or the
+    /// HTTP client cannot be built.
+    pub fn new(
+        addresses: Vec<Url>,
+        timeout: Duration,
+        failback_after: Duration,
+        max_response_bytes: usize,
+        metrics: ServiceCombMetrics,
+    ) -> Result<ScClient, RegistryError> {
+        if addresses.is_empty() {
+            return Err(RegistryError::Invalid(
+                "registry.servicecomb.addresses is empty".into(),
+            ));
+        }
+        for address in &addresses {
+            let usable = matches!(address.scheme(), "http" | "https")
+                && address.has_host()
+                && !address.cannot_be_a_base();
+            if !usable {
+                return Err(RegistryError::Invalid(format!(
+                    "registry.servicecomb.addresses: {address} is not an http(s) URL"
+                )));
+            }
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(8)
+            .build()
+            .map_err(|e| RegistryError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        Ok(ScClient {
+            http,
+            addresses,
+            timeout,
+            failback_after,
+            max_response_bytes,
+            route: Mutex::new(Route {
+                current: 0,
+                moved_at: None,
+            }),
+            metrics,
+        })
+    }
+
+    /// The address the next call will start with.
+    pub fn active_address(&self) -> Url {
+        let index = self.start_index(Instant::now());
+        self.addresses[index].clone()
+    }
+
+    /// Every configured address, preferred first.
+    pub fn addresses(&self) -> &[Url] {
+        &self.addresses
+    }
+
+    /// Sends `request`, moving through the addresses on connection failures and timeouts,
+    /// and returns the body of a 2xx answer.
+    ///
+    /// # Errors
+    /// A [`Fault`] carrying SC's error code when SC answered with an error body.
+    pub async fn send(&self, request: Request<'_>) -> Result<Vec<u8>, Fault> {
+        let domain = HeaderValue::from_str(&request.tenant.domain).map_err(|_| {
+            Fault::new(RegistryError::Invalid(format!(
+                "domain {:?} is not a valid header value",
+                request.tenant.domain
+            )))
+        })?;
+        let count = self.addresses.len();
+        let start = self.start_index(Instant::now());
+        let mut last = String::new();
+        for step in 0..count {
+            let index = (start + step) % count;
+            let url = self.url(index, &request).map_err(Fault::new)?;
+            match self.attempt(&request, url, domain.clone()).await {
+                Ok(body) => {
+                    self.note_success(index);
+                    self.metrics.count_request(request.op, "ok");
+                    return Ok(body);
+                }
+                Err(AttemptError::Answered(fault)) => {
+                    self.note_success(index);
+                    self.metrics.count_request(request.op, fault.error.kind());
+                    return Err(fault);
+                }
+                Err(AttemptError::Unreachable(reason)) => {
+                    let address = &self.addresses[index];
+                    // Leaving the preferred address is news; the rest of a failing round is not.
+                    if index == 0 {
+                        warn!(op = request.op, %address, %reason, "registry address failed");
+                    } else {
+                        debug!(op = request.op, %address, %reason, "registry address failed");
+                    }
+                    self.note_failure(index, Instant::now());
+                    last = format!("{address}: {reason}");
+                }
+            }
+        }
+        let error = RegistryError::Unavailable(format!(
+            "{}: no registry address answered (last {last})",
+            request.op
+        ));
+        self.metrics.count_request(request.op, error.kind());
+        Err(Fault::new(error))
+    }
+
+    fn url(&self, index: usize, request: &Request<'_>) -> Result<Url, RegistryError> {
+        let mut url = self.addresses[index].clone();
+        {
+            let mut segments = url.path_segments_mut().map_err(|_| {
+                RegistryError::Invalid(format!("{} cannot take a path", self.addresses[index]))
+            })?;
+            segments.pop_if_empty();
+            segments
+                .push("v4")
+                .push(&request.tenant.project)
+                .push(request.api.segment());
+            segments.extend(request.path);
+        }
+        url.set_query(None);
+        if !request.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(request.query);
+        }
+        Ok(url)
+    }
+
+    /// One attempt on one address, bounded by `timeout` as a whole.
+    async fn attempt(
+        &self,
+        request: &Request<'_>,
+        url: Url,
+        domain: HeaderValue,
+    ) -> Result<Vec<u8>, AttemptError> {
+        let mut builder = self
+            .http
+            .request(request.method.clone(), url)
+            .header(DOMAIN_HEADER, domain);
+        if let Some(body) = &request.body {
+            self.metrics.add_sent(body.len());
+            builder = builder
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let exchange = async {
+            let response = builder
+                .send()
+                .await
+                .map_err(|e| AttemptError::Unreachable(describe(&e)))?;
+            let status = response.status();
+            let body = self.read_body(request.op, response).await?;
+            Ok((status, body))
+        };
+        let (status, body) = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(AttemptError::Unreachable(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )));
+            }
+        };
+        self.metrics.add_received(body.len());
+        if status.is_success() {
+            debug!(op = request.op, %status, bytes = body.len(), "registry call");
+            return Ok(body);
+        }
+        Err(AttemptError::Answered(classify(request.op, status, &body)))
+    }
+
+    /// Reads the body up to `max_response_bytes`.
+    async fn read_body(
+        &self,
+        op: &str,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, AttemptError> {
+        let too_large = || {
+            AttemptError::Answered(Fault::new(RegistryError::Protocol(format!(
+                "{op}: answer larger than {} bytes",
+                self.max_response_bytes
+            ))))
+        };
+        let announced = response.content_length().unwrap_or(0);
+        if announced > self.max_response_bytes as u64 {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| AttemptError::Unreachable(describe(&e)))?
+        {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    fn start_index(&self, now: Instant) -> usize {
+        let mut route = self.route.lock().unwrap_or_else(|p| p.into_inner());
+        if route.current != 0
+            && route
+                .moved_at
+                .is_some_and(|at| now.duration_since(at) >= self.failback_after)
+        {
+            // Time to try the preferred address again; a failure there moves us on anew.
+            route.current = 0;
+        }
+        route.current
+    }
+
+    fn note_success(&self, index: usize) {
+        let mut route = self.route.lock().unwrap_or_else(|p| p.into_inner());
+        route.current = index;
+        if index == 0 {
+            route.moved_at = None;
+        }
+    }
+
+    fn note_failure(&self, index: usize, now: Instant) {
+        let mut route = self.route.lock().unwrap_or_else(|p| p.into_inner());
+        if route.current == index && self.addresses.len() > 1 {
+            route.current = (index + 1) % self.addresses.len();
+            route.moved_at = Some(now);
+            self.metrics.count_failover();
+        }
+    }
+}
+
+/// A reqwest error with its causes (the top level alone says little: "error sending request").
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Maps a non-2xx answer: SC's error code when the body has one (reference §1.3, §1.4),
+/// else the status class.
+fn classify(op: &str, status: StatusCode, body: &[u8]) -> Fault {
+    let parsed = serde_json::from_slice::<WireError>(body)
+        .ok()
+        .filter(|e| e.error_code.is_some());
+    let Some(sc) = parsed else {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)])
+            .trim()
+            .to_owned();
+        let error = if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            RegistryError::Unavailable(format!("{op}: status {status}: {text}"))
+        } else {
+            RegistryError::Protocol(format!(
+                "{op}: unexpected status {status} without an SC error body: {text}"
+            ))
+        };
+        return Fault::new(error);
+    };
+    let code = sc.error_code.unwrap_or_default();
+    let message = format!("{op}: {code} {} ({})", sc.error_message, sc.detail);
+    let error = match code {
+        SERVICE_NOT_EXIST | INSTANCE_NOT_EXIST => RegistryError::NotFound(message),
+        _ if status.is_server_error() || code >= 500_000 => RegistryError::Unavailable(message),
+        _ => RegistryError::Invalid(message),
+    };
+    Fault {
+        code: Some(code),
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_follows_the_reference() {
+        let body = br#"{"errorCode":"400012","errorMessage":"Micro-service does not exist"}"#;
+        let fault = classify("t", StatusCode::BAD_REQUEST, body);
+        assert!(fault.is(SERVICE_NOT_EXIST) && fault.error.is_not_found());
+        let fault = classify(
+            "t",
+            StatusCode::BAD_REQUEST,
+            br#"{"errorCode":400001,"errorMessage":"bad"}"#,
+        );
+        assert!(matches!(fault.error, RegistryError::Invalid(_)));
+        let fault = classify(
+            "t",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"errorCode":"500011"}"#,
+        );
+        assert!(matches!(fault.error, RegistryError::Unavailable(_)));
+        let fault = classify("t", StatusCode::BAD_GATEWAY, b"<html>");
+        assert!(matches!(fault.error, RegistryError::Unavailable(_)));
+        let fault = classify("t", StatusCode::NOT_FOUND, b"404 page not found");
+        assert!(matches!(fault.error, RegistryError::Protocol(_)));
+        let fault = classify("t", StatusCode::NOT_MODIFIED, b"");
+        assert!(matches!(fault.error, RegistryError::Protocol(_)));
+    }
+
+    fn client(addresses: &[&str]) -> ScClient {
+        let addresses = addresses.iter().map(|a| Url::parse(a).unwrap()).collect();
+        ScClient::new(
+            addresses,
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            1024,
+            ServiceCombMetrics::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn urls_carry_project_and_encoded_segments() {
+        let c = client(&["http://sc:30100", "http://sc2:30100/prefix/"]);
+        let tenant = Tenant::new("d", "my proj");
+        let query = [("type", "query")];
+        let request =
+            Request::new("t", Method::GET, &tenant, &["microservices", "a/b?c"]).query(&query);
+        assert_eq!(
+            c.url(0, &request).unwrap().as_str(),
+            "http://sc:30100/v4/my%20proj/registry/microservices/a%2Fb%3Fc?type=query"
+        );
+        assert_eq!(
+            c.url(1, &request.admin()).unwrap().as_str(),
+            "http://sc2:30100/prefix/v4/my%20proj/admin/microservices/a%2Fb%3Fc?type=query"
+        );
+    }
+
+    #[test]
+    fn addresses_are_validated() {
+        let bad = ScClient::new(
+            vec![Url::parse("mailto:x@y").unwrap()],
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            1,
+            ServiceCombMetrics::default(),
+        );
+        assert!(matches!(bad, Err(RegistryError::Invalid(_))));
+        let none = ScClient::new(
+            Vec::new(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            1,
+            ServiceCombMetrics::default(),
+        );
+        assert!(matches!(none, Err(RegistryError::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn route_fails_over_and_back() {
+        let c = client(&["http://a", "http://b", "http://c"]);
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        assert_eq!(c.start_index(t0), 0);
+        c.note_failure(0, t0);
+        c.note_failure(1, t0);
+        assert_eq!(c.start_index(t0), 2);
+        c.note_success(2);
+        assert_eq!(c.start_index(at(4)), 2);
+        assert_eq!(
+            c.start_index(at(6)),
+            0,
+            "back to the preferred address after the back-off"
+        );
+        c.note_failure(0, at(6));
+        assert_eq!(c.start_index(at(7)), 1, "a failed return moves on again");
+        c.note_success(1);
+        assert_eq!(
+            c.start_index(at(10)),
+            1,
+            "the back-off counts from the last move"
+        );
+        assert_eq!(c.start_index(at(11)), 0);
+        c.note_success(0);
+        assert_eq!(c.start_index(at(100)), 0);
+    }
+}

@@ -1,0 +1,327 @@
+//! Conversions between SC's wire types and the registry-neutral model, the tenant carried by
+//! the dump's etcd keys (reference §5.2), and which services belong to SC itself.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use super::wire::{
+    DumpReply, WireDataCenter, WireFramework, WireHealthCheck, WireInstance, WireService,
+};
+use crate::registry::model::DataCenterInfo;
+use crate::registry::{HealthCheck, Instance, RegistryError, Service, Snapshot, Tenant};
+
+/// Key prefix of stored services: `/cse-sr/ms/files/<domain>/<project>/<serviceId>`.
+const SERVICE_KEY_PREFIX: &str = "/cse-sr/ms/files/";
+/// Key prefix of instances: `/cse-sr/inst/files/<domain>/<project>/<serviceId>/<instanceId>`.
+const INSTANCE_KEY_PREFIX: &str = "/cse-sr/inst/files/";
+
+/// The name of SC's own service (reference §1.5).
+pub(super) const SERVICECENTER: &str = "SERVICECENTER";
+
+/// Services that belong to the registry itself: `SERVICECENTER` and the shared services
+/// (reference §3.5.4), all in `default/default` with appId `default`. They and their
+/// instances are never part of a snapshot or a feed.
+#[derive(Debug, Clone)]
+pub(super) struct InternalServices {
+    names: BTreeSet<String>,
+}
+
+impl InternalServices {
+    /// `SERVICECENTER` is always internal, whatever `shared` says.
+    pub fn new(shared: &[String]) -> InternalServices {
+        let mut names: BTreeSet<String> = shared.iter().cloned().collect();
+        names.insert(SERVICECENTER.to_owned());
+        InternalServices { names }
+    }
+
+    /// Whether a find for `(app, name)` is redirected to `default/default` by SC, whatever
+    /// the caller's tenant (reference §3.5.4): such a service cannot be polled by find.
+    pub fn is_shared_name(&self, app: &str, name: &str) -> bool {
+        app == "default" && self.names.contains(name)
+    }
+
+    /// Whether `(tenant, app, name)` is one of the registry's own services.
+    pub fn is_internal(&self, tenant: &Tenant, app: &str, name: &str) -> bool {
+        tenant.domain == "default" && tenant.project == "default" && self.is_shared_name(app, name)
+    }
+}
+
+/// `/cse-sr/ms/files/<domain>/<project>/<serviceId>` → tenant and service id.
+pub(super) fn parse_service_key(key: &str) -> Option<(Tenant, &str)> {
+    let rest = key.strip_prefix(SERVICE_KEY_PREFIX)?;
+    let mut parts = rest.split('/');
+    let (domain, project, service) = (parts.next()?, parts.next()?, parts.next()?);
+    let complete =
+        parts.next().is_none() && !domain.is_empty() && !project.is_empty() && !service.is_empty();
+    complete.then(|| (Tenant::new(domain, project), service))
+}
+
+/// `/cse-sr/inst/files/<domain>/<project>/<serviceId>/<instanceId>` → tenant, service id
+/// and instance id.
+pub(super) fn parse_instance_key(key: &str) -> Option<(Tenant, &str, &str)> {
+    let rest = key.strip_prefix(INSTANCE_KEY_PREFIX)?;
+    let mut parts = rest.split('/');
+    let (domain, project, service, instance) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let complete = parts.next().is_none()
+        && [domain, project, service, instance]
+            .iter()
+            .all(|p| !p.is_empty());
+    complete.then(|| (Tenant::new(domain, project), service, instance))
+}
+
+/// A stored service of `tenant` in the model.
+pub(super) fn service_from_wire(tenant: Tenant, wire: WireService) -> Service {
+    Service {
+        tenant,
+        service_id: wire.service_id,
+        app: wire.app_id,
+        name: wire.service_name,
+        version: wire.version,
+        environment: wire.environment,
+        alias: wire.alias,
+        description: wire.description,
+        level: wire.level,
+        status: wire.status,
+        properties: wire.properties,
+        schemas: wire.schemas,
+        framework: wire.framework.map(|f| (f.name, f.version)),
+        register_by: wire.register_by,
+    }
+}
+
+/// The body of a create call for `service` (reference §2.1): the id is sent when chosen.
+pub(super) fn service_to_wire(service: &Service) -> WireService {
+    WireService {
+        service_id: service.service_id.clone(),
+        app_id: service.app.clone(),
+        service_name: service.name.clone(),
+        version: service.version.clone(),
+        description: service.description.clone(),
+        level: service.level.clone(),
+        schemas: service.schemas.clone(),
+        status: service.status.clone(),
+        properties: service.properties.clone(),
+        alias: service.alias.clone(),
+        environment: service.environment.clone(),
+        register_by: service.register_by.clone(),
+        framework: service
+            .framework
+            .as_ref()
+            .map(|(name, version)| WireFramework {
+                name: name.clone(),
+                version: version.clone(),
+            }),
+    }
+}
+
+/// An instance of `service_id` in `tenant`, in the model. The service id of the caller's
+/// context wins over the one in the body (SC fills it, but older dumps may not).
+pub(super) fn instance_from_wire(tenant: Tenant, service_id: &str, wire: WireInstance) -> Instance {
+    Instance {
+        tenant,
+        service_id: service_id.to_owned(),
+        instance_id: wire.instance_id,
+        endpoints: wire.endpoints,
+        host_name: wire.host_name,
+        status: wire.status,
+        properties: wire.properties,
+        health_check: wire.health_check.map(|h| HealthCheck {
+            mode: h.mode,
+            interval: h.interval,
+            times: h.times,
+            port: h.port,
+            url: h.url,
+        }),
+        data_center: wire.data_center_info.map(|d| DataCenterInfo {
+            name: d.name,
+            region: d.region,
+            available_zone: d.available_zone,
+        }),
+        version: wire.version,
+        mod_timestamp: wire.mod_timestamp,
+    }
+}
+
+/// The body of a register call for `instance` (reference §3.1). The service id travels in
+/// the path; output-only fields are not sent.
+pub(super) fn instance_to_wire(instance: &Instance) -> WireInstance {
+    WireInstance {
+        instance_id: instance.instance_id.clone(),
+        service_id: String::new(),
+        endpoints: instance.endpoints.clone(),
+        host_name: instance.host_name.clone(),
+        status: instance.status.clone(),
+        properties: instance.properties.clone(),
+        health_check: instance.health_check.as_ref().map(|h| WireHealthCheck {
+            mode: h.mode.clone(),
+            interval: h.interval,
+            times: h.times,
+            port: h.port,
+            url: h.url.clone(),
+        }),
+        data_center_info: instance.data_center.as_ref().map(|d| WireDataCenter {
+            name: d.name.clone(),
+            region: d.region.clone(),
+            available_zone: d.available_zone.clone(),
+        }),
+        version: String::new(),
+        mod_timestamp: None,
+    }
+}
+
+/// Whether two instances carry the same data, ignoring the modification time (what a copy
+/// in another registry would carry).
+pub(super) fn same_instance(a: &Instance, b: &Instance) -> bool {
+    a.instance_id == b.instance_id
+        && a.service_id == b.service_id
+        && a.tenant == b.tenant
+        && a.status == b.status
+        && a.endpoints == b.endpoints
+        && a.properties == b.properties
+        && a.host_name == b.host_name
+        && a.health_check == b.health_check
+        && a.data_center == b.data_center
+        && a.version == b.version
+}
+
+/// The services of a `GET …/microservices` answer of `tenant`, without internal ones.
+pub(super) fn services_of_tenant(
+    tenant: &Tenant,
+    wire: Vec<WireService>,
+    internal: &InternalServices,
+) -> BTreeMap<String, Service> {
+    wire.into_iter()
+        .filter(|s| {
+            !s.service_id.is_empty() && !internal.is_internal(tenant, &s.app_id, &s.service_name)
+        })
+        .map(|s| (s.service_id.clone(), service_from_wire(tenant.clone(), s)))
+        .collect()
+}
+
+/// Turns a dump into a snapshot of every tenant, without SC's own services and their
+/// instances. Entries that appear twice (several clusters) are kept once.
+///
+/// # Errors
+/// [`RegistryError::Protocol`] when a key does not have the documented layout: the tenant
+/// would be unknown, and a snapshot is never partial.
+pub(super) fn snapshot_from_dump(
+    dump: DumpReply,
+    internal: &InternalServices,
+) -> Result<Snapshot, RegistryError> {
+    let mut services = Vec::with_capacity(dump.cache.services.len());
+    let mut seen_services = HashSet::new();
+    let mut hidden: HashSet<(Tenant, String)> = HashSet::new();
+    for entry in dump.cache.services {
+        let (tenant, id) = parse_service_key(&entry.key).ok_or_else(|| {
+            RegistryError::Protocol(format!("dump: unexpected service key {:?}", entry.key))
+        })?;
+        let id = id.to_owned();
+        let Some(mut wire) = entry.value else {
+            continue;
+        };
+        if internal.is_internal(&tenant, &wire.app_id, &wire.service_name) {
+            hidden.insert((tenant, id));
+            continue;
+        }
+        if !seen_services.insert((tenant.clone(), id.clone())) {
+            continue;
+        }
+        wire.service_id = id;
+        services.push(service_from_wire(tenant, wire));
+    }
+    let mut instances = Vec::with_capacity(dump.cache.instances.len());
+    let mut seen_instances = HashSet::new();
+    for entry in dump.cache.instances {
+        let (tenant, service_id, instance_id) =
+            parse_instance_key(&entry.key).ok_or_else(|| {
+                RegistryError::Protocol(format!("dump: unexpected instance key {:?}", entry.key))
+            })?;
+        let Some(mut wire) = entry.value else {
+            continue;
+        };
+        let owner = (tenant, service_id.to_owned());
+        if hidden.contains(&owner)
+            || !seen_instances.insert((owner.clone(), instance_id.to_owned()))
+        {
+            continue;
+        }
+        wire.instance_id = instance_id.to_owned();
+        let (tenant, service_id) = owner;
+        instances.push(instance_from_wire(tenant, &service_id, wire));
+    }
+    Ok(Snapshot {
+        services,
+        instances,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_tenant() {
+        assert_eq!(
+            parse_service_key("/cse-sr/ms/files/d1/p1/sid"),
+            Some((Tenant::new("d1", "p1"), "sid"))
+        );
+        assert_eq!(parse_service_key("/cse-sr/ms/files/d1/p1"), None);
+        assert_eq!(parse_service_key("/cse-sr/ms/files/d1/p1/sid/x"), None);
+        assert_eq!(
+            parse_instance_key("/cse-sr/inst/files/default/default/s/i"),
+            Some((Tenant::default_tenant(), "s", "i"))
+        );
+        assert_eq!(parse_instance_key("/cse-sr/inst/files/default//s/i"), None);
+    }
+
+    #[test]
+    fn internal_services_are_default_tenant_default_app() {
+        let internal = InternalServices::new(&["SHARED".to_owned()]);
+        let home = Tenant::default_tenant();
+        assert!(internal.is_internal(&home, "default", "SERVICECENTER"));
+        assert!(internal.is_internal(&home, "default", "SHARED"));
+        assert!(!internal.is_internal(&home, "app", "SERVICECENTER"));
+        assert!(!internal.is_internal(&Tenant::new("d", "p"), "default", "SERVICECENTER"));
+        assert!(internal.is_shared_name("default", "SERVICECENTER"));
+    }
+
+    #[test]
+    fn dump_becomes_a_snapshot_without_internal_services() {
+        let text = r#"{"info":{"version":"1.4.8"},"cache":{
+          "services":[
+            {"key":"/cse-sr/ms/files/default/default/sc","rev":1,"value":{"serviceId":"sc","appId":"default","serviceName":"SERVICECENTER","version":"1.4.8"},"cluster":"default"},
+            {"key":"/cse-sr/ms/files/d2/p2/s1","rev":2,"value":{"serviceId":"s1","appId":"a","serviceName":"n","version":"1.0.0","properties":{"k":"v"}},"cluster":"default"}],
+          "serviceIndexes":[{"key":"/cse-sr/ms/indexes/x","rev":1,"value":"s1"}],
+          "instances":[
+            {"key":"/cse-sr/inst/files/default/default/sc/i0","rev":3,"value":{"instanceId":"i0","serviceId":"sc","hostName":"h"}},
+            {"key":"/cse-sr/inst/files/d2/p2/s1/i1","rev":4,"value":{"instanceId":"i1","serviceId":"s1","hostName":"h","status":"UP","version":"1.0.0","modTimestamp":"17"}}]}}"#;
+        let dump: DumpReply = serde_json::from_str(text).unwrap();
+        let snapshot = snapshot_from_dump(dump, &InternalServices::new(&[])).unwrap();
+        assert_eq!(snapshot.services.len(), 1);
+        assert_eq!(snapshot.services[0].tenant, Tenant::new("d2", "p2"));
+        assert_eq!(
+            snapshot.services[0].properties.get("k").map(String::as_str),
+            Some("v")
+        );
+        assert_eq!(snapshot.instances.len(), 1);
+        let i = &snapshot.instances[0];
+        assert_eq!(
+            (
+                i.service_id.as_str(),
+                i.instance_id.as_str(),
+                i.mod_timestamp
+            ),
+            ("s1", "i1", Some(17))
+        );
+    }
+
+    #[test]
+    fn dump_with_a_foreign_key_is_a_protocol_error() {
+        let text = r#"{"cache":{"services":[{"key":"/other/x","value":{}}]}}"#;
+        let dump: DumpReply = serde_json::from_str(text).unwrap();
+        assert!(matches!(
+            snapshot_from_dump(dump, &InternalServices::new(&[])),
+            Err(RegistryError::Protocol(_))
+        ));
+    }
+}

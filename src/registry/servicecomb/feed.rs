@@ -1,0 +1,517 @@
+//! The change feed of the ServiceComb adapter: SC's changes without watchers.
+//!
+//! SC's own change stream (watch websockets, reference §5.3) only reaches a consumer with
+//! dependency rules, and a `*` rule changes how SC treats service deletes for everybody.
+//! The feed therefore polls, in three layers of decreasing frequency:
+//!
+//! 1. every `poll_interval`: one batch find (§3.6) per tenant (per `find_batch` services)
+//!    naming every known service by exact key with the revision of its last answer. SC
+//!    answers `notModified` for unchanged services (a few bytes each); `updated` entries
+//!    carry the service's instances, which are diffed against what the feed last reported;
+//!    a `failed` entry with `400012` means the service is gone.
+//! 2. every `discovery_interval`: `GET …/microservices` per known tenant, for new, changed
+//!    and deleted services. Known tenants are those of the last dump, `default/default`,
+//!    and those the adapter itself wrote into.
+//! 3. every `resync_interval`: the admin dump (§5.2), returned as [`Change::Resync`]; it is
+//!    how new tenants are found, and the safety net for anything else.
+//!
+//! The feed owns its state (no locks) and uses `tokio::time` only. Each `next` runs one cycle
+//! after waiting for `poll_interval` since the end of the previous one, so an idle registry
+//! costs one small call per tenant per interval and a failing one is not hammered.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt};
+use reqwest::Method;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::client::{self, Request};
+use super::convert::{instance_from_wire, same_instance};
+use super::wire::{
+    BatchFindReply, BatchFindRequest, FindServiceEntry, FindServiceKey, FindUpdated, WireError,
+};
+use super::{Inner, parse, to_json};
+use crate::registry::{
+    Change, ChangeFeed, Instance, InstanceRef, RegistryError, Service, Snapshot, Tenant,
+};
+
+/// One service as the feed last reported it.
+#[derive(Debug)]
+struct Watched {
+    service: Service,
+    /// Revision of the last batch-find answer for the service; empty when unknown, which
+    /// makes SC answer with the full instance list.
+    rev: String,
+    /// Instances as last reported, by instance id.
+    instances: BTreeMap<String, Instance>,
+}
+
+impl Watched {
+    fn new(service: Service) -> Watched {
+        Watched {
+            service,
+            rev: String::new(),
+            instances: BTreeMap::new(),
+        }
+    }
+}
+
+/// One batch-find call planned by a poll: the tenant and the service ids in request order.
+struct PollCall {
+    tenant: Tenant,
+    ids: Vec<String>,
+    body: Vec<u8>,
+}
+
+/// A change feed over one SC. See the module documentation.
+pub(super) struct ScFeed {
+    inner: Arc<Inner>,
+    /// What the feed last reported: tenant → service id → service and instances.
+    tenants: BTreeMap<Tenant, BTreeMap<String, Watched>>,
+    /// Whether the first [`Change::Resync`] was returned.
+    started: bool,
+    /// When the next cycle may start.
+    next_poll: Instant,
+    /// When the next service listing is due.
+    next_discovery: Instant,
+    /// When the next dump is due.
+    next_resync: Instant,
+    /// Whether the last cycle failed: a feed that keeps failing warns once, then logs at
+    /// debug level (every error is counted either way).
+    failing: bool,
+    /// The last error that did not fail a cycle (one tenant or entry among several), so
+    /// that the same one repeated every poll warns only once.
+    last_partial: Option<String>,
+}
+
+#[async_trait]
+impl ChangeFeed for ScFeed {
+    async fn next(&mut self) -> Result<Vec<Change>, RegistryError> {
+        tokio::time::sleep_until(self.next_poll).await;
+        let result = self.cycle().await;
+        self.next_poll = Instant::now() + self.inner.config.poll_interval;
+        match &result {
+            Err(error) => self.note_error(error),
+            Ok(_) if self.failing => {
+                info!("registry change feed recovered");
+                self.failing = false;
+            }
+            Ok(_) => {}
+        }
+        result
+    }
+}
+
+impl ScFeed {
+    pub(super) fn new(inner: Arc<Inner>) -> ScFeed {
+        let now = Instant::now();
+        ScFeed {
+            inner,
+            tenants: BTreeMap::new(),
+            started: false,
+            next_poll: now,
+            next_discovery: now,
+            next_resync: now,
+            failing: false,
+            last_partial: None,
+        }
+    }
+
+    /// Counts and logs an error of the feed; only the first of a run is a warning.
+    fn note_error(&mut self, error: &RegistryError) {
+        self.inner.metrics.count_error(error.kind());
+        if self.failing {
+            debug!(kind = error.kind(), %error, "registry change feed still failing");
+        } else {
+            warn!(kind = error.kind(), %error, "registry change feed failed");
+            self.failing = true;
+        }
+    }
+
+    /// Counts and logs an error that did not fail the cycle; a repeat is logged at debug level.
+    fn note_partial(&mut self, error: &RegistryError) {
+        self.inner.metrics.count_error(error.kind());
+        let text = error.to_string();
+        if self.last_partial.as_deref() == Some(text.as_str()) {
+            debug!(kind = error.kind(), %error, "registry change feed: part of a poll failed again");
+        } else {
+            warn!(kind = error.kind(), %error, "registry change feed: part of a poll failed");
+            self.last_partial = Some(text);
+        }
+    }
+
+    /// One cycle: a dump when due (or before anything else), else a listing when due and a
+    /// poll. Errors of one tenant do not hide another tenant's changes: a cycle that found
+    /// changes returns them and only logs its errors.
+    async fn cycle(&mut self) -> Result<Vec<Change>, RegistryError> {
+        let now = Instant::now();
+        if !self.started || now >= self.next_resync {
+            return self.resync(now).await;
+        }
+        let mut changes = Vec::new();
+        let mut errors = Vec::new();
+        if now >= self.next_discovery {
+            self.next_discovery = now + self.inner.config.discovery_interval;
+            self.discover(&mut changes, &mut errors).await;
+        }
+        self.poll(&mut changes, &mut errors).await;
+        let mut errors = errors.into_iter();
+        match errors.next() {
+            Some(first) if changes.is_empty() => {
+                for other in errors {
+                    self.note_partial(&other);
+                }
+                Err(first)
+            }
+            first => {
+                for error in first.into_iter().chain(errors) {
+                    self.note_partial(&error);
+                }
+                Ok(changes)
+            }
+        }
+    }
+
+    /// Takes a dump and reports it as a resync.
+    async fn resync(&mut self, now: Instant) -> Result<Vec<Change>, RegistryError> {
+        let inner = Arc::clone(&self.inner);
+        let config = &inner.config;
+        let snapshot = match inner.dump().await {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                if self.started {
+                    // Keep polling in the meantime; try the dump again soon.
+                    self.next_resync = now + config.discovery_interval;
+                }
+                return Err(error);
+            }
+        };
+        self.adopt(&snapshot);
+        self.started = true;
+        let now = Instant::now();
+        self.next_resync = now + config.resync_interval;
+        self.next_discovery = now + config.discovery_interval;
+        debug!(
+            services = snapshot.services.len(),
+            instances = snapshot.instances.len(),
+            "feed resync"
+        );
+        Ok(vec![Change::Resync(snapshot)])
+    }
+
+    /// Makes `snapshot` the feed's state. Revisions are kept for services whose instances are
+    /// unchanged, so that the next poll after a dump stays cheap.
+    fn adopt(&mut self, snapshot: &Snapshot) {
+        let mut fresh: BTreeMap<Tenant, BTreeMap<String, Watched>> = BTreeMap::new();
+        for service in &snapshot.services {
+            fresh
+                .entry(service.tenant.clone())
+                .or_default()
+                .insert(service.service_id.clone(), Watched::new(service.clone()));
+        }
+        for instance in &snapshot.instances {
+            if let Some(watched) = fresh
+                .get_mut(&instance.tenant)
+                .and_then(|t| t.get_mut(&instance.service_id))
+            {
+                watched
+                    .instances
+                    .insert(instance.instance_id.clone(), instance.clone());
+            }
+        }
+        for (tenant, services) in &mut fresh {
+            for (id, watched) in services.iter_mut() {
+                let old = self.tenants.get(tenant).and_then(|t| t.get(id));
+                if let Some(old) =
+                    old.filter(|old| same_instances(&old.instances, &watched.instances))
+                {
+                    watched.rev.clone_from(&old.rev);
+                }
+            }
+        }
+        self.tenants = fresh;
+    }
+
+    /// Lists the services of every known tenant and reports new, changed and deleted ones.
+    async fn discover(&mut self, changes: &mut Vec<Change>, errors: &mut Vec<RegistryError>) {
+        let mut tenants: Vec<Tenant> = self.tenants.keys().cloned().collect();
+        tenants.push(Tenant::default_tenant());
+        tenants.extend(self.inner.written_tenants());
+        tenants.sort_unstable();
+        tenants.dedup();
+        let inner = &*self.inner;
+        let listings: Vec<_> = stream::iter(tenants)
+            .map(|tenant| async move {
+                let listed = inner.list_services(&tenant).await;
+                (tenant, listed)
+            })
+            .buffer_unordered(inner.config.max_concurrent_calls)
+            .collect()
+            .await;
+        for (tenant, listed) in listings {
+            match listed {
+                Ok(listed) => self.apply_listing(tenant, listed, changes),
+                Err(error) => errors.push(error),
+            }
+        }
+    }
+
+    fn apply_listing(
+        &mut self,
+        tenant: Tenant,
+        listed: BTreeMap<String, Service>,
+        changes: &mut Vec<Change>,
+    ) {
+        let watched = self.tenants.entry(tenant.clone()).or_default();
+        let gone: Vec<String> = watched
+            .keys()
+            .filter(|id| !listed.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(service) = watched.remove(&id) {
+                report_service_removed(&tenant, id, service, changes);
+            }
+        }
+        for (id, service) in listed {
+            match watched.get_mut(&id) {
+                Some(known) if known.service == service => {}
+                Some(known) => {
+                    known.service = service.clone();
+                    changes.push(Change::Service(service));
+                }
+                None => {
+                    changes.push(Change::Service(service.clone()));
+                    watched.insert(id, Watched::new(service));
+                }
+            }
+        }
+        if watched.is_empty() {
+            self.tenants.remove(&tenant);
+        }
+    }
+
+    /// One batch find per tenant (and per `find_batch` services), at most
+    /// `max_concurrent_calls` at a time.
+    async fn poll(&mut self, changes: &mut Vec<Change>, errors: &mut Vec<RegistryError>) {
+        let calls = match self.plan_poll() {
+            Ok(calls) => calls,
+            Err(error) => return errors.push(error),
+        };
+        let inner = &*self.inner;
+        let replies: Vec<_> = stream::iter(calls)
+            .map(|call| async move {
+                let query = [("type", "query")];
+                let path = ["instances", "action"];
+                let request = Request::new("feed_poll", Method::POST, &call.tenant, &path)
+                    .query(&query)
+                    .json(call.body);
+                let reply = match inner.call(request).await {
+                    Ok(body) => parse::<BatchFindReply>("feed_poll", &body),
+                    Err(fault) => Err(fault.into()),
+                };
+                (call.tenant, call.ids, reply)
+            })
+            .buffer_unordered(inner.config.max_concurrent_calls)
+            .collect()
+            .await;
+        for (tenant, ids, reply) in replies {
+            match reply.and_then(|reply| self.apply_poll(&tenant, &ids, reply, changes)) {
+                Ok(failures) => failures.iter().for_each(|f| self.note_partial(f)),
+                Err(error) => errors.push(error),
+            }
+        }
+    }
+
+    /// The batch-find calls of one poll. Services SC redirects to `default/default` (shared
+    /// names) cannot be found in their own tenant and are left to listings and dumps.
+    fn plan_poll(&self) -> Result<Vec<PollCall>, RegistryError> {
+        let config = &self.inner.config;
+        let mut calls = Vec::new();
+        for (tenant, services) in &self.tenants {
+            let pollable: Vec<(&String, &Watched)> = services
+                .iter()
+                .filter(|(_, w)| {
+                    !self
+                        .inner
+                        .internal
+                        .is_shared_name(&w.service.app, &w.service.name)
+                })
+                .collect();
+            for chunk in pollable.chunks(config.find_batch) {
+                let entries = chunk
+                    .iter()
+                    .map(|(_, w)| FindServiceEntry {
+                        service: FindServiceKey {
+                            app_id: &w.service.app,
+                            service_name: &w.service.name,
+                            version: &w.service.version,
+                            environment: &w.service.environment,
+                        },
+                        rev: &w.rev,
+                    })
+                    .collect();
+                let body = to_json(
+                    "feed_poll",
+                    &BatchFindRequest {
+                        services: entries,
+                        instances: Vec::new(),
+                    },
+                )?;
+                let ids = chunk.iter().map(|(id, _)| (*id).clone()).collect();
+                calls.push(PollCall {
+                    tenant: tenant.clone(),
+                    ids,
+                    body,
+                });
+            }
+        }
+        Ok(calls)
+    }
+
+    /// Applies one batch-find answer for `ids` of `tenant`. Returns the failures of single
+    /// entries other than "service gone": they are only logged, as the entry is asked again
+    /// at the next poll and must not hide the other entries' changes.
+    ///
+    /// # Errors
+    /// [`RegistryError::Protocol`] when the answer names an index outside the request; then
+    /// nothing of it is applied.
+    fn apply_poll(
+        &mut self,
+        tenant: &Tenant,
+        ids: &[String],
+        reply: BatchFindReply,
+        changes: &mut Vec<Change>,
+    ) -> Result<Vec<RegistryError>, RegistryError> {
+        let section = reply.services;
+        let index = |i: i64| {
+            usize::try_from(i)
+                .ok()
+                .filter(|i| *i < ids.len())
+                .ok_or_else(|| {
+                    RegistryError::Protocol(format!(
+                        "feed_poll: index {i} outside the {} services asked",
+                        ids.len()
+                    ))
+                })
+        };
+        let answered = section
+            .updated
+            .iter()
+            .map(|u| u.index)
+            .chain(section.not_modified.iter().copied());
+        for i in answered {
+            index(i)?;
+        }
+        for group in &section.failed {
+            for i in &group.indexes {
+                index(*i)?;
+            }
+        }
+        let mut failures = Vec::new();
+        for updated in section.updated {
+            let id = &ids[index(updated.index)?];
+            self.apply_updated(tenant, id, updated, changes);
+        }
+        for group in section.failed {
+            if group.error.error_code == Some(client::SERVICE_NOT_EXIST) {
+                for i in group.indexes {
+                    let id = &ids[index(i)?];
+                    if let Some(service) = self.tenants.get_mut(tenant).and_then(|t| t.remove(id)) {
+                        report_service_removed(tenant, id.clone(), service, changes);
+                    }
+                }
+            } else {
+                failures.push(entry_failure(tenant, &group.error, group.indexes.len()));
+            }
+        }
+        Ok(failures)
+    }
+
+    /// One service whose instances changed since its last revision.
+    fn apply_updated(
+        &mut self,
+        tenant: &Tenant,
+        id: &str,
+        updated: FindUpdated,
+        changes: &mut Vec<Change>,
+    ) {
+        let Some(watched) = self.tenants.get_mut(tenant).and_then(|t| t.get_mut(id)) else {
+            return;
+        };
+        // SC 2.x finds every version of a name: keep this service's instances only.
+        let fresh: BTreeMap<String, Instance> = updated
+            .instances
+            .into_iter()
+            .filter(|i| {
+                !i.instance_id.is_empty() && (i.service_id.is_empty() || i.service_id == id)
+            })
+            .map(|i| {
+                (
+                    i.instance_id.clone(),
+                    instance_from_wire(tenant.clone(), id, i),
+                )
+            })
+            .collect();
+        for (instance_id, old) in &watched.instances {
+            if !fresh.contains_key(instance_id) {
+                changes.push(Change::InstanceRemoved(old.reference()));
+            }
+        }
+        for (instance_id, instance) in &fresh {
+            let changed = watched
+                .instances
+                .get(instance_id)
+                .is_none_or(|old| !same_instance(old, instance));
+            if changed {
+                changes.push(Change::Instance(instance.clone()));
+            }
+        }
+        watched.instances = fresh;
+        watched.rev = updated.rev;
+    }
+}
+
+/// Reports a service as gone: its instances first, then the service.
+fn report_service_removed(
+    tenant: &Tenant,
+    service_id: String,
+    service: Watched,
+    changes: &mut Vec<Change>,
+) {
+    for instance_id in service.instances.into_keys() {
+        changes.push(Change::InstanceRemoved(InstanceRef {
+            tenant: tenant.clone(),
+            service_id: service_id.clone(),
+            instance_id,
+        }));
+    }
+    changes.push(Change::ServiceRemoved {
+        tenant: tenant.clone(),
+        service_id,
+    });
+}
+
+/// The error of failed batch-find entries other than "service gone".
+fn entry_failure(tenant: &Tenant, error: &WireError, count: usize) -> RegistryError {
+    let code = error.error_code.unwrap_or_default();
+    let message = format!(
+        "feed_poll: {count} service(s) of {tenant} failed: {code} {} ({})",
+        error.error_message, error.detail
+    );
+    if code >= 500_000 {
+        RegistryError::Unavailable(message)
+    } else {
+        RegistryError::Invalid(message)
+    }
+}
+
+fn same_instances(a: &BTreeMap<String, Instance>, b: &BTreeMap<String, Instance>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| ka == kb && same_instance(va, vb))
+}

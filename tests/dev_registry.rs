@@ -1,0 +1,2135 @@
+//! Conformance tests of the dev registry (`syncer::devreg`) against
+//! `shared/reference/servicecomb-sc-v4-api.md`.
+//!
+//! Every test starts its own registry on `127.0.0.1:0` and talks to it over HTTP with reqwest
+//! and `serde_json::Value` only: no wire type of the emulator is imported, so the shapes are
+//! checked against the reference, not against the implementation. Tests `cNN_*` follow the
+//! reference's §6.3 checklist item NN; the others cover the rest of the brief. Nothing sleeps
+//! to synchronise: waits poll with a deadline.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use reqwest::Method;
+use serde_json::{Value, json};
+use syncer::devreg::{DevRegistry, DevRegistryConfig, HeartbeatStyle};
+use tokio::time::{Instant, sleep, timeout};
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long a wait for something asynchronous may take.
+const DEADLINE: Duration = Duration::from_secs(8);
+/// Poll period inside a deadline loop.
+const POLL: Duration = Duration::from_millis(25);
+
+/// One HTTP answer.
+struct Resp {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text))
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts an SC error: status = code / 1000, `errorCode` a JSON string.
+    #[track_caller]
+    fn assert_error(&self, code: &str) -> Value {
+        let body = self.json();
+        assert_eq!(
+            body["errorCode"],
+            Value::String(code.to_owned()),
+            "body: {}",
+            self.text
+        );
+        let status: u16 = code[..3].parse().unwrap();
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert!(self.text.ends_with('\n'), "error bodies end with a newline");
+        assert!(self.header("content-type").starts_with("application/json"));
+        body
+    }
+
+    /// Asserts SC's answer to a successful write: 200, empty text/plain body.
+    #[track_caller]
+    fn assert_empty_ok(&self) {
+        assert_eq!(self.status, 200, "body: {}", self.text);
+        assert_eq!(self.text, "");
+        assert!(self.header("content-type").starts_with("text/plain"));
+        assert_eq!(self.header("x-response-status"), "200");
+    }
+
+    /// Asserts a 200 JSON answer and returns it.
+    #[track_caller]
+    fn ok_json(&self) -> Value {
+        assert_eq!(self.status, 200, "body: {}", self.text);
+        assert!(self.text.ends_with('\n'), "JSON bodies end with a newline");
+        assert!(self.header("content-type").starts_with("application/json"));
+        self.json()
+    }
+}
+
+/// A running dev registry and an HTTP client for it.
+struct Sc {
+    reg: DevRegistry,
+    http: reqwest::Client,
+}
+
+impl Sc {
+    async fn start() -> Sc {
+        Sc::with(DevRegistryConfig::default()).await
+    }
+
+    async fn with(config: DevRegistryConfig) -> Sc {
+        let reg = DevRegistry::start(config)
+            .await
+            .expect("start dev registry");
+        Sc {
+            reg,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// `…/v4/default/registry{path}`.
+    fn url(&self, path: &str) -> String {
+        format!("{}/v4/default/registry{path}", self.reg.url())
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: String,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        let mut req = self.http.request(method, url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.expect("request");
+        Resp {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            text: resp.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        self.send(Method::GET, self.url(path), &[], None).await
+    }
+
+    async fn get_h(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.send(Method::GET, self.url(path), headers, None).await
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Value) -> Resp {
+        self.send(
+            method,
+            self.url(path),
+            &[],
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    async fn put_empty(&self, path: &str) -> Resp {
+        self.send(Method::PUT, self.url(path), &[], None).await
+    }
+
+    async fn delete(&self, path: &str) -> Resp {
+        self.send(Method::DELETE, self.url(path), &[], None).await
+    }
+
+    /// Creates a service; returns its id.
+    async fn service(&self, service: Value) -> String {
+        let r = self
+            .call(
+                Method::POST,
+                "/microservices",
+                json!({ "service": service }),
+            )
+            .await;
+        r.ok_json()["serviceId"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers an instance; returns its id.
+    async fn instance(&self, service_id: &str, instance: Value) -> String {
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/microservices/{service_id}/instances"),
+                json!({ "instance": instance }),
+            )
+            .await;
+        r.ok_json()["instanceId"].as_str().unwrap().to_owned()
+    }
+
+    async fn find(&self, query: &str, headers: &[(&str, &str)]) -> Resp {
+        self.get_h(&format!("/instances?{query}"), headers).await
+    }
+
+    /// Ids of the instances a find returns, in order.
+    async fn find_ids(&self, query: &str, headers: &[(&str, &str)]) -> Vec<String> {
+        instance_ids(&self.find(query, headers).await.ok_json())
+    }
+
+    fn ws_url(&self, consumer: &str, kind: &str) -> String {
+        format!(
+            "ws://{}/v4/default/registry/microservices/{consumer}/{kind}",
+            self.reg.addr()
+        )
+    }
+}
+
+fn instance_ids(body: &Value) -> Vec<String> {
+    body["instances"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| i["instanceId"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn host(name: &str) -> Value {
+    json!({ "hostName": name, "endpoints": [format!("rest://{name}:8080")] })
+}
+
+/// Polls `check` until it is true or the deadline passes.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(POLL).await;
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Next text frame (control frames skipped), or `None` when the connection ends.
+async fn next_text(ws: &mut Ws) -> Option<String> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, ws.next()).await {
+            Err(_) => panic!("no websocket frame within {DEADLINE:?}"),
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return None,
+            Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// Next watch event as JSON.
+async fn next_event(ws: &mut Ws) -> Value {
+    let text = next_text(ws).await.expect("an event frame");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("event is not JSON ({e}): {text}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// §6.3 checklist
+// ---------------------------------------------------------------------------------------------
+
+/// §6.3 item 1, §2.1: create defaults appId/version/level/status; no environment.
+#[tokio::test]
+async fn c01_create_defaults() {
+    let sc = Sc::start().await;
+    let id = sc.service(json!({ "serviceName": "defaults" })).await;
+    let s = sc.get(&format!("/microservices/{id}")).await.ok_json()["service"].clone();
+    assert_eq!(s["appId"], "default");
+    assert_eq!(s["version"], "0.0.1");
+    assert_eq!(s["level"], "BACK");
+    assert_eq!(s["status"], "UP");
+    assert_eq!(s["serviceId"], id.as_str());
+    assert!(
+        s.get("environment").is_none(),
+        "empty environment is omitted"
+    );
+    assert!(s.get("properties").is_none(), "empty maps are omitted");
+    let ts = s["timestamp"].as_str().unwrap();
+    assert!(
+        ts.parse::<u64>().is_ok(),
+        "timestamp is Unix seconds as a string"
+    );
+    assert_eq!(s["timestamp"], s["modTimestamp"]);
+    // Generated ids: SHA-1 (40 hex) of the index key, deterministic.
+    assert_eq!(id.len(), 40);
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+}
+
+/// §6.3 item 2, §2.1: re-creating is idempotent; another explicit id conflicts.
+#[tokio::test]
+async fn c02_create_twice_and_conflict() {
+    let sc = Sc::start().await;
+    let body = json!({ "appId": "a", "serviceName": "twice", "version": "1.0.0" });
+    let first = sc.service(body.clone()).await;
+    let mut changed = body.clone();
+    changed["description"] = json!("ignored");
+    let second = sc.service(changed).await;
+    assert_eq!(first, second);
+    let s = sc.get(&format!("/microservices/{first}")).await.ok_json();
+    assert!(
+        s["service"].get("description").is_none(),
+        "existing service is not updated"
+    );
+    let mut other = body.clone();
+    other["serviceId"] = json!("another-id");
+    let r = sc
+        .call(Method::POST, "/microservices", json!({ "service": other }))
+        .await;
+    r.assert_error("400010");
+    // The same explicit id as the existing one is fine.
+    let mut same = body;
+    same["serviceId"] = json!(first.clone());
+    assert_eq!(sc.service(same).await, first);
+}
+
+/// §6.3 item 3: an unused explicit serviceId is honoured.
+#[tokio::test]
+async fn c03_explicit_service_id() {
+    let sc = Sc::start().await;
+    let id = sc
+        .service(json!({ "serviceId": "my-own-id", "serviceName": "explicit" }))
+        .await;
+    assert_eq!(id, "my-own-id");
+    sc.get("/microservices/my-own-id").await.ok_json();
+    // The id is taken now: a different service asking for it conflicts.
+    let r = sc
+        .call(
+            Method::POST,
+            "/microservices",
+            json!({ "service": { "serviceId": "my-own-id", "serviceName": "other" } }),
+        )
+        .await;
+    r.assert_error("400010");
+}
+
+/// §6.3 item 4, §1.3: the error body of an unknown service.
+#[tokio::test]
+async fn c04_get_unknown_service() {
+    let sc = Sc::start().await;
+    let r = sc.get("/microservices/nope").await;
+    let body = r.assert_error("400012");
+    assert_eq!(body["errorMessage"], "Micro-service does not exist");
+    assert_eq!(body["detail"], "Service does not exist.");
+    assert_eq!(r.header("x-response-status"), "400");
+    // Ids longer than 64 characters are invalid parameters.
+    let long = "x".repeat(65);
+    sc.get(&format!("/microservices/{long}"))
+        .await
+        .assert_error("400001");
+}
+
+/// §6.3 item 5, §6.2: invalid names and versions.
+#[tokio::test]
+async fn c05_invalid_name_and_version() {
+    let sc = Sc::start().await;
+    for service in [
+        json!({ "serviceName": "-bad" }),
+        json!({ "serviceName": "ok", "version": "1.0.0.0.0" }),
+        json!({ "serviceName": "ok", "version": "1.99999" }),
+        json!({ "serviceName": "" }),
+        json!({ "serviceName": "ok", "environment": "prod" }),
+        json!({ "serviceName": "ok", "level": "TOP" }),
+    ] {
+        let r = sc
+            .call(
+                Method::POST,
+                "/microservices",
+                json!({ "service": service }),
+            )
+            .await;
+        let body = r.assert_error("400001");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("field 'MicroService."),
+            "{body}"
+        );
+    }
+    let r = sc.call(Method::POST, "/microservices", json!({})).await;
+    assert_eq!(r.assert_error("400001")["detail"], "Request body is empty");
+}
+
+/// §6.3 item 6, §2.5: existence with version rules.
+#[tokio::test]
+async fn c06_existence_version_rules() {
+    let sc = Sc::start().await;
+    let v1 = sc
+        .service(json!({ "appId": "app", "serviceName": "ex", "version": "1.0.0" }))
+        .await;
+    let v2 = sc
+        .service(
+            json!({ "appId": "app", "serviceName": "ex", "version": "2.0.0", "alias": "exalias" }),
+        )
+        .await;
+    let q = |v: &str| format!("/existence?type=microservice&appId=app&serviceName=ex&version={v}");
+    let r = sc.get(&q("latest")).await;
+    assert_eq!(r.ok_json()["serviceId"], v2.as_str());
+    assert_eq!(r.header("x-schema-summary"), "");
+    assert!(r.headers.contains_key("x-schema-summary"));
+    assert_eq!(
+        sc.get(&q("1.0.0")).await.ok_json()["serviceId"],
+        v1.as_str()
+    );
+    assert_eq!(
+        sc.get(&q("1.0.0%2B")).await.ok_json()["serviceId"],
+        v2.as_str()
+    );
+    sc.get(&q("3.0.0")).await.assert_error("400012");
+    let r = sc.get(&q("9.0.0%2B")).await;
+    assert!(
+        r.assert_error("400026")["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("version mismatch.")
+    );
+    sc.get("/existence?type=microservice&appId=app&serviceName=unknown&version=latest")
+        .await
+        .assert_error("400012");
+    // Aliases are found too.
+    let r = sc
+        .get("/existence?type=microservice&appId=app&serviceName=exalias&version=2.0.0")
+        .await;
+    assert_eq!(r.ok_json()["serviceId"], v2.as_str());
+    let r = sc
+        .get("/existence?appId=app&serviceName=ex&version=latest")
+        .await;
+    assert_eq!(
+        r.assert_error("400001")["detail"],
+        "Only micro-service and schema can be used as type."
+    );
+    assert!(r.headers.contains_key("x-schema-summary"));
+    sc.get("/existence?type=microservice&serviceName=ex&version=latest")
+        .await
+        .assert_error("400001");
+    // type=schema: unknown service, then a schema that was never uploaded.
+    sc.get("/existence?type=schema&serviceId=nope&schemaId=s1")
+        .await
+        .assert_error("400012");
+    sc.get(&format!(
+        "/existence?type=schema&serviceId={v1}&schemaId=s1"
+    ))
+    .await
+    .assert_error("400016");
+}
+
+/// §6.3 item 7, §3.1: register validation.
+#[tokio::test]
+async fn c07_register_validation() {
+    let sc = Sc::start().await;
+    let sid = sc.service(json!({ "serviceName": "reg" })).await;
+    let path = format!("/microservices/{sid}/instances");
+    sc.call(Method::POST, &path, json!({}))
+        .await
+        .assert_error("400001");
+    sc.call(
+        Method::POST,
+        &path,
+        json!({ "instance": { "endpoints": ["rest://x:1"] } }),
+    )
+    .await
+    .assert_error("400001");
+    sc.call(
+        Method::POST,
+        &path,
+        json!({ "instance": { "hostName": "   " } }),
+    )
+    .await
+    .assert_error("400001");
+    sc.call(
+        Method::POST,
+        "/microservices/unknown/instances",
+        json!({ "instance": host("h") }),
+    )
+    .await
+    .assert_error("400012");
+    let r = sc
+        .call(
+            Method::POST,
+            &path,
+            json!({ "instance": { "hostName": "h", "dataCenterInfo": { "name": "dc" } } }),
+        )
+        .await;
+    r.assert_error("400001");
+    let r = sc
+        .call(
+            Method::POST,
+            &path,
+            json!({ "instance": { "hostName": "h", "healthCheck": { "mode": "push", "interval": 5, "times": -1 } } }),
+        )
+        .await;
+    assert_eq!(
+        r.assert_error("400001")["detail"],
+        "Invalid 'healthCheck' settings in request body."
+    );
+}
+
+/// §6.3 item 8, §3.1: instance defaults.
+#[tokio::test]
+async fn c08_instance_defaults() {
+    let sc = Sc::start().await;
+    let sid = sc
+        .service(json!({ "serviceName": "defs", "version": "3.2.1" }))
+        .await;
+    let iid = sc.instance(&sid, json!({ "hostName": "h1" })).await;
+    assert_eq!(iid.len(), 32, "generated instance ids are 32 hex digits");
+    assert!(iid.chars().all(|c| c.is_ascii_hexdigit()));
+    let i = sc
+        .get(&format!("/microservices/{sid}/instances/{iid}"))
+        .await
+        .ok_json()["instance"]
+        .clone();
+    assert_eq!(i["status"], "UP");
+    assert_eq!(
+        i["healthCheck"],
+        json!({ "mode": "push", "interval": 30, "times": 3 })
+    );
+    assert_eq!(i["version"], "3.2.1");
+    assert_eq!(i["serviceId"], sid.as_str());
+    assert_eq!(i["timestamp"], i["modTimestamp"]);
+    assert!(
+        i.get("endpoints").is_none(),
+        "an empty endpoint list is omitted"
+    );
+}
+
+/// §6.3 item 9, §3.1: registering an existing instanceId is only a heartbeat.
+#[tokio::test]
+async fn c09_reregister_existing_id() {
+    let sc = Sc::start().await;
+    let sid = sc.service(json!({ "serviceName": "reuse" })).await;
+    let body = json!({ "instanceId": "fixed-1", "hostName": "h", "endpoints": ["rest://old:1"] });
+    assert_eq!(sc.instance(&sid, body).await, "fixed-1");
+    let again = json!({ "instanceId": "fixed-1", "hostName": "h", "endpoints": ["rest://new:2"], "status": "DOWN" });
+    assert_eq!(sc.instance(&sid, again).await, "fixed-1");
+    let i = sc
+        .get(&format!("/microservices/{sid}/instances/fixed-1"))
+        .await
+        .ok_json()["instance"]
+        .clone();
+    assert_eq!(i["endpoints"], json!(["rest://old:1"]));
+    assert_eq!(i["status"], "UP");
+}
+
+/// §6.3 item 10, §3.7: single heartbeat.
+#[tokio::test]
+async fn c10_heartbeat() {
+    let sc = Sc::start().await;
+    let sid = sc.service(json!({ "serviceName": "hb" })).await;
+    let iid = sc.instance(&sid, host("h")).await;
+    sc.put_empty(&format!("/microservices/{sid}/instances/{iid}/heartbeat"))
+        .await
+        .assert_empty_ok();
+    let r = sc
+        .put_empty(&format!("/microservices/{sid}/instances/unknown/heartbeat"))
+        .await;
+    r.assert_error("400017");
+}
+
+/// §6.3 item 11, §3.8: batch heartbeat, 1.4.8 style.
+#[tokio::test]
+async fn c11_batch_heartbeat_v1_4() {
+    let sc = Sc::start().await;
+    let sid = sc.service(json!({ "serviceName": "hbs" })).await;
+    let a = sc.instance(&sid, host("a")).await;
+    let b = sc.instance(&sid, host("b")).await;
+    let known = json!({ "instances": [
+        { "serviceId": sid, "instanceId": a },
+        { "serviceId": sid, "instanceId": b },
+        { "serviceId": sid, "instanceId": a }
+    ]});
+    sc.call(Method::PUT, "/heartbeats", known)
+        .await
+        .assert_empty_ok();
+    let one_unknown = json!({ "instances": [
+        { "serviceId": sid, "instanceId": a },
+        { "serviceId": sid, "instanceId": "gone" }
+    ]});
+    let r = sc.call(Method::PUT, "/heartbeats", one_unknown).await;
+    let body = r.assert_error("400017");
+    assert_eq!(body["detail"], "Heartbeat set failed.");
+    assert!(
+        body.get("instances").is_none(),
+        "1.4.8 sends no per-instance list"
+    );
+    let r = sc
+        .call(Method::PUT, "/heartbeats", json!({ "instances": [] }))
+        .await;
+    assert_eq!(
+        r.assert_error("400001")["detail"],
+        "Request format invalid."
+    );
+    let r = sc
+        .send(
+            Method::PUT,
+            sc.url("/heartbeats"),
+            &[],
+            Some(b"{not json".to_vec()),
+        )
+        .await;
+    assert_eq!(r.assert_error("400001")["detail"], "Unmarshal error");
+}
+
+/// §6.3 item 12, §4: a short push lease expires; heartbeats then fail.
+#[tokio::test]
+async fn c12_short_lease_expires() {
+    let sc = Sc::start().await;
+    let sid = sc.service(json!({ "serviceName": "short" })).await;
+    let iid = sc
+        .instance(
+            &sid,
+            json!({ "hostName": "h", "healthCheck": { "mode": "push", "interval": 2, "times": 0 } }),
+        )
+        .await;
+    let started = Instant::now();
+    let path = format!("/microservices/{sid}/instances/{iid}");
+    eventually("the instance to expire", || async {
+        sc.get(&path).await.status == 400
+    })
+    .await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "expired too early: {elapsed:?}"
+    );
+    sc.get(&path).await.assert_error("400017");
+    sc.put_empty(&format!("{path}/heartbeat"))
+        .await
+        .assert_error("400017");
+}
+
+/// §6.3 item 13, §3.1/§4: pull mode health checks.
+#[tokio::test]
+async fn c13_pull_health_check() {
+    let sc = Sc::start().await;
+    let sid = sc.service(json!({ "serviceName": "pull" })).await;
+    let path = format!("/microservices/{sid}/instances");
+    let r = sc
+        .call(
+            Method::POST,
+            &path,
+            json!({ "instance": { "hostName": "h", "healthCheck": { "mode": "pull" } } }),
+        )
+        .await;
+    r.assert_error("400001");
+    sc.call(
+        Method::POST,
+        &path,
+        json!({ "instance": { "hostName": "h", "healthCheck": { "interval": 5 } } }),
+    )
+    .await
+    .assert_error("400001");
+    let iid = sc
+        .instance(
+            &sid,
+            json!({ "hostName": "h", "healthCheck": { "mode": "pull", "interval": 5, "times": 1 } }),
+        )
+        .await;
+    let i = sc.get(&format!("{path}/{iid}")).await.ok_json()["instance"].clone();
+    assert_eq!(
+        i["healthCheck"],
+        json!({ "mode": "pull", "interval": 30, "times": 3 })
+    );
+}
+
+/// Three versions of `app/svc`, one instance each; returns (service ids, instance ids).
+async fn three_versions(sc: &Sc) -> (Vec<String>, Vec<String>) {
+    let mut sids = Vec::new();
+    let mut iids = Vec::new();
+    for v in ["1.0.0", "1.5.0", "2.0.0"] {
+        let sid = sc
+            .service(json!({ "appId": "app", "serviceName": "svc", "version": v }))
+            .await;
+        iids.push(sc.instance(&sid, host(&format!("h{v}"))).await);
+        sids.push(sid);
+    }
+    (sids, iids)
+}
+
+/// §6.3 item 14, §3.5.1: version rules of find, descending version order.
+#[tokio::test]
+async fn c14_find_version_rules() {
+    let sc = Sc::start().await;
+    let (_, i) = three_versions(&sc).await;
+    let q = |v: &str| format!("appId=app&serviceName=svc&version={v}");
+    assert_eq!(sc.find_ids(&q("latest"), &[]).await, vec![i[2].clone()]);
+    assert_eq!(
+        sc.find_ids(&q("1.0.0%2B"), &[]).await,
+        vec![i[2].clone(), i[1].clone(), i[0].clone()]
+    );
+    assert_eq!(
+        sc.find_ids(&q("1.0.0-2.0.0"), &[]).await,
+        vec![i[1].clone(), i[0].clone()]
+    );
+    assert_eq!(sc.find_ids(&q("1.5.0"), &[]).await, vec![i[1].clone()]);
+    // Exact rules are string matches: `1.5` is not `1.5.0`.
+    sc.find(&q("1.5"), &[]).await.assert_error("400012");
+}
+
+/// §6.3 item 15, §3.5.2: find errors and the empty answer.
+#[tokio::test]
+async fn c15_find_errors() {
+    let sc = Sc::start().await;
+    three_versions(&sc).await;
+    let r = sc
+        .find("appId=app&serviceName=unknown&version=latest", &[])
+        .await;
+    let detail = r.assert_error("400012")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("provider does not exist"), "{detail}");
+    let r = sc
+        .find("appId=app&serviceName=svc&version=9.0.0%2B", &[])
+        .await;
+    assert_eq!(r.ok_json(), json!({}));
+    assert_eq!(r.text, "{}\n");
+    sc.find("appId=app&serviceName=svc", &[])
+        .await
+        .assert_error("400001");
+    sc.find("serviceName=svc&version=latest", &[])
+        .await
+        .assert_error("400001");
+    sc.find("appId=app&serviceName=svc&version=latest&env=prod", &[])
+        .await
+        .assert_error("400001");
+    sc.find(
+        "appId=app&serviceName=svc&version=latest",
+        &[("X-ConsumerId", "nobody")],
+    )
+    .await
+    .assert_error("400012");
+}
+
+/// §6.3 item 16, §5.1: revisions and 304.
+#[tokio::test]
+async fn c16_find_revision() {
+    let sc = Sc::start().await;
+    let (sids, iids) = three_versions(&sc).await;
+    let q = "appId=app&serviceName=svc&version=latest";
+    let r = sc.find(q, &[]).await;
+    r.ok_json();
+    let rev = r.header("x-resource-revision").to_owned();
+    assert_eq!(rev.len(), 40, "revision is 40 hex digits: {rev:?}");
+    let r = sc.find(&format!("{q}&rev={rev}"), &[]).await;
+    assert_eq!(r.status, 304);
+    assert_eq!(r.text, "");
+    assert_eq!(r.header("x-resource-revision"), rev);
+    // noCache disables the comparison.
+    assert_eq!(
+        sc.find(&format!("{q}&rev={rev}&noCache=1"), &[])
+            .await
+            .status,
+        200
+    );
+    // A heartbeat does not change the revision...
+    sc.put_empty(&format!(
+        "/microservices/{}/instances/{}/heartbeat",
+        sids[2], iids[2]
+    ))
+    .await
+    .assert_empty_ok();
+    assert_eq!(sc.find(&format!("{q}&rev={rev}"), &[]).await.status, 304);
+    // ...a status change does.
+    sc.put_empty(&format!(
+        "/microservices/{}/instances/{}/status?value=DOWN",
+        sids[2], iids[2]
+    ))
+    .await
+    .assert_empty_ok();
+    let r = sc.find(&format!("{q}&rev={rev}"), &[]).await;
+    r.ok_json();
+    assert_ne!(r.header("x-resource-revision"), rev);
+    // List and get-one carry revisions too.
+    let list = sc
+        .get(&format!("/microservices/{}/instances", sids[0]))
+        .await;
+    list.ok_json();
+    let lrev = list.header("x-resource-revision").to_owned();
+    assert_eq!(
+        sc.get(&format!("/microservices/{}/instances?rev={lrev}", sids[0]))
+            .await
+            .status,
+        304
+    );
+    let one = sc
+        .get(&format!("/microservices/{}/instances/{}", sids[0], iids[0]))
+        .await;
+    let orev = one.header("x-resource-revision").to_owned();
+    assert_eq!(
+        sc.get(&format!(
+            "/microservices/{}/instances/{}?rev={orev}",
+            sids[0], iids[0]
+        ))
+        .await
+        .status,
+        304
+    );
+    // An empty result set has a revision as well.
+    let empty = sc
+        .find("appId=app&serviceName=svc&version=7.0.0%2B", &[])
+        .await;
+    let erev = empty.header("x-resource-revision").to_owned();
+    assert_eq!(erev.len(), 40);
+    assert_eq!(
+        sc.find(
+            &format!("appId=app&serviceName=svc&version=7.0.0%2B&rev={erev}"),
+            &[]
+        )
+        .await
+        .status,
+        304
+    );
+}
+
+/// §6.3 item 17, §3.5.5: cross-app access needs `allowCrossApp`.
+#[tokio::test]
+async fn c17_cross_app_access() {
+    let sc = Sc::start().await;
+    let consumer = sc
+        .service(json!({ "appId": "A", "serviceName": "cons" }))
+        .await;
+    let provider = sc
+        .service(json!({ "appId": "B", "serviceName": "prov" }))
+        .await;
+    let iid = sc.instance(&provider, host("p")).await;
+    let q = "appId=B&serviceName=prov&version=latest";
+    let r = sc.find(q, &[("X-ConsumerId", &consumer)]).await;
+    assert_eq!(r.ok_json(), json!({}));
+    // Listing the provider's instances as that consumer is refused with 400012.
+    sc.get_h(
+        &format!("/microservices/{provider}/instances"),
+        &[("X-ConsumerId", &consumer)],
+    )
+    .await
+    .assert_error("400012");
+    sc.call(
+        Method::PUT,
+        &format!("/microservices/{provider}/properties"),
+        json!({ "properties": { "allowCrossApp": "TRUE" } }),
+    )
+    .await
+    .assert_empty_ok();
+    assert_eq!(
+        sc.find_ids(q, &[("X-ConsumerId", &consumer)]).await,
+        vec![iid]
+    );
+}
+
+/// §6.3 item 18, §3.5.3: with a consumer, `env` is ignored.
+#[tokio::test]
+async fn c18_consumer_ignores_env() {
+    let sc = Sc::start().await;
+    let consumer = sc
+        .service(json!({ "appId": "app", "serviceName": "c", "environment": "testing" }))
+        .await;
+    let prov = sc
+        .service(json!({ "appId": "app", "serviceName": "p", "environment": "testing" }))
+        .await;
+    let iid = sc.instance(&prov, host("p")).await;
+    // Without a consumer, env selects the environment (default "").
+    sc.find("appId=app&serviceName=p&version=latest", &[])
+        .await
+        .assert_error("400012");
+    assert_eq!(
+        sc.find_ids("appId=app&serviceName=p&version=latest&env=testing", &[])
+            .await,
+        vec![iid.clone()]
+    );
+    // With one, its own environment wins over env.
+    assert_eq!(
+        sc.find_ids(
+            "appId=app&serviceName=p&version=latest&env=production",
+            &[("X-ConsumerId", &consumer)]
+        )
+        .await,
+        vec![iid]
+    );
+}
+
+/// §6.3 item 19, §2.4/§3.5.3: a consumer's find protects the provider from deletion.
+#[tokio::test]
+async fn c19_consumer_find_protects_provider() {
+    let sc = Sc::start().await;
+    let consumer = sc
+        .service(json!({ "appId": "app", "serviceName": "c" }))
+        .await;
+    let prov = sc
+        .service(json!({ "appId": "app", "serviceName": "p" }))
+        .await;
+    sc.find(
+        "appId=app&serviceName=p&version=latest",
+        &[("X-ConsumerId", &consumer)],
+    )
+    .await
+    .ok_json();
+    let r = sc.delete(&format!("/microservices/{prov}")).await;
+    assert_eq!(
+        r.assert_error("400023")["detail"],
+        "Can not delete this service, other service rely it."
+    );
+    // The rule shows in the listings.
+    let providers = sc
+        .get(&format!("/microservices/{consumer}/providers"))
+        .await
+        .ok_json();
+    assert_eq!(providers["providers"][0]["serviceId"], prov.as_str());
+    let consumers = sc
+        .get(&format!("/microservices/{prov}/consumers"))
+        .await
+        .ok_json();
+    assert_eq!(consumers["consumers"][0]["serviceId"], consumer.as_str());
+    sc.delete(&format!("/microservices/{prov}?force=true"))
+        .await
+        .assert_empty_ok();
+    sc.get(&format!("/microservices/{prov}"))
+        .await
+        .assert_error("400012");
+}
+
+/// §6.3 item 20, §2.4: instances block a non-force delete; `force` is validated.
+#[tokio::test]
+async fn c20_delete_with_instances() {
+    let sc = Sc::start().await;
+    let sid = sc.service(json!({ "serviceName": "busy" })).await;
+    sc.instance(&sid, host("h")).await;
+    sc.delete(&format!("/microservices/{sid}"))
+        .await
+        .assert_error("400013");
+    let r = sc
+        .delete(&format!("/microservices/{sid}?force=maybe"))
+        .await;
+    assert_eq!(
+        r.assert_error("400001")["detail"],
+        "parameter force must be false or true"
+    );
+    sc.delete(&format!("/microservices/{sid}?force=1"))
+        .await
+        .assert_empty_ok();
+    sc.delete(&format!("/microservices/{sid}"))
+        .await
+        .assert_error("400012");
+    // SC itself cannot be deleted.
+    let list = sc.get("/microservices").await.ok_json();
+    let sc_id = list["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["serviceName"] == "SERVICECENTER")
+        .unwrap()["serviceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = sc
+        .delete(&format!("/microservices/{sc_id}?force=true"))
+        .await;
+    assert_eq!(
+        r.assert_error("400001")["detail"],
+        "not allow to delete service center"
+    );
+}
+
+/// §6.3 item 21, §3.4: unregister twice.
+#[tokio::test]
+async fn c21_unregister_twice() {
+    let sc = Sc::start().await;
+    let sid = sc.service(json!({ "serviceName": "unreg" })).await;
+    let iid = sc.instance(&sid, host("h")).await;
+    let path = format!("/microservices/{sid}/instances/{iid}");
+    sc.delete(&path).await.assert_empty_ok();
+    let r = sc.delete(&path).await;
+    assert_eq!(
+        r.assert_error("400017")["detail"],
+        "Instance's leaseId not exist."
+    );
+    sc.delete(&format!("/microservices/{sid}/instances/bad%20id"))
+        .await
+        .assert_error("400001");
+}
+
+/// §6.3 item 22, §3.9: status updates; DOWN instances are still found.
+#[tokio::test]
+async fn c22_status_down_still_found() {
+    let sc = Sc::start().await;
+    let sid = sc
+        .service(json!({ "appId": "app", "serviceName": "st" }))
+        .await;
+    let iid = sc.instance(&sid, host("h")).await;
+    let status = |v: &str| format!("/microservices/{sid}/instances/{iid}/status?value={v}");
+    sc.put_empty(&status("DOWN")).await.assert_empty_ok();
+    let found = sc
+        .find("appId=app&serviceName=st&version=latest", &[])
+        .await
+        .ok_json();
+    assert_eq!(found["instances"][0]["status"], "DOWN");
+    sc.put_empty(&status("down")).await.assert_error("400001");
+    sc.put_empty(&format!("/microservices/{sid}/instances/{iid}/status"))
+        .await
+        .assert_error("400001");
+    let r = sc
+        .put_empty(&format!(
+            "/microservices/{sid}/instances/nope/status?value=UP"
+        ))
+        .await;
+    assert_eq!(
+        r.assert_error("400017")["detail"],
+        "Service instance does not exist."
+    );
+}
+
+/// §6.3 item 23, §2.6/§3.10: properties PUTs replace the map.
+#[tokio::test]
+async fn c23_properties_replace() {
+    let sc = Sc::start().await;
+    let sid = sc
+        .service(json!({ "serviceName": "props", "properties": { "a": "1", "b": "2" } }))
+        .await;
+    sc.call(
+        Method::PUT,
+        &format!("/microservices/{sid}/properties"),
+        json!({ "properties": { "c": "3" } }),
+    )
+    .await
+    .assert_empty_ok();
+    let s = sc.get(&format!("/microservices/{sid}")).await.ok_json()["service"].clone();
+    assert_eq!(s["properties"], json!({ "c": "3" }));
+    let ts: u64 = s["timestamp"].as_str().unwrap().parse().unwrap();
+    let mts: u64 = s["modTimestamp"].as_str().unwrap().parse().unwrap();
+    assert!(mts >= ts);
+    sc.call(
+        Method::PUT,
+        &format!("/microservices/{sid}/properties"),
+        json!({}),
+    )
+    .await
+    .assert_empty_ok();
+    let s = sc.get(&format!("/microservices/{sid}")).await.ok_json()["service"].clone();
+    assert!(
+        s.get("properties").is_none(),
+        "an empty body clears the map"
+    );
+    sc.call(
+        Method::PUT,
+        "/microservices/nope/properties",
+        json!({ "properties": {} }),
+    )
+    .await
+    .assert_error("400012");
+    // Instance properties.
+    let iid = sc
+        .instance(&sid, json!({ "hostName": "h", "properties": { "x": "1" } }))
+        .await;
+    let ipath = format!("/microservices/{sid}/instances/{iid}");
+    sc.call(
+        Method::PUT,
+        &format!("{ipath}/properties"),
+        json!({ "properties": { "y": "2" } }),
+    )
+    .await
+    .assert_empty_ok();
+    let i = sc.get(&ipath).await.ok_json()["instance"].clone();
+    assert_eq!(i["properties"], json!({ "y": "2" }));
+    let r = sc.put_empty(&format!("{ipath}/properties")).await;
+    assert_eq!(r.assert_error("400001")["detail"], "Unmarshal error");
+    sc.call(
+        Method::PUT,
+        &format!("/microservices/{sid}/instances/nope/properties"),
+        json!({ "properties": {} }),
+    )
+    .await
+    .assert_error("400017");
+}
+
+/// §6.3 item 24, §5.3: a listwatcher gets INIT, then CREATE, UPDATE and DELETE (unregister
+/// and expiry) of the providers it found.
+#[tokio::test]
+async fn c24_listwatcher_events() {
+    let sc = Sc::start().await;
+    let consumer = sc
+        .service(json!({ "appId": "app", "serviceName": "c" }))
+        .await;
+    let prov = sc
+        .service(json!({ "appId": "app", "serviceName": "p", "version": "1.0.0" }))
+        .await;
+    let first = sc.instance(&prov, host("first")).await;
+    sc.find(
+        "appId=app&serviceName=p&version=latest",
+        &[("X-ConsumerId", &consumer)],
+    )
+    .await
+    .ok_json();
+    let (mut ws, _) = tokio_tungstenite::connect_async(sc.ws_url(&consumer, "listwatcher"))
+        .await
+        .expect("websocket");
+    let init = next_event(&mut ws).await;
+    assert_eq!(init["action"], "INIT");
+    assert_eq!(init["instance"]["instanceId"], first.as_str());
+    assert_eq!(
+        init["key"],
+        json!({ "appId": "app", "serviceName": "p", "version": "1.0.0" })
+    );
+    let second = sc.instance(&prov, host("second")).await;
+    let created = next_event(&mut ws).await;
+    assert_eq!(created["action"], "CREATE");
+    assert_eq!(created["instance"]["instanceId"], second.as_str());
+    assert_eq!(created["key"]["tenant"], "default/default");
+    assert_eq!(created["key"]["serviceName"], "p");
+    sc.put_empty(&format!(
+        "/microservices/{prov}/instances/{second}/status?value=DOWN"
+    ))
+    .await
+    .assert_empty_ok();
+    let updated = next_event(&mut ws).await;
+    assert_eq!(updated["action"], "UPDATE");
+    assert_eq!(updated["instance"]["status"], "DOWN");
+    sc.delete(&format!("/microservices/{prov}/instances/{second}"))
+        .await
+        .assert_empty_ok();
+    let deleted = next_event(&mut ws).await;
+    assert_eq!(deleted["action"], "DELETE");
+    assert_eq!(deleted["instance"]["instanceId"], second.as_str());
+    // Heartbeats produce no event; expiry produces DELETE.
+    sc.put_empty(&format!(
+        "/microservices/{prov}/instances/{first}/heartbeat"
+    ))
+    .await
+    .assert_empty_ok();
+    let short = sc
+        .instance(
+            &prov,
+            json!({ "hostName": "short", "healthCheck": { "mode": "push", "interval": 1, "times": 0 } }),
+        )
+        .await;
+    let created = next_event(&mut ws).await;
+    assert_eq!(created["action"], "CREATE");
+    assert_eq!(created["instance"]["instanceId"], short.as_str());
+    let expired = next_event(&mut ws).await;
+    assert_eq!(expired["action"], "DELETE");
+    assert_eq!(expired["instance"]["instanceId"], short.as_str());
+    ws.close(None).await.ok();
+}
+
+/// §6.3 item 25, §5.3: an unknown consumer gets one text frame, then the connection closes.
+#[tokio::test]
+async fn c25_watch_unknown_consumer() {
+    let sc = Sc::start().await;
+    for kind in ["watcher", "listwatcher"] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(sc.ws_url("nobody", kind))
+            .await
+            .expect("the upgrade always succeeds");
+        assert_eq!(
+            next_text(&mut ws).await.as_deref(),
+            Some("service does not exist")
+        );
+        assert_eq!(next_text(&mut ws).await, None, "then the connection ends");
+    }
+}
+
+/// §6.3 item 26, §5.2: dump is for default/default only and has `{key,rev,value,cluster}`.
+#[tokio::test]
+async fn c26_dump() {
+    let sc = Sc::start().await;
+    let dump_url = format!("{}/v4/default/admin/dump", sc.reg.url());
+    let r = sc
+        .send(
+            Method::GET,
+            dump_url.clone(),
+            &[("X-Domain-Name", "other")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.assert_error("403001")["detail"],
+        "Required admin permission"
+    );
+    let r = sc
+        .send(
+            Method::GET,
+            format!("{}/v4/proj/admin/dump", sc.reg.url()),
+            &[],
+            None,
+        )
+        .await;
+    r.assert_error("403001");
+    // Another tenant's data shows in the dump too.
+    let other = sc
+        .send(
+            Method::POST,
+            sc.url("/microservices").replace("/v4/default/", "/v4/p2/"),
+            &[("X-Domain-Name", "d2")],
+            Some(
+                json!({ "service": { "serviceName": "elsewhere" } })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await
+        .ok_json()["serviceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sid = sc.service(json!({ "serviceName": "dumped" })).await;
+    let iid = sc.instance(&sid, host("h")).await;
+    let dump = sc
+        .send(Method::GET, dump_url.clone(), &[], None)
+        .await
+        .ok_json();
+    let cache = &dump["cache"];
+    assert!(dump.get("info").is_none(), "no options -> cache only");
+    for item in cache["services"].as_array().unwrap() {
+        let keys: Vec<&String> = item.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 4, "{item}");
+        assert!(item["key"].is_string() && item["rev"].is_i64());
+        assert_eq!(item["cluster"], "default");
+    }
+    let service_keys: Vec<&str> = cache["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert!(service_keys.contains(&format!("/cse-sr/ms/files/default/default/{sid}").as_str()));
+    assert!(service_keys.contains(&format!("/cse-sr/ms/files/d2/p2/{other}").as_str()));
+    let inst = cache["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["value"]["instanceId"] == iid.as_str())
+        .expect("instance in dump");
+    assert_eq!(
+        inst["key"],
+        format!("/cse-sr/inst/files/default/default/{sid}/{iid}").as_str()
+    );
+    assert_eq!(inst["cluster"], "default");
+    assert!(inst["rev"].as_i64().unwrap() > 0);
+    let all = sc
+        .send(Method::GET, format!("{dump_url}?options=all"), &[], None)
+        .await
+        .ok_json();
+    for section in ["info", "appConf", "environments", "cache"] {
+        assert!(all.get(section).is_some(), "options=all has {section}");
+    }
+    assert_eq!(all["info"]["version"], "1.4.8");
+    let info = sc
+        .send(Method::GET, format!("{dump_url}?options=info"), &[], None)
+        .await
+        .ok_json();
+    assert!(info.get("cache").is_none() && info.get("info").is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Beyond the checklist
+// ---------------------------------------------------------------------------------------------
+
+/// §3.1: client-chosen instance ids; the same id under another service is another instance.
+#[tokio::test]
+async fn client_chosen_ids() {
+    let sc = Sc::start().await;
+    let s1 = sc.service(json!({ "serviceName": "one" })).await;
+    let s2 = sc.service(json!({ "serviceName": "two" })).await;
+    assert_eq!(
+        sc.instance(&s1, json!({ "instanceId": "same", "hostName": "a" }))
+            .await,
+        "same"
+    );
+    assert_eq!(
+        sc.instance(&s2, json!({ "instanceId": "same", "hostName": "b" }))
+            .await,
+        "same"
+    );
+    let a = sc
+        .get(&format!("/microservices/{s1}/instances/same"))
+        .await
+        .ok_json();
+    let b = sc
+        .get(&format!("/microservices/{s2}/instances/same"))
+        .await
+        .ok_json();
+    assert_eq!(a["instance"]["hostName"], "a");
+    assert_eq!(b["instance"]["hostName"], "b");
+    // Invalid client ids.
+    sc.call(
+        Method::POST,
+        &format!("/microservices/{s1}/instances"),
+        json!({ "instance": { "instanceId": "a/b", "hostName": "h" } }),
+    )
+    .await
+    .assert_error("400001");
+    // Deleting and recreating a service gives the same generated id.
+    sc.delete(&format!("/microservices/{s2}?force=true"))
+        .await
+        .assert_empty_ok();
+    assert_eq!(sc.service(json!({ "serviceName": "two" })).await, s2);
+    // Creating with instances registers them.
+    let r = sc
+        .call(
+            Method::POST,
+            "/microservices",
+            json!({ "service": { "serviceName": "withinst" }, "instances": [ { "hostName": "x" } ] }),
+        )
+        .await;
+    let sid = r.ok_json()["serviceId"].as_str().unwrap().to_owned();
+    let list = sc
+        .get(&format!("/microservices/{sid}/instances"))
+        .await
+        .ok_json();
+    assert_eq!(list["instances"].as_array().unwrap().len(), 1);
+    // A bad instance is reported, but the service exists.
+    let r = sc
+        .call(
+            Method::POST,
+            "/microservices",
+            json!({ "service": { "serviceName": "badinst" }, "instances": [ {} ] }),
+        )
+        .await;
+    let detail = r.assert_error("400001")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.starts_with("errMessages: ["), "{detail}");
+    sc.get("/existence?type=microservice&appId=default&serviceName=badinst&version=0.0.1")
+        .await
+        .ok_json();
+}
+
+/// §4: `lease_scale` shortens the default 120 s lease.
+#[tokio::test]
+async fn lease_scale_expiry() {
+    let sc = Sc::with(DevRegistryConfig {
+        lease_scale: 0.01,
+        ..Default::default()
+    })
+    .await;
+    let sid = sc.service(json!({ "serviceName": "scaled" })).await;
+    let keep = sc.instance(&sid, host("keep")).await;
+    let lose = sc.instance(&sid, host("lose")).await;
+    // Keep one alive with heartbeats while the other runs out (1.2 s).
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        sc.put_empty(&format!("/microservices/{sid}/instances/{keep}/heartbeat"))
+            .await
+            .assert_empty_ok();
+        let r = sc
+            .get(&format!("/microservices/{sid}/instances/{lose}"))
+            .await;
+        if r.status == 400 {
+            r.assert_error("400017");
+            break;
+        }
+        assert!(Instant::now() < deadline, "lease did not expire");
+        sleep(Duration::from_millis(200)).await;
+    }
+    sc.get(&format!("/microservices/{sid}/instances/{keep}"))
+        .await
+        .ok_json();
+    // SC's own instance never expires.
+    let health = sc.get("/health").await.ok_json();
+    assert_eq!(health["instances"].as_array().unwrap().len(), 1);
+}
+
+/// §1.1: tenants (domain header and project segment) never see each other.
+#[tokio::test]
+async fn tenants_isolation() {
+    let sc = Sc::start().await;
+    let base = sc.reg.url();
+    let create = |domain: &'static str, project: &'static str| {
+        let url = format!("{base}/v4/{project}/registry/microservices");
+        let sc = &sc;
+        async move {
+            let headers: Vec<(&str, &str)> = if domain.is_empty() {
+                vec![]
+            } else {
+                vec![("X-Domain-Name", domain)]
+            };
+            sc.send(
+                Method::POST,
+                url,
+                &headers,
+                Some(
+                    json!({ "service": { "serviceName": "same" } })
+                        .to_string()
+                        .into_bytes(),
+                ),
+            )
+            .await
+            .ok_json()["serviceId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let a = create("", "default").await;
+    let b = create("d1", "default").await;
+    let c = create("", "p1").await;
+    assert_ne!(a, b);
+    assert_ne!(a, c);
+    assert_ne!(b, c);
+    let list = |domain: &'static str, project: &'static str| {
+        let url = format!("{base}/v4/{project}/registry/microservices");
+        let sc = &sc;
+        async move {
+            let headers: Vec<(&str, &str)> = vec![("X-Domain-Name", domain)];
+            sc.send(Method::GET, url, &headers, None).await.ok_json()
+        }
+    };
+    // d1/default: only its own service (no SERVICECENTER there).
+    let d1 = list("d1", "default").await;
+    assert_eq!(d1["services"].as_array().unwrap().len(), 1);
+    assert_eq!(d1["services"][0]["serviceId"], b.as_str());
+    assert_eq!(list("d9", "default").await, json!({}));
+    // default/default also holds SERVICECENTER; an empty header means `default`.
+    let dd = list("", "default").await;
+    assert_eq!(dd["services"].as_array().unwrap().len(), 2);
+    sc.send(
+        Method::GET,
+        format!("{base}/v4/p1/registry/microservices/{a}"),
+        &[],
+        None,
+    )
+    .await
+    .assert_error("400012");
+    // SERVICECENTER is found from default/default with any env (shared service)...
+    let found = sc
+        .find(
+            "appId=default&serviceName=SERVICECENTER&version=latest&env=testing",
+            &[],
+        )
+        .await
+        .ok_json();
+    assert_eq!(found["instances"].as_array().unwrap().len(), 1);
+}
+
+/// §3.6: batch find with per-entry revisions, notModified and failed groups.
+#[tokio::test]
+async fn batch_find() {
+    let sc = Sc::start().await;
+    let (sids, iids) = three_versions(&sc).await;
+    let body = json!({
+        "services": [
+            { "service": { "appId": "app", "serviceName": "svc", "version": "latest" } },
+            { "service": { "appId": "app", "serviceName": "svc", "version": "1.0.0+" } },
+            { "service": { "appId": "app", "serviceName": "nope", "version": "latest" } },
+            { "service": { "appId": "app", "serviceName": "nope2", "version": "latest" } }
+        ],
+        "instances": [
+            { "instance": { "serviceId": sids[0], "instanceId": iids[0] } },
+            { "instance": { "serviceId": sids[0], "instanceId": "gone" } }
+        ]
+    });
+    let r = sc
+        .call(Method::POST, "/instances/action?type=query", body)
+        .await
+        .ok_json();
+    let updated = r["services"]["updated"].as_array().unwrap();
+    assert_eq!(updated.len(), 2);
+    assert_eq!(updated[0]["index"], 0);
+    assert_eq!(updated[1]["index"], 1);
+    assert_eq!(updated[1]["instances"].as_array().unwrap().len(), 3);
+    let failed = &r["services"]["failed"];
+    assert_eq!(failed[0]["indexes"], json!([2, 3]));
+    assert_eq!(failed[0]["error"]["errorCode"], "400012");
+    assert_eq!(
+        r["instances"]["updated"][0]["instances"][0]["instanceId"],
+        iids[0].as_str()
+    );
+    assert_eq!(r["instances"]["failed"][0]["indexes"], json!([1]));
+    assert_eq!(r["instances"]["failed"][0]["error"]["errorCode"], "400017");
+    // Send the revisions back: unchanged entries are notModified.
+    let rev0 = updated[0]["rev"].as_str().unwrap();
+    let irev = r["instances"]["updated"][0]["rev"].as_str().unwrap();
+    let body = json!({
+        "services": [
+            { "service": { "appId": "app", "serviceName": "svc", "version": "latest" }, "rev": rev0 },
+            { "service": { "appId": "app", "serviceName": "svc", "version": "1.0.0+" }, "rev": "stale" }
+        ],
+        "instances": [ { "instance": { "serviceId": sids[0], "instanceId": iids[0] }, "rev": irev } ]
+    });
+    let r = sc
+        .call(Method::POST, "/instances/action?type=query", body)
+        .await
+        .ok_json();
+    assert_eq!(r["services"]["notModified"], json!([0]));
+    assert_eq!(r["services"]["updated"][0]["index"], 1);
+    assert!(r["services"].get("failed").is_none());
+    assert_eq!(r["instances"]["notModified"], json!([0]));
+    // A status change makes the same revision stale.
+    sc.put_empty(&format!(
+        "/microservices/{}/instances/{}/status?value=DOWN",
+        sids[2], iids[2]
+    ))
+    .await
+    .assert_empty_ok();
+    let body = json!({ "services": [
+        { "service": { "appId": "app", "serviceName": "svc", "version": "latest" }, "rev": rev0 }
+    ] });
+    let r = sc
+        .call(Method::POST, "/instances/action?type=query", body)
+        .await
+        .ok_json();
+    assert!(r["services"].get("notModified").is_none(), "{r}");
+    assert_eq!(
+        r["services"]["updated"][0]["instances"][0]["status"],
+        "DOWN"
+    );
+    assert_ne!(r["services"]["updated"][0]["rev"], rev0);
+    // Only the services section when no instances were asked for.
+    let r = sc
+        .call(
+            Method::POST,
+            "/instances/action?type=query",
+            json!({ "services": [ { "service": { "appId": "app", "serviceName": "svc", "version": "latest" } } ] }),
+        )
+        .await
+        .ok_json();
+    assert!(r.get("instances").is_none());
+    let r = sc
+        .call(Method::POST, "/instances/action?type=query", json!({}))
+        .await;
+    assert_eq!(
+        r.assert_error("400001")["detail"],
+        "Required services or instances"
+    );
+    let r = sc
+        .call(Method::POST, "/instances/action?type=other", json!({}))
+        .await;
+    assert_eq!(r.assert_error("400001")["detail"], "Invalid action: other");
+}
+
+/// §3.8 [2.x]: batch heartbeat always answers 200 with a per-instance list.
+#[tokio::test]
+async fn batch_heartbeat_v2() {
+    let sc = Sc::with(DevRegistryConfig {
+        heartbeat_style: HeartbeatStyle::V2,
+        ..Default::default()
+    })
+    .await;
+    let sid = sc.service(json!({ "serviceName": "hb2" })).await;
+    let a = sc.instance(&sid, host("a")).await;
+    let r = sc
+        .call(
+            Method::PUT,
+            "/heartbeats",
+            json!({ "instances": [
+                { "serviceId": sid, "instanceId": a },
+                { "serviceId": sid, "instanceId": "gone" }
+            ]}),
+        )
+        .await
+        .ok_json();
+    let items = r["instances"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let ok = items
+        .iter()
+        .find(|i| i["instanceId"] == a.as_str())
+        .unwrap();
+    assert!(ok.get("errMessage").is_none());
+    let bad = items.iter().find(|i| i["instanceId"] == "gone").unwrap();
+    assert!(!bad["errMessage"].as_str().unwrap().is_empty());
+    sc.call(Method::PUT, "/heartbeats", json!({ "instances": [] }))
+        .await
+        .assert_error("400001");
+}
+
+/// §4 real-SC mode: a deletion becomes visible only after the 2 s check window, while
+/// store-level operations see it at once.
+#[tokio::test]
+async fn real_sc_delete_check_window() {
+    let sc = Sc::with(DevRegistryConfig::real_sc()).await;
+    let sid = sc
+        .service(json!({ "appId": "app", "serviceName": "win" }))
+        .await;
+    let iid = sc.instance(&sid, host("h")).await;
+    let path = format!("/microservices/{sid}/instances/{iid}");
+    let deleted_at = Instant::now();
+    sc.delete(&path).await.assert_empty_ok();
+    // Gone for heartbeats and unregister...
+    sc.put_empty(&format!("{path}/heartbeat"))
+        .await
+        .assert_error("400017");
+    sc.delete(&path).await.assert_error("400017");
+    // ...but still served by find/get and still blocking a non-force delete.
+    assert_eq!(
+        sc.find_ids("appId=app&serviceName=win&version=latest", &[])
+            .await,
+        vec![iid.clone()]
+    );
+    sc.get(&path).await.ok_json();
+    sc.delete(&format!("/microservices/{sid}"))
+        .await
+        .assert_error("400013");
+    eventually("the deletion to become visible", || async {
+        sc.get(&path).await.status == 400
+    })
+    .await;
+    let waited = deleted_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "visible too early: {waited:?}"
+    );
+    assert!(
+        sc.find_ids("appId=app&serviceName=win&version=latest", &[])
+            .await
+            .is_empty()
+    );
+    sc.delete(&format!("/microservices/{sid}"))
+        .await
+        .assert_empty_ok();
+}
+
+/// §5.3: a `*` dependency makes the consumer watch every service of its environment, across
+/// appIds, and blocks every ordinary service delete there with 400023.
+#[tokio::test]
+async fn wildcard_dependency_and_delete_protection() {
+    let sc = Sc::start().await;
+    let syncer = sc
+        .service(json!({ "appId": "sync", "serviceName": "syncer", "version": "1.0.0" }))
+        .await;
+    let before = sc
+        .service(json!({ "appId": "a1", "serviceName": "early" }))
+        .await;
+    let early = sc.instance(&before, host("early")).await;
+    let r = sc
+        .call(
+            Method::PUT,
+            "/dependencies",
+            json!({ "dependencies": [ {
+                "consumer": { "appId": "sync", "serviceName": "syncer", "version": "1.0.0" },
+                "providers": [ { "serviceName": "*" } ]
+            } ] }),
+        )
+        .await;
+    r.assert_empty_ok();
+    assert_eq!(r.header("deprecation"), "version=\"v4\"");
+    let (mut ws, _) = tokio_tungstenite::connect_async(sc.ws_url(&syncer, "listwatcher"))
+        .await
+        .expect("websocket");
+    let init = next_event(&mut ws).await;
+    assert_eq!(init["action"], "INIT");
+    assert_eq!(init["instance"]["instanceId"], early.as_str());
+    // A service created later, in another app, is watched too.
+    let later = sc
+        .service(json!({ "appId": "a2", "serviceName": "late" }))
+        .await;
+    let late = sc.instance(&later, host("late")).await;
+    let ev = next_event(&mut ws).await;
+    assert_eq!(ev["action"], "CREATE");
+    assert_eq!(ev["instance"]["instanceId"], late.as_str());
+    assert_eq!(ev["key"]["appId"], "a2");
+    // Other environments are not.
+    let prod = sc
+        .service(json!({ "appId": "a2", "serviceName": "prodsvc", "environment": "production" }))
+        .await;
+    sc.instance(&prod, host("prod")).await;
+    // Every ordinary delete in the environment fails while the `*` consumer exists...
+    let empty = sc
+        .service(json!({ "appId": "a3", "serviceName": "empty" }))
+        .await;
+    sc.delete(&format!("/microservices/{empty}"))
+        .await
+        .assert_error("400023");
+    // ...but not in another environment, and not with force.
+    let prod_empty = sc
+        .service(json!({ "appId": "a3", "serviceName": "pe", "environment": "production" }))
+        .await;
+    sc.delete(&format!("/microservices/{prod_empty}"))
+        .await
+        .assert_empty_ok();
+    sc.delete(&format!("/microservices/{later}?force=true"))
+        .await
+        .assert_empty_ok();
+    let ev = next_event(&mut ws).await;
+    assert_eq!(
+        ev["action"], "DELETE",
+        "force delete announces the instances: {ev}"
+    );
+    assert_eq!(ev["instance"]["instanceId"], late.as_str());
+    // The consumer's providers are every service of its environment.
+    let providers = sc
+        .get(&format!("/microservices/{syncer}/providers"))
+        .await
+        .ok_json();
+    let names: Vec<&str> = providers["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["serviceName"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"early") && names.contains(&"empty"),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"prodsvc"));
+    ws.close(None).await.ok();
+}
+
+/// §2.7: dependency validation and the append mode.
+#[tokio::test]
+async fn dependencies_endpoints() {
+    let sc = Sc::start().await;
+    let consumer = sc
+        .service(json!({ "appId": "app", "serviceName": "c", "version": "1.0.0" }))
+        .await;
+    let p1 = sc
+        .service(json!({ "appId": "app", "serviceName": "p1", "version": "1.0.0" }))
+        .await;
+    let p2 = sc
+        .service(json!({ "appId": "app", "serviceName": "p2", "version": "2.0.0" }))
+        .await;
+    let cons = json!({ "appId": "app", "serviceName": "c", "version": "1.0.0" });
+    let post = |providers: Value| json!({ "dependencies": [ { "consumer": cons.clone(), "providers": providers } ] });
+    sc.call(
+        Method::POST,
+        "/dependencies",
+        post(json!([{ "serviceName": "p1", "version": "1.0.0+" }])),
+    )
+    .await
+    .assert_empty_ok();
+    sc.call(
+        Method::POST,
+        "/dependencies",
+        post(json!([{ "serviceName": "p2", "version": "latest" }])),
+    )
+    .await
+    .assert_empty_ok();
+    let providers = sc
+        .get(&format!("/microservices/{consumer}/providers"))
+        .await
+        .ok_json();
+    let mut ids: Vec<&str> = providers["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["serviceId"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut expected = vec![p1.as_str(), p2.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    // Errors.
+    let r = sc
+        .call(
+            Method::POST,
+            "/dependencies",
+            post(json!([{ "serviceName": "p1" }])),
+        )
+        .await;
+    assert_eq!(
+        r.assert_error("400001")["detail"],
+        "Required provider version"
+    );
+    assert_eq!(r.header("deprecation"), "version=\"v4\"");
+    sc.call(
+        Method::PUT,
+        "/dependencies",
+        post(json!([
+            { "serviceName": "p1", "version": "1.0.0" },
+            { "serviceName": "p1", "version": "2.0.0" }
+        ])),
+    )
+    .await
+    .assert_error("400001");
+    sc.call(Method::PUT, "/dependencies", json!({ "dependencies": [] }))
+        .await
+        .assert_error("400001");
+    sc.call(
+        Method::PUT,
+        "/dependencies",
+        json!({ "dependencies": [ {
+            "consumer": { "appId": "app", "serviceName": "ghost", "version": "1.0.0" },
+            "providers": [ { "serviceName": "p1", "version": "1.0.0" } ]
+        } ] }),
+    )
+    .await
+    .assert_error("400012");
+    // PUT replaces: only p2 is left.
+    sc.call(
+        Method::PUT,
+        "/dependencies",
+        post(json!([{ "serviceName": "p2", "version": "latest" }])),
+    )
+    .await
+    .assert_empty_ok();
+    let providers = sc
+        .get(&format!("/microservices/{consumer}/providers"))
+        .await
+        .ok_json();
+    assert_eq!(providers["providers"].as_array().unwrap().len(), 1);
+    assert_eq!(providers["providers"][0]["serviceId"], p2.as_str());
+    sc.delete(&format!("/microservices/{p1}"))
+        .await
+        .assert_empty_ok();
+    sc.delete(&format!("/microservices/{p2}"))
+        .await
+        .assert_error("400023");
+}
+
+/// §2.7: dependency rules can apply asynchronously, as SC's dependency queue does.
+#[tokio::test]
+async fn dependency_rules_apply_asynchronously() {
+    let sc = Sc::with(DevRegistryConfig {
+        dependency_delay: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let consumer = sc
+        .service(json!({ "appId": "app", "serviceName": "c" }))
+        .await;
+    let prov = sc
+        .service(json!({ "appId": "app", "serviceName": "p" }))
+        .await;
+    let queued_at = Instant::now();
+    sc.find(
+        "appId=app&serviceName=p&version=latest",
+        &[("X-ConsumerId", &consumer)],
+    )
+    .await
+    .ok_json();
+    let consumers = format!("/microservices/{prov}/consumers");
+    let early = sc.get(&consumers).await.ok_json();
+    if queued_at.elapsed() < Duration::from_millis(800) {
+        assert_eq!(early, json!({}), "the rule is not applied yet");
+    }
+    eventually("the implicit rule to apply", || async {
+        sc.get(&consumers)
+            .await
+            .ok_json()
+            .get("consumers")
+            .is_some()
+    })
+    .await;
+    sc.delete(&format!("/microservices/{prov}"))
+        .await
+        .assert_error("400023");
+}
+
+/// §4 self-preservation: when ≥80 % of more than 5 instances are deleted at once, SC keeps
+/// serving them past the check window, for up to their TTL.
+#[tokio::test]
+async fn real_sc_self_preservation() {
+    let sc = Sc::with(DevRegistryConfig {
+        // TTL budget 120 s × 0.025 = 3 s, released at the second check tick (≈4 s).
+        lease_scale: 0.025,
+        ..DevRegistryConfig::real_sc()
+    })
+    .await;
+    let sid = sc
+        .service(json!({ "appId": "app", "serviceName": "mass" }))
+        .await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(sc.instance(&sid, host(&format!("h{n}"))).await);
+    }
+    // SC's own instance makes 6 in the cache; deleting 5 is 83 %.
+    let started = Instant::now();
+    for iid in &ids {
+        sc.delete(&format!("/microservices/{sid}/instances/{iid}"))
+            .await
+            .assert_empty_ok();
+    }
+    let q = "appId=app&serviceName=mass&version=latest";
+    eventually("the preserved instances to be released", || async {
+        sc.find_ids(q, &[]).await.is_empty()
+    })
+    .await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(3500),
+        "released after {waited:?}, before the TTL budget ran out"
+    );
+}
+
+/// §1.1: unknown paths answer Go's 404, known paths with another method 405.
+#[tokio::test]
+async fn routing_404_405() {
+    let sc = Sc::start().await;
+    let r = sc.get("/nothing/here").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text.trim_end(), "404 page not found");
+    assert!(r.header("content-type").starts_with("text/plain"));
+    let r = sc
+        .send(
+            Method::GET,
+            format!("{}/v3/default/registry/microservices", sc.reg.url()),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = sc
+        .send(Method::PATCH, sc.url("/microservices"), &[], None)
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.text.trim_end(), "Method Not Allowed");
+    let allow = r.header("allow").to_owned();
+    for m in ["GET", "POST", "DELETE"] {
+        assert!(allow.contains(m), "Allow: {allow}");
+    }
+    let r = sc.put_empty("/instances").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), "GET");
+}
+
+/// §1.3: malformed JSON gives 400001 with the handler's detail.
+#[tokio::test]
+async fn malformed_json() {
+    let sc = Sc::start().await;
+    let bad = Some(b"{\"service\": ".to_vec());
+    let r = sc
+        .send(Method::POST, sc.url("/microservices"), &[], bad.clone())
+        .await;
+    let detail = r.assert_error("400001")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !detail.is_empty() && detail != "Unmarshal error",
+        "services give the JSON error: {detail}"
+    );
+    let r = sc
+        .send(Method::POST, sc.url("/microservices"), &[], None)
+        .await;
+    assert_eq!(
+        r.assert_error("400001")["detail"],
+        "unexpected end of JSON input"
+    );
+    let sid = sc.service(json!({ "serviceName": "m" })).await;
+    let r = sc
+        .send(
+            Method::POST,
+            sc.url(&format!("/microservices/{sid}/instances")),
+            &[],
+            Some(b"[1,2]".to_vec()),
+        )
+        .await;
+    assert_eq!(r.assert_error("400001")["detail"], "Unmarshal error");
+    let r = sc
+        .send(Method::PUT, sc.url("/dependencies"), &[], bad)
+        .await;
+    r.assert_error("400001");
+    // Unknown keys are ignored and null means "not given", as in Go.
+    let r = sc
+        .call(
+            Method::POST,
+            "/microservices",
+            json!({ "service": { "serviceName": "lenient", "unknown": 1, "appId": null } }),
+        )
+        .await;
+    let id = r.ok_json()["serviceId"].as_str().unwrap().to_owned();
+    let s = sc.get(&format!("/microservices/{id}")).await.ok_json();
+    assert_eq!(s["service"]["appId"], "default");
+}
+
+/// §1.2: body size limits: 5 KiB for register, 3 KiB for properties, 2 MiB elsewhere.
+#[tokio::test]
+async fn body_size_limits() {
+    let sc = Sc::start().await;
+    let sid = sc.service(json!({ "serviceName": "big" })).await;
+    let pad = "x".repeat(6 * 1024);
+    let r = sc
+        .call(
+            Method::POST,
+            &format!("/microservices/{sid}/instances"),
+            json!({ "instance": { "hostName": "h", "properties": { "pad": pad } } }),
+        )
+        .await;
+    assert_eq!(
+        r.assert_error("400001")["detail"],
+        "http: request body too large"
+    );
+    let small = "x".repeat(3 * 1024);
+    let r = sc
+        .call(
+            Method::PUT,
+            &format!("/microservices/{sid}/properties"),
+            json!({ "properties": { "pad": small } }),
+        )
+        .await;
+    assert_eq!(
+        r.assert_error("400001")["detail"],
+        "http: request body too large"
+    );
+    // The same 6 KiB fits the default limit of a service create.
+    let id = sc
+        .service(json!({ "serviceName": "bigdesc", "properties": { "pad": pad } }))
+        .await;
+    assert!(!id.is_empty());
+    let huge = "x".repeat(2 * 1024 * 1024 + 1);
+    let r = sc
+        .send(
+            Method::POST,
+            sc.url("/microservices"),
+            &[],
+            Some(huge.into_bytes()),
+        )
+        .await;
+    assert_eq!(
+        r.assert_error("400001")["detail"],
+        "http: request body too large"
+    );
+}
+
+/// §1.5: version, health and SC's self-registration.
+#[tokio::test]
+async fn version_health_and_self_registration() {
+    let sc = Sc::start().await;
+    let r = sc.get("/version").await;
+    assert_eq!(r.status, 200);
+    assert!(!r.text.ends_with('\n'), "version has no trailing newline");
+    let v = r.json();
+    assert_eq!(v["version"], "1.4.8");
+    assert_eq!(v["apiVersion"], "4.0.0");
+    assert!(v["config"].is_object());
+    let health = sc.get("/health").await.ok_json();
+    let inst = &health["instances"][0];
+    assert!(inst.get("properties").is_none());
+    assert_eq!(
+        inst["healthCheck"],
+        json!({ "mode": "push", "interval": 30, "times": 3 })
+    );
+    let list = sc.get("/microservices").await.ok_json();
+    let me = list["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["serviceName"] == "SERVICECENTER")
+        .expect("SC registers itself")
+        .clone();
+    assert_eq!(me["alias"], "SERVICECENTER");
+    assert_eq!(me["appId"], "default");
+    assert_eq!(me["properties"]["allowCrossApp"], "true");
+    let bare = Sc::with(DevRegistryConfig {
+        self_register: false,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(bare.get("/microservices").await.ok_json(), json!({}));
+    bare.get("/health").await.assert_error("400012");
+}
+
+/// §2.4: batch delete.
+#[tokio::test]
+async fn batch_delete() {
+    let sc = Sc::start().await;
+    let a = sc.service(json!({ "serviceName": "ba" })).await;
+    let b = sc.service(json!({ "serviceName": "bb" })).await;
+    let r = sc
+        .call(
+            Method::DELETE,
+            "/microservices",
+            json!({ "serviceIds": [a, b] }),
+        )
+        .await
+        .ok_json();
+    assert_eq!(
+        r["services"],
+        json!([{ "serviceId": a }, { "serviceId": b }])
+    );
+    let c = sc.service(json!({ "serviceName": "bc" })).await;
+    sc.instance(&c, host("h")).await;
+    let r = sc
+        .call(
+            Method::DELETE,
+            "/microservices",
+            json!({ "serviceIds": [c, "nope"] }),
+        )
+        .await;
+    assert_eq!(
+        r.assert_error("400001")["detail"],
+        "Delete services failed."
+    );
+    let r = sc
+        .call(
+            Method::DELETE,
+            "/microservices",
+            json!({ "serviceIds": [c], "force": true }),
+        )
+        .await;
+    r.ok_json();
+    sc.call(
+        Method::DELETE,
+        "/microservices",
+        json!({ "serviceIds": [] }),
+    )
+    .await
+    .assert_error("400001");
+}
+
+/// Several registries in one process are independent.
+#[tokio::test]
+async fn registries_are_independent() {
+    let one = Sc::start().await;
+    let two = Sc::start().await;
+    let id = one.service(json!({ "serviceName": "only-in-one" })).await;
+    two.get(&format!("/microservices/{id}"))
+        .await
+        .assert_error("400012");
+    let handle = two.reg.handle().clone();
+    two.reg.shutdown().await;
+    assert!(
+        reqwest::get(format!("{}/v4/default/registry/version", handle.url()))
+            .await
+            .is_err(),
+        "a stopped registry does not answer"
+    );
+    one.get(&format!("/microservices/{id}")).await.ok_json();
+}
+
+/// §5.3: a plain watcher has no INIT frames, and client pings are answered.
+#[tokio::test]
+async fn watcher_without_init() {
+    let sc = Sc::start().await;
+    let consumer = sc
+        .service(json!({ "appId": "app", "serviceName": "c" }))
+        .await;
+    let prov = sc
+        .service(json!({ "appId": "app", "serviceName": "p" }))
+        .await;
+    sc.instance(&prov, host("before")).await;
+    sc.find(
+        "appId=app&serviceName=p&version=latest",
+        &[("X-ConsumerId", &consumer)],
+    )
+    .await
+    .ok_json();
+    let (mut ws, _) = tokio_tungstenite::connect_async(sc.ws_url(&consumer, "watcher"))
+        .await
+        .expect("websocket");
+    ws.send(Message::Ping(b"hi".to_vec().into())).await.unwrap();
+    let pong = timeout(DEADLINE, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(pong, Message::Pong(_)), "got {pong:?}");
+    let after = sc.instance(&prov, host("after")).await;
+    let ev = next_event(&mut ws).await;
+    assert_eq!(ev["action"], "CREATE", "no INIT on /watcher: {ev}");
+    assert_eq!(ev["instance"]["instanceId"], after.as_str());
+    ws.close(None).await.ok();
+}
