@@ -2133,3 +2133,71 @@ async fn watcher_without_init() {
     assert_eq!(ev["instance"]["instanceId"], after.as_str());
     ws.close(None).await.ok();
 }
+
+/// The `syncer dev-registry` subcommand: prints its address, serves, stops on SIGTERM; bad
+/// flags exit with 2.
+#[test]
+fn cli_subcommand() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let exe = env!("CARGO_BIN_EXE_syncer");
+    let bad = Command::new(exe)
+        .args(["dev-registry", "--heartbeat-style", "3.0"])
+        .output()
+        .expect("run syncer");
+    assert_eq!(bad.status.code(), Some(2));
+    let mut child = Command::new(exe)
+        .args([
+            "dev-registry",
+            "--listen",
+            "127.0.0.1:0",
+            "--real-sc",
+            "--lease-scale",
+            "0.5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn syncer");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(DEADLINE).expect("the listening line");
+    let url = line
+        .trim()
+        .strip_prefix("dev registry listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let version: Value = runtime.block_on(async {
+        reqwest::get(format!("{url}/v4/default/registry/version"))
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json")
+    });
+    assert_eq!(version["version"], "1.4.8");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not stop on SIGTERM"
+        );
+        std::thread::sleep(POLL);
+    };
+    assert!(status.success(), "exit status {status:?}");
+}

@@ -214,14 +214,17 @@ impl DevRegistry {
         })
     }
 
+    /// A cheap handle (address, wait for the stop) that outlives `self`.
     pub fn handle(&self) -> &DevRegistryHandle {
         &self.handle
     }
 
+    /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.handle.addr()
     }
 
+    /// `http://ip:port`.
     pub fn url(&self) -> String {
         self.handle.url()
     }

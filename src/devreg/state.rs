@@ -36,7 +36,9 @@ pub const SC_APP_ID: &str = "default";
 pub const SC_SERVICE_NAME: &str = "SERVICECENTER";
 /// SC's environment: the shipped `app.conf` has `runmode = dev`, which gives `development`.
 pub const SC_ENVIRONMENT: &str = "development";
-/// `selfPreservationMaxTTL` and the default lease: 30 s × (3 + 1).
+/// Longest lease the emulator keeps (an `int32` of seconds is about 68 years).
+pub const MAX_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// The default lease: 30 s × (3 + 1).
 pub const DEFAULT_INTERVAL_SECS: i32 = 30;
 pub const DEFAULT_TIMES: i32 = 3;
 
@@ -128,10 +130,13 @@ impl Registry {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Lease TTL after `lease_scale`, from a Go `int32` TTL in seconds.
+    /// Lease TTL after `lease_scale`, from a Go `int32` TTL in seconds; capped at
+    /// [`MAX_LEASE`] so deadlines never overflow.
     pub fn scaled_ttl(&self, secs: i64) -> Duration {
         let secs = secs.max(0) as f64 * self.config.lease_scale;
-        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(MAX_LEASE)
+            .min(MAX_LEASE)
     }
 
     /// Applies dependency jobs now, or hands them to the delayed worker.

@@ -85,11 +85,17 @@ pub(super) struct ScFeed {
     /// The last error that did not fail a cycle (one tenant or entry among several), so
     /// that the same one repeated every poll warns only once.
     last_partial: Option<String>,
+    /// Changes applied to the state but not yet returned (see [`ScFeed::cycle`]).
+    pending: Vec<Change>,
 }
 
 #[async_trait]
 impl ChangeFeed for ScFeed {
     async fn next(&mut self) -> Result<Vec<Change>, RegistryError> {
+        if !self.pending.is_empty() {
+            // Left by a call that was dropped before it could return them.
+            return Ok(std::mem::take(&mut self.pending));
+        }
         tokio::time::sleep_until(self.next_poll).await;
         let result = self.cycle().await;
         self.next_poll = Instant::now() + self.inner.config.poll_interval;
@@ -117,6 +123,7 @@ impl ScFeed {
             next_resync: now,
             failing: false,
             last_partial: None,
+            pending: Vec::new(),
         }
     }
 
@@ -146,21 +153,33 @@ impl ScFeed {
     /// One cycle: a dump when due (or before anything else), else a listing when due and a
     /// poll. Errors of one tenant do not hide another tenant's changes: a cycle that found
     /// changes returns them and only logs its errors.
+    ///
+    /// Cancel-safe: changes are moved into `pending` as soon as they are applied to the
+    /// feed's state (with no await in between), so a `next` dropped half-way loses nothing;
+    /// the following call returns them.
     async fn cycle(&mut self) -> Result<Vec<Change>, RegistryError> {
         let now = Instant::now();
         if !self.started || now >= self.next_resync {
-            return self.resync(now).await;
+            let resync = self.resync(now).await;
+            if resync.is_ok() {
+                // The snapshot supersedes any increment not yet returned.
+                self.pending.clear();
+            }
+            return resync;
         }
-        let mut changes = Vec::new();
         let mut errors = Vec::new();
         if now >= self.next_discovery {
             self.next_discovery = now + self.inner.config.discovery_interval;
+            let mut changes = Vec::new();
             self.discover(&mut changes, &mut errors).await;
+            self.pending.append(&mut changes);
         }
+        let mut changes = Vec::new();
         self.poll(&mut changes, &mut errors).await;
+        self.pending.append(&mut changes);
         let mut errors = errors.into_iter();
         match errors.next() {
-            Some(first) if changes.is_empty() => {
+            Some(first) if self.pending.is_empty() => {
                 for other in errors {
                     self.note_partial(&other);
                 }
@@ -170,7 +189,7 @@ impl ScFeed {
                 for error in first.into_iter().chain(errors) {
                     self.note_partial(&error);
                 }
-                Ok(changes)
+                Ok(std::mem::take(&mut self.pending))
             }
         }
     }
@@ -514,4 +533,240 @@ fn same_instances(a: &BTreeMap<String, Instance>, b: &BTreeMap<String, Instance>
         && a.iter()
             .zip(b)
             .all(|((ka, va), (kb, vb))| ka == kb && same_instance(va, vb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::servicecomb::wire::{FindFailed, FindSection, WireInstance};
+    use crate::registry::servicecomb::{ServiceComb, ServiceCombConfig};
+
+    fn feed() -> ScFeed {
+        let sc = ServiceComb::new(ServiceCombConfig::default()).expect("adapter");
+        ScFeed::new(sc.inner)
+    }
+
+    fn service(id: &str) -> Service {
+        Service {
+            tenant: Tenant::default_tenant(),
+            service_id: id.into(),
+            app: "a".into(),
+            name: format!("n-{id}"),
+            version: "1.0.0".into(),
+            ..Service::default()
+        }
+    }
+
+    fn instance(service: &str, id: &str, status: &str) -> Instance {
+        Instance {
+            tenant: Tenant::default_tenant(),
+            service_id: service.into(),
+            instance_id: id.into(),
+            status: status.into(),
+            ..Instance::default()
+        }
+    }
+
+    fn wire(service: &str, id: &str, status: &str) -> WireInstance {
+        WireInstance {
+            instance_id: id.into(),
+            service_id: service.into(),
+            status: status.into(),
+            ..WireInstance::default()
+        }
+    }
+
+    /// A feed that knows services s1 (instances a, b) and s2 (instance c), revision "r1".
+    fn started_feed() -> ScFeed {
+        let mut feed = feed();
+        feed.adopt(&Snapshot {
+            services: vec![service("s1"), service("s2")],
+            instances: vec![
+                instance("s1", "a", "UP"),
+                instance("s1", "b", "UP"),
+                instance("s2", "c", "UP"),
+            ],
+        });
+        for watched in feed.tenants.values_mut().flat_map(|t| t.values_mut()) {
+            watched.rev = "r1".into();
+        }
+        feed
+    }
+
+    fn ids() -> Vec<String> {
+        vec!["s1".into(), "s2".into()]
+    }
+
+    #[test]
+    fn updated_entries_become_instance_changes() {
+        let mut feed = started_feed();
+        let reply = BatchFindReply {
+            services: FindSection {
+                updated: vec![FindUpdated {
+                    index: 0,
+                    rev: "r2".into(),
+                    // b changed, a gone, d new; x belongs to another version (2.x finds).
+                    instances: vec![
+                        wire("s1", "b", "DOWN"),
+                        wire("s1", "d", "UP"),
+                        wire("s9", "x", "UP"),
+                    ],
+                }],
+                not_modified: vec![1],
+                failed: Vec::new(),
+            },
+            ..BatchFindReply::default()
+        };
+        let mut changes = Vec::new();
+        let failures = feed
+            .apply_poll(&Tenant::default_tenant(), &ids(), reply, &mut changes)
+            .expect("apply");
+        assert!(failures.is_empty());
+        let home = Tenant::default_tenant();
+        assert_eq!(
+            changes,
+            vec![
+                Change::InstanceRemoved(instance("s1", "a", "UP").reference()),
+                Change::Instance(instance("s1", "b", "DOWN")),
+                Change::Instance(instance("s1", "d", "UP")),
+            ]
+        );
+        let s1 = &feed.tenants[&home]["s1"];
+        assert_eq!(s1.rev, "r2");
+        assert_eq!(s1.instances.keys().collect::<Vec<_>>(), ["b", "d"]);
+    }
+
+    #[test]
+    fn service_not_found_removes_service_and_instances() {
+        let mut feed = started_feed();
+        let reply = BatchFindReply {
+            services: FindSection {
+                failed: vec![
+                    FindFailed {
+                        indexes: vec![1],
+                        error: WireError {
+                            error_code: Some(client::SERVICE_NOT_EXIST),
+                            ..WireError::default()
+                        },
+                    },
+                    FindFailed {
+                        indexes: vec![0],
+                        error: WireError {
+                            error_code: Some(500_011),
+                            ..WireError::default()
+                        },
+                    },
+                ],
+                ..FindSection::default()
+            },
+            ..BatchFindReply::default()
+        };
+        let mut changes = Vec::new();
+        let home = Tenant::default_tenant();
+        let failures = feed
+            .apply_poll(&home, &ids(), reply, &mut changes)
+            .expect("apply");
+        assert_eq!(
+            changes,
+            vec![
+                Change::InstanceRemoved(instance("s2", "c", "UP").reference()),
+                Change::ServiceRemoved {
+                    tenant: home.clone(),
+                    service_id: "s2".into()
+                },
+            ]
+        );
+        assert!(
+            matches!(failures.as_slice(), [RegistryError::Unavailable(_)]),
+            "{failures:?}"
+        );
+        assert!(
+            feed.tenants[&home].contains_key("s1"),
+            "a failed entry is kept and asked again"
+        );
+    }
+
+    #[test]
+    fn an_index_outside_the_request_applies_nothing() {
+        let mut feed = started_feed();
+        let reply = BatchFindReply {
+            services: FindSection {
+                updated: vec![
+                    FindUpdated {
+                        index: 0,
+                        rev: "r2".into(),
+                        instances: Vec::new(),
+                    },
+                    FindUpdated {
+                        index: 7,
+                        rev: "r2".into(),
+                        instances: Vec::new(),
+                    },
+                ],
+                ..FindSection::default()
+            },
+            ..BatchFindReply::default()
+        };
+        let mut changes = Vec::new();
+        let err = feed
+            .apply_poll(&Tenant::default_tenant(), &ids(), reply, &mut changes)
+            .expect_err("bad index");
+        assert!(matches!(err, RegistryError::Protocol(_)));
+        assert!(changes.is_empty());
+        assert_eq!(
+            feed.tenants[&Tenant::default_tenant()]["s1"]
+                .instances
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn resync_keeps_revisions_of_unchanged_services() {
+        let mut feed = started_feed();
+        feed.adopt(&Snapshot {
+            services: vec![service("s1"), service("s2")],
+            instances: vec![
+                instance("s1", "a", "UP"),
+                instance("s1", "b", "UP"),
+                instance("s2", "c", "DOWN"),
+            ],
+        });
+        let home = Tenant::default_tenant();
+        assert_eq!(feed.tenants[&home]["s1"].rev, "r1");
+        assert_eq!(
+            feed.tenants[&home]["s2"].rev, "",
+            "changed instances: ask again in full"
+        );
+    }
+
+    #[test]
+    fn listings_report_new_changed_and_deleted_services() {
+        let mut feed = started_feed();
+        let home = Tenant::default_tenant();
+        let mut changed = service("s1");
+        changed.properties.insert("k".into(), "v".into());
+        let listed = BTreeMap::from([
+            ("s1".to_owned(), changed.clone()),
+            ("s3".to_owned(), service("s3")),
+        ]);
+        let mut changes = Vec::new();
+        feed.apply_listing(home.clone(), listed, &mut changes);
+        assert_eq!(
+            changes,
+            vec![
+                Change::InstanceRemoved(instance("s2", "c", "UP").reference()),
+                Change::ServiceRemoved {
+                    tenant: home.clone(),
+                    service_id: "s2".into()
+                },
+                Change::Service(changed),
+                Change::Service(service("s3")),
+            ]
+        );
+        assert_eq!(
+            feed.tenants[&home]["s3"].rev, "",
+            "a new service is asked in full"
+        );
+    }
 }

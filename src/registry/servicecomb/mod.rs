@@ -312,8 +312,9 @@ impl Inner {
             Request::new("existence", Method::GET, &service.tenant, &["existence"]).query(&query);
         let taken = || {
             RegistryError::Invalid(format!(
-                "service id {} is taken by another service than {}/{}/{}",
-                service.service_id, app, service.name, version
+                "service {app}/{}/{version} of {}: SC reports a conflict (id {:?} or alias {:?} \
+                 used by another service)",
+                service.name, service.tenant, service.service_id, service.alias
             ))
         };
         let id = match self.call(request).await {
