@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use syncer::cli::{Cli, Command, daemon, dev_registry};
+use syncer::cli::{Cli, Command, daemon, dev_registry, members};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -21,5 +21,6 @@ fn main() -> ExitCode {
             None => ExitCode::from(daemon::EXIT_RUNTIME),
         },
         Command::DevRegistry(args) => dev_registry::run(&args),
+        Command::Members(args) => members::run(&args),
     }
 }

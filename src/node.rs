@@ -10,13 +10,19 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
+use crate::gossip::{self, GossipConfig, GossipHandle, GossipMetrics, NodeId, NodeMeta, Role};
+use crate::registry::Registry;
+use crate::registry::servicecomb::{ServiceComb, ServiceCombConfig};
 use crate::rpc::proto::NodeInfo;
 use crate::rpc::{self, PROTOCOL_VERSION, PeerService};
 use crate::telemetry::Metrics;
@@ -44,6 +50,12 @@ pub enum NodeError {
 }
 
 const LOCK_FILE: &str = "LOCK";
+/// The gossip pool's memory across restarts (generation, last known members).
+const GOSSIP_STATE_FILE: &str = "gossip.json";
+/// How long joining through an rpc address waits for that syncer's `Info` answer.
+const JOIN_INFO_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest pause between attempts to identify the registry.
+const REGISTRY_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The sockets a node serves on, bound before it starts.
 #[derive(Debug)]
@@ -158,13 +170,36 @@ pub async fn run(
     let rpc_token = shutdown.child_token();
     let admin_token = shutdown.child_token();
 
-    // The gossip socket is bound (so the port is owned and checked) but the gossip pool
-    // itself arrives with its own subsystem.
-    let _gossip_socket = listeners.gossip;
+    let gossip_token = shutdown.child_token();
+    let gossip = {
+        let gossip_addr = SocketAddr::new(
+            config.gossip.advertise_ip,
+            gossip_local.map_or(0, |a| a.port()),
+        );
+        let rpc_addr = SocketAddr::new(
+            config.gossip.advertise_ip,
+            rpc_local.map_or(0, |a| a.port()),
+        );
+        let gossip_metrics = GossipMetrics::default();
+        gossip_metrics.register(&metrics);
+        gossip::spawn(
+            gossip_config(&config, gossip_addr, rpc_addr),
+            Arc::new(listeners.gossip),
+            gossip_metrics,
+            gossip_token.clone(),
+            &tracker,
+        )
+    };
+    {
+        let (gossip, token) = (gossip.clone(), shutdown.clone());
+        let addresses = config.registry.addresses.clone();
+        let metrics = metrics.clone();
+        tracker.spawn(announce_registry(addresses, gossip, metrics, token));
+    }
 
     {
         let fatal_tx = fatal_tx.clone();
-        let service = PeerService::new(info.clone());
+        let service = PeerService::new(info.clone(), gossip.clone());
         let token = rpc_token.clone();
         tracker.spawn(async move {
             if let Err(e) = rpc::serve(listeners.rpc, service, token).await {
@@ -232,4 +267,106 @@ pub async fn run(
     }
     info!("syncer stopped");
     outcome
+}
+
+/// The pool settings of this node: a generation newer than the last run's (saved at once, so
+/// even a crash right after start counts), the members remembered from then, and a resolver
+/// that turns an rpc address given as `--join-addr` into that syncer's gossip address.
+fn gossip_config(config: &Config, gossip_addr: SocketAddr, rpc_addr: SocketAddr) -> GossipConfig {
+    let state_file = config.node.data_dir.join(GOSSIP_STATE_FILE);
+    let saved = gossip::load_state(&state_file).unwrap_or_else(|e| {
+        warn!(error = %e, "ignoring the saved gossip state");
+        gossip::SavedState::default()
+    });
+    let generation = gossip::next_generation((saved.generation > 0).then_some(saved.generation));
+    let fresh = gossip::SavedState {
+        generation,
+        members: saved.members.clone(),
+    };
+    if let Err(e) = gossip::save_state(&state_file, &fresh) {
+        warn!(path = %state_file.display(), error = %e, "cannot save the gossip state");
+    }
+    let identity = NodeId {
+        name: config.node.name.clone(),
+        addr: gossip_addr,
+        generation,
+        bump: 0,
+        meta: NodeMeta {
+            cluster: config.node.cluster_name.clone(),
+            rpc_addr,
+            mode: config.node.mode.to_string(),
+            // Cluster mode elects its active member; until then every member stands by.
+            role: match config.node.mode {
+                Mode::Single => Role::Active,
+                Mode::Cluster => Role::Standby,
+            },
+            registry: String::new(),
+            protocol: PROTOCOL_VERSION,
+        },
+    };
+    let resolver: gossip::Resolver = Arc::new(|target: String| {
+        Box::pin(async move {
+            let info = rpc::client::node_info(&target, JOIN_INFO_TIMEOUT)
+                .await
+                .ok()?;
+            info.gossip_addr.parse().ok()
+        })
+    });
+    GossipConfig {
+        identity,
+        label: config.gossip.label.clone(),
+        profile: config.gossip.profile,
+        join: config.gossip.join.iter().map(ToString::to_string).collect(),
+        state_file: Some(state_file),
+        remembered: saved.members.iter().map(|m| m.addr).collect(),
+        resolver: Some(resolver),
+        seed: None,
+    }
+}
+
+/// Asks the registry who it is until it answers, then announces its fingerprint in gossip,
+/// so that data centres that picked the same cluster name by accident are noticed.
+async fn announce_registry(
+    addresses: Vec<url::Url>,
+    gossip: GossipHandle,
+    metrics: Metrics,
+    token: CancellationToken,
+) {
+    let registry = match ServiceComb::new(ServiceCombConfig::new(addresses)) {
+        Ok(registry) => registry,
+        Err(e) => {
+            warn!(error = %e, "cannot build the registry client");
+            return;
+        }
+    };
+    registry.metrics().register(&metrics);
+    let mut backoff = Duration::from_secs(1);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let identity = tokio::select! {
+            biased;
+            () = token.cancelled() => return,
+            identity = registry.identity() => identity,
+        };
+        match identity {
+            Ok(identity) => {
+                let fingerprint = gossip::registry_fingerprint(&identity.kind, &identity.id);
+                info!(kind = %identity.kind, version = %identity.version, id = %identity.id, %fingerprint, "registry identified");
+                if let Err(e) = gossip.update_meta(|m| m.registry = fingerprint).await {
+                    debug!(error = %e, "registry fingerprint not announced");
+                }
+                return;
+            }
+            Err(e) => {
+                warn!(attempt, error = %e, retry_in = ?backoff, "registry not reachable yet");
+            }
+        }
+        tokio::select! {
+            biased;
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(REGISTRY_RETRY_MAX);
+    }
 }

@@ -75,6 +75,16 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "IP", env = "SYNCER_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
 
+    /// Failure-detection timing of the gossip pool: lan (a dead member is seen down within
+    /// about 6 s), wan (slow links between regions) or local (tests). [default: lan]
+    #[arg(long, value_name = "PROFILE", env = "SYNCER_GOSSIP_PROFILE")]
+    pub gossip_profile: Option<String>,
+
+    /// Label of the gossip pool: syncers only admit members with the same label, so pools
+    /// that share a network stay apart. [default: empty]
+    #[arg(long, value_name = "LABEL", env = "SYNCER_GOSSIP_LABEL")]
+    pub gossip_label: Option<String>,
+
     /// single: one syncer per data centre; cluster: several, exactly one active.
     /// [default: single]
     #[arg(long, value_name = "MODE", env = "SYNCER_MODE")]
@@ -138,13 +148,15 @@ impl DaemonArgs {
     /// environment variable.
     pub fn layer(&self, matches: &ArgMatches) -> Layer {
         let mut layer = Layer::default();
-        let fields: [(&'static str, &Option<String>); 16] = [
+        let fields: [(&'static str, &Option<String>); 18] = [
             ("sc_addr", &self.sc_addr),
             ("sc_plugin", &self.sc_plugin),
             ("bind_addr", &self.bind_addr),
             ("rpc_addr", &self.rpc_addr),
             ("join_addr", &self.join_addr),
             ("advertise_addr", &self.advertise_addr),
+            ("gossip_profile", &self.gossip_profile),
+            ("gossip_label", &self.gossip_label),
             ("mode", &self.mode),
             ("node", &self.node),
             ("cluster_name", &self.cluster_name),

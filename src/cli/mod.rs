@@ -1,4 +1,5 @@
-//! The command line: `syncer daemon`, `syncer dev-registry`, `syncer version`.
+//! The command line: `syncer daemon`, `syncer members`, `syncer dev-registry`,
+//! `syncer version`.
 //!
 //! Parsing only; each subcommand's work lives in its own module. The daemon's flags are
 //! compatible with the original ServiceComb Syncer 1.3 (`--sc-addr`, `--bind-addr`, ...), and
@@ -7,11 +8,13 @@
 
 pub mod daemon;
 pub mod dev_registry;
+pub mod members;
 
 use clap::{Parser, Subcommand};
 
 pub use daemon::DaemonArgs;
 pub use dev_registry::DevRegistryArgs;
+pub use members::MembersArgs;
 
 /// syncer keeps microservice instances in sync between service registries in several data
 /// centres.
@@ -28,6 +31,8 @@ pub enum Command {
     Daemon(Box<DaemonArgs>),
     /// Run an in-memory ServiceComb-compatible registry for development and tests.
     DevRegistry(DevRegistryArgs),
+    /// List the members of the gossip pool as one syncer sees them.
+    Members(MembersArgs),
     /// Print the version.
     Version,
 }

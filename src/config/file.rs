@@ -81,6 +81,7 @@ pub struct FileConfig {
     // --- our own keys ---
     etcd: Option<Etcd>,
     log: Option<Log>,
+    gossip: Option<Gossip>,
     // --- 1.3 keys ---
     #[serde(rename = "log_file")]
     log_file: Option<Scalar>,
@@ -196,6 +197,13 @@ struct Etcd {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Gossip {
+    profile: Option<Scalar>,
+    label: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Log {
     format: Option<Scalar>,
     level: Option<Scalar>,
@@ -295,7 +303,6 @@ impl FileConfig {
         check_tls13(self.tls_config, "tls_config", path, &mut warnings)?;
         for (key, value) in [
             ("log_file", self.log_file.is_some()),
-            ("profile", self.profile.is_some()),
             ("enable_compression", self.enable_compression.is_some()),
             ("auto_sync", self.auto_sync.is_some()),
         ] {
@@ -458,6 +465,28 @@ impl FileConfig {
                 log.format.map(|s| s.0),
             );
             set(&mut layer, "log_level", "log.level", log.level.map(|s| s.0));
+        }
+        // 1.3 declared `profile` (memberlist's lan/wan/local) without using it; it now picks
+        // the gossip timing, as `gossip.profile` does.
+        set(
+            &mut layer,
+            "gossip_profile",
+            "profile",
+            self.profile.map(|s| s.0),
+        );
+        if let Some(gossip) = self.gossip {
+            set(
+                &mut layer,
+                "gossip_profile",
+                "gossip.profile",
+                gossip.profile.map(|s| s.0),
+            );
+            set(
+                &mut layer,
+                "gossip_label",
+                "gossip.label",
+                gossip.label.map(|s| s.0),
+            );
         }
         Ok((layer, warnings))
     }

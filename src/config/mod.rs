@@ -157,6 +157,10 @@ pub struct GossipConfig {
     pub advertise_ip: IpAddr,
     /// Members to join through (gossip or rpc addresses); empty for the first member.
     pub join: Vec<JoinAddr>,
+    /// Failure-detection timing.
+    pub profile: crate::gossip::Profile,
+    /// Pool label: pools with different labels ignore each other on a shared network.
+    pub label: String,
 }
 
 /// The gRPC listener.
@@ -230,6 +234,8 @@ fn defaults() -> Layer {
         ("sc_addr", "http://127.0.0.1:30100"),
         ("sc_plugin", "servicecenter"),
         ("bind_addr", "0.0.0.0:30190"),
+        ("gossip_profile", "lan"),
+        ("gossip_label", ""),
         ("rpc_addr", "0.0.0.0:30191"),
         ("mode", "single"),
         ("cluster_port", "30192"),

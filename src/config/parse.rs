@@ -186,6 +186,26 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
         None => Vec::new(),
     };
 
+    let profile_setting = r.required("gossip_profile")?;
+    let profile = crate::gossip::Profile::parse(&profile_setting.value)
+        .ok_or_else(|| invalid(profile_setting, "must be lan, wan or local"))?;
+    let label = match r.get("gossip_label") {
+        Some(setting) => {
+            let label = setting.value.clone();
+            if label.len() > crate::gossip::MAX_LABEL_BYTES {
+                return Err(invalid(
+                    setting,
+                    format!("longer than {} bytes", crate::gossip::MAX_LABEL_BYTES),
+                ));
+            }
+            if label.chars().any(char::is_control) {
+                return Err(invalid(setting, "control characters are not allowed"));
+            }
+            label
+        }
+        None => String::new(),
+    };
+
     let (cluster_port, peer_ip) = match r.get("peer_addr") {
         Some(setting) => {
             let addr = parse_socket_addr(&setting.value, super::DEFAULT_CLUSTER_PORT)
@@ -308,6 +328,8 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
             bind_addr,
             advertise_ip,
             join,
+            profile,
+            label,
         },
         rpc: RpcConfig {
             listen_addr: rpc_addr,

@@ -1,6 +1,385 @@
 //! The gossip pool: every syncer of every data centre is a member of one SWIM pool (foca)
-//! over UDP on `--bind-addr`. Membership, failure detection and small broadcast events.
+//! over UDP on `--bind-addr`. It gives membership with distributed failure detection, the
+//! metadata each member announces (cluster, rpc address, role, registry), and small broadcast
+//! events.
 //!
-//! Planned shape (STYLE.md §2.4-2.6): one task owns `Foca`; `runtime.rs` only queues sends,
-//! timers and notifications; `transport/` has a UDP socket and an in-memory twin that can
-//! partition links; the identity carries a generation that grows across restarts.
+//! Shape (STYLE.md §2.4-2.6): one task (`actor.rs`) owns `Foca`; foca's runtime only queues
+//! sends, timers and notifications, which the actor then carries out; all timers sit in one
+//! ordered queue driven by tokio's clock. `transport/` has the UDP socket and an in-memory
+//! twin that can cut links, for tests under a paused clock. The rest of the daemon talks to
+//! the pool through a cheap [`GossipHandle`].
+
+mod actor;
+mod broadcast;
+pub mod identity;
+mod metrics;
+mod packet;
+mod persist;
+pub mod transport;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::{broadcast as channel, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use identity::{NodeId, NodeMeta, Role, next_generation, registry_fingerprint};
+pub use metrics::GossipMetrics;
+pub use packet::{MAX_DATAGRAM_BYTES, MAX_LABEL_BYTES};
+pub use persist::{SavedState, load_state, save_state};
+pub use transport::Socket;
+
+/// Largest user-event payload, as serf's default user-event limit.
+pub const MAX_EVENT_BYTES: usize = 512;
+/// Capacity of the command queue into the actor.
+const COMMAND_QUEUE: usize = 256;
+/// Membership and user events buffered per subscriber before a slow one starts missing them.
+const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// Failure-detection timing, chosen per network (`--gossip-profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// One data centre or regions on a fast network: a dead member is seen down by everyone
+    /// within about 6 s in pools of up to 50 members.
+    Lan,
+    /// Slow or lossy links between regions: slower probes, longer suspicion.
+    Wan,
+    /// Tests on one machine: everything ten times faster than `lan`.
+    Local,
+}
+
+impl Profile {
+    /// Parses `lan`, `wan` or `local`.
+    pub fn parse(text: &str) -> Option<Profile> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "lan" => Some(Profile::Lan),
+            "wan" => Some(Profile::Wan),
+            "local" => Some(Profile::Local),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Lan => "lan",
+            Profile::Wan => "wan",
+            Profile::Local => "local",
+        }
+    }
+
+    /// The foca configuration of this profile for datagrams of `max_packet_size` bytes.
+    ///
+    /// Detection time is roughly: wait until some member probes the dead one (each member
+    /// probes one other per period, so with n members a given one is probed within k periods
+    /// with probability 1 - e^-k), one period for the direct and indirect probes, the
+    /// suspicion time, then dissemination of the verdict (periodic gossip, a few rounds).
+    /// For `lan` that is at most about 2.5 + 0.5 + 1.5 + 0.6 s in practice.
+    pub fn foca_config(self, max_packet_size: usize) -> foca::Config {
+        let mut config = foca::Config::simple();
+        let ms = Duration::from_millis;
+        let (period, rtt, suspicion, gossip_every, announce_down_every) = match self {
+            Profile::Lan => (ms(500), ms(200), ms(1500), ms(200), ms(10_000)),
+            Profile::Wan => (ms(2000), ms(1000), ms(6000), ms(500), ms(30_000)),
+            Profile::Local => (ms(100), ms(50), ms(300), ms(50), ms(1000)),
+        };
+        config.probe_period = period;
+        config.probe_rtt = rtt;
+        config.suspect_to_down_after = suspicion;
+        config.num_indirect_probes = NonZeroUsize::MIN.saturating_add(2);
+        // Enough retransmissions for a few hundred members (memberlist: 4 × log10(n + 1)).
+        config.max_transmissions = NonZeroU8::MIN.saturating_add(9);
+        // Down and left members stay listed (and are re-announced to, which heals partitions)
+        // for a day, as foca's default.
+        config.remove_down_after = Some(Duration::from_secs(24 * 3600));
+        config.max_packet_size = NonZeroUsize::new(max_packet_size).unwrap_or(NonZeroUsize::MIN);
+        config.notify_down_members = true;
+        config.periodic_announce = Some(foca::PeriodicParams {
+            frequency: Duration::from_secs(30),
+            num_members: NonZeroUsize::MIN,
+        });
+        config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: announce_down_every,
+            num_members: NonZeroUsize::MIN.saturating_add(1),
+        });
+        config.periodic_gossip = Some(foca::PeriodicParams {
+            frequency: gossip_every,
+            num_members: NonZeroUsize::MIN.saturating_add(2),
+        });
+        config
+    }
+
+    /// First delay between join attempts (it doubles up to [`Profile::join_backoff_max`]).
+    fn join_backoff_min(self) -> Duration {
+        match self {
+            Profile::Local => Duration::from_millis(200),
+            _ => Duration::from_secs(1),
+        }
+    }
+
+    fn join_backoff_max(self) -> Duration {
+        match self {
+            Profile::Local => Duration::from_secs(2),
+            _ => Duration::from_secs(30),
+        }
+    }
+
+    /// How long a leaving member keeps sending after announcing its departure.
+    fn leave_delay(self) -> Duration {
+        match self {
+            Profile::Local => Duration::from_millis(50),
+            Profile::Lan => Duration::from_millis(200),
+            Profile::Wan => Duration::from_millis(500),
+        }
+    }
+}
+
+/// Learns a member's gossip address from an address that may be its rpc address (the original
+/// README joins through `:30191`); `None` when that address does not answer as a syncer.
+pub type Resolver = Arc<dyn Fn(String) -> BoxFuture<'static, Option<SocketAddr>> + Send + Sync>;
+
+/// Everything the pool needs to start.
+#[derive(Clone)]
+pub struct GossipConfig {
+    /// This member, with its generation already chosen (see [`next_generation`]).
+    pub identity: NodeId,
+    /// Pool label; members with another label never see each other.
+    pub label: String,
+    pub profile: Profile,
+    /// `host:port` addresses to join through (gossip or rpc addresses).
+    pub join: Vec<String>,
+    /// Where the last known members are remembered (`--data-dir/gossip.json`).
+    pub state_file: Option<PathBuf>,
+    /// Gossip addresses remembered from the last run, tried when `join` does not answer.
+    pub remembered: Vec<SocketAddr>,
+    pub resolver: Option<Resolver>,
+    /// Seed of foca's random choices; random when `None`.
+    pub seed: Option<u64>,
+}
+
+impl fmt::Debug for GossipConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GossipConfig")
+            .field("identity", &self.identity)
+            .field("label", &self.label)
+            .field("profile", &self.profile)
+            .field("join", &self.join)
+            .field("state_file", &self.state_file)
+            .field("remembered", &self.remembered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the pool sees a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberStatus {
+    Alive,
+    /// Failed a probe; declared down unless it refutes in time.
+    Suspect,
+    /// Declared down by the pool (crashed, or unreachable).
+    Down,
+    /// Announced its own departure (graceful shutdown).
+    Left,
+}
+
+impl MemberStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Alive => "alive",
+            MemberStatus::Suspect => "suspect",
+            MemberStatus::Down => "down",
+            MemberStatus::Left => "left",
+        }
+    }
+
+    /// Alive or suspect: still counted as a member.
+    pub fn is_live(self) -> bool {
+        matches!(self, MemberStatus::Alive | MemberStatus::Suspect)
+    }
+}
+
+/// One member of the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub status: MemberStatus,
+    /// This member is the local node.
+    pub local: bool,
+    /// Its cluster name is also claimed by a live member serving a different registry.
+    pub conflict: bool,
+}
+
+/// A change of membership, for the rest of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipEvent {
+    Up(MemberInfo),
+    Down(MemberInfo),
+    Left(MemberInfo),
+    /// A live member announced new metadata or restarted (`before` is its previous identity).
+    Updated {
+        before: NodeId,
+        after: MemberInfo,
+    },
+}
+
+/// A user event broadcast by another member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEvent {
+    /// Node name of the sender.
+    pub origin: String,
+    /// Sequence number within the sender's generation.
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Errors of the gossip pool's handle.
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    #[error("event payload of {size} bytes exceeds the limit of {max} bytes")]
+    EventTooLarge { size: usize, max: usize },
+    #[error("the gossip pool has stopped")]
+    Stopped,
+    #[error("foca refused the operation: {0}")]
+    Foca(String),
+}
+
+enum Command {
+    Members(oneshot::Sender<Vec<MemberInfo>>),
+    Broadcast(Vec<u8>, oneshot::Sender<Result<(), GossipError>>),
+    SetMeta(NodeMeta, oneshot::Sender<Result<(), GossipError>>),
+    /// Addresses resolved for a join attempt: send `Hello` to them.
+    Hello(Vec<SocketAddr>),
+}
+
+/// A cheap, cloneable handle on the running pool.
+#[derive(Clone)]
+pub struct GossipHandle {
+    commands: mpsc::Sender<Command>,
+    membership: channel::Sender<MembershipEvent>,
+    events: channel::Sender<UserEvent>,
+    local: watch::Receiver<NodeId>,
+}
+
+impl fmt::Debug for GossipHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GossipHandle")
+            .field("local", &*self.local.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GossipHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| GossipError::Stopped)?;
+        rx.await.map_err(|_| GossipError::Stopped)
+    }
+
+    /// Every member foca knows, the local one first, then by name.
+    ///
+    /// # Errors
+    /// [`GossipError::Stopped`] after shutdown.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, GossipError> {
+        self.ask(Command::Members).await
+    }
+
+    /// Broadcasts `payload` to every live member; each receives it once.
+    ///
+    /// # Errors
+    /// [`GossipError::EventTooLarge`] above [`MAX_EVENT_BYTES`]; [`GossipError::Stopped`].
+    pub async fn broadcast(&self, payload: Vec<u8>) -> Result<(), GossipError> {
+        if payload.len() > MAX_EVENT_BYTES {
+            return Err(GossipError::EventTooLarge {
+                size: payload.len(),
+                max: MAX_EVENT_BYTES,
+            });
+        }
+        self.ask(|tx| Command::Broadcast(payload, tx)).await?
+    }
+
+    /// Announces new metadata for this member (role, registry, ...).
+    ///
+    /// # Errors
+    /// [`GossipError::Stopped`] after shutdown.
+    pub async fn set_meta(&self, meta: NodeMeta) -> Result<(), GossipError> {
+        self.ask(|tx| Command::SetMeta(meta, tx)).await?
+    }
+
+    /// Changes some of this member's metadata.
+    ///
+    /// # Errors
+    /// [`GossipError::Stopped`] after shutdown.
+    pub async fn update_meta(&self, change: impl FnOnce(&mut NodeMeta)) -> Result<(), GossipError> {
+        let mut meta = self.local.borrow().meta.clone();
+        change(&mut meta);
+        if meta == self.local.borrow().meta {
+            return Ok(());
+        }
+        self.set_meta(meta).await
+    }
+
+    /// This member's current identity.
+    pub fn local(&self) -> NodeId {
+        self.local.borrow().clone()
+    }
+
+    /// Membership changes from now on.
+    pub fn subscribe(&self) -> channel::Receiver<MembershipEvent> {
+        self.membership.subscribe()
+    }
+
+    /// User events from other members, from now on.
+    pub fn events(&self) -> channel::Receiver<UserEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// Starts the pool on `socket`. It leaves the pool gracefully when `token` is cancelled; the
+/// task is spawned on `tracker`.
+pub fn spawn(
+    config: GossipConfig,
+    socket: Arc<dyn Socket>,
+    metrics: GossipMetrics,
+    token: CancellationToken,
+    tracker: &TaskTracker,
+) -> GossipHandle {
+    let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (membership, _) = channel::channel(SUBSCRIBER_BUFFER);
+    let (events, _) = channel::channel(SUBSCRIBER_BUFFER);
+    let (local_tx, local) = watch::channel(config.identity.clone());
+    let handle = GossipHandle {
+        commands: commands.clone(),
+        membership: membership.clone(),
+        events: events.clone(),
+        local,
+    };
+    let actor = actor::Actor::new(
+        config,
+        socket,
+        metrics,
+        actor::Channels {
+            commands,
+            commands_rx,
+            membership,
+            events,
+            local: local_tx,
+        },
+        tracker.clone(),
+    );
+    tracker.spawn(actor.run(token));
+    handle
+}
+
+#[cfg(test)]
+mod tests;

@@ -9,18 +9,38 @@ use tonic::{Request, Response, Status};
 use tracing::warn;
 
 use super::proto::peer_server::{Peer, PeerServer};
-use super::proto::{InfoRequest, NodeInfo};
+use super::proto::{InfoRequest, Member, MembersReply, MembersRequest, NodeInfo};
+use crate::gossip::{GossipHandle, MemberInfo};
 
 /// The `Peer` service of one node.
 #[derive(Debug, Clone)]
 pub struct PeerService {
     /// What `Info` answers; fixed for the life of the node.
     info: NodeInfo,
+    gossip: GossipHandle,
 }
 
 impl PeerService {
-    pub fn new(info: NodeInfo) -> PeerService {
-        PeerService { info }
+    pub fn new(info: NodeInfo, gossip: GossipHandle) -> PeerService {
+        PeerService { info, gossip }
+    }
+}
+
+fn member(info: MemberInfo) -> Member {
+    let id = info.id;
+    Member {
+        name: id.name,
+        gossip_addr: id.addr.to_string(),
+        rpc_addr: id.meta.rpc_addr.to_string(),
+        cluster: id.meta.cluster,
+        role: id.meta.role.as_str().to_owned(),
+        status: info.status.as_str().to_owned(),
+        mode: id.meta.mode,
+        registry: id.meta.registry,
+        generation: id.generation,
+        protocol_version: id.meta.protocol,
+        local: info.local,
+        conflict: info.conflict,
     }
 }
 
@@ -28,6 +48,20 @@ impl PeerService {
 impl Peer for PeerService {
     async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<NodeInfo>, Status> {
         Ok(Response::new(self.info.clone()))
+    }
+
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MembersReply>, Status> {
+        let members = self
+            .gossip
+            .members()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(MembersReply {
+            members: members.into_iter().map(member).collect(),
+        }))
     }
 }
 

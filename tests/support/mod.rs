@@ -128,6 +128,13 @@ impl Daemon {
         }
     }
 
+    /// Collects the lines logged so far without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
     pub fn log(&self) -> String {
         self.seen.join("\n")
     }
@@ -139,3 +146,5 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+pub mod etcd;

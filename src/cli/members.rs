@@ -1,0 +1,196 @@
+//! `syncer members`: prints the gossip pool as one syncer sees it, over its rpc address.
+//!
+//! The JSON form is an array of objects with at least the keys `name`, `gossip_addr`,
+//! `rpc_addr`, `cluster`, `role` and `status`; scripts depend on them.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::rpc::client;
+use crate::rpc::proto::Member;
+
+/// Exit status when the syncer cannot be asked.
+const EXIT_UNREACHABLE: u8 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Flags of `syncer members`.
+#[derive(Debug, Args)]
+pub struct MembersArgs {
+    /// rpc address of any syncer (its --rpc-addr).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "SYNCER_RPC_ADDR",
+        default_value = "127.0.0.1:30191"
+    )]
+    pub rpc_addr: String,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+
+    /// How long to wait for the answer.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Serialize)]
+struct Row<'a> {
+    name: &'a str,
+    gossip_addr: &'a str,
+    rpc_addr: &'a str,
+    cluster: &'a str,
+    role: &'a str,
+    status: &'a str,
+    mode: &'a str,
+    registry: &'a str,
+    generation: u64,
+    local: bool,
+    conflict: bool,
+}
+
+impl<'a> From<&'a Member> for Row<'a> {
+    fn from(m: &'a Member) -> Row<'a> {
+        Row {
+            name: &m.name,
+            gossip_addr: &m.gossip_addr,
+            rpc_addr: &m.rpc_addr,
+            cluster: &m.cluster,
+            role: &m.role,
+            status: &m.status,
+            mode: &m.mode,
+            registry: &m.registry,
+            generation: m.generation,
+            local: m.local,
+            conflict: m.conflict,
+        }
+    }
+}
+
+/// Runs `syncer members`.
+pub fn run(args: &MembersArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("syncer: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    let members = match runtime.block_on(client::members(&args.rpc_addr, args.timeout)) {
+        Ok(members) => members,
+        Err(e) => {
+            eprintln!("syncer: {e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    let rows: Vec<Row<'_>> = members.iter().map(Row::from).collect();
+    match args.format {
+        Format::Json => match serde_json::to_string_pretty(&rows) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("syncer: {e}");
+                return ExitCode::from(EXIT_UNREACHABLE);
+            }
+        },
+        Format::Table => print!("{}", table(&rows)),
+    }
+    ExitCode::SUCCESS
+}
+
+fn table(rows: &[Row<'_>]) -> String {
+    let header = [
+        "NAME", "GOSSIP", "RPC", "CLUSTER", "ROLE", "STATUS", "REGISTRY",
+    ];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            let mut name = r.name.to_owned();
+            if r.local {
+                name.push('*');
+            }
+            let mut registry = if r.registry.is_empty() {
+                "-".to_owned()
+            } else {
+                r.registry.to_owned()
+            };
+            if r.conflict {
+                registry.push_str(" CONFLICT");
+            }
+            [
+                name,
+                r.gossip_addr.to_owned(),
+                r.rpc_addr.to_owned(),
+                r.cluster.to_owned(),
+                r.role.to_owned(),
+                r.status.to_owned(),
+                registry,
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cols: &[&str]| {
+        let parts: Vec<String> = cols
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(parts.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &cells {
+        line(&row.each_ref().map(String::as_str));
+    }
+    if rows.iter().any(|r| r.conflict) {
+        out.push_str("CONFLICT: members claim one cluster name but serve different registries; give each data centre its own --cluster-name\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_marks_local_and_conflicts() {
+        let member = |name: &str, local: bool, conflict: bool| Member {
+            name: name.into(),
+            gossip_addr: "127.0.0.1:30190".into(),
+            rpc_addr: "127.0.0.1:30191".into(),
+            cluster: "dc1".into(),
+            role: "active".into(),
+            status: "alive".into(),
+            mode: "single".into(),
+            registry: "abcdefabcdef".into(),
+            generation: 1,
+            protocol_version: 1,
+            local,
+            conflict,
+        };
+        let members = [member("a", true, false), member("bb", false, true)];
+        let rows: Vec<Row<'_>> = members.iter().map(Row::from).collect();
+        let text = table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("NAME"));
+        assert!(lines[1].starts_with("a*  "));
+        assert!(lines[2].contains("abcdefabcdef CONFLICT"));
+        assert!(lines[3].starts_with("CONFLICT:"));
+    }
+}

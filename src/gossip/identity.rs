@@ -1,0 +1,181 @@
+//! A member's identity in the pool: who it is, where it listens, which incarnation of the
+//! process it is, and the little metadata peers need to talk to it.
+//!
+//! The identity rides in the header of every gossip packet (sender and receiver), so it is
+//! kept small: names are capped by the configuration, the registry is a 12-character
+//! fingerprint and enums travel as one byte.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// What a member does in its data centre. Cluster mode elects one active member per data
+/// centre; a single-mode member is always active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Active,
+    Standby,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Active => "active",
+            Role::Standby => "standby",
+        }
+    }
+}
+
+/// The metadata every member announces about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeMeta {
+    /// Data-centre (cluster) name.
+    pub cluster: String,
+    /// Advertised gRPC address.
+    pub rpc_addr: SocketAddr,
+    /// `single` or `cluster`.
+    pub mode: String,
+    pub role: Role,
+    /// Fingerprint of the registry this member serves ([`registry_fingerprint`]); empty until
+    /// the registry has answered once.
+    pub registry: String,
+    /// Version of syncer's peer protocol.
+    pub protocol: u32,
+}
+
+/// A member identity as foca sees it.
+///
+/// Two identities with the same address are two incarnations of one member; the one with the
+/// higher `(generation, bump)` wins. `generation` grows across restarts, so a restarted member
+/// replaces its old self at once instead of waiting for the old one to be declared down;
+/// `bump` grows within one run, on every metadata change and on every automatic rejoin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeId {
+    pub name: String,
+    /// Advertised gossip address (never a wildcard address).
+    pub addr: SocketAddr,
+    pub generation: u64,
+    pub bump: u32,
+    pub meta: NodeMeta,
+}
+
+impl NodeId {
+    /// The same member with new metadata, announced as a newer incarnation.
+    pub fn with_meta(&self, meta: NodeMeta) -> NodeId {
+        NodeId {
+            meta,
+            bump: self.bump.wrapping_add(1),
+            ..self.clone()
+        }
+    }
+
+    fn version(&self) -> (u64, u32) {
+        (self.generation, self.bump)
+    }
+}
+
+impl foca::Identity for NodeId {
+    type Addr = SocketAddr;
+
+    /// A member that the pool declared down (wrongly, since it is still running) rejoins by
+    /// itself as a newer incarnation.
+    fn renew(&self) -> Option<Self> {
+        Some(NodeId {
+            bump: self.bump.wrapping_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.version() > adversary.version()
+    }
+}
+
+/// A short, stable fingerprint of a registry (its kind and its own identifier), announced in
+/// gossip so that two data centres that chose the same cluster name by accident are noticed.
+pub fn registry_fingerprint(kind: &str, id: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(format!("{kind}\0{id}").as_bytes());
+    hex::encode(&digest[..6])
+}
+
+/// A generation that is larger than `previous` and, when the clock allows, the current time
+/// in milliseconds, so it grows across restarts even when the data directory was lost.
+pub fn next_generation(previous: Option<u64>) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    match previous {
+        Some(previous) => now.max(previous.saturating_add(1)),
+        None => now.max(1),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub(crate) fn id(name: &str, port: u16, generation: u64) -> NodeId {
+        NodeId {
+            name: name.to_owned(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            generation,
+            bump: 0,
+            meta: NodeMeta {
+                cluster: "dc1".into(),
+                rpc_addr: SocketAddr::from(([127, 0, 0, 1], port + 1)),
+                mode: "single".into(),
+                role: Role::Active,
+                registry: String::new(),
+                protocol: 1,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use foca::Identity;
+
+    use super::tests_support::id;
+    use super::*;
+
+    #[test]
+    fn newer_generation_and_bump_win() {
+        let old = id("a", 7000, 5);
+        let restarted = id("a", 7000, 6);
+        assert!(restarted.win_addr_conflict(&old));
+        assert!(!old.win_addr_conflict(&restarted));
+        let renewed = old.renew().unwrap();
+        assert!(renewed.win_addr_conflict(&old));
+        assert!(
+            restarted.win_addr_conflict(&renewed),
+            "generation beats bump"
+        );
+        let mut meta = old.meta.clone();
+        meta.role = Role::Standby;
+        assert!(old.with_meta(meta).win_addr_conflict(&old));
+    }
+
+    #[test]
+    fn generation_grows() {
+        let first = next_generation(None);
+        assert!(next_generation(Some(first)) > first);
+        assert_eq!(next_generation(Some(u64::MAX - 1)), u64::MAX);
+    }
+
+    #[test]
+    fn identity_is_small() {
+        let mut long = id(&"n".repeat(64), 7000, next_generation(None));
+        long.meta.cluster = "c".repeat(64);
+        long.meta.registry = registry_fingerprint("servicecenter", "abc");
+        let size = postcard::to_allocvec(&long).unwrap().len();
+        assert!(size < 200, "identity takes {size} bytes");
+        assert_eq!(long.meta.registry.len(), 12);
+    }
+}

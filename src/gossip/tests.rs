@@ -1,0 +1,377 @@
+//! Protocol tests on the in-memory transport under tokio's paused clock: virtual time makes
+//! seconds of failure detection run in milliseconds, and nothing here touches a real socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::transport::MemoryNetwork;
+use super::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+struct TestNode {
+    handle: GossipHandle,
+    token: CancellationToken,
+    tracker: TaskTracker,
+    metrics: GossipMetrics,
+    addr: SocketAddr,
+}
+
+impl TestNode {
+    async fn stop(self) {
+        self.token.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+struct Spec {
+    name: String,
+    port: u16,
+    generation: u64,
+    join: Vec<u16>,
+    label: &'static str,
+    cluster: &'static str,
+    registry: &'static str,
+}
+
+fn spec(name: &str, port: u16, join: &[u16]) -> Spec {
+    Spec {
+        name: name.into(),
+        port,
+        generation: 1,
+        join: join.to_vec(),
+        label: "",
+        cluster: "dc1",
+        registry: "",
+    }
+}
+
+fn start(net: &MemoryNetwork, spec: Spec) -> TestNode {
+    let socket = net.bind(addr(spec.port)).expect("bind");
+    let identity = NodeId {
+        name: spec.name,
+        addr: addr(spec.port),
+        generation: spec.generation,
+        bump: 0,
+        meta: NodeMeta {
+            cluster: spec.cluster.into(),
+            rpc_addr: addr(spec.port + 1000),
+            mode: "single".into(),
+            role: Role::Active,
+            registry: spec.registry.into(),
+            protocol: 1,
+        },
+    };
+    let config = GossipConfig {
+        identity,
+        label: spec.label.into(),
+        profile: Profile::Local,
+        join: spec.join.iter().map(|p| addr(*p).to_string()).collect(),
+        state_file: None,
+        remembered: Vec::new(),
+        resolver: None,
+        seed: Some(u64::from(spec.port)),
+    };
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let metrics = GossipMetrics::default();
+    let handle = spawn(
+        config,
+        Arc::new(socket),
+        metrics.clone(),
+        token.clone(),
+        &tracker,
+    );
+    TestNode {
+        handle,
+        token,
+        tracker,
+        metrics,
+        addr: addr(spec.port),
+    }
+}
+
+/// Polls `check` on the virtual clock until it holds.
+async fn until<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+async fn status_of(node: &TestNode, name: &str) -> Option<MemberStatus> {
+    node.handle
+        .members()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|m| m.id.name == name)
+        .map(|m| m.status)
+}
+
+async fn alive_count(node: &TestNode) -> usize {
+    node.handle
+        .members()
+        .await
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m.status == MemberStatus::Alive)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn pool(net: &MemoryNetwork, n: u16) -> Vec<TestNode> {
+    let mut nodes = vec![start(net, spec("n0", 7000, &[]))];
+    for i in 1..n {
+        nodes.push(start(net, spec(&format!("n{i}"), 7000 + i * 10, &[7000])));
+    }
+    for node in &nodes {
+        until("convergence", || async {
+            alive_count(node).await == usize::from(n)
+        })
+        .await;
+    }
+    nodes
+}
+
+#[tokio::test(start_paused = true)]
+async fn five_members_converge_through_one() {
+    let net = MemoryNetwork::new();
+    let nodes = pool(&net, 5).await;
+    let members = nodes[3].handle.members().await.unwrap();
+    assert!(members[0].local);
+    assert_eq!(members[0].id.name, "n3");
+    assert_eq!(members[1].id.meta.rpc_addr, addr(8000));
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_is_detected_and_partition_heals() {
+    let net = MemoryNetwork::new();
+    let nodes = pool(&net, 4).await;
+    let mut membership = nodes[0].handle.subscribe();
+    // n3 is cut off: everyone else declares it down, and it declares them down.
+    net.isolate(nodes[3].addr);
+    let mut saw_suspect = false;
+    let start = Instant::now();
+    loop {
+        let mut down = 0;
+        for node in &nodes[..3] {
+            match status_of(node, "n3").await {
+                Some(MemberStatus::Down) => down += 1,
+                Some(MemberStatus::Suspect) => saw_suspect = true,
+                _ => {}
+            }
+        }
+        if down == 3 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "n3 never seen down everywhere");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saw_suspect, "suspect was never shown before down");
+    let event = membership.recv().await.unwrap();
+    assert!(
+        matches!(event, MembershipEvent::Down(ref m) if m.id.name == "n3"),
+        "{event:?}"
+    );
+    // The link comes back: n3 rejoins by itself (announces to down members, renews itself).
+    net.heal_all();
+    for node in &nodes {
+        until("healed pool", || async { alive_count(node).await == 4 }).await;
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarted_member_replaces_its_old_self_at_once() {
+    let net = MemoryNetwork::new();
+    let mut nodes = pool(&net, 3).await;
+    let crashed = nodes.pop().unwrap();
+    // A crash: nothing it says on the way out reaches anyone.
+    net.isolate(crashed.addr);
+    crashed.stop().await;
+    net.heal_all();
+    let mut restarted_spec = spec("n2", 7020, &[7000]);
+    restarted_spec.generation = 2;
+    let restarted = start(&net, restarted_spec);
+    let took =
+        until("new generation seen", || async {
+            nodes[0].handle.members().await.unwrap().iter().any(|m| {
+                m.id.name == "n2" && m.id.generation == 2 && m.status == MemberStatus::Alive
+            })
+        })
+        .await;
+    // Far less than the suspicion time plus a probe round: it replaced the old identity.
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    assert_eq!(alive_count(&nodes[1]).await, 3);
+    nodes.push(restarted);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_reach_every_member_exactly_once() {
+    let net = MemoryNetwork::new();
+    let nodes = pool(&net, 5).await;
+    let mut receivers: Vec<_> = nodes[1..].iter().map(|n| n.handle.events()).collect();
+    for i in 0..20u8 {
+        nodes[0].handle.broadcast(vec![i; 40]).await.unwrap();
+    }
+    let too_big = nodes[0]
+        .handle
+        .broadcast(vec![0; MAX_EVENT_BYTES + 1])
+        .await;
+    assert!(matches!(
+        too_big,
+        Err(GossipError::EventTooLarge {
+            size: 513,
+            max: 512
+        })
+    ));
+    for rx in &mut receivers {
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            let event = tokio::time::timeout(DEADLINE, rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(event.origin, "n0");
+            got.push(event.payload[0]);
+        }
+        got.sort_unstable();
+        assert_eq!(got, (0..20).collect::<Vec<u8>>());
+    }
+    // Let gossip run on: nothing is delivered a second time.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for rx in &mut receivers {
+        assert!(rx.try_recv().is_err(), "an event was delivered twice");
+    }
+    assert!(nodes[0].handle.events().try_recv().is_err());
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_leave_is_seen_as_left() {
+    let net = MemoryNetwork::new();
+    let mut nodes = pool(&net, 3).await;
+    let mut membership = nodes[0].handle.subscribe();
+    let leaving = nodes.pop().unwrap();
+    leaving.token.cancel();
+    let took = until("left", || async {
+        status_of(&nodes[0], "n2").await == Some(MemberStatus::Left)
+            && status_of(&nodes[1], "n2").await == Some(MemberStatus::Left)
+    })
+    .await;
+    assert!(took < Duration::from_millis(100), "took {took:?}");
+    let event = membership.recv().await.unwrap();
+    assert!(
+        matches!(event, MembershipEvent::Left(ref m) if m.id.name == "n2"),
+        "{event:?}"
+    );
+    leaving.stop().await;
+    // It stays left (not down) once foca has processed the departure.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status_of(&nodes[0], "n2").await, Some(MemberStatus::Left));
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn metadata_changes_propagate_and_conflicts_are_flagged() {
+    let net = MemoryNetwork::new();
+    let nodes = pool(&net, 3).await;
+    let mut membership = nodes[0].handle.subscribe();
+    nodes[1]
+        .handle
+        .update_meta(|m| {
+            m.role = Role::Standby;
+            m.registry = "aaaaaaaaaaaa".into();
+        })
+        .await
+        .unwrap();
+    until("role seen", || async {
+        nodes[2].handle.members().await.unwrap().iter().any(|m| {
+            m.id.name == "n1" && m.id.meta.role == Role::Standby && m.status == MemberStatus::Alive
+        })
+    })
+    .await;
+    let event = membership.recv().await.unwrap();
+    assert!(
+        matches!(event, MembershipEvent::Updated { ref after, .. } if after.id.meta.role == Role::Standby),
+        "{event:?}"
+    );
+    // n2 claims the same cluster name for another registry: everyone flags both.
+    nodes[2]
+        .handle
+        .update_meta(|m| m.registry = "bbbbbbbbbbbb".into())
+        .await
+        .unwrap();
+    until("conflict flagged", || async {
+        let members = nodes[0].handle.members().await.unwrap();
+        members.iter().filter(|m| m.conflict).count() == 2
+    })
+    .await;
+    assert_eq!(nodes[0].metrics.conflicts.get(), 1);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_labels_and_garbage_are_dropped() {
+    let net = MemoryNetwork::new();
+    let nodes = pool(&net, 2).await;
+    let mut outsider = spec("x", 7100, &[7000]);
+    outsider.label = "other-pool";
+    let outsider = start(&net, outsider);
+    let noise = net.bind(addr(7200)).unwrap();
+    for datagram in [
+        &b""[..],
+        &[0xC5],
+        &[0xC5, 0, 0, 1, 2, 3],
+        &[0xC5, 0, 1, 0xff],
+        &[7; 1500],
+    ] {
+        noise.try_send_to(datagram, nodes[0].addr).unwrap();
+    }
+    until("label drops", || async {
+        nodes[0].metrics.dropped_total("label") > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(alive_count(&nodes[0]).await, 2, "the outsider was admitted");
+    assert_eq!(alive_count(&outsider).await, 1);
+    assert!(nodes[0].metrics.dropped_total("malformed") >= 3);
+    assert!(nodes[0].metrics.dropped_total("oversized") >= 1);
+    assert!(nodes[0].metrics.dropped_total("undecodable") >= 1);
+    outsider.stop().await;
+    for node in nodes {
+        node.stop().await;
+    }
+}

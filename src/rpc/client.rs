@@ -1,0 +1,74 @@
+//! Calls to another syncer's `Peer` service (and from `syncer members`).
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use super::proto::peer_client::PeerClient;
+use super::proto::{InfoRequest, Member, MembersRequest, NodeInfo};
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("'{0}' is not an rpc address (expected HOST:PORT)")]
+    Address(String),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("{addr} answered with an error: {status}")]
+    Call { addr: String, status: tonic::Status },
+}
+
+/// Connects to the syncer at `addr` (`host:port`), waiting at most `timeout` for the
+/// connection and for every call.
+///
+/// # Errors
+/// [`ClientError::Address`] or [`ClientError::Connect`].
+pub async fn connect(addr: &str, timeout: Duration) -> Result<PeerClient<Channel>, ClientError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|_| ClientError::Address(addr.to_owned()))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|source| ClientError::Connect {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    Ok(PeerClient::new(channel))
+}
+
+/// Asks the syncer at `addr` who it is.
+///
+/// # Errors
+/// A [`ClientError`] when it cannot be reached or does not answer as a syncer.
+pub async fn node_info(addr: &str, timeout: Duration) -> Result<NodeInfo, ClientError> {
+    let mut client = connect(addr, timeout).await?;
+    let reply = client
+        .info(InfoRequest {})
+        .await
+        .map_err(|status| ClientError::Call {
+            addr: addr.to_owned(),
+            status,
+        })?;
+    Ok(reply.into_inner())
+}
+
+/// The gossip pool as the syncer at `addr` sees it.
+///
+/// # Errors
+/// A [`ClientError`] when it cannot be reached or the call fails.
+pub async fn members(addr: &str, timeout: Duration) -> Result<Vec<Member>, ClientError> {
+    let mut client = connect(addr, timeout).await?;
+    let reply = client
+        .members(MembersRequest {})
+        .await
+        .map_err(|status| ClientError::Call {
+            addr: addr.to_owned(),
+            status,
+        })?;
+    Ok(reply.into_inner().members)
+}

@@ -1,0 +1,364 @@
+//! The embedded mapping store for a single node: one redb file, `<data-dir>/mappings.redb`.
+//!
+//! Three tables with byte keys and JSON values: `mappings` (key `<origin>\0<instance_id>`,
+//! value a [`Mapping`]), `cursors` (key the origin, value a [`Cursor`]) and `meta` (key and
+//! value verbatim text). Keys and values are stored as bytes rather than `&str` so that a
+//! damaged file yields [`StoreError::Corrupt`] instead of a panic inside redb's decoding.
+//!
+//! Every `commit` is one write transaction with immediate durability: a batch of 10 000
+//! mappings costs one fsync. redb blocks, so every call runs on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use async_trait::async_trait;
+
+use super::{Cursor, Group, Mapping, MappingStore, Op, StoreError, Stored, validate_batch};
+
+/// The file inside the data directory.
+pub const FILE_NAME: &str = "mappings.redb";
+
+const MAPPINGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("mappings");
+const CURSORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cursors");
+const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
+
+/// A mapping store in a redb file. Cheap to clone; clones share the open database.
+#[derive(Clone)]
+pub struct RedbStore {
+    /// The open database; redb serialises write transactions itself.
+    db: Arc<Database>,
+    /// Where the file is, for messages.
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl RedbStore {
+    /// Opens `<data_dir>/mappings.redb`, creating the file and its tables if needed.
+    ///
+    /// # Errors
+    /// `Io` when the file cannot be created or opened (also when another process has it
+    /// open); `Corrupt` when redb finds the file damaged.
+    pub async fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
+        let path = data_dir.join(FILE_NAME);
+        let file = path.clone();
+        let db = run_blocking(move || open_blocking(&file)).await?;
+        Ok(RedbStore {
+            db: Arc::new(db),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[async_trait]
+impl MappingStore for RedbStore {
+    fn kind(&self) -> &'static str {
+        "redb"
+    }
+
+    async fn load(&self) -> Result<Stored, StoreError> {
+        let db = self.db.clone();
+        run_blocking(move || load_blocking(&db)).await
+    }
+
+    async fn commit(&self, batch: &[Group]) -> Result<(), StoreError> {
+        validate_batch(batch)?;
+        if batch.iter().all(Group::is_empty) {
+            return Ok(());
+        }
+        let db = self.db.clone();
+        let batch = batch.to_vec();
+        run_blocking(move || commit_blocking(&db, &batch)).await
+    }
+}
+
+/// Runs `f` on the blocking pool; a panic there becomes an `Io` error.
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(format!("redb task failed: {e}")))?
+}
+
+fn open_blocking(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::create(path).map_err(|e| match redb_error(e) {
+        StoreError::Io(reason) => {
+            StoreError::Io(format!("cannot open {}: {reason}", path.display()))
+        }
+        other => other,
+    })?;
+    // Create the tables once, so that reads never meet a missing table.
+    let mut txn = db.begin_write().map_err(redb_error)?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    for table in [MAPPINGS, CURSORS, META] {
+        txn.open_table(table).map_err(redb_error)?;
+    }
+    txn.commit().map_err(redb_error)?;
+    Ok(db)
+}
+
+fn load_blocking(db: &Database) -> Result<Stored, StoreError> {
+    let txn = db.begin_read().map_err(redb_error)?;
+    let mut stored = Stored::default();
+
+    let table = txn.open_table(MAPPINGS).map_err(redb_error)?;
+    for entry in table.iter().map_err(redb_error)? {
+        let (key, value) = entry.map_err(redb_error)?;
+        let (key, value) = (key.value(), value.value());
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: format!("mappings/{}", key.escape_ascii()),
+            reason,
+        };
+        let (origin, instance_id) = split_mapping_key(key).map_err(corrupt)?;
+        let mapping: Mapping = serde_json::from_slice(value)
+            .map_err(|e| corrupt(format!("value is not a mapping: {e}")))?;
+        if mapping.origin != origin || mapping.instance_id != instance_id {
+            return Err(corrupt(format!(
+                "value belongs to {}/{}",
+                mapping.origin, mapping.instance_id
+            )));
+        }
+        stored.mappings.push(mapping);
+    }
+
+    let table = txn.open_table(CURSORS).map_err(redb_error)?;
+    for entry in table.iter().map_err(redb_error)? {
+        let (key, value) = entry.map_err(redb_error)?;
+        let (key, value) = (key.value(), value.value());
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: format!("cursors/{}", key.escape_ascii()),
+            reason,
+        };
+        let origin = text(key).map_err(corrupt)?;
+        let cursor: Cursor = serde_json::from_slice(value)
+            .map_err(|e| corrupt(format!("value is not a cursor: {e}")))?;
+        stored.cursors.insert(origin, cursor);
+    }
+
+    let table = txn.open_table(META).map_err(redb_error)?;
+    for entry in table.iter().map_err(redb_error)? {
+        let (key, value) = entry.map_err(redb_error)?;
+        let (key, value) = (key.value(), value.value());
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: format!("meta/{}", key.escape_ascii()),
+            reason,
+        };
+        let name = text(key).map_err(corrupt)?;
+        let value = text(value).map_err(corrupt)?;
+        stored.meta.insert(name, value);
+    }
+    Ok(stored)
+}
+
+fn commit_blocking(db: &Database, batch: &[Group]) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(redb_error)?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    {
+        let mut mappings = txn.open_table(MAPPINGS).map_err(redb_error)?;
+        let mut cursors = txn.open_table(CURSORS).map_err(redb_error)?;
+        let mut meta = txn.open_table(META).map_err(redb_error)?;
+        for op in batch.iter().flat_map(|g| &g.ops) {
+            match op {
+                Op::PutMapping(m) => {
+                    let value = to_json(m)?;
+                    mappings
+                        .insert(
+                            mapping_key(&m.origin, &m.instance_id).as_slice(),
+                            value.as_slice(),
+                        )
+                        .map_err(redb_error)?;
+                }
+                Op::DeleteMapping {
+                    origin,
+                    instance_id,
+                } => {
+                    mappings
+                        .remove(mapping_key(origin, instance_id).as_slice())
+                        .map_err(redb_error)?;
+                }
+                Op::PutCursor { origin, cursor } => {
+                    let value = to_json(cursor)?;
+                    cursors
+                        .insert(origin.as_bytes(), value.as_slice())
+                        .map_err(redb_error)?;
+                }
+                Op::DeleteCursor { origin } => {
+                    cursors.remove(origin.as_bytes()).map_err(redb_error)?;
+                }
+                Op::PutMeta { key, value } => {
+                    meta.insert(key.as_bytes(), value.as_bytes())
+                        .map_err(redb_error)?;
+                }
+                Op::DeleteMeta { key } => {
+                    meta.remove(key.as_bytes()).map_err(redb_error)?;
+                }
+            }
+        }
+    }
+    // An error before this point drops the transaction, which aborts it: the batch is
+    // written whole or not at all.
+    txn.commit().map_err(redb_error)
+}
+
+/// `<origin>\0<instance_id>`: NUL sorts before every other byte, so keys sort like the
+/// `(origin, instance_id)` pairs. Validation keeps NUL out of both names.
+fn mapping_key(origin: &str, instance_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(origin.len() + 1 + instance_id.len());
+    key.extend_from_slice(origin.as_bytes());
+    key.push(0);
+    key.extend_from_slice(instance_id.as_bytes());
+    key
+}
+
+fn split_mapping_key(key: &[u8]) -> Result<(String, String), String> {
+    let Some(at) = key.iter().position(|b| *b == 0) else {
+        return Err("key has no NUL separator".into());
+    };
+    Ok((text(&key[..at])?, text(&key[at + 1..])?))
+}
+
+fn text(bytes: &[u8]) -> Result<String, String> {
+    String::from_utf8(bytes.to_vec()).map_err(|e| format!("not UTF-8: {e}"))
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Invalid(format!("cannot encode: {e}")))
+}
+
+/// Sorts redb's errors into ours.
+fn redb_error(e: impl Into<::redb::Error>) -> StoreError {
+    match e.into() {
+        ::redb::Error::Corrupted(reason) => StoreError::Corrupt {
+            key: FILE_NAME.into(),
+            reason,
+        },
+        ::redb::Error::DatabaseAlreadyOpen => {
+            StoreError::Io("the database is already open in another process".into())
+        }
+        ::redb::Error::ValueTooLarge(size) => {
+            StoreError::Invalid(format!("a value of {size} bytes is too large"))
+        }
+        other => StoreError::Io(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn redb_store_passes_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).await.unwrap();
+        assert_eq!(store.path(), dir.path().join("mappings.redb"));
+        super::super::contract::store_contract(&store).await;
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Mapping {
+            origin: "dc2".into(),
+            instance_id: "i1".into(),
+            ..Mapping::default()
+        };
+        let batch = [Group::new(vec![
+            Op::PutMapping(m.clone()),
+            Op::PutCursor {
+                origin: "dc2".into(),
+                cursor: Cursor {
+                    epoch: 1,
+                    seq: 2,
+                    complete: true,
+                    updated_ms: 3,
+                },
+            },
+            Op::PutMeta {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        ])];
+        {
+            let store = RedbStore::open(dir.path()).await.unwrap();
+            store.commit(&batch).await.unwrap();
+        }
+        let store = RedbStore::open(dir.path()).await.unwrap();
+        let stored = store.load().await.unwrap();
+        assert_eq!(stored.mappings, vec![m]);
+        assert_eq!(stored.cursors["dc2"].seq, 2);
+        assert_eq!(stored.meta["k"], "v");
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_the_same_file_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = RedbStore::open(dir.path()).await.unwrap();
+        let err = RedbStore::open(dir.path()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Io(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn undecodable_entries_are_corrupt_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).await.unwrap();
+        let write_raw = |table: TableDefinition<&[u8], &[u8]>, key: &[u8], value: &[u8]| {
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(table).unwrap().insert(key, value).unwrap();
+            txn.commit().unwrap();
+        };
+        let clear = |table: TableDefinition<&[u8], &[u8]>, key: &[u8]| {
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(table).unwrap().remove(key).unwrap();
+            txn.commit().unwrap();
+        };
+
+        write_raw(MAPPINGS, b"dc2\0i1", b"not json");
+        match store.load().await {
+            Err(StoreError::Corrupt { key, .. }) => assert_eq!(key, "mappings/dc2\\x00i1"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        // A value that decodes but belongs to another key.
+        let other = serde_json::to_vec(&Mapping {
+            origin: "dc3".into(),
+            instance_id: "i1".into(),
+            ..Mapping::default()
+        })
+        .unwrap();
+        write_raw(MAPPINGS, b"dc2\0i1", &other);
+        assert_eq!(store.load().await.unwrap_err().kind(), "corrupt");
+        clear(MAPPINGS, b"dc2\0i1");
+        write_raw(MAPPINGS, b"no-separator", &other);
+        assert_eq!(store.load().await.unwrap_err().kind(), "corrupt");
+        clear(MAPPINGS, b"no-separator");
+
+        write_raw(CURSORS, b"dc2", b"{\"epoch\":\"x\"}");
+        match store.load().await {
+            Err(StoreError::Corrupt { key, .. }) => assert_eq!(key, "cursors/dc2"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        clear(CURSORS, b"dc2");
+
+        write_raw(META, b"k", &[0xff, 0xfe]);
+        match store.load().await {
+            Err(StoreError::Corrupt { key, .. }) => assert_eq!(key, "meta/k"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        clear(META, b"k");
+        assert_eq!(store.load().await.unwrap(), Stored::default());
+    }
+}

@@ -1,0 +1,257 @@
+//! The gossip pool between real `syncer daemon` processes on 127.0.0.x: convergence, crash
+//! detection, graceful leave, joining through an rpc address, pool labels and rejoining from
+//! remembered members. Each daemon runs the `local` profile (fast timing for one machine).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::{DEADLINE, Daemon, run, syncer};
+
+struct Node {
+    name: String,
+    daemon: Daemon,
+    gossip: String,
+    rpc: String,
+    admin: String,
+}
+
+fn start(dir: &Path, name: &str, ip: &str, extra: &[&str]) -> Node {
+    let mut cmd = syncer(dir);
+    cmd.args([
+        "daemon",
+        "--node",
+        name,
+        "--sc-addr",
+        "http://127.0.0.1:9",
+        "--bind-addr",
+        &format!("{ip}:0"),
+        "--rpc-addr",
+        &format!("{ip}:0"),
+        "--admin-addr",
+        &format!("{ip}:0"),
+        "--gossip-profile",
+        "local",
+        "--log-format",
+        "json",
+        "--log-level",
+        "info,syncer::gossip=debug",
+        "--data-dir",
+    ])
+    .arg(dir.join(name))
+    .args(extra);
+    let mut daemon = Daemon::spawn(cmd);
+    let ready = daemon.wait_ready();
+    let field = |key: &str| ready[key].as_str().unwrap_or_default().to_owned();
+    Node {
+        name: name.to_owned(),
+        gossip: field("gossip_addr"),
+        rpc: field("rpc_addr"),
+        admin: field("admin_addr"),
+        daemon,
+    }
+}
+
+/// Member name -> status, as the syncer at `rpc` sees the pool.
+fn statuses(rpc: &str) -> BTreeMap<String, String> {
+    let out = run({
+        let mut cmd = syncer(Path::new("."));
+        cmd.args(["members", "--rpc-addr", rpc, "--format", "json"]);
+        cmd
+    });
+    if out.code != Some(0) {
+        return BTreeMap::new();
+    }
+    let members: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap_or_default();
+    members
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_owned(),
+                m["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_all_alive(nodes: &mut [Node], n: usize) {
+    let deadline = Instant::now() + DEADLINE;
+    for i in 0..nodes.len() {
+        while statuses(&nodes[i].rpc)
+            .values()
+            .filter(|s| *s == "alive")
+            .count()
+            != n
+        {
+            if Instant::now() > deadline {
+                let logs: Vec<String> = nodes
+                    .iter_mut()
+                    .map(|node| {
+                        node.daemon.drain();
+                        format!("--- {}\n{}", node.name, node.daemon.log())
+                    })
+                    .collect();
+                panic!(
+                    "{} does not see {n} alive members\n{}",
+                    nodes[i].name,
+                    logs.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn metric(admin: &str, name: &str) -> f64 {
+    let body = std::process::Command::new("curl")
+        .args(["-s", &format!("http://{admin}/metrics")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    body.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn five_daemons_converge_detect_a_kill_and_see_a_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), "g0", "127.0.0.1", &[]);
+    let join = first.gossip.clone();
+    let mut nodes = vec![first];
+    for i in 1..5 {
+        let ip = format!("127.0.0.{}", i + 1);
+        nodes.push(start(
+            dir.path(),
+            &format!("g{i}"),
+            &ip,
+            &["--join-addr", &join],
+        ));
+    }
+    wait_all_alive(&mut nodes, 5);
+
+    // The JSON output carries the keys scripts depend on.
+    let out = run({
+        let mut cmd = syncer(dir.path());
+        cmd.args(["members", "--rpc-addr", &nodes[2].rpc, "--format", "json"]);
+        cmd
+    });
+    let members: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(members.len(), 5);
+    for key in [
+        "name",
+        "gossip_addr",
+        "rpc_addr",
+        "cluster",
+        "role",
+        "status",
+    ] {
+        assert!(members[0][key].is_string(), "missing {key}: {}", out.stdout);
+    }
+    assert_eq!(members[0]["name"], "g2");
+    assert_eq!(members[0]["role"], "active");
+    let g0 = members.iter().find(|m| m["name"] == "g0").unwrap();
+    assert_eq!(g0["gossip_addr"], nodes[0].gossip.as_str());
+    assert_eq!(g0["rpc_addr"], nodes[0].rpc.as_str());
+
+    // kill -9: the others declare it down.
+    let mut killed = nodes.pop().unwrap();
+    killed.daemon.child.kill().unwrap();
+    killed.daemon.child.wait().unwrap();
+    for node in &nodes {
+        wait_until("g4 down", || {
+            statuses(&node.rpc).get("g4").map(String::as_str) == Some("down")
+        });
+    }
+
+    // A graceful stop: the others show it as left, not down.
+    let mut leaving = nodes.pop().unwrap();
+    leaving.daemon.signal("TERM");
+    assert!(
+        leaving.daemon.wait_exit().success(),
+        "{}",
+        leaving.daemon.log()
+    );
+    for node in &nodes {
+        wait_until("g3 left", || {
+            statuses(&node.rpc).get("g3").map(String::as_str) == Some("left")
+        });
+    }
+    assert_eq!(
+        statuses(&nodes[0].rpc).get("g4").map(String::as_str),
+        Some("down")
+    );
+}
+
+#[test]
+fn joins_through_an_rpc_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), "r0", "127.0.0.1", &[]);
+    // As in the original README's single-mode example: the peer's rpc port as --join-addr.
+    let second = start(dir.path(), "r1", "127.0.0.2", &["--join-addr", &first.rpc]);
+    wait_all_alive(&mut [first, second], 2);
+}
+
+#[test]
+fn a_daemon_with_another_label_is_not_admitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), "l0", "127.0.0.1", &[]);
+    let outsider = start(
+        dir.path(),
+        "l1",
+        "127.0.0.2",
+        &["--join-addr", &first.gossip, "--gossip-label", "blue"],
+    );
+    wait_until("label drops counted", || {
+        metric(
+            &first.admin,
+            "syncer_gossip_datagrams_dropped_total{reason=\"label\"}",
+        ) >= 2.0
+    });
+    assert_eq!(statuses(&first.rpc).len(), 1);
+    assert_eq!(statuses(&outsider.rpc).len(), 1);
+}
+
+#[test]
+fn a_restarted_daemon_rejoins_from_remembered_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), "m0", "127.0.0.1", &[]);
+    let mut second = start(
+        dir.path(),
+        "m1",
+        "127.0.0.2",
+        &["--join-addr", &first.gossip],
+    );
+    wait_until("m1 seen", || {
+        statuses(&first.rpc).get("m1").map(String::as_str) == Some("alive")
+    });
+    let generation = |rpc: &str| -> u64 {
+        let out = run({
+            let mut cmd = syncer(Path::new("."));
+            cmd.args(["members", "--rpc-addr", rpc, "--format", "json"]);
+            cmd
+        });
+        let members: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+        members[0]["generation"].as_u64().unwrap()
+    };
+    let before = generation(&second.rpc);
+    second.daemon.signal("TERM");
+    assert!(second.daemon.wait_exit().success());
+
+    // No --join-addr this time: the data directory remembers m0.
+    let second = start(dir.path(), "m1", "127.0.0.2", &[]);
+    assert!(generation(&second.rpc) > before);
+    wait_all_alive(&mut [first, second], 2);
+}
