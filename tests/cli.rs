@@ -268,6 +268,23 @@ fn unknown_plugin_is_refused() {
 }
 
 #[test]
+fn bad_gossip_settings_are_refused() {
+    expect_config_error(
+        tempdir().path(),
+        &with_local(&["--gossip-profile", "metro"]),
+        &[],
+        &["--gossip-profile", "'metro'", "must be lan, wan or local"],
+    );
+    let long = "x".repeat(65);
+    expect_config_error(
+        tempdir().path(),
+        &with_local(&["--gossip-label", &long]),
+        &[],
+        &["--gossip-label", "longer than 64 bytes"],
+    );
+}
+
+#[test]
 fn cluster_mode_without_node_is_refused() {
     expect_config_error(
         tempdir().path(),
@@ -583,4 +600,34 @@ fn precedence_is_defaults_then_file_then_environment_then_flags() {
         .env("SYNCER_CONFIG", "p.yaml");
     let out = run(cmd);
     assert_eq!(setting(&out, "node").0, "from-file");
+}
+
+#[test]
+fn gossip_profile_and_label_come_from_the_file() {
+    let dir = tempdir();
+    // `profile` is the 1.3 key (declared, never used there); `gossip.*` are our own.
+    std::fs::write(dir.path().join("13.yaml"), "profile: wan\n").unwrap();
+    std::fs::write(
+        dir.path().join("own.yaml"),
+        "gossip:\n  profile: local\n  label: blue\n",
+    )
+    .unwrap();
+    let out = check(dir.path(), "daemon --config 13.yaml --bind-addr 127.0.0.1:0");
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        setting(&out, "gossip_profile"),
+        ("wan".into(), "profile in 13.yaml".into())
+    );
+    assert!(!out.stderr.contains("profile"), "{}", out.stderr);
+    let out = check(dir.path(), "daemon --config own.yaml --bind-addr 127.0.0.1:0");
+    assert_eq!(setting(&out, "gossip_profile").0, "local");
+    assert_eq!(
+        setting(&out, "gossip_label"),
+        ("blue".into(), "gossip.label in own.yaml".into())
+    );
+    let out = check(dir.path(), "daemon --bind-addr 127.0.0.1:0");
+    assert_eq!(
+        setting(&out, "gossip_profile"),
+        ("lan".into(), "default".into())
+    );
 }
