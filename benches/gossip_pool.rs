@@ -110,7 +110,11 @@ fn start_member(i: usize, profile: Profile, join: Option<SocketAddr>) -> Member 
 
 fn alive(member: &Member, rt: &tokio::runtime::Runtime) -> usize {
     rt.block_on(member.handle.members())
-        .map(|ms| ms.iter().filter(|m| m.status == MemberStatus::Alive).count())
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m.status == MemberStatus::Alive)
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -232,7 +236,14 @@ fn main() {
         let crashed = Instant::now();
         // The runtime is dropped: no leave is sent, the socket closes.
         victim.stop(false);
-        match wait_events(&rt, watchers, &victim.name, down, crashed, Duration::from_secs(60)) {
+        match wait_events(
+            &rt,
+            watchers,
+            &victim.name,
+            down,
+            crashed,
+            Duration::from_secs(60),
+        ) {
             Some((first, all)) => {
                 seen_by_first.push(first);
                 seen_by_all.push(all);
@@ -258,12 +269,17 @@ fn main() {
         let watchers: Vec<_> = pool.iter().map(|m| m.handle.subscribe()).collect();
         let stopped = Instant::now();
         let stopper = std::thread::spawn(move || leaver.stop(true));
-        if let Some((_, all)) = wait_events(&rt, watchers, &name, left, stopped, Duration::from_secs(30)) {
+        if let Some((_, all)) =
+            wait_events(&rt, watchers, &name, left, stopped, Duration::from_secs(30))
+        {
             left_by_all.push(all);
         }
         let _ = stopper.join();
     }
-    stats("graceful leave seen as left by all others", &mut left_by_all);
+    stats(
+        "graceful leave seen as left by all others",
+        &mut left_by_all,
+    );
     for member in &mut pool {
         member.stop(false);
     }

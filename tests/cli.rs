@@ -612,14 +612,20 @@ fn gossip_profile_and_label_come_from_the_file() {
         "gossip:\n  profile: local\n  label: blue\n",
     )
     .unwrap();
-    let out = check(dir.path(), "daemon --config 13.yaml --bind-addr 127.0.0.1:0");
+    let out = check(
+        dir.path(),
+        "daemon --config 13.yaml --bind-addr 127.0.0.1:0",
+    );
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     assert_eq!(
         setting(&out, "gossip_profile"),
         ("wan".into(), "profile in 13.yaml".into())
     );
     assert!(!out.stderr.contains("profile"), "{}", out.stderr);
-    let out = check(dir.path(), "daemon --config own.yaml --bind-addr 127.0.0.1:0");
+    let out = check(
+        dir.path(),
+        "daemon --config own.yaml --bind-addr 127.0.0.1:0",
+    );
     assert_eq!(setting(&out, "gossip_profile").0, "local");
     assert_eq!(
         setting(&out, "gossip_label"),

@@ -24,8 +24,6 @@ fn start(dir: &Path, name: &str, ip: &str, extra: &[&str]) -> Node {
         "daemon",
         "--node",
         name,
-        "--sc-addr",
-        "http://127.0.0.1:9",
         "--bind-addr",
         &format!("{ip}:0"),
         "--rpc-addr",
@@ -42,6 +40,10 @@ fn start(dir: &Path, name: &str, ip: &str, extra: &[&str]) -> Node {
     ])
     .arg(dir.join(name))
     .args(extra);
+    if !extra.contains(&"--sc-addr") {
+        // Nothing listens there: the daemon keeps trying to identify its registry.
+        cmd.args(["--sc-addr", "http://127.0.0.1:9"]);
+    }
     let mut daemon = Daemon::spawn(cmd);
     let ready = daemon.wait_ready();
     let field = |key: &str| ready[key].as_str().unwrap_or_default().to_owned();
@@ -254,4 +256,50 @@ fn a_restarted_daemon_rejoins_from_remembered_members() {
     let second = start(dir.path(), "m1", "127.0.0.2", &[]);
     assert!(generation(&second.rpc) > before);
     wait_all_alive(&mut [first, second], 2);
+}
+
+#[test]
+fn one_cluster_name_for_two_registries_is_flagged() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (sc_a, sc_b) = rt.block_on(async {
+        let config = syncer::devreg::DevRegistryConfig::default;
+        (
+            syncer::devreg::DevRegistry::start(config()).await.unwrap(),
+            syncer::devreg::DevRegistry::start(config()).await.unwrap(),
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let start_for = |name: &str, ip: &str, sc: &str, join: Option<&str>| {
+        let mut args = vec!["--cluster-name", "same-dc", "--sc-addr", sc];
+        if let Some(join) = join {
+            args.extend(["--join-addr", join]);
+        }
+        start(dir.path(), name, ip, &args)
+    };
+    let first = start_for("c0", "127.0.0.1", &sc_a.url(), None);
+    let second = start_for("c1", "127.0.0.2", &sc_b.url(), Some(&first.gossip));
+    let members = |rpc: &str| -> Vec<serde_json::Value> {
+        let out = run({
+            let mut cmd = syncer(Path::new("."));
+            cmd.args(["members", "--rpc-addr", rpc, "--format", "json"]);
+            cmd
+        });
+        serde_json::from_str(&out.stdout).unwrap_or_default()
+    };
+    wait_until("both members flagged", || {
+        let listed = members(&first.rpc);
+        listed.len() == 2
+            && listed.iter().all(|m| {
+                m["conflict"] == true && m["registry"].as_str().is_some_and(|r| r.len() == 12)
+            })
+    });
+    let mut first = first;
+    first.daemon.wait_for_line("serve different registries");
+    let table = run({
+        let mut cmd = syncer(Path::new("."));
+        cmd.args(["members", "--rpc-addr", &second.rpc]);
+        cmd
+    });
+    assert!(table.stdout.contains("CONFLICT"), "{}", table.stdout);
+    drop(rt);
 }

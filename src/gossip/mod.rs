@@ -83,12 +83,19 @@ impl Profile {
     pub fn foca_config(self, max_packet_size: usize) -> foca::Config {
         let mut config = foca::Config::simple();
         let ms = Duration::from_millis;
-        let (period, rtt, suspicion, gossip_every, announce_every, announce_down_every) =
-            match self {
-                Profile::Lan => (ms(500), ms(200), ms(1500), ms(200), ms(2000), ms(10_000)),
-                Profile::Wan => (ms(2000), ms(1000), ms(6000), ms(500), ms(10_000), ms(30_000)),
-                Profile::Local => (ms(100), ms(50), ms(300), ms(50), ms(500), ms(1000)),
-            };
+        let (period, rtt, suspicion, gossip_every, announce_every, announce_down_every) = match self
+        {
+            Profile::Lan => (ms(500), ms(200), ms(1500), ms(200), ms(2000), ms(10_000)),
+            Profile::Wan => (
+                ms(2000),
+                ms(1000),
+                ms(6000),
+                ms(500),
+                ms(10_000),
+                ms(30_000),
+            ),
+            Profile::Local => (ms(100), ms(50), ms(300), ms(50), ms(500), ms(1000)),
+        };
         config.probe_period = period;
         config.probe_rtt = rtt;
         config.suspect_to_down_after = suspicion;
