@@ -1,0 +1,117 @@
+//! How syncer recognises its own copies, and the ids it gives them.
+//!
+//! A copy (an instance syncer registered to mirror an instance of another data centre) is
+//! marked twice, so that a lost mapping can never start an echo loop:
+//! - its instance id starts with [`COPY_ID_PREFIX`] (ids never change after registration);
+//! - its properties carry [`ORIGIN_PROPERTY`], naming the origin data centre.
+//!
+//! The id is derived from the origin (data centre, tenant, origin service id, origin instance
+//! id) and a replacement generation, so a retry or a restart registers the same id again
+//! (SC ignores a re-registration of an existing id, reference §3.1) instead of a duplicate.
+//! The generation grows when the copy must be replaced (endpoints or host name changed, which
+//! SC cannot update in place).
+
+use sha1::{Digest, Sha1};
+
+use crate::registry::{Instance, Tenant};
+
+/// Prefix of every copy's instance id. SC instance ids allow `[A-Za-z0-9_.-]`, at most 64.
+pub const COPY_ID_PREFIX: &str = "syncer-";
+/// Property naming the origin data centre of a copy.
+pub const ORIGIN_PROPERTY: &str = "syncer.origin";
+/// Hex characters of the digest kept in an id (128 bits).
+const DIGEST_HEX: usize = 32;
+
+/// Identifies one origin instance across data centres.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OriginKey {
+    /// Origin data centre (cluster name).
+    pub origin: String,
+    pub tenant: Tenant,
+    pub service_id: String,
+    pub instance_id: String,
+}
+
+/// The instance id of the copy of `key` at replacement `generation`:
+/// `syncer-` + 32 hex digits, 39 characters.
+pub fn copy_instance_id(key: &OriginKey, generation: u32) -> String {
+    let mut hasher = Sha1::new();
+    for part in [
+        key.origin.as_str(),
+        key.tenant.domain.as_str(),
+        key.tenant.project.as_str(),
+        key.service_id.as_str(),
+        key.instance_id.as_str(),
+    ] {
+        // Length-prefixed, so no two different tuples hash the same input.
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher.update(generation.to_be_bytes());
+    let digest = hex::encode(hasher.finalize());
+    format!("{COPY_ID_PREFIX}{}", &digest[..DIGEST_HEX])
+}
+
+/// Whether `instance` is one of syncer's copies (by either mark), so it is never exported.
+pub fn is_copy(instance: &Instance) -> bool {
+    instance.instance_id.starts_with(COPY_ID_PREFIX)
+        || instance.properties.contains_key(ORIGIN_PROPERTY)
+}
+
+/// The origin data centre a copy names, if it carries the property.
+pub fn copy_origin(instance: &Instance) -> Option<&str> {
+    instance.properties.get(ORIGIN_PROPERTY).map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(origin: &str, instance: &str) -> OriginKey {
+        OriginKey {
+            origin: origin.into(),
+            tenant: Tenant::default(),
+            service_id: "svc".into(),
+            instance_id: instance.into(),
+        }
+    }
+
+    #[test]
+    fn ids_are_stable_distinct_and_valid_for_sc() {
+        let a = copy_instance_id(&key("dc1", "i1"), 0);
+        assert_eq!(a, copy_instance_id(&key("dc1", "i1"), 0), "deterministic");
+        assert_ne!(a, copy_instance_id(&key("dc1", "i1"), 1), "generation");
+        assert_ne!(a, copy_instance_id(&key("dc2", "i1"), 0), "origin");
+        assert_ne!(a, copy_instance_id(&key("dc1", "i2"), 0), "instance");
+        // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
+        let mut shifted = key("dc1a", "i1");
+        shifted.tenant.domain = "efault".into();
+        assert_ne!(
+            copy_instance_id(&key("dc1", "i1"), 0),
+            copy_instance_id(&shifted, 0)
+        );
+        assert_eq!(a.len(), 39);
+        assert!(a.len() <= 64);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        );
+    }
+
+    #[test]
+    fn copies_are_recognised_by_either_mark() {
+        let mut instance = Instance {
+            instance_id: "abc".into(),
+            ..Instance::default()
+        };
+        assert!(!is_copy(&instance));
+        instance.instance_id = copy_instance_id(&key("dc1", "i1"), 0);
+        assert!(is_copy(&instance), "by id");
+        instance.instance_id = "abc".into();
+        instance
+            .properties
+            .insert(ORIGIN_PROPERTY.into(), "dc1".into());
+        assert!(is_copy(&instance), "by property");
+        assert_eq!(copy_origin(&instance), Some("dc1"));
+    }
+}
