@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::broadcast::{Delivery, Handler, Item};
+use super::broadcast::{Handler, Item};
 use super::metrics::{GossipMetrics, Status};
 use super::packet::{self, FRAME_OVERHEAD_BYTES, Kind, MAX_DATAGRAM_BYTES};
 use super::persist::{SavedMember, SavedState, save_state};
@@ -72,7 +72,7 @@ pub(super) struct Actor {
     profile: Profile,
     timers: BTreeMap<(Instant, u64), Timer<NodeId>>,
     timer_seq: u64,
-    deliveries: Arc<Mutex<VecDeque<Delivery>>>,
+    deliveries: Arc<Mutex<VecDeque<Item>>>,
     /// Members that announced a graceful leave: address -> generation that left.
     left: HashMap<SocketAddr, u64>,
     /// Live members as the notifications told us, by address.
@@ -453,7 +453,7 @@ impl Actor {
                 progressed = true;
                 self.on_notification(notification);
             }
-            let deliveries: Vec<Delivery> = self
+            let deliveries: Vec<Item> = self
                 .deliveries
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -551,12 +551,13 @@ impl Actor {
         }
     }
 
-    fn on_delivery(&mut self, delivery: Delivery) {
+    fn on_delivery(&mut self, delivery: Item) {
         match delivery {
-            Delivery::Event {
+            Item::Event {
                 origin,
                 seq,
                 payload,
+                ..
             } => {
                 self.metrics.events_received.inc();
                 let _ = self.ch.events.send(UserEvent {
@@ -565,7 +566,7 @@ impl Actor {
                     payload,
                 });
             }
-            Delivery::Leave {
+            Item::Leave {
                 name,
                 addr,
                 generation,

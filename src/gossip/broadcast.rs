@@ -79,21 +79,6 @@ impl foca::Invalidates for Key {
     }
 }
 
-/// A received item that was news, handed to the actor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    Event {
-        origin: String,
-        seq: u64,
-        payload: Vec<u8>,
-    },
-    Leave {
-        name: String,
-        addr: SocketAddr,
-        generation: u64,
-    },
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Window {
     generation: u64,
@@ -184,18 +169,19 @@ pub struct BadItem(String);
 /// foca's broadcast handler: decodes items, drops repeats, queues news for the actor.
 pub struct Handler {
     dedupe: Dedupe,
-    deliveries: Arc<Mutex<VecDeque<Delivery>>>,
+    deliveries: Arc<Mutex<VecDeque<Item>>>,
 }
 
 impl Handler {
-    pub fn new(deliveries: Arc<Mutex<VecDeque<Delivery>>>) -> Handler {
+    /// A handler that queues the items that were news (from other members) in `deliveries`.
+    pub fn new(deliveries: Arc<Mutex<VecDeque<Item>>>) -> Handler {
         Handler {
             dedupe: Dedupe::default(),
             deliveries,
         }
     }
 
-    fn push(&self, delivery: Delivery) {
+    fn push(&self, delivery: Item) {
         self.deliveries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -219,27 +205,7 @@ impl foca::BroadcastHandler<NodeId> for Handler {
         }
         // Our own items (no sender) are disseminated but not delivered back to us.
         if sender.is_some() {
-            self.push(match item {
-                Item::Event {
-                    origin,
-                    seq,
-                    payload,
-                    ..
-                } => Delivery::Event {
-                    origin,
-                    seq,
-                    payload,
-                },
-                Item::Leave {
-                    name,
-                    addr,
-                    generation,
-                } => Delivery::Leave {
-                    name,
-                    addr,
-                    generation,
-                },
-            });
+            self.push(item);
         }
         Ok(Some(key))
     }

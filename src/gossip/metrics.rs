@@ -51,7 +51,7 @@ impl GossipMetrics {
         );
         metrics.register(
             "syncer_gossip_datagrams_dropped",
-            "Gossip datagrams dropped: oversized, malformed, label (another pool), \
+            "Gossip datagrams dropped: oversized, malformed, label (another pool), receive_error, \
              undecodable (refused by foca), send_failed",
             self.dropped.clone(),
         );

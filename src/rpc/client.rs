@@ -47,14 +47,20 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<PeerClient<Channel
 /// A [`ClientError`] when it cannot be reached or does not answer as a syncer.
 pub async fn node_info(addr: &str, timeout: Duration) -> Result<NodeInfo, ClientError> {
     let mut client = connect(addr, timeout).await?;
-    let reply = client
-        .info(InfoRequest {})
-        .await
+    let reply = client.info(InfoRequest {}).await;
+    answer(addr, reply)
+}
+
+fn answer<T>(
+    addr: &str,
+    reply: Result<tonic::Response<T>, tonic::Status>,
+) -> Result<T, ClientError> {
+    reply
+        .map(tonic::Response::into_inner)
         .map_err(|status| ClientError::Call {
             addr: addr.to_owned(),
             status,
-        })?;
-    Ok(reply.into_inner())
+        })
 }
 
 /// The gossip pool as the syncer at `addr` sees it.
@@ -63,12 +69,6 @@ pub async fn node_info(addr: &str, timeout: Duration) -> Result<NodeInfo, Client
 /// A [`ClientError`] when it cannot be reached or the call fails.
 pub async fn members(addr: &str, timeout: Duration) -> Result<Vec<Member>, ClientError> {
     let mut client = connect(addr, timeout).await?;
-    let reply = client
-        .members(MembersRequest {})
-        .await
-        .map_err(|status| ClientError::Call {
-            addr: addr.to_owned(),
-            status,
-        })?;
-    Ok(reply.into_inner().members)
+    let reply = client.members(MembersRequest {}).await;
+    Ok(answer(addr, reply)?.members)
 }

@@ -24,7 +24,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
 
-use super::{Cursor, Group, Mapping, MappingStore, Op, StoreError, Stored, validate_batch};
+use super::{
+    Group, MappingStore, Op, StoreError, Stored, decode_cursor, decode_mapping, validate_batch,
+};
 
 /// Keys per range request in `load`.
 pub const PAGE_KEYS: i64 = 1000;
@@ -345,15 +347,9 @@ impl MappingStore for EtcdStore {
             };
             let origin = decode_segment(origin).map_err(corrupt)?;
             let instance_id = decode_segment(instance_id).map_err(corrupt)?;
-            let mapping: Mapping = serde_json::from_slice(value)
-                .map_err(|e| corrupt(format!("value is not a mapping: {e}")))?;
-            if mapping.origin != origin || mapping.instance_id != instance_id {
-                return Err(corrupt(format!(
-                    "value belongs to {}/{}",
-                    mapping.origin, mapping.instance_id
-                )));
-            }
-            stored.mappings.push(mapping);
+            stored
+                .mappings
+                .push(decode_mapping(key, &origin, &instance_id, value)?);
             Ok(())
         })
         .await?;
@@ -364,9 +360,7 @@ impl MappingStore for EtcdStore {
                 reason,
             };
             let origin = decode_segment(rest).map_err(corrupt)?;
-            let cursor: Cursor = serde_json::from_slice(value)
-                .map_err(|e| corrupt(format!("value is not a cursor: {e}")))?;
-            stored.cursors.insert(origin, cursor);
+            stored.cursors.insert(origin, decode_cursor(key, value)?);
             Ok(())
         })
         .await?;
@@ -506,6 +500,7 @@ fn etcd_error(what: &str, e: etcd_client::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Mapping;
 
     #[test]
     fn segments_round_trip_and_never_hold_a_slash() {

@@ -306,6 +306,37 @@ pub(crate) fn apply_ops<'a>(
     }
 }
 
+/// Decodes a stored mapping value found under `key`, which names `origin` and `instance_id`;
+/// a value that does not parse or belongs to another key is `Corrupt`, naming `key`.
+pub(crate) fn decode_mapping(
+    key: &str,
+    origin: &str,
+    instance_id: &str,
+    value: &[u8],
+) -> Result<Mapping, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason,
+    };
+    let mapping: Mapping = serde_json::from_slice(value)
+        .map_err(|e| corrupt(format!("value is not a mapping: {e}")))?;
+    if mapping.origin != origin || mapping.instance_id != instance_id {
+        return Err(corrupt(format!(
+            "value belongs to {}/{}",
+            mapping.origin, mapping.instance_id
+        )));
+    }
+    Ok(mapping)
+}
+
+/// Decodes a stored cursor value found under `key`.
+pub(crate) fn decode_cursor(key: &str, value: &[u8]) -> Result<Cursor, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: format!("value is not a cursor: {e}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use async_trait::async_trait;
 
-use super::{Cursor, Group, Mapping, MappingStore, Op, StoreError, Stored, validate_batch};
+use super::{
+    Group, MappingStore, Op, StoreError, Stored, decode_cursor, decode_mapping, validate_batch,
+};
 
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "mappings.redb";
@@ -119,34 +121,27 @@ fn load_blocking(db: &Database) -> Result<Stored, StoreError> {
     for entry in table.iter().map_err(redb_error)? {
         let (key, value) = entry.map_err(redb_error)?;
         let (key, value) = (key.value(), value.value());
-        let corrupt = |reason: String| StoreError::Corrupt {
-            key: format!("mappings/{}", key.escape_ascii()),
-            reason,
-        };
-        let (origin, instance_id) = split_mapping_key(key).map_err(corrupt)?;
-        let mapping: Mapping = serde_json::from_slice(value)
-            .map_err(|e| corrupt(format!("value is not a mapping: {e}")))?;
-        if mapping.origin != origin || mapping.instance_id != instance_id {
-            return Err(corrupt(format!(
-                "value belongs to {}/{}",
-                mapping.origin, mapping.instance_id
-            )));
-        }
-        stored.mappings.push(mapping);
+        let name = format!("mappings/{}", key.escape_ascii());
+        let (origin, instance_id) =
+            split_mapping_key(key).map_err(|reason| StoreError::Corrupt {
+                key: name.clone(),
+                reason,
+            })?;
+        stored
+            .mappings
+            .push(decode_mapping(&name, &origin, &instance_id, value)?);
     }
 
     let table = txn.open_table(CURSORS).map_err(redb_error)?;
     for entry in table.iter().map_err(redb_error)? {
         let (key, value) = entry.map_err(redb_error)?;
         let (key, value) = (key.value(), value.value());
-        let corrupt = |reason: String| StoreError::Corrupt {
-            key: format!("cursors/{}", key.escape_ascii()),
+        let name = format!("cursors/{}", key.escape_ascii());
+        let origin = text(key).map_err(|reason| StoreError::Corrupt {
+            key: name.clone(),
             reason,
-        };
-        let origin = text(key).map_err(corrupt)?;
-        let cursor: Cursor = serde_json::from_slice(value)
-            .map_err(|e| corrupt(format!("value is not a cursor: {e}")))?;
-        stored.cursors.insert(origin, cursor);
+        })?;
+        stored.cursors.insert(origin, decode_cursor(&name, value)?);
     }
 
     let table = txn.open_table(META).map_err(redb_error)?;
@@ -260,6 +255,7 @@ fn redb_error(e: impl Into<::redb::Error>) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Cursor, Mapping};
 
     #[tokio::test]
     async fn redb_store_passes_the_contract() {
