@@ -637,3 +637,22 @@ fn gossip_profile_and_label_come_from_the_file() {
         ("lan".into(), "default".into())
     );
 }
+
+#[test]
+fn members_names_an_unreachable_syncer() {
+    let dir = tempdir();
+    let mut cmd = syncer(dir.path());
+    cmd.args(["members", "--rpc-addr", "127.0.0.1:1", "--timeout", "2s"]);
+    let out = run(cmd);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("cannot connect to 127.0.0.1:1"),
+        "{}",
+        out.stderr
+    );
+    let mut cmd = syncer(dir.path());
+    cmd.args(["members", "--rpc-addr", "127.0.0.1:1", "--format", "xml"]);
+    let out = run(cmd);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("xml"), "{}", out.stderr);
+}
