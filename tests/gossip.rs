@@ -115,10 +115,18 @@ fn wait_all_alive(nodes: &mut [Node], n: usize) {
 }
 
 fn metric(admin: &str, name: &str) -> f64 {
-    let body = std::process::Command::new("curl")
-        .args(["-s", &format!("http://{admin}/metrics")])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    let body = tokio::runtime::Runtime::new()
+        .ok()
+        .and_then(|rt| {
+            rt.block_on(async {
+                reqwest::get(format!("http://{admin}/metrics"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()
+            })
+        })
         .unwrap_or_default();
     body.lines()
         .find(|l| l.starts_with(name))
