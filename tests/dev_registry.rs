@@ -59,6 +59,26 @@ impl Resp {
         body
     }
 
+    /// Asserts an SC error (as [`Resp::assert_error`]) with this `detail`.
+    #[track_caller]
+    fn assert_detail(&self, code: &str, detail: &str) {
+        assert_eq!(
+            self.assert_error(code)["detail"],
+            detail,
+            "body: {}",
+            self.text
+        );
+    }
+
+    /// Asserts an SC error (as [`Resp::assert_error`]) and returns its `detail`.
+    #[track_caller]
+    fn error_detail(&self, code: &str) -> String {
+        self.assert_error(code)["detail"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Asserts SC's answer to a successful write: 200, empty text/plain body.
     #[track_caller]
     fn assert_empty_ok(&self) {
@@ -76,6 +96,27 @@ impl Resp {
         assert!(self.header("content-type").starts_with("application/json"));
         self.json()
     }
+
+    /// Asserts a 200 JSON answer and returns its string field `name` (`serviceId`, …).
+    #[track_caller]
+    fn ok_id(&self, name: &str) -> String {
+        self.ok_json()[name].as_str().unwrap().to_owned()
+    }
+}
+
+/// `/microservices/{sid}`.
+fn service_path(sid: &str) -> String {
+    format!("/microservices/{sid}")
+}
+
+/// `/microservices/{sid}/instances`.
+fn instances_path(sid: &str) -> String {
+    format!("/microservices/{sid}/instances")
+}
+
+/// `/microservices/{sid}/instances/{iid}`.
+fn instance_path(sid: &str, iid: &str) -> String {
+    format!("/microservices/{sid}/instances/{iid}")
 }
 
 /// A running dev registry and an HTTP client for it.
@@ -129,63 +170,153 @@ impl Sc {
         }
     }
 
+    /// GET of a full URL, for paths outside `default/default`'s registry API.
+    async fn get_at(&self, url: String) -> Resp {
+        self.send(Method::GET, url, &[], None).await
+    }
+
     async fn get(&self, path: &str) -> Resp {
-        self.send(Method::GET, self.url(path), &[], None).await
+        self.get_at(self.url(path)).await
     }
 
     async fn get_h(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
         self.send(Method::GET, self.url(path), headers, None).await
     }
 
+    /// A request with `body` sent as it is (or none).
+    async fn call_raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Resp {
+        self.send(method, self.url(path), &[], body).await
+    }
+
     async fn call(&self, method: Method, path: &str, body: Value) -> Resp {
-        self.send(
-            method,
-            self.url(path),
-            &[],
-            Some(body.to_string().into_bytes()),
-        )
-        .await
+        self.call_raw(method, path, Some(body.to_string().into_bytes()))
+            .await
     }
 
     async fn put_empty(&self, path: &str) -> Resp {
-        self.send(Method::PUT, self.url(path), &[], None).await
+        self.call_raw(Method::PUT, path, None).await
     }
 
     async fn delete(&self, path: &str) -> Resp {
-        self.send(Method::DELETE, self.url(path), &[], None).await
+        self.call_raw(Method::DELETE, path, None).await
+    }
+
+    /// `POST /microservices` with `{"service": service}`.
+    async fn create(&self, service: Value) -> Resp {
+        let body = json!({ "service": service });
+        self.call(Method::POST, "/microservices", body).await
     }
 
     /// Creates a service; returns its id.
     async fn service(&self, service: Value) -> String {
-        let r = self
-            .call(
-                Method::POST,
-                "/microservices",
-                json!({ "service": service }),
-            )
-            .await;
-        r.ok_json()["serviceId"].as_str().unwrap().to_owned()
+        self.create(service).await.ok_id("serviceId")
+    }
+
+    /// Creates service `name` in app `app`; returns its id.
+    async fn app_service(&self, name: &str) -> String {
+        self.service(json!({ "appId": "app", "serviceName": name }))
+            .await
+    }
+
+    /// Creates a service in tenant `domain/project` (no domain header when `domain` is
+    /// empty); returns its id.
+    async fn service_in(&self, domain: &str, project: &str, service: Value) -> String {
+        let url = format!("{}/v4/{project}/registry/microservices", self.reg.url());
+        let headers: Vec<(&str, &str)> = if domain.is_empty() {
+            vec![]
+        } else {
+            vec![("X-Domain-Name", domain)]
+        };
+        let body = json!({ "service": service }).to_string().into_bytes();
+        self.send(Method::POST, url, &headers, Some(body))
+            .await
+            .ok_id("serviceId")
+    }
+
+    /// The stored service (`GET /microservices/{sid}`, which must answer 200).
+    async fn get_service(&self, sid: &str) -> Value {
+        self.get(&service_path(sid)).await.ok_json()["service"].clone()
+    }
+
+    async fn force_delete(&self, sid: &str) -> Resp {
+        self.delete(&format!("{}?force=true", service_path(sid)))
+            .await
+    }
+
+    /// The `providers` list of a consumer (`GET …/providers`, which must answer 200).
+    async fn providers(&self, sid: &str) -> Value {
+        let path = format!("{}/providers", service_path(sid));
+        self.get(&path).await.ok_json()["providers"].clone()
+    }
+
+    /// `POST …/instances` with `{"instance": instance}`.
+    async fn register(&self, sid: &str, instance: Value) -> Resp {
+        let body = json!({ "instance": instance });
+        self.call(Method::POST, &instances_path(sid), body).await
     }
 
     /// Registers an instance; returns its id.
-    async fn instance(&self, service_id: &str, instance: Value) -> String {
-        let r = self
-            .call(
-                Method::POST,
-                &format!("/microservices/{service_id}/instances"),
-                json!({ "instance": instance }),
-            )
-            .await;
-        r.ok_json()["instanceId"].as_str().unwrap().to_owned()
+    async fn instance(&self, sid: &str, instance: Value) -> String {
+        self.register(sid, instance).await.ok_id("instanceId")
     }
 
-    async fn find(&self, query: &str, headers: &[(&str, &str)]) -> Resp {
+    /// The stored instance (`GET …/instances/{iid}`, which must answer 200).
+    async fn get_instance(&self, sid: &str, iid: &str) -> Value {
+        self.get(&instance_path(sid, iid)).await.ok_json()["instance"].clone()
+    }
+
+    async fn heartbeat(&self, sid: &str, iid: &str) -> Resp {
+        self.put_empty(&format!("{}/heartbeat", instance_path(sid, iid)))
+            .await
+    }
+
+    async fn set_status(&self, sid: &str, iid: &str, value: &str) -> Resp {
+        let path = format!("{}/status?value={value}", instance_path(sid, iid));
+        self.put_empty(&path).await
+    }
+
+    /// `PUT {path}/properties` of a service or instance path.
+    async fn set_properties(&self, path: &str, body: Value) -> Resp {
+        let path = format!("{path}/properties");
+        self.call(Method::PUT, &path, body).await
+    }
+
+    /// Batch heartbeat, `PUT /heartbeats`.
+    async fn heartbeats(&self, body: Value) -> Resp {
+        self.call(Method::PUT, "/heartbeats", body).await
+    }
+
+    /// Batch find, `POST /instances/action?type=query`.
+    async fn batch_find(&self, body: Value) -> Resp {
+        self.call(Method::POST, "/instances/action?type=query", body)
+            .await
+    }
+
+    async fn dependencies(&self, method: Method, body: Value) -> Resp {
+        self.call(method, "/dependencies", body).await
+    }
+
+    async fn find(&self, query: &str) -> Resp {
+        self.find_h(query, &[]).await
+    }
+
+    /// A find as service `consumer` (`X-ConsumerId`).
+    async fn find_as(&self, consumer: &str, query: &str) -> Resp {
+        self.find_h(query, &[("X-ConsumerId", consumer)]).await
+    }
+
+    async fn find_h(&self, query: &str, headers: &[(&str, &str)]) -> Resp {
         self.get_h(&format!("/instances?{query}"), headers).await
     }
 
     /// Ids of the instances a find returns, in order.
-    async fn find_ids(&self, query: &str, headers: &[(&str, &str)]) -> Vec<String> {
-        instance_ids(&self.find(query, headers).await.ok_json())
+    async fn find_ids(&self, query: &str) -> Vec<String> {
+        instance_ids(&self.find(query).await.ok_json())
+    }
+
+    /// Ids of the instances a find as `consumer` returns, in order.
+    async fn find_ids_as(&self, consumer: &str, query: &str) -> Vec<String> {
+        instance_ids(&self.find_as(consumer, query).await.ok_json())
     }
 
     fn ws_url(&self, consumer: &str, kind: &str) -> String {
@@ -193,6 +324,14 @@ impl Sc {
             "ws://{}/v4/default/registry/microservices/{consumer}/{kind}",
             self.reg.addr()
         )
+    }
+
+    /// Opens the `kind` watch (`watcher`, `listwatcher`) of `consumer`.
+    async fn watch(&self, consumer: &str, kind: &str) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url(consumer, kind))
+            .await
+            .expect("websocket");
+        ws
     }
 }
 
@@ -205,6 +344,15 @@ fn instance_ids(body: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The string `field` of every element of the JSON array `list`.
+fn field_values<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[field].as_str().unwrap())
+        .collect()
 }
 
 fn host(name: &str) -> Value {
@@ -250,6 +398,14 @@ async fn next_event(ws: &mut Ws) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("event is not JSON ({e}): {text}"))
 }
 
+/// Next watch event, asserted to be `action` on instance `instance_id`.
+async fn expect_event(ws: &mut Ws, action: &str, instance_id: &str) -> Value {
+    let event = next_event(ws).await;
+    assert_eq!(event["action"], action, "{event}");
+    assert_eq!(event["instance"]["instanceId"], instance_id, "{event}");
+    event
+}
+
 // ---------------------------------------------------------------------------------------------
 // §6.3 checklist
 // ---------------------------------------------------------------------------------------------
@@ -259,7 +415,7 @@ async fn next_event(ws: &mut Ws) -> Value {
 async fn c01_create_defaults() {
     let sc = Sc::start().await;
     let id = sc.service(json!({ "serviceName": "defaults" })).await;
-    let s = sc.get(&format!("/microservices/{id}")).await.ok_json()["service"].clone();
+    let s = sc.get_service(&id).await;
     assert_eq!(s["appId"], "default");
     assert_eq!(s["version"], "0.0.1");
     assert_eq!(s["level"], "BACK");
@@ -291,17 +447,13 @@ async fn c02_create_twice_and_conflict() {
     changed["description"] = json!("ignored");
     let second = sc.service(changed).await;
     assert_eq!(first, second);
-    let s = sc.get(&format!("/microservices/{first}")).await.ok_json();
     assert!(
-        s["service"].get("description").is_none(),
+        sc.get_service(&first).await.get("description").is_none(),
         "existing service is not updated"
     );
     let mut other = body.clone();
     other["serviceId"] = json!("another-id");
-    let r = sc
-        .call(Method::POST, "/microservices", json!({ "service": other }))
-        .await;
-    r.assert_error("400010");
+    sc.create(other).await.assert_error("400010");
     // The same explicit id as the existing one is fine.
     let mut same = body;
     same["serviceId"] = json!(first.clone());
@@ -318,14 +470,9 @@ async fn c03_explicit_service_id() {
     assert_eq!(id, "my-own-id");
     sc.get("/microservices/my-own-id").await.ok_json();
     // The id is taken now: a different service asking for it conflicts.
-    let r = sc
-        .call(
-            Method::POST,
-            "/microservices",
-            json!({ "service": { "serviceId": "my-own-id", "serviceName": "other" } }),
-        )
-        .await;
-    r.assert_error("400010");
+    sc.create(json!({ "serviceId": "my-own-id", "serviceName": "other" }))
+        .await
+        .assert_error("400010");
 }
 
 /// §6.3 item 4, §1.3: the error body of an unknown service.
@@ -339,9 +486,7 @@ async fn c04_get_unknown_service() {
     assert_eq!(r.header("x-response-status"), "400");
     // Ids longer than 64 characters are invalid parameters.
     let long = "x".repeat(65);
-    sc.get(&format!("/microservices/{long}"))
-        .await
-        .assert_error("400001");
+    sc.get(&service_path(&long)).await.assert_error("400001");
 }
 
 /// §6.3 item 5, §6.2: invalid names and versions.
@@ -356,14 +501,7 @@ async fn c05_invalid_name_and_version() {
         json!({ "serviceName": "ok", "environment": "prod" }),
         json!({ "serviceName": "ok", "level": "TOP" }),
     ] {
-        let r = sc
-            .call(
-                Method::POST,
-                "/microservices",
-                json!({ "service": service }),
-            )
-            .await;
-        let body = r.assert_error("400001");
+        let body = sc.create(service).await.assert_error("400001");
         assert!(
             body["detail"]
                 .as_str()
@@ -372,8 +510,9 @@ async fn c05_invalid_name_and_version() {
             "{body}"
         );
     }
-    let r = sc.call(Method::POST, "/microservices", json!({})).await;
-    assert_eq!(r.assert_error("400001")["detail"], "Request body is empty");
+    sc.call(Method::POST, "/microservices", json!({}))
+        .await
+        .assert_detail("400001", "Request body is empty");
 }
 
 /// §6.3 item 6, §2.5: existence with version rules.
@@ -402,13 +541,8 @@ async fn c06_existence_version_rules() {
         v2.as_str()
     );
     sc.get(&q("3.0.0")).await.assert_error("400012");
-    let r = sc.get(&q("9.0.0%2B")).await;
-    assert!(
-        r.assert_error("400026")["detail"]
-            .as_str()
-            .unwrap()
-            .ends_with("version mismatch.")
-    );
+    let detail = sc.get(&q("9.0.0%2B")).await.error_detail("400026");
+    assert!(detail.ends_with("version mismatch."));
     sc.get("/existence?type=microservice&appId=app&serviceName=unknown&version=latest")
         .await
         .assert_error("400012");
@@ -420,9 +554,9 @@ async fn c06_existence_version_rules() {
     let r = sc
         .get("/existence?appId=app&serviceName=ex&version=latest")
         .await;
-    assert_eq!(
-        r.assert_error("400001")["detail"],
-        "Only micro-service and schema can be used as type."
+    r.assert_detail(
+        "400001",
+        "Only micro-service and schema can be used as type.",
     );
     assert!(r.headers.contains_key("x-schema-summary"));
     sc.get("/existence?type=microservice&serviceName=ex&version=latest")
@@ -444,50 +578,24 @@ async fn c06_existence_version_rules() {
 async fn c07_register_validation() {
     let sc = Sc::start().await;
     let sid = sc.service(json!({ "serviceName": "reg" })).await;
-    let path = format!("/microservices/{sid}/instances");
-    sc.call(Method::POST, &path, json!({}))
+    sc.call(Method::POST, &instances_path(&sid), json!({}))
         .await
         .assert_error("400001");
-    sc.call(
-        Method::POST,
-        &path,
-        json!({ "instance": { "endpoints": ["rest://x:1"] } }),
-    )
-    .await
-    .assert_error("400001");
-    sc.call(
-        Method::POST,
-        &path,
-        json!({ "instance": { "hostName": "   " } }),
-    )
-    .await
-    .assert_error("400001");
-    sc.call(
-        Method::POST,
-        "/microservices/unknown/instances",
-        json!({ "instance": host("h") }),
-    )
-    .await
-    .assert_error("400012");
-    let r = sc
-        .call(
-            Method::POST,
-            &path,
-            json!({ "instance": { "hostName": "h", "dataCenterInfo": { "name": "dc" } } }),
-        )
-        .await;
-    r.assert_error("400001");
-    let r = sc
-        .call(
-            Method::POST,
-            &path,
-            json!({ "instance": { "hostName": "h", "healthCheck": { "mode": "push", "interval": 5, "times": -1 } } }),
-        )
-        .await;
-    assert_eq!(
-        r.assert_error("400001")["detail"],
-        "Invalid 'healthCheck' settings in request body."
-    );
+    for instance in [
+        json!({ "endpoints": ["rest://x:1"] }),
+        json!({ "hostName": "   " }),
+        json!({ "hostName": "h", "dataCenterInfo": { "name": "dc" } }),
+    ] {
+        sc.register(&sid, instance).await.assert_error("400001");
+    }
+    sc.register("unknown", host("h"))
+        .await
+        .assert_error("400012");
+    let bad_check =
+        json!({ "hostName": "h", "healthCheck": { "mode": "push", "interval": 5, "times": -1 } });
+    sc.register(&sid, bad_check)
+        .await
+        .assert_detail("400001", "Invalid 'healthCheck' settings in request body.");
 }
 
 /// §6.3 item 8, §3.1: instance defaults.
@@ -500,11 +608,7 @@ async fn c08_instance_defaults() {
     let iid = sc.instance(&sid, json!({ "hostName": "h1" })).await;
     assert_eq!(iid.len(), 32, "generated instance ids are 32 hex digits");
     assert!(iid.chars().all(|c| c.is_ascii_hexdigit()));
-    let i = sc
-        .get(&format!("/microservices/{sid}/instances/{iid}"))
-        .await
-        .ok_json()["instance"]
-        .clone();
+    let i = sc.get_instance(&sid, &iid).await;
     assert_eq!(i["status"], "UP");
     assert_eq!(
         i["healthCheck"],
@@ -528,11 +632,7 @@ async fn c09_reregister_existing_id() {
     assert_eq!(sc.instance(&sid, body).await, "fixed-1");
     let again = json!({ "instanceId": "fixed-1", "hostName": "h", "endpoints": ["rest://new:2"], "status": "DOWN" });
     assert_eq!(sc.instance(&sid, again).await, "fixed-1");
-    let i = sc
-        .get(&format!("/microservices/{sid}/instances/fixed-1"))
-        .await
-        .ok_json()["instance"]
-        .clone();
+    let i = sc.get_instance(&sid, "fixed-1").await;
     assert_eq!(i["endpoints"], json!(["rest://old:1"]));
     assert_eq!(i["status"], "UP");
 }
@@ -543,13 +643,8 @@ async fn c10_heartbeat() {
     let sc = Sc::start().await;
     let sid = sc.service(json!({ "serviceName": "hb" })).await;
     let iid = sc.instance(&sid, host("h")).await;
-    sc.put_empty(&format!("/microservices/{sid}/instances/{iid}/heartbeat"))
-        .await
-        .assert_empty_ok();
-    let r = sc
-        .put_empty(&format!("/microservices/{sid}/instances/unknown/heartbeat"))
-        .await;
-    r.assert_error("400017");
+    sc.heartbeat(&sid, &iid).await.assert_empty_ok();
+    sc.heartbeat(&sid, "unknown").await.assert_error("400017");
 }
 
 /// §6.3 item 11, §3.8: batch heartbeat, 1.4.8 style.
@@ -564,36 +659,23 @@ async fn c11_batch_heartbeat_v1_4() {
         { "serviceId": sid, "instanceId": b },
         { "serviceId": sid, "instanceId": a }
     ]});
-    sc.call(Method::PUT, "/heartbeats", known)
-        .await
-        .assert_empty_ok();
+    sc.heartbeats(known).await.assert_empty_ok();
     let one_unknown = json!({ "instances": [
         { "serviceId": sid, "instanceId": a },
         { "serviceId": sid, "instanceId": "gone" }
     ]});
-    let r = sc.call(Method::PUT, "/heartbeats", one_unknown).await;
-    let body = r.assert_error("400017");
+    let body = sc.heartbeats(one_unknown).await.assert_error("400017");
     assert_eq!(body["detail"], "Heartbeat set failed.");
     assert!(
         body.get("instances").is_none(),
         "1.4.8 sends no per-instance list"
     );
-    let r = sc
-        .call(Method::PUT, "/heartbeats", json!({ "instances": [] }))
-        .await;
-    assert_eq!(
-        r.assert_error("400001")["detail"],
-        "Request format invalid."
-    );
-    let r = sc
-        .send(
-            Method::PUT,
-            sc.url("/heartbeats"),
-            &[],
-            Some(b"{not json".to_vec()),
-        )
-        .await;
-    assert_eq!(r.assert_error("400001")["detail"], "Unmarshal error");
+    sc.heartbeats(json!({ "instances": [] }))
+        .await
+        .assert_detail("400001", "Request format invalid.");
+    sc.call_raw(Method::PUT, "/heartbeats", Some(b"{not json".to_vec()))
+        .await
+        .assert_detail("400001", "Unmarshal error");
 }
 
 /// §6.3 item 12, §4: a short push lease expires; heartbeats then fail.
@@ -608,7 +690,7 @@ async fn c12_short_lease_expires() {
         )
         .await;
     let started = Instant::now();
-    let path = format!("/microservices/{sid}/instances/{iid}");
+    let path = instance_path(&sid, &iid);
     eventually("the instance to expire", || async {
         sc.get(&path).await.status == 400
     })
@@ -619,9 +701,7 @@ async fn c12_short_lease_expires() {
         "expired too early: {elapsed:?}"
     );
     sc.get(&path).await.assert_error("400017");
-    sc.put_empty(&format!("{path}/heartbeat"))
-        .await
-        .assert_error("400017");
+    sc.heartbeat(&sid, &iid).await.assert_error("400017");
 }
 
 /// §6.3 item 13, §3.1/§4: pull mode health checks.
@@ -629,29 +709,21 @@ async fn c12_short_lease_expires() {
 async fn c13_pull_health_check() {
     let sc = Sc::start().await;
     let sid = sc.service(json!({ "serviceName": "pull" })).await;
-    let path = format!("/microservices/{sid}/instances");
-    let r = sc
-        .call(
-            Method::POST,
-            &path,
-            json!({ "instance": { "hostName": "h", "healthCheck": { "mode": "pull" } } }),
+    for health_check in [json!({ "mode": "pull" }), json!({ "interval": 5 })] {
+        sc.register(
+            &sid,
+            json!({ "hostName": "h", "healthCheck": health_check }),
         )
-        .await;
-    r.assert_error("400001");
-    sc.call(
-        Method::POST,
-        &path,
-        json!({ "instance": { "hostName": "h", "healthCheck": { "interval": 5 } } }),
-    )
-    .await
-    .assert_error("400001");
+        .await
+        .assert_error("400001");
+    }
     let iid = sc
         .instance(
             &sid,
             json!({ "hostName": "h", "healthCheck": { "mode": "pull", "interval": 5, "times": 1 } }),
         )
         .await;
-    let i = sc.get(&format!("{path}/{iid}")).await.ok_json()["instance"].clone();
+    let i = sc.get_instance(&sid, &iid).await;
     assert_eq!(
         i["healthCheck"],
         json!({ "mode": "pull", "interval": 30, "times": 3 })
@@ -678,18 +750,18 @@ async fn c14_find_version_rules() {
     let sc = Sc::start().await;
     let (_, i) = three_versions(&sc).await;
     let q = |v: &str| format!("appId=app&serviceName=svc&version={v}");
-    assert_eq!(sc.find_ids(&q("latest"), &[]).await, vec![i[2].clone()]);
+    assert_eq!(sc.find_ids(&q("latest")).await, vec![i[2].clone()]);
     assert_eq!(
-        sc.find_ids(&q("1.0.0%2B"), &[]).await,
+        sc.find_ids(&q("1.0.0%2B")).await,
         vec![i[2].clone(), i[1].clone(), i[0].clone()]
     );
     assert_eq!(
-        sc.find_ids(&q("1.0.0-2.0.0"), &[]).await,
+        sc.find_ids(&q("1.0.0-2.0.0")).await,
         vec![i[1].clone(), i[0].clone()]
     );
-    assert_eq!(sc.find_ids(&q("1.5.0"), &[]).await, vec![i[1].clone()]);
+    assert_eq!(sc.find_ids(&q("1.5.0")).await, vec![i[1].clone()]);
     // Exact rules are string matches: `1.5` is not `1.5.0`.
-    sc.find(&q("1.5"), &[]).await.assert_error("400012");
+    sc.find(&q("1.5")).await.assert_error("400012");
 }
 
 /// §6.3 item 15, §3.5.2: find errors and the empty answer.
@@ -697,34 +769,24 @@ async fn c14_find_version_rules() {
 async fn c15_find_errors() {
     let sc = Sc::start().await;
     three_versions(&sc).await;
-    let r = sc
-        .find("appId=app&serviceName=unknown&version=latest", &[])
-        .await;
-    let detail = r.assert_error("400012")["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let detail = sc
+        .find("appId=app&serviceName=unknown&version=latest")
+        .await
+        .error_detail("400012");
     assert!(detail.contains("provider does not exist"), "{detail}");
-    let r = sc
-        .find("appId=app&serviceName=svc&version=9.0.0%2B", &[])
-        .await;
+    let r = sc.find("appId=app&serviceName=svc&version=9.0.0%2B").await;
     assert_eq!(r.ok_json(), json!({}));
     assert_eq!(r.text, "{}\n");
-    sc.find("appId=app&serviceName=svc", &[])
+    for query in [
+        "appId=app&serviceName=svc",
+        "serviceName=svc&version=latest",
+        "appId=app&serviceName=svc&version=latest&env=prod",
+    ] {
+        sc.find(query).await.assert_error("400001");
+    }
+    sc.find_as("nobody", "appId=app&serviceName=svc&version=latest")
         .await
-        .assert_error("400001");
-    sc.find("serviceName=svc&version=latest", &[])
-        .await
-        .assert_error("400001");
-    sc.find("appId=app&serviceName=svc&version=latest&env=prod", &[])
-        .await
-        .assert_error("400001");
-    sc.find(
-        "appId=app&serviceName=svc&version=latest",
-        &[("X-ConsumerId", "nobody")],
-    )
-    .await
-    .assert_error("400012");
+        .assert_error("400012");
 }
 
 /// §6.3 item 16, §5.1: revisions and 304.
@@ -733,79 +795,44 @@ async fn c16_find_revision() {
     let sc = Sc::start().await;
     let (sids, iids) = three_versions(&sc).await;
     let q = "appId=app&serviceName=svc&version=latest";
-    let r = sc.find(q, &[]).await;
+    let r = sc.find(q).await;
     r.ok_json();
     let rev = r.header("x-resource-revision").to_owned();
     assert_eq!(rev.len(), 40, "revision is 40 hex digits: {rev:?}");
-    let r = sc.find(&format!("{q}&rev={rev}"), &[]).await;
+    let r = sc.find(&format!("{q}&rev={rev}")).await;
     assert_eq!(r.status, 304);
     assert_eq!(r.text, "");
     assert_eq!(r.header("x-resource-revision"), rev);
     // noCache disables the comparison.
     assert_eq!(
-        sc.find(&format!("{q}&rev={rev}&noCache=1"), &[])
-            .await
-            .status,
+        sc.find(&format!("{q}&rev={rev}&noCache=1")).await.status,
         200
     );
     // A heartbeat does not change the revision...
-    sc.put_empty(&format!(
-        "/microservices/{}/instances/{}/heartbeat",
-        sids[2], iids[2]
-    ))
-    .await
-    .assert_empty_ok();
-    assert_eq!(sc.find(&format!("{q}&rev={rev}"), &[]).await.status, 304);
+    sc.heartbeat(&sids[2], &iids[2]).await.assert_empty_ok();
+    assert_eq!(sc.find(&format!("{q}&rev={rev}")).await.status, 304);
     // ...a status change does.
-    sc.put_empty(&format!(
-        "/microservices/{}/instances/{}/status?value=DOWN",
-        sids[2], iids[2]
-    ))
-    .await
-    .assert_empty_ok();
-    let r = sc.find(&format!("{q}&rev={rev}"), &[]).await;
+    sc.set_status(&sids[2], &iids[2], "DOWN")
+        .await
+        .assert_empty_ok();
+    let r = sc.find(&format!("{q}&rev={rev}")).await;
     r.ok_json();
     assert_ne!(r.header("x-resource-revision"), rev);
     // List and get-one carry revisions too.
-    let list = sc
-        .get(&format!("/microservices/{}/instances", sids[0]))
-        .await;
+    let list_path = instances_path(&sids[0]);
+    let list = sc.get(&list_path).await;
     list.ok_json();
     let lrev = list.header("x-resource-revision").to_owned();
-    assert_eq!(
-        sc.get(&format!("/microservices/{}/instances?rev={lrev}", sids[0]))
-            .await
-            .status,
-        304
-    );
-    let one = sc
-        .get(&format!("/microservices/{}/instances/{}", sids[0], iids[0]))
-        .await;
+    assert_eq!(sc.get(&format!("{list_path}?rev={lrev}")).await.status, 304);
+    let one_path = instance_path(&sids[0], &iids[0]);
+    let one = sc.get(&one_path).await;
     let orev = one.header("x-resource-revision").to_owned();
-    assert_eq!(
-        sc.get(&format!(
-            "/microservices/{}/instances/{}?rev={orev}",
-            sids[0], iids[0]
-        ))
-        .await
-        .status,
-        304
-    );
+    assert_eq!(sc.get(&format!("{one_path}?rev={orev}")).await.status, 304);
     // An empty result set has a revision as well.
-    let empty = sc
-        .find("appId=app&serviceName=svc&version=7.0.0%2B", &[])
-        .await;
-    let erev = empty.header("x-resource-revision").to_owned();
+    let eq = "appId=app&serviceName=svc&version=7.0.0%2B";
+    let erev = sc.find(eq).await.header("x-resource-revision").to_owned();
     assert_eq!(erev.len(), 40);
-    assert_eq!(
-        sc.find(
-            &format!("appId=app&serviceName=svc&version=7.0.0%2B&rev={erev}"),
-            &[]
-        )
-        .await
-        .status,
-        304
-    );
+    assert_eq!(sc.find(&format!("{eq}&rev={erev}")).await.status, 304);
 }
 
 /// §6.3 item 17, §3.5.5: cross-app access needs `allowCrossApp`.
@@ -820,26 +847,16 @@ async fn c17_cross_app_access() {
         .await;
     let iid = sc.instance(&provider, host("p")).await;
     let q = "appId=B&serviceName=prov&version=latest";
-    let r = sc.find(q, &[("X-ConsumerId", &consumer)]).await;
-    assert_eq!(r.ok_json(), json!({}));
+    assert_eq!(sc.find_as(&consumer, q).await.ok_json(), json!({}));
     // Listing the provider's instances as that consumer is refused with 400012.
-    sc.get_h(
-        &format!("/microservices/{provider}/instances"),
-        &[("X-ConsumerId", &consumer)],
-    )
-    .await
-    .assert_error("400012");
-    sc.call(
-        Method::PUT,
-        &format!("/microservices/{provider}/properties"),
-        json!({ "properties": { "allowCrossApp": "TRUE" } }),
-    )
-    .await
-    .assert_empty_ok();
-    assert_eq!(
-        sc.find_ids(q, &[("X-ConsumerId", &consumer)]).await,
-        vec![iid]
-    );
+    sc.get_h(&instances_path(&provider), &[("X-ConsumerId", &consumer)])
+        .await
+        .assert_error("400012");
+    let allow = json!({ "properties": { "allowCrossApp": "TRUE" } });
+    sc.set_properties(&service_path(&provider), allow)
+        .await
+        .assert_empty_ok();
+    assert_eq!(sc.find_ids_as(&consumer, q).await, vec![iid]);
 }
 
 /// §6.3 item 18, §3.5.3: with a consumer, `env` is ignored.
@@ -854,63 +871,41 @@ async fn c18_consumer_ignores_env() {
         .await;
     let iid = sc.instance(&prov, host("p")).await;
     // Without a consumer, env selects the environment (default "").
-    sc.find("appId=app&serviceName=p&version=latest", &[])
+    sc.find("appId=app&serviceName=p&version=latest")
         .await
         .assert_error("400012");
     assert_eq!(
-        sc.find_ids("appId=app&serviceName=p&version=latest&env=testing", &[])
+        sc.find_ids("appId=app&serviceName=p&version=latest&env=testing")
             .await,
         vec![iid.clone()]
     );
     // With one, its own environment wins over env.
-    assert_eq!(
-        sc.find_ids(
-            "appId=app&serviceName=p&version=latest&env=production",
-            &[("X-ConsumerId", &consumer)]
-        )
-        .await,
-        vec![iid]
-    );
+    let q = "appId=app&serviceName=p&version=latest&env=production";
+    assert_eq!(sc.find_ids_as(&consumer, q).await, vec![iid]);
 }
 
 /// §6.3 item 19, §2.4/§3.5.3: a consumer's find protects the provider from deletion.
 #[tokio::test]
 async fn c19_consumer_find_protects_provider() {
     let sc = Sc::start().await;
-    let consumer = sc
-        .service(json!({ "appId": "app", "serviceName": "c" }))
-        .await;
-    let prov = sc
-        .service(json!({ "appId": "app", "serviceName": "p" }))
-        .await;
-    sc.find(
-        "appId=app&serviceName=p&version=latest",
-        &[("X-ConsumerId", &consumer)],
-    )
-    .await
-    .ok_json();
-    let r = sc.delete(&format!("/microservices/{prov}")).await;
-    assert_eq!(
-        r.assert_error("400023")["detail"],
-        "Can not delete this service, other service rely it."
-    );
-    // The rule shows in the listings.
-    let providers = sc
-        .get(&format!("/microservices/{consumer}/providers"))
+    let consumer = sc.app_service("c").await;
+    let prov = sc.app_service("p").await;
+    sc.find_as(&consumer, "appId=app&serviceName=p&version=latest")
         .await
         .ok_json();
-    assert_eq!(providers["providers"][0]["serviceId"], prov.as_str());
+    sc.delete(&service_path(&prov)).await.assert_detail(
+        "400023",
+        "Can not delete this service, other service rely it.",
+    );
+    // The rule shows in the listings.
+    assert_eq!(sc.providers(&consumer).await[0]["serviceId"], prov.as_str());
     let consumers = sc
         .get(&format!("/microservices/{prov}/consumers"))
         .await
         .ok_json();
     assert_eq!(consumers["consumers"][0]["serviceId"], consumer.as_str());
-    sc.delete(&format!("/microservices/{prov}?force=true"))
-        .await
-        .assert_empty_ok();
-    sc.get(&format!("/microservices/{prov}"))
-        .await
-        .assert_error("400012");
+    sc.force_delete(&prov).await.assert_empty_ok();
+    sc.get(&service_path(&prov)).await.assert_error("400012");
 }
 
 /// §6.3 item 20, §2.4: instances block a non-force delete; `force` is validated.
@@ -919,22 +914,15 @@ async fn c20_delete_with_instances() {
     let sc = Sc::start().await;
     let sid = sc.service(json!({ "serviceName": "busy" })).await;
     sc.instance(&sid, host("h")).await;
-    sc.delete(&format!("/microservices/{sid}"))
+    let path = service_path(&sid);
+    sc.delete(&path).await.assert_error("400013");
+    sc.delete(&format!("{path}?force=maybe"))
         .await
-        .assert_error("400013");
-    let r = sc
-        .delete(&format!("/microservices/{sid}?force=maybe"))
-        .await;
-    assert_eq!(
-        r.assert_error("400001")["detail"],
-        "parameter force must be false or true"
-    );
-    sc.delete(&format!("/microservices/{sid}?force=1"))
+        .assert_detail("400001", "parameter force must be false or true");
+    sc.delete(&format!("{path}?force=1"))
         .await
         .assert_empty_ok();
-    sc.delete(&format!("/microservices/{sid}"))
-        .await
-        .assert_error("400012");
+    sc.delete(&path).await.assert_error("400012");
     // SC itself cannot be deleted.
     let list = sc.get("/microservices").await.ok_json();
     let sc_id = list["services"]
@@ -946,13 +934,9 @@ async fn c20_delete_with_instances() {
         .as_str()
         .unwrap()
         .to_owned();
-    let r = sc
-        .delete(&format!("/microservices/{sc_id}?force=true"))
-        .await;
-    assert_eq!(
-        r.assert_error("400001")["detail"],
-        "not allow to delete service center"
-    );
+    sc.force_delete(&sc_id)
+        .await
+        .assert_detail("400001", "not allow to delete service center");
 }
 
 /// §6.3 item 21, §3.4: unregister twice.
@@ -961,14 +945,12 @@ async fn c21_unregister_twice() {
     let sc = Sc::start().await;
     let sid = sc.service(json!({ "serviceName": "unreg" })).await;
     let iid = sc.instance(&sid, host("h")).await;
-    let path = format!("/microservices/{sid}/instances/{iid}");
+    let path = instance_path(&sid, &iid);
     sc.delete(&path).await.assert_empty_ok();
-    let r = sc.delete(&path).await;
-    assert_eq!(
-        r.assert_error("400017")["detail"],
-        "Instance's leaseId not exist."
-    );
-    sc.delete(&format!("/microservices/{sid}/instances/bad%20id"))
+    sc.delete(&path)
+        .await
+        .assert_detail("400017", "Instance's leaseId not exist.");
+    sc.delete(&instance_path(&sid, "bad%20id"))
         .await
         .assert_error("400001");
 }
@@ -977,30 +959,23 @@ async fn c21_unregister_twice() {
 #[tokio::test]
 async fn c22_status_down_still_found() {
     let sc = Sc::start().await;
-    let sid = sc
-        .service(json!({ "appId": "app", "serviceName": "st" }))
-        .await;
+    let sid = sc.app_service("st").await;
     let iid = sc.instance(&sid, host("h")).await;
-    let status = |v: &str| format!("/microservices/{sid}/instances/{iid}/status?value={v}");
-    sc.put_empty(&status("DOWN")).await.assert_empty_ok();
+    sc.set_status(&sid, &iid, "DOWN").await.assert_empty_ok();
     let found = sc
-        .find("appId=app&serviceName=st&version=latest", &[])
+        .find("appId=app&serviceName=st&version=latest")
         .await
         .ok_json();
     assert_eq!(found["instances"][0]["status"], "DOWN");
-    sc.put_empty(&status("down")).await.assert_error("400001");
-    sc.put_empty(&format!("/microservices/{sid}/instances/{iid}/status"))
+    sc.set_status(&sid, &iid, "down")
         .await
         .assert_error("400001");
-    let r = sc
-        .put_empty(&format!(
-            "/microservices/{sid}/instances/nope/status?value=UP"
-        ))
-        .await;
-    assert_eq!(
-        r.assert_error("400017")["detail"],
-        "Service instance does not exist."
-    );
+    sc.put_empty(&format!("{}/status", instance_path(&sid, &iid)))
+        .await
+        .assert_error("400001");
+    sc.set_status(&sid, "nope", "UP")
+        .await
+        .assert_detail("400017", "Service instance does not exist.");
 }
 
 /// §6.3 item 23, §2.6/§3.10: properties PUTs replace the map.
@@ -1010,60 +985,40 @@ async fn c23_properties_replace() {
     let sid = sc
         .service(json!({ "serviceName": "props", "properties": { "a": "1", "b": "2" } }))
         .await;
-    sc.call(
-        Method::PUT,
-        &format!("/microservices/{sid}/properties"),
-        json!({ "properties": { "c": "3" } }),
-    )
-    .await
-    .assert_empty_ok();
-    let s = sc.get(&format!("/microservices/{sid}")).await.ok_json()["service"].clone();
+    let path = service_path(&sid);
+    sc.set_properties(&path, json!({ "properties": { "c": "3" } }))
+        .await
+        .assert_empty_ok();
+    let s = sc.get_service(&sid).await;
     assert_eq!(s["properties"], json!({ "c": "3" }));
     let ts: u64 = s["timestamp"].as_str().unwrap().parse().unwrap();
     let mts: u64 = s["modTimestamp"].as_str().unwrap().parse().unwrap();
     assert!(mts >= ts);
-    sc.call(
-        Method::PUT,
-        &format!("/microservices/{sid}/properties"),
-        json!({}),
-    )
-    .await
-    .assert_empty_ok();
-    let s = sc.get(&format!("/microservices/{sid}")).await.ok_json()["service"].clone();
+    sc.set_properties(&path, json!({})).await.assert_empty_ok();
+    let s = sc.get_service(&sid).await;
     assert!(
         s.get("properties").is_none(),
         "an empty body clears the map"
     );
-    sc.call(
-        Method::PUT,
-        "/microservices/nope/properties",
-        json!({ "properties": {} }),
-    )
-    .await
-    .assert_error("400012");
+    sc.set_properties("/microservices/nope", json!({ "properties": {} }))
+        .await
+        .assert_error("400012");
     // Instance properties.
     let iid = sc
         .instance(&sid, json!({ "hostName": "h", "properties": { "x": "1" } }))
         .await;
-    let ipath = format!("/microservices/{sid}/instances/{iid}");
-    sc.call(
-        Method::PUT,
-        &format!("{ipath}/properties"),
-        json!({ "properties": { "y": "2" } }),
-    )
-    .await
-    .assert_empty_ok();
-    let i = sc.get(&ipath).await.ok_json()["instance"].clone();
+    let ipath = instance_path(&sid, &iid);
+    sc.set_properties(&ipath, json!({ "properties": { "y": "2" } }))
+        .await
+        .assert_empty_ok();
+    let i = sc.get_instance(&sid, &iid).await;
     assert_eq!(i["properties"], json!({ "y": "2" }));
-    let r = sc.put_empty(&format!("{ipath}/properties")).await;
-    assert_eq!(r.assert_error("400001")["detail"], "Unmarshal error");
-    sc.call(
-        Method::PUT,
-        &format!("/microservices/{sid}/instances/nope/properties"),
-        json!({ "properties": {} }),
-    )
-    .await
-    .assert_error("400017");
+    sc.put_empty(&format!("{ipath}/properties"))
+        .await
+        .assert_detail("400001", "Unmarshal error");
+    sc.set_properties(&instance_path(&sid, "nope"), json!({ "properties": {} }))
+        .await
+        .assert_error("400017");
 }
 
 /// §6.3 item 24, §5.3: a listwatcher gets INIT, then CREATE, UPDATE and DELETE (unregister
@@ -1071,67 +1026,44 @@ async fn c23_properties_replace() {
 #[tokio::test]
 async fn c24_listwatcher_events() {
     let sc = Sc::start().await;
-    let consumer = sc
-        .service(json!({ "appId": "app", "serviceName": "c" }))
-        .await;
+    let consumer = sc.app_service("c").await;
     let prov = sc
         .service(json!({ "appId": "app", "serviceName": "p", "version": "1.0.0" }))
         .await;
     let first = sc.instance(&prov, host("first")).await;
-    sc.find(
-        "appId=app&serviceName=p&version=latest",
-        &[("X-ConsumerId", &consumer)],
-    )
-    .await
-    .ok_json();
-    let (mut ws, _) = tokio_tungstenite::connect_async(sc.ws_url(&consumer, "listwatcher"))
+    sc.find_as(&consumer, "appId=app&serviceName=p&version=latest")
         .await
-        .expect("websocket");
-    let init = next_event(&mut ws).await;
-    assert_eq!(init["action"], "INIT");
-    assert_eq!(init["instance"]["instanceId"], first.as_str());
+        .ok_json();
+    let mut ws = sc.watch(&consumer, "listwatcher").await;
+    let init = expect_event(&mut ws, "INIT", &first).await;
     assert_eq!(
         init["key"],
         json!({ "appId": "app", "serviceName": "p", "version": "1.0.0" })
     );
     let second = sc.instance(&prov, host("second")).await;
-    let created = next_event(&mut ws).await;
-    assert_eq!(created["action"], "CREATE");
-    assert_eq!(created["instance"]["instanceId"], second.as_str());
+    let created = expect_event(&mut ws, "CREATE", &second).await;
     assert_eq!(created["key"]["tenant"], "default/default");
     assert_eq!(created["key"]["serviceName"], "p");
-    sc.put_empty(&format!(
-        "/microservices/{prov}/instances/{second}/status?value=DOWN"
-    ))
-    .await
-    .assert_empty_ok();
+    sc.set_status(&prov, &second, "DOWN")
+        .await
+        .assert_empty_ok();
     let updated = next_event(&mut ws).await;
     assert_eq!(updated["action"], "UPDATE");
     assert_eq!(updated["instance"]["status"], "DOWN");
-    sc.delete(&format!("/microservices/{prov}/instances/{second}"))
+    sc.delete(&instance_path(&prov, &second))
         .await
         .assert_empty_ok();
-    let deleted = next_event(&mut ws).await;
-    assert_eq!(deleted["action"], "DELETE");
-    assert_eq!(deleted["instance"]["instanceId"], second.as_str());
+    expect_event(&mut ws, "DELETE", &second).await;
     // Heartbeats produce no event; expiry produces DELETE.
-    sc.put_empty(&format!(
-        "/microservices/{prov}/instances/{first}/heartbeat"
-    ))
-    .await
-    .assert_empty_ok();
+    sc.heartbeat(&prov, &first).await.assert_empty_ok();
     let short = sc
         .instance(
             &prov,
             json!({ "hostName": "short", "healthCheck": { "mode": "push", "interval": 1, "times": 0 } }),
         )
         .await;
-    let created = next_event(&mut ws).await;
-    assert_eq!(created["action"], "CREATE");
-    assert_eq!(created["instance"]["instanceId"], short.as_str());
-    let expired = next_event(&mut ws).await;
-    assert_eq!(expired["action"], "DELETE");
-    assert_eq!(expired["instance"]["instanceId"], short.as_str());
+    expect_event(&mut ws, "CREATE", &short).await;
+    expect_event(&mut ws, "DELETE", &short).await;
     ws.close(None).await.ok();
 }
 
@@ -1156,50 +1088,24 @@ async fn c25_watch_unknown_consumer() {
 async fn c26_dump() {
     let sc = Sc::start().await;
     let dump_url = format!("{}/v4/default/admin/dump", sc.reg.url());
-    let r = sc
-        .send(
-            Method::GET,
-            dump_url.clone(),
-            &[("X-Domain-Name", "other")],
-            None,
-        )
-        .await;
-    assert_eq!(
-        r.assert_error("403001")["detail"],
-        "Required admin permission"
-    );
-    let r = sc
-        .send(
-            Method::GET,
-            format!("{}/v4/proj/admin/dump", sc.reg.url()),
-            &[],
-            None,
-        )
-        .await;
-    r.assert_error("403001");
+    sc.send(
+        Method::GET,
+        dump_url.clone(),
+        &[("X-Domain-Name", "other")],
+        None,
+    )
+    .await
+    .assert_detail("403001", "Required admin permission");
+    sc.get_at(format!("{}/v4/proj/admin/dump", sc.reg.url()))
+        .await
+        .assert_error("403001");
     // Another tenant's data shows in the dump too.
     let other = sc
-        .send(
-            Method::POST,
-            sc.url("/microservices").replace("/v4/default/", "/v4/p2/"),
-            &[("X-Domain-Name", "d2")],
-            Some(
-                json!({ "service": { "serviceName": "elsewhere" } })
-                    .to_string()
-                    .into_bytes(),
-            ),
-        )
-        .await
-        .ok_json()["serviceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .service_in("d2", "p2", json!({ "serviceName": "elsewhere" }))
+        .await;
     let sid = sc.service(json!({ "serviceName": "dumped" })).await;
     let iid = sc.instance(&sid, host("h")).await;
-    let dump = sc
-        .send(Method::GET, dump_url.clone(), &[], None)
-        .await
-        .ok_json();
+    let dump = sc.get_at(dump_url.clone()).await.ok_json();
     let cache = &dump["cache"];
     assert!(dump.get("info").is_none(), "no options -> cache only");
     for item in cache["services"].as_array().unwrap() {
@@ -1208,12 +1114,7 @@ async fn c26_dump() {
         assert!(item["key"].is_string() && item["rev"].is_i64());
         assert_eq!(item["cluster"], "default");
     }
-    let service_keys: Vec<&str> = cache["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["key"].as_str().unwrap())
-        .collect();
+    let service_keys = field_values(&cache["services"], "key");
     assert!(service_keys.contains(&format!("/cse-sr/ms/files/default/default/{sid}").as_str()));
     assert!(service_keys.contains(&format!("/cse-sr/ms/files/d2/p2/{other}").as_str()));
     let inst = cache["instances"]
@@ -1228,16 +1129,13 @@ async fn c26_dump() {
     );
     assert_eq!(inst["cluster"], "default");
     assert!(inst["rev"].as_i64().unwrap() > 0);
-    let all = sc
-        .send(Method::GET, format!("{dump_url}?options=all"), &[], None)
-        .await
-        .ok_json();
+    let all = sc.get_at(format!("{dump_url}?options=all")).await.ok_json();
     for section in ["info", "appConf", "environments", "cache"] {
         assert!(all.get(section).is_some(), "options=all has {section}");
     }
     assert_eq!(all["info"]["version"], "1.4.8");
     let info = sc
-        .send(Method::GET, format!("{dump_url}?options=info"), &[], None)
+        .get_at(format!("{dump_url}?options=info"))
         .await
         .ok_json();
     assert!(info.get("cache").is_none() && info.get("info").is_some());
@@ -1253,65 +1151,39 @@ async fn client_chosen_ids() {
     let sc = Sc::start().await;
     let s1 = sc.service(json!({ "serviceName": "one" })).await;
     let s2 = sc.service(json!({ "serviceName": "two" })).await;
-    assert_eq!(
-        sc.instance(&s1, json!({ "instanceId": "same", "hostName": "a" }))
-            .await,
-        "same"
-    );
-    assert_eq!(
-        sc.instance(&s2, json!({ "instanceId": "same", "hostName": "b" }))
-            .await,
-        "same"
-    );
-    let a = sc
-        .get(&format!("/microservices/{s1}/instances/same"))
-        .await
-        .ok_json();
-    let b = sc
-        .get(&format!("/microservices/{s2}/instances/same"))
-        .await
-        .ok_json();
-    assert_eq!(a["instance"]["hostName"], "a");
-    assert_eq!(b["instance"]["hostName"], "b");
+    let a = json!({ "instanceId": "same", "hostName": "a" });
+    assert_eq!(sc.instance(&s1, a).await, "same");
+    let b = json!({ "instanceId": "same", "hostName": "b" });
+    assert_eq!(sc.instance(&s2, b).await, "same");
+    assert_eq!(sc.get_instance(&s1, "same").await["hostName"], "a");
+    assert_eq!(sc.get_instance(&s2, "same").await["hostName"], "b");
     // Invalid client ids.
-    sc.call(
-        Method::POST,
-        &format!("/microservices/{s1}/instances"),
-        json!({ "instance": { "instanceId": "a/b", "hostName": "h" } }),
-    )
-    .await
-    .assert_error("400001");
-    // Deleting and recreating a service gives the same generated id.
-    sc.delete(&format!("/microservices/{s2}?force=true"))
+    sc.register(&s1, json!({ "instanceId": "a/b", "hostName": "h" }))
         .await
-        .assert_empty_ok();
+        .assert_error("400001");
+    // Deleting and recreating a service gives the same generated id.
+    sc.force_delete(&s2).await.assert_empty_ok();
     assert_eq!(sc.service(json!({ "serviceName": "two" })).await, s2);
     // Creating with instances registers them.
-    let r = sc
+    let sid = sc
         .call(
             Method::POST,
             "/microservices",
             json!({ "service": { "serviceName": "withinst" }, "instances": [ { "hostName": "x" } ] }),
         )
-        .await;
-    let sid = r.ok_json()["serviceId"].as_str().unwrap().to_owned();
-    let list = sc
-        .get(&format!("/microservices/{sid}/instances"))
         .await
-        .ok_json();
+        .ok_id("serviceId");
+    let list = sc.get(&instances_path(&sid)).await.ok_json();
     assert_eq!(list["instances"].as_array().unwrap().len(), 1);
     // A bad instance is reported, but the service exists.
-    let r = sc
+    let detail = sc
         .call(
             Method::POST,
             "/microservices",
             json!({ "service": { "serviceName": "badinst" }, "instances": [ {} ] }),
         )
-        .await;
-    let detail = r.assert_error("400001")["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await
+        .error_detail("400001");
     assert!(detail.starts_with("errMessages: ["), "{detail}");
     sc.get("/existence?type=microservice&appId=default&serviceName=badinst&version=0.0.1")
         .await
@@ -1332,12 +1204,8 @@ async fn lease_scale_expiry() {
     // Keep one alive with heartbeats while the other runs out (1.2 s).
     let deadline = Instant::now() + DEADLINE;
     loop {
-        sc.put_empty(&format!("/microservices/{sid}/instances/{keep}/heartbeat"))
-            .await
-            .assert_empty_ok();
-        let r = sc
-            .get(&format!("/microservices/{sid}/instances/{lose}"))
-            .await;
+        sc.heartbeat(&sid, &keep).await.assert_empty_ok();
+        let r = sc.get(&instance_path(&sid, &lose)).await;
         if r.status == 400 {
             r.assert_error("400017");
             break;
@@ -1345,9 +1213,7 @@ async fn lease_scale_expiry() {
         assert!(Instant::now() < deadline, "lease did not expire");
         sleep(Duration::from_millis(200)).await;
     }
-    sc.get(&format!("/microservices/{sid}/instances/{keep}"))
-        .await
-        .ok_json();
+    sc.get_instance(&sid, &keep).await;
     // SC's own instance never expires.
     let health = sc.get("/health").await.ok_json();
     assert_eq!(health["instances"].as_array().unwrap().len(), 1);
@@ -1358,35 +1224,10 @@ async fn lease_scale_expiry() {
 async fn tenants_isolation() {
     let sc = Sc::start().await;
     let base = sc.reg.url();
-    let create = |domain: &'static str, project: &'static str| {
-        let url = format!("{base}/v4/{project}/registry/microservices");
-        let sc = &sc;
-        async move {
-            let headers: Vec<(&str, &str)> = if domain.is_empty() {
-                vec![]
-            } else {
-                vec![("X-Domain-Name", domain)]
-            };
-            sc.send(
-                Method::POST,
-                url,
-                &headers,
-                Some(
-                    json!({ "service": { "serviceName": "same" } })
-                        .to_string()
-                        .into_bytes(),
-                ),
-            )
-            .await
-            .ok_json()["serviceId"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let a = create("", "default").await;
-    let b = create("d1", "default").await;
-    let c = create("", "p1").await;
+    let same = json!({ "serviceName": "same" });
+    let a = sc.service_in("", "default", same.clone()).await;
+    let b = sc.service_in("d1", "default", same.clone()).await;
+    let c = sc.service_in("", "p1", same).await;
     assert_ne!(a, b);
     assert_ne!(a, c);
     assert_ne!(b, c);
@@ -1406,20 +1247,12 @@ async fn tenants_isolation() {
     // default/default also holds SERVICECENTER; an empty header means `default`.
     let dd = list("", "default").await;
     assert_eq!(dd["services"].as_array().unwrap().len(), 2);
-    sc.send(
-        Method::GET,
-        format!("{base}/v4/p1/registry/microservices/{a}"),
-        &[],
-        None,
-    )
-    .await
-    .assert_error("400012");
+    sc.get_at(format!("{base}/v4/p1/registry/microservices/{a}"))
+        .await
+        .assert_error("400012");
     // SERVICECENTER is found from default/default with any env (shared service)...
     let found = sc
-        .find(
-            "appId=default&serviceName=SERVICECENTER&version=latest&env=testing",
-            &[],
-        )
+        .find("appId=default&serviceName=SERVICECENTER&version=latest&env=testing")
         .await
         .ok_json();
     assert_eq!(found["instances"].as_array().unwrap().len(), 1);
@@ -1442,10 +1275,7 @@ async fn batch_find() {
             { "instance": { "serviceId": sids[0], "instanceId": "gone" } }
         ]
     });
-    let r = sc
-        .call(Method::POST, "/instances/action?type=query", body)
-        .await
-        .ok_json();
+    let r = sc.batch_find(body).await.ok_json();
     let updated = r["services"]["updated"].as_array().unwrap();
     assert_eq!(updated.len(), 2);
     assert_eq!(updated[0]["index"], 0);
@@ -1470,28 +1300,19 @@ async fn batch_find() {
         ],
         "instances": [ { "instance": { "serviceId": sids[0], "instanceId": iids[0] }, "rev": irev } ]
     });
-    let r = sc
-        .call(Method::POST, "/instances/action?type=query", body)
-        .await
-        .ok_json();
+    let r = sc.batch_find(body).await.ok_json();
     assert_eq!(r["services"]["notModified"], json!([0]));
     assert_eq!(r["services"]["updated"][0]["index"], 1);
     assert!(r["services"].get("failed").is_none());
     assert_eq!(r["instances"]["notModified"], json!([0]));
     // A status change makes the same revision stale.
-    sc.put_empty(&format!(
-        "/microservices/{}/instances/{}/status?value=DOWN",
-        sids[2], iids[2]
-    ))
-    .await
-    .assert_empty_ok();
+    sc.set_status(&sids[2], &iids[2], "DOWN")
+        .await
+        .assert_empty_ok();
     let body = json!({ "services": [
         { "service": { "appId": "app", "serviceName": "svc", "version": "latest" }, "rev": rev0 }
     ] });
-    let r = sc
-        .call(Method::POST, "/instances/action?type=query", body)
-        .await
-        .ok_json();
+    let r = sc.batch_find(body).await.ok_json();
     assert!(r["services"].get("notModified").is_none(), "{r}");
     assert_eq!(
         r["services"]["updated"][0]["instances"][0]["status"],
@@ -1500,25 +1321,16 @@ async fn batch_find() {
     assert_ne!(r["services"]["updated"][0]["rev"], rev0);
     // Only the services section when no instances were asked for.
     let r = sc
-        .call(
-            Method::POST,
-            "/instances/action?type=query",
-            json!({ "services": [ { "service": { "appId": "app", "serviceName": "svc", "version": "latest" } } ] }),
-        )
+        .batch_find(json!({ "services": [ { "service": { "appId": "app", "serviceName": "svc", "version": "latest" } } ] }))
         .await
         .ok_json();
     assert!(r.get("instances").is_none());
-    let r = sc
-        .call(Method::POST, "/instances/action?type=query", json!({}))
-        .await;
-    assert_eq!(
-        r.assert_error("400001")["detail"],
-        "Required services or instances"
-    );
-    let r = sc
-        .call(Method::POST, "/instances/action?type=other", json!({}))
-        .await;
-    assert_eq!(r.assert_error("400001")["detail"], "Invalid action: other");
+    sc.batch_find(json!({}))
+        .await
+        .assert_detail("400001", "Required services or instances");
+    sc.call(Method::POST, "/instances/action?type=other", json!({}))
+        .await
+        .assert_detail("400001", "Invalid action: other");
 }
 
 /// §3.8 [2.x]: batch heartbeat always answers 200 with a per-instance list.
@@ -1532,14 +1344,10 @@ async fn batch_heartbeat_v2() {
     let sid = sc.service(json!({ "serviceName": "hb2" })).await;
     let a = sc.instance(&sid, host("a")).await;
     let r = sc
-        .call(
-            Method::PUT,
-            "/heartbeats",
-            json!({ "instances": [
-                { "serviceId": sid, "instanceId": a },
-                { "serviceId": sid, "instanceId": "gone" }
-            ]}),
-        )
+        .heartbeats(json!({ "instances": [
+            { "serviceId": sid, "instanceId": a },
+            { "serviceId": sid, "instanceId": "gone" }
+        ]}))
         .await
         .ok_json();
     let items = r["instances"].as_array().unwrap();
@@ -1551,7 +1359,7 @@ async fn batch_heartbeat_v2() {
     assert!(ok.get("errMessage").is_none());
     let bad = items.iter().find(|i| i["instanceId"] == "gone").unwrap();
     assert!(!bad["errMessage"].as_str().unwrap().is_empty());
-    sc.call(Method::PUT, "/heartbeats", json!({ "instances": [] }))
+    sc.heartbeats(json!({ "instances": [] }))
         .await
         .assert_error("400001");
 }
@@ -1561,28 +1369,19 @@ async fn batch_heartbeat_v2() {
 #[tokio::test]
 async fn real_sc_delete_check_window() {
     let sc = Sc::with(DevRegistryConfig::real_sc()).await;
-    let sid = sc
-        .service(json!({ "appId": "app", "serviceName": "win" }))
-        .await;
+    let sid = sc.app_service("win").await;
     let iid = sc.instance(&sid, host("h")).await;
-    let path = format!("/microservices/{sid}/instances/{iid}");
+    let path = instance_path(&sid, &iid);
     let deleted_at = Instant::now();
     sc.delete(&path).await.assert_empty_ok();
     // Gone for heartbeats and unregister...
-    sc.put_empty(&format!("{path}/heartbeat"))
-        .await
-        .assert_error("400017");
+    sc.heartbeat(&sid, &iid).await.assert_error("400017");
     sc.delete(&path).await.assert_error("400017");
     // ...but still served by find/get and still blocking a non-force delete.
-    assert_eq!(
-        sc.find_ids("appId=app&serviceName=win&version=latest", &[])
-            .await,
-        vec![iid.clone()]
-    );
+    let q = "appId=app&serviceName=win&version=latest";
+    assert_eq!(sc.find_ids(q).await, vec![iid.clone()]);
     sc.get(&path).await.ok_json();
-    sc.delete(&format!("/microservices/{sid}"))
-        .await
-        .assert_error("400013");
+    sc.delete(&service_path(&sid)).await.assert_error("400013");
     eventually("the deletion to become visible", || async {
         sc.get(&path).await.status == 400
     })
@@ -1592,14 +1391,8 @@ async fn real_sc_delete_check_window() {
         waited >= Duration::from_millis(1500),
         "visible too early: {waited:?}"
     );
-    assert!(
-        sc.find_ids("appId=app&serviceName=win&version=latest", &[])
-            .await
-            .is_empty()
-    );
-    sc.delete(&format!("/microservices/{sid}"))
-        .await
-        .assert_empty_ok();
+    assert!(sc.find_ids(q).await.is_empty());
+    sc.delete(&service_path(&sid)).await.assert_empty_ok();
 }
 
 /// §5.3: a `*` dependency makes the consumer watch every service of its environment, across
@@ -1615,9 +1408,8 @@ async fn wildcard_dependency_and_delete_protection() {
         .await;
     let early = sc.instance(&before, host("early")).await;
     let r = sc
-        .call(
+        .dependencies(
             Method::PUT,
-            "/dependencies",
             json!({ "dependencies": [ {
                 "consumer": { "appId": "sync", "serviceName": "syncer", "version": "1.0.0" },
                 "providers": [ { "serviceName": "*" } ]
@@ -1626,20 +1418,14 @@ async fn wildcard_dependency_and_delete_protection() {
         .await;
     r.assert_empty_ok();
     assert_eq!(r.header("deprecation"), "version=\"v4\"");
-    let (mut ws, _) = tokio_tungstenite::connect_async(sc.ws_url(&syncer, "listwatcher"))
-        .await
-        .expect("websocket");
-    let init = next_event(&mut ws).await;
-    assert_eq!(init["action"], "INIT");
-    assert_eq!(init["instance"]["instanceId"], early.as_str());
+    let mut ws = sc.watch(&syncer, "listwatcher").await;
+    expect_event(&mut ws, "INIT", &early).await;
     // A service created later, in another app, is watched too.
     let later = sc
         .service(json!({ "appId": "a2", "serviceName": "late" }))
         .await;
     let late = sc.instance(&later, host("late")).await;
-    let ev = next_event(&mut ws).await;
-    assert_eq!(ev["action"], "CREATE");
-    assert_eq!(ev["instance"]["instanceId"], late.as_str());
+    let ev = expect_event(&mut ws, "CREATE", &late).await;
     assert_eq!(ev["key"]["appId"], "a2");
     // Other environments are not.
     let prod = sc
@@ -1650,36 +1436,22 @@ async fn wildcard_dependency_and_delete_protection() {
     let empty = sc
         .service(json!({ "appId": "a3", "serviceName": "empty" }))
         .await;
-    sc.delete(&format!("/microservices/{empty}"))
+    sc.delete(&service_path(&empty))
         .await
         .assert_error("400023");
     // ...but not in another environment, and not with force.
     let prod_empty = sc
         .service(json!({ "appId": "a3", "serviceName": "pe", "environment": "production" }))
         .await;
-    sc.delete(&format!("/microservices/{prod_empty}"))
+    sc.delete(&service_path(&prod_empty))
         .await
         .assert_empty_ok();
-    sc.delete(&format!("/microservices/{later}?force=true"))
-        .await
-        .assert_empty_ok();
-    let ev = next_event(&mut ws).await;
-    assert_eq!(
-        ev["action"], "DELETE",
-        "force delete announces the instances: {ev}"
-    );
-    assert_eq!(ev["instance"]["instanceId"], late.as_str());
+    sc.force_delete(&later).await.assert_empty_ok();
+    // The force delete announces the instances.
+    expect_event(&mut ws, "DELETE", &late).await;
     // The consumer's providers are every service of its environment.
-    let providers = sc
-        .get(&format!("/microservices/{syncer}/providers"))
-        .await
-        .ok_json();
-    let names: Vec<&str> = providers["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["serviceName"].as_str().unwrap())
-        .collect();
+    let providers = sc.providers(&syncer).await;
+    let names = field_values(&providers, "serviceName");
     assert!(
         names.contains(&"early") && names.contains(&"empty"),
         "{names:?}"
@@ -1703,63 +1475,38 @@ async fn dependencies_endpoints() {
         .await;
     let cons = json!({ "appId": "app", "serviceName": "c", "version": "1.0.0" });
     let post = |providers: Value| json!({ "dependencies": [ { "consumer": cons.clone(), "providers": providers } ] });
-    sc.call(
-        Method::POST,
-        "/dependencies",
-        post(json!([{ "serviceName": "p1", "version": "1.0.0+" }])),
-    )
-    .await
-    .assert_empty_ok();
-    sc.call(
-        Method::POST,
-        "/dependencies",
-        post(json!([{ "serviceName": "p2", "version": "latest" }])),
-    )
-    .await
-    .assert_empty_ok();
-    let providers = sc
-        .get(&format!("/microservices/{consumer}/providers"))
+    let p1_from_1 = post(json!([{ "serviceName": "p1", "version": "1.0.0+" }]));
+    sc.dependencies(Method::POST, p1_from_1)
         .await
-        .ok_json();
-    let mut ids: Vec<&str> = providers["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["serviceId"].as_str().unwrap())
-        .collect();
+        .assert_empty_ok();
+    let p2_latest = post(json!([{ "serviceName": "p2", "version": "latest" }]));
+    sc.dependencies(Method::POST, p2_latest.clone())
+        .await
+        .assert_empty_ok();
+    let providers = sc.providers(&consumer).await;
+    let mut ids = field_values(&providers, "serviceId");
     ids.sort_unstable();
     let mut expected = vec![p1.as_str(), p2.as_str()];
     expected.sort_unstable();
     assert_eq!(ids, expected);
     // Errors.
     let r = sc
-        .call(
-            Method::POST,
-            "/dependencies",
-            post(json!([{ "serviceName": "p1" }])),
-        )
+        .dependencies(Method::POST, post(json!([{ "serviceName": "p1" }])))
         .await;
-    assert_eq!(
-        r.assert_error("400001")["detail"],
-        "Required provider version"
-    );
+    r.assert_detail("400001", "Required provider version");
     assert_eq!(r.header("deprecation"), "version=\"v4\"");
-    sc.call(
-        Method::PUT,
-        "/dependencies",
-        post(json!([
-            { "serviceName": "p1", "version": "1.0.0" },
-            { "serviceName": "p1", "version": "2.0.0" }
-        ])),
-    )
-    .await
-    .assert_error("400001");
-    sc.call(Method::PUT, "/dependencies", json!({ "dependencies": [] }))
+    let twice = post(json!([
+        { "serviceName": "p1", "version": "1.0.0" },
+        { "serviceName": "p1", "version": "2.0.0" }
+    ]));
+    sc.dependencies(Method::PUT, twice)
         .await
         .assert_error("400001");
-    sc.call(
+    sc.dependencies(Method::PUT, json!({ "dependencies": [] }))
+        .await
+        .assert_error("400001");
+    sc.dependencies(
         Method::PUT,
-        "/dependencies",
         json!({ "dependencies": [ {
             "consumer": { "appId": "app", "serviceName": "ghost", "version": "1.0.0" },
             "providers": [ { "serviceName": "p1", "version": "1.0.0" } ]
@@ -1768,25 +1515,14 @@ async fn dependencies_endpoints() {
     .await
     .assert_error("400012");
     // PUT replaces: only p2 is left.
-    sc.call(
-        Method::PUT,
-        "/dependencies",
-        post(json!([{ "serviceName": "p2", "version": "latest" }])),
-    )
-    .await
-    .assert_empty_ok();
-    let providers = sc
-        .get(&format!("/microservices/{consumer}/providers"))
-        .await
-        .ok_json();
-    assert_eq!(providers["providers"].as_array().unwrap().len(), 1);
-    assert_eq!(providers["providers"][0]["serviceId"], p2.as_str());
-    sc.delete(&format!("/microservices/{p1}"))
+    sc.dependencies(Method::PUT, p2_latest)
         .await
         .assert_empty_ok();
-    sc.delete(&format!("/microservices/{p2}"))
-        .await
-        .assert_error("400023");
+    let providers = sc.providers(&consumer).await;
+    assert_eq!(providers.as_array().unwrap().len(), 1);
+    assert_eq!(providers[0]["serviceId"], p2.as_str());
+    sc.delete(&service_path(&p1)).await.assert_empty_ok();
+    sc.delete(&service_path(&p2)).await.assert_error("400023");
 }
 
 /// §2.7: dependency rules can apply asynchronously, as SC's dependency queue does.
@@ -1797,19 +1533,12 @@ async fn dependency_rules_apply_asynchronously() {
         ..Default::default()
     })
     .await;
-    let consumer = sc
-        .service(json!({ "appId": "app", "serviceName": "c" }))
-        .await;
-    let prov = sc
-        .service(json!({ "appId": "app", "serviceName": "p" }))
-        .await;
+    let consumer = sc.app_service("c").await;
+    let prov = sc.app_service("p").await;
     let queued_at = Instant::now();
-    sc.find(
-        "appId=app&serviceName=p&version=latest",
-        &[("X-ConsumerId", &consumer)],
-    )
-    .await
-    .ok_json();
+    sc.find_as(&consumer, "appId=app&serviceName=p&version=latest")
+        .await
+        .ok_json();
     let consumers = format!("/microservices/{prov}/consumers");
     let early = sc.get(&consumers).await.ok_json();
     if queued_at.elapsed() < Duration::from_millis(800) {
@@ -1823,9 +1552,7 @@ async fn dependency_rules_apply_asynchronously() {
             .is_some()
     })
     .await;
-    sc.delete(&format!("/microservices/{prov}"))
-        .await
-        .assert_error("400023");
+    sc.delete(&service_path(&prov)).await.assert_error("400023");
 }
 
 /// §4 self-preservation: when ≥80 % of more than 5 instances are deleted at once, SC keeps
@@ -1838,9 +1565,7 @@ async fn real_sc_self_preservation() {
         ..DevRegistryConfig::real_sc()
     })
     .await;
-    let sid = sc
-        .service(json!({ "appId": "app", "serviceName": "mass" }))
-        .await;
+    let sid = sc.app_service("mass").await;
     let mut ids = Vec::new();
     for n in 0..5 {
         ids.push(sc.instance(&sid, host(&format!("h{n}"))).await);
@@ -1848,13 +1573,11 @@ async fn real_sc_self_preservation() {
     // SC's own instance makes 6 in the cache; deleting 5 is 83 %.
     let started = Instant::now();
     for iid in &ids {
-        sc.delete(&format!("/microservices/{sid}/instances/{iid}"))
-            .await
-            .assert_empty_ok();
+        sc.delete(&instance_path(&sid, iid)).await.assert_empty_ok();
     }
     let q = "appId=app&serviceName=mass&version=latest";
     eventually("the preserved instances to be released", || async {
-        sc.find_ids(q, &[]).await.is_empty()
+        sc.find_ids(q).await.is_empty()
     })
     .await;
     let waited = started.elapsed();
@@ -1873,17 +1596,13 @@ async fn routing_404_405() {
     assert_eq!(r.text.trim_end(), "404 page not found");
     assert!(r.header("content-type").starts_with("text/plain"));
     let r = sc
-        .send(
-            Method::GET,
-            format!("{}/v3/default/registry/microservices", sc.reg.url()),
-            &[],
-            None,
-        )
+        .get_at(format!(
+            "{}/v3/default/registry/microservices",
+            sc.reg.url()
+        ))
         .await;
     assert_eq!(r.status, 404);
-    let r = sc
-        .send(Method::PATCH, sc.url("/microservices"), &[], None)
-        .await;
+    let r = sc.call_raw(Method::PATCH, "/microservices", None).await;
     assert_eq!(r.status, 405);
     assert_eq!(r.text.trim_end(), "Method Not Allowed");
     let allow = r.header("allow").to_owned();
@@ -1900,98 +1619,60 @@ async fn routing_404_405() {
 async fn malformed_json() {
     let sc = Sc::start().await;
     let bad = Some(b"{\"service\": ".to_vec());
-    let r = sc
-        .send(Method::POST, sc.url("/microservices"), &[], bad.clone())
-        .await;
-    let detail = r.assert_error("400001")["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let detail = sc
+        .call_raw(Method::POST, "/microservices", bad.clone())
+        .await
+        .error_detail("400001");
     assert!(
         !detail.is_empty() && detail != "Unmarshal error",
         "services give the JSON error: {detail}"
     );
-    let r = sc
-        .send(Method::POST, sc.url("/microservices"), &[], None)
-        .await;
-    assert_eq!(
-        r.assert_error("400001")["detail"],
-        "unexpected end of JSON input"
-    );
+    sc.call_raw(Method::POST, "/microservices", None)
+        .await
+        .assert_detail("400001", "unexpected end of JSON input");
     let sid = sc.service(json!({ "serviceName": "m" })).await;
-    let r = sc
-        .send(
-            Method::POST,
-            sc.url(&format!("/microservices/{sid}/instances")),
-            &[],
-            Some(b"[1,2]".to_vec()),
-        )
-        .await;
-    assert_eq!(r.assert_error("400001")["detail"], "Unmarshal error");
-    let r = sc
-        .send(Method::PUT, sc.url("/dependencies"), &[], bad)
-        .await;
-    r.assert_error("400001");
+    sc.call_raw(Method::POST, &instances_path(&sid), Some(b"[1,2]".to_vec()))
+        .await
+        .assert_detail("400001", "Unmarshal error");
+    sc.call_raw(Method::PUT, "/dependencies", bad)
+        .await
+        .assert_error("400001");
     // Unknown keys are ignored and null means "not given", as in Go.
-    let r = sc
-        .call(
-            Method::POST,
-            "/microservices",
-            json!({ "service": { "serviceName": "lenient", "unknown": 1, "appId": null } }),
-        )
+    let id = sc
+        .service(json!({ "serviceName": "lenient", "unknown": 1, "appId": null }))
         .await;
-    let id = r.ok_json()["serviceId"].as_str().unwrap().to_owned();
-    let s = sc.get(&format!("/microservices/{id}")).await.ok_json();
-    assert_eq!(s["service"]["appId"], "default");
+    assert_eq!(sc.get_service(&id).await["appId"], "default");
 }
 
 /// §1.2: body size limits: 5 KiB for register, 3 KiB for properties, 2 MiB elsewhere.
 #[tokio::test]
 async fn body_size_limits() {
+    const TOO_LARGE: &str = "http: request body too large";
     let sc = Sc::start().await;
     let sid = sc.service(json!({ "serviceName": "big" })).await;
     let pad = "x".repeat(6 * 1024);
-    let r = sc
-        .call(
-            Method::POST,
-            &format!("/microservices/{sid}/instances"),
-            json!({ "instance": { "hostName": "h", "properties": { "pad": pad } } }),
-        )
-        .await;
-    assert_eq!(
-        r.assert_error("400001")["detail"],
-        "http: request body too large"
-    );
+    sc.register(
+        &sid,
+        json!({ "hostName": "h", "properties": { "pad": pad } }),
+    )
+    .await
+    .assert_detail("400001", TOO_LARGE);
     let small = "x".repeat(3 * 1024);
-    let r = sc
-        .call(
-            Method::PUT,
-            &format!("/microservices/{sid}/properties"),
-            json!({ "properties": { "pad": small } }),
-        )
-        .await;
-    assert_eq!(
-        r.assert_error("400001")["detail"],
-        "http: request body too large"
-    );
+    sc.set_properties(
+        &service_path(&sid),
+        json!({ "properties": { "pad": small } }),
+    )
+    .await
+    .assert_detail("400001", TOO_LARGE);
     // The same 6 KiB fits the default limit of a service create.
     let id = sc
         .service(json!({ "serviceName": "bigdesc", "properties": { "pad": pad } }))
         .await;
     assert!(!id.is_empty());
     let huge = "x".repeat(2 * 1024 * 1024 + 1);
-    let r = sc
-        .send(
-            Method::POST,
-            sc.url("/microservices"),
-            &[],
-            Some(huge.into_bytes()),
-        )
-        .await;
-    assert_eq!(
-        r.assert_error("400001")["detail"],
-        "http: request body too large"
-    );
+    sc.call_raw(Method::POST, "/microservices", Some(huge.into_bytes()))
+        .await
+        .assert_detail("400001", TOO_LARGE);
 }
 
 /// §1.5: version, health and SC's self-registration.
@@ -2036,48 +1717,25 @@ async fn version_health_and_self_registration() {
 #[tokio::test]
 async fn batch_delete() {
     let sc = Sc::start().await;
+    let delete = |body: Value| sc.call(Method::DELETE, "/microservices", body);
     let a = sc.service(json!({ "serviceName": "ba" })).await;
     let b = sc.service(json!({ "serviceName": "bb" })).await;
-    let r = sc
-        .call(
-            Method::DELETE,
-            "/microservices",
-            json!({ "serviceIds": [a, b] }),
-        )
-        .await
-        .ok_json();
+    let r = delete(json!({ "serviceIds": [a, b] })).await.ok_json();
     assert_eq!(
         r["services"],
         json!([{ "serviceId": a }, { "serviceId": b }])
     );
     let c = sc.service(json!({ "serviceName": "bc" })).await;
     sc.instance(&c, host("h")).await;
-    let r = sc
-        .call(
-            Method::DELETE,
-            "/microservices",
-            json!({ "serviceIds": [c, "nope"] }),
-        )
-        .await;
-    assert_eq!(
-        r.assert_error("400001")["detail"],
-        "Delete services failed."
-    );
-    let r = sc
-        .call(
-            Method::DELETE,
-            "/microservices",
-            json!({ "serviceIds": [c], "force": true }),
-        )
-        .await;
-    r.ok_json();
-    sc.call(
-        Method::DELETE,
-        "/microservices",
-        json!({ "serviceIds": [] }),
-    )
-    .await
-    .assert_error("400001");
+    delete(json!({ "serviceIds": [c, "nope"] }))
+        .await
+        .assert_detail("400001", "Delete services failed.");
+    delete(json!({ "serviceIds": [c], "force": true }))
+        .await
+        .ok_json();
+    delete(json!({ "serviceIds": [] }))
+        .await
+        .assert_error("400001");
 }
 
 /// Several registries in one process are independent.
@@ -2086,9 +1744,7 @@ async fn registries_are_independent() {
     let one = Sc::start().await;
     let two = Sc::start().await;
     let id = one.service(json!({ "serviceName": "only-in-one" })).await;
-    two.get(&format!("/microservices/{id}"))
-        .await
-        .assert_error("400012");
+    two.get(&service_path(&id)).await.assert_error("400012");
     let handle = two.reg.handle().clone();
     two.reg.shutdown().await;
     assert!(
@@ -2097,29 +1753,20 @@ async fn registries_are_independent() {
             .is_err(),
         "a stopped registry does not answer"
     );
-    one.get(&format!("/microservices/{id}")).await.ok_json();
+    one.get_service(&id).await;
 }
 
 /// §5.3: a plain watcher has no INIT frames, and client pings are answered.
 #[tokio::test]
 async fn watcher_without_init() {
     let sc = Sc::start().await;
-    let consumer = sc
-        .service(json!({ "appId": "app", "serviceName": "c" }))
-        .await;
-    let prov = sc
-        .service(json!({ "appId": "app", "serviceName": "p" }))
-        .await;
+    let consumer = sc.app_service("c").await;
+    let prov = sc.app_service("p").await;
     sc.instance(&prov, host("before")).await;
-    sc.find(
-        "appId=app&serviceName=p&version=latest",
-        &[("X-ConsumerId", &consumer)],
-    )
-    .await
-    .ok_json();
-    let (mut ws, _) = tokio_tungstenite::connect_async(sc.ws_url(&consumer, "watcher"))
+    sc.find_as(&consumer, "appId=app&serviceName=p&version=latest")
         .await
-        .expect("websocket");
+        .ok_json();
+    let mut ws = sc.watch(&consumer, "watcher").await;
     ws.send(Message::Ping(b"hi".to_vec().into())).await.unwrap();
     let pong = timeout(DEADLINE, ws.next())
         .await
@@ -2128,9 +1775,8 @@ async fn watcher_without_init() {
         .unwrap();
     assert!(matches!(pong, Message::Pong(_)), "got {pong:?}");
     let after = sc.instance(&prov, host("after")).await;
-    let ev = next_event(&mut ws).await;
-    assert_eq!(ev["action"], "CREATE", "no INIT on /watcher: {ev}");
-    assert_eq!(ev["instance"]["instanceId"], after.as_str());
+    // No INIT on /watcher: the first event is the new instance.
+    expect_event(&mut ws, "CREATE", &after).await;
     ws.close(None).await.ok();
 }
 

@@ -448,7 +448,8 @@ async fn heartbeat_batches_are_split() {
 // ---- against the dev registry ----
 
 use syncer::devreg::{DevRegistry, DevRegistryConfig, HeartbeatStyle};
-use syncer::registry::{Change, ChangeFeed, Instance, Service};
+use syncer::registry::contract::feed_until;
+use syncer::registry::{Change, Instance, Service};
 
 async fn dev_registry(config: DevRegistryConfig) -> DevRegistry {
     DevRegistry::start(config).await.expect("dev registry")
@@ -509,33 +510,6 @@ fn instance(tenant: &Tenant, service_id: &str, id: &str) -> Instance {
         status: "UP".into(),
         ..Instance::default()
     }
-}
-
-/// Pulls `feed` until a change satisfies `pred`, or panics after [`DEADLINE`]. Returns every
-/// change seen on the way.
-async fn feed_until(
-    feed: &mut Box<dyn ChangeFeed>,
-    what: &str,
-    mut pred: impl FnMut(&Change) -> bool,
-) -> Vec<Change> {
-    let mut seen = Vec::new();
-    let wait = async {
-        loop {
-            let batch = feed
-                .next()
-                .await
-                .unwrap_or_else(|e| panic!("feed failed waiting for {what}: {e}"));
-            let found = batch.iter().any(&mut pred);
-            seen.extend(batch);
-            if found {
-                return;
-            }
-        }
-    };
-    if tokio::time::timeout(DEADLINE, wait).await.is_err() {
-        panic!("feed did not report {what} within {DEADLINE:?}");
-    }
-    seen
 }
 
 fn is_internal(change: &Change) -> bool {

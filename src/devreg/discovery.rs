@@ -38,6 +38,19 @@ struct Found {
     dep_job: Option<DepJob>,
 }
 
+impl Found {
+    /// The instances of the services `ids`, in that order, with their revision.
+    fn collect(t: &Tenant, ids: &[String], dep_job: Option<DepJob>) -> Found {
+        let entries: Vec<&InstanceEntry> =
+            ids.iter().flat_map(|id| t.cached_instances(id)).collect();
+        Found {
+            rev: format_revision(entries.iter().copied()),
+            instances: entries.into_iter().map(|e| e.instance.clone()).collect(),
+            dep_job,
+        }
+    }
+}
+
 /// `?tags=a,b` as SC splits it.
 fn tags_of(ctx: &Ctx) -> Vec<String> {
     let tags = ctx.q("tags");
@@ -116,15 +129,6 @@ fn filter_access(
         .collect()
 }
 
-fn collect(t: &Tenant, ids: &[String]) -> (Vec<MicroServiceInstance>, String) {
-    let entries: Vec<&InstanceEntry> = ids.iter().flat_map(|id| t.cached_instances(id)).collect();
-    let rev = format_revision(entries.iter().copied());
-    (
-        entries.into_iter().map(|e| e.instance.clone()).collect(),
-        rev,
-    )
-}
-
 fn consumer_flag(c: &MicroService) -> String {
     format!(
         "Consumer[{}][{}/{}/{}/{}]",
@@ -143,55 +147,14 @@ fn validate_find(q: &FindQuery) -> Result<(), ScError> {
         .map_err(ScError::invalid)
 }
 
-/// SC's `Find` on a locked store.
-fn find_locked(store: &Store, tenant: &str, q: &FindQuery) -> Result<Found, ScError> {
-    validate_find(q)?;
-    let empty = Tenant::default();
-    let t = store.tenant(tenant).unwrap_or(&empty);
-    if Store::is_shared(tenant, q.app_id, q.service_name) {
-        // Shared services are looked up in SC's environment, without consumer checks.
-        let (ids, exists) = t.find_service_ids(
-            q.version_rule,
-            SC_ENVIRONMENT,
-            q.app_id,
-            q.service_name,
-            q.service_name,
-        );
-        if !exists {
-            return Err(ScError::new(
-                errors::SERVICE_NOT_EXISTS,
-                format!(
-                    "find shared provider[{SC_ENVIRONMENT}/{}/{}/{}] failed, provider does not exist",
-                    q.app_id, q.service_name, q.version_rule
-                ),
-            ));
-        }
-        let ids = filter_tags(t, ids, &q.tags);
-        let (instances, rev) = collect(t, &ids);
-        return Ok(Found {
-            instances,
-            rev,
-            dep_job: None,
-        });
-    }
-    let consumer = if q.consumer_id.is_empty() {
-        MicroService {
-            environment: q.environment.to_owned(),
-            ..Default::default()
-        }
-    } else {
-        t.services
-            .get(q.consumer_id)
-            .map(|e| e.service.clone())
-            .ok_or_else(|| {
-                ScError::new(
-                    errors::SERVICE_NOT_EXISTS,
-                    format!("Consumer[{}] does not exist.", q.consumer_id),
-                )
-            })?
-    };
-    // With a consumer, `env` is ignored: the consumer's own environment is used.
-    let env = consumer.environment.as_str();
+/// The ids of the services `q` names in `env` that have all of `q`'s tags. `400012` when the
+/// name has no service in `env`, its detail starting with `who()` (`… find`).
+fn provider_ids(
+    t: &Tenant,
+    q: &FindQuery,
+    env: &str,
+    who: impl FnOnce() -> String,
+) -> Result<Vec<String>, ScError> {
     let (ids, exists) = t.find_service_ids(
         q.version_rule,
         env,
@@ -203,23 +166,37 @@ fn find_locked(store: &Store, tenant: &str, q: &FindQuery) -> Result<Found, ScEr
         return Err(ScError::new(
             errors::SERVICE_NOT_EXISTS,
             format!(
-                "{} find provider[{env}/{}/{}/{}] failed, provider does not exist",
-                consumer_flag(&consumer),
+                "{} provider[{env}/{}/{}/{}] failed, provider does not exist",
+                who(),
                 q.app_id,
                 q.service_name,
                 q.version_rule
             ),
         ));
     }
-    let ids = filter_tags(t, ids, &q.tags);
+    Ok(filter_tags(t, ids, &q.tags))
+}
+
+/// SC's `Find` on a locked store.
+fn find_locked(store: &Store, tenant: &str, q: &FindQuery) -> Result<Found, ScError> {
+    validate_find(q)?;
+    let empty = Tenant::default();
+    let t = store.tenant(tenant).unwrap_or(&empty);
+    if Store::is_shared(tenant, q.app_id, q.service_name) {
+        // Shared services are looked up in SC's environment, without consumer checks.
+        let ids = provider_ids(t, q, SC_ENVIRONMENT, || "find shared".to_owned())?;
+        return Ok(Found::collect(t, &ids, None));
+    }
+    let mut consumer = request_consumer(t, q.consumer_id)?;
+    if q.consumer_id.is_empty() {
+        consumer.environment = q.environment.to_owned();
+    }
+    // With a consumer, `env` is ignored: the consumer's own environment is used.
+    let who = || format!("{} find", consumer_flag(&consumer));
+    let ids = provider_ids(t, q, &consumer.environment, who)?;
     let ids = filter_access(t, tenant, &consumer, ids);
     let dep_job = implicit_rule(t, tenant, &consumer, &ids, q.version_rule);
-    let (instances, rev) = collect(t, &ids);
-    Ok(Found {
-        instances,
-        rev,
-        dep_job,
-    })
+    Ok(Found::collect(t, &ids, dep_job))
 }
 
 /// The dependency rule a consumer's find records: consumer → provider's real name with the
@@ -276,7 +253,7 @@ pub async fn find(ctx: &Ctx) -> Reply {
     answer(request_rev(ctx), found)
 }
 
-/// The consumer (or an empty one) of list/get requests.
+/// The consumer (or an empty one) of find, list and get requests.
 fn request_consumer(t: &Tenant, consumer_id: &str) -> Result<MicroService, ScError> {
     if consumer_id.is_empty() {
         return Ok(MicroService::default());
@@ -399,16 +376,9 @@ pub fn list(ctx: &Ctx, sid: &str) -> Reply {
             ),
         ));
     }
-    let (instances, rev) = collect(t, &ids);
+    let found = Found::collect(t, &ids, None);
     drop(store);
-    answer(
-        request_rev(ctx),
-        Found {
-            instances,
-            rev,
-            dep_job: None,
-        },
-    )
+    answer(request_rev(ctx), found)
 }
 
 /// `updated` entry of a batch find.

@@ -1,7 +1,8 @@
 //! The contract every [`Registry`] adapter must pass.
 //!
 //! `registry_contract` drives an adapter through the trait alone and panics with a message
-//! on the first broken promise. It creates its own uniquely named services in two tenants,
+//! on the first broken promise. [`feed_until`], its wait for a change, is public for the
+//! adapters' own feed tests. It creates its own uniquely named services in two tenants,
 //! so it can run against a registry that other tests use at the same time, and it never
 //! sleeps: it polls the change feed with a deadline.
 
@@ -55,17 +56,26 @@ fn instance(tenant: &Tenant, service_id: &str, id: &str) -> Instance {
     }
 }
 
-/// Pulls the feed until a batch satisfies `pred`, or panics after [`FEED_DEADLINE`].
-async fn feed_until(
+/// Pulls `feed` until a change satisfies `pred`, and returns every change seen on the way
+/// (the batch with the match included).
+///
+/// The contract waits with it; adapter tests use it for their own feed checks.
+///
+/// # Panics
+/// When the feed fails, or does not report such a change within 10 seconds.
+pub async fn feed_until(
     feed: &mut Box<dyn ChangeFeed>,
     what: &str,
     mut pred: impl FnMut(&Change) -> bool,
-) {
+) -> Vec<Change> {
+    let mut seen = Vec::new();
     let wait = async {
         loop {
             match feed.next().await {
                 Ok(batch) => {
-                    if batch.iter().any(&mut pred) {
+                    let found = batch.iter().any(&mut pred);
+                    seen.extend(batch);
+                    if found {
                         return;
                     }
                 }
@@ -76,6 +86,7 @@ async fn feed_until(
     if tokio::time::timeout(FEED_DEADLINE, wait).await.is_err() {
         panic!("change feed did not report {what} within {FEED_DEADLINE:?}");
     }
+    seen
 }
 
 fn is_instance(change: &Change, r: &InstanceRef, check: impl Fn(&Instance) -> bool) -> bool {
@@ -136,6 +147,20 @@ pub async fn registry_contract(registry: &dyn Registry) {
             .expect("ensure_service without id"),
         service_id
     );
+    // So does the same service under another chosen id: SC answers the create with
+    // `400010`, and the existing id is what the caller gets.
+    let other_id = Service {
+        service_id: format!("contract-svc-other-{suffix}"),
+        ..svc.clone()
+    };
+    assert_eq!(
+        registry
+            .ensure_service(&other_id)
+            .await
+            .expect("ensure_service under another id"),
+        service_id,
+        "the same service under another id must resolve to the existing one"
+    );
 
     // Service properties are replaced.
     let props = BTreeMap::from([("owner".to_owned(), "syncer".to_owned())]);
@@ -155,6 +180,10 @@ pub async fn registry_contract(registry: &dyn Registry) {
     assert!(
         !snapshot.services.iter().any(|s| s.name == "SERVICECENTER"),
         "registry-internal services must not be in a snapshot"
+    );
+    assert!(
+        snapshot.service(&home, &other_id.service_id).is_none(),
+        "ensuring an existing service under another id must not create a second one"
     );
     let missing = registry
         .set_service_properties(&home, "no-such-service", &props)

@@ -129,7 +129,9 @@ impl Registry for MemoryRegistry {
 
     async fn ensure_service(&self, service: &Service) -> Result<String, RegistryError> {
         self.write(|state| {
-            // Same identity as ServiceComb: tenant, environment, app, name, version.
+            // Same identity as ServiceComb: tenant, environment, app, name, version. As with
+            // the ServiceComb adapter, an existing service is the answer even when another id
+            // was asked for.
             let existing = state.services.values().find(|s| {
                 s.tenant == service.tenant
                     && s.environment == service.environment
@@ -138,12 +140,6 @@ impl Registry for MemoryRegistry {
                     && s.version == service.version
             });
             if let Some(existing) = existing {
-                if !service.service_id.is_empty() && existing.service_id != service.service_id {
-                    return Err(RegistryError::Invalid(format!(
-                        "service {} exists with another id {}",
-                        service.name, existing.service_id
-                    )));
-                }
                 return Ok(existing.service_id.clone());
             }
             let mut created = service.clone();

@@ -576,17 +576,22 @@ mod tests {
         }
     }
 
-    /// A feed that knows services s1 (instances a, b) and s2 (instance c), revision "r1".
-    fn started_feed() -> ScFeed {
-        let mut feed = feed();
-        feed.adopt(&Snapshot {
+    /// Services s1 (instances a, b, both UP) and s2 (instance c with status `c_status`).
+    fn two_services(c_status: &str) -> Snapshot {
+        Snapshot {
             services: vec![service("s1"), service("s2")],
             instances: vec![
                 instance("s1", "a", "UP"),
                 instance("s1", "b", "UP"),
-                instance("s2", "c", "UP"),
+                instance("s2", "c", c_status),
             ],
-        });
+        }
+    }
+
+    /// A feed that knows [`two_services`] (c UP), revision "r1".
+    fn started_feed() -> ScFeed {
+        let mut feed = feed();
+        feed.adopt(&two_services("UP"));
         for watched in feed.tenants.values_mut().flat_map(|t| t.values_mut()) {
             watched.rev = "r1".into();
         }
@@ -595,6 +600,17 @@ mod tests {
 
     fn ids() -> Vec<String> {
         vec!["s1".into(), "s2".into()]
+    }
+
+    /// What the feed reports when s2 of [`started_feed`] is gone: instance c, then s2.
+    fn s2_removed() -> Vec<Change> {
+        vec![
+            Change::InstanceRemoved(instance("s2", "c", "UP").reference()),
+            Change::ServiceRemoved {
+                tenant: Tenant::default_tenant(),
+                service_id: "s2".into(),
+            },
+        ]
     }
 
     #[test]
@@ -666,16 +682,7 @@ mod tests {
         let failures = feed
             .apply_poll(&home, &ids(), reply, &mut changes)
             .expect("apply");
-        assert_eq!(
-            changes,
-            vec![
-                Change::InstanceRemoved(instance("s2", "c", "UP").reference()),
-                Change::ServiceRemoved {
-                    tenant: home.clone(),
-                    service_id: "s2".into()
-                },
-            ]
-        );
+        assert_eq!(changes, s2_removed());
         assert!(
             matches!(failures.as_slice(), [RegistryError::Unavailable(_)]),
             "{failures:?}"
@@ -724,14 +731,7 @@ mod tests {
     #[test]
     fn resync_keeps_revisions_of_unchanged_services() {
         let mut feed = started_feed();
-        feed.adopt(&Snapshot {
-            services: vec![service("s1"), service("s2")],
-            instances: vec![
-                instance("s1", "a", "UP"),
-                instance("s1", "b", "UP"),
-                instance("s2", "c", "DOWN"),
-            ],
-        });
+        feed.adopt(&two_services("DOWN"));
         let home = Tenant::default_tenant();
         assert_eq!(feed.tenants[&home]["s1"].rev, "r1");
         assert_eq!(
@@ -752,18 +752,9 @@ mod tests {
         ]);
         let mut changes = Vec::new();
         feed.apply_listing(home.clone(), listed, &mut changes);
-        assert_eq!(
-            changes,
-            vec![
-                Change::InstanceRemoved(instance("s2", "c", "UP").reference()),
-                Change::ServiceRemoved {
-                    tenant: home.clone(),
-                    service_id: "s2".into()
-                },
-                Change::Service(changed),
-                Change::Service(service("s3")),
-            ]
-        );
+        let mut expected = s2_removed();
+        expected.extend([Change::Service(changed), Change::Service(service("s3"))]);
+        assert_eq!(changes, expected);
         assert_eq!(
             feed.tenants[&home]["s3"].rev, "",
             "a new service is asked in full"
