@@ -1,4 +1,5 @@
 //! The sync engine: exports local changes, pushes them to the other data centres, imports
 //! theirs into the local registry, and keeps mirrored copies alive.
 
+pub mod export;
 pub mod ids;

@@ -1,0 +1,465 @@
+//! The export side: what this data centre offers the others, numbered with our own revisions.
+//!
+//! SC revisions are opaque per query and the dump has none, so each data centre numbers its
+//! own changes `(epoch, seq)`. The epoch is bumped whenever the exporter starts without its
+//! state (a restart, a new leader); within an epoch every exported change gets the next
+//! `seq`. The state keeps the exported instances (never syncer's own copies, see
+//! [`super::ids::is_copy`]) with their services, and a bounded outbox of recent increments:
+//! a peer whose cursor is still in the outbox gets increments, any other gets a snapshot.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use sha1::{Digest, Sha1};
+
+use super::ids::is_copy;
+use crate::registry::model::diff;
+use crate::registry::{Change, Instance, InstanceRef, Service, Snapshot, Tenant};
+
+/// A position in one data centre's stream of exported changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Revision {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// One exported change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Export {
+    /// An instance appeared or changed; its service as it is now comes along, so the importer
+    /// can create the service from the change alone.
+    Upsert {
+        service: Box<Service>,
+        instance: Box<Instance>,
+    },
+    /// The service of exported instances changed (properties, alias, ...).
+    Service(Box<Service>),
+    /// An exported instance is gone.
+    Removed(InstanceRef),
+}
+
+/// What a peer at some revision needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Since {
+    UpToDate,
+    /// The increments after its revision, in order.
+    Increments(Vec<(u64, Export)>),
+    /// Its revision is from another epoch, ahead of ours, or older than the outbox.
+    Snapshot,
+}
+
+/// Everything exported at one revision, with an order-independent digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSnapshot {
+    pub revision: Revision,
+    pub items: Vec<(Service, Instance)>,
+    pub digest: Digest64,
+}
+
+/// An order-independent digest of exported items: the wrapping sum of one 64-bit hash per
+/// item, and the count. Both sides compute it the same way whatever order items arrive in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Digest64 {
+    pub sum: u64,
+    pub count: u64,
+}
+
+impl Digest64 {
+    pub fn add(&mut self, service: &Service, instance: &Instance) {
+        self.sum = self.sum.wrapping_add(item_hash(service, instance));
+        self.count += 1;
+    }
+}
+
+type ServiceKey = (Tenant, String);
+
+/// The exported view of the local registry.
+#[derive(Debug)]
+pub struct ExportState {
+    revision: Revision,
+    services: HashMap<ServiceKey, Service>,
+    instances: BTreeMap<InstanceRef, Instance>,
+    outbox: VecDeque<(u64, Export)>,
+    outbox_cap: usize,
+}
+
+impl ExportState {
+    /// An empty state at the start of `epoch`, keeping at most `outbox_cap` increments.
+    pub fn new(epoch: u64, outbox_cap: usize) -> ExportState {
+        ExportState {
+            revision: Revision { epoch, seq: 0 },
+            services: HashMap::new(),
+            instances: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            outbox_cap: outbox_cap.max(1),
+        }
+    }
+
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// Exported instances (those whose service is known).
+    pub fn len(&self) -> usize {
+        self.items().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn items(&self) -> impl Iterator<Item = (&Service, &Instance)> {
+        self.instances.values().filter_map(|i| {
+            self.services
+                .get(&(i.tenant.clone(), i.service_id.clone()))
+                .map(|s| (s, i))
+        })
+    }
+
+    /// Applies one change from the registry's feed; returns the numbered increments it made
+    /// (none when it changed nothing that is exported).
+    pub fn apply(&mut self, change: Change) -> Vec<(u64, Export)> {
+        let mut out = Vec::new();
+        self.apply_into(change, &mut out);
+        out
+    }
+
+    fn apply_into(&mut self, change: Change, out: &mut Vec<(u64, Export)>) {
+        match change {
+            Change::Service(service) => {
+                let key = (service.tenant.clone(), service.service_id.clone());
+                let before = self.services.insert(key.clone(), service.clone());
+                if before.as_ref() == Some(&service) {
+                    return;
+                }
+                let members: Vec<Instance> = self
+                    .instances
+                    .values()
+                    .filter(|i| i.tenant == key.0 && i.service_id == key.1)
+                    .cloned()
+                    .collect();
+                if members.is_empty() {
+                    return;
+                }
+                if before.is_some() {
+                    self.emit(Export::Service(Box::new(service)), out);
+                } else {
+                    // Instances that arrived before their service go out now.
+                    for instance in members {
+                        self.emit(
+                            Export::Upsert {
+                                service: Box::new(service.clone()),
+                                instance: Box::new(instance),
+                            },
+                            out,
+                        );
+                    }
+                }
+            }
+            Change::ServiceRemoved { tenant, service_id } => {
+                let gone: Vec<InstanceRef> = self
+                    .instances
+                    .keys()
+                    .filter(|r| r.tenant == tenant && r.service_id == service_id)
+                    .cloned()
+                    .collect();
+                for r in gone {
+                    self.apply_into(Change::InstanceRemoved(r), out);
+                }
+                self.services.remove(&(tenant, service_id));
+            }
+            Change::Instance(instance) => {
+                if is_copy(&instance) {
+                    return;
+                }
+                let r = instance.reference();
+                let unchanged = self
+                    .instances
+                    .get(&r)
+                    .is_some_and(|old| same_body(old, &instance));
+                self.instances.insert(r, instance.clone());
+                if unchanged {
+                    return;
+                }
+                let key = (instance.tenant.clone(), instance.service_id.clone());
+                if let Some(service) = self.services.get(&key).cloned() {
+                    self.emit(
+                        Export::Upsert {
+                            service: Box::new(service),
+                            instance: Box::new(instance),
+                        },
+                        out,
+                    );
+                }
+            }
+            Change::InstanceRemoved(r) => {
+                if let Some(old) = self.instances.remove(&r) {
+                    let key = (old.tenant.clone(), old.service_id.clone());
+                    if self.services.contains_key(&key) {
+                        self.emit(Export::Removed(r), out);
+                    }
+                }
+            }
+            Change::Resync(snapshot) => {
+                let current = Snapshot {
+                    services: self.services.values().cloned().collect(),
+                    instances: self.instances.values().cloned().collect(),
+                };
+                let wanted = Snapshot {
+                    services: snapshot.services,
+                    instances: snapshot
+                        .instances
+                        .into_iter()
+                        .filter(|i| !is_copy(i))
+                        .collect(),
+                };
+                for change in diff(&current, &wanted) {
+                    self.apply_into(change, out);
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, export: Export, out: &mut Vec<(u64, Export)>) {
+        self.revision.seq += 1;
+        let seq = self.revision.seq;
+        if self.outbox.len() == self.outbox_cap {
+            self.outbox.pop_front();
+        }
+        self.outbox.push_back((seq, export.clone()));
+        out.push((seq, export));
+    }
+
+    /// What a peer that applied everything up to `after` needs next.
+    pub fn since(&self, after: Revision) -> Since {
+        if after.epoch != self.revision.epoch || after.seq > self.revision.seq {
+            return Since::Snapshot;
+        }
+        if after.seq == self.revision.seq {
+            return Since::UpToDate;
+        }
+        match self.outbox.front() {
+            Some((first, _)) if *first <= after.seq + 1 => Since::Increments(
+                self.outbox
+                    .iter()
+                    .filter(|(seq, _)| *seq > after.seq)
+                    .cloned()
+                    .collect(),
+            ),
+            _ => Since::Snapshot,
+        }
+    }
+
+    /// Everything exported now.
+    pub fn snapshot(&self) -> ExportSnapshot {
+        let mut digest = Digest64::default();
+        let items: Vec<(Service, Instance)> = self
+            .items()
+            .map(|(s, i)| {
+                digest.add(s, i);
+                (s.clone(), i.clone())
+            })
+            .collect();
+        ExportSnapshot {
+            revision: self.revision,
+            items,
+            digest,
+        }
+    }
+}
+
+/// Equal as far as a copy is concerned (the modification time does not travel).
+fn same_body(a: &Instance, b: &Instance) -> bool {
+    Instance {
+        mod_timestamp: None,
+        ..a.clone()
+    } == Instance {
+        mod_timestamp: None,
+        ..b.clone()
+    }
+}
+
+/// A stable 64-bit hash of everything exported about one instance and its service. Fields
+/// are length-prefixed and maps sorted, so the bytes are canonical whatever their source.
+pub fn item_hash(service: &Service, instance: &Instance) -> u64 {
+    let mut h = Sha1::new();
+    let mut put = |text: &str| {
+        h.update((text.len() as u64).to_be_bytes());
+        h.update(text.as_bytes());
+    };
+    for text in [
+        service.tenant.domain.as_str(),
+        service.tenant.project.as_str(),
+        service.service_id.as_str(),
+        service.app.as_str(),
+        service.name.as_str(),
+        service.version.as_str(),
+        service.environment.as_str(),
+        service.alias.as_str(),
+    ] {
+        put(text);
+    }
+    for (k, v) in &service.properties {
+        put(k);
+        put(v);
+    }
+    put("\u{0}instance");
+    for text in [
+        instance.instance_id.as_str(),
+        instance.host_name.as_str(),
+        instance.status.as_str(),
+    ] {
+        put(text);
+    }
+    for endpoint in &instance.endpoints {
+        put(endpoint);
+    }
+    for (k, v) in &instance.properties {
+        put(k);
+        put(v);
+    }
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::ids::ORIGIN_PROPERTY;
+
+    fn service(id: &str) -> Service {
+        Service {
+            service_id: id.into(),
+            app: "app".into(),
+            name: format!("name-{id}"),
+            version: "1.0.0".into(),
+            ..Service::default()
+        }
+    }
+
+    fn instance(service: &str, id: &str) -> Instance {
+        Instance {
+            service_id: service.into(),
+            instance_id: id.into(),
+            host_name: "h".into(),
+            endpoints: vec!["rest://10.0.0.1:8080".into()],
+            status: "UP".into(),
+            ..Instance::default()
+        }
+    }
+
+    #[test]
+    fn changes_are_numbered_and_copies_never_exported() {
+        let mut state = ExportState::new(7, 100);
+        assert!(
+            state.apply(Change::Service(service("s1"))).is_empty(),
+            "no instance yet"
+        );
+        let out = state.apply(Change::Instance(instance("s1", "i1")));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 1);
+        assert!(matches!(out[0].1, Export::Upsert { .. }));
+        // The same body again (say, from a resync) is no change.
+        let mut again = instance("s1", "i1");
+        again.mod_timestamp = Some(5);
+        assert!(state.apply(Change::Instance(again)).is_empty());
+        // Copies, by either mark, are not exported.
+        let mut copy = instance("s1", "syncer-0123");
+        assert!(state.apply(Change::Instance(copy.clone())).is_empty());
+        copy.instance_id = "plain".into();
+        copy.properties.insert(ORIGIN_PROPERTY.into(), "dc2".into());
+        assert!(state.apply(Change::Instance(copy)).is_empty());
+        // A status change is a change.
+        let mut down = instance("s1", "i1");
+        down.status = "DOWN".into();
+        assert_eq!(state.apply(Change::Instance(down)).len(), 1);
+        let mut s1 = service("s1");
+        s1.properties.insert("k".into(), "v".into());
+        let out = state.apply(Change::Service(s1));
+        assert!(matches!(out[..], [(3, Export::Service(_))]));
+        let out = state.apply(Change::InstanceRemoved(instance("s1", "i1").reference()));
+        assert!(matches!(out[..], [(4, Export::Removed(_))]));
+        assert_eq!(state.revision(), Revision { epoch: 7, seq: 4 });
+        assert!(state.is_empty());
+    }
+
+    #[test]
+    fn instances_wait_for_their_service() {
+        let mut state = ExportState::new(1, 100);
+        assert!(
+            state
+                .apply(Change::Instance(instance("s1", "i1")))
+                .is_empty()
+        );
+        let out = state.apply(Change::Service(service("s1")));
+        assert!(
+            matches!(&out[..], [(1, Export::Upsert { instance, .. })] if instance.instance_id == "i1")
+        );
+        let out = state.apply(Change::ServiceRemoved {
+            tenant: Tenant::default(),
+            service_id: "s1".into(),
+        });
+        assert!(matches!(out[..], [(2, Export::Removed(_))]));
+    }
+
+    #[test]
+    fn resync_exports_only_the_difference() {
+        let mut state = ExportState::new(1, 100);
+        let snapshot = Snapshot {
+            services: vec![service("s1"), service("s2")],
+            instances: vec![
+                instance("s1", "i1"),
+                instance("s2", "i2"),
+                instance("s2", "syncer-x"),
+            ],
+        };
+        assert_eq!(state.apply(Change::Resync(snapshot.clone())).len(), 2);
+        assert!(state.apply(Change::Resync(snapshot)).is_empty());
+        let smaller = Snapshot {
+            services: vec![service("s1")],
+            instances: vec![instance("s1", "i1")],
+        };
+        let out = state.apply(Change::Resync(smaller));
+        assert!(matches!(out[..], [(3, Export::Removed(ref r))] if r.instance_id == "i2"));
+        assert_eq!(state.len(), 1);
+    }
+
+    #[test]
+    fn peers_get_increments_or_a_snapshot() {
+        let mut state = ExportState::new(3, 2);
+        state.apply(Change::Service(service("s1")));
+        for i in 0..3 {
+            state.apply(Change::Instance(instance("s1", &format!("i{i}"))));
+        }
+        let at = |seq| Revision { epoch: 3, seq };
+        assert_eq!(state.since(at(3)), Since::UpToDate);
+        assert!(
+            matches!(state.since(at(2)), Since::Increments(ref v) if v.len() == 1 && v[0].0 == 3)
+        );
+        assert!(matches!(state.since(at(1)), Since::Increments(ref v) if v.len() == 2));
+        assert_eq!(state.since(at(0)), Since::Snapshot, "older than the outbox");
+        assert_eq!(state.since(at(9)), Since::Snapshot, "ahead of us");
+        assert_eq!(state.since(Revision { epoch: 2, seq: 3 }), Since::Snapshot);
+    }
+
+    #[test]
+    fn snapshot_digest_ignores_order_but_not_content() {
+        let mut a = ExportState::new(1, 10);
+        let mut b = ExportState::new(1, 10);
+        a.apply(Change::Service(service("s1")));
+        b.apply(Change::Service(service("s1")));
+        for id in ["i1", "i2"] {
+            a.apply(Change::Instance(instance("s1", id)));
+        }
+        for id in ["i2", "i1"] {
+            b.apply(Change::Instance(instance("s1", id)));
+        }
+        assert_eq!(a.snapshot().digest, b.snapshot().digest);
+        assert_eq!(a.snapshot().digest.count, 2);
+        let mut changed = instance("s1", "i2");
+        changed.endpoints = vec!["rest://10.0.0.2:8080".into()];
+        b.apply(Change::Instance(changed));
+        assert_ne!(a.snapshot().digest, b.snapshot().digest);
+    }
+}
