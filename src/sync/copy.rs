@@ -1,0 +1,216 @@
+//! The body of a copy: what syncer registers in this data centre for an instance of another,
+//! and how a change of the origin instance is carried over.
+//!
+//! SC ignores the body when an existing id is registered again (reference §3.1), and only
+//! status and properties can be changed in place (§3.9, §3.10). So a change of what can only
+//! be set at registration (endpoints, host name, health check, data centre) goes
+//! make-before-break: the copy is registered again under the next generation's id, then the
+//! old one is removed. The fingerprint stored in the mapping covers exactly those fields.
+
+use std::collections::BTreeMap;
+
+use sha1::{Digest, Sha1};
+
+use super::ids::{ORIGIN_PROPERTY, OriginKey, copy_instance_id};
+use crate::registry::{HealthCheck, Instance};
+
+/// Seconds between the heartbeats syncer sends for its copies.
+pub const COPY_HEARTBEAT_INTERVAL_SECS: u32 = 10;
+/// Missed heartbeats a registry tolerates before a copy expires: the lease is
+/// 10 s × (2 + 1) = 30 s, three times the heartbeat period.
+pub const COPY_HEARTBEAT_TIMES: u32 = 2;
+
+/// The copy of `origin_instance` (from data centre `key.origin`) to register under local
+/// service `service_id` at replacement `generation`.
+pub fn copy_body(
+    key: &OriginKey,
+    origin_instance: &Instance,
+    service_id: &str,
+    generation: u32,
+) -> Instance {
+    Instance {
+        tenant: key.tenant.clone(),
+        service_id: service_id.to_owned(),
+        instance_id: copy_instance_id(key, generation),
+        endpoints: origin_instance.endpoints.clone(),
+        host_name: origin_instance.host_name.clone(),
+        status: origin_instance.status.clone(),
+        properties: copy_properties(&key.origin, &origin_instance.properties),
+        // The lease is syncer's: the origin's own check says nothing about the copy's
+        // keep-alive, which syncer drives with batch heartbeats.
+        health_check: Some(HealthCheck {
+            mode: "push".to_owned(),
+            interval: COPY_HEARTBEAT_INTERVAL_SECS,
+            times: COPY_HEARTBEAT_TIMES,
+            port: 0,
+            url: String::new(),
+        }),
+        data_center: origin_instance.data_center.clone(),
+        version: origin_instance.version.clone(),
+        mod_timestamp: None,
+    }
+}
+
+/// The origin's properties plus the origin mark. A property update replaces the whole map,
+/// so every update carries the mark again.
+pub fn copy_properties(
+    origin: &str,
+    properties: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = properties.clone();
+    out.insert(ORIGIN_PROPERTY.to_owned(), origin.to_owned());
+    out
+}
+
+/// A hash of what can only be set when registering: endpoints, host name, data centre.
+pub fn fingerprint(instance: &Instance) -> String {
+    let mut h = Sha1::new();
+    let mut put = |text: &str| {
+        h.update((text.len() as u64).to_be_bytes());
+        h.update(text.as_bytes());
+    };
+    put(&instance.host_name);
+    for endpoint in &instance.endpoints {
+        put(endpoint);
+    }
+    if let Some(dc) = &instance.data_center {
+        put(&dc.name);
+        put(&dc.region);
+        put(&dc.available_zone);
+    }
+    hex::encode(&h.finalize()[..10])
+}
+
+/// How to carry a change of the origin instance over to its existing copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyUpdate {
+    /// Register the next generation, then remove the current copy.
+    Replace {
+        generation: u32,
+    },
+    /// Change status and/or properties of the current copy in place.
+    InPlace {
+        status: Option<String>,
+        properties: Option<BTreeMap<String, String>>,
+    },
+    Unchanged,
+}
+
+/// Compares the origin instance now with the copy as registered (`copy`, whose fingerprint
+/// is `copy_fingerprint`, at `generation`).
+pub fn plan_update(
+    origin: &str,
+    origin_instance: &Instance,
+    copy: &Instance,
+    copy_fingerprint: &str,
+    generation: u32,
+) -> CopyUpdate {
+    if fingerprint(origin_instance) != copy_fingerprint {
+        return CopyUpdate::Replace {
+            generation: generation.wrapping_add(1),
+        };
+    }
+    let status = (origin_instance.status != copy.status).then(|| origin_instance.status.clone());
+    let wanted = copy_properties(origin, &origin_instance.properties);
+    let properties = (wanted != copy.properties).then_some(wanted);
+    if status.is_none() && properties.is_none() {
+        CopyUpdate::Unchanged
+    } else {
+        CopyUpdate::InPlace { status, properties }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Tenant;
+    use crate::sync::ids::is_copy;
+
+    fn key() -> OriginKey {
+        OriginKey {
+            origin: "dc1".into(),
+            tenant: Tenant::default(),
+            service_id: "origin-svc".into(),
+            instance_id: "i1".into(),
+        }
+    }
+
+    fn origin_instance() -> Instance {
+        Instance {
+            service_id: "origin-svc".into(),
+            instance_id: "i1".into(),
+            host_name: "h1".into(),
+            endpoints: vec!["rest://10.0.0.1:8080".into()],
+            status: "UP".into(),
+            properties: BTreeMap::from([("zone".into(), "a".into())]),
+            ..Instance::default()
+        }
+    }
+
+    #[test]
+    fn a_copy_is_marked_and_leased_by_syncer() {
+        let copy = copy_body(&key(), &origin_instance(), "local-svc", 0);
+        assert!(is_copy(&copy));
+        assert_eq!(copy.service_id, "local-svc");
+        assert_eq!(copy.instance_id, copy_instance_id(&key(), 0));
+        assert_eq!(
+            copy.properties.get(ORIGIN_PROPERTY).map(String::as_str),
+            Some("dc1")
+        );
+        assert_eq!(copy.properties.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(
+            copy.health_check.as_ref().map(HealthCheck::ttl_seconds),
+            Some(30)
+        );
+        assert_eq!(fingerprint(&copy), fingerprint(&origin_instance()));
+    }
+
+    #[test]
+    fn updates_go_in_place_or_make_before_break() {
+        let origin = origin_instance();
+        let copy = copy_body(&key(), &origin, "local-svc", 3);
+        let fp = fingerprint(&copy);
+        assert_eq!(
+            plan_update("dc1", &origin, &copy, &fp, 3),
+            CopyUpdate::Unchanged
+        );
+
+        let mut down = origin.clone();
+        down.status = "DOWN".into();
+        assert_eq!(
+            plan_update("dc1", &down, &copy, &fp, 3),
+            CopyUpdate::InPlace {
+                status: Some("DOWN".into()),
+                properties: None
+            }
+        );
+
+        let mut relabelled = origin.clone();
+        relabelled.properties.insert("zone".into(), "b".into());
+        let CopyUpdate::InPlace {
+            status: None,
+            properties: Some(props),
+        } = plan_update("dc1", &relabelled, &copy, &fp, 3)
+        else {
+            panic!("expected a property update");
+        };
+        assert_eq!(
+            props.get(ORIGIN_PROPERTY).map(String::as_str),
+            Some("dc1"),
+            "mark kept"
+        );
+
+        let mut moved = origin.clone();
+        moved.endpoints = vec!["rest://10.0.0.2:8080".into()];
+        assert_eq!(
+            plan_update("dc1", &moved, &copy, &fp, 3),
+            CopyUpdate::Replace { generation: 4 }
+        );
+        let mut renamed = origin;
+        renamed.host_name = "h2".into();
+        assert!(matches!(
+            plan_update("dc1", &renamed, &copy, &fp, 3),
+            CopyUpdate::Replace { .. }
+        ));
+    }
+}
