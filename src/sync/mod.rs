@@ -4,3 +4,4 @@
 pub mod copy;
 pub mod export;
 pub mod ids;
+pub mod safety;
