@@ -148,7 +148,9 @@ impl Actor {
             },
             resolver: config.resolver,
             state_file: config.state_file,
-            dirty: true,
+            // The node wrote the state file (new generation, remembered members) just before:
+            // nothing to write until membership changes.
+            dirty: false,
             metrics,
             ch,
             tracker,

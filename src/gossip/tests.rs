@@ -42,6 +42,7 @@ struct Spec {
     label: &'static str,
     cluster: &'static str,
     registry: &'static str,
+    state_file: Option<std::path::PathBuf>,
 }
 
 fn spec(name: &str, port: u16, join: &[u16]) -> Spec {
@@ -53,6 +54,7 @@ fn spec(name: &str, port: u16, join: &[u16]) -> Spec {
         label: "",
         cluster: "dc1",
         registry: "",
+        state_file: None,
     }
 }
 
@@ -77,8 +79,13 @@ fn start(net: &MemoryNetwork, spec: Spec) -> TestNode {
         label: spec.label.into(),
         profile: Profile::Local,
         join: spec.join.iter().map(|p| addr(*p).to_string()).collect(),
-        state_file: None,
-        remembered: Vec::new(),
+        remembered: spec
+            .state_file
+            .as_deref()
+            .and_then(|path| load_state(path).ok())
+            .map(|saved| saved.members.iter().map(|m| m.addr).collect())
+            .unwrap_or_default(),
+        state_file: spec.state_file,
         resolver: None,
         seed: Some(u64::from(spec.port)),
     };
@@ -374,4 +381,26 @@ async fn other_labels_and_garbage_are_dropped() {
     for node in nodes {
         node.stop().await;
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn remembered_members_survive_a_start_that_joins_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gossip.json");
+    let saved = SavedState {
+        generation: 5,
+        members: vec![persist::SavedMember {
+            name: "gone".into(),
+            addr: addr(7999),
+        }],
+    };
+    save_state(&path, &saved).unwrap();
+    let net = MemoryNetwork::new();
+    let mut lonely = spec("n0", 7000, &[]);
+    lonely.state_file = Some(path.clone());
+    let node = start(&net, lonely);
+    // Several persist intervals pass without any member answering.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    node.stop().await;
+    assert_eq!(load_state(&path).unwrap().members, saved.members);
 }
