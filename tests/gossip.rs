@@ -56,18 +56,22 @@ fn start(dir: &Path, name: &str, ip: &str, extra: &[&str]) -> Node {
     }
 }
 
+/// `syncer members --rpc-addr <rpc> [extra]`.
+fn members_cmd(rpc: &str, extra: &[&str]) -> support::Outcome {
+    let mut cmd = syncer(Path::new("."));
+    cmd.args(["members", "--rpc-addr", rpc]).args(extra);
+    run(cmd)
+}
+
+/// The pool as the syncer at `rpc` sees it (`--format json`); empty when it does not answer.
+fn members_json(rpc: &str) -> Vec<serde_json::Value> {
+    let out = members_cmd(rpc, &["--format", "json"]);
+    serde_json::from_str(&out.stdout).unwrap_or_default()
+}
+
 /// Member name -> status, as the syncer at `rpc` sees the pool.
 fn statuses(rpc: &str) -> BTreeMap<String, String> {
-    let out = run({
-        let mut cmd = syncer(Path::new("."));
-        cmd.args(["members", "--rpc-addr", rpc, "--format", "json"]);
-        cmd
-    });
-    if out.code != Some(0) {
-        return BTreeMap::new();
-    }
-    let members: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap_or_default();
-    members
+    members_json(rpc)
         .iter()
         .map(|m| {
             (
@@ -153,11 +157,7 @@ fn five_daemons_converge_detect_a_kill_and_see_a_leave() {
     wait_all_alive(&mut nodes, 5);
 
     // The JSON output carries the keys scripts depend on.
-    let out = run({
-        let mut cmd = syncer(dir.path());
-        cmd.args(["members", "--rpc-addr", &nodes[2].rpc, "--format", "json"]);
-        cmd
-    });
+    let out = members_cmd(&nodes[2].rpc, &["--format", "json"]);
     let members: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(members.len(), 5);
     for key in [
@@ -247,15 +247,7 @@ fn a_restarted_daemon_rejoins_from_remembered_members() {
     wait_until("m1 seen", || {
         statuses(&first.rpc).get("m1").map(String::as_str) == Some("alive")
     });
-    let generation = |rpc: &str| -> u64 {
-        let out = run({
-            let mut cmd = syncer(Path::new("."));
-            cmd.args(["members", "--rpc-addr", rpc, "--format", "json"]);
-            cmd
-        });
-        let members: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
-        members[0]["generation"].as_u64().unwrap()
-    };
+    let generation = |rpc: &str| -> u64 { members_json(rpc)[0]["generation"].as_u64().unwrap() };
     let before = generation(&second.rpc);
     second.daemon.signal("TERM");
     assert!(second.daemon.wait_exit().success());
@@ -286,16 +278,8 @@ fn one_cluster_name_for_two_registries_is_flagged() {
     };
     let first = start_for("c0", "127.0.0.1", &sc_a.url(), None);
     let second = start_for("c1", "127.0.0.2", &sc_b.url(), Some(&first.gossip));
-    let members = |rpc: &str| -> Vec<serde_json::Value> {
-        let out = run({
-            let mut cmd = syncer(Path::new("."));
-            cmd.args(["members", "--rpc-addr", rpc, "--format", "json"]);
-            cmd
-        });
-        serde_json::from_str(&out.stdout).unwrap_or_default()
-    };
     wait_until("both members flagged", || {
-        let listed = members(&first.rpc);
+        let listed = members_json(&first.rpc);
         listed.len() == 2
             && listed.iter().all(|m| {
                 m["conflict"] == true && m["registry"].as_str().is_some_and(|r| r.len() == 12)
@@ -303,11 +287,7 @@ fn one_cluster_name_for_two_registries_is_flagged() {
     });
     let mut first = first;
     first.daemon.wait_for_line("serve different registries");
-    let table = run({
-        let mut cmd = syncer(Path::new("."));
-        cmd.args(["members", "--rpc-addr", &second.rpc]);
-        cmd
-    });
+    let table = members_cmd(&second.rpc, &[]);
     assert!(table.stdout.contains("CONFLICT"), "{}", table.stdout);
     drop(rt);
 }

@@ -120,6 +120,17 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Equal in everything a copy carries: the modification time does not count.
+    pub fn same_body(&self, other: &Instance) -> bool {
+        Instance {
+            mod_timestamp: None,
+            ..self.clone()
+        } == Instance {
+            mod_timestamp: None,
+            ..other.clone()
+        }
+    }
+
     /// The reference naming this instance.
     pub fn reference(&self) -> InstanceRef {
         InstanceRef {
@@ -242,19 +253,9 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Change> {
         }
     }
     for instance in &new.instances {
-        // Compare without the modification time: only what a copy would carry counts.
-        let changed = match old_instances.get(&key(instance)) {
-            Some(old) => {
-                Instance {
-                    mod_timestamp: None,
-                    ..(*old).clone()
-                } != Instance {
-                    mod_timestamp: None,
-                    ..instance.clone()
-                }
-            }
-            None => true,
-        };
+        let changed = old_instances
+            .get(&key(instance))
+            .is_none_or(|old| !old.same_body(instance));
         if changed {
             changes.push(Change::Instance(instance.clone()));
         }

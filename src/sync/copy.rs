@@ -9,9 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use sha1::{Digest, Sha1};
-
-use super::ids::{ORIGIN_PROPERTY, OriginKey, copy_instance_id};
+use super::ids::{ORIGIN_PROPERTY, OriginKey, PartsHasher, copy_instance_id};
 use crate::registry::{HealthCheck, Instance};
 
 /// Seconds between the heartbeats syncer sends for its copies.
@@ -64,21 +62,17 @@ pub fn copy_properties(
 
 /// A hash of what can only be set when registering: endpoints, host name, data centre.
 pub fn fingerprint(instance: &Instance) -> String {
-    let mut h = Sha1::new();
-    let mut put = |text: &str| {
-        h.update((text.len() as u64).to_be_bytes());
-        h.update(text.as_bytes());
-    };
-    put(&instance.host_name);
-    for endpoint in &instance.endpoints {
-        put(endpoint);
-    }
+    let mut h = PartsHasher::default();
+    h.part(&instance.host_name);
+    h.parts(instance.endpoints.iter().map(String::as_str));
     if let Some(dc) = &instance.data_center {
-        put(&dc.name);
-        put(&dc.region);
-        put(&dc.available_zone);
+        h.parts([
+            dc.name.as_str(),
+            dc.region.as_str(),
+            dc.available_zone.as_str(),
+        ]);
     }
-    hex::encode(&h.finalize()[..10])
+    hex::encode(&h.finish()[..10])
 }
 
 /// How to carry a change of the origin instance over to its existing copy.

@@ -9,9 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use sha1::{Digest, Sha1};
-
-use super::ids::is_copy;
+use super::ids::{PartsHasher, is_copy};
 use crate::registry::model::diff;
 use crate::registry::{Change, Instance, InstanceRef, Service, Snapshot, Tenant};
 
@@ -175,7 +173,7 @@ impl ExportState {
                 let unchanged = self
                     .instances
                     .get(&r)
-                    .is_some_and(|old| same_body(old, &instance));
+                    .is_some_and(|old| old.same_body(&instance));
                 self.instances.insert(r, instance.clone());
                 if unchanged {
                     return;
@@ -267,26 +265,11 @@ impl ExportState {
     }
 }
 
-/// Equal as far as a copy is concerned (the modification time does not travel).
-fn same_body(a: &Instance, b: &Instance) -> bool {
-    Instance {
-        mod_timestamp: None,
-        ..a.clone()
-    } == Instance {
-        mod_timestamp: None,
-        ..b.clone()
-    }
-}
-
 /// A stable 64-bit hash of everything exported about one instance and its service. Fields
 /// are length-prefixed and maps sorted, so the bytes are canonical whatever their source.
 pub fn item_hash(service: &Service, instance: &Instance) -> u64 {
-    let mut h = Sha1::new();
-    let mut put = |text: &str| {
-        h.update((text.len() as u64).to_be_bytes());
-        h.update(text.as_bytes());
-    };
-    for text in [
+    let mut h = PartsHasher::default();
+    h.parts([
         service.tenant.domain.as_str(),
         service.tenant.project.as_str(),
         service.service_id.as_str(),
@@ -295,29 +278,27 @@ pub fn item_hash(service: &Service, instance: &Instance) -> u64 {
         service.version.as_str(),
         service.environment.as_str(),
         service.alias.as_str(),
-    ] {
-        put(text);
-    }
-    for (k, v) in &service.properties {
-        put(k);
-        put(v);
-    }
-    put("\u{0}instance");
-    for text in [
+    ]);
+    h.parts(
+        service
+            .properties
+            .iter()
+            .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+    );
+    h.part("\u{0}instance");
+    h.parts([
         instance.instance_id.as_str(),
         instance.host_name.as_str(),
         instance.status.as_str(),
-    ] {
-        put(text);
-    }
-    for endpoint in &instance.endpoints {
-        put(endpoint);
-    }
-    for (k, v) in &instance.properties {
-        put(k);
-        put(v);
-    }
-    let digest = h.finalize();
+    ]);
+    h.parts(instance.endpoints.iter().map(String::as_str));
+    h.parts(
+        instance
+            .properties
+            .iter()
+            .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+    );
+    let digest = h.finish();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)

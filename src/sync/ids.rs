@@ -32,23 +32,46 @@ pub struct OriginKey {
     pub instance_id: String,
 }
 
+/// SHA-1 over length-prefixed text parts, so no two different sequences of parts hash the
+/// same input. Used for copy ids, body fingerprints and export digests.
+#[derive(Default)]
+pub(crate) struct PartsHasher(Sha1);
+
+impl PartsHasher {
+    pub(crate) fn part(&mut self, text: &str) {
+        self.0.update((text.len() as u64).to_be_bytes());
+        self.0.update(text.as_bytes());
+    }
+
+    pub(crate) fn parts<'a>(&mut self, texts: impl IntoIterator<Item = &'a str>) {
+        for text in texts {
+            self.part(text);
+        }
+    }
+
+    /// Raw bytes, not length-prefixed (fixed-size values).
+    pub(crate) fn raw(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub(crate) fn finish(self) -> [u8; 20] {
+        self.0.finalize().into()
+    }
+}
+
 /// The instance id of the copy of `key` at replacement `generation`:
 /// `syncer-` + 32 hex digits, 39 characters.
 pub fn copy_instance_id(key: &OriginKey, generation: u32) -> String {
-    let mut hasher = Sha1::new();
-    for part in [
+    let mut hasher = PartsHasher::default();
+    hasher.parts([
         key.origin.as_str(),
         key.tenant.domain.as_str(),
         key.tenant.project.as_str(),
         key.service_id.as_str(),
         key.instance_id.as_str(),
-    ] {
-        // Length-prefixed, so no two different tuples hash the same input.
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part.as_bytes());
-    }
-    hasher.update(generation.to_be_bytes());
-    let digest = hex::encode(hasher.finalize());
+    ]);
+    hasher.raw(&generation.to_be_bytes());
+    let digest = hex::encode(hasher.finish());
     format!("{COPY_ID_PREFIX}{}", &digest[..DIGEST_HEX])
 }
 
