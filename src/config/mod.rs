@@ -195,6 +195,29 @@ pub struct SyncConfig {
     pub export: bool,
     /// Period of the full resync that backs up the change feed.
     pub resync_interval: Duration,
+    /// Most copies of one origin removed per sliding minute; more pause, log and count
+    /// (`--removal-cap`).
+    pub removal_cap: usize,
+    /// How long an origin may go without a successful exchange (push, pull, anti-entropy)
+    /// before its copies are no longer kept alive (`--origin-grace`).
+    pub origin_grace: Duration,
+    /// Keep heartbeating the copies of an unreachable origin: stale rather than missing
+    /// during a partition (`--keep-stale-copies`).
+    pub keep_stale: bool,
+    /// Lease of every copy syncer registers; heartbeats go every third of it
+    /// (`--copy-lease`, whole seconds).
+    pub copy_lease: Duration,
+    /// Period of the anti-entropy check with every other data centre
+    /// (`--anti-entropy-interval`).
+    pub anti_entropy_interval: Duration,
+}
+
+impl SyncConfig {
+    /// Defaults of the engine settings other than `export` and `resync_interval`.
+    pub const DEFAULT_REMOVAL_CAP: usize = 1000;
+    pub const DEFAULT_ORIGIN_GRACE: Duration = Duration::from_secs(60);
+    pub const DEFAULT_COPY_LEASE: Duration = Duration::from_secs(30);
+    pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
 }
 
 /// Logging.

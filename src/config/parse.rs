@@ -344,6 +344,11 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
         sync: SyncConfig {
             export,
             resync_interval,
+            removal_cap: SyncConfig::DEFAULT_REMOVAL_CAP,
+            origin_grace: SyncConfig::DEFAULT_ORIGIN_GRACE,
+            keep_stale: false,
+            copy_lease: SyncConfig::DEFAULT_COPY_LEASE,
+            anti_entropy_interval: SyncConfig::DEFAULT_ANTI_ENTROPY_INTERVAL,
         },
         log: LogConfig {
             format,

@@ -9,7 +9,10 @@ use tonic::{Request, Response, Status};
 use tracing::warn;
 
 use super::proto::peer_server::{Peer, PeerServer};
-use super::proto::{InfoRequest, Member, MembersReply, MembersRequest, NodeInfo};
+use super::proto::{
+    InfoRequest, Member, MembersReply, MembersRequest, NodeInfo, PullChunk, PullRequest,
+    PushReply, PushRequest,
+};
 use crate::gossip::{GossipHandle, MemberInfo};
 
 /// The `Peer` service of one node.
@@ -62,6 +65,20 @@ impl Peer for PeerService {
         Ok(Response::new(MembersReply {
             members: members.into_iter().map(member).collect(),
         }))
+    }
+
+    type PullStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<PullChunk, Status>> + Send>>;
+
+    async fn pull(
+        &self,
+        _request: Request<PullRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        Err(Status::unimplemented("pull"))
+    }
+
+    async fn push(&self, _request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
+        Err(Status::unimplemented("push"))
     }
 }
 
