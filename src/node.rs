@@ -25,6 +25,8 @@ use crate::registry::Registry;
 use crate::registry::servicecomb::{ServiceComb, ServiceCombConfig};
 use crate::rpc::proto::NodeInfo;
 use crate::rpc::{self, PROTOCOL_VERSION, PeerService};
+use crate::store::{EtcdStore, EtcdTimeouts, MappingStore, RedbStore, StoreError};
+use crate::sync::{self, EngineDeps, EngineSettings, SyncHandle, SyncMetrics};
 use crate::telemetry::Metrics;
 
 /// Why the node could not run. All of these are runtime failures (exit status 1).
@@ -45,6 +47,10 @@ pub enum NodeError {
     DataDirLocked { path: PathBuf },
     #[error("the {what} server failed: {reason}")]
     Serve { what: &'static str, reason: String },
+    #[error("the registry client cannot be set up: {0}")]
+    Registry(String),
+    #[error("the sync engine failed: {0}")]
+    Sync(String),
     #[error("graceful shutdown did not finish within {0:?}")]
     ShutdownTimeout(std::time::Duration),
 }
@@ -190,16 +196,37 @@ pub async fn run(
             &tracker,
         )
     };
+    let registry = Arc::new(
+        ServiceComb::new(registry_config(&config))
+            .map_err(|e| NodeError::Registry(e.to_string()))?,
+    );
+    registry.metrics().register(&metrics);
     {
         let (gossip, token) = (gossip.clone(), shutdown.clone());
-        let addresses = config.registry.addresses.clone();
-        let metrics = metrics.clone();
-        tracker.spawn(announce_registry(addresses, gossip, metrics, token));
+        tracker.spawn(announce_registry(registry.clone(), gossip, token));
+    }
+    let sync_metrics = SyncMetrics::default();
+    sync_metrics.register(&metrics);
+    let sync = SyncHandle::new(sync_metrics);
+    {
+        let (sync, token, tracker_inner, fatal_tx) = (
+            sync.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+            fatal_tx.clone(),
+        );
+        let (config, gossip, registry) = (config.clone(), gossip.clone(), registry.clone());
+        tracker.spawn(async move {
+            let result = start_engine(config, gossip, registry, &sync, token, &tracker_inner).await;
+            if let Err(e) = result {
+                let _ = fatal_tx.send(e).await;
+            }
+        });
     }
 
     {
         let fatal_tx = fatal_tx.clone();
-        let service = PeerService::new(info.clone(), gossip.clone());
+        let service = PeerService::new(info.clone(), gossip.clone(), sync.clone());
         let token = rpc_token.clone();
         tracker.spawn(async move {
             if let Err(e) = rpc::serve(listeners.rpc, service, token).await {
@@ -324,22 +351,77 @@ fn gossip_config(config: &Config, gossip_addr: SocketAddr, rpc_addr: SocketAddr)
     }
 }
 
+/// The ServiceComb adapter's settings from the configuration.
+fn registry_config(config: &Config) -> ServiceCombConfig {
+    let mut sc = ServiceCombConfig::new(config.registry.addresses.clone());
+    sc.poll_interval = config.sync.poll_interval;
+    sc.resync_interval = config.sync.resync_interval;
+    // 10 000 copies renewed in two calls per heartbeat period.
+    sc.heartbeat_batch = 5_000;
+    sc
+}
+
+/// Opens the mapping store (etcd when endpoints are given, else the embedded store), then
+/// starts the sync engine. An etcd that cannot be reached yet is waited for.
+async fn start_engine(
+    config: Config,
+    gossip: GossipHandle,
+    registry: Arc<ServiceComb>,
+    sync: &SyncHandle,
+    token: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), NodeError> {
+    let store: Arc<dyn MappingStore> = if config.etcd_endpoints.is_empty() {
+        let store = RedbStore::open(&config.node.data_dir)
+            .await
+            .map_err(|e| NodeError::Sync(e.to_string()))?;
+        Arc::new(store)
+    } else {
+        let prefix = format!("/syncer/v2/{}/", config.node.cluster_name);
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match EtcdStore::connect(
+                &config.etcd_endpoints,
+                prefix.clone(),
+                EtcdTimeouts::default(),
+            )
+            .await
+            {
+                Ok(store) => break Arc::new(store),
+                Err(StoreError::Unavailable(reason)) => {
+                    warn!(%reason, retry_in = ?backoff, "etcd not reachable yet");
+                }
+                Err(e) => return Err(NodeError::Sync(e.to_string())),
+            }
+            tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(REGISTRY_RETRY_MAX);
+        }
+    };
+    info!(store = store.kind(), "mapping store open");
+    let writer = crate::store::spawn_writer(store.clone(), 1024, token.clone(), tracker);
+    let deps = EngineDeps {
+        cluster: config.node.cluster_name.clone(),
+        registry,
+        store,
+        writer,
+        gossip,
+        settings: EngineSettings::from_config(&config.sync),
+    };
+    sync::start(deps, sync, token, tracker)
+        .await
+        .map_err(|e| NodeError::Sync(e.to_string()))
+}
+
 /// Asks the registry who it is until it answers, then announces its fingerprint in gossip,
 /// so that data centres that picked the same cluster name by accident are noticed.
 async fn announce_registry(
-    addresses: Vec<url::Url>,
+    registry: Arc<ServiceComb>,
     gossip: GossipHandle,
-    metrics: Metrics,
     token: CancellationToken,
 ) {
-    let registry = match ServiceComb::new(ServiceCombConfig::new(addresses)) {
-        Ok(registry) => registry,
-        Err(e) => {
-            warn!(error = %e, "cannot build the registry client");
-            return;
-        }
-    };
-    registry.metrics().register(&metrics);
     let mut backoff = Duration::from_secs(1);
     let mut attempt = 0u32;
     loop {

@@ -285,6 +285,106 @@ fn bad_gossip_settings_are_refused() {
 }
 
 #[test]
+fn bad_sync_settings_are_refused() {
+    let dir = tempdir();
+    let cases: [(&[&str], &[&str]); 18] = [
+        (
+            &["--removal-cap", "0"],
+            &["--removal-cap", "'0'", "at least 1"],
+        ),
+        (
+            &["--removal-cap", "-5"],
+            &["--removal-cap", "'-5'", "at least 1"],
+        ),
+        (
+            &["--removal-cap", "many"],
+            &["--removal-cap", "not a whole number"],
+        ),
+        (
+            &["--origin-grace", "500ms"],
+            &["--origin-grace", "at least 1s"],
+        ),
+        (
+            &["--origin-grace", "60"],
+            &["--origin-grace", "not a duration"],
+        ),
+        (
+            &["--keep-stale-copies", "maybe"],
+            &["--keep-stale-copies", "'maybe'", "expected true or false"],
+        ),
+        (&["--copy-lease", "2s"], &["--copy-lease", "at least 3s"]),
+        (&["--copy-lease", "3603s"], &["--copy-lease", "at most 1h"]),
+        (
+            &["--copy-lease", "4500ms"],
+            &["--copy-lease", "whole seconds"],
+        ),
+        (
+            &["--copy-lease", "4.5s"],
+            &["--copy-lease", "whole seconds"],
+        ),
+        (
+            &["--copy-lease", "10s"],
+            &["--copy-lease", "multiple of 3s", "9s or 12s"],
+        ),
+        (
+            &["--anti-entropy-interval", "99ms"],
+            &["--anti-entropy-interval", "at least 100ms"],
+        ),
+        (
+            &["--anti-entropy-interval", "61m"],
+            &["--anti-entropy-interval", "at most 1h"],
+        ),
+        (
+            &["--anti-entropy-interval", "soon"],
+            &["--anti-entropy-interval", "not a duration"],
+        ),
+        (
+            &["--poll-interval", "9ms"],
+            &["--poll-interval", "at least 10ms"],
+        ),
+        (
+            &["--poll-interval", "61s"],
+            &["--poll-interval", "at most 1m"],
+        ),
+        (
+            &["--poll-interval", "0.5s"],
+            &["--poll-interval", "fractions"],
+        ),
+        (
+            &["--poll-interval", ""],
+            &["--poll-interval", "not a duration"],
+        ),
+    ];
+    for (args, needles) in cases {
+        expect_config_error(dir.path(), &with_local(args), &[], needles);
+    }
+    // The environment variable and the file key are named the same way.
+    expect_config_error(
+        dir.path(),
+        &with_local(&[]),
+        &[("SYNCER_KEEP_STALE_COPIES", "yes")],
+        &[
+            "environment variable SYNCER_KEEP_STALE_COPIES",
+            "expected true or false",
+        ],
+    );
+    std::fs::write(dir.path().join("s.yaml"), "sync:\n  copy_lease: 31s\n").unwrap();
+    expect_config_error(
+        dir.path(),
+        &with_local(&["--config", "s.yaml"]),
+        &[],
+        &["sync.copy_lease in s.yaml", "multiple of 3s"],
+    );
+    std::fs::write(dir.path().join("t.yaml"), "sync:\n  removalCap: 5\n").unwrap();
+    expect_config_error(
+        dir.path(),
+        &with_local(&["--config", "t.yaml"]),
+        &[],
+        &["config file t.yaml", "unknown field `removalCap`"],
+    );
+}
+
+#[test]
 fn cluster_mode_without_node_is_refused() {
     expect_config_error(
         tempdir().path(),
@@ -635,6 +735,125 @@ fn gossip_profile_and_label_come_from_the_file() {
     assert_eq!(
         setting(&out, "gossip_profile"),
         ("lan".into(), "default".into())
+    );
+}
+
+#[test]
+fn sync_settings_have_defaults_and_come_from_every_layer() {
+    let dir = tempdir();
+    let out = check(
+        dir.path(),
+        "daemon --bind-addr 127.0.0.1:0 --rpc-addr 127.0.0.1:0",
+    );
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    for (id, value) in [
+        ("removal_cap", "1000"),
+        ("origin_grace", "1m"),
+        ("keep_stale_copies", "false"),
+        ("copy_lease", "30s"),
+        ("anti_entropy_interval", "10s"),
+        ("poll_interval", "100ms"),
+    ] {
+        assert_eq!(
+            setting(&out, id),
+            (value.into(), "default".into()),
+            "{}",
+            out.stdout
+        );
+    }
+
+    // Every setting in the file; some overridden by the environment, some by flags.
+    std::fs::write(
+        dir.path().join("sync.yaml"),
+        "sync:\n  removal_cap: 50\n  origin_grace: 2m\n  keep_stale_copies: true\n  copy_lease: 60s\n  anti_entropy_interval: 5s\n  poll_interval: 250ms\n",
+    )
+    .unwrap();
+    let out = check(
+        dir.path(),
+        "daemon --config sync.yaml --bind-addr 127.0.0.1:0 --rpc-addr 127.0.0.1:0",
+    );
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    for (id, value) in [
+        ("removal_cap", "50"),
+        ("origin_grace", "2m"),
+        ("keep_stale_copies", "true"),
+        ("copy_lease", "60s"),
+        ("anti_entropy_interval", "5s"),
+        ("poll_interval", "250ms"),
+    ] {
+        assert_eq!(
+            setting(&out, id),
+            (value.into(), format!("sync.{id} in sync.yaml")),
+            "{}",
+            out.stdout
+        );
+    }
+
+    let mut cmd = syncer(dir.path());
+    cmd.args([
+        "daemon",
+        "--config",
+        "sync.yaml",
+        "--bind-addr",
+        "127.0.0.1:0",
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--removal-cap",
+        "7",
+        "--keep-stale-copies",
+        "--copy-lease",
+        "3s",
+        "--poll-interval",
+        "10ms",
+    ])
+    .env("SYNCER_CHECK", "1")
+    .env("SYNCER_REMOVAL_CAP", "8")
+    .env("SYNCER_ORIGIN_GRACE", "90s")
+    .env("SYNCER_KEEP_STALE_COPIES", "false")
+    .env("SYNCER_ANTI_ENTROPY_INTERVAL", "1h");
+    let out = run(cmd);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        setting(&out, "removal_cap"),
+        ("7".into(), "--removal-cap".into())
+    );
+    assert_eq!(
+        setting(&out, "origin_grace"),
+        (
+            "90s".into(),
+            "environment variable SYNCER_ORIGIN_GRACE".into()
+        )
+    );
+    // The bare flag means true, and beats the environment's false.
+    assert_eq!(
+        setting(&out, "keep_stale_copies"),
+        ("true".into(), "--keep-stale-copies".into())
+    );
+    assert_eq!(
+        setting(&out, "copy_lease"),
+        ("3s".into(), "--copy-lease".into())
+    );
+    assert_eq!(
+        setting(&out, "anti_entropy_interval"),
+        (
+            "1h".into(),
+            "environment variable SYNCER_ANTI_ENTROPY_INTERVAL".into()
+        )
+    );
+    assert_eq!(
+        setting(&out, "poll_interval"),
+        ("10ms".into(), "--poll-interval".into())
+    );
+
+    // An explicit false on the command line.
+    let out = check(
+        dir.path(),
+        "daemon --config sync.yaml --bind-addr 127.0.0.1:0 --rpc-addr 127.0.0.1:0 --keep-stale-copies=false",
+    );
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        setting(&out, "keep_stale_copies"),
+        ("false".into(), "--keep-stale-copies".into())
     );
 }
 

@@ -130,6 +130,49 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "IP:PORT", env = "SYNCER_ADMIN_ADDR")]
     pub admin_addr: Option<String>,
 
+    /// Most copies of one origin data centre removed per sliding minute; further removals
+    /// wait, are logged and counted. At least 1. [default: 1000]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SYNCER_REMOVAL_CAP",
+        allow_negative_numbers = true
+    )]
+    pub removal_cap: Option<String>,
+
+    /// How long an origin data centre may go without a successful exchange (push, pull,
+    /// anti-entropy) before its copies are no longer kept alive. At least 1s. [default: 1m]
+    #[arg(long, value_name = "DURATION", env = "SYNCER_ORIGIN_GRACE")]
+    pub origin_grace: Option<String>,
+
+    /// Keep heartbeating the copies of an unreachable origin after --origin-grace, so they
+    /// are stale rather than missing during a partition. `--keep-stale-copies` alone means
+    /// true. [default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        env = "SYNCER_KEEP_STALE_COPIES",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub keep_stale_copies: Option<String>,
+
+    /// Lease of every copy syncer registers, in whole seconds: a multiple of 3s from 3s to
+    /// 1h (heartbeats go every third of it; the registry tolerates 2 missed ones).
+    /// [default: 30s]
+    #[arg(long, value_name = "DURATION", env = "SYNCER_COPY_LEASE")]
+    pub copy_lease: Option<String>,
+
+    /// Period of the anti-entropy check with every other data centre, 100ms to 1h.
+    /// [default: 10s]
+    #[arg(long, value_name = "DURATION", env = "SYNCER_ANTI_ENTROPY_INTERVAL")]
+    pub anti_entropy_interval: Option<String>,
+
+    /// Period of the registry change-feed poll (ServiceComb: one batch find per tenant),
+    /// 10ms to 1m. [default: 100ms]
+    #[arg(long, value_name = "DURATION", env = "SYNCER_POLL_INTERVAL")]
+    pub poll_interval: Option<String>,
+
     /// Log format: text or json. [default: text]
     #[arg(long, value_name = "FORMAT", env = "SYNCER_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -148,7 +191,7 @@ impl DaemonArgs {
     /// environment variable.
     pub fn layer(&self, matches: &ArgMatches) -> Layer {
         let mut layer = Layer::default();
-        let fields: [(&'static str, &Option<String>); 18] = [
+        let fields: [(&'static str, &Option<String>); 24] = [
             ("sc_addr", &self.sc_addr),
             ("sc_plugin", &self.sc_plugin),
             ("bind_addr", &self.bind_addr),
@@ -165,6 +208,12 @@ impl DaemonArgs {
             ("data_dir", &self.data_dir),
             ("etcd_endpoints", &self.etcd_endpoints),
             ("admin_addr", &self.admin_addr),
+            ("removal_cap", &self.removal_cap),
+            ("origin_grace", &self.origin_grace),
+            ("keep_stale_copies", &self.keep_stale_copies),
+            ("copy_lease", &self.copy_lease),
+            ("anti_entropy_interval", &self.anti_entropy_interval),
+            ("poll_interval", &self.poll_interval),
             ("log_format", &self.log_format),
             ("log_level", &self.log_level),
         ];

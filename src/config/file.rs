@@ -82,6 +82,7 @@ pub struct FileConfig {
     etcd: Option<Etcd>,
     log: Option<Log>,
     gossip: Option<Gossip>,
+    sync: Option<SyncSection>,
     // --- 1.3 keys ---
     #[serde(rename = "log_file")]
     log_file: Option<Scalar>,
@@ -200,6 +201,18 @@ struct Etcd {
 struct Gossip {
     profile: Option<Scalar>,
     label: Option<Scalar>,
+}
+
+/// `sync:`, the sync engine (named so as not to shadow the `Sync` trait).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncSection {
+    removal_cap: Option<Scalar>,
+    origin_grace: Option<Scalar>,
+    keep_stale_copies: Option<Scalar>,
+    copy_lease: Option<Scalar>,
+    anti_entropy_interval: Option<Scalar>,
+    poll_interval: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -487,6 +500,18 @@ impl FileConfig {
                 "gossip.label",
                 gossip.label.map(|s| s.0),
             );
+        }
+        if let Some(sync) = self.sync {
+            for (id, value) in [
+                ("removal_cap", sync.removal_cap),
+                ("origin_grace", sync.origin_grace),
+                ("keep_stale_copies", sync.keep_stale_copies),
+                ("copy_lease", sync.copy_lease),
+                ("anti_entropy_interval", sync.anti_entropy_interval),
+                ("poll_interval", sync.poll_interval),
+            ] {
+                set(&mut layer, id, &format!("sync.{id}"), value.map(|s| s.0));
+            }
         }
         Ok((layer, warnings))
     }

@@ -210,14 +210,19 @@ pub struct SyncConfig {
     /// Period of the anti-entropy check with every other data centre
     /// (`--anti-entropy-interval`).
     pub anti_entropy_interval: Duration,
+    /// Time between two polls of the registry's change feed (ServiceComb: one batch find per
+    /// tenant per poll; `--poll-interval`).
+    pub poll_interval: Duration,
 }
 
 impl SyncConfig {
     /// Defaults of the engine settings other than `export` and `resync_interval`.
     pub const DEFAULT_REMOVAL_CAP: usize = 1000;
     pub const DEFAULT_ORIGIN_GRACE: Duration = Duration::from_secs(60);
+    pub const DEFAULT_KEEP_STALE: bool = false;
     pub const DEFAULT_COPY_LEASE: Duration = Duration::from_secs(30);
     pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 }
 
 /// Logging.
@@ -268,6 +273,24 @@ fn defaults() -> Layer {
         ("resync_interval", "30s"),
     ] {
         layer.set(id, value.to_owned(), Origin::Default);
+    }
+    // The sync engine's defaults are written from its constants, so the two cannot differ.
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    for (id, value) in [
+        ("removal_cap", SyncConfig::DEFAULT_REMOVAL_CAP.to_string()),
+        ("origin_grace", duration(SyncConfig::DEFAULT_ORIGIN_GRACE)),
+        (
+            "keep_stale_copies",
+            SyncConfig::DEFAULT_KEEP_STALE.to_string(),
+        ),
+        ("copy_lease", duration(SyncConfig::DEFAULT_COPY_LEASE)),
+        (
+            "anti_entropy_interval",
+            duration(SyncConfig::DEFAULT_ANTI_ENTROPY_INTERVAL),
+        ),
+        ("poll_interval", duration(SyncConfig::DEFAULT_POLL_INTERVAL)),
+    ] {
+        layer.set(id, value, Origin::Default);
     }
     layer
 }

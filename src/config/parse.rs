@@ -17,6 +17,19 @@ use super::{
 /// How long a graceful shutdown may take.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bounds of `--copy-lease`: heartbeats go every third of the lease, at least every second.
+const MIN_COPY_LEASE: Duration = Duration::from_secs(3);
+const MAX_COPY_LEASE: Duration = Duration::from_secs(3600);
+/// Missed heartbeats the registry tolerates (SC's `healthCheck.times`): the lease is the
+/// heartbeat interval × (times + 1).
+const COPY_LEASE_PARTS: u64 = 3;
+/// Bounds of `--anti-entropy-interval`.
+const MIN_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(3600);
+/// Bounds of `--poll-interval`.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
 /// A member address to join through: a host name or IP, and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinAddr {
@@ -305,6 +318,28 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
         return Err(invalid(interval_setting, "must be at least 1s"));
     }
 
+    // Sync engine.
+    let setting = r.required("removal_cap")?;
+    let removal_cap = parse_count(&setting.value, 1).map_err(|e| invalid(setting, e))?;
+    let setting = r.required("origin_grace")?;
+    let origin_grace = parse_duration_in(&setting.value, Duration::from_secs(1), None)
+        .map_err(|e| invalid(setting, e))?;
+    let setting = r.required("keep_stale_copies")?;
+    let keep_stale = parse_bool(&setting.value).map_err(|e| invalid(setting, e))?;
+    let setting = r.required("copy_lease")?;
+    let copy_lease = parse_copy_lease(&setting.value).map_err(|e| invalid(setting, e))?;
+    let setting = r.required("anti_entropy_interval")?;
+    let anti_entropy_interval = parse_duration_in(
+        &setting.value,
+        MIN_ANTI_ENTROPY_INTERVAL,
+        Some(MAX_ANTI_ENTROPY_INTERVAL),
+    )
+    .map_err(|e| invalid(setting, e))?;
+    let setting = r.required("poll_interval")?;
+    let poll_interval =
+        parse_duration_in(&setting.value, MIN_POLL_INTERVAL, Some(MAX_POLL_INTERVAL))
+            .map_err(|e| invalid(setting, e))?;
+
     // Logs.
     let format_setting = r.required("log_format")?;
     let format = match format_setting.value.trim() {
@@ -344,11 +379,12 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
         sync: SyncConfig {
             export,
             resync_interval,
-            removal_cap: SyncConfig::DEFAULT_REMOVAL_CAP,
-            origin_grace: SyncConfig::DEFAULT_ORIGIN_GRACE,
-            keep_stale: false,
-            copy_lease: SyncConfig::DEFAULT_COPY_LEASE,
-            anti_entropy_interval: SyncConfig::DEFAULT_ANTI_ENTROPY_INTERVAL,
+            removal_cap,
+            origin_grace,
+            keep_stale,
+            copy_lease,
+            anti_entropy_interval,
+            poll_interval,
         },
         log: LogConfig {
             format,
@@ -391,6 +427,85 @@ fn check_name(name: &str, max: usize) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Parses a whole number of at least `min`.
+fn parse_count(text: &str, min: usize) -> Result<usize, String> {
+    let text = text.trim();
+    let digits = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+    if text.strip_prefix('-').is_some_and(digits) {
+        return Err(format!("must be at least {min}"));
+    }
+    if !digits(text) {
+        return Err("not a whole number".into());
+    }
+    let count: usize = text
+        .parse()
+        .map_err(|_| format!("too large (at most {})", usize::MAX))?;
+    if count < min {
+        return Err(format!("must be at least {min}"));
+    }
+    Ok(count)
+}
+
+/// Parses `true` or `false` (any case).
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// Parses a duration such as `30s`, `1m` or `100ms`, at least `min` and at most `max`.
+fn parse_duration_in(text: &str, min: Duration, max: Option<Duration>) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.contains('.') {
+        return Err("fractions are not accepted; use a smaller unit (1500ms, not 1.5s)".into());
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("not a duration such as 30s, 1m or 100ms ({e})"))?;
+    if duration < min {
+        return Err(format!(
+            "must be at least {}",
+            humantime::format_duration(min)
+        ));
+    }
+    if let Some(max) = max
+        && duration > max
+    {
+        return Err(format!(
+            "must be at most {}",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(duration)
+}
+
+/// Parses `--copy-lease`: whole seconds from 3s to 1h, a multiple of 3s. Registries take a
+/// lease as a heartbeat interval in whole seconds × (missed heartbeats tolerated + 1), and
+/// syncer tolerates 2, so only multiples of 3s can be given to the registry exactly.
+fn parse_copy_lease(text: &str) -> Result<Duration, String> {
+    if text.contains('.') {
+        return Err("must be whole seconds (registries take leases in seconds)".into());
+    }
+    let lease = parse_duration_in(text, MIN_COPY_LEASE, Some(MAX_COPY_LEASE))?;
+    if lease.subsec_nanos() != 0 {
+        return Err(format!(
+            "must be whole seconds (registries take leases in seconds), not {}",
+            humantime::format_duration(lease)
+        ));
+    }
+    let secs = lease.as_secs();
+    if secs % COPY_LEASE_PARTS != 0 {
+        let below = secs - secs % COPY_LEASE_PARTS;
+        let above = below + COPY_LEASE_PARTS;
+        return Err(format!(
+            "must be a multiple of 3s: heartbeats go every third of the lease, in whole seconds \
+             (for example {below}s or {above}s)"
+        ));
+    }
+    Ok(lease)
 }
 
 /// Parses a port, checking its range.
@@ -627,6 +742,176 @@ mod tests {
         );
         assert_eq!(list[2].to_string(), "[::1]:7");
         assert!(parse_join_list("bad host:1").is_err());
+    }
+
+    /// `resolve` over the defaults plus `extra` (loopback listeners, so nothing is derived
+    /// from routes).
+    fn resolve_with(extra: &[(&'static str, &str, Origin)]) -> Result<Config, ConfigError> {
+        let mut cli = Layer::default();
+        cli.set("bind_addr", "127.0.0.1:0".into(), Origin::Default);
+        cli.set("rpc_addr", "127.0.0.1:0".into(), Origin::Default);
+        cli.set("node", "n1".into(), Origin::Default);
+        for (id, value, origin) in extra {
+            cli.set(id, (*value).to_owned(), origin.clone());
+        }
+        resolve(&super::super::defaults().overlaid(cli), Vec::new())
+    }
+
+    #[test]
+    fn sync_settings_default_to_the_constants() {
+        let config = resolve_with(&[]).unwrap();
+        let sync = &config.sync;
+        assert_eq!(sync.removal_cap, SyncConfig::DEFAULT_REMOVAL_CAP);
+        assert_eq!(sync.origin_grace, SyncConfig::DEFAULT_ORIGIN_GRACE);
+        assert_eq!(sync.keep_stale, SyncConfig::DEFAULT_KEEP_STALE);
+        assert_eq!(sync.copy_lease, SyncConfig::DEFAULT_COPY_LEASE);
+        assert_eq!(
+            sync.anti_entropy_interval,
+            SyncConfig::DEFAULT_ANTI_ENTROPY_INTERVAL
+        );
+        assert_eq!(sync.poll_interval, SyncConfig::DEFAULT_POLL_INTERVAL);
+        for id in [
+            "removal_cap",
+            "origin_grace",
+            "keep_stale_copies",
+            "copy_lease",
+            "anti_entropy_interval",
+            "poll_interval",
+        ] {
+            assert!(
+                config
+                    .effective
+                    .iter()
+                    .any(|(i, _, o)| *i == id && *o == Origin::Default),
+                "{id} missing from the effective settings"
+            );
+        }
+    }
+
+    #[test]
+    fn sync_settings_are_read_and_checked() {
+        let flag = |f: &str| Origin::Flag(f.to_owned());
+        let config = resolve_with(&[
+            ("removal_cap", "5", flag("--removal-cap")),
+            ("origin_grace", "2m", flag("--origin-grace")),
+            ("keep_stale_copies", "TRUE", flag("--keep-stale-copies")),
+            ("copy_lease", "9s", flag("--copy-lease")),
+            (
+                "anti_entropy_interval",
+                "100ms",
+                flag("--anti-entropy-interval"),
+            ),
+            ("poll_interval", "1m", flag("--poll-interval")),
+        ])
+        .unwrap();
+        assert_eq!(config.sync.removal_cap, 5);
+        assert_eq!(config.sync.origin_grace, Duration::from_secs(120));
+        assert!(config.sync.keep_stale);
+        assert_eq!(config.sync.copy_lease, Duration::from_secs(9));
+        assert_eq!(
+            config.sync.anti_entropy_interval,
+            Duration::from_millis(100)
+        );
+        assert_eq!(config.sync.poll_interval, Duration::from_secs(60));
+
+        let err = resolve_with(&[("copy_lease", "10s", flag("--copy-lease"))])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--copy-lease") && err.contains("9s or 12s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_count("1", 1), Ok(1));
+        assert_eq!(parse_count(" 1000 ", 1), Ok(1000));
+        assert!(parse_count("0", 1).unwrap_err().contains("at least 1"));
+        assert!(parse_count("-3", 1).unwrap_err().contains("at least 1"));
+        assert!(parse_count("+3", 1).unwrap_err().contains("whole number"));
+        assert!(parse_count("1.5", 1).unwrap_err().contains("whole number"));
+        assert!(parse_count("", 1).unwrap_err().contains("whole number"));
+        assert!(parse_count("1e3", 1).unwrap_err().contains("whole number"));
+        assert!(
+            parse_count("99999999999999999999999", 1)
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn booleans() {
+        assert_eq!(parse_bool("true"), Ok(true));
+        assert_eq!(parse_bool(" False "), Ok(false));
+        assert!(parse_bool("yes").unwrap_err().contains("true or false"));
+        assert!(parse_bool("").is_err());
+    }
+
+    #[test]
+    fn bounded_durations() {
+        let (min, max) = (Duration::from_millis(10), Some(Duration::from_secs(60)));
+        assert_eq!(
+            parse_duration_in("10ms", min, max),
+            Ok(Duration::from_millis(10))
+        );
+        assert_eq!(
+            parse_duration_in("1m", min, max),
+            Ok(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_duration_in("1m 500ms", min, None),
+            Ok(Duration::from_millis(60_500))
+        );
+        assert!(
+            parse_duration_in("9ms", min, max)
+                .unwrap_err()
+                .contains("at least 10ms")
+        );
+        assert!(
+            parse_duration_in("61s", min, max)
+                .unwrap_err()
+                .contains("at most 1m")
+        );
+        assert!(
+            parse_duration_in("100", min, max)
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(
+            parse_duration_in("0.5s", min, max)
+                .unwrap_err()
+                .contains("fractions")
+        );
+    }
+
+    #[test]
+    fn copy_leases() {
+        assert_eq!(parse_copy_lease("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_copy_lease("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_copy_lease("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_copy_lease("3000ms"), Ok(Duration::from_secs(3)));
+        assert!(parse_copy_lease("2s").unwrap_err().contains("at least 3s"));
+        assert!(
+            parse_copy_lease("3603s")
+                .unwrap_err()
+                .contains("at most 1h")
+        );
+        assert!(
+            parse_copy_lease("4500ms")
+                .unwrap_err()
+                .contains("whole seconds")
+        );
+        assert!(
+            parse_copy_lease("4.5s")
+                .unwrap_err()
+                .contains("whole seconds")
+        );
+        assert!(
+            parse_copy_lease("31s")
+                .unwrap_err()
+                .contains("multiple of 3s")
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Status mapping of errors lives in one place (`status.rs`, with the RPCs that need it).
 
 pub mod client;
+pub mod convert;
 pub mod server;
 
 /// Generated code of `proto/syncer/v1/syncer.proto`.

@@ -10,10 +10,11 @@ use tracing::warn;
 
 use super::proto::peer_server::{Peer, PeerServer};
 use super::proto::{
-    InfoRequest, Member, MembersReply, MembersRequest, NodeInfo, PullChunk, PullRequest,
-    PushReply, PushRequest,
+    InfoRequest, Member, MembersReply, MembersRequest, NodeInfo, PullChunk, PullRequest, PushReply,
+    PushRequest,
 };
 use crate::gossip::{GossipHandle, MemberInfo};
+use crate::sync::{MAX_MESSAGE_BYTES, SyncHandle};
 
 /// The `Peer` service of one node.
 #[derive(Debug, Clone)]
@@ -21,11 +22,12 @@ pub struct PeerService {
     /// What `Info` answers; fixed for the life of the node.
     info: NodeInfo,
     gossip: GossipHandle,
+    sync: SyncHandle,
 }
 
 impl PeerService {
-    pub fn new(info: NodeInfo, gossip: GossipHandle) -> PeerService {
-        PeerService { info, gossip }
+    pub fn new(info: NodeInfo, gossip: GossipHandle, sync: SyncHandle) -> PeerService {
+        PeerService { info, gossip, sync }
     }
 }
 
@@ -72,13 +74,18 @@ impl Peer for PeerService {
 
     async fn pull(
         &self,
-        _request: Request<PullRequest>,
+        request: Request<PullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
-        Err(Status::unimplemented("pull"))
+        let chunks = self.sync.pull(request.get_ref())?;
+        let stream = futures::stream::iter(chunks.into_iter().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn push(&self, _request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
-        Err(Status::unimplemented("push"))
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
+        self.sync
+            .push(request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 
@@ -98,7 +105,11 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let server = tonic::transport::Server::builder()
-        .add_service(PeerServer::new(service))
+        .add_service(
+            PeerServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
             shutdown.clone().cancelled_owned(),

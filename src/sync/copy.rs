@@ -9,14 +9,43 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use super::ids::{ORIGIN_PROPERTY, OriginKey, PartsHasher, copy_instance_id};
 use crate::registry::{HealthCheck, Instance};
 
-/// Seconds between the heartbeats syncer sends for its copies.
-pub const COPY_HEARTBEAT_INTERVAL_SECS: u32 = 10;
 /// Missed heartbeats a registry tolerates before a copy expires: the lease is
-/// 10 s × (2 + 1) = 30 s, three times the heartbeat period.
+/// interval × (2 + 1), three times the heartbeat period.
 pub const COPY_HEARTBEAT_TIMES: u32 = 2;
+
+/// The lease syncer gives its copies: a push health check with `interval_secs` between
+/// heartbeats and [`COPY_HEARTBEAT_TIMES`] missed ones tolerated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyLease {
+    pub interval_secs: u32,
+}
+
+impl CopyLease {
+    /// The lease closest to `lease` (at least 3 s): heartbeats every third of it.
+    pub fn from_lease(lease: Duration) -> CopyLease {
+        let secs = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX);
+        CopyLease {
+            interval_secs: (secs / (COPY_HEARTBEAT_TIMES + 1)).max(1),
+        }
+    }
+
+    /// Time between two heartbeats of the copies.
+    pub fn heartbeat_period(self) -> Duration {
+        Duration::from_secs(u64::from(self.interval_secs))
+    }
+}
+
+impl Default for CopyLease {
+    /// 10 s × (2 + 1) = 30 s.
+    fn default() -> CopyLease {
+        CopyLease { interval_secs: 10 }
+    }
+}
 
 /// The copy of `origin_instance` (from data centre `key.origin`) to register under local
 /// service `service_id` at replacement `generation`.
@@ -25,6 +54,7 @@ pub fn copy_body(
     origin_instance: &Instance,
     service_id: &str,
     generation: u32,
+    lease: CopyLease,
 ) -> Instance {
     Instance {
         tenant: key.tenant.clone(),
@@ -38,7 +68,7 @@ pub fn copy_body(
         // keep-alive, which syncer drives with batch heartbeats.
         health_check: Some(HealthCheck {
             mode: "push".to_owned(),
-            interval: COPY_HEARTBEAT_INTERVAL_SECS,
+            interval: lease.interval_secs,
             times: COPY_HEARTBEAT_TIMES,
             port: 0,
             url: String::new(),
@@ -143,7 +173,13 @@ mod tests {
 
     #[test]
     fn a_copy_is_marked_and_leased_by_syncer() {
-        let copy = copy_body(&key(), &origin_instance(), "local-svc", 0);
+        let copy = copy_body(
+            &key(),
+            &origin_instance(),
+            "local-svc",
+            0,
+            CopyLease::default(),
+        );
         assert!(is_copy(&copy));
         assert_eq!(copy.service_id, "local-svc");
         assert_eq!(copy.instance_id, copy_instance_id(&key(), 0));
@@ -162,7 +198,7 @@ mod tests {
     #[test]
     fn updates_go_in_place_or_make_before_break() {
         let origin = origin_instance();
-        let copy = copy_body(&key(), &origin, "local-svc", 3);
+        let copy = copy_body(&key(), &origin, "local-svc", 3, CopyLease::default());
         let fp = fingerprint(&copy);
         assert_eq!(
             plan_update("dc1", &origin, &copy, &fp, 3),

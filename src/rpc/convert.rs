@@ -1,0 +1,1674 @@
+//! Conversion between the registry-neutral model ([`crate::registry::model`], the export
+//! side's [`Export`]) and the `syncer.v1` wire messages, with validation of everything a
+//! peer sends.
+//!
+//! # Validation policy
+//!
+//! Every message from the network is checked completely before the engine sees any of it,
+//! and a message that fails is refused as a whole: a [`ConvertError`] names the field
+//! (`push.changes[3].upsert.instance.host_name: empty`), and [`ConvertError::reason`] is the
+//! metric label. Only syncers send these messages, and they send what their registry holds,
+//! so the rules are:
+//!
+//! - **What ServiceComb guarantees for data it stores is required** (reference
+//!   `servicecomb-sc-v4-api.md` §6.2): instance ids `[A-Za-z0-9_.-]{1,64}`; service ids of
+//!   1 to 64 characters without whitespace (as lenient as SC, since clients choose them);
+//!   a host name of 1 to 64 characters that is not blank; a health check, when present,
+//!   with mode `push` or `pull`, an interval of at least 1 s and a port up to 65535; a
+//!   service version of one to four dot-separated numbers; one of SC's five environments;
+//!   data-centre name, region and zone all set or all empty, each `[A-Za-z0-9_.-]{1,128}`.
+//! - **Where SC has no rule, values are accepted within generous bounds** (the `MAX_*`
+//!   consts), so that a broken or hostile peer cannot make the receiver allocate without
+//!   limit: properties, endpoints, URLs. Statuses and levels may be any upper-case word,
+//!   so a status this version does not know still syncs.
+//! - **No control characters** in ids, names and anything else that ends up in logs, store
+//!   keys or another registry's API. Descriptions, property keys and values are carried as
+//!   they are (SC stores them unchecked).
+//! - **Tenants** must be a non-empty `domain/project` ([`Tenant::parse`]); there is no
+//!   fallback to `default/default`, because syncers always send it.
+//! - **Structure**: a change names its kind and has a sequence of at least 1; an upsert
+//!   carries both bodies and its instance belongs to its service; every instance of a
+//!   snapshot chunk finds its service in the chunk; sequence numbers are consecutive.
+//!
+//! A registry may still hold a value that breaks these rules (written by an older or
+//! another registry). Exported as it is, it would have every snapshot of its data centre
+//! refused, so the exporter should leave such items out before numbering and digesting
+//! them: [`check_service`], [`check_instance`] and [`check_item`] apply exactly the rules
+//! of the receiving side to model values.
+//!
+//! Not carried: a service's framework, registering agent and schemas, an instance's
+//! modification time; the opaque `expansions` are neither sent nor read. Integers are
+//! converted with `try_from`, never `as`; nothing here panics on wire data.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::mem;
+
+use prost::Message;
+
+use super::proto;
+use crate::registry::model::DataCenterInfo;
+use crate::registry::{HealthCheck, Instance, InstanceRef, Service, Tenant};
+use crate::sync::export::Export;
+
+/// Most instances in one snapshot chunk.
+pub const MAX_CHUNK_INSTANCES: usize = 500;
+/// Most changes in one `Push` or one `ChangeBatch` of increments.
+pub const MAX_PUSH_CHANGES: usize = 1000;
+/// Encoded size [`snapshot_chunks`] keeps a chunk under, besides the instance count: half
+/// of gRPC's default 4 MiB decoding limit. A chunk is closed before an item that would pass
+/// it, and one item is bounded far below it by the limits below (about 200 KiB at most), so
+/// fat instances cannot make a chunk that the receiver fails to decode.
+pub const MAX_CHUNK_BYTES: usize = 2 * 1024 * 1024;
+/// Registry kind sent in `plugin_name`.
+pub const PLUGIN_NAME: &str = "servicecenter";
+
+/// Service and instance ids: at most 64 characters (SC).
+pub const MAX_ID_CHARS: usize = 64;
+/// A tenant, `domain/project`, in bytes.
+pub const MAX_DOMAIN_PROJECT_BYTES: usize = 256;
+/// Application id (SC: 160).
+pub const MAX_APP_CHARS: usize = 160;
+/// Service name (SC: 128).
+pub const MAX_SERVICE_NAME_CHARS: usize = 128;
+/// Service alias (SC: 128).
+pub const MAX_ALIAS_CHARS: usize = 128;
+/// Service description (SC: 256).
+pub const MAX_DESCRIPTION_CHARS: usize = 256;
+/// Service and instance version (SC: 64).
+pub const MAX_VERSION_CHARS: usize = 64;
+/// Statuses and levels (upper-case words; SC's longest is `OUTOFSERVICE`).
+pub const MAX_WORD_CHARS: usize = 32;
+/// Instance host name (SC: 64).
+pub const MAX_HOST_NAME_CHARS: usize = 64;
+/// Endpoints of one instance (SC has no limit but a 5 KiB register body).
+pub const MAX_ENDPOINTS: usize = 64;
+/// One endpoint, in bytes.
+pub const MAX_ENDPOINT_BYTES: usize = 1024;
+/// Entries of one properties map.
+pub const MAX_PROPERTIES: usize = 256;
+/// One property key, in bytes.
+pub const MAX_PROPERTY_KEY_BYTES: usize = 1024;
+/// One property value, in bytes (SC's properties update takes at most 3 KiB in all).
+pub const MAX_PROPERTY_VALUE_BYTES: usize = 4096;
+/// All keys and values of one properties map together, in bytes.
+pub const MAX_PROPERTIES_BYTES: usize = 64 * 1024;
+/// Health-check URL, in bytes.
+pub const MAX_URL_BYTES: usize = 1024;
+/// Data-centre name, region and zone (SC: 128).
+pub const MAX_DATA_CENTER_CHARS: usize = 128;
+/// Origin data centre (cluster name) of a push, in bytes.
+pub const MAX_ORIGIN_BYTES: usize = 128;
+/// SC's environments; the empty string is the default one.
+pub const ENVIRONMENTS: [&str; 5] = ["", "development", "testing", "acceptance", "production"];
+
+/// Why a message from a peer was refused. `reason()` is a short metric label; the message
+/// names the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    /// A required field is empty, or a required message is absent.
+    #[error("{field}: {detail}")]
+    MissingField { field: String, detail: String },
+    /// A service or instance id breaks the id rules.
+    #[error("{field}: {detail}")]
+    BadId { field: String, detail: String },
+    /// A tenant that is not `domain/project`.
+    #[error("{field}: {detail}")]
+    BadTenant { field: String, detail: String },
+    /// A value the field does not admit: format, enumeration, range, characters.
+    #[error("{field}: {detail}")]
+    BadValue { field: String, detail: String },
+    /// Too long a text or too many entries.
+    #[error("{field}: {detail}")]
+    TooLarge { field: String, detail: String },
+    /// An epoch or sequence numbers that do not line up.
+    #[error("{field}: {detail}")]
+    BadSequence { field: String, detail: String },
+    /// An instance without its service: not in the chunk, or not the one of its upsert.
+    #[error("{field}: {detail}")]
+    UnknownService { field: String, detail: String },
+    /// The same service or instance twice in one chunk.
+    #[error("{field}: {detail}")]
+    Duplicate { field: String, detail: String },
+}
+
+impl ConvertError {
+    /// A short label for metrics (`missing_field`, `bad_id`, ...).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConvertError::MissingField { .. } => "missing_field",
+            ConvertError::BadId { .. } => "bad_id",
+            ConvertError::BadTenant { .. } => "bad_tenant",
+            ConvertError::BadValue { .. } => "bad_value",
+            ConvertError::TooLarge { .. } => "too_large",
+            ConvertError::BadSequence { .. } => "bad_sequence",
+            ConvertError::UnknownService { .. } => "unknown_service",
+            ConvertError::Duplicate { .. } => "duplicate",
+        }
+    }
+
+    /// The offending field, as a path (`chunk.instances[7].host_name`).
+    pub fn field(&self) -> &str {
+        match self {
+            ConvertError::MissingField { field, .. }
+            | ConvertError::BadId { field, .. }
+            | ConvertError::BadTenant { field, .. }
+            | ConvertError::BadValue { field, .. }
+            | ConvertError::TooLarge { field, .. }
+            | ConvertError::BadSequence { field, .. }
+            | ConvertError::UnknownService { field, .. }
+            | ConvertError::Duplicate { field, .. } => field,
+        }
+    }
+}
+
+/// Where a message sits in what was received; field names are appended to it.
+#[derive(Clone, Copy)]
+struct At<'a>(&'a str);
+
+impl At<'_> {
+    fn field(self, name: &str) -> String {
+        format!("{}.{name}", self.0)
+    }
+
+    fn missing(self, name: &str, detail: &str) -> ConvertError {
+        ConvertError::MissingField {
+            field: self.field(name),
+            detail: detail.to_owned(),
+        }
+    }
+
+    fn bad_value(self, name: &str, detail: String) -> ConvertError {
+        ConvertError::BadValue {
+            field: self.field(name),
+            detail,
+        }
+    }
+
+    fn too_large(self, name: &str, detail: String) -> ConvertError {
+        ConvertError::TooLarge {
+            field: self.field(name),
+            detail,
+        }
+    }
+
+    fn bad_sequence(self, name: &str, detail: String) -> ConvertError {
+        ConvertError::BadSequence {
+            field: self.field(name),
+            detail,
+        }
+    }
+}
+
+/// A received value for an error message: quoted, escaped, cut after 40 characters.
+fn shown(value: &str) -> String {
+    const KEEP: usize = 40;
+    match value.char_indices().nth(KEEP) {
+        Some((end, _)) => format!("{:?}...", &value[..end]),
+        None => format!("{value:?}"),
+    }
+}
+
+/// What a broken text rule is reported as: ids have their own reason, other fields
+/// `missing_field`, `too_large` or `bad_value`.
+#[derive(Clone, Copy)]
+enum Kind {
+    Id,
+    Value,
+}
+
+/// The shape of one text field.
+struct TextRule {
+    required: bool,
+    max_chars: usize,
+    allowed: fn(char) -> bool,
+    /// The allowed characters, in words, for error messages.
+    allowed_text: &'static str,
+    kind: Kind,
+}
+
+fn no_control(c: char) -> bool {
+    !c.is_control()
+}
+
+fn id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+}
+
+fn upper_char(c: char) -> bool {
+    c.is_ascii_uppercase()
+}
+
+fn any_char(_: char) -> bool {
+    true
+}
+
+/// SC: `^\S*$`; control characters are refused as well.
+const SERVICE_ID: TextRule = TextRule {
+    required: true,
+    max_chars: MAX_ID_CHARS,
+    allowed: |c| c != ' ' && !c.is_control(),
+    allowed_text: "no whitespace or control characters",
+    kind: Kind::Id,
+};
+/// SC: `^[A-Za-z0-9_.-]*$`, at most 64.
+const INSTANCE_ID: TextRule = TextRule {
+    required: true,
+    max_chars: MAX_ID_CHARS,
+    allowed: id_char,
+    allowed_text: "[A-Za-z0-9_.-]",
+    kind: Kind::Id,
+};
+
+const fn words(required: bool) -> TextRule {
+    TextRule {
+        required,
+        max_chars: MAX_WORD_CHARS,
+        allowed: upper_char,
+        allowed_text: "upper-case letters A-Z",
+        kind: Kind::Value,
+    }
+}
+
+const fn plain(required: bool, max_chars: usize) -> TextRule {
+    TextRule {
+        required,
+        max_chars,
+        allowed: no_control,
+        allowed_text: "no control characters",
+        kind: Kind::Value,
+    }
+}
+
+const DATA_CENTER: TextRule = TextRule {
+    required: true,
+    max_chars: MAX_DATA_CENTER_CHARS,
+    allowed: id_char,
+    allowed_text: "[A-Za-z0-9_.-]",
+    kind: Kind::Value,
+};
+
+fn check_text(at: At, name: &str, value: &str, rule: &TextRule) -> Result<(), ConvertError> {
+    if value.is_empty() {
+        return if rule.required {
+            Err(at.missing(name, "empty"))
+        } else {
+            Ok(())
+        };
+    }
+    let detail = if let Some(c) = value.chars().find(|&c| !(rule.allowed)(c)) {
+        format!(
+            "{} has the character {c:?}; allowed: {}",
+            shown(value),
+            rule.allowed_text
+        )
+    } else {
+        let chars = value.chars().count();
+        if chars <= rule.max_chars {
+            return Ok(());
+        }
+        if let Kind::Value = rule.kind {
+            return Err(at.too_large(
+                name,
+                format!("{chars} characters, at most {}", rule.max_chars),
+            ));
+        }
+        format!(
+            "{} has {chars} characters, at most {}",
+            shown(value),
+            rule.max_chars
+        )
+    };
+    Err(match rule.kind {
+        Kind::Id => ConvertError::BadId {
+            field: at.field(name),
+            detail,
+        },
+        Kind::Value => at.bad_value(name, detail),
+    })
+}
+
+fn check_max_bytes(at: At, name: &str, value: &str, max: usize) -> Result<(), ConvertError> {
+    if value.len() > max {
+        return Err(at.too_large(name, format!("{} bytes, at most {max}", value.len())));
+    }
+    Ok(())
+}
+
+fn check_tenant(at: At, name: &str, tenant: &Tenant) -> Result<(), ConvertError> {
+    let bad = |detail: String| ConvertError::BadTenant {
+        field: at.field(name),
+        detail,
+    };
+    let text = tenant.to_string();
+    let ok_part = |p: &str| !p.is_empty() && !p.contains('/') && !p.chars().any(char::is_control);
+    if !ok_part(&tenant.domain) || !ok_part(&tenant.project) {
+        return Err(bad(format!(
+            "{} is not domain/project (two non-empty parts, no control characters)",
+            shown(&text)
+        )));
+    }
+    if text.len() > MAX_DOMAIN_PROJECT_BYTES {
+        return Err(bad(format!(
+            "{} bytes, at most {MAX_DOMAIN_PROJECT_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+fn tenant_from_wire(at: At, name: &str, text: &str) -> Result<Tenant, ConvertError> {
+    if text.is_empty() {
+        return Err(at.missing(name, "empty"));
+    }
+    let tenant = Tenant::parse(text).ok_or_else(|| ConvertError::BadTenant {
+        field: at.field(name),
+        detail: format!("{} is not domain/project", shown(text)),
+    })?;
+    check_tenant(at, name, &tenant)?;
+    Ok(tenant)
+}
+
+/// SC's version format: one to four dot-separated decimal numbers.
+fn check_service_version(at: At, version: &str) -> Result<(), ConvertError> {
+    check_text(at, "version", version, &plain(true, MAX_VERSION_CHARS))?;
+    let parts: Vec<&str> = version.split('.').collect();
+    let numeric = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() > 4 || !parts.iter().all(numeric) {
+        return Err(at.bad_value(
+            "version",
+            format!("{} is not 1 to 4 dot-separated numbers", shown(version)),
+        ));
+    }
+    Ok(())
+}
+
+fn check_properties(at: At, properties: &BTreeMap<String, String>) -> Result<(), ConvertError> {
+    if properties.len() > MAX_PROPERTIES {
+        return Err(at.too_large(
+            "properties",
+            format!("{} entries, at most {MAX_PROPERTIES}", properties.len()),
+        ));
+    }
+    let mut total = 0usize;
+    for (key, value) in properties {
+        if key.len() > MAX_PROPERTY_KEY_BYTES {
+            return Err(at.too_large(
+                "properties",
+                format!(
+                    "key {} has {} bytes, at most {MAX_PROPERTY_KEY_BYTES}",
+                    shown(key),
+                    key.len()
+                ),
+            ));
+        }
+        if value.len() > MAX_PROPERTY_VALUE_BYTES {
+            return Err(at.too_large(
+                "properties",
+                format!(
+                    "value of {} has {} bytes, at most {MAX_PROPERTY_VALUE_BYTES}",
+                    shown(key),
+                    value.len()
+                ),
+            ));
+        }
+        total = total.saturating_add(key.len()).saturating_add(value.len());
+    }
+    if total > MAX_PROPERTIES_BYTES {
+        return Err(at.too_large(
+            "properties",
+            format!("{total} bytes in all, at most {MAX_PROPERTIES_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_service_at(at: At, s: &Service) -> Result<(), ConvertError> {
+    check_tenant(at, "domain_project", &s.tenant)?;
+    check_text(at, "service_id", &s.service_id, &SERVICE_ID)?;
+    check_text(at, "app", &s.app, &plain(true, MAX_APP_CHARS))?;
+    check_text(at, "name", &s.name, &plain(true, MAX_SERVICE_NAME_CHARS))?;
+    check_service_version(at, &s.version)?;
+    if !ENVIRONMENTS.contains(&s.environment.as_str()) {
+        return Err(at.bad_value(
+            "environment",
+            format!(
+                "{} is none of \"\", development, testing, acceptance, production",
+                shown(&s.environment)
+            ),
+        ));
+    }
+    check_text(at, "status", &s.status, &words(false))?;
+    check_text(at, "level", &s.level, &words(false))?;
+    check_text(at, "alias", &s.alias, &plain(false, MAX_ALIAS_CHARS))?;
+    let description = TextRule {
+        allowed: any_char,
+        allowed_text: "any",
+        ..plain(false, MAX_DESCRIPTION_CHARS)
+    };
+    check_text(at, "description", &s.description, &description)?;
+    check_properties(at, &s.properties)
+}
+
+fn check_health_check(at: At, h: &HealthCheck) -> Result<(), ConvertError> {
+    let path = at.field("health_check");
+    let at = At(&path);
+    if h.mode != "push" && h.mode != "pull" {
+        return Err(at.bad_value(
+            "mode",
+            format!("{} is neither push nor pull", shown(&h.mode)),
+        ));
+    }
+    if h.interval == 0 {
+        return Err(at.bad_value("interval", "0, at least 1 second".to_owned()));
+    }
+    let int_max = i32::MAX.unsigned_abs();
+    for (name, value) in [("interval", h.interval), ("times", h.times)] {
+        if value > int_max {
+            return Err(at.bad_value(name, format!("{value}, at most {int_max}")));
+        }
+    }
+    if h.port > u32::from(u16::MAX) {
+        return Err(at.bad_value("port", format!("{}, at most {}", h.port, u16::MAX)));
+    }
+    let url = TextRule {
+        allowed: |c| c != ' ' && !c.is_control(),
+        allowed_text: "no whitespace or control characters",
+        ..plain(false, MAX_URL_BYTES)
+    };
+    check_max_bytes(at, "url", &h.url, MAX_URL_BYTES)?;
+    check_text(at, "url", &h.url, &url)
+}
+
+fn check_instance_at(at: At, i: &Instance) -> Result<(), ConvertError> {
+    check_tenant(at, "domain_project", &i.tenant)?;
+    check_text(at, "service_id", &i.service_id, &SERVICE_ID)?;
+    check_text(at, "instance_id", &i.instance_id, &INSTANCE_ID)?;
+    if i.endpoints.len() > MAX_ENDPOINTS {
+        return Err(at.too_large(
+            "endpoints",
+            format!("{} entries, at most {MAX_ENDPOINTS}", i.endpoints.len()),
+        ));
+    }
+    for (n, endpoint) in i.endpoints.iter().enumerate() {
+        let name = format!("endpoints[{n}]");
+        check_max_bytes(at, &name, endpoint, MAX_ENDPOINT_BYTES)?;
+        check_text(at, &name, endpoint, &plain(true, MAX_ENDPOINT_BYTES))?;
+        if endpoint.chars().all(char::is_whitespace) {
+            return Err(at.missing(&name, "blank"));
+        }
+    }
+    check_text(
+        at,
+        "host_name",
+        &i.host_name,
+        &plain(true, MAX_HOST_NAME_CHARS),
+    )?;
+    if i.host_name.chars().all(char::is_whitespace) {
+        return Err(at.missing("host_name", "blank"));
+    }
+    check_text(at, "status", &i.status, &words(true))?;
+    check_text(at, "version", &i.version, &plain(false, MAX_VERSION_CHARS))?;
+    check_properties(at, &i.properties)?;
+    if let Some(h) = &i.health_check {
+        check_health_check(at, h)?;
+    }
+    if let Some(dc) = &i.data_center {
+        check_text(at, "data_center_name", &dc.name, &DATA_CENTER)?;
+        check_text(at, "data_center_region", &dc.region, &DATA_CENTER)?;
+        check_text(at, "data_center_zone", &dc.available_zone, &DATA_CENTER)?;
+    }
+    Ok(())
+}
+
+/// Whether a peer would accept `service` as this module sends it (the rules of
+/// [`service_from_wire`] applied to a model value).
+pub fn check_service(service: &Service) -> Result<(), ConvertError> {
+    check_service_at(At("service"), service)
+}
+
+/// Whether a peer would accept `instance` as this module sends it (the rules of
+/// [`instance_from_wire`] applied to a model value).
+pub fn check_instance(instance: &Instance) -> Result<(), ConvertError> {
+    check_instance_at(At("instance"), instance)
+}
+
+/// Whether a peer would accept the pair in an upsert or a snapshot chunk: both valid, and
+/// the instance belongs to the service.
+pub fn check_item(service: &Service, instance: &Instance) -> Result<(), ConvertError> {
+    check_service(service)?;
+    check_instance(instance)?;
+    check_belongs(At("instance"), service, instance)
+}
+
+fn check_belongs(at: At, service: &Service, instance: &Instance) -> Result<(), ConvertError> {
+    if instance.tenant == service.tenant && instance.service_id == service.service_id {
+        return Ok(());
+    }
+    Err(ConvertError::UnknownService {
+        field: at.field("service_id"),
+        detail: format!(
+            "service {}/{} is not the service carried with it ({}/{})",
+            instance.tenant, instance.service_id, service.tenant, service.service_id
+        ),
+    })
+}
+
+/// A wire properties map in the model, bounded before it is copied.
+fn properties_from_wire(
+    at: At,
+    properties: HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, ConvertError> {
+    if properties.len() > MAX_PROPERTIES {
+        return Err(at.too_large(
+            "properties",
+            format!("{} entries, at most {MAX_PROPERTIES}", properties.len()),
+        ));
+    }
+    Ok(properties.into_iter().collect())
+}
+
+/// `service` as sent to peers.
+pub fn service_to_wire(s: &Service) -> proto::SyncService {
+    proto::SyncService {
+        service_id: s.service_id.clone(),
+        app: s.app.clone(),
+        name: s.name.clone(),
+        version: s.version.clone(),
+        status: s.status.clone(),
+        domain_project: s.tenant.to_string(),
+        environment: s.environment.clone(),
+        plugin_name: PLUGIN_NAME.to_owned(),
+        expansions: Vec::new(),
+        properties: s
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        alias: s.alias.clone(),
+        description: s.description.clone(),
+        level: s.level.clone(),
+    }
+}
+
+/// A service received from a peer, validated. Framework, registering agent and schemas are
+/// not carried: they come back empty.
+pub fn service_from_wire(s: proto::SyncService) -> Result<Service, ConvertError> {
+    service_at(At("service"), s)
+}
+
+fn service_at(at: At, s: proto::SyncService) -> Result<Service, ConvertError> {
+    let service = Service {
+        tenant: tenant_from_wire(at, "domain_project", &s.domain_project)?,
+        properties: properties_from_wire(at, s.properties)?,
+        service_id: s.service_id,
+        app: s.app,
+        name: s.name,
+        version: s.version,
+        environment: s.environment,
+        alias: s.alias,
+        description: s.description,
+        level: s.level,
+        status: s.status,
+        schemas: Vec::new(),
+        framework: None,
+        register_by: String::new(),
+    };
+    check_service_at(at, &service)?;
+    Ok(service)
+}
+
+/// Saturates: a model value beyond `i32` is invalid anyway and refused by the receiver.
+fn wire_int(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// `instance` as sent to peers; an absent data centre travels as empty strings.
+pub fn instance_to_wire(i: &Instance) -> proto::SyncInstance {
+    let dc = i.data_center.as_ref();
+    let dc_field = |f: fn(&DataCenterInfo) -> &String| dc.map(f).cloned().unwrap_or_default();
+    proto::SyncInstance {
+        instance_id: i.instance_id.clone(),
+        service_id: i.service_id.clone(),
+        endpoints: i.endpoints.clone(),
+        host_name: i.host_name.clone(),
+        status: i.status.clone(),
+        health_check: i.health_check.as_ref().map(|h| proto::HealthCheck {
+            mode: h.mode.clone(),
+            port: wire_int(h.port),
+            interval: wire_int(h.interval),
+            times: wire_int(h.times),
+            url: h.url.clone(),
+        }),
+        version: i.version.clone(),
+        plugin_name: PLUGIN_NAME.to_owned(),
+        expansions: Vec::new(),
+        properties: i
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        domain_project: i.tenant.to_string(),
+        data_center_name: dc_field(|d| &d.name),
+        data_center_region: dc_field(|d| &d.region),
+        data_center_zone: dc_field(|d| &d.available_zone),
+    }
+}
+
+/// An instance received from a peer, validated. The modification time is not carried
+/// (`None`).
+pub fn instance_from_wire(i: proto::SyncInstance) -> Result<Instance, ConvertError> {
+    instance_at(At("instance"), i)
+}
+
+fn health_check_from_wire(at: At, h: proto::HealthCheck) -> Result<HealthCheck, ConvertError> {
+    let at_check = at.field("health_check");
+    let at = At(&at_check);
+    let unsigned = |name: &str, value: i32| {
+        u32::try_from(value).map_err(|_| at.bad_value(name, format!("{value}, negative")))
+    };
+    Ok(HealthCheck {
+        interval: unsigned("interval", h.interval)?,
+        times: unsigned("times", h.times)?,
+        port: unsigned("port", h.port)?,
+        mode: h.mode,
+        url: h.url,
+    })
+}
+
+fn instance_at(at: At, i: proto::SyncInstance) -> Result<Instance, ConvertError> {
+    if i.endpoints.len() > MAX_ENDPOINTS {
+        return Err(at.too_large(
+            "endpoints",
+            format!("{} entries, at most {MAX_ENDPOINTS}", i.endpoints.len()),
+        ));
+    }
+    let all_empty = i.data_center_name.is_empty()
+        && i.data_center_region.is_empty()
+        && i.data_center_zone.is_empty();
+    let instance = Instance {
+        tenant: tenant_from_wire(at, "domain_project", &i.domain_project)?,
+        properties: properties_from_wire(at, i.properties)?,
+        health_check: i
+            .health_check
+            .map(|h| health_check_from_wire(at, h))
+            .transpose()?,
+        // Partly set comes through, and is refused below naming the empty field.
+        data_center: (!all_empty).then_some(DataCenterInfo {
+            name: i.data_center_name,
+            region: i.data_center_region,
+            available_zone: i.data_center_zone,
+        }),
+        service_id: i.service_id,
+        instance_id: i.instance_id,
+        endpoints: i.endpoints,
+        host_name: i.host_name,
+        status: i.status,
+        version: i.version,
+        mod_timestamp: None,
+    };
+    check_instance_at(at, &instance)?;
+    Ok(instance)
+}
+
+fn key_to_wire(r: &InstanceRef) -> proto::InstanceKey {
+    proto::InstanceKey {
+        domain_project: r.tenant.to_string(),
+        service_id: r.service_id.clone(),
+        instance_id: r.instance_id.clone(),
+    }
+}
+
+fn key_at(at: At, k: proto::InstanceKey) -> Result<InstanceRef, ConvertError> {
+    let tenant = tenant_from_wire(at, "domain_project", &k.domain_project)?;
+    check_text(at, "service_id", &k.service_id, &SERVICE_ID)?;
+    check_text(at, "instance_id", &k.instance_id, &INSTANCE_ID)?;
+    Ok(InstanceRef {
+        tenant,
+        service_id: k.service_id,
+        instance_id: k.instance_id,
+    })
+}
+
+/// One exported change, numbered `seq` and seen at `observed_ms` (Unix milliseconds).
+pub fn change_to_wire(seq: u64, observed_ms: u64, export: &Export) -> proto::Change {
+    use proto::change::Kind;
+    let kind = match export {
+        Export::Upsert { service, instance } => Kind::Upsert(proto::Upsert {
+            service: Some(service_to_wire(service)),
+            instance: Some(instance_to_wire(instance)),
+        }),
+        Export::Service(service) => Kind::Service(service_to_wire(service)),
+        Export::Removed(r) => Kind::Removed(key_to_wire(r)),
+    };
+    proto::Change {
+        seq,
+        observed_ms,
+        kind: Some(kind),
+    }
+}
+
+/// A change received from a peer, validated: `(seq, observed_ms, export)`.
+pub fn change_from_wire(c: proto::Change) -> Result<(u64, u64, Export), ConvertError> {
+    change_at(At("change"), c)
+}
+
+fn change_at(at: At, c: proto::Change) -> Result<(u64, u64, Export), ConvertError> {
+    use proto::change::Kind;
+    if c.seq == 0 {
+        return Err(at.bad_sequence("seq", "0, sequences start at 1".to_owned()));
+    }
+    let export = match c.kind {
+        None => return Err(at.missing("kind", "missing (upsert, service or removed)")),
+        Some(Kind::Upsert(upsert)) => {
+            let path = at.field("upsert");
+            let at = At(&path);
+            let service = upsert
+                .service
+                .ok_or_else(|| at.missing("service", "missing"))?;
+            let instance = upsert
+                .instance
+                .ok_or_else(|| at.missing("instance", "missing"))?;
+            let service = service_at(At(&at.field("service")), service)?;
+            let instance_path = at.field("instance");
+            let instance = instance_at(At(&instance_path), instance)?;
+            check_belongs(At(&instance_path), &service, &instance)?;
+            Export::Upsert {
+                service: Box::new(service),
+                instance: Box::new(instance),
+            }
+        }
+        Some(Kind::Service(service)) => {
+            Export::Service(Box::new(service_at(At(&at.field("service")), service)?))
+        }
+        Some(Kind::Removed(key)) => Export::Removed(key_at(At(&at.field("removed")), key)?),
+    };
+    Ok((c.seq, c.observed_ms, export))
+}
+
+/// Encoded size of `message` as one element of a repeated field of `SyncData` (one-byte tag,
+/// length, body), so the sizes of a chunk's elements add up to the chunk's.
+fn framed_len(message: &impl Message) -> usize {
+    let len = message.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// Splits a snapshot into chunks of at most [`MAX_CHUNK_INSTANCES`] instances and at most
+/// [`MAX_CHUNK_BYTES`] encoded (unless one item alone is larger); each chunk carries exactly
+/// the (deduplicated) services its instances belong to, in order of first use. Items keep their order. When two items
+/// carry different bodies of one service, the first one in each chunk goes. An empty
+/// snapshot has no chunks.
+pub fn snapshot_chunks(items: &[(Service, Instance)]) -> Vec<proto::SyncData> {
+    let mut chunks = Vec::new();
+    let mut chunk = proto::SyncData::default();
+    let mut bytes = 0usize;
+    let mut carried: HashSet<(&Tenant, &str)> = HashSet::new();
+    for (service, instance) in items {
+        let key = (&service.tenant, service.service_id.as_str());
+        let wire_instance = instance_to_wire(instance);
+        let mut wire_service = (!carried.contains(&key)).then(|| service_to_wire(service));
+        let cost = framed_len(&wire_instance) + wire_service.as_ref().map_or(0, framed_len);
+        let full = chunk.instances.len() >= MAX_CHUNK_INSTANCES
+            || bytes.saturating_add(cost) > MAX_CHUNK_BYTES;
+        if full && !chunk.instances.is_empty() {
+            chunks.push(mem::take(&mut chunk));
+            carried.clear();
+            bytes = 0;
+            if wire_service.is_none() {
+                wire_service = Some(service_to_wire(service));
+            }
+        }
+        if let Some(wire_service) = wire_service {
+            bytes += framed_len(&wire_service);
+            carried.insert(key);
+            chunk.services.push(wire_service);
+        }
+        bytes += framed_len(&wire_instance);
+        chunk.instances.push(wire_instance);
+    }
+    if !chunk.instances.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// One received snapshot chunk back to `(service, instance)` pairs, in the order of the
+/// instances. Each instance must find its service (same tenant and service id) in the same
+/// chunk (`unknown_service`); more than [`MAX_CHUNK_INSTANCES`] instances or services is
+/// `too_large`; a service or instance twice is `duplicate`. Services no instance uses are
+/// ignored.
+pub fn chunk_from_wire(d: proto::SyncData) -> Result<Vec<(Service, Instance)>, ConvertError> {
+    let at = At("chunk");
+    for (name, len) in [
+        ("instances", d.instances.len()),
+        ("services", d.services.len()),
+    ] {
+        if len > MAX_CHUNK_INSTANCES {
+            return Err(at.too_large(
+                name,
+                format!("{len} entries, at most {MAX_CHUNK_INSTANCES}"),
+            ));
+        }
+    }
+    let mut services: HashMap<(Tenant, String), Service> = HashMap::new();
+    for (n, wire) in d.services.into_iter().enumerate() {
+        let path = format!("chunk.services[{n}]");
+        let service = service_at(At(&path), wire)?;
+        let key = (service.tenant.clone(), service.service_id.clone());
+        if services.contains_key(&key) {
+            return Err(ConvertError::Duplicate {
+                field: path,
+                detail: format!("service {}/{} is in the chunk twice", key.0, key.1),
+            });
+        }
+        services.insert(key, service);
+    }
+    let mut seen: HashSet<InstanceRef> = HashSet::new();
+    let mut items = Vec::with_capacity(d.instances.len());
+    for (n, wire) in d.instances.into_iter().enumerate() {
+        let path = format!("chunk.instances[{n}]");
+        let instance = instance_at(At(&path), wire)?;
+        let Some(service) = services.get(&(instance.tenant.clone(), instance.service_id.clone()))
+        else {
+            return Err(ConvertError::UnknownService {
+                field: At(&path).field("service_id"),
+                detail: format!(
+                    "service {}/{} is not in the chunk",
+                    instance.tenant, instance.service_id
+                ),
+            });
+        };
+        if !seen.insert(instance.reference()) {
+            return Err(ConvertError::Duplicate {
+                field: path,
+                detail: format!("instance {} is in the chunk twice", instance.reference()),
+            });
+        }
+        items.push((service.clone(), instance));
+    }
+    Ok(items)
+}
+
+/// A validated `Push`: consecutive changes `from_seq + 1 ..= to_seq` of `origin`'s `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    pub origin: String,
+    pub epoch: u64,
+    pub from_seq: u64,
+    pub to_seq: u64,
+    /// `(seq, observed_ms, export)`, in order.
+    pub changes: Vec<(u64, u64, Export)>,
+}
+
+/// The origin data centre of a push: a cluster name.
+fn check_origin(at: At, origin: &str) -> Result<(), ConvertError> {
+    check_max_bytes(at, "origin", origin, MAX_ORIGIN_BYTES)?;
+    check_text(at, "origin", origin, &plain(true, MAX_ORIGIN_BYTES))
+}
+
+/// Checks that `seqs` are consecutive after `from_seq` and returns the last one (`from_seq`
+/// when there are none).
+fn check_consecutive(
+    at: At,
+    from_seq: u64,
+    seqs: impl Iterator<Item = u64>,
+) -> Result<u64, ConvertError> {
+    let mut last = from_seq;
+    for (n, seq) in seqs.enumerate() {
+        let Some(expected) = last.checked_add(1) else {
+            return Err(at.bad_sequence(
+                &format!("changes[{n}].seq"),
+                format!("{seq}, but nothing follows {last}"),
+            ));
+        };
+        if seq != expected {
+            return Err(at.bad_sequence(
+                &format!("changes[{n}].seq"),
+                format!("{seq}, expected {expected}"),
+            ));
+        }
+        last = seq;
+    }
+    Ok(last)
+}
+
+fn changes_at(
+    path: &str,
+    changes: Vec<proto::Change>,
+) -> Result<Vec<(u64, u64, Export)>, ConvertError> {
+    changes
+        .into_iter()
+        .enumerate()
+        .map(|(n, c)| change_at(At(&format!("{path}.changes[{n}]")), c))
+        .collect()
+}
+
+/// Validates a `PushRequest`: origin non-empty (at most [`MAX_ORIGIN_BYTES`], no control
+/// characters), epoch at least 1, 1 to [`MAX_PUSH_CHANGES`] changes numbered exactly
+/// `from_seq + 1, from_seq + 2, ..., to_seq`, every change valid.
+pub fn push_from_wire(p: proto::PushRequest) -> Result<Push, ConvertError> {
+    let at = At("push");
+    check_origin(at, &p.origin)?;
+    if p.epoch == 0 {
+        return Err(at.bad_sequence("epoch", "0, epochs start at 1".to_owned()));
+    }
+    if p.changes.is_empty() {
+        return Err(at.missing("changes", "empty"));
+    }
+    if p.changes.len() > MAX_PUSH_CHANGES {
+        return Err(at.too_large(
+            "changes",
+            format!("{} entries, at most {MAX_PUSH_CHANGES}", p.changes.len()),
+        ));
+    }
+    let last = check_consecutive(at, p.from_seq, p.changes.iter().map(|c| c.seq))?;
+    if p.to_seq != last {
+        return Err(at.bad_sequence(
+            "to_seq",
+            format!("{}, but the last change is {last}", p.to_seq),
+        ));
+    }
+    Ok(Push {
+        changes: changes_at("push", p.changes)?,
+        origin: p.origin,
+        epoch: p.epoch,
+        from_seq: p.from_seq,
+        to_seq: p.to_seq,
+    })
+}
+
+/// A `PushRequest` of `changes` (`(seq, observed_ms, export)`, consecutive after
+/// `from_seq`); `to_seq` is the last change's sequence, or `from_seq` when there is none.
+pub fn push_to_wire(
+    origin: &str,
+    epoch: u64,
+    from_seq: u64,
+    changes: &[(u64, u64, Export)],
+) -> proto::PushRequest {
+    proto::PushRequest {
+        origin: origin.to_owned(),
+        epoch,
+        from_seq,
+        to_seq: changes.last().map_or(from_seq, |(seq, _, _)| *seq),
+        changes: changes
+            .iter()
+            .map(|(seq, observed_ms, export)| change_to_wire(*seq, *observed_ms, export))
+            .collect(),
+    }
+}
+
+/// Validates a `ChangeBatch` of a `Pull`: at most [`MAX_PUSH_CHANGES`] changes with
+/// consecutive sequences, every change valid. Whether the first one continues the asker's
+/// cursor (and the previous batch) is for the caller to check. An empty batch is no change.
+pub fn increments_from_wire(
+    b: proto::ChangeBatch,
+) -> Result<Vec<(u64, u64, Export)>, ConvertError> {
+    let at = At("increments");
+    if b.changes.len() > MAX_PUSH_CHANGES {
+        return Err(at.too_large(
+            "changes",
+            format!("{} entries, at most {MAX_PUSH_CHANGES}", b.changes.len()),
+        ));
+    }
+    if let Some(first) = b.changes.first() {
+        // A first sequence of 0 is refused here: nothing comes before it.
+        let before = first.seq.saturating_sub(1);
+        check_consecutive(at, before, b.changes.iter().map(|c| c.seq))?;
+    }
+    changes_at("increments", b.changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::export::Digest64;
+
+    fn tenant() -> Tenant {
+        Tenant::new("acme", "shop")
+    }
+
+    fn service(id: &str) -> Service {
+        Service {
+            tenant: tenant(),
+            service_id: id.into(),
+            app: "mall".into(),
+            name: format!("svc-{id}"),
+            version: "1.0.2".into(),
+            environment: "production".into(),
+            alias: "mall:orders".into(),
+            description: "Orders.\nAll of them.".into(),
+            level: "BACK".into(),
+            status: "UP".into(),
+            properties: BTreeMap::from([("allowCrossApp".into(), "true".into())]),
+            schemas: Vec::new(),
+            framework: None,
+            register_by: String::new(),
+        }
+    }
+
+    fn instance(service_id: &str, id: &str) -> Instance {
+        Instance {
+            tenant: tenant(),
+            service_id: service_id.into(),
+            instance_id: id.into(),
+            endpoints: vec![
+                "rest://10.0.0.1:8080?sslEnabled=false".into(),
+                "highway://10.0.0.1:7070".into(),
+            ],
+            host_name: "node-1".into(),
+            status: "UP".into(),
+            properties: BTreeMap::from([("zone".into(), "a".into()), ("k".into(), "".into())]),
+            health_check: Some(HealthCheck {
+                mode: "push".into(),
+                interval: 30,
+                times: 3,
+                port: 0,
+                url: String::new(),
+            }),
+            data_center: Some(DataCenterInfo {
+                name: "dc1".into(),
+                region: "eu-west".into(),
+                available_zone: "az_1".into(),
+            }),
+            version: "1.0.2".into(),
+            mod_timestamp: None,
+        }
+    }
+
+    fn upsert(service_id: &str, id: &str) -> Export {
+        Export::Upsert {
+            service: Box::new(service(service_id)),
+            instance: Box::new(instance(service_id, id)),
+        }
+    }
+
+    fn reason<T: std::fmt::Debug>(r: Result<T, ConvertError>) -> &'static str {
+        r.expect_err("should be refused").reason()
+    }
+
+    #[test]
+    fn service_round_trips() {
+        let s = service("0123456789abcdef");
+        let wire = service_to_wire(&s);
+        assert_eq!(wire.plugin_name, "servicecenter");
+        assert_eq!(wire.domain_project, "acme/shop");
+        assert_eq!(service_from_wire(wire), Ok(s));
+        let bare = Service {
+            environment: String::new(),
+            alias: String::new(),
+            description: String::new(),
+            level: String::new(),
+            status: String::new(),
+            properties: BTreeMap::new(),
+            ..service("s")
+        };
+        assert_eq!(service_from_wire(service_to_wire(&bare)), Ok(bare));
+    }
+
+    #[test]
+    fn uncarried_service_fields_come_back_empty() {
+        let s = Service {
+            schemas: vec!["a".into()],
+            framework: Some(("java-chassis".into(), "2.8".into())),
+            register_by: "SDK".into(),
+            ..service("s")
+        };
+        assert_eq!(service_from_wire(service_to_wire(&s)), Ok(service("s")));
+    }
+
+    #[test]
+    fn instance_round_trips() {
+        let i = instance("s1", "i-1");
+        let wire = instance_to_wire(&i);
+        assert_eq!(wire.data_center_zone, "az_1");
+        assert_eq!(instance_from_wire(wire), Ok(i));
+        let bare = Instance {
+            endpoints: Vec::new(),
+            properties: BTreeMap::new(),
+            health_check: None,
+            data_center: None,
+            version: String::new(),
+            ..instance("s1", "i-2")
+        };
+        let wire = instance_to_wire(&bare);
+        assert_eq!(
+            (wire.data_center_name.as_str(), wire.health_check.is_none()),
+            ("", true)
+        );
+        assert_eq!(instance_from_wire(wire), Ok(bare));
+        let stamped = Instance {
+            mod_timestamp: Some(1_700_000_000),
+            ..instance("s1", "i-3")
+        };
+        assert_eq!(
+            instance_from_wire(instance_to_wire(&stamped)),
+            Ok(instance("s1", "i-3"))
+        );
+    }
+
+    #[test]
+    fn changes_round_trip() {
+        let exports = [
+            upsert("s1", "i1"),
+            Export::Service(Box::new(service("s1"))),
+            Export::Removed(instance("s1", "i1").reference()),
+        ];
+        for (n, export) in exports.into_iter().enumerate() {
+            let seq = 10 + u64::try_from(n).unwrap();
+            let wire = change_to_wire(seq, 1_700_000_000_123, &export);
+            assert_eq!(change_from_wire(wire), Ok((seq, 1_700_000_000_123, export)));
+        }
+    }
+
+    #[test]
+    fn malformed_changes_are_refused() {
+        let mut c = change_to_wire(1, 0, &upsert("s1", "i1"));
+        c.kind = None;
+        let e = change_from_wire(c).unwrap_err();
+        assert_eq!((e.reason(), e.field()), ("missing_field", "change.kind"));
+
+        let c = change_to_wire(0, 0, &upsert("s1", "i1"));
+        assert_eq!(reason(change_from_wire(c)), "bad_sequence");
+
+        for drop_service in [true, false] {
+            let mut c = change_to_wire(1, 0, &upsert("s1", "i1"));
+            if let Some(proto::change::Kind::Upsert(u)) = &mut c.kind {
+                if drop_service {
+                    u.service = None;
+                } else {
+                    u.instance = None;
+                }
+            }
+            assert_eq!(reason(change_from_wire(c)), "missing_field");
+        }
+
+        let mismatched = Export::Upsert {
+            service: Box::new(service("s1")),
+            instance: Box::new(instance("s2", "i1")),
+        };
+        let e = change_from_wire(change_to_wire(1, 0, &mismatched)).unwrap_err();
+        assert_eq!(e.reason(), "unknown_service");
+        assert_eq!(e.field(), "change.upsert.instance.service_id");
+
+        let mut removed = instance("s1", "i1").reference();
+        removed.instance_id = "a/b".into();
+        let c = change_to_wire(1, 0, &Export::Removed(removed));
+        let e = change_from_wire(c).unwrap_err();
+        assert_eq!(
+            (e.reason(), e.field()),
+            ("bad_id", "change.removed.instance_id")
+        );
+    }
+
+    #[test]
+    fn empty_instance_id_names_the_field() {
+        let mut wire = instance_to_wire(&instance("s1", "i1"));
+        wire.instance_id.clear();
+        let e = instance_from_wire(wire).unwrap_err();
+        assert_eq!(e.to_string(), "instance.instance_id: empty");
+        assert_eq!(e.reason(), "missing_field");
+    }
+
+    /// Every instance rule, by the reason it gives.
+    #[test]
+    fn bad_instances_are_refused() {
+        type Edit = fn(&mut proto::SyncInstance);
+        let cases: &[(&str, &str, Edit)] = &[
+            ("missing_field", "instance.service_id", |w| {
+                w.service_id.clear()
+            }),
+            ("missing_field", "instance.host_name", |w| {
+                w.host_name.clear()
+            }),
+            ("missing_field", "instance.host_name", |w| {
+                w.host_name = "   ".into()
+            }),
+            ("missing_field", "instance.status", |w| w.status.clear()),
+            ("missing_field", "instance.domain_project", |w| {
+                w.domain_project.clear()
+            }),
+            ("missing_field", "instance.endpoints[1]", |w| {
+                w.endpoints[1] = " ".into()
+            }),
+            ("missing_field", "instance.data_center_region", |w| {
+                w.data_center_region.clear()
+            }),
+            ("bad_id", "instance.instance_id", |w| {
+                w.instance_id = "a b".into()
+            }),
+            ("bad_id", "instance.instance_id", |w| {
+                w.instance_id = "x".repeat(65)
+            }),
+            ("bad_id", "instance.instance_id", |w| {
+                w.instance_id = "ü".into()
+            }),
+            ("bad_id", "instance.service_id", |w| {
+                w.service_id = "a b".into()
+            }),
+            ("bad_id", "instance.service_id", |w| {
+                w.service_id = "s\u{0}".into()
+            }),
+            ("bad_tenant", "instance.domain_project", |w| {
+                w.domain_project = "default".into()
+            }),
+            ("bad_tenant", "instance.domain_project", |w| {
+                w.domain_project = "a/b/c".into()
+            }),
+            ("bad_tenant", "instance.domain_project", |w| {
+                w.domain_project = "/b".into()
+            }),
+            ("bad_tenant", "instance.domain_project", |w| {
+                w.domain_project = format!("a/{}", "b".repeat(300))
+            }),
+            ("bad_value", "instance.status", |w| w.status = "up".into()),
+            ("bad_value", "instance.host_name", |w| {
+                w.host_name = "a\nb".into()
+            }),
+            ("bad_value", "instance.endpoints[0]", |w| {
+                w.endpoints[0] = "rest://a\u{1b}[31m".into()
+            }),
+            ("bad_value", "instance.health_check.mode", |w| {
+                w.health_check.as_mut().unwrap().mode = "tcp".into()
+            }),
+            ("bad_value", "instance.health_check.interval", |w| {
+                w.health_check.as_mut().unwrap().interval = 0
+            }),
+            ("bad_value", "instance.health_check.interval", |w| {
+                w.health_check.as_mut().unwrap().interval = -30
+            }),
+            ("bad_value", "instance.health_check.times", |w| {
+                w.health_check.as_mut().unwrap().times = -1
+            }),
+            ("bad_value", "instance.health_check.port", |w| {
+                w.health_check.as_mut().unwrap().port = 70_000
+            }),
+            ("bad_value", "instance.health_check.port", |w| {
+                w.health_check.as_mut().unwrap().port = i32::MIN
+            }),
+            ("bad_value", "instance.health_check.url", |w| {
+                w.health_check.as_mut().unwrap().url = "/a b".into()
+            }),
+            ("bad_value", "instance.data_center_name", |w| {
+                w.data_center_name = "dc 1".into()
+            }),
+            ("too_large", "instance.host_name", |w| {
+                w.host_name = "h".repeat(65)
+            }),
+            ("too_large", "instance.status", |w| {
+                w.status = "U".repeat(33)
+            }),
+            ("too_large", "instance.endpoints", |w| {
+                w.endpoints = vec!["rest://a:1".into(); 65]
+            }),
+            ("too_large", "instance.endpoints[0]", |w| {
+                w.endpoints[0] = format!("rest://{}", "a".repeat(1100))
+            }),
+            ("too_large", "instance.properties", |w| {
+                w.properties = (0..257).map(|n| (n.to_string(), String::new())).collect()
+            }),
+            ("too_large", "instance.properties", |w| {
+                w.properties.insert("big".into(), "v".repeat(5000));
+            }),
+            ("too_large", "instance.properties", |w| {
+                w.properties.insert("k".repeat(1025), String::new());
+            }),
+            ("too_large", "instance.properties", |w| {
+                w.properties = (0..20).map(|n| (n.to_string(), "v".repeat(4000))).collect()
+            }),
+            ("too_large", "instance.data_center_zone", |w| {
+                w.data_center_zone = "z".repeat(129)
+            }),
+        ];
+        for (expected, field, edit) in cases {
+            let mut wire = instance_to_wire(&instance("s1", "i1"));
+            edit(&mut wire);
+            let shown = format!("{wire:?}");
+            let e = instance_from_wire(wire).unwrap_err();
+            assert_eq!(
+                (e.reason(), e.field()),
+                (*expected, *field),
+                "{e} for {shown}"
+            );
+            assert!(e.to_string().starts_with(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_services_are_refused() {
+        type Edit = fn(&mut proto::SyncService);
+        let cases: &[(&str, &str, Edit)] = &[
+            ("missing_field", "service.app", |w| w.app.clear()),
+            ("missing_field", "service.name", |w| w.name.clear()),
+            ("missing_field", "service.version", |w| w.version.clear()),
+            ("missing_field", "service.service_id", |w| {
+                w.service_id.clear()
+            }),
+            ("bad_id", "service.service_id", |w| {
+                w.service_id = "s".repeat(65)
+            }),
+            ("bad_tenant", "service.domain_project", |w| {
+                w.domain_project = "acme/".into()
+            }),
+            ("bad_value", "service.version", |w| {
+                w.version = "1.0.0.0.0".into()
+            }),
+            ("bad_value", "service.version", |w| w.version = "1.x".into()),
+            ("bad_value", "service.version", |w| {
+                w.version = "1..0".into()
+            }),
+            ("bad_value", "service.environment", |w| {
+                w.environment = "prod".into()
+            }),
+            ("bad_value", "service.status", |w| w.status = "Up".into()),
+            ("bad_value", "service.level", |w| {
+                w.level = "back end".into()
+            }),
+            ("bad_value", "service.name", |w| w.name = "a\tb".into()),
+            ("too_large", "service.app", |w| w.app = "a".repeat(161)),
+            ("too_large", "service.description", |w| {
+                w.description = "d".repeat(257)
+            }),
+            ("too_large", "service.properties", |w| {
+                w.properties.insert("v".into(), "v".repeat(4097));
+            }),
+        ];
+        for (expected, field, edit) in cases {
+            let mut wire = service_to_wire(&service("s1"));
+            edit(&mut wire);
+            let e = service_from_wire(wire).unwrap_err();
+            assert_eq!((e.reason(), e.field()), (*expected, *field), "{e}");
+        }
+    }
+
+    #[test]
+    fn sc_leniency_is_kept() {
+        // Client-chosen service ids may hold anything but whitespace; versions up to four
+        // parts; any upper-case status; unusual but valid texts.
+        let s = Service {
+            service_id: "my-svc:v1/ü".into(),
+            version: "1.2.3.4".into(),
+            status: "DOWN".into(),
+            description: "d\u{0}".repeat(128),
+            ..service("x")
+        };
+        assert_eq!(service_from_wire(service_to_wire(&s)), Ok(s.clone()));
+        let i = Instance {
+            service_id: s.service_id.clone(),
+            instance_id: "A.b_c-9".into(),
+            status: "TESTING".into(),
+            host_name: " host with spaces ".into(),
+            health_check: Some(HealthCheck {
+                mode: "pull".into(),
+                interval: 1,
+                times: 0,
+                port: 65_535,
+                url: "/health".into(),
+            }),
+            properties: BTreeMap::from([("".into(), "line\nbreak".into())]),
+            ..instance("x", "i")
+        };
+        assert_eq!(instance_from_wire(instance_to_wire(&i)), Ok(i.clone()));
+        assert_eq!(check_item(&s, &i), Ok(()));
+    }
+
+    #[test]
+    fn out_of_range_model_values_never_panic() {
+        let mut i = instance("s1", "i1");
+        i.health_check = Some(HealthCheck {
+            mode: "push".into(),
+            interval: u32::MAX,
+            times: u32::MAX,
+            port: u32::MAX,
+            url: String::new(),
+        });
+        let wire = instance_to_wire(&i);
+        let h = wire.health_check.clone().unwrap();
+        assert_eq!(
+            (h.interval, h.times, h.port),
+            (i32::MAX, i32::MAX, i32::MAX)
+        );
+        assert_eq!(reason(instance_from_wire(wire)), "bad_value");
+        assert_eq!(reason(check_instance(&i)), "bad_value");
+    }
+
+    #[test]
+    fn check_item_matches_the_receiving_side() {
+        assert_eq!(check_item(&service("s1"), &instance("s1", "i1")), Ok(()));
+        assert_eq!(
+            reason(check_item(&service("s1"), &instance("s2", "i1"))),
+            "unknown_service"
+        );
+        let bad = Service {
+            version: "latest".into(),
+            ..service("s1")
+        };
+        assert_eq!(reason(check_service(&bad)), "bad_value");
+        let bad = Instance {
+            tenant: Tenant::new("a/b", "c"),
+            ..instance("s1", "i1")
+        };
+        assert_eq!(reason(check_instance(&bad)), "bad_tenant");
+        let bad = Instance {
+            data_center: Some(DataCenterInfo {
+                name: "dc".into(),
+                region: String::new(),
+                available_zone: "z".into(),
+            }),
+            ..instance("s1", "i1")
+        };
+        assert_eq!(reason(check_instance(&bad)), "missing_field");
+    }
+
+    fn items(per_service: &[(&str, usize)]) -> Vec<(Service, Instance)> {
+        per_service
+            .iter()
+            .flat_map(|(s, n)| (0..*n).map(move |k| (service(s), instance(s, &format!("{s}-{k}")))))
+            .collect()
+    }
+
+    fn digest(items: &[(Service, Instance)]) -> Digest64 {
+        let mut d = Digest64::default();
+        for (s, i) in items {
+            d.add(s, i);
+        }
+        d
+    }
+
+    #[test]
+    fn snapshots_are_chunked_with_their_services() {
+        let all = items(&[("s1", 400), ("s2", 400), ("s3", 401)]);
+        let chunks = snapshot_chunks(&all);
+        let shape: Vec<(usize, Vec<&str>)> = chunks
+            .iter()
+            .map(|c| {
+                (
+                    c.instances.len(),
+                    c.services.iter().map(|s| s.service_id.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (500, vec!["s1", "s2"]),
+                (500, vec!["s2", "s3"]),
+                (201, vec!["s3"])
+            ]
+        );
+        let back: Vec<(Service, Instance)> = chunks
+            .into_iter()
+            .flat_map(|c| chunk_from_wire(c).unwrap())
+            .collect();
+        assert_eq!(back, all);
+        assert_eq!(digest(&back), digest(&all));
+        assert!(snapshot_chunks(&[]).is_empty());
+    }
+
+    #[test]
+    fn fat_instances_make_smaller_chunks() {
+        let mut all = items(&[("s1", 300)]);
+        for (_, i) in &mut all {
+            i.properties = (0..15).map(|n| (n.to_string(), "v".repeat(4000))).collect();
+        }
+        let chunks = snapshot_chunks(&all);
+        assert!(chunks.len() > 1, "{} chunks", chunks.len());
+        let bytes: usize = all
+            .iter()
+            .map(|(s, i)| framed_len(&instance_to_wire(i)) + framed_len(&service_to_wire(s)))
+            .sum();
+        assert!(
+            bytes > 2 * MAX_CHUNK_BYTES,
+            "the test needs fat items: {bytes}"
+        );
+        for c in &chunks {
+            assert!(c.encoded_len() <= MAX_CHUNK_BYTES, "{}", c.encoded_len());
+            assert_eq!(c.services.len(), 1);
+        }
+        let back: Vec<_> = chunks
+            .into_iter()
+            .flat_map(|c| chunk_from_wire(c).unwrap())
+            .collect();
+        assert_eq!(back, all);
+    }
+
+    #[test]
+    fn bad_chunks_are_refused() {
+        let mut c = snapshot_chunks(&items(&[("s1", 2), ("s2", 1)])).remove(0);
+        c.services.retain(|s| s.service_id != "s2");
+        let e = chunk_from_wire(c).unwrap_err();
+        assert_eq!(
+            (e.reason(), e.field()),
+            ("unknown_service", "chunk.instances[2].service_id")
+        );
+
+        // Same service id, other tenant: not its service.
+        let mut c = snapshot_chunks(&items(&[("s1", 1)])).remove(0);
+        c.instances[0].domain_project = "default/default".into();
+        assert_eq!(reason(chunk_from_wire(c)), "unknown_service");
+
+        let mut c = snapshot_chunks(&items(&[("s1", 2)])).remove(0);
+        c.instances[1].host_name.clear();
+        let e = chunk_from_wire(c).unwrap_err();
+        assert_eq!(e.to_string(), "chunk.instances[1].host_name: empty");
+
+        let mut c = snapshot_chunks(&items(&[("s1", 1)])).remove(0);
+        c.instances.push(c.instances[0].clone());
+        assert_eq!(reason(chunk_from_wire(c)), "duplicate");
+
+        let mut c = snapshot_chunks(&items(&[("s1", 1)])).remove(0);
+        c.services.push(c.services[0].clone());
+        assert_eq!(reason(chunk_from_wire(c)), "duplicate");
+
+        let mut c = snapshot_chunks(&items(&[("s1", 1)])).remove(0);
+        c.instances = vec![c.instances[0].clone(); MAX_CHUNK_INSTANCES + 1];
+        let e = chunk_from_wire(c).unwrap_err();
+        assert_eq!((e.reason(), e.field()), ("too_large", "chunk.instances"));
+    }
+
+    fn numbered(from_seq: u64, n: u64) -> Vec<(u64, u64, Export)> {
+        (1..=n)
+            .map(|k| (from_seq + k, 1_000 + k, upsert("s1", &format!("i{k}"))))
+            .collect()
+    }
+
+    #[test]
+    fn pushes_round_trip() {
+        let changes = numbered(41, 3);
+        let wire = push_to_wire("dc-east", 7, 41, &changes);
+        assert_eq!(wire.to_seq, 44);
+        assert_eq!(
+            push_from_wire(wire),
+            Ok(Push {
+                origin: "dc-east".into(),
+                epoch: 7,
+                from_seq: 41,
+                to_seq: 44,
+                changes
+            })
+        );
+        assert_eq!(push_to_wire("dc", 1, 9, &[]).to_seq, 9);
+    }
+
+    #[test]
+    fn push_sequences_are_checked() {
+        let good = || push_to_wire("dc-east", 7, 41, &numbered(41, 3));
+        type Edit = fn(&mut proto::PushRequest);
+        let cases: &[(&str, &str, Edit)] = &[
+            ("bad_sequence", "push.changes[0].seq", |p| p.from_seq = 40),
+            ("bad_sequence", "push.changes[0].seq", |p| p.from_seq = 42),
+            ("bad_sequence", "push.changes[2].seq", |p| {
+                p.changes[2].seq = 45
+            }),
+            ("bad_sequence", "push.changes[1].seq", |p| {
+                p.changes.swap(1, 2)
+            }),
+            ("bad_sequence", "push.to_seq", |p| p.to_seq = 45),
+            ("bad_sequence", "push.to_seq", |p| p.to_seq = 43),
+            ("bad_sequence", "push.epoch", |p| p.epoch = 0),
+            ("bad_sequence", "push.changes[0].seq", |p| {
+                p.from_seq = u64::MAX;
+                p.changes.truncate(1);
+                p.changes[0].seq = 0;
+            }),
+            ("missing_field", "push.changes", |p| p.changes.clear()),
+            ("missing_field", "push.origin", |p| p.origin.clear()),
+            ("too_large", "push.origin", |p| p.origin = "o".repeat(129)),
+            ("bad_value", "push.origin", |p| p.origin = "dc\n1".into()),
+            ("missing_field", "push.changes[1].kind", |p| {
+                p.changes[1].kind = None
+            }),
+            ("too_large", "push.changes", |p| {
+                let changes = numbered(0, 1001);
+                *p = push_to_wire("dc", 1, 0, &changes);
+            }),
+        ];
+        for (expected, field, edit) in cases {
+            let mut p = good();
+            edit(&mut p);
+            let e = push_from_wire(p).unwrap_err();
+            assert_eq!((e.reason(), e.field()), (*expected, *field), "{e}");
+        }
+        let full = numbered(0, 1000);
+        assert!(push_from_wire(push_to_wire("dc", 1, 0, &full)).is_ok());
+    }
+
+    #[test]
+    fn increments_are_checked() {
+        let batch = |changes: &[(u64, u64, Export)]| proto::ChangeBatch {
+            changes: changes
+                .iter()
+                .map(|(s, o, e)| change_to_wire(*s, *o, e))
+                .collect(),
+        };
+        let changes = numbered(5, 4);
+        assert_eq!(increments_from_wire(batch(&changes)), Ok(changes.clone()));
+        assert_eq!(
+            increments_from_wire(proto::ChangeBatch::default()),
+            Ok(Vec::new())
+        );
+
+        let mut gap = batch(&changes);
+        gap.changes.remove(2);
+        let e = increments_from_wire(gap).unwrap_err();
+        assert_eq!(
+            (e.reason(), e.field()),
+            ("bad_sequence", "increments.changes[2].seq")
+        );
+
+        let mut zero = batch(&changes[..1]);
+        zero.changes[0].seq = 0;
+        assert_eq!(reason(increments_from_wire(zero)), "bad_sequence");
+
+        let mut bad = batch(&changes);
+        bad.changes[3].kind = None;
+        let e = increments_from_wire(bad).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "increments.changes[3].kind: missing (upsert, service or removed)"
+        );
+
+        assert_eq!(
+            reason(increments_from_wire(batch(&numbered(0, 1001)))),
+            "too_large"
+        );
+    }
+}

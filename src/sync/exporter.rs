@@ -1,0 +1,328 @@
+//! The export side at run time: one task reads the local registry's change feed, keeps the
+//! exported view ([`ExportState`]) that `Pull` and the pushers read, hands observations of
+//! syncer's own copies to the importers, and announces the new revision in the gossip pool.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::export::{Export, ExportSnapshot, ExportState, Revision, Since};
+use super::ids::is_copy;
+use super::importer::Importers;
+use super::metrics::SyncMetrics;
+use super::unix_ms;
+use crate::gossip::GossipHandle;
+use crate::registry::{Change, Instance, Registry, Service, Snapshot};
+use crate::rpc::convert;
+
+/// Increments kept for peers that are a little behind; older peers get a snapshot.
+pub(crate) const OUTBOX: usize = 20_000;
+/// Revision announcements in the gossip pool are at most this frequent.
+pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(200);
+/// Pause after a failed feed read.
+const FEED_RETRY: Duration = Duration::from_secs(1);
+/// Tag of a revision announcement in a gossip user event.
+const ANNOUNCE_TAG: u8 = b'R';
+
+/// The exported view, shared by the exporter (writer), the pushers and `Pull` (readers).
+#[derive(Debug)]
+pub(crate) struct Exported {
+    /// This data centre's name: the origin of everything exported.
+    pub cluster: String,
+    state: Mutex<Timed>,
+    revision: watch::Sender<Revision>,
+}
+
+/// The export state with the time each outbox entry was seen (for latency metrics).
+#[derive(Debug)]
+struct Timed {
+    state: ExportState,
+    seen_ms: VecDeque<(u64, u64)>,
+}
+
+impl Exported {
+    pub(crate) fn new(cluster: String, epoch: u64) -> Exported {
+        let state = ExportState::new(epoch, OUTBOX);
+        let (revision, _) = watch::channel(state.revision());
+        Exported {
+            cluster,
+            state: Mutex::new(Timed {
+                state,
+                seen_ms: VecDeque::new(),
+            }),
+            revision,
+        }
+    }
+
+    pub(crate) fn revision(&self) -> Revision {
+        *self.revision.borrow()
+    }
+
+    pub(crate) fn watch(&self) -> watch::Receiver<Revision> {
+        self.revision.subscribe()
+    }
+
+    /// What a peer that applied everything up to `after` needs, with the time each change
+    /// was seen here.
+    pub(crate) fn since(&self, after: Revision) -> Option<Vec<(u64, u64, Export)>> {
+        let timed = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match timed.state.since(after) {
+            Since::UpToDate => Some(Vec::new()),
+            Since::Snapshot => None,
+            Since::Increments(changes) => Some(
+                changes
+                    .into_iter()
+                    .map(|(seq, export)| (seq, timed.seen(seq), export))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> ExportSnapshot {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .state
+            .snapshot()
+    }
+
+    /// Applies a batch of feed changes; returns how many exported changes it made.
+    fn apply(&self, changes: Vec<Change>, metrics: &SyncMetrics) -> usize {
+        let now = unix_ms();
+        let mut timed = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut made = 0;
+        for change in changes {
+            for (seq, _) in timed.state.apply(change) {
+                timed.seen_ms.push_back((seq, now));
+                made += 1;
+            }
+        }
+        while timed.seen_ms.len() > OUTBOX {
+            timed.seen_ms.pop_front();
+        }
+        let revision = timed.state.revision();
+        metrics.exported_seq.set(saturating_i64(revision.seq));
+        if made > 0 {
+            metrics
+                .exported_instances
+                .set(saturating_i64(timed.state.len() as u64));
+        }
+        drop(timed);
+        self.revision.send_if_modified(|r| {
+            let changed = *r != revision;
+            *r = revision;
+            changed
+        });
+        made
+    }
+}
+
+impl Timed {
+    fn seen(&self, seq: u64) -> u64 {
+        match self.seen_ms.binary_search_by_key(&seq, |(s, _)| *s) {
+            Ok(i) => self.seen_ms[i].1,
+            Err(_) => 0,
+        }
+    }
+}
+
+pub(crate) fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// "Data centre `cluster` is at revision `(epoch, seq)`", gossiped after changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Announce {
+    pub cluster: String,
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+impl Announce {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = vec![ANNOUNCE_TAG];
+        // Encoding a struct of strings and integers into a Vec cannot fail.
+        out.extend(postcard::to_allocvec(self).unwrap_or_default());
+        out
+    }
+
+    /// `None` for payloads that are not announcements (other event kinds, garbage).
+    pub(crate) fn decode(payload: &[u8]) -> Option<Announce> {
+        match payload.split_first() {
+            Some((&ANNOUNCE_TAG, body)) => postcard::from_bytes(body).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the export side until `token` is cancelled.
+pub(crate) async fn run(
+    registry: Arc<dyn Registry>,
+    exported: Arc<Exported>,
+    export_enabled: bool,
+    importers: Arc<Importers>,
+    gossip: GossipHandle,
+    metrics: SyncMetrics,
+    token: CancellationToken,
+) {
+    let mut feed = registry.change_feed();
+    let mut announced = Revision::default();
+    let mut next_announce: Option<Instant> = None;
+    let mut last_announce = Instant::now() - ANNOUNCE_EVERY;
+    let mut failures = 0u32;
+    let mut first = true;
+    let mut refused = HashSet::new();
+    loop {
+        let batch = tokio::select! {
+            biased;
+            () = token.cancelled() => return,
+            () = sleep_until_opt(next_announce) => {
+                next_announce = None;
+                let revision = exported.revision();
+                if revision != announced {
+                    announce(&gossip, &exported.cluster, revision).await;
+                    announced = revision;
+                    last_announce = Instant::now();
+                }
+                continue;
+            }
+            batch = feed.next() => batch,
+        };
+        let changes = match batch {
+            Ok(changes) => {
+                if failures > 0 {
+                    info!(failures, "the local registry answers again");
+                }
+                failures = 0;
+                changes
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(30) {
+                    warn!(error = %e, failures, "cannot read the local registry's changes");
+                }
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(FEED_RETRY) => {}
+                }
+                continue;
+            }
+        };
+        if changes.is_empty() {
+            continue;
+        }
+        importers.local_changes(&changes);
+        if !export_enabled {
+            continue;
+        }
+        let changes = exportable(changes, &mut refused, &metrics);
+        let made = exported.apply(changes, &metrics);
+        if first {
+            first = false;
+            info!(instances = exported.snapshot().items.len(), revision = ?exported.revision(), "local registry read; exporting");
+        }
+        if made > 0 {
+            debug!(made, revision = ?exported.revision(), "exported changes");
+            if next_announce.is_none() {
+                next_announce = Some((last_announce + ANNOUNCE_EVERY).max(Instant::now()));
+            }
+        }
+    }
+}
+
+/// Most refused local objects remembered, so each is logged once.
+const REFUSED_MEMORY: usize = 10_000;
+
+/// Drops local services and instances that other data centres would refuse (an id or field
+/// outside SC's rules, oversized properties): one odd object must not make every snapshot of
+/// this data centre unusable. Each is logged once and counted.
+fn exportable(
+    changes: Vec<Change>,
+    refused: &mut HashSet<String>,
+    metrics: &SyncMetrics,
+) -> Vec<Change> {
+    let mut refuse = |what: String, e: convert::ConvertError| {
+        metrics.reject("export", e.reason());
+        if refused.len() < REFUSED_MEMORY && refused.insert(what.clone()) {
+            warn!(object = %what, error = %e, "not exported: other data centres would refuse it");
+        }
+    };
+    let service_ok = |s: &Service, refuse: &mut dyn FnMut(String, convert::ConvertError)| {
+        convert::check_service(s)
+            .map_err(|e| refuse(format!("service {}/{}", s.tenant, s.service_id), e))
+            .is_ok()
+    };
+    let instance_ok = |i: &Instance, refuse: &mut dyn FnMut(String, convert::ConvertError)| {
+        is_copy(i)
+            || convert::check_instance(i)
+                .map_err(|e| refuse(format!("instance {}", i.reference()), e))
+                .is_ok()
+    };
+    changes
+        .into_iter()
+        .filter_map(|change| match change {
+            Change::Service(s) => service_ok(&s, &mut refuse).then_some(Change::Service(s)),
+            Change::Instance(i) => instance_ok(&i, &mut refuse).then_some(Change::Instance(i)),
+            Change::Resync(snapshot) => {
+                let services = snapshot
+                    .services
+                    .into_iter()
+                    .filter(|s| service_ok(s, &mut refuse))
+                    .collect();
+                let instances = snapshot
+                    .instances
+                    .into_iter()
+                    .filter(|i| instance_ok(i, &mut refuse))
+                    .collect();
+                Some(Change::Resync(Snapshot {
+                    services,
+                    instances,
+                }))
+            }
+            other => Some(other),
+        })
+        .collect()
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn announce(gossip: &GossipHandle, cluster: &str, revision: Revision) {
+    let payload = Announce {
+        cluster: cluster.to_owned(),
+        epoch: revision.epoch,
+        seq: revision.seq,
+    }
+    .encode();
+    if let Err(e) = gossip.broadcast(payload).await {
+        debug!(error = %e, "revision not announced");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_round_trip_and_garbage_is_ignored() {
+        let a = Announce {
+            cluster: "dc1".into(),
+            epoch: 9,
+            seq: 42,
+        };
+        assert_eq!(Announce::decode(&a.encode()), Some(a));
+        assert_eq!(Announce::decode(b""), None);
+        assert_eq!(Announce::decode(b"Rxx"), None);
+        assert_eq!(Announce::decode(b"X\x03dc1"), None);
+    }
+}

@@ -1,0 +1,152 @@
+//! Metrics of the sync engine, under the `syncer_sync_` prefix.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::telemetry::Metrics;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OpOutcome {
+    pub op: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Rejected {
+    pub rpc: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OriginLabel {
+    pub origin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Outcome {
+    pub outcome: &'static str,
+}
+
+/// The engine's counters, gauges and histograms. Clones share them.
+#[derive(Clone, Debug)]
+pub struct SyncMetrics {
+    pub(crate) exported_instances: Gauge,
+    pub(crate) exported_seq: Gauge,
+    pub(crate) copies: Family<OriginLabel, Gauge>,
+    pub(crate) stale: Family<OriginLabel, Gauge>,
+    pub(crate) registry_ops: Family<OpOutcome, Counter>,
+    pub(crate) transfers: Family<OpOutcome, Counter>,
+    pub(crate) rejected: Family<Rejected, Counter>,
+    pub(crate) removals: Family<OriginLabel, Counter>,
+    pub(crate) removals_paused: Family<OriginLabel, Counter>,
+    pub(crate) heartbeats: Family<Outcome, Counter>,
+    /// Origin syncer saw the change → this syncer wrote the copy.
+    pub(crate) apply_latency: Histogram,
+}
+
+impl Default for SyncMetrics {
+    fn default() -> SyncMetrics {
+        let buckets = [
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        SyncMetrics {
+            exported_instances: Gauge::default(),
+            exported_seq: Gauge::default(),
+            copies: Family::default(),
+            stale: Family::default(),
+            registry_ops: Family::default(),
+            transfers: Family::default(),
+            rejected: Family::default(),
+            removals: Family::default(),
+            removals_paused: Family::default(),
+            heartbeats: Family::default(),
+            apply_latency: Histogram::new(buckets),
+        }
+    }
+}
+
+impl SyncMetrics {
+    /// Adds the engine's metrics to `metrics`.
+    pub fn register(&self, metrics: &Metrics) {
+        metrics.register(
+            "syncer_sync_exported_instances",
+            "Local instances this data centre exports",
+            self.exported_instances.clone(),
+        );
+        metrics.register(
+            "syncer_sync_exported_seq",
+            "Sequence number of the last exported change in the current epoch",
+            self.exported_seq.clone(),
+        );
+        metrics.register(
+            "syncer_sync_copies",
+            "Copies registered locally, by origin data centre",
+            self.copies.clone(),
+        );
+        metrics.register(
+            "syncer_sync_origin_stale",
+            "1 while an origin has had no successful exchange for longer than the grace period",
+            self.stale.clone(),
+        );
+        metrics.register(
+            "syncer_sync_registry_ops",
+            "Writes to the local registry by the importer, by operation and outcome",
+            self.registry_ops.clone(),
+        );
+        metrics.register(
+            "syncer_sync_transfers",
+            "Push and pull calls, by direction and outcome",
+            self.transfers.clone(),
+        );
+        metrics.register(
+            "syncer_sync_rpc_rejected",
+            "Push and Pull calls refused as malformed, by reason",
+            self.rejected.clone(),
+        );
+        metrics.register(
+            "syncer_sync_removals",
+            "Copies removed because their origin instance is gone",
+            self.removals.clone(),
+        );
+        metrics.register(
+            "syncer_sync_removals_paused",
+            "Copy removals postponed by the per-origin removal cap",
+            self.removals_paused.clone(),
+        );
+        metrics.register(
+            "syncer_sync_heartbeats",
+            "Batch heartbeats for copies, by outcome",
+            self.heartbeats.clone(),
+        );
+        metrics.register(
+            "syncer_sync_apply_latency_seconds",
+            "From the origin syncer seeing a change to this syncer writing the copy",
+            self.apply_latency.clone(),
+        );
+    }
+
+    pub(crate) fn registry_op(&self, op: &'static str, outcome: &'static str) {
+        self.registry_ops
+            .get_or_create(&OpOutcome { op, outcome })
+            .inc();
+    }
+
+    pub(crate) fn transfer(&self, op: &'static str, outcome: &'static str) {
+        self.transfers
+            .get_or_create(&OpOutcome { op, outcome })
+            .inc();
+    }
+
+    pub(crate) fn reject(&self, rpc: &'static str, reason: &'static str) {
+        self.rejected.get_or_create(&Rejected { rpc, reason }).inc();
+    }
+
+    pub(crate) fn origin(&self, origin: &str) -> OriginLabel {
+        OriginLabel {
+            origin: origin.to_owned(),
+        }
+    }
+}
