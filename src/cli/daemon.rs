@@ -289,9 +289,9 @@ pub fn run(args: &DaemonArgs, matches: &ArgMatches) -> std::process::ExitCode {
 fn print_check(config: &crate::config::Config) {
     println!("configuration is valid");
     for (id, value, origin) in &config.effective {
-        println!("  {id:<16} = {value:<40} ({origin})");
+        println!("  {id:<21} = {value:<40} ({origin})");
     }
-    println!("  {:<16} = {}", "advertise_ip", config.gossip.advertise_ip);
+    println!("  {:<21} = {}", "advertise_ip", config.gossip.advertise_ip);
     for warning in &config.warnings {
         println!("warning: {warning}");
     }

@@ -37,6 +37,9 @@ pub(crate) struct Exported {
     pub cluster: String,
     state: Mutex<Timed>,
     revision: watch::Sender<Revision>,
+    /// Set once the local registry was read in full: before that the view is not a
+    /// snapshot, and serving it would make peers remove copies.
+    ready: std::sync::atomic::AtomicBool,
 }
 
 /// The export state with the time each outbox entry was seen (for latency metrics).
@@ -57,7 +60,13 @@ impl Exported {
                 seen_ms: VecDeque::new(),
             }),
             revision,
+            ready: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the view holds the whole local registry.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn revision(&self) -> Revision {
@@ -218,12 +227,19 @@ pub(crate) async fn run(
             continue;
         }
         importers.local_changes(&changes);
+        let full = changes.iter().any(|c| matches!(c, Change::Resync(_)));
         if !export_enabled {
+            if full {
+                exported.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             continue;
         }
         let changes = exportable(changes, &mut refused, &metrics);
         let made = exported.apply(changes, &metrics);
-        if first {
+        if full {
+            exported.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if first && full {
             first = false;
             info!(instances = exported.snapshot().items.len(), revision = ?exported.revision(), "local registry read; exporting");
         }

@@ -133,6 +133,11 @@ impl SyncHandle {
     pub fn pull(&self, request: &PullRequest) -> Result<Vec<PullChunk>, tonic::Status> {
         let core = self.core()?;
         let exported = &core.exported;
+        if !exported.is_ready() {
+            return Err(tonic::Status::unavailable(
+                "the local registry has not been read yet",
+            ));
+        }
         let since = (request.since_epoch != 0).then_some(Revision {
             epoch: request.since_epoch,
             seq: request.since_seq,

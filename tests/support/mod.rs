@@ -148,3 +148,4 @@ impl Drop for Daemon {
 }
 
 pub mod etcd;
+pub mod sync;

@@ -1,0 +1,676 @@
+//! End-to-end sync between data centres: real `syncer daemon` processes, each next to its own
+//! dev registry (in-process, restartable on its address), all in one gossip pool on
+//! 127.0.0.x. Every test has its own directories and ports; waits poll every 20 ms with a
+//! deadline and print every registry and syncer log when they fail. Harness:
+//! `tests/support/sync.rs`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use support::etcd::EtcdServer;
+use support::sync::{
+    COPY_PREFIX, Inst, NewInstance, ORIGIN, SYNC_DEADLINE, World, metric_sum, props,
+};
+
+/// Length of a copy's id: `syncer-` and 32 hex digits.
+const COPY_ID_LEN: usize = 39;
+
+fn show(list: &[Inst]) -> String {
+    if list.is_empty() {
+        return "(none)".to_owned();
+    }
+    list.iter()
+        .map(|i| format!("  {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The single copy in registry `i`, if there is exactly one.
+fn single_copy(w: &World, i: usize) -> Option<Inst> {
+    let copies = w.reg(i).copies();
+    (copies.len() == 1).then(|| copies[0].clone())
+}
+
+/// Whether `id` looks like a copy id: `syncer-` + 32 lower-case hex digits.
+fn is_copy_id(id: &str) -> bool {
+    id.len() == COPY_ID_LEN
+        && id.starts_with(COPY_PREFIX)
+        && id[COPY_PREFIX.len()..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+}
+
+/// Registry `i` holds exactly one copy per host name in `hosts` (and nothing else that is a
+/// copy), each marked with `origin` and carrying the origin's endpoints.
+fn copies_match(w: &World, i: usize, origin: &str, hosts: &BTreeMap<String, Vec<String>>) -> bool {
+    let copies = w.reg(i).copies();
+    copies.len() == hosts.len()
+        && copies
+            .iter()
+            .all(|c| c.origin() == Some(origin) && hosts.get(&c.host_name) == Some(&c.endpoints))
+}
+
+#[test]
+fn an_instance_is_mirrored_through_its_whole_life_without_echo() {
+    let mut w = World::start(2, &[]);
+    let sid = w.reg(0).create_service("shop", "orders", "1.2.3");
+    let origin = NewInstance::new("orders-host", "rest://10.1.0.1:8080").property("zone", "a");
+    let iid = w.reg(0).register(&sid, &origin);
+
+    // Registered in dc1: exactly one copy in dc2.
+    w.wait_until("a copy of the instance in dc2", SYNC_DEADLINE, |w| {
+        single_copy(w, 1).is_some()
+    });
+    let copy = single_copy(&w, 1).expect("one copy");
+    let dc2 = w.reg(1).list();
+    w.check(dc2.len() == 1, || {
+        format!("dc2 should hold only the copy:\n{}", show(&dc2))
+    });
+    w.check(is_copy_id(&copy.instance_id), || {
+        format!("the copy's id is not syncer- + 32 hex: {copy}")
+    });
+    w.check(
+        (copy.app.as_str(), copy.name.as_str(), copy.version.as_str())
+            == ("shop", "orders", "1.2.3"),
+        || format!("the copy is not in service shop/orders/1.2.3: {copy}"),
+    );
+    w.check(
+        copy.host_name == origin.host_name && copy.endpoints == origin.endpoints,
+        || format!("the copy's host name or endpoints differ from the origin's: {copy}"),
+    );
+    w.check(copy.status == "UP", || {
+        format!("the copy is not UP: {copy}")
+    });
+    w.check(
+        copy.properties == props(&[("zone", "a"), (ORIGIN, "dc1")]),
+        || format!("the copy should carry the origin's properties and {ORIGIN}=dc1: {copy}"),
+    );
+
+    // No echo: dc1 holds its own instance and nothing else.
+    let dc1 = w.reg(0).list();
+    w.check(dc1.len() == 1 && dc1[0].instance_id == iid, || {
+        format!(
+            "dc1 should hold only its own instance {iid}:\n{}",
+            show(&dc1)
+        )
+    });
+
+    // Status.
+    w.reg(0).set_status(&sid, &iid, "DOWN");
+    w.wait_until("the copy to become DOWN", SYNC_DEADLINE, |w| {
+        single_copy(w, 1).is_some_and(|c| c.status == "DOWN")
+    });
+
+    // Properties: replaced, and the copy keeps its origin mark.
+    w.reg(0)
+        .set_properties(&sid, &iid, &props(&[("zone", "b"), ("weight", "7")]));
+    w.wait_until("the copy to get the new properties", SYNC_DEADLINE, |w| {
+        single_copy(w, 1).is_some_and(|c| {
+            c.properties == props(&[("zone", "b"), ("weight", "7"), (ORIGIN, "dc1")])
+        })
+    });
+    let same = single_copy(&w, 1).expect("one copy");
+    w.check(same.instance_id == copy.instance_id, || {
+        format!(
+            "a status or properties change should update the copy in place, not replace it: was {}, now {same}",
+            copy.instance_id
+        )
+    });
+
+    // Endpoints can only change by registering again (SC ignores the body of a known id):
+    // the origin is removed and registered again under its id with new endpoints, at once.
+    let moved = NewInstance::new("orders-host", "rest://10.1.0.2:9090")
+        .id(&iid)
+        .property("zone", "b");
+    w.reg(0).unregister(&sid, &iid);
+    let again = w.reg(0).register(&sid, &moved);
+    assert_eq!(again, iid, "dc1 kept the chosen instance id");
+    w.wait_until(
+        "exactly one copy, with the new endpoints",
+        SYNC_DEADLINE,
+        |w| {
+            single_copy(w, 1).is_some_and(|c| {
+                c.endpoints == moved.endpoints
+                    && c.status == "UP"
+                    && c.properties == props(&[("zone", "b"), (ORIGIN, "dc1")])
+            })
+        },
+    );
+    let replaced = single_copy(&w, 1).expect("one copy");
+    w.check(is_copy_id(&replaced.instance_id), || {
+        format!("the replacement's id is not syncer- + 32 hex: {replaced}")
+    });
+    let dc1 = w.reg(0).list();
+    w.check(dc1.len() == 1 && dc1[0].instance_id == iid, || {
+        format!(
+            "after all these changes dc1 should still hold only {iid}:\n{}",
+            show(&dc1)
+        )
+    });
+    let dc2 = w.reg(1).list();
+    w.check(dc2.len() == 1, || {
+        format!("dc2 should hold exactly the one copy:\n{}", show(&dc2))
+    });
+
+    // Deregistered: the copy goes.
+    w.reg(0).unregister(&sid, &iid);
+    w.wait_until("the copy to be removed from dc2", SYNC_DEADLINE, |w| {
+        w.reg(1).instances().is_ok_and(|l| l.is_empty())
+    });
+    let dc1 = w.reg(0).list();
+    w.check(dc1.is_empty(), || {
+        format!(
+            "dc1 should be empty after the deregistration:\n{}",
+            show(&dc1)
+        )
+    });
+}
+
+#[test]
+fn three_data_centres_mirror_each_other_without_copies_of_copies() {
+    let mut w = World::start(3, &[]);
+    let names = ["dc1", "dc2", "dc3"];
+    let host = |dc: &str| format!("catalog-{dc}");
+    let mut origins = Vec::new();
+    for (i, dc) in names.iter().enumerate() {
+        let sid = w.reg(i).create_service("shop", "catalog", "2.0.0");
+        let endpoint = format!("rest://10.2.0.{}:8080", i + 1);
+        let iid = w
+            .reg(i)
+            .register(&sid, &NewInstance::new(&host(dc), &endpoint));
+        origins.push((sid, iid));
+    }
+
+    // Each data centre: its own instance and one copy from each other, marked with the data
+    // centre that really holds the original.
+    let converged = |w: &World| {
+        (0..3).all(|i| {
+            let Ok(list) = w.reg(i).instances() else {
+                return false;
+            };
+            let locals: Vec<&Inst> = list.iter().filter(|x| !x.is_copy()).collect();
+            let copies: Vec<&Inst> = list.iter().filter(|x| x.is_copy()).collect();
+            let copy_origins: BTreeSet<&str> = copies.iter().filter_map(|c| c.origin()).collect();
+            let expected: BTreeSet<&str> =
+                names.iter().copied().filter(|dc| *dc != names[i]).collect();
+            list.len() == 3
+                && locals.len() == 1
+                && locals[0].host_name == host(names[i])
+                && copy_origins == expected
+                && copies.iter().all(|c| {
+                    is_copy_id(&c.instance_id)
+                        && c.origin().is_some_and(|o| c.host_name == host(o))
+                        && (c.app.as_str(), c.name.as_str(), c.version.as_str())
+                            == ("shop", "catalog", "2.0.0")
+                })
+        })
+    };
+    w.wait_until(
+        "every data centre to hold its instance and one copy from each other",
+        SYNC_DEADLINE,
+        converged,
+    );
+
+    // One more round trip of changes; then the counts must still be exact (no late echo).
+    for (i, (sid, iid)) in origins.iter().enumerate() {
+        w.reg(i).set_properties(sid, iid, &props(&[("round", "2")]));
+    }
+    w.wait_until(
+        "every copy to carry the second round's properties",
+        SYNC_DEADLINE,
+        |w| {
+            (0..3).all(|i| {
+                let copies = w.reg(i).copies();
+                copies.len() == 2
+                    && copies
+                        .iter()
+                        .all(|c| c.properties.get("round").map(String::as_str) == Some("2"))
+            })
+        },
+    );
+    for (i, dc) in names.iter().enumerate() {
+        let list = w.reg(i).list();
+        w.check(list.len() == 3, || {
+            format!(
+                "{dc} should hold exactly 3 instances after the second round:\n{}",
+                show(&list)
+            )
+        });
+    }
+    w.check(converged(&w), || {
+        "the mesh no longer holds exactly one copy per origin after the second round".to_owned()
+    });
+}
+
+#[test]
+fn a_copy_deleted_behind_syncers_back_comes_back() {
+    let mut w = World::start(2, &[]);
+    let sid = w.reg(0).create_service("shop", "cart", "1.0.0");
+    let origin = NewInstance::new("cart-host", "rest://10.3.0.1:8080");
+    w.reg(0).register(&sid, &origin);
+    w.wait_until("a copy in dc2", SYNC_DEADLINE, |w| {
+        single_copy(w, 1).is_some()
+    });
+    let copy = single_copy(&w, 1).expect("one copy");
+
+    w.reg(1).unregister(&copy.service_id, &copy.instance_id);
+    let after = w.reg(1).copies();
+    w.check(after.is_empty(), || {
+        format!(
+            "the copy should be gone right after the DELETE:\n{}",
+            show(&after)
+        )
+    });
+
+    w.wait_until("the copy to be registered again", SYNC_DEADLINE, |w| {
+        single_copy(w, 1).is_some_and(|c| {
+            c.origin() == Some("dc1")
+                && c.host_name == origin.host_name
+                && c.endpoints == origin.endpoints
+        })
+    });
+    let back = single_copy(&w, 1).expect("one copy");
+    w.check(is_copy_id(&back.instance_id), || {
+        format!("the new copy's id is not syncer- + 32 hex: {back}")
+    });
+    let dc1 = w.reg(0).list();
+    w.check(dc1.len() == 1, || {
+        format!("dc1 should hold only its own instance:\n{}", show(&dc1))
+    });
+}
+
+#[test]
+fn a_killed_syncer_restarts_without_duplicating_copies() {
+    let mut w = World::start(2, &[]);
+    let sid = w.reg(0).create_service("shop", "stock", "1.0.0");
+    let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut ids = Vec::new();
+    for n in 1..=2 {
+        let new = NewInstance::new(&format!("stock-{n}"), &format!("rest://10.4.0.{n}:8080"));
+        ids.push(w.reg(0).register(&sid, &new));
+        hosts.insert(new.host_name.clone(), new.endpoints.clone());
+    }
+    w.wait_until("copies of both instances in dc2", SYNC_DEADLINE, |w| {
+        copies_match(w, 1, "dc1", &hosts)
+    });
+    let before: BTreeSet<String> = w
+        .reg(1)
+        .copies()
+        .into_iter()
+        .map(|c| c.instance_id)
+        .collect();
+
+    let status = w.stop_daemon(1, "KILL");
+    assert!(!status.success(), "kill -9 ends the process: {status}");
+    // A change while dc2's syncer is away.
+    let third = NewInstance::new("stock-3", "rest://10.4.0.3:8080");
+    ids.push(w.reg(0).register(&sid, &third));
+    hosts.insert(third.host_name.clone(), third.endpoints.clone());
+
+    w.start_daemon(1);
+    w.wait_until(
+        "dc2 to hold exactly one copy of each of the 3 instances after the restart",
+        SYNC_DEADLINE,
+        |w| copies_match(w, 1, "dc1", &hosts),
+    );
+    let after: BTreeSet<String> = w
+        .reg(1)
+        .copies()
+        .into_iter()
+        .map(|c| c.instance_id)
+        .collect();
+    w.check(before.is_subset(&after), || {
+        format!(
+            "the restarted syncer should keep the copy ids it derived before ({before:?}), now {after:?}"
+        )
+    });
+    let dc2 = w.reg(1).list();
+    w.check(dc2.len() == 3, || {
+        format!("dc2 should hold exactly 3 copies:\n{}", show(&dc2))
+    });
+
+    // New changes still flow, and the counts stay exact.
+    let fourth = NewInstance::new("stock-4", "rest://10.4.0.4:8080");
+    w.reg(0).register(&sid, &fourth);
+    hosts.insert(fourth.host_name.clone(), fourth.endpoints.clone());
+    w.reg(0).set_status(&sid, &ids[0], "DOWN");
+    w.wait_until(
+        "the fourth instance and the status change to reach dc2",
+        SYNC_DEADLINE,
+        |w| {
+            copies_match(w, 1, "dc1", &hosts)
+                && w.reg(1)
+                    .copies()
+                    .iter()
+                    .any(|c| c.host_name == "stock-1" && c.status == "DOWN")
+        },
+    );
+    let dc2 = w.reg(1).list();
+    w.check(dc2.len() == 4, || {
+        format!("dc2 should hold exactly 4 copies:\n{}", show(&dc2))
+    });
+    let dc1 = w.reg(0).list();
+    w.check(dc1.len() == 4 && dc1.iter().all(|i| !i.is_copy()), || {
+        format!("dc1 should hold only its own 4 instances:\n{}", show(&dc1))
+    });
+}
+
+#[test]
+fn copies_expire_when_their_origin_syncer_is_gone_and_return_with_it() {
+    let mut w = World::start(2, &[]);
+    let sid = w.reg(0).create_service("shop", "billing", "1.0.0");
+    let origin = NewInstance::new("billing-host", "rest://10.5.0.1:8080");
+    w.reg(0).register(&sid, &origin);
+    w.wait_until("a copy in dc2", SYNC_DEADLINE, |w| {
+        single_copy(w, 1).is_some()
+    });
+
+    let status = w.stop_daemon(0, "TERM");
+    w.check(status.success(), || {
+        format!("dc1's syncer should stop cleanly on SIGTERM: {status}")
+    });
+    // Grace 2 s, then the 3 s lease runs out.
+    w.wait_until(
+        "dc2's copy to expire after dc1's syncer stopped",
+        SYNC_DEADLINE,
+        |w| w.reg(1).instances().is_ok_and(|l| l.is_empty()),
+    );
+    // The registry dropped it by its lease: syncer itself removed nothing (an empty counter
+    // family is not listed at all).
+    let metrics = w.metrics(1);
+    w.check(
+        metric_sum(&metrics, "syncer_sync_removals_total", &[]) == 0.0,
+        || {
+            let lines: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("syncer_sync_removals"))
+                .collect();
+            format!("the copy should expire by its lease, not be removed by syncer: {lines:#?}")
+        },
+    );
+
+    w.start_daemon(0);
+    w.wait_until(
+        "the copy to come back once dc1's syncer is back",
+        SYNC_DEADLINE,
+        |w| {
+            single_copy(w, 1).is_some_and(|c| {
+                c.origin() == Some("dc1")
+                    && c.host_name == origin.host_name
+                    && c.endpoints == origin.endpoints
+            })
+        },
+    );
+    let dc1 = w.reg(0).list();
+    w.check(dc1.len() == 1, || {
+        format!("dc1 should hold only its own instance:\n{}", show(&dc1))
+    });
+    let dc2 = w.reg(1).list();
+    w.check(dc2.len() == 1, || {
+        format!("dc2 should hold exactly one copy:\n{}", show(&dc2))
+    });
+}
+
+#[test]
+fn a_registry_that_was_down_catches_up() {
+    let mut w = World::start(2, &[]);
+    let sid = w.reg(0).create_service("shop", "search", "1.0.0");
+    let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let first = NewInstance::new("search-1", "rest://10.6.0.1:8080");
+    w.reg(0).register(&sid, &first);
+    hosts.insert(first.host_name.clone(), first.endpoints.clone());
+    w.wait_until("a copy in dc2", SYNC_DEADLINE, |w| {
+        copies_match(w, 1, "dc1", &hosts)
+    });
+
+    w.dcs[1].registry.stop();
+    let second = NewInstance::new("search-2", "rest://10.6.0.2:8080");
+    w.reg(0).register(&sid, &second);
+    hosts.insert(second.host_name.clone(), second.endpoints.clone());
+    // dc1 exported the new instance, and dc2's syncer met its missing registry.
+    w.wait_until(
+        "dc1 to export 2 instances and dc2's syncer to fail a registry call",
+        SYNC_DEADLINE,
+        |w| {
+            let exported = metric_sum(&w.metrics(0), "syncer_sync_exported_instances", &[]);
+            let m2 = w.metrics(1);
+            let failed = metric_sum(&m2, "syncer_sync_registry_ops_total", &[])
+                - metric_sum(&m2, "syncer_sync_registry_ops_total", &["outcome=\"ok\""]);
+            (exported - 2.0).abs() < f64::EPSILON && failed > 0.0
+        },
+    );
+
+    // Back on the same address, empty.
+    w.dcs[1].registry.start_again();
+    w.wait_until(
+        "dc2's new registry to get copies of both dc1 instances",
+        SYNC_DEADLINE,
+        |w| copies_match(w, 1, "dc1", &hosts),
+    );
+
+    // And it keeps following.
+    let third = NewInstance::new("search-3", "rest://10.6.0.3:8080");
+    w.reg(0).register(&sid, &third);
+    hosts.insert(third.host_name.clone(), third.endpoints.clone());
+    w.wait_until("the third instance to reach dc2", SYNC_DEADLINE, |w| {
+        copies_match(w, 1, "dc1", &hosts)
+    });
+    let dc2 = w.reg(1).list();
+    w.check(dc2.len() == 3, || {
+        format!("dc2 should hold exactly 3 copies:\n{}", show(&dc2))
+    });
+    let dc1 = w.reg(0).list();
+    w.check(dc1.len() == 3 && dc1.iter().all(|i| !i.is_copy()), || {
+        format!("dc1 should hold only its own 3 instances:\n{}", show(&dc1))
+    });
+}
+
+/// Every key and value under `prefix` in the etcd at `endpoint`.
+fn etcd_read(rt: &tokio::runtime::Runtime, endpoint: &str, prefix: &str) -> Vec<(String, String)> {
+    rt.block_on(async {
+        let mut client = etcd_client::Client::connect([endpoint], None)
+            .await
+            .expect("connect to etcd");
+        let reply = client
+            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .expect("read etcd");
+        reply
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn the_etcd_store_keeps_the_mappings() {
+    let etcd = EtcdServer::start();
+    let endpoint = etcd.endpoint();
+    let mut w = World::start(2, &["--etcd-endpoints", &endpoint]);
+    let sid = w.reg(0).create_service("shop", "payments", "1.0.0");
+    let origin = NewInstance::new("payments-host", "rest://10.7.0.1:8080");
+    let iid = w.reg(0).register(&sid, &origin);
+    w.wait_until("a copy in dc2", SYNC_DEADLINE, |w| {
+        single_copy(w, 1).is_some_and(|c| c.host_name == origin.host_name)
+    });
+    let copy = single_copy(&w, 1).expect("one copy");
+
+    // The mapping is written before the copy is registered, so it is there now.
+    let mappings = etcd_read(&w.rt, &endpoint, "/syncer/v2/dc2/mappings/");
+    let expected_key = format!("/syncer/v2/dc2/mappings/dc1/{}", copy.instance_id);
+    w.check(mappings.len() == 1 && mappings[0].0 == expected_key, || {
+        format!("etcd should hold exactly the mapping {expected_key}, holds {mappings:?}")
+    });
+    let value: serde_json::Value =
+        serde_json::from_str(&mappings[0].1).expect("the mapping is JSON");
+    w.check(
+        value["origin"] == "dc1"
+            && value["origin_instance_id"] == iid.as_str()
+            && value["origin_service_id"] == sid.as_str()
+            && value["instance_id"] == copy.instance_id.as_str()
+            && value["service_id"] == copy.service_id.as_str(),
+        || format!("the mapping does not name origin {iid} and copy {copy}: {value}"),
+    );
+    let dc1_mappings = etcd_read(&w.rt, &endpoint, "/syncer/v2/dc1/mappings/");
+    w.check(dc1_mappings.is_empty(), || {
+        format!("dc1 mirrors nothing, yet etcd holds mappings for it: {dc1_mappings:?}")
+    });
+    let redb = w.dcs[1].data_dir.join("mappings.redb");
+    w.check(!redb.exists(), || {
+        format!(
+            "with --etcd-endpoints no embedded store should be written ({} exists)",
+            redb.display()
+        )
+    });
+    drop(etcd);
+}
+
+#[test]
+fn a_malformed_push_is_refused_and_counted() {
+    use syncer::rpc::proto::peer_client::PeerClient;
+    use syncer::rpc::proto::{Change, PushRequest, SyncInstance, SyncService, Upsert, change};
+
+    let mut w = World::start(2, &[]);
+    let rpc = w.node(1).rpc.clone();
+
+    let service = SyncService {
+        service_id: "svc-1".into(),
+        app: "shop".into(),
+        name: "intruder".into(),
+        version: "1.0.0".into(),
+        status: "UP".into(),
+        domain_project: "default/default".into(),
+        ..SyncService::default()
+    };
+    let instance = |id: &str| SyncInstance {
+        instance_id: id.into(),
+        service_id: "svc-1".into(),
+        endpoints: vec!["rest://10.8.0.1:8080".into()],
+        host_name: "intruder-host".into(),
+        status: "UP".into(),
+        domain_project: "default/default".into(),
+        ..SyncInstance::default()
+    };
+    let upsert = |seq: u64, id: &str| Change {
+        seq,
+        observed_ms: 1,
+        kind: Some(change::Kind::Upsert(Upsert {
+            service: Some(service.clone()),
+            instance: Some(instance(id)),
+        })),
+    };
+    let push = |origin: &str, changes: Vec<Change>| PushRequest {
+        origin: origin.into(),
+        epoch: 1,
+        from_seq: 0,
+        to_seq: changes.last().map_or(0, |c| c.seq),
+        changes,
+    };
+    let cases = [
+        (
+            "an empty origin",
+            push("", vec![upsert(1, "i-1")]),
+            "origin",
+        ),
+        (
+            "an instance without an id",
+            push("dc9", vec![upsert(1, "")]),
+            "instance_id",
+        ),
+        (
+            "non-consecutive sequences",
+            push("dc9", vec![upsert(1, "i-1"), upsert(3, "i-3")]),
+            "seq",
+        ),
+    ];
+
+    let mut client = w.rt.block_on(async {
+        PeerClient::connect(format!("http://{rpc}"))
+            .await
+            .expect("connect to dc2's rpc address")
+    });
+    for (n, (what, request, field)) in cases.iter().enumerate() {
+        let deadline = std::time::Instant::now() + SYNC_DEADLINE;
+        let status = loop {
+            let result =
+                w.rt.block_on(client.push(tonic::Request::new(request.clone())));
+            match result {
+                // The engine is still starting (only possible before the first answer).
+                Err(s) if s.code() == tonic::Code::Unavailable && n == 0 => {
+                    if std::time::Instant::now() > deadline {
+                        w.fail(&format!(
+                            "Push still unavailable after {SYNC_DEADLINE:?}: {s}"
+                        ));
+                    }
+                    std::thread::sleep(support::sync::POLL);
+                }
+                other => break other,
+            }
+        };
+        match status {
+            Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                w.check(s.message().contains(field), || {
+                    format!("the refusal of {what} should name {field}: {s:?}")
+                });
+            }
+            other => w.fail(&format!(
+                "a push with {what} should be refused as invalid_argument, got {other:?}"
+            )),
+        }
+    }
+
+    let metrics = w.metrics(1);
+    let rejected = metric_sum(
+        &metrics,
+        "syncer_sync_rpc_rejected_total",
+        &["rpc=\"push\""],
+    );
+    let lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("syncer_sync_rpc_rejected"))
+        .collect();
+    w.check((rejected - 3.0).abs() < f64::EPSILON, || {
+        format!(
+            "syncer_sync_rpc_rejected_total{{rpc=\"push\"}} should count 3 refusals: {lines:#?}"
+        )
+    });
+    let intruders: Vec<Inst> = w
+        .reg(1)
+        .list()
+        .into_iter()
+        .filter(|i| i.host_name == "intruder-host")
+        .collect();
+    w.check(intruders.is_empty(), || {
+        format!(
+            "nothing of a refused push may reach the registry:\n{}",
+            show(&intruders)
+        )
+    });
+
+    // The daemon keeps working.
+    let sid = w.reg(0).create_service("shop", "after", "1.0.0");
+    let origin = NewInstance::new("after-host", "rest://10.8.0.2:8080");
+    w.reg(0).register(&sid, &origin);
+    w.wait_until(
+        "a registration after the refused pushes to reach dc2",
+        SYNC_DEADLINE,
+        |w| {
+            single_copy(w, 1)
+                .is_some_and(|c| c.host_name == origin.host_name && c.origin() == Some("dc1"))
+        },
+    );
+    let exited = w.dcs[1]
+        .node
+        .as_mut()
+        .map(|n| n.daemon.child.try_wait().expect("try_wait"));
+    w.check(matches!(exited, Some(None)), || {
+        format!("dc2's syncer should still run: {exited:?}")
+    });
+}
