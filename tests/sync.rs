@@ -674,3 +674,90 @@ fn a_malformed_push_is_refused_and_counted() {
         format!("dc2's syncer should still run: {exited:?}")
     });
 }
+
+#[test]
+fn copies_left_without_mappings_are_adopted_not_duplicated() {
+    let mut w = World::start(2, &[]);
+    let sid = w.reg(0).create_service("shop", "catalog", "1.0.0");
+    let mut hosts = BTreeMap::new();
+    for k in 1..=2 {
+        let new = NewInstance::new(&format!("catalog-{k}"), &format!("rest://10.8.0.{k}:8080"));
+        w.reg(0).register(&sid, &new);
+        hosts.insert(new.host_name.clone(), new.endpoints.clone());
+    }
+    w.wait_until("two copies in dc2", SYNC_DEADLINE, |w| {
+        copies_match(w, 1, "dc1", &hosts)
+    });
+    let before: BTreeSet<String> = w
+        .reg(1)
+        .copies()
+        .into_iter()
+        .map(|c| c.instance_id)
+        .collect();
+
+    // A crash that loses the mapping table: the copies stay in the registry, marked.
+    w.stop_daemon(1, "KILL");
+    let store = w.dcs[1].data_dir.join("mappings.redb");
+    std::fs::remove_file(&store).expect("remove the mapping store");
+    w.start_daemon(1);
+    w.wait_until("dc2's syncer to adopt both copies", SYNC_DEADLINE, |w| {
+        metric_sum(&w.metrics(1), "syncer_sync_copies", &["origin=\"dc1\""]) == 2.0
+    });
+    let after: BTreeSet<String> = w
+        .reg(1)
+        .copies()
+        .into_iter()
+        .map(|c| c.instance_id)
+        .collect();
+    w.check(before == after, || {
+        format!("the adopted copies should be the same ones: before {before:?}, after {after:?}")
+    });
+    let removed = metric_sum(&w.metrics(1), "syncer_sync_removals_total", &[]);
+    w.check(removed == 0.0, || {
+        format!("nothing should have been removed, removals = {removed}")
+    });
+}
+
+#[test]
+fn the_removal_cap_pauses_mass_removals() {
+    let mut w = World::start(2, &["--removal-cap", "2"]);
+    let sid = w.reg(0).create_service("shop", "search", "1.0.0");
+    let mut ids = Vec::new();
+    let mut hosts = BTreeMap::new();
+    for k in 1..=5 {
+        let new = NewInstance::new(&format!("search-{k}"), &format!("rest://10.9.0.{k}:8080"));
+        ids.push(w.reg(0).register(&sid, &new));
+        hosts.insert(new.host_name.clone(), new.endpoints.clone());
+    }
+    w.wait_until("five copies in dc2", SYNC_DEADLINE, |w| {
+        copies_match(w, 1, "dc1", &hosts)
+    });
+    for id in &ids {
+        w.reg(0).unregister(&sid, id);
+    }
+    // Two removals pass within the minute; the other three wait, counted.
+    w.wait_until("the cap to pause removals", SYNC_DEADLINE, |w| {
+        let text = w.metrics(1);
+        metric_sum(&text, "syncer_sync_removals_total", &[]) == 2.0
+            && metric_sum(&text, "syncer_sync_removals_paused_total", &[]) >= 3.0
+    });
+    let left = w.reg(1).copies().len();
+    w.check(left == 3, || {
+        format!("three copies should wait for the cap, found {left}")
+    });
+    // The log line follows the metric through the daemon's stderr: poll for it.
+    let deadline = std::time::Instant::now() + SYNC_DEADLINE;
+    loop {
+        let logged = w.dcs[1].node.as_mut().is_some_and(|n| {
+            n.daemon.drain();
+            n.daemon.log().contains("removal cap reached")
+        });
+        if logged {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            w.fail("the pause should be logged loudly");
+        }
+        std::thread::sleep(support::sync::POLL);
+    }
+}
