@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use syncer::cli::{Cli, Command, daemon, dev_registry, members};
+use syncer::cli::{Cli, Command, daemon, demo, dev_registry, members};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
             Some(sub) => daemon::run(&args, sub),
             None => ExitCode::from(daemon::EXIT_RUNTIME),
         },
+        Command::Demo(args) => demo::run(&args),
         Command::DevRegistry(args) => dev_registry::run(&args),
         Command::Members(args) => members::run(&args),
     }

@@ -356,6 +356,9 @@ fn registry_config(config: &Config) -> ServiceCombConfig {
     let mut sc = ServiceCombConfig::new(config.registry.addresses.clone());
     sc.poll_interval = config.sync.poll_interval;
     sc.resync_interval = config.sync.resync_interval;
+    // New services are found by listing them: five polls' time keeps the first instance of
+    // a new service close to the poll latency without listing every 100 ms.
+    sc.discovery_interval = config.sync.poll_interval * 5;
     // 10 000 copies renewed in two calls per heartbeat period.
     sc.heartbeat_batch = 5_000;
     sc

@@ -1,4 +1,4 @@
-//! The command line: `syncer daemon`, `syncer members`, `syncer dev-registry`,
+//! The command line: `syncer daemon`, `syncer members`, `syncer demo`, `syncer dev-registry`,
 //! `syncer version`.
 //!
 //! Parsing only; each subcommand's work lives in its own module. The daemon's flags are
@@ -7,12 +7,14 @@
 //! accepted as aliases.
 
 pub mod daemon;
+pub mod demo;
 pub mod dev_registry;
 pub mod members;
 
 use clap::{Parser, Subcommand};
 
 pub use daemon::DaemonArgs;
+pub use demo::DemoArgs;
 pub use dev_registry::DevRegistryArgs;
 pub use members::MembersArgs;
 
@@ -29,6 +31,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the syncer daemon next to one registry.
     Daemon(Box<DaemonArgs>),
+    /// Run several data centres in one process and watch an instance being mirrored.
+    ///
+    /// Each data centre is an in-memory dev registry and a syncer on 127.0.0.1, all in one
+    /// gossip pool. The demo registers an instance in dc1, reports when it appears in the
+    /// others, prints curl lines to try, and runs until Ctrl-C.
+    Demo(DemoArgs),
     /// Run an in-memory ServiceComb-compatible registry for development and tests.
     DevRegistry(DevRegistryArgs),
     /// List the members of the gossip pool as one syncer sees them.

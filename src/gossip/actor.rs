@@ -220,6 +220,11 @@ impl Actor {
             }
             Command::SetMeta(meta, reply) => {
                 let _ = reply.send(self.set_meta(meta));
+                // A welcome already on its way answers the old identity and is lost: ask
+                // again at once rather than after the join back-off.
+                if !self.join.joined && self.join.attempts > 0 && self.join.has_targets() {
+                    self.send_join_requests();
+                }
             }
             Command::Hello(addrs) => {
                 for addr in addrs {
@@ -309,6 +314,13 @@ impl Actor {
         } else {
             info!(targets = %self.join_targets_text(), "joining the gossip pool");
         }
+        self.send_join_requests();
+        self.join.next_attempt = Instant::now() + self.join.backoff;
+        self.join.backoff = (self.join.backoff * 2).min(self.profile.join_backoff_max());
+    }
+
+    /// Sends `Hello` to every join target (resolving configured ones first).
+    fn send_join_requests(&mut self) {
         let remembered = self.join.remembered.clone();
         self.on_command(Command::Hello(remembered));
         for target in self.join.targets.clone() {
@@ -318,8 +330,6 @@ impl Actor {
                 resolve_target(target, resolver, commands).await;
             });
         }
-        self.join.next_attempt = Instant::now() + self.join.backoff;
-        self.join.backoff = (self.join.backoff * 2).min(self.profile.join_backoff_max());
     }
 
     fn join_targets_text(&self) -> String {

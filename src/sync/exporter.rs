@@ -230,14 +230,18 @@ pub(crate) async fn run(
         let full = changes.iter().any(|c| matches!(c, Change::Resync(_)));
         if !export_enabled {
             if full {
-                exported.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                exported
+                    .ready
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
             }
             continue;
         }
         let changes = exportable(changes, &mut refused, &metrics);
         let made = exported.apply(changes, &metrics);
         if full {
-            exported.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            exported
+                .ready
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         if first && full {
             first = false;

@@ -1,0 +1,71 @@
+//! `syncer demo`, run through the built binary: three data centres mirror the sample
+//! instance, and SIGINT stops everything with status 0 and removes the data directories.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::Daemon;
+
+/// `syncer demo <args>` with a clean environment and `TMPDIR` = `tmp`. [`Daemon`] reads
+/// stderr only and the demo speaks on stdout, so a shell sends both to stderr; it `exec`s, so
+/// the signals go to syncer itself.
+fn demo(tmp: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.env("TMPDIR", tmp)
+        .current_dir(tmp)
+        .arg("-c")
+        .arg(r#"exec "$0" demo "$@" 1>&2"#)
+        .arg(env!("CARGO_BIN_EXE_syncer"))
+        .args(args);
+    cmd
+}
+
+#[test]
+fn three_data_centres_mirror_the_sample_and_stop_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = Daemon::spawn(demo(tmp.path(), &["--dcs", "3", "--base-port", "0"]));
+    let data = tmp.path().join(format!("syncer-demo-{}", demo.child.id()));
+
+    // The copies appear in either order.
+    let mut visible = Vec::new();
+    for _ in 0..2 {
+        let line = demo.wait_for_line(": instance visible after");
+        assert!(line.contains("(copy syncer-"), "{line}");
+        visible.push(line.split(':').next().unwrap_or_default().to_owned());
+    }
+    visible.sort();
+    assert_eq!(visible, ["dc2", "dc3"], "{}", demo.log());
+    demo.wait_for_line("Ctrl-C stops every data centre");
+    for dc in ["dc1", "dc2", "dc3"] {
+        assert!(data.join(dc).is_dir(), "no {}\n{}", dc, demo.log());
+    }
+    let log = demo.log();
+    assert!(log.contains("gossip pool formed"), "{log}");
+    assert!(log.contains("members --rpc-addr 127.0.0.1:"), "{log}");
+
+    demo.signal("INT");
+    let status = demo.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", demo.log());
+    assert!(demo.log().contains("stopped; removed"), "{}", demo.log());
+    assert!(!data.exists(), "{} is left behind", data.display());
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["--dcs", "1"][..],
+        &["--dcs", "10"],
+        &["--base-port", "65000", "--dcs", "9"],
+        &["--log-level", "no=such=filter"],
+    ] {
+        let out = support::run(demo(tmp.path(), args));
+        assert_eq!(out.code, Some(2), "{args:?}: {}{}", out.stdout, out.stderr);
+    }
+}
