@@ -258,15 +258,9 @@ pub fn run(args: &DaemonArgs, matches: &ArgMatches) -> std::process::ExitCode {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(async move {
         let root = tokio_util::sync::CancellationToken::new();

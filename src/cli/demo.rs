@@ -114,15 +114,9 @@ pub fn run(args: &DemoArgs) -> ExitCode {
         eprintln!("syncer: --log-level {:?}: {e}", args.log_level);
         return ExitCode::from(EXIT_USAGE);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("syncer: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(demo(args));
     // Do not wait for tasks that ignored cancellation (the stop already waited its deadline).

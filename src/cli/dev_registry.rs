@@ -82,15 +82,9 @@ pub fn run(args: &DevRegistryArgs) -> ExitCode {
     config.heartbeat_style = args.heartbeat_style;
     config.lease_scale = args.lease_scale;
     config.self_register = !args.no_self_register;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("syncer: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     let listen = args.listen;
     let outcome = runtime.block_on(async move {

@@ -11,6 +11,8 @@ pub mod demo;
 pub mod dev_registry;
 pub mod members;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 pub use daemon::DaemonArgs;
@@ -43,4 +45,19 @@ pub enum Command {
     Members(MembersArgs),
     /// Print the version.
     Version,
+}
+
+/// Exit status of runtime failures (port in use, no runtime, ...).
+const EXIT_RUNTIME: u8 = 1;
+
+/// The multi-threaded tokio runtime every long-running subcommand uses; when it cannot be
+/// built the error is printed and the exit status to return is given back.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("syncer: cannot start the async runtime: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        })
 }
