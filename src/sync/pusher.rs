@@ -92,6 +92,7 @@ async fn push_loop(
     // Until the peer tells its cursor, assume it has what existed when we met it: a peer
     // that is further behind says so and pulls.
     let mut peer_cursor: Revision = *revisions.borrow_and_update();
+    let mut previous = peer_cursor;
     let mut retry = false;
     loop {
         if !retry {
@@ -112,7 +113,13 @@ async fn push_loop(
         let Some(target) = *addr.borrow_and_update() else {
             continue;
         };
-        revisions.borrow_and_update();
+        let current = *revisions.borrow_and_update();
+        if exported.since(peer_cursor).is_none() {
+            // The peer needed a snapshot and has pulled one since: assume it is where we
+            // were at the last wake-up; a refusal tells its real cursor.
+            peer_cursor = previous;
+        }
+        previous = current;
         // Send everything the peer lacks, in bounded batches.
         // A peer too far behind for increments (`None`) pulls a snapshot.
         while let Some(changes) = exported.since(peer_cursor) {
