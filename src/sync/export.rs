@@ -35,12 +35,16 @@ pub enum Export {
     Removed(InstanceRef),
 }
 
+/// One numbered change: `(seq, seen_ms, export)`, where `seen_ms` is when this syncer saw
+/// it (Unix milliseconds; 0 when unknown), carried along for latency metrics.
+pub type Increment = (u64, u64, Export);
+
 /// What a peer at some revision needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Since {
     UpToDate,
     /// The increments after its revision, in order.
-    Increments(Vec<(u64, Export)>),
+    Increments(Vec<Increment>),
     /// Its revision is from another epoch, ahead of ours, or older than the outbox.
     Snapshot,
 }
@@ -68,15 +72,16 @@ impl Digest64 {
     }
 }
 
-type ServiceKey = (Tenant, String);
+/// Services by tenant, then id: looked up by reference, without building an owned key.
+type Services = HashMap<Tenant, HashMap<String, Service>>;
 
 /// The exported view of the local registry.
 #[derive(Debug)]
 pub struct ExportState {
     revision: Revision,
-    services: HashMap<ServiceKey, Service>,
+    services: Services,
     instances: BTreeMap<InstanceRef, Instance>,
-    outbox: VecDeque<(u64, Export)>,
+    outbox: VecDeque<Increment>,
     outbox_cap: usize,
 }
 
@@ -106,44 +111,56 @@ impl ExportState {
     }
 
     fn items(&self) -> impl Iterator<Item = (&Service, &Instance)> {
-        self.instances.values().filter_map(|i| {
-            self.services
-                .get(&(i.tenant.clone(), i.service_id.clone()))
-                .map(|s| (s, i))
-        })
+        self.instances
+            .values()
+            .filter_map(|i| self.service(&i.tenant, &i.service_id).map(|s| (s, i)))
+    }
+
+    fn service(&self, tenant: &Tenant, service_id: &str) -> Option<&Service> {
+        self.services.get(tenant)?.get(service_id)
     }
 
     /// Applies one change from the registry's feed; returns the numbered increments it made
     /// (none when it changed nothing that is exported).
     pub fn apply(&mut self, change: Change) -> Vec<(u64, Export)> {
+        self.apply_seen(change, 0)
+    }
+
+    /// [`ExportState::apply`] for a change seen at `seen_ms` (Unix milliseconds), which the
+    /// outbox keeps with each increment.
+    pub fn apply_seen(&mut self, change: Change, seen_ms: u64) -> Vec<(u64, Export)> {
         let mut out = Vec::new();
-        self.apply_into(change, &mut out);
+        self.apply_into(change, seen_ms, &mut out);
         out
     }
 
-    fn apply_into(&mut self, change: Change, out: &mut Vec<(u64, Export)>) {
+    fn apply_into(&mut self, change: Change, seen_ms: u64, out: &mut Vec<(u64, Export)>) {
         match change {
             Change::Service(service) => {
-                let key = (service.tenant.clone(), service.service_id.clone());
-                let before = self.services.insert(key.clone(), service.clone());
+                let before = self
+                    .services
+                    .entry(service.tenant.clone())
+                    .or_default()
+                    .insert(service.service_id.clone(), service.clone());
                 if before.as_ref() == Some(&service) {
                     return;
                 }
                 let members: Vec<Instance> = self
                     .instances
                     .values()
-                    .filter(|i| i.tenant == key.0 && i.service_id == key.1)
+                    .filter(|i| i.tenant == service.tenant && i.service_id == service.service_id)
                     .cloned()
                     .collect();
                 if members.is_empty() {
                     return;
                 }
                 if before.is_some() {
-                    self.emit(Export::Service(Box::new(service)), out);
+                    self.emit(seen_ms, Export::Service(Box::new(service)), out);
                 } else {
                     // Instances that arrived before their service go out now.
                     for instance in members {
                         self.emit(
+                            seen_ms,
                             Export::Upsert {
                                 service: Box::new(service.clone()),
                                 instance: Box::new(instance),
@@ -161,9 +178,14 @@ impl ExportState {
                     .cloned()
                     .collect();
                 for r in gone {
-                    self.apply_into(Change::InstanceRemoved(r), out);
+                    self.apply_into(Change::InstanceRemoved(r), seen_ms, out);
                 }
-                self.services.remove(&(tenant, service_id));
+                if let Some(services) = self.services.get_mut(&tenant) {
+                    services.remove(&service_id);
+                    if services.is_empty() {
+                        self.services.remove(&tenant);
+                    }
+                }
             }
             Change::Instance(instance) => {
                 if is_copy(&instance) {
@@ -178,9 +200,12 @@ impl ExportState {
                 if unchanged {
                     return;
                 }
-                let key = (instance.tenant.clone(), instance.service_id.clone());
-                if let Some(service) = self.services.get(&key).cloned() {
+                if let Some(service) = self
+                    .service(&instance.tenant, &instance.service_id)
+                    .cloned()
+                {
                     self.emit(
+                        seen_ms,
                         Export::Upsert {
                             service: Box::new(service),
                             instance: Box::new(instance),
@@ -190,16 +215,20 @@ impl ExportState {
                 }
             }
             Change::InstanceRemoved(r) => {
-                if let Some(old) = self.instances.remove(&r) {
-                    let key = (old.tenant.clone(), old.service_id.clone());
-                    if self.services.contains_key(&key) {
-                        self.emit(Export::Removed(r), out);
-                    }
+                if let Some(old) = self.instances.remove(&r)
+                    && self.service(&old.tenant, &old.service_id).is_some()
+                {
+                    self.emit(seen_ms, Export::Removed(r), out);
                 }
             }
             Change::Resync(snapshot) => {
                 let current = Snapshot {
-                    services: self.services.values().cloned().collect(),
+                    services: self
+                        .services
+                        .values()
+                        .flat_map(HashMap::values)
+                        .cloned()
+                        .collect(),
                     instances: self.instances.values().cloned().collect(),
                 };
                 let wanted = Snapshot {
@@ -211,19 +240,19 @@ impl ExportState {
                         .collect(),
                 };
                 for change in diff(&current, &wanted) {
-                    self.apply_into(change, out);
+                    self.apply_into(change, seen_ms, out);
                 }
             }
         }
     }
 
-    fn emit(&mut self, export: Export, out: &mut Vec<(u64, Export)>) {
+    fn emit(&mut self, seen_ms: u64, export: Export, out: &mut Vec<(u64, Export)>) {
         self.revision.seq += 1;
         let seq = self.revision.seq;
         if self.outbox.len() == self.outbox_cap {
             self.outbox.pop_front();
         }
-        self.outbox.push_back((seq, export.clone()));
+        self.outbox.push_back((seq, seen_ms, export.clone()));
         out.push((seq, export));
     }
 
@@ -236,10 +265,10 @@ impl ExportState {
             return Since::UpToDate;
         }
         match self.outbox.front() {
-            Some((first, _)) if *first <= after.seq + 1 => Since::Increments(
+            Some((first, _, _)) if *first <= after.seq + 1 => Since::Increments(
                 self.outbox
                     .iter()
-                    .filter(|(seq, _)| *seq > after.seq)
+                    .filter(|(seq, _, _)| *seq > after.seq)
                     .cloned()
                     .collect(),
             ),

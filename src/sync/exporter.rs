@@ -2,7 +2,8 @@
 //! exported view ([`ExportState`]) that `Pull` and the pushers read, hands observations of
 //! syncer's own copies to the importers, and announces the new revision in the gossip pool.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -12,13 +13,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::export::{Export, ExportSnapshot, ExportState, Revision, Since};
-use super::ids::is_copy;
+use super::export::{ExportSnapshot, ExportState, Increment, Revision, Since};
 use super::importer::Importers;
 use super::metrics::SyncMetrics;
 use super::unix_ms;
 use crate::gossip::GossipHandle;
-use crate::registry::{Change, Instance, Registry, Service, Snapshot};
+use crate::registry::{Change, Instance, Registry, Service};
 use crate::rpc::convert;
 
 /// Increments kept for peers that are a little behind; older peers get a snapshot.
@@ -35,18 +35,11 @@ const ANNOUNCE_TAG: u8 = b'R';
 pub(crate) struct Exported {
     /// This data centre's name: the origin of everything exported.
     pub cluster: String,
-    state: Mutex<Timed>,
+    state: Mutex<ExportState>,
     revision: watch::Sender<Revision>,
     /// Set once the local registry was read in full: before that the view is not a
     /// snapshot, and serving it would make peers remove copies.
-    ready: std::sync::atomic::AtomicBool,
-}
-
-/// The export state with the time each outbox entry was seen (for latency metrics).
-#[derive(Debug)]
-struct Timed {
-    state: ExportState,
-    seen_ms: VecDeque<(u64, u64)>,
+    ready: AtomicBool,
 }
 
 impl Exported {
@@ -55,18 +48,19 @@ impl Exported {
         let (revision, _) = watch::channel(state.revision());
         Exported {
             cluster,
-            state: Mutex::new(Timed {
-                state,
-                seen_ms: VecDeque::new(),
-            }),
+            state: Mutex::new(state),
             revision,
-            ready: std::sync::atomic::AtomicBool::new(false),
+            ready: AtomicBool::new(false),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ExportState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether the view holds the whole local registry.
     pub(crate) fn is_ready(&self) -> bool {
-        self.ready.load(std::sync::atomic::Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst)
     }
 
     pub(crate) fn revision(&self) -> Revision {
@@ -77,67 +71,42 @@ impl Exported {
         self.revision.subscribe()
     }
 
-    /// What a peer that applied everything up to `after` needs, with the time each change
-    /// was seen here.
-    pub(crate) fn since(&self, after: Revision) -> Option<Vec<(u64, u64, Export)>> {
-        let timed = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        match timed.state.since(after) {
+    /// What a peer that applied everything up to `after` needs: the increments (none when it
+    /// is up to date), or `None` when it needs a snapshot.
+    pub(crate) fn since(&self, after: Revision) -> Option<Vec<Increment>> {
+        match self.state().since(after) {
             Since::UpToDate => Some(Vec::new()),
             Since::Snapshot => None,
-            Since::Increments(changes) => Some(
-                changes
-                    .into_iter()
-                    .map(|(seq, export)| (seq, timed.seen(seq), export))
-                    .collect(),
-            ),
+            Since::Increments(changes) => Some(changes),
         }
     }
 
     pub(crate) fn snapshot(&self) -> ExportSnapshot {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .state
-            .snapshot()
+        self.state().snapshot()
     }
 
     /// Applies a batch of feed changes; returns how many exported changes it made.
     fn apply(&self, changes: Vec<Change>, metrics: &SyncMetrics) -> usize {
         let now = unix_ms();
-        let mut timed = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut made = 0;
-        for change in changes {
-            for (seq, _) in timed.state.apply(change) {
-                timed.seen_ms.push_back((seq, now));
-                made += 1;
-            }
-        }
-        while timed.seen_ms.len() > OUTBOX {
-            timed.seen_ms.pop_front();
-        }
-        let revision = timed.state.revision();
+        let mut state = self.state();
+        let made: usize = changes
+            .into_iter()
+            .map(|change| state.apply_seen(change, now).len())
+            .sum();
+        let revision = state.revision();
         metrics.exported_seq.set(saturating_i64(revision.seq));
         if made > 0 {
             metrics
                 .exported_instances
-                .set(saturating_i64(timed.state.len() as u64));
+                .set(saturating_i64(state.len() as u64));
         }
-        drop(timed);
+        drop(state);
         self.revision.send_if_modified(|r| {
             let changed = *r != revision;
             *r = revision;
             changed
         });
         made
-    }
-}
-
-impl Timed {
-    fn seen(&self, seq: u64) -> u64 {
-        match self.seen_ms.binary_search_by_key(&seq, |(s, _)| *s) {
-            Ok(i) => self.seen_ms[i].1,
-            Err(_) => 0,
-        }
     }
 }
 
@@ -186,7 +155,10 @@ pub(crate) async fn run(
     let mut last_announce = Instant::now() - ANNOUNCE_EVERY;
     let mut failures = 0u32;
     let mut first = true;
-    let mut refused = HashSet::new();
+    let mut gate = Gate {
+        refused: HashSet::new(),
+        metrics: metrics.clone(),
+    };
     loop {
         let batch = tokio::select! {
             biased;
@@ -226,8 +198,8 @@ pub(crate) async fn run(
         if changes.is_empty() {
             continue;
         }
-        importers.local_changes(&changes);
         let full = changes.iter().any(|c| matches!(c, Change::Resync(_)));
+        let changes = importers.take_local_copies(changes);
         if !export_enabled {
             if full {
                 exported
@@ -236,7 +208,7 @@ pub(crate) async fn run(
             }
             continue;
         }
-        let changes = exportable(changes, &mut refused, &metrics);
+        let changes = gate.filter(changes);
         let made = exported.apply(changes, &metrics);
         if full {
             exported
@@ -245,7 +217,8 @@ pub(crate) async fn run(
         }
         if first && full {
             first = false;
-            info!(instances = exported.snapshot().items.len(), revision = ?exported.revision(), "local registry read; exporting");
+            let instances = exported.state().len();
+            info!(instances, revision = ?exported.revision(), "local registry read; exporting");
         }
         if made > 0 {
             debug!(made, revision = ?exported.revision(), "exported changes");
@@ -262,52 +235,50 @@ const REFUSED_MEMORY: usize = 10_000;
 /// Drops local services and instances that other data centres would refuse (an id or field
 /// outside SC's rules, oversized properties): one odd object must not make every snapshot of
 /// this data centre unusable. Each is logged once and counted.
-fn exportable(
-    changes: Vec<Change>,
-    refused: &mut HashSet<String>,
-    metrics: &SyncMetrics,
-) -> Vec<Change> {
-    let mut refuse = |what: String, e: convert::ConvertError| {
-        metrics.reject("export", e.reason());
-        if refused.len() < REFUSED_MEMORY && refused.insert(what.clone()) {
+struct Gate {
+    refused: HashSet<String>,
+    metrics: SyncMetrics,
+}
+
+impl Gate {
+    fn refuse(&mut self, what: String, e: &convert::ConvertError) {
+        self.metrics.reject("export", e.reason());
+        if self.refused.len() < REFUSED_MEMORY && self.refused.insert(what.clone()) {
             warn!(object = %what, error = %e, "not exported: other data centres would refuse it");
         }
-    };
-    let service_ok = |s: &Service, refuse: &mut dyn FnMut(String, convert::ConvertError)| {
-        convert::check_service(s)
-            .map_err(|e| refuse(format!("service {}/{}", s.tenant, s.service_id), e))
-            .is_ok()
-    };
-    let instance_ok = |i: &Instance, refuse: &mut dyn FnMut(String, convert::ConvertError)| {
-        is_copy(i)
-            || convert::check_instance(i)
-                .map_err(|e| refuse(format!("instance {}", i.reference()), e))
-                .is_ok()
-    };
-    changes
-        .into_iter()
-        .filter_map(|change| match change {
-            Change::Service(s) => service_ok(&s, &mut refuse).then_some(Change::Service(s)),
-            Change::Instance(i) => instance_ok(&i, &mut refuse).then_some(Change::Instance(i)),
-            Change::Resync(snapshot) => {
-                let services = snapshot
-                    .services
-                    .into_iter()
-                    .filter(|s| service_ok(s, &mut refuse))
-                    .collect();
-                let instances = snapshot
-                    .instances
-                    .into_iter()
-                    .filter(|i| instance_ok(i, &mut refuse))
-                    .collect();
-                Some(Change::Resync(Snapshot {
-                    services,
-                    instances,
-                }))
-            }
-            other => Some(other),
-        })
-        .collect()
+    }
+
+    fn service(&mut self, s: &Service) -> bool {
+        let checked = convert::check_service(s);
+        if let Err(e) = &checked {
+            self.refuse(format!("service {}/{}", s.tenant, s.service_id), e);
+        }
+        checked.is_ok()
+    }
+
+    fn instance(&mut self, i: &Instance) -> bool {
+        let checked = convert::check_instance(i);
+        if let Err(e) = &checked {
+            self.refuse(format!("instance {}", i.reference()), e);
+        }
+        checked.is_ok()
+    }
+
+    fn filter(&mut self, changes: Vec<Change>) -> Vec<Change> {
+        changes
+            .into_iter()
+            .filter_map(|change| match change {
+                Change::Service(s) => self.service(&s).then_some(Change::Service(s)),
+                Change::Instance(i) => self.instance(&i).then_some(Change::Instance(i)),
+                Change::Resync(mut snapshot) => {
+                    snapshot.services.retain(|s| self.service(s));
+                    snapshot.instances.retain(|i| self.instance(i));
+                    Some(Change::Resync(snapshot))
+                }
+                other => Some(other),
+            })
+            .collect()
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -22,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::copy::{CopyUpdate, copy_body, copy_properties, fingerprint, plan_update};
-use super::export::{Export, Revision};
+use super::copy::{CopyUpdate, copy_body, fingerprint, plan_update};
+use super::export::{Export, Increment, Revision};
 use super::exporter::saturating_i64;
-use super::ids::{ORIGIN_PROPERTY, OriginKey, copy_instance_id, copy_origin, is_copy};
-use super::metrics::SyncMetrics;
+use super::ids::{OriginKey, copy_instance_id, copy_origin, is_copy};
+use super::metrics::{OriginLabel, SyncMetrics};
 use super::peers::PeerMap;
 use super::safety::{RemovalGuard, Removals};
 use super::transfer::{self, Channels, Pulled, TransferError};
@@ -220,60 +220,77 @@ impl Importers {
         let _ = self.actor(origin).send(Msg::Announce(revision));
     }
 
-    /// Routes what the local feed says about copies to the actors concerned.
-    pub(crate) fn local_changes(&self, changes: &[Change]) {
+    /// Routes what the local feed says about copies to the actors concerned, moving the
+    /// copies out: the rest is what the exporter needs (it never exports copies).
+    pub(crate) fn take_local_copies(&self, changes: Vec<Change>) -> Vec<Change> {
+        let mut rest = Vec::with_capacity(changes.len());
         for change in changes {
             match change {
-                Change::Resync(snapshot) => {
-                    let mut by_origin: HashMap<String, Vec<Instance>> = HashMap::new();
-                    for instance in snapshot.instances.iter().filter(|i| is_copy(i)) {
-                        if let Some(origin) = copy_origin(instance) {
-                            by_origin
-                                .entry(origin.to_owned())
-                                .or_default()
-                                .push(instance.clone());
+                Change::Resync(mut snapshot) => {
+                    let (copies, own): (Vec<Instance>, Vec<Instance>) =
+                        snapshot.instances.into_iter().partition(is_copy);
+                    snapshot.instances = own;
+                    self.route_present(copies);
+                    rest.push(Change::Resync(snapshot));
+                }
+                Change::Instance(instance) if is_copy(&instance) => {
+                    match copy_origin(&instance).map(str::to_owned) {
+                        Some(origin) if origin != self.ctx.cluster => {
+                            let _ = self
+                                .actor(&origin)
+                                .send(Msg::Local(LocalEvent::Seen(Box::new(instance))));
                         }
-                    }
-                    self.local_seen
-                        .store(true, std::sync::atomic::Ordering::SeqCst);
-                    let known: Vec<String> = self
-                        .actors
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .keys()
-                        .cloned()
-                        .collect();
-                    for origin in known {
-                        by_origin.entry(origin).or_default();
-                    }
-                    for (origin, present) in by_origin {
-                        if origin == self.ctx.cluster {
-                            continue;
-                        }
-                        let _ = self
-                            .actor(&origin)
-                            .send(Msg::Local(LocalEvent::Present(present)));
+                        // A copy that lost its origin mark: every actor checks its mappings.
+                        _ => self.to_all(&LocalEvent::Seen(Box::new(instance))),
                     }
                 }
-                Change::Instance(instance) if is_copy(instance) => match copy_origin(instance) {
-                    Some(origin) if origin != self.ctx.cluster => {
-                        let _ = self
-                            .actor(origin)
-                            .send(Msg::Local(LocalEvent::Seen(Box::new(instance.clone()))));
-                    }
-                    // A copy that lost its origin mark: every actor checks its mappings.
-                    _ => self.to_all(&LocalEvent::Seen(Box::new(instance.clone()))),
-                },
-                Change::Instance(_) | Change::Service(_) => {}
                 Change::InstanceRemoved(r) => {
                     if r.instance_id.starts_with(super::ids::COPY_ID_PREFIX) {
                         self.to_all(&LocalEvent::Gone(r.clone()));
                     }
+                    rest.push(Change::InstanceRemoved(r));
                 }
                 Change::ServiceRemoved { tenant, service_id } => {
+                    self.ctx.forget_services(&tenant, &service_id);
                     self.to_all(&LocalEvent::ServiceGone(tenant.clone(), service_id.clone()));
+                    rest.push(Change::ServiceRemoved { tenant, service_id });
                 }
+                other => rest.push(other),
             }
+        }
+        rest
+    }
+
+    /// A full resync's copies: every actor learns the complete set of its origin's.
+    fn route_present(&self, copies: Vec<Instance>) {
+        let mut by_origin: HashMap<String, Vec<Instance>> = HashMap::new();
+        for instance in copies {
+            if let Some(origin) = copy_origin(&instance) {
+                by_origin
+                    .entry(origin.to_owned())
+                    .or_default()
+                    .push(instance);
+            }
+        }
+        self.local_seen
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let known: Vec<String> = self
+            .actors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        for origin in known {
+            by_origin.entry(origin).or_default();
+        }
+        for (origin, present) in by_origin {
+            if origin == self.ctx.cluster {
+                continue;
+            }
+            let _ = self
+                .actor(&origin)
+                .send(Msg::Local(LocalEvent::Present(present)));
         }
     }
 
@@ -301,9 +318,11 @@ struct Desired {
 enum Action {
     /// Record a copy found in the registry without a mapping (left by a crash).
     Adopt { key: InstanceRef, mapping: Mapping },
-    /// Register a copy (new, missing or replacing `replace`).
+    /// Register a copy of `instance` (new, missing or replacing `replace`).
     Register {
         key: InstanceRef,
+        service: Arc<Service>,
+        instance: Box<Instance>,
         generation: u32,
         replace: Option<Mapping>,
     },
@@ -345,6 +364,8 @@ enum Done {
 
 struct Actor {
     origin: String,
+    /// `origin` as a metric label.
+    label: OriginLabel,
     ctx: Arc<ImportCtx>,
     desired: HashMap<InstanceRef, Desired>,
     mappings: HashMap<InstanceRef, Mapping>,
@@ -365,7 +386,6 @@ struct Actor {
     retry_at: Option<Instant>,
     last_ok: Instant,
     stale: bool,
-    announced: Option<Revision>,
     pull_at: Option<Instant>,
     next_anti_entropy: Instant,
     next_heartbeat: Instant,
@@ -397,6 +417,7 @@ impl Actor {
         let removal_cap = ctx.settings.removal_cap;
         info!(origin = %origin, copies = mappings.len(), "importer started");
         Actor {
+            label: ctx.metrics.origin(&origin),
             origin,
             ctx,
             desired: HashMap::new(),
@@ -412,7 +433,6 @@ impl Actor {
             retry_at: None,
             last_ok: now,
             stale: false,
-            announced: None,
             // The first pull goes as soon as the origin's syncer is known.
             pull_at: Some(now),
             next_anti_entropy: now,
@@ -459,11 +479,8 @@ impl Actor {
                 });
             }
             Msg::Announce(revision) => {
-                if self.cursor != Some(revision) {
-                    self.announced = Some(revision);
-                    if self.pull_at.is_none() {
-                        self.pull_at = Some(Instant::now() + ANNOUNCE_PULL_DELAY);
-                    }
+                if self.cursor != Some(revision) && self.pull_at.is_none() {
+                    self.pull_at = Some(Instant::now() + ANNOUNCE_PULL_DELAY);
                 }
             }
             Msg::Local(event) => self.on_local(event).await,
@@ -535,7 +552,6 @@ impl Actor {
                 }
             }
             LocalEvent::ServiceGone(tenant, service_id) => {
-                self.ctx.forget_services(&tenant, &service_id);
                 let gone: Vec<String> = self
                     .present
                     .values()
@@ -550,7 +566,7 @@ impl Actor {
                 }
             }
         }
-        if self.local_ready && !self.dirty.is_empty() || self.orphans_dirty {
+        if !self.dirty.is_empty() || self.orphans_dirty {
             self.reconcile().await;
         }
     }
@@ -579,12 +595,7 @@ impl Actor {
         let now = Instant::now();
         let grace = self.ctx.settings.origin_grace;
         if !self.stale && now.duration_since(self.last_ok) > grace {
-            self.stale = true;
-            self.ctx
-                .metrics
-                .stale
-                .get_or_create(&self.ctx.metrics.origin(&self.origin))
-                .set(1);
+            self.set_stale(true);
             if self.ctx.settings.keep_stale {
                 warn!(origin = %self.origin, ?grace, copies = self.mappings.len(), "no successful exchange with this data centre within the grace period; keeping its copies alive as configured (--keep-stale-copies)");
             } else {
@@ -612,16 +623,20 @@ impl Actor {
         self.write_cursor(false).await;
     }
 
+    fn set_stale(&mut self, stale: bool) {
+        self.stale = stale;
+        self.ctx
+            .metrics
+            .stale
+            .get_or_create(&self.label)
+            .set(i64::from(stale));
+    }
+
     /// A successful exchange with the origin.
     fn exchanged(&mut self) {
         self.last_ok = Instant::now();
         if self.stale {
-            self.stale = false;
-            self.ctx
-                .metrics
-                .stale
-                .get_or_create(&self.ctx.metrics.origin(&self.origin))
-                .set(0);
+            self.set_stale(false);
             info!(origin = %self.origin, "this data centre is reachable again");
             self.dirty.extend(self.desired.keys().cloned());
             // Heartbeat at once: copies may be close to the end of their lease.
@@ -709,7 +724,7 @@ impl Actor {
     }
 
     /// Updates the desired view; returns when the origin saw each change.
-    fn apply_changes(&mut self, changes: Vec<(u64, u64, Export)>) -> Vec<u64> {
+    fn apply_changes(&mut self, changes: Vec<Increment>) -> Vec<u64> {
         let mut observed = Vec::with_capacity(changes.len());
         for (_, observed_ms, export) in changes {
             match export {
@@ -808,19 +823,8 @@ impl Actor {
         }
         let ctx = self.ctx.clone();
         let origin = self.origin.clone();
-        let services: HashMap<InstanceRef, (Arc<Service>, Instance)> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Register { key, .. } => self
-                    .desired
-                    .get(key)
-                    .map(|d| (key.clone(), (d.service.clone(), d.instance.clone()))),
-                _ => None,
-            })
-            .collect();
-        let services = Arc::new(services);
         let results: Vec<Done> = futures::stream::iter(actions)
-            .map(|action| execute(ctx.clone(), origin.clone(), services.clone(), action))
+            .map(|action| execute(ctx.clone(), origin.clone(), action))
             .buffer_unordered(PARALLEL_CALLS)
             .collect()
             .await;
@@ -830,7 +834,7 @@ impl Actor {
         self.ctx
             .metrics
             .copies
-            .get_or_create(&self.ctx.metrics.origin(&self.origin))
+            .get_or_create(&self.label)
             .set(saturating_i64(self.mappings.len() as u64));
     }
 
@@ -842,23 +846,10 @@ impl Actor {
                 if self.stale {
                     return None;
                 }
-                let origin_key = self.origin_key(key);
-                for generation in 0..ADOPT_GENERATIONS {
-                    let id = copy_instance_id(&origin_key, generation);
-                    if let Some(present) = self.present.get(&id) {
-                        let mapping = self.mapping_for(key, present, generation);
-                        return Some(Action::Adopt {
-                            key: key.clone(),
-                            mapping,
-                        });
-                    }
+                if let Some(action) = self.adoption(key) {
+                    return Some(action);
                 }
-                let _ = d;
-                Some(Action::Register {
-                    key: key.clone(),
-                    generation: 0,
-                    replace: None,
-                })
+                Some(register(key, d, 0, None))
             }
             (Some(d), Some(m)) => {
                 if self.stale {
@@ -867,15 +858,12 @@ impl Actor {
                 match self.present.get(&m.instance_id) {
                     None => {
                         let same = fingerprint(&d.instance) == m.fingerprint;
-                        Some(Action::Register {
-                            key: key.clone(),
-                            generation: if same {
-                                m.generation
-                            } else {
-                                m.generation.wrapping_add(1)
-                            },
-                            replace: (!same).then(|| m.clone()),
-                        })
+                        let generation = if same {
+                            m.generation
+                        } else {
+                            m.generation.wrapping_add(1)
+                        };
+                        Some(register(key, d, generation, (!same).then(|| m.clone())))
                     }
                     Some(copy) => {
                         match plan_update(
@@ -892,11 +880,9 @@ impl Actor {
                                 status,
                                 properties,
                             }),
-                            CopyUpdate::Replace { generation } => Some(Action::Register {
-                                key: key.clone(),
-                                generation,
-                                replace: Some(m.clone()),
-                            }),
+                            CopyUpdate::Replace { generation } => {
+                                Some(register(key, d, generation, Some(m.clone())))
+                            }
                         }
                     }
                 }
@@ -916,43 +902,29 @@ impl Actor {
             .values()
             .map(|m| m.instance_id.as_str())
             .collect();
-        let mut adopted: HashSet<String> = HashSet::new();
-        for action in actions.iter() {
-            if let Action::Adopt { mapping, .. } = action {
-                adopted.insert(mapping.instance_id.clone());
-            }
-        }
-        // Copies of desired instances that a lost mapping left behind are adopted.
+        // Copies of desired instances that a lost mapping left behind are adopted, not
+        // removed.
+        let planned: HashSet<&InstanceRef> = actions.iter().filter_map(action_key).collect();
+        let mut adoptions = Vec::new();
         if !self.stale {
-            let mut adoptable: HashMap<String, (InstanceRef, u32)> = HashMap::new();
             for key in self.desired.keys() {
-                if self.mappings.contains_key(key) {
-                    continue;
-                }
-                let origin_key = self.origin_key(key);
-                for generation in 0..ADOPT_GENERATIONS {
-                    adoptable.insert(
-                        copy_instance_id(&origin_key, generation),
-                        (key.clone(), generation),
-                    );
-                }
-            }
-            for (id, present) in &self.present {
-                if mapped.contains(id.as_str()) || adopted.contains(id) {
-                    continue;
-                }
-                if let Some((key, generation)) = adoptable.get(id)
-                    && !actions.iter().any(|a| action_key(a) == Some(key))
+                if !self.mappings.contains_key(key)
+                    && !planned.contains(key)
+                    && let Some(action) = self.adoption(key)
                 {
-                    let mapping = self.mapping_for(key, present, *generation);
-                    adopted.insert(id.clone());
-                    actions.push(Action::Adopt {
-                        key: key.clone(),
-                        mapping,
-                    });
+                    adoptions.push(action);
                 }
             }
         }
+        let adopted: HashSet<String> = actions
+            .iter()
+            .chain(&adoptions)
+            .filter_map(|a| match a {
+                Action::Adopt { mapping, .. } => Some(mapping.instance_id.clone()),
+                _ => None,
+            })
+            .collect();
+        actions.extend(adoptions);
         for (id, present) in &self.present {
             if mapped.contains(id.as_str()) || adopted.contains(id) {
                 continue;
@@ -970,6 +942,20 @@ impl Actor {
                 mapping: Some(mapping),
             });
         }
+    }
+
+    /// Adopting the present copy of `key` that carries one of its derived ids, if any.
+    fn adoption(&self, key: &InstanceRef) -> Option<Action> {
+        let origin_key = self.origin_key(key);
+        (0..ADOPT_GENERATIONS).find_map(|generation| {
+            let present = self
+                .present
+                .get(&copy_instance_id(&origin_key, generation))?;
+            Some(Action::Adopt {
+                key: key.clone(),
+                mapping: self.mapping_for(key, present, generation),
+            })
+        })
     }
 
     /// Lets through what the removal guard allows; the rest waits.
@@ -992,7 +978,7 @@ impl Actor {
                     self.ctx
                         .metrics
                         .removals_paused
-                        .get_or_create(&self.ctx.metrics.origin(&self.origin))
+                        .get_or_create(&self.label)
                         .inc_by(paused as u64);
                     if self
                         .last_cap_warning
@@ -1100,13 +1086,18 @@ impl Actor {
                 if let Some(old) = dropped {
                     self.present.remove(&old.instance_id);
                 }
-                if let Some(body) = body {
-                    self.present.insert(body.instance_id.clone(), *body);
-                }
                 self.set_mapping(key.clone(), *mapping);
-                // An adopted copy may still need an update.
-                self.dirty.insert(key);
-                self.retry_later_if_dirty();
+                match body {
+                    // Registered: the registry holds exactly this body now.
+                    Some(body) => {
+                        self.present.insert(body.instance_id.clone(), *body);
+                    }
+                    // Adopted: the copy found may still need an update, at once.
+                    None => {
+                        self.dirty.insert(key);
+                        self.retry_at = Some(Instant::now());
+                    }
+                }
             }
             Done::Updated {
                 copy_id,
@@ -1127,11 +1118,7 @@ impl Actor {
                 if let Some(key) = key {
                     self.drop_mapping(&key);
                 }
-                self.ctx
-                    .metrics
-                    .removals
-                    .get_or_create(&self.ctx.metrics.origin(&self.origin))
-                    .inc();
+                self.ctx.metrics.removals.get_or_create(&self.label).inc();
             }
             Done::Failed(key) => {
                 match key {
@@ -1142,15 +1129,6 @@ impl Actor {
                 }
                 self.retry_later();
             }
-        }
-    }
-
-    fn retry_later_if_dirty(&mut self) {
-        if !self.dirty.is_empty() {
-            self.retry_at = Some(
-                self.retry_at
-                    .map_or(Instant::now(), |t| t.min(Instant::now())),
-            );
         }
     }
 
@@ -1244,6 +1222,16 @@ impl Actor {
     }
 }
 
+fn register(key: &InstanceRef, d: &Desired, generation: u32, replace: Option<Mapping>) -> Action {
+    Action::Register {
+        key: key.clone(),
+        service: d.service.clone(),
+        instance: Box::new(d.instance.clone()),
+        generation,
+        replace,
+    }
+}
+
 fn action_key(action: &Action) -> Option<&InstanceRef> {
     match action {
         Action::Adopt { key, .. } | Action::Register { key, .. } | Action::Update { key, .. } => {
@@ -1289,12 +1277,7 @@ fn registry_failed(ctx: &ImportCtx, op: &'static str, copy: &InstanceRef, e: &Re
 }
 
 /// Executes one action; never panics, reports what changed.
-async fn execute(
-    ctx: Arc<ImportCtx>,
-    origin: String,
-    desired: Arc<HashMap<InstanceRef, (Arc<Service>, Instance)>>,
-    action: Action,
-) -> Done {
+async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
     match action {
         Action::Adopt { key, mapping } => {
             match ctx
@@ -1319,12 +1302,11 @@ async fn execute(
         }
         Action::Register {
             key,
+            service,
+            instance,
             generation,
             replace,
         } => {
-            let Some((service, instance)) = desired.get(&key) else {
-                return Done::Failed(Some(key));
-            };
             let skey = (
                 origin.clone(),
                 service.tenant.clone(),
@@ -1341,7 +1323,7 @@ async fn execute(
             };
             let body = copy_body(
                 &origin_key,
-                instance,
+                &instance,
                 &service_id,
                 generation,
                 ctx.settings.lease,
@@ -1354,7 +1336,7 @@ async fn execute(
                 origin_instance_id: key.instance_id.clone(),
                 service_id: service_id.clone(),
                 instance_id: body.instance_id.clone(),
-                fingerprint: fingerprint(instance),
+                fingerprint: fingerprint(&instance),
                 generation,
                 updated_ms: unix_ms(),
             };
@@ -1419,13 +1401,12 @@ async fn execute(
                 }
                 ctx.metrics.registry_op("set_status", "ok");
             }
+            // `plan_update` built the whole map with the origin mark: a property update
+            // replaces every property.
             if let Some(properties) = &properties {
-                // A property update replaces the whole map: the origin mark goes with it.
-                debug_assert!(properties.contains_key(ORIGIN_PROPERTY));
-                let properties = copy_properties(&origin, properties);
                 if let Err(e) = ctx
                     .registry
-                    .set_instance_properties(&copy, &properties)
+                    .set_instance_properties(&copy, properties)
                     .await
                 {
                     registry_failed(&ctx, "set_properties", &copy, &e);

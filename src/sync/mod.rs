@@ -211,11 +211,6 @@ impl SyncHandle {
             .await
             .ok_or_else(|| tonic::Status::unavailable("the importer is stopping"))
     }
-
-    /// Counts a call refused before it reached the engine.
-    pub fn reject(&self, rpc: &'static str, reason: &'static str) {
-        self.metrics.reject(rpc, reason);
-    }
 }
 
 fn complete(origin: &str, epoch: u64, seq: u64, kind: &str, count: u64, digest: u64) -> PullChunk {

@@ -4,6 +4,7 @@
 //! learns of new revisions from gossip announcements and anti-entropy.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,13 +33,7 @@ pub(crate) async fn run(
     token: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut loops: HashMap<
-        String,
-        (
-            watch::Sender<Option<std::net::SocketAddr>>,
-            CancellationToken,
-        ),
-    > = HashMap::new();
+    let mut loops: HashMap<String, (watch::Sender<SocketAddr>, CancellationToken)> = HashMap::new();
     loop {
         let current = peers.borrow_and_update().clone();
         loops.retain(|cluster, (_, stop)| {
@@ -51,14 +46,10 @@ pub(crate) async fn run(
         for (cluster, addr) in &current {
             match loops.get(cluster) {
                 Some((tx, _)) => {
-                    tx.send_if_modified(|a| {
-                        let changed = *a != Some(*addr);
-                        *a = Some(*addr);
-                        changed
-                    });
+                    tx.send_if_modified(|a| std::mem::replace(a, *addr) != *addr);
                 }
                 None => {
-                    let (tx, rx) = watch::channel(Some(*addr));
+                    let (tx, rx) = watch::channel(*addr);
                     let stop = token.child_token();
                     tracker.spawn(push_loop(
                         cluster.clone(),
@@ -82,7 +73,7 @@ pub(crate) async fn run(
 
 async fn push_loop(
     peer: String,
-    mut addr: watch::Receiver<Option<std::net::SocketAddr>>,
+    mut addr: watch::Receiver<SocketAddr>,
     exported: Arc<Exported>,
     channels: Arc<Channels>,
     metrics: SyncMetrics,
@@ -110,9 +101,7 @@ async fn push_loop(
             }
         }
         retry = false;
-        let Some(target) = *addr.borrow_and_update() else {
-            continue;
-        };
+        let target = *addr.borrow_and_update();
         let current = *revisions.borrow_and_update();
         if exported.since(peer_cursor).is_none() {
             // The peer needed a snapshot and has pulled one since: assume it is where we

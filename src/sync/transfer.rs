@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use super::export::{Digest64, Export, Revision};
+use super::export::{Digest64, Increment, Revision};
 use crate::registry::{Instance, Service};
 use crate::rpc::convert::{self, ConvertError};
 use crate::rpc::proto::peer_client::PeerClient;
@@ -41,7 +41,7 @@ pub(crate) enum Pulled {
     /// The changes after the asked revision, up to `to`.
     Increments {
         to: Revision,
-        changes: Vec<(u64, u64, Export)>,
+        changes: Vec<Increment>,
     },
     /// Everything the origin exports at `revision`, digest checked.
     Snapshot {
@@ -164,7 +164,7 @@ pub(crate) async fn pull(
 fn check_increments(
     since: Option<Revision>,
     to: Revision,
-    changes: &[(u64, u64, Export)],
+    changes: &[Increment],
 ) -> Result<(), TransferError> {
     let Some(since) = since else {
         return Err(TransferError::Incomplete(
@@ -196,7 +196,7 @@ fn check_increments(
 /// The first run of `changes` that fits one message: at most
 /// [`convert::MAX_PUSH_CHANGES`] changes and about [`convert::MAX_CHUNK_BYTES`] encoded (at
 /// least one change, which alone is bounded by the validation limits).
-pub(crate) fn fitting(changes: &[(u64, u64, Export)]) -> &[(u64, u64, Export)] {
+pub(crate) fn fitting(changes: &[Increment]) -> &[Increment] {
     use prost::Message;
     let mut bytes = 0;
     for (i, (seq, ms, export)) in changes.iter().enumerate() {
@@ -217,7 +217,7 @@ pub(crate) async fn push(
     origin: &str,
     epoch: u64,
     from_seq: u64,
-    changes: &[(u64, u64, Export)],
+    changes: &[Increment],
     timeout: Duration,
 ) -> Result<PushReply, TransferError> {
     let request = convert::push_to_wire(origin, epoch, from_seq, changes);
