@@ -18,9 +18,9 @@
 //! Figures 1-3 run twice: dev registries in their default (fast) mode, then with `--real-sc`
 //! (SC's 2 s delete check window, on both the origin's and the copies' registries).
 //!
-//! Run with `cargo bench --bench sync_e2e [-- --quick] [-- --skip-10k]`; `--quick` takes
-//! fewer samples and 1 000 instances instead of 10 000. docs/PERFORMANCE.md records the
-//! figures.
+//! Run with `cargo bench --bench sync_e2e [-- --quick] [-- --skip-10k | --only-10k]`;
+//! `--quick` takes fewer samples and 1 000 instances instead of 10 000, `--only-10k` measures
+//! figures 4-5 alone. docs/PERFORMANCE.md records the figures.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -54,6 +54,8 @@ const KEEPALIVE_OPS: [&str; 2] = ["heartbeat", "heartbeat_check"];
 struct Options {
     quick: bool,
     skip_10k: bool,
+    /// Only the initial sync and keep-alive figures (for memory work).
+    only_10k: bool,
 }
 
 impl Options {
@@ -92,6 +94,7 @@ fn main() {
     let options = Options {
         quick: args.iter().any(|a| a == "--quick"),
         skip_10k: args.iter().any(|a| a == "--skip-10k"),
+        only_10k: args.iter().any(|a| a == "--only-10k"),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -110,9 +113,11 @@ async fn run(options: Options) {
         .expect("http client");
     let mut report = Report::default();
 
-    for real_sc in [false, true] {
-        let result = latency_run(&client, options, real_sc).await;
-        report.latency.push(result);
+    if !options.only_10k {
+        for real_sc in [false, true] {
+            let result = latency_run(&client, options, real_sc).await;
+            report.latency.push(result);
+        }
     }
     if options.skip_10k {
         println!("\n(--skip-10k: initial sync and keep-alive not measured)");

@@ -5,6 +5,22 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 use syncer::cli::{Cli, Command, daemon, demo, dev_registry, members};
 
+/// jemalloc instead of glibc's malloc. The daemon allocates in bursts (a snapshot of 10 000
+/// instances arrives, is reconciled and mostly freed again); glibc keeps such bursts resident
+/// in its per-thread arenas, which doubled the resident size of an importing syncer (110 MiB
+/// against 53 MiB with jemalloc, docs/PERFORMANCE.md). jemalloc hands freed pages back.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read before `main` (a C `const char *`, hence a thin pointer to a
+/// NUL-terminated string; `_RJEM_MALLOC_CONF` in the environment still overrides them). One
+/// arena suits a daemon with two busy threads; a background thread returns freed pages after
+/// a second instead of on the next allocation. Together they cut the peak while importing
+/// 10 000 copies from 88 to 73 MiB.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 70] =
+    b"narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {

@@ -72,7 +72,7 @@ pub struct Service {
 }
 
 /// How the registry decides an instance is alive.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthCheck {
     /// `push` (the instance sends heartbeats) or `pull`.
     pub mode: String,
@@ -92,7 +92,7 @@ impl HealthCheck {
 }
 
 /// Where an instance runs, when the registry records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DataCenterInfo {
     pub name: String,
     pub region: String,

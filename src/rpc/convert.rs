@@ -40,8 +40,10 @@
 //! modification time; the opaque `expansions` are neither sent nor read. Integers are
 //! converted with `try_from`, never `as`; nothing here panics on wire data.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::mem;
+use std::sync::Arc;
 
 use prost::Message;
 
@@ -773,12 +775,12 @@ fn change_at(at: At, c: proto::Change) -> Result<(u64, u64, Export), ConvertErro
             let instance = instance_at(At(&instance_path), instance)?;
             check_belongs(At(&instance_path), &service, &instance)?;
             Export::Upsert {
-                service: Box::new(service),
-                instance: Box::new(instance),
+                service: Arc::new(service),
+                instance: Arc::new(instance),
             }
         }
         Some(Kind::Service(service)) => {
-            Export::Service(Box::new(service_at(At(&at.field("service")), service)?))
+            Export::Service(Arc::new(service_at(At(&at.field("service")), service)?))
         }
         Some(Kind::Removed(key)) => Export::Removed(key_at(At(&at.field("removed")), key)?),
     };
@@ -797,12 +799,15 @@ fn framed_len(message: &impl Message) -> usize {
 /// the (deduplicated) services its instances belong to, in order of first use. Items keep their order. When two items
 /// carry different bodies of one service, the first one in each chunk goes. An empty
 /// snapshot has no chunks.
-pub fn snapshot_chunks(items: &[(Service, Instance)]) -> Vec<proto::SyncData> {
+pub fn snapshot_chunks<S: Borrow<Service>, I: Borrow<Instance>>(
+    items: &[(S, I)],
+) -> Vec<proto::SyncData> {
     let mut chunks = Vec::new();
     let mut chunk = proto::SyncData::default();
     let mut bytes = 0usize;
     let mut carried: HashSet<(&Tenant, &str)> = HashSet::new();
     for (service, instance) in items {
+        let (service, instance) = (service.borrow(), instance.borrow());
         let key = (&service.tenant, service.service_id.as_str());
         let wire_instance = instance_to_wire(instance);
         let mut wire_service = (!carried.contains(&key)).then(|| service_to_wire(service));
@@ -835,8 +840,8 @@ pub fn snapshot_chunks(items: &[(Service, Instance)]) -> Vec<proto::SyncData> {
 /// instances. Each instance must find its service (same tenant and service id) in the same
 /// chunk (`unknown_service`); more than [`MAX_CHUNK_INSTANCES`] instances or services is
 /// `too_large`; a service or instance twice is `duplicate`. Services no instance uses are
-/// ignored.
-pub fn chunk_from_wire(d: proto::SyncData) -> Result<Vec<(Service, Instance)>, ConvertError> {
+/// ignored. Instances of one service share its body.
+pub fn chunk_from_wire(d: proto::SyncData) -> Result<Vec<(Arc<Service>, Instance)>, ConvertError> {
     let at = At("chunk");
     for (name, len) in [
         ("instances", d.instances.len()),
@@ -849,7 +854,7 @@ pub fn chunk_from_wire(d: proto::SyncData) -> Result<Vec<(Service, Instance)>, C
             ));
         }
     }
-    let mut services: HashMap<(Tenant, String), Service> = HashMap::new();
+    let mut services: HashMap<(Tenant, String), Arc<Service>> = HashMap::new();
     for (n, wire) in d.services.into_iter().enumerate() {
         let path = format!("chunk.services[{n}]");
         let service = service_at(At(&path), wire)?;
@@ -860,7 +865,7 @@ pub fn chunk_from_wire(d: proto::SyncData) -> Result<Vec<(Service, Instance)>, C
                 detail: format!("service {}/{} is in the chunk twice", key.0, key.1),
             });
         }
-        services.insert(key, service);
+        services.insert(key, Arc::new(service));
     }
     let mut seen: HashSet<InstanceRef> = HashSet::new();
     let mut items = Vec::with_capacity(d.instances.len());
@@ -1076,8 +1081,8 @@ mod tests {
 
     fn upsert(service_id: &str, id: &str) -> Export {
         Export::Upsert {
-            service: Box::new(service(service_id)),
-            instance: Box::new(instance(service_id, id)),
+            service: Arc::new(service(service_id)),
+            instance: Arc::new(instance(service_id, id)),
         }
     }
 
@@ -1149,7 +1154,7 @@ mod tests {
     fn changes_round_trip() {
         let exports = [
             upsert("s1", "i1"),
-            Export::Service(Box::new(service("s1"))),
+            Export::Service(Arc::new(service("s1"))),
             Export::Removed(instance("s1", "i1").reference()),
         ];
         for (n, export) in exports.into_iter().enumerate() {
@@ -1182,8 +1187,8 @@ mod tests {
         }
 
         let mismatched = Export::Upsert {
-            service: Box::new(service("s1")),
-            instance: Box::new(instance("s2", "i1")),
+            service: Arc::new(service("s1")),
+            instance: Arc::new(instance("s2", "i1")),
         };
         let e = change_from_wire(change_to_wire(1, 0, &mismatched)).unwrap_err();
         assert_eq!(e.reason(), "unknown_service");
@@ -1497,10 +1502,11 @@ mod tests {
         let back: Vec<(Service, Instance)> = chunks
             .into_iter()
             .flat_map(|c| chunk_from_wire(c).unwrap())
+            .map(|(s, i)| (Arc::unwrap_or_clone(s), i))
             .collect();
         assert_eq!(back, all);
         assert_eq!(digest(&back), digest(&all));
-        assert!(snapshot_chunks(&[]).is_empty());
+        assert!(snapshot_chunks::<Service, Instance>(&[]).is_empty());
     }
 
     #[test]
@@ -1526,6 +1532,7 @@ mod tests {
         let back: Vec<_> = chunks
             .into_iter()
             .flat_map(|c| chunk_from_wire(c).unwrap())
+            .map(|(s, i)| (Arc::unwrap_or_clone(s), i))
             .collect();
         assert_eq!(back, all);
     }

@@ -24,6 +24,8 @@ pub const FILE_NAME: &str = "mappings.redb";
 const MAPPINGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("mappings");
 const CURSORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cursors");
 const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
+/// Bytes of pages redb keeps in memory (see `open_blocking`).
+const CACHE_BYTES: usize = 4 << 20;
 
 /// A mapping store in a redb file. Cheap to clone; clones share the open database.
 #[derive(Clone)]
@@ -96,12 +98,18 @@ async fn run_blocking<T: Send + 'static>(
 }
 
 fn open_blocking(path: &Path) -> Result<Database, StoreError> {
-    let db = Database::create(path).map_err(|e| match redb_error(e) {
-        StoreError::Io(reason) => {
-            StoreError::Io(format!("cannot open {}: {reason}", path.display()))
-        }
-        other => other,
-    })?;
+    // redb caches up to 1 GiB by default. The mapping table is read in full once, at start,
+    // and then only written: a small cache keeps the daemon's memory flat while the kernel's
+    // page cache serves the rest.
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match redb_error(e) {
+            StoreError::Io(reason) => {
+                StoreError::Io(format!("cannot open {}: {reason}", path.display()))
+            }
+            other => other,
+        })?;
     // Create the tables once, so that reads never meet a missing table.
     let mut txn = db.begin_write().map_err(redb_error)?;
     txn.set_durability(Durability::Immediate)

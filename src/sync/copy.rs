@@ -8,11 +8,11 @@
 //! old one is removed. The fingerprint stored in the mapping covers exactly those fields.
 
 use std::collections::BTreeMap;
-
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use super::ids::{ORIGIN_PROPERTY, OriginKey, PartsHasher, copy_instance_id};
-use crate::registry::{HealthCheck, Instance};
+use crate::registry::{HealthCheck, Instance, InstanceRef, Tenant};
 
 /// Missed heartbeats a registry tolerates before a copy expires: the lease is
 /// interval × (2 + 1), three times the heartbeat period.
@@ -105,6 +105,47 @@ pub fn fingerprint(instance: &Instance) -> String {
     hex::encode(&h.finish()[..10])
 }
 
+/// What the importer keeps of a copy the local registry holds: enough to compare it with
+/// its origin instance, not its whole body (10 000 copies would cost megabytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentCopy {
+    pub tenant: Tenant,
+    pub service_id: String,
+    pub status: String,
+    /// [`properties_digest`] of the copy's properties (mark included).
+    pub properties: u64,
+    /// [`fingerprint`] of the copy.
+    pub fingerprint: String,
+}
+
+impl PresentCopy {
+    pub fn of(copy: &Instance) -> PresentCopy {
+        PresentCopy {
+            tenant: copy.tenant.clone(),
+            service_id: copy.service_id.clone(),
+            status: copy.status.clone(),
+            properties: properties_digest(&copy.properties),
+            fingerprint: fingerprint(copy),
+        }
+    }
+
+    /// The reference of this copy, whose instance id is `instance_id`.
+    pub fn reference(&self, instance_id: &str) -> InstanceRef {
+        InstanceRef {
+            tenant: self.tenant.clone(),
+            service_id: self.service_id.clone(),
+            instance_id: instance_id.to_owned(),
+        }
+    }
+}
+
+/// A digest of a property map: equal maps have equal digests.
+pub fn properties_digest(properties: &BTreeMap<String, String>) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    properties.hash(&mut h);
+    h.finish()
+}
+
 /// How to carry a change of the origin instance over to its existing copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CopyUpdate {
@@ -125,7 +166,7 @@ pub enum CopyUpdate {
 pub fn plan_update(
     origin: &str,
     origin_instance: &Instance,
-    copy: &Instance,
+    copy: &PresentCopy,
     copy_fingerprint: &str,
     generation: u32,
 ) -> CopyUpdate {
@@ -136,7 +177,7 @@ pub fn plan_update(
     }
     let status = (origin_instance.status != copy.status).then(|| origin_instance.status.clone());
     let wanted = copy_properties(origin, &origin_instance.properties);
-    let properties = (wanted != copy.properties).then_some(wanted);
+    let properties = (properties_digest(&wanted) != copy.properties).then_some(wanted);
     if status.is_none() && properties.is_none() {
         CopyUpdate::Unchanged
     } else {
@@ -147,7 +188,6 @@ pub fn plan_update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Tenant;
     use crate::sync::ids::is_copy;
 
     fn key() -> OriginKey {
@@ -198,8 +238,11 @@ mod tests {
     #[test]
     fn updates_go_in_place_or_make_before_break() {
         let origin = origin_instance();
-        let copy = copy_body(&key(), &origin, "local-svc", 3, CopyLease::default());
-        let fp = fingerprint(&copy);
+        let body = copy_body(&key(), &origin, "local-svc", 3, CopyLease::default());
+        let fp = fingerprint(&body);
+        let copy = PresentCopy::of(&body);
+        assert_eq!(copy.fingerprint, fp);
+        assert_eq!(copy.reference(&body.instance_id), body.reference());
         assert_eq!(
             plan_update("dc1", &origin, &copy, &fp, 3),
             CopyUpdate::Unchanged

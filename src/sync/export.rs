@@ -7,11 +7,11 @@
 //! [`super::ids::is_copy`]) with their services, and a bounded outbox of recent increments:
 //! a peer whose cursor is still in the outbox gets increments, any other gets a snapshot.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use super::ids::{PartsHasher, is_copy};
-use crate::registry::model::diff;
-use crate::registry::{Change, Instance, InstanceRef, Service, Snapshot, Tenant};
+use crate::registry::{Change, Instance, InstanceRef, Service, Tenant};
 
 /// A position in one data centre's stream of exported changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -20,17 +20,18 @@ pub struct Revision {
     pub seq: u64,
 }
 
-/// One exported change.
+/// One exported change. Bodies are shared (`Arc`) between the exported view, the outbox and
+/// snapshots: 10 000 instances are held once, not once per place that refers to them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Export {
     /// An instance appeared or changed; its service as it is now comes along, so the importer
     /// can create the service from the change alone.
     Upsert {
-        service: Box<Service>,
-        instance: Box<Instance>,
+        service: Arc<Service>,
+        instance: Arc<Instance>,
     },
     /// The service of exported instances changed (properties, alias, ...).
-    Service(Box<Service>),
+    Service(Arc<Service>),
     /// An exported instance is gone.
     Removed(InstanceRef),
 }
@@ -53,7 +54,7 @@ pub enum Since {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportSnapshot {
     pub revision: Revision,
-    pub items: Vec<(Service, Instance)>,
+    pub items: Vec<(Arc<Service>, Arc<Instance>)>,
     pub digest: Digest64,
 }
 
@@ -73,14 +74,14 @@ impl Digest64 {
 }
 
 /// Services by tenant, then id: looked up by reference, without building an owned key.
-type Services = HashMap<Tenant, HashMap<String, Service>>;
+type Services = HashMap<Tenant, HashMap<String, Arc<Service>>>;
 
 /// The exported view of the local registry.
 #[derive(Debug)]
 pub struct ExportState {
     revision: Revision,
     services: Services,
-    instances: BTreeMap<InstanceRef, Instance>,
+    instances: BTreeMap<InstanceRef, Arc<Instance>>,
     outbox: VecDeque<Increment>,
     outbox_cap: usize,
 }
@@ -110,13 +111,13 @@ impl ExportState {
         self.len() == 0
     }
 
-    fn items(&self) -> impl Iterator<Item = (&Service, &Instance)> {
+    fn items(&self) -> impl Iterator<Item = (&Arc<Service>, &Arc<Instance>)> {
         self.instances
             .values()
             .filter_map(|i| self.service(&i.tenant, &i.service_id).map(|s| (s, i)))
     }
 
-    fn service(&self, tenant: &Tenant, service_id: &str) -> Option<&Service> {
+    fn service(&self, tenant: &Tenant, service_id: &str) -> Option<&Arc<Service>> {
         self.services.get(tenant)?.get(service_id)
     }
 
@@ -137,15 +138,20 @@ impl ExportState {
     fn apply_into(&mut self, change: Change, seen_ms: u64, out: &mut Vec<(u64, Export)>) {
         match change {
             Change::Service(service) => {
+                if self
+                    .service(&service.tenant, &service.service_id)
+                    .map(|s| &**s)
+                    == Some(&service)
+                {
+                    return;
+                }
+                let service = Arc::new(service);
                 let before = self
                     .services
                     .entry(service.tenant.clone())
                     .or_default()
                     .insert(service.service_id.clone(), service.clone());
-                if before.as_ref() == Some(&service) {
-                    return;
-                }
-                let members: Vec<Instance> = self
+                let members: Vec<Arc<Instance>> = self
                     .instances
                     .values()
                     .filter(|i| i.tenant == service.tenant && i.service_id == service.service_id)
@@ -155,15 +161,15 @@ impl ExportState {
                     return;
                 }
                 if before.is_some() {
-                    self.emit(seen_ms, Export::Service(Box::new(service)), out);
+                    self.emit(seen_ms, Export::Service(service), out);
                 } else {
                     // Instances that arrived before their service go out now.
                     for instance in members {
                         self.emit(
                             seen_ms,
                             Export::Upsert {
-                                service: Box::new(service.clone()),
-                                instance: Box::new(instance),
+                                service: service.clone(),
+                                instance,
                             },
                             out,
                         );
@@ -192,26 +198,21 @@ impl ExportState {
                     return;
                 }
                 let r = instance.reference();
-                let unchanged = self
+                if self
                     .instances
                     .get(&r)
-                    .is_some_and(|old| old.same_body(&instance));
-                self.instances.insert(r, instance.clone());
-                if unchanged {
+                    .is_some_and(|old| old.same_body(&instance))
+                {
+                    // Same body (a resync, a modification time): nothing to tell.
                     return;
                 }
+                let instance = Arc::new(instance);
+                self.instances.insert(r, instance.clone());
                 if let Some(service) = self
                     .service(&instance.tenant, &instance.service_id)
                     .cloned()
                 {
-                    self.emit(
-                        seen_ms,
-                        Export::Upsert {
-                            service: Box::new(service),
-                            instance: Box::new(instance),
-                        },
-                        out,
-                    );
+                    self.emit(seen_ms, Export::Upsert { service, instance }, out);
                 }
             }
             Change::InstanceRemoved(r) => {
@@ -222,25 +223,53 @@ impl ExportState {
                 }
             }
             Change::Resync(snapshot) => {
-                let current = Snapshot {
-                    services: self
+                // The difference, without copying the current view: removed instances, removed
+                // services, then every service and instance of the dump (unchanged ones are
+                // no-ops above).
+                let mut instances = snapshot.instances;
+                instances.retain(|i| !is_copy(i));
+                let (removed, removed_services) = {
+                    let wanted: HashSet<(&Tenant, &str, &str)> = instances
+                        .iter()
+                        .map(|i| (&i.tenant, i.service_id.as_str(), i.instance_id.as_str()))
+                        .collect();
+                    let wanted_services: HashSet<(&Tenant, &str)> = snapshot
                         .services
-                        .values()
-                        .flat_map(HashMap::values)
-                        .cloned()
-                        .collect(),
-                    instances: self.instances.values().cloned().collect(),
-                };
-                let wanted = Snapshot {
-                    services: snapshot.services,
-                    instances: snapshot
+                        .iter()
+                        .map(|s| (&s.tenant, s.service_id.as_str()))
+                        .collect();
+                    let removed: Vec<InstanceRef> = self
                         .instances
-                        .into_iter()
-                        .filter(|i| !is_copy(i))
-                        .collect(),
+                        .keys()
+                        .filter(|r| {
+                            !wanted.contains(&(
+                                &r.tenant,
+                                r.service_id.as_str(),
+                                r.instance_id.as_str(),
+                            ))
+                        })
+                        .cloned()
+                        .collect();
+                    let removed_services: Vec<(Tenant, String)> = self
+                        .services
+                        .iter()
+                        .flat_map(|(t, ids)| ids.keys().map(move |id| (t, id)))
+                        .filter(|(t, id)| !wanted_services.contains(&(*t, id.as_str())))
+                        .map(|(t, id)| (t.clone(), id.clone()))
+                        .collect();
+                    (removed, removed_services)
                 };
-                for change in diff(&current, &wanted) {
-                    self.apply_into(change, seen_ms, out);
+                for r in removed {
+                    self.apply_into(Change::InstanceRemoved(r), seen_ms, out);
+                }
+                for (tenant, service_id) in removed_services {
+                    self.apply_into(Change::ServiceRemoved { tenant, service_id }, seen_ms, out);
+                }
+                for service in snapshot.services {
+                    self.apply_into(Change::Service(service), seen_ms, out);
+                }
+                for instance in instances {
+                    self.apply_into(Change::Instance(instance), seen_ms, out);
                 }
             }
         }
@@ -279,7 +308,7 @@ impl ExportState {
     /// Everything exported now.
     pub fn snapshot(&self) -> ExportSnapshot {
         let mut digest = Digest64::default();
-        let items: Vec<(Service, Instance)> = self
+        let items: Vec<(Arc<Service>, Arc<Instance>)> = self
             .items()
             .map(|(s, i)| {
                 digest.add(s, i);
@@ -336,6 +365,7 @@ pub fn item_hash(service: &Service, instance: &Instance) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Snapshot;
     use crate::sync::ids::ORIGIN_PROPERTY;
 
     fn service(id: &str) -> Service {

@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::copy::{CopyUpdate, copy_body, fingerprint, plan_update};
+use super::copy::{
+    CopyUpdate, PresentCopy, copy_body, fingerprint, plan_update, properties_digest,
+};
 use super::export::{Export, Increment, Revision};
 use super::exporter::saturating_i64;
 use super::ids::{OriginKey, copy_instance_id, copy_origin, is_copy};
@@ -38,6 +40,9 @@ use crate::store::{Cursor, Group, Mapping, Op, StoreError, StoreHandle};
 
 /// Registry calls of one batch in flight at once.
 const PARALLEL_CALLS: usize = 32;
+/// Instances planned and executed together: a snapshot of 10 000 is reconciled in slices,
+/// so the plans and results of all of them are never held at once.
+const RECONCILE_SLICE: usize = 1024;
 /// How often an actor looks at its timers.
 const TICK: Duration = Duration::from_millis(100);
 /// A gossip announcement that the origin moved on triggers a pull after this long unless a
@@ -58,10 +63,14 @@ const CAP_WARN_EVERY: Duration = Duration::from_secs(10);
 /// What the local registry's feed said about syncer's copies.
 #[derive(Debug, Clone)]
 pub(crate) enum LocalEvent {
-    /// Every copy of this origin present now (from a full resync).
-    Present(Vec<Instance>),
-    /// A copy appeared or changed.
-    Seen(Box<Instance>),
+    /// Every copy of this origin present now (from a full resync), by instance id.
+    Present(Vec<(String, PresentCopy)>),
+    /// A copy appeared or changed; `marked` when it carries this origin's mark.
+    Seen {
+        id: String,
+        copy: Box<PresentCopy>,
+        marked: bool,
+    },
     /// An instance is gone (maybe a copy).
     Gone(InstanceRef),
     /// A service is gone with all its instances.
@@ -234,14 +243,23 @@ impl Importers {
                     rest.push(Change::Resync(snapshot));
                 }
                 Change::Instance(instance) if is_copy(&instance) => {
-                    match copy_origin(&instance).map(str::to_owned) {
+                    let copy = Box::new(PresentCopy::of(&instance));
+                    let origin = copy_origin(&instance).map(str::to_owned);
+                    let id = instance.instance_id;
+                    match origin {
                         Some(origin) if origin != self.ctx.cluster => {
-                            let _ = self
-                                .actor(&origin)
-                                .send(Msg::Local(LocalEvent::Seen(Box::new(instance))));
+                            let _ = self.actor(&origin).send(Msg::Local(LocalEvent::Seen {
+                                id,
+                                copy,
+                                marked: true,
+                            }));
                         }
                         // A copy that lost its origin mark: every actor checks its mappings.
-                        _ => self.to_all(&LocalEvent::Seen(Box::new(instance))),
+                        _ => self.to_all(&LocalEvent::Seen {
+                            id,
+                            copy,
+                            marked: false,
+                        }),
                     }
                 }
                 Change::InstanceRemoved(r) => {
@@ -263,13 +281,14 @@ impl Importers {
 
     /// A full resync's copies: every actor learns the complete set of its origin's.
     fn route_present(&self, copies: Vec<Instance>) {
-        let mut by_origin: HashMap<String, Vec<Instance>> = HashMap::new();
+        let mut by_origin: HashMap<String, Vec<(String, PresentCopy)>> = HashMap::new();
         for instance in copies {
             if let Some(origin) = copy_origin(&instance) {
+                let copy = PresentCopy::of(&instance);
                 by_origin
                     .entry(origin.to_owned())
                     .or_default()
-                    .push(instance);
+                    .push((instance.instance_id, copy));
             }
         }
         self.local_seen
@@ -310,7 +329,7 @@ impl Importers {
 #[derive(Debug, Clone)]
 struct Desired {
     service: Arc<Service>,
-    instance: Instance,
+    instance: Arc<Instance>,
 }
 
 /// One unit of work on the local registry.
@@ -322,7 +341,7 @@ enum Action {
     Register {
         key: InstanceRef,
         service: Arc<Service>,
-        instance: Box<Instance>,
+        instance: Arc<Instance>,
         generation: u32,
         replace: Option<Mapping>,
     },
@@ -346,7 +365,8 @@ enum Done {
     Mapped {
         key: InstanceRef,
         mapping: Box<Mapping>,
-        body: Option<Box<Instance>>,
+        /// What was registered (`None`: adopted).
+        registered: Option<Box<PresentCopy>>,
         dropped: Option<Box<Mapping>>,
     },
     Updated {
@@ -368,13 +388,15 @@ struct Actor {
     label: OriginLabel,
     ctx: Arc<ImportCtx>,
     desired: HashMap<InstanceRef, Desired>,
+    /// The services of `desired`, each held once however many instances it has.
+    services: HashMap<(Tenant, String), Arc<Service>>,
     mappings: HashMap<InstanceRef, Mapping>,
     /// Copy instance id → origin instance, for every mapping.
     by_copy: HashMap<String, InstanceRef>,
     /// Mappings whose origin instance already has a newer one (a crash mid-replacement).
     extra_mappings: Vec<Mapping>,
     /// Copies of this origin in the local registry, by copy instance id.
-    present: HashMap<String, Instance>,
+    present: HashMap<String, PresentCopy>,
     /// Whether `present` was filled by a full resync of the local registry.
     local_ready: bool,
     cursor: Option<Revision>,
@@ -421,6 +443,7 @@ impl Actor {
             origin,
             ctx,
             desired: HashMap::new(),
+            services: HashMap::new(),
             mappings,
             by_copy,
             extra_mappings,
@@ -517,26 +540,19 @@ impl Actor {
     async fn on_local(&mut self, event: LocalEvent) {
         match event {
             LocalEvent::Present(copies) => {
-                self.present = copies
-                    .into_iter()
-                    .map(|i| (i.instance_id.clone(), i))
-                    .collect();
+                self.present = copies.into_iter().collect();
                 self.local_ready = true;
                 // Compare everything: copies deleted behind syncer's back, orphans.
                 self.dirty.extend(self.desired.keys().cloned());
                 self.dirty.extend(self.mappings.keys().cloned());
                 self.orphans_dirty = true;
             }
-            LocalEvent::Seen(instance) => {
-                let instance = *instance;
-                let id = instance.instance_id.clone();
-                let ours = copy_origin(&instance) == Some(self.origin.as_str())
-                    || self.by_copy.contains_key(&id);
-                if !ours {
+            LocalEvent::Seen { id, copy, marked } => {
+                if !marked && !self.by_copy.contains_key(&id) {
                     return;
                 }
                 let key = self.key_of_copy(&id);
-                self.present.insert(id, instance);
+                self.present.insert(id, *copy);
                 match key {
                     Some(key) => {
                         self.dirty.insert(key);
@@ -554,9 +570,9 @@ impl Actor {
             LocalEvent::ServiceGone(tenant, service_id) => {
                 let gone: Vec<String> = self
                     .present
-                    .values()
-                    .filter(|i| i.tenant == tenant && i.service_id == service_id)
-                    .map(|i| i.instance_id.clone())
+                    .iter()
+                    .filter(|(_, c)| c.tenant == tenant && c.service_id == service_id)
+                    .map(|(id, _)| id.clone())
                     .collect();
                 for id in gone {
                     self.present.remove(&id);
@@ -700,12 +716,20 @@ impl Actor {
                 let mut services: HashMap<(Tenant, String), Arc<Service>> = HashMap::new();
                 let mut desired = HashMap::with_capacity(items.len());
                 for (service, instance) in items {
+                    // Chunks share a service body within a chunk; here across them.
                     let service = services
                         .entry((service.tenant.clone(), service.service_id.clone()))
-                        .or_insert_with(|| Arc::new(service))
+                        .or_insert(service)
                         .clone();
-                    desired.insert(instance.reference(), Desired { service, instance });
+                    desired.insert(
+                        instance.reference(),
+                        Desired {
+                            service,
+                            instance: Arc::new(instance),
+                        },
+                    );
                 }
+                self.services = services;
                 self.dirty.extend(self.desired.keys().cloned());
                 self.dirty.extend(desired.keys().cloned());
                 self.dirty.extend(self.mappings.keys().cloned());
@@ -723,6 +747,18 @@ impl Actor {
         }
     }
 
+    /// The one shared body of `service` (a push carries a body per instance).
+    fn intern(&mut self, service: Arc<Service>) -> Arc<Service> {
+        let key = (service.tenant.clone(), service.service_id.clone());
+        match self.services.get(&key) {
+            Some(known) if **known == *service => known.clone(),
+            _ => {
+                self.services.insert(key, service.clone());
+                service
+            }
+        }
+    }
+
     /// Updates the desired view; returns when the origin saw each change.
     fn apply_changes(&mut self, changes: Vec<Increment>) -> Vec<u64> {
         let mut observed = Vec::with_capacity(changes.len());
@@ -732,16 +768,11 @@ impl Actor {
                     let key = instance.reference();
                     self.dirty.insert(key.clone());
                     observed.push(observed_ms);
-                    self.desired.insert(
-                        key,
-                        Desired {
-                            service: Arc::new(*service),
-                            instance: *instance,
-                        },
-                    );
+                    let service = self.intern(service);
+                    self.desired.insert(key, Desired { service, instance });
                 }
                 Export::Service(service) => {
-                    let service = Arc::new(*service);
+                    let service = self.intern(service);
                     for (key, d) in &mut self.desired {
                         if d.service.tenant == service.tenant
                             && d.service.service_id == service.service_id
@@ -776,7 +807,24 @@ impl Actor {
             // Without the registry's view every copy would look missing.
             return;
         }
-        let keys: Vec<InstanceRef> = self.dirty.drain().collect();
+        // What is dirty now, in slices; keys dirtied meanwhile (failures, adoptions) wait for
+        // the next round, so a failing registry is not retried in a tight loop.
+        let mut keys: Vec<InstanceRef> = self.dirty.drain().collect();
+        let mut first = true;
+        while first || !keys.is_empty() {
+            let slice = keys.split_off(keys.len().saturating_sub(RECONCILE_SLICE));
+            if !self.reconcile_slice(slice).await {
+                // Not done: everything not looked at yet is looked at again later.
+                self.dirty.extend(keys);
+                return;
+            }
+            first = false;
+        }
+    }
+
+    /// Plans and executes `keys` (and the orphans, when due); false when it has to be retried
+    /// later.
+    async fn reconcile_slice(&mut self, keys: Vec<InstanceRef>) -> bool {
         // Services of every instance looked at: new ones are created, changed properties set.
         let services: Vec<Arc<Service>> = if self.stale {
             Vec::new()
@@ -802,7 +850,7 @@ impl Actor {
         }
         let needs_services = !services.is_empty();
         if actions.is_empty() && !needs_services {
-            return;
+            return true;
         }
         if !self.ensure_services(services).await {
             // Everything looked at is looked at again.
@@ -816,19 +864,17 @@ impl Actor {
                 }
             }
             self.retry_later();
-            return;
+            return false;
         }
         if actions.is_empty() {
-            return;
+            return true;
         }
         let ctx = self.ctx.clone();
         let origin = self.origin.clone();
-        let results: Vec<Done> = futures::stream::iter(actions)
+        let mut results = futures::stream::iter(actions)
             .map(|action| execute(ctx.clone(), origin.clone(), action))
-            .buffer_unordered(PARALLEL_CALLS)
-            .collect()
-            .await;
-        for done in results {
+            .buffer_unordered(PARALLEL_CALLS);
+        while let Some(done) = results.next().await {
             self.record(done);
         }
         self.ctx
@@ -836,6 +882,7 @@ impl Actor {
             .copies
             .get_or_create(&self.label)
             .set(saturating_i64(self.mappings.len() as u64));
+        true
     }
 
     fn plan(&mut self, key: &InstanceRef) -> Option<Action> {
@@ -866,6 +913,7 @@ impl Actor {
                         Some(register(key, d, generation, (!same).then(|| m.clone())))
                     }
                     Some(copy) => {
+                        let copy_id = &m.instance_id;
                         match plan_update(
                             &self.origin,
                             &d.instance,
@@ -876,7 +924,7 @@ impl Actor {
                             CopyUpdate::Unchanged => None,
                             CopyUpdate::InPlace { status, properties } => Some(Action::Update {
                                 key: key.clone(),
-                                copy: copy.reference(),
+                                copy: copy.reference(copy_id),
                                 status,
                                 properties,
                             }),
@@ -931,7 +979,7 @@ impl Actor {
             }
             removals.push(Action::Remove {
                 key: None,
-                copy: present.reference(),
+                copy: present.reference(id),
                 mapping: None,
             });
         }
@@ -948,12 +996,11 @@ impl Actor {
     fn adoption(&self, key: &InstanceRef) -> Option<Action> {
         let origin_key = self.origin_key(key);
         (0..ADOPT_GENERATIONS).find_map(|generation| {
-            let present = self
-                .present
-                .get(&copy_instance_id(&origin_key, generation))?;
+            let id = copy_instance_id(&origin_key, generation);
+            let present = self.present.get(&id)?;
             Some(Action::Adopt {
                 key: key.clone(),
-                mapping: self.mapping_for(key, present, generation),
+                mapping: self.mapping_for(key, &id, present, generation),
             })
         })
     }
@@ -1080,17 +1127,18 @@ impl Actor {
             Done::Mapped {
                 key,
                 mapping,
-                body,
+                registered,
                 dropped,
             } => {
                 if let Some(old) = dropped {
                     self.present.remove(&old.instance_id);
                 }
+                let mapping_id = mapping.instance_id.clone();
                 self.set_mapping(key.clone(), *mapping);
-                match body {
+                match registered {
                     // Registered: the registry holds exactly this body now.
-                    Some(body) => {
-                        self.present.insert(body.instance_id.clone(), *body);
+                    Some(copy) => {
+                        self.present.insert(mapping_id, *copy);
                     }
                     // Adopted: the copy found may still need an update, at once.
                     None => {
@@ -1109,7 +1157,7 @@ impl Actor {
                         copy.status = status;
                     }
                     if let Some(properties) = properties {
-                        copy.properties = properties;
+                        copy.properties = properties_digest(&properties);
                     }
                 }
             }
@@ -1206,7 +1254,13 @@ impl Actor {
         }
     }
 
-    fn mapping_for(&self, key: &InstanceRef, copy: &Instance, generation: u32) -> Mapping {
+    fn mapping_for(
+        &self,
+        key: &InstanceRef,
+        copy_id: &str,
+        copy: &PresentCopy,
+        generation: u32,
+    ) -> Mapping {
         Mapping {
             origin: self.origin.clone(),
             domain: key.tenant.domain.clone(),
@@ -1214,8 +1268,8 @@ impl Actor {
             origin_service_id: key.service_id.clone(),
             origin_instance_id: key.instance_id.clone(),
             service_id: copy.service_id.clone(),
-            instance_id: copy.instance_id.clone(),
-            fingerprint: fingerprint(copy),
+            instance_id: copy_id.to_owned(),
+            fingerprint: copy.fingerprint.clone(),
             generation,
             updated_ms: unix_ms(),
         }
@@ -1226,7 +1280,7 @@ fn register(key: &InstanceRef, d: &Desired, generation: u32, replace: Option<Map
     Action::Register {
         key: key.clone(),
         service: d.service.clone(),
-        instance: Box::new(d.instance.clone()),
+        instance: d.instance.clone(),
         generation,
         replace,
     }
@@ -1290,7 +1344,7 @@ async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
                     Done::Mapped {
                         key,
                         mapping: Box::new(mapping),
-                        body: None,
+                        registered: None,
                         dropped: None,
                     }
                 }
@@ -1384,7 +1438,7 @@ async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
             Done::Mapped {
                 key,
                 mapping: Box::new(mapping),
-                body: Some(Box::new(body)),
+                registered: Some(Box::new(PresentCopy::of(&body))),
                 dropped,
             }
         }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -46,7 +46,7 @@ pub(crate) enum Pulled {
     /// Everything the origin exports at `revision`, digest checked.
     Snapshot {
         revision: Revision,
-        items: Vec<(Service, Instance)>,
+        items: Vec<(Arc<Service>, Instance)>,
     },
 }
 

@@ -29,14 +29,12 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::client::{self, Request};
-use super::convert::{instance_from_wire, same_instance};
+use super::convert::{instance_digest, instance_from_wire};
 use super::wire::{
     BatchFindReply, BatchFindRequest, FindServiceEntry, FindServiceKey, FindUpdated, WireError,
 };
 use super::{Inner, parse, to_json};
-use crate::registry::{
-    Change, ChangeFeed, Instance, InstanceRef, RegistryError, Service, Snapshot, Tenant,
-};
+use crate::registry::{Change, ChangeFeed, InstanceRef, RegistryError, Service, Snapshot, Tenant};
 
 /// One service as the feed last reported it.
 #[derive(Debug)]
@@ -45,8 +43,9 @@ struct Watched {
     /// Revision of the last batch-find answer for the service; empty when unknown, which
     /// makes SC answer with the full instance list.
     rev: String,
-    /// Instances as last reported, by instance id.
-    instances: BTreeMap<String, Instance>,
+    /// Digests of the instances as last reported, by instance id (see
+    /// [`instance_digest`]).
+    instances: BTreeMap<String, u64>,
 }
 
 impl Watched {
@@ -238,15 +237,13 @@ impl ScFeed {
             {
                 watched
                     .instances
-                    .insert(instance.instance_id.clone(), instance.clone());
+                    .insert(instance.instance_id.clone(), instance_digest(instance));
             }
         }
         for (tenant, services) in &mut fresh {
             for (id, watched) in services.iter_mut() {
                 let old = self.tenants.get(tenant).and_then(|t| t.get(id));
-                if let Some(old) =
-                    old.filter(|old| same_instances(&old.instances, &watched.instances))
-                {
+                if let Some(old) = old.filter(|old| old.instances == watched.instances) {
                     watched.rev.clone_from(&old.rev);
                 }
             }
@@ -462,33 +459,32 @@ impl ScFeed {
             return;
         };
         // SC 2.x finds every version of a name: keep this service's instances only.
-        let fresh: BTreeMap<String, Instance> = updated
-            .instances
-            .into_iter()
-            .filter(|i| {
-                !i.instance_id.is_empty() && (i.service_id.is_empty() || i.service_id == id)
-            })
-            .map(|i| {
-                (
-                    i.instance_id.clone(),
-                    instance_from_wire(tenant.clone(), id, i),
-                )
-            })
-            .collect();
-        for (instance_id, old) in &watched.instances {
+        let mut fresh = BTreeMap::new();
+        let mut changed = Vec::new();
+        for wire in updated.instances {
+            if wire.instance_id.is_empty() || !(wire.service_id.is_empty() || wire.service_id == id)
+            {
+                continue;
+            }
+            let instance = instance_from_wire(tenant.clone(), id, wire);
+            let digest = instance_digest(&instance);
+            if watched.instances.get(&instance.instance_id) != Some(&digest) {
+                fresh.insert(instance.instance_id.clone(), digest);
+                changed.push(instance);
+            } else {
+                fresh.insert(instance.instance_id, digest);
+            }
+        }
+        for instance_id in watched.instances.keys() {
             if !fresh.contains_key(instance_id) {
-                changes.push(Change::InstanceRemoved(old.reference()));
+                changes.push(Change::InstanceRemoved(InstanceRef {
+                    tenant: tenant.clone(),
+                    service_id: id.to_owned(),
+                    instance_id: instance_id.clone(),
+                }));
             }
         }
-        for (instance_id, instance) in &fresh {
-            let changed = watched
-                .instances
-                .get(instance_id)
-                .is_none_or(|old| !same_instance(old, instance));
-            if changed {
-                changes.push(Change::Instance(instance.clone()));
-            }
-        }
+        changes.extend(changed.into_iter().map(Change::Instance));
         watched.instances = fresh;
         watched.rev = updated.rev;
     }
@@ -528,16 +524,10 @@ fn entry_failure(tenant: &Tenant, error: &WireError, count: usize) -> RegistryEr
     }
 }
 
-fn same_instances(a: &BTreeMap<String, Instance>, b: &BTreeMap<String, Instance>) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((ka, va), (kb, vb))| ka == kb && same_instance(va, vb))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Instance;
     use crate::registry::servicecomb::wire::{FindFailed, FindSection, WireInstance};
     use crate::registry::servicecomb::{ServiceComb, ServiceCombConfig};
 
