@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod devreg;
 pub mod gossip;

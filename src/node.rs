@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::cluster::gated::GatedRegistry;
+use crate::cluster::leader::Election;
 use crate::config::{Config, Mode};
 use crate::gossip::{self, GossipConfig, GossipHandle, GossipMetrics, NodeId, NodeMeta, Role};
 use crate::registry::Registry;
@@ -217,7 +219,14 @@ pub async fn run(
         );
         let (config, gossip, registry) = (config.clone(), gossip.clone(), registry.clone());
         tracker.spawn(async move {
-            let result = start_engine(config, gossip, registry, &sync, token, &tracker_inner).await;
+            let result = match config.node.mode {
+                Mode::Single => {
+                    start_engine(config, gossip, registry, &sync, token, &tracker_inner).await
+                }
+                Mode::Cluster => {
+                    run_cluster_member(config, gossip, registry, sync, token, &tracker_inner).await
+                }
+            };
             if let Err(e) = result {
                 let _ = fatal_tx.send(e).await;
             }
@@ -329,6 +338,10 @@ fn gossip_config(config: &Config, gossip_addr: SocketAddr, rpc_addr: SocketAddr)
             },
             registry: String::new(),
             protocol: PROTOCOL_VERSION,
+            // Published by the managed etcd member once it runs (cluster mode).
+            etcd_peer_url: String::new(),
+            etcd_client_url: String::new(),
+            etcd_ready: false,
         },
     };
     let resolver: gossip::Resolver = Arc::new(|target: String| {
@@ -380,27 +393,9 @@ async fn start_engine(
             .map_err(|e| NodeError::Sync(e.to_string()))?;
         Arc::new(store)
     } else {
-        let prefix = format!("/syncer/v2/{}/", config.node.cluster_name);
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            match EtcdStore::connect(
-                &config.etcd_endpoints,
-                prefix.clone(),
-                EtcdTimeouts::default(),
-            )
-            .await
-            {
-                Ok(store) => break Arc::new(store),
-                Err(StoreError::Unavailable(reason)) => {
-                    warn!(%reason, retry_in = ?backoff, "etcd not reachable yet");
-                }
-                Err(e) => return Err(NodeError::Sync(e.to_string())),
-            }
-            tokio::select! {
-                () = token.cancelled() => return Ok(()),
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(REGISTRY_RETRY_MAX);
+        match connect_etcd(&config, &config.etcd_endpoints, &token).await? {
+            Some(store) => store,
+            None => return Ok(()),
         }
     };
     info!(store = store.kind(), "mapping store open");
@@ -416,6 +411,119 @@ async fn start_engine(
     sync::start(deps, sync, token, tracker)
         .await
         .map_err(|e| NodeError::Sync(e.to_string()))
+}
+
+/// The etcd key prefix of this data centre.
+fn etcd_prefix(config: &Config) -> String {
+    format!("/syncer/v2/{}/", config.node.cluster_name)
+}
+
+/// Connects the etcd store, waiting for an etcd that cannot be reached yet; `None` when
+/// the daemon stops first.
+async fn connect_etcd(
+    config: &Config,
+    endpoints: &[url::Url],
+    token: &CancellationToken,
+) -> Result<Option<Arc<EtcdStore>>, NodeError> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match EtcdStore::connect(endpoints, etcd_prefix(config), EtcdTimeouts::default()).await {
+            Ok(store) => return Ok(Some(Arc::new(store))),
+            Err(StoreError::Unavailable(reason)) => {
+                warn!(%reason, retry_in = ?backoff, "etcd not reachable yet");
+            }
+            Err(e) => return Err(NodeError::Sync(e.to_string())),
+        }
+        tokio::select! {
+            () = token.cancelled() => return Ok(None),
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(REGISTRY_RETRY_MAX);
+    }
+}
+
+/// Why a standby member refuses `Pull` and `Push`; callers go to the active member.
+const STANDBY: &str = "standby: this member is not the active syncer of its data centre";
+/// How long a finished term's tasks may take to stop.
+const TERM_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Cluster mode: stands by until elected, runs the sync engine for the term, and stands by
+/// again when the term ends, until the daemon stops.
+async fn run_cluster_member(
+    config: Config,
+    gossip: GossipHandle,
+    registry: Arc<ServiceComb>,
+    sync: SyncHandle,
+    token: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), NodeError> {
+    sync.stop(STANDBY);
+    if config.etcd_endpoints.is_empty() {
+        return Err(NodeError::Sync(
+            "cluster mode needs --etcd-endpoints in this version (the managed etcd member is not wired yet)".into(),
+        ));
+    }
+    let Some(store) = connect_etcd(&config, &config.etcd_endpoints, &token).await? else {
+        return Ok(());
+    };
+    info!(
+        store = store.kind(),
+        prefix = store.prefix(),
+        "mapping store open"
+    );
+    let election = Election::new(
+        store.client(),
+        store.prefix(),
+        config.node.name.clone(),
+        config.cluster.leader_lease,
+    );
+    loop {
+        let Some(term) = election.acquire(&token, tracker).await else {
+            return Ok(());
+        };
+        store.set_fence(Some(term.fence.clone()));
+        let term_tracker = TaskTracker::new();
+        let engine_token = term.ended.clone();
+        let registry: Arc<dyn Registry> =
+            Arc::new(GatedRegistry::new(registry.clone(), term.gate.clone()));
+        let writer =
+            crate::store::spawn_writer(store.clone(), 1024, engine_token.clone(), &term_tracker);
+        let mut settings = EngineSettings::from_config(&config.sync);
+        // The previous leader may still be finishing a call: no removal within its lease.
+        settings.removals_from = Some(term.began + config.cluster.leader_lease);
+        let deps = EngineDeps {
+            cluster: config.node.cluster_name.clone(),
+            registry,
+            store: store.clone(),
+            writer,
+            gossip: gossip.clone(),
+            settings,
+        };
+        let started = sync::start(deps, &sync, engine_token.clone(), &term_tracker).await;
+        if let Err(e) = started {
+            engine_token.cancel();
+            return Err(NodeError::Sync(e.to_string()));
+        }
+        if let Err(e) = gossip.update_meta(|m| m.role = Role::Active).await {
+            debug!(error = %e, "role not announced");
+        }
+        engine_token.cancelled().await;
+        sync.stop(STANDBY);
+        if let Err(e) = gossip.update_meta(|m| m.role = Role::Standby).await {
+            debug!(error = %e, "role not announced");
+        }
+        term_tracker.close();
+        if tokio::time::timeout(TERM_STOP_TIMEOUT, term_tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(timeout = ?TERM_STOP_TIMEOUT, "the sync engine of the finished term is still stopping");
+        }
+        if token.is_cancelled() {
+            return Ok(());
+        }
+        info!("standing by again");
+    }
 }
 
 /// Asks the registry who it is until it answers, then announces its fingerprint in gossip,

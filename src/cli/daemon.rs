@@ -125,6 +125,26 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "URLS", env = "SYNCER_ETCD_ENDPOINTS")]
     pub etcd_endpoints: Option<String>,
 
+    /// Cluster mode: members of this data centre; without --etcd-endpoints the managed etcd
+    /// cluster bootstraps once this many have met. At least 1. [default: 3]
+    #[arg(long, value_name = "N", env = "SYNCER_CLUSTER_SIZE")]
+    pub cluster_size: Option<String>,
+
+    /// Cluster mode: lease of the active member's leadership in etcd, 2s to 1m; a standby
+    /// takes over within about this long after the active member dies. [default: 3s]
+    #[arg(long, value_name = "DURATION", env = "SYNCER_LEADER_LEASE")]
+    pub leader_lease: Option<String>,
+
+    /// Cluster mode without --etcd-endpoints: the etcd executable to run. [default: etcd,
+    /// from PATH]
+    #[arg(long, value_name = "PATH", env = "SYNCER_ETCD_BIN")]
+    pub etcd_bin: Option<String>,
+
+    /// Cluster mode without --etcd-endpoints: client port of the managed etcd member.
+    /// [default: the cluster port + 10000, or - 10000 when that is out of range]
+    #[arg(long, value_name = "PORT", env = "SYNCER_ETCD_CLIENT_PORT")]
+    pub etcd_client_port: Option<String>,
+
     /// HTTP address of /health and /metrics, or `none`. [default: host of --rpc-addr, its
     /// port + 2]
     #[arg(long, value_name = "IP:PORT", env = "SYNCER_ADMIN_ADDR")]
@@ -191,7 +211,7 @@ impl DaemonArgs {
     /// environment variable.
     pub fn layer(&self, matches: &ArgMatches) -> Layer {
         let mut layer = Layer::default();
-        let fields: [(&'static str, &Option<String>); 24] = [
+        let fields: [(&'static str, &Option<String>); 28] = [
             ("sc_addr", &self.sc_addr),
             ("sc_plugin", &self.sc_plugin),
             ("bind_addr", &self.bind_addr),
@@ -207,6 +227,10 @@ impl DaemonArgs {
             ("peer_addr", &self.peer_addr),
             ("data_dir", &self.data_dir),
             ("etcd_endpoints", &self.etcd_endpoints),
+            ("cluster_size", &self.cluster_size),
+            ("leader_lease", &self.leader_lease),
+            ("etcd_bin", &self.etcd_bin),
+            ("etcd_client_port", &self.etcd_client_port),
             ("admin_addr", &self.admin_addr),
             ("removal_cap", &self.removal_cap),
             ("origin_grace", &self.origin_grace),

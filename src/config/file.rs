@@ -83,6 +83,7 @@ pub struct FileConfig {
     log: Option<Log>,
     gossip: Option<Gossip>,
     sync: Option<SyncSection>,
+    cluster_mode: Option<ClusterSection>,
     // --- 1.3 keys ---
     #[serde(rename = "log_file")]
     log_file: Option<Scalar>,
@@ -194,6 +195,16 @@ struct ServiceCenter13 {
 #[serde(deny_unknown_fields)]
 struct Etcd {
     endpoints: Option<List>,
+}
+
+/// `clusterMode:`, cluster mode beyond the original's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterSection {
+    size: Option<Scalar>,
+    leader_lease: Option<Scalar>,
+    etcd_bin: Option<Scalar>,
+    etcd_client_port: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -500,6 +511,21 @@ impl FileConfig {
                 "gossip.label",
                 gossip.label.map(|s| s.0),
             );
+        }
+        if let Some(c) = self.cluster_mode {
+            for (id, key, value) in [
+                ("cluster_size", "size", c.size),
+                ("leader_lease", "leader_lease", c.leader_lease),
+                ("etcd_bin", "etcd_bin", c.etcd_bin),
+                ("etcd_client_port", "etcd_client_port", c.etcd_client_port),
+            ] {
+                set(
+                    &mut layer,
+                    id,
+                    &format!("clusterMode.{key}"),
+                    value.map(|s| s.0),
+                );
+            }
         }
         if let Some(sync) = self.sync {
             for (id, value) in [

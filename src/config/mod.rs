@@ -170,13 +170,29 @@ pub struct RpcConfig {
     pub listen_addr: SocketAddr,
 }
 
-/// The managed etcd member of cluster mode.
+/// Cluster mode: the members of one data centre, their election and the managed etcd.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// Peer port of the managed etcd member.
     pub port: u16,
     /// Peer host when given by `--peer-addr`; else the advertised IP is used.
     pub peer_ip: Option<IpAddr>,
+    /// Members of this data centre (`--cluster-size`).
+    pub size: usize,
+    /// Lease of the active member's leadership (`--leader-lease`).
+    pub leader_lease: Duration,
+    /// The etcd executable of the managed member (`--etcd-bin`).
+    pub etcd_bin: PathBuf,
+    /// Client port of the managed etcd member (`--etcd-client-port`).
+    pub etcd_client_port: u16,
+}
+
+impl ClusterConfig {
+    pub const DEFAULT_SIZE: usize = 3;
+    pub const DEFAULT_LEADER_LEASE: Duration = Duration::from_secs(3);
+    /// etcd's smallest lease is about 2 s with its default timing.
+    pub const MIN_LEADER_LEASE: Duration = Duration::from_secs(2);
+    pub const MAX_LEADER_LEASE: Duration = Duration::from_secs(60);
 }
 
 /// The local registry.
@@ -289,6 +305,12 @@ fn defaults() -> Layer {
             duration(SyncConfig::DEFAULT_ANTI_ENTROPY_INTERVAL),
         ),
         ("poll_interval", duration(SyncConfig::DEFAULT_POLL_INTERVAL)),
+        ("cluster_size", ClusterConfig::DEFAULT_SIZE.to_string()),
+        (
+            "leader_lease",
+            duration(ClusterConfig::DEFAULT_LEADER_LEASE),
+        ),
+        ("etcd_bin", "etcd".to_owned()),
     ] {
         layer.set(id, value, Origin::Default);
     }

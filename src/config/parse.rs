@@ -299,6 +299,38 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
         }
     };
 
+    // Cluster mode.
+    let setting = r.required("cluster_size")?;
+    let cluster_size = parse_count(&setting.value, 1).map_err(|e| invalid(setting, e))?;
+    let setting = r.required("leader_lease")?;
+    let leader_lease = parse_duration_in(
+        &setting.value,
+        ClusterConfig::MIN_LEADER_LEASE,
+        Some(ClusterConfig::MAX_LEADER_LEASE),
+    )
+    .map_err(|e| invalid(setting, e))?;
+    let setting = r.required("etcd_bin")?;
+    let etcd_bin = PathBuf::from(setting.value.trim());
+    if etcd_bin.as_os_str().is_empty() {
+        return Err(invalid(setting, "the path is empty"));
+    }
+    let etcd_client_port = match r.get("etcd_client_port") {
+        Some(setting) => parse_port(&setting.value).map_err(|e| invalid(setting, e))?,
+        None => {
+            let port = cluster_port
+                .checked_add(10_000)
+                .or_else(|| cluster_port.checked_sub(10_000))
+                .unwrap_or(0);
+            r.derived("etcd_client_port", port.to_string());
+            port
+        }
+    };
+    if mode == Mode::Cluster && etcd_endpoints.is_empty() {
+        let ip = peer_ip.unwrap_or(bind_addr.ip());
+        ports.push(("--etcd-client-port", SocketAddr::new(ip, etcd_client_port)));
+        check_port_clashes(&ports)?;
+    }
+
     // Sync schedule.
     let kind_setting = r.required("task_kind")?;
     let export = match kind_setting.value.trim() {
@@ -372,6 +404,10 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
         cluster: ClusterConfig {
             port: cluster_port,
             peer_ip,
+            size: cluster_size,
+            leader_lease,
+            etcd_bin,
+            etcd_client_port,
         },
         registry: RegistryConfig { plugin, addresses },
         etcd_endpoints,

@@ -520,7 +520,7 @@ impl Actor {
                     self.membership_changed("updated");
                     let info = self.info(&after, MemberStatus::Alive);
                     let _ = self.ch.membership.send(MembershipEvent::Updated {
-                        before,
+                        before: Box::new(before),
                         after: info,
                     });
                 }

@@ -41,6 +41,14 @@ pub struct NodeMeta {
     pub registry: String,
     /// Version of syncer's peer protocol.
     pub protocol: u32,
+    /// Peer URL of the managed etcd member (cluster mode without `--etcd-endpoints`);
+    /// empty when this syncer runs none.
+    pub etcd_peer_url: String,
+    /// Client URL of the managed etcd member; empty when this syncer runs none.
+    pub etcd_client_url: String,
+    /// The managed etcd member serves clients and is a voting member of its data centre's
+    /// etcd cluster: others may join that cluster through it.
+    pub etcd_ready: bool,
 }
 
 /// A member identity as foca sees it.
@@ -133,6 +141,9 @@ pub(crate) mod tests_support {
                 role: Role::Active,
                 registry: String::new(),
                 protocol: 1,
+                etcd_peer_url: String::new(),
+                etcd_client_url: String::new(),
+                etcd_ready: false,
             },
         }
     }

@@ -230,7 +230,7 @@ pub enum MembershipEvent {
     Left(MemberInfo),
     /// A live member announced new metadata or restarted (`before` is its previous identity).
     Updated {
-        before: NodeId,
+        before: Box<NodeId>,
         after: MemberInfo,
     },
 }

@@ -72,6 +72,9 @@ fn start(net: &MemoryNetwork, spec: Spec) -> TestNode {
             role: Role::Active,
             registry: spec.registry.into(),
             protocol: 1,
+            etcd_peer_url: String::new(),
+            etcd_client_url: String::new(),
+            etcd_ready: false,
         },
     };
     let config = GossipConfig {

@@ -14,6 +14,7 @@ pub mod proto {
 }
 
 /// Version of the wire protocol; bumped when a change needs peers to know about it.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: gossip metadata carries the managed etcd member's URLs and readiness.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 pub use server::{PeerService, serve};

@@ -147,6 +147,11 @@ impl EtcdStore {
         })
     }
 
+    /// The shared client (the leader election uses the same connection).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// The key prefix, ending with `/`.
     pub fn prefix(&self) -> &str {
         &self.prefix

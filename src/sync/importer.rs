@@ -437,6 +437,10 @@ impl Actor {
             .collect();
         let heartbeat = ctx.settings.lease.heartbeat_period();
         let removal_cap = ctx.settings.removal_cap;
+        let mut guard = RemovalGuard::new(removal_cap);
+        if let Some(t) = ctx.settings.removals_from {
+            guard.hold_until(t);
+        }
         info!(origin = %origin, copies = mappings.len(), "importer started");
         Actor {
             label: ctx.metrics.origin(&origin),
@@ -450,7 +454,7 @@ impl Actor {
             present: HashMap::new(),
             local_ready: false,
             cursor: None,
-            guard: RemovalGuard::new(removal_cap),
+            guard,
             dirty: HashSet::new(),
             orphans_dirty: false,
             retry_at: None,
@@ -1014,6 +1018,12 @@ impl Actor {
                 for action in removals.drain(..) {
                     self.defer(action);
                 }
+            }
+            Removals::Held(until) => {
+                for action in removals.drain(..) {
+                    self.defer(action);
+                }
+                self.retry_at = Some(self.retry_at.map_or(until, |t| t.max(until)));
             }
             Removals::Allowed {
                 now: allowed,

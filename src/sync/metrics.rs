@@ -33,6 +33,9 @@ pub(crate) struct Outcome {
 /// The engine's counters, gauges and histograms. Clones share them.
 #[derive(Clone, Debug)]
 pub struct SyncMetrics {
+    /// 1 while this member runs the engine (always, once started, in single mode; the
+    /// elected member in cluster mode).
+    pub(crate) active: Gauge,
     pub(crate) exported_instances: Gauge,
     pub(crate) exported_seq: Gauge,
     pub(crate) copies: Family<OriginLabel, Gauge>,
@@ -53,6 +56,7 @@ impl Default for SyncMetrics {
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ];
         SyncMetrics {
+            active: Gauge::default(),
             exported_instances: Gauge::default(),
             exported_seq: Gauge::default(),
             copies: Family::default(),
@@ -71,6 +75,11 @@ impl Default for SyncMetrics {
 impl SyncMetrics {
     /// Adds the engine's metrics to `metrics`.
     pub fn register(&self, metrics: &Metrics) {
+        metrics.register(
+            "syncer_sync_active",
+            "1 while this member is its data centre's active syncer (runs the sync engine)",
+            self.active.clone(),
+        );
         metrics.register(
             "syncer_sync_exported_instances",
             "Local instances this data centre exports",

@@ -22,7 +22,7 @@ mod pusher;
 pub mod safety;
 mod transfer;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast::error::RecvError, watch};
@@ -68,6 +68,9 @@ pub struct EngineSettings {
     pub keep_stale: bool,
     pub anti_entropy_interval: Duration,
     pub removal_cap: usize,
+    /// No copy is removed before this moment (a new leader waits out its predecessor's
+    /// lease).
+    pub removals_from: Option<tokio::time::Instant>,
 }
 
 impl EngineSettings {
@@ -79,6 +82,7 @@ impl EngineSettings {
             keep_stale: config.keep_stale,
             anti_entropy_interval: config.anti_entropy_interval,
             removal_cap: config.removal_cap,
+            removals_from: None,
         }
     }
 }
@@ -95,17 +99,20 @@ struct Core {
     importers: Arc<Importers>,
 }
 
-/// Serves `Pull` and `Push` once the engine runs; before that they answer `unavailable`.
+/// Serves `Pull` and `Push` while the engine runs; otherwise they answer `unavailable`
+/// (starting, or a standby member of cluster mode), which callers retry or take elsewhere.
 #[derive(Clone, Default)]
 pub struct SyncHandle {
-    core: Arc<OnceLock<Core>>,
+    core: Arc<RwLock<Option<Arc<Core>>>>,
+    /// Why calls are refused while no engine runs.
+    idle: Arc<RwLock<&'static str>>,
     metrics: SyncMetrics,
 }
 
 impl std::fmt::Debug for SyncHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncHandle")
-            .field("running", &self.core.get().is_some())
+            .field("running", &self.running())
             .finish()
     }
 }
@@ -115,14 +122,36 @@ impl SyncHandle {
     pub fn new(metrics: SyncMetrics) -> SyncHandle {
         SyncHandle {
             core: Arc::default(),
+            idle: Arc::new(RwLock::new("the sync engine is starting")),
             metrics,
         }
     }
 
-    fn core(&self) -> Result<&Core, tonic::Status> {
+    /// Whether an engine serves calls.
+    pub fn running(&self) -> bool {
         self.core
-            .get()
-            .ok_or_else(|| tonic::Status::unavailable("the sync engine is starting"))
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Stops serving calls (the engine stopped); they answer `unavailable` with `why`.
+    pub fn stop(&self, why: &'static str) {
+        *self.idle.write().unwrap_or_else(PoisonError::into_inner) = why;
+        *self.core.write().unwrap_or_else(PoisonError::into_inner) = None;
+        self.metrics.active.set(0);
+    }
+
+    fn core(&self) -> Result<Arc<Core>, tonic::Status> {
+        self.core
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                tonic::Status::unavailable(
+                    *self.idle.read().unwrap_or_else(PoisonError::into_inner),
+                )
+            })
     }
 
     /// Answers a `Pull`: the increments after the asker's revision when they are still
@@ -327,10 +356,11 @@ pub async fn start(
         importers.clone(),
         token,
     ));
-    let _ = handle.core.set(Core {
+    *handle.core.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(Core {
         exported,
         importers,
-    });
+    }));
+    handle.metrics.active.set(1);
     Ok(())
 }
 

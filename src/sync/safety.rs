@@ -21,6 +21,9 @@ pub const REMOVAL_WINDOW: Duration = Duration::from_secs(60);
 pub enum Removals {
     /// No complete snapshot from this origin yet: remove nothing.
     Incomplete,
+    /// A new leader waits out the previous one's lease before removing anything: retry
+    /// after this moment.
+    Held(Instant),
     /// Remove this many now; `paused` more must wait for the window to move.
     Allowed { now: usize, paused: usize },
 }
@@ -37,6 +40,8 @@ struct OriginGuard {
 pub struct RemovalGuard {
     per_minute: usize,
     origins: HashMap<String, OriginGuard>,
+    /// No removal before this moment.
+    not_before: Option<Instant>,
 }
 
 impl RemovalGuard {
@@ -45,7 +50,13 @@ impl RemovalGuard {
         RemovalGuard {
             per_minute,
             origins: HashMap::new(),
+            not_before: None,
         }
+    }
+
+    /// Holds every removal until `t` (a new leader waiting out its predecessor's lease).
+    pub fn hold_until(&mut self, t: Instant) {
+        self.not_before = Some(t);
     }
 
     /// A complete snapshot from `origin` was applied: its removals may start.
@@ -70,6 +81,11 @@ impl RemovalGuard {
         let guard = self.origins.entry(origin.to_owned()).or_default();
         if !guard.complete {
             return Removals::Incomplete;
+        }
+        if let Some(t) = self.not_before
+            && now < t
+        {
+            return Removals::Held(t);
         }
         while guard
             .recent
@@ -106,6 +122,20 @@ mod tests {
         assert!(!guard.is_complete("dc1"));
         assert_eq!(guard.request("dc1", 1, now), Removals::Incomplete);
         assert_eq!(guard.request("dc2", 1, now), Removals::Incomplete);
+    }
+
+    #[test]
+    fn a_new_leader_removes_nothing_before_the_hold_ends() {
+        let mut guard = RemovalGuard::new(10);
+        let now = Instant::now();
+        let until = now + Duration::from_secs(3);
+        guard.hold_until(until);
+        guard.mark_complete("dc1");
+        assert_eq!(guard.request("dc1", 2, now), Removals::Held(until));
+        assert_eq!(
+            guard.request("dc1", 2, until),
+            Removals::Allowed { now: 2, paused: 0 }
+        );
     }
 
     #[test]

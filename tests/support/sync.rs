@@ -29,7 +29,7 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Log lines of each daemon shown in a failure report.
 const LOG_TAIL: usize = 150;
 /// The default flags of every test daemon (fast timing for one machine).
-const FAST: [&str; 10] = [
+pub const FAST: [&str; 10] = [
     "--copy-lease",
     "3s",
     "--origin-grace",

@@ -1,0 +1,468 @@
+//! Leadership of a data centre's syncers: a lease-based election in etcd.
+//!
+//! The leader key `<prefix>leader` holds the active member's node name and is attached to its
+//! lease. A member campaigns with one transaction: "if the key does not exist, put it with my
+//! lease". The winner keeps the lease alive every third of its time; the others watch the key
+//! and campaign again the moment it is deleted (the lease expired or was revoked).
+//!
+//! Two guards keep a deposed leader harmless:
+//! - **etcd**: every mapping write carries the [`Fence`] compare (the leader key exists and
+//!   carries our lease), so a leader whose lease is gone cannot write.
+//! - **registry**: the [`WriteGate`] closes by itself when the lease has not been confirmed for
+//!   the lease time minus a margin, before etcd can hand the key to anybody else; a term also
+//!   ends at once when the key changes hands or etcd says the lease is gone. A new leader
+//!   additionally waits one lease time before its first removal (see the sync engine).
+//!
+//! A graceful stop revokes the lease, so a standby takes over at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::store::Fence;
+
+/// How long one etcd request of the election may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest pause between campaigns while etcd fails.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Whether registry writes are allowed: open until a deadline that every confirmed lease
+/// renewal pushes forward. Cheap to check from any task.
+#[derive(Debug, Clone)]
+pub struct WriteGate {
+    inner: Arc<GateInner>,
+}
+
+#[derive(Debug)]
+struct GateInner {
+    base: Instant,
+    /// Milliseconds after `base` until which writes are allowed.
+    until_ms: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl WriteGate {
+    /// A gate open until `until`.
+    fn open_until(until: Instant) -> WriteGate {
+        let gate = WriteGate {
+            inner: Arc::new(GateInner {
+                base: Instant::now(),
+                until_ms: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        };
+        gate.extend(until);
+        gate
+    }
+
+    /// A gate that is always open (single mode: nobody else writes).
+    pub fn always_open() -> WriteGate {
+        WriteGate {
+            inner: Arc::new(GateInner {
+                base: Instant::now(),
+                until_ms: AtomicU64::new(u64::MAX),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn extend(&self, until: Instant) {
+        let ms = u64::try_from(until.saturating_duration_since(self.inner.base).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.inner.until_ms.fetch_max(ms, Ordering::SeqCst);
+    }
+
+    /// Closes the gate for good.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether writes are allowed now.
+    pub fn is_open(&self) -> bool {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return false;
+        }
+        let until = self.inner.until_ms.load(Ordering::SeqCst);
+        if until == u64::MAX {
+            return true;
+        }
+        let now = u64::try_from(self.inner.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now < until
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        match self.inner.until_ms.load(Ordering::SeqCst) {
+            u64::MAX => Some(Instant::now() + Duration::from_secs(86_400)),
+            ms => Some(self.inner.base + Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// One term as the active member.
+#[derive(Debug)]
+pub struct Term {
+    pub lease_id: i64,
+    /// The compare every mapping write carries during this term.
+    pub fence: Fence,
+    /// Registry writes are allowed while this is open.
+    pub gate: WriteGate,
+    /// Cancelled when the term ends (lost, expired, or the daemon stops).
+    pub ended: CancellationToken,
+    /// When the term began (the campaign's lease grant was sent).
+    pub began: Instant,
+}
+
+/// Campaigns for the leader key of one data centre.
+pub struct Election {
+    client: Client,
+    key: String,
+    node: String,
+    lease: Duration,
+}
+
+impl Election {
+    /// An election for key `<prefix>leader` among members named by their node name.
+    pub fn new(client: Client, prefix: &str, node: String, lease: Duration) -> Election {
+        Election {
+            client,
+            key: format!("{prefix}leader"),
+            node,
+            lease,
+        }
+    }
+
+    /// The leader key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// How early before the lease could expire the gate closes: a sixth of the lease (at
+    /// least 300 ms), which covers a slow keep-alive round trip and clock-rate differences.
+    fn margin(&self) -> Duration {
+        (self.lease / 6).max(Duration::from_millis(300))
+    }
+
+    /// The current leader's node name, if any.
+    pub async fn leader(&self) -> Option<String> {
+        let mut client = self.client.clone();
+        let reply = timeout(client.get(self.key.as_str(), None)).await.ok()?;
+        let kv = reply.kvs().first()?;
+        Some(String::from_utf8_lossy(kv.value()).into_owned())
+    }
+
+    /// Waits until this member holds the leader key; `None` when `token` is cancelled first.
+    /// The term is kept alive on `tracker` until it ends.
+    pub async fn acquire(&self, token: &CancellationToken, tracker: &TaskTracker) -> Option<Term> {
+        let mut backoff = Duration::from_millis(200);
+        let mut last_leader: Option<String> = None;
+        loop {
+            if token.is_cancelled() {
+                return None;
+            }
+            match self.campaign().await {
+                Ok(Campaign::Won { lease_id, began }) => {
+                    return Some(self.start_term(lease_id, began, token, tracker));
+                }
+                Ok(Campaign::Lost { leader, revision }) => {
+                    backoff = Duration::from_millis(200);
+                    if last_leader.as_ref() != Some(&leader) {
+                        info!(leader = %leader, "standing by: another member is active");
+                        last_leader = Some(leader);
+                    }
+                    self.wait_for_vacancy(revision, token).await;
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?backoff, "leader election: etcd unavailable");
+                    tokio::select! {
+                        () = token.cancelled() => return None,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// One attempt: grant a lease, put the key if it is free.
+    async fn campaign(&self) -> Result<Campaign, etcd_client::Error> {
+        let mut client = self.client.clone();
+        let began = Instant::now();
+        let ttl = i64::try_from(self.lease.as_secs()).unwrap_or(i64::MAX);
+        let lease_id = timeout(client.lease_grant(ttl, None)).await?.id();
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.key.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([TxnOp::put(
+                self.key.as_str(),
+                self.node.as_str(),
+                Some(PutOptions::new().with_lease(lease_id)),
+            )])
+            .or_else([TxnOp::get(self.key.as_str(), None)]);
+        let reply = match timeout(client.txn(txn)).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                let _ = timeout(client.lease_revoke(lease_id)).await;
+                return Err(e);
+            }
+        };
+        if reply.succeeded() {
+            return Ok(Campaign::Won { lease_id, began });
+        }
+        // Not ours: give the lease back and learn who holds the key.
+        let _ = timeout(client.lease_revoke(lease_id)).await;
+        let held = reply.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                    kv.mod_revision(),
+                )
+            }),
+            _ => None,
+        });
+        let (leader, revision) = held.unwrap_or_default();
+        Ok(Campaign::Lost { leader, revision })
+    }
+
+    /// Returns when the leader key is deleted after `revision`, after one lease time at most
+    /// (then the caller campaigns again anyway), or when `token` is cancelled.
+    async fn wait_for_vacancy(&self, revision: i64, token: &CancellationToken) {
+        let mut client = self.client.clone();
+        let deadline = tokio::time::sleep(self.lease);
+        tokio::pin!(deadline);
+        let options = WatchOptions::new().with_start_revision(revision.saturating_add(1));
+        let mut stream = tokio::select! {
+            () = token.cancelled() => return,
+            () = &mut deadline => return,
+            watch = timeout(client.watch(self.key.as_str(), Some(options))) => match watch {
+                Ok(stream) => stream,
+                Err(e) => {
+                    debug!(error = %e, "leader watch failed; campaigning again after a pause");
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        () = &mut deadline => {}
+                    }
+                    return;
+                }
+            },
+        };
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = &mut deadline => return,
+                message = stream.message() => match message {
+                    Ok(Some(reply)) => {
+                        if reply.canceled()
+                            || reply.events().iter().any(|e| e.event_type() == EventType::Delete)
+                        {
+                            return;
+                        }
+                    }
+                    Ok(None) | Err(_) => return,
+                },
+            }
+        }
+    }
+
+    fn start_term(
+        &self,
+        lease_id: i64,
+        began: Instant,
+        token: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Term {
+        let gate = WriteGate::open_until(began + self.lease.saturating_sub(self.margin()));
+        let ended = token.child_token();
+        let term = Term {
+            lease_id,
+            fence: Fence {
+                key: self.key.clone(),
+                lease_id,
+            },
+            gate: gate.clone(),
+            ended: ended.clone(),
+            began,
+        };
+        info!(node = %self.node, lease_id = format!("{lease_id:x}"), lease = ?self.lease, "elected: this member is now active");
+        let keeper = KeepAlive {
+            client: self.client.clone(),
+            key: self.key.clone(),
+            lease_id,
+            lease: self.lease,
+            margin: self.margin(),
+            gate,
+            ended,
+        };
+        tracker.spawn(keeper.run());
+        term
+    }
+}
+
+enum Campaign {
+    Won { lease_id: i64, began: Instant },
+    Lost { leader: String, revision: i64 },
+}
+
+/// Keeps one term's lease alive and ends the term when it can no longer be confirmed.
+struct KeepAlive {
+    client: Client,
+    key: String,
+    lease_id: i64,
+    lease: Duration,
+    margin: Duration,
+    gate: WriteGate,
+    ended: CancellationToken,
+}
+
+impl KeepAlive {
+    async fn run(self) {
+        let reason = self.keep().await;
+        self.gate.close();
+        let stopping = self.ended.is_cancelled();
+        self.ended.cancel();
+        if !stopping {
+            warn!(%reason, "no longer active: registry and mapping writes stopped");
+        }
+        // Give the key up at once (a graceful stop, or a term that ended while etcd still
+        // holds the lease) so that a standby takes over without waiting for the lease.
+        let mut client = self.client.clone();
+        match timeout(client.lease_revoke(self.lease_id)).await {
+            Ok(_) if stopping => info!("resigned: leadership released"),
+            Ok(_) => {}
+            Err(e) => debug!(error = %e, "could not release the lease; it expires by itself"),
+        }
+    }
+
+    /// Renews until the term ends; returns why.
+    async fn keep(&self) -> String {
+        let mut client = self.client.clone();
+        let period = self.lease / 3;
+        let (mut keeper, mut replies) = match timeout(client.lease_keep_alive(self.lease_id)).await
+        {
+            Ok(pair) => pair,
+            Err(e) => return format!("cannot keep the lease alive: {e}"),
+        };
+        let mut watch = match timeout(client.watch(self.key.as_str(), None)).await {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                debug!(error = %e, "no watch on the leader key; relying on the lease alone");
+                None
+            }
+        };
+        let mut next = Instant::now() + period;
+        loop {
+            let Some(deadline) = self.gate.deadline() else {
+                return "the write gate closed".into();
+            };
+            tokio::select! {
+                biased;
+                () = self.ended.cancelled() => return "stopping".into(),
+                () = tokio::time::sleep_until(deadline) => {
+                    return format!("the lease was not confirmed within {:?}", self.lease.saturating_sub(self.margin));
+                }
+                () = tokio::time::sleep_until(next) => {
+                    next += period;
+                    let sent = Instant::now();
+                    let renewed = async {
+                        keeper.keep_alive().await?;
+                        replies.message().await
+                    };
+                    match tokio::time::timeout(period, renewed).await {
+                        Ok(Ok(Some(reply))) if reply.ttl() > 0 => {
+                            // etcd counts the lease from when it got the renewal; we count
+                            // from before we sent it.
+                            self.gate.extend(sent + self.lease.saturating_sub(self.margin));
+                        }
+                        Ok(Ok(Some(_))) => return "etcd says the lease has expired".into(),
+                        Ok(Ok(None)) => return "the keep-alive stream ended".into(),
+                        Ok(Err(e)) => {
+                            debug!(error = %e, "lease renewal failed");
+                            // Try a fresh stream next time; the gate decides when to give up.
+                            if let Ok(pair) = timeout(client.lease_keep_alive(self.lease_id)).await {
+                                (keeper, replies) = pair;
+                            }
+                        }
+                        Err(_) => debug!("lease renewal timed out"),
+                    }
+                }
+                message = next_watch(&mut watch) => match message {
+                    Some(events) => {
+                        for (kind, lease) in events {
+                            if kind == EventType::Delete || lease != self.lease_id {
+                                return "the leader key changed hands".into();
+                            }
+                        }
+                    }
+                    None => watch = None,
+                },
+            }
+        }
+    }
+}
+
+/// The next leader-key events as (type, lease), or `None` when the watch ended (and waits
+/// forever when there is no watch).
+async fn next_watch(watch: &mut Option<etcd_client::WatchStream>) -> Option<Vec<(EventType, i64)>> {
+    let Some(stream) = watch.as_mut() else {
+        return std::future::pending().await;
+    };
+    match stream.message().await {
+        Ok(Some(reply)) if !reply.canceled() => Some(
+            reply
+                .events()
+                .iter()
+                .map(|e| (e.event_type(), e.kv().map_or(0, |kv| kv.lease())))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+async fn timeout<T>(
+    fut: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, etcd_client::Error> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(etcd_client::Error::IoError(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("etcd did not answer within {REQUEST_TIMEOUT:?}"),
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_closes_at_its_deadline_and_for_good() {
+        let gate = WriteGate::open_until(Instant::now() + Duration::from_secs(2));
+        assert!(gate.is_open());
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        gate.extend(Instant::now() + Duration::from_secs(2));
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(gate.is_open(), "extended");
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert!(!gate.is_open(), "past the extended deadline");
+        let gate = WriteGate::open_until(Instant::now() + Duration::from_secs(2));
+        gate.close();
+        assert!(!gate.is_open());
+        gate.extend(Instant::now() + Duration::from_secs(2));
+        assert!(!gate.is_open(), "a closed gate stays closed");
+        assert!(WriteGate::always_open().is_open());
+    }
+}

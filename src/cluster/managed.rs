@@ -1,0 +1,1291 @@
+//! The managed etcd member of cluster mode: without `--etcd-endpoints`, every syncer of a data
+//! centre runs one member of the data centre's etcd cluster as a supervised child process, as
+//! the original ServiceComb Syncer embedded one.
+//!
+//! **Discovery** goes through gossip metadata ([`NodeMeta`](crate::gossip::NodeMeta)): each
+//! member announces its etcd peer and client URLs and, once its etcd member serves clients as a
+//! voting member, `etcd_ready`.
+//!
+//! **Bootstrap without split brain.** A data directory that already holds a member
+//! (`<dir>/member`) is simply started again. Otherwise the node waits until either
+//! - some member of its data centre reports `etcd_ready`: it joins that cluster, or
+//! - `expected_members` members (itself included) are visible and its node name is the lowest
+//!   among them: it bootstraps a one-member cluster (`--initial-cluster-state new`, the data
+//!   centre's name as cluster token). Everyone else waits for the first case.
+//!
+//! So exactly one node creates the cluster and every other one joins it, one at a time.
+//!
+//! **Joining** goes through a ready member: `member_add` as a learner (etcd allows one learner
+//! at a time, so concurrent joiners queue by retrying), start etcd with the returned member
+//! list (`--initial-cluster-state existing`), wait until it serves, then `member_promote` until
+//! the learner has caught up. A member that an earlier attempt added but never started (no
+//! name yet) is reused; one that had started but whose data is gone is removed and added again.
+//! A restarted learner (data present, `is_learner` in its status) is promoted again.
+//!
+//! **Supervision**: a member that exits is logged with its status and last output lines and
+//! restarted on its data directory after a back-off (1 s doubling to 30 s; reset after a
+//! minute of running). When etcd says the member was removed from the cluster, or it keeps
+//! exiting within seconds and the cluster no longer lists it, the data directory is moved
+//! aside (`etcd.removed-<unix time>`) and the node joins again as a learner. On cancellation
+//! the child gets SIGTERM, then SIGKILL after [`STOP_GRACE`].
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, Member, MemberAddOptions, StatusResponse};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+use url::Url;
+
+use crate::config::Config;
+use crate::gossip::{GossipError, GossipHandle};
+
+/// How long a started member may take to serve clients.
+pub const READY_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a learner may take to catch up and be promoted.
+pub const PROMOTE_DEADLINE: Duration = Duration::from_secs(60);
+/// How long adding this member as a learner may take (other joiners go first).
+pub const ADD_DEADLINE: Duration = Duration::from_secs(60);
+/// How long the child may take to exit after SIGTERM before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// First delay before restarting a member that exited; it doubles up to [`BACKOFF_MAX`].
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Lines of the child's output kept for error messages.
+pub const TAIL_LINES: usize = 50;
+
+/// Pause between readiness probes and discovery rounds.
+const POLL: Duration = Duration::from_millis(250);
+/// Pause between `member_add` or `member_promote` attempts.
+const RETRY: Duration = Duration::from_millis(300);
+/// One probe of the local member (connect and `status`).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// One cluster request (`member_list`, `member_add`, ...).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a waiting step says what it waits for.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How often the other members' client URLs are refreshed.
+const ENDPOINTS_EVERY: Duration = Duration::from_secs(10);
+/// How soon after a membership change in gossip they are refreshed.
+const EVENT_REFRESH_DELAY: Duration = Duration::from_millis(200);
+/// A member that ran this long before exiting restarts after [`BACKOFF_MIN`] again.
+const STABLE_RUN: Duration = Duration::from_secs(60);
+/// An exit this soon after the start counts as a quick exit.
+const QUICK_EXIT: Duration = Duration::from_secs(10);
+/// After this many quick exits in a row, ask the cluster whether it still lists the member.
+const QUICK_EXITS_BEFORE_CHECK: u32 = 3;
+/// Longest output line kept in the tail.
+const MAX_LINE: usize = 2048;
+/// How long the output readers may take to finish after the child exited.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+
+/// What etcd prints when it finds that the cluster removed its member.
+const REMOVED_MARKERS: [&str; 3] = [
+    "has already been removed",
+    "permanently removed from the cluster",
+    "member has been removed",
+];
+
+/// Settings of the managed member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedEtcdConfig {
+    /// The etcd executable: a path, or a name looked up on `PATH`.
+    pub etcd_bin: PathBuf,
+    /// Member name: the syncer's node name.
+    pub name: String,
+    /// Data-centre name: the initial cluster token, and which gossip members belong together.
+    pub cluster_name: String,
+    /// Where the member listens for and is reached by its peers.
+    pub peer_url: Url,
+    /// Where the member listens for and is reached by clients.
+    pub client_url: Url,
+    /// The member's data directory (`<data-dir>/etcd`).
+    pub data_dir: PathBuf,
+    /// How many members the data centre has (`--cluster-size`); the lowest-named of that many
+    /// visible members bootstraps the cluster.
+    pub expected_members: usize,
+}
+
+impl ManagedEtcdConfig {
+    /// The managed member's settings from the daemon's configuration; URLs on `--peer-addr`
+    /// when given, else on `advertise_ip`.
+    pub fn from_config(config: &Config, advertise_ip: IpAddr) -> ManagedEtcdConfig {
+        let ip = config.cluster.peer_ip.unwrap_or(advertise_ip);
+        ManagedEtcdConfig {
+            etcd_bin: config.cluster.etcd_bin.clone(),
+            name: config.node.name.clone(),
+            cluster_name: config.node.cluster_name.clone(),
+            peer_url: http_url(ip, config.cluster.port),
+            client_url: http_url(ip, config.cluster.etcd_client_port),
+            data_dir: config.node.data_dir.join("etcd"),
+            expected_members: config.cluster.size,
+        }
+    }
+}
+
+/// Why the managed member could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagedEtcdError {
+    #[error("etcd executable '{}' {reason}: install etcd-server or pass --etcd-bin", bin.display())]
+    ExecutableNotFound { bin: PathBuf, reason: String },
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot run etcd executable {}: {source}", bin.display())]
+    Spawn {
+        bin: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "etcd member exited with {status} before it served clients; last output lines:\n{output}"
+    )]
+    Exited { status: String, output: String },
+    #[error(
+        "etcd member did not serve clients at {url} within {waited:?} (last probe: {last_error}); last output lines:\n{output}"
+    )]
+    NotReady {
+        url: String,
+        waited: Duration,
+        last_error: String,
+        output: String,
+    },
+    #[error(
+        "cannot add this etcd member ({peer_url}) to its cluster as a learner within {waited:?}: {last_error}"
+    )]
+    Join {
+        peer_url: String,
+        waited: Duration,
+        last_error: String,
+    },
+    #[error(
+        "etcd learner {id:x} was not promoted to a voting member within {waited:?}: {last_error}"
+    )]
+    Promote {
+        id: u64,
+        waited: Duration,
+        last_error: String,
+    },
+    #[error("gossip pool: {0}")]
+    Gossip(#[from] GossipError),
+    #[error("shutdown requested before the etcd member was ready")]
+    Cancelled,
+}
+
+impl ManagedEtcdError {
+    /// etcd exited because the cluster removed this member.
+    fn is_removal(&self) -> bool {
+        matches!(self, ManagedEtcdError::Exited { output, .. } if mentions_removal(output))
+    }
+}
+
+/// A running managed etcd member. Its supervisor runs on the tracker given to
+/// [`ManagedEtcd::start`] until the token is cancelled.
+#[derive(Debug, Clone)]
+pub struct ManagedEtcd {
+    inner: Arc<Inner>,
+}
+
+impl ManagedEtcd {
+    /// Bootstraps or joins the data centre's etcd cluster, starts the local member and returns
+    /// once it serves clients as a voting member. Supervises it on `tracker` until `token` is
+    /// cancelled (then stops the child: SIGTERM, then kill after [`STOP_GRACE`]).
+    ///
+    /// # Errors
+    /// A missing executable, a data directory that cannot be created, a member that exits or
+    /// does not serve in time, a join or promotion that does not succeed in time, a stopped
+    /// gossip pool, or cancellation.
+    pub async fn start(
+        config: ManagedEtcdConfig,
+        gossip: GossipHandle,
+        token: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<ManagedEtcd, ManagedEtcdError> {
+        let bin = resolve_executable(&config.etcd_bin)?;
+        if let Some(parent) = config.data_dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| ManagedEtcdError::Io {
+                what: "create the directory",
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        let inner = Arc::new(Inner {
+            bin,
+            gossip,
+            pid: AtomicU32::new(0),
+            others: Mutex::new(Vec::new()),
+            config,
+        });
+        info!(
+            name = %inner.config.name,
+            peer_url = %etcd_text(&inner.config.peer_url),
+            client_url = %etcd_text(&inner.config.client_url),
+            data_dir = %inner.config.data_dir.display(),
+            expected_members = inner.config.expected_members,
+            "starting the managed etcd member"
+        );
+        inner.publish(false).await?;
+        let running = inner.bring_up(true, &token, tracker).await?;
+        inner.refresh_endpoints().await;
+        inner.publish(true).await?;
+        info!(endpoints = ?inner.endpoints_text(), "managed etcd member ready");
+        tracker.spawn(supervise(
+            Arc::clone(&inner),
+            running,
+            token,
+            tracker.clone(),
+        ));
+        Ok(ManagedEtcd { inner })
+    }
+
+    /// Client URLs to use: the local member's first, then the other voting members'.
+    pub fn endpoints(&self) -> Vec<Url> {
+        self.inner.endpoints()
+    }
+
+    /// The pid of the etcd child while one runs (tests kill it).
+    #[doc(hidden)]
+    pub fn child_pid(&self) -> Option<u32> {
+        match self.inner.pid.load(Ordering::SeqCst) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+}
+
+/// State shared by the handle and the supervisor.
+#[derive(Debug)]
+struct Inner {
+    config: ManagedEtcdConfig,
+    /// The etcd executable, resolved on `PATH`.
+    bin: PathBuf,
+    gossip: GossipHandle,
+    /// Pid of the running child; 0 when none runs.
+    pid: AtomicU32,
+    /// Client URLs of the other voting members, from the last member list.
+    others: Mutex<Vec<Url>>,
+}
+
+/// Another syncer of this data centre that runs a managed member, as gossip sees it.
+#[derive(Debug)]
+struct Peer {
+    name: String,
+    local: bool,
+    ready: bool,
+    client_url: String,
+}
+
+/// How the child is started.
+enum Launch {
+    /// A new one-member cluster.
+    Bootstrap,
+    /// Join an existing cluster with this `--initial-cluster`.
+    Join { initial_cluster: String },
+    /// Again on the data directory it already has.
+    Restart,
+}
+
+impl Launch {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Launch::Bootstrap => "bootstrap",
+            Launch::Join { .. } => "join",
+            Launch::Restart => "restart",
+        }
+    }
+}
+
+/// What to do when no member data exists yet.
+enum Plan {
+    Bootstrap,
+    Join,
+}
+
+impl Inner {
+    fn endpoints(&self) -> Vec<Url> {
+        let mut endpoints = vec![self.config.client_url.clone()];
+        for url in lock(&self.others).iter() {
+            if !endpoints.contains(url) {
+                endpoints.push(url.clone());
+            }
+        }
+        endpoints
+    }
+
+    fn endpoints_text(&self) -> Vec<String> {
+        self.endpoints().iter().map(etcd_text).collect()
+    }
+
+    fn has_data(&self) -> bool {
+        self.config.data_dir.join("member").exists()
+    }
+
+    /// Announces this member's URLs and readiness in gossip.
+    async fn publish(&self, ready: bool) -> Result<(), GossipError> {
+        let peer = etcd_text(&self.config.peer_url);
+        let client = etcd_text(&self.config.client_url);
+        self.gossip
+            .update_meta(|meta| {
+                meta.etcd_peer_url = peer;
+                meta.etcd_client_url = client;
+                meta.etcd_ready = ready;
+            })
+            .await
+    }
+
+    /// Live gossip members of this data centre that run a managed member, the local one
+    /// included.
+    async fn peers(&self) -> Result<Vec<Peer>, GossipError> {
+        let members = self.gossip.members().await?;
+        Ok(members
+            .into_iter()
+            .filter(|m| {
+                m.status.is_live()
+                    && m.id.meta.cluster == self.config.cluster_name
+                    && !m.id.meta.etcd_peer_url.is_empty()
+            })
+            .map(|m| Peer {
+                ready: m.id.meta.etcd_ready && !m.local,
+                name: m.id.name,
+                local: m.local,
+                client_url: m.id.meta.etcd_client_url,
+            })
+            .collect())
+    }
+
+    /// Client URLs of the other members that report a ready (voting) etcd member.
+    async fn ready_urls(&self) -> Result<Vec<String>, GossipError> {
+        Ok(self
+            .peers()
+            .await?
+            .into_iter()
+            .filter(|p| p.ready && !p.client_url.is_empty())
+            .map(|p| p.client_url)
+            .collect())
+    }
+
+    /// Starts the member: on its data directory when there is one, else by bootstrapping or
+    /// joining the data centre's cluster. Returns once it serves clients as a voting member.
+    async fn bring_up(
+        &self,
+        allow_bootstrap: bool,
+        token: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Running, ManagedEtcdError> {
+        if self.has_data() {
+            match self.restart_existing(token, tracker).await {
+                Err(e) if e.is_removal() => {
+                    warn!(error = %e, "the etcd cluster removed this member; joining again as a new one");
+                    self.move_data_aside()?;
+                }
+                other => return other,
+            }
+        }
+        match self.discover(allow_bootstrap, token).await? {
+            Plan::Bootstrap => {
+                info!(
+                    name = %self.config.name,
+                    "bootstrapping a new etcd cluster (lowest name of the data centre's members)"
+                );
+                let mut running = self.spawn(&Launch::Bootstrap, tracker)?;
+                match self.wait_serving(&mut running, token).await {
+                    Ok(_) => Ok(running),
+                    Err(e) => {
+                        stop(&mut running).await;
+                        Err(e)
+                    }
+                }
+            }
+            Plan::Join => self.join(token, tracker).await,
+        }
+    }
+
+    /// Starts etcd on its existing data; promotes it when it is still a learner.
+    async fn restart_existing(
+        &self,
+        token: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Running, ManagedEtcdError> {
+        info!(data_dir = %self.config.data_dir.display(), "starting the etcd member on its existing data");
+        let mut running = self.spawn(&Launch::Restart, tracker)?;
+        let outcome = async {
+            let status = self.wait_serving(&mut running, token).await?;
+            if status.is_learner() {
+                let id = status.header().map_or(0, |h| h.member_id());
+                info!(id = %format!("{id:x}"), "this etcd member is still a learner; promoting it");
+                self.promote(id, token).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => Ok(running),
+            Err(e) => {
+                stop(&mut running).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits until this node may bootstrap the cluster or some member can let it join.
+    async fn discover(
+        &self,
+        allow_bootstrap: bool,
+        token: &CancellationToken,
+    ) -> Result<Plan, ManagedEtcdError> {
+        let expected = self.config.expected_members.max(1);
+        let started = Instant::now();
+        let mut next_report = started + PROGRESS_EVERY;
+        loop {
+            let peers = self.peers().await?;
+            if let Some(ready) = peers.iter().find(|p| p.ready) {
+                info!(through = %ready.name, url = %ready.client_url, "joining the data centre's etcd cluster");
+                return Ok(Plan::Join);
+            }
+            let mut names: Vec<&str> = peers
+                .iter()
+                .filter(|p| !p.local)
+                .map(|p| p.name.as_str())
+                .collect();
+            names.push(&self.config.name);
+            names.sort_unstable();
+            names.dedup();
+            let lowest = names.first().copied() == Some(self.config.name.as_str());
+            if allow_bootstrap && names.len() >= expected && lowest {
+                return Ok(Plan::Bootstrap);
+            }
+            if Instant::now() >= next_report {
+                next_report += PROGRESS_EVERY;
+                info!(
+                    waited = ?started.elapsed(),
+                    seen = ?names,
+                    expected,
+                    "waiting for the data centre's etcd cluster: no member is ready yet{}",
+                    if allow_bootstrap && !lowest {
+                        " (a member with a lower name bootstraps it)"
+                    } else if allow_bootstrap {
+                        " (this member bootstraps it once all expected members are seen)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            tokio::select! {
+                () = token.cancelled() => return Err(ManagedEtcdError::Cancelled),
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Adds this member as a learner, starts it, waits until it serves and promotes it.
+    async fn join(
+        &self,
+        token: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Running, ManagedEtcdError> {
+        let (id, initial_cluster) = self.add_learner(token).await?;
+        info!(id = %format!("{id:x}"), %initial_cluster, "starting the etcd member as a learner");
+        let mut running = self.spawn(&Launch::Join { initial_cluster }, tracker)?;
+        let outcome = async {
+            self.wait_serving(&mut running, token).await?;
+            self.promote(id, token).await
+        }
+        .await;
+        match outcome {
+            Ok(()) => Ok(running),
+            Err(e) => {
+                stop(&mut running).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// `member_add` as a learner through a ready member, retried while etcd refuses (one
+    /// learner at a time) or no member is ready. Returns the member id and the
+    /// `--initial-cluster` to start with.
+    async fn add_learner(
+        &self,
+        token: &CancellationToken,
+    ) -> Result<(u64, String), ManagedEtcdError> {
+        let started = Instant::now();
+        let mut next_report = started + PROGRESS_EVERY;
+        let mut last_error =
+            String::from("no member of the data centre reports a ready etcd member");
+        loop {
+            let urls = self.ready_urls().await?;
+            if !urls.is_empty() {
+                match self.try_add_learner(&urls).await {
+                    Ok((id, members)) => return Ok((id, self.initial_cluster(id, &members))),
+                    Err(e) => last_error = e,
+                }
+            }
+            let waited = started.elapsed();
+            if waited >= ADD_DEADLINE {
+                return Err(ManagedEtcdError::Join {
+                    peer_url: etcd_text(&self.config.peer_url),
+                    waited,
+                    last_error,
+                });
+            }
+            if Instant::now() >= next_report {
+                next_report += PROGRESS_EVERY;
+                info!(?waited, error = %last_error, "cannot add this etcd member as a learner yet; retrying");
+            }
+            tokio::select! {
+                () = token.cancelled() => return Err(ManagedEtcdError::Cancelled),
+                () = tokio::time::sleep(RETRY) => {}
+            }
+        }
+    }
+
+    /// One attempt of [`Inner::add_learner`]: reuses the member an earlier attempt added and
+    /// never started; removes one that started but whose data is gone.
+    async fn try_add_learner(&self, urls: &[String]) -> Result<(u64, Vec<Member>), String> {
+        let mut client = connect(urls, REQUEST_TIMEOUT).await?;
+        let list = client.member_list().await.map_err(|e| describe(&e))?;
+        let ours = list
+            .members()
+            .iter()
+            .find(|m| holds_url(m.peer_urls(), &self.config.peer_url));
+        if let Some(member) = ours {
+            if member.name().is_empty() {
+                info!(
+                    id = %format!("{:x}", member.id()),
+                    learner = member.is_learner(),
+                    "reusing the etcd member an earlier attempt added for this peer URL"
+                );
+                return Ok((member.id(), list.members().to_vec()));
+            }
+            warn!(
+                id = %format!("{:x}", member.id()),
+                name = %member.name(),
+                learner = member.is_learner(),
+                "the etcd cluster lists a started member with this peer URL but its data is gone; removing it to add it again"
+            );
+            client
+                .member_remove(member.id())
+                .await
+                .map_err(|e| format!("removing the stale member: {}", describe(&e)))?;
+            return Err("removed a stale member with this peer URL; adding it again".into());
+        }
+        let response = client
+            .member_add(
+                [etcd_text(&self.config.peer_url)],
+                Some(MemberAddOptions::new().with_is_learner()),
+            )
+            .await
+            .map_err(|e| describe(&e))?;
+        let id = response
+            .member()
+            .map(Member::id)
+            .ok_or("member_add answered without the new member")?;
+        info!(id = %format!("{id:x}"), "added this etcd member as a learner");
+        Ok((id, response.member_list().to_vec()))
+    }
+
+    /// `--initial-cluster` for a joining member: every member's name=peer URL, ours named.
+    fn initial_cluster(&self, id: u64, members: &[Member]) -> String {
+        let mut entries = Vec::new();
+        for member in members {
+            let name = if member.id() == id {
+                self.config.name.as_str()
+            } else {
+                member.name()
+            };
+            for url in member.peer_urls() {
+                entries.push(format!("{name}={url}"));
+            }
+        }
+        entries.join(",")
+    }
+
+    /// Promotes learner `id` through a ready member, retried until it has caught up.
+    async fn promote(&self, id: u64, token: &CancellationToken) -> Result<(), ManagedEtcdError> {
+        let started = Instant::now();
+        let mut next_report = started + PROGRESS_EVERY;
+        let mut last_error =
+            String::from("no member of the data centre reports a ready etcd member");
+        loop {
+            let urls = self.ready_urls().await?;
+            if !urls.is_empty() {
+                match try_promote(&urls, id).await {
+                    Ok(()) => {
+                        info!(id = %format!("{id:x}"), waited = ?started.elapsed(), "this etcd member is a voting member");
+                        return Ok(());
+                    }
+                    Err(e) => last_error = e,
+                }
+            }
+            let waited = started.elapsed();
+            if waited >= PROMOTE_DEADLINE {
+                return Err(ManagedEtcdError::Promote {
+                    id,
+                    waited,
+                    last_error,
+                });
+            }
+            if Instant::now() >= next_report {
+                next_report += PROGRESS_EVERY;
+                info!(?waited, error = %last_error, "waiting for the etcd learner to catch up before its promotion");
+            }
+            tokio::select! {
+                () = token.cancelled() => return Err(ManagedEtcdError::Cancelled),
+                () = tokio::time::sleep(RETRY) => {}
+            }
+        }
+    }
+
+    /// Starts the etcd child.
+    fn spawn(&self, launch: &Launch, tracker: &TaskTracker) -> Result<Running, ManagedEtcdError> {
+        let config = &self.config;
+        let peer = etcd_text(&config.peer_url);
+        let client = etcd_text(&config.client_url);
+        let mut data_dir = OsString::from("--data-dir=");
+        data_dir.push(&config.data_dir);
+        let mut command = Command::new(&self.bin);
+        command
+            .arg(format!("--name={}", config.name))
+            .arg(data_dir)
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"));
+        match launch {
+            Launch::Bootstrap => {
+                command
+                    .arg(format!("--initial-cluster={}={peer}", config.name))
+                    .arg("--initial-cluster-state=new")
+                    .arg(format!("--initial-cluster-token={}", config.cluster_name));
+            }
+            Launch::Join { initial_cluster } => {
+                command
+                    .arg(format!("--initial-cluster={initial_cluster}"))
+                    .arg("--initial-cluster-state=existing")
+                    .arg(format!("--initial-cluster-token={}", config.cluster_name));
+            }
+            // The data directory says which cluster it belongs to; etcd ignores the
+            // initial-cluster flags then.
+            Launch::Restart => {}
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // A dropped supervisor (runtime shut down) does not leave etcd behind.
+            .kill_on_drop(true);
+        // Its own process group: a Ctrl-C at the terminal reaches syncer, which stops etcd in
+        // order, rather than both at once.
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut child = command.spawn().map_err(|source| ManagedEtcdError::Spawn {
+            bin: self.bin.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        self.pid.store(pid, Ordering::SeqCst);
+        debug!(pid, launch = launch.as_str(), "etcd child started");
+        let tail = Tail::default();
+        let mut drains = Vec::new();
+        if let Some(stdout) = child.stdout.take() {
+            drains.push(tracker.spawn(drain(stdout, "stdout", tail.clone())));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            drains.push(tracker.spawn(drain(stderr, "stderr", tail.clone())));
+        }
+        Ok(Running {
+            child,
+            tail,
+            drains,
+            started: Instant::now(),
+        })
+    }
+
+    /// Polls the local member until it answers `status`, or fails when the child exits or
+    /// the deadline passes.
+    async fn wait_serving(
+        &self,
+        running: &mut Running,
+        token: &CancellationToken,
+    ) -> Result<StatusResponse, ManagedEtcdError> {
+        let url = etcd_text(&self.config.client_url);
+        let started = Instant::now();
+        loop {
+            let last_error = match probe(&url).await {
+                Ok(status) => {
+                    debug!(waited = ?started.elapsed(), learner = status.is_learner(), "etcd member serves clients");
+                    return Ok(status);
+                }
+                Err(e) => e,
+            };
+            let waited = started.elapsed();
+            if waited >= READY_DEADLINE {
+                return Err(ManagedEtcdError::NotReady {
+                    url,
+                    waited,
+                    last_error,
+                    output: running.tail.text(),
+                });
+            }
+            tokio::select! {
+                () = token.cancelled() => return Err(ManagedEtcdError::Cancelled),
+                status = running.child.wait() => {
+                    self.pid.store(0, Ordering::SeqCst);
+                    let output = running.finish().await;
+                    return Err(ManagedEtcdError::Exited { status: describe_exit(&status), output });
+                }
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Moves the data directory aside (`etcd.removed-<unix time>`), keeping it for a human.
+    fn move_data_aside(&self) -> Result<(), ManagedEtcdError> {
+        let dir = &self.config.data_dir;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let base = dir
+            .file_name()
+            .map_or_else(|| "etcd".into(), |n| n.to_string_lossy().into_owned());
+        let mut aside = dir.with_file_name(format!("{base}.removed-{now}"));
+        let mut n = 1;
+        while aside.exists() {
+            aside = dir.with_file_name(format!("{base}.removed-{now}-{n}"));
+            n += 1;
+        }
+        std::fs::rename(dir, &aside).map_err(|source| ManagedEtcdError::Io {
+            what: "move aside the data directory",
+            path: dir.clone(),
+            source,
+        })?;
+        warn!(from = %dir.display(), to = %aside.display(), "moved the removed etcd member's data aside");
+        Ok(())
+    }
+
+    /// Refreshes the other voting members' client URLs from the local member.
+    async fn refresh_endpoints(&self) {
+        let url = etcd_text(&self.config.client_url);
+        let list = match connect(&[url], REQUEST_TIMEOUT).await {
+            Ok(mut client) => client.member_list().await.map_err(|e| describe(&e)),
+            Err(e) => Err(e),
+        };
+        match list {
+            Ok(list) => {
+                let others: Vec<Url> = list
+                    .members()
+                    .iter()
+                    .filter(|m| !m.is_learner() && !holds_url(m.peer_urls(), &self.config.peer_url))
+                    .flat_map(|m| m.client_urls().iter())
+                    .filter_map(|u| Url::parse(u).ok())
+                    .collect();
+                *lock(&self.others) = others;
+            }
+            Err(e) => debug!(error = %e, "cannot refresh the etcd member list"),
+        }
+    }
+
+    /// Whether the cluster still lists this member; `None` when no ready member answers.
+    async fn still_listed(&self) -> Option<bool> {
+        let urls = self.ready_urls().await.ok()?;
+        if urls.is_empty() {
+            return None;
+        }
+        let mut client = connect(&urls, REQUEST_TIMEOUT).await.ok()?;
+        let list = client.member_list().await.ok()?;
+        Some(
+            list.members()
+                .iter()
+                .any(|m| holds_url(m.peer_urls(), &self.config.peer_url)),
+        )
+    }
+}
+
+/// One promotion attempt; success too when an earlier one went through.
+async fn try_promote(urls: &[String], id: u64) -> Result<(), String> {
+    let mut client = connect(urls, REQUEST_TIMEOUT).await?;
+    let error = match client.member_promote(id).await {
+        Ok(_) => return Ok(()),
+        Err(e) => describe(&e),
+    };
+    // An earlier promotion may have succeeded without us seeing the answer.
+    if let Ok(list) = client.member_list().await {
+        match list.members().iter().find(|m| m.id() == id) {
+            Some(member) if !member.is_learner() => return Ok(()),
+            Some(_) => {}
+            None => {
+                return Err(format!(
+                    "the cluster no longer lists member {id:x}: {error}"
+                ));
+            }
+        }
+    }
+    Err(error)
+}
+
+/// The supervisor: restarts the member when it exits, joins again when it was removed, stops
+/// it on cancellation.
+async fn supervise(
+    inner: Arc<Inner>,
+    mut running: Running,
+    token: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut quick_exits = 0u32;
+    let mut ready = true;
+    loop {
+        let Some(status) = watch(&inner, &mut running, &mut ready, &token).await else {
+            stop(&mut running).await;
+            inner.pid.store(0, Ordering::SeqCst);
+            // The pool may be leaving already; nobody needs to hear this then.
+            let _ = inner.publish(false).await;
+            return;
+        };
+        inner.pid.store(0, Ordering::SeqCst);
+        let ran = running.started.elapsed();
+        let output = running.finish().await;
+        ready = false;
+        if let Err(e) = inner.publish(false).await {
+            warn!(error = %e, "cannot announce that the etcd member is down");
+        }
+        if ran >= STABLE_RUN {
+            backoff = BACKOFF_MIN;
+        }
+        quick_exits = if ran < QUICK_EXIT { quick_exits + 1 } else { 0 };
+        error!(
+            status = %describe_exit(&status),
+            ran = ?ran,
+            restart_in = ?backoff,
+            "the managed etcd member exited; last output lines:\n{output}"
+        );
+        let mut removed = if mentions_removal(&output) {
+            Some("etcd reports that the cluster removed this member".to_owned())
+        } else if quick_exits >= QUICK_EXITS_BEFORE_CHECK
+            && inner.still_listed().await == Some(false)
+        {
+            Some(format!(
+                "the member exited {quick_exits} times within seconds and the cluster no longer lists it"
+            ))
+        } else {
+            None
+        };
+        // Until a child runs again.
+        let mut rejoining = false;
+        running = loop {
+            if !sleep_or_cancel(backoff, &token).await {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            if let Some(reason) = removed.take() {
+                warn!(%reason, "moving the etcd data aside to join the cluster again as a learner");
+                if let Err(e) = inner.move_data_aside() {
+                    error!(error = %e, "cannot move the removed etcd member's data aside");
+                    removed = Some(reason);
+                    continue;
+                }
+                quick_exits = 0;
+                rejoining = true;
+            }
+            if rejoining {
+                match inner.bring_up(false, &token, &tracker).await {
+                    Ok(new) => {
+                        inner.refresh_endpoints().await;
+                        if let Err(e) = inner.publish(true).await {
+                            warn!(error = %e, "cannot announce the etcd member as ready");
+                        }
+                        info!(endpoints = ?inner.endpoints_text(), "the etcd member joined the cluster again");
+                        ready = true;
+                        backoff = BACKOFF_MIN;
+                        break new;
+                    }
+                    Err(ManagedEtcdError::Cancelled) => return,
+                    Err(e) => {
+                        error!(error = %e, retry_in = ?backoff, "cannot join the etcd cluster again");
+                        continue;
+                    }
+                }
+            }
+            match inner.spawn(&Launch::Restart, &tracker) {
+                Ok(new) => {
+                    info!("restarted the managed etcd member on its data");
+                    break new;
+                }
+                Err(e) => {
+                    error!(error = %e, retry_in = ?backoff, "cannot restart the managed etcd member");
+                }
+            }
+        };
+    }
+}
+
+/// Waits until the child exits (its status) or the token is cancelled (`None`). Meanwhile a
+/// restarted member is probed until it serves as a voting member, then announced ready, and
+/// the other members' endpoints are refreshed.
+async fn watch(
+    inner: &Inner,
+    running: &mut Running,
+    ready: &mut bool,
+    token: &CancellationToken,
+) -> Option<std::io::Result<ExitStatus>> {
+    let mut events = inner.gossip.subscribe();
+    let mut gossip_open = true;
+    let mut next_refresh = Instant::now() + ENDPOINTS_EVERY;
+    loop {
+        let wake = if *ready {
+            next_refresh
+        } else {
+            Instant::now() + POLL
+        };
+        tokio::select! {
+            () = token.cancelled() => return None,
+            status = running.child.wait() => return Some(status),
+            event = events.recv(), if gossip_open => {
+                match event {
+                    Err(broadcast::error::RecvError::Closed) => gossip_open = false,
+                    // A member came, went or announced its etcd member ready: the member list
+                    // may have changed.
+                    _ => next_refresh = next_refresh.min(Instant::now() + EVENT_REFRESH_DELAY),
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        if *ready {
+            next_refresh = Instant::now() + ENDPOINTS_EVERY;
+            inner.refresh_endpoints().await;
+        } else if let Ok(status) = probe(&etcd_text(&inner.config.client_url)).await
+            && !status.is_learner()
+        {
+            *ready = true;
+            info!(
+                after = ?running.started.elapsed(),
+                "the restarted etcd member serves clients again"
+            );
+            inner.refresh_endpoints().await;
+            if let Err(e) = inner.publish(true).await {
+                warn!(error = %e, "cannot announce the etcd member as ready");
+            }
+        }
+    }
+}
+
+/// Sleeps `pause`; `false` when the token was cancelled first.
+async fn sleep_or_cancel(pause: Duration, token: &CancellationToken) -> bool {
+    tokio::select! {
+        () = token.cancelled() => false,
+        () = tokio::time::sleep(pause) => true,
+    }
+}
+
+/// A started etcd child and the tail of its output.
+struct Running {
+    child: Child,
+    tail: Tail,
+    /// The tasks reading its stdout and stderr.
+    drains: Vec<JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Running {
+    /// After the exit: lets the readers take in the last lines, then the tail as text.
+    async fn finish(&mut self) -> String {
+        for drain in self.drains.drain(..) {
+            let _ = tokio::time::timeout(DRAIN_WAIT, drain).await;
+        }
+        self.tail.text()
+    }
+}
+
+/// Stops the child: SIGTERM, then SIGKILL after [`STOP_GRACE`].
+async fn stop(running: &mut Running) {
+    if matches!(running.child.try_wait(), Ok(Some(_))) {
+        running.finish().await;
+        return;
+    }
+    let terminated = match running.child.id() {
+        Some(pid) => terminate(pid).await,
+        None => false,
+    };
+    if terminated {
+        match tokio::time::timeout(STOP_GRACE, running.child.wait()).await {
+            Ok(status) => {
+                info!(status = %describe_exit(&status), "managed etcd member stopped");
+                running.finish().await;
+                return;
+            }
+            Err(_) => {
+                warn!(grace = ?STOP_GRACE, "the etcd member did not stop after SIGTERM; killing it")
+            }
+        }
+    }
+    if let Err(e) = running.child.kill().await {
+        warn!(error = %e, "cannot kill the etcd member");
+    }
+    running.finish().await;
+}
+
+/// Sends SIGTERM to `pid` (through `kill`: the crate links no libc bindings of its own).
+async fn terminate(pid: u32) -> bool {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|status| status.success())
+}
+
+/// The last [`TAIL_LINES`] lines the child printed.
+#[derive(Debug, Clone, Default)]
+struct Tail(Arc<Mutex<VecDeque<String>>>);
+
+impl Tail {
+    fn push(&self, line: String) {
+        let mut lines = lock(&self.0);
+        if lines.len() >= TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    fn text(&self) -> String {
+        let lines = lock(&self.0);
+        if lines.is_empty() {
+            return "(none)".into();
+        }
+        lines
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Reads one output stream of the child line by line into `tail`, and logs it at debug level.
+async fn drain(reader: impl AsyncRead + Unpin, stream: &'static str, tail: Tail) {
+    let mut reader = BufReader::new(reader);
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        match reader.read_until(b'\n', &mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut line = String::from_utf8_lossy(&buffer).trim_end().to_owned();
+        if line.is_empty() {
+            continue;
+        }
+        if line.len() > MAX_LINE {
+            let mut end = MAX_LINE;
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            line.truncate(end);
+        }
+        debug!(target: "syncer::cluster::etcd", stream, "{line}");
+        tail.push(line);
+    }
+}
+
+/// Connects to the local member and asks its status.
+async fn probe(url: &str) -> Result<StatusResponse, String> {
+    let mut client = connect(&[url.to_owned()], PROBE_TIMEOUT).await?;
+    client.status().await.map_err(|e| describe(&e))
+}
+
+/// An etcd client on `urls` whose connection and requests time out after `timeout`.
+async fn connect(urls: &[String], timeout: Duration) -> Result<Client, String> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(timeout)
+        .with_timeout(timeout);
+    match tokio::time::timeout(timeout, Client::connect(urls, Some(options))).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(format!(
+            "cannot connect to {}: {}",
+            urls.join(","),
+            describe(&e)
+        )),
+        Err(_) => Err(format!(
+            "no connection to {} within {timeout:?}",
+            urls.join(",")
+        )),
+    }
+}
+
+/// An etcd client error as one line: the server's message for a gRPC status.
+fn describe(error: &etcd_client::Error) -> String {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            format!("{} ({:?})", status.message(), status.code())
+        }
+        other => other.to_string(),
+    }
+}
+
+fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("an unknown status ({e})"),
+    }
+}
+
+/// Whether etcd's output says the cluster removed this member.
+fn mentions_removal(output: &str) -> bool {
+    REMOVED_MARKERS.iter().any(|marker| output.contains(marker))
+}
+
+/// `http://<ip>:<port>`.
+fn http_url(ip: IpAddr, port: u16) -> Url {
+    let text = format!("http://{}", SocketAddr::new(ip, port));
+    Url::parse(&text).unwrap_or_else(|e| panic!("{text} is not a URL: {e}"))
+}
+
+/// A URL as etcd takes it: `scheme://host:port`, without the path `Url` always has.
+fn etcd_text(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port_or_known_default() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
+/// Whether one of `urls` (as etcd reports them) is `url`.
+fn holds_url(urls: &[String], url: &Url) -> bool {
+    let wanted = etcd_text(url);
+    urls.iter()
+        .any(|u| Url::parse(u).is_ok_and(|u| etcd_text(&u) == wanted))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The etcd executable: `bin` itself when it names a path, else the first match on `PATH`.
+fn resolve_executable(bin: &Path) -> Result<PathBuf, ManagedEtcdError> {
+    let not_found = |reason: String| ManagedEtcdError::ExecutableNotFound {
+        bin: bin.to_owned(),
+        reason,
+    };
+    if bin.components().count() > 1 || bin.is_absolute() {
+        return if !bin.exists() {
+            Err(not_found("does not exist".into()))
+        } else if !is_executable(bin) {
+            Err(not_found("is not an executable file".into()))
+        } else {
+            Ok(bin.to_owned())
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(bin))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| {
+            not_found(format!(
+                "was not found on PATH ({})",
+                path.to_string_lossy()
+            ))
+        })
+}
+
+fn is_executable(path: &Path) -> bool {
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        metadata.is_file() && metadata.permissions().mode() & 0o111 != 0
+    }
+    #[cfg(not(unix))]
+    {
+        metadata.is_file()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_written_as_etcd_wants_them() {
+        let url = http_url(IpAddr::from([10, 0, 0, 5]), 30192);
+        assert_eq!(etcd_text(&url), "http://10.0.0.5:30192");
+        let v6 = http_url("::1".parse().unwrap(), 2380);
+        assert_eq!(etcd_text(&v6), "http://[::1]:2380");
+        assert!(holds_url(&["http://10.0.0.5:30192".into()], &url));
+        assert!(holds_url(&["http://10.0.0.5:30192/".into()], &url));
+        assert!(!holds_url(&["http://10.0.0.5:30193".into()], &url));
+    }
+
+    #[test]
+    fn config_from_the_daemon_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_test("n1", dir.path());
+        config.cluster.port = 30192;
+        config.cluster.etcd_client_port = 30194;
+        config.cluster.peer_ip = None;
+        let managed = ManagedEtcdConfig::from_config(&config, IpAddr::from([10, 0, 0, 7]));
+        assert_eq!(etcd_text(&managed.peer_url), "http://10.0.0.7:30192");
+        assert_eq!(etcd_text(&managed.client_url), "http://10.0.0.7:30194");
+        assert_eq!(managed.data_dir, dir.path().join("etcd"));
+        assert_eq!(managed.name, "n1");
+        config.cluster.peer_ip = Some(IpAddr::from([192, 168, 1, 2]));
+        let managed = ManagedEtcdConfig::from_config(&config, IpAddr::from([10, 0, 0, 7]));
+        assert_eq!(etcd_text(&managed.peer_url), "http://192.168.1.2:30192");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let tail = Tail::default();
+        assert_eq!(tail.text(), "(none)");
+        for i in 0..TAIL_LINES + 10 {
+            tail.push(format!("line {i}"));
+        }
+        let text = tail.text();
+        assert_eq!(text.lines().count(), TAIL_LINES);
+        assert!(text.starts_with("line 10\n"));
+        assert!(text.ends_with(&format!("line {}", TAIL_LINES + 9)));
+    }
+
+    #[test]
+    fn removal_is_recognised() {
+        assert!(mentions_removal(
+            "etcdserver: the member has been permanently removed from the cluster"
+        ));
+        assert!(!mentions_removal(
+            "listening for peers on http://127.0.0.1:2380"
+        ));
+    }
+
+    #[test]
+    fn a_missing_executable_names_the_remedy() {
+        let e = resolve_executable(Path::new("/nonexistent/etcd")).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("/nonexistent/etcd") && text.contains("does not exist"),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcd-server") && text.contains("--etcd-bin"),
+            "{text}"
+        );
+        let e = resolve_executable(Path::new("no-such-etcd-binary")).unwrap_err();
+        assert!(e.to_string().contains("PATH"), "{e}");
+    }
+}
