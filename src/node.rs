@@ -399,12 +399,10 @@ async fn start_engine(
         }
     };
     info!(store = store.kind(), "mapping store open");
-    let writer = crate::store::spawn_writer(store.clone(), 1024, token.clone(), tracker);
     let deps = EngineDeps {
         cluster: config.node.cluster_name.clone(),
         registry,
         store,
-        writer,
         gossip,
         settings: EngineSettings::from_config(&config.sync),
     };
@@ -486,8 +484,6 @@ async fn run_cluster_member(
         let engine_token = term.ended.clone();
         let registry: Arc<dyn Registry> =
             Arc::new(GatedRegistry::new(registry.clone(), term.gate.clone()));
-        let writer =
-            crate::store::spawn_writer(store.clone(), 1024, engine_token.clone(), &term_tracker);
         let mut settings = EngineSettings::from_config(&config.sync);
         // The previous leader may still be finishing a call: no removal within its lease.
         settings.removals_from = Some(term.began + config.cluster.leader_lease);
@@ -495,7 +491,6 @@ async fn run_cluster_member(
             cluster: config.node.cluster_name.clone(),
             registry,
             store: store.clone(),
-            writer,
             gossip: gossip.clone(),
             settings,
         };

@@ -113,7 +113,6 @@ impl WriteGate {
 /// One term as the active member.
 #[derive(Debug)]
 pub struct Term {
-    pub lease_id: i64,
     /// The compare every mapping write carries during this term.
     pub fence: Fence,
     /// Registry writes are allowed while this is open.
@@ -143,23 +142,10 @@ impl Election {
         }
     }
 
-    /// The leader key.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     /// How early before the lease could expire the gate closes: a sixth of the lease (at
     /// least 300 ms), which covers a slow keep-alive round trip and clock-rate differences.
     fn margin(&self) -> Duration {
         (self.lease / 6).max(Duration::from_millis(300))
-    }
-
-    /// The current leader's node name, if any.
-    pub async fn leader(&self) -> Option<String> {
-        let mut client = self.client.clone();
-        let reply = timeout(client.get(self.key.as_str(), None)).await.ok()?;
-        let kv = reply.kvs().first()?;
-        Some(String::from_utf8_lossy(kv.value()).into_owned())
     }
 
     /// Waits until this member holds the leader key; `None` when `token` is cancelled first.
@@ -288,7 +274,6 @@ impl Election {
         let gate = WriteGate::open_until(began + self.lease.saturating_sub(self.margin()));
         let ended = token.child_token();
         let term = Term {
-            lease_id,
             fence: Fence {
                 key: self.key.clone(),
                 lease_id,

@@ -122,13 +122,30 @@ pub struct Instance {
 impl Instance {
     /// Equal in everything a copy carries: the modification time does not count.
     pub fn same_body(&self, other: &Instance) -> bool {
-        Instance {
-            mod_timestamp: None,
-            ..self.clone()
-        } == Instance {
-            mod_timestamp: None,
-            ..other.clone()
-        }
+        // Destructured, so that a new field has to be considered here.
+        let Instance {
+            tenant,
+            service_id,
+            instance_id,
+            endpoints,
+            host_name,
+            status,
+            properties,
+            health_check,
+            data_center,
+            version,
+            mod_timestamp: _,
+        } = self;
+        *tenant == other.tenant
+            && *service_id == other.service_id
+            && *instance_id == other.instance_id
+            && *endpoints == other.endpoints
+            && *host_name == other.host_name
+            && *status == other.status
+            && *properties == other.properties
+            && *health_check == other.health_check
+            && *data_center == other.data_center
+            && *version == other.version
     }
 
     /// The reference naming this instance.

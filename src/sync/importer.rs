@@ -814,15 +814,16 @@ impl Actor {
         // What is dirty now, in slices; keys dirtied meanwhile (failures, adoptions) wait for
         // the next round, so a failing registry is not retried in a tight loop.
         let mut keys: Vec<InstanceRef> = self.dirty.drain().collect();
-        let mut first = true;
-        while first || !keys.is_empty() {
+        loop {
             let slice = keys.split_off(keys.len().saturating_sub(RECONCILE_SLICE));
             if !self.reconcile_slice(slice).await {
                 // Not done: everything not looked at yet is looked at again later.
                 self.dirty.extend(keys);
                 return;
             }
-            first = false;
+            if keys.is_empty() {
+                return;
+            }
         }
     }
 

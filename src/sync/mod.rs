@@ -44,8 +44,10 @@ use crate::rpc::convert;
 use crate::rpc::proto::{
     ChangeBatch, PullChunk, PullComplete, PullRequest, PushReply, PushRequest, pull_chunk,
 };
-use crate::store::{Group, MappingStore, Op, StoreError, StoreHandle};
+use crate::store::{Group, MappingStore, Op, StoreError, spawn_writer};
 
+/// Store writes queued before callers wait (the writer batches them into commits).
+const WRITER_QUEUE: usize = 1024;
 /// Store meta key of the last export epoch.
 const EPOCH_KEY: &str = "export_epoch";
 /// Longest pause between attempts to load the mapping store.
@@ -261,7 +263,6 @@ pub struct EngineDeps {
     pub cluster: String,
     pub registry: Arc<dyn Registry>,
     pub store: Arc<dyn MappingStore>,
-    pub writer: StoreHandle,
     pub gossip: GossipHandle,
     pub settings: EngineSettings,
 }
@@ -281,6 +282,7 @@ pub async fn start(
     let Some(stored) = load(deps.store.as_ref(), &token).await? else {
         return Ok(());
     };
+    let writer = spawn_writer(deps.store.clone(), WRITER_QUEUE, token.clone(), tracker);
     let last_epoch = stored
         .meta
         .get(EPOCH_KEY)
@@ -288,7 +290,7 @@ pub async fn start(
         .unwrap_or(0);
     let epoch = (last_epoch + 1).max(unix_ms());
     loop {
-        let write = deps.writer.write(Group::from(Op::PutMeta {
+        let write = writer.write(Group::from(Op::PutMeta {
             key: EPOCH_KEY.to_owned(),
             value: epoch.to_string(),
         }));
@@ -325,7 +327,7 @@ pub async fn start(
     let ctx = Arc::new(ImportCtx::new(
         deps.cluster.clone(),
         deps.registry.clone(),
-        deps.writer.clone(),
+        writer,
         deps.settings.clone(),
         metrics.clone(),
         peers_rx.clone(),
