@@ -13,14 +13,22 @@
 //!   among them: it bootstraps a one-member cluster (`--initial-cluster-state new`, the data
 //!   centre's name as cluster token). Everyone else waits for the first case.
 //!
-//! So exactly one node creates the cluster and every other one joins it, one at a time.
+//! So exactly one node creates the cluster and every other one joins it, one at a time. One
+//! more guard: a node about to bootstrap first tries the etcd peer port of every other visible
+//! member; if one accepts a connection, that member runs etcd already (typically restarting on
+//! its data and waiting for a quorum before it serves), so this node waits to join instead of
+//! creating a second cluster (the whole data centre restarting while this node lost its data).
+//! This relies on `expected_members` being the real number of members: with more syncers than
+//! that starting at once and seeing different subsets, two could still bootstrap.
 //!
 //! **Joining** goes through a ready member: `member_add` as a learner (etcd allows one learner
-//! at a time, so concurrent joiners queue by retrying), start etcd with the returned member
-//! list (`--initial-cluster-state existing`), wait until it serves, then `member_promote` until
-//! the learner has caught up. A member that an earlier attempt added but never started (no
-//! name yet) is reused; one that had started but whose data is gone is removed and added again.
-//! A restarted learner (data present, `is_learner` in its status) is promoted again.
+//! at a time, and refuses reconfigurations until its newest voter has been connected for 5 s,
+//! so concurrent joiners queue by retrying), start etcd with the returned member list
+//! (`--initial-cluster-state existing`), wait until it serves, then `member_promote` until the
+//! learner has caught up and the local member has applied its promotion. A member that an
+//! earlier attempt added but never started (no name yet) is reused; one that had started but
+//! whose data is gone is removed and added again. A restarted learner (data present,
+//! `is_learner` in its status) is promoted again.
 //!
 //! **Supervision**: a member that exits is logged with its status and last output lines and
 //! restarted on its data directory after a back-off (1 s doubling to 30 s; reset after a
@@ -72,6 +80,8 @@ const POLL: Duration = Duration::from_millis(250);
 const RETRY: Duration = Duration::from_millis(300);
 /// One probe of the local member (connect and `status`).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// One connection attempt to another member's peer port before bootstrapping.
+const CONNECT_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 /// One cluster request (`member_list`, `member_add`, ...).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a waiting step says what it waits for.
@@ -286,6 +296,7 @@ struct Peer {
     name: String,
     local: bool,
     ready: bool,
+    peer_url: String,
     client_url: String,
 }
 
@@ -362,6 +373,7 @@ impl Inner {
                 ready: m.id.meta.etcd_ready && !m.local,
                 name: m.id.name,
                 local: m.local,
+                peer_url: m.id.meta.etcd_peer_url,
                 client_url: m.id.meta.etcd_client_url,
             })
             .collect())
@@ -425,6 +437,7 @@ impl Inner {
         let outcome = async {
             let status = self.wait_serving(&mut running, token).await?;
             if status.is_learner() {
+                // 0 (no header) makes the promotion look the member up by its peer URL.
                 let id = status.header().map_or(0, |h| h.member_id());
                 info!(id = %format!("{id:x}"), "this etcd member is still a learner; promoting it");
                 self.promote(id, token).await?;
@@ -465,24 +478,37 @@ impl Inner {
             names.sort_unstable();
             names.dedup();
             let lowest = names.first().copied() == Some(self.config.name.as_str());
+            let mut running_at = None;
             if allow_bootstrap && names.len() >= expected && lowest {
-                return Ok(Plan::Bootstrap);
+                running_at = etcd_running_at(&peers).await;
+                match &running_at {
+                    None => return Ok(Plan::Bootstrap),
+                    Some(name) => debug!(member = %name, "etcd runs elsewhere; not bootstrapping"),
+                }
             }
             if Instant::now() >= next_report {
                 next_report += PROGRESS_EVERY;
-                info!(
-                    waited = ?started.elapsed(),
-                    seen = ?names,
-                    expected,
-                    "waiting for the data centre's etcd cluster: no member is ready yet{}",
-                    if allow_bootstrap && !lowest {
-                        " (a member with a lower name bootstraps it)"
-                    } else if allow_bootstrap {
-                        " (this member bootstraps it once all expected members are seen)"
-                    } else {
-                        ""
-                    }
-                );
+                if let Some(name) = running_at {
+                    info!(
+                        waited = ?started.elapsed(),
+                        "not bootstrapping a new etcd cluster: the etcd member of {name} runs \
+                         already (restarting on its data?); waiting until it is ready to join it"
+                    );
+                } else {
+                    info!(
+                        waited = ?started.elapsed(),
+                        seen = ?names,
+                        expected,
+                        "waiting for the data centre's etcd cluster: no member is ready yet{}",
+                        if allow_bootstrap && !lowest {
+                            " (a member with a lower name bootstraps it)"
+                        } else if allow_bootstrap {
+                            " (this member bootstraps it once all expected members are seen)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
             }
             tokio::select! {
                 () = token.cancelled() => return Err(ManagedEtcdError::Cancelled),
@@ -530,7 +556,10 @@ impl Inner {
             if !urls.is_empty() {
                 match self.try_add_learner(&urls).await {
                     Ok((id, members)) => return Ok((id, self.initial_cluster(id, &members))),
-                    Err(e) => last_error = e,
+                    Err(e) => {
+                        debug!(error = %e, "cannot add this etcd member as a learner yet");
+                        last_error = e;
+                    }
                 }
             }
             let waited = started.elapsed();
@@ -619,15 +648,37 @@ impl Inner {
         let mut next_report = started + PROGRESS_EVERY;
         let mut last_error =
             String::from("no member of the data centre reports a ready etcd member");
+        let local = etcd_text(&self.config.client_url);
+        let mut promoted = false;
         loop {
-            let urls = self.ready_urls().await?;
-            if !urls.is_empty() {
-                match try_promote(&urls, id).await {
-                    Ok(()) => {
+            if promoted {
+                // Done once the local member has applied its promotion too (until then it
+                // still refuses what learners may not serve).
+                match probe(&local).await {
+                    Ok(status) if !status.is_learner() => {
                         info!(id = %format!("{id:x}"), waited = ?started.elapsed(), "this etcd member is a voting member");
                         return Ok(());
                     }
-                    Err(e) => last_error = e,
+                    Ok(_) => {
+                        last_error = "promoted, but the local member still runs as a learner".into()
+                    }
+                    Err(e) => {
+                        last_error = format!("promoted, but the local member does not answer: {e}")
+                    }
+                }
+            } else {
+                let urls = self.ready_urls().await?;
+                if !urls.is_empty() {
+                    match try_promote(&urls, id, &self.config.peer_url).await {
+                        Ok(()) => {
+                            promoted = true;
+                            continue;
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "cannot promote the etcd learner yet");
+                            last_error = e;
+                        }
+                    }
                 }
             }
             let waited = started.elapsed();
@@ -814,26 +865,53 @@ impl Inner {
     }
 }
 
-/// One promotion attempt; success too when an earlier one went through.
-async fn try_promote(urls: &[String], id: u64) -> Result<(), String> {
-    let mut client = connect(urls, REQUEST_TIMEOUT).await?;
-    let error = match client.member_promote(id).await {
-        Ok(_) => return Ok(()),
-        Err(e) => describe(&e),
-    };
-    // An earlier promotion may have succeeded without us seeing the answer.
-    if let Ok(list) = client.member_list().await {
-        match list.members().iter().find(|m| m.id() == id) {
-            Some(member) if !member.is_learner() => return Ok(()),
-            Some(_) => {}
-            None => {
-                return Err(format!(
-                    "the cluster no longer lists member {id:x}: {error}"
-                ));
+/// The first other member whose etcd peer port accepts connections: it runs etcd, most
+/// likely restarting on existing data (it serves clients only once its cluster has a quorum).
+/// Bootstrapping a new cluster then would split the data centre in two.
+async fn etcd_running_at(peers: &[Peer]) -> Option<String> {
+    for peer in peers.iter().filter(|p| !p.local) {
+        let Ok(url) = Url::parse(&peer.peer_url) else {
+            continue;
+        };
+        let Ok(addrs) = url.socket_addrs(|| None) else {
+            continue;
+        };
+        for addr in addrs {
+            let connect = tokio::net::TcpStream::connect(addr);
+            if matches!(
+                tokio::time::timeout(CONNECT_CHECK_TIMEOUT, connect).await,
+                Ok(Ok(_))
+            ) {
+                return Some(peer.name.clone());
             }
         }
     }
-    Err(error)
+    None
+}
+
+/// One promotion attempt of this member (by id, or by peer URL when the id is unknown);
+/// success too when an earlier attempt went through without us seeing the answer.
+async fn try_promote(urls: &[String], id: u64, peer_url: &Url) -> Result<(), String> {
+    let mut client = connect(urls, REQUEST_TIMEOUT).await?;
+    let list = client.member_list().await.map_err(|e| describe(&e))?;
+    let Some(member) = list
+        .members()
+        .iter()
+        .find(|m| m.id() == id || holds_url(m.peer_urls(), peer_url))
+    else {
+        return Err(format!(
+            "the cluster does not list this member ({id:x}, {})",
+            etcd_text(peer_url)
+        ));
+    };
+    if !member.is_learner() {
+        return Ok(());
+    }
+    client
+        .member_promote(member.id())
+        .await
+        .map(|_| ())
+        .map_err(|e| describe(&e))
 }
 
 /// The supervisor: restarts the member when it exits, joins again when it was removed, stops
@@ -851,8 +929,8 @@ async fn supervise(
         let Some(status) = watch(&inner, &mut running, &mut ready, &token).await else {
             stop(&mut running).await;
             inner.pid.store(0, Ordering::SeqCst);
-            // The pool may be leaving already; nobody needs to hear this then.
-            let _ = inner.publish(false).await;
+            // The pool may be leaving already; then nobody needs to hear this.
+            let _ = tokio::time::timeout(PROBE_TIMEOUT, inner.publish(false)).await;
             return;
         };
         inner.pid.store(0, Ordering::SeqCst);
@@ -867,10 +945,8 @@ async fn supervise(
         }
         quick_exits = if ran < QUICK_EXIT { quick_exits + 1 } else { 0 };
         error!(
-            status = %describe_exit(&status),
-            ran = ?ran,
-            restart_in = ?backoff,
-            "the managed etcd member exited; last output lines:\n{output}"
+            "the managed etcd member exited with {} after {ran:?}; restarting it in {backoff:?}; last output lines:\n{output}",
+            describe_exit(&status)
         );
         let mut removed = if mentions_removal(&output) {
             Some("etcd reports that the cluster removed this member".to_owned())

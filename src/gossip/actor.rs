@@ -418,6 +418,17 @@ impl Actor {
         self.foca
             .change_identity(next.clone(), &mut self.runtime)
             .map_err(|e| GossipError::Foca(e.to_string()))?;
+        // foca now waits for a message addressed to the new identity before it probes again,
+        // and drops gossip addressed to identities it gave up. When several members change at
+        // once, each one's gossip names identities the others just left, and the pool would go
+        // silent for good. An announce is accepted by any identity at the right address, so
+        // announce to every member we know: each answers with its view, addressed to us.
+        let known: Vec<NodeId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
+        for member in known {
+            if let Err(e) = self.foca.announce(member, &mut self.runtime) {
+                debug!(error = %e, "announcing new metadata failed");
+            }
+        }
         info!(bump = next.bump, role = next.meta.role.as_str(), registry = %next.meta.registry, "announcing new metadata");
         self.ch.local.send_replace(next);
         self.check_conflicts();

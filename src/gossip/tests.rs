@@ -353,6 +353,54 @@ async fn metadata_changes_propagate_and_conflicts_are_flagged() {
     }
 }
 
+/// Every member changes its metadata at the same moment (cluster mode: the members of a data
+/// centre publish their etcd URLs together). Each one's gossip is addressed to identities the
+/// others just gave up, so the change alone must not leave the pool silent.
+#[tokio::test(start_paused = true)]
+async fn simultaneous_metadata_changes_all_propagate() {
+    let net = MemoryNetwork::new();
+    let nodes = pool(&net, 3).await;
+    let (a, b, c) = (&nodes[0].handle, &nodes[1].handle, &nodes[2].handle);
+    let (ra, rb, rc) = tokio::join!(
+        a.update_meta(|m| m.etcd_peer_url = "http://n0".into()),
+        b.update_meta(|m| m.etcd_peer_url = "http://n1".into()),
+        c.update_meta(|m| m.etcd_peer_url = "http://n2".into()),
+    );
+    ra.unwrap();
+    rb.unwrap();
+    rc.unwrap();
+    for node in &nodes {
+        until("every new metadata seen by every member", || async {
+            let members = node.handle.members().await.unwrap();
+            members.len() == 3
+                && members.iter().all(|m| {
+                    m.status == MemberStatus::Alive
+                        && m.id.meta.etcd_peer_url == format!("http://{}", m.id.name)
+                })
+        })
+        .await;
+    }
+    // And the pool keeps working afterwards: a later change still travels.
+    nodes[1]
+        .handle
+        .update_meta(|m| m.role = Role::Standby)
+        .await
+        .unwrap();
+    until("later change seen", || async {
+        nodes[2]
+            .handle
+            .members()
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.id.name == "n1" && m.id.meta.role == Role::Standby)
+    })
+    .await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn other_labels_and_garbage_are_dropped() {
     let net = MemoryNetwork::new();

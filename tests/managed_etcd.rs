@@ -1,0 +1,480 @@
+//! The managed etcd member of cluster mode with the real `etcd` executable: real gossip pools
+//! (UDP on 127.0.0.1, `local` profile) in this process, one etcd child per member. Three members
+//! starting together form one cluster of three voters; one member alone starts; a member
+//! whose etcd is killed gets it back; a member restarts on its data.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+use syncer::cluster::managed::{ManagedEtcd, ManagedEtcdConfig};
+use syncer::gossip::{
+    self, GossipConfig, GossipHandle, GossipMetrics, NodeId, NodeMeta, Profile, Role,
+};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use url::Url;
+
+/// Longest wait for anything in these tests.
+const DEADLINE: Duration = Duration::from_secs(20);
+/// Pause between two checks of a condition.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The etcd executable: on PATH, else Debian's `/usr/bin/etcd`.
+fn etcd_bin() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("etcd"))
+            .find(|candidate| candidate.is_file())
+    });
+    let fallback = PathBuf::from("/usr/bin/etcd");
+    on_path
+        .or_else(|| fallback.is_file().then_some(fallback))
+        .unwrap_or_else(|| {
+            panic!(
+                "no etcd executable on PATH or at /usr/bin/etcd: run scripts/setup or `apt-get install etcd-server`"
+            )
+        })
+}
+
+/// A TCP port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("bind a free port")
+}
+
+fn url(port: u16) -> Url {
+    Url::parse(&format!("http://127.0.0.1:{port}")).expect("a URL")
+}
+
+/// One syncer's share of the test: a gossip member and, once started, its etcd member.
+struct Node {
+    gossip: GossipHandle,
+    gossip_addr: SocketAddr,
+    config: ManagedEtcdConfig,
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Node {
+    /// Starts the gossip member `name` of data centre `cluster`, joining through `join`; its
+    /// etcd member gets free ports and `<data_dir>/<name>/etcd`.
+    async fn new(
+        name: &str,
+        cluster: &str,
+        join: Option<SocketAddr>,
+        data_dir: &Path,
+        expected_members: usize,
+    ) -> Node {
+        let config = ManagedEtcdConfig {
+            etcd_bin: etcd_bin(),
+            name: name.to_owned(),
+            cluster_name: cluster.to_owned(),
+            peer_url: url(free_port()),
+            client_url: url(free_port()),
+            data_dir: data_dir.join(name).join("etcd"),
+            expected_members,
+        };
+        Node::with_config(config, join).await
+    }
+
+    /// A new run of a node: a new gossip member for the etcd member of `config`.
+    async fn with_config(config: ManagedEtcdConfig, join: Option<SocketAddr>) -> Node {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
+        let gossip_addr = socket.local_addr().expect("local address");
+        let identity = NodeId {
+            name: config.name.clone(),
+            addr: gossip_addr,
+            generation: gossip::next_generation(None),
+            bump: 0,
+            meta: NodeMeta {
+                cluster: config.cluster_name.clone(),
+                rpc_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+                mode: "cluster".into(),
+                role: Role::Standby,
+                registry: String::new(),
+                protocol: syncer::rpc::PROTOCOL_VERSION,
+                etcd_peer_url: String::new(),
+                etcd_client_url: String::new(),
+                etcd_ready: false,
+            },
+        };
+        let gossip_config = GossipConfig {
+            identity,
+            label: String::new(),
+            profile: Profile::Local,
+            join: join.iter().map(ToString::to_string).collect(),
+            state_file: None,
+            remembered: Vec::new(),
+            resolver: None,
+            seed: None,
+        };
+        let token = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let gossip = gossip::spawn(
+            gossip_config,
+            Arc::new(socket),
+            GossipMetrics::default(),
+            token.clone(),
+            &tracker,
+        );
+        Node {
+            gossip,
+            gossip_addr,
+            config,
+            token,
+            tracker,
+        }
+    }
+
+    async fn start_etcd(&self) -> ManagedEtcd {
+        let started = Instant::now();
+        let etcd = tokio::time::timeout(
+            DEADLINE,
+            ManagedEtcd::start(
+                self.config.clone(),
+                self.gossip.clone(),
+                self.token.clone(),
+                &self.tracker,
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{} did not start within {DEADLINE:?}", self.config.name))
+        .unwrap_or_else(|e| panic!("{} did not start: {e}", self.config.name));
+        eprintln!("{} started in {:?}", self.config.name, started.elapsed());
+        etcd
+    }
+
+    /// Cancels everything and waits for the tasks (the etcd child is stopped by then).
+    async fn stop(self) {
+        self.token.cancel();
+        self.tracker.close();
+        tokio::time::timeout(DEADLINE, self.tracker.wait())
+            .await
+            .expect("the node's tasks end after cancellation");
+    }
+}
+
+/// A client on exactly `endpoint`.
+async fn client(endpoint: &Url) -> Client {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(2));
+    Client::connect([endpoint.as_str()], Some(options))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"))
+}
+
+/// Whether the member at `endpoint` answers a linearizable read.
+async fn serves(endpoint: &Url) -> bool {
+    let read = async { client(endpoint).await.get("probe", None).await };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), read).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Polls `check` until it holds, failing after [`DEADLINE`].
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie nobody waited for yet).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.contains(") Z "),
+        Err(_) => true,
+    }
+}
+
+/// Logs of the code under test on the test's output (`RUST_LOG`, default info).
+fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_starting_together_form_one_cluster() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let a = Node::new("etcd-a", "dc1", None, dir.path(), 3).await;
+    let b = Node::new("etcd-b", "dc1", Some(a.gossip_addr), dir.path(), 3).await;
+    let c = Node::new("etcd-c", "dc1", Some(a.gossip_addr), dir.path(), 3).await;
+    // A member of another data centre in the same pool that announces an etcd member. Its
+    // name is the lowest: were it counted, nobody of dc1 would bootstrap.
+    let other = Node::new("etcd-0", "dc2", Some(a.gossip_addr), dir.path(), 3).await;
+    other
+        .gossip
+        .update_meta(|meta| {
+            meta.etcd_peer_url = "http://127.0.0.1:1".into();
+            meta.etcd_client_url = "http://127.0.0.1:2".into();
+        })
+        .await
+        .expect("announce dc2's etcd");
+
+    // The last one starts first, so the lowest name does not simply come first.
+    let (ec, ea, eb) = tokio::join!(c.start_etcd(), a.start_etcd(), b.start_etcd());
+
+    for (node, etcd) in [(&a, &ea), (&b, &eb), (&c, &ec)] {
+        // Those that started first learn of the later ones from gossip.
+        until("every member's endpoints", || {
+            let count = etcd.endpoints().len();
+            async move { count == 3 }
+        })
+        .await;
+        let endpoints = etcd.endpoints();
+        assert_eq!(endpoints[0], node.config.client_url, "local member first");
+        let mut all: Vec<&Url> = endpoints.iter().collect();
+        all.sort();
+        let mut expected = vec![
+            &a.config.client_url,
+            &b.config.client_url,
+            &c.config.client_url,
+        ];
+        expected.sort();
+        assert_eq!(all, expected);
+        assert!(etcd.child_pid().is_some());
+        let meta = node.gossip.local().meta;
+        assert!(meta.etcd_ready);
+        assert_eq!(
+            meta.etcd_client_url,
+            node.config.client_url.as_str().trim_end_matches('/')
+        );
+    }
+
+    // One cluster of three voters, the same seen through every member.
+    assert_one_cluster(&[&ea, &eb, &ec], &["etcd-a", "etcd-b", "etcd-c"]).await;
+
+    // Written through a, read through c.
+    client(&ea.endpoints()[0])
+        .await
+        .put("/test/key", "from a", None)
+        .await
+        .expect("put through a");
+    let got = client(&ec.endpoints()[0])
+        .await
+        .get("/test/key", None)
+        .await
+        .expect("get through c");
+    let value = got.kvs().first().map(|kv| kv.value().to_vec());
+    assert_eq!(value.as_deref(), Some(&b"from a"[..]));
+
+    // Stopping ends the children.
+    let pids: Vec<u32> = [&ea, &eb, &ec]
+        .iter()
+        .filter_map(|e| e.child_pid())
+        .collect();
+    for node in [a, b, c, other] {
+        node.stop().await;
+    }
+    for etcd in [&ea, &eb, &ec] {
+        assert_eq!(etcd.child_pid(), None);
+    }
+    for pid in pids {
+        assert!(gone(pid), "etcd {pid} still runs after the stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_alone_starts() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let node = Node::new("solo", "dc1", None, dir.path(), 1).await;
+    let etcd = node.start_etcd().await;
+    assert_eq!(etcd.endpoints(), vec![node.config.client_url.clone()]);
+    assert!(serves(&etcd.endpoints()[0]).await);
+    assert!(node.gossip.local().meta.etcd_ready);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_is_restarted() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let node = Node::new("solo", "dc1", None, dir.path(), 1).await;
+    let etcd = node.start_etcd().await;
+    let endpoint = etcd.endpoints()[0].clone();
+    client(&endpoint)
+        .await
+        .put("kept", "yes", None)
+        .await
+        .expect("put");
+    let pid = etcd.child_pid().expect("a child runs");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+
+    until("a new etcd child", || {
+        let now = etcd.child_pid();
+        async move { now.is_some_and(|now| now != pid) }
+    })
+    .await;
+    until("the restarted member to serve", || serves(&endpoint)).await;
+    until("the restarted member to be announced ready", || {
+        let ready = node.gossip.local().meta.etcd_ready;
+        async move { ready }
+    })
+    .await;
+    let got = client(&endpoint)
+        .await
+        .get("kept", None)
+        .await
+        .expect("get");
+    assert_eq!(got.kvs().len(), 1, "the data survived the restart");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarts_on_its_data() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let node = Node::new("solo", "dc1", None, dir.path(), 1).await;
+    let config = node.config.clone();
+    let etcd = node.start_etcd().await;
+    client(&etcd.endpoints()[0])
+        .await
+        .put("kept", "yes", None)
+        .await
+        .expect("put");
+    node.stop().await;
+
+    // Same data directory and URLs, a new gossip pool (another run of the daemon).
+    let again = Node::with_config(config, None).await;
+    let etcd = again.start_etcd().await;
+    let got = client(&etcd.endpoints()[0])
+        .await
+        .get("kept", None)
+        .await
+        .expect("get");
+    assert_eq!(got.kvs().len(), 1, "the data survived the restart");
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_joins_again() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let a = Node::new("etcd-a", "dc1", None, dir.path(), 2).await;
+    let b = Node::new("etcd-b", "dc1", Some(a.gossip_addr), dir.path(), 2).await;
+    let (ea, eb) = tokio::join!(a.start_etcd(), b.start_etcd());
+    let mut through_a = client(&ea.endpoints()[0]).await;
+    let list = through_a.member_list().await.expect("member list");
+    let old_id = list
+        .members()
+        .iter()
+        .find(|m| m.name() == "etcd-b")
+        .map(|m| m.id())
+        .expect("b is a member");
+    // etcd refuses reconfigurations until the newest voter has been connected for 5 s.
+    until("a to remove b", || {
+        let mut through_a = through_a.clone();
+        async move { through_a.member_remove(old_id).await.is_ok() }
+    })
+    .await;
+
+    // b notices, moves its data aside and joins again as a new voting member.
+    until("b to join again", || {
+        let endpoint = ea.endpoints()[0].clone();
+        async move {
+            let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(2), async {
+                client(&endpoint).await.member_list().await
+            })
+            .await
+            else {
+                return false;
+            };
+            list.members()
+                .iter()
+                .any(|m| m.name() == "etcd-b" && m.id() != old_id && !m.is_learner())
+        }
+    })
+    .await;
+    let endpoint = eb.endpoints()[0].clone();
+    until("b to serve again", || serves(&endpoint)).await;
+    let aside = std::fs::read_dir(dir.path().join("etcd-b"))
+        .expect("b's directory")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("etcd.removed-"))
+        .count();
+    assert_eq!(aside, 1, "the removed member's data is kept aside");
+    for node in [a, b] {
+        node.stop().await;
+    }
+}
+
+/// Assertions shared by the cluster tests: every member lists the same `names`, all voters,
+/// and one cluster id.
+async fn assert_one_cluster(members: &[&ManagedEtcd], names: &[&str]) {
+    let mut cluster_ids = Vec::new();
+    for etcd in members {
+        let mut client = client(&etcd.endpoints()[0]).await;
+        let list = client.member_list().await.expect("member list");
+        let listed = list.members();
+        assert!(listed.iter().all(|m| !m.is_learner()), "{listed:?}");
+        let mut listed_names: Vec<&str> = listed.iter().map(|m| m.name()).collect();
+        listed_names.sort_unstable();
+        assert_eq!(listed_names, names, "{listed:?}");
+        let status = client.status().await.expect("status");
+        cluster_ids.push(status.header().map(|h| h.cluster_id()).expect("header"));
+    }
+    cluster_ids.dedup();
+    assert_eq!(
+        cluster_ids.len(),
+        1,
+        "split into several clusters: {cluster_ids:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_lost_its_data_rejoins_instead_of_bootstrapping() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let a = Node::new("etcd-a", "dc1", None, dir.path(), 3).await;
+    let join = Some(a.gossip_addr);
+    let b = Node::new("etcd-b", "dc1", join, dir.path(), 3).await;
+    let c = Node::new("etcd-c", "dc1", join, dir.path(), 3).await;
+    let (ea, eb, ec) = tokio::join!(a.start_etcd(), b.start_etcd(), c.start_etcd());
+    drop((ea, eb, ec));
+    let configs = [a.config.clone(), b.config.clone(), c.config.clone()];
+    for node in [a, b, c] {
+        node.stop().await;
+    }
+
+    // The whole data centre restarts; a, the lowest name, lost its data. b and c run etcd on
+    // theirs (not serving until they have a quorum): a must not bootstrap a second cluster.
+    std::fs::remove_dir_all(&configs[0].data_dir).expect("wipe a's data");
+    let b = Node::with_config(configs[1].clone(), None).await;
+    let join = Some(b.gossip_addr);
+    let c = Node::with_config(configs[2].clone(), join).await;
+    let a = Node::with_config(configs[0].clone(), join).await;
+    until("the gossip members to see each other", || {
+        let gossip = a.gossip.clone();
+        async move { gossip.members().await.map(|m| m.len()).unwrap_or(0) == 3 }
+    })
+    .await;
+    let (ea, eb, ec) = tokio::join!(a.start_etcd(), b.start_etcd(), c.start_etcd());
+    assert_one_cluster(&[&ea, &eb, &ec], &["etcd-a", "etcd-b", "etcd-c"]).await;
+    for node in [a, b, c] {
+        node.stop().await;
+    }
+}
