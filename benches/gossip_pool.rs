@@ -68,6 +68,7 @@ fn start_member(i: usize, profile: Profile, join: Option<SocketAddr>) -> Member 
                 etcd_peer_url: String::new(),
                 etcd_client_url: String::new(),
                 etcd_ready: false,
+                etcd_data: false,
             },
         },
         label: String::new(),

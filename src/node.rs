@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::gated::GatedRegistry;
 use crate::cluster::leader::Election;
+use crate::cluster::managed::{ManagedEtcd, ManagedEtcdConfig, ManagedEtcdError};
 use crate::config::{Config, Mode};
 use crate::gossip::{self, GossipConfig, GossipHandle, GossipMetrics, NodeId, NodeMeta, Role};
 use crate::registry::Registry;
@@ -53,6 +54,8 @@ pub enum NodeError {
     Registry(String),
     #[error("the sync engine failed: {0}")]
     Sync(String),
+    #[error("the managed etcd member failed: {0}")]
+    ManagedEtcd(String),
     #[error("graceful shutdown did not finish within {0:?}")]
     ShutdownTimeout(std::time::Duration),
 }
@@ -342,6 +345,7 @@ fn gossip_config(config: &Config, gossip_addr: SocketAddr, rpc_addr: SocketAddr)
             etcd_peer_url: String::new(),
             etcd_client_url: String::new(),
             etcd_ready: false,
+            etcd_data: false,
         },
     };
     let resolver: gossip::Resolver = Arc::new(|target: String| {
@@ -456,12 +460,26 @@ async fn run_cluster_member(
     tracker: &TaskTracker,
 ) -> Result<(), NodeError> {
     sync.stop(STANDBY);
-    if config.etcd_endpoints.is_empty() {
-        return Err(NodeError::Sync(
-            "cluster mode needs --etcd-endpoints in this version (the managed etcd member is not wired yet)".into(),
-        ));
-    }
-    let Some(store) = connect_etcd(&config, &config.etcd_endpoints, &token).await? else {
+    // The managed etcd member outlives the terms: it stops only after the last term gave its
+    // lease up, so a graceful stop still hands over at once.
+    let etcd_token = CancellationToken::new();
+    let _stop_etcd = etcd_token.clone().drop_guard();
+    let endpoints = if config.etcd_endpoints.is_empty() {
+        let settings = ManagedEtcdConfig::from_config(&config, config.gossip.advertise_ip);
+        let started = tokio::select! {
+            biased;
+            () = token.cancelled() => return Ok(()),
+            started = ManagedEtcd::start(settings, gossip.clone(), etcd_token.clone(), tracker) => started,
+        };
+        match started {
+            Ok(etcd) => etcd.endpoints(),
+            Err(ManagedEtcdError::Cancelled) => return Ok(()),
+            Err(e) => return Err(NodeError::ManagedEtcd(e.to_string())),
+        }
+    } else {
+        config.etcd_endpoints.clone()
+    };
+    let Some(store) = connect_etcd(&config, &endpoints, &token).await? else {
         return Ok(());
     };
     info!(
@@ -504,6 +522,12 @@ async fn run_cluster_member(
         }
         engine_token.cancelled().await;
         sync.stop(STANDBY);
+        if tokio::time::timeout(TERM_STOP_TIMEOUT, term.released.cancelled())
+            .await
+            .is_err()
+        {
+            warn!(timeout = ?TERM_STOP_TIMEOUT, "the finished term's lease is still being given up");
+        }
         if let Err(e) = gossip.update_meta(|m| m.role = Role::Standby).await {
             debug!(error = %e, "role not announced");
         }

@@ -28,43 +28,33 @@ struct Member {
     daemon: Option<Daemon>,
     gossip: String,
     admin: String,
+    ip: String,
+    /// The member's own flags, to start it again.
+    placement: Vec<String>,
 }
 
 struct Cluster {
     rt: tokio::runtime::Runtime,
-    /// Holds the members' data directories until the test ends.
-    _dir: tempfile::TempDir,
-    etcd: EtcdServer,
+    /// The members' working directory; holds their data directories until the test ends.
+    dir: tempfile::TempDir,
+    /// The shared etcd; `None` when every member runs its managed etcd member.
+    etcd: Option<EtcdServer>,
     registries: Vec<Registry>,
     /// Members of dc1 then dc2.
     members: Vec<Vec<Member>>,
 }
 
-fn spawn_member(
-    dir: &Path,
-    dc: &str,
-    node: &str,
-    ip: &str,
-    registry: &str,
-    etcd: &str,
-    join: Option<&str>,
-) -> Member {
-    let data = dir.join(node);
+/// Starts `syncer daemon` with `placement` (where it listens, its registry, store and peers)
+/// plus what every member of these tests gets: an admin listener for the metrics, a short
+/// leader lease, fast sync timing, JSON logs.
+fn spawn_member(dir: &Path, node: &str, ip: &str, placement: &[String]) -> Member {
     let mut cmd = syncer(dir);
     cmd.arg("daemon")
-        .args(["--mode", "cluster", "--node", node, "--cluster-name", dc])
-        .args(["--sc-addr", registry])
-        .args(["--bind-addr", &format!("{ip}:0")])
-        .args(["--rpc-addr", &format!("{ip}:0")])
+        .args(placement)
         .args(["--admin-addr", &format!("{ip}:0")])
-        .args(["--etcd-endpoints", etcd, "--leader-lease", LEADER_LEASE])
-        .arg("--data-dir")
-        .arg(&data)
+        .args(["--leader-lease", LEADER_LEASE])
         .args(FAST)
         .args(["--log-format", "json", "--log-level", "info"]);
-    if let Some(join) = join {
-        cmd.args(["--join-addr", join]);
-    }
     let mut daemon = Daemon::spawn(cmd);
     let ready = daemon.wait_ready();
     let field = |key: &str| ready[key].as_str().unwrap_or_default().to_owned();
@@ -73,20 +63,36 @@ fn spawn_member(
         gossip: field("gossip_addr"),
         admin: field("admin_addr"),
         daemon: Some(daemon),
+        ip: ip.to_owned(),
+        placement: placement.to_vec(),
     }
 }
 
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn work_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("syncer-cluster-")
+        .tempdir()
+        .expect("temp dir")
+}
+
 impl Cluster {
+    /// Two data centres (127.0.0.1 and 127.0.0.2) of `per_dc` members on free ports, sharing
+    /// one etcd (`--etcd-endpoints`), each data centre under its own cluster name.
     fn start(per_dc: usize) -> Cluster {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let dir = tempfile::Builder::new()
-            .prefix("syncer-cluster-")
-            .tempdir()
-            .expect("temp dir");
+        let rt = runtime();
+        let dir = work_dir();
         let etcd = EtcdServer::start();
         let registries: Vec<Registry> = (0..2)
             .map(|_| Registry::start(&rt, SocketAddr::from(([127, 0, 0, 1], 0))))
@@ -99,15 +105,17 @@ impl Cluster {
             let mut list = Vec::new();
             for k in 0..per_dc {
                 let node = format!("{dc}-{}", char::from(b'a' + k as u8));
-                let member = spawn_member(
-                    dir.path(),
-                    &dc,
-                    &node,
-                    &ip,
-                    &registry.url(),
-                    &etcd.endpoint(),
-                    first_gossip.as_deref(),
-                );
+                let data = dir.path().join(&node);
+                let mut placement = args(&["--mode", "cluster", "--node", &node]);
+                placement.extend(args(&["--cluster-name", &dc, "--sc-addr", &registry.url()]));
+                placement.extend(args(&["--bind-addr", &format!("{ip}:0")]));
+                placement.extend(args(&["--rpc-addr", &format!("{ip}:0")]));
+                placement.extend(args(&["--etcd-endpoints", &etcd.endpoint()]));
+                placement.extend(args(&["--data-dir", &data.display().to_string()]));
+                if let Some(join) = &first_gossip {
+                    placement.extend(args(&["--join-addr", join]));
+                }
+                let member = spawn_member(dir.path(), &node, &ip, &placement);
                 first_gossip.get_or_insert_with(|| member.gossip.clone());
                 list.push(member);
             }
@@ -115,11 +123,86 @@ impl Cluster {
         }
         Cluster {
             rt,
-            _dir: dir,
-            etcd,
+            dir,
+            etcd: Some(etcd),
             registries,
             members,
         }
+    }
+
+    /// The original README's cluster-mode command lines, one data centre on 127.0.0.1 and
+    /// the other on 127.0.0.2 (the ports repeat): three syncers per data centre, each running
+    /// its managed etcd member on `--cluster-port`, no `--cluster-name` (each data centre is
+    /// named after its registry address), data in `./syncer-data/<node>`.
+    fn start_readme() -> Cluster {
+        let rt = runtime();
+        let dir = work_dir();
+        let registries: Vec<Registry> = (0..2u8)
+            .map(|d| Registry::start(&rt, SocketAddr::from(([127, 0, 0, d + 1], 30100))))
+            .collect();
+        let mut members = Vec::new();
+        for d in 0..2u8 {
+            let ip = format!("127.0.0.{}", d + 1);
+            let mut list = Vec::new();
+            for k in 1..=3u16 {
+                let node = format!("syncer0{}{k}", d + 1);
+                let placement = args(&[
+                    "--sc-addr",
+                    &format!("http://{ip}:30100"),
+                    "--bind-addr",
+                    &format!("{ip}:30{k}90"),
+                    "--rpc-addr",
+                    &format!("{ip}:30{k}91"),
+                    "--mode",
+                    "cluster",
+                    "--node",
+                    &node,
+                    "--cluster-port",
+                    &format!("{}", 30200 + k),
+                    "--join-addr",
+                    "127.0.0.1:30190",
+                ]);
+                list.push(spawn_member(dir.path(), &node, &ip, &placement));
+            }
+            members.push(list);
+        }
+        Cluster {
+            rt,
+            dir,
+            etcd: None,
+            registries,
+            members,
+        }
+    }
+
+    /// Starts member `k` of data centre `d` again with its flags (after a kill).
+    fn restart(&mut self, d: usize, k: usize) {
+        let old = &self.members[d][k];
+        let member = spawn_member(self.dir.path(), &old.name, &old.ip, &old.placement);
+        self.members[d][k] = member;
+    }
+
+    /// Kills the active member of data centre `d` with SIGKILL and returns its index once a
+    /// standby is active, with the time that took.
+    fn kill_active(&mut self, d: usize) -> (usize, Duration) {
+        let active = self.active(d);
+        assert_eq!(
+            active.len(),
+            1,
+            "one active member in dc{} before the kill",
+            d + 1
+        );
+        let victim = active[0];
+        if let Some(mut daemon) = self.members[d][victim].daemon.take() {
+            daemon.signal("KILL");
+            daemon.wait_exit();
+        }
+        let killed_at = Instant::now();
+        self.wait_until("a standby to take over", TAKEOVER_DEADLINE, |c| {
+            let now_active = c.active(d);
+            now_active.len() == 1 && now_active[0] != victim
+        });
+        (victim, killed_at.elapsed())
     }
 
     /// `syncer_sync_active` of a running member (`None` when it does not answer).
@@ -184,7 +267,9 @@ impl Cluster {
                 }
             }
         }
-        out.push_str(&format!("==== etcd\n{}\n", self.etcd.log()));
+        if let Some(etcd) = &self.etcd {
+            out.push_str(&format!("==== etcd\n{}\n", etcd.log()));
+        }
         panic!("{message}\n{out}");
     }
 }
@@ -346,11 +431,12 @@ fn a_graceful_stop_hands_over_at_once_and_etcd_outages_pause_the_active_member()
     eprintln!("graceful handover after {:?}", started.elapsed());
 
     // etcd down: nobody stays active; etcd back: exactly one member resumes.
-    c.etcd.stop();
+    let etcd = c.etcd.as_mut().expect("a shared etcd");
+    etcd.stop();
     c.wait_until("no active member while etcd is down", DEADLINE, |c| {
         c.active(0).is_empty() && c.active(1).is_empty()
     });
-    c.etcd.restart();
+    c.etcd.as_mut().expect("a shared etcd").restart();
     c.wait_until("one active member per data centre again", DEADLINE, |c| {
         c.active(0).len() == 1 && c.active(1).len() == 1
     });
@@ -359,4 +445,114 @@ fn a_graceful_stop_hands_over_at_once_and_etcd_outages_pause_the_active_member()
     c.wait_until("syncing resumed", DEADLINE, |c| {
         mirrored(&c.registries[0], &c.registries[1], "dc1")
     });
+}
+
+/// The etcd cluster a managed member at `endpoint` belongs to: its id and its members as
+/// (name, is learner), sorted.
+fn etcd_cluster(
+    rt: &tokio::runtime::Runtime,
+    endpoint: &str,
+) -> Option<(u64, Vec<(String, bool)>)> {
+    rt.block_on(async {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(2));
+        let mut client = etcd_client::Client::connect([endpoint], Some(options))
+            .await
+            .ok()?;
+        let list = client.member_list().await.ok()?;
+        let id = list.header()?.cluster_id();
+        let mut members: Vec<(String, bool)> = list
+            .members()
+            .iter()
+            .map(|m| (m.name().to_owned(), m.is_learner()))
+            .collect();
+        members.sort();
+        Some((id, members))
+    })
+}
+
+#[test]
+fn the_readme_cluster_command_lines_give_two_managed_clusters_that_survive_a_kill() {
+    let mut c = Cluster::start_readme();
+    // Bootstrap by the lowest name once three members meet, then two learners joined one at a
+    // time (etcd wants 5 s between reconfigurations), then an election.
+    c.wait_until(
+        "one active member per data centre",
+        Duration::from_secs(60),
+        |c| c.active(0).len() == 1 && c.active(1).len() == 1,
+    );
+    // Each data centre has its own etcd cluster of its three syncers, all voters in the end,
+    // on the client port derived from --cluster-port (30201 - 10000).
+    let voters = |names: [&str; 3]| -> Vec<(String, bool)> {
+        names.iter().map(|n| ((*n).to_owned(), false)).collect()
+    };
+    let mut ids = Vec::new();
+    for (d, names) in [
+        ["syncer011", "syncer012", "syncer013"],
+        ["syncer021", "syncer022", "syncer023"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for k in 1..=3 {
+            let endpoint = format!("http://127.0.0.{}:2020{k}", d + 1);
+            let mut id = 0;
+            c.wait_until(
+                &format!("etcd at {endpoint} to list {names:?} as voters"),
+                Duration::from_secs(60),
+                |c| match etcd_cluster(&c.rt, &endpoint) {
+                    Some((cluster, members)) if members == voters(names) => {
+                        id = cluster;
+                        true
+                    }
+                    _ => false,
+                },
+            );
+            ids.push((d, id));
+        }
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "one etcd cluster per data centre: {ids:?}");
+
+    let s1 = c.registries[0].create_service("app", "svc-one", "1.0.0");
+    let s2 = c.registries[1].create_service("app", "svc-two", "1.0.0");
+    c.registries[0].register(&s1, &NewInstance::new("one-0", "rest://10.1.0.1:80"));
+    c.registries[1].register(&s2, &NewInstance::new("two-0", "rest://10.2.0.1:80"));
+    let dc1 = default_cluster_name("http://127.0.0.1:30100");
+    let dc2 = default_cluster_name("http://127.0.0.2:30100");
+    c.wait_until("both data centres mirrored", DEADLINE, |c| {
+        mirrored(&c.registries[0], &c.registries[1], &dc1)
+            && mirrored(&c.registries[1], &c.registries[0], &dc2)
+    });
+
+    // kill -9 of dc1's active syncer (and so of one etcd member): the two others keep the
+    // quorum, a standby takes over and syncing goes on.
+    let (victim, takeover) = c.kill_active(0);
+    eprintln!("takeover {takeover:?} after the kill");
+    c.registries[0].register(&s1, &NewInstance::new("one-1", "rest://10.1.0.2:80"));
+    c.registries[1].register(&s2, &NewInstance::new("two-1", "rest://10.2.0.2:80"));
+    c.wait_until("both data centres mirrored after the kill", DEADLINE, |c| {
+        mirrored(&c.registries[0], &c.registries[1], &dc1)
+            && mirrored(&c.registries[1], &c.registries[0], &dc2)
+    });
+
+    // The killed syncer comes back with the same command line: its etcd member restarts on
+    // its data, it stands by, and the cluster is three voters again.
+    c.restart(0, victim);
+    let endpoint = format!("http://127.0.0.1:2020{}", victim + 1);
+    c.wait_until("the restarted member's etcd serves", DEADLINE, |c| {
+        etcd_cluster(&c.rt, &endpoint)
+            .is_some_and(|(_, members)| members == voters(["syncer011", "syncer012", "syncer013"]))
+    });
+    c.wait_until("the restarted member stands by", DEADLINE, |c| {
+        c.is_active(&c.members[0][victim]) == Some(false) && c.active(0).len() == 1
+    });
+}
+
+/// The default cluster name of a data centre: hex MD5 of its `--sc-addr` text, as the
+/// original names it.
+fn default_cluster_name(sc_addr: &str) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(sc_addr.as_bytes()))
 }

@@ -103,6 +103,7 @@ impl Node {
                 etcd_peer_url: String::new(),
                 etcd_client_url: String::new(),
                 etcd_ready: false,
+                etcd_data: false,
             },
         };
         let gossip_config = GossipConfig {

@@ -141,7 +141,7 @@ pub struct DaemonArgs {
     pub etcd_bin: Option<String>,
 
     /// Cluster mode without --etcd-endpoints: client port of the managed etcd member.
-    /// [default: the cluster port + 10000, or - 10000 when that is out of range]
+    /// [default: the cluster port - 10000, or + 10000 when that is below 1024]
     #[arg(long, value_name = "PORT", env = "SYNCER_ETCD_CLIENT_PORT")]
     pub etcd_client_port: Option<String>,
 

@@ -121,6 +121,8 @@ pub struct Term {
     pub ended: CancellationToken,
     /// When the term began (the campaign's lease grant was sent).
     pub began: Instant,
+    /// Cancelled once the term's lease was given up (or giving it up failed), after `ended`.
+    pub released: CancellationToken,
 }
 
 /// Campaigns for the leader key of one data centre.
@@ -273,6 +275,7 @@ impl Election {
     ) -> Term {
         let gate = WriteGate::open_until(began + self.lease.saturating_sub(self.margin()));
         let ended = token.child_token();
+        let released = CancellationToken::new();
         let term = Term {
             fence: Fence {
                 key: self.key.clone(),
@@ -281,6 +284,7 @@ impl Election {
             gate: gate.clone(),
             ended: ended.clone(),
             began,
+            released: released.clone(),
         };
         info!(node = %self.node, lease_id = format!("{lease_id:x}"), lease = ?self.lease, "elected: this member is now active");
         let keeper = KeepAlive {
@@ -291,6 +295,7 @@ impl Election {
             margin: self.margin(),
             gate,
             ended,
+            released,
         };
         tracker.spawn(keeper.run());
         term
@@ -311,6 +316,7 @@ struct KeepAlive {
     margin: Duration,
     gate: WriteGate,
     ended: CancellationToken,
+    released: CancellationToken,
 }
 
 impl KeepAlive {
@@ -330,6 +336,7 @@ impl KeepAlive {
             Ok(_) => {}
             Err(e) => debug!(error = %e, "could not release the lease; it expires by itself"),
         }
+        self.released.cancel();
     }
 
     /// Renews until the term ends; returns why.

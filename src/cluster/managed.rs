@@ -296,6 +296,8 @@ struct Peer {
     name: String,
     local: bool,
     ready: bool,
+    /// Its etcd member has data of an existing cluster.
+    has_data: bool,
     peer_url: String,
     client_url: String,
 }
@@ -345,15 +347,17 @@ impl Inner {
         self.config.data_dir.join("member").exists()
     }
 
-    /// Announces this member's URLs and readiness in gossip.
+    /// Announces this member's URLs, readiness and whether it has data in gossip.
     async fn publish(&self, ready: bool) -> Result<(), GossipError> {
         let peer = etcd_text(&self.config.peer_url);
         let client = etcd_text(&self.config.client_url);
+        let data = self.has_data();
         self.gossip
-            .update_meta(|meta| {
+            .update_meta(move |meta| {
                 meta.etcd_peer_url = peer;
                 meta.etcd_client_url = client;
                 meta.etcd_ready = ready;
+                meta.etcd_data = data;
             })
             .await
     }
@@ -371,6 +375,7 @@ impl Inner {
             })
             .map(|m| Peer {
                 ready: m.id.meta.etcd_ready && !m.local,
+                has_data: m.id.meta.etcd_data,
                 name: m.id.name,
                 local: m.local,
                 peer_url: m.id.meta.etcd_peer_url,
@@ -406,6 +411,8 @@ impl Inner {
                 }
                 other => return other,
             }
+            // No data any more: others may count on this member no longer.
+            self.publish(false).await?;
         }
         match self.discover(allow_bootstrap, token).await? {
             Plan::Bootstrap => {
@@ -480,7 +487,12 @@ impl Inner {
             let lowest = names.first().copied() == Some(self.config.name.as_str());
             let mut running_at = None;
             if allow_bootstrap && names.len() >= expected && lowest {
-                running_at = etcd_running_at(&peers).await;
+                // A member restarting on its data (perhaps not listening yet, or waiting for
+                // a quorum) belongs to the existing cluster: wait to join it.
+                running_at = match peers.iter().find(|p| !p.local && p.has_data) {
+                    Some(peer) => Some(peer.name.clone()),
+                    None => etcd_running_at(&peers).await,
+                };
                 match &running_at {
                     None => return Ok(Plan::Bootstrap),
                     Some(name) => debug!(member = %name, "etcd runs elsewhere; not bootstrapping"),
@@ -492,7 +504,7 @@ impl Inner {
                     info!(
                         waited = ?started.elapsed(),
                         "not bootstrapping a new etcd cluster: the etcd member of {name} runs \
-                         already (restarting on its data?); waiting until it is ready to join it"
+                         already or has data of the existing cluster; waiting until it is ready to join it"
                     );
                 } else {
                     info!(

@@ -317,9 +317,12 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
     let etcd_client_port = match r.get("etcd_client_port") {
         Some(setting) => parse_port(&setting.value).map_err(|e| invalid(setting, e))?,
         None => {
+            // Below Linux's ephemeral range (32768 and up) for the usual cluster ports, so no
+            // outgoing connection can hold it when etcd starts.
             let port = cluster_port
-                .checked_add(10_000)
-                .or_else(|| cluster_port.checked_sub(10_000))
+                .checked_sub(10_000)
+                .filter(|port| *port >= 1024)
+                .or_else(|| cluster_port.checked_add(10_000))
                 .unwrap_or(0);
             r.derived("etcd_client_port", port.to_string());
             port
@@ -919,6 +922,27 @@ mod tests {
                 .unwrap_err()
                 .contains("fractions")
         );
+    }
+
+    #[test]
+    fn managed_etcd_client_port_is_derived_below_the_ephemeral_range() {
+        let port = |cluster: &str| {
+            resolve_with(&[("cluster_port", cluster, Origin::Default)])
+                .unwrap()
+                .cluster
+                .etcd_client_port
+        };
+        assert_eq!(port("30201"), 20201);
+        assert_eq!(port("30192"), 20192);
+        // Too low to subtract: added instead.
+        assert_eq!(port("2380"), 12380);
+        assert_eq!(port("11023"), 21023);
+        let given = resolve_with(&[
+            ("cluster_port", "30201", Origin::Default),
+            ("etcd_client_port", "2379", Origin::Default),
+        ])
+        .unwrap();
+        assert_eq!(given.cluster.etcd_client_port, 2379);
     }
 
     #[test]

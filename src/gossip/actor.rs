@@ -218,7 +218,9 @@ impl Actor {
             Command::Broadcast(payload, reply) => {
                 let _ = reply.send(self.broadcast(payload));
             }
-            Command::SetMeta(meta, reply) => {
+            Command::UpdateMeta(change, reply) => {
+                let mut meta = self.me().meta.clone();
+                change(&mut meta);
                 let _ = reply.send(self.set_meta(meta));
                 // A welcome already on its way answers the old identity and is lost: ask
                 // again at once rather than after the join back-off.

@@ -49,6 +49,9 @@ pub struct NodeMeta {
     /// The managed etcd member serves clients and is a voting member of its data centre's
     /// etcd cluster: others may join that cluster through it.
     pub etcd_ready: bool,
+    /// The managed etcd member has data of an existing cluster (it restarts on it, and may
+    /// wait for a quorum before it serves): nobody of its data centre bootstraps a new one.
+    pub etcd_data: bool,
 }
 
 /// A member identity as foca sees it.
@@ -144,6 +147,7 @@ pub(crate) mod tests_support {
                 etcd_peer_url: String::new(),
                 etcd_client_url: String::new(),
                 etcd_ready: false,
+                etcd_data: false,
             },
         }
     }

@@ -256,10 +256,14 @@ pub enum GossipError {
     Foca(String),
 }
 
+type MetaChange = Box<dyn FnOnce(&mut NodeMeta) + Send>;
+
 enum Command {
     Members(oneshot::Sender<Vec<MemberInfo>>),
     Broadcast(Vec<u8>, oneshot::Sender<Result<(), GossipError>>),
-    SetMeta(NodeMeta, oneshot::Sender<Result<(), GossipError>>),
+    /// A change of this member's metadata, applied by the actor to its current metadata so
+    /// that concurrent changes of different fields all land.
+    UpdateMeta(MetaChange, oneshot::Sender<Result<(), GossipError>>),
     /// Addresses resolved for a join attempt: send `Hello` to them.
     Hello(Vec<SocketAddr>),
 }
@@ -316,25 +320,18 @@ impl GossipHandle {
         self.ask(|tx| Command::Broadcast(payload, tx)).await?
     }
 
-    /// Announces new metadata for this member (role, registry, ...).
+    /// Changes some of this member's metadata (role, registry, ...) and announces it. The
+    /// change is applied to the metadata current when the pool handles it, so concurrent
+    /// changes of different fields never undo each other.
     ///
     /// # Errors
     /// [`GossipError::Stopped`] after shutdown.
-    pub async fn set_meta(&self, meta: NodeMeta) -> Result<(), GossipError> {
-        self.ask(|tx| Command::SetMeta(meta, tx)).await?
-    }
-
-    /// Changes some of this member's metadata.
-    ///
-    /// # Errors
-    /// [`GossipError::Stopped`] after shutdown.
-    pub async fn update_meta(&self, change: impl FnOnce(&mut NodeMeta)) -> Result<(), GossipError> {
-        let mut meta = self.local.borrow().meta.clone();
-        change(&mut meta);
-        if meta == self.local.borrow().meta {
-            return Ok(());
-        }
-        self.set_meta(meta).await
+    pub async fn update_meta(
+        &self,
+        change: impl FnOnce(&mut NodeMeta) + Send + 'static,
+    ) -> Result<(), GossipError> {
+        self.ask(|tx| Command::UpdateMeta(Box::new(change), tx))
+            .await?
     }
 
     /// This member's current identity.

@@ -75,6 +75,7 @@ fn start(net: &MemoryNetwork, spec: Spec) -> TestNode {
             etcd_peer_url: String::new(),
             etcd_client_url: String::new(),
             etcd_ready: false,
+            etcd_data: false,
         },
     };
     let config = GossipConfig {
@@ -348,6 +349,35 @@ async fn metadata_changes_propagate_and_conflicts_are_flagged() {
     })
     .await;
     assert_eq!(nodes[0].metrics.conflicts.get(), 1);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// Two parts of the daemon change different fields at once (the registry fingerprint and the
+/// managed etcd URLs): both changes land, locally and at the other members.
+#[tokio::test(start_paused = true)]
+async fn concurrent_changes_of_different_fields_both_land() {
+    let net = MemoryNetwork::new();
+    let nodes = pool(&net, 2).await;
+    let handle = &nodes[0].handle;
+    let (first, second) = tokio::join!(
+        handle.update_meta(|m| m.registry = "aaaaaaaaaaaa".into()),
+        handle.update_meta(|m| m.etcd_peer_url = "http://n0".into()),
+    );
+    first.unwrap();
+    second.unwrap();
+    let meta = handle.local().meta;
+    assert_eq!(meta.registry, "aaaaaaaaaaaa");
+    assert_eq!(meta.etcd_peer_url, "http://n0");
+    until("both changes seen by the other member", || async {
+        nodes[1].handle.members().await.unwrap().iter().any(|m| {
+            m.id.name == "n0"
+                && m.id.meta.registry == "aaaaaaaaaaaa"
+                && m.id.meta.etcd_peer_url == "http://n0"
+        })
+    })
+    .await;
     for node in nodes {
         node.stop().await;
     }
