@@ -69,6 +69,7 @@ fn start_member(i: usize, profile: Profile, join: Option<SocketAddr>) -> Member 
                 etcd_client_url: String::new(),
                 etcd_ready: false,
                 etcd_data: false,
+                term: 0,
             },
         },
         label: String::new(),

@@ -22,19 +22,22 @@
 //! `--quick` takes fewer samples and 1 000 instances instead of 10 000, `--only-10k` measures
 //! figures 4-5 alone. docs/PERFORMANCE.md records the figures.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, StreamExt};
-use serde_json::{Value, json};
+mod common;
 
-/// How long a process may take to print its ready line.
-const START_DEADLINE: Duration = Duration::from_secs(30);
+use common::{
+    API, DevRegistry, LogTail, Proc, START_DEADLINE, call, create_service, drain, instance_hosts,
+    print_machine, register, start_registry, syncer,
+};
+use futures::stream::{self, StreamExt};
+use serde_json::Value;
+
 /// Interval of the tight visibility polls.
 const POLL_EVERY: Duration = Duration::from_millis(2);
 /// Services per data centre in the latency runs (each with one anchor instance).
@@ -43,8 +46,6 @@ const LATENCY_SERVICES: usize = 4;
 const INSTANCES_PER_SERVICE: usize = 100;
 /// Registrations in flight while filling dc1.
 const FILL_CONCURRENCY: usize = 32;
-/// Lease of every instance the bench registers: push, 600 s × (3 + 1), so nothing expires.
-const LONG_LEASE: (u32, u32) = (600, 3);
 /// Registry operations that belong to the change feed and discovery, not to keep-alive.
 const FEED_OPS: [&str; 3] = ["feed_poll", "list_services", "dump"];
 /// Registry operations that keep copies alive.
@@ -128,176 +129,8 @@ async fn run(options: Options) {
     println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
 }
 
-fn print_machine() {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
-    println!(
-        "machine: {cpus} CPUs ({model}), load average {load}; every registry, daemon and the \
-         bench share them"
-    );
-}
-
 // ---------------------------------------------------------------------------------------
 // Child processes.
-
-/// The last lines a process wrote, and its warnings and errors.
-#[derive(Default)]
-struct LogTail {
-    lines: VecDeque<String>,
-    /// WARN/ERROR messages and how often each was logged.
-    problems: BTreeMap<String, usize>,
-}
-
-impl LogTail {
-    const KEEP: usize = 300;
-
-    fn push(&mut self, line: String) {
-        if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&line) {
-            let level = fields.get("level").and_then(Value::as_str).unwrap_or("");
-            if level == "WARN" || level == "ERROR" {
-                let message = fields.get("message").and_then(Value::as_str).unwrap_or("?");
-                *self
-                    .problems
-                    .entry(format!("{level} {message}"))
-                    .or_default() += 1;
-            }
-        }
-        if self.lines.len() == Self::KEEP {
-            self.lines.pop_front();
-        }
-        self.lines.push_back(line);
-    }
-}
-
-/// A child process, killed when dropped (also while unwinding from a panic).
-struct Proc {
-    name: String,
-    child: Child,
-    tail: Arc<Mutex<LogTail>>,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn tail(&self) -> String {
-        let tail = self.tail.lock().expect("log tail");
-        tail.lines.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-
-    fn problems(&self) -> BTreeMap<String, usize> {
-        self.tail.lock().expect("log tail").problems.clone()
-    }
-
-    /// Resident and peak resident memory in KiB, from /proc.
-    fn memory_kib(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `syncer` command with a clean environment (no SYNCER_* or RUST_LOG from the caller).
-fn syncer(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncer"));
-    cmd.env_clear();
-    if let Ok(path) = std::env::var("PATH") {
-        cmd.env("PATH", path);
-    }
-    cmd.current_dir(dir);
-    cmd
-}
-
-/// Reads `stream` line by line into `tail` on a thread; each line containing `needle` is also
-/// sent on `found`, with the moment it was read.
-fn drain(
-    stream: impl std::io::Read + Send + 'static,
-    tail: Arc<Mutex<LogTail>>,
-    needle: &'static str,
-    found: mpsc::Sender<(Instant, String)>,
-) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if line.contains(needle) {
-                let _ = found.send((Instant::now(), line.clone()));
-            }
-            tail.lock().expect("log tail").push(line);
-        }
-    });
-}
-
-struct DevRegistry {
-    proc: Proc,
-    url: String,
-}
-
-fn start_registry(name: &str, dir: &Path, real_sc: bool) -> DevRegistry {
-    let mut cmd = syncer(dir);
-    cmd.args(["dev-registry", "--listen", "127.0.0.1:0"]);
-    if real_sc {
-        cmd.arg("--real-sc");
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn syncer dev-registry");
-    let tail = Arc::new(Mutex::new(LogTail::default()));
-    let (tx, rx) = mpsc::channel();
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let proc = Proc {
-        name: name.to_owned(),
-        child,
-        tail: tail.clone(),
-    };
-    drain(
-        stdout.expect("piped"),
-        tail.clone(),
-        "dev registry listening on ",
-        tx.clone(),
-    );
-    drain(
-        stderr.expect("piped"),
-        tail,
-        "dev registry listening on ",
-        tx,
-    );
-    let Ok((_, line)) = rx.recv_timeout(START_DEADLINE) else {
-        panic!("{name}: no listening line; output:\n{}", proc.tail());
-    };
-    let url = line
-        .split("dev registry listening on ")
-        .nth(1)
-        .expect("address")
-        .trim()
-        .to_owned();
-    DevRegistry { proc, url }
-}
 
 struct Daemon {
     proc: Proc,
@@ -383,87 +216,12 @@ fn print_problems(proc: &Proc) {
 // ---------------------------------------------------------------------------------------
 // Registry REST calls (reference: servicecomb-sc-v4-api.md).
 
-const API: &str = "/v4/default/registry";
-
-async fn call(request: reqwest::RequestBuilder) -> Result<Value, String> {
-    let response = request.send().await.map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body = response.bytes().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(&body).map_err(|e| e.to_string())
-}
-
-/// Creates a service under `service_id` (idempotent).
-async fn create_service(client: &reqwest::Client, url: &str, service_id: &str, name: &str) {
-    let body = json!({"service": {
-        "serviceId": service_id,
-        "appId": "bench",
-        "serviceName": name,
-        "version": "1.0.0",
-    }});
-    call(client.post(format!("{url}{API}/microservices")).json(&body))
-        .await
-        .unwrap_or_else(|e| panic!("create service {service_id} at {url}: {e}"));
-}
-
-/// Registers an instance with a long lease; returns its id.
-async fn register(
-    client: &reqwest::Client,
-    url: &str,
-    service_id: &str,
-    host: &str,
-    endpoint: &str,
-) -> String {
-    let body = json!({"instance": {
-        "hostName": host,
-        "endpoints": [endpoint],
-        "status": "UP",
-        "healthCheck": {"mode": "push", "interval": LONG_LEASE.0, "times": LONG_LEASE.1},
-    }});
-    let reply = call(
-        client
-            .post(format!("{url}{API}/microservices/{service_id}/instances"))
-            .json(&body),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("register {host} at {url}: {e}"));
-    reply
-        .get("instanceId")
-        .and_then(Value::as_str)
-        .expect("instanceId")
-        .to_owned()
-}
-
 async fn unregister(client: &reqwest::Client, url: &str, service_id: &str, instance_id: &str) {
     call(client.delete(format!(
         "{url}{API}/microservices/{service_id}/instances/{instance_id}"
     )))
     .await
     .unwrap_or_else(|e| panic!("unregister {instance_id} at {url}: {e}"));
-}
-
-/// Host names of the service's instances; an unknown service (not mirrored yet) has none.
-async fn instance_hosts(client: &reqwest::Client, url: &str, service_id: &str) -> Vec<String> {
-    let Ok(reply) =
-        call(client.get(format!("{url}{API}/microservices/{service_id}/instances"))).await
-    else {
-        return Vec::new();
-    };
-    reply
-        .get("instances")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter_map(|i| i.get("hostName").and_then(Value::as_str))
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Copies (instances whose id carries syncer's prefix) in the registry, from the admin dump.

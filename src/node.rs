@@ -346,6 +346,7 @@ fn gossip_config(config: &Config, gossip_addr: SocketAddr, rpc_addr: SocketAddr)
             etcd_client_url: String::new(),
             etcd_ready: false,
             etcd_data: false,
+            term: 0,
         },
     };
     let resolver: gossip::Resolver = Arc::new(|target: String| {
@@ -464,7 +465,7 @@ async fn run_cluster_member(
     // lease up, so a graceful stop still hands over at once.
     let etcd_token = CancellationToken::new();
     let _stop_etcd = etcd_token.clone().drop_guard();
-    let endpoints = if config.etcd_endpoints.is_empty() {
+    let managed = if config.etcd_endpoints.is_empty() {
         let settings = ManagedEtcdConfig::from_config(&config, config.gossip.advertise_ip);
         let started = tokio::select! {
             biased;
@@ -472,16 +473,27 @@ async fn run_cluster_member(
             started = ManagedEtcd::start(settings, gossip.clone(), etcd_token.clone(), tracker) => started,
         };
         match started {
-            Ok(etcd) => etcd.endpoints(),
+            Ok(etcd) => Some(etcd),
             Err(ManagedEtcdError::Cancelled) => return Ok(()),
             Err(e) => return Err(NodeError::ManagedEtcd(e.to_string())),
         }
     } else {
-        config.etcd_endpoints.clone()
+        None
     };
+    let endpoints = managed
+        .as_ref()
+        .map_or_else(|| config.etcd_endpoints.clone(), ManagedEtcd::endpoints);
     let Some(store) = connect_etcd(&config, &endpoints, &token).await? else {
         return Ok(());
     };
+    if let Some(etcd) = managed {
+        tracker.spawn(follow_endpoints(
+            etcd,
+            store.client(),
+            endpoints,
+            token.clone(),
+        ));
+    }
     info!(
         store = store.kind(),
         prefix = store.prefix(),
@@ -517,7 +529,12 @@ async fn run_cluster_member(
             engine_token.cancel();
             return Err(NodeError::Sync(e.to_string()));
         }
-        if let Err(e) = gossip.update_meta(|m| m.role = Role::Active).await {
+        let number = term.number;
+        let announced = gossip.update_meta(move |m| {
+            m.role = Role::Active;
+            m.term = number;
+        });
+        if let Err(e) = announced.await {
             debug!(error = %e, "role not announced");
         }
         engine_token.cancelled().await;
@@ -528,7 +545,11 @@ async fn run_cluster_member(
         {
             warn!(timeout = ?TERM_STOP_TIMEOUT, "the finished term's lease is still being given up");
         }
-        if let Err(e) = gossip.update_meta(|m| m.role = Role::Standby).await {
+        let announced = gossip.update_meta(|m| {
+            m.role = Role::Standby;
+            m.term = 0;
+        });
+        if let Err(e) = announced.await {
             debug!(error = %e, "role not announced");
         }
         term_tracker.close();
@@ -542,6 +563,41 @@ async fn run_cluster_member(
             return Ok(());
         }
         info!("standing by again");
+    }
+}
+
+/// How often the etcd client learns the client URLs of managed members that joined later.
+const ENDPOINTS_FOLLOW_EVERY: Duration = Duration::from_secs(10);
+
+/// Adds the client URL of every managed etcd member that joins the data centre's cluster
+/// after this one started to the etcd client, so the store and the election can still reach
+/// etcd through them when the local member is down.
+async fn follow_endpoints(
+    etcd: ManagedEtcd,
+    client: etcd_client::Client,
+    mut known: Vec<url::Url>,
+    token: CancellationToken,
+) {
+    loop {
+        for url in etcd.endpoints() {
+            if known.contains(&url) {
+                continue;
+            }
+            match client
+                .add_endpoint(url.as_str().trim_end_matches('/'))
+                .await
+            {
+                Ok(()) => {
+                    info!(endpoint = %url, "etcd client: endpoint added");
+                    known.push(url);
+                }
+                Err(e) => debug!(endpoint = %url, error = %e, "etcd client: endpoint not added"),
+            }
+        }
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(ENDPOINTS_FOLLOW_EVERY) => {}
+        }
     }
 }
 

@@ -104,6 +104,7 @@ impl Node {
                 etcd_client_url: String::new(),
                 etcd_ready: false,
                 etcd_data: false,
+                term: 0,
             },
         };
         let gossip_config = GossipConfig {

@@ -121,6 +121,9 @@ pub struct Term {
     pub ended: CancellationToken,
     /// When the term began (the campaign's lease grant was sent).
     pub began: Instant,
+    /// The term number: the etcd revision that created the leader key. A later term of the
+    /// same data centre has a larger one, so peers prefer the newest leader at once.
+    pub number: u64,
     /// Cancelled once the term's lease was given up (or giving it up failed), after `ended`.
     pub released: CancellationToken,
 }
@@ -160,8 +163,12 @@ impl Election {
                 return None;
             }
             match self.campaign().await {
-                Ok(Campaign::Won { lease_id, began }) => {
-                    return Some(self.start_term(lease_id, began, token, tracker));
+                Ok(Campaign::Won {
+                    lease_id,
+                    began,
+                    number,
+                }) => {
+                    return Some(self.start_term(lease_id, began, number, token, tracker));
                 }
                 Ok(Campaign::Lost { leader, revision }) => {
                     backoff = Duration::from_millis(200);
@@ -209,7 +216,15 @@ impl Election {
             }
         };
         if reply.succeeded() {
-            return Ok(Campaign::Won { lease_id, began });
+            // The revision that created the key: it grows with every term of this etcd.
+            let number = reply
+                .header()
+                .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
+            return Ok(Campaign::Won {
+                lease_id,
+                began,
+                number,
+            });
         }
         // Not ours: give the lease back and learn who holds the key.
         let _ = timeout(client.lease_revoke(lease_id)).await;
@@ -270,6 +285,7 @@ impl Election {
         &self,
         lease_id: i64,
         began: Instant,
+        number: u64,
         token: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Term {
@@ -284,9 +300,10 @@ impl Election {
             gate: gate.clone(),
             ended: ended.clone(),
             began,
+            number,
             released: released.clone(),
         };
-        info!(node = %self.node, lease_id = format!("{lease_id:x}"), lease = ?self.lease, "elected: this member is now active");
+        info!(node = %self.node, term = number, lease_id = format!("{lease_id:x}"), lease = ?self.lease, "elected: this member is now active");
         let keeper = KeepAlive {
             client: self.client.clone(),
             key: self.key.clone(),
@@ -303,8 +320,15 @@ impl Election {
 }
 
 enum Campaign {
-    Won { lease_id: i64, began: Instant },
-    Lost { leader: String, revision: i64 },
+    Won {
+        lease_id: i64,
+        began: Instant,
+        number: u64,
+    },
+    Lost {
+        leader: String,
+        revision: i64,
+    },
 }
 
 /// Keeps one term's lease alive and ends the term when it can no longer be confirmed.

@@ -52,6 +52,10 @@ pub struct NodeMeta {
     /// The managed etcd member has data of an existing cluster (it restarts on it, and may
     /// wait for a quorum before it serves): nobody of its data centre bootstraps a new one.
     pub etcd_data: bool,
+    /// Cluster mode: the number of the term this member is active in (the etcd revision of
+    /// its leader key), 0 while standing by. When a data centre briefly shows two active
+    /// members (a dead leader not yet seen down), peers choose the larger term.
+    pub term: u64,
 }
 
 /// A member identity as foca sees it.
@@ -148,6 +152,7 @@ pub(crate) mod tests_support {
                 etcd_client_url: String::new(),
                 etcd_ready: false,
                 etcd_data: false,
+                term: 0,
             },
         }
     }

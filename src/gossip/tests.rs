@@ -76,6 +76,7 @@ fn start(net: &MemoryNetwork, spec: Spec) -> TestNode {
             etcd_client_url: String::new(),
             etcd_ready: false,
             etcd_data: false,
+            term: 0,
         },
     };
     let config = GossipConfig {

@@ -15,7 +15,7 @@ pub mod proto {
 
 /// Version of the wire protocol; bumped when a change needs peers to know about it.
 /// 2: gossip metadata carries the managed etcd member's URLs and readiness.
-/// 3: ... and whether that member has data of an existing cluster.
+/// 3: ... whether that member has data of an existing cluster, and the active member's term.
 pub const PROTOCOL_VERSION: u32 = 3;
 
 pub use server::{PeerService, serve};

@@ -18,7 +18,8 @@ pub type PeerMap = BTreeMap<String, SocketAddr>;
 const REFRESH: Duration = Duration::from_secs(2);
 
 /// The active member of each other data centre among `members`. When several claim to be
-/// active (a changing leader), the newest incarnation wins.
+/// active (a changing leader whose predecessor is not seen down yet), the larger term wins,
+/// then the newest incarnation.
 pub fn active_peers(members: &[MemberInfo], local_cluster: &str) -> PeerMap {
     let mut best: BTreeMap<String, &MemberInfo> = BTreeMap::new();
     for member in members {
@@ -32,9 +33,9 @@ pub fn active_peers(members: &[MemberInfo], local_cluster: &str) -> PeerMap {
         if !usable {
             continue;
         }
-        let newer = best
-            .get(&id.meta.cluster)
-            .is_none_or(|b| (b.id.generation, b.id.bump) < (id.generation, id.bump));
+        let newer = best.get(&id.meta.cluster).is_none_or(|b| {
+            (b.id.meta.term, b.id.generation, b.id.bump) < (id.meta.term, id.generation, id.bump)
+        });
         if newer {
             best.insert(id.meta.cluster.clone(), member);
         }
@@ -73,5 +74,71 @@ pub(crate) async fn run(
             },
             () = tokio::time::sleep(REFRESH) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::{NodeId, NodeMeta};
+
+    fn member(name: &str, cluster: &str, port: u16, generation: u64, term: u64) -> MemberInfo {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        MemberInfo {
+            id: NodeId {
+                name: name.into(),
+                addr,
+                generation,
+                bump: 1,
+                meta: NodeMeta {
+                    cluster: cluster.into(),
+                    rpc_addr: SocketAddr::from(([127, 0, 0, 1], port + 1)),
+                    mode: "cluster".into(),
+                    role: if term > 0 {
+                        Role::Active
+                    } else {
+                        Role::Standby
+                    },
+                    registry: String::new(),
+                    protocol: 3,
+                    etcd_peer_url: String::new(),
+                    etcd_client_url: String::new(),
+                    etcd_ready: false,
+                    etcd_data: false,
+                    term,
+                },
+            },
+            status: MemberStatus::Alive,
+            local: false,
+            conflict: false,
+        }
+    }
+
+    #[test]
+    fn the_newer_term_wins_over_a_leader_not_yet_seen_down() {
+        // dc1-a led in term 7 and died; gossip still shows it alive. dc1-b, which started
+        // earlier (smaller generation), leads in term 9.
+        let members = [
+            member("dc1-a", "dc1", 1000, 500, 7),
+            member("dc1-b", "dc1", 2000, 100, 9),
+            member("dc1-c", "dc1", 3000, 900, 0),
+            member("dc2-a", "dc2", 4000, 100, 3),
+        ];
+        let peers = active_peers(&members, "dc2");
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers["dc1"], SocketAddr::from(([127, 0, 0, 1], 2001)));
+        // Single mode (no terms): the newest incarnation.
+        let single = [
+            member("x", "dc3", 5000, 100, 0),
+            member("y", "dc3", 6000, 200, 0),
+        ]
+        .map(|mut m| {
+            m.id.meta.role = Role::Active;
+            m
+        });
+        assert_eq!(
+            active_peers(&single, "dc1")["dc3"],
+            SocketAddr::from(([127, 0, 0, 1], 6001))
+        );
     }
 }

@@ -1,0 +1,390 @@
+//! Cluster-mode failover with real processes on loopback: one etcd (the `etcd` executable),
+//! data centre dc1 of three `syncer daemon --mode cluster` members sharing it
+//! (`--etcd-endpoints`, the default 3 s leader lease and `lan` gossip profile) next to dc1's
+//! dev registry, and dc2: one single-mode syncer next to its own dev registry.
+//!
+//! Each round stops dc1's active member and, at the same moment, registers a new instance in
+//! dc1's registry, then measures
+//! - **takeover**: stop → another member of dc1 reports `syncer_sync_active 1`;
+//! - **resumed**: stop → the new instance is visible in dc2's registry (the new leader exports
+//!   it and pushes it across);
+//!
+//! and starts the stopped member again with the same flags and data before the next round.
+//! The rounds run first with SIGKILL (a crash: the lease must expire), then with SIGTERM (a
+//! graceful stop: the lease is given up at once). Prints min / median / max of each.
+//!
+//! Run with `cargo bench --bench failover [-- --rounds N]` (default 10). docs/PERFORMANCE.md
+//! records the figures.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use common::{
+    LogTail, Proc, START_DEADLINE, create_service, drain, instance_hosts, print_machine, register,
+    start_registry, syncer,
+};
+use serde_json::Value;
+
+/// Pause between two checks of a member's role or of dc2's registry.
+const POLL_EVERY: Duration = Duration::from_millis(10);
+/// Longest a takeover or a sync may take before the bench gives up.
+const ROUND_DEADLINE: Duration = Duration::from_secs(30);
+/// The service every round registers into.
+const SERVICE: &str = "failover-bench-service";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        // A test runner (cargo-nextest) asking for tests: this binary has none.
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        eprintln!("failover measures only under `cargo bench --bench failover`");
+        return;
+    }
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .map_or(10, |n| n.parse().expect("--rounds takes a number"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(rounds));
+}
+
+/// One syncer of the bench and how to start it again.
+struct Member {
+    name: String,
+    args: Vec<String>,
+    dir: PathBuf,
+    proc: Option<Proc>,
+    admin: String,
+    gossip: String,
+}
+
+impl Member {
+    fn start(name: &str, dir: &Path, args: Vec<String>) -> Member {
+        let mut member = Member {
+            name: name.to_owned(),
+            args,
+            dir: dir.to_owned(),
+            proc: None,
+            admin: String::new(),
+            gossip: String::new(),
+        };
+        member.start_again();
+        member
+    }
+
+    fn start_again(&mut self) {
+        let mut cmd = syncer(&self.dir);
+        cmd.arg("daemon")
+            .args(&self.args)
+            .args(["--log-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn syncer daemon");
+        let tail = Arc::new(Mutex::new(LogTail::default()));
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped");
+        let proc = Proc {
+            name: self.name.clone(),
+            child,
+            tail: tail.clone(),
+        };
+        drain(stderr, tail, "syncer is ready", tx);
+        let Ok((_, line)) = rx.recv_timeout(START_DEADLINE) else {
+            panic!("{}: not ready; log:\n{}", self.name, proc.tail());
+        };
+        let fields: Value = serde_json::from_str(&line).expect("ready line is JSON");
+        let field = |name: &str| {
+            fields
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("ready line without {name}: {line}"))
+                .to_owned()
+        };
+        self.admin = field("admin_addr");
+        self.gossip = field("gossip_addr");
+        self.proc = Some(proc);
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    fn stop(&mut self, signal: &str) {
+        if let Some(mut proc) = self.proc.take() {
+            let status = Command::new("kill")
+                .args([&format!("-{signal}"), &proc.pid().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -{signal} {}", proc.pid());
+            let _ = proc.child.wait();
+        }
+    }
+}
+
+/// `syncer_sync_active` of a running member; `None` when it does not answer.
+async fn is_active(client: &reqwest::Client, member: &Member) -> Option<bool> {
+    member.proc.as_ref()?;
+    let text = client
+        .get(format!("http://{}/metrics", member.admin))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("syncer_sync_active "))?;
+    Some(line.ends_with(" 1"))
+}
+
+async fn active(client: &reqwest::Client, members: &[Member]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (k, member) in members.iter().enumerate() {
+        if is_active(client, member).await == Some(true) {
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// A TCP port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts a one-member etcd in `dir`; returns it and its client URL once it is healthy.
+async fn start_etcd(client: &reqwest::Client, dir: &Path) -> (Proc, String) {
+    let (client_port, peer_port) = (free_port(), free_port());
+    let endpoint = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let mut child = Command::new("etcd")
+        .arg(format!("--data-dir={}", dir.join("etcd").display()))
+        .arg(format!("--listen-client-urls={endpoint}"))
+        .arg(format!("--advertise-client-urls={endpoint}"))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster=default={peer}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn etcd (install etcd-server: scripts/setup)");
+    let tail = Arc::new(Mutex::new(LogTail::default()));
+    let (tx, _rx) = mpsc::channel();
+    drain(
+        child.stderr.take().expect("piped"),
+        tail.clone(),
+        "\u{0}",
+        tx,
+    );
+    let proc = Proc {
+        name: "etcd".into(),
+        child,
+        tail,
+    };
+    let until = Instant::now() + START_DEADLINE;
+    loop {
+        let health = client.get(format!("{endpoint}/health")).send().await;
+        if health.is_ok_and(|r| r.status().is_success()) {
+            return (proc, endpoint);
+        }
+        assert!(Instant::now() < until, "etcd not healthy:\n{}", proc.tail());
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+struct Round {
+    takeover: Duration,
+    resumed: Duration,
+}
+
+async fn run(rounds: usize) {
+    let started = Instant::now();
+    print_machine();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("http client");
+    let dir = tempfile::Builder::new()
+        .prefix("syncer-failover-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let (_etcd, etcd) = start_etcd(&client, dir.path()).await;
+    let registries = [
+        start_registry("registry dc1", dir.path(), false),
+        start_registry("registry dc2", dir.path(), false),
+    ];
+    let mut dc1: Vec<Member> = Vec::new();
+    for k in 1..=3 {
+        let name = format!("dc1-{k}");
+        let mut args: Vec<String> = [
+            "--mode",
+            "cluster",
+            "--node",
+            &name,
+            "--cluster-name",
+            "dc1",
+            "--sc-addr",
+            &registries[0].url,
+            "--etcd-endpoints",
+            &etcd,
+            "--bind-addr",
+            "127.0.0.1:0",
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.push(dir.path().join(&name).display().to_string());
+        if let Some(first) = dc1.first() {
+            args.extend(["--join-addr".to_owned(), first.gossip.clone()]);
+        }
+        dc1.push(Member::start(&name, dir.path(), args));
+    }
+    let dc2_args: Vec<String> = [
+        "--node",
+        "dc2-1",
+        "--cluster-name",
+        "dc2",
+        "--sc-addr",
+        &registries[1].url,
+        "--bind-addr",
+        "127.0.0.2:0",
+        "--rpc-addr",
+        "127.0.0.2:0",
+        "--admin-addr",
+        "127.0.0.2:0",
+        "--join-addr",
+        &dc1[0].gossip,
+        "--data-dir",
+        &dir.path().join("dc2-1").display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let _dc2 = Member::start("dc2-1", dir.path(), dc2_args);
+
+    wait_one_active(&client, &dc1).await;
+    create_service(&client, &registries[0].url, SERVICE, "failover").await;
+
+    let mut report = Vec::new();
+    for signal in ["KILL", "TERM"] {
+        let mut results = Vec::new();
+        for round in 0..rounds {
+            let victim = wait_one_active(&client, &dc1).await;
+            let host = format!("{}-{round}", signal.to_lowercase());
+            dc1[victim].stop(signal);
+            let stopped = Instant::now();
+            register(
+                &client,
+                &registries[0].url,
+                SERVICE,
+                &host,
+                &format!("rest://10.0.{}.{round}:80", u8::from(signal == "TERM")),
+            )
+            .await;
+            let mut takeover = None;
+            let mut resumed = None;
+            while takeover.is_none() || resumed.is_none() {
+                assert!(
+                    stopped.elapsed() < ROUND_DEADLINE,
+                    "round {round} ({signal}): no takeover or no sync within {ROUND_DEADLINE:?}"
+                );
+                if takeover.is_none() {
+                    let now = active(&client, &dc1).await;
+                    if now.len() == 1 && now[0] != victim {
+                        takeover = Some(stopped.elapsed());
+                    }
+                }
+                if resumed.is_none()
+                    && instance_hosts(&client, &registries[1].url, SERVICE)
+                        .await
+                        .contains(&host)
+                {
+                    resumed = Some(stopped.elapsed());
+                }
+                tokio::time::sleep(POLL_EVERY).await;
+            }
+            let (Some(takeover), Some(resumed)) = (takeover, resumed) else {
+                unreachable!("the loop ends when both are measured");
+            };
+            println!(
+                "  {signal:<4} round {round:>2}: takeover {:>5} ms, resumed in dc2 {:>5} ms",
+                takeover.as_millis(),
+                resumed.as_millis()
+            );
+            results.push(Round { takeover, resumed });
+            dc1[victim].start_again();
+        }
+        report.push((signal, results));
+    }
+
+    println!("\nfailover of dc1's active member, {rounds} rounds each (3 s lease):");
+    println!("  {:<28} {:>8} {:>8} {:>8}", "", "min", "median", "max");
+    for (signal, results) in &report {
+        let what = if *signal == "KILL" {
+            "SIGKILL"
+        } else {
+            "SIGTERM"
+        };
+        print_stats(
+            &format!("{what}: takeover"),
+            results.iter().map(|r| r.takeover),
+        );
+        print_stats(
+            &format!("{what}: resumed in dc2"),
+            results.iter().map(|r| r.resumed),
+        );
+    }
+    println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// Waits until exactly one member of `members` is active; returns its index.
+async fn wait_one_active(client: &reqwest::Client, members: &[Member]) -> usize {
+    let until = Instant::now() + ROUND_DEADLINE;
+    loop {
+        let now = active(client, members).await;
+        if now.len() == 1 {
+            return now[0];
+        }
+        assert!(
+            Instant::now() < until,
+            "not exactly one active member: {now:?}"
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+fn print_stats(what: &str, values: impl Iterator<Item = Duration>) {
+    let mut values: Vec<Duration> = values.collect();
+    values.sort();
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    let (Some(min), Some(max)) = (values.first(), values.last()) else {
+        return;
+    };
+    let median = values[values.len() / 2];
+    println!(
+        "  {what:<28} {:>8} {:>8} {:>8}",
+        ms(*min),
+        ms(median),
+        ms(*max)
+    );
+}
