@@ -13,7 +13,8 @@
 //! The rounds run first with SIGKILL (a crash: the lease must expire), then with SIGTERM (a
 //! graceful stop: the lease is given up at once). Prints min / median / max of each.
 //!
-//! Run with `cargo bench --bench failover [-- --rounds N]` (default 10). docs/PERFORMANCE.md
+//! Run with `cargo bench --bench failover [-- --rounds N] [--lease 3s]` (defaults: 10 rounds,
+//! the daemon's default lease of 3 s). docs/PERFORMANCE.md
 //! records the figures.
 
 mod common;
@@ -25,10 +26,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::{
-    LogTail, Proc, START_DEADLINE, create_service, drain, instance_hosts, print_machine, register,
-    start_registry, syncer,
+    LogTail, Proc, START_DEADLINE, create_service, drain, instance_hosts, print_machine,
+    ready_field, register, spawn_daemon, start_registry, syncer,
 };
-use serde_json::Value;
 
 /// Pause between two checks of a member's role or of dc2's registry.
 const POLL_EVERY: Duration = Duration::from_millis(10);
@@ -47,16 +47,18 @@ fn main() {
         eprintln!("failover measures only under `cargo bench --bench failover`");
         return;
     }
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .map_or(10, |n| n.parse().expect("--rounds takes a number"));
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let rounds = value("--rounds").map_or(10, |n| n.parse().expect("--rounds takes a number"));
+    let lease = value("--lease").map_or("3s".to_owned(), Clone::clone);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(run(rounds));
+    runtime.block_on(run(rounds, &lease));
 }
 
 /// One syncer of the bench and how to start it again.
@@ -87,38 +89,16 @@ impl Member {
         let mut cmd = syncer(&self.dir);
         cmd.arg("daemon")
             .args(&self.args)
-            .args(["--log-format", "json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn syncer daemon");
-        let tail = Arc::new(Mutex::new(LogTail::default()));
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("piped");
-        let proc = Proc {
-            name: self.name.clone(),
-            child,
-            tail: tail.clone(),
-        };
-        drain(stderr, tail, "syncer is ready", tx);
-        let Ok((_, line)) = rx.recv_timeout(START_DEADLINE) else {
-            panic!("{}: not ready; log:\n{}", self.name, proc.tail());
-        };
-        let fields: Value = serde_json::from_str(&line).expect("ready line is JSON");
-        let field = |name: &str| {
-            fields
-                .get(name)
-                .and_then(Value::as_str)
-                .unwrap_or_else(|| panic!("ready line without {name}: {line}"))
-                .to_owned()
-        };
-        self.admin = field("admin_addr");
-        self.gossip = field("gossip_addr");
+            .args(["--log-format", "json"]);
+        let (proc, _, fields) = spawn_daemon(&self.name, cmd);
+        self.admin = ready_field(&fields, "admin_addr");
+        self.gossip = ready_field(&fields, "gossip_addr");
         self.proc = Some(proc);
     }
 
-    /// Sends `signal` and waits for the process to exit.
-    fn stop(&mut self, signal: &str) {
+    /// Sends `signal` and waits for the process to exit; returns when the signal was sent.
+    fn stop(&mut self, signal: &str) -> Instant {
+        let sent = Instant::now();
         if let Some(mut proc) = self.proc.take() {
             let status = Command::new("kill")
                 .args([&format!("-{signal}"), &proc.pid().to_string()])
@@ -127,6 +107,7 @@ impl Member {
             assert!(status.success(), "kill -{signal} {}", proc.pid());
             let _ = proc.child.wait();
         }
+        sent
     }
 }
 
@@ -211,9 +192,9 @@ struct Round {
     resumed: Duration,
 }
 
-async fn run(rounds: usize) {
+async fn run(rounds: usize, lease: &str) {
     let started = Instant::now();
-    print_machine();
+    print_machine("etcd, every registry, daemon and the bench share them");
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
@@ -228,10 +209,17 @@ async fn run(rounds: usize) {
         start_registry("registry dc1", dir.path(), false),
         start_registry("registry dc2", dir.path(), false),
     ];
+    // Fixed ports, as in production: a member started again listens where it did, and every
+    // member can join through any other.
+    let ports: Vec<[u16; 3]> = (0..3)
+        .map(|_| [free_port(), free_port(), free_port()])
+        .collect();
+    let gossip_of = |k: usize| format!("127.0.0.1:{}", ports[k][0]);
     let mut dc1: Vec<Member> = Vec::new();
-    for k in 1..=3 {
-        let name = format!("dc1-{k}");
-        let mut args: Vec<String> = [
+    for (k, [gossip, rpc, admin]) in ports.iter().enumerate() {
+        let name = format!("dc1-{}", k + 1);
+        let others: Vec<String> = (0..3).filter(|j| *j != k).map(gossip_of).collect();
+        let args: Vec<String> = [
             "--mode",
             "cluster",
             "--node",
@@ -242,21 +230,22 @@ async fn run(rounds: usize) {
             &registries[0].url,
             "--etcd-endpoints",
             &etcd,
+            "--leader-lease",
+            lease,
             "--bind-addr",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{gossip}"),
             "--rpc-addr",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{rpc}"),
             "--admin-addr",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{admin}"),
+            "--join-addr",
+            &others.join(","),
             "--data-dir",
+            &dir.path().join(&name).display().to_string(),
         ]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        args.push(dir.path().join(&name).display().to_string());
-        if let Some(first) = dc1.first() {
-            args.extend(["--join-addr".to_owned(), first.gossip.clone()]);
-        }
         dc1.push(Member::start(&name, dir.path(), args));
     }
     let dc2_args: Vec<String> = [
@@ -273,14 +262,14 @@ async fn run(rounds: usize) {
         "--admin-addr",
         "127.0.0.2:0",
         "--join-addr",
-        &dc1[0].gossip,
+        &gossip_of(0),
         "--data-dir",
         &dir.path().join("dc2-1").display().to_string(),
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let _dc2 = Member::start("dc2-1", dir.path(), dc2_args);
+    let dc2 = Member::start("dc2-1", dir.path(), dc2_args);
 
     wait_one_active(&client, &dc1).await;
     create_service(&client, &registries[0].url, SERVICE, "failover").await;
@@ -291,8 +280,7 @@ async fn run(rounds: usize) {
         for round in 0..rounds {
             let victim = wait_one_active(&client, &dc1).await;
             let host = format!("{}-{round}", signal.to_lowercase());
-            dc1[victim].stop(signal);
-            let stopped = Instant::now();
+            let stopped = dc1[victim].stop(signal);
             register(
                 &client,
                 &registries[0].url,
@@ -304,10 +292,18 @@ async fn run(rounds: usize) {
             let mut takeover = None;
             let mut resumed = None;
             while takeover.is_none() || resumed.is_none() {
-                assert!(
-                    stopped.elapsed() < ROUND_DEADLINE,
-                    "round {round} ({signal}): no takeover or no sync within {ROUND_DEADLINE:?}"
-                );
+                if stopped.elapsed() > ROUND_DEADLINE {
+                    for member in dc1.iter().chain([&dc2]) {
+                        if let Some(proc) = &member.proc {
+                            eprintln!("==== {}\n{}", member.name, proc.tail());
+                        }
+                    }
+                    panic!(
+                        "round {round} ({signal}): after {ROUND_DEADLINE:?} takeover {takeover:?}, \
+                         resumed in dc2 {resumed:?}, active now {:?}",
+                        active(&client, &dc1).await
+                    );
+                }
                 if takeover.is_none() {
                     let now = active(&client, &dc1).await;
                     if now.len() == 1 && now[0] != victim {
@@ -337,7 +333,7 @@ async fn run(rounds: usize) {
         report.push((signal, results));
     }
 
-    println!("\nfailover of dc1's active member, {rounds} rounds each (3 s lease):");
+    println!("\nfailover of dc1's active member, {rounds} rounds each ({lease} lease):");
     println!("  {:<28} {:>8} {:>8} {:>8}", "", "min", "median", "max");
     for (signal, results) in &report {
         let what = if *signal == "KILL" {

@@ -13,6 +13,8 @@
 //!
 //! Run with `cargo bench --bench sc_poll`; docs/PERFORMANCE.md records the figures.
 
+mod common;
+
 use std::time::Duration;
 
 use syncer::devreg::{DevRegistry, DevRegistryConfig};
@@ -52,7 +54,7 @@ async fn run() {
         .await
         .expect("dev registry");
     let url = Url::parse(&registry.url()).expect("url");
-    print_machine();
+    common::print_machine("adapter and dev registry share them (2 tokio workers)");
     let refs = populate(&url).await;
     println!(
         "registry: {SERVICES} services with one instance each, dev registry (SC 1.4.8 emulation)\n"
@@ -135,21 +137,6 @@ async fn canned_sc(count: usize) -> Url {
         let _ = axum::serve(listener, router).await;
     });
     url
-}
-
-fn print_machine() {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    println!(
-        "machine: {cpus} CPUs ({model}); adapter and dev registry share them (2 tokio workers)"
-    );
 }
 
 /// Creates the services and instances; returns the instances.

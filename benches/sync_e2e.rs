@@ -25,18 +25,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 mod common;
 
 use common::{
-    API, DevRegistry, LogTail, Proc, START_DEADLINE, call, create_service, drain, instance_hosts,
-    print_machine, register, start_registry, syncer,
+    API, DevRegistry, Proc, call, create_service, instance_hosts, print_machine, ready_field,
+    register, spawn_daemon, start_registry, syncer,
 };
 use futures::stream::{self, StreamExt};
-use serde_json::Value;
 
 /// Interval of the tight visibility polls.
 const POLL_EVERY: Duration = Duration::from_millis(2);
@@ -106,7 +103,7 @@ fn main() {
 
 async fn run(options: Options) {
     let started = Instant::now();
-    print_machine();
+    print_machine("every registry, daemon and the bench share them");
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
@@ -164,36 +161,13 @@ fn start_daemon(dc: &str, ip: u8, registry: &str, join: Option<&str>, data_dir: 
     if let Some(join) = join {
         cmd.args(["--join-addr", join]);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
     let spawned = Instant::now();
-    let mut child = cmd.spawn().expect("spawn syncer daemon");
-    let tail = Arc::new(Mutex::new(LogTail::default()));
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().expect("piped");
-    let proc = Proc {
-        name: format!("daemon {dc}"),
-        child,
-        tail: tail.clone(),
-    };
-    drain(stderr, tail, "syncer is ready", tx);
-    let Ok((ready, line)) = rx.recv_timeout(START_DEADLINE) else {
-        panic!("{}: not ready; log:\n{}", proc.name, proc.tail());
-    };
-    let fields: Value = serde_json::from_str(&line).expect("ready line is JSON");
-    let field = |name: &str| {
-        fields
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("ready line without {name}: {line}"))
-            .to_owned()
-    };
+    let (proc, ready, fields) = spawn_daemon(&format!("daemon {dc}"), cmd);
     Daemon {
         spawned,
         ready,
-        gossip_addr: field("gossip_addr"),
-        admin: field("admin_addr"),
+        gossip_addr: ready_field(&fields, "gossip_addr"),
+        admin: ready_field(&fields, "admin_addr"),
         proc,
     }
 }

@@ -3,12 +3,15 @@
 //! starting together form one cluster of three voters; one member alone starts; a member
 //! whose etcd is killed gets it back; a member restarts on its data.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod support;
+
 use etcd_client::{Client, ConnectOptions};
+use support::etcd::{find_etcd, free_port};
 use syncer::cluster::managed::{ManagedEtcd, ManagedEtcdConfig};
 use syncer::gossip::{
     self, GossipConfig, GossipHandle, GossipMetrics, NodeId, NodeMeta, Profile, Role,
@@ -26,27 +29,9 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// The etcd executable: on PATH, else Debian's `/usr/bin/etcd`.
 fn etcd_bin() -> PathBuf {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("etcd"))
-            .find(|candidate| candidate.is_file())
-    });
-    let fallback = PathBuf::from("/usr/bin/etcd");
-    on_path
-        .or_else(|| fallback.is_file().then_some(fallback))
-        .unwrap_or_else(|| {
-            panic!(
-                "no etcd executable on PATH or at /usr/bin/etcd: run scripts/setup or `apt-get install etcd-server`"
-            )
-        })
-}
-
-/// A TCP port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("bind a free port")
+    find_etcd().unwrap_or_else(|| {
+        panic!("no etcd executable on PATH or at /usr/bin/etcd: run scripts/setup or `apt-get install etcd-server`")
+    })
 }
 
 fn url(port: u16) -> Url {

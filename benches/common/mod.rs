@@ -20,7 +20,8 @@ pub const LONG_LEASE: (u32, u32) = (600, 3);
 /// How long a process may take to print its ready line.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 
-pub fn print_machine() {
+/// Prints the machine's CPUs and load, and who shares them (`sharing`).
+pub fn print_machine(sharing: &str) {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -33,10 +34,7 @@ pub fn print_machine() {
     let load = std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
-    println!(
-        "machine: {cpus} CPUs ({model}), load average {load}; every registry, daemon and the \
-         bench share them"
-    );
+    println!("machine: {cpus} CPUs ({model}), load average {load}; {sharing}");
 }
 
 /// The last lines a process wrote, and its warnings and errors.
@@ -139,6 +137,38 @@ pub fn drain(
             tail.lock().expect("log tail").push(line);
         }
     });
+}
+
+/// Starts `cmd` (a `syncer daemon` logging JSON to stderr) and waits for its ready line;
+/// returns the process, when the line was read, and its fields.
+pub fn spawn_daemon(name: &str, mut cmd: Command) -> (Proc, Instant, Value) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn syncer daemon");
+    let tail = Arc::new(Mutex::new(LogTail::default()));
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().expect("piped");
+    let proc = Proc {
+        name: name.to_owned(),
+        child,
+        tail: tail.clone(),
+    };
+    drain(stderr, tail, "syncer is ready", tx);
+    let Ok((ready, line)) = rx.recv_timeout(START_DEADLINE) else {
+        panic!("{name}: not ready; log:\n{}", proc.tail());
+    };
+    let fields: Value = serde_json::from_str(&line).expect("ready line is JSON");
+    (proc, ready, fields)
+}
+
+/// A text field of a daemon's ready line.
+pub fn ready_field(fields: &Value, name: &str) -> String {
+    fields
+        .get(name)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("ready line without {name}: {fields}"))
+        .to_owned()
 }
 
 pub struct DevRegistry {

@@ -131,7 +131,7 @@ pub struct DaemonArgs {
     pub cluster_size: Option<String>,
 
     /// Cluster mode: lease of the active member's leadership in etcd, 2s to 1m; a standby
-    /// takes over within about this long after the active member dies. [default: 3s]
+    /// takes over within about this long after the active member dies. [default: 2s]
     #[arg(long, value_name = "DURATION", env = "SYNCER_LEADER_LEASE")]
     pub leader_lease: Option<String>,
 

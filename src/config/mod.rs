@@ -189,7 +189,10 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     pub const DEFAULT_SIZE: usize = 3;
-    pub const DEFAULT_LEADER_LEASE: Duration = Duration::from_secs(3);
+    /// etcd drops an expired lease up to 500 ms late (its expiry check runs twice a second),
+    /// so a lease of L hands over L to L + 0.5 s after a crash: 2 s keeps takeovers within
+    /// 3 s (docs/PERFORMANCE.md, "Failover").
+    pub const DEFAULT_LEADER_LEASE: Duration = Duration::from_secs(2);
     /// etcd's smallest lease is about 2 s with its default timing.
     pub const MIN_LEADER_LEASE: Duration = Duration::from_secs(2);
     pub const MAX_LEADER_LEASE: Duration = Duration::from_secs(60);

@@ -142,7 +142,7 @@ impl Drop for EtcdServer {
 }
 
 /// `etcd` on PATH, else /usr/bin/etcd.
-fn find_etcd() -> Option<PathBuf> {
+pub fn find_etcd() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("etcd"))
@@ -160,7 +160,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// A port that was free a moment ago (bound to port 0, then released).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
