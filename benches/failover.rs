@@ -19,14 +19,13 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::{
-    LogTail, Proc, START_DEADLINE, create_service, drain, instance_hosts, print_machine,
+    LogTail, Proc, START_DEADLINE, create_service, drain, free_port, instance_hosts, print_machine,
     ready_field, register, spawn_daemon, start_registry, syncer,
 };
 
@@ -136,14 +135,6 @@ async fn active(client: &reqwest::Client, members: &[Member]) -> Vec<usize> {
         }
     }
     out
-}
-
-/// A TCP port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Starts a one-member etcd in `dir`; returns it and its client URL once it is healthy.

@@ -395,6 +395,28 @@ fn cluster_mode_without_node_is_refused() {
 }
 
 #[test]
+fn cluster_mode_without_an_etcd_executable_is_refused_at_start() {
+    expect_config_error(
+        tempdir().path(),
+        &with_local(&[
+            "--mode",
+            "cluster",
+            "--node",
+            "syncer011",
+            "--etcd-bin",
+            "/nonexistent/etcd",
+        ]),
+        &[],
+        &[
+            "--etcd-bin",
+            "/nonexistent/etcd",
+            "does not exist",
+            "install etcd-server",
+        ],
+    );
+}
+
+#[test]
 fn same_port_twice_is_refused() {
     expect_config_error(
         tempdir().path(),

@@ -556,3 +556,69 @@ fn default_cluster_name(sc_addr: &str) -> String {
     use md5::{Digest, Md5};
     hex::encode(Md5::digest(sc_addr.as_bytes()))
 }
+
+#[test]
+fn a_data_centre_of_one_cluster_member_runs_its_own_etcd_and_syncs() {
+    let rt = runtime();
+    let dir = work_dir();
+    let registries: Vec<Registry> = (0..2)
+        .map(|_| Registry::start(&rt, SocketAddr::from(([127, 0, 0, 1], 0))))
+        .collect();
+    let (peer, client) = (support::etcd::free_port(), support::etcd::free_port());
+    let placement = args(&[
+        "--mode",
+        "cluster",
+        "--cluster-size",
+        "1",
+        "--node",
+        "solo",
+        "--cluster-name",
+        "dc1",
+        "--sc-addr",
+        &registries[0].url(),
+        "--bind-addr",
+        "127.0.0.1:0",
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--cluster-port",
+        &peer.to_string(),
+        "--etcd-client-port",
+        &client.to_string(),
+    ]);
+    let solo = spawn_member(dir.path(), "solo", "127.0.0.1", &placement);
+    let single = args(&[
+        "--node",
+        "dc2-a",
+        "--cluster-name",
+        "dc2",
+        "--sc-addr",
+        &registries[1].url(),
+        "--bind-addr",
+        "127.0.0.2:0",
+        "--rpc-addr",
+        "127.0.0.2:0",
+        "--join-addr",
+        &solo.gossip,
+    ]);
+    let dc2 = spawn_member(dir.path(), "dc2-a", "127.0.0.2", &single);
+    let mut c = Cluster {
+        rt,
+        dir,
+        etcd: None,
+        registries,
+        members: vec![vec![solo], vec![dc2]],
+    };
+    c.wait_until("the only member active", DEADLINE, |c| {
+        c.active(0) == vec![0]
+    });
+    let s1 = c.registries[0].create_service("app", "svc-solo", "1.0.0");
+    c.registries[0].register(&s1, &NewInstance::new("solo-0", "rest://10.4.0.1:80"));
+    c.wait_until("dc1 mirrored into dc2", DEADLINE, |c| {
+        mirrored(&c.registries[0], &c.registries[1], "dc1")
+    });
+    let endpoint = format!("http://127.0.0.1:{client}");
+    let Some((_, members)) = etcd_cluster(&c.rt, &endpoint) else {
+        c.fail(&format!("no etcd member answers at {endpoint}"));
+    };
+    assert_eq!(members, vec![("solo".to_owned(), false)]);
+}

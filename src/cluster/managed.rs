@@ -421,13 +421,8 @@ impl Inner {
                     "bootstrapping a new etcd cluster (lowest name of the data centre's members)"
                 );
                 let mut running = self.spawn(&Launch::Bootstrap, tracker)?;
-                match self.wait_serving(&mut running, token).await {
-                    Ok(_) => Ok(running),
-                    Err(e) => {
-                        stop(&mut running).await;
-                        Err(e)
-                    }
-                }
+                let outcome = self.wait_serving(&mut running, token).await.map(|_| ());
+                keep_or_stop(running, outcome).await
             }
             Plan::Join => self.join(token, tracker).await,
         }
@@ -452,13 +447,7 @@ impl Inner {
             Ok(())
         }
         .await;
-        match outcome {
-            Ok(()) => Ok(running),
-            Err(e) => {
-                stop(&mut running).await;
-                Err(e)
-            }
-        }
+        keep_or_stop(running, outcome).await
     }
 
     /// Waits until this node may bootstrap the cluster or some member can let it join.
@@ -543,13 +532,7 @@ impl Inner {
             self.promote(id, token).await
         }
         .await;
-        match outcome {
-            Ok(()) => Ok(running),
-            Err(e) => {
-                stop(&mut running).await;
-                Err(e)
-            }
-        }
+        keep_or_stop(running, outcome).await
     }
 
     /// `member_add` as a learner through a ready member, retried while etcd refuses (one
@@ -1071,6 +1054,21 @@ async fn watch(
     }
 }
 
+/// The started child when the steps after its start (`outcome`) succeeded; otherwise stops it
+/// and returns their error.
+async fn keep_or_stop(
+    mut running: Running,
+    outcome: Result<(), ManagedEtcdError>,
+) -> Result<Running, ManagedEtcdError> {
+    match outcome {
+        Ok(()) => Ok(running),
+        Err(e) => {
+            stop(&mut running).await;
+            Err(e)
+        }
+    }
+}
+
 /// Sleeps `pause`; `false` when the token was cancelled first.
 async fn sleep_or_cancel(pause: Duration, token: &CancellationToken) -> bool {
     tokio::select! {
@@ -1265,7 +1263,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The etcd executable: `bin` itself when it names a path, else the first match on `PATH`.
-fn resolve_executable(bin: &Path) -> Result<PathBuf, ManagedEtcdError> {
+/// The etcd executable `bin` names: itself when it is a path, else the first match on `PATH`.
+///
+/// # Errors
+/// [`ManagedEtcdError::ExecutableNotFound`], saying why.
+pub fn resolve_executable(bin: &Path) -> Result<PathBuf, ManagedEtcdError> {
     let not_found = |reason: String| ManagedEtcdError::ExecutableNotFound {
         bin: bin.to_owned(),
         reason,

@@ -329,6 +329,14 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
         }
     };
     if mode == Mode::Cluster && etcd_endpoints.is_empty() {
+        // The managed etcd member needs the executable: say so now, not after the start.
+        let setting = r.required("etcd_bin")?;
+        crate::cluster::managed::resolve_executable(&etcd_bin).map_err(|e| {
+            invalid(
+                setting,
+                format!("{e} (cluster mode without --etcd-endpoints runs an etcd member)"),
+            )
+        })?;
         let ip = peer_ip.unwrap_or(bind_addr.ip());
         ports.push(("--etcd-client-port", SocketAddr::new(ip, etcd_client_port)));
         check_port_clashes(&ports)?;

@@ -3,10 +3,12 @@
 //! `stop` and `restart` keep the data directory and the ports; dropping the value kills the
 //! process.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long etcd may take to answer after a start.
@@ -159,12 +161,21 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// A port that was free a moment ago (bound to port 0, then released).
+/// A port that was free a moment ago (bound to port 0, then released), and never handed out
+/// before in this test process: the kernel may give a released port out again at once, and
+/// two listeners of one test must not meet on it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0");
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Whether etcd's `/health` on the client port reports healthy.
