@@ -1,21 +1,20 @@
 //! Cluster-mode failover with real processes on loopback: one etcd (the `etcd` executable),
 //! data centre dc1 of three `syncer daemon --mode cluster` members sharing it
-//! (`--etcd-endpoints`, the default 3 s leader lease and `lan` gossip profile) next to dc1's
+//! (`--etcd-endpoints`, fixed ports, the `lan` gossip profile) next to dc1's
 //! dev registry, and dc2: one single-mode syncer next to its own dev registry.
 //!
 //! Each round stops dc1's active member and, at the same moment, registers a new instance in
 //! dc1's registry, then measures
-//! - **takeover**: stop → another member of dc1 reports `syncer_sync_active 1`;
-//! - **resumed**: stop → the new instance is visible in dc2's registry (the new leader exports
-//!   it and pushes it across);
+//! - **takeover**: signal → another member of dc1 reports `syncer_sync_active 1`;
+//! - **resumed**: signal → the new instance is visible in dc2's registry (the new leader
+//!   exports it and pushes it across);
 //!
 //! and starts the stopped member again with the same flags and data before the next round.
 //! The rounds run first with SIGKILL (a crash: the lease must expire), then with SIGTERM (a
 //! graceful stop: the lease is given up at once). Prints min / median / max of each.
 //!
-//! Run with `cargo bench --bench failover [-- --rounds N] [--lease 3s]` (defaults: 10 rounds,
-//! the daemon's default lease of 3 s). docs/PERFORMANCE.md
-//! records the figures.
+//! Run with `cargo bench --bench failover [-- --rounds N] [--lease D]` (defaults: 10 rounds,
+//! the daemon's default `--leader-lease`). docs/PERFORMANCE.md records the figures.
 
 mod common;
 
@@ -52,12 +51,13 @@ fn main() {
             .and_then(|i| args.get(i + 1))
     };
     let rounds = value("--rounds").map_or(10, |n| n.parse().expect("--rounds takes a number"));
-    let lease = value("--lease").map_or("3s".to_owned(), Clone::clone);
+    // Without --lease, the daemon's default.
+    let lease = value("--lease").cloned();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(run(rounds, &lease));
+    runtime.block_on(run(rounds, lease.as_deref()));
 }
 
 /// One syncer of the bench and how to start it again.
@@ -95,18 +95,19 @@ impl Member {
         self.proc = Some(proc);
     }
 
-    /// Sends `signal` and waits for the process to exit; returns when the signal was sent.
-    fn stop(&mut self, signal: &str) -> Instant {
+    /// Sends `signal`; returns when it was sent and the process, which may still be shutting
+    /// down (a graceful stop hands over before the process exits).
+    fn signal(&mut self, signal: &str) -> (Instant, Option<Proc>) {
         let sent = Instant::now();
-        if let Some(mut proc) = self.proc.take() {
+        let proc = self.proc.take();
+        if let Some(proc) = &proc {
             let status = Command::new("kill")
                 .args([&format!("-{signal}"), &proc.pid().to_string()])
                 .status()
                 .expect("run kill");
             assert!(status.success(), "kill -{signal} {}", proc.pid());
-            let _ = proc.child.wait();
         }
-        sent
+        (sent, proc)
     }
 }
 
@@ -183,7 +184,7 @@ struct Round {
     resumed: Duration,
 }
 
-async fn run(rounds: usize, lease: &str) {
+async fn run(rounds: usize, lease: Option<&str>) {
     let started = Instant::now();
     print_machine("etcd, every registry, daemon and the bench share them");
     let client = reqwest::Client::builder()
@@ -221,8 +222,6 @@ async fn run(rounds: usize, lease: &str) {
             &registries[0].url,
             "--etcd-endpoints",
             &etcd,
-            "--leader-lease",
-            lease,
             "--bind-addr",
             &format!("127.0.0.1:{gossip}"),
             "--rpc-addr",
@@ -236,6 +235,11 @@ async fn run(rounds: usize, lease: &str) {
         ]
         .iter()
         .map(|s| (*s).to_owned())
+        .chain(
+            lease
+                .iter()
+                .flat_map(|l| ["--leader-lease".to_owned(), (*l).to_owned()]),
+        )
         .collect();
         dc1.push(Member::start(&name, dir.path(), args));
     }
@@ -271,7 +275,7 @@ async fn run(rounds: usize, lease: &str) {
         for round in 0..rounds {
             let victim = wait_one_active(&client, &dc1).await;
             let host = format!("{}-{round}", signal.to_lowercase());
-            let stopped = dc1[victim].stop(signal);
+            let (stopped, exiting) = dc1[victim].signal(signal);
             register(
                 &client,
                 &registries[0].url,
@@ -319,12 +323,18 @@ async fn run(rounds: usize, lease: &str) {
                 resumed.as_millis()
             );
             results.push(Round { takeover, resumed });
+            if let Some(mut proc) = exiting {
+                let _ = proc.child.wait();
+            }
             dc1[victim].start_again();
         }
         report.push((signal, results));
     }
 
-    println!("\nfailover of dc1's active member, {rounds} rounds each ({lease} lease):");
+    println!(
+        "\nfailover of dc1's active member, {rounds} rounds each ({} lease):",
+        lease.unwrap_or("the default")
+    );
     println!("  {:<28} {:>8} {:>8} {:>8}", "", "min", "median", "max");
     for (signal, results) in &report {
         let what = if *signal == "KILL" {
