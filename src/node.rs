@@ -467,10 +467,17 @@ async fn run_cluster_member(
     let _stop_etcd = etcd_token.clone().drop_guard();
     let managed = if config.etcd_endpoints.is_empty() {
         let settings = ManagedEtcdConfig::from_config(&config, config.gossip.advertise_ip);
+        let start = ManagedEtcd::start(settings, gossip.clone(), etcd_token.clone(), tracker);
+        tokio::pin!(start);
         let started = tokio::select! {
             biased;
-            () = token.cancelled() => return Ok(()),
-            started = ManagedEtcd::start(settings, gossip.clone(), etcd_token.clone(), tracker) => started,
+            // Let the start end by itself: it stops a child it started in order (SIGTERM
+            // first) rather than having it killed with the dropped future.
+            () = token.cancelled() => {
+                etcd_token.cancel();
+                start.await
+            }
+            started = &mut start => started,
         };
         match started {
             Ok(etcd) => Some(etcd),
@@ -527,6 +534,8 @@ async fn run_cluster_member(
         let started = sync::start(deps, &sync, engine_token.clone(), &term_tracker).await;
         if let Err(e) = started {
             engine_token.cancel();
+            // Give the lease up before the managed etcd member stops with this function.
+            let _ = tokio::time::timeout(TERM_STOP_TIMEOUT, term.released.cancelled()).await;
             return Err(NodeError::Sync(e.to_string()));
         }
         let number = term.number;

@@ -33,15 +33,16 @@ struct Member {
     placement: Vec<String>,
 }
 
+/// Fields drop in order: the daemons first, the working directory they use last.
 struct Cluster {
+    /// Members of dc1 then dc2.
+    members: Vec<Vec<Member>>,
+    registries: Vec<Registry>,
+    /// The shared etcd; `None` when every member runs its managed etcd member.
+    etcd: Option<EtcdServer>,
     rt: tokio::runtime::Runtime,
     /// The members' working directory; holds their data directories until the test ends.
     dir: tempfile::TempDir,
-    /// The shared etcd; `None` when every member runs its managed etcd member.
-    etcd: Option<EtcdServer>,
-    registries: Vec<Registry>,
-    /// Members of dc1 then dc2.
-    members: Vec<Vec<Member>>,
 }
 
 /// Starts `syncer daemon` with `placement` (where it listens, its registry, store and peers)
@@ -512,8 +513,20 @@ fn the_readme_cluster_command_lines_give_two_managed_clusters_that_survive_a_kil
             ids.push((d, id));
         }
     }
-    ids.dedup();
-    assert_eq!(ids.len(), 2, "one etcd cluster per data centre: {ids:?}");
+    let cluster_of = |d: usize| -> Vec<u64> {
+        let mut of_dc: Vec<u64> = ids
+            .iter()
+            .filter(|(i, _)| *i == d)
+            .map(|(_, id)| *id)
+            .collect();
+        of_dc.dedup();
+        of_dc
+    };
+    let (one, two) = (cluster_of(0), cluster_of(1));
+    assert!(
+        one.len() == 1 && two.len() == 1 && one != two,
+        "one etcd cluster per data centre, each its own: {ids:?}"
+    );
 
     let s1 = c.registries[0].create_service("app", "svc-one", "1.0.0");
     let s2 = c.registries[1].create_service("app", "svc-two", "1.0.0");
@@ -526,10 +539,14 @@ fn the_readme_cluster_command_lines_give_two_managed_clusters_that_survive_a_kil
             && mirrored(&c.registries[1], &c.registries[0], &dc2)
     });
 
-    // kill -9 of dc1's active syncer (and so of one etcd member): the two others keep the
-    // quorum, a standby takes over and syncing goes on.
+    // kill -9 of dc1's active syncer (its etcd member gets SIGTERM from the kernel): the two
+    // others keep the quorum, a standby takes over and syncing goes on.
     let (victim, takeover) = c.kill_active(0);
     eprintln!("takeover {takeover:?} after the kill");
+    let victim_name = c.members[0][victim].name.clone();
+    c.wait_until("the killed syncer's etcd member to stop", DEADLINE, |_| {
+        !etcd_member_runs(&victim_name)
+    });
     c.registries[0].register(&s1, &NewInstance::new("one-1", "rest://10.1.0.2:80"));
     c.registries[1].register(&s2, &NewInstance::new("two-1", "rest://10.2.0.2:80"));
     c.wait_until("both data centres mirrored after the kill", DEADLINE, |c| {
@@ -538,7 +555,8 @@ fn the_readme_cluster_command_lines_give_two_managed_clusters_that_survive_a_kil
     });
 
     // The killed syncer comes back with the same command line: its etcd member restarts on
-    // its data, it stands by, and the cluster is three voters again.
+    // its data (a leftover etcd on its ports would stop it at start), it stands by, and the
+    // cluster is three voters again.
     c.restart(0, victim);
     let endpoint = format!("http://127.0.0.1:2020{}", victim + 1);
     c.wait_until("the restarted member's etcd serves", DEADLINE, |c| {
@@ -548,6 +566,20 @@ fn the_readme_cluster_command_lines_give_two_managed_clusters_that_survive_a_kil
     c.wait_until("the restarted member stands by", DEADLINE, |c| {
         c.is_active(&c.members[0][victim]) == Some(false) && c.active(0).len() == 1
     });
+}
+
+/// Whether an etcd process with member name `name` runs (from /proc).
+fn etcd_member_runs(name: &str) -> bool {
+    let needle = format!("--name={name}\0");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| {
+            let text = String::from_utf8_lossy(&cmdline);
+            text.contains("etcd") && text.contains(&needle)
+        })
+    })
 }
 
 /// The default cluster name of a data centre: hex MD5 of its `--sc-addr` text, as the

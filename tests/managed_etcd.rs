@@ -293,6 +293,30 @@ async fn one_member_alone_starts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_already_in_use_is_refused_at_start() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let node = Node::new("taken", "dc1", None, dir.path(), 1).await;
+    let port = node.config.client_url.port().expect("a port");
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the client port");
+    let error = ManagedEtcd::start(
+        node.config.clone(),
+        node.gossip.clone(),
+        node.token.clone(),
+        &node.tracker,
+    )
+    .await
+    .expect_err("a member whose client port is taken must not start");
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}")) && text.contains("already listens"),
+        "{text}"
+    );
+    assert!(!node.config.data_dir.exists(), "no etcd data was created");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_member_is_restarted() {
     logs();
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -194,6 +194,12 @@ pub enum ManagedEtcdError {
     Gossip(#[from] GossipError),
     #[error("shutdown requested before the etcd member was ready")]
     Cancelled,
+    #[error(
+        "another process already listens on {url}, where this syncer's etcd member must \
+         listen (an etcd left over from an earlier run? stop it, or change --cluster-port or \
+         --etcd-client-port)"
+    )]
+    PortInUse { url: String },
 }
 
 impl ManagedEtcdError {
@@ -226,6 +232,8 @@ impl ManagedEtcd {
         tracker: &TaskTracker,
     ) -> Result<ManagedEtcd, ManagedEtcdError> {
         let bin = resolve_executable(&config.etcd_bin)?;
+        ensure_free(&config.peer_url).await?;
+        ensure_free(&config.client_url).await?;
         if let Some(parent) = config.data_dir.parent() {
             std::fs::create_dir_all(parent).map_err(|source| ManagedEtcdError::Io {
                 what: "create the directory",
@@ -737,6 +745,9 @@ impl Inner {
         // order, rather than both at once.
         #[cfg(unix)]
         command.process_group(0);
+        // A syncer killed with SIGKILL cannot stop its child: the kernel sends it SIGTERM.
+        #[cfg(target_os = "linux")]
+        stop_with_parent(&mut command);
         let mut child = command.spawn().map_err(|source| ManagedEtcdError::Spawn {
             bin: self.bin.clone(),
             source,
@@ -1051,6 +1062,44 @@ async fn watch(
                 warn!(error = %e, "cannot announce the etcd member as ready");
             }
         }
+    }
+}
+
+/// Asks the kernel to send the child SIGTERM when the thread that started it ends: the
+/// syncer's runtime thread, which lives as long as the process. Without it, an etcd child
+/// outlives a syncer killed with SIGKILL and holds the ports its successor needs.
+#[cfg(target_os = "linux")]
+fn stop_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe system calls (prctl, getppid); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::other(
+                    "the syncer exited while starting etcd",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Fails when something already listens on `url` (a TCP connection is accepted).
+async fn ensure_free(url: &Url) -> Result<(), ManagedEtcdError> {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Ok(());
+    };
+    let connect = tokio::net::TcpStream::connect((host, port));
+    match tokio::time::timeout(CONNECT_CHECK_TIMEOUT, connect).await {
+        Ok(Ok(_)) => Err(ManagedEtcdError::PortInUse {
+            url: etcd_text(url),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -314,6 +314,15 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
     if etcd_bin.as_os_str().is_empty() {
         return Err(invalid(setting, "the path is empty"));
     }
+    if mode == Mode::Cluster && etcd_endpoints.is_empty() {
+        // The managed etcd member needs the executable: say so now, not after the start.
+        crate::cluster::managed::resolve_executable(&etcd_bin).map_err(|e| {
+            invalid(
+                setting,
+                format!("{e} (cluster mode without --etcd-endpoints runs an etcd member)"),
+            )
+        })?;
+    }
     let etcd_client_port = match r.get("etcd_client_port") {
         Some(setting) => parse_port(&setting.value).map_err(|e| invalid(setting, e))?,
         None => {
@@ -329,14 +338,6 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
         }
     };
     if mode == Mode::Cluster && etcd_endpoints.is_empty() {
-        // The managed etcd member needs the executable: say so now, not after the start.
-        let setting = r.required("etcd_bin")?;
-        crate::cluster::managed::resolve_executable(&etcd_bin).map_err(|e| {
-            invalid(
-                setting,
-                format!("{e} (cluster mode without --etcd-endpoints runs an etcd member)"),
-            )
-        })?;
         let ip = peer_ip.unwrap_or(bind_addr.ip());
         ports.push(("--etcd-client-port", SocketAddr::new(ip, etcd_client_port)));
         check_port_clashes(&ports)?;
