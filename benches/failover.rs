@@ -19,13 +19,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::etcd::free_port;
 use common::{
-    LogTail, Proc, START_DEADLINE, create_service, drain, free_port, instance_hosts, print_machine,
-    ready_field, register, spawn_daemon, start_registry, syncer,
+    Proc, create_service, instance_hosts, print_machine, ready_field, register, spawn_daemon,
+    start_registry, syncer,
 };
 
 /// Pause between two checks of a member's role or of dc2's registry.
@@ -138,47 +138,6 @@ async fn active(client: &reqwest::Client, members: &[Member]) -> Vec<usize> {
     out
 }
 
-/// Starts a one-member etcd in `dir`; returns it and its client URL once it is healthy.
-async fn start_etcd(client: &reqwest::Client, dir: &Path) -> (Proc, String) {
-    let (client_port, peer_port) = (free_port(), free_port());
-    let endpoint = format!("http://127.0.0.1:{client_port}");
-    let peer = format!("http://127.0.0.1:{peer_port}");
-    let mut child = Command::new("etcd")
-        .arg(format!("--data-dir={}", dir.join("etcd").display()))
-        .arg(format!("--listen-client-urls={endpoint}"))
-        .arg(format!("--advertise-client-urls={endpoint}"))
-        .arg(format!("--listen-peer-urls={peer}"))
-        .arg(format!("--initial-advertise-peer-urls={peer}"))
-        .arg(format!("--initial-cluster=default={peer}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcd (install etcd-server: scripts/setup)");
-    let tail = Arc::new(Mutex::new(LogTail::default()));
-    let (tx, _rx) = mpsc::channel();
-    drain(
-        child.stderr.take().expect("piped"),
-        tail.clone(),
-        "\u{0}",
-        tx,
-    );
-    let proc = Proc {
-        name: "etcd".into(),
-        child,
-        tail,
-    };
-    let until = Instant::now() + START_DEADLINE;
-    loop {
-        let health = client.get(format!("{endpoint}/health")).send().await;
-        if health.is_ok_and(|r| r.status().is_success()) {
-            return (proc, endpoint);
-        }
-        assert!(Instant::now() < until, "etcd not healthy:\n{}", proc.tail());
-        tokio::time::sleep(POLL_EVERY).await;
-    }
-}
-
 struct Round {
     takeover: Duration,
     resumed: Duration,
@@ -196,7 +155,8 @@ async fn run(rounds: usize, lease: Option<&str>) {
         .prefix("syncer-failover-bench-")
         .tempdir()
         .expect("temp dir");
-    let (_etcd, etcd) = start_etcd(&client, dir.path()).await;
+    let etcd_server = common::etcd::EtcdServer::start();
+    let etcd = etcd_server.endpoint();
     let registries = [
         start_registry("registry dc1", dir.path(), false),
         start_registry("registry dc2", dir.path(), false),

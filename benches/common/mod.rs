@@ -4,15 +4,18 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+/// The integration tests' real etcd (and port allocator), shared with the benches.
+#[path = "../../tests/support/etcd.rs"]
+pub mod etcd;
 
 /// The registry API of the default domain and project.
 pub const API: &str = "/v4/default/registry";
@@ -20,22 +23,6 @@ pub const API: &str = "/v4/default/registry";
 pub const LONG_LEASE: (u32, u32) = (600, 3);
 /// How long a process may take to print its ready line.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
-
-/// A port that was free a moment ago (bound to port 0, then released), and never handed out
-/// before by this process: the kernel may give a released port out again at once.
-pub fn free_port() -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("bind 127.0.0.1:0");
-        if given.insert(port) {
-            return port;
-        }
-    }
-}
 
 /// Prints the machine's CPUs and load, and who shares them (`sharing`).
 pub fn print_machine(sharing: &str) {
