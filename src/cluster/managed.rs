@@ -465,8 +465,7 @@ impl Inner {
         token: &CancellationToken,
     ) -> Result<Plan, ManagedEtcdError> {
         let expected = self.config.expected_members.max(1);
-        let started = Instant::now();
-        let mut next_report = started + PROGRESS_EVERY;
+        let mut progress = Progress::start();
         loop {
             let peers = self.peers().await?;
             if let Some(ready) = peers.iter().find(|p| p.ready) {
@@ -495,17 +494,16 @@ impl Inner {
                     Some(name) => debug!(member = %name, "etcd runs elsewhere; not bootstrapping"),
                 }
             }
-            if Instant::now() >= next_report {
-                next_report += PROGRESS_EVERY;
+            if progress.report_due() {
                 if let Some(name) = running_at {
                     info!(
-                        waited = ?started.elapsed(),
+                        waited = ?progress.waited(),
                         "not bootstrapping a new etcd cluster: the etcd member of {name} runs \
                          already or has data of the existing cluster; waiting until it is ready to join it"
                     );
                 } else {
                     info!(
-                        waited = ?started.elapsed(),
+                        waited = ?progress.waited(),
                         seen = ?names,
                         expected,
                         "waiting for the data centre's etcd cluster: no member is ready yet{}",
@@ -519,9 +517,8 @@ impl Inner {
                     );
                 }
             }
-            tokio::select! {
-                () = token.cancelled() => return Err(ManagedEtcdError::Cancelled),
-                () = tokio::time::sleep(POLL) => {}
+            if !sleep_or_cancel(POLL, token).await {
+                return Err(ManagedEtcdError::Cancelled);
             }
         }
     }
@@ -550,8 +547,7 @@ impl Inner {
         &self,
         token: &CancellationToken,
     ) -> Result<(u64, String), ManagedEtcdError> {
-        let started = Instant::now();
-        let mut next_report = started + PROGRESS_EVERY;
+        let mut progress = Progress::start();
         let mut last_error =
             String::from("no member of the data centre reports a ready etcd member");
         loop {
@@ -565,7 +561,7 @@ impl Inner {
                     }
                 }
             }
-            let waited = started.elapsed();
+            let waited = progress.waited();
             if waited >= ADD_DEADLINE {
                 return Err(ManagedEtcdError::Join {
                     peer_url: etcd_text(&self.config.peer_url),
@@ -573,13 +569,11 @@ impl Inner {
                     last_error,
                 });
             }
-            if Instant::now() >= next_report {
-                next_report += PROGRESS_EVERY;
+            if progress.report_due() {
                 info!(?waited, error = %last_error, "cannot add this etcd member as a learner yet; retrying");
             }
-            tokio::select! {
-                () = token.cancelled() => return Err(ManagedEtcdError::Cancelled),
-                () = tokio::time::sleep(RETRY) => {}
+            if !sleep_or_cancel(RETRY, token).await {
+                return Err(ManagedEtcdError::Cancelled);
             }
         }
     }
@@ -647,8 +641,7 @@ impl Inner {
 
     /// Promotes learner `id` through a ready member, retried until it has caught up.
     async fn promote(&self, id: u64, token: &CancellationToken) -> Result<(), ManagedEtcdError> {
-        let started = Instant::now();
-        let mut next_report = started + PROGRESS_EVERY;
+        let mut progress = Progress::start();
         let mut last_error =
             String::from("no member of the data centre reports a ready etcd member");
         let local = etcd_text(&self.config.client_url);
@@ -659,7 +652,7 @@ impl Inner {
                 // still refuses what learners may not serve).
                 match probe(&local).await {
                     Ok(status) if !status.is_learner() => {
-                        info!(id = %format!("{id:x}"), waited = ?started.elapsed(), "this etcd member is a voting member");
+                        info!(id = %format!("{id:x}"), waited = ?progress.waited(), "this etcd member is a voting member");
                         return Ok(());
                     }
                     Ok(_) => {
@@ -684,7 +677,7 @@ impl Inner {
                     }
                 }
             }
-            let waited = started.elapsed();
+            let waited = progress.waited();
             if waited >= PROMOTE_DEADLINE {
                 return Err(ManagedEtcdError::Promote {
                     id,
@@ -692,13 +685,11 @@ impl Inner {
                     last_error,
                 });
             }
-            if Instant::now() >= next_report {
-                next_report += PROGRESS_EVERY;
+            if progress.report_due() {
                 info!(?waited, error = %last_error, "waiting for the etcd learner to catch up before its promotion");
             }
-            tokio::select! {
-                () = token.cancelled() => return Err(ManagedEtcdError::Cancelled),
-                () = tokio::time::sleep(RETRY) => {}
+            if !sleep_or_cancel(RETRY, token).await {
+                return Err(ManagedEtcdError::Cancelled);
             }
         }
     }
@@ -1126,6 +1117,35 @@ async fn sleep_or_cancel(pause: Duration, token: &CancellationToken) -> bool {
     }
 }
 
+/// When a retried step began, and when it last said what it waits for.
+struct Progress {
+    started: Instant,
+    next_report: Instant,
+}
+
+impl Progress {
+    fn start() -> Progress {
+        let started = Instant::now();
+        Progress {
+            started,
+            next_report: started + PROGRESS_EVERY,
+        }
+    }
+
+    fn waited(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// True once every [`PROGRESS_EVERY`]: time to log what the step waits for.
+    fn report_due(&mut self) -> bool {
+        if Instant::now() < self.next_report {
+            return false;
+        }
+        self.next_report += PROGRESS_EVERY;
+        true
+    }
+}
+
 /// A started etcd child and the tail of its output.
 struct Running {
     child: Child,
@@ -1152,7 +1172,7 @@ async fn stop(running: &mut Running) {
         return;
     }
     let terminated = match running.child.id() {
-        Some(pid) => terminate(pid).await,
+        Some(pid) => terminate(pid),
         None => false,
     };
     if terminated {
@@ -1173,17 +1193,13 @@ async fn stop(running: &mut Running) {
     running.finish().await;
 }
 
-/// Sends SIGTERM to `pid` (through `kill`: the crate links no libc bindings of its own).
-async fn terminate(pid: u32) -> bool {
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .is_ok_and(|status| status.success())
+/// Sends SIGTERM to `pid`.
+fn terminate(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) takes plain integers and touches no memory of this process.
+    unsafe { libc::kill(pid, libc::SIGTERM) == 0 }
 }
 
 /// The last [`TAIL_LINES`] lines the child printed.
@@ -1311,7 +1327,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The etcd executable: `bin` itself when it names a path, else the first match on `PATH`.
 /// The etcd executable `bin` names: itself when it is a path, else the first match on `PATH`.
 ///
 /// # Errors

@@ -221,10 +221,12 @@ impl Actor {
             Command::UpdateMeta(change, reply) => {
                 let mut meta = self.me().meta.clone();
                 change(&mut meta);
+                let changed = meta != self.me().meta;
                 let _ = reply.send(self.set_meta(meta));
                 // A welcome already on its way answers the old identity and is lost: ask
                 // again at once rather than after the join back-off.
-                if !self.join.joined && self.join.attempts > 0 && self.join.has_targets() {
+                if changed && !self.join.joined && self.join.attempts > 0 && self.join.has_targets()
+                {
                     self.send_join_requests();
                 }
             }
