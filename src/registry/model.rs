@@ -148,6 +148,38 @@ impl Instance {
             && *version == other.version
     }
 
+    /// A digest of what [`Instance::same_body`] compares: two instances with the same body
+    /// have the same digest. Change feeds keep digests rather than bodies.
+    pub fn body_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // Destructured like `same_body`, so that a new field has to be considered here too.
+        let Instance {
+            tenant,
+            service_id,
+            instance_id,
+            endpoints,
+            host_name,
+            status,
+            properties,
+            health_check,
+            data_center,
+            version,
+            mod_timestamp: _,
+        } = self;
+        let mut h = std::hash::DefaultHasher::new();
+        instance_id.hash(&mut h);
+        service_id.hash(&mut h);
+        tenant.hash(&mut h);
+        status.hash(&mut h);
+        endpoints.hash(&mut h);
+        properties.hash(&mut h);
+        host_name.hash(&mut h);
+        health_check.hash(&mut h);
+        data_center.hash(&mut h);
+        version.hash(&mut h);
+        h.finish()
+    }
+
     /// The reference naming this instance.
     pub fn reference(&self) -> InstanceRef {
         InstanceRef {

@@ -2,7 +2,6 @@
 //! the dump's etcd keys (reference §5.2), and which services belong to SC itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::hash::{Hash, Hasher};
 
 use super::wire::{
     DumpReply, WireDataCenter, WireFramework, WireHealthCheck, WireInstance, WireService,
@@ -168,25 +167,6 @@ pub(super) fn instance_to_wire(instance: &Instance) -> WireInstance {
         version: String::new(),
         mod_timestamp: None,
     }
-}
-
-/// A digest of everything an instance carries but its modification time (what a copy in
-/// another registry would carry): two reports of an instance with the same digest are the
-/// same. The feed keeps digests rather than bodies, so a registry of 10 000 instances costs
-/// it a few hundred kilobytes.
-pub(super) fn instance_digest(instance: &Instance) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    instance.instance_id.hash(&mut h);
-    instance.service_id.hash(&mut h);
-    instance.tenant.hash(&mut h);
-    instance.status.hash(&mut h);
-    instance.endpoints.hash(&mut h);
-    instance.properties.hash(&mut h);
-    instance.host_name.hash(&mut h);
-    instance.health_check.hash(&mut h);
-    instance.data_center.hash(&mut h);
-    instance.version.hash(&mut h);
-    h.finish()
 }
 
 /// The services of a `GET …/microservices` answer of `tenant`, without internal ones.

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::client::{self, Request};
-use super::convert::{instance_digest, instance_from_wire};
+use super::convert::instance_from_wire;
 use super::wire::{
     BatchFindReply, BatchFindRequest, FindServiceEntry, FindServiceKey, FindUpdated, WireError,
 };
@@ -44,7 +44,7 @@ struct Watched {
     /// makes SC answer with the full instance list.
     rev: String,
     /// Digests of the instances as last reported, by instance id (see
-    /// [`instance_digest`]).
+    /// [`crate::registry::Instance::body_digest`]).
     instances: BTreeMap<String, u64>,
 }
 
@@ -237,7 +237,7 @@ impl ScFeed {
             {
                 watched
                     .instances
-                    .insert(instance.instance_id.clone(), instance_digest(instance));
+                    .insert(instance.instance_id.clone(), instance.body_digest());
             }
         }
         for (tenant, services) in &mut fresh {
@@ -467,7 +467,7 @@ impl ScFeed {
                 continue;
             }
             let instance = instance_from_wire(tenant.clone(), id, wire);
-            let digest = instance_digest(&instance);
+            let digest = instance.body_digest();
             if watched.instances.get(&instance.instance_id) != Some(&digest) {
                 fresh.insert(instance.instance_id.clone(), digest);
                 changed.push(instance);
