@@ -8,6 +8,7 @@
 //! - [`shutdown`]: signals and the root cancellation token.
 //! - [`telemetry`]: logging set-up and the metrics registry.
 //! - [`admin`]: `/health` and `/metrics` over HTTP.
+//! - [`backoff`]: the one retry policy of every loop that waits for something to come back.
 //! - [`rpc`]: the gRPC protocol between syncers (`proto/syncer/v1`).
 //! - [`gossip`]: the SWIM gossip pool of all syncers (foca).
 //! - [`registry`]: one adapter per registry kind behind one trait.
@@ -20,6 +21,7 @@
 #![deny(clippy::await_holding_lock)]
 
 pub mod admin;
+pub mod backoff;
 pub mod cli;
 pub mod cluster;
 pub mod config;
