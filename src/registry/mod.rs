@@ -70,6 +70,19 @@ impl RegistryError {
     }
 }
 
+/// Why a registry kind cannot hold an object that passed the wire-safety bounds every
+/// registry shares: a rule of that kind (ServiceComb's id characters, for example).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {detail}")]
+pub struct Refusal {
+    /// The field that breaks the rule (`instance_id`, `service.app`, ...).
+    pub field: String,
+    /// A short label for metrics (`id_chars`, `too_long`, ...).
+    pub reason: &'static str,
+    /// What is wrong, for logs.
+    pub detail: String,
+}
+
 /// What a batch heartbeat found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeartbeatReport {
@@ -101,6 +114,26 @@ pub trait Registry: Send + Sync {
 
     /// A new feed of this registry's changes. Each feed keeps its own position.
     fn change_feed(&self) -> Box<dyn ChangeFeed>;
+
+    /// Whether this kind of registry can hold `service` (as the service of a copy): its own
+    /// rules for ids, names and fields, beyond the wire-safety bounds every registry shares.
+    /// The importer checks before any write, so an object another kind of registry allows
+    /// is refused here, counted and logged, instead of failing call after call.
+    ///
+    /// # Errors
+    /// A [`Refusal`] naming the field and the rule.
+    fn accepts_service(&self, _service: &Service) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    /// Whether this kind of registry can hold `instance` as a copy; see
+    /// [`Registry::accepts_service`].
+    ///
+    /// # Errors
+    /// A [`Refusal`] naming the field and the rule.
+    fn accepts_instance(&self, _instance: &Instance) -> Result<(), Refusal> {
+        Ok(())
+    }
 
     /// Makes sure a service like `service` exists in `service.tenant` and returns its id
     /// there, creating it under `service.service_id` when missing. Idempotent: calling it
