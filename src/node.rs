@@ -410,6 +410,7 @@ async fn start_engine(
         store,
         gossip,
         settings: EngineSettings::from_config(&config.sync),
+        link: Arc::new(rpc::transfer::GrpcLink::new()),
     };
     sync::start(deps, sync, token, tracker)
         .await
@@ -530,6 +531,7 @@ async fn run_cluster_member(
             store: store.clone(),
             gossip: gossip.clone(),
             settings,
+            link: Arc::new(rpc::transfer::GrpcLink::new()),
         };
         let started = sync::start(deps, &sync, engine_token.clone(), &term_tracker).await;
         if let Err(e) = started {

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use super::channel::{self, Timeouts};
 use super::proto::peer_client::PeerClient;
 use super::proto::{InfoRequest, Member, MembersRequest, NodeInfo};
 
@@ -27,10 +28,12 @@ pub enum ClientError {
 /// # Errors
 /// [`ClientError::Address`] or [`ClientError::Connect`].
 pub async fn connect(addr: &str, timeout: Duration) -> Result<PeerClient<Channel>, ClientError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|_| ClientError::Address(addr.to_owned()))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
+    let timeouts = Timeouts {
+        connect: timeout,
+        call: Some(timeout),
+    };
+    let endpoint =
+        channel::endpoint(addr, timeouts).map_err(|_| ClientError::Address(addr.to_owned()))?;
     let channel = endpoint
         .connect()
         .await
@@ -38,7 +41,7 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<PeerClient<Channel
             addr: addr.to_owned(),
             source,
         })?;
-    Ok(PeerClient::new(channel))
+    Ok(channel::peer_client(channel))
 }
 
 /// Asks the syncer at `addr` who it is.

@@ -893,16 +893,8 @@ pub fn chunk_from_wire(d: proto::SyncData) -> Result<Vec<(Arc<Service>, Instance
     Ok(items)
 }
 
-/// A validated `Push`: consecutive changes `from_seq + 1 ..= to_seq` of `origin`'s `epoch`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Push {
-    pub origin: String,
-    pub epoch: u64,
-    pub from_seq: u64,
-    pub to_seq: u64,
-    /// `(seq, observed_ms, export)`, in order.
-    pub changes: Vec<(u64, u64, Export)>,
-}
+/// A validated `Push` is the engine's model type.
+pub use crate::sync::link::Push;
 
 /// The origin data centre of a push: a cluster name.
 fn check_origin(at: At, origin: &str) -> Result<(), ConvertError> {

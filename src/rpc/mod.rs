@@ -1,11 +1,21 @@
 //! The gRPC edge: the generated protocol types (`proto/syncer/v1/syncer.proto`) and the
-//! `Peer` service other syncers and operators call.
+//! `Peer` service other syncers and operators call. The sync engine knows none of it: it
+//! speaks model types through `crate::sync::link::PeerLink`, which [`transfer::GrpcLink`]
+//! implements here.
 //!
-//! Status mapping of errors lives in one place (`status.rs`, with the RPCs that need it).
+//! - [`channel`]: the one builder of client channels (where TLS will land).
+//! - [`client`]: `Info` and `Members` calls (`syncer members`, the join probe).
+//! - [`convert`]: model ⇄ wire conversions and the validation of everything received.
+//! - [`transfer`]: both halves of `Pull` and `Push`.
+//! - `status`: the one mapping of refusals to gRPC statuses and back.
+//! - [`server`]: the `Peer` service.
 
+pub mod channel;
 pub mod client;
 pub mod convert;
 pub mod server;
+mod status;
+pub mod transfer;
 
 /// Generated code of `proto/syncer/v1/syncer.proto`.
 pub mod proto {

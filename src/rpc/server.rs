@@ -8,13 +8,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
+use super::channel::MAX_MESSAGE_BYTES;
 use super::proto::peer_server::{Peer, PeerServer};
 use super::proto::{
     InfoRequest, Member, MembersReply, MembersRequest, NodeInfo, PullChunk, PullRequest, PushReply,
     PushRequest,
 };
+use super::transfer;
 use crate::gossip::{GossipHandle, MemberInfo};
-use crate::sync::{MAX_MESSAGE_BYTES, SyncHandle};
+use crate::sync::SyncHandle;
 
 /// The `Peer` service of one node.
 #[derive(Debug, Clone)]
@@ -76,14 +78,13 @@ impl Peer for PeerService {
         &self,
         request: Request<PullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
-        let chunks = self.sync.pull(request.get_ref())?;
+        let chunks = transfer::serve_pull(&self.sync, request.get_ref())?;
         let stream = futures::stream::iter(chunks.into_iter().map(Ok));
         Ok(Response::new(Box::pin(stream)))
     }
 
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
-        self.sync
-            .push(request.into_inner())
+        transfer::serve_push(&self.sync, request.into_inner())
             .await
             .map(Response::new)
     }

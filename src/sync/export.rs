@@ -3,7 +3,7 @@
 //! SC revisions are opaque per query and the dump has none, so each data centre numbers its
 //! own changes `(epoch, seq)`. The epoch is bumped whenever the exporter starts without its
 //! state (a restart, a new leader); within an epoch every exported change gets the next
-//! `seq`. The state keeps the exported instances (never syncer's own copies, see
+//! `seq`. The [`ExportView`] keeps the exported instances (never syncer's own copies, see
 //! [`super::ids::is_copy`]) with their services, and a bounded outbox of recent increments:
 //! a peer whose cursor is still in the outbox gets increments, any other gets a snapshot.
 
@@ -50,9 +50,10 @@ pub enum Since {
     Snapshot,
 }
 
-/// Everything exported at one revision, with an order-independent digest.
+/// A copy of the [`ExportView`] at one revision: every exported instance with its service,
+/// and their order-independent digest. This is what a snapshot pull serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExportSnapshot {
+pub struct ExportViewSnapshot {
     pub revision: Revision,
     pub items: Vec<(Arc<Service>, Arc<Instance>)>,
     pub digest: Digest64,
@@ -76,9 +77,12 @@ impl Digest64 {
 /// Services by tenant, then id: looked up by reference, without building an owned key.
 type Services = HashMap<Tenant, HashMap<String, Arc<Service>>>;
 
-/// The exported view of the local registry.
+/// The export view: what this data centre offers the others (the local registry's own
+/// instances with their services, never copies), numbered with our revisions, with the
+/// outbox of recent increments. Pure: the exporter task owns it through
+/// `exporter::SharedExportView`.
 #[derive(Debug)]
-pub struct ExportState {
+pub struct ExportView {
     revision: Revision,
     services: Services,
     instances: BTreeMap<InstanceRef, Arc<Instance>>,
@@ -86,10 +90,10 @@ pub struct ExportState {
     outbox_cap: usize,
 }
 
-impl ExportState {
-    /// An empty state at the start of `epoch`, keeping at most `outbox_cap` increments.
-    pub fn new(epoch: u64, outbox_cap: usize) -> ExportState {
-        ExportState {
+impl ExportView {
+    /// An empty view at the start of `epoch`, keeping at most `outbox_cap` increments.
+    pub fn new(epoch: u64, outbox_cap: usize) -> ExportView {
+        ExportView {
             revision: Revision { epoch, seq: 0 },
             services: HashMap::new(),
             instances: BTreeMap::new(),
@@ -127,7 +131,7 @@ impl ExportState {
         self.apply_seen(change, 0)
     }
 
-    /// [`ExportState::apply`] for a change seen at `seen_ms` (Unix milliseconds), which the
+    /// [`ExportView::apply`] for a change seen at `seen_ms` (Unix milliseconds), which the
     /// outbox keeps with each increment.
     pub fn apply_seen(&mut self, change: Change, seen_ms: u64) -> Vec<(u64, Export)> {
         let mut out = Vec::new();
@@ -306,7 +310,7 @@ impl ExportState {
     }
 
     /// Everything exported now.
-    pub fn snapshot(&self) -> ExportSnapshot {
+    pub fn snapshot(&self) -> ExportViewSnapshot {
         let mut digest = Digest64::default();
         let items: Vec<(Arc<Service>, Arc<Instance>)> = self
             .items()
@@ -315,7 +319,7 @@ impl ExportState {
                 (s.clone(), i.clone())
             })
             .collect();
-        ExportSnapshot {
+        ExportViewSnapshot {
             revision: self.revision,
             items,
             digest,
@@ -391,7 +395,7 @@ mod tests {
 
     #[test]
     fn changes_are_numbered_and_copies_never_exported() {
-        let mut state = ExportState::new(7, 100);
+        let mut state = ExportView::new(7, 100);
         assert!(
             state.apply(Change::Service(service("s1"))).is_empty(),
             "no instance yet"
@@ -426,7 +430,7 @@ mod tests {
 
     #[test]
     fn instances_wait_for_their_service() {
-        let mut state = ExportState::new(1, 100);
+        let mut state = ExportView::new(1, 100);
         assert!(
             state
                 .apply(Change::Instance(instance("s1", "i1")))
@@ -445,7 +449,7 @@ mod tests {
 
     #[test]
     fn resync_exports_only_the_difference() {
-        let mut state = ExportState::new(1, 100);
+        let mut state = ExportView::new(1, 100);
         let snapshot = Snapshot {
             services: vec![service("s1"), service("s2")],
             instances: vec![
@@ -467,7 +471,7 @@ mod tests {
 
     #[test]
     fn peers_get_increments_or_a_snapshot() {
-        let mut state = ExportState::new(3, 2);
+        let mut state = ExportView::new(3, 2);
         state.apply(Change::Service(service("s1")));
         for i in 0..3 {
             state.apply(Change::Instance(instance("s1", &format!("i{i}"))));
@@ -485,8 +489,8 @@ mod tests {
 
     #[test]
     fn snapshot_digest_ignores_order_but_not_content() {
-        let mut a = ExportState::new(1, 10);
-        let mut b = ExportState::new(1, 10);
+        let mut a = ExportView::new(1, 10);
+        let mut b = ExportView::new(1, 10);
         a.apply(Change::Service(service("s1")));
         b.apply(Change::Service(service("s1")));
         for id in ["i1", "i2"] {

@@ -1,6 +1,7 @@
-//! The export side at run time: one task reads the local registry's change feed, keeps the
-//! exported view ([`ExportState`]) that `Pull` and the pushers read, hands observations of
-//! syncer's own copies to the importers, and announces the new revision in the gossip pool.
+//! The export side at run time: one task reads the local registry's change feed into the
+//! export view ([`ExportView`], held in a [`SharedExportView`] that pulls and the pushers
+//! read), hands observations of syncer's own copies to the importers, and announces the new
+//! revision in the gossip pool.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +14,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::export::{ExportSnapshot, ExportState, Increment, Revision, Since};
+use super::export::{ExportView, ExportViewSnapshot, Increment, Revision, Since};
 use super::importer::Importers;
 use super::metrics::SyncMetrics;
 use super::unix_ms;
+use crate::backoff::Backoff;
 use crate::gossip::GossipHandle;
 use crate::registry::{Change, Instance, Registry, Service};
 use crate::rpc::convert;
@@ -25,37 +27,39 @@ use crate::rpc::convert;
 pub(crate) const OUTBOX: usize = 20_000;
 /// Revision announcements in the gossip pool are at most this frequent.
 pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(200);
-/// Pause after a failed feed read.
-const FEED_RETRY: Duration = Duration::from_secs(1);
+/// Pause after a failed feed read (constant: the feed is the local registry, which the
+/// adapter already retries; one read a second notices its return quickly).
+const FEED_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(1));
 /// Tag of a revision announcement in a gossip user event.
 const ANNOUNCE_TAG: u8 = b'R';
 
-/// The exported view, shared by the exporter (writer), the pushers and `Pull` (readers).
+/// The export view shared by the exporter (its one writer), the pushers and pulls
+/// (readers), with a watch of its revision and whether it is complete yet.
 #[derive(Debug)]
-pub(crate) struct Exported {
+pub(crate) struct SharedExportView {
     /// This data centre's name: the origin of everything exported.
     pub cluster: String,
-    state: Mutex<ExportState>,
+    view: Mutex<ExportView>,
     revision: watch::Sender<Revision>,
     /// Set once the local registry was read in full: before that the view is not a
     /// snapshot, and serving it would make peers remove copies.
     ready: AtomicBool,
 }
 
-impl Exported {
-    pub(crate) fn new(cluster: String, epoch: u64) -> Exported {
-        let state = ExportState::new(epoch, OUTBOX);
-        let (revision, _) = watch::channel(state.revision());
-        Exported {
+impl SharedExportView {
+    pub(crate) fn new(cluster: String, epoch: u64) -> SharedExportView {
+        let view = ExportView::new(epoch, OUTBOX);
+        let (revision, _) = watch::channel(view.revision());
+        SharedExportView {
             cluster,
-            state: Mutex::new(state),
+            view: Mutex::new(view),
             revision,
             ready: AtomicBool::new(false),
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, ExportState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn view(&self) -> std::sync::MutexGuard<'_, ExportView> {
+        self.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether the view holds the whole local registry.
@@ -74,33 +78,33 @@ impl Exported {
     /// What a peer that applied everything up to `after` needs: the increments (none when it
     /// is up to date), or `None` when it needs a snapshot.
     pub(crate) fn since(&self, after: Revision) -> Option<Vec<Increment>> {
-        match self.state().since(after) {
+        match self.view().since(after) {
             Since::UpToDate => Some(Vec::new()),
             Since::Snapshot => None,
             Since::Increments(changes) => Some(changes),
         }
     }
 
-    pub(crate) fn snapshot(&self) -> ExportSnapshot {
-        self.state().snapshot()
+    pub(crate) fn snapshot(&self) -> ExportViewSnapshot {
+        self.view().snapshot()
     }
 
     /// Applies a batch of feed changes; returns how many exported changes it made.
     fn apply(&self, changes: Vec<Change>, metrics: &SyncMetrics) -> usize {
         let now = unix_ms();
-        let mut state = self.state();
+        let mut view = self.view();
         let made: usize = changes
             .into_iter()
-            .map(|change| state.apply_seen(change, now).len())
+            .map(|change| view.apply_seen(change, now).len())
             .sum();
-        let revision = state.revision();
+        let revision = view.revision();
         metrics.exported_seq.set(saturating_i64(revision.seq));
         if made > 0 {
             metrics
                 .exported_instances
-                .set(saturating_i64(state.len() as u64));
+                .set(saturating_i64(view.len() as u64));
         }
-        drop(state);
+        drop(view);
         self.revision.send_if_modified(|r| {
             let changed = *r != revision;
             *r = revision;
@@ -142,7 +146,7 @@ impl Announce {
 /// Runs the export side until `token` is cancelled.
 pub(crate) async fn run(
     registry: Arc<dyn Registry>,
-    exported: Arc<Exported>,
+    exported: Arc<SharedExportView>,
     export_enabled: bool,
     importers: Arc<Importers>,
     gossip: GossipHandle,
@@ -154,6 +158,7 @@ pub(crate) async fn run(
     let mut next_announce: Option<Instant> = None;
     let mut last_announce = Instant::now() - ANNOUNCE_EVERY;
     let mut failures = 0u32;
+    let mut retry = FEED_RETRY;
     let mut first = true;
     let mut gate = Gate {
         refused: HashSet::new(),
@@ -181,6 +186,7 @@ pub(crate) async fn run(
                     info!(failures, "the local registry answers again");
                 }
                 failures = 0;
+                retry.reset();
                 changes
             }
             Err(e) => {
@@ -188,9 +194,8 @@ pub(crate) async fn run(
                 if failures == 1 || failures.is_multiple_of(30) {
                     warn!(error = %e, failures, "cannot read the local registry's changes");
                 }
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(FEED_RETRY) => {}
+                if !retry.wait(&token).await {
+                    return;
                 }
                 continue;
             }
@@ -217,7 +222,7 @@ pub(crate) async fn run(
         }
         if first && full {
             first = false;
-            let instances = exported.state().len();
+            let instances = exported.view().len();
             info!(instances, revision = ?exported.revision(), "local registry read; exporting");
         }
         if made > 0 {

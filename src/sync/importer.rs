@@ -28,14 +28,12 @@ use super::copy::{
 use super::export::{Export, Increment, Revision};
 use super::exporter::saturating_i64;
 use super::ids::{OriginKey, copy_instance_id, copy_origin, is_copy};
+use super::link::{LinkError, PeerLink, Pulled, Push, PushReply};
 use super::metrics::{OriginLabel, SyncMetrics};
 use super::peers::PeerMap;
 use super::safety::{RemovalGuard, Removals};
-use super::transfer::{self, Channels, Pulled, TransferError};
 use super::{EngineSettings, unix_ms};
 use crate::registry::{Change, Instance, InstanceRef, Registry, RegistryError, Service, Tenant};
-use crate::rpc::convert::Push;
-use crate::rpc::proto::PushReply;
 use crate::store::{Cursor, Group, Mapping, Op, StoreError, StoreHandle};
 
 /// Registry calls of one batch in flight at once.
@@ -92,7 +90,7 @@ pub(crate) struct ImportCtx {
     pub settings: EngineSettings,
     pub metrics: SyncMetrics,
     pub peers: watch::Receiver<PeerMap>,
-    pub channels: Arc<Channels>,
+    pub link: Arc<dyn PeerLink>,
     /// Local service ids of origin services already ensured, with the properties set.
     services: Mutex<HashMap<ServiceKey, EnsuredService>>,
 }
@@ -110,7 +108,7 @@ impl ImportCtx {
         settings: EngineSettings,
         metrics: SyncMetrics,
         peers: watch::Receiver<PeerMap>,
-        channels: Arc<Channels>,
+        link: Arc<dyn PeerLink>,
     ) -> ImportCtx {
         ImportCtx {
             cluster,
@@ -119,7 +117,7 @@ impl ImportCtx {
             settings,
             metrics,
             peers,
-            channels,
+            link,
             services: Mutex::new(HashMap::new()),
         }
     }
@@ -674,18 +672,20 @@ impl Actor {
         } else {
             None
         };
-        let client = self.ctx.channels.client(addr);
-        let result =
-            transfer::pull(client, &self.ctx.cluster, &self.origin, since, PULL_TIMEOUT).await;
+        let result = self
+            .ctx
+            .link
+            .pull(addr, &self.ctx.cluster, &self.origin, since, PULL_TIMEOUT)
+            .await;
         match result {
             Ok(pulled) => {
                 self.exchanged();
                 self.apply_pulled(pulled).await;
             }
             Err(e) => {
-                self.ctx.metrics.transfer("pull", outcome_of(&e));
+                self.ctx.metrics.transfer("pull", e.outcome());
                 match &e {
-                    TransferError::Malformed(_) | TransferError::Incomplete(_) => {
+                    LinkError::Malformed(_) | LinkError::Incomplete(_) => {
                         warn!(origin = %self.origin, %addr, error = %e, "pull refused")
                     }
                     _ => debug!(origin = %self.origin, %addr, error = %e, "pull failed"),
@@ -1319,15 +1319,6 @@ fn copy_ref(mapping: &Mapping) -> InstanceRef {
         tenant: Tenant::new(mapping.domain.clone(), mapping.project.clone()),
         service_id: mapping.service_id.clone(),
         instance_id: mapping.instance_id.clone(),
-    }
-}
-
-fn outcome_of(e: &TransferError) -> &'static str {
-    match e {
-        TransferError::Call(_) => "error",
-        TransferError::Malformed(_) => "malformed",
-        TransferError::Incomplete(_) => "incomplete",
-        TransferError::Timeout(_) => "timeout",
     }
 }
 

@@ -7,20 +7,23 @@
 //! - `pusher`: sends new increments to every other data centre's active syncer.
 //! - `importer`: one actor per origin data centre mirrors its instances locally.
 //! - `peers`: the active syncer of each other data centre, from gossip.
-//! - `transfer`: the `Pull`/`Push` calls, validated.
+//! - [`link`]: how the engine reaches those syncers ([`link::PeerLink`]: pull since a
+//!   revision, push a batch), with an in-memory twin for tests.
 //!
-//! [`start`] wires them together; [`SyncHandle`] serves the `Pull` and `Push` RPCs.
+//! [`start`] wires them together; [`SyncHandle`] serves pulls and pushes in model terms
+//! ([`SyncHandle::serve_pull`], [`SyncHandle::serve_push`]). The wire (gRPC, protobuf,
+//! statuses) is `crate::rpc`'s: nothing here knows it.
 
 pub mod copy;
 pub mod export;
 mod exporter;
 pub mod ids;
 mod importer;
+pub mod link;
 mod metrics;
 pub mod peers;
 mod pusher;
 pub mod safety;
-mod transfer;
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,26 +35,25 @@ use tracing::{info, warn};
 
 use self::copy::CopyLease;
 use self::export::Revision;
-use self::exporter::{Announce, Exported};
+use self::exporter::{Announce, SharedExportView};
 use self::importer::{ImportCtx, Importers};
+use self::link::{PeerLink, PullAnswer, PullBody, Push, PushReply};
 pub use self::metrics::SyncMetrics;
-use self::transfer::Channels;
-pub use self::transfer::MAX_MESSAGE_BYTES;
+use crate::backoff::Backoff;
 use crate::config::SyncConfig;
 use crate::gossip::GossipHandle;
 use crate::registry::Registry;
-use crate::rpc::convert;
-use crate::rpc::proto::{
-    ChangeBatch, PullChunk, PullComplete, PullRequest, PushReply, PushRequest, pull_chunk,
-};
 use crate::store::{Group, MappingStore, Op, StoreError, spawn_writer};
 
 /// Store writes queued before callers wait (the writer batches them into commits).
 const WRITER_QUEUE: usize = 1024;
 /// Store meta key of the last export epoch.
 const EPOCH_KEY: &str = "export_epoch";
-/// Longest pause between attempts to load the mapping store.
-const LOAD_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Pauses between attempts to load the mapping store.
+const LOAD_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+/// Pause between attempts to record the export epoch (a constant one: the store was just
+/// loaded, so it is expected back soon).
+const EPOCH_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(1));
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_ms() -> u64 {
@@ -97,17 +99,48 @@ pub enum SyncError {
 }
 
 struct Core {
-    exported: Arc<Exported>,
+    view: Arc<SharedExportView>,
     importers: Arc<Importers>,
 }
 
-/// Serves `Pull` and `Push` while the engine runs; otherwise they answer `unavailable`
-/// (starting, or a standby member of cluster mode), which callers retry or take elsewhere.
+/// Why the engine does not serve a call. `crate::rpc::status` maps these to gRPC statuses;
+/// the in-memory link to [`link::LinkError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// No engine has run yet.
+    #[error("the sync engine is starting")]
+    Starting,
+    /// The engine was stopped ([`SyncHandle::stop`]), for this reason (a standby member of
+    /// cluster mode).
+    #[error("{0}")]
+    Standby(&'static str),
+    /// The local registry has not been read in full yet: the view is not a snapshot, and
+    /// serving it would make peers remove copies.
+    #[error("the local registry has not been read yet")]
+    NotReady,
+    /// A push claims to come from this data centre.
+    #[error("origin {0:?} is this data centre")]
+    OwnOrigin(String),
+    /// The importer stopped while the push waited for it.
+    #[error("the importer is stopping")]
+    Stopping,
+}
+
+impl EngineError {
+    /// Whether the caller should retry later or elsewhere (the request itself was fine).
+    pub fn is_unavailable(&self) -> bool {
+        !matches!(self, EngineError::OwnOrigin(_))
+    }
+}
+
+/// Serves pulls and pushes while the engine runs; otherwise they are refused as
+/// unavailable ([`EngineError::Starting`], or [`EngineError::Standby`] on a standby member
+/// of cluster mode), which callers retry or take elsewhere.
 #[derive(Clone, Default)]
 pub struct SyncHandle {
     core: Arc<RwLock<Option<Arc<Core>>>>,
-    /// Why calls are refused while no engine runs.
-    idle: Arc<RwLock<&'static str>>,
+    /// Why calls are refused while no engine runs (`None`: starting).
+    idle: Arc<RwLock<Option<&'static str>>>,
     metrics: SyncMetrics,
 }
 
@@ -124,7 +157,7 @@ impl SyncHandle {
     pub fn new(metrics: SyncMetrics) -> SyncHandle {
         SyncHandle {
             core: Arc::default(),
-            idle: Arc::new(RwLock::new("the sync engine is starting")),
+            idle: Arc::default(),
             metrics,
         }
     }
@@ -137,123 +170,82 @@ impl SyncHandle {
             .is_some()
     }
 
-    /// Stops serving calls (the engine stopped); they answer `unavailable` with `why`.
+    /// Stops serving calls (the engine stopped); they are refused with
+    /// [`EngineError::Standby`]`(why)`.
     pub fn stop(&self, why: &'static str) {
-        *self.idle.write().unwrap_or_else(PoisonError::into_inner) = why;
+        *self.idle.write().unwrap_or_else(PoisonError::into_inner) = Some(why);
         *self.core.write().unwrap_or_else(PoisonError::into_inner) = None;
         self.metrics.active.set(0);
     }
 
-    fn core(&self) -> Result<Arc<Core>, tonic::Status> {
+    /// The engine's counters (the rpc side counts the calls it refuses as malformed).
+    pub(crate) fn metrics(&self) -> &SyncMetrics {
+        &self.metrics
+    }
+
+    fn core(&self) -> Result<Arc<Core>, EngineError> {
         self.core
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .ok_or_else(|| {
-                tonic::Status::unavailable(
-                    *self.idle.read().unwrap_or_else(PoisonError::into_inner),
-                )
-            })
+            .ok_or_else(
+                || match *self.idle.read().unwrap_or_else(PoisonError::into_inner) {
+                    Some(why) => EngineError::Standby(why),
+                    None => EngineError::Starting,
+                },
+            )
     }
 
-    /// Answers a `Pull`: the increments after the asker's revision when they are still
-    /// held, else a snapshot in chunks; always closed by a completion marker.
+    /// Whether an engine runs to take a call: checked before a request is decoded, so a
+    /// member that cannot serve says so whatever the request.
     ///
     /// # Errors
-    /// `unavailable` while the engine starts.
-    pub fn pull(&self, request: &PullRequest) -> Result<Vec<PullChunk>, tonic::Status> {
-        let core = self.core()?;
-        let exported = &core.exported;
-        if !exported.is_ready() {
-            return Err(tonic::Status::unavailable(
-                "the local registry has not been read yet",
-            ));
-        }
-        let since = (request.since_epoch != 0).then_some(Revision {
-            epoch: request.since_epoch,
-            seq: request.since_seq,
-        });
-        let mut chunks = Vec::new();
-        if let Some(since) = since
-            && let Some(changes) = exported.since(since)
-        {
-            let to = changes.last().map_or(since.seq, |(seq, _, _)| *seq);
-            let kind = if changes.is_empty() {
-                "up_to_date"
-            } else {
-                "increments"
-            };
-            let mut rest = &changes[..];
-            while !rest.is_empty() {
-                let batch = transfer::fitting(rest);
-                rest = &rest[batch.len()..];
-                chunks.push(PullChunk {
-                    body: Some(pull_chunk::Body::Increments(ChangeBatch {
-                        changes: batch
-                            .iter()
-                            .map(|(seq, ms, export)| convert::change_to_wire(*seq, *ms, export))
-                            .collect(),
-                    })),
-                });
-            }
-            chunks.push(complete(&exported.cluster, since.epoch, to, kind, 0, 0));
-            self.metrics.transfer("pull_served", kind);
-            return Ok(chunks);
-        }
-        let snapshot = exported.snapshot();
-        for data in convert::snapshot_chunks(&snapshot.items) {
-            chunks.push(PullChunk {
-                body: Some(pull_chunk::Body::Snapshot(data)),
-            });
-        }
-        chunks.push(complete(
-            &exported.cluster,
-            snapshot.revision.epoch,
-            snapshot.revision.seq,
-            "snapshot",
-            snapshot.digest.count,
-            snapshot.digest.sum,
-        ));
-        self.metrics.transfer("pull_served", "snapshot");
-        Ok(chunks)
+    /// [`EngineError::Starting`] or [`EngineError::Standby`].
+    pub fn serving(&self) -> Result<(), EngineError> {
+        self.core().map(drop)
     }
 
-    /// Applies a `Push` from another data centre.
+    /// Answers a pull from a peer at `since` (`None`: it asks for a snapshot): the
+    /// increments after it when they are still held (none: up to date), else a snapshot.
     ///
     /// # Errors
-    /// `invalid_argument` for a malformed push (counted by reason), `unavailable` while the
-    /// engine starts or stops.
-    pub async fn push(&self, request: PushRequest) -> Result<PushReply, tonic::Status> {
+    /// [`EngineError::Starting`], [`EngineError::Standby`] or [`EngineError::NotReady`].
+    pub fn serve_pull(&self, since: Option<Revision>) -> Result<PullAnswer, EngineError> {
         let core = self.core()?;
-        let push = convert::push_from_wire(request).map_err(|e| {
-            self.metrics.reject("push", e.reason());
-            warn!(error = %e, "malformed push refused");
-            tonic::Status::invalid_argument(e.to_string())
-        })?;
-        if push.origin == core.exported.cluster {
+        let view = &core.view;
+        if !view.is_ready() {
+            return Err(EngineError::NotReady);
+        }
+        let body = match since.and_then(|since| view.since(since).map(|c| (since, c))) {
+            Some((since, changes)) if changes.is_empty() => PullBody::UpToDate(since),
+            Some((since, changes)) => PullBody::Increments {
+                to: Revision {
+                    epoch: since.epoch,
+                    seq: changes.last().map_or(since.seq, |(seq, _, _)| *seq),
+                },
+                changes,
+            },
+            None => PullBody::Snapshot(view.snapshot()),
+        };
+        self.metrics.transfer("pull_served", body.kind());
+        Ok(PullAnswer {
+            origin: view.cluster.clone(),
+            body,
+        })
+    }
+
+    /// Applies a push from another data centre; resolves once it is applied (or refused
+    /// because it does not continue this side's cursor, which the reply then tells).
+    ///
+    /// # Errors
+    /// [`EngineError::OwnOrigin`] (counted as a rejected push), or an unavailable engine.
+    pub async fn serve_push(&self, push: Push) -> Result<PushReply, EngineError> {
+        let core = self.core()?;
+        if push.origin == core.view.cluster {
             self.metrics.reject("push", "own_origin");
-            return Err(tonic::Status::invalid_argument(format!(
-                "origin {:?} is this data centre",
-                push.origin
-            )));
+            return Err(EngineError::OwnOrigin(push.origin));
         }
-        core.importers
-            .push(push)
-            .await
-            .ok_or_else(|| tonic::Status::unavailable("the importer is stopping"))
-    }
-}
-
-fn complete(origin: &str, epoch: u64, seq: u64, kind: &str, count: u64, digest: u64) -> PullChunk {
-    PullChunk {
-        body: Some(pull_chunk::Body::Complete(PullComplete {
-            origin: origin.to_owned(),
-            epoch,
-            seq,
-            kind: kind.to_owned(),
-            count,
-            digest,
-        })),
+        core.importers.push(push).await.ok_or(EngineError::Stopping)
     }
 }
 
@@ -265,6 +257,8 @@ pub struct EngineDeps {
     pub store: Arc<dyn MappingStore>,
     pub gossip: GossipHandle,
     pub settings: EngineSettings,
+    /// How pulls and pushes reach the other data centres (gRPC in the daemon).
+    pub link: Arc<dyn PeerLink>,
 }
 
 /// Loads the mapping store, starts every task of the engine on `tracker`, then makes
@@ -289,6 +283,7 @@ pub async fn start(
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     let epoch = (last_epoch + 1).max(unix_ms());
+    let mut retry = EPOCH_RETRY;
     loop {
         let write = writer.write(Group::from(Op::PutMeta {
             key: EPOCH_KEY.to_owned(),
@@ -301,9 +296,8 @@ pub async fn start(
             }
             Err(e) => {
                 warn!(error = %e, "cannot record the export epoch yet");
-                tokio::select! {
-                    () = token.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                if !retry.wait(&token).await {
+                    return Ok(());
                 }
             }
         }
@@ -322,8 +316,7 @@ pub async fn start(
         peers_tx,
         token.clone(),
     ));
-    let channels = Arc::new(Channels::default());
-    let exported = Arc::new(Exported::new(deps.cluster.clone(), epoch));
+    let view = Arc::new(SharedExportView::new(deps.cluster.clone(), epoch));
     let ctx = Arc::new(ImportCtx::new(
         deps.cluster.clone(),
         deps.registry.clone(),
@@ -331,12 +324,12 @@ pub async fn start(
         deps.settings.clone(),
         metrics.clone(),
         peers_rx.clone(),
-        channels.clone(),
+        deps.link.clone(),
     ));
     let importers = Importers::new(ctx, stored.mappings, token.clone(), tracker.clone());
     tracker.spawn(exporter::run(
         deps.registry.clone(),
-        exported.clone(),
+        view.clone(),
         deps.settings.export,
         importers.clone(),
         deps.gossip.clone(),
@@ -344,9 +337,9 @@ pub async fn start(
         token.clone(),
     ));
     tracker.spawn(pusher::run(
-        exported.clone(),
+        view.clone(),
         peers_rx.clone(),
-        channels,
+        deps.link,
         metrics,
         token.clone(),
         tracker.clone(),
@@ -358,10 +351,8 @@ pub async fn start(
         importers.clone(),
         token,
     ));
-    *handle.core.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(Core {
-        exported,
-        importers,
-    }));
+    *handle.core.write().unwrap_or_else(PoisonError::into_inner) =
+        Some(Arc::new(Core { view, importers }));
     handle.metrics.active.set(1);
     Ok(())
 }
@@ -371,7 +362,7 @@ async fn load(
     store: &dyn MappingStore,
     token: &CancellationToken,
 ) -> Result<Option<crate::store::Stored>, SyncError> {
-    let mut backoff = Duration::from_millis(500);
+    let mut retry = LOAD_RETRY;
     loop {
         let result = tokio::select! {
             () = token.cancelled() => return Ok(None),
@@ -383,12 +374,10 @@ async fn load(
                 return Err(SyncError::Store(e));
             }
             Err(e) => {
-                warn!(store = store.kind(), error = %e, retry_in = ?backoff, "cannot load the mapping store yet");
-                tokio::select! {
-                    () = token.cancelled() => return Ok(None),
-                    () = tokio::time::sleep(backoff) => {}
+                warn!(store = store.kind(), error = %e, retry_in = ?retry.peek(), "cannot load the mapping store yet");
+                if !retry.wait(token).await {
+                    return Ok(None);
                 }
-                backoff = (backoff * 2).min(LOAD_RETRY_MAX);
             }
         }
     }

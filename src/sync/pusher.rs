@@ -14,10 +14,10 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::export::Revision;
-use super::exporter::Exported;
+use super::exporter::SharedExportView;
+use super::link::PeerLink;
 use super::metrics::SyncMetrics;
 use super::peers::PeerMap;
-use super::transfer::{self, Channels};
 
 /// One push may take this long (the receiver applies it before answering).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,9 +26,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Starts and stops one push loop per peer data centre as the directory changes.
 pub(crate) async fn run(
-    exported: Arc<Exported>,
+    exported: Arc<SharedExportView>,
     mut peers: watch::Receiver<PeerMap>,
-    channels: Arc<Channels>,
+    link: Arc<dyn PeerLink>,
     metrics: SyncMetrics,
     token: CancellationToken,
     tracker: TaskTracker,
@@ -55,7 +55,7 @@ pub(crate) async fn run(
                         cluster.clone(),
                         rx,
                         exported.clone(),
-                        channels.clone(),
+                        link.clone(),
                         metrics.clone(),
                         stop.clone(),
                     ));
@@ -74,8 +74,8 @@ pub(crate) async fn run(
 async fn push_loop(
     peer: String,
     mut addr: watch::Receiver<SocketAddr>,
-    exported: Arc<Exported>,
-    channels: Arc<Channels>,
+    exported: Arc<SharedExportView>,
+    link: Arc<dyn PeerLink>,
     metrics: SyncMetrics,
     token: CancellationToken,
 ) {
@@ -115,32 +115,22 @@ async fn push_loop(
             if changes.is_empty() {
                 break;
             }
-            let batch = transfer::fitting(&changes);
-            let client = channels.client(target);
             let started = tokio::time::Instant::now();
-            match transfer::push(
-                client,
-                &exported.cluster,
-                peer_cursor.epoch,
-                peer_cursor.seq,
-                batch,
-                PUSH_TIMEOUT,
-            )
-            .await
+            let from = peer_cursor;
+            match link
+                .push(target, &exported.cluster, from, &changes, PUSH_TIMEOUT)
+                .await
             {
-                Ok(reply) => {
-                    let theirs = Revision {
-                        epoch: reply.epoch,
-                        seq: reply.seq,
-                    };
+                Ok(outcome) => {
+                    let reply = outcome.reply;
+                    let theirs = reply.cursor();
                     metrics.transfer(
                         "push_sent",
                         if reply.applied { "applied" } else { "refused" },
                     );
-                    debug!(%peer, applied = reply.applied, changes = batch.len(), cursor = ?theirs, elapsed = ?started.elapsed(), "pushed");
-                    let tried = peer_cursor;
+                    debug!(%peer, applied = reply.applied, changes = outcome.sent, cursor = ?theirs, elapsed = ?started.elapsed(), "pushed");
                     peer_cursor = theirs;
-                    if !reply.applied && theirs == tried {
+                    if !reply.applied && theirs == from {
                         // Refused although it continued the peer's cursor: leave it to pull.
                         break;
                     }

@@ -1,0 +1,56 @@
+//! The one place that builds gRPC client channels: every call to another syncer (transfer,
+//! `syncer members`, the join probe) goes through [`endpoint`], so transport settings (and
+//! TLS, when it comes) are set once for all of them.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use super::proto::peer_client::PeerClient;
+
+/// The largest message accepted or sent, both ways (gRPC's default, stated explicitly).
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// How long the calls through a channel may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// One connection attempt.
+    pub connect: Duration,
+    /// Every call as a whole; `None` leaves it to each call.
+    pub call: Option<Duration>,
+}
+
+/// Why no endpoint could be made.
+#[derive(Debug, thiserror::Error)]
+#[error("'{addr}' is not an rpc address (expected HOST:PORT): {source}")]
+pub struct AddressError {
+    pub addr: String,
+    #[source]
+    source: tonic::transport::Error,
+}
+
+/// The endpoint of the syncer at `addr` (`host:port`) with `timeouts`; connect it with
+/// `connect` or `connect_lazy`.
+///
+/// # Errors
+/// [`AddressError`] when `addr` does not form a URI.
+pub fn endpoint(addr: &str, timeouts: Timeouts) -> Result<Endpoint, AddressError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|source| AddressError {
+            addr: addr.to_owned(),
+            source,
+        })?
+        .connect_timeout(timeouts.connect)
+        .tcp_nodelay(true);
+    Ok(match timeouts.call {
+        Some(call) => endpoint.timeout(call),
+        None => endpoint,
+    })
+}
+
+/// A `Peer` client on `channel`, with the message size limits of this protocol.
+pub fn peer_client(channel: Channel) -> PeerClient<Channel> {
+    PeerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}

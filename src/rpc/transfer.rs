@@ -1,0 +1,447 @@
+//! The `Pull` and `Push` calls between syncers, both halves, in wire terms.
+//!
+//! - Server: [`serve_pull`] and [`serve_push`] turn a request into the engine's model call
+//!   ([`SyncHandle::serve_pull`], [`SyncHandle::serve_push`]) and its answer back into
+//!   messages: a pull is streamed as chunks closed by one completion marker.
+//! - Client: [`GrpcLink`] is the engine's [`PeerLink`] over gRPC: it validates everything
+//!   received (`super::convert`), checks that increments continue the asked revision and
+//!   that a snapshot matches its announced count and digest, and keeps one lazily connected
+//!   channel per peer address.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use prost::Message;
+use tonic::Status;
+use tonic::transport::Channel;
+use tracing::warn;
+
+use super::channel::{self, Timeouts};
+use super::convert;
+use super::proto::peer_client::PeerClient;
+use super::proto::{
+    ChangeBatch, CompletionKind, PullChunk, PullComplete, PullRequest, PushReply as WireReply,
+    PushRequest, pull_chunk,
+};
+use super::status;
+use crate::sync::SyncHandle;
+use crate::sync::export::{Digest64, Increment, Revision};
+use crate::sync::link::{LinkError, PeerLink, PullBody, Pulled, PushOutcome, PushReply};
+
+/// How long one connection attempt to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Answers a `Pull`: the increments after the asker's revision when they are still held,
+/// else a snapshot in chunks; always closed by a completion marker.
+///
+/// # Errors
+/// The engine's refusal as a status (`unavailable` while it starts or stands by).
+pub fn serve_pull(sync: &SyncHandle, request: &PullRequest) -> Result<Vec<PullChunk>, Status> {
+    let since = (request.since_epoch != 0).then_some(Revision {
+        epoch: request.since_epoch,
+        seq: request.since_seq,
+    });
+    let answer = sync
+        .serve_pull(since)
+        .map_err(|e| status::from_engine(&e))?;
+    let mut chunks = Vec::new();
+    let (revision, kind, digest) = match answer.body {
+        PullBody::UpToDate(revision) => (revision, CompletionKind::UpToDate, Digest64::default()),
+        PullBody::Increments { to, changes } => {
+            let mut rest = &changes[..];
+            while !rest.is_empty() {
+                let batch = fitting(rest);
+                rest = &rest[batch.len()..];
+                chunks.push(PullChunk {
+                    body: Some(pull_chunk::Body::Increments(ChangeBatch {
+                        changes: batch
+                            .iter()
+                            .map(|(seq, ms, export)| convert::change_to_wire(*seq, *ms, export))
+                            .collect(),
+                    })),
+                });
+            }
+            (to, CompletionKind::Increments, Digest64::default())
+        }
+        PullBody::Snapshot(snapshot) => {
+            for data in convert::snapshot_chunks(&snapshot.items) {
+                chunks.push(PullChunk {
+                    body: Some(pull_chunk::Body::Snapshot(data)),
+                });
+            }
+            (snapshot.revision, CompletionKind::Snapshot, snapshot.digest)
+        }
+    };
+    chunks.push(PullChunk {
+        body: Some(pull_chunk::Body::Complete(complete(
+            answer.origin,
+            revision,
+            kind,
+            digest,
+        ))),
+    });
+    Ok(chunks)
+}
+
+/// The completion marker. The deprecated string `kind` is still filled in for syncers that
+/// predate the enum (see `PullComplete` in the proto file).
+#[allow(deprecated)]
+fn complete(
+    origin: String,
+    revision: Revision,
+    kind: CompletionKind,
+    digest: Digest64,
+) -> PullComplete {
+    PullComplete {
+        origin,
+        epoch: revision.epoch,
+        seq: revision.seq,
+        kind: kind_text(kind).to_owned(),
+        count: digest.count,
+        digest: digest.sum,
+        completion: kind.into(),
+    }
+}
+
+/// The text older syncers read in `PullComplete.kind`.
+fn kind_text(kind: CompletionKind) -> &'static str {
+    match kind {
+        CompletionKind::Unspecified => "",
+        CompletionKind::Snapshot => "snapshot",
+        CompletionKind::Increments => "increments",
+        CompletionKind::UpToDate => "up_to_date",
+    }
+}
+
+/// The completion kind of a received marker: the enum, or for a sender that predates it
+/// (enum unset) the deprecated string. `None` when neither names a known kind.
+fn received_kind(done: &PullComplete) -> Option<CompletionKind> {
+    match CompletionKind::try_from(done.completion) {
+        Ok(CompletionKind::Unspecified) => {
+            #[allow(deprecated)]
+            let text = done.kind.as_str();
+            [
+                CompletionKind::Snapshot,
+                CompletionKind::Increments,
+                CompletionKind::UpToDate,
+            ]
+            .into_iter()
+            .find(|k| kind_text(*k) == text)
+        }
+        Ok(kind) => Some(kind),
+        Err(_) => None,
+    }
+}
+
+/// Applies a `Push` from another data centre.
+///
+/// # Errors
+/// `unavailable` while the engine starts, stands by or stops; `invalid_argument` for a
+/// malformed push (counted by reason) or one from this data centre.
+pub async fn serve_push(sync: &SyncHandle, request: PushRequest) -> Result<WireReply, Status> {
+    // An engine that cannot serve says so before the request is judged.
+    sync.serving().map_err(|e| status::from_engine(&e))?;
+    let push = convert::push_from_wire(request).map_err(|e| {
+        sync.metrics().reject("push", e.reason());
+        warn!(error = %e, "malformed push refused");
+        status::from_malformed(&e)
+    })?;
+    let reply = sync
+        .serve_push(push)
+        .await
+        .map_err(|e| status::from_engine(&e))?;
+    Ok(WireReply {
+        applied: reply.applied,
+        epoch: reply.epoch,
+        seq: reply.seq,
+    })
+}
+
+/// The first run of `changes` that fits one message: at most
+/// [`convert::MAX_PUSH_CHANGES`] changes and about [`convert::MAX_CHUNK_BYTES`] encoded (at
+/// least one change, which alone is bounded by the validation limits).
+fn fitting(changes: &[Increment]) -> &[Increment] {
+    let mut bytes = 0;
+    for (i, (seq, ms, export)) in changes.iter().enumerate() {
+        if i == convert::MAX_PUSH_CHANGES {
+            return &changes[..i];
+        }
+        bytes += convert::change_to_wire(*seq, *ms, export).encoded_len();
+        if bytes > convert::MAX_CHUNK_BYTES && i > 0 {
+            return &changes[..i];
+        }
+    }
+    changes
+}
+
+/// The engine's [`PeerLink`] over gRPC: lazily connected, reused channels, one per peer
+/// address.
+#[derive(Debug, Default)]
+pub struct GrpcLink {
+    clients: Mutex<HashMap<SocketAddr, PeerClient<Channel>>>,
+}
+
+impl GrpcLink {
+    pub fn new() -> GrpcLink {
+        GrpcLink::default()
+    }
+
+    /// A client for `addr`; the connection is made on first use and kept.
+    fn client(&self, addr: SocketAddr) -> Result<PeerClient<Channel>, LinkError> {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = clients.get(&addr) {
+            return Ok(client.clone());
+        }
+        let timeouts = Timeouts {
+            connect: CONNECT_TIMEOUT,
+            call: None,
+        };
+        // A socket address always forms a URI; refused all the same rather than panicking.
+        let endpoint = channel::endpoint(&addr.to_string(), timeouts)
+            .map_err(|e| LinkError::Unavailable(e.to_string()))?;
+        let client = channel::peer_client(endpoint.connect_lazy());
+        clients.insert(addr, client.clone());
+        Ok(client)
+    }
+}
+
+#[async_trait]
+impl PeerLink for GrpcLink {
+    async fn pull(
+        &self,
+        addr: SocketAddr,
+        asker: &str,
+        origin: &str,
+        since: Option<Revision>,
+        timeout: Duration,
+    ) -> Result<Pulled, LinkError> {
+        let client = self.client(addr)?;
+        tokio::time::timeout(timeout, pull(client, asker, origin, since))
+            .await
+            .map_err(|_| LinkError::Timeout(timeout))?
+    }
+
+    async fn push(
+        &self,
+        addr: SocketAddr,
+        origin: &str,
+        from: Revision,
+        changes: &[Increment],
+        timeout: Duration,
+    ) -> Result<PushOutcome, LinkError> {
+        let mut client = self.client(addr)?;
+        let batch = fitting(changes);
+        let request = convert::push_to_wire(origin, from.epoch, from.seq, batch);
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(timeout);
+        let reply = tokio::time::timeout(timeout, client.push(request))
+            .await
+            .map_err(|_| LinkError::Timeout(timeout))?
+            .map_err(|s| status::to_link_error(&s))?
+            .into_inner();
+        Ok(PushOutcome {
+            reply: PushReply {
+                applied: reply.applied,
+                epoch: reply.epoch,
+                seq: reply.seq,
+            },
+            sent: batch.len(),
+        })
+    }
+}
+
+/// Pulls from `client` the data of `origin` after `since` (`None`: a full snapshot).
+async fn pull(
+    mut client: PeerClient<Channel>,
+    asker: &str,
+    origin: &str,
+    since: Option<Revision>,
+) -> Result<Pulled, LinkError> {
+    let request = PullRequest {
+        cluster_name: asker.to_owned(),
+        since_epoch: since.map_or(0, |r| r.epoch),
+        since_seq: since.map_or(0, |r| r.seq),
+        ..PullRequest::default()
+    };
+    let call = |s: Status| status::to_link_error(&s);
+    let malformed = |e: convert::ConvertError| LinkError::Malformed(Box::new(e));
+    let mut stream = client.pull(request).await.map_err(call)?.into_inner();
+    let mut items = Vec::new();
+    let mut changes = Vec::new();
+    let mut digest = Digest64::default();
+    while let Some(chunk) = stream.message().await.map_err(call)? {
+        match chunk.body {
+            Some(pull_chunk::Body::Snapshot(data)) => {
+                for (service, instance) in convert::chunk_from_wire(data).map_err(malformed)? {
+                    digest.add(&service, &instance);
+                    items.push((service, instance));
+                }
+            }
+            Some(pull_chunk::Body::Increments(batch)) => {
+                changes.extend(convert::increments_from_wire(batch).map_err(malformed)?);
+            }
+            Some(pull_chunk::Body::Complete(done)) => {
+                if done.origin != origin {
+                    return Err(LinkError::Incomplete(format!(
+                        "asked {origin}, answered for {:?}",
+                        done.origin
+                    )));
+                }
+                let revision = Revision {
+                    epoch: done.epoch,
+                    seq: done.seq,
+                };
+                return match received_kind(&done) {
+                    Some(CompletionKind::Snapshot) => {
+                        if done.count != digest.count || done.digest != digest.sum {
+                            return Err(LinkError::Incomplete(format!(
+                                "snapshot digest mismatch: {} items received, {} announced",
+                                digest.count, done.count
+                            )));
+                        }
+                        Ok(Pulled::Snapshot { revision, items })
+                    }
+                    Some(CompletionKind::Increments | CompletionKind::UpToDate) => {
+                        if !items.is_empty() {
+                            return Err(LinkError::Incomplete(
+                                "snapshot chunks in an increments answer".into(),
+                            ));
+                        }
+                        check_increments(since, revision, &changes)?;
+                        if changes.is_empty() {
+                            Ok(Pulled::UpToDate(revision))
+                        } else {
+                            Ok(Pulled::Increments {
+                                to: revision,
+                                changes,
+                            })
+                        }
+                    }
+                    Some(CompletionKind::Unspecified) | None => {
+                        #[allow(deprecated)]
+                        let text = &done.kind;
+                        Err(LinkError::Incomplete(format!(
+                            "unknown completion kind {} ({text:?})",
+                            done.completion
+                        )))
+                    }
+                };
+            }
+            None => return Err(LinkError::Incomplete("empty chunk".into())),
+        }
+    }
+    Err(LinkError::Incomplete(
+        "the stream ended without its completion marker".into(),
+    ))
+}
+
+/// Increments must continue `since` exactly and end at `to`.
+fn check_increments(
+    since: Option<Revision>,
+    to: Revision,
+    changes: &[Increment],
+) -> Result<(), LinkError> {
+    let Some(since) = since else {
+        return Err(LinkError::Incomplete(
+            "increments answered to a snapshot request".into(),
+        ));
+    };
+    if since.epoch != to.epoch {
+        return Err(LinkError::Incomplete("increments across epochs".into()));
+    }
+    let mut expected = since.seq;
+    for (seq, _, _) in changes {
+        expected += 1;
+        if *seq != expected {
+            return Err(LinkError::Incomplete(format!(
+                "increments skip from {} to {seq}",
+                expected - 1
+            )));
+        }
+    }
+    if expected != to.seq {
+        return Err(LinkError::Incomplete(format!(
+            "increments end at {expected}, marker says {}",
+            to.seq
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(deprecated)]
+    fn marker(completion: i32, kind: &str) -> PullComplete {
+        PullComplete {
+            completion,
+            kind: kind.into(),
+            ..PullComplete::default()
+        }
+    }
+
+    #[test]
+    fn the_completion_kind_is_the_enum_or_else_the_old_text() {
+        for kind in [
+            CompletionKind::Snapshot,
+            CompletionKind::Increments,
+            CompletionKind::UpToDate,
+        ] {
+            let written = complete("dc1".into(), Revision::default(), kind, Digest64::default());
+            assert_eq!(received_kind(&written), Some(kind), "what we send");
+            assert_eq!(
+                received_kind(&marker(0, kind_text(kind))),
+                Some(kind),
+                "an older sender"
+            );
+        }
+        // The enum wins over the text.
+        assert_eq!(
+            received_kind(&marker(CompletionKind::Increments.into(), "snapshot")),
+            Some(CompletionKind::Increments)
+        );
+        assert_eq!(received_kind(&marker(0, "")), None);
+        assert_eq!(received_kind(&marker(0, "everything")), None);
+        assert_eq!(
+            received_kind(&marker(99, "snapshot")),
+            None,
+            "unknown enum value"
+        );
+    }
+
+    #[test]
+    fn increments_must_continue_the_asked_revision() {
+        let at = |seq| Revision { epoch: 5, seq };
+        let change = |seq| {
+            (
+                seq,
+                0,
+                crate::sync::export::Export::Removed(crate::registry::InstanceRef {
+                    tenant: crate::registry::Tenant::default_tenant(),
+                    service_id: "s".into(),
+                    instance_id: "i".into(),
+                }),
+            )
+        };
+        assert!(check_increments(Some(at(2)), at(4), &[change(3), change(4)]).is_ok());
+        assert!(
+            check_increments(Some(at(4)), at(4), &[]).is_ok(),
+            "up to date"
+        );
+        for (since, to, changes) in [
+            (None, at(3), vec![change(3)]),
+            (Some(at(2)), Revision { epoch: 6, seq: 3 }, vec![change(3)]),
+            (Some(at(2)), at(4), vec![change(4)]),
+            (Some(at(2)), at(5), vec![change(3), change(4)]),
+        ] {
+            assert!(matches!(
+                check_increments(since, to, &changes),
+                Err(LinkError::Incomplete(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! The in-memory twin of the gRPC link: engines of several data centres in one process call
+//! each other's [`SyncHandle`] directly, addressed by the rpc address each is registered at.
+//! The network can lose calls, slow them down and cut addresses apart, on tokio's clock, so
+//! it runs under a paused clock (`#[tokio::test(start_paused = true)]`).
+//!
+//! Failures look as they do over gRPC: a cut, a lost call or an address where nothing
+//! listens is [`LinkError::Unavailable`] at once (a refused connection), a delay longer than
+//! the caller's timeout is [`LinkError::Timeout`] after the timeout, and an engine's refusal
+//! maps as `crate::rpc::status` maps it (unavailable, or refused for a request it will never
+//! accept).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{LinkError, PeerLink, PullBody, Pulled, Push, PushOutcome};
+use crate::sync::export::{Increment, Revision};
+use crate::sync::{EngineError, SyncHandle};
+
+/// Most changes one in-memory push carries, as the gRPC link's message limit does.
+pub const MEMORY_PUSH_BATCH: usize = 1000;
+
+/// Counters of what the network carried, for tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Pulls delivered to an engine.
+    pub pulls: u64,
+    /// Pushes delivered to an engine.
+    pub pushes: u64,
+    /// Calls refused by the network (cut, lost, or nothing registered there).
+    pub failed: u64,
+}
+
+#[derive(Default)]
+struct NetState {
+    engines: HashMap<SocketAddr, SyncHandle>,
+    /// Cut address pairs, the smaller address first.
+    cut: HashSet<(SocketAddr, SocketAddr)>,
+    /// Addresses cut off from everyone.
+    isolated: HashSet<SocketAddr>,
+    /// Calls to an address still to be lost.
+    lose: HashMap<SocketAddr, usize>,
+    /// Extra time every call to an address takes.
+    delays: HashMap<SocketAddr, Duration>,
+    stats: MemoryStats,
+}
+
+fn ordered(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+/// Which call is routed (for the counters).
+#[derive(Clone, Copy)]
+enum Call {
+    Pull,
+    Push,
+}
+
+/// A network of in-memory engines. Clones share the same network.
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    state: Arc<Mutex<NetState>>,
+}
+
+impl std::fmt::Debug for MemoryNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.with(|s| {
+            f.debug_struct("MemoryNetwork")
+                .field("engines", &s.engines.keys().collect::<Vec<_>>())
+                .field("stats", &s.stats)
+                .finish_non_exhaustive()
+        })
+    }
+}
+
+impl MemoryNetwork {
+    /// An empty network: no engine, no fault.
+    pub fn new() -> MemoryNetwork {
+        MemoryNetwork::default()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut NetState) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Serves calls to `addr` with `handle` (replacing whatever was there: a new leader
+    /// taking over an address).
+    pub fn register(&self, addr: SocketAddr, handle: SyncHandle) {
+        self.with(|s| s.engines.insert(addr, handle));
+    }
+
+    /// Nothing serves `addr` any more (a stopped process): calls to it are unavailable.
+    pub fn unregister(&self, addr: SocketAddr) {
+        self.with(|s| s.engines.remove(&addr));
+    }
+
+    /// The link the engine at `from` calls its peers through (`from` is what partitions
+    /// apply to; it need not be registered).
+    pub fn link(&self, from: SocketAddr) -> MemoryLink {
+        MemoryLink {
+            network: self.clone(),
+            from,
+        }
+    }
+
+    /// Cuts `a` and `b` apart, both ways.
+    pub fn partition(&self, a: SocketAddr, b: SocketAddr) {
+        self.with(|s| s.cut.insert(ordered(a, b)));
+    }
+
+    /// Undoes [`MemoryNetwork::partition`] of `a` and `b`.
+    pub fn heal(&self, a: SocketAddr, b: SocketAddr) {
+        self.with(|s| s.cut.remove(&ordered(a, b)));
+    }
+
+    /// Cuts `addr` off from every other address, both ways.
+    pub fn isolate(&self, addr: SocketAddr) {
+        self.with(|s| s.isolated.insert(addr));
+    }
+
+    /// Undoes every partition and isolation (lost calls and delays stay as set).
+    pub fn heal_all(&self) {
+        self.with(|s| {
+            s.cut.clear();
+            s.isolated.clear();
+        });
+    }
+
+    /// Loses the next `calls` calls to `to` (they fail as unavailable); 0 stops losing.
+    pub fn lose_next(&self, to: SocketAddr, calls: usize) {
+        self.with(|s| {
+            if calls == 0 {
+                s.lose.remove(&to);
+            } else {
+                s.lose.insert(to, calls);
+            }
+        });
+    }
+
+    /// Makes every call to `to` take `delay` longer (on tokio's clock) before the engine
+    /// serves it; `Duration::ZERO` removes the delay.
+    pub fn set_delay(&self, to: SocketAddr, delay: Duration) {
+        self.with(|s| {
+            if delay.is_zero() {
+                s.delays.remove(&to);
+            } else {
+                s.delays.insert(to, delay);
+            }
+        });
+    }
+
+    /// What the network carried so far.
+    pub fn stats(&self) -> MemoryStats {
+        self.with(|s| s.stats)
+    }
+
+    /// The engine serving a call from `from` to `to` and the delay before it, or why the
+    /// call fails.
+    fn route(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        call: Call,
+    ) -> Result<(SyncHandle, Duration), LinkError> {
+        self.with(|s| {
+            let failure = if s.cut.contains(&ordered(from, to))
+                || (from != to && (s.isolated.contains(&from) || s.isolated.contains(&to)))
+            {
+                Some(format!("{from} and {to} are partitioned"))
+            } else if let Some(left) = s.lose.get_mut(&to) {
+                *left -= 1;
+                if *left == 0 {
+                    s.lose.remove(&to);
+                }
+                Some(format!("the call to {to} was lost"))
+            } else if !s.engines.contains_key(&to) {
+                Some(format!("nothing listens at {to}"))
+            } else {
+                None
+            };
+            if let Some(failure) = failure {
+                s.stats.failed += 1;
+                return Err(LinkError::Unavailable(failure));
+            }
+            match call {
+                Call::Pull => s.stats.pulls += 1,
+                Call::Push => s.stats.pushes += 1,
+            }
+            let handle = s.engines.get(&to).cloned().unwrap_or_default();
+            let delay = s.delays.get(&to).copied().unwrap_or_default();
+            Ok((handle, delay))
+        })
+    }
+}
+
+/// What an engine's refusal looks like to the caller (as over gRPC).
+fn refused(e: EngineError) -> LinkError {
+    if e.is_unavailable() {
+        LinkError::Unavailable(e.to_string())
+    } else {
+        LinkError::Refused(e.to_string())
+    }
+}
+
+/// One engine's [`PeerLink`] on a [`MemoryNetwork`].
+#[derive(Debug, Clone)]
+pub struct MemoryLink {
+    network: MemoryNetwork,
+    from: SocketAddr,
+}
+
+impl MemoryLink {
+    /// The address this link calls from.
+    pub fn addr(&self) -> SocketAddr {
+        self.from
+    }
+}
+
+#[async_trait]
+impl PeerLink for MemoryLink {
+    async fn pull(
+        &self,
+        addr: SocketAddr,
+        _asker: &str,
+        origin: &str,
+        since: Option<Revision>,
+        timeout: Duration,
+    ) -> Result<Pulled, LinkError> {
+        let (handle, delay) = self.network.route(self.from, addr, Call::Pull)?;
+        let work = async {
+            tokio::time::sleep(delay).await;
+            handle.serve_pull(since).map_err(refused)
+        };
+        let answer = tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| LinkError::Timeout(timeout))??;
+        if answer.origin != origin {
+            return Err(LinkError::Incomplete(format!(
+                "asked {origin}, answered for {:?}",
+                answer.origin
+            )));
+        }
+        Ok(match answer.body {
+            PullBody::UpToDate(revision) => Pulled::UpToDate(revision),
+            PullBody::Increments { to, changes } => Pulled::Increments { to, changes },
+            PullBody::Snapshot(snapshot) => Pulled::Snapshot {
+                revision: snapshot.revision,
+                items: snapshot
+                    .items
+                    .into_iter()
+                    .map(|(service, instance)| (service, Arc::unwrap_or_clone(instance)))
+                    .collect(),
+            },
+        })
+    }
+
+    async fn push(
+        &self,
+        addr: SocketAddr,
+        origin: &str,
+        from: Revision,
+        changes: &[Increment],
+        timeout: Duration,
+    ) -> Result<PushOutcome, LinkError> {
+        let batch = &changes[..changes.len().min(MEMORY_PUSH_BATCH)];
+        let Some((last, _, _)) = batch.last() else {
+            return Err(LinkError::Refused("a push without changes".into()));
+        };
+        let (handle, delay) = self.network.route(self.from, addr, Call::Push)?;
+        let push = Push {
+            origin: origin.to_owned(),
+            epoch: from.epoch,
+            from_seq: from.seq,
+            to_seq: *last,
+            changes: batch.to_vec(),
+        };
+        let work = async {
+            tokio::time::sleep(delay).await;
+            handle.serve_push(push).await.map_err(refused)
+        };
+        let reply = tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| LinkError::Timeout(timeout))??;
+        Ok(PushOutcome {
+            reply,
+            sent: batch.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::gossip::transport::MemoryNetwork as GossipNetwork;
+    use crate::gossip::{
+        GossipConfig, GossipMetrics, NodeId, NodeMeta, Profile, Role, spawn as spawn_gossip,
+    };
+    use crate::registry::memory::MemoryRegistry;
+    use crate::registry::{Instance, Registry, Service, Tenant};
+    use crate::store::memory::MemoryStore;
+    use crate::sync::export::Export;
+    use crate::sync::{EngineDeps, EngineSettings, SyncMetrics, start};
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// One data centre's engine, started on `net` at rpc address `rpc`.
+    struct Engine {
+        handle: SyncHandle,
+        token: CancellationToken,
+        tracker: TaskTracker,
+    }
+
+    impl Drop for Engine {
+        fn drop(&mut self) {
+            self.token.cancel();
+            self.tracker.close();
+        }
+    }
+
+    async fn engine(net: &MemoryNetwork, cluster: &str, port: u16) -> Engine {
+        let gossip_net = GossipNetwork::new();
+        let socket = gossip_net.bind(addr(port + 1)).expect("bind gossip");
+        let identity = NodeId {
+            name: format!("{cluster}-a"),
+            addr: addr(port + 1),
+            generation: 1,
+            bump: 0,
+            meta: NodeMeta {
+                cluster: cluster.into(),
+                rpc_addr: addr(port),
+                mode: "single".into(),
+                role: Role::Active,
+                registry: String::new(),
+                protocol: 3,
+                etcd_peer_url: String::new(),
+                etcd_client_url: String::new(),
+                etcd_ready: false,
+                etcd_data: false,
+                term: 0,
+            },
+        };
+        let config = GossipConfig {
+            identity,
+            label: String::new(),
+            profile: Profile::Local,
+            join: Vec::new(),
+            state_file: None,
+            remembered: Vec::new(),
+            resolver: None,
+            seed: Some(u64::from(port)),
+        };
+        let token = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let gossip = spawn_gossip(
+            config,
+            Arc::new(socket),
+            GossipMetrics::default(),
+            token.clone(),
+            &tracker,
+        );
+        let registry = MemoryRegistry::new(cluster);
+        let service = Service {
+            service_id: "svc-1".into(),
+            app: "shop".into(),
+            name: "cart".into(),
+            version: "1.0.0".into(),
+            status: "UP".into(),
+            tenant: Tenant::default_tenant(),
+            ..Service::default()
+        };
+        registry.ensure_service(&service).await.expect("service");
+        let instance = Instance {
+            service_id: "svc-1".into(),
+            instance_id: "i-1".into(),
+            host_name: "cart-host".into(),
+            endpoints: vec!["rest://10.0.0.1:8080".into()],
+            status: "UP".into(),
+            tenant: Tenant::default_tenant(),
+            ..Instance::default()
+        };
+        registry.register(&instance).await.expect("instance");
+        let handle = SyncHandle::new(SyncMetrics::default());
+        let deps = EngineDeps {
+            cluster: cluster.into(),
+            registry: Arc::new(registry),
+            store: Arc::new(MemoryStore::new()),
+            gossip,
+            settings: EngineSettings {
+                export: true,
+                lease: crate::sync::copy::CopyLease::from_lease(Duration::from_secs(30)),
+                origin_grace: Duration::from_secs(60),
+                keep_stale: false,
+                anti_entropy_interval: Duration::from_secs(10),
+                removal_cap: 1000,
+                removals_from: None,
+            },
+            link: Arc::new(net.link(addr(port))),
+        };
+        start(deps, &handle, token.clone(), &tracker)
+            .await
+            .expect("engine starts");
+        net.register(addr(port), handle.clone());
+        Engine {
+            handle,
+            token,
+            tracker,
+        }
+    }
+
+    /// Pulls until the engine has read its registry (it answers unavailable before).
+    async fn first_pull(link: &MemoryLink, to: SocketAddr, origin: &str) -> Pulled {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match link.pull(to, "dc9", origin, None, TIMEOUT).await {
+                Ok(pulled) => return pulled,
+                Err(LinkError::Unavailable(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("pull failed: {e}"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_reach_registered_engines_only() {
+        let net = MemoryNetwork::new();
+        let link = net.link(addr(9000));
+        let err = link.pull(addr(1000), "dc9", "dc1", None, TIMEOUT).await;
+        assert!(matches!(err, Err(LinkError::Unavailable(ref m)) if m.contains("nothing listens")));
+
+        let idle = SyncHandle::new(SyncMetrics::default());
+        net.register(addr(1000), idle.clone());
+        let err = link.pull(addr(1000), "dc9", "dc1", None, TIMEOUT).await;
+        assert!(
+            matches!(err, Err(LinkError::Unavailable(ref m)) if m == "the sync engine is starting")
+        );
+        idle.stop("standby: not the active syncer");
+        let err = link.pull(addr(1000), "dc9", "dc1", None, TIMEOUT).await;
+        assert!(
+            matches!(err, Err(LinkError::Unavailable(ref m)) if m == "standby: not the active syncer")
+        );
+        net.unregister(addr(1000));
+        assert!(
+            link.pull(addr(1000), "dc9", "dc1", None, TIMEOUT)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            net.stats(),
+            MemoryStats {
+                pulls: 2,
+                pushes: 0,
+                failed: 2
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pulls_bring_a_snapshot_then_nothing_new() {
+        let net = MemoryNetwork::new();
+        let _dc1 = engine(&net, "dc1", 1000).await;
+        let link = net.link(addr(9000));
+        let Pulled::Snapshot { revision, items } = first_pull(&link, addr(1000), "dc1").await
+        else {
+            panic!("a first pull is a snapshot");
+        };
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].1.instance_id, "i-1");
+        let again = link
+            .pull(addr(1000), "dc9", "dc1", Some(revision), TIMEOUT)
+            .await;
+        assert!(matches!(again, Ok(Pulled::UpToDate(r)) if r == revision));
+        // An answer for another origin than asked is not used.
+        let wrong = link.pull(addr(1000), "dc9", "dc2", None, TIMEOUT).await;
+        assert!(matches!(wrong, Err(LinkError::Incomplete(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partitions_lost_calls_and_delays() {
+        let net = MemoryNetwork::new();
+        let _dc1 = engine(&net, "dc1", 1000).await;
+        let link = net.link(addr(9000));
+        first_pull(&link, addr(1000), "dc1").await;
+        let pull = || link.pull(addr(1000), "dc9", "dc1", None, TIMEOUT);
+
+        net.partition(addr(9000), addr(1000));
+        assert!(matches!(pull().await, Err(LinkError::Unavailable(_))));
+        net.heal(addr(1000), addr(9000));
+        assert!(pull().await.is_ok());
+        net.isolate(addr(1000));
+        assert!(matches!(pull().await, Err(LinkError::Unavailable(_))));
+        net.heal_all();
+        assert!(pull().await.is_ok());
+
+        net.lose_next(addr(1000), 2);
+        assert!(matches!(pull().await, Err(LinkError::Unavailable(ref m)) if m.contains("lost")));
+        assert!(pull().await.is_err());
+        assert!(pull().await.is_ok(), "only two calls are lost");
+
+        net.set_delay(addr(1000), Duration::from_secs(3));
+        let started = Instant::now();
+        assert!(pull().await.is_ok());
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        let started = Instant::now();
+        let late = link
+            .pull(addr(1000), "dc9", "dc1", None, Duration::from_secs(1))
+            .await;
+        assert!(matches!(late, Err(LinkError::Timeout(_))));
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        net.set_delay(addr(1000), Duration::ZERO);
+        let started = Instant::now();
+        assert!(pull().await.is_ok());
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pushes_tell_the_receivers_cursor() {
+        let net = MemoryNetwork::new();
+        let dc1 = engine(&net, "dc1", 1000).await;
+        let link = net.link(addr(2000));
+        first_pull(&net.link(addr(9000)), addr(1000), "dc1").await;
+        let removed = |seq| {
+            (
+                seq,
+                0,
+                Export::Removed(crate::registry::InstanceRef {
+                    tenant: Tenant::default_tenant(),
+                    service_id: "svc-9".into(),
+                    instance_id: format!("i-{seq}"),
+                }),
+            )
+        };
+        let changes: Vec<Increment> = (1..=3).map(removed).collect();
+        // dc1 never heard of dc2: the push does not continue its cursor, which it tells.
+        let from = Revision { epoch: 7, seq: 0 };
+        let outcome = link
+            .push(addr(1000), "dc2", from, &changes, TIMEOUT)
+            .await
+            .expect("push answered");
+        assert!(!outcome.reply.applied);
+        assert_eq!(outcome.reply.cursor(), Revision::default());
+        assert_eq!(outcome.sent, 3);
+        // A push claiming to come from the receiver itself is refused outright.
+        let own = link.push(addr(1000), "dc1", from, &changes, TIMEOUT).await;
+        assert!(matches!(own, Err(LinkError::Refused(ref m)) if m.contains("dc1")));
+        let empty = link.push(addr(1000), "dc2", from, &[], TIMEOUT).await;
+        assert!(matches!(empty, Err(LinkError::Refused(_))));
+        dc1.handle.stop("stopped for the test");
+        let stopped = link.push(addr(1000), "dc2", from, &changes, TIMEOUT).await;
+        assert!(matches!(stopped, Err(LinkError::Unavailable(_))));
+        assert_eq!(net.stats().pushes, 3);
+    }
+}
