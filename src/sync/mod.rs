@@ -5,7 +5,10 @@
 //!   copy bodies and update plans, the numbered export view, the removal guard).
 //! - `exporter`: reads the local change feed into the export view and announces revisions.
 //! - `pusher`: sends new increments to every other data centre's active syncer.
-//! - `importer`: one actor per origin data centre mirrors its instances locally.
+//! - `local`: splits the local feed into own instances (for the exporter) and copies (for
+//!   the importers), before either side sees it.
+//! - `import`: one actor per origin data centre mirrors its instances locally (router,
+//!   planner, executor, actor).
 //! - `peers`: the active syncer of each other data centre, from gossip.
 //! - `transfer`: the `Pull`/`Push` calls, validated.
 //!
@@ -15,7 +18,8 @@ pub mod copy;
 pub mod export;
 mod exporter;
 pub mod ids;
-mod importer;
+mod import;
+mod local;
 mod metrics;
 pub mod peers;
 mod pusher;
@@ -33,7 +37,7 @@ use tracing::{info, warn};
 use self::copy::CopyLease;
 use self::export::Revision;
 use self::exporter::{Announce, Exported};
-use self::importer::{ImportCtx, Importers};
+use self::import::{ImportCtx, Importers};
 pub use self::metrics::SyncMetrics;
 use self::transfer::Channels;
 pub use self::transfer::MAX_MESSAGE_BYTES;
@@ -334,11 +338,13 @@ pub async fn start(
         channels.clone(),
     ));
     let importers = Importers::new(ctx, stored.mappings, token.clone(), tracker.clone());
+    // The feed is split before either side sees it: the exporter reads own instances only,
+    // the import router gets the copies.
+    let feed = local::SplitFeed::new(deps.registry.change_feed(), importers.clone());
     tracker.spawn(exporter::run(
-        deps.registry.clone(),
+        Box::new(feed),
         exported.clone(),
         deps.settings.export,
-        importers.clone(),
         deps.gossip.clone(),
         metrics.clone(),
         token.clone(),
