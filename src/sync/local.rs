@@ -108,6 +108,7 @@ pub(crate) struct SplitFeed {
 }
 
 impl SplitFeed {
+    /// `inner` with its copies handed to `sink`.
     pub(crate) fn new(inner: Box<dyn ChangeFeed>, sink: Arc<dyn CopySink>) -> SplitFeed {
         SplitFeed { inner, sink }
     }

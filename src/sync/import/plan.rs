@@ -360,6 +360,7 @@ impl OriginHealth {
         }
     }
 
+    /// Whether the grace period passed without an exchange.
     pub(crate) fn is_stale(&self) -> bool {
         self.stale
     }

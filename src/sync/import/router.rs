@@ -32,6 +32,7 @@ pub(crate) struct Importers {
 }
 
 impl Importers {
+    /// The router, with an actor started at once for every origin that has mappings.
     pub(crate) fn new(
         ctx: Arc<ImportCtx>,
         mappings: Vec<Mapping>,

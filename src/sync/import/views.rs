@@ -97,6 +97,7 @@ impl Views {
         views
     }
 
+    /// The mapping of each origin instance (extra mappings aside).
     pub(crate) fn mappings(&self) -> &HashMap<InstanceRef, Mapping> {
         &self.mappings
     }
@@ -106,10 +107,12 @@ impl Views {
         self.by_copy.get(copy_id).cloned()
     }
 
+    /// Whether a mapping names copy `copy_id`.
     pub(crate) fn is_mapped_copy(&self, copy_id: &str) -> bool {
         self.by_copy.contains_key(copy_id)
     }
 
+    /// Records the mapping of `key` (replacing its previous one, and its copy id index).
     pub(crate) fn set_mapping(&mut self, key: InstanceRef, mapping: Mapping) {
         let id = mapping.instance_id.clone();
         self.by_copy.insert(id.clone(), key.clone());
@@ -120,6 +123,7 @@ impl Views {
         }
     }
 
+    /// Forgets the mapping of `key` (its copy and mapping are gone).
     pub(crate) fn drop_mapping(&mut self, key: &InstanceRef) {
         if let Some(old) = self.mappings.remove(key) {
             self.by_copy.remove(&old.instance_id);
