@@ -1,7 +1,7 @@
 //! The export side at run time: one task reads the local registry's change feed into the
 //! export view ([`ExportView`], held in a [`SharedExportView`] that pulls and the pushers
-//! read), hands observations of syncer's own copies to the importers, and announces the new
-//! revision in the gossip pool.
+//! read) and announces the new revision in the gossip pool. Its feed comes through
+//! `sync::local`, which took syncer's own copies out for the importers before.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,12 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::export::{ExportView, ExportViewSnapshot, Increment, Revision, Since};
-use super::importer::Importers;
 use super::metrics::SyncMetrics;
 use super::unix_ms;
 use crate::backoff::Backoff;
 use crate::gossip::GossipHandle;
-use crate::registry::{Change, Instance, Registry, Service};
+use crate::registry::{Change, ChangeFeed, Instance, Service};
 use crate::rpc::convert;
 
 /// Increments kept for peers that are a little behind; older peers get a snapshot.
@@ -145,15 +144,13 @@ impl Announce {
 
 /// Runs the export side until `token` is cancelled.
 pub(crate) async fn run(
-    registry: Arc<dyn Registry>,
+    mut feed: Box<dyn ChangeFeed>,
     exported: Arc<SharedExportView>,
     export_enabled: bool,
-    importers: Arc<Importers>,
     gossip: GossipHandle,
     metrics: SyncMetrics,
     token: CancellationToken,
 ) {
-    let mut feed = registry.change_feed();
     let mut announced = Revision::default();
     let mut next_announce: Option<Instant> = None;
     let mut last_announce = Instant::now() - ANNOUNCE_EVERY;
@@ -204,7 +201,6 @@ pub(crate) async fn run(
             continue;
         }
         let full = changes.iter().any(|c| matches!(c, Change::Resync(_)));
-        let changes = importers.take_local_copies(changes);
         if !export_enabled {
             if full {
                 exported

@@ -26,6 +26,12 @@ pub(crate) struct OriginLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OriginReason {
+    pub origin: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct Outcome {
     pub outcome: &'static str,
 }
@@ -46,6 +52,8 @@ pub struct SyncMetrics {
     pub(crate) removals: Family<OriginLabel, Counter>,
     pub(crate) removals_paused: Family<OriginLabel, Counter>,
     pub(crate) heartbeats: Family<Outcome, Counter>,
+    /// Objects of other data centres the local registry kind cannot hold.
+    pub(crate) refused: Family<OriginReason, Counter>,
     /// Origin syncer saw the change → this syncer wrote the copy.
     pub(crate) apply_latency: Histogram,
 }
@@ -67,6 +75,7 @@ impl Default for SyncMetrics {
             removals: Family::default(),
             removals_paused: Family::default(),
             heartbeats: Family::default(),
+            refused: Family::default(),
             apply_latency: Histogram::new(buckets),
         }
     }
@@ -131,6 +140,11 @@ impl SyncMetrics {
             self.heartbeats.clone(),
         );
         metrics.register(
+            "syncer_sync_refused",
+            "Objects of other data centres kept out of import because the local registry kind cannot hold them, by origin and reason",
+            self.refused.clone(),
+        );
+        metrics.register(
             "syncer_sync_apply_latency_seconds",
             "From the origin syncer seeing a change to this syncer writing the copy",
             self.apply_latency.clone(),
@@ -151,6 +165,15 @@ impl SyncMetrics {
 
     pub(crate) fn reject(&self, rpc: &'static str, reason: &'static str) {
         self.rejected.get_or_create(&Rejected { rpc, reason }).inc();
+    }
+
+    pub(crate) fn refused(&self, origin: &str, reason: &'static str) {
+        self.refused
+            .get_or_create(&OriginReason {
+                origin: origin.to_owned(),
+                reason,
+            })
+            .inc();
     }
 
     pub(crate) fn origin(&self, origin: &str) -> OriginLabel {

@@ -5,7 +5,10 @@
 //!   copy bodies and update plans, the numbered export view, the removal guard).
 //! - `exporter`: reads the local change feed into the export view and announces revisions.
 //! - `pusher`: sends new increments to every other data centre's active syncer.
-//! - `importer`: one actor per origin data centre mirrors its instances locally.
+//! - `local`: splits the local feed into own instances (for the exporter) and copies (for
+//!   the importers), before either side sees it.
+//! - `import`: one actor per origin data centre mirrors its instances locally (router,
+//!   planner, executor, actor).
 //! - `peers`: the active syncer of each other data centre, from gossip.
 //! - [`link`]: how the engine reaches those syncers ([`link::PeerLink`]: pull since a
 //!   revision, push a batch), with an in-memory twin for tests.
@@ -18,8 +21,9 @@ pub mod copy;
 pub mod export;
 mod exporter;
 pub mod ids;
-mod importer;
+mod import;
 pub mod link;
+mod local;
 mod metrics;
 pub mod peers;
 mod pusher;
@@ -36,7 +40,7 @@ use tracing::{info, warn};
 use self::copy::CopyLease;
 use self::export::Revision;
 use self::exporter::{Announce, SharedExportView};
-use self::importer::{ImportCtx, Importers};
+use self::import::{ImportCtx, Importers};
 use self::link::{PeerLink, PullAnswer, PullBody, Push, PushReply};
 pub use self::metrics::SyncMetrics;
 use crate::backoff::Backoff;
@@ -327,11 +331,13 @@ pub async fn start(
         deps.link.clone(),
     ));
     let importers = Importers::new(ctx, stored.mappings, token.clone(), tracker.clone());
+    // The feed is split before either side sees it: the exporter reads own instances only,
+    // the import router gets the copies.
+    let feed = local::SplitFeed::new(deps.registry.change_feed(), importers.clone());
     tracker.spawn(exporter::run(
-        deps.registry.clone(),
+        Box::new(feed),
         view.clone(),
         deps.settings.export,
-        importers.clone(),
         deps.gossip.clone(),
         metrics.clone(),
         token.clone(),

@@ -1,0 +1,299 @@
+//! The executor: runs planned actions against the local registry and the mapping store,
+//! [`PARALLEL_CALLS`] at a time, and reports what each changed. Never panics; a failure is
+//! reported as [`Done::Failed`] for the actor to retry.
+//!
+//! Order inside an action is what keeps a crash harmless: the mapping is written before the
+//! copy is registered (intent first), and removed after the copy is gone, so a crash at any
+//! point leaves a mapping whose copy is re-registered or removed, never an unmarked copy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tracing::{info, warn};
+
+use super::super::copy::{PresentCopy, copy_body, fingerprint};
+use super::super::ids::OriginKey;
+use super::super::unix_ms;
+use super::plan::Action;
+use super::views::copy_ref;
+use super::{ImportCtx, ServiceKey};
+use crate::registry::{InstanceRef, RegistryError, Service};
+use crate::store::{Group, Mapping, Op, StoreError};
+
+/// Registry calls of one batch in flight at once.
+pub(crate) const PARALLEL_CALLS: usize = 32;
+
+/// What an executed action changed.
+#[derive(Debug)]
+pub(crate) enum Done {
+    Mapped {
+        key: InstanceRef,
+        mapping: Box<Mapping>,
+        /// What was registered (`None`: adopted).
+        registered: Option<Box<PresentCopy>>,
+        dropped: Option<Box<Mapping>>,
+    },
+    Updated {
+        copy_id: String,
+        status: Option<String>,
+        properties: Option<BTreeMap<String, String>>,
+    },
+    Removed {
+        key: Option<InstanceRef>,
+        copy_id: String,
+    },
+    /// Failed; retry these keys (or the orphans) later.
+    Failed(Option<InstanceRef>),
+}
+
+/// Runs `actions` for `origin`, [`PARALLEL_CALLS`] at a time; results in completion order.
+pub(crate) fn execute_all(
+    ctx: Arc<ImportCtx>,
+    origin: String,
+    actions: Vec<Action>,
+) -> impl Stream<Item = Done> {
+    futures::stream::iter(actions)
+        .map(move |action| execute(ctx.clone(), origin.clone(), action))
+        .buffer_unordered(PARALLEL_CALLS)
+}
+
+/// Ensures the local service of each of `services` exists with the origin's properties;
+/// false when one failed.
+pub(crate) async fn ensure_services(
+    ctx: &Arc<ImportCtx>,
+    origin: &str,
+    services: Vec<Arc<Service>>,
+) -> bool {
+    let mut needed: HashMap<ServiceKey, Arc<Service>> = HashMap::new();
+    for service in services {
+        let skey = (
+            origin.to_owned(),
+            service.tenant.clone(),
+            service.service_id.clone(),
+        );
+        if needed.contains_key(&skey) {
+            continue;
+        }
+        let fresh = ctx
+            .cached_service(&skey)
+            .is_some_and(|(_, props)| props == service.properties);
+        if !fresh {
+            needed.insert(skey, service);
+        }
+    }
+    let results: Vec<bool> = futures::stream::iter(needed)
+        .map(|(skey, service)| {
+            let ctx = ctx.clone();
+            async move {
+                let id = match ctx.registry.ensure_service(&service).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        ctx.metrics.registry_op("ensure_service", e.kind());
+                        warn!(service = %service.name, error = %e, "cannot create the local service of a copy");
+                        return false;
+                    }
+                };
+                ctx.metrics.registry_op("ensure_service", "ok");
+                if let Err(e) = ctx
+                    .registry
+                    .set_service_properties(&service.tenant, &id, &service.properties)
+                    .await
+                {
+                    ctx.metrics.registry_op("set_service_properties", e.kind());
+                    warn!(service = %service.name, error = %e, "cannot set the properties of a copy's service");
+                    return false;
+                }
+                ctx.metrics.registry_op("set_service_properties", "ok");
+                ctx.cache_service(skey, id, service.properties.clone());
+                true
+            }
+        })
+        .buffer_unordered(PARALLEL_CALLS)
+        .collect()
+        .await;
+    results.into_iter().all(|ok| ok)
+}
+
+fn store_failed(ctx: &ImportCtx, what: &str, e: &StoreError) {
+    ctx.metrics.registry_op("store_write", "error");
+    warn!(what, error = %e, "mapping store write failed");
+}
+
+fn registry_failed(ctx: &ImportCtx, op: &'static str, copy: &InstanceRef, e: &RegistryError) {
+    ctx.metrics.registry_op(op, e.kind());
+    warn!(op, copy = %copy, error = %e, "registry call for a copy failed");
+}
+
+/// Executes one action; never panics, reports what changed.
+async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
+    match action {
+        Action::Adopt { key, mapping } => adopt(&ctx, &origin, key, mapping).await,
+        Action::Register {
+            key,
+            service,
+            instance,
+            generation,
+            replace,
+        } => {
+            let skey = (
+                origin.clone(),
+                service.tenant.clone(),
+                service.service_id.clone(),
+            );
+            let Some((service_id, _)) = ctx.cached_service(&skey) else {
+                return Done::Failed(Some(key));
+            };
+            let origin_key = OriginKey {
+                origin: origin.clone(),
+                tenant: key.tenant.clone(),
+                service_id: key.service_id.clone(),
+                instance_id: key.instance_id.clone(),
+            };
+            let body = copy_body(
+                &origin_key,
+                &instance,
+                &service_id,
+                generation,
+                ctx.settings.lease,
+            );
+            let mapping = Mapping {
+                origin: origin.clone(),
+                domain: key.tenant.domain.clone(),
+                project: key.tenant.project.clone(),
+                origin_service_id: key.service_id.clone(),
+                origin_instance_id: key.instance_id.clone(),
+                service_id: service_id.clone(),
+                instance_id: body.instance_id.clone(),
+                fingerprint: fingerprint(&instance),
+                generation,
+                updated_ms: unix_ms(),
+            };
+            // Intent first: a crash after this leaves a mapping whose copy is re-registered
+            // or removed, never an unmarked copy.
+            if let Err(e) = ctx
+                .store
+                .write(Group::from(Op::PutMapping(mapping.clone())))
+                .await
+            {
+                store_failed(&ctx, "register", &e);
+                return Done::Failed(Some(key));
+            }
+            if let Err(e) = ctx.registry.register(&body).await {
+                if e.is_not_found() {
+                    // The local service vanished behind our back: create it again next time.
+                    ctx.forget_services(&service.tenant, &service_id);
+                }
+                registry_failed(&ctx, "register", &body.reference(), &e);
+                return Done::Failed(Some(key));
+            }
+            ctx.metrics.registry_op("register", "ok");
+            let mut dropped = None;
+            if let Some(old) = replace
+                && old.instance_id != mapping.instance_id
+            {
+                match ctx.registry.unregister(&copy_ref(&old)).await {
+                    Ok(()) => ctx.metrics.registry_op("unregister", "ok"),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => {
+                        registry_failed(&ctx, "unregister", &copy_ref(&old), &e);
+                        // The new copy is registered; the old one is removed on retry.
+                        return Done::Failed(Some(key));
+                    }
+                }
+                let delete = Op::DeleteMapping {
+                    origin: origin.clone(),
+                    instance_id: old.instance_id.clone(),
+                };
+                if let Err(e) = ctx.store.write(Group::from(delete)).await {
+                    store_failed(&ctx, "replace", &e);
+                }
+                dropped = Some(Box::new(old));
+            }
+            Done::Mapped {
+                key,
+                mapping: Box::new(mapping),
+                registered: Some(Box::new(PresentCopy::of(&body))),
+                dropped,
+            }
+        }
+        Action::Update {
+            key,
+            copy,
+            status,
+            properties,
+        } => {
+            if let Some(status) = &status {
+                if let Err(e) = ctx.registry.set_status(&copy, status).await {
+                    registry_failed(&ctx, "set_status", &copy, &e);
+                    return Done::Failed(Some(key));
+                }
+                ctx.metrics.registry_op("set_status", "ok");
+            }
+            // `plan_update` built the whole map with the origin mark: a property update
+            // replaces every property.
+            if let Some(properties) = &properties {
+                if let Err(e) = ctx
+                    .registry
+                    .set_instance_properties(&copy, properties)
+                    .await
+                {
+                    registry_failed(&ctx, "set_properties", &copy, &e);
+                    return Done::Failed(Some(key));
+                }
+                ctx.metrics.registry_op("set_properties", "ok");
+            }
+            Done::Updated {
+                copy_id: copy.instance_id,
+                status,
+                properties,
+            }
+        }
+        Action::Remove { key, copy, mapping } => {
+            match ctx.registry.unregister(&copy).await {
+                Ok(()) => ctx.metrics.registry_op("unregister", "ok"),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    registry_failed(&ctx, "unregister", &copy, &e);
+                    return Done::Failed(key);
+                }
+            }
+            if let Some(mapping) = mapping {
+                let delete = Op::DeleteMapping {
+                    origin: origin.clone(),
+                    instance_id: mapping.instance_id,
+                };
+                if let Err(e) = ctx.store.write(Group::from(delete)).await {
+                    store_failed(&ctx, "remove", &e);
+                    return Done::Failed(key);
+                }
+            }
+            Done::Removed {
+                key,
+                copy_id: copy.instance_id,
+            }
+        }
+    }
+}
+
+async fn adopt(ctx: &ImportCtx, origin: &str, key: InstanceRef, mapping: Mapping) -> Done {
+    match ctx
+        .store
+        .write(Group::from(Op::PutMapping(mapping.clone())))
+        .await
+    {
+        Ok(()) => {
+            info!(origin = %origin, copy = %mapping.instance_id, "adopted a copy that had no mapping");
+            Done::Mapped {
+                key,
+                mapping: Box::new(mapping),
+                registered: None,
+                dropped: None,
+            }
+        }
+        Err(e) => {
+            store_failed(ctx, "adopt", &e);
+            Done::Failed(Some(key))
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The import side: one actor per origin data centre mirrors that origin's exported
+//! instances into the local registry and keeps the copies alive.
+//!
+//! Each actor holds three views ([`views::Views`]) and reconciles them:
+//! - **desired**: the origin's exported instances, from pushes and pulls;
+//! - **mappings**: the copies syncer registered (the mapping store, written intent first);
+//! - **present**: the copies the local registry actually holds, from its change feed and
+//!   written through by the actor's own calls.
+//!
+//! The parts, in the order data goes through them:
+//! - [`router`]: [`Importers`], one actor per origin, created on first need; routes pushes,
+//!   announcements and copy observations to the actor concerned.
+//! - [`mailbox`]: the bounded, coalescing mailbox between the router and an actor.
+//! - `actor`: the loop that owns the views, its timers, pulls and heartbeats.
+//! - [`views`]: the three views and how pushes, pulls and the local feed change them.
+//! - [`plan`]: the pure planner: views × safety state → actions.
+//! - `execute`: runs actions against the registry and the store, 32 at a time.
+
+mod actor;
+mod execute;
+pub(crate) mod mailbox;
+pub(crate) mod plan;
+mod router;
+pub(crate) mod views;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+
+pub(crate) use self::router::Importers;
+use super::EngineSettings;
+use super::metrics::SyncMetrics;
+use super::peers::PeerMap;
+use super::link::PeerLink;
+use crate::registry::{Registry, Tenant};
+use crate::store::StoreHandle;
+
+/// Shared by every actor.
+pub(crate) struct ImportCtx {
+    /// This data centre.
+    pub cluster: String,
+    pub registry: Arc<dyn Registry>,
+    pub store: StoreHandle,
+    pub settings: EngineSettings,
+    pub metrics: SyncMetrics,
+    pub peers: watch::Receiver<PeerMap>,
+    pub link: Arc<dyn PeerLink>,
+    /// Local service ids of origin services already ensured, with the properties set.
+    services: Mutex<HashMap<ServiceKey, EnsuredService>>,
+}
+
+/// `(origin, tenant, origin service id)`.
+type ServiceKey = (String, Tenant, String);
+/// The local id of an ensured service and the properties set on it.
+type EnsuredService = (String, BTreeMap<String, String>);
+
+impl ImportCtx {
+    pub(crate) fn new(
+        cluster: String,
+        registry: Arc<dyn Registry>,
+        store: StoreHandle,
+        settings: EngineSettings,
+        metrics: SyncMetrics,
+        peers: watch::Receiver<PeerMap>,
+        link: Arc<dyn PeerLink>,
+    ) -> ImportCtx {
+        ImportCtx {
+            cluster,
+            registry,
+            store,
+            settings,
+            metrics,
+            peers,
+            link,
+            services: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached_service(&self, key: &ServiceKey) -> Option<EnsuredService> {
+        self.services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    fn cache_service(&self, key: ServiceKey, id: String, properties: BTreeMap<String, String>) {
+        self.services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, (id, properties));
+    }
+
+    fn forget_services(&self, tenant: &Tenant, local_id: &str) {
+        self.services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(_, t, _), (id, _)| !(t == tenant && id == local_id));
+    }
+}

@@ -1,0 +1,172 @@
+//! The router: one actor per origin data centre, created when the origin first appears (in
+//! gossip, in the mapping store, or among the local copies), and the way messages reach it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::super::export::Revision;
+use super::super::local::{CopySeen, CopySink};
+use super::super::peers::PeerMap;
+use super::ImportCtx;
+use super::actor::Actor;
+use super::mailbox::{LocalEvent, Mailbox, mailbox};
+use crate::sync::link::{Push, PushReply};
+use crate::store::Mapping;
+
+/// Every origin's actor, created on first need.
+pub(crate) struct Importers {
+    ctx: Arc<ImportCtx>,
+    actors: Mutex<HashMap<String, Mailbox>>,
+    /// Mappings loaded from the store, handed to each origin's actor when it starts.
+    loaded: Mutex<HashMap<String, Vec<Mapping>>>,
+    /// Set once the first full resync of the local registry was routed: an actor created
+    /// later knows that its origin had no copies then (any copy would have created it).
+    local_seen: AtomicBool,
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Importers {
+    /// The router, with an actor started at once for every origin that has mappings.
+    pub(crate) fn new(
+        ctx: Arc<ImportCtx>,
+        mappings: Vec<Mapping>,
+        token: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Arc<Importers> {
+        let mut loaded: HashMap<String, Vec<Mapping>> = HashMap::new();
+        for mapping in mappings {
+            loaded
+                .entry(mapping.origin.clone())
+                .or_default()
+                .push(mapping);
+        }
+        let origins: Vec<String> = loaded.keys().cloned().collect();
+        let importers = Arc::new(Importers {
+            ctx,
+            actors: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(loaded),
+            local_seen: AtomicBool::new(false),
+            token,
+            tracker,
+        });
+        // Origins with copies start at once: their copies are kept alive while the origin
+        // is reached again (within the grace period).
+        for origin in origins {
+            importers.actor(&origin);
+        }
+        importers
+    }
+
+    /// The mailbox of `origin`'s actor, started if needed.
+    fn actor(&self, origin: &str) -> Mailbox {
+        let mut actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(mailbox) = actors.get(origin) {
+            return mailbox.clone();
+        }
+        let (tx, inbox) = mailbox();
+        let mappings = self
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(origin)
+            .unwrap_or_default();
+        let local_ready = self.local_seen.load(Ordering::SeqCst);
+        let actor = Actor::new(origin.to_owned(), self.ctx.clone(), mappings, local_ready);
+        self.tracker.spawn(actor.run(inbox, self.token.clone()));
+        actors.insert(origin.to_owned(), tx.clone());
+        tx
+    }
+
+    /// Makes sure every data centre in `peers` has an actor.
+    pub(crate) fn peers_seen(&self, peers: &PeerMap) {
+        for origin in peers.keys() {
+            self.actor(origin);
+        }
+    }
+
+    /// A push from `push.origin`; resolves when it is applied (or refused). `None` when the
+    /// actor is stopping or has had no room for the push's whole wait.
+    pub(crate) async fn push(&self, push: Push) -> Option<PushReply> {
+        let mailbox = self.actor(&push.origin);
+        mailbox.push(push).await?.await.ok()
+    }
+
+    /// A gossip announcement: `origin` is at `revision`.
+    pub(crate) fn announce(&self, origin: &str, revision: Revision) {
+        self.actor(origin).announce(revision);
+    }
+
+    /// A full resync's copies: every actor learns the complete set of its origin's (an
+    /// empty one when none is left).
+    fn route_present(
+        &self,
+        mut by_origin: std::collections::BTreeMap<
+            String,
+            Vec<(String, super::super::copy::PresentCopy)>,
+        >,
+    ) {
+        self.local_seen.store(true, Ordering::SeqCst);
+        let known: Vec<String> = self
+            .actors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        for origin in known {
+            by_origin.entry(origin).or_default();
+        }
+        for (origin, present) in by_origin {
+            if origin == self.ctx.cluster {
+                continue;
+            }
+            self.actor(&origin).present(present);
+        }
+    }
+
+    fn to_all(&self, event: &LocalEvent) {
+        for mailbox in self
+            .actors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            mailbox.local(event.clone());
+        }
+    }
+}
+
+impl CopySink for Importers {
+    fn observe(&self, seen: Vec<CopySeen>) {
+        for seen in seen {
+            match seen {
+                CopySeen::Present(by_origin) => self.route_present(by_origin),
+                CopySeen::Seen { origin, id, copy } => match origin {
+                    Some(origin) if origin != self.ctx.cluster => {
+                        self.actor(&origin).local(LocalEvent::Seen {
+                            id,
+                            copy,
+                            marked: true,
+                        });
+                    }
+                    // A copy that lost its origin mark: every actor checks its mappings.
+                    _ => self.to_all(&LocalEvent::Seen {
+                        id,
+                        copy,
+                        marked: false,
+                    }),
+                },
+                CopySeen::Gone(r) => self.to_all(&LocalEvent::Gone(r)),
+                CopySeen::ServiceGone(tenant, service_id) => {
+                    self.ctx.forget_services(&tenant, &service_id);
+                    self.to_all(&LocalEvent::ServiceGone(tenant, service_id));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The three views an actor reconciles, and how what it learns changes them.
+//!
+//! - **desired**: the origin's exported instances (pushes, pulled increments and
+//!   snapshots), each with its service body held once;
+//! - **mappings**: the copies syncer registered, by origin instance, with the reverse index
+//!   copy id → origin instance, and the extra mappings a crash mid-replacement left;
+//! - **present**: the copies of this origin the local registry holds, by copy id.
+//!
+//! No I/O: the actor feeds these from its messages and the executor's results, and the
+//! planner reads them. Every change names the origin instances it touched (`dirty`), which
+//! the actor plans again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::super::copy::PresentCopy;
+use super::super::export::{Export, Increment};
+use super::super::ids::OriginKey;
+use crate::registry::{Instance, InstanceRef, Service, Tenant};
+use crate::store::Mapping;
+
+/// One origin instance as exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Desired {
+    pub service: Arc<Service>,
+    pub instance: Arc<Instance>,
+}
+
+/// Whether the local registry kind can hold what an origin exports (see
+/// `Registry::accepts_service`); refused objects are kept out of the desired view.
+pub(crate) trait Admit {
+    /// Whether a copy's service may be created like `service`.
+    fn service(&mut self, service: &Service) -> bool;
+    /// Whether a copy of `instance` (of `service`) may be registered.
+    fn instance(&mut self, service: &Service, instance: &Instance) -> bool;
+}
+
+/// Admits everything (tests of the views and the planner).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AdmitAll;
+
+#[cfg(test)]
+impl Admit for AdmitAll {
+    fn service(&mut self, _: &Service) -> bool {
+        true
+    }
+
+    fn instance(&mut self, _: &Service, _: &Instance) -> bool {
+        true
+    }
+}
+
+/// The desired, mapped and present views of one origin.
+#[derive(Debug, Default)]
+pub(crate) struct Views {
+    /// The origin data centre.
+    pub origin: String,
+    pub desired: HashMap<InstanceRef, Desired>,
+    /// The services of `desired`, each held once however many instances it has.
+    services: HashMap<(Tenant, String), Arc<Service>>,
+    mappings: HashMap<InstanceRef, Mapping>,
+    /// Copy instance id → origin instance, for every mapping.
+    by_copy: HashMap<String, InstanceRef>,
+    /// Mappings whose origin instance already has a newer one (a crash mid-replacement).
+    pub extra_mappings: Vec<Mapping>,
+    /// Copies of this origin in the local registry, by copy instance id.
+    pub present: HashMap<String, PresentCopy>,
+}
+
+impl Views {
+    /// The views of `origin` at start: the mappings loaded from the store (the newest
+    /// generation of each origin instance; older ones are extra), nothing desired or present.
+    pub(crate) fn new(origin: String, loaded: Vec<Mapping>) -> Views {
+        let mut views = Views {
+            origin,
+            ..Views::default()
+        };
+        for mapping in loaded {
+            let key = origin_ref(&mapping);
+            match views.mappings.get(&key) {
+                Some(kept) if kept.generation >= mapping.generation => {
+                    views.extra_mappings.push(mapping);
+                }
+                _ => {
+                    if let Some(old) = views.mappings.insert(key, mapping) {
+                        views.extra_mappings.push(old);
+                    }
+                }
+            }
+        }
+        views.by_copy = views
+            .mappings
+            .iter()
+            .map(|(k, m)| (m.instance_id.clone(), k.clone()))
+            .collect();
+        views
+    }
+
+    /// The mapping of each origin instance (extra mappings aside).
+    pub(crate) fn mappings(&self) -> &HashMap<InstanceRef, Mapping> {
+        &self.mappings
+    }
+
+    /// The origin instance whose mapping names copy `copy_id`.
+    pub(crate) fn key_of_copy(&self, copy_id: &str) -> Option<InstanceRef> {
+        self.by_copy.get(copy_id).cloned()
+    }
+
+    /// Whether a mapping names copy `copy_id`.
+    pub(crate) fn is_mapped_copy(&self, copy_id: &str) -> bool {
+        self.by_copy.contains_key(copy_id)
+    }
+
+    /// Records the mapping of `key` (replacing its previous one, and its copy id index).
+    pub(crate) fn set_mapping(&mut self, key: InstanceRef, mapping: Mapping) {
+        let id = mapping.instance_id.clone();
+        self.by_copy.insert(id.clone(), key.clone());
+        if let Some(old) = self.mappings.insert(key, mapping)
+            && old.instance_id != id
+        {
+            self.by_copy.remove(&old.instance_id);
+        }
+    }
+
+    /// Forgets the mapping of `key` (its copy and mapping are gone).
+    pub(crate) fn drop_mapping(&mut self, key: &InstanceRef) {
+        if let Some(old) = self.mappings.remove(key) {
+            self.by_copy.remove(&old.instance_id);
+        }
+    }
+
+    /// `key` of this origin, across data centres.
+    pub(crate) fn origin_key(&self, key: &InstanceRef) -> OriginKey {
+        OriginKey {
+            origin: self.origin.clone(),
+            tenant: key.tenant.clone(),
+            service_id: key.service_id.clone(),
+            instance_id: key.instance_id.clone(),
+        }
+    }
+
+    /// The one shared body of `service` (a push carries a body per instance).
+    fn intern(&mut self, service: Arc<Service>) -> Arc<Service> {
+        let key = (service.tenant.clone(), service.service_id.clone());
+        match self.services.get(&key) {
+            Some(known) if **known == *service => known.clone(),
+            _ => {
+                self.services.insert(key, service.clone());
+                service
+            }
+        }
+    }
+
+    /// Applies increments (a push or a pull) to the desired view; returns when the origin
+    /// saw each instance change. What `admit` refuses is taken out of desired, as if removed.
+    pub(crate) fn apply_changes(
+        &mut self,
+        changes: Vec<Increment>,
+        admit: &mut dyn Admit,
+        dirty: &mut HashSet<InstanceRef>,
+    ) -> Vec<u64> {
+        let mut observed = Vec::with_capacity(changes.len());
+        for (_, observed_ms, export) in changes {
+            match export {
+                Export::Upsert { service, instance } => {
+                    let key = instance.reference();
+                    dirty.insert(key.clone());
+                    observed.push(observed_ms);
+                    if admit.service(&service) && admit.instance(&service, &instance) {
+                        let service = self.intern(service);
+                        self.desired.insert(key, Desired { service, instance });
+                    } else {
+                        self.desired.remove(&key);
+                    }
+                }
+                Export::Service(service) => {
+                    let admitted = admit.service(&service);
+                    let service = self.intern(service);
+                    let mut refused = Vec::new();
+                    for (key, d) in &mut self.desired {
+                        if d.service.tenant == service.tenant
+                            && d.service.service_id == service.service_id
+                        {
+                            d.service = service.clone();
+                            dirty.insert(key.clone());
+                            if !admitted {
+                                refused.push(key.clone());
+                            }
+                        }
+                    }
+                    for key in refused {
+                        self.desired.remove(&key);
+                    }
+                }
+                Export::Removed(key) => {
+                    observed.push(observed_ms);
+                    self.desired.remove(&key);
+                    dirty.insert(key);
+                }
+            }
+        }
+        observed
+    }
+
+    /// Replaces the desired view with a complete snapshot of the origin (what `admit`
+    /// refuses left out); every instance desired before or now, and every mapped one, is
+    /// dirty.
+    pub(crate) fn replace_desired(
+        &mut self,
+        items: Vec<(Arc<Service>, Instance)>,
+        admit: &mut dyn Admit,
+        dirty: &mut HashSet<InstanceRef>,
+    ) {
+        let mut services: HashMap<(Tenant, String), Arc<Service>> = HashMap::new();
+        let mut verdicts: HashMap<(Tenant, String), bool> = HashMap::new();
+        let mut desired = HashMap::with_capacity(items.len());
+        for (service, instance) in items {
+            let skey = (service.tenant.clone(), service.service_id.clone());
+            let admitted = *verdicts
+                .entry(skey.clone())
+                .or_insert_with(|| admit.service(&service));
+            if !admitted || !admit.instance(&service, &instance) {
+                continue;
+            }
+            // Chunks share a service body within a chunk; here across them.
+            let service = services.entry(skey).or_insert(service).clone();
+            desired.insert(
+                instance.reference(),
+                Desired {
+                    service,
+                    instance: Arc::new(instance),
+                },
+            );
+        }
+        self.services = services;
+        dirty.extend(self.desired.keys().cloned());
+        dirty.extend(desired.keys().cloned());
+        dirty.extend(self.mappings.keys().cloned());
+        self.desired = desired;
+    }
+
+    /// Every copy of this origin present now (a full resync of the local registry): every
+    /// desired and mapped instance is dirty (copies deleted behind syncer's back), and the
+    /// orphans need a look.
+    pub(crate) fn replace_present(
+        &mut self,
+        present: Vec<(String, PresentCopy)>,
+        dirty: &mut HashSet<InstanceRef>,
+    ) {
+        self.present = present.into_iter().collect();
+        dirty.extend(self.desired.keys().cloned());
+        dirty.extend(self.mappings.keys().cloned());
+    }
+
+    /// A copy was seen in the local registry; `marked` when it carries this origin's mark.
+    /// Returns whether it concerns this origin, and makes its origin instance dirty (`None`
+    /// in `dirty`'s place: an orphan to look at).
+    pub(crate) fn copy_seen(
+        &mut self,
+        id: String,
+        copy: PresentCopy,
+        marked: bool,
+    ) -> Option<Option<InstanceRef>> {
+        if !marked && !self.is_mapped_copy(&id) {
+            return None;
+        }
+        let key = self.key_of_copy(&id);
+        self.present.insert(id, copy);
+        Some(key)
+    }
+
+    /// A copy is gone from the local registry; its origin instance, if mapped.
+    pub(crate) fn copy_gone(&mut self, copy_id: &str) -> Option<InstanceRef> {
+        self.present.remove(copy_id)?;
+        self.key_of_copy(copy_id)
+    }
+
+    /// A local service is gone with its copies; their origin instances, if mapped.
+    pub(crate) fn service_gone(&mut self, tenant: &Tenant, service_id: &str) -> Vec<InstanceRef> {
+        let gone: Vec<String> = self
+            .present
+            .iter()
+            .filter(|(_, c)| c.tenant == *tenant && c.service_id == service_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        gone.iter()
+            .filter_map(|id| {
+                self.present.remove(id);
+                self.key_of_copy(id)
+            })
+            .collect()
+    }
+}
+
+/// The origin instance a mapping mirrors.
+pub(crate) fn origin_ref(mapping: &Mapping) -> InstanceRef {
+    InstanceRef {
+        tenant: Tenant::new(mapping.domain.clone(), mapping.project.clone()),
+        service_id: mapping.origin_service_id.clone(),
+        instance_id: mapping.origin_instance_id.clone(),
+    }
+}
+
+/// The copy a mapping names.
+pub(crate) fn copy_ref(mapping: &Mapping) -> InstanceRef {
+    InstanceRef {
+        tenant: Tenant::new(mapping.domain.clone(), mapping.project.clone()),
+        service_id: mapping.service_id.clone(),
+        instance_id: mapping.instance_id.clone(),
+    }
+}
