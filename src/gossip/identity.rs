@@ -4,59 +4,16 @@
 //! The identity rides in the header of every gossip packet (sender and receiver), so it is
 //! kept small: names are capped by the configuration, the registry is a 12-character
 //! fingerprint and enums travel as one byte.
+//!
+//! Its fixed core (name, address, generation, bump) is positional and never changes; the
+//! metadata after it is a tagged encoding ([`super::meta`]) to which releases add fields
+//! without breaking older members.
 
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// What a member does in its data centre. Cluster mode elects one active member per data
-/// centre; a single-mode member is always active.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Role {
-    Active,
-    Standby,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Active => "active",
-            Role::Standby => "standby",
-        }
-    }
-}
-
-/// The metadata every member announces about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct NodeMeta {
-    /// Data-centre (cluster) name.
-    pub cluster: String,
-    /// Advertised gRPC address.
-    pub rpc_addr: SocketAddr,
-    /// `single` or `cluster`.
-    pub mode: String,
-    pub role: Role,
-    /// Fingerprint of the registry this member serves ([`registry_fingerprint`]); empty until
-    /// the registry has answered once.
-    pub registry: String,
-    /// Version of syncer's peer protocol.
-    pub protocol: u32,
-    /// Peer URL of the managed etcd member (cluster mode without `--etcd-endpoints`);
-    /// empty when this syncer runs none.
-    pub etcd_peer_url: String,
-    /// Client URL of the managed etcd member; empty when this syncer runs none.
-    pub etcd_client_url: String,
-    /// The managed etcd member serves clients and is a voting member of its data centre's
-    /// etcd cluster: others may join that cluster through it.
-    pub etcd_ready: bool,
-    /// The managed etcd member has data of an existing cluster (it restarts on it, and may
-    /// wait for a quorum before it serves): nobody of its data centre bootstraps a new one.
-    pub etcd_data: bool,
-    /// Cluster mode: the number of the term this member is active in (the etcd revision of
-    /// its leader key), 0 while standing by. When a data centre briefly shows two active
-    /// members (a dead leader not yet seen down), peers choose the larger term.
-    pub term: u64,
-}
+pub use super::meta::{NodeMeta, Role};
 
 /// A member identity as foca sees it.
 ///
@@ -136,24 +93,18 @@ pub(crate) mod tests_support {
     use super::*;
 
     pub(crate) fn id(name: &str, port: u16, generation: u64) -> NodeId {
+        let mut meta = NodeMeta::new(
+            "dc1",
+            SocketAddr::from(([127, 0, 0, 1], port + 1)),
+            "single",
+        );
+        meta.protocol = 1;
         NodeId {
             name: name.to_owned(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             generation,
             bump: 0,
-            meta: NodeMeta {
-                cluster: "dc1".into(),
-                rpc_addr: SocketAddr::from(([127, 0, 0, 1], port + 1)),
-                mode: "single".into(),
-                role: Role::Active,
-                registry: String::new(),
-                protocol: 1,
-                etcd_peer_url: String::new(),
-                etcd_client_url: String::new(),
-                etcd_ready: false,
-                etcd_data: false,
-                term: 0,
-            },
+            meta,
         }
     }
 }

@@ -43,6 +43,8 @@ struct Spec {
     cluster: &'static str,
     registry: &'static str,
     state_file: Option<std::path::PathBuf>,
+    /// Metadata entries of a newer release (tag, value), which no member of this build knows.
+    newer_fields: Vec<(u32, Vec<u8>)>,
 }
 
 fn spec(name: &str, port: u16, join: &[u16]) -> Spec {
@@ -55,29 +57,24 @@ fn spec(name: &str, port: u16, join: &[u16]) -> Spec {
         cluster: "dc1",
         registry: "",
         state_file: None,
+        newer_fields: Vec::new(),
     }
 }
 
 fn start(net: &MemoryNetwork, spec: Spec) -> TestNode {
     let socket = net.bind(addr(spec.port)).expect("bind");
+    let mut meta = NodeMeta::new(spec.cluster, addr(spec.port + 1000), "single");
+    meta.registry = spec.registry.into();
+    meta.protocol = 1;
+    for (tag, value) in spec.newer_fields {
+        meta.insert_unknown(tag, value);
+    }
     let identity = NodeId {
         name: spec.name,
         addr: addr(spec.port),
         generation: spec.generation,
         bump: 0,
-        meta: NodeMeta {
-            cluster: spec.cluster.into(),
-            rpc_addr: addr(spec.port + 1000),
-            mode: "single".into(),
-            role: Role::Active,
-            registry: spec.registry.into(),
-            protocol: 1,
-            etcd_peer_url: String::new(),
-            etcd_client_url: String::new(),
-            etcd_ready: false,
-            etcd_data: false,
-            term: 0,
-        },
+        meta,
     };
     let config = GossipConfig {
         identity,
