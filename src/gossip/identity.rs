@@ -140,6 +140,24 @@ mod tests {
         assert_eq!(next_generation(Some(u64::MAX - 1)), u64::MAX);
     }
 
+    /// The identity of a cluster-mode member with every field set, names at their longest.
+    fn largest() -> NodeId {
+        let mut id = id(&"n".repeat(64), 7000, next_generation(None));
+        let meta = &mut id.meta;
+        meta.cluster = "c".repeat(64);
+        meta.rpc_addr = "[fd00:1234:5678::11]:30191".parse().unwrap();
+        meta.mode = "cluster".into();
+        meta.role = Role::Standby;
+        meta.registry = registry_fingerprint("servicecenter", "abc");
+        meta.protocol = 4;
+        meta.etcd_peer_url = "http://[fd00:1234:5678::11]:30194".into();
+        meta.etcd_client_url = "http://[fd00:1234:5678::11]:30195".into();
+        meta.etcd_ready = true;
+        meta.etcd_data = true;
+        meta.term = 1 << 40;
+        id
+    }
+
     #[test]
     fn identity_is_small() {
         let mut long = id(&"n".repeat(64), 7000, next_generation(None));
@@ -148,5 +166,75 @@ mod tests {
         let size = postcard::to_allocvec(&long).unwrap().len();
         assert!(size < 200, "identity takes {size} bytes");
         assert_eq!(long.meta.registry.len(), 12);
+        // Every field set: still far below a datagram, which carries two identities (sender
+        // and receiver) plus the updates piggybacked on it.
+        let size = postcard::to_allocvec(&largest()).unwrap().len();
+        assert!(size < 300, "identity takes {size} bytes");
+    }
+
+    /// A whole identity with entries of a newer release goes through foca's codec and comes
+    /// out equal, byte for byte when encoded again: what an older member passes on is what the
+    /// newer one announced.
+    #[test]
+    fn identity_with_newer_fields_passes_through_unchanged() {
+        let mut newer = largest();
+        newer.meta.insert_unknown(12, b"zone-a".to_vec());
+        let wire = postcard::to_allocvec(&newer).unwrap();
+        let relayed: NodeId = postcard::from_bytes(&wire).unwrap();
+        assert_eq!(relayed, newer);
+        assert_eq!(postcard::to_allocvec(&relayed).unwrap(), wire);
+        assert_eq!(relayed.meta.unknown().get(&12), Some(&b"zone-a".to_vec()));
+        let mut plain = newer.clone();
+        plain.meta = largest().meta;
+        assert_ne!(newer, plain, "the newer fields are part of the identity");
+    }
+
+    /// Protocol 3's identity, as that release declared it (positional postcard).
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct V3Id {
+        name: String,
+        addr: SocketAddr,
+        generation: u64,
+        bump: u32,
+        cluster: String,
+        rpc_addr: SocketAddr,
+        mode: String,
+        role: u8,
+        registry: String,
+        protocol: u32,
+        etcd_peer_url: String,
+        etcd_client_url: String,
+        etcd_ready: bool,
+        etcd_data: bool,
+        term: u64,
+    }
+
+    /// Protocol 4 is the last break: neither side misreads the other's identity, each refuses
+    /// it (and counts the packet as undecodable).
+    #[test]
+    fn protocol_3_and_4_identities_are_refused_not_misread() {
+        let new = postcard::to_allocvec(&largest()).unwrap();
+        assert!(postcard::from_bytes::<V3Id>(&new).is_err());
+        let mut single = id("a", 7000, 5);
+        single.meta.registry = registry_fingerprint("servicecenter", "abc");
+        assert!(postcard::from_bytes::<V3Id>(&postcard::to_allocvec(&single).unwrap()).is_err());
+        let old = V3Id {
+            name: "a".into(),
+            addr: "127.0.0.1:7000".parse().unwrap(),
+            generation: 5,
+            bump: 0,
+            cluster: "dc1".into(),
+            rpc_addr: "127.0.0.1:7001".parse().unwrap(),
+            mode: "single".into(),
+            role: 0,
+            registry: String::new(),
+            protocol: 3,
+            etcd_peer_url: String::new(),
+            etcd_client_url: String::new(),
+            etcd_ready: false,
+            etcd_data: false,
+            term: 0,
+        };
+        assert!(postcard::from_bytes::<NodeId>(&postcard::to_allocvec(&old).unwrap()).is_err());
     }
 }
