@@ -566,10 +566,7 @@ mod tests {
     fn missing_fields_take_their_default() {
         let older = [&[FORMAT][..], &[1, 3], b"dc9", &[3, 6], b"single"].concat();
         let meta = NodeMeta::decode(&older).unwrap();
-        let mut expected = NodeMeta::default();
-        expected.cluster = "dc9".into();
-        expected.mode = "single".into();
-        assert_eq!(meta, expected);
+        assert_eq!(meta, NodeMeta::new("dc9", UNSPECIFIED, "single"));
         assert_eq!(meta.role, Role::Active);
         assert_eq!((meta.protocol, meta.term, meta.etcd_ready), (0, 0, false));
         assert_eq!(meta.encode(), older);

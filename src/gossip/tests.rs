@@ -566,10 +566,11 @@ async fn newer_metadata_fields_pass_through_members_that_do_not_know_them() {
     .await;
     let event = tokio::time::timeout(DEADLINE, async {
         loop {
-            if let Ok(MembershipEvent::Updated { after, .. }) = membership.recv().await {
-                if after.id.name == "n2" {
+            match membership.recv().await {
+                Ok(MembershipEvent::Updated { after, .. }) if after.id.name == "n2" => {
                     return after;
                 }
+                _ => {}
             }
         }
     })
@@ -600,4 +601,34 @@ async fn newer_metadata_fields_pass_through_members_that_do_not_know_them() {
     for node in nodes {
         node.stop().await;
     }
+}
+
+/// Join attempts back off from the profile's floor to its ceiling (`local`: 200 ms to 2 s) and
+/// start again from the floor once the member was in the pool and lost it.
+#[tokio::test(start_paused = true)]
+async fn join_attempts_back_off_and_start_over_after_a_join() {
+    let net = MemoryNetwork::new();
+    let node = start(&net, spec("n0", 7000, &[7010]));
+    let attempts = || node.metrics.join_attempts.get();
+    // Attempts at 0, 0.2, 0.6, 1.4, 3.0, 5.0, 7.0 s: nobody answers.
+    tokio::time::sleep(Duration::from_millis(5100)).await;
+    assert_eq!(attempts(), 6);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(attempts(), 7);
+    // The member it was looking for appears; the pool forms.
+    let other = start(&net, spec("n1", 7010, &[]));
+    until("joined", || async { alive_count(&node).await == 2 }).await;
+    let before = attempts();
+    // It crashes: alone again, n0 starts over from the floor.
+    net.isolate(other.addr);
+    other.stop().await;
+    net.heal_all();
+    until("a new attempt", || async { attempts() > before }).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        attempts(),
+        before + 3,
+        "attempts 0, 0.2 and 0.6 s after the loss"
+    );
+    node.stop().await;
 }
