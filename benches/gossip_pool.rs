@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use syncer::gossip::{
     self, GossipConfig, GossipHandle, GossipMetrics, MemberStatus, MembershipEvent, NodeId,
-    NodeMeta, Profile, Role,
+    NodeMeta, Profile,
 };
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -52,25 +52,15 @@ fn start_member(i: usize, profile: Profile, join: Option<SocketAddr>) -> Member 
         .expect("bind");
     let addr = socket.local_addr().expect("local addr");
     let name = format!("bench{i:02}");
+    let mut meta = NodeMeta::new(format!("dc{}", i % 3), addr, "single");
+    meta.protocol = 1;
     let config = GossipConfig {
         identity: NodeId {
             name: name.clone(),
             addr,
             generation: 1,
             bump: 0,
-            meta: NodeMeta {
-                cluster: format!("dc{}", i % 3),
-                rpc_addr: addr,
-                mode: "single".into(),
-                role: Role::Active,
-                registry: String::new(),
-                protocol: 1,
-                etcd_peer_url: String::new(),
-                etcd_client_url: String::new(),
-                etcd_ready: false,
-                etcd_data: false,
-                term: 0,
-            },
+            meta,
         },
         label: String::new(),
         profile,

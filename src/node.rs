@@ -325,29 +325,25 @@ fn gossip_config(config: &Config, gossip_addr: SocketAddr, rpc_addr: SocketAddr)
     if let Err(e) = gossip::save_state(&state_file, &fresh) {
         warn!(path = %state_file.display(), error = %e, "cannot save the gossip state");
     }
+    // The registry fingerprint, the managed etcd member's URLs and the term are published
+    // later, as they become known.
+    let mut meta = NodeMeta::new(
+        config.node.cluster_name.clone(),
+        rpc_addr,
+        config.node.mode.to_string(),
+    );
+    // Cluster mode elects its active member; until then every member stands by.
+    meta.role = match config.node.mode {
+        Mode::Single => Role::Active,
+        Mode::Cluster => Role::Standby,
+    };
+    meta.protocol = PROTOCOL_VERSION;
     let identity = NodeId {
         name: config.node.name.clone(),
         addr: gossip_addr,
         generation,
         bump: 0,
-        meta: NodeMeta {
-            cluster: config.node.cluster_name.clone(),
-            rpc_addr,
-            mode: config.node.mode.to_string(),
-            // Cluster mode elects its active member; until then every member stands by.
-            role: match config.node.mode {
-                Mode::Single => Role::Active,
-                Mode::Cluster => Role::Standby,
-            },
-            registry: String::new(),
-            protocol: PROTOCOL_VERSION,
-            // Published by the managed etcd member once it runs (cluster mode).
-            etcd_peer_url: String::new(),
-            etcd_client_url: String::new(),
-            etcd_ready: false,
-            etcd_data: false,
-            term: 0,
-        },
+        meta,
     };
     let resolver: gossip::Resolver = Arc::new(|target: String| {
         Box::pin(async move {

@@ -73,24 +73,19 @@ impl Node {
     async fn with_config(config: ManagedEtcdConfig, join: Option<SocketAddr>) -> Node {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
         let gossip_addr = socket.local_addr().expect("local address");
+        let mut meta = NodeMeta::new(
+            config.cluster_name.clone(),
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            "cluster",
+        );
+        meta.role = Role::Standby;
+        meta.protocol = syncer::rpc::PROTOCOL_VERSION;
         let identity = NodeId {
             name: config.name.clone(),
             addr: gossip_addr,
             generation: gossip::next_generation(None),
             bump: 0,
-            meta: NodeMeta {
-                cluster: config.cluster_name.clone(),
-                rpc_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-                mode: "cluster".into(),
-                role: Role::Standby,
-                registry: String::new(),
-                protocol: syncer::rpc::PROTOCOL_VERSION,
-                etcd_peer_url: String::new(),
-                etcd_client_url: String::new(),
-                etcd_ready: false,
-                etcd_data: false,
-                term: 0,
-            },
+            meta,
         };
         let gossip_config = GossipConfig {
             identity,

@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::backoff::Backoff;
+
 use super::broadcast::{Handler, Item};
 use super::metrics::{GossipMetrics, Status};
 use super::packet::{self, FRAME_OVERHEAD_BYTES, Kind, MAX_DATAGRAM_BYTES};
@@ -54,7 +56,8 @@ struct Join {
     remembered: Vec<SocketAddr>,
     joined: bool,
     attempts: u32,
-    backoff: Duration,
+    /// Pause between attempts until foca reports the member active; reset once it is.
+    backoff: Backoff,
     next_attempt: Instant,
 }
 
@@ -143,7 +146,10 @@ impl Actor {
                     .collect(),
                 joined: false,
                 attempts: 0,
-                backoff: config.profile.join_backoff_min(),
+                backoff: Backoff::new(
+                    config.profile.join_backoff_min(),
+                    config.profile.join_backoff_max(),
+                ),
                 next_attempt: Instant::now(),
             },
             resolver: config.resolver,
@@ -312,15 +318,15 @@ impl Actor {
             warn!(
                 attempt = self.join.attempts,
                 targets = %self.join_targets_text(),
-                retry_in = ?self.join.backoff,
+                retry_in = ?self.join.backoff.peek(),
                 "not in the gossip pool yet: no member answered; retrying"
             );
         } else {
             info!(targets = %self.join_targets_text(), "joining the gossip pool");
         }
         self.send_join_requests();
-        self.join.next_attempt = Instant::now() + self.join.backoff;
-        self.join.backoff = (self.join.backoff * 2).min(self.profile.join_backoff_max());
+        // The attempt is a deadline of the actor's loop, not a sleep: only the pause is taken.
+        self.join.next_attempt = Instant::now() + self.join.backoff.pause();
     }
 
     /// Sends `Hello` to every join target (resolving configured ones first).
@@ -549,7 +555,7 @@ impl Actor {
                 }
                 self.join.joined = true;
                 self.join.attempts = 0;
-                self.join.backoff = self.profile.join_backoff_min();
+                self.join.backoff.reset();
             }
             OwnedNotification::Idle => {
                 warn!(

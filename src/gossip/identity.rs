@@ -4,59 +4,16 @@
 //! The identity rides in the header of every gossip packet (sender and receiver), so it is
 //! kept small: names are capped by the configuration, the registry is a 12-character
 //! fingerprint and enums travel as one byte.
+//!
+//! Its fixed core (name, address, generation, bump) is positional and never changes; the
+//! metadata after it is a tagged encoding ([`super::meta`]) to which releases add fields
+//! without breaking older members.
 
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// What a member does in its data centre. Cluster mode elects one active member per data
-/// centre; a single-mode member is always active.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Role {
-    Active,
-    Standby,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Active => "active",
-            Role::Standby => "standby",
-        }
-    }
-}
-
-/// The metadata every member announces about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct NodeMeta {
-    /// Data-centre (cluster) name.
-    pub cluster: String,
-    /// Advertised gRPC address.
-    pub rpc_addr: SocketAddr,
-    /// `single` or `cluster`.
-    pub mode: String,
-    pub role: Role,
-    /// Fingerprint of the registry this member serves ([`registry_fingerprint`]); empty until
-    /// the registry has answered once.
-    pub registry: String,
-    /// Version of syncer's peer protocol.
-    pub protocol: u32,
-    /// Peer URL of the managed etcd member (cluster mode without `--etcd-endpoints`);
-    /// empty when this syncer runs none.
-    pub etcd_peer_url: String,
-    /// Client URL of the managed etcd member; empty when this syncer runs none.
-    pub etcd_client_url: String,
-    /// The managed etcd member serves clients and is a voting member of its data centre's
-    /// etcd cluster: others may join that cluster through it.
-    pub etcd_ready: bool,
-    /// The managed etcd member has data of an existing cluster (it restarts on it, and may
-    /// wait for a quorum before it serves): nobody of its data centre bootstraps a new one.
-    pub etcd_data: bool,
-    /// Cluster mode: the number of the term this member is active in (the etcd revision of
-    /// its leader key), 0 while standing by. When a data centre briefly shows two active
-    /// members (a dead leader not yet seen down), peers choose the larger term.
-    pub term: u64,
-}
+pub use super::meta::{NodeMeta, Role};
 
 /// A member identity as foca sees it.
 ///
@@ -136,24 +93,18 @@ pub(crate) mod tests_support {
     use super::*;
 
     pub(crate) fn id(name: &str, port: u16, generation: u64) -> NodeId {
+        let mut meta = NodeMeta::new(
+            "dc1",
+            SocketAddr::from(([127, 0, 0, 1], port + 1)),
+            "single",
+        );
+        meta.protocol = 1;
         NodeId {
             name: name.to_owned(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             generation,
             bump: 0,
-            meta: NodeMeta {
-                cluster: "dc1".into(),
-                rpc_addr: SocketAddr::from(([127, 0, 0, 1], port + 1)),
-                mode: "single".into(),
-                role: Role::Active,
-                registry: String::new(),
-                protocol: 1,
-                etcd_peer_url: String::new(),
-                etcd_client_url: String::new(),
-                etcd_ready: false,
-                etcd_data: false,
-                term: 0,
-            },
+            meta,
         }
     }
 }
@@ -189,6 +140,24 @@ mod tests {
         assert_eq!(next_generation(Some(u64::MAX - 1)), u64::MAX);
     }
 
+    /// The identity of a cluster-mode member with every field set, names at their longest.
+    fn largest() -> NodeId {
+        let mut id = id(&"n".repeat(64), 7000, next_generation(None));
+        let meta = &mut id.meta;
+        meta.cluster = "c".repeat(64);
+        meta.rpc_addr = "[fd00:1234:5678::11]:30191".parse().unwrap();
+        meta.mode = "cluster".into();
+        meta.role = Role::Standby;
+        meta.registry = registry_fingerprint("servicecenter", "abc");
+        meta.protocol = 4;
+        meta.etcd_peer_url = "http://[fd00:1234:5678::11]:30194".into();
+        meta.etcd_client_url = "http://[fd00:1234:5678::11]:30195".into();
+        meta.etcd_ready = true;
+        meta.etcd_data = true;
+        meta.term = 1 << 40;
+        id
+    }
+
     #[test]
     fn identity_is_small() {
         let mut long = id(&"n".repeat(64), 7000, next_generation(None));
@@ -197,5 +166,75 @@ mod tests {
         let size = postcard::to_allocvec(&long).unwrap().len();
         assert!(size < 200, "identity takes {size} bytes");
         assert_eq!(long.meta.registry.len(), 12);
+        // Every field set: still far below a datagram, which carries two identities (sender
+        // and receiver) plus the updates piggybacked on it.
+        let size = postcard::to_allocvec(&largest()).unwrap().len();
+        assert!(size < 300, "identity takes {size} bytes");
+    }
+
+    /// A whole identity with entries of a newer release goes through foca's codec and comes
+    /// out equal, byte for byte when encoded again: what an older member passes on is what the
+    /// newer one announced.
+    #[test]
+    fn identity_with_newer_fields_passes_through_unchanged() {
+        let mut newer = largest();
+        newer.meta.insert_unknown(12, b"zone-a".to_vec());
+        let wire = postcard::to_allocvec(&newer).unwrap();
+        let relayed: NodeId = postcard::from_bytes(&wire).unwrap();
+        assert_eq!(relayed, newer);
+        assert_eq!(postcard::to_allocvec(&relayed).unwrap(), wire);
+        assert_eq!(relayed.meta.unknown().get(&12), Some(&b"zone-a".to_vec()));
+        let mut plain = newer.clone();
+        plain.meta = largest().meta;
+        assert_ne!(newer, plain, "the newer fields are part of the identity");
+    }
+
+    /// Protocol 3's identity, as that release declared it (positional postcard).
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct V3Id {
+        name: String,
+        addr: SocketAddr,
+        generation: u64,
+        bump: u32,
+        cluster: String,
+        rpc_addr: SocketAddr,
+        mode: String,
+        role: u8,
+        registry: String,
+        protocol: u32,
+        etcd_peer_url: String,
+        etcd_client_url: String,
+        etcd_ready: bool,
+        etcd_data: bool,
+        term: u64,
+    }
+
+    /// Protocol 4 is the last break: neither side misreads the other's identity, each refuses
+    /// it (and counts the packet as undecodable).
+    #[test]
+    fn protocol_3_and_4_identities_are_refused_not_misread() {
+        let new = postcard::to_allocvec(&largest()).unwrap();
+        assert!(postcard::from_bytes::<V3Id>(&new).is_err());
+        let mut single = id("a", 7000, 5);
+        single.meta.registry = registry_fingerprint("servicecenter", "abc");
+        assert!(postcard::from_bytes::<V3Id>(&postcard::to_allocvec(&single).unwrap()).is_err());
+        let old = V3Id {
+            name: "a".into(),
+            addr: "127.0.0.1:7000".parse().unwrap(),
+            generation: 5,
+            bump: 0,
+            cluster: "dc1".into(),
+            rpc_addr: "127.0.0.1:7001".parse().unwrap(),
+            mode: "single".into(),
+            role: 0,
+            registry: String::new(),
+            protocol: 3,
+            etcd_peer_url: String::new(),
+            etcd_client_url: String::new(),
+            etcd_ready: false,
+            etcd_data: false,
+            term: 0,
+        };
+        assert!(postcard::from_bytes::<NodeId>(&postcard::to_allocvec(&old).unwrap()).is_err());
     }
 }

@@ -12,6 +12,7 @@
 mod actor;
 mod broadcast;
 pub mod identity;
+mod meta;
 mod metrics;
 mod packet;
 mod persist;
@@ -29,7 +30,8 @@ use tokio::sync::{broadcast as channel, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use identity::{NodeId, NodeMeta, Role, next_generation, registry_fingerprint};
+pub use identity::{NodeId, next_generation, registry_fingerprint};
+pub use meta::{MetaError, NodeMeta, Role};
 pub use metrics::GossipMetrics;
 pub use packet::{MAX_DATAGRAM_BYTES, MAX_LABEL_BYTES};
 pub use persist::{SavedState, load_state, save_state};

@@ -43,6 +43,8 @@ struct Spec {
     cluster: &'static str,
     registry: &'static str,
     state_file: Option<std::path::PathBuf>,
+    /// Metadata entries of a newer release (tag, value), which no member of this build knows.
+    newer_fields: Vec<(u32, Vec<u8>)>,
 }
 
 fn spec(name: &str, port: u16, join: &[u16]) -> Spec {
@@ -55,29 +57,24 @@ fn spec(name: &str, port: u16, join: &[u16]) -> Spec {
         cluster: "dc1",
         registry: "",
         state_file: None,
+        newer_fields: Vec::new(),
     }
 }
 
 fn start(net: &MemoryNetwork, spec: Spec) -> TestNode {
     let socket = net.bind(addr(spec.port)).expect("bind");
+    let mut meta = NodeMeta::new(spec.cluster, addr(spec.port + 1000), "single");
+    meta.registry = spec.registry.into();
+    meta.protocol = 1;
+    for (tag, value) in spec.newer_fields {
+        meta.insert_unknown(tag, value);
+    }
     let identity = NodeId {
         name: spec.name,
         addr: addr(spec.port),
         generation: spec.generation,
         bump: 0,
-        meta: NodeMeta {
-            cluster: spec.cluster.into(),
-            rpc_addr: addr(spec.port + 1000),
-            mode: "single".into(),
-            role: Role::Active,
-            registry: spec.registry.into(),
-            protocol: 1,
-            etcd_peer_url: String::new(),
-            etcd_client_url: String::new(),
-            etcd_ready: false,
-            etcd_data: false,
-            term: 0,
-        },
+        meta,
     };
     let config = GossipConfig {
         identity,
@@ -485,4 +482,153 @@ async fn remembered_members_survive_a_start_that_joins_nobody() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     node.stop().await;
     assert_eq!(load_state(&path).unwrap().members, saved.members);
+}
+
+/// Rolling upgrade: a member of a newer release announces a metadata field nobody else knows.
+/// It joins through a member of this release and never talks to the third one directly, so
+/// everything the third member learns about it was decoded and re-encoded by a member that
+/// does not know the field. The pool converges, the known fields read as usual everywhere, the
+/// newer field arrives intact, and metadata changes still travel both ways.
+#[tokio::test(start_paused = true)]
+async fn newer_metadata_fields_pass_through_members_that_do_not_know_them() {
+    const NEWER: [(u32, &[u8]); 2] = [(12, b"zone-a"), (40, &[1, 2, 3])];
+    let net = MemoryNetwork::new();
+    let mut first = spec("n0", 7000, &[]);
+    first.cluster = "dc0";
+    let mut second = spec("n1", 7010, &[7000]);
+    second.cluster = "dc1";
+    let mut newer = spec("n2", 7020, &[7000]);
+    newer.cluster = "dc2";
+    newer.newer_fields = NEWER.iter().map(|(t, v)| (*t, v.to_vec())).collect();
+    // n1 and n2 only hear of each other through n0 (probes included: indirect, through n0).
+    net.partition(addr(7010), addr(7020));
+    let nodes = vec![start(&net, first), start(&net, second), start(&net, newer)];
+    for node in &nodes {
+        until("convergence", || async { alive_count(node).await == 3 }).await;
+    }
+    // Each member's view of each other member is that member's own identity, known fields
+    // and newer entries alike.
+    let same_views = || async {
+        let mut locals = Vec::new();
+        for node in &nodes {
+            locals.push(node.handle.local());
+        }
+        for node in &nodes {
+            let Ok(members) = node.handle.members().await else {
+                return false;
+            };
+            for local in &locals {
+                let seen = members.iter().find(|m| m.id.addr == local.addr);
+                if seen.is_none_or(|m| m.id != *local || !m.status.is_live()) {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    until("every member sees every identity as announced", same_views).await;
+    let seen_by_n1 = nodes[1].handle.members().await.unwrap();
+    let n2 = seen_by_n1.iter().find(|m| m.id.name == "n2").unwrap();
+    assert_eq!(n2.id.meta.cluster, "dc2");
+    assert_eq!(n2.id.meta.rpc_addr, addr(8020));
+    let newer_entries: Vec<(u32, &[u8])> = n2
+        .id
+        .meta
+        .unknown()
+        .iter()
+        .map(|(t, v)| (*t, v.as_slice()))
+        .collect();
+    assert_eq!(newer_entries, NEWER);
+    let seen_by_n2 = nodes[2].handle.members().await.unwrap();
+    for (name, cluster, rpc) in [("n0", "dc0", 8000), ("n1", "dc1", 8010)] {
+        let m = seen_by_n2.iter().find(|m| m.id.name == name).unwrap();
+        assert_eq!(
+            (m.id.meta.cluster.as_str(), m.id.meta.rpc_addr),
+            (cluster, addr(rpc))
+        );
+        assert!(m.id.meta.unknown().is_empty());
+    }
+
+    // The newer member changes a known field: the change arrives, the newer entries stay.
+    let mut membership = nodes[1].handle.subscribe();
+    nodes[2]
+        .handle
+        .update_meta(|m| m.role = Role::Standby)
+        .await
+        .unwrap();
+    until("n2's change seen through n0", || async {
+        nodes[1].handle.members().await.unwrap().iter().any(|m| {
+            m.id == nodes[2].handle.local()
+                && m.id.meta.role == Role::Standby
+                && m.status == MemberStatus::Alive
+        })
+    })
+    .await;
+    let event = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match membership.recv().await {
+                Ok(MembershipEvent::Updated { after, .. }) if after.id.name == "n2" => {
+                    return after;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(event.id.meta.unknown().len(), NEWER.len());
+    // And a member of this release changes one: the newer member sees it.
+    nodes[1]
+        .handle
+        .update_meta(|m| m.registry = "aaaaaaaaaaaa".into())
+        .await
+        .unwrap();
+    until("n1's change seen through n0", || async {
+        nodes[2]
+            .handle
+            .members()
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.id.name == "n1" && m.id.meta.registry == "aaaaaaaaaaaa")
+    })
+    .await;
+    until("every member sees every identity as announced", same_views).await;
+    for node in &nodes {
+        assert_eq!(node.metrics.dropped_total("undecodable"), 0);
+        assert_eq!(node.metrics.dropped_total("malformed"), 0);
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// Join attempts back off from the profile's floor to its ceiling (`local`: 200 ms to 2 s) and
+/// start again from the floor once the member was in the pool and lost it.
+#[tokio::test(start_paused = true)]
+async fn join_attempts_back_off_and_start_over_after_a_join() {
+    let net = MemoryNetwork::new();
+    let node = start(&net, spec("n0", 7000, &[7010]));
+    let attempts = || node.metrics.join_attempts.get();
+    // Attempts at 0, 0.2, 0.6, 1.4, 3.0, 5.0, 7.0 s: nobody answers.
+    tokio::time::sleep(Duration::from_millis(5100)).await;
+    assert_eq!(attempts(), 6);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(attempts(), 7);
+    // The member it was looking for appears; the pool forms.
+    let other = start(&net, spec("n1", 7010, &[]));
+    until("joined", || async { alive_count(&node).await == 2 }).await;
+    let before = attempts();
+    // It crashes: alone again, n0 starts over from the floor.
+    net.isolate(other.addr);
+    other.stop().await;
+    net.heal_all();
+    until("a new attempt", || async { attempts() > before }).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        attempts(),
+        before + 3,
+        "attempts 0, 0.2 and 0.6 s after the loss"
+    );
+    node.stop().await;
 }

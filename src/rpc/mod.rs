@@ -26,6 +26,8 @@ pub mod proto {
 /// Version of the wire protocol; bumped when a change needs peers to know about it.
 /// 2: gossip metadata carries the managed etcd member's URLs and readiness.
 /// 3: ... whether that member has data of an existing cluster, and the active member's term.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: gossip metadata is tagged (`gossip/meta.rs`): from 4 on, metadata fields can be added
+///    without breaking older members. Members of 3 or older cannot read it (the last break).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 pub use server::{PeerService, serve};

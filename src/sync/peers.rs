@@ -84,29 +84,25 @@ mod tests {
 
     fn member(name: &str, cluster: &str, port: u16, generation: u64, term: u64) -> MemberInfo {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut meta = NodeMeta::new(
+            cluster,
+            SocketAddr::from(([127, 0, 0, 1], port + 1)),
+            "cluster",
+        );
+        meta.role = if term > 0 {
+            Role::Active
+        } else {
+            Role::Standby
+        };
+        meta.protocol = 3;
+        meta.term = term;
         MemberInfo {
             id: NodeId {
                 name: name.into(),
                 addr,
                 generation,
                 bump: 1,
-                meta: NodeMeta {
-                    cluster: cluster.into(),
-                    rpc_addr: SocketAddr::from(([127, 0, 0, 1], port + 1)),
-                    mode: "cluster".into(),
-                    role: if term > 0 {
-                        Role::Active
-                    } else {
-                        Role::Standby
-                    },
-                    registry: String::new(),
-                    protocol: 3,
-                    etcd_peer_url: String::new(),
-                    etcd_client_url: String::new(),
-                    etcd_ready: false,
-                    etcd_data: false,
-                    term,
-                },
+                meta,
             },
             status: MemberStatus::Alive,
             local: false,
