@@ -300,7 +300,7 @@ mod tests {
     use super::*;
     use crate::gossip::transport::MemoryNetwork as GossipNetwork;
     use crate::gossip::{
-        GossipConfig, GossipMetrics, NodeId, NodeMeta, Profile, Role, spawn as spawn_gossip,
+        GossipConfig, GossipMetrics, NodeId, NodeMeta, Profile, spawn as spawn_gossip,
     };
     use crate::registry::memory::MemoryRegistry;
     use crate::registry::{Instance, Registry, Service, Tenant};
@@ -336,18 +336,10 @@ mod tests {
             addr: addr(port + 1),
             generation: 1,
             bump: 0,
-            meta: NodeMeta {
-                cluster: cluster.into(),
-                rpc_addr: addr(port),
-                mode: "single".into(),
-                role: Role::Active,
-                registry: String::new(),
-                protocol: 3,
-                etcd_peer_url: String::new(),
-                etcd_client_url: String::new(),
-                etcd_ready: false,
-                etcd_data: false,
-                term: 0,
+            meta: {
+                let mut meta = NodeMeta::new(cluster, addr(port), "single");
+                meta.protocol = crate::rpc::PROTOCOL_VERSION;
+                meta
             },
         };
         let config = GossipConfig {
