@@ -22,7 +22,7 @@
 //! far below 200 KiB. Descriptions, property keys and property values are carried as they
 //! are (registries store them unchecked), within their sizes.
 //!
-//! The text-rule machinery ([`TextRule`], [`check_text`]) is shared with the registry kinds'
+//! The text-rule machinery (`TextRule`, `check_text`) is shared with the registry kinds'
 //! rules, so both report a broken rule the same way: the field as a path
 //! (`chunk.instances[7].host_name`) and a short metric label ([`BoundsError::reason`]).
 

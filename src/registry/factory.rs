@@ -72,7 +72,9 @@ mod tests {
         )
         .expect("adapter");
         assert!(
-            metrics.encode().contains("syncer_registry_failovers_total 0"),
+            metrics
+                .encode()
+                .contains("syncer_registry_failovers_total 0"),
             "the adapter registers its metrics:\n{}",
             metrics.encode()
         );
