@@ -24,8 +24,7 @@ use crate::cluster::leader::Election;
 use crate::cluster::managed::{ManagedEtcd, ManagedEtcdConfig, ManagedEtcdError};
 use crate::config::{Config, Mode};
 use crate::gossip::{self, GossipConfig, GossipHandle, GossipMetrics, NodeId, NodeMeta, Role};
-use crate::registry::Registry;
-use crate::registry::servicecomb::{ServiceComb, ServiceCombConfig};
+use crate::registry::{self, Registry};
 use crate::rpc::proto::NodeInfo;
 use crate::rpc::{self, PROTOCOL_VERSION, PeerService};
 use crate::store::{EtcdStore, EtcdTimeouts, MappingStore, RedbStore, StoreError};
@@ -201,11 +200,8 @@ pub async fn run(
             &tracker,
         )
     };
-    let registry = Arc::new(
-        ServiceComb::new(registry_config(&config))
-            .map_err(|e| NodeError::Registry(e.to_string()))?,
-    );
-    registry.metrics().register(&metrics);
+    let registry = registry::build(&config.registry, &config.sync, &metrics)
+        .map_err(|e| NodeError::Registry(e.to_string()))?;
     {
         let (gossip, token) = (gossip.clone(), shutdown.clone());
         tracker.spawn(announce_registry(registry.clone(), gossip, token));
@@ -365,25 +361,12 @@ fn gossip_config(config: &Config, gossip_addr: SocketAddr, rpc_addr: SocketAddr)
     }
 }
 
-/// The ServiceComb adapter's settings from the configuration.
-fn registry_config(config: &Config) -> ServiceCombConfig {
-    let mut sc = ServiceCombConfig::new(config.registry.addresses.clone());
-    sc.poll_interval = config.sync.poll_interval;
-    sc.resync_interval = config.sync.resync_interval;
-    // New services are found by listing them: five polls' time keeps the first instance of
-    // a new service close to the poll latency without listing every 100 ms.
-    sc.discovery_interval = config.sync.poll_interval * 5;
-    // 10 000 copies renewed in two calls per heartbeat period.
-    sc.heartbeat_batch = 5_000;
-    sc
-}
-
 /// Opens the mapping store (etcd when endpoints are given, else the embedded store), then
 /// starts the sync engine. An etcd that cannot be reached yet is waited for.
 async fn start_engine(
     config: Config,
     gossip: GossipHandle,
-    registry: Arc<ServiceComb>,
+    registry: Arc<dyn Registry>,
     sync: &SyncHandle,
     token: CancellationToken,
     tracker: &TaskTracker,
@@ -452,7 +435,7 @@ const TERM_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 async fn run_cluster_member(
     config: Config,
     gossip: GossipHandle,
-    registry: Arc<ServiceComb>,
+    registry: Arc<dyn Registry>,
     sync: SyncHandle,
     token: CancellationToken,
     tracker: &TaskTracker,
@@ -611,7 +594,7 @@ async fn follow_endpoints(
 /// Asks the registry who it is until it answers, then announces its fingerprint in gossip,
 /// so that data centres that picked the same cluster name by accident are noticed.
 async fn announce_registry(
-    registry: Arc<ServiceComb>,
+    registry: Arc<dyn Registry>,
     gossip: GossipHandle,
     token: CancellationToken,
 ) {

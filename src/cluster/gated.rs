@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::leader::WriteGate;
 use crate::registry::{
-    ChangeFeed, HeartbeatReport, Instance, InstanceRef, Registry, RegistryError, RegistryIdentity,
-    Service, Snapshot, Tenant,
+    ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry, RegistryError,
+    RegistryIdentity, Service, Snapshot, Tenant,
 };
 
 /// `inner` with every write checked against `gate` first.
@@ -46,6 +46,14 @@ impl Registry for GatedRegistry {
 
     fn change_feed(&self) -> Box<dyn ChangeFeed> {
         self.inner.change_feed()
+    }
+
+    fn accepts_service(&self, service: &Service) -> Result<(), Refusal> {
+        self.inner.accepts_service(service)
+    }
+
+    fn accepts_instance(&self, instance: &Instance) -> Result<(), Refusal> {
+        self.inner.accepts_instance(instance)
     }
 
     async fn ensure_service(&self, service: &Service) -> Result<String, RegistryError> {

@@ -3,6 +3,14 @@
 //! It keeps services and instances in maps, wakes its change feeds on every write, and can
 //! be switched "down" to simulate an unreachable registry. It has no leases: tests remove
 //! instances explicitly. Behaviour follows the contract (`contract.rs`), which it passes.
+//!
+//! It models ServiceComb (same service identity, statuses, a re-registered id keeps its
+//! data), so it also answers [`Registry::accepts_service`] and [`Registry::accepts_instance`]
+//! with SC's rules ([`super::servicecomb::rules`]): a test of the engine sees the refusals a
+//! real SC would cause. [`MemoryRegistry::without_kind_rules`] makes a twin of a registry
+//! kind without those rules (Eureka-like ids such as `host:app:8080` accepted), for tests of
+//! data centres of different kinds. Writes themselves are not checked against the rules: the
+//! engine asks before it writes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +21,8 @@ use tokio::sync::watch;
 use super::model::{
     Change, Instance, InstanceRef, RegistryIdentity, Service, Snapshot, Tenant, diff,
 };
-use super::{ChangeFeed, HeartbeatReport, Registry, RegistryError};
+use super::servicecomb::rules;
+use super::{ChangeFeed, HeartbeatReport, Refusal, Registry, RegistryError};
 
 /// Statuses an instance may have.
 const STATUSES: [&str; 5] = ["UP", "DOWN", "STARTING", "TESTING", "OUTOFSERVICE"];
@@ -48,6 +57,9 @@ impl State {
 #[derive(Clone)]
 pub struct MemoryRegistry {
     id: String,
+    /// Whether [`Registry::accepts_service`] and [`Registry::accepts_instance`] apply SC's
+    /// rules (the default) or accept everything within the shared bounds.
+    sc_rules: bool,
     state: Arc<Mutex<State>>,
     /// Bumped on every write; change feeds wait on it.
     version_tx: Arc<watch::Sender<u64>>,
@@ -59,6 +71,7 @@ impl MemoryRegistry {
         let (version_tx, _) = watch::channel(0);
         MemoryRegistry {
             id: id.to_owned(),
+            sc_rules: true,
             state: Arc::new(Mutex::new(State::default())),
             version_tx: Arc::new(version_tx),
         }
@@ -86,6 +99,13 @@ impl MemoryRegistry {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.check_up()?;
         f(&state)
+    }
+
+    /// This registry (and its later clones) without SC's kind rules: it accepts every service
+    /// and instance, as a registry kind without id or format rules would.
+    pub fn without_kind_rules(mut self) -> MemoryRegistry {
+        self.sc_rules = false;
+        self
     }
 
     /// Makes every call fail with [`RegistryError::Unavailable`] (`true`) or work again.
@@ -125,6 +145,22 @@ impl Registry for MemoryRegistry {
             version_rx: self.version_tx.subscribe(),
             last: None,
         })
+    }
+
+    fn accepts_service(&self, service: &Service) -> Result<(), Refusal> {
+        if self.sc_rules {
+            rules::check_service(service)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn accepts_instance(&self, instance: &Instance) -> Result<(), Refusal> {
+        if self.sc_rules {
+            rules::check_instance(instance)
+        } else {
+            Ok(())
+        }
     }
 
     async fn ensure_service(&self, service: &Service) -> Result<String, RegistryError> {
@@ -289,6 +325,36 @@ mod tests {
     async fn memory_registry_passes_the_contract() {
         let registry = MemoryRegistry::new("mem-1");
         super::super::contract::registry_contract(&registry).await;
+    }
+
+    #[test]
+    fn kind_rules_are_sc_unless_switched_off() {
+        let eureka_style = Instance {
+            tenant: Tenant::default_tenant(),
+            service_id: "ORDERS".into(),
+            instance_id: "host:app:8080".into(),
+            host_name: "host".into(),
+            status: "UP".into(),
+            ..Instance::default()
+        };
+        let sc = MemoryRegistry::new("mem-sc");
+        let refusal = sc.accepts_instance(&eureka_style).unwrap_err();
+        assert_eq!(
+            (refusal.field.as_str(), refusal.reason),
+            ("instance.instance_id", "bad_id")
+        );
+        let open = MemoryRegistry::new("mem-open").without_kind_rules();
+        assert_eq!(open.clone().accepts_instance(&eureka_style), Ok(()));
+        let versionless = Service {
+            service_id: "ORDERS".into(),
+            name: "ORDERS".into(),
+            ..Service::default()
+        };
+        assert_eq!(
+            sc.accepts_service(&versionless).unwrap_err().field,
+            "service.app"
+        );
+        assert_eq!(open.accepts_service(&versionless), Ok(()));
     }
 
     #[tokio::test]

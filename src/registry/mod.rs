@@ -1,18 +1,39 @@
 //! Registry adapters: the one trait the sync engine talks to, the registry-neutral data model
-//! it speaks, and one file per registry kind.
+//! it speaks, the rules data must follow to travel, and one folder per registry kind.
 //!
 //! - [`Registry`]: the operations the sync engine needs, nothing more.
 //! - [`ChangeFeed`]: the local registry's changes, as a pull-based stream each adapter
 //!   implements in the way its registry allows (ServiceComb: batch find with revisions).
 //! - [`model`]: services, instances and snapshots, independent of any registry's JSON.
-//! - [`servicecomb`]: Apache ServiceComb Service Center, REST API v4.
-//! - [`memory`]: an in-memory twin for tests of the layers above.
+//! - [`factory`]: [`build`] turns the configured registry kind into an `Arc<dyn Registry>`;
+//!   each adapter owns its tuning, defaults and metrics.
+//! - [`bounds`]: the wire-safety bounds every registry shares (sizes, counts, control
+//!   characters, the fields the model needs), checked on everything received from a peer and
+//!   on everything exported.
+//! - [`servicecomb`]: Apache ServiceComb Service Center, REST API v4, with its own rules
+//!   (`servicecomb::rules`) behind [`Registry::accepts_service`] and
+//!   [`Registry::accepts_instance`].
+//! - [`memory`]: an in-memory twin (of ServiceComb, rules included) for tests of the layers
+//!   above.
 //! - [`contract`]: the suite every adapter must pass.
 //!
-//! A second registry kind (Eureka) is one more file: its adapter maps `app`/`instanceId` to
-//! [`model::Service`]/[`model::Instance`] and keeps its own JSON types private.
+//! # Two kinds of rules
+//! What may travel between data centres is decided twice. The [`bounds`] are the same for
+//! every registry: a peer refuses a message that breaks them, and the exporter leaves out a
+//! local object that breaks them. Whether a registry can *hold* a value is the rule of its
+//! kind, asked through [`Registry::accepts_service`] / [`Registry::accepts_instance`] by the
+//! importer before it writes a copy: a Eureka instance id `host:app:8080` travels, and is
+//! refused (counted, logged) only where a ServiceComb would receive it.
+//!
+//! # Adding a registry kind
+//! One folder, `src/registry/<kind>/`, with the adapter (its `*Config` with a `from_config`
+//! and defaults, HTTP client, JSON types kept private, metrics, and its `rules.rs` behind
+//! `accepts_*`), passing [`contract::registry_contract`]; then one arm in [`factory::build`]
+//! and the kind's name in the configuration's `Plugin`.
 
+pub mod bounds;
 pub mod contract;
+pub mod factory;
 pub mod memory;
 pub mod model;
 pub mod servicecomb;
@@ -21,6 +42,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+pub use factory::build;
 pub use model::{
     Change, HealthCheck, Instance, InstanceRef, RegistryIdentity, Service, Snapshot, Tenant,
 };
@@ -71,13 +93,15 @@ impl RegistryError {
 }
 
 /// Why a registry kind cannot hold an object that passed the wire-safety bounds every
-/// registry shares: a rule of that kind (ServiceComb's id characters, for example).
+/// registry shares ([`bounds`]): a rule of that kind (ServiceComb's id characters, for
+/// example).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {detail}")]
 pub struct Refusal {
-    /// The field that breaks the rule (`instance_id`, `service.app`, ...).
+    /// The field that breaks the rule, as a path (`instance.instance_id`, `service.app`).
     pub field: String,
-    /// A short label for metrics (`id_chars`, `too_long`, ...).
+    /// A short label for metrics, from the same set as the bounds' (`bad_id`, `bad_value`,
+    /// `missing_field`, `too_large`).
     pub reason: &'static str,
     /// What is wrong, for logs.
     pub detail: String,
@@ -118,7 +142,9 @@ pub trait Registry: Send + Sync {
     /// Whether this kind of registry can hold `service` (as the service of a copy): its own
     /// rules for ids, names and fields, beyond the wire-safety bounds every registry shares.
     /// The importer checks before any write, so an object another kind of registry allows
-    /// is refused here, counted and logged, instead of failing call after call.
+    /// is refused here, counted and logged, instead of failing call after call. The default
+    /// accepts everything (a kind without rules of its own); a wrapper such as
+    /// `cluster::gated::GatedRegistry` forwards to the registry it wraps.
     ///
     /// # Errors
     /// A [`Refusal`] naming the field and the rule.

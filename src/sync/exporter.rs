@@ -19,8 +19,8 @@ use super::metrics::SyncMetrics;
 use super::unix_ms;
 use crate::backoff::Backoff;
 use crate::gossip::GossipHandle;
+use crate::registry::bounds;
 use crate::registry::{Change, ChangeFeed, Instance, Service};
-use crate::rpc::convert;
 
 /// Increments kept for peers that are a little behind; older peers get a snapshot.
 pub(crate) const OUTBOX: usize = 20_000;
@@ -233,16 +233,17 @@ pub(crate) async fn run(
 /// Most refused local objects remembered, so each is logged once.
 const REFUSED_MEMORY: usize = 10_000;
 
-/// Drops local services and instances that other data centres would refuse (an id or field
-/// outside SC's rules, oversized properties): one odd object must not make every snapshot of
-/// this data centre unusable. Each is logged once and counted.
+/// Drops local services and instances that other data centres would refuse (outside the
+/// wire-safety bounds every registry shares: oversized, control characters, a required field
+/// empty): one odd object must not make every snapshot of this data centre unusable. Each is
+/// logged once and counted.
 struct Gate {
     refused: HashSet<String>,
     metrics: SyncMetrics,
 }
 
 impl Gate {
-    fn refuse(&mut self, what: String, e: &convert::ConvertError) {
+    fn refuse(&mut self, what: String, e: &bounds::BoundsError) {
         self.metrics.reject("export", e.reason());
         if self.refused.len() < REFUSED_MEMORY && self.refused.insert(what.clone()) {
             warn!(object = %what, error = %e, "not exported: other data centres would refuse it");
@@ -250,7 +251,7 @@ impl Gate {
     }
 
     fn service(&mut self, s: &Service) -> bool {
-        let checked = convert::check_service(s);
+        let checked = bounds::check_service(s);
         if let Err(e) = &checked {
             self.refuse(format!("service {}/{}", s.tenant, s.service_id), e);
         }
@@ -258,7 +259,7 @@ impl Gate {
     }
 
     fn instance(&mut self, i: &Instance) -> bool {
-        let checked = convert::check_instance(i);
+        let checked = bounds::check_instance(i);
         if let Err(e) = &checked {
             self.refuse(format!("instance {}", i.reference()), e);
         }

@@ -13,6 +13,8 @@
 //! - `heartbeat.rs`: batch heartbeats in both SC dialects.
 //! - `feed.rs`: the change feed (dump + batch find with revisions).
 //! - `metrics.rs`: the adapter's counters.
+//! - `rules.rs`: what SC requires of the data it stores ([`Registry::accepts_service`],
+//!   [`Registry::accepts_instance`]), beyond the bounds every registry shares.
 //!
 //! # Transparency
 //! A syncer must not change how SC behaves for applications, so the adapter never sends
@@ -25,6 +27,7 @@ mod convert;
 mod feed;
 mod heartbeat;
 mod metrics;
+pub mod rules;
 mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,9 +50,11 @@ use self::wire::{
     RegisterInstanceRequest, ServiceIdReply, ServiceReply, ServicesReply, VersionReply,
 };
 use super::{
-    ChangeFeed, HeartbeatReport, Instance, InstanceRef, Registry, RegistryError, RegistryIdentity,
-    Service, Snapshot, Tenant,
+    ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry, RegistryError,
+    RegistryIdentity, Service, Snapshot, Tenant,
 };
+use crate::config::{RegistryConfig, SyncConfig};
+use crate::telemetry::Metrics;
 
 /// The adapter kind reported by [`Registry::identity`].
 pub const KIND: &str = "servicecenter";
@@ -147,6 +152,23 @@ impl ServiceCombConfig {
     }
 }
 
+impl ServiceCombConfig {
+    /// The daemon's settings for the SC described by the registry part of the configuration,
+    /// polled as the sync settings ask. Settings the configuration does not expose keep their
+    /// defaults or follow from the poll interval.
+    pub fn from_config(registry: &RegistryConfig, sync: &SyncConfig) -> ServiceCombConfig {
+        let mut sc = ServiceCombConfig::new(registry.addresses.clone());
+        sc.poll_interval = sync.poll_interval;
+        sc.resync_interval = sync.resync_interval;
+        // New services are found by listing them: five polls' time keeps the first instance
+        // of a new service close to the poll latency without listing every 100 ms.
+        sc.discovery_interval = sync.poll_interval * 5;
+        // 10 000 copies renewed in two calls per heartbeat period.
+        sc.heartbeat_batch = 5_000;
+        sc
+    }
+}
+
 impl Default for ServiceCombConfig {
     /// SC at its default address, `http://127.0.0.1:30100`.
     fn default() -> ServiceCombConfig {
@@ -196,6 +218,21 @@ impl ServiceComb {
                 written_tenants: Mutex::new(BTreeSet::new()),
             }),
         })
+    }
+
+    /// The adapter the daemon runs: [`ServiceCombConfig::from_config`], with its counters
+    /// registered in `metrics`. Does not contact SC.
+    ///
+    /// # Errors
+    /// [`RegistryError::Invalid`] for an unusable configuration.
+    pub fn build(
+        registry: &RegistryConfig,
+        sync: &SyncConfig,
+        metrics: &Metrics,
+    ) -> Result<ServiceComb, RegistryError> {
+        let sc = ServiceComb::new(ServiceCombConfig::from_config(registry, sync))?;
+        sc.metrics().register(metrics);
+        Ok(sc)
     }
 
     /// The adapter's counters; [`ServiceCombMetrics::register`] exports them.
@@ -424,6 +461,16 @@ impl Registry for ServiceComb {
 
     fn change_feed(&self) -> Box<dyn ChangeFeed> {
         Box::new(feed::ScFeed::new(self.inner.clone()))
+    }
+
+    /// SC's rules for services ([`rules::check_service`]).
+    fn accepts_service(&self, service: &Service) -> Result<(), Refusal> {
+        rules::check_service(service)
+    }
+
+    /// SC's rules for instances ([`rules::check_instance`]).
+    fn accepts_instance(&self, instance: &Instance) -> Result<(), Refusal> {
+        rules::check_instance(instance)
     }
 
     /// Creates the service under its chosen id (§2.1). SC answers an existing service
