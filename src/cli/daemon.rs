@@ -192,3 +192,103 @@ fn print_check(config: &Config) {
         println!("warning: {warning}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::config::Origin;
+    use crate::config::settings::Id;
+
+    /// The daemon's arguments for `syncer daemon <args>`.
+    fn parse(args: &[&str]) -> Result<DaemonArgs, clap::Error> {
+        let argv = ["syncer", "daemon"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Daemon(args) => Ok(*args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_flag_of_the_table_sets_its_setting() {
+        for spec in SETTINGS {
+            let Some(flag) = spec.flag else { continue };
+            let long = format!("--{}", flag.long);
+            let mut names = vec![long.clone()];
+            names.extend(flag.aliases.iter().map(|alias| {
+                let (Alias::Visible(a) | Alias::Hidden(a)) = alias;
+                format!("--{a}")
+            }));
+            for name in names {
+                let args = parse(&[&name, "v1"]).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let setting = args
+                    .settings
+                    .get(spec.id)
+                    .unwrap_or_else(|| panic!("{name} does not set {}", spec.name));
+                assert_eq!(setting.value, "v1", "{name}");
+                // Whatever spelling was typed, the origin names the flag itself.
+                assert_eq!(setting.origin, Origin::Flag(long.clone()), "{name}");
+                assert_eq!(args.settings.iter().count(), 1, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn help_names_every_flag_and_variable() {
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("daemon")
+            .expect("daemon subcommand")
+            .render_long_help()
+            .to_string();
+        for spec in SETTINGS {
+            if let Some(flag) = spec.flag {
+                assert!(
+                    help.contains(&format!("--{} ", flag.long)),
+                    "--{}",
+                    flag.long
+                );
+                for alias in flag.aliases {
+                    match alias {
+                        Alias::Visible(a) => assert!(help.contains(&format!("--{a}")), "{a}"),
+                        Alias::Hidden(a) => {
+                            assert!(!help.contains(&format!("--{a} ")), "{a} is hidden")
+                        }
+                    }
+                }
+            }
+            if let Some(var) = spec.env {
+                assert!(help.contains(var), "{var}");
+            }
+        }
+    }
+
+    #[test]
+    fn flag_forms_keep_their_behaviour() {
+        // A negative count reaches validation, which names the flag.
+        let args = parse(&["--removal-cap", "-5"]).unwrap();
+        assert_eq!(args.settings.get(Id::RemovalCap).unwrap().value, "-5");
+        assert!(parse(&["--node", "-5"]).is_err());
+        // A switch alone means true; a value may follow.
+        let args = parse(&["--keep-stale-copies"]).unwrap();
+        assert_eq!(
+            args.settings.get(Id::KeepStaleCopies).unwrap().value,
+            "true"
+        );
+        let args = parse(&["--keep-stale-copies=false"]).unwrap();
+        assert_eq!(
+            args.settings.get(Id::KeepStaleCopies).unwrap().value,
+            "false"
+        );
+        // --cluster-port and its 1.4 form exclude each other.
+        assert!(parse(&["--cluster-port", "1", "--peer-addr", "127.0.0.1:1"]).is_err());
+        // --check and --config are not settings.
+        let args = parse(&["--check", "--config", "x.yaml"]).unwrap();
+        assert!(args.check);
+        assert_eq!(args.config, Some(PathBuf::from("x.yaml")));
+        assert_eq!(args.settings.iter().count(), 0);
+        assert!(!parse(&["--check=false"]).unwrap().check);
+    }
+}

@@ -896,6 +896,49 @@ mod tests {
         }
     }
 
+    /// Every built-in default of the table passes the typed parsing, and is what the
+    /// configuration reports as used.
+    #[test]
+    fn table_defaults_parse() {
+        // Only what has no default, and an address to advertise (the default bind address
+        // is a wildcard).
+        let mut given = Layer::default();
+        given.set(Id::Node, "n1".into(), Origin::Default);
+        given.set(Id::AdvertiseAddr, "10.0.0.1".into(), Origin::Default);
+        let config = resolve(
+            &super::super::settings::defaults().overlaid(given),
+            Vec::new(),
+        )
+        .unwrap();
+        for spec in super::super::settings::SETTINGS {
+            if let super::super::settings::Default::Text(text) = spec.default {
+                assert!(
+                    config
+                        .effective
+                        .iter()
+                        .any(|(id, value, origin)| *id == spec.id
+                            && value == text
+                            && *origin == Origin::Default),
+                    "default of {} not used",
+                    spec.name
+                );
+            }
+        }
+        // The cluster-mode defaults agree with their typed constants.
+        assert_eq!(config.cluster.size, ClusterConfig::DEFAULT_SIZE);
+        assert_eq!(
+            config.cluster.leader_lease,
+            ClusterConfig::DEFAULT_LEADER_LEASE
+        );
+        assert_eq!(
+            config.sync.resync_interval,
+            super::super::DEFAULT_RESYNC_INTERVAL
+        );
+        assert_eq!(config.gossip.profile, GossipProfile::Lan);
+        // `effective` is in table order, as `--check` prints it.
+        assert!(config.effective.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
     #[test]
     fn sync_settings_are_read_and_checked() {
         let flag = |f: &str| Origin::Flag(f.to_owned());
