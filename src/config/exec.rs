@@ -2,7 +2,7 @@
 //!
 //! Validation checks it before anything binds (cluster mode without `--etcd-endpoints` runs an
 //! etcd member, and a missing executable should stop the daemon at once, not after it joined
-//! the pool), and the managed member (`crate::cluster::managed`) resolves it again when it
+//! the pool), and the managed member (`cluster::managed`) resolves it again when it
 //! starts etcd; both use this one lookup.
 
 use std::path::{Path, PathBuf};

@@ -153,11 +153,11 @@ impl fmt::Display for Plugin {
 }
 
 /// Longest accepted `--gossip-label`, in bytes; the gossip framing carries it
-/// (`crate::gossip` uses this constant).
+/// (the gossip module uses this constant).
 pub const MAX_GOSSIP_LABEL_BYTES: usize = 64;
 
 /// Failure-detection timing of the gossip pool (`--gossip-profile`). Only the names live here;
-/// the timing of each profile is `crate::gossip`'s, which uses this type as `gossip::Profile`.
+/// the timing of each profile is the gossip module's, which uses this type as `gossip::Profile`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GossipProfile {
     /// One data centre or regions on a fast network: a crash is detected within 6 s (measured
