@@ -32,10 +32,7 @@ fn main() -> ExitCode {
             println!("syncer {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Daemon(args) => match matches.subcommand_matches("daemon") {
-            Some(sub) => daemon::run(&args, sub),
-            None => ExitCode::from(daemon::EXIT_RUNTIME),
-        },
+        Command::Daemon(args) => daemon::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::DevRegistry(args) => dev_registry::run(&args),
         Command::Members(args) => members::run(&args),

@@ -1,15 +1,21 @@
 //! The flags of `syncer daemon`.
 //!
-//! Every setting is an `Option<String>` here: whether a value was given, and whether it came
-//! from the command line or the environment, decides its precedence over the YAML file
-//! (`crate::config`), and the raw text lets error messages quote exactly what the operator
-//! wrote. Defaults live in `crate::config`, not in clap, for the same reason.
+//! The flags and environment variables of the settings are built from the configuration's
+//! table (`crate::config::settings`) with clap's builder API; `--config` and `--check` are
+//! the two flags that are not settings. Every setting is taken as text, without a clap
+//! default: whether a value was given, and whether it came from the command line or the
+//! environment, decides its precedence over the YAML file, and the raw text lets error
+//! messages quote exactly what the operator wrote. Defaults live in the table, for the same
+//! reason.
 
 use std::path::PathBuf;
 
-use clap::{ArgMatches, Args, parser::ValueSource};
+use clap::builder::BoolishValueParser;
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, FromArgMatches};
 
-use crate::config::{Layer, Origin};
+use crate::config::settings::{Alias, Form, SETTINGS, Spec};
+use crate::config::{Config, Layer};
 
 const PRECEDENCE: &str = "\
 Settings come from four places; later ones win:
@@ -21,237 +27,109 @@ Examples (the original Syncer's command lines work unchanged):
   syncer daemon --sc-addr http://10.0.0.10:30100 --bind-addr 10.0.0.10:30190 --rpc-addr 10.0.0.10:30191
   syncer daemon --sc-addr http://10.0.0.11:30100 --bind-addr 10.0.0.11:30190 --rpc-addr 10.0.0.11:30191 --join-addr 10.0.0.10:30190";
 
-/// Flags of `syncer daemon`.
-#[derive(Debug, Args)]
-#[command(after_long_help = PRECEDENCE)]
+/// Clap ids of the two flags that are not settings.
+const CONFIG: &str = "config";
+const CHECK: &str = "check";
+
+/// What `syncer daemon` was given.
+#[derive(Debug, Clone)]
 pub struct DaemonArgs {
-    /// YAML configuration file (keys of the original Syncer 1.4 and 1.3, see docs/CONFIG.md).
-    #[arg(long, value_name = "FILE", env = "SYNCER_CONFIG")]
+    /// The YAML file (`--config`, `SYNCER_CONFIG`).
     pub config: Option<PathBuf>,
-
-    /// Validate the configuration, print the effective settings and exit.
-    #[arg(long, env = "SYNCER_CHECK", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
-    pub check: Option<bool>,
-
-    /// Registry address(es), comma-separated; a missing scheme means http://.
-    /// [default: http://127.0.0.1:30100]
-    #[arg(
-        long,
-        visible_alias = "registry",
-        value_name = "URLS",
-        env = "SYNCER_SC_ADDR"
-    )]
-    pub sc_addr: Option<String>,
-
-    /// Registry kind: servicecenter. [default: servicecenter]
-    #[arg(
-        long,
-        visible_alias = "plugin",
-        value_name = "NAME",
-        env = "SYNCER_SC_PLUGIN"
-    )]
-    pub sc_plugin: Option<String>,
-
-    /// Gossip (UDP) listen address; a missing port means 30190. [default: 0.0.0.0:30190]
-    #[arg(long, alias = "bind", value_name = "IP:PORT", env = "SYNCER_BIND_ADDR")]
-    pub bind_addr: Option<String>,
-
-    /// gRPC listen address; a missing port means 30191. [default: 0.0.0.0:30191]
-    #[arg(long, value_name = "IP:PORT", env = "SYNCER_RPC_ADDR")]
-    pub rpc_addr: Option<String>,
-
-    /// Address of any pool member to join, comma-separated (gossip or rpc address).
-    #[arg(
-        long,
-        visible_alias = "join",
-        value_name = "HOST:PORT,...",
-        env = "SYNCER_JOIN_ADDR"
-    )]
-    pub join_addr: Option<String>,
-
-    /// IP address peers use to reach this syncer's gossip and rpc ports. Default: the host of
-    /// --bind-addr, or if that is a wildcard, the local address that routes to the first
-    /// --join-addr.
-    #[arg(long, value_name = "IP", env = "SYNCER_ADVERTISE_ADDR")]
-    pub advertise_addr: Option<String>,
-
-    /// Failure-detection timing of the gossip pool: lan (a dead member is seen down within
-    /// about 6 s), wan (slow links between regions) or local (tests). [default: lan]
-    #[arg(long, value_name = "PROFILE", env = "SYNCER_GOSSIP_PROFILE")]
-    pub gossip_profile: Option<String>,
-
-    /// Label of the gossip pool: syncers only admit members with the same label, so pools
-    /// that share a network stay apart. [default: empty]
-    #[arg(long, value_name = "LABEL", env = "SYNCER_GOSSIP_LABEL")]
-    pub gossip_label: Option<String>,
-
-    /// single: one syncer per data centre; cluster: several, exactly one active.
-    /// [default: single]
-    #[arg(long, value_name = "MODE", env = "SYNCER_MODE")]
-    pub mode: Option<String>,
-
-    /// Member name, unique in the pool; required in cluster mode. [default: host name]
-    #[arg(long, value_name = "NAME", env = "SYNCER_NODE")]
-    pub node: Option<String>,
-
-    /// Data centre name shared by its syncers. [default: MD5 of the sorted registry
-    /// addresses]
-    #[arg(
-        long,
-        visible_alias = "cluster",
-        value_name = "NAME",
-        env = "SYNCER_CLUSTER_NAME"
-    )]
-    pub cluster_name: Option<String>,
-
-    /// Port of the managed etcd member's peer listener (cluster mode). [default: 30192]
-    #[arg(
-        long,
-        value_name = "PORT",
-        env = "SYNCER_CLUSTER_PORT",
-        conflicts_with = "peer_addr"
-    )]
-    pub cluster_port: Option<String>,
-
-    /// Address of the managed etcd member's peer listener (the 1.4 form of --cluster-port).
-    #[arg(long, value_name = "IP:PORT", env = "SYNCER_PEER_ADDR")]
-    pub peer_addr: Option<String>,
-
-    /// Directory for this syncer's state. [default: ./syncer-data/<node>]
-    #[arg(long, value_name = "DIR", env = "SYNCER_DATA_DIR")]
-    pub data_dir: Option<String>,
-
-    /// etcd client URLs, comma-separated; without them state is kept in --data-dir.
-    #[arg(long, value_name = "URLS", env = "SYNCER_ETCD_ENDPOINTS")]
-    pub etcd_endpoints: Option<String>,
-
-    /// Cluster mode: members of this data centre; without --etcd-endpoints the managed etcd
-    /// cluster bootstraps once this many have met. At least 1. [default: 3]
-    #[arg(long, value_name = "N", env = "SYNCER_CLUSTER_SIZE")]
-    pub cluster_size: Option<String>,
-
-    /// Cluster mode: lease of the active member's leadership in etcd, 2s to 1m; a standby
-    /// takes over within about this long after the active member dies. [default: 2s]
-    #[arg(long, value_name = "DURATION", env = "SYNCER_LEADER_LEASE")]
-    pub leader_lease: Option<String>,
-
-    /// Cluster mode without --etcd-endpoints: the etcd executable to run. [default: etcd,
-    /// from PATH]
-    #[arg(long, value_name = "PATH", env = "SYNCER_ETCD_BIN")]
-    pub etcd_bin: Option<String>,
-
-    /// Cluster mode without --etcd-endpoints: client port of the managed etcd member.
-    /// [default: the cluster port - 10000, or + 10000 when that is below 1024]
-    #[arg(long, value_name = "PORT", env = "SYNCER_ETCD_CLIENT_PORT")]
-    pub etcd_client_port: Option<String>,
-
-    /// HTTP address of /health and /metrics, or `none`. [default: host of --rpc-addr, its
-    /// port + 2]
-    #[arg(long, value_name = "IP:PORT", env = "SYNCER_ADMIN_ADDR")]
-    pub admin_addr: Option<String>,
-
-    /// Most copies of one origin data centre removed per sliding minute; further removals
-    /// wait, are logged and counted. At least 1. [default: 1000]
-    #[arg(
-        long,
-        value_name = "N",
-        env = "SYNCER_REMOVAL_CAP",
-        allow_negative_numbers = true
-    )]
-    pub removal_cap: Option<String>,
-
-    /// How long an origin data centre may go without a successful exchange (push, pull,
-    /// anti-entropy) before its copies are no longer kept alive. At least 1s. [default: 1m]
-    #[arg(long, value_name = "DURATION", env = "SYNCER_ORIGIN_GRACE")]
-    pub origin_grace: Option<String>,
-
-    /// Keep heartbeating the copies of an unreachable origin after --origin-grace, so they
-    /// are stale rather than missing during a partition. `--keep-stale-copies` alone means
-    /// true. [default: false]
-    #[arg(
-        long,
-        value_name = "BOOL",
-        env = "SYNCER_KEEP_STALE_COPIES",
-        num_args = 0..=1,
-        default_missing_value = "true"
-    )]
-    pub keep_stale_copies: Option<String>,
-
-    /// Lease of every copy syncer registers, in whole seconds: a multiple of 3s from 3s to
-    /// 1h (heartbeats go every third of it; the registry tolerates 2 missed ones).
-    /// [default: 30s]
-    #[arg(long, value_name = "DURATION", env = "SYNCER_COPY_LEASE")]
-    pub copy_lease: Option<String>,
-
-    /// Period of the anti-entropy check with every other data centre, 100ms to 1h.
-    /// [default: 10s]
-    #[arg(long, value_name = "DURATION", env = "SYNCER_ANTI_ENTROPY_INTERVAL")]
-    pub anti_entropy_interval: Option<String>,
-
-    /// Period of the registry change-feed poll (ServiceComb: one batch find per tenant),
-    /// 10ms to 1m. [default: 100ms]
-    #[arg(long, value_name = "DURATION", env = "SYNCER_POLL_INTERVAL")]
-    pub poll_interval: Option<String>,
-
-    /// Log format: text or json. [default: text]
-    #[arg(long, value_name = "FORMAT", env = "SYNCER_LOG_FORMAT")]
-    pub log_format: Option<String>,
-
-    /// Log filter: a level (info, debug, ...) or tracing directives such as
-    /// `info,syncer::gossip=debug`; RUST_LOG is read when neither this flag nor
-    /// SYNCER_LOG_LEVEL is set. [default: info]
-    #[arg(long, value_name = "FILTER", env = "SYNCER_LOG_LEVEL")]
-    pub log_level: Option<String>,
+    /// `--check`: validate, print the effective settings, exit.
+    pub check: bool,
+    /// The settings given on the command line or in the environment, each with its origin.
+    pub settings: Layer,
 }
 
-impl DaemonArgs {
-    /// The settings given on the command line or in the environment, each with its origin.
-    ///
-    /// `matches` are the matches of the `daemon` subcommand; they tell a flag from an
-    /// environment variable.
-    pub fn layer(&self, matches: &ArgMatches) -> Layer {
-        let mut layer = Layer::default();
-        let fields: [(&'static str, &Option<String>); 28] = [
-            ("sc_addr", &self.sc_addr),
-            ("sc_plugin", &self.sc_plugin),
-            ("bind_addr", &self.bind_addr),
-            ("rpc_addr", &self.rpc_addr),
-            ("join_addr", &self.join_addr),
-            ("advertise_addr", &self.advertise_addr),
-            ("gossip_profile", &self.gossip_profile),
-            ("gossip_label", &self.gossip_label),
-            ("mode", &self.mode),
-            ("node", &self.node),
-            ("cluster_name", &self.cluster_name),
-            ("cluster_port", &self.cluster_port),
-            ("peer_addr", &self.peer_addr),
-            ("data_dir", &self.data_dir),
-            ("etcd_endpoints", &self.etcd_endpoints),
-            ("cluster_size", &self.cluster_size),
-            ("leader_lease", &self.leader_lease),
-            ("etcd_bin", &self.etcd_bin),
-            ("etcd_client_port", &self.etcd_client_port),
-            ("admin_addr", &self.admin_addr),
-            ("removal_cap", &self.removal_cap),
-            ("origin_grace", &self.origin_grace),
-            ("keep_stale_copies", &self.keep_stale_copies),
-            ("copy_lease", &self.copy_lease),
-            ("anti_entropy_interval", &self.anti_entropy_interval),
-            ("poll_interval", &self.poll_interval),
-            ("log_format", &self.log_format),
-            ("log_level", &self.log_level),
-        ];
-        for (id, value) in fields {
-            let Some(value) = value else { continue };
-            let origin = match matches.value_source(id) {
-                Some(ValueSource::EnvVariable) => {
-                    Origin::Env(format!("SYNCER_{}", id.to_uppercase()))
-                }
-                _ => Origin::Flag(format!("--{}", id.replace('_', "-"))),
+impl clap::Args for DaemonArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.after_long_help(PRECEDENCE)
+            .arg(
+                Arg::new(CONFIG)
+                    .long(CONFIG)
+                    .value_name("FILE")
+                    .env("SYNCER_CONFIG")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .action(ArgAction::Set)
+                    .help(
+                        "YAML configuration file (keys of the original Syncer 1.4 and 1.3, \
+                         see docs/CONFIG.md)",
+                    ),
+            )
+            .arg(
+                Arg::new(CHECK)
+                    .long(CHECK)
+                    .value_name("CHECK")
+                    .env("SYNCER_CHECK")
+                    .value_parser(BoolishValueParser::new())
+                    .num_args(0..=1)
+                    .default_missing_value("true")
+                    .action(ArgAction::Set)
+                    .help("Validate the configuration, print the effective settings and exit"),
+            )
+            .args(SETTINGS.iter().filter_map(setting_arg))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// The clap argument of one setting of the table; `None` for settings only the file sets.
+fn setting_arg(spec: &'static Spec) -> Option<Arg> {
+    let flag = spec.flag?;
+    let mut arg = Arg::new(spec.name)
+        .long(flag.long)
+        .value_name(flag.value_name)
+        .value_parser(clap::value_parser!(String))
+        .action(ArgAction::Set)
+        .help(spec.help_text());
+    if let Some(var) = spec.env {
+        arg = arg.env(var);
+    }
+    for alias in flag.aliases {
+        arg = match *alias {
+            Alias::Visible(name) => arg.visible_alias(name),
+            Alias::Hidden(name) => arg.alias(name),
+        };
+    }
+    arg = match flag.form {
+        Form::Value => arg,
+        Form::Number => arg.allow_negative_numbers(true),
+        Form::Switch => arg.num_args(0..=1).default_missing_value("true"),
+    };
+    if let Some(other) = flag.conflicts_with {
+        arg = arg.conflicts_with(other.name());
+    }
+    Some(arg)
+}
+
+impl FromArgMatches for DaemonArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut settings = Layer::default();
+        for spec in SETTINGS.iter().filter(|s| s.flag.is_some()) {
+            let Some(value) = matches.get_one::<String>(spec.name) else {
+                continue;
             };
-            layer.set(id, value.clone(), origin);
+            let origin = match matches.value_source(spec.name) {
+                Some(ValueSource::EnvVariable) => spec.env_origin(),
+                _ => spec.flag_origin(),
+            };
+            if let Some(origin) = origin {
+                settings.set(spec.id, value.clone(), origin);
+            }
         }
-        layer
+        Ok(DaemonArgs {
+            config: matches.get_one::<PathBuf>(CONFIG).cloned(),
+            check: matches.get_one::<bool>(CHECK).copied().unwrap_or(false),
+            settings,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = DaemonArgs::from_arg_matches(matches)?;
+        Ok(())
     }
 }
 
@@ -261,17 +139,17 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_RUNTIME: u8 = 1;
 
 /// Runs `syncer daemon`: validate, then serve until a signal or a fatal error.
-pub fn run(args: &DaemonArgs, matches: &ArgMatches) -> std::process::ExitCode {
+pub fn run(args: &DaemonArgs) -> std::process::ExitCode {
     use std::process::ExitCode;
 
-    let config = match crate::config::Config::load(args.config.as_deref(), args.layer(matches)) {
+    let config = match Config::load(args.config.as_deref(), args.settings.clone()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("syncer: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if args.check == Some(true) {
+    if args.check {
         print_check(&config);
         return ExitCode::SUCCESS;
     }
@@ -303,8 +181,8 @@ pub fn run(args: &DaemonArgs, matches: &ArgMatches) -> std::process::ExitCode {
     }
 }
 
-/// `--check`: the effective settings, one per line, with where each came from.
-fn print_check(config: &crate::config::Config) {
+/// `--check`: the effective settings, one per line in table order, with where each came from.
+fn print_check(config: &Config) {
     println!("configuration is valid");
     for (id, value, origin) in &config.effective {
         println!("  {id:<21} = {value:<40} ({origin})");
@@ -312,5 +190,105 @@ fn print_check(config: &crate::config::Config) {
     println!("  {:<21} = {}", "advertise_ip", config.gossip.advertise_ip);
     for warning in &config.warnings {
         println!("warning: {warning}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::config::Origin;
+    use crate::config::settings::Id;
+
+    /// The daemon's arguments for `syncer daemon <args>`.
+    fn parse(args: &[&str]) -> Result<DaemonArgs, clap::Error> {
+        let argv = ["syncer", "daemon"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Daemon(args) => Ok(*args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_flag_of_the_table_sets_its_setting() {
+        for spec in SETTINGS {
+            let Some(flag) = spec.flag else { continue };
+            let long = format!("--{}", flag.long);
+            let mut names = vec![long.clone()];
+            names.extend(flag.aliases.iter().map(|alias| {
+                let (Alias::Visible(a) | Alias::Hidden(a)) = alias;
+                format!("--{a}")
+            }));
+            for name in names {
+                let args = parse(&[&name, "v1"]).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let setting = args
+                    .settings
+                    .get(spec.id)
+                    .unwrap_or_else(|| panic!("{name} does not set {}", spec.name));
+                assert_eq!(setting.value, "v1", "{name}");
+                // Whatever spelling was typed, the origin names the flag itself.
+                assert_eq!(setting.origin, Origin::Flag(long.clone()), "{name}");
+                assert_eq!(args.settings.iter().count(), 1, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn help_names_every_flag_and_variable() {
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("daemon")
+            .expect("daemon subcommand")
+            .render_long_help()
+            .to_string();
+        for spec in SETTINGS {
+            if let Some(flag) = spec.flag {
+                assert!(
+                    help.contains(&format!("--{} ", flag.long)),
+                    "--{}",
+                    flag.long
+                );
+                for alias in flag.aliases {
+                    match alias {
+                        Alias::Visible(a) => assert!(help.contains(&format!("--{a}")), "{a}"),
+                        Alias::Hidden(a) => {
+                            assert!(!help.contains(&format!("--{a} ")), "{a} is hidden")
+                        }
+                    }
+                }
+            }
+            if let Some(var) = spec.env {
+                assert!(help.contains(var), "{var}");
+            }
+        }
+    }
+
+    #[test]
+    fn flag_forms_keep_their_behaviour() {
+        // A negative count reaches validation, which names the flag.
+        let args = parse(&["--removal-cap", "-5"]).unwrap();
+        assert_eq!(args.settings.get(Id::RemovalCap).unwrap().value, "-5");
+        assert!(parse(&["--node", "-5"]).is_err());
+        // A switch alone means true; a value may follow.
+        let args = parse(&["--keep-stale-copies"]).unwrap();
+        assert_eq!(
+            args.settings.get(Id::KeepStaleCopies).unwrap().value,
+            "true"
+        );
+        let args = parse(&["--keep-stale-copies=false"]).unwrap();
+        assert_eq!(
+            args.settings.get(Id::KeepStaleCopies).unwrap().value,
+            "false"
+        );
+        // --cluster-port and its 1.4 form exclude each other.
+        assert!(parse(&["--cluster-port", "1", "--peer-addr", "127.0.0.1:1"]).is_err());
+        // --check and --config are not settings.
+        let args = parse(&["--check", "--config", "x.yaml"]).unwrap();
+        assert!(args.check);
+        assert_eq!(args.config, Some(PathBuf::from("x.yaml")));
+        assert_eq!(args.settings.iter().count(), 0);
+        assert!(!parse(&["--check=false"]).unwrap().check);
     }
 }

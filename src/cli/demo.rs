@@ -26,7 +26,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, Layer, LogConfig, LogFormat, Origin};
+use crate::config::settings::Id;
+use crate::config::{Config, Layer, LogConfig, LogFormat};
 use crate::devreg::{self, DevRegistryConfig, DevRegistryHandle};
 use crate::node::{self, Listeners, NodeError};
 use crate::sync::ids::ORIGIN_PROPERTY;
@@ -464,21 +465,18 @@ fn node_config(
     args: &DemoArgs,
 ) -> Result<Config, String> {
     let mut layer = Layer::default();
-    let mut set = |id: &'static str, value: String| {
-        let flag = Origin::Flag(format!("--{}", id.replace('_', "-")));
-        layer.set(id, value, flag);
-    };
-    set("node", format!("{name}-syncer"));
-    set("cluster_name", name.to_owned());
-    set("sc_addr", registry_url.to_owned());
-    set("bind_addr", format!("127.0.0.1:{gossip}"));
-    set("rpc_addr", format!("127.0.0.1:{rpc}"));
-    set("admin_addr", format!("127.0.0.1:{admin}"));
-    set("data_dir", data_dir.display().to_string());
-    set("gossip_profile", "lan".to_owned());
-    set("log_level", args.log_level.clone());
+    let mut set = |id: Id, value: String| layer.set_flag(id, value);
+    set(Id::Node, format!("{name}-syncer"));
+    set(Id::ClusterName, name.to_owned());
+    set(Id::ScAddr, registry_url.to_owned());
+    set(Id::BindAddr, format!("127.0.0.1:{gossip}"));
+    set(Id::RpcAddr, format!("127.0.0.1:{rpc}"));
+    set(Id::AdminAddr, format!("127.0.0.1:{admin}"));
+    set(Id::DataDir, data_dir.display().to_string());
+    set(Id::GossipProfile, "lan".to_owned());
+    set(Id::LogLevel, args.log_level.clone());
     if let Some(join) = join {
-        set("join_addr", join.to_string());
+        set(Id::JoinAddr, join.to_string());
     }
     Config::load(None, layer).map_err(|e| format!("the {name} syncer's configuration: {e}"))
 }

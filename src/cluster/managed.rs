@@ -40,7 +40,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -58,6 +58,7 @@ use tracing::{debug, error, info, warn};
 use url::Url;
 
 use crate::config::Config;
+use crate::config::exec::{ExecutableNotFound, resolve_executable};
 use crate::gossip::{GossipError, GossipHandle};
 
 /// How long a started member may take to serve clients.
@@ -148,8 +149,8 @@ impl ManagedEtcdConfig {
 /// Why the managed member could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum ManagedEtcdError {
-    #[error("etcd executable '{}' {reason}: install etcd-server or pass --etcd-bin", bin.display())]
-    ExecutableNotFound { bin: PathBuf, reason: String },
+    #[error(transparent)]
+    ExecutableNotFound(#[from] ExecutableNotFound),
     #[error("cannot {what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -1327,51 +1328,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The etcd executable `bin` names: itself when it is a path, else the first match on `PATH`.
-///
-/// # Errors
-/// [`ManagedEtcdError::ExecutableNotFound`], saying why.
-pub fn resolve_executable(bin: &Path) -> Result<PathBuf, ManagedEtcdError> {
-    let not_found = |reason: String| ManagedEtcdError::ExecutableNotFound {
-        bin: bin.to_owned(),
-        reason,
-    };
-    if bin.components().count() > 1 || bin.is_absolute() {
-        return if !bin.exists() {
-            Err(not_found("does not exist".into()))
-        } else if !is_executable(bin) {
-            Err(not_found("is not an executable file".into()))
-        } else {
-            Ok(bin.to_owned())
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(bin))
-        .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| {
-            not_found(format!(
-                "was not found on PATH ({})",
-                path.to_string_lossy()
-            ))
-        })
-}
-
-fn is_executable(path: &Path) -> bool {
-    let Ok(metadata) = std::fs::metadata(path) else {
-        return false;
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        metadata.is_file() && metadata.permissions().mode() & 0o111 != 0
-    }
-    #[cfg(not(unix))]
-    {
-        metadata.is_file()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1425,21 +1381,5 @@ mod tests {
         assert!(!mentions_removal(
             "listening for peers on http://127.0.0.1:2380"
         ));
-    }
-
-    #[test]
-    fn a_missing_executable_names_the_remedy() {
-        let e = resolve_executable(Path::new("/nonexistent/etcd")).unwrap_err();
-        let text = e.to_string();
-        assert!(
-            text.contains("/nonexistent/etcd") && text.contains("does not exist"),
-            "{text}"
-        );
-        assert!(
-            text.contains("etcd-server") && text.contains("--etcd-bin"),
-            "{text}"
-        );
-        let e = resolve_executable(Path::new("no-such-etcd-binary")).unwrap_err();
-        assert!(e.to_string().contains("PATH"), "{e}");
     }
 }

@@ -1,13 +1,26 @@
 //! The YAML configuration file (`--config FILE`).
 //!
 //! Accepts the keys of the original Syncer 1.4 (`etc/conf/syncer.yaml`, camelCase) and of 1.3
-//! (snake_case), plus a few of our own; any other key is rejected. Keys the original declared
-//! but never used are accepted and produce a warning. docs/CONFIG.md lists every key.
+//! (snake_case), plus a few of our own; any other key is refused, naming it and its line. Keys
+//! the original declared but never used are accepted and produce a warning. docs/CONFIG.md
+//! lists every key.
+//!
+//! The keys that hold a setting come from the table (`settings.rs`): the file's shape is built
+//! from their dotted paths ([`Schema`]), the file is read against it, and each setting takes
+//! the value of its first key present (1.4 and our own keys before 1.3 keys). The keys that
+//! need more than that are [`Special`] and handled by explicit code in [`into_layer`]: TLS
+//! blocks (refused when enabled, else ignored with a warning), `join.enabled`, `task.params`,
+//! and the keys accepted only for compatibility.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
+use std::sync::LazyLock;
 
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 
+use super::settings::SETTINGS;
 use super::{ConfigError, Layer, Origin};
 
 /// A YAML scalar read as text: `port: 30192` and `port: "30192"` mean the same.
@@ -16,10 +29,10 @@ pub struct Scalar(pub String);
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
             type Value = Scalar;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string, number or boolean")
             }
             fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
@@ -38,7 +51,7 @@ impl<'de> Deserialize<'de> for Scalar {
                 Ok(Scalar(v.to_string()))
             }
         }
-        deserializer.deserialize_any(Visitor)
+        deserializer.deserialize_any(ScalarVisitor)
     }
 }
 
@@ -63,89 +76,43 @@ impl<'de> Deserialize<'de> for List {
     }
 }
 
-/// The whole file. Both generations of the original's keys share one struct, so a file may
-/// use either (mixing them is allowed; where both name one setting, the 1.4 key wins).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FileConfig {
-    // --- 1.4 keys ---
-    mode: Option<Scalar>,
-    node: Option<Scalar>,
-    cluster: Option<Scalar>,
-    data_dir: Option<Scalar>,
-    listener: Option<Listener>,
-    join: Option<Join>,
-    task: Option<Task>,
-    registry: Option<Registry>,
-    tls_configs: Option<Vec<TlsConfig>>,
-    // --- our own keys ---
-    etcd: Option<Etcd>,
-    log: Option<Log>,
-    gossip: Option<Gossip>,
-    sync: Option<SyncSection>,
-    cluster_mode: Option<ClusterSection>,
-    // --- 1.3 keys ---
-    #[serde(rename = "log_file")]
-    log_file: Option<Scalar>,
-    #[serde(rename = "join_addr")]
-    join_addr: Option<List>,
-    #[serde(rename = "ticker_interval")]
-    ticker_interval: Option<Scalar>,
-    profile: Option<Scalar>,
-    #[serde(rename = "enable_compression")]
-    enable_compression: Option<Scalar>,
-    #[serde(rename = "auto_sync")]
-    auto_sync: Option<Scalar>,
-    #[serde(rename = "tls_config")]
-    tls_config: Option<TlsConfig13>,
-    servicecenter: Option<ServiceCenter13>,
-    #[serde(rename = "cluster_name")]
-    cluster_name: Option<Scalar>,
-    #[serde(rename = "cluster_port")]
-    cluster_port: Option<Scalar>,
+// --- The keys that need explicit code ---
+
+/// A key with its own handling, beside the table's plain keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Special {
+    /// `listener.tlsMount`, `registry.tlsMount` (1.4): refused when enabled.
+    TlsMount,
+    /// `tlsConfigs` (1.4): parsed, ignored with a warning.
+    TlsConfigs,
+    /// `tls_config`, `servicecenter.tls_config` (1.3): refused when enabled, else ignored.
+    Tls13,
+    /// `join.enabled` (1.4): `false` drops `join.address`.
+    JoinEnabled,
+    /// `task.params` (1.4): a list of `{key, value}`; only `interval` exists.
+    TaskParams,
+    /// Accepted for compatibility, with a warning saying why it does nothing.
+    Unused(&'static str),
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Listener {
-    bind_addr: Option<Scalar>,
-    advertise_addr: Option<Scalar>,
-    rpc_addr: Option<Scalar>,
-    peer_addr: Option<Scalar>,
-    admin_addr: Option<Scalar>,
-    tls_mount: Option<TlsMount>,
-}
+const RETRIES_UNUSED: &str = "is not used: syncer retries joining with back-off until it succeeds";
+const NO_EFFECT: &str = "has no effect (it had none in Syncer 1.3 either)";
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Join {
-    enabled: Option<bool>,
-    address: Option<List>,
-    retry_max: Option<Scalar>,
-    retry_interval: Option<Scalar>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Task {
-    kind: Option<Scalar>,
-    params: Option<Vec<TaskParam>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TaskParam {
-    key: String,
-    value: Scalar,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Registry {
-    address: Option<List>,
-    plugin: Option<Scalar>,
-    tls_mount: Option<TlsMount>,
-}
+/// Every special key, by dotted path.
+const SPECIAL_KEYS: &[(&str, Special)] = &[
+    ("listener.tlsMount", Special::TlsMount),
+    ("join.enabled", Special::JoinEnabled),
+    ("join.retryMax", Special::Unused(RETRIES_UNUSED)),
+    ("join.retryInterval", Special::Unused(RETRIES_UNUSED)),
+    ("task.params", Special::TaskParams),
+    ("registry.tlsMount", Special::TlsMount),
+    ("tlsConfigs", Special::TlsConfigs),
+    ("tls_config", Special::Tls13),
+    ("servicecenter.tls_config", Special::Tls13),
+    ("log_file", Special::Unused(NO_EFFECT)),
+    ("enable_compression", Special::Unused(NO_EFFECT)),
+    ("auto_sync", Special::Unused(NO_EFFECT)),
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,54 +150,192 @@ struct TlsConfig13 {
     ciphers: Option<Vec<Scalar>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ServiceCenter13 {
-    addr: Option<List>,
-    plugin: Option<Scalar>,
-    tls_config: Option<TlsConfig13>,
+struct TaskParam {
+    key: String,
+    value: Scalar,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Etcd {
-    endpoints: Option<List>,
+/// The value of a special key, as read.
+#[derive(Debug)]
+enum SpecialValue {
+    TlsMount(TlsMount),
+    TlsConfigs(Vec<TlsConfig>),
+    Tls13(TlsConfig13),
+    JoinEnabled(bool),
+    TaskParams(Vec<TaskParam>),
+    /// Given; the text says why it does nothing.
+    Unused(&'static str),
 }
 
-/// `clusterMode:`, cluster mode beyond the original's keys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClusterSection {
-    size: Option<Scalar>,
-    leader_lease: Option<Scalar>,
-    etcd_bin: Option<Scalar>,
-    etcd_client_port: Option<Scalar>,
+// --- The file's shape, built from the table ---
+
+/// What the file may hold at one key.
+#[derive(Debug)]
+enum Node {
+    /// A setting's value (a table key); `list` also takes a YAML sequence.
+    Value {
+        list: bool,
+    },
+    /// Further keys.
+    Section(Section),
+    Special(Special),
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Gossip {
-    profile: Option<Scalar>,
-    label: Option<Scalar>,
+/// The keys of one mapping.
+#[derive(Debug, Default)]
+struct Section {
+    /// Key names in declaration order, for the "expected one of" of an unknown key.
+    names: Vec<&'static str>,
+    /// `(name, dotted path, node)`, parallel to `names`.
+    entries: Vec<(&'static str, &'static str, Node)>,
 }
 
-/// `sync:`, the sync engine (named so as not to shadow the `Sync` trait).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SyncSection {
-    removal_cap: Option<Scalar>,
-    origin_grace: Option<Scalar>,
-    keep_stale_copies: Option<Scalar>,
-    copy_lease: Option<Scalar>,
-    anti_entropy_interval: Option<Scalar>,
-    poll_interval: Option<Scalar>,
+/// The whole file's shape: every table key and every special key.
+#[derive(Debug)]
+struct Schema(Section);
+
+static SCHEMA: LazyLock<Schema> = LazyLock::new(Schema::build);
+
+impl Schema {
+    fn build() -> Schema {
+        let mut root = Section::default();
+        for spec in SETTINGS {
+            // `task.params[interval]` and the like are filled by explicit code.
+            for key in spec.file_keys.iter().filter(|k| !k.contains('[')) {
+                root.insert(key, key, Node::Value { list: spec.list });
+            }
+        }
+        for (key, special) in SPECIAL_KEYS {
+            root.insert(key, key, Node::Special(*special));
+        }
+        Schema(root)
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Log {
-    format: Option<Scalar>,
-    level: Option<Scalar>,
+impl Section {
+    /// Adds `node` at `rest`, the tail of the dotted `path`, creating sections on the way.
+    /// A key declared twice keeps its first node (the table's tests refuse duplicates).
+    fn insert(&mut self, path: &'static str, rest: &'static str, node: Node) {
+        match rest.split_once('.') {
+            None => {
+                if !self.names.contains(&rest) {
+                    self.names.push(rest);
+                    self.entries.push((rest, path, node));
+                }
+            }
+            Some((name, tail)) => {
+                let at = match self.names.iter().position(|n| *n == name) {
+                    Some(at) => at,
+                    None => {
+                        let section_path = &path[..path.len() - tail.len() - 1];
+                        self.names.push(name);
+                        self.entries
+                            .push((name, section_path, Node::Section(Section::default())));
+                        self.entries.len() - 1
+                    }
+                };
+                if let Node::Section(section) = &mut self.entries[at].2 {
+                    section.insert(path, tail, node);
+                }
+            }
+        }
+    }
+}
+
+/// What a file holds, by dotted key, in the order read.
+#[derive(Debug, Default)]
+struct Raw {
+    values: BTreeMap<&'static str, String>,
+    specials: Vec<(&'static str, SpecialValue)>,
+}
+
+/// Reads one mapping of the file against its [`Section`]; a null value is an empty mapping.
+struct SectionSeed<'r> {
+    section: &'static Section,
+    raw: &'r mut Raw,
+}
+
+impl<'de> DeserializeSeed<'de> for SectionSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SectionSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping")
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen: Vec<&'static str> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Some((name, path, node)) = self.section.entries.iter().find(|e| e.0 == key) else {
+                return Err(de::Error::unknown_field(&key, &self.section.names));
+            };
+            if seen.contains(name) {
+                return Err(de::Error::duplicate_field(name));
+            }
+            seen.push(name);
+            match node {
+                Node::Value { list: false } => {
+                    if let Some(Scalar(value)) = map.next_value()? {
+                        self.raw.values.insert(path, value);
+                    }
+                }
+                Node::Value { list: true } => {
+                    if let Some(List(value)) = map.next_value()? {
+                        self.raw.values.insert(path, value);
+                    }
+                }
+                Node::Section(section) => map.next_value_seed(SectionSeed {
+                    section,
+                    raw: &mut *self.raw,
+                })?,
+                Node::Special(special) => {
+                    let value = match special {
+                        Special::TlsMount => {
+                            map.next_value::<Option<_>>()?.map(SpecialValue::TlsMount)
+                        }
+                        Special::TlsConfigs => {
+                            map.next_value::<Option<_>>()?.map(SpecialValue::TlsConfigs)
+                        }
+                        Special::Tls13 => map.next_value::<Option<_>>()?.map(SpecialValue::Tls13),
+                        Special::JoinEnabled => map
+                            .next_value::<Option<_>>()?
+                            .map(SpecialValue::JoinEnabled),
+                        Special::TaskParams => {
+                            map.next_value::<Option<_>>()?.map(SpecialValue::TaskParams)
+                        }
+                        Special::Unused(why) => map
+                            .next_value::<Option<Scalar>>()?
+                            .map(|_| SpecialValue::Unused(why)),
+                    };
+                    if let Some(value) = value {
+                        self.raw.specials.push((path, value));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads and parses `path` into a settings layer plus warnings about accepted-but-unused keys.
@@ -244,322 +349,146 @@ pub fn load(path: &Path) -> Result<(Layer, Vec<String>), ConfigError> {
         path: path.to_owned(),
         reason: format!("cannot read: {e}"),
     })?;
-    // An empty file (or one holding only comments) is a valid, empty configuration.
-    let file: FileConfig = if text.trim().is_empty() {
-        FileConfig::default()
-    } else {
-        serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::File {
+    into_layer(
+        parse(&text).map_err(|reason| ConfigError::File {
             path: path.to_owned(),
-            reason: e.to_string(),
-        })?
-    };
-    file.into_layer(path)
+            reason,
+        })?,
+        path,
+    )
 }
 
-impl FileConfig {
-    fn into_layer(self, path: &Path) -> Result<(Layer, Vec<String>), ConfigError> {
-        let mut layer = Layer::default();
-        let mut warnings = Vec::new();
-        let origin = |key: &str| Origin::File {
-            path: path.to_owned(),
-            key: key.to_owned(),
-        };
-        let set = |layer: &mut Layer, id: &'static str, key: &str, value: Option<String>| {
-            if let Some(value) = value {
-                layer.set(id, value, origin(key));
-            }
-        };
-        let warn_unused = |warnings: &mut Vec<String>, key: &str, why: &str| {
-            warnings.push(format!(
-                "{}: {key} is accepted for compatibility but {why}",
-                path.display()
-            ));
-        };
+/// Reads the file's text against the [`Schema`].
+fn parse(text: &str) -> Result<Raw, String> {
+    let mut raw = Raw::default();
+    // An empty file (or one holding only comments) is a valid, empty configuration.
+    if !text.trim().is_empty() {
+        SectionSeed {
+            section: &SCHEMA.0,
+            raw: &mut raw,
+        }
+        .deserialize(serde_yaml_ng::Deserializer::from_str(text))
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(raw)
+}
 
-        // 1.3 keys first, so that 1.4 keys given in the same file win.
-        set(
-            &mut layer,
-            "join_addr",
-            "join_addr",
-            self.join_addr.map(|l| l.0),
-        );
-        set(
-            &mut layer,
-            "cluster_name",
-            "cluster_name",
-            self.cluster_name.map(|s| s.0),
-        );
-        set(
-            &mut layer,
-            "cluster_port",
-            "cluster_port",
-            self.cluster_port.map(|s| s.0),
-        );
-        if let Some(seconds) = self.ticker_interval {
-            // 1.3 gave the interval in seconds.
-            let text = if seconds.0.chars().all(|c| c.is_ascii_digit()) {
-                format!("{}s", seconds.0)
-            } else {
-                seconds.0
-            };
-            layer.set("resync_interval", text, origin("ticker_interval"));
-        }
-        if let Some(sc) = self.servicecenter {
-            set(
-                &mut layer,
-                "sc_addr",
-                "servicecenter.addr",
-                sc.addr.map(|l| l.0),
-            );
-            set(
-                &mut layer,
-                "sc_plugin",
-                "servicecenter.plugin",
-                sc.plugin.map(|s| s.0),
-            );
-            check_tls13(
-                sc.tls_config,
-                "servicecenter.tls_config",
-                path,
-                &mut warnings,
-            )?;
-        }
-        check_tls13(self.tls_config, "tls_config", path, &mut warnings)?;
-        for (key, value) in [
-            ("log_file", self.log_file.is_some()),
-            ("enable_compression", self.enable_compression.is_some()),
-            ("auto_sync", self.auto_sync.is_some()),
-        ] {
-            if value {
-                warn_unused(
-                    &mut warnings,
-                    key,
-                    "has no effect (it had none in Syncer 1.3 either)",
-                );
-            }
-        }
+/// Turns what the file holds into settings: first the special keys, then, for every setting of
+/// the table, the value of its first key present.
+fn into_layer(mut raw: Raw, path: &Path) -> Result<(Layer, Vec<String>), ConfigError> {
+    let mut warnings = Vec::new();
+    let origin = |key: &str| Origin::File {
+        path: path.to_owned(),
+        key: key.to_owned(),
+    };
+    let warn_unused = |warnings: &mut Vec<String>, key: &str, why: &str| {
+        warnings.push(format!(
+            "{}: {key} is accepted for compatibility but {why}",
+            path.display()
+        ));
+    };
 
-        // 1.4 keys.
-        set(&mut layer, "mode", "mode", self.mode.map(|s| s.0));
-        set(&mut layer, "node", "node", self.node.map(|s| s.0));
-        set(
-            &mut layer,
-            "cluster_name",
-            "cluster",
-            self.cluster.map(|s| s.0),
-        );
-        set(
-            &mut layer,
-            "data_dir",
-            "dataDir",
-            self.data_dir.map(|s| s.0),
-        );
-        if let Some(listener) = self.listener {
-            set(
-                &mut layer,
-                "bind_addr",
-                "listener.bindAddr",
-                listener.bind_addr.map(|s| s.0),
-            );
-            set(
-                &mut layer,
-                "rpc_addr",
-                "listener.rpcAddr",
-                listener.rpc_addr.map(|s| s.0),
-            );
-            set(
-                &mut layer,
-                "peer_addr",
-                "listener.peerAddr",
-                listener.peer_addr.map(|s| s.0),
-            );
-            set(
-                &mut layer,
-                "admin_addr",
-                "listener.adminAddr",
-                listener.admin_addr.map(|s| s.0),
-            );
-            // Declared but never used by the original; syncer uses it as --advertise-addr. The
-            // original's sample leaves it empty, which means "not set".
-            let advertise = listener
-                .advertise_addr
-                .map(|s| s.0)
-                .filter(|s| !s.trim().is_empty());
-            set(
-                &mut layer,
-                "advertise_addr",
-                "listener.advertiseAddr",
-                advertise,
-            );
-            check_mount(listener.tls_mount, "listener.tlsMount", path, &mut warnings)?;
-        }
-        if let Some(join) = self.join {
-            let address = join.address.map(|l| l.0).filter(|s| !s.trim().is_empty());
-            match (join.enabled, address) {
-                (Some(false), Some(address)) => warnings.push(format!(
-                    "{}: join.enabled is false, so join.address '{address}' is not used",
-                    path.display()
-                )),
-                (_, address) => set(&mut layer, "join_addr", "join.address", address),
-            }
-            if join.retry_max.is_some() {
+    let mut join_enabled = None;
+    for (key, value) in raw.specials {
+        match value {
+            SpecialValue::TlsMount(mount) => check_mount(mount, key, path, &mut warnings)?,
+            SpecialValue::Tls13(tls) => check_tls13(tls, key, path, &mut warnings)?,
+            SpecialValue::TlsConfigs(configs) if !configs.is_empty() => {
+                let names: Vec<String> = configs
+                    .iter()
+                    .filter_map(|c| c.name.as_ref().map(|n| n.0.clone()))
+                    .collect();
+                let used = configs.iter().any(|c| {
+                    c.verify_peer.is_some()
+                        || c.min_version.is_some()
+                        || c.passphrase.is_some()
+                        || c.ca_file.is_some()
+                        || c.cert_file.is_some()
+                        || c.key_file.is_some()
+                        || c.ciphers.is_some()
+                });
+                let what = if used { "TLS settings" } else { "entries" };
                 warn_unused(
                     &mut warnings,
-                    "join.retryMax",
-                    "is not used: syncer retries joining with back-off until it succeeds",
+                    &format!("{key} ({what} {})", names.join(", ")),
+                    "is not used: TLS is not supported by this version",
                 );
             }
-            if join.retry_interval.is_some() {
-                warn_unused(
-                    &mut warnings,
-                    "join.retryInterval",
-                    "is not used: syncer retries joining with back-off until it succeeds",
-                );
-            }
-        }
-        if let Some(task) = self.task {
-            set(&mut layer, "task_kind", "task.kind", task.kind.map(|s| s.0));
-            for param in task.params.unwrap_or_default() {
-                if param.key == "interval" {
-                    layer.set(
-                        "resync_interval",
-                        param.value.0,
-                        origin("task.params[interval]"),
-                    );
-                } else {
-                    return Err(ConfigError::Invalid {
-                        origin: origin("task.params"),
-                        value: param.key,
-                        reason: "unknown task parameter (the only one is 'interval')".into(),
-                    });
+            SpecialValue::TlsConfigs(_) => {}
+            SpecialValue::JoinEnabled(enabled) => join_enabled = Some(enabled),
+            SpecialValue::TaskParams(params) => {
+                for param in params {
+                    if param.key != "interval" {
+                        return Err(ConfigError::Invalid {
+                            origin: origin(key),
+                            value: param.key,
+                            reason: "unknown task parameter (the only one is 'interval')".into(),
+                        });
+                    }
+                    raw.values.insert("task.params[interval]", param.value.0);
                 }
             }
+            SpecialValue::Unused(why) => warn_unused(&mut warnings, key, why),
         }
-        if let Some(registry) = self.registry {
-            set(
-                &mut layer,
-                "sc_addr",
-                "registry.address",
-                registry.address.map(|l| l.0),
-            );
-            set(
-                &mut layer,
-                "sc_plugin",
-                "registry.plugin",
-                registry.plugin.map(|s| s.0),
-            );
-            check_mount(registry.tls_mount, "registry.tlsMount", path, &mut warnings)?;
-        }
-        if let Some(configs) = self.tls_configs
-            && !configs.is_empty()
-        {
-            let names: Vec<String> = configs
-                .iter()
-                .filter_map(|c| c.name.as_ref().map(|n| n.0.clone()))
-                .collect();
-            let used = configs.iter().any(|c| {
-                c.verify_peer.is_some()
-                    || c.min_version.is_some()
-                    || c.passphrase.is_some()
-                    || c.ca_file.is_some()
-                    || c.cert_file.is_some()
-                    || c.key_file.is_some()
-                    || c.ciphers.is_some()
-            });
-            let what = if used { "TLS settings" } else { "entries" };
-            warn_unused(
-                &mut warnings,
-                &format!("tlsConfigs ({what} {})", names.join(", ")),
-                "is not used: TLS is not supported by this version",
-            );
-        }
-        if let Some(etcd) = self.etcd {
-            set(
-                &mut layer,
-                "etcd_endpoints",
-                "etcd.endpoints",
-                etcd.endpoints.map(|l| l.0),
-            );
-        }
-        if let Some(log) = self.log {
-            set(
-                &mut layer,
-                "log_format",
-                "log.format",
-                log.format.map(|s| s.0),
-            );
-            set(&mut layer, "log_level", "log.level", log.level.map(|s| s.0));
-        }
-        // 1.3 declared `profile` (memberlist's lan/wan/local) without using it; it now picks
-        // the gossip timing, as `gossip.profile` does.
-        set(
-            &mut layer,
-            "gossip_profile",
-            "profile",
-            self.profile.map(|s| s.0),
-        );
-        if let Some(gossip) = self.gossip {
-            set(
-                &mut layer,
-                "gossip_profile",
-                "gossip.profile",
-                gossip.profile.map(|s| s.0),
-            );
-            set(
-                &mut layer,
-                "gossip_label",
-                "gossip.label",
-                gossip.label.map(|s| s.0),
-            );
-        }
-        if let Some(c) = self.cluster_mode {
-            for (id, key, value) in [
-                ("cluster_size", "size", c.size),
-                ("leader_lease", "leader_lease", c.leader_lease),
-                ("etcd_bin", "etcd_bin", c.etcd_bin),
-                ("etcd_client_port", "etcd_client_port", c.etcd_client_port),
-            ] {
-                set(
-                    &mut layer,
-                    id,
-                    &format!("clusterMode.{key}"),
-                    value.map(|s| s.0),
-                );
-            }
-        }
-        if let Some(sync) = self.sync {
-            for (id, value) in [
-                ("removal_cap", sync.removal_cap),
-                ("origin_grace", sync.origin_grace),
-                ("keep_stale_copies", sync.keep_stale_copies),
-                ("copy_lease", sync.copy_lease),
-                ("anti_entropy_interval", sync.anti_entropy_interval),
-                ("poll_interval", sync.poll_interval),
-            ] {
-                set(&mut layer, id, &format!("sync.{id}"), value.map(|s| s.0));
-            }
-        }
-        Ok((layer, warnings))
     }
+
+    // Quirks of plain keys.
+    // 1.3 gave the resync interval in seconds.
+    if let Some(text) = raw.values.get_mut("ticker_interval")
+        && !text.is_empty()
+        && text.chars().all(|c| c.is_ascii_digit())
+    {
+        text.push('s');
+    }
+    // Declared but never used by the original; syncer uses it as --advertise-addr. The
+    // original's sample leaves it empty, which means "not set".
+    if raw
+        .values
+        .get("listener.advertiseAddr")
+        .is_some_and(|s| s.trim().is_empty())
+    {
+        raw.values.remove("listener.advertiseAddr");
+    }
+    // An empty `join.address` is not set; a disabled one is ignored, with a warning (the 1.4
+    // sample disables joining but keeps an address).
+    if raw
+        .values
+        .get("join.address")
+        .is_some_and(|s| s.trim().is_empty())
+    {
+        raw.values.remove("join.address");
+    }
+    if join_enabled == Some(false)
+        && let Some(address) = raw.values.remove("join.address")
+    {
+        warnings.push(format!(
+            "{}: join.enabled is false, so join.address '{address}' is not used",
+            path.display()
+        ));
+    }
+
+    let mut layer = Layer::default();
+    for spec in SETTINGS {
+        if let Some((key, value)) = spec
+            .file_keys
+            .iter()
+            .find_map(|key| raw.values.get(key).map(|value| (key, value)))
+        {
+            layer.set(spec.id, value.clone(), origin(key));
+        }
+    }
+    Ok((layer, warnings))
 }
 
 /// A TLS mount that is enabled cannot be honoured: refuse rather than run in plain text.
 fn check_mount(
-    mount: Option<TlsMount>,
+    mount: TlsMount,
     key: &str,
     path: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
-    let Some(mount) = mount else { return Ok(()) };
     if mount.enabled == Some(true) {
-        return Err(ConfigError::Invalid {
-            origin: Origin::File {
-                path: path.to_owned(),
-                key: format!("{key}.enabled"),
-            },
-            value: "true".into(),
-            reason: "TLS is not supported by this version of syncer".into(),
-        });
+        return Err(tls_refused(key, path));
     }
     if mount.name.is_some() {
         warnings.push(format!(
@@ -570,26 +499,160 @@ fn check_mount(
     Ok(())
 }
 
+/// A 1.3 TLS block: refused when enabled, else ignored with a warning.
 fn check_tls13(
-    tls: Option<TlsConfig13>,
+    tls: TlsConfig13,
     key: &str,
     path: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
-    let Some(tls) = tls else { return Ok(()) };
     if tls.enabled == Some(true) {
-        return Err(ConfigError::Invalid {
-            origin: Origin::File {
-                path: path.to_owned(),
-                key: format!("{key}.enabled"),
-            },
-            value: "true".into(),
-            reason: "TLS is not supported by this version of syncer".into(),
-        });
+        return Err(tls_refused(key, path));
     }
     warnings.push(format!(
         "{}: {key} is not used: TLS is not supported by this version",
         path.display()
     ));
     Ok(())
+}
+
+fn tls_refused(key: &str, path: &Path) -> ConfigError {
+    ConfigError::Invalid {
+        origin: Origin::File {
+            path: path.to_owned(),
+            key: format!("{key}.enabled"),
+        },
+        value: "true".into(),
+        reason: "TLS is not supported by this version of syncer".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::settings::Id;
+    use super::*;
+
+    /// The layer and warnings of a file holding `text`.
+    fn read(text: &str) -> Result<(Layer, Vec<String>), ConfigError> {
+        let path = Path::new("t.yaml");
+        let raw = parse(text).map_err(|reason| ConfigError::File {
+            path: path.to_owned(),
+            reason,
+        })?;
+        into_layer(raw, path)
+    }
+
+    /// `key: value` as nested YAML (`a.b` becomes `a:\n  b: value`).
+    fn nested(key: &str, value: &str) -> String {
+        if key == "task.params[interval]" {
+            return format!("task:\n  params:\n    - key: interval\n      value: {value}\n");
+        }
+        let mut out = String::new();
+        let parts: Vec<&str> = key.split('.').collect();
+        for (depth, part) in parts.iter().enumerate() {
+            out.push_str(&"  ".repeat(depth));
+            out.push_str(part);
+            out.push(':');
+            out.push(if depth + 1 == parts.len() { ' ' } else { '\n' });
+        }
+        out.push_str(value);
+        out.push('\n');
+        out
+    }
+
+    #[test]
+    fn every_file_key_of_the_table_sets_its_setting() {
+        for spec in SETTINGS {
+            for key in spec.file_keys {
+                let (layer, _) = read(&nested(key, "x1")).unwrap_or_else(|e| panic!("{key}: {e}"));
+                let setting = layer
+                    .get(spec.id)
+                    .unwrap_or_else(|| panic!("{key} does not set {}", spec.name));
+                assert_eq!(setting.value, "x1", "{key}");
+                assert_eq!(setting.origin.to_string(), format!("{key} in t.yaml"));
+                assert_eq!(
+                    layer.iter().count(),
+                    1,
+                    "{key} sets more than {}",
+                    spec.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_key_of_a_setting_wins() {
+        let (layer, _) = read(
+            "servicecenter:\n  addr: 10.0.0.1:30100\nregistry:\n  address: 10.0.0.2:30100\n\
+             ticker_interval: 45\ntask:\n  params:\n    - key: interval\n      value: 1m\n",
+        )
+        .unwrap();
+        assert_eq!(layer.get(Id::ScAddr).unwrap().value, "10.0.0.2:30100");
+        assert_eq!(layer.get(Id::ResyncInterval).unwrap().value, "1m");
+        let (layer, _) = read("ticker_interval: 45\n").unwrap();
+        assert_eq!(layer.get(Id::ResyncInterval).unwrap().value, "45s");
+    }
+
+    #[test]
+    fn lists_are_sequences_or_comma_separated() {
+        let (layer, _) = read("etcd:\n  endpoints: [a:1, b:2]\njoin_addr: c:3,d:4\n").unwrap();
+        assert_eq!(layer.get(Id::EtcdEndpoints).unwrap().value, "a:1,b:2");
+        assert_eq!(layer.get(Id::JoinAddr).unwrap().value, "c:3,d:4");
+        let err = read("listener:\n  bindAddr: [1, 2]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listener.bindAddr"), "{err}");
+    }
+
+    #[test]
+    fn unknown_and_repeated_keys_are_refused_with_their_line() {
+        let err = read("mode: single\nlistener:\n  bindAdr: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `bindAdr`"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        let err = read("mode: single\nmode: cluster\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode"), "{err}");
+    }
+
+    #[test]
+    fn empty_sections_and_values_are_not_set() {
+        let (layer, warnings) = read("listener:\nnode:\njoin:\n  address: ''\n").unwrap();
+        assert_eq!(layer.iter().count(), 0);
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn special_keys_are_handled_by_their_code() {
+        let (layer, warnings) = read(
+            "join_addr: 10.0.0.1\njoin:\n  enabled: false\n  address: 10.0.0.2\n  retryMax: 3\n\
+             log_file: x.log\nlistener:\n  advertiseAddr: ''\n  tlsMount:\n    enabled: false\n    name: s\n",
+        )
+        .unwrap();
+        // A disabled join.address leaves the 1.3 key.
+        assert_eq!(layer.get(Id::JoinAddr).unwrap().value, "10.0.0.1");
+        assert!(layer.get(Id::AdvertiseAddr).is_none());
+        let all = warnings.join("\n");
+        for needle in [
+            "join.enabled is false",
+            "join.retryMax is accepted for compatibility",
+            "log_file is accepted for compatibility",
+            "listener.tlsMount.name is not used",
+        ] {
+            assert!(all.contains(needle), "{needle}: {all}");
+        }
+        let err = read("tls_config:\n  enabled: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls_config.enabled"), "{err}");
+        let err = read("task:\n  params:\n    - key: speed\n      value: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("task.params") && err.contains("speed"),
+            "{err}"
+        );
+    }
 }

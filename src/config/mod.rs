@@ -3,11 +3,19 @@
 //!
 //! Settings arrive as text in layers: built-in defaults, the YAML file (`file.rs`), then the
 //! environment and the command line (`crate::cli::daemon`). Each value keeps its [`Origin`],
-//! so an error names the flag, variable or file key that holds the bad value. [`Config`] is
-//! what the rest of the daemon sees; nothing downstream parses text again.
+//! so an error names the flag, variable or file key that holds the bad value. Which settings
+//! exist, and their flags, variables, file keys, defaults and help, is one table
+//! (`settings.rs`). [`Config`] is what the rest of the daemon sees; nothing downstream parses
+//! text again.
+//!
+//! This module is the floor of the house: it imports nothing from the rest of the crate.
+//! What it needs of other parts (the gossip profile names, the label limit, the executable
+//! lookup) lives here, and those parts use it from here.
 
-pub mod file;
+pub mod exec;
+mod file;
 mod parse;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +26,7 @@ use std::time::Duration;
 use url::Url;
 
 pub use parse::JoinAddr;
+use settings::Id;
 
 /// Default ports of the original Syncer.
 pub const DEFAULT_GOSSIP_PORT: u16 = 30190;
@@ -60,17 +69,31 @@ pub struct Setting {
     pub origin: Origin,
 }
 
-/// The settings of one source, keyed by setting id (`bind_addr`, `sc_addr`, ...).
+/// The settings of one source, keyed by setting.
 #[derive(Debug, Default, Clone)]
-pub struct Layer(BTreeMap<&'static str, Setting>);
+pub struct Layer(BTreeMap<Id, Setting>);
 
 impl Layer {
-    pub fn set(&mut self, id: &'static str, value: String, origin: Origin) {
+    pub fn set(&mut self, id: Id, value: String, origin: Origin) {
         self.0.insert(id, Setting { value, origin });
     }
 
-    pub fn get(&self, id: &str) -> Option<&Setting> {
-        self.0.get(id)
+    pub fn get(&self, id: Id) -> Option<&Setting> {
+        self.0.get(&id)
+    }
+
+    /// The settings held, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = (Id, &Setting)> {
+        self.0.iter().map(|(id, setting)| (*id, setting))
+    }
+
+    /// Sets `id` as if given by its flag (for callers that build a command line in code).
+    pub fn set_flag(&mut self, id: Id, value: String) {
+        let origin = id
+            .spec()
+            .flag_origin()
+            .unwrap_or_else(|| Origin::Flag(id.name().to_owned()));
+        self.set(id, value, origin);
     }
 
     /// `self` with `higher`'s settings on top.
@@ -129,6 +152,44 @@ impl fmt::Display for Plugin {
     }
 }
 
+/// Longest accepted `--gossip-label`, in bytes; the gossip framing carries it
+/// (the gossip module uses this constant).
+pub const MAX_GOSSIP_LABEL_BYTES: usize = 64;
+
+/// Failure-detection timing of the gossip pool (`--gossip-profile`). Only the names live here;
+/// the timing of each profile is the gossip module's, which uses this type as `gossip::Profile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GossipProfile {
+    /// One data centre or regions on a fast network: a crash is detected within 6 s (measured
+    /// about 3 s on a 50-member pool, docs/PERFORMANCE.md).
+    Lan,
+    /// Slow or lossy links between regions: slower probes, longer suspicion (a crash measured
+    /// about 11 s on a 50-member pool).
+    Wan,
+    /// Tests on one machine: everything ten times faster than `lan`.
+    Local,
+}
+
+impl GossipProfile {
+    /// Parses `lan`, `wan` or `local` (any case).
+    pub fn parse(text: &str) -> Option<GossipProfile> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "lan" => Some(GossipProfile::Lan),
+            "wan" => Some(GossipProfile::Wan),
+            "local" => Some(GossipProfile::Local),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GossipProfile::Lan => "lan",
+            GossipProfile::Wan => "wan",
+            GossipProfile::Local => "local",
+        }
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -158,7 +219,7 @@ pub struct GossipConfig {
     /// Members to join through (gossip or rpc addresses); empty for the first member.
     pub join: Vec<JoinAddr>,
     /// Failure-detection timing.
-    pub profile: crate::gossip::Profile,
+    pub profile: GossipProfile,
     /// Pool label: pools with different labels ignore each other on a shared network.
     pub label: String,
 }
@@ -270,54 +331,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Things worth telling the operator once logging is up (ignored keys, quirks).
     pub warnings: Vec<String>,
-    /// Every effective setting with its origin, for `--check`.
-    pub effective: Vec<(&'static str, String, Origin)>,
-}
-
-/// The built-in defaults that do not depend on other settings.
-fn defaults() -> Layer {
-    let mut layer = Layer::default();
-    for (id, value) in [
-        ("sc_addr", "http://127.0.0.1:30100"),
-        ("sc_plugin", "servicecenter"),
-        ("bind_addr", "0.0.0.0:30190"),
-        ("gossip_profile", "lan"),
-        ("gossip_label", ""),
-        ("rpc_addr", "0.0.0.0:30191"),
-        ("mode", "single"),
-        ("cluster_port", "30192"),
-        ("log_format", "text"),
-        ("log_level", "info"),
-        ("task_kind", "ticker"),
-        ("resync_interval", "30s"),
-    ] {
-        layer.set(id, value.to_owned(), Origin::Default);
-    }
-    // The sync engine's defaults are written from its constants, so the two cannot differ.
-    let duration = |d: Duration| humantime::format_duration(d).to_string();
-    for (id, value) in [
-        ("removal_cap", SyncConfig::DEFAULT_REMOVAL_CAP.to_string()),
-        ("origin_grace", duration(SyncConfig::DEFAULT_ORIGIN_GRACE)),
-        (
-            "keep_stale_copies",
-            SyncConfig::DEFAULT_KEEP_STALE.to_string(),
-        ),
-        ("copy_lease", duration(SyncConfig::DEFAULT_COPY_LEASE)),
-        (
-            "anti_entropy_interval",
-            duration(SyncConfig::DEFAULT_ANTI_ENTROPY_INTERVAL),
-        ),
-        ("poll_interval", duration(SyncConfig::DEFAULT_POLL_INTERVAL)),
-        ("cluster_size", ClusterConfig::DEFAULT_SIZE.to_string()),
-        (
-            "leader_lease",
-            duration(ClusterConfig::DEFAULT_LEADER_LEASE),
-        ),
-        ("etcd_bin", "etcd".to_owned()),
-    ] {
-        layer.set(id, value, Origin::Default);
-    }
-    layer
+    /// Every effective setting with its origin, in table order, for `--check`: the settings
+    /// the configuration was built from, given or derived.
+    pub effective: Vec<(Id, String, Origin)>,
 }
 
 impl Config {
@@ -331,15 +347,15 @@ impl Config {
             Some(path) => file::load(path)?,
             None => (Layer::default(), Vec::new()),
         };
-        let mut settings = defaults().overlaid(file_layer).overlaid(cli);
+        let mut settings = settings::defaults().overlaid(file_layer).overlaid(cli);
         // RUST_LOG is honoured when the log filter was not set anywhere else.
         if settings
-            .get("log_level")
+            .get(Id::LogLevel)
             .is_some_and(|s| s.origin == Origin::Default)
             && let Ok(filter) = std::env::var("RUST_LOG")
             && !filter.is_empty()
         {
-            settings.set("log_level", filter, Origin::Env("RUST_LOG".into()));
+            settings.set(Id::LogLevel, filter, Origin::Env("RUST_LOG".into()));
         }
         parse::resolve(&settings, warnings)
     }
@@ -347,16 +363,15 @@ impl Config {
     /// Configuration for in-process tests: loopback, port 0 everywhere, data in `data_dir`.
     pub fn for_test(name: &str, data_dir: &Path) -> Config {
         let mut cli = Layer::default();
-        let flag = |f: &str| Origin::Flag(f.to_owned());
-        cli.set("node", name.to_owned(), flag("--node"));
-        cli.set("bind_addr", "127.0.0.1:0".into(), flag("--bind-addr"));
-        cli.set("rpc_addr", "127.0.0.1:0".into(), flag("--rpc-addr"));
-        cli.set("admin_addr", "127.0.0.1:0".into(), flag("--admin-addr"));
-        cli.set(
-            "data_dir",
-            data_dir.display().to_string(),
-            flag("--data-dir"),
-        );
+        for (id, value) in [
+            (Id::Node, name.to_owned()),
+            (Id::BindAddr, "127.0.0.1:0".into()),
+            (Id::RpcAddr, "127.0.0.1:0".into()),
+            (Id::AdminAddr, "127.0.0.1:0".into()),
+            (Id::DataDir, data_dir.display().to_string()),
+        ] {
+            cli.set_flag(id, value);
+        }
         match Config::load(None, cli) {
             Ok(config) => config,
             Err(e) => panic!("test configuration is invalid: {e}"),

@@ -1,4 +1,10 @@
 //! Turns the merged text settings into a typed [`Config`], checking every value.
+//!
+//! [`resolve`] reads the settings section by section (mode, registry, node, listeners,
+//! gossip, cluster mode, sync, logs), each by its [`Id`]; a section may depend on the ones
+//! before it (the node's default data directory on its name, the admin port on the rpc port).
+//! Every setting read is recorded with its origin for `--check`, and so is every value worked
+//! out from others.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
@@ -8,10 +14,13 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 use url::Url;
 
+use super::exec::resolve_executable;
+use super::settings::Id;
 use super::{
-    ADMIN_PORT_OFFSET, ClusterConfig, Config, ConfigError, DEFAULT_GOSSIP_PORT, DEFAULT_RPC_PORT,
-    GossipConfig, Layer, LogConfig, LogFormat, Mode, NodeConfig, Origin, Plugin, RegistryConfig,
-    RpcConfig, Setting, SyncConfig,
+    ADMIN_PORT_OFFSET, ClusterConfig, Config, ConfigError, DEFAULT_CLUSTER_PORT,
+    DEFAULT_GOSSIP_PORT, DEFAULT_RPC_PORT, GossipConfig, GossipProfile, Layer, LogConfig,
+    LogFormat, MAX_GOSSIP_LABEL_BYTES, Mode, NodeConfig, Origin, Plugin, RegistryConfig, RpcConfig,
+    Setting, SyncConfig,
 };
 
 /// How long a graceful shutdown may take.
@@ -29,6 +38,8 @@ const MAX_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(3600);
 /// Bounds of `--poll-interval`.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// Bounds of the full resync interval (`task.params interval`).
+const MIN_RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A member address to join through: a host name or IP, and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,82 +66,134 @@ fn invalid(setting: &Setting, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Reads one setting; `None` only for settings without a default.
+/// A setting's flag as messages name it (`--bind-addr`).
+fn flag(id: Id) -> String {
+    match id.spec().flag {
+        Some(flag) => format!("--{}", flag.long),
+        None => id.name().to_owned(),
+    }
+}
+
+/// Reads settings and records what was read, for `--check`.
 struct Reader<'a> {
     settings: &'a Layer,
-    effective: Vec<(&'static str, String, Origin)>,
+    effective: Vec<(Id, String, Origin)>,
+    warnings: Vec<String>,
 }
 
 impl<'a> Reader<'a> {
-    fn get(&mut self, id: &'static str) -> Option<&'a Setting> {
+    /// A setting, if any layer has it.
+    fn get(&mut self, id: Id) -> Option<&'a Setting> {
         let setting = self.settings.get(id)?;
         self.effective
             .push((id, setting.value.clone(), setting.origin.clone()));
         Some(setting)
     }
 
-    /// A setting every layer stack has, because [`super::defaults`] sets it.
-    fn required(&mut self, id: &'static str) -> Result<&'a Setting, ConfigError> {
+    /// A setting every layer stack has, because the table gives it a default.
+    fn required(&mut self, id: Id) -> Result<&'a Setting, ConfigError> {
         self.get(id)
             .ok_or_else(|| ConfigError::Missing(format!("internal: no default for setting {id}")))
     }
 
-    fn derived(&mut self, id: &'static str, value: String) {
+    /// A setting parsed by `parse`, whose error names the setting and its origin.
+    fn parsed<T>(
+        &mut self,
+        id: Id,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let setting = self.required(id)?;
+        parse(&setting.value).map_err(|e| invalid(setting, e))
+    }
+
+    /// A setting that was worked out from others.
+    fn derived(&mut self, id: Id, value: String) {
         self.effective.push((id, value, Origin::Default));
     }
 }
 
-pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Config, ConfigError> {
+/// Checks every setting of `settings` and builds the configuration.
+pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config, ConfigError> {
     let mut r = Reader {
         settings,
         effective: Vec::new(),
+        warnings,
     };
+    let mode = read_mode(&mut r)?;
+    let registry = read_registry(&mut r)?;
+    let node = read_node(&mut r, mode, &registry.addresses)?;
+    let net = read_listeners(&mut r, mode)?;
+    let (profile, label) = read_gossip(&mut r)?;
+    let cluster = read_cluster(&mut r, mode, &net)?;
+    let sync = read_sync(&mut r)?;
+    let log = read_log(&mut r)?;
+    r.effective.sort_by_key(|(id, ..)| *id);
+    Ok(Config {
+        node,
+        gossip: GossipConfig {
+            bind_addr: net.bind_addr,
+            advertise_ip: net.advertise_ip,
+            join: net.join,
+            profile,
+            label,
+        },
+        rpc: RpcConfig {
+            listen_addr: net.rpc_addr,
+        },
+        cluster,
+        registry,
+        etcd_endpoints: net.etcd_endpoints,
+        admin_addr: net.admin_addr,
+        sync,
+        log,
+        shutdown_timeout: SHUTDOWN_TIMEOUT,
+        warnings: r.warnings,
+        effective: r.effective,
+    })
+}
 
-    // Mode. The original's 1.4 sample file says `mode: signle`; 1.4 treated anything but
-    // `cluster` as single, and so do we for that one spelling, with a warning.
-    let mode_setting = r.required("mode")?;
-    let mode = match mode_setting.value.trim() {
-        "single" => Mode::Single,
-        "cluster" => Mode::Cluster,
+/// The mode. The original's 1.4 sample file says `mode: signle`; 1.4 treated anything but
+/// `cluster` as single, and so do we for that one spelling, with a warning.
+fn read_mode(r: &mut Reader) -> Result<Mode, ConfigError> {
+    let setting = r.required(Id::Mode)?;
+    match setting.value.trim() {
+        "single" => Ok(Mode::Single),
+        "cluster" => Ok(Mode::Cluster),
         "signle" => {
-            warnings.push(format!(
+            r.warnings.push(format!(
                 "mode 'signle' (from {}) is read as 'single', as the original Syncer did",
-                mode_setting.origin
+                setting.origin
             ));
-            Mode::Single
+            Ok(Mode::Single)
         }
-        _ => return Err(invalid(mode_setting, "expected 'single' or 'cluster'")),
-    };
-
-    // Registry.
-    let plugin_setting = r.required("sc_plugin")?;
-    let plugin = match plugin_setting.value.trim() {
-        "servicecenter" => Plugin::ServiceCenter,
-        "eureka" => {
-            return Err(invalid(
-                plugin_setting,
-                "the eureka adapter is not available in this version (available: servicecenter)",
-            ));
-        }
-        _ => {
-            return Err(invalid(
-                plugin_setting,
-                "unknown registry plugin (available: servicecenter)",
-            ));
-        }
-    };
-    let sc_setting = r.required("sc_addr")?;
-    let addresses = parse_url_list(&sc_setting.value).map_err(|e| invalid(sc_setting, e))?;
-    if addresses.is_empty() {
-        return Err(invalid(
-            sc_setting,
-            "at least one registry address is needed",
-        ));
+        _ => Err(invalid(setting, "expected 'single' or 'cluster'")),
     }
+}
 
-    // Node name. Cluster mode needs an explicit one: three syncers on one host would
-    // otherwise all take the host name.
-    let node = match r.get("node") {
+/// The local registry: its kind and addresses.
+fn read_registry(r: &mut Reader) -> Result<RegistryConfig, ConfigError> {
+    let plugin = r.parsed(Id::ScPlugin, |text| match text.trim() {
+        "servicecenter" => Ok(Plugin::ServiceCenter),
+        "eureka" => Err(
+            "the eureka adapter is not available in this version (available: servicecenter)".into(),
+        ),
+        _ => Err("unknown registry plugin (available: servicecenter)".into()),
+    })?;
+    let addresses = r.parsed(Id::ScAddr, |text| {
+        let addresses = parse_url_list(text)?;
+        if addresses.is_empty() {
+            return Err("at least one registry address is needed".into());
+        }
+        Ok(addresses)
+    })?;
+    Ok(RegistryConfig { plugin, addresses })
+}
+
+/// This syncer's name, its data centre's name and its data directory.
+fn read_node(r: &mut Reader, mode: Mode, addresses: &[Url]) -> Result<NodeConfig, ConfigError> {
+    // Cluster mode needs an explicit name: three syncers on one host would otherwise all take
+    // the host name.
+    let name = match r.get(Id::Node) {
         Some(setting) => {
             check_name(&setting.value, 63).map_err(|e| invalid(setting, e))?;
             setting.value.clone()
@@ -148,24 +211,24 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
                     "the host name '{host}' cannot be the node name ({e}); set --node"
                 ))
             })?;
-            r.derived("node", host.clone());
+            r.derived(Id::Node, host.clone());
             host
         }
     };
 
-    let cluster_name = match r.get("cluster_name") {
+    let cluster_name = match r.get(Id::ClusterName) {
         Some(setting) => {
             check_name(&setting.value, 128).map_err(|e| invalid(setting, e))?;
             setting.value.clone()
         }
         None => {
-            let name = default_cluster_name(&addresses);
-            r.derived("cluster_name", name.clone());
-            name
+            let cluster_name = default_cluster_name(addresses);
+            r.derived(Id::ClusterName, cluster_name.clone());
+            cluster_name
         }
     };
 
-    let data_dir = match r.get("data_dir") {
+    let data_dir = match r.get(Id::DataDir) {
         Some(setting) if setting.value.trim().is_empty() => {
             return Err(invalid(setting, "must not be empty"));
         }
@@ -177,65 +240,62 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
                 origin: Origin::File { .. },
                 ..
             },
-        ) if setting.value.ends_with('/') => PathBuf::from(&setting.value).join(&node),
+        ) if setting.value.ends_with('/') => PathBuf::from(&setting.value).join(&name),
         Some(setting) => PathBuf::from(&setting.value),
         None => {
-            let dir = PathBuf::from("./syncer-data").join(&node);
-            r.derived("data_dir", dir.display().to_string());
+            let dir = PathBuf::from("./syncer-data").join(&name);
+            r.derived(Id::DataDir, dir.display().to_string());
             dir
         }
     };
 
-    // Listeners.
-    let bind_setting = r.required("bind_addr")?;
-    let bind_addr = parse_socket_addr(&bind_setting.value, DEFAULT_GOSSIP_PORT)
-        .map_err(|e| invalid(bind_setting, e))?;
-    let rpc_setting = r.required("rpc_addr")?;
+    Ok(NodeConfig {
+        name,
+        mode,
+        cluster_name,
+        data_dir,
+    })
+}
+
+/// Every address this syncer listens on or reaches out to, checked against each other.
+struct Listeners {
+    bind_addr: SocketAddr,
+    rpc_addr: SocketAddr,
+    join: Vec<JoinAddr>,
+    advertise_ip: IpAddr,
+    /// Peer port of the managed etcd member, and its host when `--peer-addr` gave one.
+    cluster_port: u16,
+    peer_ip: Option<IpAddr>,
+    admin_addr: Option<SocketAddr>,
+    etcd_endpoints: Vec<Url>,
+    /// The listen addresses so far, by setting, for the clash check of later ones.
+    ports: Vec<(Id, SocketAddr)>,
+}
+
+fn read_listeners(r: &mut Reader, mode: Mode) -> Result<Listeners, ConfigError> {
+    let bind_addr = r.parsed(Id::BindAddr, |text| {
+        parse_socket_addr(text, DEFAULT_GOSSIP_PORT)
+    })?;
+    let rpc_setting = r.required(Id::RpcAddr)?;
     let rpc_addr = parse_socket_addr(&rpc_setting.value, DEFAULT_RPC_PORT)
         .map_err(|e| invalid(rpc_setting, e))?;
 
-    let join = match r.get("join_addr") {
+    let join = match r.get(Id::JoinAddr) {
         Some(setting) => parse_join_list(&setting.value).map_err(|e| invalid(setting, e))?,
         None => Vec::new(),
     };
 
-    let profile_setting = r.required("gossip_profile")?;
-    let profile = crate::gossip::Profile::parse(&profile_setting.value)
-        .ok_or_else(|| invalid(profile_setting, "must be lan, wan or local"))?;
-    let label = match r.get("gossip_label") {
+    let (cluster_port, peer_ip) = match r.get(Id::PeerAddr) {
         Some(setting) => {
-            let label = setting.value.clone();
-            if label.len() > crate::gossip::MAX_LABEL_BYTES {
-                return Err(invalid(
-                    setting,
-                    format!("longer than {} bytes", crate::gossip::MAX_LABEL_BYTES),
-                ));
-            }
-            if label.chars().any(char::is_control) {
-                return Err(invalid(setting, "control characters are not allowed"));
-            }
-            label
-        }
-        None => String::new(),
-    };
-
-    let (cluster_port, peer_ip) = match r.get("peer_addr") {
-        Some(setting) => {
-            let addr = parse_socket_addr(&setting.value, super::DEFAULT_CLUSTER_PORT)
+            let addr = parse_socket_addr(&setting.value, DEFAULT_CLUSTER_PORT)
                 .map_err(|e| invalid(setting, e))?;
             let ip = (!addr.ip().is_unspecified()).then_some(addr.ip());
             (addr.port(), ip)
         }
-        None => {
-            let setting = r.required("cluster_port")?;
-            (
-                parse_port(&setting.value).map_err(|e| invalid(setting, e))?,
-                None,
-            )
-        }
+        None => (r.parsed(Id::ClusterPort, parse_port)?, None),
     };
 
-    let admin_addr = match r.get("admin_addr") {
+    let admin_addr = match r.get(Id::AdminAddr) {
         Some(setting) if matches!(setting.value.trim(), "none" | "off" | "") => None,
         Some(setting) => Some(
             parse_socket_addr(&setting.value, DEFAULT_RPC_PORT + ADMIN_PORT_OFFSET)
@@ -249,30 +309,29 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
                 })?,
             };
             let addr = SocketAddr::new(rpc_addr.ip(), port);
-            r.derived("admin_addr", addr.to_string());
+            r.derived(Id::AdminAddr, addr.to_string());
             Some(addr)
         }
     };
 
-    let etcd_endpoints = match r.get("etcd_endpoints") {
+    let etcd_endpoints = match r.get(Id::EtcdEndpoints) {
         Some(setting) => parse_url_list(&setting.value).map_err(|e| invalid(setting, e))?,
         None => Vec::new(),
     };
 
     // One daemon, one port per listener.
-    let mut ports: Vec<(&str, SocketAddr)> =
-        vec![("--bind-addr", bind_addr), ("--rpc-addr", rpc_addr)];
+    let mut ports = vec![(Id::BindAddr, bind_addr), (Id::RpcAddr, rpc_addr)];
     if let Some(admin) = admin_addr {
-        ports.push(("--admin-addr", admin));
+        ports.push((Id::AdminAddr, admin));
     }
     if mode == Mode::Cluster && etcd_endpoints.is_empty() {
         let ip = peer_ip.unwrap_or(bind_addr.ip());
-        ports.push(("--cluster-port", SocketAddr::new(ip, cluster_port)));
+        ports.push((Id::ClusterPort, SocketAddr::new(ip, cluster_port)));
     }
     check_port_clashes(&ports)?;
 
     // The address peers use. A wildcard is never advertised.
-    let advertise_ip = match r.get("advertise_addr") {
+    let advertise_ip = match r.get(Id::AdvertiseAddr) {
         Some(setting) => {
             let ip: IpAddr = setting
                 .value
@@ -294,154 +353,149 @@ pub(super) fn resolve(settings: &Layer, mut warnings: Vec<String>) -> Result<Con
                     "cannot choose an address to advertise: --bind-addr {bind_addr} is a wildcard and {reason}; set --advertise-addr"
                 ))
             })?;
-            r.derived("advertise_addr", ip.to_string());
+            r.derived(Id::AdvertiseAddr, ip.to_string());
             ip
         }
     };
 
-    // Cluster mode.
-    let setting = r.required("cluster_size")?;
-    let cluster_size = parse_count(&setting.value, 1).map_err(|e| invalid(setting, e))?;
-    let setting = r.required("leader_lease")?;
-    let leader_lease = parse_duration_in(
-        &setting.value,
-        ClusterConfig::MIN_LEADER_LEASE,
-        Some(ClusterConfig::MAX_LEADER_LEASE),
-    )
-    .map_err(|e| invalid(setting, e))?;
-    let setting = r.required("etcd_bin")?;
-    let etcd_bin = PathBuf::from(setting.value.trim());
-    if etcd_bin.as_os_str().is_empty() {
-        return Err(invalid(setting, "the path is empty"));
-    }
-    if mode == Mode::Cluster && etcd_endpoints.is_empty() {
-        // The managed etcd member needs the executable: say so now, not after the start.
-        crate::cluster::managed::resolve_executable(&etcd_bin).map_err(|e| {
-            invalid(
-                setting,
-                format!("{e} (cluster mode without --etcd-endpoints runs an etcd member)"),
-            )
-        })?;
-    }
-    let etcd_client_port = match r.get("etcd_client_port") {
+    Ok(Listeners {
+        bind_addr,
+        rpc_addr,
+        join,
+        advertise_ip,
+        cluster_port,
+        peer_ip,
+        admin_addr,
+        etcd_endpoints,
+        ports,
+    })
+}
+
+/// The gossip pool's timing and label.
+fn read_gossip(r: &mut Reader) -> Result<(GossipProfile, String), ConfigError> {
+    let profile = r.parsed(Id::GossipProfile, |text| {
+        GossipProfile::parse(text).ok_or_else(|| "must be lan, wan or local".to_owned())
+    })?;
+    let label = r.parsed(Id::GossipLabel, |label| {
+        if label.len() > MAX_GOSSIP_LABEL_BYTES {
+            return Err(format!("longer than {MAX_GOSSIP_LABEL_BYTES} bytes"));
+        }
+        if label.chars().any(char::is_control) {
+            return Err("control characters are not allowed".into());
+        }
+        Ok(label.to_owned())
+    })?;
+    Ok((profile, label))
+}
+
+/// Cluster mode: the election and the managed etcd member.
+fn read_cluster(r: &mut Reader, mode: Mode, net: &Listeners) -> Result<ClusterConfig, ConfigError> {
+    let size = r.parsed(Id::ClusterSize, |text| parse_count(text, 1))?;
+    let leader_lease = r.parsed(Id::LeaderLease, |text| {
+        parse_duration_in(
+            text,
+            ClusterConfig::MIN_LEADER_LEASE,
+            Some(ClusterConfig::MAX_LEADER_LEASE),
+        )
+    })?;
+    let managed_etcd = mode == Mode::Cluster && net.etcd_endpoints.is_empty();
+    let etcd_bin = r.parsed(Id::EtcdBin, |text| {
+        let bin = PathBuf::from(text.trim());
+        if bin.as_os_str().is_empty() {
+            return Err("the path is empty".into());
+        }
+        if managed_etcd {
+            // The managed etcd member needs the executable: say so now, not after the start.
+            resolve_executable(&bin).map_err(|e| {
+                format!("{e} (cluster mode without --etcd-endpoints runs an etcd member)")
+            })?;
+        }
+        Ok(bin)
+    })?;
+    let etcd_client_port = match r.get(Id::EtcdClientPort) {
         Some(setting) => parse_port(&setting.value).map_err(|e| invalid(setting, e))?,
         None => {
             // Below Linux's ephemeral range (32768 and up) for the usual cluster ports, so no
             // outgoing connection can hold it when etcd starts.
-            let port = cluster_port
+            let port = net
+                .cluster_port
                 .checked_sub(10_000)
                 .filter(|port| *port >= 1024)
-                .or_else(|| cluster_port.checked_add(10_000))
+                .or_else(|| net.cluster_port.checked_add(10_000))
                 .unwrap_or(0);
-            r.derived("etcd_client_port", port.to_string());
+            r.derived(Id::EtcdClientPort, port.to_string());
             port
         }
     };
-    if mode == Mode::Cluster && etcd_endpoints.is_empty() {
-        let ip = peer_ip.unwrap_or(bind_addr.ip());
-        ports.push(("--etcd-client-port", SocketAddr::new(ip, etcd_client_port)));
+    if managed_etcd {
+        let ip = net.peer_ip.unwrap_or(net.bind_addr.ip());
+        let mut ports = net.ports.clone();
+        ports.push((Id::EtcdClientPort, SocketAddr::new(ip, etcd_client_port)));
         check_port_clashes(&ports)?;
     }
-
-    // Sync schedule.
-    let kind_setting = r.required("task_kind")?;
-    let export = match kind_setting.value.trim() {
-        "ticker" => true,
-        "idle" => false,
-        _ => return Err(invalid(kind_setting, "expected 'ticker' or 'idle'")),
-    };
-    let interval_setting = r.required("resync_interval")?;
-    let resync_interval =
-        humantime::parse_duration(interval_setting.value.trim()).map_err(|e| {
-            invalid(
-                interval_setting,
-                format!("not a duration such as 30s or 1m ({e})"),
-            )
-        })?;
-    if resync_interval < Duration::from_secs(1) {
-        return Err(invalid(interval_setting, "must be at least 1s"));
-    }
-
-    // Sync engine.
-    let setting = r.required("removal_cap")?;
-    let removal_cap = parse_count(&setting.value, 1).map_err(|e| invalid(setting, e))?;
-    let setting = r.required("origin_grace")?;
-    let origin_grace = parse_duration_in(&setting.value, Duration::from_secs(1), None)
-        .map_err(|e| invalid(setting, e))?;
-    let setting = r.required("keep_stale_copies")?;
-    let keep_stale = parse_bool(&setting.value).map_err(|e| invalid(setting, e))?;
-    let setting = r.required("copy_lease")?;
-    let copy_lease = parse_copy_lease(&setting.value).map_err(|e| invalid(setting, e))?;
-    let setting = r.required("anti_entropy_interval")?;
-    let anti_entropy_interval = parse_duration_in(
-        &setting.value,
-        MIN_ANTI_ENTROPY_INTERVAL,
-        Some(MAX_ANTI_ENTROPY_INTERVAL),
-    )
-    .map_err(|e| invalid(setting, e))?;
-    let setting = r.required("poll_interval")?;
-    let poll_interval =
-        parse_duration_in(&setting.value, MIN_POLL_INTERVAL, Some(MAX_POLL_INTERVAL))
-            .map_err(|e| invalid(setting, e))?;
-
-    // Logs.
-    let format_setting = r.required("log_format")?;
-    let format = match format_setting.value.trim() {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        _ => return Err(invalid(format_setting, "expected 'text' or 'json'")),
-    };
-    let level_setting = r.required("log_level")?;
-    tracing_subscriber::EnvFilter::builder()
-        .parse(level_setting.value.trim())
-        .map_err(|e| invalid(level_setting, format!("not a log filter ({e})")))?;
-
-    Ok(Config {
-        node: NodeConfig {
-            name: node,
-            mode,
-            cluster_name,
-            data_dir,
-        },
-        gossip: GossipConfig {
-            bind_addr,
-            advertise_ip,
-            join,
-            profile,
-            label,
-        },
-        rpc: RpcConfig {
-            listen_addr: rpc_addr,
-        },
-        cluster: ClusterConfig {
-            port: cluster_port,
-            peer_ip,
-            size: cluster_size,
-            leader_lease,
-            etcd_bin,
-            etcd_client_port,
-        },
-        registry: RegistryConfig { plugin, addresses },
-        etcd_endpoints,
-        admin_addr,
-        sync: SyncConfig {
-            export,
-            resync_interval,
-            removal_cap,
-            origin_grace,
-            keep_stale,
-            copy_lease,
-            anti_entropy_interval,
-            poll_interval,
-        },
-        log: LogConfig {
-            format,
-            filter: level_setting.value.trim().to_owned(),
-        },
-        shutdown_timeout: SHUTDOWN_TIMEOUT,
-        warnings,
-        effective: r.effective,
+    Ok(ClusterConfig {
+        port: net.cluster_port,
+        peer_ip: net.peer_ip,
+        size,
+        leader_lease,
+        etcd_bin,
+        etcd_client_port,
     })
+}
+
+/// The sync engine: its schedule and its safety settings.
+fn read_sync(r: &mut Reader) -> Result<SyncConfig, ConfigError> {
+    let export = r.parsed(Id::TaskKind, |text| match text.trim() {
+        "ticker" => Ok(true),
+        "idle" => Ok(false),
+        _ => Err("expected 'ticker' or 'idle'".into()),
+    })?;
+    let resync_interval = r.parsed(Id::ResyncInterval, |text| {
+        let interval = humantime::parse_duration(text.trim())
+            .map_err(|e| format!("not a duration such as 30s or 1m ({e})"))?;
+        if interval < MIN_RESYNC_INTERVAL {
+            return Err("must be at least 1s".into());
+        }
+        Ok(interval)
+    })?;
+    Ok(SyncConfig {
+        export,
+        resync_interval,
+        removal_cap: r.parsed(Id::RemovalCap, |text| parse_count(text, 1))?,
+        origin_grace: r.parsed(Id::OriginGrace, |text| {
+            parse_duration_in(text, Duration::from_secs(1), None)
+        })?,
+        keep_stale: r.parsed(Id::KeepStaleCopies, parse_bool)?,
+        copy_lease: r.parsed(Id::CopyLease, parse_copy_lease)?,
+        anti_entropy_interval: r.parsed(Id::AntiEntropyInterval, |text| {
+            parse_duration_in(
+                text,
+                MIN_ANTI_ENTROPY_INTERVAL,
+                Some(MAX_ANTI_ENTROPY_INTERVAL),
+            )
+        })?,
+        poll_interval: r.parsed(Id::PollInterval, |text| {
+            parse_duration_in(text, MIN_POLL_INTERVAL, Some(MAX_POLL_INTERVAL))
+        })?,
+    })
+}
+
+/// Logs: the format and the filter (checked here, so that a bad filter is a configuration
+/// error rather than a failure after start).
+fn read_log(r: &mut Reader) -> Result<LogConfig, ConfigError> {
+    let format = r.parsed(Id::LogFormat, |text| match text.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected 'text' or 'json'".into()),
+    })?;
+    let filter = r.parsed(Id::LogLevel, |text| {
+        let filter = text.trim();
+        tracing_subscriber::EnvFilter::builder()
+            .parse(filter)
+            .map_err(|e| format!("not a log filter ({e})"))?;
+        Ok(filter.to_owned())
+    })?;
+    Ok(LogConfig { format, filter })
 }
 
 /// The original's default data-centre name: hex MD5 of the registry endpoints, sorted and
@@ -670,15 +724,17 @@ pub fn parse_url_list(text: &str) -> Result<Vec<Url>, String> {
     Ok(out)
 }
 
-fn check_port_clashes(ports: &[(&str, SocketAddr)]) -> Result<(), ConfigError> {
-    for (i, (flag_a, a)) in ports.iter().enumerate() {
-        for (flag_b, b) in &ports[i + 1..] {
+/// Refuses two listeners of one daemon on one port of overlapping hosts (port 0 is exempt:
+/// it picks a free port). The later listener is named, by its flag.
+fn check_port_clashes(ports: &[(Id, SocketAddr)]) -> Result<(), ConfigError> {
+    for (i, (id_a, a)) in ports.iter().enumerate() {
+        for (id_b, b) in &ports[i + 1..] {
             let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
             if a.port() != 0 && a.port() == b.port() && overlap {
                 return Err(ConfigError::Invalid {
-                    origin: Origin::Flag((*flag_b).to_owned()),
+                    origin: Origin::Flag(flag(*id_b)),
                     value: b.to_string(),
-                    reason: format!("port {} is already used by {flag_a} ({a})", b.port()),
+                    reason: format!("port {} is already used by {} ({a})", b.port(), flag(*id_a)),
                 });
             }
         }
@@ -796,13 +852,17 @@ mod tests {
     /// from routes).
     fn resolve_with(extra: &[(&'static str, &str, Origin)]) -> Result<Config, ConfigError> {
         let mut cli = Layer::default();
-        cli.set("bind_addr", "127.0.0.1:0".into(), Origin::Default);
-        cli.set("rpc_addr", "127.0.0.1:0".into(), Origin::Default);
-        cli.set("node", "n1".into(), Origin::Default);
-        for (id, value, origin) in extra {
+        cli.set(Id::BindAddr, "127.0.0.1:0".into(), Origin::Default);
+        cli.set(Id::RpcAddr, "127.0.0.1:0".into(), Origin::Default);
+        cli.set(Id::Node, "n1".into(), Origin::Default);
+        for (name, value, origin) in extra {
+            let id = Id::from_name(name).unwrap_or_else(|| panic!("no setting {name}"));
             cli.set(id, (*value).to_owned(), origin.clone());
         }
-        resolve(&super::super::defaults().overlaid(cli), Vec::new())
+        resolve(
+            &super::super::settings::defaults().overlaid(cli),
+            Vec::new(),
+        )
     }
 
     #[test]
@@ -834,6 +894,49 @@ mod tests {
                 "{id} missing from the effective settings"
             );
         }
+    }
+
+    /// Every built-in default of the table passes the typed parsing, and is what the
+    /// configuration reports as used.
+    #[test]
+    fn table_defaults_parse() {
+        // Only what has no default, and an address to advertise (the default bind address
+        // is a wildcard).
+        let mut given = Layer::default();
+        given.set(Id::Node, "n1".into(), Origin::Default);
+        given.set(Id::AdvertiseAddr, "10.0.0.1".into(), Origin::Default);
+        let config = resolve(
+            &super::super::settings::defaults().overlaid(given),
+            Vec::new(),
+        )
+        .unwrap();
+        for spec in super::super::settings::SETTINGS {
+            if let super::super::settings::Default::Text(text) = spec.default {
+                assert!(
+                    config
+                        .effective
+                        .iter()
+                        .any(|(id, value, origin)| *id == spec.id
+                            && value == text
+                            && *origin == Origin::Default),
+                    "default of {} not used",
+                    spec.name
+                );
+            }
+        }
+        // The cluster-mode defaults agree with their typed constants.
+        assert_eq!(config.cluster.size, ClusterConfig::DEFAULT_SIZE);
+        assert_eq!(
+            config.cluster.leader_lease,
+            ClusterConfig::DEFAULT_LEADER_LEASE
+        );
+        assert_eq!(
+            config.sync.resync_interval,
+            super::super::DEFAULT_RESYNC_INTERVAL
+        );
+        assert_eq!(config.gossip.profile, GossipProfile::Lan);
+        // `effective` is in table order, as `--check` prints it.
+        assert!(config.effective.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
     #[test]

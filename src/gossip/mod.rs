@@ -44,37 +44,11 @@ const COMMAND_QUEUE: usize = 256;
 /// Membership and user events buffered per subscriber before a slow one starts missing them.
 const SUBSCRIBER_BUFFER: usize = 1024;
 
-/// Failure-detection timing, chosen per network (`--gossip-profile`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    /// One data centre or regions on a fast network: a dead member is seen down by everyone
-    /// within about 6 s in pools of up to 50 members.
-    Lan,
-    /// Slow or lossy links between regions: slower probes, longer suspicion.
-    Wan,
-    /// Tests on one machine: everything ten times faster than `lan`.
-    Local,
-}
+/// Failure-detection timing, chosen per network (`--gossip-profile`). The names are the
+/// configuration's ([`crate::config::GossipProfile`]); the timing of each is here.
+pub use crate::config::GossipProfile as Profile;
 
 impl Profile {
-    /// Parses `lan`, `wan` or `local`.
-    pub fn parse(text: &str) -> Option<Profile> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "lan" => Some(Profile::Lan),
-            "wan" => Some(Profile::Wan),
-            "local" => Some(Profile::Local),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Profile::Lan => "lan",
-            Profile::Wan => "wan",
-            Profile::Local => "local",
-        }
-    }
-
     /// The foca configuration of this profile for datagrams of `max_packet_size` bytes.
     ///
     /// Detection time is roughly: wait until some member probes the dead one (each member

@@ -11,8 +11,8 @@
 
 /// First byte of every syncer gossip datagram.
 const MAGIC: u8 = 0xC5;
-/// Longest accepted `--gossip-label`.
-pub const MAX_LABEL_BYTES: usize = 64;
+/// Longest accepted `--gossip-label` (the configuration checks it).
+pub const MAX_LABEL_BYTES: usize = crate::config::MAX_GOSSIP_LABEL_BYTES;
 /// Largest datagram syncer sends or accepts; fits an Ethernet MTU with room for IP/UDP.
 pub const MAX_DATAGRAM_BYTES: usize = 1400;
 /// The framing's own bytes besides the label.

@@ -1,0 +1,652 @@
+//! The list of every setting of `syncer daemon`: one entry per setting, with its flag,
+//! environment variable, YAML keys, default and help.
+//!
+//! Everything that names a setting is driven from [`SETTINGS`]: the clap arguments
+//! (`crate::cli::daemon`), the defaults layer ([`defaults`]), the YAML mapping (`file.rs`)
+//! and the `--check` listing. Typed parsing and validation stay code (`parse.rs`), reading
+//! settings by [`Id`], so a typo in a setting's name is a compile error rather than a setting
+//! that is silently never read.
+//!
+//! Adding a setting: a variant of [`Id`], its entry in [`SETTINGS`] (at the same position),
+//! a typed field in one of the `*Config` structs of `config/mod.rs`, and the lines of
+//! `parse.rs` that read and check it. The unit tests below check that the table is
+//! consistent and that docs/CONFIG.md names the new flag, variable and keys.
+
+use std::fmt;
+
+use super::{Layer, Origin};
+
+/// One setting. The order is the order of [`SETTINGS`], of `syncer daemon --help` and of
+/// `--check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Id {
+    ScAddr,
+    ScPlugin,
+    BindAddr,
+    RpcAddr,
+    JoinAddr,
+    AdvertiseAddr,
+    GossipProfile,
+    GossipLabel,
+    Mode,
+    Node,
+    ClusterName,
+    ClusterPort,
+    PeerAddr,
+    DataDir,
+    EtcdEndpoints,
+    ClusterSize,
+    LeaderLease,
+    EtcdBin,
+    EtcdClientPort,
+    AdminAddr,
+    RemovalCap,
+    OriginGrace,
+    KeepStaleCopies,
+    CopyLease,
+    AntiEntropyInterval,
+    PollInterval,
+    LogFormat,
+    LogLevel,
+    TaskKind,
+    ResyncInterval,
+}
+
+impl Id {
+    /// This setting's entry in the table.
+    pub fn spec(self) -> &'static Spec {
+        &SETTINGS[self as usize]
+    }
+
+    /// The setting's name, as `--check` prints it (`sc_addr`, `bind_addr`, ...).
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// The setting called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Id> {
+        SETTINGS.iter().find(|s| s.name == name).map(|s| s.id)
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl PartialEq<&str> for Id {
+    fn eq(&self, name: &&str) -> bool {
+        self.name() == *name
+    }
+}
+
+/// One row of the table.
+#[derive(Debug)]
+pub struct Spec {
+    pub id: Id,
+    /// Name in `--check`, the clap argument id, and the word the flag and variable are
+    /// spelled from (`cluster_port`: `--cluster-port`, `SYNCER_CLUSTER_PORT`).
+    pub name: &'static str,
+    /// The command-line flag; `None` for settings only the file sets.
+    pub flag: Option<Flag>,
+    /// The environment variable; given exactly when there is a flag.
+    pub env: Option<&'static str>,
+    /// YAML keys (dotted paths), highest precedence first: the 1.4 key or our own, then the
+    /// 1.3 key. A key with `[...]` sits inside a list and is read by explicit code in
+    /// `file.rs` (`task.params[interval]`); every other key is read by the generic walk.
+    pub file_keys: &'static [&'static str],
+    /// A list: comma-separated text, which a YAML file may also give as a sequence.
+    pub list: bool,
+    pub default: Default,
+    /// The help line, without the default (appended from [`Spec::default`]).
+    pub help: &'static str,
+}
+
+/// The built-in value of a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Default {
+    /// None: the setting is simply absent unless given.
+    None,
+    /// This text, in the defaults layer.
+    Text(&'static str),
+    /// Worked out from other settings by `parse.rs`; the text says how (for `--help`).
+    Derived(&'static str),
+}
+
+/// A setting's command-line flag.
+#[derive(Debug, Clone, Copy)]
+pub struct Flag {
+    /// Long name without the dashes.
+    pub long: &'static str,
+    pub value_name: &'static str,
+    pub aliases: &'static [Alias],
+    pub form: Form,
+    /// A setting that may not be given together with this one on the command line.
+    pub conflicts_with: Option<Id>,
+}
+
+/// Another spelling of a flag (the original Syncer 1.4's names).
+#[derive(Debug, Clone, Copy)]
+pub enum Alias {
+    /// Listed in `--help`.
+    Visible(&'static str),
+    /// Accepted but not listed.
+    Hidden(&'static str),
+}
+
+/// How a flag takes its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `--flag VALUE`.
+    Value,
+    /// `--flag VALUE`, where VALUE may look like a negative number, so that `--removal-cap -5`
+    /// reaches validation (and its message) instead of being a usage error.
+    Number,
+    /// `--flag` alone means `true`; `--flag=false` and `--flag false` are accepted too.
+    Switch,
+}
+
+impl Flag {
+    const fn value(long: &'static str, value_name: &'static str) -> Flag {
+        Flag {
+            long,
+            value_name,
+            aliases: &[],
+            form: Form::Value,
+            conflicts_with: None,
+        }
+    }
+
+    const fn form(self, form: Form) -> Flag {
+        Flag { form, ..self }
+    }
+
+    const fn aliases(self, aliases: &'static [Alias]) -> Flag {
+        Flag { aliases, ..self }
+    }
+
+    const fn conflicts_with(self, id: Id) -> Flag {
+        Flag {
+            conflicts_with: Some(id),
+            ..self
+        }
+    }
+}
+
+impl Spec {
+    /// The help text as `--help` shows it: the help line and the default.
+    pub fn help_text(&self) -> String {
+        match self.default {
+            Default::None => self.help.to_owned(),
+            Default::Text("") => format!("{}. [default: empty]", self.help),
+            Default::Text(text) | Default::Derived(text) => {
+                format!("{}. [default: {text}]", self.help)
+            }
+        }
+    }
+
+    /// The origin of a value given by this setting's flag (named by its long name, whichever
+    /// alias was typed).
+    pub fn flag_origin(&self) -> Option<Origin> {
+        self.flag.map(|f| Origin::Flag(format!("--{}", f.long)))
+    }
+
+    /// The origin of a value given by this setting's environment variable.
+    pub fn env_origin(&self) -> Option<Origin> {
+        self.env.map(|var| Origin::Env(var.to_owned()))
+    }
+}
+
+/// The built-in defaults: every [`Default::Text`] of the table.
+pub fn defaults() -> Layer {
+    let mut layer = Layer::default();
+    for spec in SETTINGS {
+        if let Default::Text(text) = spec.default {
+            layer.set(spec.id, text.to_owned(), Origin::Default);
+        }
+    }
+    layer
+}
+
+/// Every setting, in the order of [`Id`].
+///
+/// The typed defaults of the sync engine and cluster mode (`SyncConfig::DEFAULT_*`,
+/// `ClusterConfig::DEFAULT_*`) are the texts here; a unit test in `parse.rs` checks that
+/// they agree.
+pub static SETTINGS: &[Spec] = &[
+    // --- The registry ---
+    Spec {
+        id: Id::ScAddr,
+        name: "sc_addr",
+        flag: Some(Flag::value("sc-addr", "URLS").aliases(&[Alias::Visible("registry")])),
+        env: Some("SYNCER_SC_ADDR"),
+        file_keys: &["registry.address", "servicecenter.addr"],
+        list: true,
+        default: Default::Text("http://127.0.0.1:30100"),
+        help: "Registry address(es), comma-separated; a missing scheme means http://",
+    },
+    Spec {
+        id: Id::ScPlugin,
+        name: "sc_plugin",
+        flag: Some(Flag::value("sc-plugin", "NAME").aliases(&[Alias::Visible("plugin")])),
+        env: Some("SYNCER_SC_PLUGIN"),
+        file_keys: &["registry.plugin", "servicecenter.plugin"],
+        list: false,
+        default: Default::Text("servicecenter"),
+        help: "Registry kind: servicecenter",
+    },
+    // --- The gossip pool ---
+    Spec {
+        id: Id::BindAddr,
+        name: "bind_addr",
+        flag: Some(Flag::value("bind-addr", "IP:PORT").aliases(&[Alias::Hidden("bind")])),
+        env: Some("SYNCER_BIND_ADDR"),
+        file_keys: &["listener.bindAddr"],
+        list: false,
+        default: Default::Text("0.0.0.0:30190"),
+        help: "Gossip (UDP) listen address; a missing port means 30190",
+    },
+    Spec {
+        id: Id::RpcAddr,
+        name: "rpc_addr",
+        flag: Some(Flag::value("rpc-addr", "IP:PORT")),
+        env: Some("SYNCER_RPC_ADDR"),
+        file_keys: &["listener.rpcAddr"],
+        list: false,
+        default: Default::Text("0.0.0.0:30191"),
+        help: "gRPC listen address; a missing port means 30191",
+    },
+    Spec {
+        id: Id::JoinAddr,
+        name: "join_addr",
+        flag: Some(Flag::value("join-addr", "HOST:PORT,...").aliases(&[Alias::Visible("join")])),
+        env: Some("SYNCER_JOIN_ADDR"),
+        file_keys: &["join.address", "join_addr"],
+        list: true,
+        default: Default::None,
+        help: "Address of any pool member to join, comma-separated (gossip or rpc address)",
+    },
+    Spec {
+        id: Id::AdvertiseAddr,
+        name: "advertise_addr",
+        flag: Some(Flag::value("advertise-addr", "IP")),
+        env: Some("SYNCER_ADVERTISE_ADDR"),
+        file_keys: &["listener.advertiseAddr"],
+        list: false,
+        default: Default::None,
+        help: "IP address peers use to reach this syncer's gossip and rpc ports. Default: the \
+               host of --bind-addr, or if that is a wildcard, the local address that routes to \
+               the first --join-addr",
+    },
+    Spec {
+        id: Id::GossipProfile,
+        name: "gossip_profile",
+        flag: Some(Flag::value("gossip-profile", "PROFILE")),
+        env: Some("SYNCER_GOSSIP_PROFILE"),
+        file_keys: &["gossip.profile", "profile"],
+        list: false,
+        default: Default::Text("lan"),
+        help: "Failure-detection timing of the gossip pool: lan (a crash is detected within \
+               6 s, measured about 3 s on a 50-member pool), wan (slow links between regions; \
+               measured about 11 s) or local (tests on one machine)",
+    },
+    Spec {
+        id: Id::GossipLabel,
+        name: "gossip_label",
+        flag: Some(Flag::value("gossip-label", "LABEL")),
+        env: Some("SYNCER_GOSSIP_LABEL"),
+        file_keys: &["gossip.label"],
+        list: false,
+        default: Default::Text(""),
+        help: "Label of the gossip pool: syncers only admit members with the same label, so \
+               pools that share a network stay apart",
+    },
+    // --- This syncer ---
+    Spec {
+        id: Id::Mode,
+        name: "mode",
+        flag: Some(Flag::value("mode", "MODE")),
+        env: Some("SYNCER_MODE"),
+        file_keys: &["mode"],
+        list: false,
+        default: Default::Text("single"),
+        help: "single: one syncer per data centre; cluster: several, exactly one active",
+    },
+    Spec {
+        id: Id::Node,
+        name: "node",
+        flag: Some(Flag::value("node", "NAME")),
+        env: Some("SYNCER_NODE"),
+        file_keys: &["node"],
+        list: false,
+        default: Default::Derived("host name"),
+        help: "Member name, unique in the pool; required in cluster mode",
+    },
+    Spec {
+        id: Id::ClusterName,
+        name: "cluster_name",
+        flag: Some(Flag::value("cluster-name", "NAME").aliases(&[Alias::Visible("cluster")])),
+        env: Some("SYNCER_CLUSTER_NAME"),
+        file_keys: &["cluster", "cluster_name"],
+        list: false,
+        default: Default::Derived("MD5 of the sorted registry addresses"),
+        help: "Data centre name shared by its syncers",
+    },
+    Spec {
+        id: Id::ClusterPort,
+        name: "cluster_port",
+        flag: Some(Flag::value("cluster-port", "PORT").conflicts_with(Id::PeerAddr)),
+        env: Some("SYNCER_CLUSTER_PORT"),
+        file_keys: &["cluster_port"],
+        list: false,
+        default: Default::Text("30192"),
+        help: "Port of the managed etcd member's peer listener (cluster mode)",
+    },
+    Spec {
+        id: Id::PeerAddr,
+        name: "peer_addr",
+        flag: Some(Flag::value("peer-addr", "IP:PORT")),
+        env: Some("SYNCER_PEER_ADDR"),
+        file_keys: &["listener.peerAddr"],
+        list: false,
+        default: Default::None,
+        help: "Address of the managed etcd member's peer listener (the 1.4 form of \
+               --cluster-port)",
+    },
+    Spec {
+        id: Id::DataDir,
+        name: "data_dir",
+        flag: Some(Flag::value("data-dir", "DIR")),
+        env: Some("SYNCER_DATA_DIR"),
+        file_keys: &["dataDir"],
+        list: false,
+        default: Default::Derived("./syncer-data/<node>"),
+        help: "Directory for this syncer's state",
+    },
+    Spec {
+        id: Id::EtcdEndpoints,
+        name: "etcd_endpoints",
+        flag: Some(Flag::value("etcd-endpoints", "URLS")),
+        env: Some("SYNCER_ETCD_ENDPOINTS"),
+        file_keys: &["etcd.endpoints"],
+        list: true,
+        default: Default::None,
+        help: "etcd client URLs, comma-separated; without them state is kept in --data-dir",
+    },
+    // --- Cluster mode ---
+    Spec {
+        id: Id::ClusterSize,
+        name: "cluster_size",
+        flag: Some(Flag::value("cluster-size", "N")),
+        env: Some("SYNCER_CLUSTER_SIZE"),
+        file_keys: &["clusterMode.size"],
+        list: false,
+        default: Default::Text("3"),
+        help: "Cluster mode: members of this data centre; without --etcd-endpoints the managed \
+               etcd cluster bootstraps once this many have met. At least 1",
+    },
+    Spec {
+        id: Id::LeaderLease,
+        name: "leader_lease",
+        flag: Some(Flag::value("leader-lease", "DURATION")),
+        env: Some("SYNCER_LEADER_LEASE"),
+        file_keys: &["clusterMode.leader_lease"],
+        list: false,
+        default: Default::Text("2s"),
+        help: "Cluster mode: lease of the active member's leadership in etcd, 2s to 1m; a \
+               standby takes over within about this long after the active member dies",
+    },
+    Spec {
+        id: Id::EtcdBin,
+        name: "etcd_bin",
+        flag: Some(Flag::value("etcd-bin", "PATH")),
+        env: Some("SYNCER_ETCD_BIN"),
+        file_keys: &["clusterMode.etcd_bin"],
+        list: false,
+        default: Default::Text("etcd"),
+        help: "Cluster mode without --etcd-endpoints: the etcd executable to run, looked up on \
+               PATH unless it is a path",
+    },
+    Spec {
+        id: Id::EtcdClientPort,
+        name: "etcd_client_port",
+        flag: Some(Flag::value("etcd-client-port", "PORT")),
+        env: Some("SYNCER_ETCD_CLIENT_PORT"),
+        file_keys: &["clusterMode.etcd_client_port"],
+        list: false,
+        default: Default::Derived("the cluster port - 10000, or + 10000 when that is below 1024"),
+        help: "Cluster mode without --etcd-endpoints: client port of the managed etcd member",
+    },
+    // --- Admin endpoint ---
+    Spec {
+        id: Id::AdminAddr,
+        name: "admin_addr",
+        flag: Some(Flag::value("admin-addr", "IP:PORT")),
+        env: Some("SYNCER_ADMIN_ADDR"),
+        file_keys: &["listener.adminAddr"],
+        list: false,
+        default: Default::Derived("host of --rpc-addr, its port + 2"),
+        help: "HTTP address of /health and /metrics, or `none`",
+    },
+    // --- The sync engine ---
+    Spec {
+        id: Id::RemovalCap,
+        name: "removal_cap",
+        flag: Some(Flag::value("removal-cap", "N").form(Form::Number)),
+        env: Some("SYNCER_REMOVAL_CAP"),
+        file_keys: &["sync.removal_cap"],
+        list: false,
+        default: Default::Text("1000"),
+        help: "Most copies of one origin data centre removed per sliding minute; further \
+               removals wait, are logged and counted. At least 1",
+    },
+    Spec {
+        id: Id::OriginGrace,
+        name: "origin_grace",
+        flag: Some(Flag::value("origin-grace", "DURATION")),
+        env: Some("SYNCER_ORIGIN_GRACE"),
+        file_keys: &["sync.origin_grace"],
+        list: false,
+        default: Default::Text("1m"),
+        help: "How long an origin data centre may go without a successful exchange (push, \
+               pull, anti-entropy) before its copies are no longer kept alive. At least 1s",
+    },
+    Spec {
+        id: Id::KeepStaleCopies,
+        name: "keep_stale_copies",
+        flag: Some(Flag::value("keep-stale-copies", "BOOL").form(Form::Switch)),
+        env: Some("SYNCER_KEEP_STALE_COPIES"),
+        file_keys: &["sync.keep_stale_copies"],
+        list: false,
+        default: Default::Text("false"),
+        help: "Keep heartbeating the copies of an unreachable origin after --origin-grace, so \
+               they are stale rather than missing during a partition. `--keep-stale-copies` \
+               alone means true",
+    },
+    Spec {
+        id: Id::CopyLease,
+        name: "copy_lease",
+        flag: Some(Flag::value("copy-lease", "DURATION")),
+        env: Some("SYNCER_COPY_LEASE"),
+        file_keys: &["sync.copy_lease"],
+        list: false,
+        default: Default::Text("30s"),
+        help: "Lease of every copy syncer registers, in whole seconds: a multiple of 3s from 3s \
+               to 1h (heartbeats go every third of it; the registry tolerates 2 missed ones)",
+    },
+    Spec {
+        id: Id::AntiEntropyInterval,
+        name: "anti_entropy_interval",
+        flag: Some(Flag::value("anti-entropy-interval", "DURATION")),
+        env: Some("SYNCER_ANTI_ENTROPY_INTERVAL"),
+        file_keys: &["sync.anti_entropy_interval"],
+        list: false,
+        default: Default::Text("10s"),
+        help: "Period of the anti-entropy check with every other data centre, 100ms to 1h",
+    },
+    Spec {
+        id: Id::PollInterval,
+        name: "poll_interval",
+        flag: Some(Flag::value("poll-interval", "DURATION")),
+        env: Some("SYNCER_POLL_INTERVAL"),
+        file_keys: &["sync.poll_interval"],
+        list: false,
+        default: Default::Text("100ms"),
+        help: "Period of the registry change-feed poll (ServiceComb: one batch find per \
+               tenant), 10ms to 1m",
+    },
+    // --- Logs ---
+    Spec {
+        id: Id::LogFormat,
+        name: "log_format",
+        flag: Some(Flag::value("log-format", "FORMAT")),
+        env: Some("SYNCER_LOG_FORMAT"),
+        file_keys: &["log.format"],
+        list: false,
+        default: Default::Text("text"),
+        help: "Log format: text or json",
+    },
+    Spec {
+        id: Id::LogLevel,
+        name: "log_level",
+        flag: Some(Flag::value("log-level", "FILTER")),
+        env: Some("SYNCER_LOG_LEVEL"),
+        file_keys: &["log.level"],
+        list: false,
+        default: Default::Text("info"),
+        help: "Log filter: a level (info, debug, ...) or tracing directives such as \
+               `info,syncer::gossip=debug`; RUST_LOG is read when neither this flag nor \
+               SYNCER_LOG_LEVEL is set",
+    },
+    // --- File only: the original's task ---
+    Spec {
+        id: Id::TaskKind,
+        name: "task_kind",
+        flag: None,
+        env: None,
+        file_keys: &["task.kind"],
+        list: false,
+        default: Default::Text("ticker"),
+        help: "ticker: export this data centre; idle: only import the others",
+    },
+    Spec {
+        id: Id::ResyncInterval,
+        name: "resync_interval",
+        flag: None,
+        env: None,
+        file_keys: &["task.params[interval]", "ticker_interval"],
+        list: false,
+        default: Default::Text("30s"),
+        help: "Period of the full resync that backs up the registry's change feed",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn entries_sit_at_their_id() {
+        for (i, spec) in SETTINGS.iter().enumerate() {
+            assert_eq!(spec.id as usize, i, "{} is out of place", spec.name);
+            assert_eq!(Id::from_name(spec.name), Some(spec.id));
+        }
+        assert_eq!(SETTINGS.len(), Id::ResyncInterval as usize + 1);
+    }
+
+    #[test]
+    fn names_flags_variables_and_keys_are_unique() {
+        let mut names = HashSet::new();
+        let mut flags = HashSet::new();
+        let mut vars = HashSet::new();
+        let mut keys = HashSet::new();
+        for spec in SETTINGS {
+            assert!(names.insert(spec.name), "name {} twice", spec.name);
+            if let Some(flag) = spec.flag {
+                assert!(flags.insert(flag.long), "--{} twice", flag.long);
+                for alias in flag.aliases {
+                    let (Alias::Visible(a) | Alias::Hidden(a)) = alias;
+                    assert!(flags.insert(a), "--{a} twice");
+                }
+            }
+            if let Some(var) = spec.env {
+                assert!(vars.insert(var), "{var} twice");
+            }
+            for key in spec.file_keys {
+                assert!(keys.insert(*key), "file key {key} twice");
+            }
+        }
+        // The two flags that are not settings.
+        assert!(!flags.contains("config") && !flags.contains("check"));
+    }
+
+    #[test]
+    fn flags_and_variables_are_spelled_from_the_name() {
+        for spec in SETTINGS {
+            assert_eq!(
+                spec.flag.is_some(),
+                spec.env.is_some(),
+                "{}: a flag without a variable or the reverse",
+                spec.name
+            );
+            if let (Some(flag), Some(var)) = (spec.flag, spec.env) {
+                assert_eq!(flag.long, spec.name.replace('_', "-"));
+                assert_eq!(var, format!("SYNCER_{}", spec.name.to_uppercase()));
+            }
+            assert!(
+                spec.flag.is_some() || !spec.file_keys.is_empty(),
+                "{} cannot be set at all",
+                spec.name
+            );
+            assert!(
+                !spec.help.ends_with('.'),
+                "{}: the help adds the period",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn help_shows_the_default() {
+        assert_eq!(
+            Id::ScPlugin.spec().help_text(),
+            "Registry kind: servicecenter. [default: servicecenter]"
+        );
+        assert_eq!(
+            Id::GossipLabel.spec().help_text(),
+            "Label of the gossip pool: syncers only admit members with the same label, so \
+             pools that share a network stay apart. [default: empty]"
+        );
+        assert!(!Id::JoinAddr.spec().help_text().contains("default"));
+    }
+
+    /// docs/CONFIG.md is the operator's reference: it names every flag, alias, variable and
+    /// file key of the table.
+    #[test]
+    fn the_reference_names_every_setting() {
+        let doc = include_str!("../../docs/CONFIG.md");
+        for spec in SETTINGS {
+            if let Some(flag) = spec.flag {
+                assert!(
+                    doc.contains(&format!("`--{}`", flag.long)),
+                    "--{}",
+                    flag.long
+                );
+                for alias in flag.aliases {
+                    let (Alias::Visible(a) | Alias::Hidden(a)) = alias;
+                    assert!(doc.contains(&format!("`--{a}`")), "--{a}");
+                }
+            }
+            if let Some(var) = spec.env {
+                assert!(doc.contains(&format!("`{var}`")), "{var}");
+            }
+            for key in spec.file_keys {
+                let key = key.split('[').next().unwrap_or(key);
+                assert!(doc.contains(key), "file key {key}");
+            }
+        }
+    }
+}
