@@ -1,34 +1,40 @@
-//! One syncer node: binds its listeners, owns its data directory and tasks, and shuts them
-//! down in order.
+//! One syncer node: build, spawn, wait, stop.
 //!
 //! `Listeners::bind` runs before `run` so that tests (and `syncer demo`) can bind port 0 and
-//! learn the real addresses. Every task is spawned on the node's `TaskTracker`; a task that
-//! fails fatally reports through a channel, which stops the node with an error (exit 1).
+//! learn the real addresses. `run` locks the data directory, builds the gossip pool, the
+//! registry client, the sync engine (single mode) or the cluster member, the gRPC and admin
+//! servers; spawns each on the tracker of the shutdown step that stops it; waits for a signal
+//! or a fatal error (reported through a channel: exit 1); then stops in order (see
+//! [`Stages`] and docs/DESIGN.md "Process skeleton").
 
 use std::fs::{File, TryLockError};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::cluster::gated::GatedRegistry;
-use crate::cluster::leader::Election;
-use crate::cluster::managed::{ManagedEtcd, ManagedEtcdConfig, ManagedEtcdError};
+use crate::backoff::Backoff;
+use crate::cluster::managed::ManagedEtcdConfig;
+use crate::cluster::member::{
+    ClusterError, ClusterMember, EtcdSource, EtcdTasks, MemberSettings, STANDBY, TermDeps,
+    TermEngine,
+};
 use crate::config::{Config, Mode};
 use crate::gossip::{self, GossipConfig, GossipHandle, GossipMetrics, NodeId, NodeMeta, Role};
-use crate::registry::{self, Registry};
+use crate::registry::{self, Registry, RegistryError};
 use crate::rpc::proto::NodeInfo;
 use crate::rpc::{self, PROTOCOL_VERSION, PeerService};
+use crate::shutdown::{Stage, stop_in_order};
 use crate::store::{EtcdStore, EtcdTimeouts, MappingStore, RedbStore, StoreError};
-use crate::sync::{self, EngineDeps, EngineSettings, SyncHandle, SyncMetrics};
+use crate::sync::{self, EngineDeps, EngineSettings, SyncError, SyncHandle, SyncMetrics};
 use crate::telemetry::Metrics;
 
 /// Why the node could not run. All of these are runtime failures (exit status 1).
@@ -47,16 +53,22 @@ pub enum NodeError {
     },
     #[error("data directory {} is in use by another syncer (lock file {})", path.display(), path.join(LOCK_FILE).display())]
     DataDirLocked { path: PathBuf },
-    #[error("the {what} server failed: {reason}")]
-    Serve { what: &'static str, reason: String },
+    #[error("the {what} server failed: {source}")]
+    Serve {
+        what: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("the registry client cannot be set up: {0}")]
-    Registry(String),
+    Registry(#[source] RegistryError),
     #[error("the sync engine failed: {0}")]
-    Sync(String),
-    #[error("the managed etcd member failed: {0}")]
-    ManagedEtcd(String),
+    Sync(#[from] SyncError),
+    #[error("the sync engine failed: {0}")]
+    Store(#[from] StoreError),
+    /// The cluster member's errors name their part (managed etcd member, sync engine).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("graceful shutdown did not finish within {0:?}")]
-    ShutdownTimeout(std::time::Duration),
+    ShutdownTimeout(Duration),
 }
 
 const LOCK_FILE: &str = "LOCK";
@@ -64,8 +76,10 @@ const LOCK_FILE: &str = "LOCK";
 const GOSSIP_STATE_FILE: &str = "gossip.json";
 /// How long joining through an rpc address waits for that syncer's `Info` answer.
 const JOIN_INFO_TIMEOUT: Duration = Duration::from_secs(1);
-/// Longest pause between attempts to identify the registry.
-const REGISTRY_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Pauses between attempts to identify the registry.
+const REGISTRY_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+/// Why `Pull` and `Push` are refused from the first signal on.
+const STOPPING: &str = "stopping: this syncer is shutting down";
 
 /// The sockets a node serves on, bound before it starts.
 #[derive(Debug)]
@@ -146,11 +160,53 @@ fn lock_data_dir(path: &Path) -> Result<DataDirGuard, NodeError> {
     Ok(DataDirGuard { _file: file })
 }
 
+/// The steps of the stop, in order, each with its token, tracker and deadline. Nothing of
+/// one step hangs under another's token: the first signal starts step 1 only.
+struct Stages {
+    /// 1. Stop taking calls: the gRPC server sends GOAWAY and lets the calls in flight finish
+    ///    (`rpc::server::DRAIN_TIMEOUT`); `/health` answers 503 from the first signal on.
+    rpc: Stage,
+    /// 2. Stop the engine and give up the lease: single mode's engine tasks end (the store
+    ///    writer flushes); cluster mode's member stops its term's engine, then revokes.
+    engine: Stage,
+    /// 3. Leave the gossip pool (leave notices to every live member).
+    gossip: Stage,
+    /// 4. Stop the managed etcd member (SIGTERM, then SIGKILL after its grace).
+    etcd: Stage,
+    /// 5. The rest: the admin server, then any task still running.
+    rest: Stage,
+}
+
+impl Stages {
+    fn new() -> Stages {
+        Stages {
+            rpc: Stage::new(
+                "stop taking calls",
+                rpc::server::DRAIN_TIMEOUT + Duration::from_secs(1),
+            ),
+            engine: Stage::new(
+                "stop the engine and give up the lease",
+                Duration::from_secs(6),
+            ),
+            gossip: Stage::new("leave the gossip pool", Duration::from_secs(2)),
+            etcd: Stage::new(
+                "stop the managed etcd member",
+                crate::cluster::managed::STOP_GRACE + Duration::from_secs(1),
+            ),
+            rest: Stage::new("stop the remaining tasks", Duration::from_secs(2)),
+        }
+    }
+
+    fn in_order(self) -> [Stage; 5] {
+        [self.rpc, self.engine, self.gossip, self.etcd, self.rest]
+    }
+}
+
 /// Runs a node on already bound `listeners` until `shutdown` is cancelled or a task fails.
 ///
 /// # Errors
-/// A [`NodeError`] when the data directory cannot be locked, a server fails, or the graceful
-/// shutdown overruns its deadline.
+/// A [`NodeError`] when the data directory cannot be locked, the registry client cannot be
+/// set up, a part fails, or the graceful shutdown overruns its deadline.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -158,118 +214,104 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let _data_dir = lock_data_dir(&config.node.data_dir)?;
     let (gossip_local, rpc_local, admin_local) = listeners.local();
-    let advertise = |local: Option<SocketAddr>| {
-        local
-            .map(|a| SocketAddr::new(config.gossip.advertise_ip, a.port()).to_string())
-            .unwrap_or_default()
-    };
-    let info = NodeInfo {
-        name: config.node.name.clone(),
-        cluster_name: config.node.cluster_name.clone(),
-        mode: config.node.mode.to_string(),
-        gossip_addr: advertise(gossip_local),
-        rpc_addr: advertise(rpc_local),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        protocol_version: PROTOCOL_VERSION,
-    };
+    let info = node_info(&config, gossip_local, rpc_local);
     let metrics = Metrics::new(&info.name, &info.cluster_name, &info.mode);
-
-    let tracker = TaskTracker::new();
+    let stages = Stages::new();
+    // `/health` says `stopping` from the first signal (or a fatal error) on.
+    let stopping = shutdown.child_token();
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<NodeError>(4);
-    // Stopped first, so peers see calls refused rather than half-served.
-    let rpc_token = shutdown.child_token();
-    let admin_token = shutdown.child_token();
 
-    let gossip_token = shutdown.child_token();
+    // Build.
     let gossip = {
-        let gossip_addr = SocketAddr::new(
-            config.gossip.advertise_ip,
-            gossip_local.map_or(0, |a| a.port()),
-        );
-        let rpc_addr = SocketAddr::new(
-            config.gossip.advertise_ip,
-            rpc_local.map_or(0, |a| a.port()),
-        );
+        let advertised = |local: Option<SocketAddr>| {
+            SocketAddr::new(config.gossip.advertise_ip, local.map_or(0, |a| a.port()))
+        };
         let gossip_metrics = GossipMetrics::default();
         gossip_metrics.register(&metrics);
         gossip::spawn(
-            gossip_config(&config, gossip_addr, rpc_addr),
+            gossip_config(&config, advertised(gossip_local), advertised(rpc_local)),
             Arc::new(listeners.gossip),
             gossip_metrics,
-            gossip_token.clone(),
-            &tracker,
+            stages.gossip.token.clone(),
+            &stages.gossip.tasks,
         )
     };
-    let registry = registry::build(&config.registry, &config.sync, &metrics)
-        .map_err(|e| NodeError::Registry(e.to_string()))?;
-    {
-        let (gossip, token) = (gossip.clone(), shutdown.clone());
-        tracker.spawn(announce_registry(registry.clone(), gossip, token));
-    }
+    let registry = build_registry(&config, &metrics)?;
     let sync_metrics = SyncMetrics::default();
     sync_metrics.register(&metrics);
     let sync = SyncHandle::new(sync_metrics);
-    {
-        let (sync, token, tracker_inner, fatal_tx) = (
-            sync.clone(),
-            shutdown.clone(),
-            tracker.clone(),
-            fatal_tx.clone(),
-        );
-        let (config, gossip, registry) = (config.clone(), gossip.clone(), registry.clone());
-        tracker.spawn(async move {
-            let result = match config.node.mode {
-                Mode::Single => {
-                    start_engine(config, gossip, registry, &sync, token, &tracker_inner).await
-                }
-                Mode::Cluster => {
-                    run_cluster_member(config, gossip, registry, sync, token, &tracker_inner).await
-                }
-            };
-            if let Err(e) = result {
-                let _ = fatal_tx.send(e).await;
-            }
-        });
-    }
+    let engine = SyncEngine {
+        config: config.clone(),
+        gossip: gossip.clone(),
+        sync: sync.clone(),
+    };
 
+    // Spawn.
+    let (engine_token, engine_tasks) = (&stages.engine.token, &stages.engine.tasks);
+    engine_tasks.spawn(announce_registry(
+        registry.clone(),
+        gossip.clone(),
+        engine_token.clone(),
+    ));
+    match config.node.mode {
+        Mode::Single => {
+            let (token, tasks) = (engine_token.clone(), engine_tasks.clone());
+            let (registry, store_config) = (registry.clone(), config.clone());
+            spawn_part(&stages.engine.tasks, &fatal_tx, async move {
+                let store = open_store(&store_config, &token).await?;
+                match store {
+                    Some(store) => engine.start_single(registry, store, token, &tasks).await,
+                    None => Ok(()),
+                }
+            });
+        }
+        Mode::Cluster => {
+            let member = ClusterMember {
+                settings: member_settings(&config),
+                gossip: gossip.clone(),
+                registry: registry.clone(),
+                engine: Arc::new(engine),
+            };
+            let etcd = EtcdTasks {
+                token: stages.etcd.token.clone(),
+                tracker: stages.etcd.tasks.clone(),
+            };
+            let (token, tasks) = (engine_token.clone(), engine_tasks.clone());
+            spawn_part(&stages.engine.tasks, &fatal_tx, async move {
+                Ok(member.run(token, etcd, &tasks).await?)
+            });
+        }
+    }
     {
-        let fatal_tx = fatal_tx.clone();
         let service = PeerService::new(info.clone(), gossip.clone(), sync.clone());
-        let token = rpc_token.clone();
-        tracker.spawn(async move {
-            if let Err(e) = rpc::serve(listeners.rpc, service, token).await {
-                let _ = fatal_tx
-                    .send(NodeError::Serve {
-                        what: "rpc",
-                        reason: e.to_string(),
-                    })
-                    .await;
-            }
+        let serve = rpc::serve(listeners.rpc, service, stages.rpc.token.clone());
+        spawn_part(&stages.rpc.tasks, &fatal_tx, async move {
+            serve.await.map_err(|e| NodeError::Serve {
+                what: "rpc",
+                source: Box::new(e),
+            })?;
             debug!("rpc server stopped");
+            Ok(())
         });
     }
     if let Some(admin) = listeners.admin {
-        let fatal_tx = fatal_tx.clone();
-        let (info, metrics, stopping, token) = (
+        let serve = crate::admin::serve(
+            admin,
             info.clone(),
             metrics.clone(),
-            shutdown.clone(),
-            admin_token.clone(),
+            stopping.clone(),
+            stages.rest.token.clone(),
         );
-        tracker.spawn(async move {
-            if let Err(e) = crate::admin::serve(admin, info, metrics, stopping, token).await {
-                let _ = fatal_tx
-                    .send(NodeError::Serve {
-                        what: "admin",
-                        reason: e.to_string(),
-                    })
-                    .await;
-            }
+        spawn_part(&stages.rest.tasks, &fatal_tx, async move {
+            serve.await.map_err(|e| NodeError::Serve {
+                what: "admin",
+                source: Box::new(e),
+            })?;
             debug!("admin server stopped");
+            Ok(())
         });
     }
     drop(fatal_tx);
-
     info!(
         node = %info.name,
         cluster = %info.cluster_name,
@@ -282,26 +324,63 @@ pub async fn run(
         "syncer is ready"
     );
 
+    // Wait.
     let outcome = tokio::select! {
         biased;
         _ = shutdown.cancelled() => Ok(()),
         Some(error) = fatal_rx.recv() => Err(error),
     };
 
-    // Shutdown order: stop taking calls, then the rest, then wait for every task.
-    rpc_token.cancel();
-    admin_token.cancel();
-    shutdown.cancel();
-    tracker.close();
-    if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
-        .await
-        .is_err()
-    {
+    // Stop, in order.
+    stopping.cancel();
+    sync.stop(STOPPING);
+    if !stop_in_order(&stages.in_order(), config.shutdown_timeout).await {
         warn!(timeout = ?config.shutdown_timeout, "tasks still running at the shutdown deadline");
         return Err(NodeError::ShutdownTimeout(config.shutdown_timeout));
     }
     info!("syncer stopped");
     outcome
+}
+
+/// Spawns one part of the node on `tasks`; its error stops the node.
+fn spawn_part(
+    tasks: &TaskTracker,
+    fatal: &mpsc::Sender<NodeError>,
+    part: impl Future<Output = Result<(), NodeError>> + Send + 'static,
+) {
+    let fatal = fatal.clone();
+    tasks.spawn(async move {
+        if let Err(e) = part.await {
+            let _ = fatal.send(e).await;
+        }
+    });
+}
+
+/// What `Info` answers: this node's names and advertised addresses.
+fn node_info(
+    config: &Config,
+    gossip_local: Option<SocketAddr>,
+    rpc_local: Option<SocketAddr>,
+) -> NodeInfo {
+    let advertise = |local: Option<SocketAddr>| {
+        local
+            .map(|a| SocketAddr::new(config.gossip.advertise_ip, a.port()).to_string())
+            .unwrap_or_default()
+    };
+    NodeInfo {
+        name: config.node.name.clone(),
+        cluster_name: config.node.cluster_name.clone(),
+        mode: config.node.mode.to_string(),
+        gossip_addr: advertise(gossip_local),
+        rpc_addr: advertise(rpc_local),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        protocol_version: PROTOCOL_VERSION,
+    }
+}
+
+/// The registry client of the configured kind, its metrics registered.
+fn build_registry(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Registry>, NodeError> {
+    registry::build(&config.registry, &config.sync, metrics).map_err(NodeError::Registry)
 }
 
 /// The pool settings of this node: a generation newer than the last run's (saved at once, so
@@ -361,233 +440,106 @@ fn gossip_config(config: &Config, gossip_addr: SocketAddr, rpc_addr: SocketAddr)
     }
 }
 
-/// Opens the mapping store (etcd when endpoints are given, else the embedded store), then
-/// starts the sync engine. An etcd that cannot be reached yet is waited for.
-async fn start_engine(
-    config: Config,
-    gossip: GossipHandle,
-    registry: Arc<dyn Registry>,
-    sync: &SyncHandle,
-    token: CancellationToken,
-    tracker: &TaskTracker,
-) -> Result<(), NodeError> {
-    let store: Arc<dyn MappingStore> = if config.etcd_endpoints.is_empty() {
-        let store = RedbStore::open(&config.node.data_dir)
-            .await
-            .map_err(|e| NodeError::Sync(e.to_string()))?;
-        Arc::new(store)
-    } else {
-        match connect_etcd(&config, &config.etcd_endpoints, &token).await? {
-            Some(store) => store,
-            None => return Ok(()),
-        }
-    };
-    info!(store = store.kind(), "mapping store open");
-    let deps = EngineDeps {
-        cluster: config.node.cluster_name.clone(),
-        registry,
-        store,
-        gossip,
-        settings: EngineSettings::from_config(&config.sync),
-        link: Arc::new(rpc::transfer::GrpcLink::new()),
-    };
-    sync::start(deps, sync, token, tracker)
-        .await
-        .map_err(|e| NodeError::Sync(e.to_string()))
-}
-
 /// The etcd key prefix of this data centre.
 fn etcd_prefix(config: &Config) -> String {
     format!("/syncer/v2/{}/", config.node.cluster_name)
 }
 
-/// Connects the etcd store, waiting for an etcd that cannot be reached yet; `None` when
-/// the daemon stops first.
-async fn connect_etcd(
+/// Opens the mapping store of single mode: etcd when endpoints are given (waiting for an etcd
+/// that cannot be reached yet; `None` when the node stops first), else the embedded store.
+async fn open_store(
     config: &Config,
-    endpoints: &[url::Url],
     token: &CancellationToken,
-) -> Result<Option<Arc<EtcdStore>>, NodeError> {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        match EtcdStore::connect(endpoints, etcd_prefix(config), EtcdTimeouts::default()).await {
-            Ok(store) => return Ok(Some(Arc::new(store))),
-            Err(StoreError::Unavailable(reason)) => {
-                warn!(%reason, retry_in = ?backoff, "etcd not reachable yet");
-            }
-            Err(e) => return Err(NodeError::Sync(e.to_string())),
-        }
-        tokio::select! {
-            () = token.cancelled() => return Ok(None),
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(REGISTRY_RETRY_MAX);
+) -> Result<Option<Arc<dyn MappingStore>>, StoreError> {
+    if config.etcd_endpoints.is_empty() {
+        return Ok(Some(Arc::new(
+            RedbStore::open(&config.node.data_dir).await?,
+        )));
+    }
+    let store = EtcdStore::connect_patiently(
+        &config.etcd_endpoints,
+        etcd_prefix(config),
+        EtcdTimeouts::default(),
+        token,
+    )
+    .await?;
+    Ok(store.map(|store| Arc::new(store) as Arc<dyn MappingStore>))
+}
+
+/// The cluster member's settings from the configuration.
+fn member_settings(config: &Config) -> MemberSettings {
+    let etcd = if config.etcd_endpoints.is_empty() {
+        EtcdSource::Managed(Box::new(ManagedEtcdConfig::from_config(
+            config,
+            config.gossip.advertise_ip,
+        )))
+    } else {
+        EtcdSource::Endpoints(config.etcd_endpoints.clone())
+    };
+    MemberSettings {
+        node: config.node.name.clone(),
+        etcd,
+        prefix: etcd_prefix(config),
+        leader_lease: config.cluster.leader_lease,
     }
 }
 
-/// Why a standby member refuses `Pull` and `Push`; callers go to the active member.
-const STANDBY: &str = "standby: this member is not the active syncer of its data centre";
-/// How long a finished term's tasks may take to stop.
-const TERM_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Cluster mode: stands by until elected, runs the sync engine for the term, and stands by
-/// again when the term ends, until the daemon stops.
-async fn run_cluster_member(
+/// The sync engine as this node starts it: for good in single mode, per term in cluster mode.
+struct SyncEngine {
     config: Config,
     gossip: GossipHandle,
-    registry: Arc<dyn Registry>,
     sync: SyncHandle,
-    token: CancellationToken,
-    tracker: &TaskTracker,
-) -> Result<(), NodeError> {
-    sync.stop(STANDBY);
-    // The managed etcd member outlives the terms: it stops only after the last term gave its
-    // lease up, so a graceful stop still hands over at once.
-    let etcd_token = CancellationToken::new();
-    let _stop_etcd = etcd_token.clone().drop_guard();
-    let managed = if config.etcd_endpoints.is_empty() {
-        let settings = ManagedEtcdConfig::from_config(&config, config.gossip.advertise_ip);
-        let start = ManagedEtcd::start(settings, gossip.clone(), etcd_token.clone(), tracker);
-        tokio::pin!(start);
-        let started = tokio::select! {
-            biased;
-            // Let the start end by itself: it stops a child it started in order (SIGTERM
-            // first) rather than having it killed with the dropped future.
-            () = token.cancelled() => {
-                etcd_token.cancel();
-                start.await
-            }
-            started = &mut start => started,
-        };
-        match started {
-            Ok(etcd) => Some(etcd),
-            Err(ManagedEtcdError::Cancelled) => return Ok(()),
-            Err(e) => return Err(NodeError::ManagedEtcd(e.to_string())),
-        }
-    } else {
-        None
-    };
-    let endpoints = managed
-        .as_ref()
-        .map_or_else(|| config.etcd_endpoints.clone(), ManagedEtcd::endpoints);
-    let Some(store) = connect_etcd(&config, &endpoints, &token).await? else {
-        return Ok(());
-    };
-    if let Some(etcd) = managed {
-        tracker.spawn(follow_endpoints(
-            etcd,
-            store.client(),
-            endpoints,
-            token.clone(),
-        ));
-    }
-    info!(
-        store = store.kind(),
-        prefix = store.prefix(),
-        "mapping store open"
-    );
-    let election = Election::new(
-        store.client(),
-        store.prefix(),
-        config.node.name.clone(),
-        config.cluster.leader_lease,
-    );
-    loop {
-        let Some(term) = election.acquire(&token, tracker).await else {
-            return Ok(());
-        };
-        store.set_fence(Some(term.fence.clone()));
-        let term_tracker = TaskTracker::new();
-        let engine_token = term.ended.clone();
-        let registry: Arc<dyn Registry> =
-            Arc::new(GatedRegistry::new(registry.clone(), term.gate.clone()));
-        let mut settings = EngineSettings::from_config(&config.sync);
-        // The previous leader may still be finishing a call: no removal within its lease.
-        settings.removals_from = Some(term.began + config.cluster.leader_lease);
-        let deps = EngineDeps {
-            cluster: config.node.cluster_name.clone(),
+}
+
+impl SyncEngine {
+    /// The engine's inputs; one place for both modes.
+    fn deps(
+        &self,
+        registry: Arc<dyn Registry>,
+        store: Arc<dyn MappingStore>,
+        settings: EngineSettings,
+    ) -> EngineDeps {
+        EngineDeps {
+            cluster: self.config.node.cluster_name.clone(),
             registry,
-            store: store.clone(),
-            gossip: gossip.clone(),
+            store,
+            gossip: self.gossip.clone(),
             settings,
             link: Arc::new(rpc::transfer::GrpcLink::new()),
-        };
-        let started = sync::start(deps, &sync, engine_token.clone(), &term_tracker).await;
-        if let Err(e) = started {
-            engine_token.cancel();
-            // Give the lease up before the managed etcd member stops with this function.
-            let _ = tokio::time::timeout(TERM_STOP_TIMEOUT, term.released.cancelled()).await;
-            return Err(NodeError::Sync(e.to_string()));
         }
-        let number = term.number;
-        let announced = gossip.update_meta(move |m| {
-            m.role = Role::Active;
-            m.term = number;
-        });
-        if let Err(e) = announced.await {
-            debug!(error = %e, "role not announced");
-        }
-        engine_token.cancelled().await;
-        sync.stop(STANDBY);
-        if tokio::time::timeout(TERM_STOP_TIMEOUT, term.released.cancelled())
-            .await
-            .is_err()
-        {
-            warn!(timeout = ?TERM_STOP_TIMEOUT, "the finished term's lease is still being given up");
-        }
-        let announced = gossip.update_meta(|m| {
-            m.role = Role::Standby;
-            m.term = 0;
-        });
-        if let Err(e) = announced.await {
-            debug!(error = %e, "role not announced");
-        }
-        term_tracker.close();
-        if tokio::time::timeout(TERM_STOP_TIMEOUT, term_tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(timeout = ?TERM_STOP_TIMEOUT, "the sync engine of the finished term is still stopping");
-        }
-        if token.is_cancelled() {
-            return Ok(());
-        }
-        info!("standing by again");
+    }
+
+    /// Single mode: starts the engine on `store` until `token` is cancelled.
+    async fn start_single(
+        &self,
+        registry: Arc<dyn Registry>,
+        store: Arc<dyn MappingStore>,
+        token: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<(), NodeError> {
+        info!(store = store.kind(), "mapping store open");
+        let settings = EngineSettings::from_config(&self.config.sync);
+        let deps = self.deps(registry, store, settings);
+        Ok(sync::start(deps, &self.sync, token, tracker).await?)
     }
 }
 
-/// How often the etcd client learns the client URLs of managed members that joined later.
-const ENDPOINTS_FOLLOW_EVERY: Duration = Duration::from_secs(10);
+#[async_trait]
+impl TermEngine for SyncEngine {
+    async fn start(
+        &self,
+        term: TermDeps,
+        token: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<(), SyncError> {
+        let mut settings = EngineSettings::from_config(&self.config.sync);
+        settings.removals_from = Some(term.removals_from);
+        let deps = self.deps(term.registry, term.store, settings);
+        sync::start(deps, &self.sync, token, tracker).await
+    }
 
-/// Adds the client URL of every managed etcd member that joins the data centre's cluster
-/// after this one started to the etcd client, so the store and the election can still reach
-/// etcd through them when the local member is down.
-async fn follow_endpoints(
-    etcd: ManagedEtcd,
-    client: etcd_client::Client,
-    mut known: Vec<url::Url>,
-    token: CancellationToken,
-) {
-    loop {
-        for url in etcd.endpoints() {
-            if known.contains(&url) {
-                continue;
-            }
-            match client
-                .add_endpoint(url.as_str().trim_end_matches('/'))
-                .await
-            {
-                Ok(()) => {
-                    info!(endpoint = %url, "etcd client: endpoint added");
-                    known.push(url);
-                }
-                Err(e) => debug!(endpoint = %url, error = %e, "etcd client: endpoint not added"),
-            }
-        }
-        tokio::select! {
-            () = token.cancelled() => return,
-            () = tokio::time::sleep(ENDPOINTS_FOLLOW_EVERY) => {}
-        }
+    fn stand_by(&self) {
+        self.sync.stop(STANDBY);
     }
 }
 
@@ -598,7 +550,7 @@ async fn announce_registry(
     gossip: GossipHandle,
     token: CancellationToken,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = REGISTRY_RETRY;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -617,14 +569,11 @@ async fn announce_registry(
                 return;
             }
             Err(e) => {
-                warn!(attempt, error = %e, retry_in = ?backoff, "registry not reachable yet");
+                warn!(attempt, error = %e, retry_in = ?backoff.peek(), "registry not reachable yet");
             }
         }
-        tokio::select! {
-            biased;
-            () = token.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if !backoff.wait(&token).await {
+            return;
         }
-        backoff = (backoff * 2).min(REGISTRY_RETRY_MAX);
     }
 }

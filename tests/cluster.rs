@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use support::etcd::EtcdServer;
 use support::sync::{FAST, NewInstance, POLL, Registry};
+use support::tap::HttpTap;
 use support::{Daemon, syncer};
 
 /// Lease of the leader key in these tests (etcd's minimum is about 2 s).
@@ -28,6 +29,8 @@ struct Member {
     daemon: Option<Daemon>,
     gossip: String,
     admin: String,
+    /// Its gRPC address (`syncer members` asks it).
+    rpc: String,
     ip: String,
     /// The member's own flags, to start it again.
     placement: Vec<String>,
@@ -63,6 +66,7 @@ fn spawn_member(dir: &Path, node: &str, ip: &str, placement: &[String]) -> Membe
         name: node.to_owned(),
         gossip: field("gossip_addr"),
         admin: field("admin_addr"),
+        rpc: field("rpc_addr"),
         daemon: Some(daemon),
         ip: ip.to_owned(),
         placement: placement.to_vec(),
@@ -92,6 +96,12 @@ impl Cluster {
     /// Two data centres (127.0.0.1 and 127.0.0.2) of `per_dc` members on free ports, sharing
     /// one etcd (`--etcd-endpoints`), each data centre under its own cluster name.
     fn start(per_dc: usize) -> Cluster {
+        Cluster::start_with(per_dc, false).0
+    }
+
+    /// As [`Cluster::start`]; with `tapped`, every member reaches its registry through its
+    /// own [`HttpTap`], which tells that member's registry requests apart (`taps[d][k]`).
+    fn start_with(per_dc: usize, tapped: bool) -> (Cluster, Vec<Vec<HttpTap>>) {
         let rt = runtime();
         let dir = work_dir();
         let etcd = EtcdServer::start();
@@ -99,16 +109,26 @@ impl Cluster {
             .map(|_| Registry::start(&rt, SocketAddr::from(([127, 0, 0, 1], 0))))
             .collect();
         let mut members: Vec<Vec<Member>> = Vec::new();
+        let mut taps: Vec<Vec<HttpTap>> = Vec::new();
         let mut first_gossip: Option<String> = None;
         for (d, registry) in registries.iter().enumerate() {
             let dc = format!("dc{}", d + 1);
             let ip = format!("127.0.0.{}", d + 1);
             let mut list = Vec::new();
+            let mut dc_taps = Vec::new();
             for k in 0..per_dc {
                 let node = format!("{dc}-{}", char::from(b'a' + k as u8));
                 let data = dir.path().join(&node);
+                let sc_addr = if tapped {
+                    let tap = HttpTap::start(&rt, registry.addr());
+                    let url = tap.url();
+                    dc_taps.push(tap);
+                    url
+                } else {
+                    registry.url()
+                };
                 let mut placement = args(&["--mode", "cluster", "--node", &node]);
-                placement.extend(args(&["--cluster-name", &dc, "--sc-addr", &registry.url()]));
+                placement.extend(args(&["--cluster-name", &dc, "--sc-addr", &sc_addr]));
                 placement.extend(args(&["--bind-addr", &format!("{ip}:0")]));
                 placement.extend(args(&["--rpc-addr", &format!("{ip}:0")]));
                 placement.extend(args(&["--etcd-endpoints", &etcd.endpoint()]));
@@ -121,14 +141,16 @@ impl Cluster {
                 list.push(member);
             }
             members.push(list);
+            taps.push(dc_taps);
         }
-        Cluster {
+        let cluster = Cluster {
             rt,
             dir,
             etcd: Some(etcd),
             registries,
             members,
-        }
+        };
+        (cluster, taps)
     }
 
     /// The original README's cluster-mode command lines, one data centre on 127.0.0.1 and
@@ -653,4 +675,177 @@ fn a_data_centre_of_one_cluster_member_runs_its_own_etcd_and_syncs() {
         c.fail(&format!("no etcd member answers at {endpoint}"));
     };
     assert_eq!(members, vec![("solo".to_owned(), false)]);
+}
+
+/// The leader key of data centre `dc` in the shared etcd, as (value, lease), linearizably
+/// read; `None` when it does not exist.
+fn leader_key(
+    rt: &tokio::runtime::Runtime,
+    endpoint: &str,
+    dc: &str,
+) -> Result<Option<(String, i64, i64)>, String> {
+    rt.block_on(async {
+        let mut client = etcd_client::Client::connect([endpoint], None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = client
+            .get(format!("/syncer/v2/{dc}/leader"), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(reply.kvs().first().map(|kv| {
+            (
+                String::from_utf8_lossy(kv.value()).into_owned(),
+                kv.lease(),
+                kv.mod_revision(),
+            )
+        }))
+    })
+}
+
+/// The gossip status of member `name` as the syncer at `rpc` sees it (`syncer members`).
+fn status_seen_by(rt: &tokio::runtime::Runtime, rpc: &str, name: &str) -> Option<String> {
+    use syncer::rpc::proto::MembersRequest;
+    use syncer::rpc::proto::peer_client::PeerClient;
+    rt.block_on(async {
+        let mut client = PeerClient::connect(format!("http://{rpc}")).await.ok()?;
+        let members = client.members(MembersRequest {}).await.ok()?.into_inner();
+        members
+            .members
+            .into_iter()
+            .find(|m| m.name == name)
+            .map(|m| m.status)
+    })
+}
+
+/// The shutdown order, seen from outside: on SIGTERM the active member stops its engine, then
+/// revokes its lease, then leaves the gossip pool. So a peer in the other data centre sees it
+/// `left` only once the leader key is no longer its own, and its registry gets no write from
+/// it after etcd reported the key deleted.
+#[test]
+fn a_graceful_stop_gives_up_the_lease_before_leaving_the_pool_and_writes_nothing_after() {
+    let (mut c, taps) = Cluster::start_with(2, true);
+    c.wait_until("one active member per data centre", DEADLINE, |c| {
+        c.active(0).len() == 1 && c.active(1).len() == 1
+    });
+    // dc2's instances give dc1's active member registry writes to make (copies, heartbeats).
+    let s2 = c.registries[1].create_service("app", "svc-two", "1.0.0");
+    for n in 0..3 {
+        c.registries[1].register(
+            &s2,
+            &NewInstance::new(&format!("two-{n}"), &format!("rest://10.2.0.{n}:80")),
+        );
+    }
+    c.wait_until("dc2 mirrored into dc1", DEADLINE, |c| {
+        mirrored(&c.registries[1], &c.registries[0], "dc2")
+    });
+    let victim = c.active(0)[0];
+    let name = c.members[0][victim].name.clone();
+    let tap = &taps[0][victim];
+    c.wait_until(
+        "the active dc1 member writes to its registry",
+        DEADLINE,
+        |_| tap.seen().iter().any(|s| s.is_write()),
+    );
+    let endpoint = c.etcd.as_ref().expect("a shared etcd").endpoint();
+    let held = match leader_key(&c.rt, &endpoint, "dc1") {
+        Ok(Some((holder, lease, revision))) if holder == name => (lease, revision),
+        other => c.fail(&format!("dc1's leader key is not {name}'s: {other:?}")),
+    };
+
+    // Note when etcd reports the key deleted; the watch is set up before the signal.
+    let revoked: std::sync::Arc<std::sync::Mutex<Option<Instant>>> = Default::default();
+    let watch = {
+        let (endpoint, revoked) = (endpoint.clone(), revoked.clone());
+        let mut client =
+            c.rt.block_on(etcd_client::Client::connect([endpoint.as_str()], None))
+                .expect("connect to etcd");
+        let options = etcd_client::WatchOptions::new().with_start_revision(held.1 + 1);
+        let mut stream =
+            c.rt.block_on(client.watch("/syncer/v2/dc1/leader", Some(options)))
+                .expect("watch the leader key");
+        c.rt.spawn(async move {
+            let _client = client;
+            while let Ok(Some(reply)) = stream.message().await {
+                let gone = reply.events().iter().any(|e| {
+                    e.event_type() == etcd_client::EventType::Delete
+                        || e.kv().is_some_and(|kv| kv.lease() != held.0)
+                });
+                if gone {
+                    *revoked.lock().unwrap() = Some(Instant::now());
+                    return;
+                }
+            }
+        })
+    };
+
+    let peer = c.members[1][c.active(1)[0]].rpc.clone();
+    assert_eq!(
+        status_seen_by(&c.rt, &peer, &name).as_deref(),
+        Some("alive"),
+        "the peer sees {name} alive before the signal"
+    );
+    let mut daemon = c.members[0][victim].daemon.take().expect("running");
+    daemon.signal("TERM");
+    // Poll the peer: the first moment it shows `left`, the leader key is not the victim's
+    // any more (a linearizable read after the leave, which followed the revocation).
+    let until = Instant::now() + DEADLINE;
+    let left_at = loop {
+        if status_seen_by(&c.rt, &peer, &name).as_deref() == Some("left") {
+            let left_at = Instant::now();
+            match leader_key(&c.rt, &endpoint, "dc1") {
+                Ok(Some((_, lease, _))) if lease == held.0 => c.fail(&format!(
+                    "the peer sees {name} left while its lease still holds the leader key"
+                )),
+                Ok(_) => break left_at,
+                Err(e) => c.fail(&format!("cannot read the leader key: {e}")),
+            }
+        }
+        if Instant::now() > until {
+            c.fail(&format!(
+                "the peer did not see {name} leave within {DEADLINE:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let status = daemon.wait_exit();
+    assert!(status.success(), "exit {status:?}\n{}", daemon.log());
+    let until = Instant::now() + DEADLINE;
+    let revoked_at = loop {
+        if let Some(at) = *revoked.lock().unwrap() {
+            break at;
+        }
+        assert!(
+            Instant::now() < until,
+            "etcd did not report the leader key deleted"
+        );
+        std::thread::sleep(POLL);
+    };
+    watch.abort();
+    eprintln!(
+        "lease revoked, then left after {:?}",
+        left_at.saturating_duration_since(revoked_at)
+    );
+
+    // Nothing written after the revocation; the victim did write before it.
+    let writes: Vec<_> = tap.seen().into_iter().filter(|s| s.is_write()).collect();
+    let late: Vec<_> = writes.iter().filter(|s| s.at >= revoked_at).collect();
+    assert!(
+        late.is_empty(),
+        "registry writes of {name} after its lease was revoked: {late:?}\n{}",
+        daemon.log()
+    );
+    assert!(writes.iter().any(|s| s.at < revoked_at));
+    // The victim's own log tells the same order.
+    let log = daemon.log();
+    let position = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{log}"))
+    };
+    assert!(
+        position("resigned: leadership released") < position("left the gossip pool"),
+        "{log}"
+    );
+    c.wait_until("the other dc1 member active", TAKEOVER_DEADLINE, |c| {
+        c.active(0) == vec![1 - victim]
+    });
 }

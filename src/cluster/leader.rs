@@ -13,7 +13,8 @@
 //!   ends at once when the key changes hands or etcd says the lease is gone. A new leader
 //!   additionally waits one lease time before its first removal (see the sync engine).
 //!
-//! A graceful stop revokes the lease, so a standby takes over at once.
+//! A graceful stop revokes the lease once the term's engine has stopped ([`Term::resign`]), so
+//! a standby takes over at once and no write of this member follows the revocation.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,12 +28,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::store::Fence;
 
 /// How long one etcd request of the election may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest pause between campaigns while etcd fails.
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Pauses between campaigns while etcd fails.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
 /// Whether registry writes are allowed: open until a deadline that every confirmed lease
 /// renewal pushes forward. Cheap to check from any task.
@@ -117,7 +119,7 @@ pub struct Term {
     pub fence: Fence,
     /// Registry writes are allowed while this is open.
     pub gate: WriteGate,
-    /// Cancelled when the term ends (lost, expired, or the daemon stops).
+    /// Cancelled when the term ends by itself (lost or expired) or after [`Term::resign`].
     pub ended: CancellationToken,
     /// When the term began (the campaign's lease grant was sent).
     pub began: Instant,
@@ -126,6 +128,18 @@ pub struct Term {
     pub number: u64,
     /// Cancelled once the term's lease was given up (or giving it up failed), after `ended`.
     pub released: CancellationToken,
+    /// Asks the keeper to give the lease up.
+    resign: CancellationToken,
+}
+
+impl Term {
+    /// Gives the term up: the gate closes and the lease is revoked, so a standby takes over
+    /// at once. Call it once the term's engine has stopped: the lease is kept alive until
+    /// then, so the engine's last mapping writes still pass the fence. `released` tells when
+    /// it is done.
+    pub fn resign(&self) {
+        self.resign.cancel();
+    }
 }
 
 /// Campaigns for the leader key of one data centre.
@@ -154,9 +168,10 @@ impl Election {
     }
 
     /// Waits until this member holds the leader key; `None` when `token` is cancelled first.
-    /// The term is kept alive on `tracker` until it ends.
+    /// The term is kept alive on `tracker` until it ends by itself or is resigned; cancelling
+    /// `token` later does not end it (the caller stops its engine first, then resigns).
     pub async fn acquire(&self, token: &CancellationToken, tracker: &TaskTracker) -> Option<Term> {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = RETRY;
         let mut last_leader: Option<String> = None;
         loop {
             if token.is_cancelled() {
@@ -168,10 +183,10 @@ impl Election {
                     began,
                     number,
                 }) => {
-                    return Some(self.start_term(lease_id, began, number, token, tracker));
+                    return Some(self.start_term(lease_id, began, number, tracker));
                 }
                 Ok(Campaign::Lost { leader, revision }) => {
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     if last_leader.as_ref() != Some(&leader) {
                         info!(leader = %leader, "standing by: another member is active");
                         last_leader = Some(leader);
@@ -179,12 +194,10 @@ impl Election {
                     self.wait_for_vacancy(revision, token).await;
                 }
                 Err(e) => {
-                    warn!(error = %e, retry_in = ?backoff, "leader election: etcd unavailable");
-                    tokio::select! {
-                        () = token.cancelled() => return None,
-                        () = tokio::time::sleep(backoff) => {}
+                    warn!(error = %e, retry_in = ?backoff.peek(), "leader election: etcd unavailable");
+                    if !backoff.wait(token).await {
+                        return None;
                     }
-                    backoff = (backoff * 2).min(RETRY_MAX);
                 }
             }
         }
@@ -286,12 +299,12 @@ impl Election {
         lease_id: i64,
         began: Instant,
         number: u64,
-        token: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Term {
         let gate = WriteGate::open_until(began + self.lease.saturating_sub(self.margin()));
-        let ended = token.child_token();
+        let ended = CancellationToken::new();
         let released = CancellationToken::new();
+        let resign = CancellationToken::new();
         let term = Term {
             fence: Fence {
                 key: self.key.clone(),
@@ -302,6 +315,7 @@ impl Election {
             began,
             number,
             released: released.clone(),
+            resign: resign.clone(),
         };
         info!(node = %self.node, term = number, lease_id = format!("{lease_id:x}"), lease = ?self.lease, "elected: this member is now active");
         let keeper = KeepAlive {
@@ -313,6 +327,7 @@ impl Election {
             gate,
             ended,
             released,
+            resign,
         };
         tracker.spawn(keeper.run());
         term
@@ -341,13 +356,14 @@ struct KeepAlive {
     gate: WriteGate,
     ended: CancellationToken,
     released: CancellationToken,
+    resign: CancellationToken,
 }
 
 impl KeepAlive {
     async fn run(self) {
         let reason = self.keep().await;
         self.gate.close();
-        let stopping = self.ended.is_cancelled();
+        let stopping = self.resign.is_cancelled();
         self.ended.cancel();
         if !stopping {
             warn!(%reason, "no longer active: registry and mapping writes stopped");
@@ -386,7 +402,7 @@ impl KeepAlive {
             };
             tokio::select! {
                 biased;
-                () = self.ended.cancelled() => return "stopping".into(),
+                () = self.resign.cancelled() => return "stopping".into(),
                 () = tokio::time::sleep_until(deadline) => {
                     return format!("the lease was not confirmed within {:?}", self.lease.saturating_sub(self.margin));
                 }

@@ -49,7 +49,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, Member, MemberAddOptions, StatusResponse};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +57,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 use url::Url;
 
+use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::config::Config;
 use crate::config::exec::{ExecutableNotFound, resolve_executable};
 use crate::gossip::{GossipError, GossipHandle};
@@ -242,11 +243,12 @@ impl ManagedEtcd {
                 source,
             })?;
         }
+        let (endpoints, _) = watch::channel(vec![config.client_url.clone()]);
         let inner = Arc::new(Inner {
             bin,
             gossip,
             pid: AtomicU32::new(0),
-            others: Mutex::new(Vec::new()),
+            endpoints,
             config,
         });
         info!(
@@ -276,6 +278,13 @@ impl ManagedEtcd {
         self.inner.endpoints()
     }
 
+    /// The client URLs as they change: the supervisor refreshes the member list every
+    /// [`ENDPOINTS_EVERY`] and soon after a membership change in gossip, and publishes the
+    /// list here when it differs. Closed once the member and its supervisor are gone.
+    pub fn subscribe_endpoints(&self) -> watch::Receiver<Vec<Url>> {
+        self.inner.endpoints.subscribe()
+    }
+
     /// The pid of the etcd child while one runs (tests kill it).
     #[doc(hidden)]
     pub fn child_pid(&self) -> Option<u32> {
@@ -295,8 +304,9 @@ struct Inner {
     gossip: GossipHandle,
     /// Pid of the running child; 0 when none runs.
     pid: AtomicU32,
-    /// Client URLs of the other voting members, from the last member list.
-    others: Mutex<Vec<Url>>,
+    /// Client URLs to use, the local member's first, then the other voting members' from the
+    /// last member list.
+    endpoints: watch::Sender<Vec<Url>>,
 }
 
 /// Another syncer of this data centre that runs a managed member, as gossip sees it.
@@ -339,13 +349,7 @@ enum Plan {
 
 impl Inner {
     fn endpoints(&self) -> Vec<Url> {
-        let mut endpoints = vec![self.config.client_url.clone()];
-        for url in lock(&self.others).iter() {
-            if !endpoints.contains(url) {
-                endpoints.push(url.clone());
-            }
-        }
-        endpoints
+        self.endpoints.borrow().clone()
     }
 
     fn endpoints_text(&self) -> Vec<String> {
@@ -825,7 +829,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Refreshes the other voting members' client URLs from the local member.
+    /// Refreshes the other voting members' client URLs from the local member and publishes
+    /// the endpoints when they changed.
     async fn refresh_endpoints(&self) {
         let url = etcd_text(&self.config.client_url);
         let list = match connect(&[url], REQUEST_TIMEOUT).await {
@@ -834,14 +839,23 @@ impl Inner {
         };
         match list {
             Ok(list) => {
-                let others: Vec<Url> = list
+                let others = list
                     .members()
                     .iter()
                     .filter(|m| !m.is_learner() && !holds_url(m.peer_urls(), &self.config.peer_url))
                     .flat_map(|m| m.client_urls().iter())
-                    .filter_map(|u| Url::parse(u).ok())
-                    .collect();
-                *lock(&self.others) = others;
+                    .filter_map(|u| Url::parse(u).ok());
+                let mut endpoints = vec![self.config.client_url.clone()];
+                for url in others {
+                    if !endpoints.contains(&url) {
+                        endpoints.push(url);
+                    }
+                }
+                self.endpoints.send_if_modified(|current| {
+                    let changed = *current != endpoints;
+                    *current = endpoints;
+                    changed
+                });
             }
             Err(e) => debug!(error = %e, "cannot refresh the etcd member list"),
         }
@@ -920,7 +934,7 @@ async fn supervise(
     token: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut quick_exits = 0u32;
     let mut ready = true;
     loop {
@@ -939,12 +953,13 @@ async fn supervise(
             warn!(error = %e, "cannot announce that the etcd member is down");
         }
         if ran >= STABLE_RUN {
-            backoff = BACKOFF_MIN;
+            backoff.reset();
         }
         quick_exits = if ran < QUICK_EXIT { quick_exits + 1 } else { 0 };
         error!(
-            "the managed etcd member exited with {} after {ran:?}; restarting it in {backoff:?}; last output lines:\n{output}",
-            describe_exit(&status)
+            "the managed etcd member exited with {} after {ran:?}; restarting it in {:?}; last output lines:\n{output}",
+            describe_exit(&status),
+            backoff.peek()
         );
         let mut removed = if mentions_removal(&output) {
             Some("etcd reports that the cluster removed this member".to_owned())
@@ -960,10 +975,9 @@ async fn supervise(
         // Until a child runs again.
         let mut rejoining = false;
         running = loop {
-            if !sleep_or_cancel(backoff, &token).await {
+            if !backoff.wait(&token).await {
                 return;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
             if let Some(reason) = removed.take() {
                 warn!(%reason, "moving the etcd data aside to join the cluster again as a learner");
                 if let Err(e) = inner.move_data_aside() {
@@ -983,12 +997,12 @@ async fn supervise(
                         }
                         info!(endpoints = ?inner.endpoints_text(), "the etcd member joined the cluster again");
                         ready = true;
-                        backoff = BACKOFF_MIN;
+                        backoff.reset();
                         break new;
                     }
                     Err(ManagedEtcdError::Cancelled) => return,
                     Err(e) => {
-                        error!(error = %e, retry_in = ?backoff, "cannot join the etcd cluster again");
+                        error!(error = %e, retry_in = ?backoff.peek(), "cannot join the etcd cluster again");
                         continue;
                     }
                 }
@@ -999,7 +1013,7 @@ async fn supervise(
                     break new;
                 }
                 Err(e) => {
-                    error!(error = %e, retry_in = ?backoff, "cannot restart the managed etcd member");
+                    error!(error = %e, retry_in = ?backoff.peek(), "cannot restart the managed etcd member");
                 }
             }
         };
@@ -1107,14 +1121,6 @@ async fn keep_or_stop(
             stop(&mut running).await;
             Err(e)
         }
-    }
-}
-
-/// Sleeps `pause`; `false` when the token was cancelled first.
-async fn sleep_or_cancel(pause: Duration, token: &CancellationToken) -> bool {
-    tokio::select! {
-        () = token.cancelled() => false,
-        () = tokio::time::sleep(pause) => true,
     }
 }
 

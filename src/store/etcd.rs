@@ -23,10 +23,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use super::{
     Group, MappingStore, Op, StoreError, Stored, decode_cursor, decode_mapping, validate_batch,
 };
+use crate::backoff::Backoff;
 
 /// Keys per range request in `load`.
 pub const PAGE_KEYS: i64 = 1000;
@@ -34,6 +37,9 @@ pub const PAGE_KEYS: i64 = 1000;
 pub const MAX_TXN_OPS: usize = 128;
 /// The client port used when an endpoint URL names none.
 pub const DEFAULT_CLIENT_PORT: u16 = 2379;
+
+/// Pauses between connection attempts while etcd cannot be reached.
+const CONNECT_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
 const MAPPINGS: &str = "mappings/";
 const CURSORS: &str = "cursors/";
@@ -145,6 +151,32 @@ impl EtcdStore {
             timeouts,
             fence: Mutex::new(None),
         })
+    }
+
+    /// [`EtcdStore::connect`], retried with back-off while etcd is `Unavailable` (a daemon
+    /// may start before its etcd); `None` when `token` is cancelled first.
+    ///
+    /// # Errors
+    /// Every error of [`EtcdStore::connect`] but `Unavailable`.
+    pub async fn connect_patiently(
+        endpoints: &[url::Url],
+        prefix: String,
+        timeouts: EtcdTimeouts,
+        token: &CancellationToken,
+    ) -> Result<Option<EtcdStore>, StoreError> {
+        let mut backoff = CONNECT_RETRY;
+        loop {
+            match EtcdStore::connect(endpoints, prefix.clone(), timeouts).await {
+                Ok(store) => return Ok(Some(store)),
+                Err(StoreError::Unavailable(reason)) => {
+                    warn!(%reason, retry_in = ?backoff.peek(), "etcd not reachable yet");
+                }
+                Err(e) => return Err(e),
+            }
+            if !backoff.wait(token).await {
+                return Ok(None);
+            }
+        }
     }
 
     /// The shared client (the leader election uses the same connection).

@@ -149,3 +149,4 @@ impl Drop for Daemon {
 
 pub mod etcd;
 pub mod sync;
+pub mod tap;

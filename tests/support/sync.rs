@@ -152,6 +152,11 @@ impl Registry {
         registry
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `http://ip:port`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

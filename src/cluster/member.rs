@@ -1,0 +1,341 @@
+//! One syncer of a data centre in cluster mode: it opens the etcd store (through the managed
+//! etcd member it runs, or `--etcd-endpoints`), campaigns for the leader key, runs the sync
+//! engine for each term it wins and stands by between terms, until it is stopped.
+//!
+//! The engine is reached through [`TermEngine`], so this module knows when a term's engine
+//! starts and stops but not how it is built. A term ends in one order whether it was lost or
+//! the daemon stops: the engine's tasks stop first, then the lease is given up
+//! ([`Term::resign`]), then the member announces itself as a standby. So a graceful stop
+//! writes nothing after the revocation, and a standby takes over at once.
+//!
+//! The managed etcd member runs on its own token and tracker, given by the node: it outlives
+//! the member (the node stops it only after the lease was given up and the pool left).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+use url::Url;
+
+use super::gated::GatedRegistry;
+use super::leader::{Election, Term};
+use super::managed::{ManagedEtcd, ManagedEtcdConfig, ManagedEtcdError};
+use crate::backoff::Backoff;
+use crate::gossip::{GossipHandle, Role};
+use crate::registry::Registry;
+use crate::store::{EtcdStore, EtcdTimeouts, MappingStore, StoreError};
+use crate::sync::SyncError;
+
+/// Why a standby member refuses `Pull` and `Push`; callers go to the active member.
+pub const STANDBY: &str = "standby: this member is not the active syncer of its data centre";
+/// How long a finished term's engine may take to stop, and its lease to be given up.
+const TERM_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pauses before adding an etcd endpoint to the client again after a failure.
+const ENDPOINT_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+
+/// Why the member stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("the managed etcd member failed: {0}")]
+    ManagedEtcd(#[from] ManagedEtcdError),
+    #[error("the sync engine failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("the sync engine failed: {0}")]
+    Engine(#[from] SyncError),
+}
+
+/// What one term's engine gets besides what it was built with.
+pub struct TermDeps {
+    /// The registry, with writes gated by the term's lease.
+    pub registry: Arc<dyn Registry>,
+    /// The etcd store, fenced by the term's lease.
+    pub store: Arc<dyn MappingStore>,
+    /// The first moment the engine may remove copies: the previous leader may still be
+    /// finishing a call until its lease ran out.
+    pub removals_from: Instant,
+}
+
+/// The sync engine as a term sees it.
+#[async_trait]
+pub trait TermEngine: Send + Sync {
+    /// Starts the engine of one term; its tasks run on `tracker` until `token` is cancelled.
+    /// Returns once it serves.
+    ///
+    /// # Errors
+    /// When the engine cannot run on this store (it is corrupt).
+    async fn start(
+        &self,
+        deps: TermDeps,
+        token: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<(), SyncError>;
+
+    /// No engine runs: `Pull` and `Push` are refused as a standby's.
+    fn stand_by(&self);
+}
+
+/// Where the member finds etcd.
+#[derive(Debug, Clone)]
+pub enum EtcdSource {
+    /// `--etcd-endpoints`: an etcd cluster run by somebody else.
+    Endpoints(Vec<Url>),
+    /// A managed member of the data centre's own etcd cluster.
+    Managed(Box<ManagedEtcdConfig>),
+}
+
+/// The member's settings.
+#[derive(Debug, Clone)]
+pub struct MemberSettings {
+    /// This syncer's node name: its value in the leader key.
+    pub node: String,
+    pub etcd: EtcdSource,
+    /// The data centre's etcd key prefix, ending with `/`.
+    pub prefix: String,
+    /// The leader key's lease.
+    pub leader_lease: Duration,
+}
+
+/// The managed etcd member's token and tracker: stopped by the node after the member.
+#[derive(Debug, Clone)]
+pub struct EtcdTasks {
+    pub token: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+/// A cluster-mode syncer, built by the node and run until its token is cancelled.
+pub struct ClusterMember {
+    pub settings: MemberSettings,
+    pub gossip: GossipHandle,
+    /// The registry, ungated; each term gates it with its own lease.
+    pub registry: Arc<dyn Registry>,
+    pub engine: Arc<dyn TermEngine>,
+}
+
+impl ClusterMember {
+    /// Stands by until elected, runs the engine for the term, and stands by again when the
+    /// term ends, until `token` is cancelled; the member's own tasks (lease keeper, endpoint
+    /// follower) run on `tracker`. Returns after the last term's engine stopped and its lease
+    /// was given up.
+    ///
+    /// # Errors
+    /// A managed etcd member that cannot start, an etcd store that cannot be opened, or an
+    /// engine that cannot start.
+    pub async fn run(
+        self,
+        token: CancellationToken,
+        etcd: EtcdTasks,
+        tracker: &TaskTracker,
+    ) -> Result<(), ClusterError> {
+        self.engine.stand_by();
+        let (endpoints, updates) = match &self.settings.etcd {
+            EtcdSource::Endpoints(endpoints) => (endpoints.clone(), None),
+            EtcdSource::Managed(config) => {
+                let Some(managed) =
+                    start_managed((**config).clone(), &self.gossip, &token, etcd).await?
+                else {
+                    return Ok(());
+                };
+                (managed.endpoints(), Some(managed.subscribe_endpoints()))
+            }
+        };
+        let Some(store) = EtcdStore::connect_patiently(
+            &endpoints,
+            self.settings.prefix.clone(),
+            EtcdTimeouts::default(),
+            &token,
+        )
+        .await?
+        else {
+            return Ok(());
+        };
+        let store = Arc::new(store);
+        if let Some(updates) = updates {
+            tracker.spawn(follow_endpoints(
+                updates,
+                store.client(),
+                endpoints,
+                token.clone(),
+            ));
+        }
+        info!(
+            store = store.kind(),
+            prefix = store.prefix(),
+            "mapping store open"
+        );
+        let election = Election::new(
+            store.client(),
+            store.prefix(),
+            self.settings.node.clone(),
+            self.settings.leader_lease,
+        );
+        loop {
+            let Some(term) = election.acquire(&token, tracker).await else {
+                return Ok(());
+            };
+            store.set_fence(Some(term.fence.clone()));
+            self.serve_term(&term, store.clone(), &token).await?;
+            if token.is_cancelled() {
+                return Ok(());
+            }
+            info!("standing by again");
+        }
+    }
+
+    /// Runs the engine for `term` until the term ends or `token` is cancelled, then stops it
+    /// in order: engine, lease, role.
+    async fn serve_term(
+        &self,
+        term: &Term,
+        store: Arc<EtcdStore>,
+        token: &CancellationToken,
+    ) -> Result<(), ClusterError> {
+        let engine_token = term.ended.child_token();
+        let engine_tasks = TaskTracker::new();
+        let deps = TermDeps {
+            registry: Arc::new(GatedRegistry::new(self.registry.clone(), term.gate.clone())),
+            store,
+            removals_from: term.began + self.settings.leader_lease,
+        };
+        let start = self.engine.start(deps, engine_token.clone(), &engine_tasks);
+        tokio::pin!(start);
+        let started = tokio::select! {
+            biased;
+            started = &mut start => started,
+            // The engine may be waiting for the store: let it end by itself.
+            () = token.cancelled() => {
+                engine_token.cancel();
+                start.await
+            }
+        };
+        if started.is_ok() {
+            let number = term.number;
+            self.announce(move |m| {
+                m.role = Role::Active;
+                m.term = number;
+            })
+            .await;
+            tokio::select! {
+                () = engine_token.cancelled() => {}
+                () = token.cancelled() => {}
+            }
+        }
+        self.end_term(term, engine_token, &engine_tasks).await;
+        started.map_err(ClusterError::Engine)
+    }
+
+    /// Stops the term's engine, waits for its tasks, then gives the lease up and announces
+    /// the standby role. Each wait is bounded by [`TERM_STOP_TIMEOUT`].
+    async fn end_term(&self, term: &Term, engine_token: CancellationToken, tasks: &TaskTracker) {
+        engine_token.cancel();
+        self.engine.stand_by();
+        tasks.close();
+        if tokio::time::timeout(TERM_STOP_TIMEOUT, tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(timeout = ?TERM_STOP_TIMEOUT, "the sync engine of the finished term is still stopping; giving the lease up anyway");
+        }
+        term.resign();
+        if tokio::time::timeout(TERM_STOP_TIMEOUT, term.released.cancelled())
+            .await
+            .is_err()
+        {
+            warn!(timeout = ?TERM_STOP_TIMEOUT, "the finished term's lease is still being given up");
+        }
+        self.announce(|m| {
+            m.role = Role::Standby;
+            m.term = 0;
+        })
+        .await;
+    }
+
+    async fn announce(&self, change: impl FnOnce(&mut crate::gossip::NodeMeta) + Send + 'static) {
+        if let Err(e) = self.gossip.update_meta(change).await {
+            debug!(error = %e, "role not announced");
+        }
+    }
+}
+
+/// Starts the managed etcd member on the node's etcd token and tracker; `None` when `token`
+/// is cancelled first.
+async fn start_managed(
+    config: ManagedEtcdConfig,
+    gossip: &GossipHandle,
+    token: &CancellationToken,
+    etcd: EtcdTasks,
+) -> Result<Option<ManagedEtcd>, ManagedEtcdError> {
+    // Its own child: cancelled when the member stops during the start; once started, only
+    // the node's etcd stage stops it.
+    let starting = etcd.token.child_token();
+    let start = ManagedEtcd::start(config, gossip.clone(), starting.clone(), &etcd.tracker);
+    tokio::pin!(start);
+    let started = tokio::select! {
+        biased;
+        // Let the start end by itself: it stops a child it started in order (SIGTERM first)
+        // rather than having it killed with the dropped future.
+        () = token.cancelled() => {
+            starting.cancel();
+            start.await
+        }
+        started = &mut start => started,
+    };
+    match started {
+        Ok(etcd) => Ok(Some(etcd)),
+        Err(ManagedEtcdError::Cancelled) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The one follower of the managed member's endpoints: adds the client URL of every managed
+/// etcd member that joins the data centre's cluster later to the etcd client, so the store
+/// and the election still reach etcd through them when the local member is down.
+async fn follow_endpoints(
+    mut updates: watch::Receiver<Vec<Url>>,
+    client: etcd_client::Client,
+    mut known: Vec<Url>,
+    token: CancellationToken,
+) {
+    let mut retry = ENDPOINT_RETRY;
+    loop {
+        let wanted = updates.borrow_and_update().clone();
+        let mut failed = false;
+        for url in wanted {
+            if known.contains(&url) {
+                continue;
+            }
+            match client
+                .add_endpoint(url.as_str().trim_end_matches('/'))
+                .await
+            {
+                Ok(()) => {
+                    info!(endpoint = %url, "etcd client: endpoint added");
+                    known.push(url);
+                }
+                Err(e) => {
+                    debug!(endpoint = %url, error = %e, "etcd client: endpoint not added");
+                    failed = true;
+                }
+            }
+        }
+        let pause = if failed {
+            Some(retry.pause())
+        } else {
+            retry.reset();
+            None
+        };
+        tokio::select! {
+            () = token.cancelled() => return,
+            changed = updates.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
+        }
+    }
+}
