@@ -203,7 +203,7 @@ async fn a_slow_registry_converges_under_a_burst() {
     let mut w = World::new(2).await;
     w.registry(1).set_write_delay(Duration::from_millis(200));
     let mut refs: Vec<InstanceRef> = Vec::new();
-    for i in 0..300 {
+    for i in 0..200 {
         refs.push(w.register(0, "orders", &format!("a{i}")).await);
         if i % 50 == 49 {
             // Let the engines see the burst in a few batches.

@@ -87,9 +87,4 @@ impl Link {
     pub fn failed_calls(&self) -> u64 {
         0
     }
-
-    /// Whether a running engine is attached at `addr`.
-    pub fn serves(&self, addr: SocketAddr) -> bool {
-        self.with(|s| s.engines.get(&addr).is_some_and(SyncHandle::running))
-    }
 }
