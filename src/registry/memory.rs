@@ -1,8 +1,24 @@
 //! `MemoryRegistry`: an in-memory [`Registry`] for tests of the sync engine and gossip layers.
 //!
 //! It keeps services and instances in maps, wakes its change feeds on every write, and can
-//! be switched "down" to simulate an unreachable registry. It has no leases: tests remove
-//! instances explicitly. Behaviour follows the contract (`contract.rs`), which it passes.
+//! be switched "down" to simulate an unreachable registry. Behaviour follows the contract
+//! (`contract.rs`), which it passes with every option below on or off.
+//!
+//! Three options serve scenario tests of the engine (all off by default, all on tokio's
+//! clock, so they work under a paused clock):
+//! - **Leases** ([`MemoryRegistry::with_leases`]): an instance registered with a `push`
+//!   health check lives interval × (times + 1) seconds past its registration or its last
+//!   heartbeat, as Service Center's lease (reference §4); `set_status` and property updates
+//!   do not renew it. Expiry is lazy: every call, and [`MemoryRegistry::contents`], first
+//!   removes the instances whose lease ended, and each change feed also sleeps until the
+//!   next lease end, so a feed reports an expiry at that moment as a removal (a write that
+//!   wakes every feed) without a reaper task the test would have to own. Instances without a
+//!   push health check never expire (SC would give them 120 s; tests register origin
+//!   instances that way so that they need no heartbeats).
+//! - **A slow registry** ([`MemoryRegistry::set_write_delay`]): every call that changes
+//!   something (heartbeats included, they renew leases) first waits this long.
+//! - **Call counts** ([`MemoryRegistry::calls`]): how often each operation was called,
+//!   failed calls included, to assert that the engine did not write needlessly.
 //!
 //! It models ServiceComb (same service identity, statuses, a re-registered id keeps its
 //! data), so it also answers [`Registry::accepts_service`] and [`Registry::accepts_instance`]
@@ -13,10 +29,13 @@
 //! engine asks before it writes.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::model::{
     Change, Instance, InstanceRef, RegistryIdentity, Service, Snapshot, Tenant, diff,
@@ -27,11 +46,58 @@ use super::{ChangeFeed, HeartbeatReport, Refusal, Registry, RegistryError};
 /// Statuses an instance may have.
 const STATUSES: [&str; 5] = ["UP", "DOWN", "STARTING", "TESTING", "OUTOFSERVICE"];
 
+/// One operation of the [`Registry`] trait, for [`MemoryRegistry::calls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RegistryOp {
+    Identity,
+    Snapshot,
+    EnsureService,
+    SetServiceProperties,
+    Register,
+    Heartbeat,
+    SetStatus,
+    SetInstanceProperties,
+    Unregister,
+}
+
+impl RegistryOp {
+    /// Whether the operation changes the registry (and so waits out the write delay).
+    fn writes(self) -> bool {
+        !matches!(self, RegistryOp::Identity | RegistryOp::Snapshot)
+    }
+
+    /// The operation's name in the trait.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryOp::Identity => "identity",
+            RegistryOp::Snapshot => "snapshot",
+            RegistryOp::EnsureService => "ensure_service",
+            RegistryOp::SetServiceProperties => "set_service_properties",
+            RegistryOp::Register => "register",
+            RegistryOp::Heartbeat => "heartbeat",
+            RegistryOp::SetStatus => "set_status",
+            RegistryOp::SetInstanceProperties => "set_instance_properties",
+            RegistryOp::Unregister => "unregister",
+        }
+    }
+}
+
+impl fmt::Display for RegistryOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     services: BTreeMap<(Tenant, String), Service>,
     instances: BTreeMap<InstanceRef, Instance>,
+    /// When each leased instance expires (only with leases on, only push health checks).
+    leases: BTreeMap<InstanceRef, Instant>,
+    leases_on: bool,
     down: bool,
+    write_delay: Duration,
+    calls: BTreeMap<RegistryOp, u64>,
 }
 
 impl State {
@@ -51,6 +117,40 @@ impl State {
             Ok(())
         }
     }
+
+    /// The lease of `instance`, if it has one: its push health check's TTL.
+    fn lease_of(&self, instance: &Instance) -> Option<Duration> {
+        let check = instance.health_check.as_ref()?;
+        (self.leases_on && check.mode == "push").then(|| Duration::from_secs(check.ttl_seconds()))
+    }
+
+    /// Starts or renews the lease of a stored instance.
+    fn renew(&mut self, r: &InstanceRef, now: Instant) {
+        let Some(ttl) = self.instances.get(r).and_then(|i| self.lease_of(i)) else {
+            return;
+        };
+        self.leases.insert(r.clone(), now + ttl);
+    }
+
+    /// Removes every instance whose lease ended by `now`; whether any did.
+    fn expire(&mut self, now: Instant) -> bool {
+        let ended: Vec<InstanceRef> = self
+            .leases
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for r in &ended {
+            self.leases.remove(r);
+            self.instances.remove(r);
+        }
+        !ended.is_empty()
+    }
+
+    /// The earliest lease end, if any.
+    fn next_expiry(&self) -> Option<Instant> {
+        self.leases.values().min().copied()
+    }
 }
 
 /// An in-memory registry. Cheap to clone; clones share state.
@@ -66,7 +166,7 @@ pub struct MemoryRegistry {
 }
 
 impl MemoryRegistry {
-    /// An empty registry identified by `id`.
+    /// An empty registry identified by `id`, without leases.
     pub fn new(id: &str) -> MemoryRegistry {
         let (version_tx, _) = watch::channel(0);
         MemoryRegistry {
@@ -77,12 +177,48 @@ impl MemoryRegistry {
         }
     }
 
-    fn write<T>(
+    /// An empty registry identified by `id` whose instances with a `push` health check
+    /// expire unless heartbeated, as in Service Center (see the module doc).
+    pub fn with_leases(id: &str) -> MemoryRegistry {
+        let registry = MemoryRegistry::new(id);
+        registry.lock().leases_on = true;
+        registry
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Nothing done under the lock panics half-way through a change.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts the call, waits out the write delay of a write, and expires ended leases;
+    /// the lock is not held across the wait.
+    async fn enter(&self, op: RegistryOp) {
+        let delay = {
+            let mut state = self.lock();
+            *state.calls.entry(op).or_default() += 1;
+            state.write_delay
+        };
+        if op.writes() && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        self.expire_now();
+    }
+
+    /// Expires ended leases now, waking the feeds when an instance went.
+    fn expire_now(&self) {
+        if self.lock().expire(Instant::now()) {
+            self.version_tx.send_modify(|v| *v += 1);
+        }
+    }
+
+    async fn write<T>(
         &self,
+        op: RegistryOp,
         f: impl FnOnce(&mut State) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
+        self.enter(op).await;
         let result = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.lock();
             state.check_up()?;
             f(&mut state)
         };
@@ -92,13 +228,15 @@ impl MemoryRegistry {
         result
     }
 
-    fn read<T>(
+    async fn read<T>(
         &self,
-        f: impl FnOnce(&State) -> Result<T, RegistryError>,
+        op: RegistryOp,
+        f: impl FnOnce(&mut State) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.enter(op).await;
+        let mut state = self.lock();
         state.check_up()?;
-        f(&state)
+        f(&mut state)
     }
 
     /// This registry (and its later clones) without SC's kind rules: it accepts every service
@@ -110,33 +248,54 @@ impl MemoryRegistry {
 
     /// Makes every call fail with [`RegistryError::Unavailable`] (`true`) or work again.
     pub fn set_down(&self, down: bool) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).down = down;
+        self.lock().down = down;
         self.version_tx.send_modify(|v| *v += 1);
     }
 
-    /// The current content, regardless of the down switch.
+    /// Makes every call that changes something wait `delay` first (zero: no wait): a slow
+    /// registry. Calls already waiting keep the delay they started with.
+    pub fn set_write_delay(&self, delay: Duration) {
+        self.lock().write_delay = delay;
+    }
+
+    /// How often each operation was called so far, failed calls included.
+    pub fn calls(&self) -> BTreeMap<RegistryOp, u64> {
+        self.lock().calls.clone()
+    }
+
+    /// How often `op` was called so far, failed calls included.
+    pub fn calls_of(&self, op: RegistryOp) -> u64 {
+        self.lock().calls.get(&op).copied().unwrap_or(0)
+    }
+
+    /// When the lease of `instance` ends, if it has one.
+    pub fn lease_end(&self, instance: &InstanceRef) -> Option<Instant> {
+        self.lock().leases.get(instance).copied()
+    }
+
+    /// The current content, regardless of the down switch; ended leases are expired first.
     pub fn contents(&self) -> Snapshot {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .snapshot()
+        self.expire_now();
+        self.lock().snapshot()
     }
 }
 
 #[async_trait]
 impl Registry for MemoryRegistry {
     async fn identity(&self) -> Result<RegistryIdentity, RegistryError> {
-        self.read(|_| {
+        self.read(RegistryOp::Identity, |_| {
             Ok(RegistryIdentity {
                 kind: "memory".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 id: self.id.clone(),
             })
         })
+        .await
     }
 
     async fn snapshot(&self) -> Result<Snapshot, RegistryError> {
-        self.read(|state| Ok(state.snapshot()))
+        self.read(RegistryOp::Snapshot, |state| Ok(state.snapshot()))
+            .await
     }
 
     fn change_feed(&self) -> Box<dyn ChangeFeed> {
@@ -164,7 +323,7 @@ impl Registry for MemoryRegistry {
     }
 
     async fn ensure_service(&self, service: &Service) -> Result<String, RegistryError> {
-        self.write(|state| {
+        self.write(RegistryOp::EnsureService, |state| {
             // Same identity as ServiceComb: tenant, environment, app, name, version. As with
             // the ServiceComb adapter, an existing service is the answer even when another id
             // was asked for.
@@ -193,6 +352,7 @@ impl Registry for MemoryRegistry {
             state.services.insert(key, created);
             Ok(id)
         })
+        .await
     }
 
     async fn set_service_properties(
@@ -201,7 +361,7 @@ impl Registry for MemoryRegistry {
         service_id: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<(), RegistryError> {
-        self.write(|state| {
+        self.write(RegistryOp::SetServiceProperties, |state| {
             let service = state
                 .services
                 .get_mut(&(tenant.clone(), service_id.to_owned()))
@@ -209,10 +369,11 @@ impl Registry for MemoryRegistry {
             service.properties = properties.clone();
             Ok(())
         })
+        .await
     }
 
     async fn register(&self, instance: &Instance) -> Result<(), RegistryError> {
-        self.write(|state| {
+        self.write(RegistryOp::Register, |state| {
             let service_key = (instance.tenant.clone(), instance.service_id.clone());
             let service = state.services.get(&service_key).ok_or_else(|| {
                 RegistryError::NotFound(format!(
@@ -236,27 +397,36 @@ impl Registry for MemoryRegistry {
                     stored.version = version;
                     stored
                 });
+            // Registering again renews the lease, as a heartbeat (reference §3.1).
+            state.renew(&instance.reference(), Instant::now());
             Ok(())
         })
+        .await
     }
 
     async fn heartbeat(&self, instances: &[InstanceRef]) -> Result<HeartbeatReport, RegistryError> {
-        self.read(|state| {
-            Ok(HeartbeatReport {
-                unknown: instances
-                    .iter()
-                    .filter(|r| !state.instances.contains_key(*r))
-                    .cloned()
-                    .collect(),
-            })
+        // A heartbeat renews leases but changes nothing a feed reports (SC emits no event).
+        self.read(RegistryOp::Heartbeat, |state| {
+            let now = Instant::now();
+            let mut unknown = Vec::new();
+            for r in instances {
+                if state.instances.contains_key(r) {
+                    state.renew(r, now);
+                } else {
+                    unknown.push(r.clone());
+                }
+            }
+            Ok(HeartbeatReport { unknown })
         })
+        .await
     }
 
     async fn set_status(&self, instance: &InstanceRef, status: &str) -> Result<(), RegistryError> {
         if !STATUSES.contains(&status) {
             return Err(RegistryError::Invalid(format!("unknown status {status}")));
         }
-        self.write(|state| {
+        // The lease is kept, not renewed (reference §3.9).
+        self.write(RegistryOp::SetStatus, |state| {
             let stored = state
                 .instances
                 .get_mut(instance)
@@ -264,6 +434,7 @@ impl Registry for MemoryRegistry {
             stored.status = status.to_owned();
             Ok(())
         })
+        .await
     }
 
     async fn set_instance_properties(
@@ -271,7 +442,7 @@ impl Registry for MemoryRegistry {
         instance: &InstanceRef,
         properties: &BTreeMap<String, String>,
     ) -> Result<(), RegistryError> {
-        self.write(|state| {
+        self.write(RegistryOp::SetInstanceProperties, |state| {
             let stored = state
                 .instances
                 .get_mut(instance)
@@ -279,39 +450,66 @@ impl Registry for MemoryRegistry {
             stored.properties = properties.clone();
             Ok(())
         })
+        .await
     }
 
     async fn unregister(&self, instance: &InstanceRef) -> Result<(), RegistryError> {
-        self.write(|state| {
+        self.write(RegistryOp::Unregister, |state| {
+            state.leases.remove(instance);
             state
                 .instances
                 .remove(instance)
                 .map(|_| ())
                 .ok_or_else(|| RegistryError::NotFound(format!("instance {instance}")))
         })
+        .await
     }
 }
 
-/// A feed that waits for a write and reports the difference since its last batch.
+/// A feed that waits for a write (or the next lease end) and reports the difference since
+/// its last batch. Its reads are not counted in [`MemoryRegistry::calls`]: they are the
+/// registry's own watch, not calls of the engine.
 struct MemoryFeed {
     registry: MemoryRegistry,
     version_rx: watch::Receiver<u64>,
     last: Option<Snapshot>,
 }
 
+impl MemoryFeed {
+    fn read(&self) -> Result<Snapshot, RegistryError> {
+        self.registry.expire_now();
+        let state = self.registry.lock();
+        state.check_up()?;
+        Ok(state.snapshot())
+    }
+}
+
 #[async_trait]
 impl ChangeFeed for MemoryFeed {
     async fn next(&mut self) -> Result<Vec<Change>, RegistryError> {
         if let Some(last) = &self.last {
-            // A closed channel cannot happen while `registry` holds the sender.
-            let _ = self.version_rx.changed().await;
-            let now = self.registry.snapshot().await?;
+            let next_expiry = self.registry.lock().next_expiry();
+            match next_expiry {
+                Some(at) => tokio::select! {
+                    // A closed channel cannot happen while `registry` holds the sender.
+                    _ = self.version_rx.changed() => {}
+                    () = tokio::time::sleep_until(at) => {}
+                },
+                None => {
+                    let _ = self.version_rx.changed().await;
+                }
+            }
+            // Expire first and then mark the version seen, so that the read below covers
+            // every write marked, and a write after it wakes the next call.
+            self.registry.expire_now();
+            self.version_rx.mark_unchanged();
+            let now = self.read()?;
             let changes = diff(last, &now);
             self.last = Some(now);
             return Ok(changes);
         }
         self.version_rx.mark_unchanged();
-        let now = self.registry.snapshot().await?;
+        let now = self.read()?;
         self.last = Some(now.clone());
         Ok(vec![Change::Resync(now)])
     }
@@ -355,6 +553,144 @@ mod tests {
             "service.app"
         );
         assert_eq!(open.accepts_service(&versionless), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn memory_registry_with_leases_passes_the_contract() {
+        let registry = MemoryRegistry::with_leases("mem-3");
+        super::super::contract::registry_contract(&registry).await;
+    }
+
+    fn service() -> Service {
+        Service {
+            service_id: "s1".into(),
+            app: "a".into(),
+            name: "n".into(),
+            version: "1.0.0".into(),
+            ..Service::default()
+        }
+    }
+
+    fn leased(id: &str, interval: u32, times: u32) -> Instance {
+        Instance {
+            service_id: "s1".into(),
+            instance_id: id.into(),
+            health_check: Some(crate::registry::HealthCheck {
+                mode: "push".into(),
+                interval,
+                times,
+                port: 0,
+                url: String::new(),
+            }),
+            ..Instance::default()
+        }
+    }
+
+    fn ids(registry: &MemoryRegistry) -> Vec<String> {
+        registry
+            .contents()
+            .instances
+            .into_iter()
+            .map(|i| i.instance_id)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_end_unless_heartbeated_and_feeds_see_the_instance_go() {
+        let registry = MemoryRegistry::with_leases("mem-4");
+        registry.ensure_service(&service()).await.unwrap();
+        // 2 s × (1 + 1) = 4 s.
+        let a = leased("a", 2, 1);
+        let b = leased("b", 2, 1);
+        let mut forever = leased("forever", 2, 1);
+        forever.health_check = None;
+        for i in [&a, &b, &forever] {
+            registry.register(i).await.unwrap();
+        }
+        let mut feed = registry.change_feed();
+        assert!(matches!(
+            feed.next().await.unwrap()[..],
+            [Change::Resync(_)]
+        ));
+        let start = Instant::now();
+
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // A status change keeps the lease; a heartbeat renews it.
+        registry.set_status(&a.reference(), "DOWN").await.unwrap();
+        let report = registry.heartbeat(&[b.reference()]).await.unwrap();
+        assert!(report.unknown.is_empty());
+        assert_eq!(
+            registry.lease_end(&b.reference()),
+            Some(start + Duration::from_secs(7))
+        );
+        let batch = feed.next().await.unwrap();
+        assert!(matches!(&batch[..], [Change::Instance(i)] if i.status == "DOWN"));
+
+        // The feed wakes by itself when the lease of `a` ends, exactly on time.
+        let batch = feed.next().await.unwrap();
+        assert_eq!(batch, vec![Change::InstanceRemoved(a.reference())]);
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+        let report = registry.heartbeat(&[a.reference()]).await.unwrap();
+        assert_eq!(
+            report.unknown,
+            vec![a.reference()],
+            "an expired lease is gone"
+        );
+
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(ids(&registry), ["forever"], "no push check, no lease");
+        // Registering again starts a new lease.
+        registry.register(&b).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(ids(&registry), ["b", "forever"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_leases_nothing_expires() {
+        let registry = MemoryRegistry::new("mem-5");
+        registry.ensure_service(&service()).await.unwrap();
+        registry.register(&leased("a", 1, 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(ids(&registry), ["a"]);
+        assert_eq!(registry.lease_end(&leased("a", 1, 0).reference()), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_registry_delays_writes_and_calls_are_counted() {
+        let registry = MemoryRegistry::new("mem-6");
+        registry.set_write_delay(Duration::from_millis(250));
+        let start = Instant::now();
+        registry.ensure_service(&service()).await.unwrap();
+        registry.register(&leased("a", 1, 0)).await.unwrap();
+        registry
+            .heartbeat(&[leased("a", 1, 0).reference()])
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(750));
+        registry.snapshot().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(750),
+            "reads are not slowed"
+        );
+        registry.set_down(true);
+        assert!(
+            registry
+                .unregister(&leased("a", 1, 0).reference())
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            registry.calls(),
+            BTreeMap::from([
+                (RegistryOp::Snapshot, 1),
+                (RegistryOp::EnsureService, 1),
+                (RegistryOp::Register, 1),
+                (RegistryOp::Heartbeat, 1),
+                (RegistryOp::Unregister, 1),
+            ])
+        );
+        assert_eq!(registry.calls_of(RegistryOp::SetStatus), 0);
     }
 
     #[tokio::test]

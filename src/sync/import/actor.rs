@@ -14,9 +14,9 @@ use tracing::{debug, error, info, warn};
 use super::super::copy::{PresentCopy, copy_body, properties_digest};
 use super::super::export::{Increment, Revision};
 use super::super::ids::{OriginKey, copy_origin, is_copy};
+use super::super::link::{LinkError, Pulled, Push, PushReply};
 use super::super::metrics::{OriginLabel, Outcome};
 use super::super::safety::{RemovalGuard, Removals};
-use super::super::link::{LinkError, Pulled, Push, PushReply};
 use super::super::unix_ms;
 use super::ImportCtx;
 use super::execute::{Done, ensure_services, execute_all};
@@ -370,8 +370,11 @@ impl Actor {
         } else {
             None
         };
-        let result =
-            self.ctx.link.pull(addr, &self.ctx.cluster, &self.origin, since, PULL_TIMEOUT).await;
+        let result = self
+            .ctx
+            .link
+            .pull(addr, &self.ctx.cluster, &self.origin, since, PULL_TIMEOUT)
+            .await;
         match result {
             Ok(pulled) => {
                 self.timers.pull_backoff.reset();
@@ -767,4 +770,3 @@ impl Admit for KindRules<'_> {
         }
     }
 }
-

@@ -30,9 +30,9 @@ use tokio::sync::watch;
 
 pub(crate) use self::router::Importers;
 use super::EngineSettings;
+use super::link::PeerLink;
 use super::metrics::SyncMetrics;
 use super::peers::PeerMap;
-use super::link::PeerLink;
 use crate::registry::{Registry, Tenant};
 use crate::store::StoreHandle;
 

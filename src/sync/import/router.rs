@@ -14,8 +14,8 @@ use super::super::peers::PeerMap;
 use super::ImportCtx;
 use super::actor::Actor;
 use super::mailbox::{LocalEvent, Mailbox, mailbox};
-use crate::sync::link::{Push, PushReply};
 use crate::store::Mapping;
+use crate::sync::link::{Push, PushReply};
 
 /// Every origin's actor, created on first need.
 pub(crate) struct Importers {
