@@ -52,6 +52,8 @@ const RPC_OFFSET: u16 = 91;
 const ADMIN_OFFSET: u16 = 93;
 /// Distance between the base ports of two data centres.
 const DC_STRIDE: u16 = 100;
+/// Most data centres one demo runs (their ports stay below the next hundred's).
+const MAX_DCS: u16 = 9;
 
 /// How long the syncers may take to see each other before the sample is registered anyway.
 const POOL_DEADLINE: Duration = Duration::from_secs(15);
@@ -78,7 +80,7 @@ const PROJECT_PATH: &str = "/v4/default/registry";
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Number of data centres, each a dev registry and a syncer.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=9))]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=i64::from(MAX_DCS)))]
     pub dcs: u16,
 
     /// Registry port of the first data centre; data centre i uses base + 100*i for its
@@ -299,13 +301,15 @@ struct World {
     nodes_token: CancellationToken,
     nodes: TaskTracker,
     /// A node's index and result when it stops.
-    exits: mpsc::UnboundedReceiver<(usize, Result<(), NodeError>)>,
-    exits_tx: mpsc::UnboundedSender<(usize, Result<(), NodeError>)>,
+    exits: mpsc::Receiver<(usize, Result<(), NodeError>)>,
+    exits_tx: mpsc::Sender<(usize, Result<(), NodeError>)>,
 }
 
 impl Default for World {
     fn default() -> Self {
-        let (exits_tx, exits) = mpsc::unbounded_channel();
+        // Each node reports its exit once, and a demo has at most MAX_DCS nodes: the queue
+        // never fills.
+        let (exits_tx, exits) = mpsc::channel(usize::from(MAX_DCS));
         World {
             dcs: Vec::new(),
             fallbacks: Vec::new(),
@@ -385,7 +389,7 @@ impl World {
         let exits = self.exits_tx.clone();
         self.nodes.spawn(async move {
             let result = node::run(config, listeners, token).await;
-            let _ = exits.send((index, result));
+            let _ = exits.send((index, result)).await;
         });
         self.dcs.push(DataCentre {
             name,

@@ -157,7 +157,7 @@ pub(crate) async fn run(
     let mut failures = 0u32;
     let mut retry = FEED_RETRY;
     let mut first = true;
-    let mut gate = Gate {
+    let mut bounds_filter = BoundsFilter {
         refused: HashSet::new(),
         metrics: metrics.clone(),
     };
@@ -209,7 +209,7 @@ pub(crate) async fn run(
             }
             continue;
         }
-        let changes = gate.filter(changes);
+        let changes = bounds_filter.filter(changes);
         let made = exported.apply(changes, &metrics);
         if full {
             exported
@@ -237,12 +237,12 @@ const REFUSED_MEMORY: usize = 10_000;
 /// wire-safety bounds every registry shares: oversized, control characters, a required field
 /// empty): one odd object must not make every snapshot of this data centre unusable. Each is
 /// logged once and counted.
-struct Gate {
+struct BoundsFilter {
     refused: HashSet<String>,
     metrics: SyncMetrics,
 }
 
-impl Gate {
+impl BoundsFilter {
     fn refuse(&mut self, what: String, e: &bounds::BoundsError) {
         self.metrics.reject("export", e.reason());
         if self.refused.len() < REFUSED_MEMORY && self.refused.insert(what.clone()) {

@@ -99,7 +99,7 @@ impl EngineSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("the mapping store is unusable: {0}")]
-    Store(StoreError),
+    Store(#[source] StoreError),
 }
 
 struct Core {

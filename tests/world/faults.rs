@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use syncer::registry::InstanceRef;
 use syncer::registry::memory::RegistryOp;
+use syncer::registry::{Instance, InstanceRef, Service, Tenant};
 use tokio::time::Instant;
 
 use super::harness::{World, fast_settings};
@@ -265,6 +265,58 @@ async fn no_removal_on_partial_knowledge_after_a_restart() {
     })
     .await;
     assert_eq!(w.copies(1).len(), 2);
+    w.assert_invariants();
+    w.shutdown().await;
+}
+
+/// A service the receiving registry's kind refuses (here SC's version rule: `latest` is not
+/// a version) is kept out, and it does not hold up anything else from the same origin: the
+/// other service's instances are mirrored, later changes too, and the refused service is
+/// never written to the receiving registry.
+#[tokio::test(start_paused = true)]
+async fn a_refused_service_does_not_block_the_others() {
+    let mut w = World::new(2).await;
+    let legacy = Service {
+        tenant: Tenant::default(),
+        service_id: "legacy".into(),
+        app: "shop".into(),
+        name: "legacy".into(),
+        version: "latest".into(),
+        ..Service::default()
+    };
+    let refused = Instance {
+        tenant: Tenant::default(),
+        service_id: "legacy".into(),
+        instance_id: "l1".into(),
+        endpoints: vec!["rest://l1.dc1:8080".into()],
+        host_name: "l1-host".into(),
+        status: "UP".into(),
+        ..Instance::default()
+    };
+    w.register_in(0, &legacy, &refused).await;
+    let first = w.register(0, "orders", "o1").await;
+    w.wait_until("o1 is mirrored in dc2", SETTLE, |w| {
+        w.copy_of(1, 0, &first).is_some()
+    })
+    .await;
+    let second = w.register(0, "orders", "o2").await;
+    w.wait_until("a later instance follows", SETTLE, |w| {
+        w.copy_of(1, 0, &second).is_some()
+    })
+    .await;
+    w.holds_for(
+        "the refused service and its instance stay out of dc2",
+        SETTLE,
+        |w| {
+            w.copies_of(1, 0, &refused.reference()).is_empty()
+                && w.registry(1)
+                    .contents()
+                    .services
+                    .iter()
+                    .all(|s| s.version != "latest")
+        },
+    )
+    .await;
     w.assert_invariants();
     w.shutdown().await;
 }

@@ -536,7 +536,6 @@ impl World {
 
     /// Registers `body` in `dc`, creating its service (id `body.service_id`) when missing.
     pub async fn register_body(&mut self, dc: usize, body: &Instance) {
-        let registry = &self.dcs[dc].registry;
         let service = Service {
             tenant: body.tenant.clone(),
             service_id: body.service_id.clone(),
@@ -545,8 +544,15 @@ impl World {
             version: VERSION.into(),
             ..Service::default()
         };
+        self.register_in(dc, &service, body).await;
+    }
+
+    /// Registers `body` in `dc` under `service` (created when missing). The registry takes
+    /// whatever it is given: the kind rules are for the engine to ask.
+    pub async fn register_in(&mut self, dc: usize, service: &Service, body: &Instance) {
+        let registry = &self.dcs[dc].registry;
         registry
-            .ensure_service(&service)
+            .ensure_service(service)
             .await
             .expect("ensure_service");
         registry.register(body).await.expect("register");
