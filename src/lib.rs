@@ -2,21 +2,23 @@
 //! centres. It succeeds Apache ServiceComb's Go Syncer 1.3: same command line and topology.
 //!
 //! # Layout
-//! - [`cli`]: the command line (`syncer daemon`, `syncer version`) and each subcommand's entry.
-//! - [`config`]: the one configuration tree, from defaults, YAML file, environment and flags.
-//! - [`node`]: one running syncer; binds listeners, owns tasks, shuts down in order.
-//! - [`shutdown`]: signals and the root cancellation token.
+//! - [`cli`]: the command line: `syncer daemon`, `members`, `demo`, `dev-registry`, `version`.
+//! - [`config`]: the table of settings and the typed configuration; imports nothing of the crate.
+//! - [`node`]: one running syncer: build, spawn, wait, stop.
+//! - [`shutdown`]: signals and the ordered stop, step by step, each with its deadline.
+//! - [`backoff`]: the one retry policy of every loop that waits for something to come back.
 //! - [`telemetry`]: logging set-up and the metrics registry.
 //! - [`admin`]: `/health` and `/metrics` over HTTP.
-//! - [`backoff`]: the one retry policy of every loop that waits for something to come back.
-//! - [`rpc`]: the gRPC protocol between syncers (`proto/syncer/v1`).
-//! - [`gossip`]: the SWIM gossip pool of all syncers (foca).
-//! - [`registry`]: one adapter per registry kind behind one trait.
+//! - [`rpc`]: the gRPC edge between syncers (`proto/syncer/v1`), both halves of `Pull`/`Push`.
+//! - [`registry`]: one trait, its model, a factory, the shared bounds, one adapter per kind.
 //! - [`devreg`]: an in-memory ServiceComb Service Center emulator for development and tests.
-//! - [`store`]: where the mapping table lives (embedded or etcd).
-//! - [`sync`]: the engine that mirrors instances between data centres.
+//! - [`gossip`]: the SWIM gossip pool of all syncers (foca), with tagged member metadata.
+//! - [`store`]: where the mapping table lives (in memory, embedded redb, or etcd).
+//! - [`sync`]: the engine that mirrors instances between data centres, in model terms only.
+//! - [`cluster`]: cluster mode: election and fencing in etcd, terms, the managed etcd member.
 //!
-//! docs/DESIGN.md describes the architecture and protocols.
+//! docs/DESIGN.md describes the architecture and protocols; its module table follows this
+//! order and says what each module may import.
 
 #![deny(clippy::await_holding_lock)]
 

@@ -6,8 +6,10 @@
 //!
 //! The label keeps pools that share a network apart (memberlist's label does the same): a
 //! datagram with another label is dropped before foca sees it. Kinds: foca's own packets,
-//! `Hello` (a member asking to be let in, by address only) and `Notice` (a broadcast item sent
-//! straight to a member rather than piggybacked, used to announce a graceful leave at once).
+//! `Hello` (a member asking to be let in, by address only), `Welcome` (the answer, carrying
+//! the receiver's identity, to which the newcomer then announces itself) and `Notice` (a
+//! broadcast item sent straight to a member rather than piggybacked, used to announce a
+//! graceful leave at once).
 
 /// First byte of every syncer gossip datagram.
 const MAGIC: u8 = 0xC5;
