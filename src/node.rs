@@ -186,7 +186,7 @@ impl Stages {
             ),
             engine: Stage::new(
                 "stop the engine and give up the lease",
-                Duration::from_secs(6),
+                crate::cluster::member::TERM_STOP_BOUND + Duration::from_secs(1),
             ),
             gossip: Stage::new("leave the gossip pool", Duration::from_secs(2)),
             etcd: Stage::new(

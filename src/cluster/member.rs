@@ -33,8 +33,15 @@ use crate::sync::SyncError;
 
 /// Why a standby member refuses `Pull` and `Push`; callers go to the active member.
 pub const STANDBY: &str = "standby: this member is not the active syncer of its data centre";
-/// How long a finished term's engine may take to stop, and its lease to be given up.
-const TERM_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a finished term's engine may take to stop before the lease is given up anyway.
+const ENGINE_STOP_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long giving the lease up may take (one etcd call; an etcd that does not answer lets
+/// the lease expire by itself).
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest [`ClusterMember`] takes to end a term: the node's shutdown step "stop the
+/// engine and give up the lease" allows at least this, so leaving the gossip pool never
+/// overtakes the lease.
+pub const TERM_STOP_BOUND: Duration = ENGINE_STOP_TIMEOUT.saturating_add(LEASE_RELEASE_TIMEOUT);
 /// Pauses before adding an etcd endpoint to the client again after a failure.
 const ENDPOINT_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
@@ -229,23 +236,23 @@ impl ClusterMember {
     }
 
     /// Stops the term's engine, waits for its tasks, then gives the lease up and announces
-    /// the standby role. Each wait is bounded by [`TERM_STOP_TIMEOUT`].
+    /// the standby role; within [`TERM_STOP_BOUND`].
     async fn end_term(&self, term: &Term, engine_token: CancellationToken, tasks: &TaskTracker) {
         engine_token.cancel();
         self.engine.stand_by();
         tasks.close();
-        if tokio::time::timeout(TERM_STOP_TIMEOUT, tasks.wait())
+        if tokio::time::timeout(ENGINE_STOP_TIMEOUT, tasks.wait())
             .await
             .is_err()
         {
-            warn!(timeout = ?TERM_STOP_TIMEOUT, "the sync engine of the finished term is still stopping; giving the lease up anyway");
+            warn!(timeout = ?ENGINE_STOP_TIMEOUT, "the sync engine of the finished term is still stopping; giving the lease up anyway");
         }
         term.resign();
-        if tokio::time::timeout(TERM_STOP_TIMEOUT, term.released.cancelled())
+        if tokio::time::timeout(LEASE_RELEASE_TIMEOUT, term.released.cancelled())
             .await
             .is_err()
         {
-            warn!(timeout = ?TERM_STOP_TIMEOUT, "the finished term's lease is still being given up");
+            warn!(timeout = ?LEASE_RELEASE_TIMEOUT, "the finished term's lease is still being given up");
         }
         self.announce(|m| {
             m.role = Role::Standby;

@@ -64,27 +64,14 @@ pub const MAX_ORIGIN_BYTES: usize = 128;
 /// names the field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
-    /// A required field is empty, or a required message is absent.
-    #[error("{field}: {detail}")]
-    MissingField { field: String, detail: String },
-    /// A service or instance id breaks the id bounds.
-    #[error("{field}: {detail}")]
-    BadId { field: String, detail: String },
-    /// A tenant that is not `domain/project`.
-    #[error("{field}: {detail}")]
-    BadTenant { field: String, detail: String },
-    /// A value the field does not admit: format, enumeration, range, characters.
-    #[error("{field}: {detail}")]
-    BadValue { field: String, detail: String },
-    /// Too long a text or too many entries.
-    #[error("{field}: {detail}")]
-    TooLarge { field: String, detail: String },
+    /// A value outside the wire-safety bounds every registry shares (a required field empty,
+    /// an id, tenant or value out of bounds, too large, an instance without its service):
+    /// refused on the wire exactly as the exporter refuses to send it.
+    #[error(transparent)]
+    Bounds(#[from] BoundsError),
     /// An epoch or sequence numbers that do not line up.
     #[error("{field}: {detail}")]
     BadSequence { field: String, detail: String },
-    /// An instance without its service: not in the chunk, or not the one of its upsert.
-    #[error("{field}: {detail}")]
-    UnknownService { field: String, detail: String },
     /// The same service or instance twice in one chunk.
     #[error("{field}: {detail}")]
     Duplicate { field: String, detail: String },
@@ -94,13 +81,8 @@ impl ConvertError {
     /// A short label for metrics (`missing_field`, `bad_id`, ...).
     pub fn reason(&self) -> &'static str {
         match self {
-            ConvertError::MissingField { .. } => "missing_field",
-            ConvertError::BadId { .. } => "bad_id",
-            ConvertError::BadTenant { .. } => "bad_tenant",
-            ConvertError::BadValue { .. } => "bad_value",
-            ConvertError::TooLarge { .. } => "too_large",
+            ConvertError::Bounds(e) => e.reason(),
             ConvertError::BadSequence { .. } => "bad_sequence",
-            ConvertError::UnknownService { .. } => "unknown_service",
             ConvertError::Duplicate { .. } => "duplicate",
         }
     }
@@ -108,32 +90,9 @@ impl ConvertError {
     /// The offending field, as a path (`chunk.instances[7].host_name`).
     pub fn field(&self) -> &str {
         match self {
-            ConvertError::MissingField { field, .. }
-            | ConvertError::BadId { field, .. }
-            | ConvertError::BadTenant { field, .. }
-            | ConvertError::BadValue { field, .. }
-            | ConvertError::TooLarge { field, .. }
-            | ConvertError::BadSequence { field, .. }
-            | ConvertError::UnknownService { field, .. }
-            | ConvertError::Duplicate { field, .. } => field,
-        }
-    }
-}
-
-impl From<BoundsError> for ConvertError {
-    /// The same reason and field: a value outside the shared bounds is refused on the wire
-    /// exactly as the exporter refuses to send it.
-    fn from(e: BoundsError) -> ConvertError {
-        match e {
-            BoundsError::MissingField { field, detail } => {
-                ConvertError::MissingField { field, detail }
-            }
-            BoundsError::BadId { field, detail } => ConvertError::BadId { field, detail },
-            BoundsError::BadTenant { field, detail } => ConvertError::BadTenant { field, detail },
-            BoundsError::BadValue { field, detail } => ConvertError::BadValue { field, detail },
-            BoundsError::TooLarge { field, detail } => ConvertError::TooLarge { field, detail },
-            BoundsError::UnknownService { field, detail } => {
-                ConvertError::UnknownService { field, detail }
+            ConvertError::Bounds(e) => e.field(),
+            ConvertError::BadSequence { field, .. } | ConvertError::Duplicate { field, .. } => {
+                field
             }
         }
     }
@@ -149,24 +108,27 @@ impl<'a> At<'a> {
     }
 
     fn missing(self, name: &str, detail: &str) -> ConvertError {
-        ConvertError::MissingField {
+        BoundsError::MissingField {
             field: self.field(name),
             detail: detail.to_owned(),
         }
+        .into()
     }
 
     fn bad_value(self, name: &str, detail: String) -> ConvertError {
-        ConvertError::BadValue {
+        BoundsError::BadValue {
             field: self.field(name),
             detail,
         }
+        .into()
     }
 
     fn too_large(self, name: &str, detail: String) -> ConvertError {
-        ConvertError::TooLarge {
+        BoundsError::TooLarge {
             field: self.field(name),
             detail,
         }
+        .into()
     }
 
     fn bad_sequence(self, name: &str, detail: String) -> ConvertError {
@@ -186,7 +148,7 @@ fn tenant_from_wire(at: At, name: &str, text: &str) -> Result<Tenant, ConvertErr
     if text.is_empty() {
         return Err(at.missing(name, "empty"));
     }
-    let tenant = Tenant::parse(text).ok_or_else(|| ConvertError::BadTenant {
+    let tenant = Tenant::parse(text).ok_or_else(|| BoundsError::BadTenant {
         field: at.field(name),
         detail: format!("{} is not domain/project", bounds::shown(text)),
     })?;
@@ -524,13 +486,14 @@ pub fn chunk_from_wire(d: proto::SyncData) -> Result<Vec<(Arc<Service>, Instance
         let instance = instance_at(At(&path), wire)?;
         let Some(service) = services.get(&(instance.tenant.clone(), instance.service_id.clone()))
         else {
-            return Err(ConvertError::UnknownService {
+            return Err(BoundsError::UnknownService {
                 field: At(&path).field("service_id"),
                 detail: format!(
                     "service {}/{} is not in the chunk",
                     instance.tenant, instance.service_id
                 ),
-            });
+            }
+            .into());
         };
         if !seen.insert(instance.reference()) {
             return Err(ConvertError::Duplicate {

@@ -121,7 +121,7 @@ impl SyncMetrics {
         );
         metrics.register(
             "syncer_sync_rpc_rejected",
-            "Push and Pull calls refused as malformed, by reason",
+            "Refused as malformed, by reason: pushes received (rpc=push), local objects left out of export (rpc=export)",
             self.rejected.clone(),
         );
         metrics.register(

@@ -336,11 +336,7 @@ mod tests {
             addr: addr(port + 1),
             generation: 1,
             bump: 0,
-            meta: {
-                let mut meta = NodeMeta::new(cluster, addr(port), "single");
-                meta.protocol = crate::rpc::PROTOCOL_VERSION;
-                meta
-            },
+            meta: NodeMeta::new(cluster, addr(port), "single"),
         };
         let config = GossipConfig {
             identity,
