@@ -234,7 +234,10 @@ mod tests {
                 .collect(),
             ..origin_instance()
         };
-        assert!(check_instance(&origin).is_err(), "SC would refuse the origin");
+        assert!(
+            check_instance(&origin).is_err(),
+            "SC would refuse the origin"
+        );
         let key = OriginKey {
             instance_id: origin.instance_id.clone(),
             ..key()
