@@ -62,6 +62,11 @@ mod tests {
                 "the importer is stopping",
             ),
             (
+                EngineError::Busy,
+                Code::Unavailable,
+                "the importer is busy: no room for the push, retry later",
+            ),
+            (
                 EngineError::OwnOrigin("dc1".into()),
                 Code::InvalidArgument,
                 "origin \"dc1\" is this data centre",

@@ -211,6 +211,47 @@ mod tests {
         }
     }
 
+    /// The importer asks the local registry kind about the copy body, not the origin
+    /// instance (`import::actor::KindRules`). What syncer puts there itself (its id, the
+    /// origin mark, its lease) must never be what a ServiceComb refuses: a refusal keeps the
+    /// instance out of desired, and would remove a copy SC holds fine. Here the origin
+    /// instance breaks SC's rules only in fields the copy replaces (a Eureka-style id, a
+    /// `tcp` health check of interval 0) and has a full properties map; its copy passes.
+    #[test]
+    fn syncer_s_own_fields_never_make_servicecomb_refuse_a_copy() {
+        use crate::registry::servicecomb::rules::check_instance;
+        let origin = Instance {
+            instance_id: "host:app:8080".into(),
+            health_check: Some(HealthCheck {
+                mode: "tcp".into(),
+                interval: 0,
+                times: 0,
+                port: 8080,
+                url: "/health check".into(),
+            }),
+            properties: (0..crate::registry::bounds::MAX_PROPERTIES)
+                .map(|n| (format!("k{n}"), "v".into()))
+                .collect(),
+            ..origin_instance()
+        };
+        assert!(
+            check_instance(&origin).is_err(),
+            "SC would refuse the origin"
+        );
+        let key = OriginKey {
+            instance_id: origin.instance_id.clone(),
+            ..key()
+        };
+        for (generation, lease) in [
+            (0, CopyLease::default()),
+            (7, CopyLease::from_lease(Duration::ZERO)),
+            (u32::MAX, CopyLease::from_lease(Duration::MAX)),
+        ] {
+            let copy = copy_body(&key, &origin, "local-svc", generation, lease);
+            assert_eq!(check_instance(&copy), Ok(()), "generation {generation}");
+        }
+    }
+
     #[test]
     fn a_copy_is_marked_and_leased_by_syncer() {
         let copy = copy_body(

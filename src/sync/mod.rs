@@ -128,6 +128,10 @@ pub enum EngineError {
     /// The importer stopped while the push waited for it.
     #[error("the importer is stopping")]
     Stopping,
+    /// The origin's importer had no room for the push within its wait (it is stuck on a
+    /// slow registry): retried by the sender, and caught up by a pull.
+    #[error("the importer is busy: no room for the push, retry later")]
+    Busy,
 }
 
 impl EngineError {
@@ -242,14 +246,15 @@ impl SyncHandle {
     /// because it does not continue this side's cursor, which the reply then tells).
     ///
     /// # Errors
-    /// [`EngineError::OwnOrigin`] (counted as a rejected push), or an unavailable engine.
+    /// [`EngineError::OwnOrigin`] (counted as a rejected push), or an unavailable engine
+    /// ([`EngineError::Busy`] when the origin's importer had no room for the push).
     pub async fn serve_push(&self, push: Push) -> Result<PushReply, EngineError> {
         let core = self.core()?;
         if push.origin == core.view.cluster {
             self.metrics.reject("push", "own_origin");
             return Err(EngineError::OwnOrigin(push.origin));
         }
-        core.importers.push(push).await.ok_or(EngineError::Stopping)
+        core.importers.push(push).await
     }
 }
 

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use syncer::registry::memory::RegistryOp;
-use syncer::registry::{Instance, InstanceRef, Service, Tenant};
+use syncer::registry::{Instance, InstanceRef, Registry, Service, Tenant};
+use syncer::sync::copy::CopyLease;
+use syncer::sync::ids::COPY_ID_PREFIX;
 use tokio::time::Instant;
 
 use super::harness::{World, fast_settings};
@@ -224,6 +226,68 @@ async fn a_slow_registry_converges_under_a_burst() {
         Duration::from_secs(120),
         |w| w.mirrored().is_ok(),
     )
+    .await;
+    w.assert_invariants();
+    w.shutdown().await;
+}
+
+/// A burst of local observations larger than an actor's local queue (4 096) overflows it:
+/// the queue is dropped and the actor re-reads the local registry's copies instead. Here one
+/// feed batch says first that a copy was deleted behind syncer's back, then 5 000 times that
+/// an unmarked instance with a copy's id appeared (every actor is told of those); the
+/// deletion is among the dropped events. The copy is registered again at once, from the
+/// re-read, not only when the next heartbeat (200 s away here) finds it unknown.
+#[tokio::test(start_paused = true)]
+async fn an_overflowing_local_queue_is_replaced_by_a_reread() {
+    const NOISE: usize = 5000;
+    let mut settings = fast_settings();
+    // Heartbeats every 200 s: only the re-read can notice the deletion within the test.
+    settings.lease = CopyLease::from_lease(Duration::from_secs(600));
+    let mut w = World::with_settings(2, settings).await;
+    let a = w.register(0, "orders", "a1").await;
+    w.wait_until("the copy", SETTLE, |w| w.mirrored().is_ok())
+        .await;
+    let copy = w.copy_of(1, 0, &a).expect("a copy");
+    let snapshots = w.registry(1).calls_of(RegistryOp::Snapshot);
+
+    // No await point yields in between: the feed reports all of it in one batch, the
+    // removal first.
+    let registry = w.registry(1).clone();
+    registry
+        .unregister(&copy.reference())
+        .await
+        .expect("delete the copy");
+    let noise = |i: usize| Instance {
+        instance_id: format!("{COPY_ID_PREFIX}noise-{i}"),
+        properties: Default::default(),
+        ..copy.clone()
+    };
+    for i in 0..NOISE {
+        registry.register(&noise(i)).await.expect("register noise");
+    }
+    w.wait_until("the copy again", Duration::from_secs(5), |w| {
+        w.copy_of(1, 0, &a).is_some()
+    })
+    .await;
+    assert_eq!(
+        w.copy_of(1, 0, &a).expect("a copy").instance_id,
+        copy.instance_id,
+        "restored under the same id"
+    );
+    assert!(
+        w.registry(1).calls_of(RegistryOp::Snapshot) > snapshots,
+        "the actor re-read the registry"
+    );
+
+    for i in 0..NOISE {
+        registry
+            .unregister(&noise(i).reference())
+            .await
+            .expect("unregister noise");
+    }
+    w.wait_until("the mirror after the noise", SETTLE, |w| {
+        w.mirrored().is_ok()
+    })
     .await;
     w.assert_invariants();
     w.shutdown().await;

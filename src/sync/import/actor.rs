@@ -716,6 +716,14 @@ impl Actor {
 
 /// The local registry kind's rules, applied where desired state enters the actor: a refused
 /// object is kept out of desired, counted by reason and logged once.
+///
+/// Kept out of desired, an instance that has a copy is planned as a removal (through the
+/// removal guard, like any other). That is deliberate: the registry could not hold the object
+/// as it is now. It never removes a copy that was fine for what syncer itself writes: the
+/// instance is checked as its copy body, whose id, origin mark and lease are syncer's and
+/// pass every rule (`copy::tests`), so only fields carried from the origin can be refused;
+/// before the registry-kind split the origin's exporter refused the same fields (its copy went
+/// at the exporter's next resync; now at once).
 struct KindRules<'a> {
     ctx: &'a ImportCtx,
     origin: &'a str,

@@ -4,8 +4,9 @@
 //! Three kinds of message, three shapes:
 //! - **Pushes** wait for room in a queue of [`PUSH_QUEUE`]: the caller (a peer's pusher,
 //!   through the `Push` RPC) feels the back-pressure, and after [`PUSH_WAIT`] gets
-//!   "unavailable", as when the importer stops. An origin's pusher has one push in flight,
-//!   so the queue only fills when an actor is stuck.
+//!   "unavailable" ([`NotQueued::Busy`], told apart from an importer that stopped, so the
+//!   sender's log says which). An origin's pusher has one push in flight, so the queue only
+//!   fills when an actor is stuck.
 //! - **Announcements** ("the origin is at revision R") are a `watch` of the latest revision:
 //!   an older one is worth nothing once a newer one is known.
 //! - **Local observations** (copies seen in the local registry) are never waited for: the
@@ -108,6 +109,15 @@ impl LocalQueue {
     }
 }
 
+/// Why a push was not handed to its actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotQueued {
+    /// No room within [`PUSH_WAIT`]: the actor is busy (a slow registry); retry later.
+    Busy,
+    /// The actor has stopped.
+    Stopped,
+}
+
 /// A push waiting for its actor, with where to send the answer.
 pub(crate) type PushMsg = (Push, oneshot::Sender<PushReply>);
 
@@ -151,13 +161,17 @@ pub(crate) fn mailbox() -> (Mailbox, Inbox) {
 }
 
 impl Mailbox {
-    /// Hands over a push, waiting up to [`PUSH_WAIT`] for room; `None` when the actor is
-    /// gone or stuck (the caller answers "unavailable").
-    pub(crate) async fn push(&self, push: Push) -> Option<oneshot::Receiver<PushReply>> {
+    /// Hands over a push, waiting up to [`PUSH_WAIT`] for room; the caller answers
+    /// "unavailable" when it is not queued.
+    ///
+    /// # Errors
+    /// [`NotQueued::Busy`] after the wait, [`NotQueued::Stopped`] when the actor is gone.
+    pub(crate) async fn push(&self, push: Push) -> Result<oneshot::Receiver<PushReply>, NotQueued> {
         let (tx, rx) = oneshot::channel();
         match tokio::time::timeout(PUSH_WAIT, self.push.send((push, tx))).await {
-            Ok(Ok(())) => Some(rx),
-            Ok(Err(_)) | Err(_) => None,
+            Ok(Ok(())) => Ok(rx),
+            Ok(Err(_)) => Err(NotQueued::Stopped),
+            Err(_) => Err(NotQueued::Busy),
         }
     }
 
@@ -275,14 +289,22 @@ mod tests {
             changes: Vec::new(),
         };
         for _ in 0..PUSH_QUEUE {
-            assert!(tx.push(push()).await.is_some());
+            assert!(tx.push(push()).await.is_ok());
         }
         let started = tokio::time::Instant::now();
-        assert!(tx.push(push()).await.is_none(), "no room");
+        assert_eq!(
+            tx.push(push()).await.err(),
+            Some(NotQueued::Busy),
+            "no room"
+        );
         assert_eq!(started.elapsed(), PUSH_WAIT);
         assert!(rx.push.recv().await.is_some());
-        assert!(tx.push(push()).await.is_some(), "room again");
+        assert!(tx.push(push()).await.is_ok(), "room again");
         drop(rx);
-        assert!(tx.push(push()).await.is_none(), "actor gone");
+        assert_eq!(
+            tx.push(push()).await.err(),
+            Some(NotQueued::Stopped),
+            "actor gone"
+        );
     }
 }

@@ -13,8 +13,9 @@ use super::super::local::{CopySeen, CopySink};
 use super::super::peers::PeerMap;
 use super::ImportCtx;
 use super::actor::Actor;
-use super::mailbox::{LocalEvent, Mailbox, mailbox};
+use super::mailbox::{LocalEvent, Mailbox, NotQueued, mailbox};
 use crate::store::Mapping;
+use crate::sync::EngineError;
 use crate::sync::link::{Push, PushReply};
 
 /// Every origin's actor, created on first need.
@@ -89,11 +90,18 @@ impl Importers {
         }
     }
 
-    /// A push from `push.origin`; resolves when it is applied (or refused). `None` when the
-    /// actor is stopping or has had no room for the push's whole wait.
-    pub(crate) async fn push(&self, push: Push) -> Option<PushReply> {
+    /// A push from `push.origin`; resolves when it is applied (or refused).
+    ///
+    /// # Errors
+    /// [`EngineError::Busy`] when the actor had no room for the push's whole wait,
+    /// [`EngineError::Stopping`] when it stopped.
+    pub(crate) async fn push(&self, push: Push) -> Result<PushReply, EngineError> {
         let mailbox = self.actor(&push.origin);
-        mailbox.push(push).await?.await.ok()
+        let reply = mailbox.push(push).await.map_err(|e| match e {
+            NotQueued::Busy => EngineError::Busy,
+            NotQueued::Stopped => EngineError::Stopping,
+        })?;
+        reply.await.map_err(|_| EngineError::Stopping)
     }
 
     /// A gossip announcement: `origin` is at `revision`.

@@ -59,6 +59,10 @@ pub(crate) struct Views {
     pub desired: HashMap<InstanceRef, Desired>,
     /// The services of `desired`, each held once however many instances it has.
     services: HashMap<(Tenant, String), Arc<Service>>,
+    /// The origin's instances kept out of `desired` only because the local kind refuses
+    /// their service as it is now: an update of the service that it accepts brings them
+    /// back (an increment carries the service alone, not its instances).
+    held: HashMap<InstanceRef, Arc<Instance>>,
     mappings: HashMap<InstanceRef, Mapping>,
     /// Copy instance id → origin instance, for every mapping.
     by_copy: HashMap<String, InstanceRef>,
@@ -153,7 +157,9 @@ impl Views {
     }
 
     /// Applies increments (a push or a pull) to the desired view; returns when the origin
-    /// saw each instance change. What `admit` refuses is taken out of desired, as if removed.
+    /// saw each instance change. What `admit` refuses is taken out of desired, as if removed;
+    /// instances taken out for their service's sake come back with an update of the service
+    /// that `admit` accepts.
     pub(crate) fn apply_changes(
         &mut self,
         changes: Vec<Increment>,
@@ -167,7 +173,11 @@ impl Views {
                     let key = instance.reference();
                     dirty.insert(key.clone());
                     observed.push(observed_ms);
-                    if admit.service(&service) && admit.instance(&service, &instance) {
+                    self.held.remove(&key);
+                    if !admit.service(&service) {
+                        self.desired.remove(&key);
+                        self.held.insert(key, instance);
+                    } else if admit.instance(&service, &instance) {
                         let service = self.intern(service);
                         self.desired.insert(key, Desired { service, instance });
                     } else {
@@ -177,11 +187,12 @@ impl Views {
                 Export::Service(service) => {
                     let admitted = admit.service(&service);
                     let service = self.intern(service);
+                    let of_service = |r: &InstanceRef| {
+                        r.tenant == service.tenant && r.service_id == service.service_id
+                    };
                     let mut refused = Vec::new();
                     for (key, d) in &mut self.desired {
-                        if d.service.tenant == service.tenant
-                            && d.service.service_id == service.service_id
-                        {
+                        if of_service(key) {
                             d.service = service.clone();
                             dirty.insert(key.clone());
                             if !admitted {
@@ -190,12 +201,34 @@ impl Views {
                         }
                     }
                     for key in refused {
-                        self.desired.remove(&key);
+                        if let Some(d) = self.desired.remove(&key) {
+                            self.held.insert(key, d.instance);
+                        }
+                    }
+                    if admitted {
+                        let back: Vec<InstanceRef> = self
+                            .held
+                            .keys()
+                            .filter(|k| of_service(k))
+                            .cloned()
+                            .collect();
+                        for key in back {
+                            let Some(instance) = self.held.remove(&key) else {
+                                continue;
+                            };
+                            if admit.instance(&service, &instance) {
+                                let service = service.clone();
+                                self.desired
+                                    .insert(key.clone(), Desired { service, instance });
+                            }
+                            dirty.insert(key);
+                        }
                     }
                 }
                 Export::Removed(key) => {
                     observed.push(observed_ms);
                     self.desired.remove(&key);
+                    self.held.remove(&key);
                     dirty.insert(key);
                 }
             }
@@ -204,8 +237,8 @@ impl Views {
     }
 
     /// Replaces the desired view with a complete snapshot of the origin (what `admit`
-    /// refuses left out); every instance desired before or now, and every mapped one, is
-    /// dirty.
+    /// refuses left out, instances of a refused service held for its next update); every
+    /// instance desired before or now, and every mapped one, is dirty.
     pub(crate) fn replace_desired(
         &mut self,
         items: Vec<(Arc<Service>, Instance)>,
@@ -215,12 +248,17 @@ impl Views {
         let mut services: HashMap<(Tenant, String), Arc<Service>> = HashMap::new();
         let mut verdicts: HashMap<(Tenant, String), bool> = HashMap::new();
         let mut desired = HashMap::with_capacity(items.len());
+        self.held.clear();
         for (service, instance) in items {
             let skey = (service.tenant.clone(), service.service_id.clone());
             let admitted = *verdicts
                 .entry(skey.clone())
                 .or_insert_with(|| admit.service(&service));
-            if !admitted || !admit.instance(&service, &instance) {
+            if !admitted {
+                self.held.insert(instance.reference(), Arc::new(instance));
+                continue;
+            }
+            if !admit.instance(&service, &instance) {
                 continue;
             }
             // Chunks share a service body within a chunk; here across them.

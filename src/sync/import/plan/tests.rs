@@ -617,3 +617,106 @@ fn refused_objects_are_kept_out_of_desired() {
     );
     assert!(views.desired.is_empty());
 }
+
+/// Refuses services whose version is not a number, as SC's rules do (`latest`).
+struct RefuseLatest;
+
+impl Admit for RefuseLatest {
+    fn service(&mut self, service: &Service) -> bool {
+        service.version != "latest"
+    }
+
+    fn instance(&mut self, _: &Service, instance: &Instance) -> bool {
+        instance.instance_id != "bad"
+    }
+}
+
+/// A service update takes its instances out of desired while the kind refuses it; the update
+/// that makes it acceptable again brings them back (an increment carries only the service,
+/// not its instances, so they must not be forgotten meanwhile). The same after a snapshot
+/// that held them out.
+#[test]
+fn instances_held_out_by_a_refused_service_return_with_an_accepted_one() {
+    let latest = Arc::new(Service {
+        version: "latest".into(),
+        ..(*service()).clone()
+    });
+    let fixed = Arc::new(Service {
+        version: "2.0.0".into(),
+        ..(*service()).clone()
+    });
+    let service_change = |seq, s: &Arc<Service>| (seq, 0, Export::Service(s.clone()));
+    let mut views = Views::new(ORIGIN.into(), Vec::new());
+    let mut dirty = HashSet::new();
+    views.replace_desired(
+        vec![
+            (service(), instance("i1")),
+            (service(), instance("i2")),
+            (service(), instance("bad")),
+        ],
+        &mut RefuseLatest,
+        &mut dirty,
+    );
+    let admitted = || HashSet::from([key("i1"), key("i2")]);
+    let desired = |views: &Views| views.desired.keys().cloned().collect::<HashSet<_>>();
+    assert_eq!(desired(&views), admitted());
+
+    views.apply_changes(
+        vec![service_change(1, &latest)],
+        &mut RefuseLatest,
+        &mut dirty,
+    );
+    assert!(views.desired.is_empty(), "held out while refused");
+    // Meanwhile one instance goes and one changes.
+    let mut changed = instance("i2");
+    changed.status = "DOWN".into();
+    views.apply_changes(
+        vec![
+            (2, 0, Export::Removed(key("i1"))),
+            (
+                3,
+                0,
+                Export::Upsert {
+                    service: latest.clone(),
+                    instance: Arc::new(changed.clone()),
+                },
+            ),
+        ],
+        &mut RefuseLatest,
+        &mut dirty,
+    );
+    assert!(views.desired.is_empty());
+
+    dirty.clear();
+    views.apply_changes(
+        vec![service_change(4, &fixed)],
+        &mut RefuseLatest,
+        &mut dirty,
+    );
+    assert_eq!(desired(&views), HashSet::from([key("i2")]), "back, i1 gone");
+    assert_eq!(
+        *views.desired[&key("i2")].instance,
+        changed,
+        "the latest body"
+    );
+    assert_eq!(views.desired[&key("i2")].service, fixed);
+    assert!(dirty.contains(&key("i2")));
+
+    // A snapshot that holds them out, then the accepted service.
+    views.replace_desired(
+        vec![(latest.clone(), instance("i1")), (latest, instance("bad"))],
+        &mut RefuseLatest,
+        &mut dirty,
+    );
+    assert!(views.desired.is_empty());
+    views.apply_changes(
+        vec![service_change(5, &fixed)],
+        &mut RefuseLatest,
+        &mut dirty,
+    );
+    assert_eq!(
+        desired(&views),
+        HashSet::from([key("i1")]),
+        "the instance the kind refuses on its own stays out"
+    );
+}
