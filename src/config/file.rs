@@ -286,10 +286,7 @@ impl<'de> Visitor<'de> for SectionSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut seen: Vec<&'static str> = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let Some((name, path, node)) = self.section.entries.iter().find(|e| e.0 == key) else {
-                return Err(de::Error::unknown_field(&key, &self.section.names));
-            };
+        while let Some((name, path, node)) = map.next_key_seed(KeySeed(self.section))? {
             if seen.contains(name) {
                 return Err(de::Error::duplicate_field(name));
             }
@@ -335,6 +332,37 @@ impl<'de> Visitor<'de> for SectionSeed<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads one key of a mapping and finds it in its [`Section`]. An unknown key is refused while
+/// the key itself is read, so the error carries the key's line rather than the mapping's.
+struct KeySeed(&'static Section);
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = &'static (&'static str, &'static str, Node);
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = &'static (&'static str, &'static str, Node);
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        self.0
+            .entries
+            .iter()
+            .find(|e| e.0 == key)
+            .ok_or_else(|| E::unknown_field(key, &self.0.names))
     }
 }
 
@@ -611,6 +639,14 @@ mod tests {
             .to_string();
         assert!(err.contains("unknown field `bindAdr`"), "{err}");
         assert!(err.contains("line 3"), "{err}");
+        // A key further down a section is named at its own line, not the section's first.
+        let err = read("clusterMode:\n  size: 2\n  leader_lease: 3s\n  foo: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("clusterMode: unknown field `foo`") && err.contains("line 4"),
+            "{err}"
+        );
         let err = read("mode: single\nmode: cluster\n")
             .unwrap_err()
             .to_string();

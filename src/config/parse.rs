@@ -1,8 +1,9 @@
 //! Turns the merged text settings into a typed [`Config`], checking every value.
 //!
-//! [`resolve`] reads the settings section by section (mode, registry, node, listeners,
-//! gossip, cluster mode, sync, logs), each by its [`Id`]; a section may depend on the ones
-//! before it (the node's default data directory on its name, the admin port on the rpc port).
+//! [`resolve`] reads the settings section by section (mode, registry, node, listeners with
+//! the gossip pool's settings, cluster mode, sync, logs), each by its [`Id`]; a section may
+//! depend on the ones before it (the node's default data directory on its name, the admin
+//! port on the rpc port).
 //! Every setting read is recorded with its origin for `--check`, and so is every value worked
 //! out from others.
 
@@ -123,7 +124,6 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
     let registry = read_registry(&mut r)?;
     let node = read_node(&mut r, mode, &registry.addresses)?;
     let net = read_listeners(&mut r, mode)?;
-    let (profile, label) = read_gossip(&mut r)?;
     let cluster = read_cluster(&mut r, mode, &net)?;
     let sync = read_sync(&mut r)?;
     let log = read_log(&mut r)?;
@@ -134,8 +134,8 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
             bind_addr: net.bind_addr,
             advertise_ip: net.advertise_ip,
             join: net.join,
-            profile,
-            label,
+            profile: net.profile,
+            label: net.label,
         },
         rpc: RpcConfig {
             listen_addr: net.rpc_addr,
@@ -268,6 +268,10 @@ struct Listeners {
     peer_ip: Option<IpAddr>,
     admin_addr: Option<SocketAddr>,
     etcd_endpoints: Vec<Url>,
+    /// The gossip pool's timing and label, read among the listeners so that the first bad
+    /// setting is named in the same order as before the table.
+    profile: GossipProfile,
+    label: String,
     /// The listen addresses so far, by setting, for the clash check of later ones.
     ports: Vec<(Id, SocketAddr)>,
 }
@@ -284,6 +288,7 @@ fn read_listeners(r: &mut Reader, mode: Mode) -> Result<Listeners, ConfigError> 
         Some(setting) => parse_join_list(&setting.value).map_err(|e| invalid(setting, e))?,
         None => Vec::new(),
     };
+    let (profile, label) = read_gossip(r)?;
 
     let (cluster_port, peer_ip) = match r.get(Id::PeerAddr) {
         Some(setting) => {
@@ -367,6 +372,8 @@ fn read_listeners(r: &mut Reader, mode: Mode) -> Result<Listeners, ConfigError> 
         peer_ip,
         admin_addr,
         etcd_endpoints,
+        profile,
+        label,
         ports,
     })
 }
@@ -937,6 +944,27 @@ mod tests {
         assert_eq!(config.gossip.profile, GossipProfile::Lan);
         // `effective` is in table order, as `--check` prints it.
         assert!(config.effective.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    /// Settings are checked in the order they were before the table: a bad gossip profile is
+    /// named before any listener problem (here the wildcard bind address with nothing to
+    /// advertise).
+    #[test]
+    fn the_first_bad_setting_is_named_in_the_old_order() {
+        let mut given = Layer::default();
+        given.set(Id::Node, "n1".into(), Origin::Default);
+        given.set(
+            Id::GossipProfile,
+            "bad".into(),
+            Origin::Flag("--gossip-profile".into()),
+        );
+        let err = resolve(
+            &super::super::settings::defaults().overlaid(given),
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--gossip-profile"), "{err}");
     }
 
     #[test]

@@ -172,6 +172,66 @@ mod tests {
         assert!(size < 300, "identity takes {size} bytes");
     }
 
+    /// The largest identity the configuration allows: a 63-character node name and a
+    /// 128-character cluster name (the limits `config` checks), full-width IPv6 addresses
+    /// everywhere, every number at its largest. About 420 bytes (protocol 3's positional form
+    /// took about 400), well above the 300 of `largest()`, which still leaves room for foca's
+    /// largest header (three identities) and for a two-identity header plus one update.
+    #[test]
+    fn worst_case_identities_fit_a_datagram() {
+        use crate::gossip::packet::{FRAME_OVERHEAD_BYTES, MAX_DATAGRAM_BYTES, MAX_LABEL_BYTES};
+
+        let v6: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+            .parse()
+            .unwrap();
+        let mut worst = id(&"n".repeat(63), 7000, u64::MAX);
+        worst.addr = v6;
+        worst.bump = u32::MAX;
+        let meta = &mut worst.meta;
+        meta.cluster = "c".repeat(128);
+        meta.rpc_addr = v6;
+        meta.mode = "cluster".into();
+        meta.role = Role::Standby;
+        meta.registry = registry_fingerprint("servicecenter", "abc");
+        meta.protocol = u32::MAX;
+        meta.etcd_peer_url = format!("http://{v6}");
+        meta.etcd_client_url = format!("http://{v6}");
+        meta.etcd_ready = true;
+        meta.etcd_data = true;
+        meta.term = u64::MAX;
+        let size = postcard::to_allocvec(&worst).unwrap().len();
+        assert!(size < 450, "identity takes {size} bytes");
+
+        let budget = MAX_DATAGRAM_BYTES - FRAME_OVERHEAD_BYTES - MAX_LABEL_BYTES;
+        let header = |message| foca::Header {
+            src: worst.clone(),
+            src_incarnation: u16::MAX,
+            dst: worst.clone(),
+            message,
+        };
+        let indirect = postcard::to_allocvec(&header(foca::Message::IndirectPing {
+            origin: worst.clone(),
+            probe_number: u8::MAX,
+        }))
+        .unwrap()
+        .len();
+        assert!(indirect <= budget, "{indirect} > {budget}");
+        let gossip = postcard::to_allocvec(&header(foca::Message::Gossip))
+            .unwrap()
+            .len();
+        let update = postcard::to_allocvec(&foca::Member::new(
+            worst.clone(),
+            u16::MAX,
+            foca::State::Suspect,
+        ))
+        .unwrap()
+        .len();
+        assert!(
+            gossip + 2 + update <= budget,
+            "{gossip} + {update} > {budget}"
+        );
+    }
+
     /// A whole identity with entries of a newer release goes through foca's codec and comes
     /// out equal, byte for byte when encoded again: what an older member passes on is what the
     /// newer one announced.

@@ -621,6 +621,69 @@ mod tests {
         assert!(postcard::from_bytes::<NodeMeta>(&wire).is_err());
     }
 
+    /// Whatever arrives, decoding never panics, and whatever it accepts it writes back byte for
+    /// byte (seeded, so a failure repeats): random bytes behind the marker, random bytes, and
+    /// valid encodings with bytes changed, inserted or cut.
+    #[test]
+    fn arbitrary_bytes_never_panic_and_accepted_ones_round_trip() {
+        use rand::{Rng, SeedableRng};
+
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        let mut newer = full().encode();
+        newer.extend_from_slice(&[12, 3, 7, 8, 9, 40, 0]);
+        let valid = [
+            newer,
+            full().encode(),
+            NodeMeta::new("dc2", "[::1]:30191".parse().unwrap(), "single").encode(),
+        ];
+        let (mut accepted, mut refused) = (0, 0);
+        for round in 0..30_000 {
+            let bytes: Vec<u8> = match round % 3 {
+                0 => {
+                    let len = rng.random_range(0..48);
+                    std::iter::once(FORMAT)
+                        .chain((0..len).map(|_| rng.random::<u8>()))
+                        .collect()
+                }
+                1 => (0..rng.random_range(0..24))
+                    .map(|_| rng.random::<u8>())
+                    .collect(),
+                _ => {
+                    let mut bytes = valid[rng.random_range(0..valid.len())].clone();
+                    for _ in 0..rng.random_range(1..4) {
+                        let at = rng.random_range(1..bytes.len());
+                        match rng.random_range(0..4) {
+                            0 => bytes[at] = rng.random(),
+                            1 => bytes[at] ^= 1 << rng.random_range(0..8),
+                            2 => bytes.insert(at, rng.random()),
+                            _ => bytes.truncate(at.max(1)),
+                        }
+                        if bytes.len() < 2 {
+                            break;
+                        }
+                    }
+                    bytes
+                }
+            };
+            match NodeMeta::decode(&bytes) {
+                Ok(meta) => {
+                    accepted += 1;
+                    assert_eq!(meta.encode(), bytes, "{bytes:?}");
+                }
+                Err(_) => refused += 1,
+            }
+            // As foca's codec carries it: a byte string inside the identity.
+            let wire = postcard::to_allocvec(&serde_bytes_of(&bytes)).unwrap();
+            if let Ok(meta) = postcard::from_bytes::<NodeMeta>(&wire) {
+                assert_eq!(postcard::to_allocvec(&meta).unwrap(), wire);
+            }
+        }
+        assert!(
+            accepted > 1000 && refused > 1000,
+            "{accepted} accepted, {refused} refused"
+        );
+    }
+
     /// A byte string as postcard writes one (length, then bytes).
     fn serde_bytes_of(bytes: &[u8]) -> impl Serialize + '_ {
         struct Bytes<'a>(&'a [u8]);
