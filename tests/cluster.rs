@@ -849,3 +849,44 @@ fn a_graceful_stop_gives_up_the_lease_before_leaving_the_pool_and_writes_nothing
         c.active(0) == vec![1 - victim]
     });
 }
+
+/// Giving the lease up is bounded even while etcd does not answer, a renewal being under way
+/// when the member resigns: the shutdown step that waits for it ends after
+/// `TERM_STOP_BOUND`, and a keeper still trying to revoke then would let the member leave the
+/// pool with its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resigning_while_etcd_hangs_gives_the_lease_up_within_its_bound() {
+    use syncer::cluster::leader::{Election, RELEASE_TIMEOUT};
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    let etcd = EtcdServer::start();
+    let client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .expect("connect to etcd");
+    let lease = Duration::from_secs(6);
+    let election = Election::new(client, "/syncer/v2/resign/", "n1".into(), lease);
+    let tracker = TaskTracker::new();
+    let term = election
+        .acquire(&CancellationToken::new(), &tracker)
+        .await
+        .expect("elected");
+    etcd.pause();
+    // The keeper renews every third of the lease: past that, a renewal waits for the frozen
+    // etcd (the gate still open: it closes a sixth of the lease before expiry).
+    tokio::time::sleep(lease / 3 + Duration::from_millis(500)).await;
+    assert!(term.gate.is_open());
+    let resigned = Instant::now();
+    term.resign();
+    let released = tokio::time::timeout(DEADLINE, term.released.cancelled()).await;
+    let took = resigned.elapsed();
+    etcd.resume();
+    assert!(released.is_ok(), "the lease was not given up");
+    assert!(!term.gate.is_open(), "the gate closes on resignation");
+    assert!(
+        took < RELEASE_TIMEOUT + Duration::from_millis(700),
+        "giving the lease up took {took:?}, more than its bound {RELEASE_TIMEOUT:?}"
+    );
+    tracker.close();
+    tracker.wait().await;
+}

@@ -129,3 +129,38 @@ fn busy_port_is_a_runtime_failure() {
         daemon.log()
     );
 }
+
+/// An admin client that never finishes its request (a stalled scraper or probe) must not
+/// hold the stop until the shutdown deadline and turn it into a failure.
+#[test]
+fn an_unfinished_admin_request_does_not_hold_the_stop() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::spawn(daemon_cmd(dir.path(), "stall", &dir.path().join("data")));
+    let ready = daemon.wait_ready();
+    let admin = field(&ready, "admin_addr");
+    let mut stalled = std::net::TcpStream::connect(&admin).unwrap();
+    stalled
+        .write_all(b"GET /health HTTP/1.1\r\nHost: syncer\r\n")
+        .unwrap();
+    // A whole request on a later connection: once it is answered, the server has accepted
+    // the stalled one too (connections are accepted in order).
+    let mut later = std::net::TcpStream::connect(&admin).unwrap();
+    later
+        .write_all(b"GET /health HTTP/1.1\r\nHost: syncer\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    later.read_to_end(&mut answer).unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    daemon.signal("TERM");
+    let signalled = std::time::Instant::now();
+    let status = daemon.wait_exit();
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit {status:?}\n{}", daemon.log());
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "the stop took {took:?}, waiting for the unfinished request\n{}",
+        daemon.log()
+    );
+    drop(stalled);
+}

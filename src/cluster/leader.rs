@@ -33,6 +33,9 @@ use crate::store::Fence;
 
 /// How long one etcd request of the election may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long giving the lease up may take once the term is resigned: one revoke call (an
+/// etcd that does not answer lets the lease expire by itself).
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pauses between campaigns while etcd fails.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
@@ -371,7 +374,7 @@ impl KeepAlive {
         // Give the key up at once (a graceful stop, or a term that ended while etcd still
         // holds the lease) so that a standby takes over without waiting for the lease.
         let mut client = self.client.clone();
-        match timeout(client.lease_revoke(self.lease_id)).await {
+        match within(RELEASE_TIMEOUT, client.lease_revoke(self.lease_id)).await {
             Ok(_) if stopping => info!("resigned: leadership released"),
             Ok(_) => {}
             Err(e) => debug!(error = %e, "could not release the lease; it expires by itself"),
@@ -413,7 +416,13 @@ impl KeepAlive {
                         keeper.keep_alive().await?;
                         replies.message().await
                     };
-                    match tokio::time::timeout(period, renewed).await {
+                    // A resignation does not wait for a renewal etcd is slow to answer.
+                    let renewal = tokio::select! {
+                        biased;
+                        () = self.resign.cancelled() => return "stopping".into(),
+                        renewal = tokio::time::timeout(period, renewed) => renewal,
+                    };
+                    match renewal {
                         Ok(Ok(Some(reply))) if reply.ttl() > 0 => {
                             // etcd counts the lease from when it got the renewal; we count
                             // from before we sent it.
@@ -424,7 +433,12 @@ impl KeepAlive {
                         Ok(Err(e)) => {
                             debug!(error = %e, "lease renewal failed");
                             // Try a fresh stream next time; the gate decides when to give up.
-                            if let Ok(pair) = timeout(client.lease_keep_alive(self.lease_id)).await {
+                            let fresh = tokio::select! {
+                                biased;
+                                () = self.resign.cancelled() => return "stopping".into(),
+                                fresh = timeout(client.lease_keep_alive(self.lease_id)) => fresh,
+                            };
+                            if let Ok(pair) = fresh {
                                 (keeper, replies) = pair;
                             }
                         }
@@ -467,11 +481,19 @@ async fn next_watch(watch: &mut Option<etcd_client::WatchStream>) -> Option<Vec<
 async fn timeout<T>(
     fut: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, etcd_client::Error> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+    within(REQUEST_TIMEOUT, fut).await
+}
+
+/// One etcd request, failed as timed out after `limit`.
+async fn within<T>(
+    limit: Duration,
+    fut: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, etcd_client::Error> {
+    match tokio::time::timeout(limit, fut).await {
         Ok(result) => result,
         Err(_) => Err(etcd_client::Error::IoError(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("etcd did not answer within {REQUEST_TIMEOUT:?}"),
+            format!("etcd did not answer within {limit:?}"),
         ))),
     }
 }

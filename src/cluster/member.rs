@@ -35,9 +35,9 @@ use crate::sync::SyncError;
 pub const STANDBY: &str = "standby: this member is not the active syncer of its data centre";
 /// How long a finished term's engine may take to stop before the lease is given up anyway.
 const ENGINE_STOP_TIMEOUT: Duration = Duration::from_secs(4);
-/// How long giving the lease up may take (one etcd call; an etcd that does not answer lets
-/// the lease expire by itself).
-const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long giving the lease up may take: the keeper's own bound on its revoke call, so the
+/// keeper (on the same tracker) has ended too when the term has.
+const LEASE_RELEASE_TIMEOUT: Duration = super::leader::RELEASE_TIMEOUT;
 /// The longest [`ClusterMember`] takes to end a term: the node's shutdown step "stop the
 /// engine and give up the lease" allows at least this, so leaving the gossip pool never
 /// overtakes the lease.

@@ -307,7 +307,8 @@ fn instance_at(at: At, i: proto::SyncInstance) -> Result<Instance, ConvertError>
             .health_check
             .map(|h| health_check_from_wire(at, h))
             .transpose()?,
-        // Partly set comes through, and is refused below naming the empty field.
+        // Partly set comes through (the bounds leave each part optional); a registry kind
+        // that wants all three, such as ServiceComb, refuses it when importing.
         data_center: (!all_empty).then_some(DataCenterInfo {
             name: i.data_center_name,
             region: i.data_center_region,

@@ -77,6 +77,27 @@ impl EtcdServer {
         self.spawn();
     }
 
+    /// Freezes etcd (SIGSTOP): its connections stay open and its answers do not come, as
+    /// with an etcd that hangs. Dropping the value still kills it.
+    pub fn pause(&self) {
+        self.send("-STOP");
+    }
+
+    /// Lets a paused etcd run again (SIGCONT).
+    pub fn resume(&self) {
+        self.send("-CONT");
+    }
+
+    fn send(&self, signal: &str) {
+        let child = self.child.as_ref().expect("etcd is running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// What etcd logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
