@@ -6,7 +6,9 @@
 //! starts and stops but not how it is built. A term ends in one order whether it was lost or
 //! the daemon stops: the engine's tasks stop first, then the lease is given up
 //! ([`Term::resign`]), then the member announces itself as a standby. So a graceful stop
-//! writes nothing after the revocation, and a standby takes over at once.
+//! writes nothing after the revocation, and a standby takes over at once. The member does not
+//! campaign again until every task of the last term's engine has ended, however long that
+//! takes, so no task of a deposed term writes under a later term's fence.
 //!
 //! The managed etcd member runs on its own token and tracker, given by the node: it outlives
 //! the member (the node stops it only after the lease was given up and the pool left).
@@ -42,6 +44,8 @@ const LEASE_RELEASE_TIMEOUT: Duration = super::leader::RELEASE_TIMEOUT;
 /// engine and give up the lease" allows at least this, so leaving the gossip pool never
 /// overtakes the lease.
 pub const TERM_STOP_BOUND: Duration = ENGINE_STOP_TIMEOUT.saturating_add(LEASE_RELEASE_TIMEOUT);
+/// How often a member waiting for the last term's engine to stop says so.
+const STRAGGLER_WARNING: Duration = Duration::from_secs(10);
 /// Pauses before adding an etcd endpoint to the client again after a failure.
 const ENDPOINT_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
@@ -185,30 +189,39 @@ impl ClusterMember {
                 return Ok(());
             };
             store.set_fence(Some(term.fence.clone()));
-            self.serve_term(&term, store.clone(), &token).await?;
+            let engine_tasks = TaskTracker::new();
+            self.serve_term(&term, store.clone(), &token, &engine_tasks)
+                .await?;
             if token.is_cancelled() {
+                return Ok(());
+            }
+            // `end_term` gives the lease up after a bounded wait, so an engine task may still
+            // run. The store is shared across terms: were this member to win again, such a
+            // task of the deposed term would write under the new term's fence. So it does
+            // not campaign until every task of the last term has ended.
+            if !wait_for_last_engine(&engine_tasks, &token).await {
                 return Ok(());
             }
             info!("standing by again");
         }
     }
 
-    /// Runs the engine for `term` until the term ends or `token` is cancelled, then stops it
-    /// in order: engine, lease, role.
+    /// Runs the engine for `term` on `engine_tasks` until the term ends or `token` is
+    /// cancelled, then stops it in order: engine, lease, role.
     async fn serve_term(
         &self,
         term: &Term,
         store: Arc<EtcdStore>,
         token: &CancellationToken,
+        engine_tasks: &TaskTracker,
     ) -> Result<(), ClusterError> {
         let engine_token = term.ended.child_token();
-        let engine_tasks = TaskTracker::new();
         let deps = TermDeps {
             registry: Arc::new(GatedRegistry::new(self.registry.clone(), term.gate.clone())),
             store,
             removals_from: term.began + self.settings.leader_lease,
         };
-        let start = self.engine.start(deps, engine_token.clone(), &engine_tasks);
+        let start = self.engine.start(deps, engine_token.clone(), engine_tasks);
         tokio::pin!(start);
         let started = tokio::select! {
             biased;
@@ -231,7 +244,7 @@ impl ClusterMember {
                 () = token.cancelled() => {}
             }
         }
-        self.end_term(term, engine_token, &engine_tasks).await;
+        self.end_term(term, engine_token, engine_tasks).await;
         started.map_err(ClusterError::Engine)
     }
 
@@ -264,6 +277,27 @@ impl ClusterMember {
     async fn announce(&self, change: impl FnOnce(&mut crate::gossip::NodeMeta) + Send + 'static) {
         if let Err(e) = self.gossip.update_meta(change).await {
             debug!(error = %e, "role not announced");
+        }
+    }
+}
+
+/// Waits, without a time limit, until every task of a finished term's engine has ended,
+/// warning every [`STRAGGLER_WARNING`] while one still runs; `false` when `token` is
+/// cancelled first (the daemon stops: nothing will campaign any more).
+async fn wait_for_last_engine(tasks: &TaskTracker, token: &CancellationToken) -> bool {
+    let ended = tasks.wait();
+    tokio::pin!(ended);
+    // The first tick is at once: `end_term` already waited its bounded time.
+    let mut warning = tokio::time::interval(STRAGGLER_WARNING);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut ended => return true,
+            () = token.cancelled() => return false,
+            _ = warning.tick() => warn!(
+                running = tasks.len(),
+                "the last term's sync engine is still stopping; this member will not campaign until it has"
+            ),
         }
     }
 }
