@@ -588,24 +588,36 @@ pub fn push_from_wire(p: proto::PushRequest) -> Result<Push, ConvertError> {
     })
 }
 
-/// A `PushRequest` of `changes` (`(seq, observed_ms, export)`, consecutive after
+/// A `PushRequest` of `changes` already in wire form ([`change_to_wire`], consecutive after
 /// `from_seq`); `to_seq` is the last change's sequence, or `from_seq` when there is none.
+pub fn push_request(
+    origin: &str,
+    epoch: u64,
+    from_seq: u64,
+    changes: Vec<proto::Change>,
+) -> proto::PushRequest {
+    proto::PushRequest {
+        origin: origin.to_owned(),
+        epoch,
+        from_seq,
+        to_seq: changes.last().map_or(from_seq, |c| c.seq),
+        changes,
+    }
+}
+
+/// [`push_request`] of model changes `(seq, observed_ms, export)`, for tests.
+#[cfg(test)]
 pub fn push_to_wire(
     origin: &str,
     epoch: u64,
     from_seq: u64,
     changes: &[(u64, u64, Export)],
 ) -> proto::PushRequest {
-    proto::PushRequest {
-        origin: origin.to_owned(),
-        epoch,
-        from_seq,
-        to_seq: changes.last().map_or(from_seq, |(seq, _, _)| *seq),
-        changes: changes
-            .iter()
-            .map(|(seq, observed_ms, export)| change_to_wire(*seq, *observed_ms, export))
-            .collect(),
-    }
+    let changes = changes
+        .iter()
+        .map(|(seq, observed_ms, export)| change_to_wire(*seq, *observed_ms, export))
+        .collect();
+    push_request(origin, epoch, from_seq, changes)
 }
 
 /// Validates a `ChangeBatch` of a `Pull`: at most [`MAX_PUSH_CHANGES`] changes with

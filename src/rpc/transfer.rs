@@ -23,8 +23,8 @@ use super::channel::{self, Timeouts};
 use super::convert;
 use super::proto::peer_client::PeerClient;
 use super::proto::{
-    ChangeBatch, CompletionKind, PullChunk, PullComplete, PullRequest, PushReply as WireReply,
-    PushRequest, pull_chunk,
+    Change, ChangeBatch, CompletionKind, PullChunk, PullComplete, PullRequest,
+    PushReply as WireReply, PushRequest, pull_chunk,
 };
 use super::status;
 use crate::sync::SyncHandle;
@@ -56,12 +56,7 @@ pub fn serve_pull(sync: &SyncHandle, request: &PullRequest) -> Result<Vec<PullCh
                 let batch = fitting(rest);
                 rest = &rest[batch.len()..];
                 chunks.push(PullChunk {
-                    body: Some(pull_chunk::Body::Increments(ChangeBatch {
-                        changes: batch
-                            .iter()
-                            .map(|(seq, ms, export)| convert::change_to_wire(*seq, *ms, export))
-                            .collect(),
-                    })),
+                    body: Some(pull_chunk::Body::Increments(ChangeBatch { changes: batch })),
                 });
             }
             (to, CompletionKind::Increments, Digest64::default())
@@ -160,21 +155,22 @@ pub async fn serve_push(sync: &SyncHandle, request: PushRequest) -> Result<WireR
     })
 }
 
-/// The first run of `changes` that fits one message: at most
+/// The wire form of the first run of `changes` that fits one message: at most
 /// [`convert::MAX_PUSH_CHANGES`] changes and about [`convert::MAX_CHUNK_BYTES`] encoded (at
-/// least one change, which alone is bounded by the validation limits).
-fn fitting(changes: &[Increment]) -> &[Increment] {
+/// least one change, which alone is bounded by the validation limits). Each change is
+/// converted once: what is measured is what is sent.
+fn fitting(changes: &[Increment]) -> Vec<Change> {
+    let mut wire = Vec::new();
     let mut bytes = 0;
-    for (i, (seq, ms, export)) in changes.iter().enumerate() {
-        if i == convert::MAX_PUSH_CHANGES {
-            return &changes[..i];
+    for (seq, ms, export) in changes.iter().take(convert::MAX_PUSH_CHANGES) {
+        let change = convert::change_to_wire(*seq, *ms, export);
+        bytes += change.encoded_len();
+        if bytes > convert::MAX_CHUNK_BYTES && !wire.is_empty() {
+            break;
         }
-        bytes += convert::change_to_wire(*seq, *ms, export).encoded_len();
-        if bytes > convert::MAX_CHUNK_BYTES && i > 0 {
-            return &changes[..i];
-        }
+        wire.push(change);
     }
-    changes
+    wire
 }
 
 /// The engine's [`PeerLink`] over gRPC: lazily connected, reused channels, one per peer
@@ -234,7 +230,8 @@ impl PeerLink for GrpcLink {
     ) -> Result<PushOutcome, LinkError> {
         let mut client = self.client(addr)?;
         let batch = fitting(changes);
-        let request = convert::push_to_wire(origin, from.epoch, from.seq, batch);
+        let sent = batch.len();
+        let request = convert::push_request(origin, from.epoch, from.seq, batch);
         let mut request = tonic::Request::new(request);
         request.set_timeout(timeout);
         let reply = tokio::time::timeout(timeout, client.push(request))
@@ -248,7 +245,7 @@ impl PeerLink for GrpcLink {
                 epoch: reply.epoch,
                 seq: reply.seq,
             },
-            sent: batch.len(),
+            sent,
         })
     }
 }
