@@ -21,7 +21,7 @@ use crate::sync::export::{Increment, Revision};
 use crate::sync::{EngineError, SyncHandle};
 
 /// Most changes one in-memory push carries, as the gRPC link's message limit does.
-pub const MEMORY_PUSH_BATCH: usize = 1000;
+const MEMORY_PUSH_BATCH: usize = 1000;
 
 /// Counters of what the network carried, for tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -210,13 +210,6 @@ fn refused(e: EngineError) -> LinkError {
 pub struct MemoryLink {
     network: MemoryNetwork,
     from: SocketAddr,
-}
-
-impl MemoryLink {
-    /// The address this link calls from.
-    pub fn addr(&self) -> SocketAddr {
-        self.from
-    }
 }
 
 #[async_trait]

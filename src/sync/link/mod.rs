@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use super::export::{ExportViewSnapshot, Increment, Revision};
 use crate::registry::{Instance, Service};
 
-pub use memory::{MEMORY_PUSH_BATCH, MemoryLink, MemoryNetwork, MemoryStats};
+pub use memory::{MemoryLink, MemoryNetwork, MemoryStats};
 
 /// A validated push: consecutive changes `from_seq + 1 ..= to_seq` of `origin`'s `epoch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
