@@ -16,7 +16,6 @@
 //!   re-read the registry, so the actor reconciles from a fresh view instead of losing
 //!   events.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -67,45 +66,39 @@ pub(crate) struct LocalBatch {
 
 #[derive(Debug, Default)]
 struct LocalQueue {
-    batch: Mutex<(LocalBatch, VecDeque<LocalEvent>)>,
+    batch: Mutex<LocalBatch>,
     ready: Notify,
 }
 
 impl LocalQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (LocalBatch, VecDeque<LocalEvent>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LocalBatch> {
         self.batch.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn present(&self, present: Vec<(String, PresentCopy)>) {
-        let mut queue = self.lock();
-        let (batch, events) = &mut *queue;
+        let mut batch = self.lock();
         // Newer than everything queued, a re-read included.
         batch.reread = false;
         batch.present = Some(present);
-        events.clear();
-        drop(queue);
+        batch.events.clear();
+        drop(batch);
         self.ready.notify_one();
     }
 
     fn event(&self, event: LocalEvent) {
-        let mut queue = self.lock();
-        let (batch, events) = &mut *queue;
-        if events.len() >= LOCAL_QUEUE {
+        let mut batch = self.lock();
+        if batch.events.len() >= LOCAL_QUEUE {
             batch.reread = true;
             batch.present = None;
-            events.clear();
+            batch.events.clear();
         }
-        events.push_back(event);
-        drop(queue);
+        batch.events.push(event);
+        drop(batch);
         self.ready.notify_one();
     }
 
     fn take(&self) -> LocalBatch {
-        let mut queue = self.lock();
-        let (batch, events) = &mut *queue;
-        let mut out = std::mem::take(batch);
-        out.events = events.drain(..).collect();
-        out
+        std::mem::take(&mut *self.lock())
     }
 }
 
