@@ -418,7 +418,6 @@ impl Actor {
                 let count = items.len();
                 let mut admit = KindRules {
                     ctx: &self.ctx,
-                    origin: &self.origin,
                     label: &self.label,
                     refused: &mut self.refused,
                 };
@@ -441,7 +440,6 @@ impl Actor {
     fn apply_changes(&mut self, changes: Vec<Increment>) -> Vec<u64> {
         let mut admit = KindRules {
             ctx: &self.ctx,
-            origin: &self.origin,
             label: &self.label,
             refused: &mut self.refused,
         };
@@ -726,7 +724,7 @@ impl Actor {
 /// at the exporter's next resync; now at once).
 struct KindRules<'a> {
     ctx: &'a ImportCtx,
-    origin: &'a str,
+    /// The origin's metric label; `label.origin` is the origin itself.
     label: &'a OriginLabel,
     refused: &'a mut HashSet<String>,
 }
@@ -735,7 +733,7 @@ impl KindRules<'_> {
     fn refuse(&mut self, what: String, refusal: &crate::registry::Refusal) {
         self.ctx.metrics.refused(&self.label.origin, refusal.reason);
         if self.refused.len() < REFUSED_MEMORY && self.refused.insert(what.clone()) {
-            warn!(origin = %self.origin, object = %what, error = %refusal, "not imported: the local registry cannot hold it");
+            warn!(origin = %self.label.origin, object = %what, error = %refusal, "not imported: the local registry cannot hold it");
         }
     }
 }
@@ -757,7 +755,7 @@ impl Admit for KindRules<'_> {
     fn instance(&mut self, _service: &Service, instance: &Instance) -> bool {
         // The copy is what the registry would hold: syncer's id, mark and lease.
         let key = OriginKey {
-            origin: self.origin.to_owned(),
+            origin: self.label.origin.clone(),
             tenant: instance.tenant.clone(),
             service_id: instance.service_id.clone(),
             instance_id: instance.instance_id.clone(),
