@@ -527,14 +527,7 @@ mod tests {
 
     #[test]
     fn kind_rules_are_sc_unless_switched_off() {
-        let eureka_style = Instance {
-            tenant: Tenant::default_tenant(),
-            service_id: "ORDERS".into(),
-            instance_id: "host:app:8080".into(),
-            host_name: "host".into(),
-            status: "UP".into(),
-            ..Instance::default()
-        };
+        let eureka_style = crate::registry::fixtures::eureka_style_instance();
         let sc = MemoryRegistry::new("mem-sc");
         let refusal = sc.accepts_instance(&eureka_style).unwrap_err();
         assert_eq!(
