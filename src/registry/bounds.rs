@@ -103,22 +103,13 @@ impl BoundsError {
 
     /// The offending field, as a path (`instance.host_name`).
     pub fn field(&self) -> &str {
-        self.parts().0
-    }
-
-    /// What is wrong, without the field.
-    pub fn detail(&self) -> &str {
-        self.parts().1
-    }
-
-    fn parts(&self) -> (&str, &str) {
         match self {
-            BoundsError::MissingField { field, detail }
-            | BoundsError::BadId { field, detail }
-            | BoundsError::BadTenant { field, detail }
-            | BoundsError::BadValue { field, detail }
-            | BoundsError::TooLarge { field, detail }
-            | BoundsError::UnknownService { field, detail } => (field, detail),
+            BoundsError::MissingField { field, .. }
+            | BoundsError::BadId { field, .. }
+            | BoundsError::BadTenant { field, .. }
+            | BoundsError::BadValue { field, .. }
+            | BoundsError::TooLarge { field, .. }
+            | BoundsError::UnknownService { field, .. } => field,
         }
     }
 }
@@ -201,7 +192,7 @@ pub(crate) struct TextRule {
     pub(crate) kind: TextKind,
 }
 
-pub(crate) fn no_control(c: char) -> bool {
+fn no_control(c: char) -> bool {
     !c.is_control()
 }
 
@@ -455,7 +446,7 @@ pub(crate) fn instance_at(path: &str, i: &Instance) -> Result<(), BoundsError> {
     Ok(())
 }
 
-/// [`check_reference`] for a key at `path` of a message.
+/// Whether the key of a removed instance, at `path` of a message, is within the bounds.
 ///
 /// # Errors
 /// The first bound the key breaks.
@@ -503,15 +494,6 @@ pub fn check_service(service: &Service) -> Result<(), BoundsError> {
 /// The first bound broken.
 pub fn check_instance(instance: &Instance) -> Result<(), BoundsError> {
     instance_at("instance", instance)
-}
-
-/// Whether the key of a removed instance is within the bounds. Fields are named
-/// `removed.<field>`.
-///
-/// # Errors
-/// The first bound broken.
-pub fn check_reference(reference: &InstanceRef) -> Result<(), BoundsError> {
-    reference_at("removed", reference)
 }
 
 /// Whether the pair is fit to travel together (an upsert or a snapshot item): both within
@@ -725,7 +707,7 @@ mod tests {
         let mut r = instance().reference();
         r.instance_id.clear();
         assert_eq!(
-            refused(check_reference(&r)),
+            refused(reference_at("removed", &r)),
             ("missing_field", "removed.instance_id".into())
         );
     }
