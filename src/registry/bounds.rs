@@ -103,22 +103,13 @@ impl BoundsError {
 
     /// The offending field, as a path (`instance.host_name`).
     pub fn field(&self) -> &str {
-        self.parts().0
-    }
-
-    /// What is wrong, without the field.
-    pub fn detail(&self) -> &str {
-        self.parts().1
-    }
-
-    fn parts(&self) -> (&str, &str) {
         match self {
-            BoundsError::MissingField { field, detail }
-            | BoundsError::BadId { field, detail }
-            | BoundsError::BadTenant { field, detail }
-            | BoundsError::BadValue { field, detail }
-            | BoundsError::TooLarge { field, detail }
-            | BoundsError::UnknownService { field, detail } => (field, detail),
+            BoundsError::MissingField { field, .. }
+            | BoundsError::BadId { field, .. }
+            | BoundsError::BadTenant { field, .. }
+            | BoundsError::BadValue { field, .. }
+            | BoundsError::TooLarge { field, .. }
+            | BoundsError::UnknownService { field, .. } => field,
         }
     }
 }
@@ -201,7 +192,7 @@ pub(crate) struct TextRule {
     pub(crate) kind: TextKind,
 }
 
-pub(crate) fn no_control(c: char) -> bool {
+fn no_control(c: char) -> bool {
     !c.is_control()
 }
 
@@ -455,7 +446,7 @@ pub(crate) fn instance_at(path: &str, i: &Instance) -> Result<(), BoundsError> {
     Ok(())
 }
 
-/// [`check_reference`] for a key at `path` of a message.
+/// Whether the key of a removed instance, at `path` of a message, is within the bounds.
 ///
 /// # Errors
 /// The first bound the key breaks.
@@ -505,15 +496,6 @@ pub fn check_instance(instance: &Instance) -> Result<(), BoundsError> {
     instance_at("instance", instance)
 }
 
-/// Whether the key of a removed instance is within the bounds. Fields are named
-/// `removed.<field>`.
-///
-/// # Errors
-/// The first bound broken.
-pub fn check_reference(reference: &InstanceRef) -> Result<(), BoundsError> {
-    reference_at("removed", reference)
-}
-
 /// Whether the pair is fit to travel together (an upsert or a snapshot item): both within
 /// the bounds, and the instance belongs to the service.
 ///
@@ -528,49 +510,24 @@ pub fn check_item(service: &Service, instance: &Instance) -> Result<(), BoundsEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::fixtures::{instance, service};
     use crate::registry::model::DataCenterInfo;
-
-    fn service() -> Service {
-        Service {
-            tenant: Tenant::new("acme", "shop"),
-            service_id: "s1".into(),
-            app: "mall".into(),
-            name: "orders".into(),
-            version: "1.0.2".into(),
-            environment: "production".into(),
-            status: "UP".into(),
-            ..Service::default()
-        }
-    }
-
-    fn instance() -> Instance {
-        Instance {
-            tenant: Tenant::new("acme", "shop"),
-            service_id: "s1".into(),
-            instance_id: "i1".into(),
-            endpoints: vec!["rest://10.0.0.1:8080".into()],
-            host_name: "node-1".into(),
-            status: "UP".into(),
-            health_check: Some(HealthCheck {
-                mode: "push".into(),
-                interval: 30,
-                times: 3,
-                port: 0,
-                url: String::new(),
-            }),
-            data_center: Some(DataCenterInfo {
-                name: "dc1".into(),
-                region: "eu".into(),
-                available_zone: "a".into(),
-            }),
-            ..Instance::default()
-        }
-    }
 
     fn refused<T>(r: Result<T, BoundsError>) -> (&'static str, String) {
         match r {
             Ok(_) => ("accepted", String::new()),
             Err(e) => (e.reason(), e.field().to_owned()),
+        }
+    }
+
+    type Edit = fn(&mut Instance);
+
+    /// Each case edits the sample instance and names the reason and field of its refusal.
+    fn assert_instance_cases(cases: &[(&str, &str, Edit)]) {
+        for (reason, field, edit) in cases {
+            let mut i = instance();
+            edit(&mut i);
+            assert_eq!(refused(check_instance(&i)), (*reason, field.to_string()));
         }
     }
 
@@ -617,7 +574,6 @@ mod tests {
 
     #[test]
     fn sizes_are_bounded() {
-        type Edit = fn(&mut Instance);
         let cases: &[(&str, &str, Edit)] = &[
             ("bad_id", "instance.instance_id", |i| {
                 i.instance_id = "x".repeat(MAX_ID_CHARS + 1)
@@ -658,11 +614,7 @@ mod tests {
                 i.tenant = Tenant::new("a", "b".repeat(MAX_DOMAIN_PROJECT_BYTES))
             }),
         ];
-        for (reason, field, edit) in cases {
-            let mut i = instance();
-            edit(&mut i);
-            assert_eq!(refused(check_instance(&i)), (*reason, field.to_string()));
-        }
+        assert_instance_cases(cases);
         let mut s = service();
         s.description = "d".repeat(MAX_DESCRIPTION_CHARS + 1);
         assert_eq!(
@@ -673,7 +625,6 @@ mod tests {
 
     #[test]
     fn control_characters_are_refused_where_they_reach_logs_and_keys() {
-        type Edit = fn(&mut Instance);
         let cases: &[(&str, &str, Edit)] = &[
             ("bad_id", "instance.instance_id", |i| {
                 i.instance_id = "i\u{0}".into()
@@ -698,11 +649,7 @@ mod tests {
                 i.tenant = Tenant::new("a\u{1}", "b")
             }),
         ];
-        for (reason, field, edit) in cases {
-            let mut i = instance();
-            edit(&mut i);
-            assert_eq!(refused(check_instance(&i)), (*reason, field.to_string()));
-        }
+        assert_instance_cases(cases);
         let s = Service {
             name: "a\tb".into(),
             ..service()
@@ -722,7 +669,6 @@ mod tests {
 
     #[test]
     fn what_the_model_needs_is_required() {
-        type Edit = fn(&mut Instance);
         let cases: &[(&str, &str, Edit)] = &[
             ("missing_field", "instance.instance_id", |i| {
                 i.instance_id.clear()
@@ -741,11 +687,7 @@ mod tests {
                 i.tenant = Tenant::new("", "b")
             }),
         ];
-        for (reason, field, edit) in cases {
-            let mut i = instance();
-            edit(&mut i);
-            assert_eq!(refused(check_instance(&i)), (*reason, field.to_string()));
-        }
+        assert_instance_cases(cases);
         let s = Service {
             name: String::new(),
             ..service()
@@ -765,7 +707,7 @@ mod tests {
         let mut r = instance().reference();
         r.instance_id.clear();
         assert_eq!(
-            refused(check_reference(&r)),
+            refused(reference_at("removed", &r)),
             ("missing_field", "removed.instance_id".into())
         );
     }

@@ -40,7 +40,6 @@ mod tests {
     use url::Url;
 
     use super::*;
-    use crate::registry::{Instance, Tenant};
 
     fn registry_config() -> RegistryConfig {
         RegistryConfig {
@@ -79,14 +78,7 @@ mod tests {
             metrics.encode()
         );
         // SC's rules, not the trait's default of accepting everything.
-        let eureka_style = Instance {
-            tenant: Tenant::default_tenant(),
-            service_id: "ORDERS".into(),
-            instance_id: "host:app:8080".into(),
-            host_name: "host".into(),
-            status: "UP".into(),
-            ..Instance::default()
-        };
+        let eureka_style = crate::registry::fixtures::eureka_style_instance();
         let refusal = registry.accepts_instance(&eureka_style).unwrap_err();
         assert_eq!(refusal.field, "instance.instance_id");
     }

@@ -476,8 +476,11 @@ struct MemoryFeed {
 }
 
 impl MemoryFeed {
-    fn read(&self) -> Result<Snapshot, RegistryError> {
+    /// Expires ended leases, then marks the version seen, then reads: the snapshot covers
+    /// every write marked, and a write after it wakes the next call.
+    fn read(&mut self) -> Result<Snapshot, RegistryError> {
         self.registry.expire_now();
+        self.version_rx.mark_unchanged();
         let state = self.registry.lock();
         state.check_up()?;
         Ok(state.snapshot())
@@ -487,7 +490,7 @@ impl MemoryFeed {
 #[async_trait]
 impl ChangeFeed for MemoryFeed {
     async fn next(&mut self) -> Result<Vec<Change>, RegistryError> {
-        if let Some(last) = &self.last {
+        if self.last.is_some() {
             let next_expiry = self.registry.lock().next_expiry();
             match next_expiry {
                 Some(at) => tokio::select! {
@@ -499,19 +502,14 @@ impl ChangeFeed for MemoryFeed {
                     let _ = self.version_rx.changed().await;
                 }
             }
-            // Expire first and then mark the version seen, so that the read below covers
-            // every write marked, and a write after it wakes the next call.
-            self.registry.expire_now();
-            self.version_rx.mark_unchanged();
-            let now = self.read()?;
-            let changes = diff(last, &now);
-            self.last = Some(now);
-            return Ok(changes);
         }
-        self.version_rx.mark_unchanged();
         let now = self.read()?;
-        self.last = Some(now.clone());
-        Ok(vec![Change::Resync(now)])
+        let changes = match &self.last {
+            Some(last) => diff(last, &now),
+            None => vec![Change::Resync(now.clone())],
+        };
+        self.last = Some(now);
+        Ok(changes)
     }
 }
 
@@ -527,14 +525,7 @@ mod tests {
 
     #[test]
     fn kind_rules_are_sc_unless_switched_off() {
-        let eureka_style = Instance {
-            tenant: Tenant::default_tenant(),
-            service_id: "ORDERS".into(),
-            instance_id: "host:app:8080".into(),
-            host_name: "host".into(),
-            status: "UP".into(),
-            ..Instance::default()
-        };
+        let eureka_style = crate::registry::fixtures::eureka_style_instance();
         let sc = MemoryRegistry::new("mem-sc");
         let refusal = sc.accepts_instance(&eureka_style).unwrap_err();
         assert_eq!(

@@ -34,6 +34,8 @@
 pub mod bounds;
 pub mod contract;
 pub mod factory;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod memory;
 pub mod model;
 pub mod servicecomb;

@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::harness::World;
+use super::harness::{SETTLE, World};
 
-/// Long enough for any change to cross (see `mirroring.rs`).
-const SETTLE: Duration = Duration::from_secs(12);
 /// The new leader's hold: its predecessor's lease.
 const HOLD: Duration = Duration::from_secs(20);
 
@@ -23,8 +21,7 @@ async fn failover_fences_the_old_leader_and_holds_removals() {
     w.lead(1, 0, 1).await;
     let a1 = w.register(0, "orders", "a1").await;
     let a2 = w.register(0, "orders", "a2").await;
-    w.wait_until("the mirror under A", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the mirror under A").await;
     let a2_copy = w.copy_of(1, 0, &a2).expect("a copy").instance_id;
     let store = w.dcs[1].store.clone();
 
@@ -43,8 +40,7 @@ async fn failover_fences_the_old_leader_and_holds_removals() {
     })
     .await;
     w.stop_member(1, 0).await;
-    w.wait_until("the mirror under B", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the mirror under B").await;
     assert!(w.copy_of(1, 0, &a3).is_some());
     assert_eq!(
         w.copy_of(1, 0, &a2).expect("a copy").instance_id,
@@ -67,8 +63,7 @@ async fn failover_fences_the_old_leader_and_holds_removals() {
     })
     .await;
     assert!(w.dcs[1].members[b].handle.running());
-    w.wait_until("the mirror", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the mirror").await;
     w.assert_invariants();
     w.shutdown().await;
 }

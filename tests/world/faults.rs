@@ -10,10 +10,7 @@ use syncer::sync::copy::CopyLease;
 use syncer::sync::ids::COPY_ID_PREFIX;
 use tokio::time::Instant;
 
-use super::harness::{World, fast_settings};
-
-/// Long enough for any change to cross (see `mirroring.rs`).
-const SETTLE: Duration = Duration::from_secs(12);
+use super::harness::{SETTLE, World, fast_settings};
 
 /// (4) Fifty origin instances go at once with a cap of ten per minute: ten copies go at
 /// once, no more within the minute, and the rest follow minute by minute.
@@ -26,8 +23,7 @@ async fn the_removal_cap_spreads_mass_removals_over_minutes() {
     for i in 0..50 {
         all.push(w.register(0, "orders", &format!("a{i}")).await);
     }
-    w.wait_until("the mirror", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the mirror").await;
     let unregistered = w.registry(1).calls_of(RegistryOp::Unregister);
 
     let start = Instant::now();
@@ -83,8 +79,7 @@ async fn copies_of_an_unreachable_origin_expire_after_the_grace_period() {
     for i in 0..3 {
         w.register(0, "orders", &format!("a{i}")).await;
     }
-    w.wait_until("the mirror", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the mirror").await;
     let unregistered = w.registry(1).calls_of(RegistryOp::Unregister);
 
     w.stop_engine(0).await;
@@ -105,8 +100,7 @@ async fn copies_of_an_unreachable_origin_expire_after_the_grace_period() {
     );
 
     w.restart_engine(0).await;
-    w.wait_until("the copies back", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the copies back").await;
     w.assert_invariants();
     w.shutdown().await;
 }
@@ -122,8 +116,7 @@ async fn with_keep_stale_copies_of_an_unreachable_origin_stay() {
     for i in 0..3 {
         w.register(0, "orders", &format!("a{i}")).await;
     }
-    w.wait_until("the mirror", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the mirror").await;
 
     w.stop_engine(0).await;
     w.holds_for("the stale copies", grace * 3, |w| w.copies(1).len() == 3)
@@ -143,8 +136,7 @@ async fn with_keep_stale_copies_of_an_unreachable_origin_stay() {
 async fn changes_during_a_partition_arrive_after_healing() {
     let mut w = World::new(3).await;
     let a = w.register(0, "orders", "a1").await;
-    w.wait_until("the mirror", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the mirror").await;
 
     w.partition(0, 1);
     w.set_status(0, &a, "DOWN").await;
@@ -160,8 +152,7 @@ async fn changes_during_a_partition_arrive_after_healing() {
     .await;
 
     w.heal(0, 1);
-    w.wait_until("dc2 catches up", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("dc2 catches up").await;
     w.assert_invariants();
     w.shutdown().await;
 }
@@ -192,8 +183,7 @@ async fn a_lost_push_is_recovered_by_pull() {
     assert!(took < Duration::from_secs(5), "pulled after {took:?}");
     assert!(w.link.failed_calls() > failed, "a push was lost on the way");
     w.link.lose_next(w.dcs[1].members[0].rpc_addr, 0);
-    w.wait_until("the mirror", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the mirror").await;
     w.assert_invariants();
     w.shutdown().await;
 }
@@ -245,8 +235,7 @@ async fn an_overflowing_local_queue_is_replaced_by_a_reread() {
     settings.lease = CopyLease::from_lease(Duration::from_secs(600));
     let mut w = World::with_settings(2, settings).await;
     let a = w.register(0, "orders", "a1").await;
-    w.wait_until("the copy", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the copy").await;
     let copy = w.copy_of(1, 0, &a).expect("a copy");
     let snapshots = w.registry(1).calls_of(RegistryOp::Snapshot);
 
@@ -285,10 +274,7 @@ async fn an_overflowing_local_queue_is_replaced_by_a_reread() {
             .await
             .expect("unregister noise");
     }
-    w.wait_until("the mirror after the noise", SETTLE, |w| {
-        w.mirrored().is_ok()
-    })
-    .await;
+    w.wait_mirrored("the mirror after the noise").await;
     w.assert_invariants();
     w.shutdown().await;
 }
@@ -306,8 +292,7 @@ async fn no_removal_on_partial_knowledge_after_a_restart() {
     for i in 0..4 {
         refs.push(w.register(0, "orders", &format!("a{i}")).await);
     }
-    w.wait_until("the mirror", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the mirror").await;
 
     w.stop_engine(1).await;
     w.stop_engine(0).await;
@@ -324,10 +309,7 @@ async fn no_removal_on_partial_knowledge_after_a_restart() {
     assert_eq!(w.registry(1).calls_of(RegistryOp::Unregister), unregistered);
 
     w.restart_engine(0).await;
-    w.wait_until("the two lost instances' copies go", SETTLE, |w| {
-        w.mirrored().is_ok()
-    })
-    .await;
+    w.wait_mirrored("the two lost instances' copies go").await;
     assert_eq!(w.copies(1).len(), 2);
     w.assert_invariants();
     w.shutdown().await;

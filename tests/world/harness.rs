@@ -36,6 +36,9 @@ use super::link::Link;
 
 /// How often [`World::wait_until`] looks.
 pub const STEP: Duration = Duration::from_millis(50);
+/// Long enough for any change to cross: a push takes milliseconds, a pull after an
+/// announcement well under a second, an anti-entropy round 5 s.
+pub const SETTLE: Duration = Duration::from_secs(12);
 /// Replacement generations searched when telling which origin instance a copy mirrors.
 const GENERATIONS: u32 = 16;
 /// App and version of every service the world registers.
@@ -487,6 +490,16 @@ impl World {
         start.elapsed()
     }
 
+    /// Waits until every data centre mirrors the others ([`World::mirrored`]), polling as
+    /// [`World::wait_until`].
+    ///
+    /// # Panics
+    /// When they do not within [`SETTLE`], naming `what`.
+    pub async fn wait_mirrored(&self, what: &str) -> Duration {
+        self.wait_until(what, SETTLE, |w| w.mirrored().is_ok())
+            .await
+    }
+
     /// Checks `cond` every [`STEP`] for `period` of virtual time.
     ///
     /// # Panics
@@ -626,6 +639,13 @@ impl World {
     /// The copies `dc`'s registry holds.
     pub fn copies(&self, dc: usize) -> Vec<Instance> {
         self.instances(dc).into_iter().filter(is_copy).collect()
+    }
+
+    /// The instance ids of the copies `dc`'s registry holds, sorted.
+    pub fn copy_ids(&self, dc: usize) -> Vec<String> {
+        let mut ids: Vec<String> = self.copies(dc).into_iter().map(|c| c.instance_id).collect();
+        ids.sort();
+        ids
     }
 
     /// The copies in `dc` of instances of `origin`.

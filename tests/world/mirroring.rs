@@ -8,11 +8,7 @@ use syncer::registry::memory::RegistryOp;
 use syncer::store::{Group, MappingStore, Op};
 use syncer::sync::ids::ORIGIN_PROPERTY;
 
-use super::harness::World;
-
-/// Long enough for any change to cross: a push takes milliseconds, a pull after an
-/// announcement well under a second, an anti-entropy round 5 s.
-const SETTLE: Duration = Duration::from_secs(12);
+use super::harness::{SETTLE, World};
 
 /// The harness itself, with no data moving: the pool forms, every engine serves.
 #[tokio::test(start_paused = true)]
@@ -32,10 +28,7 @@ async fn the_world_forms_and_every_engine_serves() {
 async fn an_instance_is_mirrored_through_its_whole_life() {
     let mut w = World::new(3).await;
     let a = w.register(0, "orders", "a1").await;
-    w.wait_until("copies of a1 in dc2 and dc3", SETTLE, |w| {
-        w.mirrored().is_ok()
-    })
-    .await;
+    w.wait_mirrored("copies of a1 in dc2 and dc3").await;
     let mut first_ids = Vec::new();
     for dc in [1, 2] {
         let copy = w.copy_of(dc, 0, &a).expect("a copy");
@@ -57,10 +50,7 @@ async fn an_instance_is_mirrored_through_its_whole_life() {
 
     w.set_properties(0, &a, &[("zone", "z2"), ("weight", "5")])
         .await;
-    w.wait_until("the properties reach both copies", SETTLE, |w| {
-        w.mirrored().is_ok()
-    })
-    .await;
+    w.wait_mirrored("the properties reach both copies").await;
     let copy = w.copy_of(1, 0, &a).expect("a copy");
     assert_eq!(copy.properties["weight"], "5");
     assert_eq!(
@@ -109,10 +99,8 @@ async fn three_data_centres_mirror_each_other_without_echo() {
             w.register(dc, service, &format!("{service}-{i}")).await;
         }
     }
-    w.wait_until("every data centre mirrors the others", SETTLE, |w| {
-        w.mirrored().is_ok()
-    })
-    .await;
+    w.wait_mirrored("every data centre mirrors the others")
+        .await;
     w.assert_invariants();
     let registered: Vec<u64> = (0..3)
         .map(|dc| w.registry(dc).calls_of(RegistryOp::Register))
@@ -139,16 +127,14 @@ async fn three_data_centres_mirror_each_other_without_echo() {
 async fn a_lost_copy_is_created_again() {
     let mut w = World::new(2).await;
     let a = w.register(0, "orders", "a1").await;
-    w.wait_until("the copy", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the copy").await;
     let copy = w.copy_of(1, 0, &a).expect("a copy");
     w.registry(1)
         .unregister(&copy.reference())
         .await
         .expect("delete the copy");
     assert!(w.copy_of(1, 0, &a).is_none());
-    w.wait_until("the copy again", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the copy again").await;
     assert_eq!(
         w.copy_of(1, 0, &a).expect("a copy").instance_id,
         copy.instance_id,
@@ -167,14 +153,8 @@ async fn a_restart_on_a_kept_store_changes_nothing() {
         w.register(0, "orders", &format!("a{i}")).await;
     }
     w.register(1, "billing", "b0").await;
-    w.wait_until("the mirror", SETTLE, |w| w.mirrored().is_ok())
-        .await;
-    let ids = |w: &World, dc: usize| -> Vec<String> {
-        let mut ids: Vec<String> = w.copies(dc).into_iter().map(|c| c.instance_id).collect();
-        ids.sort();
-        ids
-    };
-    let before = (ids(&w, 0), ids(&w, 1));
+    w.wait_mirrored("the mirror").await;
+    let before = (w.copy_ids(0), w.copy_ids(1));
     let registered = (
         w.registry(0).calls_of(RegistryOp::Register),
         w.registry(1).calls_of(RegistryOp::Register),
@@ -198,7 +178,7 @@ async fn a_restart_on_a_kept_store_changes_nothing() {
     )
     .await;
 
-    assert_eq!((ids(&w, 0), ids(&w, 1)), before, "the same copies");
+    assert_eq!((w.copy_ids(0), w.copy_ids(1)), before, "the same copies");
     assert_eq!(
         (
             w.registry(0).calls_of(RegistryOp::Register),
@@ -219,10 +199,8 @@ async fn copies_without_mappings_are_adopted_not_duplicated() {
     for i in 0..5 {
         w.register(0, "orders", &format!("a{i}")).await;
     }
-    w.wait_until("the mirror", SETTLE, |w| w.mirrored().is_ok())
-        .await;
-    let mut before: Vec<String> = w.copies(1).into_iter().map(|c| c.instance_id).collect();
-    before.sort();
+    w.wait_mirrored("the mirror").await;
+    let before = w.copy_ids(1);
 
     w.stop_engine(1).await;
     let wipe: Vec<Op> = w
@@ -245,9 +223,7 @@ async fn copies_without_mappings_are_adopted_not_duplicated() {
         w.mappings(1).len() == 5 && w.mirrored().is_ok()
     })
     .await;
-    let mut after: Vec<String> = w.copies(1).into_iter().map(|c| c.instance_id).collect();
-    after.sort();
-    assert_eq!(after, before, "adopted under their ids");
+    assert_eq!(w.copy_ids(1), before, "adopted under their ids");
     assert_eq!(
         w.registry(1).calls_of(RegistryOp::Register),
         registered,
@@ -266,13 +242,11 @@ async fn a_late_data_centre_gets_a_snapshot() {
         w.register(0, "orders", &format!("a{i}")).await;
     }
     w.register(1, "billing", "b0").await;
-    w.wait_until("the mirror of two", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the mirror of two").await;
 
     let late = w.add_dc().await;
     w.register(late, "search", "c0").await;
-    w.wait_until("the mirror of three", SETTLE, |w| w.mirrored().is_ok())
-        .await;
+    w.wait_mirrored("the mirror of three").await;
     assert_eq!(w.copies_from(late, 0).len(), 20);
     w.assert_invariants();
     w.shutdown().await;

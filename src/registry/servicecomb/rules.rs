@@ -198,51 +198,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::registry::Tenant;
     use crate::registry::bounds;
-    use crate::registry::model::DataCenterInfo;
-
-    fn service() -> Service {
-        Service {
-            tenant: Tenant::new("acme", "shop"),
-            service_id: "s1".into(),
-            app: "mall".into(),
-            name: "svc-s1".into(),
-            version: "1.0.2".into(),
-            environment: "production".into(),
-            alias: "mall:orders".into(),
-            description: "Orders.\nAll of them.".into(),
-            level: "BACK".into(),
-            status: "UP".into(),
-            properties: BTreeMap::from([("allowCrossApp".into(), "true".into())]),
-            ..Service::default()
-        }
-    }
-
-    fn instance() -> Instance {
-        Instance {
-            tenant: Tenant::new("acme", "shop"),
-            service_id: "s1".into(),
-            instance_id: "i1".into(),
-            endpoints: vec!["rest://10.0.0.1:8080?sslEnabled=false".into()],
-            host_name: "node-1".into(),
-            status: "UP".into(),
-            health_check: Some(HealthCheck {
-                mode: "push".into(),
-                interval: 30,
-                times: 3,
-                port: 0,
-                url: String::new(),
-            }),
-            data_center: Some(DataCenterInfo {
-                name: "dc1".into(),
-                region: "eu-west".into(),
-                available_zone: "az_1".into(),
-            }),
-            version: "1.0.2".into(),
-            ..Instance::default()
-        }
-    }
+    use crate::registry::fixtures::{instance, service};
 
     fn refused<T>(r: Result<T, Refusal>) -> (&'static str, String) {
         match r {
