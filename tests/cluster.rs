@@ -809,17 +809,10 @@ fn a_graceful_stop_gives_up_the_lease_before_leaving_the_pool_and_writes_nothing
     };
     let status = daemon.wait_exit();
     assert!(status.success(), "exit {status:?}\n{}", daemon.log());
-    let until = Instant::now() + DEADLINE;
-    let revoked_at = loop {
-        if let Some(at) = *revoked.lock().unwrap() {
-            break at;
-        }
-        assert!(
-            Instant::now() < until,
-            "etcd did not report the leader key deleted"
-        );
-        std::thread::sleep(POLL);
-    };
+    c.wait_until("etcd to report the leader key deleted", DEADLINE, |_| {
+        revoked.lock().unwrap().is_some()
+    });
+    let revoked_at = revoked.lock().unwrap().expect("noted");
     watch.abort();
     eprintln!(
         "lease revoked, then left after {:?}",
