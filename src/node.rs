@@ -5,7 +5,7 @@
 //! registry client, the sync engine (single mode) or the cluster member, the gRPC and admin
 //! servers; spawns each on the tracker of the shutdown step that stops it; waits for a signal
 //! or a fatal error (reported through a channel: exit 1); then stops in order (see
-//! [`Stages`] and docs/DESIGN.md "Process skeleton").
+//! `Stages` and docs/DESIGN.md "Process skeleton").
 
 use std::fs::{File, TryLockError};
 use std::io::Write;

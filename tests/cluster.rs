@@ -677,8 +677,8 @@ fn a_data_centre_of_one_cluster_member_runs_its_own_etcd_and_syncs() {
     assert_eq!(members, vec![("solo".to_owned(), false)]);
 }
 
-/// The leader key of data centre `dc` in the shared etcd, as (value, lease), linearizably
-/// read; `None` when it does not exist.
+/// The leader key of data centre `dc` in the shared etcd, as (value, lease, mod revision),
+/// linearizably read; `None` when it does not exist.
 fn leader_key(
     rt: &tokio::runtime::Runtime,
     endpoint: &str,
