@@ -704,17 +704,13 @@ fn leader_key(
 
 /// The gossip status of member `name` as the syncer at `rpc` sees it (`syncer members`).
 fn status_seen_by(rt: &tokio::runtime::Runtime, rpc: &str, name: &str) -> Option<String> {
-    use syncer::rpc::proto::MembersRequest;
-    use syncer::rpc::proto::peer_client::PeerClient;
-    rt.block_on(async {
-        let mut client = PeerClient::connect(format!("http://{rpc}")).await.ok()?;
-        let members = client.members(MembersRequest {}).await.ok()?.into_inner();
-        members
-            .members
-            .into_iter()
-            .find(|m| m.name == name)
-            .map(|m| m.status)
-    })
+    let members = rt
+        .block_on(syncer::rpc::client::members(rpc, Duration::from_secs(2)))
+        .ok()?;
+    members
+        .into_iter()
+        .find(|m| m.name == name)
+        .map(|m| m.status)
 }
 
 /// The shutdown order, seen from outside: on SIGTERM the active member stops its engine, then
