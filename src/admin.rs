@@ -1,6 +1,7 @@
 //! The admin HTTP endpoint: `GET /health` and `GET /metrics` (Prometheus text format).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -9,6 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::rpc::proto::NodeInfo;
 use crate::telemetry::Metrics;
@@ -20,7 +22,13 @@ struct AdminState {
     stopping: CancellationToken,
 }
 
-/// Serves the admin endpoint on `listener` until `shutdown` is cancelled.
+/// How long the requests in flight may take once `shutdown` is cancelled. The server waits
+/// for the requests it is reading or answering; one a client never finishes (a stalled
+/// scraper or probe) must not hold the node's stop, so the connections left are dropped then.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves the admin endpoint on `listener` until `shutdown` is cancelled, then finishes the
+/// requests in flight for up to [`DRAIN_TIMEOUT`].
 ///
 /// # Errors
 /// When accepting connections fails.
@@ -40,9 +48,19 @@ pub async fn serve(
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let drain_deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        served = server => served,
+        () = drain_deadline => {
+            warn!(timeout = ?DRAIN_TIMEOUT, "admin requests still unfinished at the drain deadline; closing their connections");
+            Ok(())
+        }
+    }
 }
 
 async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

@@ -5,7 +5,7 @@
 //! registry client, the sync engine (single mode) or the cluster member, the gRPC and admin
 //! servers; spawns each on the tracker of the shutdown step that stops it; waits for a signal
 //! or a fatal error (reported through a channel: exit 1); then stops in order (see
-//! [`Stages`] and docs/DESIGN.md "Process skeleton").
+//! `Stages` and docs/DESIGN.md "Process skeleton").
 
 use std::fs::{File, TryLockError};
 use std::io::Write;
@@ -78,9 +78,6 @@ const GOSSIP_STATE_FILE: &str = "gossip.json";
 const JOIN_INFO_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pauses between attempts to identify the registry.
 const REGISTRY_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-/// How long the admin server may finish the requests in flight once the last shutdown step
-/// begins (within that step's deadline).
-const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Why `Pull` and `Push` are refused from the first signal on.
 const STOPPING: &str = "stopping: this syncer is shutting down";
 
@@ -177,7 +174,7 @@ struct Stages {
     /// 4. Stop the managed etcd member (SIGTERM, then SIGKILL after its grace).
     etcd: Stage,
     /// 5. The rest: the admin server (its requests in flight for up to
-    ///    [`ADMIN_DRAIN_TIMEOUT`]), then any task still running.
+    ///    `admin::DRAIN_TIMEOUT`), then any task still running.
     rest: Stage,
 }
 
@@ -299,30 +296,18 @@ pub async fn run(
         });
     }
     if let Some(admin) = listeners.admin {
-        let token = stages.rest.token.clone();
         let serve = crate::admin::serve(
             admin,
             info.clone(),
             metrics.clone(),
             stopping.clone(),
-            token.clone(),
+            stages.rest.token.clone(),
         );
         spawn_part(&stages.rest.tasks, &fatal_tx, async move {
-            // The server waits for the requests it is reading or answering; one a client
-            // never finishes must not hold the stop until its deadline.
-            let drain_deadline = async {
-                token.cancelled().await;
-                tokio::time::sleep(ADMIN_DRAIN_TIMEOUT).await;
-            };
-            tokio::select! {
-                served = serve => served.map_err(|e| NodeError::Serve {
-                    what: "admin",
-                    source: Box::new(e),
-                })?,
-                () = drain_deadline => {
-                    warn!(timeout = ?ADMIN_DRAIN_TIMEOUT, "admin requests still unfinished at the drain deadline; closing their connections");
-                }
-            }
+            serve.await.map_err(|e| NodeError::Serve {
+                what: "admin",
+                source: Box::new(e),
+            })?;
             debug!("admin server stopped");
             Ok(())
         });

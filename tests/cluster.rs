@@ -677,8 +677,8 @@ fn a_data_centre_of_one_cluster_member_runs_its_own_etcd_and_syncs() {
     assert_eq!(members, vec![("solo".to_owned(), false)]);
 }
 
-/// The leader key of data centre `dc` in the shared etcd, as (value, lease), linearizably
-/// read; `None` when it does not exist.
+/// The leader key of data centre `dc` in the shared etcd, as (value, lease, mod revision),
+/// linearizably read; `None` when it does not exist.
 fn leader_key(
     rt: &tokio::runtime::Runtime,
     endpoint: &str,
@@ -704,17 +704,13 @@ fn leader_key(
 
 /// The gossip status of member `name` as the syncer at `rpc` sees it (`syncer members`).
 fn status_seen_by(rt: &tokio::runtime::Runtime, rpc: &str, name: &str) -> Option<String> {
-    use syncer::rpc::proto::MembersRequest;
-    use syncer::rpc::proto::peer_client::PeerClient;
-    rt.block_on(async {
-        let mut client = PeerClient::connect(format!("http://{rpc}")).await.ok()?;
-        let members = client.members(MembersRequest {}).await.ok()?.into_inner();
-        members
-            .members
-            .into_iter()
-            .find(|m| m.name == name)
-            .map(|m| m.status)
-    })
+    let members = rt
+        .block_on(syncer::rpc::client::members(rpc, Duration::from_secs(2)))
+        .ok()?;
+    members
+        .into_iter()
+        .find(|m| m.name == name)
+        .map(|m| m.status)
 }
 
 /// The shutdown order, seen from outside: on SIGTERM the active member stops its engine, then
@@ -809,17 +805,10 @@ fn a_graceful_stop_gives_up_the_lease_before_leaving_the_pool_and_writes_nothing
     };
     let status = daemon.wait_exit();
     assert!(status.success(), "exit {status:?}\n{}", daemon.log());
-    let until = Instant::now() + DEADLINE;
-    let revoked_at = loop {
-        if let Some(at) = *revoked.lock().unwrap() {
-            break at;
-        }
-        assert!(
-            Instant::now() < until,
-            "etcd did not report the leader key deleted"
-        );
-        std::thread::sleep(POLL);
-    };
+    c.wait_until("etcd to report the leader key deleted", DEADLINE, |_| {
+        revoked.lock().unwrap().is_some()
+    });
+    let revoked_at = revoked.lock().unwrap().expect("noted");
     watch.abort();
     eprintln!(
         "lease revoked, then left after {:?}",

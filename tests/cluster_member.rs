@@ -1,8 +1,8 @@
 //! `ClusterMember` in process against a real etcd (`tests/support/etcd.rs`), with a fake
 //! `TermEngine`: a member whose finished term left an engine task running does not start a
 //! new term until that task has ended. Otherwise the task of the deposed term would write
-//! through the shared store under the new term's fence. Waits poll with a deadline; the clock
-//! is real because etcd is.
+//! through the shared store under the new term's fence. Waits poll with a deadline
+//! (`support::until`); the clock is real because etcd is.
 
 mod support;
 
@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::Client;
 use support::etcd::EtcdServer;
+use support::{DEADLINE, until};
 use syncer::cluster::member::{
     ClusterMember, EtcdSource, EtcdTasks, MemberSettings, TermDeps, TermEngine,
 };
@@ -21,7 +22,6 @@ use syncer::gossip::transport::MemoryNetwork;
 use syncer::gossip::{self, GossipConfig, GossipMetrics, NodeId, NodeMeta, Profile};
 use syncer::registry::memory::MemoryRegistry;
 use syncer::sync::SyncError;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,10 +30,6 @@ const PREFIX: &str = "/syncer/v2/dc1/";
 /// How long the first term's straggler ignores its cancellation: longer than the member's
 /// bounded wait for a term's engine (4 s), so the member gives the lease up while it runs.
 const STRAGGLER: Duration = Duration::from_secs(7);
-/// How long a test waits for something that should happen within a few seconds.
-const DEADLINE: Duration = Duration::from_secs(15);
-/// How often a wait looks.
-const POLL: Duration = Duration::from_millis(20);
 
 /// Counts its starts; the first term's engine leaves a task that ignores cancellation for
 /// [`STRAGGLER`].
@@ -73,15 +69,6 @@ impl TermEngine for StragglingEngine {
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Polls `done` until it holds; panics with `what` after [`DEADLINE`].
-async fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} within {DEADLINE:?}");
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 #[tokio::test]
@@ -138,7 +125,7 @@ async fn a_member_does_not_campaign_again_before_the_last_terms_engine_stopped()
         async move { member.run(token, etcd, &tracker).await }
     });
 
-    wait_until("the member wins its first term", || {
+    until("the member wins its first term", || async {
         engine.starts.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -151,7 +138,7 @@ async fn a_member_does_not_campaign_again_before_the_last_terms_engine_stopped()
         .await
         .expect("delete the leader key");
 
-    wait_until("the member wins a second term", || {
+    until("the member wins a second term", || async {
         engine.starts.load(Ordering::SeqCst) >= 2
     })
     .await;

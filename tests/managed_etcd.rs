@@ -12,6 +12,7 @@ mod support;
 
 use etcd_client::{Client, ConnectOptions};
 use support::etcd::{find_etcd, free_port};
+use support::until;
 use syncer::cluster::managed::{ManagedEtcd, ManagedEtcdConfig};
 use syncer::gossip::{
     self, GossipConfig, GossipHandle, GossipMetrics, NodeId, NodeMeta, Profile, Role,
@@ -24,8 +25,6 @@ use url::Url;
 
 /// Longest wait for anything in these tests.
 const DEADLINE: Duration = Duration::from_secs(20);
-/// Pause between two checks of a condition.
-const POLL: Duration = Duration::from_millis(50);
 
 /// The etcd executable: on PATH, else Debian's `/usr/bin/etcd`.
 fn etcd_bin() -> PathBuf {
@@ -160,19 +159,6 @@ async fn serves(endpoint: &Url) -> bool {
         tokio::time::timeout(Duration::from_secs(2), read).await,
         Ok(Ok(_))
     )
-}
-
-/// Polls `check` until it holds, failing after [`DEADLINE`].
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// Whether process `pid` is gone (or a zombie nobody waited for yet).

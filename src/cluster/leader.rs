@@ -364,7 +364,12 @@ struct KeepAlive {
 
 impl KeepAlive {
     async fn run(self) {
-        let reason = self.keep().await;
+        // A resignation ends the keeping at once, whatever request to etcd is under way.
+        let reason = tokio::select! {
+            biased;
+            () = self.resign.cancelled() => "stopping".to_owned(),
+            reason = self.keep() => reason,
+        };
         self.gate.close();
         let stopping = self.resign.is_cancelled();
         self.ended.cancel();
@@ -382,7 +387,8 @@ impl KeepAlive {
         self.released.cancel();
     }
 
-    /// Renews until the term ends; returns why.
+    /// Renews until the term ends by itself; returns why. [`KeepAlive::run`] drops it on
+    /// resignation.
     async fn keep(&self) -> String {
         let mut client = self.client.clone();
         let period = self.lease / 3;
@@ -405,7 +411,6 @@ impl KeepAlive {
             };
             tokio::select! {
                 biased;
-                () = self.resign.cancelled() => return "stopping".into(),
                 () = tokio::time::sleep_until(deadline) => {
                     return format!("the lease was not confirmed within {:?}", self.lease.saturating_sub(self.margin));
                 }
@@ -416,13 +421,7 @@ impl KeepAlive {
                         keeper.keep_alive().await?;
                         replies.message().await
                     };
-                    // A resignation does not wait for a renewal etcd is slow to answer.
-                    let renewal = tokio::select! {
-                        biased;
-                        () = self.resign.cancelled() => return "stopping".into(),
-                        renewal = tokio::time::timeout(period, renewed) => renewal,
-                    };
-                    match renewal {
+                    match tokio::time::timeout(period, renewed).await {
                         Ok(Ok(Some(reply))) if reply.ttl() > 0 => {
                             // etcd counts the lease from when it got the renewal; we count
                             // from before we sent it.
@@ -433,12 +432,7 @@ impl KeepAlive {
                         Ok(Err(e)) => {
                             debug!(error = %e, "lease renewal failed");
                             // Try a fresh stream next time; the gate decides when to give up.
-                            let fresh = tokio::select! {
-                                biased;
-                                () = self.resign.cancelled() => return "stopping".into(),
-                                fresh = timeout(client.lease_keep_alive(self.lease_id)) => fresh,
-                            };
-                            if let Ok(pair) = fresh {
+                            if let Ok(pair) = timeout(client.lease_keep_alive(self.lease_id)).await {
                                 (keeper, replies) = pair;
                             }
                         }

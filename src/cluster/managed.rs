@@ -279,7 +279,7 @@ impl ManagedEtcd {
     }
 
     /// The client URLs as they change: the supervisor refreshes the member list every
-    /// [`ENDPOINTS_EVERY`] and soon after a membership change in gossip, and publishes the
+    /// `ENDPOINTS_EVERY` (10 s) and soon after a membership change in gossip, and publishes the
     /// list here when it differs. Closed once the member and its supervisor are gone.
     pub fn subscribe_endpoints(&self) -> watch::Receiver<Vec<Url>> {
         self.inner.endpoints.subscribe()

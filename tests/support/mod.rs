@@ -12,6 +12,23 @@ use std::time::{Duration, Instant};
 /// How long a test waits for a daemon to do something it should do at once.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// How often [`until`] looks.
+pub const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// Polls `check` every [`POLL_EVERY`] until it holds, failing after [`DEADLINE`]: the wait of
+/// in-process tests on the real clock (a real etcd, an etcd child).
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
 /// A `syncer` command with a clean environment (no SYNCER_* or RUST_LOG from the caller),
 /// running in `dir`.
 pub fn syncer(dir: &Path) -> Command {
