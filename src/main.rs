@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::Parser;
 use syncer::cli::{Cli, Command, daemon, demo, dev_registry, members};
 
 /// jemalloc instead of glibc's malloc. The daemon allocates in bursts (a snapshot of 10 000
@@ -22,12 +22,7 @@ static MALLOC_CONF: &[u8; 70] =
     b"narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    match cli.command {
+    match Cli::parse().command {
         Command::Version => {
             println!("syncer {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

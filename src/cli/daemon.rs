@@ -20,7 +20,7 @@ use crate::config::{Config, Layer};
 const PRECEDENCE: &str = "\
 Settings come from four places; later ones win:
   defaults < --config FILE (YAML) < environment (SYNCER_*) < command-line flags.
-Each flag names its environment variable below. `--check` prints every effective setting
+Each flag above names its environment variable. `--check` prints every effective setting
 with the place it came from.
 
 Examples (the original Syncer's command lines work unchanged):

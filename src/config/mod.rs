@@ -83,6 +83,7 @@ impl Layer {
     }
 
     /// The settings held, in table order.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (Id, &Setting)> {
         self.0.iter().map(|(id, setting)| (*id, setting))
     }

@@ -199,16 +199,18 @@ fn read_node(r: &mut Reader, mode: Mode, addresses: &[Url]) -> Result<NodeConfig
             setting.value.clone()
         }
         None if mode == Mode::Cluster => {
-            return Err(ConfigError::Missing(
-                "cluster mode needs --node: a member name unique in the pool (for example --node syncer011)".into(),
-            ));
+            return Err(ConfigError::Missing(format!(
+                "cluster mode needs {node}: a member name unique in the pool (for example {node} syncer011)",
+                node = flag(Id::Node)
+            )));
         }
         None => {
             let host = gethostname::gethostname().to_string_lossy().into_owned();
             let host = host.split('.').next().unwrap_or_default().to_owned();
             check_name(&host, 63).map_err(|e| {
                 ConfigError::Missing(format!(
-                    "the host name '{host}' cannot be the node name ({e}); set --node"
+                    "the host name '{host}' cannot be the node name ({e}); set {}",
+                    flag(Id::Node)
                 ))
             })?;
             r.derived(Id::Node, host.clone());
@@ -310,7 +312,7 @@ fn read_listeners(r: &mut Reader, mode: Mode) -> Result<Listeners, ConfigError> 
             let port = match rpc_addr.port() {
                 0 => 0,
                 p => p.checked_add(ADMIN_PORT_OFFSET).ok_or_else(|| {
-                    invalid(rpc_setting, "the admin port defaults to the rpc port + 2, which is out of range; set --admin-addr")
+                    invalid(rpc_setting, format!("the admin port defaults to the rpc port + {ADMIN_PORT_OFFSET}, which is out of range; set {}", flag(Id::AdminAddr)))
                 })?,
             };
             let addr = SocketAddr::new(rpc_addr.ip(), port);
@@ -355,7 +357,9 @@ fn read_listeners(r: &mut Reader, mode: Mode) -> Result<Listeners, ConfigError> 
         None => {
             let ip = route_to_first(&join).map_err(|reason| {
                 ConfigError::Missing(format!(
-                    "cannot choose an address to advertise: --bind-addr {bind_addr} is a wildcard and {reason}; set --advertise-addr"
+                    "cannot choose an address to advertise: {} {bind_addr} is a wildcard and {reason}; set {}",
+                    flag(Id::BindAddr),
+                    flag(Id::AdvertiseAddr)
                 ))
             })?;
             r.derived(Id::AdvertiseAddr, ip.to_string());
@@ -414,7 +418,10 @@ fn read_cluster(r: &mut Reader, mode: Mode, net: &Listeners) -> Result<ClusterCo
         if managed_etcd {
             // The managed etcd member needs the executable: say so now, not after the start.
             resolve_executable(&bin).map_err(|e| {
-                format!("{e} (cluster mode without --etcd-endpoints runs an etcd member)")
+                format!(
+                    "{e} (cluster mode without {} runs an etcd member)",
+                    flag(Id::EtcdEndpoints)
+                )
             })?;
         }
         Ok(bin)
@@ -752,14 +759,15 @@ fn check_port_clashes(ports: &[(Id, SocketAddr)]) -> Result<(), ConfigError> {
 /// The local IP the kernel would use to reach the first join address. Connecting a UDP
 /// socket sends nothing; it only selects a route.
 fn route_to_first(join: &[JoinAddr]) -> Result<IpAddr, String> {
+    let join_flag = flag(Id::JoinAddr);
     let first = join
         .first()
-        .ok_or("there is no --join-addr to route towards")?;
+        .ok_or_else(|| format!("there is no {join_flag} to route towards"))?;
     let target = (first.host.as_str(), first.port)
         .to_socket_addrs()
-        .map_err(|e| format!("--join-addr {first} cannot be resolved ({e})"))?
+        .map_err(|e| format!("{join_flag} {first} cannot be resolved ({e})"))?
         .next()
-        .ok_or_else(|| format!("--join-addr {first} resolves to no address"))?;
+        .ok_or_else(|| format!("{join_flag} {first} resolves to no address"))?;
     let local: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0".parse().map_err(|_| "bad wildcard")?
     } else {
@@ -769,10 +777,10 @@ fn route_to_first(join: &[JoinAddr]) -> Result<IpAddr, String> {
         UdpSocket::bind(local).map_err(|e| format!("no local socket to find a route ({e})"))?;
     socket
         .connect(target)
-        .map_err(|e| format!("there is no route to --join-addr {first} ({e})"))?;
+        .map_err(|e| format!("there is no route to {join_flag} {first} ({e})"))?;
     let ip = socket.local_addr().map_err(|e| e.to_string())?.ip();
     if ip.is_unspecified() {
-        return Err(format!("no local address routes to --join-addr {first}"));
+        return Err(format!("no local address routes to {join_flag} {first}"));
     }
     Ok(ip)
 }

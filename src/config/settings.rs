@@ -64,6 +64,7 @@ impl Id {
     }
 
     /// The setting called `name`, if there is one.
+    #[cfg(test)]
     pub fn from_name(name: &str) -> Option<Id> {
         SETTINGS.iter().find(|s| s.name == name).map(|s| s.id)
     }
@@ -75,6 +76,8 @@ impl fmt::Display for Id {
     }
 }
 
+/// Tests compare a setting with its name.
+#[cfg(test)]
 impl PartialEq<&str> for Id {
     fn eq(&self, name: &&str) -> bool {
         self.name() == *name

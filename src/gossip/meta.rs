@@ -153,8 +153,14 @@ impl NodeMeta {
 
     /// The wire form (see the module documentation).
     pub fn encode(&self) -> Vec<u8> {
+        // Every packet header carries identities, so this runs for each datagram sent and
+        // (as the canonical check) received: one buffer for the output, one reused for the
+        // value of each field.
+        let mut out = Vec::with_capacity(ENCODED_CAPACITY);
+        out.push(FORMAT);
         let mut e = Encoder {
-            out: vec![FORMAT],
+            out,
+            value: Vec::new(),
             unknown: self.unknown.iter().peekable(),
         };
         e.field(tag::CLUSTER, &self.cluster);
@@ -285,9 +291,15 @@ impl<'de> Visitor<'de> for MetaVisitor {
     }
 }
 
+/// Room for the usual encoding (under 128 bytes unless the names are long), so the output
+/// buffer is allocated once.
+const ENCODED_CAPACITY: usize = 128;
+
 /// Writes known fields in tag order, with the unknown entries merged in at their place.
 struct Encoder<'a> {
     out: Vec<u8>,
+    /// The value of the field being written (its length goes first).
+    value: Vec<u8>,
     unknown: std::iter::Peekable<std::collections::btree_map::Iter<'a, u32, Vec<u8>>>,
 }
 
@@ -297,29 +309,30 @@ impl Encoder<'_> {
         if value.is_default() {
             return;
         }
-        let mut bytes = Vec::new();
-        value.write(&mut bytes);
-        self.entry(tag, &bytes);
+        self.value.clear();
+        value.write(&mut self.value);
+        put_entry(&mut self.out, tag, &self.value);
     }
 
     fn unknown_before(&mut self, tag: u32) {
         while let Some((&t, value)) = self.unknown.next_if(|(t, _)| **t < tag) {
-            self.entry(t, value);
+            put_entry(&mut self.out, t, value);
         }
-    }
-
-    fn entry(&mut self, tag: u32, value: &[u8]) {
-        put_varint(&mut self.out, u64::from(tag));
-        put_varint(&mut self.out, value.len() as u64);
-        self.out.extend_from_slice(value);
     }
 
     fn finish(mut self) -> Vec<u8> {
-        while let Some((&t, value)) = self.unknown.next() {
-            self.entry(t, value);
+        for (&t, value) in self.unknown.by_ref() {
+            put_entry(&mut self.out, t, value);
         }
         self.out
     }
+}
+
+/// Appends one entry: tag, length, value.
+fn put_entry(out: &mut Vec<u8>, tag: u32, value: &[u8]) {
+    put_varint(out, u64::from(tag));
+    put_varint(out, value.len() as u64);
+    out.extend_from_slice(value);
 }
 
 /// Splits one entry off `bytes`: its tag, its value and what follows.
