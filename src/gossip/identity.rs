@@ -6,7 +6,7 @@
 //! fingerprint and enums travel as one byte.
 //!
 //! Its fixed core (name, address, generation, bump) is positional and never changes; the
-//! metadata after it is a tagged encoding ([`super::meta`]) to which releases add fields
+//! metadata after it is a tagged encoding (`gossip/meta.rs`) to which releases add fields
 //! without breaking older members.
 
 use std::net::SocketAddr;

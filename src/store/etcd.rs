@@ -2,8 +2,8 @@
 //! `/syncer/v2/<cluster-name>/`), values JSON, optionally fenced by the leader's lease.
 //!
 //! Layout (docs/DESIGN.md "Mapping store"):
-//! - `<prefix>mappings/<origin>/<instance_id>` → a [`Mapping`] as JSON
-//! - `<prefix>cursors/<origin>` → a [`Cursor`] as JSON
+//! - `<prefix>mappings/<origin>/<instance_id>` → a [`Mapping`](super::Mapping) as JSON
+//! - `<prefix>cursors/<origin>` → a [`Cursor`](super::Cursor) as JSON
 //! - `<prefix>meta/<key>` → the value, verbatim
 //!
 //! Names are percent-encoded (every byte but `A-Z a-z 0-9 - . _ ~`), so a `/` in a cluster

@@ -1,7 +1,7 @@
 //! The embedded mapping store for a single node: one redb file, `<data-dir>/mappings.redb`.
 //!
 //! Three tables with byte keys and JSON values: `mappings` (key `<origin>\0<instance_id>`,
-//! value a [`Mapping`]), `cursors` (key the origin, value a [`Cursor`]) and `meta` (key and
+//! value a [`Mapping`](super::Mapping)), `cursors` (key the origin, value a [`Cursor`](super::Cursor)) and `meta` (key and
 //! value verbatim text). Keys and values are stored as bytes rather than `&str` so that a
 //! damaged file yields [`StoreError::Corrupt`] instead of a panic inside redb's decoding.
 //!

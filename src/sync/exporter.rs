@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::export::{ExportView, ExportViewSnapshot, Increment, Revision, Since};
 use super::metrics::SyncMetrics;
 use super::unix_ms;
-use crate::backoff::Backoff;
+use crate::backoff::sleep_or_cancel;
 use crate::gossip::GossipHandle;
 use crate::registry::bounds;
 use crate::registry::{Change, ChangeFeed, Instance, Service};
@@ -28,7 +28,7 @@ pub(crate) const OUTBOX: usize = 20_000;
 pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(200);
 /// Pause after a failed feed read (constant: the feed is the local registry, which the
 /// adapter already retries; one read a second notices its return quickly).
-const FEED_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(1));
+const FEED_RETRY: Duration = Duration::from_secs(1);
 /// Tag of a revision announcement in a gossip user event.
 const ANNOUNCE_TAG: u8 = b'R';
 
@@ -155,7 +155,6 @@ pub(crate) async fn run(
     let mut next_announce: Option<Instant> = None;
     let mut last_announce = Instant::now() - ANNOUNCE_EVERY;
     let mut failures = 0u32;
-    let mut retry = FEED_RETRY;
     let mut first = true;
     let mut bounds_filter = BoundsFilter {
         refused: HashSet::new(),
@@ -183,7 +182,6 @@ pub(crate) async fn run(
                     info!(failures, "the local registry answers again");
                 }
                 failures = 0;
-                retry.reset();
                 changes
             }
             Err(e) => {
@@ -191,7 +189,7 @@ pub(crate) async fn run(
                 if failures == 1 || failures.is_multiple_of(30) {
                     warn!(error = %e, failures, "cannot read the local registry's changes");
                 }
-                if !retry.wait(&token).await {
+                if !sleep_or_cancel(FEED_RETRY, &token).await {
                     return;
                 }
                 continue;

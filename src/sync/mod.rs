@@ -43,7 +43,7 @@ use self::exporter::{Announce, SharedExportView};
 use self::import::{ImportCtx, Importers};
 use self::link::{PeerLink, PullAnswer, PullBody, Push, PushReply};
 pub use self::metrics::SyncMetrics;
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::config::SyncConfig;
 use crate::gossip::GossipHandle;
 use crate::registry::Registry;
@@ -57,7 +57,7 @@ const EPOCH_KEY: &str = "export_epoch";
 const LOAD_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 /// Pause between attempts to record the export epoch (a constant one: the store was just
 /// loaded, so it is expected back soon).
-const EPOCH_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(1));
+const EPOCH_RETRY: Duration = Duration::from_secs(1);
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_ms() -> u64 {
@@ -292,7 +292,6 @@ pub async fn start(
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     let epoch = (last_epoch + 1).max(unix_ms());
-    let mut retry = EPOCH_RETRY;
     loop {
         let write = writer.write(Group::from(Op::PutMeta {
             key: EPOCH_KEY.to_owned(),
@@ -305,7 +304,7 @@ pub async fn start(
             }
             Err(e) => {
                 warn!(error = %e, "cannot record the export epoch yet");
-                if !retry.wait(&token).await {
+                if !sleep_or_cancel(EPOCH_RETRY, &token).await {
                     return Ok(());
                 }
             }
