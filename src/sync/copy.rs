@@ -161,8 +161,11 @@ pub enum CopyUpdate {
     Unchanged,
 }
 
-/// Compares the origin instance now with the copy as registered (`copy`, whose fingerprint
-/// is `copy_fingerprint`, at `generation`).
+/// Compares the origin instance now with its copy: as its mapping recorded it
+/// (`copy_fingerprint`, at `generation`) and as the registry holds it (`copy`). Either
+/// fingerprint out of step forces a replacement: the registry keeps the body of an id it
+/// already holds, so a registration that timed out but landed, followed by another change,
+/// leaves a copy whose body is not what its mapping says.
 pub fn plan_update(
     origin: &str,
     origin_instance: &Instance,
@@ -170,7 +173,8 @@ pub fn plan_update(
     copy_fingerprint: &str,
     generation: u32,
 ) -> CopyUpdate {
-    if fingerprint(origin_instance) != copy_fingerprint {
+    let wanted = fingerprint(origin_instance);
+    if wanted != copy_fingerprint || wanted != copy.fingerprint {
         return CopyUpdate::Replace {
             generation: generation.wrapping_add(1),
         };
@@ -320,11 +324,20 @@ mod tests {
             plan_update("dc1", &moved, &copy, &fp, 3),
             CopyUpdate::Replace { generation: 4 }
         );
-        let mut renamed = origin;
+        let mut renamed = origin.clone();
         renamed.host_name = "h2".into();
         assert!(matches!(
             plan_update("dc1", &renamed, &copy, &fp, 3),
             CopyUpdate::Replace { .. }
         ));
+
+        // The mapping says the copy was registered like the origin, the registry holds an
+        // older body under its id: replaced.
+        let mut landed_late = body.clone();
+        landed_late.endpoints = vec!["rest://10.0.0.9:8080".into()];
+        assert_eq!(
+            plan_update("dc1", &origin, &PresentCopy::of(&landed_late), &fp, 3),
+            CopyUpdate::Replace { generation: 4 }
+        );
     }
 }

@@ -75,7 +75,29 @@ pub fn copy_instance_id(key: &OriginKey, generation: u32) -> String {
     format!("{COPY_ID_PREFIX}{}", &digest[..DIGEST_HEX])
 }
 
-/// Whether `instance` is one of syncer's copies (by either mark), so it is never exported.
+/// Whether `id` has the shape of a copy's id: [`COPY_ID_PREFIX`] and 32 lowercase hex
+/// digits, as [`copy_instance_id`] makes them.
+pub fn is_copy_id(id: &str) -> bool {
+    id.strip_prefix(COPY_ID_PREFIX).is_some_and(|digest| {
+        digest.len() == DIGEST_HEX
+            && digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Whether `instance` carries both marks of a copy of `origin`'s: a copy id and the origin
+/// property naming `origin`. Only such an instance may be removed as a copy nobody maps; one
+/// with a single mark is an application's instance that looks like a copy, never syncer's
+/// to delete.
+pub fn is_marked_copy_of(instance: &Instance, origin: &str) -> bool {
+    is_copy_id(&instance.instance_id) && copy_origin(instance) == Some(origin)
+}
+
+/// Whether `instance` carries either mark of a copy, so it is never exported: an instance
+/// that claims to mirror another data centre is not offered as this one's own (exporting a
+/// copy that lost one mark would echo it back to its origin). Whether syncer may *delete*
+/// it is a stricter question: see [`is_marked_copy_of`].
 pub fn is_copy(instance: &Instance) -> bool {
     instance.instance_id.starts_with(COPY_ID_PREFIX)
         || instance.properties.contains_key(ORIGIN_PROPERTY)
@@ -136,5 +158,35 @@ mod tests {
             .insert(ORIGIN_PROPERTY.into(), "dc1".into());
         assert!(is_copy(&instance), "by property");
         assert_eq!(copy_origin(&instance), Some("dc1"));
+    }
+
+    #[test]
+    fn removal_needs_both_marks() {
+        let id = copy_instance_id(&key("dc1", "i1"), 3);
+        assert!(is_copy_id(&id));
+        for not_ours in [
+            "abc",
+            "syncer-",
+            "syncer-dashboard-1",
+            &id[..id.len() - 1],
+            &format!("{id}0"),
+            &id.to_uppercase(),
+        ] {
+            assert!(!is_copy_id(not_ours), "{not_ours}");
+        }
+        let mut instance = Instance {
+            instance_id: "app-1".into(),
+            ..Instance::default()
+        };
+        instance
+            .properties
+            .insert(ORIGIN_PROPERTY.into(), "dc1".into());
+        assert!(is_copy(&instance), "never exported");
+        assert!(!is_marked_copy_of(&instance, "dc1"), "property alone");
+        instance.instance_id = id.clone();
+        assert!(is_marked_copy_of(&instance, "dc1"));
+        assert!(!is_marked_copy_of(&instance, "dc2"), "another origin's");
+        instance.properties.clear();
+        assert!(!is_marked_copy_of(&instance, "dc1"), "id alone");
     }
 }

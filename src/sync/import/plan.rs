@@ -17,16 +17,16 @@
 //! none before a complete snapshot or before a new leader's hold ends, and at most the cap
 //! per sliding minute; the rest wait in [`Plan::waiting`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::super::copy::{CopyUpdate, PresentCopy, fingerprint, plan_update};
-use super::super::ids::copy_instance_id;
+use super::super::ids::{copy_instance_id, is_copy_id};
 use super::super::safety::{RemovalGuard, Removals};
-use super::views::{Desired, Views, copy_ref};
+use super::views::{Desired, Views, copy_ref, origin_ref};
 use crate::registry::{Instance, InstanceRef, Service};
 use crate::store::Mapping;
 
@@ -125,18 +125,19 @@ pub(crate) fn plan(input: &Input<'_>, guard: &mut RemovalGuard) -> Plan {
             None => {}
         }
     }
+    let mut waiting = Vec::new();
     if input.orphans {
-        let (adoptions, orphans) = plan_orphans(views, &actions, input.stale, input.now_ms);
-        actions.extend(adoptions);
-        removals.extend(orphans);
+        let orphans = plan_orphans(views, &actions, input.stale, input.now_ms);
+        actions.extend(orphans.adoptions);
+        removals.extend(orphans.removals);
+        waiting.extend(orphans.held);
     }
     let mut answer = None;
-    let mut waiting = Vec::new();
     if !removals.is_empty() {
         let (admitted, held, removals_answer) =
             admit_removals(guard, &views.origin, removals, input.now);
         actions.extend(admitted);
-        waiting = held;
+        waiting.extend(held);
         answer = Some(removals_answer);
     }
     Plan {
@@ -173,7 +174,7 @@ pub(crate) fn plan_key(
                     let generation = if same {
                         m.generation
                     } else {
-                        m.generation.wrapping_add(1)
+                        free_generation(views, key, d, m.generation.wrapping_add(1))
                     };
                     Some(register(key, d, generation, (!same).then(|| m.clone())))
                 }
@@ -192,6 +193,7 @@ pub(crate) fn plan_key(
                         properties,
                     }),
                     CopyUpdate::Replace { generation } => {
+                        let generation = free_generation(views, key, d, generation);
                         Some(register(key, d, generation, Some(m.clone())))
                     }
                 },
@@ -208,16 +210,15 @@ pub(crate) fn plan_key(
 
 /// The orphans: copies of desired instances that a lost mapping left behind are adopted
 /// (unless `planned` already covers the instance); every other present copy nobody maps, and
-/// every extra mapping, is removed. Returns `(adoptions, removals)`.
-pub(crate) fn plan_orphans(
-    views: &Views,
-    planned: &[Action],
-    stale: bool,
-    now_ms: u64,
-) -> (Vec<Action>, Vec<Action>) {
+/// every extra mapping, is removed, except the older copies of a desired instance whose
+/// current copy is not present yet (held: the old copy goes only after its replacement is
+/// registered).
+pub(crate) fn plan_orphans(views: &Views, planned: &[Action], stale: bool, now_ms: u64) -> Orphans {
+    // An extra mapping's copy is removed with that mapping, not a second time as an orphan.
     let mapped: HashSet<&str> = views
         .mappings()
         .values()
+        .chain(&views.extra_mappings)
         .map(|m| m.instance_id.as_str())
         .collect();
     let planned_keys: HashSet<&InstanceRef> = planned.iter().filter_map(Action::key).collect();
@@ -241,37 +242,163 @@ pub(crate) fn plan_orphans(
         })
         .collect();
     let mut removals = Vec::new();
+    let mut held = Vec::new();
+    let unsettled = Unsettled::new(views, &adopted, stale);
     for (id, present) in &views.present {
         if mapped.contains(id.as_str()) || adopted.contains(id.as_str()) {
             continue;
         }
-        removals.push(Action::Remove {
+        if !is_copy_id(id) {
+            // Only a mapping names it (its property is gone): not an orphan to guess about.
+            continue;
+        }
+        let removal = Action::Remove {
             key: None,
             copy: present.reference(id),
             mapping: None,
-        });
+        };
+        if unsettled.holds_copy(id) {
+            held.push(removal);
+        } else {
+            removals.push(removal);
+        }
     }
     for mapping in &views.extra_mappings {
-        removals.push(Action::Remove {
+        let removal = Action::Remove {
             key: None,
             copy: copy_ref(mapping),
             mapping: Some(mapping.clone()),
-        });
+        };
+        if unsettled.keys.contains_key(&origin_ref(mapping)) {
+            held.push(removal);
+        } else {
+            removals.push(removal);
+        }
     }
-    (adoptions, removals)
+    Orphans {
+        adoptions,
+        removals,
+        held,
+    }
+}
+
+/// What [`plan_orphans`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Orphans {
+    /// Copies of desired instances that lost their mapping, to adopt.
+    pub adoptions: Vec<Action>,
+    /// Removals to ask the guard for.
+    pub removals: Vec<Action>,
+    /// Removals of an older copy of a desired instance whose current copy is not present
+    /// (yet): they wait until it is, so the old copy is never gone before its replacement.
+    pub held: Vec<Action>,
+}
+
+/// The desired origin instances whose current copy is not present: neither the copy their
+/// mapping names nor an adopted one. Their older copies are their last live ones.
+struct Unsettled<'a> {
+    /// Each with the generation its replacement is registered under.
+    keys: HashMap<InstanceRef, u32>,
+    views: &'a Views,
+    /// The derived ids of their older generations, computed on first need.
+    ids: std::cell::OnceCell<HashSet<String>>,
+}
+
+impl<'a> Unsettled<'a> {
+    /// None while the origin is `stale`: nothing registers a replacement then, and its
+    /// copies are let expire anyway.
+    fn new(views: &'a Views, adopted: &HashSet<&str>, stale: bool) -> Unsettled<'a> {
+        let keys = if stale {
+            HashMap::new()
+        } else {
+            Self::find(views, adopted)
+        };
+        Unsettled {
+            keys,
+            views,
+            ids: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn find(views: &Views, adopted: &HashSet<&str>) -> HashMap<InstanceRef, u32> {
+        views
+            .desired
+            .keys()
+            .filter_map(|key| match views.mappings().get(key) {
+                Some(m) if views.present.contains_key(&m.instance_id) => None,
+                Some(m) => Some((key.clone(), m.generation)),
+                None => {
+                    let adopting = (0..ADOPT_GENERATIONS).any(|g| {
+                        adopted.contains(copy_instance_id(&views.origin_key(key), g).as_str())
+                    });
+                    (!adopting).then(|| (key.clone(), 0))
+                }
+            })
+            .collect()
+    }
+
+    /// Whether present copy `id` is an older copy of an unsettled instance (a generation
+    /// within [`ADOPT_GENERATIONS`] of its current one, or of the first ones).
+    fn holds_copy(&self, id: &str) -> bool {
+        if self.keys.is_empty() {
+            return false;
+        }
+        let ids = self.ids.get_or_init(|| {
+            let mut ids = HashSet::new();
+            for (key, &current) in &self.keys {
+                let origin_key = self.views.origin_key(key);
+                let older = current.saturating_sub(ADOPT_GENERATIONS)..current;
+                for generation in (0..ADOPT_GENERATIONS).chain(older) {
+                    ids.insert(copy_instance_id(&origin_key, generation));
+                }
+            }
+            ids
+        });
+        ids.contains(id)
+    }
+}
+
+/// The first generation from `start` whose id is not held by a present copy with another
+/// body: registering an id the registry holds keeps the body it has (SC ignores the new
+/// one), so a copy left there by a registration that timed out but landed is skipped, not
+/// reused out of step (it goes as an orphan once the new copy is present).
+fn free_generation(views: &Views, key: &InstanceRef, d: &Desired, start: u32) -> u32 {
+    let wanted = fingerprint(&d.instance);
+    let origin_key = views.origin_key(key);
+    let mut generation = start;
+    for _ in 0..ADOPT_GENERATIONS {
+        match views
+            .present
+            .get(&copy_instance_id(&origin_key, generation))
+        {
+            Some(copy) if copy.fingerprint != wanted => generation = generation.wrapping_add(1),
+            _ => break,
+        }
+    }
+    generation
 }
 
 /// Adopting the present copy of `key` that carries one of its derived ids (generations
-/// `0..ADOPT_GENERATIONS`, lowest first), if any.
+/// `0..ADOPT_GENERATIONS`), if any: the lowest whose body matches the desired instance
+/// (a crash mid-replacement leaves the old and the new copy; the new one is kept), else the
+/// lowest.
 pub(crate) fn adoption(views: &Views, key: &InstanceRef, now_ms: u64) -> Option<Action> {
     let origin_key = views.origin_key(key);
-    (0..ADOPT_GENERATIONS).find_map(|generation| {
-        let id = copy_instance_id(&origin_key, generation);
-        let present = views.present.get(&id)?;
-        Some(Action::Adopt {
-            key: key.clone(),
-            mapping: adopted_mapping(views, key, &id, present, generation, now_ms),
+    let wanted = views.desired.get(key).map(|d| fingerprint(&d.instance));
+    let found: Vec<(u32, String, &PresentCopy)> = (0..ADOPT_GENERATIONS)
+        .filter_map(|generation| {
+            let id = copy_instance_id(&origin_key, generation);
+            let present = views.present.get(&id)?;
+            Some((generation, id, present))
         })
+        .collect();
+    let (generation, id, present) = found
+        .iter()
+        .find(|(_, _, p)| Some(&p.fingerprint) == wanted.as_ref())
+        .or_else(|| found.first())?;
+    Some(Action::Adopt {
+        key: key.clone(),
+        mapping: adopted_mapping(views, key, id, present, *generation, now_ms),
     })
 }
 
@@ -325,13 +452,19 @@ pub(crate) fn admit_removals(
     }
 }
 
-/// The copies to renew with a heartbeat: all mapped ones, unless the origin is stale and
-/// stale copies are not kept (then they expire with their lease).
+/// The copies to renew with a heartbeat: all mapped ones (the extra mappings' too: an old
+/// copy waiting for its replacement stays alive until it is removed), unless the origin is
+/// stale and stale copies are not kept (then they expire with their lease).
 pub(crate) fn heartbeat_targets(views: &Views, stale: bool, keep_stale: bool) -> Vec<InstanceRef> {
     if stale && !keep_stale {
         return Vec::new();
     }
-    views.mappings().values().map(copy_ref).collect()
+    views
+        .mappings()
+        .values()
+        .chain(&views.extra_mappings)
+        .map(copy_ref)
+        .collect()
 }
 
 /// Whether an origin is reachable, judged by the last successful exchange with it (push
@@ -340,6 +473,9 @@ pub(crate) fn heartbeat_targets(views: &Views, stale: bool, keep_stale: bool) ->
 pub(crate) struct OriginHealth {
     last_ok: Instant,
     stale: bool,
+    /// Stale for longer than `--keep-stale-for`: its copies are no longer kept alive even
+    /// with `--keep-stale-copies`.
+    keep_ended: bool,
 }
 
 /// A change of [`OriginHealth`].
@@ -357,7 +493,29 @@ impl OriginHealth {
         OriginHealth {
             last_ok: now,
             stale: false,
+            keep_ended: false,
         }
+    }
+
+    /// Whether this origin's copies are still heartbeated while it is stale: with
+    /// `keep_stale` (`--keep-stale-copies`), until [`OriginHealth::check_keep`] said the
+    /// bound passed.
+    pub(crate) fn keeps_stale_copies(&self, keep_stale: bool) -> bool {
+        keep_stale && !self.keep_ended
+    }
+
+    /// Looks at the time while stale copies are kept: true once, when more than `grace` +
+    /// `keep_for` passed without an exchange (a data centre gone for good must not keep its
+    /// copies forever). An exchange starts over.
+    pub(crate) fn check_keep(&mut self, now: Instant, grace: Duration, keep_for: Duration) -> bool {
+        if self.stale
+            && !self.keep_ended
+            && now.duration_since(self.last_ok) > grace.saturating_add(keep_for)
+        {
+            self.keep_ended = true;
+            return true;
+        }
+        false
     }
 
     /// Whether the grace period passed without an exchange.
@@ -368,6 +526,7 @@ impl OriginHealth {
     /// A successful exchange at `now`.
     pub(crate) fn exchanged(&mut self, now: Instant) -> Option<HealthChange> {
         self.last_ok = now;
+        self.keep_ended = false;
         std::mem::replace(&mut self.stale, false).then_some(HealthChange::Recovered)
     }
 

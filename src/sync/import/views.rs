@@ -13,11 +13,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use tracing::warn;
+
 use super::super::copy::PresentCopy;
 use super::super::export::{Export, Increment};
-use super::super::ids::OriginKey;
+use super::super::ids::{OriginKey, is_copy_id};
 use crate::registry::{Instance, InstanceRef, Service, Tenant};
 use crate::store::Mapping;
+
+/// Most suspicious instances remembered per origin, so each is logged once.
+const SUSPICIOUS_MEMORY: usize = 10_000;
 
 /// One origin instance as exported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +73,13 @@ pub(crate) struct Views {
     by_copy: HashMap<String, InstanceRef>,
     /// Mappings whose origin instance already has a newer one (a crash mid-replacement).
     pub extra_mappings: Vec<Mapping>,
-    /// Copies of this origin in the local registry, by copy instance id.
+    /// Copies of this origin in the local registry, by copy instance id: only instances
+    /// with both marks (a copy id and this origin's property) or a mapping, so nothing else
+    /// is ever removed as an orphan.
     pub present: HashMap<String, PresentCopy>,
+    /// Instances that name this origin in their property without a copy id: applications'
+    /// instances, logged once each and left alone.
+    suspicious: HashSet<String>,
 }
 
 impl Views {
@@ -286,6 +296,10 @@ impl Views {
         present: Vec<(String, PresentCopy)>,
         dirty: &mut HashSet<InstanceRef>,
     ) {
+        let present: Vec<(String, PresentCopy)> = present
+            .into_iter()
+            .filter(|(id, _)| self.is_ours(id))
+            .collect();
         self.present = present.into_iter().collect();
         dirty.extend(self.desired.keys().cloned());
         dirty.extend(self.mappings.keys().cloned());
@@ -303,9 +317,32 @@ impl Views {
         if !marked && !self.is_mapped_copy(&id) {
             return None;
         }
+        if !self.is_ours(&id) {
+            return None;
+        }
         let key = self.key_of_copy(&id);
         self.present.insert(id, copy);
         Some(key)
+    }
+
+    /// Whether the instance `id`, which carries this origin's property or a mapping names,
+    /// is one of syncer's copies: mapped (a derived id syncer registered) or with a copy id.
+    /// Anything else is logged once as suspicious and never becomes present, so it is never
+    /// removed.
+    fn is_ours(&mut self, id: &str) -> bool {
+        if is_copy_id(id) || self.is_mapped_copy(id) {
+            return true;
+        }
+        if self.suspicious.len() < SUSPICIOUS_MEMORY && self.suspicious.insert(id.to_owned()) {
+            warn!(origin = %self.origin, instance = id, "an instance carries this data centre's copy mark but not a copy id: left alone, neither exported nor removed");
+        }
+        false
+    }
+
+    /// How many suspicious instances were seen (each counted once).
+    #[cfg(test)]
+    pub(crate) fn suspicious(&self) -> usize {
+        self.suspicious.len()
     }
 
     /// A copy is gone from the local registry; its origin instance, if mapped.

@@ -324,10 +324,14 @@ fn neither_desired_nor_mapped_is_left_alone() {
 fn orphans_adopt_copies_of_desired_instances_and_remove_extra_mappings() {
     let i1 = instance("i1");
     let i2 = instance("i2");
-    // A crash mid-replacement left generations 0 and 1 of i2 mapped: 1 is kept.
+    // A crash mid-replacement left generations 0 and 1 of i2 mapped: 1 is kept (and
+    // present, so the old copy may go: see `a_crash_mid_replacement_...`).
     let mut f = Fixture::with(vec![mapping(&i2, 0), mapping(&i2, 1)]);
     assert_eq!(f.views.extra_mappings, [mapping(&i2, 0)]);
-    f.desire(&i1).desire(&i2).present(&body(&i1, 0));
+    f.desire(&i1)
+        .desire(&i2)
+        .present(&body(&i1, 0))
+        .present(&body(&i2, 1));
     let plan = f.plan_with(&[], true, false);
     assert_eq!(
         plan.actions,
@@ -719,4 +723,153 @@ fn instances_held_out_by_a_refused_service_return_with_an_accepted_one() {
         HashSet::from([key("i1")]),
         "the instance the kind refuses on its own stays out"
     );
+}
+
+fn moved(origin: &Instance, endpoint: &str) -> Instance {
+    Instance {
+        endpoints: vec![endpoint.into()],
+        ..origin.clone()
+    }
+}
+
+fn remove_extra(m: &Mapping) -> Action {
+    Action::Remove {
+        key: None,
+        copy: copy_ref(m),
+        mapping: Some(m.clone()),
+    }
+}
+
+// Issue 21, item 8: a crash between registering the new generation (its mapping written
+// first) and removing the old copy. The restart must not remove the old copy in the batch
+// that registers the new one (they run in parallel: a moment with no copy, none at all if
+// the registration fails).
+#[test]
+fn a_crash_mid_replacement_removes_the_old_copy_only_once_the_new_one_is_present() {
+    let i1 = instance("i1");
+    let e2 = moved(&i1, "rest://10.0.0.2:8080");
+    let mut f = Fixture::with(vec![mapping(&i1, 0), mapping(&e2, 1)]);
+    f.desire(&e2).present(&body(&i1, 0));
+    let plan = f.plan_with(&[key("i1")], true, false);
+    assert_eq!(plan.actions, [register(&e2, 1, None)]);
+    assert_eq!(plan.waiting, [remove_extra(&mapping(&i1, 0))]);
+    assert!(
+        heartbeat_targets(&f.views, false, false).contains(&body(&i1, 0).reference()),
+        "the old copy is kept alive while it waits"
+    );
+
+    // The new copy is registered: now the old one goes.
+    f.present(&body(&e2, 1));
+    let plan = f.plan_with(&[key("i1")], true, false);
+    assert_eq!(plan.actions, [remove_extra(&mapping(&i1, 0))]);
+    assert!(plan.waiting.is_empty());
+
+    // The old mapping is lost too, only its copy is left: the same.
+    let mut f = Fixture::with(vec![mapping(&e2, 1)]);
+    f.desire(&e2).present(&body(&i1, 0));
+    let plan = f.plan_with(&[key("i1")], true, false);
+    assert_eq!(plan.actions, [register(&e2, 1, None)]);
+    assert_eq!(plan.waiting, [remove_orphan(&body(&i1, 0))]);
+
+    // A copy of an instance no longer desired is removed at once, as before.
+    let mut f = Fixture::with(vec![mapping(&i1, 0), mapping(&e2, 1)]);
+    f.present(&body(&i1, 0));
+    let plan = f.plan_with(&[key("i1")], true, false);
+    assert!(plan.actions.contains(&remove_extra(&mapping(&i1, 0))));
+    assert!(plan.waiting.is_empty());
+}
+
+// With every mapping lost, both generations are present: the one matching the origin is
+// adopted (the lowest before), the other removed as an orphan, the adopted copy is kept.
+#[test]
+fn after_a_lost_store_the_copy_matching_the_origin_is_adopted() {
+    let i1 = instance("i1");
+    let e2 = moved(&i1, "rest://10.0.0.2:8080");
+    let mut f = Fixture::new();
+    f.desire(&e2).present(&body(&i1, 0)).present(&body(&e2, 1));
+    let plan = f.plan_with(&[key("i1")], true, false);
+    assert_eq!(
+        plan.actions,
+        [adopt(&e2, 1), remove_orphan(&body(&i1, 0))],
+        "{plan:?}"
+    );
+}
+
+// Issue 21, item 8: an application's instance that names this origin in `syncer.origin`
+// without a copy id is never present as a copy, so never removed as an orphan.
+#[test]
+fn an_instance_with_only_the_origin_property_is_never_removed() {
+    let mut forged = instance("app-1");
+    forged
+        .properties
+        .insert(crate::sync::ids::ORIGIN_PROPERTY.into(), ORIGIN.into());
+    let stray = body(&instance("gone"), 0);
+    let mut f = Fixture::new();
+    f.views.replace_present(
+        vec![
+            (forged.instance_id.clone(), PresentCopy::of(&forged)),
+            (stray.instance_id.clone(), PresentCopy::of(&stray)),
+        ],
+        &mut HashSet::new(),
+    );
+    assert_eq!(
+        f.views
+            .copy_seen("app-2".into(), PresentCopy::of(&forged), true),
+        None,
+        "a feed observation neither"
+    );
+    assert_eq!(f.views.suspicious(), 2, "each counted once");
+    let plan = f.plan_with(&[], true, false);
+    assert_eq!(plan.actions, [remove_orphan(&stray)]);
+}
+
+// Issue 21, item 8: a registration of generation 1 timed out but landed (endpoints E1), the
+// origin moved on (E2). Generation 1 is skipped (the registry would keep E1 under it), and
+// a copy whose body is not what its mapping says is replaced.
+#[test]
+fn a_copy_out_of_step_with_its_mapping_is_replaced() {
+    let i1 = instance("i1");
+    let e1 = moved(&i1, "rest://10.0.0.2:8080");
+    let e2 = moved(&i1, "rest://10.0.0.3:8080");
+    let mut f = Fixture::new();
+    f.desire(&e2)
+        .map(&i1, 0)
+        .present(&body(&i1, 0))
+        .present(&body(&e1, 1));
+    assert_eq!(
+        f.plan(&[key("i1")]).actions,
+        [register(&e2, 2, Some(mapping(&i1, 0)))]
+    );
+
+    // The mapping already says E2 at generation 1, the registry holds E1 there.
+    let mut f = Fixture::new();
+    f.desire(&e2).map(&e2, 1).present(&body(&e1, 1));
+    assert_eq!(
+        f.plan(&[key("i1")]).actions,
+        [register(&e2, 2, Some(mapping(&e2, 1)))]
+    );
+}
+
+// Issue 21, item 8: `--keep-stale-copies` keeps a stale origin's copies for a bounded time.
+#[test]
+fn stale_copies_are_kept_for_a_bounded_time() {
+    let grace = Duration::from_secs(60);
+    let keep_for = Duration::from_secs(3600);
+    let start = Instant::now();
+    let mut health = OriginHealth::new(start);
+    let stale_at = start + grace + Duration::from_millis(1);
+    assert_eq!(
+        health.check(stale_at, grace),
+        Some(HealthChange::BecameStale)
+    );
+    assert!(health.keeps_stale_copies(true));
+    assert!(!health.check_keep(start + grace + keep_for, grace, keep_for));
+    assert!(health.keeps_stale_copies(true));
+    let over = start + grace + keep_for + Duration::from_millis(1);
+    assert!(health.check_keep(over, grace, keep_for), "said once");
+    assert!(!health.check_keep(over, grace, keep_for));
+    assert!(!health.keeps_stale_copies(true));
+    assert!(!health.keeps_stale_copies(false));
+    health.exchanged(over);
+    assert!(health.keeps_stale_copies(true), "an exchange starts over");
 }
