@@ -285,6 +285,9 @@ pub struct SyncConfig {
     /// Keep heartbeating the copies of an unreachable origin: stale rather than missing
     /// during a partition (`--keep-stale-copies`).
     pub keep_stale: bool,
+    /// With `keep_stale`: how long past `origin_grace` the copies are still kept alive
+    /// (`--keep-stale-for`).
+    pub keep_stale_for: Duration,
     /// Lease of every copy syncer registers; heartbeats go every third of it
     /// (`--copy-lease`, whole seconds).
     pub copy_lease: Duration,
@@ -301,6 +304,9 @@ impl SyncConfig {
     pub const DEFAULT_REMOVAL_CAP: usize = 1000;
     pub const DEFAULT_ORIGIN_GRACE: Duration = Duration::from_secs(60);
     pub const DEFAULT_KEEP_STALE: bool = false;
+    /// A day: outlasts a partition repaired within a working day, and a decommissioned
+    /// data centre's copies are gone the day after.
+    pub const DEFAULT_KEEP_STALE_FOR: Duration = Duration::from_secs(24 * 3600);
     pub const DEFAULT_COPY_LEASE: Duration = Duration::from_secs(30);
     pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
     pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);

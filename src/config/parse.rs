@@ -480,6 +480,9 @@ fn read_sync(r: &mut Reader) -> Result<SyncConfig, ConfigError> {
             parse_duration_in(text, Duration::from_secs(1), None)
         })?,
         keep_stale: r.parsed(Id::KeepStaleCopies, parse_bool)?,
+        keep_stale_for: r.parsed(Id::KeepStaleFor, |text| {
+            parse_duration_in(text, Duration::from_secs(1), None)
+        })?,
         copy_lease: r.parsed(Id::CopyLease, parse_copy_lease)?,
         anti_entropy_interval: r.parsed(Id::AntiEntropyInterval, |text| {
             parse_duration_in(
@@ -887,6 +890,7 @@ mod tests {
         assert_eq!(sync.removal_cap, SyncConfig::DEFAULT_REMOVAL_CAP);
         assert_eq!(sync.origin_grace, SyncConfig::DEFAULT_ORIGIN_GRACE);
         assert_eq!(sync.keep_stale, SyncConfig::DEFAULT_KEEP_STALE);
+        assert_eq!(sync.keep_stale_for, SyncConfig::DEFAULT_KEEP_STALE_FOR);
         assert_eq!(sync.copy_lease, SyncConfig::DEFAULT_COPY_LEASE);
         assert_eq!(
             sync.anti_entropy_interval,
@@ -897,6 +901,7 @@ mod tests {
             "removal_cap",
             "origin_grace",
             "keep_stale_copies",
+            "keep_stale_for",
             "copy_lease",
             "anti_entropy_interval",
             "poll_interval",
@@ -982,6 +987,7 @@ mod tests {
             ("removal_cap", "5", flag("--removal-cap")),
             ("origin_grace", "2m", flag("--origin-grace")),
             ("keep_stale_copies", "TRUE", flag("--keep-stale-copies")),
+            ("keep_stale_for", "2h", flag("--keep-stale-for")),
             ("copy_lease", "9s", flag("--copy-lease")),
             (
                 "anti_entropy_interval",
@@ -994,6 +1000,7 @@ mod tests {
         assert_eq!(config.sync.removal_cap, 5);
         assert_eq!(config.sync.origin_grace, Duration::from_secs(120));
         assert!(config.sync.keep_stale);
+        assert_eq!(config.sync.keep_stale_for, Duration::from_secs(7200));
         assert_eq!(config.sync.copy_lease, Duration::from_secs(9));
         assert_eq!(
             config.sync.anti_entropy_interval,

@@ -43,6 +43,7 @@ pub enum Id {
     RemovalCap,
     OriginGrace,
     KeepStaleCopies,
+    KeepStaleFor,
     CopyLease,
     AntiEntropyInterval,
     PollInterval,
@@ -466,6 +467,19 @@ pub static SETTINGS: &[Spec] = &[
         help: "Keep heartbeating the copies of an unreachable origin after --origin-grace, so \
                they are stale rather than missing during a partition. `--keep-stale-copies` \
                alone means true",
+    },
+    Spec {
+        id: Id::KeepStaleFor,
+        name: "keep_stale_for",
+        flag: Some(Flag::value("keep-stale-for", "DURATION")),
+        env: Some("SYNCER_KEEP_STALE_FOR"),
+        file_keys: &["sync.keep_stale_for"],
+        list: false,
+        default: Default::Text("24h"),
+        help: "With --keep-stale-copies: how long after --origin-grace the copies of an \
+               unreachable origin are still kept alive; then they expire as without the \
+               switch (a data centre gone for good does not keep its copies forever). At \
+               least 1s",
     },
     Spec {
         id: Id::CopyLease,

@@ -55,6 +55,7 @@ mod tests {
             removal_cap: SyncConfig::DEFAULT_REMOVAL_CAP,
             origin_grace: SyncConfig::DEFAULT_ORIGIN_GRACE,
             keep_stale: SyncConfig::DEFAULT_KEEP_STALE,
+            keep_stale_for: SyncConfig::DEFAULT_KEEP_STALE_FOR,
             copy_lease: SyncConfig::DEFAULT_COPY_LEASE,
             anti_entropy_interval: SyncConfig::DEFAULT_ANTI_ENTROPY_INTERVAL,
             poll_interval,

@@ -74,6 +74,8 @@ pub struct EngineSettings {
     pub lease: CopyLease,
     pub origin_grace: Duration,
     pub keep_stale: bool,
+    /// With `keep_stale`: how long past `origin_grace` a stale origin's copies are kept.
+    pub keep_stale_for: Duration,
     pub anti_entropy_interval: Duration,
     pub removal_cap: usize,
     /// No copy is removed before this moment (a new leader waits out its predecessor's
@@ -88,6 +90,7 @@ impl EngineSettings {
             lease: CopyLease::from_lease(config.copy_lease),
             origin_grace: config.origin_grace,
             keep_stale: config.keep_stale,
+            keep_stale_for: config.keep_stale_for,
             anti_entropy_interval: config.anti_entropy_interval,
             removal_cap: config.removal_cap,
             removals_from: None,

@@ -55,6 +55,7 @@ pub fn fast_settings() -> EngineSettings {
         lease: CopyLease::from_lease(Duration::from_secs(3)),
         origin_grace: Duration::from_secs(10),
         keep_stale: false,
+        keep_stale_for: Duration::from_secs(3600),
         anti_entropy_interval: Duration::from_secs(5),
         removal_cap: 1000,
         removals_from: None,

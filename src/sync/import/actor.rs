@@ -319,6 +319,10 @@ impl Actor {
                 warn!(origin = %self.origin, ?grace, copies, "no successful exchange with this data centre within the grace period; its copies are no longer kept alive and expire with their lease");
             }
         }
+        let keep_for = self.ctx.settings.keep_stale_for;
+        if self.ctx.settings.keep_stale && self.health.check_keep(now, grace, keep_for) {
+            error!(origin = %self.origin, ?grace, ?keep_for, copies = self.views.mappings().len(), "no successful exchange with this data centre for longer than the grace period plus --keep-stale-for; its copies are no longer kept alive and expire with their lease");
+        }
         if now >= self.timers.next_anti_entropy {
             self.timers.next_anti_entropy = now + self.ctx.settings.anti_entropy_interval;
             self.timers.pull_by(now);
@@ -649,7 +653,7 @@ impl Actor {
         let refs = plan::heartbeat_targets(
             &self.views,
             self.health.is_stale(),
-            self.ctx.settings.keep_stale,
+            self.health.keeps_stale_copies(self.ctx.settings.keep_stale),
         );
         if refs.is_empty() {
             return;

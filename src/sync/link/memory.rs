@@ -382,6 +382,7 @@ mod tests {
                 lease: crate::sync::copy::CopyLease::from_lease(Duration::from_secs(30)),
                 origin_grace: Duration::from_secs(60),
                 keep_stale: false,
+                keep_stale_for: Duration::from_secs(3600),
                 anti_entropy_interval: Duration::from_secs(10),
                 removal_cap: 1000,
                 removals_from: None,
