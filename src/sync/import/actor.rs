@@ -373,7 +373,7 @@ impl Actor {
         let result = self
             .ctx
             .link
-            .pull(addr, &self.ctx.cluster, &self.origin, since, PULL_TIMEOUT)
+            .pull(addr, &self.ctx.cluster, &self.origin, since, super::super::link::PullDeadlines { first: PULL_TIMEOUT, idle: PULL_TIMEOUT, whole: PULL_TIMEOUT })
             .await;
         match result {
             Ok(pulled) => {
