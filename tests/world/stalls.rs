@@ -113,9 +113,11 @@ async fn a_failover_away_from_a_frozen_leader_keeps_the_copies_alive() {
     .await;
 
     let late = w.register(0, "orders", "a3").await;
-    w.wait_until("a new instance mirrored through the new leader", SETTLE, |w| {
-        w.copy_of(1, 0, &late).is_some()
-    })
+    w.wait_until(
+        "a new instance mirrored through the new leader",
+        SETTLE,
+        |w| w.copy_of(1, 0, &late).is_some(),
+    )
     .await;
     assert!(w.dcs[0].members[b].handle.running());
     for r in &origin {

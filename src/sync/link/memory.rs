@@ -212,6 +212,12 @@ impl MemoryNetwork {
     /// call hangs, or why it fails.
     fn route(&self, from: SocketAddr, to: SocketAddr, call: Call) -> Result<Route, LinkError> {
         self.with(|s| {
+            // A frozen caller's call goes nowhere; a frozen callee accepts it (below).
+            if s.frozen.contains(&from) {
+                s.stats.hung += 1;
+                *s.hung_to.entry(to).or_default() += 1;
+                return Ok(Route::Hang);
+            }
             let failure = if s.cut.contains(&ordered(from, to))
                 || (from != to && (s.isolated.contains(&from) || s.isolated.contains(&to)))
             {
@@ -231,7 +237,7 @@ impl MemoryNetwork {
                 s.stats.failed += 1;
                 return Err(LinkError::Unavailable(failure));
             }
-            if s.frozen.contains(&to) || s.frozen.contains(&from) {
+            if s.frozen.contains(&to) {
                 s.stats.hung += 1;
                 *s.hung_to.entry(to).or_default() += 1;
                 return Ok(Route::Hang);
@@ -589,7 +595,10 @@ mod tests {
         let push = link
             .push(addr(1000), "dc2", from, &[change], Duration::from_secs(3))
             .await;
-        assert!(matches!(push, Err(LinkError::Timeout(_))), "pushes hang too");
+        assert!(
+            matches!(push, Err(LinkError::Timeout(_))),
+            "pushes hang too"
+        );
         // A frozen process calls nobody either.
         let outgoing = net
             .link(addr(1000))
@@ -601,7 +610,11 @@ mod tests {
         assert_eq!(net.hung_to(addr(9000)), 1);
 
         net.thaw(addr(1000));
-        assert!(link.pull(addr(1000), "dc9", "dc1", None, short).await.is_ok());
+        assert!(
+            link.pull(addr(1000), "dc9", "dc1", None, short)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -632,12 +645,16 @@ mod tests {
         assert_eq!(outcome.reply.cursor(), Revision::default());
         assert_eq!(outcome.sent, 3);
         // A push claiming to come from the receiver itself is refused outright.
-        let own = link.push(addr(1000), "dc1", from, &changes, PUSH_TIMEOUT).await;
+        let own = link
+            .push(addr(1000), "dc1", from, &changes, PUSH_TIMEOUT)
+            .await;
         assert!(matches!(own, Err(LinkError::Refused(ref m)) if m.contains("dc1")));
         let empty = link.push(addr(1000), "dc2", from, &[], PUSH_TIMEOUT).await;
         assert!(matches!(empty, Err(LinkError::Refused(_))));
         dc1.handle.stop("stopped for the test");
-        let stopped = link.push(addr(1000), "dc2", from, &changes, PUSH_TIMEOUT).await;
+        let stopped = link
+            .push(addr(1000), "dc2", from, &changes, PUSH_TIMEOUT)
+            .await;
         assert!(matches!(stopped, Err(LinkError::Unavailable(_))));
         assert_eq!(net.stats().pushes, 3);
     }
