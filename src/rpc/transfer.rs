@@ -449,6 +449,79 @@ mod tests {
         );
     }
 
+    fn deadlines(first_ms: u64, idle_ms: u64) -> PullDeadlines {
+        PullDeadlines {
+            first: Duration::from_millis(first_ms),
+            idle: Duration::from_millis(idle_ms),
+            whole: Duration::from_secs(60),
+        }
+    }
+
+    /// A peer that accepts TCP connections and never says a word (a frozen process): the
+    /// pull fails at its first-message deadline, not after the whole stream's.
+    #[tokio::test]
+    async fn a_pull_from_a_silent_peer_ends_at_the_first_message_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a local port");
+        let addr = listener.local_addr().expect("a bound address");
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let link = GrpcLink::new();
+        // The whole answer is allowed longer than the test waits.
+        let deadlines = PullDeadlines {
+            whole: Duration::from_secs(3),
+            ..deadlines(300, 300)
+        };
+        let started = std::time::Instant::now();
+        let pulled = link.pull(addr, "dc2", "dc1", None, deadlines).await;
+        let took = started.elapsed();
+        assert!(
+            matches!(pulled, Err(LinkError::Timeout(d)) if d == deadlines.first),
+            "{pulled:?}"
+        );
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        silent.abort();
+    }
+
+    fn chunk(seq: u64) -> Result<PullChunk, Status> {
+        let export = crate::sync::export::Export::Removed(crate::registry::InstanceRef {
+            tenant: crate::registry::Tenant::default_tenant(),
+            service_id: "s".into(),
+            instance_id: format!("i-{seq}"),
+        });
+        Ok(PullChunk {
+            body: Some(pull_chunk::Body::Increments(ChangeBatch {
+                changes: vec![convert::change_to_wire(seq, 0, &export)],
+            })),
+        })
+    }
+
+    /// An answer that starts and then stalls ends at the idle deadline after its last
+    /// message; one that never starts at the first-message deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_answer_ends_at_the_idle_deadline() {
+        let since = Some(Revision { epoch: 1, seq: 0 });
+        let deadlines = deadlines(5_000, 2_000);
+        let started = Instant::now();
+        let stalled = futures::stream::iter([chunk(1), chunk(2)]).chain(futures::stream::pending());
+        let first = started + deadlines.first;
+        let read = read_answer(stalled, "dc1", since, deadlines, first).await;
+        assert!(matches!(read, Err(LinkError::Timeout(d)) if d == deadlines.idle), "{read:?}");
+        assert_eq!(started.elapsed(), deadlines.idle);
+
+        let started = Instant::now();
+        let silent = futures::stream::pending::<Result<PullChunk, Status>>();
+        let first = started + deadlines.first;
+        let read = read_answer(silent, "dc1", since, deadlines, first).await;
+        assert!(matches!(read, Err(LinkError::Timeout(d)) if d == deadlines.first), "{read:?}");
+        assert_eq!(started.elapsed(), deadlines.first);
+    }
+
     #[test]
     fn increments_must_continue_the_asked_revision() {
         let at = |seq| Revision { epoch: 5, seq };
