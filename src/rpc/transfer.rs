@@ -511,14 +511,20 @@ mod tests {
         let stalled = futures::stream::iter([chunk(1), chunk(2)]).chain(futures::stream::pending());
         let first = started + deadlines.first;
         let read = read_answer(stalled, "dc1", since, deadlines, first).await;
-        assert!(matches!(read, Err(LinkError::Timeout(d)) if d == deadlines.idle), "{read:?}");
+        assert!(
+            matches!(read, Err(LinkError::Timeout(d)) if d == deadlines.idle),
+            "{read:?}"
+        );
         assert_eq!(started.elapsed(), deadlines.idle);
 
         let started = Instant::now();
         let silent = futures::stream::pending::<Result<PullChunk, Status>>();
         let first = started + deadlines.first;
         let read = read_answer(silent, "dc1", since, deadlines, first).await;
-        assert!(matches!(read, Err(LinkError::Timeout(d)) if d == deadlines.first), "{read:?}");
+        assert!(
+            matches!(read, Err(LinkError::Timeout(d)) if d == deadlines.first),
+            "{read:?}"
+        );
         assert_eq!(started.elapsed(), deadlines.first);
     }
 

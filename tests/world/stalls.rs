@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use syncer::registry::memory::RegistryOp;
+use tokio::time::Instant;
 
 use super::harness::{SETTLE, World, fast_settings};
 
@@ -126,5 +127,32 @@ async fn a_failover_away_from_a_frozen_leader_keeps_the_copies_alive() {
     w.stop_member(0, 0).await;
     w.wait_mirrored("the mirror under the new leader").await;
     w.assert_invariants();
+    w.shutdown().await;
+}
+
+/// (3) A syncer stops at once although its pull and its push hang on a frozen peer: the
+/// stop cancels both rather than waiting out their deadlines.
+#[tokio::test(start_paused = true)]
+async fn an_engine_stops_at_once_with_calls_hung_on_a_frozen_peer() {
+    let mut w = World::new(2).await;
+    w.register(0, "orders", "a0").await;
+    w.wait_mirrored("the mirror").await;
+
+    w.freeze(0, 0);
+    let frozen = w.dcs[0].members[0].rpc_addr;
+    // dc2 pushes its new instance to the frozen syncer at once, and pulls from it within an
+    // anti-entropy round: both hang.
+    w.register(1, "orders", "b0").await;
+    w.wait_until("a push and a pull of dc2 held by dc1", SETTLE, |w| {
+        w.link.hung_calls_to(frozen) >= 2
+    })
+    .await;
+    let started = Instant::now();
+    w.stop_member(1, 0).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "stopping took {:?}",
+        started.elapsed()
+    );
     w.shutdown().await;
 }
