@@ -72,7 +72,7 @@ enum Call {
 /// Where a routed call goes.
 enum Route {
     /// To this engine, after this delay.
-    Serve(SyncHandle, Duration),
+    Serve(Box<SyncHandle>, Duration),
     /// Nowhere: accepted and never answered (a freeze).
     Hang,
 }
@@ -86,7 +86,7 @@ impl Route {
         match self {
             Route::Serve(handle, delay) => {
                 tokio::time::sleep(delay).await;
-                serve(handle).await
+                serve(*handle).await
             }
             Route::Hang => std::future::pending().await,
         }
@@ -248,7 +248,7 @@ impl MemoryNetwork {
             }
             let handle = s.engines.get(&to).cloned().unwrap_or_default();
             let delay = s.delays.get(&to).copied().unwrap_or_default();
-            Ok(Route::Serve(handle, delay))
+            Ok(Route::Serve(Box::new(handle), delay))
         })
     }
 }
