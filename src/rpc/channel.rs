@@ -1,6 +1,6 @@
 //! The one place that builds gRPC client channels: every call to another syncer (transfer,
-//! `syncer members`, the join probe) goes through [`endpoint`], so transport settings (and
-//! TLS, when it comes) are set once for all of them.
+//! `syncer members`, the join probe) goes through [`endpoint`], so transport settings (HTTP/2
+//! keep-alive, and TLS when it comes) are set once for all of them.
 
 use std::time::Duration;
 
@@ -10,6 +10,17 @@ use super::proto::peer_client::PeerClient;
 
 /// The largest message accepted or sent, both ways (gRPC's default, stated explicitly).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// An HTTP/2 PING goes out on every connection this often, calls in flight or not.
+///
+/// Without it, a connection whose peer froze or whose packets are blackholed looks open
+/// forever: a call on it waits for its own deadline, and so does every next call. With it,
+/// the connection is closed within [`KEEP_ALIVE_INTERVAL`] + [`KEEP_ALIVE_TIMEOUT`] (20 s),
+/// calls on it fail at once, and the next call connects again. Every peer is a syncer
+/// (tonic's server answers PINGs without a rate limit), so the pings cost a few bytes per
+/// peer every 10 s.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a PING may go unanswered before the connection is closed.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the calls through a channel may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +52,10 @@ pub fn endpoint(addr: &str, timeouts: Timeouts) -> Result<Endpoint, AddressError
             source,
         })?
         .connect_timeout(timeouts.connect)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     Ok(match timeouts.call {
         Some(call) => endpoint.timeout(call),
         None => endpoint,

@@ -14,7 +14,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::{Stream, StreamExt};
 use prost::Message;
+use tokio::time::Instant;
 use tonic::Status;
 use tonic::transport::Channel;
 use tracing::warn;
@@ -29,7 +31,9 @@ use super::proto::{
 use super::status;
 use crate::sync::SyncHandle;
 use crate::sync::export::{Digest64, Increment, Revision};
-use crate::sync::link::{LinkError, PeerLink, PullBody, Pulled, PushOutcome, PushReply};
+use crate::sync::link::{
+    LinkError, PeerLink, PullBody, PullDeadlines, Pulled, PushOutcome, PushReply,
+};
 
 /// How long one connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -212,12 +216,15 @@ impl PeerLink for GrpcLink {
         asker: &str,
         origin: &str,
         since: Option<Revision>,
-        timeout: Duration,
+        deadlines: PullDeadlines,
     ) -> Result<Pulled, LinkError> {
         let client = self.client(addr)?;
-        tokio::time::timeout(timeout, pull(client, asker, origin, since))
-            .await
-            .map_err(|_| LinkError::Timeout(timeout))?
+        tokio::time::timeout(
+            deadlines.whole,
+            pull(client, asker, origin, since, deadlines),
+        )
+        .await
+        .map_err(|_| LinkError::Timeout(deadlines.whole))?
     }
 
     async fn push(
@@ -250,12 +257,14 @@ impl PeerLink for GrpcLink {
     }
 }
 
-/// Pulls from `client` the data of `origin` after `since` (`None`: a full snapshot).
+/// Pulls from `client` the data of `origin` after `since` (`None`: a full snapshot), within
+/// the first-message and idle deadlines of `deadlines` (the caller bounds the whole).
 async fn pull(
     mut client: PeerClient<Channel>,
     asker: &str,
     origin: &str,
     since: Option<Revision>,
+    deadlines: PullDeadlines,
 ) -> Result<Pulled, LinkError> {
     let request = PullRequest {
         cluster_name: asker.to_owned(),
@@ -263,13 +272,43 @@ async fn pull(
         since_seq: since.map_or(0, |r| r.seq),
         ..PullRequest::default()
     };
+    let mut request = tonic::Request::new(request);
+    // The server may stop working on an answer nobody waits for any more.
+    request.set_timeout(deadlines.whole);
+    // The response headers come once the server has built its answer: they count against
+    // the first-message deadline, as does connecting.
+    let first = Instant::now() + deadlines.first;
+    let stream = tokio::time::timeout_at(first, client.pull(request))
+        .await
+        .map_err(|_| LinkError::Timeout(deadlines.first))?
+        .map_err(|s| status::to_link_error(&s))?
+        .into_inner();
+    read_answer(stream, origin, since, deadlines, first).await
+}
+
+/// Reads a pull answer from `stream` until its completion marker: the first message by
+/// `first`, each next one within `deadlines.idle` of the one before.
+async fn read_answer(
+    mut stream: impl Stream<Item = Result<PullChunk, Status>> + Unpin,
+    origin: &str,
+    since: Option<Revision>,
+    deadlines: PullDeadlines,
+    first: Instant,
+) -> Result<Pulled, LinkError> {
     let call = |s: Status| status::to_link_error(&s);
     let malformed = |e: convert::ConvertError| LinkError::Malformed(Box::new(e));
-    let mut stream = client.pull(request).await.map_err(call)?.into_inner();
     let mut items = Vec::new();
     let mut changes = Vec::new();
     let mut digest = Digest64::default();
-    while let Some(chunk) = stream.message().await.map_err(call)? {
+    let (mut by, mut waited) = (first, deadlines.first);
+    loop {
+        let next = tokio::time::timeout_at(by, stream.next())
+            .await
+            .map_err(|_| LinkError::Timeout(waited))?;
+        let Some(chunk) = next.transpose().map_err(call)? else {
+            break;
+        };
+        (by, waited) = (Instant::now() + deadlines.idle, deadlines.idle);
         match chunk.body {
             Some(pull_chunk::Body::Snapshot(data)) => {
                 for (service, instance) in convert::chunk_from_wire(data).map_err(malformed)? {
@@ -408,6 +447,85 @@ mod tests {
             None,
             "unknown enum value"
         );
+    }
+
+    fn deadlines(first_ms: u64, idle_ms: u64) -> PullDeadlines {
+        PullDeadlines {
+            first: Duration::from_millis(first_ms),
+            idle: Duration::from_millis(idle_ms),
+            whole: Duration::from_secs(60),
+        }
+    }
+
+    /// A peer that accepts TCP connections and never says a word (a frozen process): the
+    /// pull fails at its first-message deadline, not after the whole stream's.
+    #[tokio::test]
+    async fn a_pull_from_a_silent_peer_ends_at_the_first_message_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a local port");
+        let addr = listener.local_addr().expect("a bound address");
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let link = GrpcLink::new();
+        // The whole answer is allowed longer than the test waits.
+        let deadlines = PullDeadlines {
+            whole: Duration::from_secs(3),
+            ..deadlines(300, 300)
+        };
+        let started = std::time::Instant::now();
+        let pulled = link.pull(addr, "dc2", "dc1", None, deadlines).await;
+        let took = started.elapsed();
+        assert!(
+            matches!(pulled, Err(LinkError::Timeout(d)) if d == deadlines.first),
+            "{pulled:?}"
+        );
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        silent.abort();
+    }
+
+    fn chunk(seq: u64) -> Result<PullChunk, Status> {
+        let export = crate::sync::export::Export::Removed(crate::registry::InstanceRef {
+            tenant: crate::registry::Tenant::default_tenant(),
+            service_id: "s".into(),
+            instance_id: format!("i-{seq}"),
+        });
+        Ok(PullChunk {
+            body: Some(pull_chunk::Body::Increments(ChangeBatch {
+                changes: vec![convert::change_to_wire(seq, 0, &export)],
+            })),
+        })
+    }
+
+    /// An answer that starts and then stalls ends at the idle deadline after its last
+    /// message; one that never starts at the first-message deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_answer_ends_at_the_idle_deadline() {
+        let since = Some(Revision { epoch: 1, seq: 0 });
+        let deadlines = deadlines(5_000, 2_000);
+        let started = Instant::now();
+        let stalled = futures::stream::iter([chunk(1), chunk(2)]).chain(futures::stream::pending());
+        let first = started + deadlines.first;
+        let read = read_answer(stalled, "dc1", since, deadlines, first).await;
+        assert!(
+            matches!(read, Err(LinkError::Timeout(d)) if d == deadlines.idle),
+            "{read:?}"
+        );
+        assert_eq!(started.elapsed(), deadlines.idle);
+
+        let started = Instant::now();
+        let silent = futures::stream::pending::<Result<PullChunk, Status>>();
+        let first = started + deadlines.first;
+        let read = read_answer(silent, "dc1", since, deadlines, first).await;
+        assert!(
+            matches!(read, Err(LinkError::Timeout(d)) if d == deadlines.first),
+            "{read:?}"
+        );
+        assert_eq!(started.elapsed(), deadlines.first);
     }
 
     #[test]

@@ -117,10 +117,22 @@ async fn push_loop(
             }
             let started = tokio::time::Instant::now();
             let from = peer_cursor;
-            match link
-                .push(target, &exported.cluster, from, &changes, PUSH_TIMEOUT)
-                .await
-            {
+            let pushed = tokio::select! {
+                biased;
+                () = token.cancelled() => return,
+                // The peer's active syncer moved (a failover there; the old one may be
+                // frozen): this push is given up and the next goes to the new one.
+                changed = addr.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    debug!(%peer, %target, "the peer's active syncer changed; push given up");
+                    retry = true;
+                    break;
+                }
+                pushed = link.push(target, &exported.cluster, from, &changes, PUSH_TIMEOUT) => pushed,
+            };
+            match pushed {
                 Ok(outcome) => {
                     let reply = outcome.reply;
                     let theirs = reply.cursor();

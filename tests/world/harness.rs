@@ -396,6 +396,18 @@ impl World {
         }
     }
 
+    /// Freezes the rpc side of member `m` of `dc`, as a syncer stopped with SIGSTOP looks to
+    /// its peers' calls: pulls and pushes to it (and from it) are accepted and never
+    /// answered. Its gossip node goes on, so the peer directory still names it.
+    pub fn freeze(&self, dc: usize, m: usize) {
+        self.link.freeze(self.dcs[dc].members[m].rpc_addr);
+    }
+
+    /// Undoes [`World::freeze`] for the calls made from now on.
+    pub fn thaw(&self, dc: usize, m: usize) {
+        self.link.thaw(self.dcs[dc].members[m].rpc_addr);
+    }
+
     /// Cuts `a` and `b` apart: gossip between every member of each, and the peer link.
     pub fn partition(&self, a: usize, b: usize) {
         for (x, y) in self.member_pairs(a, b) {

@@ -3,8 +3,8 @@
 //! Engines find each other's rpc addresses through gossip and call `pull` and `push` on the
 //! peer at that address. In the world, those calls go through the engine's in-memory link
 //! network ([`syncer::sync::link::MemoryNetwork`]), which routes them by address to the
-//! [`SyncHandle`] registered there, and can cut two addresses apart or lose the next calls
-//! to one.
+//! [`SyncHandle`] registered there, and can cut two addresses apart, lose the next calls to
+//! one, or freeze one (calls accepted, never answered).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,5 +54,21 @@ impl Link {
     /// Calls the network refused so far (cut, lost, or nothing registered there).
     pub fn failed_calls(&self) -> u64 {
         self.network.stats().failed
+    }
+
+    /// Calls to and from `addr` are accepted and never answered from now on, as by a process
+    /// stopped with SIGSTOP: each ends when its caller's deadline passes.
+    pub fn freeze(&self, addr: SocketAddr) {
+        self.network.freeze(addr);
+    }
+
+    /// Calls to and from `addr` go through again (calls already held stay held).
+    pub fn thaw(&self, addr: SocketAddr) {
+        self.network.thaw(addr);
+    }
+
+    /// Calls to `to` held by a freeze so far.
+    pub fn hung_calls_to(&self, to: SocketAddr) -> u64 {
+        self.network.hung_to(to)
     }
 }

@@ -1,12 +1,23 @@
 //! One origin's actor: owns its views, takes one message at a time (so plans never race),
 //! pulls from the origin, heartbeats the copies and reconciles through the planner and the
 //! executor.
+//!
+//! A pull runs as a task beside the actor ([`InFlight`], one at a time): its answer comes
+//! back into the actor's loop as one more message, and meanwhile the actor serves pushes,
+//! local events and its timers. So a peer that accepted the call and went silent (a frozen
+//! process, a hung server, a blackholed connection) delays nothing but the next pull: the
+//! copies are heartbeated on their own schedule and the origin is judged stale only after
+//! `origin_grace` without an exchange, measured with the time of the judgement. A pull is
+//! bounded by [`PullDeadlines::STANDARD`] and given up as soon as the peer directory names
+//! another syncer for the origin (a failover there), which is pulled from at once.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -14,7 +25,7 @@ use tracing::{debug, error, info, warn};
 use super::super::copy::{PresentCopy, copy_body, properties_digest};
 use super::super::export::{Increment, Revision};
 use super::super::ids::{OriginKey, copy_origin, is_copy};
-use super::super::link::{LinkError, Pulled, Push, PushReply};
+use super::super::link::{LinkError, PullDeadlines, Pulled, Push, PushReply};
 use super::super::metrics::{OriginLabel, Outcome};
 use super::super::safety::{RemovalGuard, Removals};
 use super::super::unix_ms;
@@ -42,8 +53,6 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const PULL_RETRY_MAX: Duration = RETRY_AFTER;
 /// Longest pause between failed re-reads of the local registry (after a queue overflow).
 const REREAD_RETRY_MAX: Duration = Duration::from_secs(30);
-/// A whole pull stream may take this long.
-const PULL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Cursors are written to the store at most this often (they are informational: a
 /// restarted importer always starts from a full snapshot).
 const CURSOR_WRITE_EVERY: Duration = Duration::from_secs(5);
@@ -102,6 +111,65 @@ impl Timers {
     }
 }
 
+/// The pull in flight: where it goes, the cursor its answer continues, and its task.
+///
+/// Dropping it aborts the task, so an actor that stops (its token cancelled) or gives up on
+/// an address leaves nothing running and nothing to apply later.
+struct InFlight {
+    addr: SocketAddr,
+    /// The actor's cursor when the pull started; pushes may move it on meanwhile.
+    base: Option<Revision>,
+    task: JoinHandle<Result<Pulled, LinkError>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The end of the pull in flight; never ready while there is none.
+async fn pull_ended(
+    pulling: &mut Option<InFlight>,
+) -> Result<Result<Pulled, LinkError>, JoinError> {
+    match pulling {
+        Some(flight) => (&mut flight.task).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What is left of a pull's answer after pushes moved the cursor on to `cursor` while the
+/// pull was in flight (the answer continues the cursor the pull started from): the changes
+/// past `cursor` of increments that reach further, a snapshot unless it is older than
+/// `cursor`, nothing else. Applying the whole answer would set the origin's instances back
+/// to an older state for a moment.
+fn rebase(pulled: Pulled, cursor: Option<Revision>) -> Option<Pulled> {
+    let Some(cursor) = cursor else {
+        return Some(pulled);
+    };
+    match pulled {
+        Pulled::UpToDate(_) => None,
+        Pulled::Increments { to, changes } => {
+            if to.epoch != cursor.epoch || to.seq <= cursor.seq {
+                return None;
+            }
+            let changes: Vec<Increment> = changes
+                .into_iter()
+                .filter(|(seq, _, _)| *seq > cursor.seq)
+                .collect();
+            // Consecutive up to `to` (checked by the link), so they continue `cursor`.
+            (changes.first().map(|(seq, _, _)| *seq) == Some(cursor.seq + 1))
+                .then_some(Pulled::Increments { to, changes })
+        }
+        Pulled::Snapshot { revision, .. }
+            if revision.epoch == cursor.epoch && revision.seq < cursor.seq =>
+        {
+            None
+        }
+        snapshot @ Pulled::Snapshot { .. } => Some(snapshot),
+    }
+}
+
 pub(super) struct Actor {
     origin: String,
     /// `origin` as a metric label.
@@ -118,6 +186,10 @@ pub(super) struct Actor {
     /// Copies present without a mapping, or extra mappings, need a look.
     orphans_dirty: bool,
     timers: Timers,
+    /// The pull in flight, at most one.
+    pulling: Option<InFlight>,
+    /// The origin's active syncer as the peer directory last named it.
+    peer_addr: Option<SocketAddr>,
     /// Objects the local registry kind refused, logged once each.
     refused: HashSet<String>,
 }
@@ -136,6 +208,7 @@ impl Actor {
             guard.hold_until(t);
         }
         info!(origin = %origin, copies = views.mappings().len(), "importer started");
+        let peer_addr = ctx.peers.borrow().get(&origin).copied();
         Actor {
             label: ctx.metrics.origin(&origin),
             timers: Timers::new(now, ctx.settings.lease.heartbeat_period()),
@@ -148,6 +221,8 @@ impl Actor {
             health: OriginHealth::new(now),
             dirty: HashSet::new(),
             orphans_dirty: false,
+            pulling: None,
+            peer_addr,
             refused: HashSet::new(),
         }
     }
@@ -185,14 +260,19 @@ impl Actor {
                     self.on_local(batch).await;
                 }
                 Ok(()) = peers.changed() => {
-                    let known = peers.borrow_and_update().contains_key(&self.origin);
-                    if known && self.cursor.is_none() {
-                        self.timers.pull_at = Some(Instant::now());
+                    let addr = peers.borrow_and_update().get(&self.origin).copied();
+                    self.on_directory(addr);
+                }
+                ended = pull_ended(&mut self.pulling) => {
+                    if let Some(flight) = self.pulling.take() {
+                        self.on_pulled(flight.addr, flight.base, ended).await;
                     }
                 }
                 _ = tick.tick() => self.on_tick().await,
             }
         }
+        // A pull in flight is aborted: its answer would have nobody to apply it.
+        self.pulling = None;
         self.write_cursor(true).await;
         debug!(origin = %self.origin, "importer stopped");
     }
@@ -307,8 +387,37 @@ impl Actor {
         }
     }
 
+    /// The timers. Every step reads the clock afresh: the steps before it may have waited
+    /// on the registry or the store.
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.check_health(now);
+        if now >= self.timers.next_anti_entropy {
+            self.timers.next_anti_entropy = now + self.ctx.settings.anti_entropy_interval;
+            self.timers.pull_by(now);
+        }
+        // A pull due while another is in flight waits for its end.
+        if self.pulling.is_none() && self.timers.pull_at.is_some_and(|at| now >= at) {
+            self.timers.pull_at = None;
+            self.start_pull();
+        }
+        if self.heartbeat_due() && self.heartbeat().await {
+            self.reconcile().await;
+        }
+        if self.timers.reread_at.is_some_and(|at| Instant::now() >= at) && self.reread_local().await
+        {
+            self.reconcile().await;
+        }
+        if self.timers.retry_at.is_some_and(|at| Instant::now() >= at) {
+            self.timers.retry_at = None;
+            self.reconcile().await;
+        }
+        self.write_cursor(false).await;
+    }
+
+    /// Judges the origin at `now` (the time of the judgement, never one read before a wait):
+    /// stale once `origin_grace` passed without an exchange.
+    fn check_health(&mut self, now: Instant) {
         let grace = self.ctx.settings.origin_grace;
         if self.health.check(now, grace) == Some(HealthChange::BecameStale) {
             self.stale_gauge(true);
@@ -323,28 +432,26 @@ impl Actor {
         if self.ctx.settings.keep_stale && self.health.check_keep(now, grace, keep_for) {
             error!(origin = %self.origin, ?grace, ?keep_for, copies = self.views.mappings().len(), "no successful exchange with this data centre for longer than the grace period plus --keep-stale-for; its copies are no longer kept alive and expire with their lease");
         }
-        if now >= self.timers.next_anti_entropy {
-            self.timers.next_anti_entropy = now + self.ctx.settings.anti_entropy_interval;
-            self.timers.pull_by(now);
-        }
-        if self.timers.pull_at.is_some_and(|at| now >= at) {
-            self.timers.pull_at = None;
-            self.pull().await;
-        }
-        if now >= self.timers.next_heartbeat {
-            self.timers.next_heartbeat = now + self.ctx.settings.lease.heartbeat_period();
-            self.heartbeat().await;
-        }
-        if self.timers.reread_at.is_some_and(|at| now >= at) && self.reread_local().await {
-            self.reconcile().await;
-        }
-        if self.timers.retry_at.is_some_and(|at| now >= at) {
-            self.timers.retry_at = None;
-            self.reconcile().await;
-        }
-        self.write_cursor(false).await;
     }
 
+    /// The peer directory changed. A pull in flight to another address than the one it
+    /// names now is given up (a failover in the origin's data centre: the member it went to
+    /// may be frozen and never answer), and the new address is pulled from at once.
+    fn on_directory(&mut self, addr: Option<SocketAddr>) {
+        let moved = addr != self.peer_addr;
+        self.peer_addr = addr;
+        let Some(addr) = addr else { return };
+        if let Some(flight) = &self.pulling
+            && flight.addr != addr
+        {
+            info!(origin = %self.origin, from = %flight.addr, to = %addr, "this data centre's active syncer changed; giving up the pull in flight");
+            self.pulling = None;
+        }
+        if moved || self.cursor.is_none() {
+            self.timers.pull_backoff.reset();
+            self.timers.pull_at = Some(Instant::now());
+        }
+    }
     fn stale_gauge(&self, stale: bool) {
         self.ctx
             .metrics
@@ -364,7 +471,9 @@ impl Actor {
         }
     }
 
-    async fn pull(&mut self) {
+    /// Starts a pull from the origin's active syncer, as a task whose end comes back through
+    /// the actor's loop ([`pull_ended`]).
+    fn start_pull(&mut self) {
         let Some(addr) = self.ctx.peers.borrow().get(&self.origin).copied() else {
             debug!(origin = %self.origin, "no active syncer known for this data centre");
             return;
@@ -374,16 +483,50 @@ impl Actor {
         } else {
             None
         };
-        let result = self
-            .ctx
-            .link
-            .pull(addr, &self.ctx.cluster, &self.origin, since, PULL_TIMEOUT)
-            .await;
+        let link = self.ctx.link.clone();
+        let (asker, origin) = (self.ctx.cluster.clone(), self.origin.clone());
+        let task = tokio::spawn(async move {
+            link.pull(addr, &asker, &origin, since, PullDeadlines::STANDARD)
+                .await
+        });
+        self.pulling = Some(InFlight {
+            addr,
+            base: self.cursor,
+            task,
+        });
+    }
+
+    /// The end of the pull to `addr` that continued `base`.
+    async fn on_pulled(
+        &mut self,
+        addr: SocketAddr,
+        base: Option<Revision>,
+        ended: Result<Result<Pulled, LinkError>, JoinError>,
+    ) {
+        let result = match ended {
+            Ok(result) => result,
+            Err(e) => {
+                error!(origin = %self.origin, %addr, error = %e, "the pull task failed");
+                self.timers.pull_at = Some(Instant::now() + self.timers.pull_backoff.pause());
+                return;
+            }
+        };
         match result {
             Ok(pulled) => {
                 self.timers.pull_backoff.reset();
                 self.exchanged();
-                self.apply_pulled(pulled).await;
+                let pulled = if self.cursor == base {
+                    Some(pulled)
+                } else {
+                    // Pushes moved the cursor on while the pull was in flight.
+                    rebase(pulled, self.cursor)
+                };
+                match pulled {
+                    Some(pulled) => self.apply_pulled(pulled).await,
+                    None => {
+                        debug!(origin = %self.origin, cursor = ?self.cursor, "pushes went past the pulled answer")
+                    }
+                }
             }
             Err(e) => {
                 self.ctx.metrics.transfer("pull", e.outcome());
@@ -478,6 +621,11 @@ impl Actor {
             }
             if keys.is_empty() {
                 return;
+            }
+            // A long reconcile (a first snapshot into a slow registry) does not hold back
+            // the heartbeats of the copies already there.
+            if self.heartbeat_due() && self.heartbeat().await {
+                self.timers.retry_later();
             }
         }
     }
@@ -649,14 +797,24 @@ impl Actor {
         }
     }
 
-    async fn heartbeat(&mut self) {
+    fn heartbeat_due(&self) -> bool {
+        Instant::now() >= self.timers.next_heartbeat
+    }
+
+    /// Renews this origin's copies (those the planner says are kept alive now); true when
+    /// the registry did not know some, which are dirty now and need a reconcile.
+    async fn heartbeat(&mut self) -> bool {
+        // Judged now: the copies of an origin that went stale meanwhile are not renewed.
+        let now = Instant::now();
+        self.check_health(now);
+        self.timers.next_heartbeat = now + self.ctx.settings.lease.heartbeat_period();
         let refs = plan::heartbeat_targets(
             &self.views,
             self.health.is_stale(),
             self.health.keeps_stale_copies(self.ctx.settings.keep_stale),
         );
         if refs.is_empty() {
-            return;
+            return false;
         }
         match self.ctx.registry.heartbeat(&refs).await {
             Ok(report) => {
@@ -674,9 +832,7 @@ impl Actor {
                         self.dirty.insert(key);
                     }
                 }
-                if !self.dirty.is_empty() {
-                    self.reconcile().await;
-                }
+                !self.dirty.is_empty()
             }
             Err(e) => {
                 self.ctx
@@ -685,6 +841,7 @@ impl Actor {
                     .get_or_create(&Outcome { outcome: e.kind() })
                     .inc();
                 warn!(origin = %self.origin, copies = refs.len(), error = %e, "heartbeat of copies failed");
+                false
             }
         }
     }
@@ -778,5 +935,67 @@ impl Admit for KindRules<'_> {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Tenant;
+
+    fn at(epoch: u64, seq: u64) -> Revision {
+        Revision { epoch, seq }
+    }
+
+    fn removed(seq: u64) -> Increment {
+        (
+            seq,
+            0,
+            super::super::super::export::Export::Removed(InstanceRef {
+                tenant: Tenant::default_tenant(),
+                service_id: "s".into(),
+                instance_id: format!("i-{seq}"),
+            }),
+        )
+    }
+
+    fn seqs(pulled: Option<Pulled>) -> Option<Vec<u64>> {
+        match pulled {
+            Some(Pulled::Increments { changes, .. }) => {
+                Some(changes.iter().map(|(seq, _, _)| *seq).collect())
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_answer_overtaken_by_pushes_keeps_only_what_they_did_not_bring() {
+        let increments = || Pulled::Increments {
+            to: at(3, 5),
+            changes: (3..=5).map(removed).collect(),
+        };
+        // Pulled from 3:2; pushes brought the cursor to 3:3, then to 3:5, then past.
+        assert_eq!(seqs(rebase(increments(), Some(at(3, 3)))), Some(vec![4, 5]));
+        assert!(rebase(increments(), Some(at(3, 5))).is_none());
+        assert!(rebase(increments(), Some(at(3, 7))).is_none());
+        assert!(
+            rebase(increments(), Some(at(4, 1))).is_none(),
+            "another epoch"
+        );
+        assert!(rebase(Pulled::UpToDate(at(3, 2)), Some(at(3, 3))).is_none());
+
+        let snapshot = |seq| Pulled::Snapshot {
+            revision: at(3, seq),
+            items: Vec::new(),
+        };
+        assert!(rebase(snapshot(4), Some(at(3, 5))).is_none(), "older");
+        assert!(matches!(
+            rebase(snapshot(5), Some(at(3, 5))),
+            Some(Pulled::Snapshot { .. })
+        ));
+        assert!(matches!(
+            rebase(snapshot(1), Some(at(2, 9))),
+            Some(Pulled::Snapshot { .. })
+        ));
     }
 }

@@ -5,9 +5,13 @@
 //!
 //! Failures look as they do over gRPC: a cut, a lost call or an address where nothing
 //! listens is [`LinkError::Unavailable`] at once (a refused connection), a delay longer than
-//! the caller's timeout is [`LinkError::Timeout`] after the timeout, and an engine's refusal
-//! maps as `crate::rpc::status` maps it (unavailable, or refused for a request it will never
-//! accept).
+//! the caller's timeout is [`LinkError::Timeout`] after the timeout, a call to or from a
+//! frozen address (a stopped process, a hung server: the connection is accepted and nothing
+//! ever answers) is [`LinkError::Timeout`] when the caller's deadline passes, and an engine's
+//! refusal maps as `crate::rpc::status` maps it (unavailable, or refused for a request it
+//! will never accept).
+//!
+//! An in-memory answer is one message: a pull waits at most its first-message deadline.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{LinkError, PeerLink, PullBody, Pulled, Push, PushOutcome};
+use super::{LinkError, PeerLink, PullBody, PullDeadlines, Pulled, Push, PushOutcome};
 use crate::sync::export::{Increment, Revision};
 use crate::sync::{EngineError, SyncHandle};
 
@@ -32,6 +36,8 @@ pub struct MemoryStats {
     pub pushes: u64,
     /// Calls refused by the network (cut, lost, or nothing registered there).
     pub failed: u64,
+    /// Calls held by a freeze: accepted, never answered.
+    pub hung: u64,
 }
 
 #[derive(Default)]
@@ -45,6 +51,10 @@ struct NetState {
     lose: HashMap<SocketAddr, usize>,
     /// Extra time every call to an address takes.
     delays: HashMap<SocketAddr, Duration>,
+    /// Frozen addresses: calls to and from them are never answered.
+    frozen: HashSet<SocketAddr>,
+    /// Calls held by a freeze, per address called.
+    hung_to: HashMap<SocketAddr, u64>,
     stats: MemoryStats,
 }
 
@@ -57,6 +67,30 @@ fn ordered(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
 enum Call {
     Pull,
     Push,
+}
+
+/// Where a routed call goes.
+enum Route {
+    /// To this engine, after this delay.
+    Serve(Box<SyncHandle>, Duration),
+    /// Nowhere: accepted and never answered (a freeze).
+    Hang,
+}
+
+impl Route {
+    /// The engine's answer to `serve`, or nothing ever (the caller's deadline ends it).
+    async fn answer<T, F>(self, serve: impl FnOnce(SyncHandle) -> F) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
+        match self {
+            Route::Serve(handle, delay) => {
+                tokio::time::sleep(delay).await;
+                serve(*handle).await
+            }
+            Route::Hang => std::future::pending().await,
+        }
+    }
 }
 
 /// A network of in-memory engines. Clones share the same network.
@@ -152,20 +186,38 @@ impl MemoryNetwork {
         });
     }
 
+    /// Freezes `addr`, as a process stopped with SIGSTOP or a hung rpc server: calls to it
+    /// and from it are accepted and never answered; each ends when its caller's deadline
+    /// passes. Calls already held stay held after [`MemoryNetwork::thaw`].
+    pub fn freeze(&self, addr: SocketAddr) {
+        self.with(|s| s.frozen.insert(addr));
+    }
+
+    /// Undoes [`MemoryNetwork::freeze`] of `addr` for the calls made from now on.
+    pub fn thaw(&self, addr: SocketAddr) {
+        self.with(|s| s.frozen.remove(&addr));
+    }
+
+    /// Calls to `to` held by a freeze so far (a frozen `to`, or a call from a frozen address).
+    pub fn hung_to(&self, to: SocketAddr) -> u64 {
+        self.with(|s| s.hung_to.get(&to).copied().unwrap_or_default())
+    }
+
     /// What the network carried so far.
     pub fn stats(&self) -> MemoryStats {
         self.with(|s| s.stats)
     }
 
-    /// The engine serving a call from `from` to `to` and the delay before it, or why the
-    /// call fails.
-    fn route(
-        &self,
-        from: SocketAddr,
-        to: SocketAddr,
-        call: Call,
-    ) -> Result<(SyncHandle, Duration), LinkError> {
+    /// The engine serving a call from `from` to `to` and the delay before it, or that the
+    /// call hangs, or why it fails.
+    fn route(&self, from: SocketAddr, to: SocketAddr, call: Call) -> Result<Route, LinkError> {
         self.with(|s| {
+            // A frozen caller's call goes nowhere; a frozen callee accepts it (below).
+            if s.frozen.contains(&from) {
+                s.stats.hung += 1;
+                *s.hung_to.entry(to).or_default() += 1;
+                return Ok(Route::Hang);
+            }
             let failure = if s.cut.contains(&ordered(from, to))
                 || (from != to && (s.isolated.contains(&from) || s.isolated.contains(&to)))
             {
@@ -185,13 +237,18 @@ impl MemoryNetwork {
                 s.stats.failed += 1;
                 return Err(LinkError::Unavailable(failure));
             }
+            if s.frozen.contains(&to) {
+                s.stats.hung += 1;
+                *s.hung_to.entry(to).or_default() += 1;
+                return Ok(Route::Hang);
+            }
             match call {
                 Call::Pull => s.stats.pulls += 1,
                 Call::Push => s.stats.pushes += 1,
             }
             let handle = s.engines.get(&to).cloned().unwrap_or_default();
             let delay = s.delays.get(&to).copied().unwrap_or_default();
-            Ok((handle, delay))
+            Ok(Route::Serve(Box::new(handle), delay))
         })
     }
 }
@@ -220,16 +277,14 @@ impl PeerLink for MemoryLink {
         _asker: &str,
         origin: &str,
         since: Option<Revision>,
-        timeout: Duration,
+        deadlines: PullDeadlines,
     ) -> Result<Pulled, LinkError> {
-        let (handle, delay) = self.network.route(self.from, addr, Call::Pull)?;
-        let work = async {
-            tokio::time::sleep(delay).await;
-            handle.serve_pull(since).map_err(refused)
-        };
-        let answer = tokio::time::timeout(timeout, work)
+        let route = self.network.route(self.from, addr, Call::Pull)?;
+        let work = route.answer(|handle| async move { handle.serve_pull(since).map_err(refused) });
+        let limit = deadlines.first.min(deadlines.whole);
+        let answer = tokio::time::timeout(limit, work)
             .await
-            .map_err(|_| LinkError::Timeout(timeout))??;
+            .map_err(|_| LinkError::Timeout(limit))??;
         if answer.origin != origin {
             return Err(LinkError::Incomplete(format!(
                 "asked {origin}, answered for {:?}",
@@ -262,7 +317,7 @@ impl PeerLink for MemoryLink {
         let Some((last, _, _)) = batch.last() else {
             return Err(LinkError::Refused("a push without changes".into()));
         };
-        let (handle, delay) = self.network.route(self.from, addr, Call::Push)?;
+        let route = self.network.route(self.from, addr, Call::Push)?;
         let push = Push {
             origin: origin.to_owned(),
             epoch: from.epoch,
@@ -270,10 +325,8 @@ impl PeerLink for MemoryLink {
             to_seq: *last,
             changes: batch.to_vec(),
         };
-        let work = async {
-            tokio::time::sleep(delay).await;
-            handle.serve_push(push).await.map_err(refused)
-        };
+        let work =
+            route.answer(|handle| async move { handle.serve_push(push).await.map_err(refused) });
         let reply = tokio::time::timeout(timeout, work)
             .await
             .map_err(|_| LinkError::Timeout(timeout))??;
@@ -301,7 +354,12 @@ mod tests {
     use crate::sync::export::Export;
     use crate::sync::{EngineDeps, EngineSettings, SyncMetrics, start};
 
-    const TIMEOUT: Duration = Duration::from_secs(10);
+    const DEADLINES: PullDeadlines = PullDeadlines {
+        first: Duration::from_secs(10),
+        idle: Duration::from_secs(10),
+        whole: Duration::from_secs(10),
+    };
+    const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -404,7 +462,7 @@ mod tests {
     async fn first_pull(link: &MemoryLink, to: SocketAddr, origin: &str) -> Pulled {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match link.pull(to, "dc9", origin, None, TIMEOUT).await {
+            match link.pull(to, "dc9", origin, None, DEADLINES).await {
                 Ok(pulled) => return pulled,
                 Err(LinkError::Unavailable(_)) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -418,23 +476,23 @@ mod tests {
     async fn calls_reach_registered_engines_only() {
         let net = MemoryNetwork::new();
         let link = net.link(addr(9000));
-        let err = link.pull(addr(1000), "dc9", "dc1", None, TIMEOUT).await;
+        let err = link.pull(addr(1000), "dc9", "dc1", None, DEADLINES).await;
         assert!(matches!(err, Err(LinkError::Unavailable(ref m)) if m.contains("nothing listens")));
 
         let idle = SyncHandle::new(SyncMetrics::default());
         net.register(addr(1000), idle.clone());
-        let err = link.pull(addr(1000), "dc9", "dc1", None, TIMEOUT).await;
+        let err = link.pull(addr(1000), "dc9", "dc1", None, DEADLINES).await;
         assert!(
             matches!(err, Err(LinkError::Unavailable(ref m)) if m == "the sync engine is starting")
         );
         idle.stop("standby: not the active syncer");
-        let err = link.pull(addr(1000), "dc9", "dc1", None, TIMEOUT).await;
+        let err = link.pull(addr(1000), "dc9", "dc1", None, DEADLINES).await;
         assert!(
             matches!(err, Err(LinkError::Unavailable(ref m)) if m == "standby: not the active syncer")
         );
         net.unregister(addr(1000));
         assert!(
-            link.pull(addr(1000), "dc9", "dc1", None, TIMEOUT)
+            link.pull(addr(1000), "dc9", "dc1", None, DEADLINES)
                 .await
                 .is_err()
         );
@@ -443,7 +501,8 @@ mod tests {
             MemoryStats {
                 pulls: 2,
                 pushes: 0,
-                failed: 2
+                failed: 2,
+                hung: 0,
             }
         );
     }
@@ -460,11 +519,11 @@ mod tests {
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].1.instance_id, "i-1");
         let again = link
-            .pull(addr(1000), "dc9", "dc1", Some(revision), TIMEOUT)
+            .pull(addr(1000), "dc9", "dc1", Some(revision), DEADLINES)
             .await;
         assert!(matches!(again, Ok(Pulled::UpToDate(r)) if r == revision));
         // An answer for another origin than asked is not used.
-        let wrong = link.pull(addr(1000), "dc9", "dc2", None, TIMEOUT).await;
+        let wrong = link.pull(addr(1000), "dc9", "dc2", None, DEADLINES).await;
         assert!(matches!(wrong, Err(LinkError::Incomplete(_))));
     }
 
@@ -474,7 +533,7 @@ mod tests {
         let _dc1 = engine(&net, "dc1", 1000).await;
         let link = net.link(addr(9000));
         first_pull(&link, addr(1000), "dc1").await;
-        let pull = || link.pull(addr(1000), "dc9", "dc1", None, TIMEOUT);
+        let pull = || link.pull(addr(1000), "dc9", "dc1", None, DEADLINES);
 
         net.partition(addr(9000), addr(1000));
         assert!(matches!(pull().await, Err(LinkError::Unavailable(_))));
@@ -495,15 +554,68 @@ mod tests {
         assert!(pull().await.is_ok());
         assert_eq!(started.elapsed(), Duration::from_secs(3));
         let started = Instant::now();
-        let late = link
-            .pull(addr(1000), "dc9", "dc1", None, Duration::from_secs(1))
-            .await;
+        let short = PullDeadlines {
+            first: Duration::from_secs(1),
+            ..DEADLINES
+        };
+        let late = link.pull(addr(1000), "dc9", "dc1", None, short).await;
         assert!(matches!(late, Err(LinkError::Timeout(_))));
         assert_eq!(started.elapsed(), Duration::from_secs(1));
         net.set_delay(addr(1000), Duration::ZERO);
         let started = Instant::now();
         assert!(pull().await.is_ok());
         assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frozen_address_answers_nothing_until_the_deadline() {
+        let net = MemoryNetwork::new();
+        let _dc1 = engine(&net, "dc1", 1000).await;
+        let link = net.link(addr(9000));
+        first_pull(&link, addr(1000), "dc1").await;
+        let short = PullDeadlines {
+            first: Duration::from_secs(2),
+            ..DEADLINES
+        };
+
+        net.freeze(addr(1000));
+        let started = Instant::now();
+        let hung = link.pull(addr(1000), "dc9", "dc1", None, short).await;
+        assert!(matches!(hung, Err(LinkError::Timeout(d)) if d == short.first));
+        assert_eq!(started.elapsed(), short.first, "held until the deadline");
+        let change = (
+            1,
+            0,
+            Export::Removed(crate::registry::InstanceRef {
+                tenant: Tenant::default_tenant(),
+                service_id: "svc-9".into(),
+                instance_id: "i-1".into(),
+            }),
+        );
+        let from = Revision { epoch: 7, seq: 0 };
+        let push = link
+            .push(addr(1000), "dc2", from, &[change], Duration::from_secs(3))
+            .await;
+        assert!(
+            matches!(push, Err(LinkError::Timeout(_))),
+            "pushes hang too"
+        );
+        // A frozen process calls nobody either.
+        let outgoing = net
+            .link(addr(1000))
+            .pull(addr(9000), "dc1", "dc9", None, short)
+            .await;
+        assert!(matches!(outgoing, Err(LinkError::Timeout(_))));
+        assert_eq!(net.stats().hung, 3);
+        assert_eq!(net.hung_to(addr(1000)), 2);
+        assert_eq!(net.hung_to(addr(9000)), 1);
+
+        net.thaw(addr(1000));
+        assert!(
+            link.pull(addr(1000), "dc9", "dc1", None, short)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -527,19 +639,23 @@ mod tests {
         // dc1 never heard of dc2: the push does not continue its cursor, which it tells.
         let from = Revision { epoch: 7, seq: 0 };
         let outcome = link
-            .push(addr(1000), "dc2", from, &changes, TIMEOUT)
+            .push(addr(1000), "dc2", from, &changes, PUSH_TIMEOUT)
             .await
             .expect("push answered");
         assert!(!outcome.reply.applied);
         assert_eq!(outcome.reply.cursor(), Revision::default());
         assert_eq!(outcome.sent, 3);
         // A push claiming to come from the receiver itself is refused outright.
-        let own = link.push(addr(1000), "dc1", from, &changes, TIMEOUT).await;
+        let own = link
+            .push(addr(1000), "dc1", from, &changes, PUSH_TIMEOUT)
+            .await;
         assert!(matches!(own, Err(LinkError::Refused(ref m)) if m.contains("dc1")));
-        let empty = link.push(addr(1000), "dc2", from, &[], TIMEOUT).await;
+        let empty = link.push(addr(1000), "dc2", from, &[], PUSH_TIMEOUT).await;
         assert!(matches!(empty, Err(LinkError::Refused(_))));
         dc1.handle.stop("stopped for the test");
-        let stopped = link.push(addr(1000), "dc2", from, &changes, TIMEOUT).await;
+        let stopped = link
+            .push(addr(1000), "dc2", from, &changes, PUSH_TIMEOUT)
+            .await;
         assert!(matches!(stopped, Err(LinkError::Unavailable(_))));
         assert_eq!(net.stats().pushes, 3);
     }

@@ -24,6 +24,40 @@ use crate::registry::{Instance, Service};
 
 pub use memory::{MemoryLink, MemoryNetwork, MemoryStats};
 
+/// How long a pull may wait for its answer: the importer gives up on a peer that stopped
+/// answering (a frozen process, a hung server, a blackholed connection) within seconds, not
+/// minutes, and pulls again, elsewhere when the peer directory moved on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullDeadlines {
+    /// From the call to the first message of the answer, connecting included.
+    pub first: Duration,
+    /// Between two messages of the answer.
+    pub idle: Duration,
+    /// The whole answer, whatever its pace.
+    pub whole: Duration,
+}
+
+impl PullDeadlines {
+    /// The importer's deadlines.
+    ///
+    /// - `first`, 10 s: the serving syncer builds its answer from memory before it sends the
+    ///   first message (a 10 000-instance snapshot takes tens of milliseconds), and a
+    ///   connection attempt is bounded at 2 s, so 10 s leaves a loaded peer on a slow WAN a
+    ///   wide margin; a peer that accepted the call and went silent is given up after a
+    ///   sixth of the default `--origin-grace` (60 s), so several pulls fit in the grace
+    ///   period.
+    /// - `idle`, 10 s: a message is at most 2 MiB (a snapshot chunk of up to 500
+    ///   instances), so a stream keeps going down to about 200 KiB/s; a 10 000-instance
+    ///   snapshot is some 20 such chunks and streams at whatever pace the link allows.
+    /// - `whole`, 60 s: the bound that held for the whole stream before; it only stops a
+    ///   peer that dribbles forever, since heartbeats never wait on a pull.
+    pub const STANDARD: PullDeadlines = PullDeadlines {
+        first: Duration::from_secs(10),
+        idle: Duration::from_secs(10),
+        whole: Duration::from_secs(60),
+    };
+}
+
 /// A validated push: consecutive changes `from_seq + 1 ..= to_seq` of `origin`'s `epoch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Push {
@@ -151,15 +185,15 @@ impl LinkError {
 #[async_trait]
 pub trait PeerLink: Send + Sync {
     /// Pulls from the syncer at `addr` the data of `origin` after `since` (`None`: a full
-    /// snapshot), on behalf of `asker` (this data centre), within `timeout` for the whole
-    /// answer.
+    /// snapshot), on behalf of `asker` (this data centre), within `deadlines`
+    /// ([`LinkError::Timeout`] names the one that passed).
     async fn pull(
         &self,
         addr: SocketAddr,
         asker: &str,
         origin: &str,
         since: Option<Revision>,
-        timeout: Duration,
+        deadlines: PullDeadlines,
     ) -> Result<Pulled, LinkError>;
 
     /// Pushes to the syncer at `addr` the first run of `changes` (consecutive after `from`,
