@@ -1,7 +1,13 @@
 //! A registry whose writes pass a [`WriteGate`]: the active member of a data centre writes
 //! only while its leadership is confirmed. Reads are never gated.
+//!
+//! The gate is checked before a write and watched during it: the registry client may retry
+//! one call on several addresses for seconds, so a write still under way when the gate
+//! closes is dropped at that moment (the caller sees [`RegistryError::Unavailable`]). No
+//! request of this member is sent after its gate closed.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,13 +29,24 @@ impl GatedRegistry {
         GatedRegistry { inner, gate }
     }
 
-    fn check(&self, op: &str) -> Result<(), RegistryError> {
-        if self.gate.is_open() {
-            Ok(())
-        } else {
-            Err(RegistryError::Unavailable(format!(
+    /// Runs `call` if the gate is open, and drops it the moment the gate closes.
+    async fn gated<T>(
+        &self,
+        op: &str,
+        call: impl Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        if !self.gate.is_open() {
+            return Err(RegistryError::Unavailable(format!(
                 "{op} refused: this member's leadership is not confirmed"
-            )))
+            )));
+        }
+        tokio::select! {
+            // A call that finished is reported as it went, even if the gate closed meanwhile.
+            biased;
+            result = call => result,
+            () = self.gate.closed() => Err(RegistryError::Unavailable(format!(
+                "{op} aborted: this member's leadership ended during the call"
+            ))),
         }
     }
 }
@@ -57,8 +74,8 @@ impl Registry for GatedRegistry {
     }
 
     async fn ensure_service(&self, service: &Service) -> Result<String, RegistryError> {
-        self.check("ensure_service")?;
-        self.inner.ensure_service(service).await
+        self.gated("ensure_service", self.inner.ensure_service(service))
+            .await
     }
 
     async fn set_service_properties(
@@ -67,25 +84,26 @@ impl Registry for GatedRegistry {
         service_id: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<(), RegistryError> {
-        self.check("set_service_properties")?;
-        self.inner
-            .set_service_properties(tenant, service_id, properties)
-            .await
+        self.gated(
+            "set_service_properties",
+            self.inner
+                .set_service_properties(tenant, service_id, properties),
+        )
+        .await
     }
 
     async fn register(&self, instance: &Instance) -> Result<(), RegistryError> {
-        self.check("register")?;
-        self.inner.register(instance).await
+        self.gated("register", self.inner.register(instance)).await
     }
 
     async fn heartbeat(&self, instances: &[InstanceRef]) -> Result<HeartbeatReport, RegistryError> {
-        self.check("heartbeat")?;
-        self.inner.heartbeat(instances).await
+        self.gated("heartbeat", self.inner.heartbeat(instances))
+            .await
     }
 
     async fn set_status(&self, instance: &InstanceRef, status: &str) -> Result<(), RegistryError> {
-        self.check("set_status")?;
-        self.inner.set_status(instance, status).await
+        self.gated("set_status", self.inner.set_status(instance, status))
+            .await
     }
 
     async fn set_instance_properties(
@@ -93,14 +111,15 @@ impl Registry for GatedRegistry {
         instance: &InstanceRef,
         properties: &BTreeMap<String, String>,
     ) -> Result<(), RegistryError> {
-        self.check("set_instance_properties")?;
-        self.inner
-            .set_instance_properties(instance, properties)
-            .await
+        self.gated(
+            "set_instance_properties",
+            self.inner.set_instance_properties(instance, properties),
+        )
+        .await
     }
 
     async fn unregister(&self, instance: &InstanceRef) -> Result<(), RegistryError> {
-        self.check("unregister")?;
-        self.inner.unregister(instance).await
+        self.gated("unregister", self.inner.unregister(instance))
+            .await
     }
 }

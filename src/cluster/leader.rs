@@ -21,8 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, EventType, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
+    TxnOp, TxnOpResponse, WatchOptions,
 };
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,16 +54,19 @@ struct GateInner {
     /// Milliseconds after `base` until which writes are allowed.
     until_ms: AtomicU64,
     closed: AtomicBool,
+    /// Woken by [`WriteGate::close`], so waiters in [`WriteGate::closed`] see it at once.
+    closing: Notify,
 }
 
 impl WriteGate {
     /// A gate open until `until`.
-    fn open_until(until: Instant) -> WriteGate {
+    pub(crate) fn open_until(until: Instant) -> WriteGate {
         let gate = WriteGate {
             inner: Arc::new(GateInner {
                 base: Instant::now(),
                 until_ms: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                closing: Notify::new(),
             }),
         };
         gate.extend(until);
@@ -75,6 +80,7 @@ impl WriteGate {
                 base: Instant::now(),
                 until_ms: AtomicU64::new(u64::MAX),
                 closed: AtomicBool::new(false),
+                closing: Notify::new(),
             }),
         }
     }
@@ -89,6 +95,29 @@ impl WriteGate {
     /// Closes the gate for good.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.closing.notify_waiters();
+    }
+
+    /// Returns once the gate is closed: its deadline passed without a renewal pushing it
+    /// further, or [`WriteGate::close`] was called. A gated call races this to end the moment
+    /// the leadership it relies on can no longer be confirmed.
+    pub async fn closed(&self) {
+        loop {
+            let closing = self.inner.closing.notified();
+            tokio::pin!(closing);
+            // Registered before the check, so a `close` right after it still wakes us.
+            closing.as_mut().enable();
+            let Some(deadline) = self.deadline() else {
+                return;
+            };
+            if !self.is_open() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = &mut closing => {}
+            }
+        }
     }
 
     /// Whether writes are allowed now.
@@ -126,6 +155,9 @@ pub struct Term {
     pub ended: CancellationToken,
     /// When the term began (the campaign's lease grant was sent).
     pub began: Instant,
+    /// The lease etcd granted (whole seconds, never shorter than asked): what a predecessor's
+    /// lease lasted too, so the new leader's removal hold counts with it.
+    pub lease: Duration,
     /// The term number: the etcd revision that created the leader key. A later term of the
     /// same data centre has a larger one, so peers prefer the newest leader at once.
     pub number: u64,
@@ -150,24 +182,22 @@ pub struct Election {
     client: Client,
     key: String,
     node: String,
-    lease: Duration,
+    /// The TTL asked for, in whole seconds (etcd's unit).
+    ttl_secs: i64,
 }
 
 impl Election {
-    /// An election for key `<prefix>leader` among members named by their node name.
+    /// An election for key `<prefix>leader` among members named by their node name. etcd
+    /// grants leases in whole seconds: `lease` is rounded up (the settings refuse anything
+    /// else, so this only guards other callers); the gate counts with what etcd grants.
     pub fn new(client: Client, prefix: &str, node: String, lease: Duration) -> Election {
+        let secs = lease.as_secs() + u64::from(lease.subsec_nanos() > 0);
         Election {
             client,
             key: format!("{prefix}leader"),
             node,
-            lease,
+            ttl_secs: i64::try_from(secs).unwrap_or(i64::MAX),
         }
-    }
-
-    /// How early before the lease could expire the gate closes: a sixth of the lease (at
-    /// least 300 ms), which covers a slow keep-alive round trip and clock-rate differences.
-    fn margin(&self) -> Duration {
-        (self.lease / 6).max(Duration::from_millis(300))
     }
 
     /// Waits until this member holds the leader key; `None` when `token` is cancelled first.
@@ -181,13 +211,7 @@ impl Election {
                 return None;
             }
             match self.campaign().await {
-                Ok(Campaign::Won {
-                    lease_id,
-                    began,
-                    number,
-                }) => {
-                    return Some(self.start_term(lease_id, began, number, tracker));
-                }
+                Ok(Campaign::Won(won)) => return Some(self.start_term(won, tracker)),
                 Ok(Campaign::Lost { leader, revision }) => {
                     backoff.reset();
                     if last_leader.as_ref() != Some(&leader) {
@@ -210,8 +234,10 @@ impl Election {
     async fn campaign(&self) -> Result<Campaign, etcd_client::Error> {
         let mut client = self.client.clone();
         let began = Instant::now();
-        let ttl = i64::try_from(self.lease.as_secs()).unwrap_or(i64::MAX);
-        let lease_id = timeout(client.lease_grant(ttl, None)).await?.id();
+        let grant = timeout(client.lease_grant(self.ttl_secs, None)).await?;
+        let lease_id = grant.id();
+        // etcd may grant more than asked (its minimum TTL), never less.
+        let lease = Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(0));
         let txn = Txn::new()
             .when([Compare::create_revision(
                 self.key.as_str(),
@@ -236,11 +262,12 @@ impl Election {
             let number = reply
                 .header()
                 .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
-            return Ok(Campaign::Won {
+            return Ok(Campaign::Won(Won {
                 lease_id,
                 began,
+                lease,
                 number,
-            });
+            }));
         }
         // Not ours: give the lease back and learn who holds the key.
         let _ = timeout(client.lease_revoke(lease_id)).await;
@@ -261,7 +288,8 @@ impl Election {
     /// (then the caller campaigns again anyway), or when `token` is cancelled.
     async fn wait_for_vacancy(&self, revision: i64, token: &CancellationToken) {
         let mut client = self.client.clone();
-        let deadline = tokio::time::sleep(self.lease);
+        let lease = Duration::from_secs(u64::try_from(self.ttl_secs).unwrap_or(0));
+        let deadline = tokio::time::sleep(lease);
         tokio::pin!(deadline);
         let options = WatchOptions::new().with_start_revision(revision.saturating_add(1));
         let mut stream = tokio::select! {
@@ -297,14 +325,15 @@ impl Election {
         }
     }
 
-    fn start_term(
-        &self,
-        lease_id: i64,
-        began: Instant,
-        number: u64,
-        tracker: &TaskTracker,
-    ) -> Term {
-        let gate = WriteGate::open_until(began + self.lease.saturating_sub(self.margin()));
+    fn start_term(&self, won: Won, tracker: &TaskTracker) -> Term {
+        let Won {
+            lease_id,
+            began,
+            lease,
+            number,
+        } = won;
+        // Counted from before the grant was sent: etcd started the lease later than that.
+        let gate = WriteGate::open_until(began + lease.saturating_sub(margin(lease)));
         let ended = CancellationToken::new();
         let released = CancellationToken::new();
         let resign = CancellationToken::new();
@@ -316,17 +345,17 @@ impl Election {
             gate: gate.clone(),
             ended: ended.clone(),
             began,
+            lease,
             number,
             released: released.clone(),
             resign: resign.clone(),
         };
-        info!(node = %self.node, term = number, lease_id = format!("{lease_id:x}"), lease = ?self.lease, "elected: this member is now active");
+        info!(node = %self.node, term = number, lease_id = format!("{lease_id:x}"), ?lease, "elected: this member is now active");
         let keeper = KeepAlive {
             client: self.client.clone(),
             key: self.key.clone(),
             lease_id,
-            lease: self.lease,
-            margin: self.margin(),
+            lease,
             gate,
             ended,
             released,
@@ -337,16 +366,27 @@ impl Election {
     }
 }
 
+/// How early before the lease could expire the gate closes: a sixth of the lease (at least
+/// 300 ms). It covers clock-rate differences between this host and etcd's leader and etcd
+/// processing a renewal before it counts the new TTL (see DESIGN.md, "Why no two members
+/// write at once").
+fn margin(lease: Duration) -> Duration {
+    (lease / 6).max(Duration::from_millis(300))
+}
+
+/// A won campaign.
+struct Won {
+    lease_id: i64,
+    /// When the lease grant was sent.
+    began: Instant,
+    /// The TTL etcd granted.
+    lease: Duration,
+    number: u64,
+}
+
 enum Campaign {
-    Won {
-        lease_id: i64,
-        began: Instant,
-        number: u64,
-    },
-    Lost {
-        leader: String,
-        revision: i64,
-    },
+    Won(Won),
+    Lost { leader: String, revision: i64 },
 }
 
 /// Keeps one term's lease alive and ends the term when it can no longer be confirmed.
@@ -354,8 +394,8 @@ struct KeepAlive {
     client: Client,
     key: String,
     lease_id: i64,
+    /// The TTL etcd granted.
     lease: Duration,
-    margin: Duration,
     gate: WriteGate,
     ended: CancellationToken,
     released: CancellationToken,
@@ -388,68 +428,166 @@ impl KeepAlive {
     }
 
     /// Renews until the term ends by itself; returns why. [`KeepAlive::run`] drops it on
-    /// resignation.
+    /// resignation. The leader-key watch runs beside the renewals, so neither opening it nor
+    /// a renewal in flight delays noticing the gate's deadline.
     async fn keep(&self) -> String {
-        let mut client = self.client.clone();
-        let period = self.lease / 3;
-        let (mut keeper, mut replies) = match timeout(client.lease_keep_alive(self.lease_id)).await
-        {
-            Ok(pair) => pair,
-            Err(e) => return format!("cannot keep the lease alive: {e}"),
+        let renewer = Renewer::new(EtcdStreams {
+            client: self.client.clone(),
+            lease_id: self.lease_id,
+        });
+        tokio::select! {
+            biased;
+            reason = hold(renewer, &self.gate, self.lease) => reason,
+            reason = watch_key(self.client.clone(), &self.key, self.lease_id) => reason,
+        }
+    }
+}
+
+/// Opens keep-alive streams for one lease (etcd's, or a fake one in tests).
+trait OpenStream: Send {
+    type Stream: KeepAliveStream;
+    fn open(&mut self) -> impl Future<Output = Result<Self::Stream, etcd_client::Error>> + Send;
+}
+
+/// One keep-alive stream: requests go out in order and replies come back in order.
+trait KeepAliveStream: Send {
+    /// Sends one renewal request.
+    fn send(&mut self) -> impl Future<Output = Result<(), etcd_client::Error>> + Send;
+    /// The next reply's TTL in seconds (0 or less: the lease is gone), or `None` when etcd
+    /// closed the stream.
+    fn reply(&mut self) -> impl Future<Output = Result<Option<i64>, etcd_client::Error>> + Send;
+}
+
+/// etcd's keep-alive streams for one lease.
+struct EtcdStreams {
+    client: Client,
+    lease_id: i64,
+}
+
+impl OpenStream for EtcdStreams {
+    type Stream = (LeaseKeeper, LeaseKeepAliveStream);
+
+    /// Opening renews once too; the client reads that reply and we do not count it (it only
+    /// makes the lease last longer than the gate assumes).
+    async fn open(&mut self) -> Result<Self::Stream, etcd_client::Error> {
+        self.client.lease_keep_alive(self.lease_id).await
+    }
+}
+
+impl KeepAliveStream for (LeaseKeeper, LeaseKeepAliveStream) {
+    async fn send(&mut self) -> Result<(), etcd_client::Error> {
+        self.0.keep_alive().await
+    }
+
+    async fn reply(&mut self) -> Result<Option<i64>, etcd_client::Error> {
+        Ok(self.1.message().await?.map(|reply| reply.ttl()))
+    }
+}
+
+/// Renews with one request in flight at a time, each reply read as the answer to the
+/// request just sent. A request whose reply was not read (the renewal was dropped at its
+/// time limit, or failed) leaves its stream out of step: the next renewal opens a new
+/// stream, so a late reply can never be taken for the answer to a later request.
+struct Renewer<O: OpenStream> {
+    streams: O,
+    stream: Option<O::Stream>,
+    /// A request was sent on `stream` and its reply not read.
+    pending: bool,
+}
+
+impl<O: OpenStream> Renewer<O> {
+    fn new(streams: O) -> Renewer<O> {
+        Renewer {
+            streams,
+            stream: None,
+            pending: false,
+        }
+    }
+
+    /// One renewal: the TTL in the reply to this very request, or `None` when etcd closed
+    /// the stream.
+    async fn renew(&mut self) -> Result<Option<i64>, etcd_client::Error> {
+        if self.pending {
+            self.stream = None;
+            self.pending = false;
+        }
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => self.stream.insert(self.streams.open().await?),
         };
-        let mut watch = match timeout(client.watch(self.key.as_str(), None)).await {
-            Ok(stream) => Some(stream),
-            Err(e) => {
-                debug!(error = %e, "no watch on the leader key; relying on the lease alone");
-                None
+        self.pending = true;
+        stream.send().await?;
+        let reply = stream.reply().await?;
+        self.pending = false;
+        if reply.is_none() {
+            self.stream = None;
+        }
+        Ok(reply)
+    }
+}
+
+/// Renews every third of `lease` until the term ends by itself; returns why. Each confirmed
+/// renewal opens `gate` until the reply's TTL minus the margin, counted from when that
+/// renewal's request was sent. A renewal gets one period; the gate's deadline is watched all
+/// the while, so the term ends the moment the gate closes, whatever is in flight.
+async fn hold<O: OpenStream>(
+    mut renewer: Renewer<O>,
+    gate: &WriteGate,
+    lease: Duration,
+) -> String {
+    let period = lease / 3;
+    let margin = margin(lease);
+    let mut next = Instant::now() + period;
+    loop {
+        let renewal = async {
+            tokio::time::sleep_until(next).await;
+            let sent = Instant::now();
+            (sent, tokio::time::timeout(period, renewer.renew()).await)
+        };
+        let (sent, outcome) = tokio::select! {
+            biased;
+            () = gate.closed() => {
+                return format!("the lease was not confirmed within {:?}", lease.saturating_sub(margin));
             }
+            done = renewal => done,
         };
-        let mut next = Instant::now() + period;
-        loop {
-            let Some(deadline) = self.gate.deadline() else {
-                return "the write gate closed".into();
-            };
-            tokio::select! {
-                biased;
-                () = tokio::time::sleep_until(deadline) => {
-                    return format!("the lease was not confirmed within {:?}", self.lease.saturating_sub(self.margin));
-                }
-                () = tokio::time::sleep_until(next) => {
-                    next += period;
-                    let sent = Instant::now();
-                    let renewed = async {
-                        keeper.keep_alive().await?;
-                        replies.message().await
-                    };
-                    match tokio::time::timeout(period, renewed).await {
-                        Ok(Ok(Some(reply))) if reply.ttl() > 0 => {
-                            // etcd counts the lease from when it got the renewal; we count
-                            // from before we sent it.
-                            self.gate.extend(sent + self.lease.saturating_sub(self.margin));
-                        }
-                        Ok(Ok(Some(_))) => return "etcd says the lease has expired".into(),
-                        Ok(Ok(None)) => return "the keep-alive stream ended".into(),
-                        Ok(Err(e)) => {
-                            debug!(error = %e, "lease renewal failed");
-                            // Try a fresh stream next time; the gate decides when to give up.
-                            if let Ok(pair) = timeout(client.lease_keep_alive(self.lease_id)).await {
-                                (keeper, replies) = pair;
-                            }
-                        }
-                        Err(_) => debug!("lease renewal timed out"),
+        next = sent + period;
+        match outcome {
+            Ok(Ok(Some(ttl))) if ttl > 0 => {
+                // etcd counts the TTL from when it got the request; we count from before we
+                // sent it.
+                let granted = Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+                gate.extend(sent + granted.saturating_sub(margin));
+            }
+            Ok(Ok(Some(_))) => return "etcd says the lease has expired".into(),
+            Ok(Ok(None)) => return "the keep-alive stream ended".into(),
+            // The renewer starts afresh next time; the gate decides when to give up.
+            Ok(Err(e)) => debug!(error = %e, "lease renewal failed"),
+            Err(_) => debug!(limit = ?period, "lease renewal timed out"),
+        }
+    }
+}
+
+/// Watches the leader key and returns when it changes hands; waits forever when the watch
+/// cannot be opened or ends (the lease alone then decides).
+async fn watch_key(mut client: Client, key: &str, lease_id: i64) -> String {
+    let mut watch = match timeout(client.watch(key, None)).await {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            debug!(error = %e, "no watch on the leader key; relying on the lease alone");
+            None
+        }
+    };
+    loop {
+        match next_watch(&mut watch).await {
+            Some(events) => {
+                for (kind, lease) in events {
+                    if kind == EventType::Delete || lease != lease_id {
+                        return "the leader key changed hands".into();
                     }
                 }
-                message = next_watch(&mut watch) => match message {
-                    Some(events) => {
-                        for (kind, lease) in events {
-                            if kind == EventType::Delete || lease != self.lease_id {
-                                return "the leader key changed hands".into();
-                            }
-                        }
-                    }
-                    None => watch = None,
-                },
             }
+            None => watch = None,
         }
     }
 }
