@@ -123,3 +123,62 @@ impl Registry for GatedRegistry {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::registry::fixtures::{instance, service};
+    use crate::registry::memory::MemoryRegistry;
+
+    /// Issue 21, item 4: a write that is still under way when the gate closes is dropped at
+    /// that moment, so it cannot land later (here the registry would apply it after 10 s).
+    #[tokio::test(start_paused = true)]
+    async fn a_write_under_way_when_the_gate_closes_is_dropped_then() {
+        let memory = Arc::new(MemoryRegistry::new("gated-1"));
+        memory
+            .ensure_service(&service())
+            .await
+            .expect("the service is created");
+        memory.set_write_delay(Duration::from_secs(10));
+        let start = Instant::now();
+        let gate = WriteGate::open_until(start + Duration::from_secs(1));
+        let gated = GatedRegistry::new(memory.clone(), gate);
+        let result = gated.register(&instance()).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        assert!(
+            matches!(&result, Err(RegistryError::Unavailable(why)) if why.contains("aborted")),
+            "{result:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(memory.contents().instances.is_empty(), "the write landed");
+        // A closed gate refuses before calling.
+        let result = gated.unregister(&instance().reference()).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(21));
+        assert!(
+            matches!(&result, Err(RegistryError::Unavailable(why)) if why.contains("refused")),
+            "{result:?}"
+        );
+    }
+
+    /// A write that ends before the gate closes reports its own result.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_ends_in_time_goes_through() {
+        let memory = Arc::new(MemoryRegistry::new("gated-2"));
+        memory.set_write_delay(Duration::from_millis(300));
+        let gate = WriteGate::open_until(Instant::now() + Duration::from_secs(1));
+        let gated = GatedRegistry::new(memory.clone(), gate);
+        gated
+            .ensure_service(&service())
+            .await
+            .expect("in time for the gate");
+        gated
+            .register(&instance())
+            .await
+            .expect("in time for the gate");
+        assert_eq!(memory.contents().instances.len(), 1);
+    }
+}

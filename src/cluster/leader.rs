@@ -632,7 +632,186 @@ async fn within<T>(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use tokio::sync::mpsc;
+
     use super::*;
+
+    /// What the fake etcd does with one renewal request, in the order requests arrive.
+    #[derive(Clone, Copy)]
+    enum Step {
+        /// Renews the lease `forward` after the request was sent and the reply arrives `back`
+        /// after that.
+        Answer { forward: Duration, back: Duration },
+        /// etcd is cut off: the request is never processed or answered.
+        Lost,
+    }
+
+    /// A fake etcd holding one lease: it follows a script of [`Step`]s and keeps the moment
+    /// the lease would expire there, which a write gate must never outlive.
+    #[derive(Clone)]
+    struct FakeEtcd {
+        ttl: i64,
+        script: Arc<Mutex<VecDeque<Step>>>,
+        expires: Arc<Mutex<Instant>>,
+    }
+
+    impl FakeEtcd {
+        fn new(ttl: i64, granted_at: Instant, script: &[Step]) -> FakeEtcd {
+            FakeEtcd {
+                ttl,
+                script: Arc::new(Mutex::new(script.iter().copied().collect())),
+                expires: Arc::new(Mutex::new(granted_at + secs(ttl))),
+            }
+        }
+
+        fn expires(&self) -> Instant {
+            *self.expires.lock().expect("not poisoned")
+        }
+    }
+
+    struct FakeStream {
+        etcd: FakeEtcd,
+        replies_tx: mpsc::UnboundedSender<i64>,
+        replies: mpsc::UnboundedReceiver<i64>,
+    }
+
+    impl OpenStream for FakeEtcd {
+        type Stream = FakeStream;
+
+        async fn open(&mut self) -> Result<FakeStream, etcd_client::Error> {
+            let (replies_tx, replies) = mpsc::unbounded_channel();
+            Ok(FakeStream {
+                etcd: self.clone(),
+                replies_tx,
+                replies,
+            })
+        }
+    }
+
+    impl KeepAliveStream for FakeStream {
+        async fn send(&mut self) -> Result<(), etcd_client::Error> {
+            let step = self
+                .etcd
+                .script
+                .lock()
+                .expect("not poisoned")
+                .pop_front()
+                .unwrap_or(Step::Lost);
+            if let Step::Answer { forward, back } = step {
+                let (etcd, replies) = (self.etcd.clone(), self.replies_tx.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(forward).await;
+                    let renewed = Instant::now() + secs(etcd.ttl);
+                    {
+                        let mut expires = etcd.expires.lock().expect("not poisoned");
+                        *expires = (*expires).max(renewed);
+                    }
+                    tokio::time::sleep(back).await;
+                    // The stream may have been dropped meanwhile.
+                    let _ = replies.send(etcd.ttl);
+                });
+            }
+            Ok(())
+        }
+
+        async fn reply(&mut self) -> Result<Option<i64>, etcd_client::Error> {
+            Ok(self.replies.recv().await)
+        }
+    }
+
+    fn secs(ttl: i64) -> Duration {
+        Duration::from_secs(u64::try_from(ttl).expect("a positive TTL"))
+    }
+
+    /// Runs the keeper's renewals for a 3 s lease granted now against `script`; returns when
+    /// the term ended (counted from the grant), why, and when the lease expires in the fake
+    /// etcd (counted from the grant).
+    async fn keep_against(script: &[Step]) -> (Duration, String, Duration) {
+        let granted = Instant::now();
+        let lease = Duration::from_secs(3);
+        let etcd = FakeEtcd::new(3, granted, script);
+        let gate = WriteGate::open_until(granted + lease - margin(lease));
+        let reason = hold(Renewer::new(etcd.clone()), &gate, lease).await;
+        assert!(!gate.is_open(), "the term ended with the gate open");
+        (granted.elapsed(), reason, etcd.expires() - granted)
+    }
+
+    /// Issue 21, item 3: the first renewal's reply comes back after its time limit (one
+    /// period, 1 s) and etcd is cut off after it. Reading that reply as the answer to the
+    /// second request, sent at 2 s, would open the gate until 4.5 s although etcd lets the
+    /// lease expire at 4 s (renewed at 1 s). The gate must close a margin before that.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_reply_is_not_taken_for_the_answer_to_a_later_request() {
+        let late = Step::Answer {
+            forward: Duration::ZERO,
+            back: Duration::from_millis(1200),
+        };
+        let (ended, reason, expires) = keep_against(&[late]).await;
+        assert_eq!(expires, Duration::from_secs(4));
+        assert!(
+            ended + margin(Duration::from_secs(3)) <= expires,
+            "the term ended at {ended:?} ({reason}), the lease expired in etcd at {expires:?}"
+        );
+    }
+
+    /// Issue 21, items 3 and 7: each confirmed renewal counts from its own request's send
+    /// time, and the term ends the moment the gate's deadline passes although a renewal is
+    /// in flight then (not when that renewal gives up, a period later).
+    #[tokio::test(start_paused = true)]
+    async fn the_term_ends_at_the_gate_deadline_while_a_renewal_is_in_flight() {
+        let slow = Step::Answer {
+            forward: Duration::from_millis(200),
+            back: Duration::from_millis(200),
+        };
+        // Renewals at 1 s (answered at 1.4 s), 2 s and 3 s (never answered).
+        let (ended, reason, expires) = keep_against(&[slow]).await;
+        assert_eq!(expires, Duration::from_millis(4200));
+        // 1 s + 3 s TTL - 0.5 s margin: the third renewal is still in flight (until 4 s).
+        assert_eq!(ended, Duration::from_millis(3500), "{reason}");
+        assert!(reason.contains("not confirmed"), "{reason}");
+    }
+
+    /// A steady etcd keeps the term going; when etcd says the lease is gone it ends at once.
+    #[tokio::test(start_paused = true)]
+    async fn steady_renewals_keep_the_gate_open() {
+        let quick = Step::Answer {
+            forward: Duration::from_millis(5),
+            back: Duration::from_millis(5),
+        };
+        let (ended, reason, expires) = keep_against(&[quick; 30]).await;
+        // 30 renewals, one a second from 1 s; the last confirmed at 30 s + 3 s - 0.5 s.
+        assert_eq!(ended, Duration::from_millis(32_500), "{reason}");
+        assert!(ended + margin(Duration::from_secs(3)) <= expires);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_returns_at_the_deadline_or_at_close() {
+        let start = Instant::now();
+        let gate = WriteGate::open_until(start + Duration::from_secs(2));
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                gate.closed().await;
+                Instant::now()
+            }
+        });
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        gate.extend(Instant::now() + Duration::from_secs(2));
+        let closed_at = waiter.await.expect("the waiter does not panic");
+        assert_eq!(closed_at - start, Duration::from_millis(3500), "extended once");
+        let gate = WriteGate::always_open();
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.closed().await }
+        });
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!waiter.is_finished());
+        gate.close();
+        waiter.await.expect("closing wakes the waiter");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_gate_closes_at_its_deadline_and_for_good() {
