@@ -530,11 +530,7 @@ impl<O: OpenStream> Renewer<O> {
 /// renewal opens `gate` until the reply's TTL minus the margin, counted from when that
 /// renewal's request was sent. A renewal gets one period; the gate's deadline is watched all
 /// the while, so the term ends the moment the gate closes, whatever is in flight.
-async fn hold<O: OpenStream>(
-    mut renewer: Renewer<O>,
-    gate: &WriteGate,
-    lease: Duration,
-) -> String {
+async fn hold<O: OpenStream>(mut renewer: Renewer<O>, gate: &WriteGate, lease: Duration) -> String {
     let period = lease / 3;
     let margin = margin(lease);
     let mut next = Instant::now() + period;
@@ -801,7 +797,11 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1500)).await;
         gate.extend(Instant::now() + Duration::from_secs(2));
         let closed_at = waiter.await.expect("the waiter does not panic");
-        assert_eq!(closed_at - start, Duration::from_millis(3500), "extended once");
+        assert_eq!(
+            closed_at - start,
+            Duration::from_millis(3500),
+            "extended once"
+        );
         let gate = WriteGate::always_open();
         let waiter = tokio::spawn({
             let gate = gate.clone();
