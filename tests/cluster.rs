@@ -906,6 +906,10 @@ fn a_leader_lease_that_is_not_whole_seconds_is_refused_at_start() {
     let out = support::run(cmd);
     assert_eq!(out.code, Some(2), "{}{}", out.stdout, out.stderr);
     for needle in ["--leader-lease", "2999ms", "whole seconds", "3s"] {
-        assert!(out.stderr.contains(needle), "{:?} lacks {needle:?}", out.stderr);
+        assert!(
+            out.stderr.contains(needle),
+            "{:?} lacks {needle:?}",
+            out.stderr
+        );
     }
 }

@@ -10,8 +10,11 @@
 //!   carries our lease), so a leader whose lease is gone cannot write.
 //! - **registry**: the [`WriteGate`] closes by itself when the lease has not been confirmed for
 //!   the lease time minus a margin, before etcd can hand the key to anybody else; a term also
-//!   ends at once when the key changes hands or etcd says the lease is gone. A new leader
-//!   additionally waits one lease time before its first removal (see the sync engine).
+//!   ends at once when the key changes hands or etcd says the lease is gone, and the moment
+//!   the gate's deadline passes. The gate counts with the TTL etcd granted. A new leader
+//!   additionally holds its removals one lease plus the longest registry call (see
+//!   `cluster::member`). The timing argument is in DESIGN.md, "Why no two members write at
+//!   once".
 //!
 //! A graceful stop revokes the lease once the term's engine has stopped ([`Term::resign`]), so
 //! a standby takes over at once and no write of this member follows the revocation.
