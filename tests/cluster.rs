@@ -879,3 +879,37 @@ async fn resigning_while_etcd_hangs_gives_the_lease_up_within_its_bound() {
     tracker.close();
     tracker.wait().await;
 }
+
+/// Issue 21, item 2: etcd grants leases in whole seconds, so a `--leader-lease` with a
+/// fraction is refused at start with a message that says why and what to give instead
+/// (with `--check`, which would otherwise print the settings and exit 0).
+#[test]
+fn a_leader_lease_that_is_not_whole_seconds_is_refused_at_start() {
+    let dir = work_dir();
+    let mut cmd = syncer(dir.path());
+    cmd.args([
+        "daemon",
+        "--mode",
+        "cluster",
+        "--node",
+        "a",
+        "--etcd-endpoints",
+        "http://127.0.0.1:1",
+        "--bind-addr",
+        "127.0.0.1:0",
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--leader-lease",
+        "2999ms",
+    ])
+    .env("SYNCER_CHECK", "1");
+    let out = support::run(cmd);
+    assert_eq!(out.code, Some(2), "{}{}", out.stdout, out.stderr);
+    for needle in ["--leader-lease", "2999ms", "whole seconds", "3s"] {
+        assert!(
+            out.stderr.contains(needle),
+            "{:?} lacks {needle:?}",
+            out.stderr
+        );
+    }
+}

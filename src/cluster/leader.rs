@@ -10,8 +10,11 @@
 //!   carries our lease), so a leader whose lease is gone cannot write.
 //! - **registry**: the [`WriteGate`] closes by itself when the lease has not been confirmed for
 //!   the lease time minus a margin, before etcd can hand the key to anybody else; a term also
-//!   ends at once when the key changes hands or etcd says the lease is gone. A new leader
-//!   additionally waits one lease time before its first removal (see the sync engine).
+//!   ends at once when the key changes hands or etcd says the lease is gone, and the moment
+//!   the gate's deadline passes. The gate counts with the TTL etcd granted. A new leader
+//!   additionally holds its removals one lease plus the longest registry call (see
+//!   `cluster::member`). The timing argument is in DESIGN.md, "Why no two members write at
+//!   once".
 //!
 //! A graceful stop revokes the lease once the term's engine has stopped ([`Term::resign`]), so
 //! a standby takes over at once and no write of this member follows the revocation.
@@ -21,8 +24,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, EventType, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
+    TxnOp, TxnOpResponse, WatchOptions,
 };
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,16 +57,19 @@ struct GateInner {
     /// Milliseconds after `base` until which writes are allowed.
     until_ms: AtomicU64,
     closed: AtomicBool,
+    /// Woken by [`WriteGate::close`], so waiters in [`WriteGate::closed`] see it at once.
+    closing: Notify,
 }
 
 impl WriteGate {
     /// A gate open until `until`.
-    fn open_until(until: Instant) -> WriteGate {
+    pub(crate) fn open_until(until: Instant) -> WriteGate {
         let gate = WriteGate {
             inner: Arc::new(GateInner {
                 base: Instant::now(),
                 until_ms: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                closing: Notify::new(),
             }),
         };
         gate.extend(until);
@@ -75,6 +83,7 @@ impl WriteGate {
                 base: Instant::now(),
                 until_ms: AtomicU64::new(u64::MAX),
                 closed: AtomicBool::new(false),
+                closing: Notify::new(),
             }),
         }
     }
@@ -89,6 +98,29 @@ impl WriteGate {
     /// Closes the gate for good.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.closing.notify_waiters();
+    }
+
+    /// Returns once the gate is closed: its deadline passed without a renewal pushing it
+    /// further, or [`WriteGate::close`] was called. A gated call races this to end the moment
+    /// the leadership it relies on can no longer be confirmed.
+    pub async fn closed(&self) {
+        loop {
+            let closing = self.inner.closing.notified();
+            tokio::pin!(closing);
+            // Registered before the check, so a `close` right after it still wakes us.
+            closing.as_mut().enable();
+            let Some(deadline) = self.deadline() else {
+                return;
+            };
+            if !self.is_open() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = &mut closing => {}
+            }
+        }
     }
 
     /// Whether writes are allowed now.
@@ -126,6 +158,9 @@ pub struct Term {
     pub ended: CancellationToken,
     /// When the term began (the campaign's lease grant was sent).
     pub began: Instant,
+    /// The lease etcd granted (whole seconds, never shorter than asked): what a predecessor's
+    /// lease lasted too, so the new leader's removal hold counts with it.
+    pub lease: Duration,
     /// The term number: the etcd revision that created the leader key. A later term of the
     /// same data centre has a larger one, so peers prefer the newest leader at once.
     pub number: u64,
@@ -150,24 +185,22 @@ pub struct Election {
     client: Client,
     key: String,
     node: String,
-    lease: Duration,
+    /// The TTL asked for, in whole seconds (etcd's unit).
+    ttl_secs: i64,
 }
 
 impl Election {
-    /// An election for key `<prefix>leader` among members named by their node name.
+    /// An election for key `<prefix>leader` among members named by their node name. etcd
+    /// grants leases in whole seconds: `lease` is rounded up (the settings refuse anything
+    /// else, so this only guards other callers); the gate counts with what etcd grants.
     pub fn new(client: Client, prefix: &str, node: String, lease: Duration) -> Election {
+        let secs = lease.as_secs() + u64::from(lease.subsec_nanos() > 0);
         Election {
             client,
             key: format!("{prefix}leader"),
             node,
-            lease,
+            ttl_secs: i64::try_from(secs).unwrap_or(i64::MAX),
         }
-    }
-
-    /// How early before the lease could expire the gate closes: a sixth of the lease (at
-    /// least 300 ms), which covers a slow keep-alive round trip and clock-rate differences.
-    fn margin(&self) -> Duration {
-        (self.lease / 6).max(Duration::from_millis(300))
     }
 
     /// Waits until this member holds the leader key; `None` when `token` is cancelled first.
@@ -181,13 +214,7 @@ impl Election {
                 return None;
             }
             match self.campaign().await {
-                Ok(Campaign::Won {
-                    lease_id,
-                    began,
-                    number,
-                }) => {
-                    return Some(self.start_term(lease_id, began, number, tracker));
-                }
+                Ok(Campaign::Won(won)) => return Some(self.start_term(won, tracker)),
                 Ok(Campaign::Lost { leader, revision }) => {
                     backoff.reset();
                     if last_leader.as_ref() != Some(&leader) {
@@ -210,8 +237,10 @@ impl Election {
     async fn campaign(&self) -> Result<Campaign, etcd_client::Error> {
         let mut client = self.client.clone();
         let began = Instant::now();
-        let ttl = i64::try_from(self.lease.as_secs()).unwrap_or(i64::MAX);
-        let lease_id = timeout(client.lease_grant(ttl, None)).await?.id();
+        let grant = timeout(client.lease_grant(self.ttl_secs, None)).await?;
+        let lease_id = grant.id();
+        // etcd may grant more than asked (its minimum TTL), never less.
+        let lease = Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(0));
         let txn = Txn::new()
             .when([Compare::create_revision(
                 self.key.as_str(),
@@ -236,11 +265,12 @@ impl Election {
             let number = reply
                 .header()
                 .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
-            return Ok(Campaign::Won {
+            return Ok(Campaign::Won(Won {
                 lease_id,
                 began,
+                lease,
                 number,
-            });
+            }));
         }
         // Not ours: give the lease back and learn who holds the key.
         let _ = timeout(client.lease_revoke(lease_id)).await;
@@ -261,7 +291,8 @@ impl Election {
     /// (then the caller campaigns again anyway), or when `token` is cancelled.
     async fn wait_for_vacancy(&self, revision: i64, token: &CancellationToken) {
         let mut client = self.client.clone();
-        let deadline = tokio::time::sleep(self.lease);
+        let lease = Duration::from_secs(u64::try_from(self.ttl_secs).unwrap_or(0));
+        let deadline = tokio::time::sleep(lease);
         tokio::pin!(deadline);
         let options = WatchOptions::new().with_start_revision(revision.saturating_add(1));
         let mut stream = tokio::select! {
@@ -297,14 +328,15 @@ impl Election {
         }
     }
 
-    fn start_term(
-        &self,
-        lease_id: i64,
-        began: Instant,
-        number: u64,
-        tracker: &TaskTracker,
-    ) -> Term {
-        let gate = WriteGate::open_until(began + self.lease.saturating_sub(self.margin()));
+    fn start_term(&self, won: Won, tracker: &TaskTracker) -> Term {
+        let Won {
+            lease_id,
+            began,
+            lease,
+            number,
+        } = won;
+        // Counted from before the grant was sent: etcd started the lease later than that.
+        let gate = WriteGate::open_until(began + lease.saturating_sub(margin(lease)));
         let ended = CancellationToken::new();
         let released = CancellationToken::new();
         let resign = CancellationToken::new();
@@ -316,17 +348,17 @@ impl Election {
             gate: gate.clone(),
             ended: ended.clone(),
             began,
+            lease,
             number,
             released: released.clone(),
             resign: resign.clone(),
         };
-        info!(node = %self.node, term = number, lease_id = format!("{lease_id:x}"), lease = ?self.lease, "elected: this member is now active");
+        info!(node = %self.node, term = number, lease_id = format!("{lease_id:x}"), ?lease, "elected: this member is now active");
         let keeper = KeepAlive {
             client: self.client.clone(),
             key: self.key.clone(),
             lease_id,
-            lease: self.lease,
-            margin: self.margin(),
+            lease,
             gate,
             ended,
             released,
@@ -337,16 +369,27 @@ impl Election {
     }
 }
 
+/// How early before the lease could expire the gate closes: a sixth of the lease (at least
+/// 300 ms). It covers clock-rate differences between this host and etcd's leader and etcd
+/// processing a renewal before it counts the new TTL (see DESIGN.md, "Why no two members
+/// write at once").
+fn margin(lease: Duration) -> Duration {
+    (lease / 6).max(Duration::from_millis(300))
+}
+
+/// A won campaign.
+struct Won {
+    lease_id: i64,
+    /// When the lease grant was sent.
+    began: Instant,
+    /// The TTL etcd granted.
+    lease: Duration,
+    number: u64,
+}
+
 enum Campaign {
-    Won {
-        lease_id: i64,
-        began: Instant,
-        number: u64,
-    },
-    Lost {
-        leader: String,
-        revision: i64,
-    },
+    Won(Won),
+    Lost { leader: String, revision: i64 },
 }
 
 /// Keeps one term's lease alive and ends the term when it can no longer be confirmed.
@@ -354,8 +397,8 @@ struct KeepAlive {
     client: Client,
     key: String,
     lease_id: i64,
+    /// The TTL etcd granted.
     lease: Duration,
-    margin: Duration,
     gate: WriteGate,
     ended: CancellationToken,
     released: CancellationToken,
@@ -388,68 +431,162 @@ impl KeepAlive {
     }
 
     /// Renews until the term ends by itself; returns why. [`KeepAlive::run`] drops it on
-    /// resignation.
+    /// resignation. The leader-key watch runs beside the renewals, so neither opening it nor
+    /// a renewal in flight delays noticing the gate's deadline.
     async fn keep(&self) -> String {
-        let mut client = self.client.clone();
-        let period = self.lease / 3;
-        let (mut keeper, mut replies) = match timeout(client.lease_keep_alive(self.lease_id)).await
-        {
-            Ok(pair) => pair,
-            Err(e) => return format!("cannot keep the lease alive: {e}"),
+        let renewer = Renewer::new(EtcdStreams {
+            client: self.client.clone(),
+            lease_id: self.lease_id,
+        });
+        tokio::select! {
+            biased;
+            reason = hold(renewer, &self.gate, self.lease) => reason,
+            reason = watch_key(self.client.clone(), &self.key, self.lease_id) => reason,
+        }
+    }
+}
+
+/// Opens keep-alive streams for one lease (etcd's, or a fake one in tests).
+trait OpenStream: Send {
+    type Stream: KeepAliveStream;
+    fn open(&mut self) -> impl Future<Output = Result<Self::Stream, etcd_client::Error>> + Send;
+}
+
+/// One keep-alive stream: requests go out in order and replies come back in order.
+trait KeepAliveStream: Send {
+    /// Sends one renewal request.
+    fn send(&mut self) -> impl Future<Output = Result<(), etcd_client::Error>> + Send;
+    /// The next reply's TTL in seconds (0 or less: the lease is gone), or `None` when etcd
+    /// closed the stream.
+    fn reply(&mut self) -> impl Future<Output = Result<Option<i64>, etcd_client::Error>> + Send;
+}
+
+/// etcd's keep-alive streams for one lease.
+struct EtcdStreams {
+    client: Client,
+    lease_id: i64,
+}
+
+impl OpenStream for EtcdStreams {
+    type Stream = (LeaseKeeper, LeaseKeepAliveStream);
+
+    /// Opening renews once too; the client reads that reply and we do not count it (it only
+    /// makes the lease last longer than the gate assumes).
+    async fn open(&mut self) -> Result<Self::Stream, etcd_client::Error> {
+        self.client.lease_keep_alive(self.lease_id).await
+    }
+}
+
+impl KeepAliveStream for (LeaseKeeper, LeaseKeepAliveStream) {
+    async fn send(&mut self) -> Result<(), etcd_client::Error> {
+        self.0.keep_alive().await
+    }
+
+    async fn reply(&mut self) -> Result<Option<i64>, etcd_client::Error> {
+        Ok(self.1.message().await?.map(|reply| reply.ttl()))
+    }
+}
+
+/// Renews with one request in flight at a time, each reply read as the answer to the
+/// request just sent. A request whose reply was not read (the renewal was dropped at its
+/// time limit, or failed) leaves its stream out of step: the next renewal opens a new
+/// stream, so a late reply can never be taken for the answer to a later request.
+struct Renewer<O: OpenStream> {
+    streams: O,
+    stream: Option<O::Stream>,
+    /// A request was sent on `stream` and its reply not read.
+    pending: bool,
+}
+
+impl<O: OpenStream> Renewer<O> {
+    fn new(streams: O) -> Renewer<O> {
+        Renewer {
+            streams,
+            stream: None,
+            pending: false,
+        }
+    }
+
+    /// One renewal: the TTL in the reply to this very request, or `None` when etcd closed
+    /// the stream.
+    async fn renew(&mut self) -> Result<Option<i64>, etcd_client::Error> {
+        if self.pending {
+            self.stream = None;
+            self.pending = false;
+        }
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => self.stream.insert(self.streams.open().await?),
         };
-        let mut watch = match timeout(client.watch(self.key.as_str(), None)).await {
-            Ok(stream) => Some(stream),
-            Err(e) => {
-                debug!(error = %e, "no watch on the leader key; relying on the lease alone");
-                None
+        self.pending = true;
+        stream.send().await?;
+        let reply = stream.reply().await?;
+        self.pending = false;
+        if reply.is_none() {
+            self.stream = None;
+        }
+        Ok(reply)
+    }
+}
+
+/// Renews every third of `lease` until the term ends by itself; returns why. Each confirmed
+/// renewal opens `gate` until the reply's TTL minus the margin, counted from when that
+/// renewal's request was sent. A renewal gets one period; the gate's deadline is watched all
+/// the while, so the term ends the moment the gate closes, whatever is in flight.
+async fn hold<O: OpenStream>(mut renewer: Renewer<O>, gate: &WriteGate, lease: Duration) -> String {
+    let period = lease / 3;
+    let margin = margin(lease);
+    let mut next = Instant::now() + period;
+    loop {
+        let renewal = async {
+            tokio::time::sleep_until(next).await;
+            let sent = Instant::now();
+            (sent, tokio::time::timeout(period, renewer.renew()).await)
+        };
+        let (sent, outcome) = tokio::select! {
+            biased;
+            () = gate.closed() => {
+                return format!("the lease was not confirmed within {:?}", lease.saturating_sub(margin));
             }
+            done = renewal => done,
         };
-        let mut next = Instant::now() + period;
-        loop {
-            let Some(deadline) = self.gate.deadline() else {
-                return "the write gate closed".into();
-            };
-            tokio::select! {
-                biased;
-                () = tokio::time::sleep_until(deadline) => {
-                    return format!("the lease was not confirmed within {:?}", self.lease.saturating_sub(self.margin));
-                }
-                () = tokio::time::sleep_until(next) => {
-                    next += period;
-                    let sent = Instant::now();
-                    let renewed = async {
-                        keeper.keep_alive().await?;
-                        replies.message().await
-                    };
-                    match tokio::time::timeout(period, renewed).await {
-                        Ok(Ok(Some(reply))) if reply.ttl() > 0 => {
-                            // etcd counts the lease from when it got the renewal; we count
-                            // from before we sent it.
-                            self.gate.extend(sent + self.lease.saturating_sub(self.margin));
-                        }
-                        Ok(Ok(Some(_))) => return "etcd says the lease has expired".into(),
-                        Ok(Ok(None)) => return "the keep-alive stream ended".into(),
-                        Ok(Err(e)) => {
-                            debug!(error = %e, "lease renewal failed");
-                            // Try a fresh stream next time; the gate decides when to give up.
-                            if let Ok(pair) = timeout(client.lease_keep_alive(self.lease_id)).await {
-                                (keeper, replies) = pair;
-                            }
-                        }
-                        Err(_) => debug!("lease renewal timed out"),
+        next = sent + period;
+        match outcome {
+            Ok(Ok(Some(ttl))) if ttl > 0 => {
+                // etcd counts the TTL from when it got the request; we count from before we
+                // sent it.
+                let granted = Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+                gate.extend(sent + granted.saturating_sub(margin));
+            }
+            Ok(Ok(Some(_))) => return "etcd says the lease has expired".into(),
+            Ok(Ok(None)) => return "the keep-alive stream ended".into(),
+            // The renewer starts afresh next time; the gate decides when to give up.
+            Ok(Err(e)) => debug!(error = %e, "lease renewal failed"),
+            Err(_) => debug!(limit = ?period, "lease renewal timed out"),
+        }
+    }
+}
+
+/// Watches the leader key and returns when it changes hands; waits forever when the watch
+/// cannot be opened or ends (the lease alone then decides).
+async fn watch_key(mut client: Client, key: &str, lease_id: i64) -> String {
+    let mut watch = match timeout(client.watch(key, None)).await {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            debug!(error = %e, "no watch on the leader key; relying on the lease alone");
+            None
+        }
+    };
+    loop {
+        match next_watch(&mut watch).await {
+            Some(events) => {
+                for (kind, lease) in events {
+                    if kind == EventType::Delete || lease != lease_id {
+                        return "the leader key changed hands".into();
                     }
                 }
-                message = next_watch(&mut watch) => match message {
-                    Some(events) => {
-                        for (kind, lease) in events {
-                            if kind == EventType::Delete || lease != self.lease_id {
-                                return "the leader key changed hands".into();
-                            }
-                        }
-                    }
-                    None => watch = None,
-                },
             }
+            None => watch = None,
         }
     }
 }
@@ -494,7 +631,190 @@ async fn within<T>(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use tokio::sync::mpsc;
+
     use super::*;
+
+    /// What the fake etcd does with one renewal request, in the order requests arrive.
+    #[derive(Clone, Copy)]
+    enum Step {
+        /// Renews the lease `forward` after the request was sent and the reply arrives `back`
+        /// after that.
+        Answer { forward: Duration, back: Duration },
+        /// etcd is cut off: the request is never processed or answered.
+        Lost,
+    }
+
+    /// A fake etcd holding one lease: it follows a script of [`Step`]s and keeps the moment
+    /// the lease would expire there, which a write gate must never outlive.
+    #[derive(Clone)]
+    struct FakeEtcd {
+        ttl: i64,
+        script: Arc<Mutex<VecDeque<Step>>>,
+        expires: Arc<Mutex<Instant>>,
+    }
+
+    impl FakeEtcd {
+        fn new(ttl: i64, granted_at: Instant, script: &[Step]) -> FakeEtcd {
+            FakeEtcd {
+                ttl,
+                script: Arc::new(Mutex::new(script.iter().copied().collect())),
+                expires: Arc::new(Mutex::new(granted_at + secs(ttl))),
+            }
+        }
+
+        fn expires(&self) -> Instant {
+            *self.expires.lock().expect("not poisoned")
+        }
+    }
+
+    struct FakeStream {
+        etcd: FakeEtcd,
+        replies_tx: mpsc::UnboundedSender<i64>,
+        replies: mpsc::UnboundedReceiver<i64>,
+    }
+
+    impl OpenStream for FakeEtcd {
+        type Stream = FakeStream;
+
+        async fn open(&mut self) -> Result<FakeStream, etcd_client::Error> {
+            let (replies_tx, replies) = mpsc::unbounded_channel();
+            Ok(FakeStream {
+                etcd: self.clone(),
+                replies_tx,
+                replies,
+            })
+        }
+    }
+
+    impl KeepAliveStream for FakeStream {
+        async fn send(&mut self) -> Result<(), etcd_client::Error> {
+            let step = self
+                .etcd
+                .script
+                .lock()
+                .expect("not poisoned")
+                .pop_front()
+                .unwrap_or(Step::Lost);
+            if let Step::Answer { forward, back } = step {
+                let (etcd, replies) = (self.etcd.clone(), self.replies_tx.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(forward).await;
+                    let renewed = Instant::now() + secs(etcd.ttl);
+                    {
+                        let mut expires = etcd.expires.lock().expect("not poisoned");
+                        *expires = (*expires).max(renewed);
+                    }
+                    tokio::time::sleep(back).await;
+                    // The stream may have been dropped meanwhile.
+                    let _ = replies.send(etcd.ttl);
+                });
+            }
+            Ok(())
+        }
+
+        async fn reply(&mut self) -> Result<Option<i64>, etcd_client::Error> {
+            Ok(self.replies.recv().await)
+        }
+    }
+
+    fn secs(ttl: i64) -> Duration {
+        Duration::from_secs(u64::try_from(ttl).expect("a positive TTL"))
+    }
+
+    /// Runs the keeper's renewals for a 3 s lease granted now against `script`; returns when
+    /// the term ended (counted from the grant), why, and when the lease expires in the fake
+    /// etcd (counted from the grant).
+    async fn keep_against(script: &[Step]) -> (Duration, String, Duration) {
+        let granted = Instant::now();
+        let lease = Duration::from_secs(3);
+        let etcd = FakeEtcd::new(3, granted, script);
+        let gate = WriteGate::open_until(granted + lease - margin(lease));
+        let reason = hold(Renewer::new(etcd.clone()), &gate, lease).await;
+        assert!(!gate.is_open(), "the term ended with the gate open");
+        (granted.elapsed(), reason, etcd.expires() - granted)
+    }
+
+    /// Issue 21, item 3: the first renewal's reply comes back after its time limit (one
+    /// period, 1 s) and etcd is cut off after it. Reading that reply as the answer to the
+    /// second request, sent at 2 s, would open the gate until 4.5 s although etcd lets the
+    /// lease expire at 4 s (renewed at 1 s). The gate must close a margin before that.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_reply_is_not_taken_for_the_answer_to_a_later_request() {
+        let late = Step::Answer {
+            forward: Duration::ZERO,
+            back: Duration::from_millis(1200),
+        };
+        let (ended, reason, expires) = keep_against(&[late]).await;
+        assert_eq!(expires, Duration::from_secs(4));
+        assert!(
+            ended + margin(Duration::from_secs(3)) <= expires,
+            "the term ended at {ended:?} ({reason}), the lease expired in etcd at {expires:?}"
+        );
+    }
+
+    /// Issue 21, items 3 and 7: each confirmed renewal counts from its own request's send
+    /// time, and the term ends the moment the gate's deadline passes although a renewal is
+    /// in flight then (not when that renewal gives up, a period later).
+    #[tokio::test(start_paused = true)]
+    async fn the_term_ends_at_the_gate_deadline_while_a_renewal_is_in_flight() {
+        let slow = Step::Answer {
+            forward: Duration::from_millis(200),
+            back: Duration::from_millis(200),
+        };
+        // Renewals at 1 s (answered at 1.4 s), 2 s and 3 s (never answered).
+        let (ended, reason, expires) = keep_against(&[slow]).await;
+        assert_eq!(expires, Duration::from_millis(4200));
+        // 1 s + 3 s TTL - 0.5 s margin: the third renewal is still in flight (until 4 s).
+        assert_eq!(ended, Duration::from_millis(3500), "{reason}");
+        assert!(reason.contains("not confirmed"), "{reason}");
+    }
+
+    /// A steady etcd keeps the term going; when etcd says the lease is gone it ends at once.
+    #[tokio::test(start_paused = true)]
+    async fn steady_renewals_keep_the_gate_open() {
+        let quick = Step::Answer {
+            forward: Duration::from_millis(5),
+            back: Duration::from_millis(5),
+        };
+        let (ended, reason, expires) = keep_against(&[quick; 30]).await;
+        // 30 renewals, one a second from 1 s; the last confirmed at 30 s + 3 s - 0.5 s.
+        assert_eq!(ended, Duration::from_millis(32_500), "{reason}");
+        assert!(ended + margin(Duration::from_secs(3)) <= expires);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_returns_at_the_deadline_or_at_close() {
+        let start = Instant::now();
+        let gate = WriteGate::open_until(start + Duration::from_secs(2));
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                gate.closed().await;
+                Instant::now()
+            }
+        });
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        gate.extend(Instant::now() + Duration::from_secs(2));
+        let closed_at = waiter.await.expect("the waiter does not panic");
+        assert_eq!(
+            closed_at - start,
+            Duration::from_millis(3500),
+            "extended once"
+        );
+        let gate = WriteGate::always_open();
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.closed().await }
+        });
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!waiter.is_finished());
+        gate.close();
+        waiter.await.expect("closing wakes the waiter");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_gate_closes_at_its_deadline_and_for_good() {

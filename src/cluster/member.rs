@@ -29,7 +29,7 @@ use super::leader::{Election, Term};
 use super::managed::{ManagedEtcd, ManagedEtcdConfig, ManagedEtcdError};
 use crate::backoff::Backoff;
 use crate::gossip::{GossipHandle, Role};
-use crate::registry::Registry;
+use crate::registry::{LONGEST_CALL, Registry};
 use crate::store::{EtcdStore, EtcdTimeouts, MappingStore, StoreError};
 use crate::sync::SyncError;
 
@@ -66,8 +66,9 @@ pub struct TermDeps {
     pub registry: Arc<dyn Registry>,
     /// The etcd store, fenced by the term's lease.
     pub store: Arc<dyn MappingStore>,
-    /// The first moment the engine may remove copies: the previous leader may still be
-    /// finishing a call until its lease ran out.
+    /// The first moment the engine may remove copies: a request the previous leader sent
+    /// before its gate closed may still be applied (one lease plus
+    /// [`LONGEST_CALL`] from the election).
     pub removals_from: Instant,
 }
 
@@ -219,7 +220,7 @@ impl ClusterMember {
         let deps = TermDeps {
             registry: Arc::new(GatedRegistry::new(self.registry.clone(), term.gate.clone())),
             store,
-            removals_from: term.began + self.settings.leader_lease,
+            removals_from: removals_from(term),
         };
         let start = self.engine.start(deps, engine_token.clone(), engine_tasks);
         tokio::pin!(start);
@@ -279,6 +280,16 @@ impl ClusterMember {
             debug!(error = %e, "role not announced");
         }
     }
+}
+
+/// The first moment a new term's engine may remove copies, for a term won just now. The
+/// previous leader sent its last gated request before its gate closed, which was before its
+/// lease ran out and so before this term's campaign could put the key. A gated call is
+/// aborted when its gate closes, but a request already sent may still be applied for up to
+/// [`LONGEST_CALL`]; the lease on top covers a predecessor whose clock ran slow and keeps
+/// the margin the design promises (one lease plus the longest call, DESIGN.md).
+fn removals_from(term: &Term) -> Instant {
+    Instant::now() + term.lease + LONGEST_CALL
 }
 
 /// Waits, without a time limit, until every task of a finished term's engine has ended,

@@ -403,11 +403,20 @@ fn read_gossip(r: &mut Reader) -> Result<(GossipProfile, String), ConfigError> {
 fn read_cluster(r: &mut Reader, mode: Mode, net: &Listeners) -> Result<ClusterConfig, ConfigError> {
     let size = r.parsed(Id::ClusterSize, |text| parse_count(text, 1))?;
     let leader_lease = r.parsed(Id::LeaderLease, |text| {
-        parse_duration_in(
+        let lease = parse_duration_in(
             text,
             ClusterConfig::MIN_LEADER_LEASE,
             Some(ClusterConfig::MAX_LEADER_LEASE),
-        )
+        )?;
+        // etcd grants leases in whole seconds: a fraction would be cut off there while the
+        // write gate counted with it.
+        if lease.subsec_nanos() != 0 {
+            return Err(format!(
+                "must be whole seconds (etcd grants leases in seconds), such as {}s",
+                lease.as_secs() + 1
+            ));
+        }
+        Ok(lease)
     })?;
     let managed_etcd = mode == Mode::Cluster && net.etcd_endpoints.is_empty();
     let etcd_bin = r.parsed(Id::EtcdBin, |text| {

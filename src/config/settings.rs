@@ -398,8 +398,9 @@ pub static SETTINGS: &[Spec] = &[
         file_keys: &["clusterMode.leader_lease"],
         list: false,
         default: Default::Text("2s"),
-        help: "Cluster mode: lease of the active member's leadership in etcd, 2s to 1m; a \
-               standby takes over within about this long after the active member dies",
+        help: "Cluster mode: lease of the active member's leadership in etcd, 2s to 1m in \
+               whole seconds; a standby takes over within about this long after the active \
+               member dies",
     },
     Spec {
         id: Id::EtcdBin,

@@ -41,6 +41,7 @@ pub mod model;
 pub mod servicecomb;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -48,6 +49,12 @@ pub use factory::build;
 pub use model::{
     Change, HealthCheck, Instance, InstanceRef, RegistryIdentity, Service, Snapshot, Tenant,
 };
+
+/// The longest one attempt of a registry call may take before the adapter gives it up (the
+/// ServiceComb adapter's default `timeout` per address). A request already sent may still be
+/// applied by the registry until this long after it was sent, whatever the caller does: a
+/// new leader's removal hold counts with it (see `cluster::member`).
+pub const LONGEST_CALL: Duration = Duration::from_secs(5);
 
 /// Why a registry operation failed, sorted by what the caller should do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

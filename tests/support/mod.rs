@@ -165,5 +165,6 @@ impl Drop for Daemon {
 }
 
 pub mod etcd;
+pub mod proxy;
 pub mod sync;
 pub mod tap;

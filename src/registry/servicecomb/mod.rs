@@ -106,7 +106,7 @@ impl ServiceCombConfig {
     pub fn new(addresses: Vec<Url>) -> ServiceCombConfig {
         ServiceCombConfig {
             addresses,
-            timeout: Duration::from_secs(5),
+            timeout: super::LONGEST_CALL,
             failback_after: Duration::from_secs(30),
             poll_interval: Duration::from_millis(100),
             discovery_interval: Duration::from_secs(1),
