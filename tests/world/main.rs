@@ -7,7 +7,7 @@
 //! - `harness`: [`harness::World`], the data centres and the knobs the scenarios turn
 //!   (partitions, stopped syncers, a slow registry, a second engine on a shared store).
 //! - `link`: the one place where the engines' peer transfer is built and partitioned.
-//! - `mirroring`, `faults`, `failover`: the scenarios, each asserting the engine's
+//! - `mirroring`, `faults`, `failover`, `shared`: the scenarios, each asserting the engine's
 //!   behaviour with deadlines in virtual time and the world's invariants at the end.
 //!
 //! Built on the crate's public API only, as a user of the engine would be.
@@ -17,3 +17,4 @@ mod faults;
 mod harness;
 mod link;
 mod mirroring;
+mod shared;

@@ -15,12 +15,15 @@
 //! - [`views`]: the three views and how pushes, pulls and the local feed change them.
 //! - [`plan`]: the pure planner: views × safety state → actions.
 //! - `execute`: runs actions against the registry and the store, 32 at a time.
+//! - `services`: which local services may take an origin's service properties (only those
+//!   syncer created for that origin's copies, without instances of their own).
 
 mod actor;
 mod execute;
 pub(crate) mod mailbox;
 pub(crate) mod plan;
 mod router;
+mod services;
 pub(crate) mod views;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,11 +32,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 pub(crate) use self::router::Importers;
+use self::services::{LocalServices, Ownership};
 use super::EngineSettings;
 use super::link::PeerLink;
 use super::metrics::SyncMetrics;
 use super::peers::PeerMap;
-use crate::registry::{Registry, Tenant};
+use crate::registry::{Change, Registry, Tenant};
 use crate::store::StoreHandle;
 
 /// Shared by every actor.
@@ -46,8 +50,12 @@ pub(crate) struct ImportCtx {
     pub metrics: SyncMetrics,
     pub peers: watch::Receiver<PeerMap>,
     pub link: Arc<dyn PeerLink>,
-    /// Local service ids of origin services already ensured, with the properties set.
+    /// Local service ids of origin services already ensured, with the origin properties
+    /// handled (mirrored, or found to belong to someone else).
     services: Mutex<HashMap<ServiceKey, EnsuredService>>,
+    /// The local services as the local feed reports them: which ones take an origin's
+    /// properties.
+    local_services: Mutex<LocalServices>,
 }
 
 /// `(origin, tenant, origin service id)`.
@@ -74,7 +82,24 @@ impl ImportCtx {
             peers,
             link,
             services: Mutex::new(HashMap::new()),
+            local_services: Mutex::new(LocalServices::default()),
         }
+    }
+
+    /// Takes the own changes of one local feed batch into the table of local services.
+    fn local_changes(&self, changes: &[Change]) {
+        self.local_services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(changes);
+    }
+
+    /// Whether `origin`'s service properties may be written into local service `local_id`.
+    fn ownership(&self, origin: &str, tenant: &Tenant, local_id: &str) -> Ownership {
+        self.local_services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ownership(origin, tenant, local_id)
     }
 
     fn cached_service(&self, key: &ServiceKey) -> Option<EnsuredService> {

@@ -14,6 +14,7 @@ use super::super::peers::PeerMap;
 use super::ImportCtx;
 use super::actor::Actor;
 use super::mailbox::{LocalEvent, Mailbox, NotQueued, mailbox};
+use crate::registry::Change;
 use crate::store::Mapping;
 use crate::sync::EngineError;
 use crate::sync::link::{Push, PushReply};
@@ -150,6 +151,10 @@ impl Importers {
 }
 
 impl CopySink for Importers {
+    fn own(&self, changes: &[Change]) {
+        self.ctx.local_changes(changes);
+    }
+
     fn observe(&self, seen: Vec<CopySeen>) {
         for seen in seen {
             match seen {
