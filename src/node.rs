@@ -300,6 +300,7 @@ pub async fn run(
             admin,
             info.clone(),
             metrics.clone(),
+            gossip.clone(),
             stopping.clone(),
             stages.rest.token.clone(),
         );

@@ -124,3 +124,68 @@ async fn set_up_web(w: &mut World) {
     w.register(0, "web", "w1").await;
     set_service_props(w, 0, "web", &[("v", "1")]).await;
 }
+
+/// (item 6 of issue 21) A data centre that claims another's name (misconfigured, with its own
+/// registry): a third data centre imports neither claimant while the conflict lasts, and does
+/// not flip to the other one's instances when either restarts; once the impostor is gone for
+/// good, it syncs with the real one again.
+#[tokio::test(start_paused = true)]
+async fn a_name_claimed_by_two_data_centres_is_not_imported_while_in_conflict() {
+    let mut w = World::new(2).await;
+    let real: Vec<_> = [
+        w.register(0, "pay", "a1").await,
+        w.register(0, "pay", "a2").await,
+    ]
+    .into();
+    w.wait_mirrored("dc2 mirrors the real dc1").await;
+
+    let impostor = w.add_dc_named("dc1").await;
+    let fake: Vec<_> = [
+        w.register(impostor, "pay", "b1").await,
+        w.register(impostor, "pay", "b2").await,
+        w.register(impostor, "pay", "b3").await,
+    ]
+    .into();
+    let mut seen = false;
+    for _ in 0..100 {
+        if w.conflicts(1).await.contains("dc1") {
+            seen = true;
+            break;
+        }
+        w.pass(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "dc2 sees the name dc1 in conflict");
+
+    let no_impostor_copy = |w: &World| fake.iter().all(|b| w.copies_of(1, impostor, b).is_empty());
+    w.holds_for(
+        "no copy of the impostor's instances in dc2",
+        SETTLE,
+        no_impostor_copy,
+    )
+    .await;
+    // Either claimant restarting does not end the conflict, nor flip dc2 to the other one.
+    w.restart_engine(impostor).await;
+    w.holds_for(
+        "no flip after the impostor restarted",
+        SETTLE,
+        no_impostor_copy,
+    )
+    .await;
+    w.restart_engine(0).await;
+    w.holds_for(
+        "no flip after the real dc1 restarted",
+        SETTLE,
+        no_impostor_copy,
+    )
+    .await;
+    assert!(w.conflicts(1).await.contains("dc1"), "still in conflict");
+
+    // The impostor goes for good: the conflict ends, dc2 syncs with the real dc1 again.
+    w.stop_engine(impostor).await;
+    w.wait_until("dc2 mirrors the real dc1 again", SETTLE * 2, |w| {
+        real.iter().all(|a| w.copy_of(1, 0, a).is_some()) && no_impostor_copy(w)
+    })
+    .await;
+    assert!(w.conflicts(1).await.is_empty(), "the conflict ended");
+    w.shutdown().await;
+}

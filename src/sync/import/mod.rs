@@ -36,7 +36,7 @@ use self::services::{LocalServices, Ownership};
 use super::EngineSettings;
 use super::link::PeerLink;
 use super::metrics::SyncMetrics;
-use super::peers::PeerMap;
+use super::peers::{Conflicts, PeerMap};
 use crate::registry::{Change, Registry, Tenant};
 use crate::store::StoreHandle;
 
@@ -49,6 +49,8 @@ pub(crate) struct ImportCtx {
     pub settings: EngineSettings,
     pub metrics: SyncMetrics,
     pub peers: watch::Receiver<PeerMap>,
+    /// Cluster names in conflict: such an origin is not imported while it lasts.
+    conflicts: watch::Receiver<Conflicts>,
     pub link: Arc<dyn PeerLink>,
     /// Local service ids of origin services already ensured, with the origin properties
     /// handled (mirrored, or found to belong to someone else).
@@ -73,6 +75,7 @@ impl ImportCtx {
         peers: watch::Receiver<PeerMap>,
         link: Arc<dyn PeerLink>,
     ) -> ImportCtx {
+        let (_, conflicts) = watch::channel(Conflicts::new());
         ImportCtx {
             cluster,
             registry,
@@ -80,10 +83,22 @@ impl ImportCtx {
             settings,
             metrics,
             peers,
+            conflicts,
             link,
             services: Mutex::new(HashMap::new()),
             local_services: Mutex::new(LocalServices::default()),
         }
+    }
+
+    /// The same context, told the names in conflict by `conflicts`.
+    pub(crate) fn with_conflicts(mut self, conflicts: watch::Receiver<Conflicts>) -> ImportCtx {
+        self.conflicts = conflicts;
+        self
+    }
+
+    /// Whether `origin`'s name is claimed by members serving different registries now.
+    fn in_conflict(&self, origin: &str) -> bool {
+        self.conflicts.borrow().contains(origin)
     }
 
     /// Takes the own changes of one local feed batch into the table of local services.
