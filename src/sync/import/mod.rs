@@ -101,6 +101,17 @@ impl ImportCtx {
         self.conflicts.borrow().contains(origin)
     }
 
+    /// Whether `origin`'s copies are kept alive when no exchange with it succeeded within
+    /// the grace period: with `--keep-stale-copies`, and while its name is in conflict. A
+    /// conflict is a misconfiguration elsewhere (a second data centre claiming the name);
+    /// the data centre the copies mirror may be fine, and letting them expire would turn
+    /// that mistake into an outage of its instances everywhere else. So they stay as they
+    /// were before the conflict, neither updated nor removed, until it ends (and `/health`
+    /// says degraded meanwhile).
+    fn keeps_stale(&self, origin: &str) -> bool {
+        self.settings.keep_stale || self.in_conflict(origin)
+    }
+
     /// Takes the own changes of one local feed batch into the table of local services.
     fn local_changes(&self, changes: &[Change]) {
         self.local_services
