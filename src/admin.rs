@@ -1,4 +1,8 @@
 //! The admin HTTP endpoint: `GET /health` and `GET /metrics` (Prometheus text format).
+//!
+//! `/health` answers `ok`, `degraded` (200: the node works, but something needs the
+//! operator: a cluster name claimed by members serving different registries, which no data
+//! centre imports while it lasts) or `stopping` (503).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +16,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::gossip::GossipHandle;
 use crate::rpc::proto::NodeInfo;
+use crate::sync::peers;
 use crate::telemetry::Metrics;
 
 struct AdminState {
     info: NodeInfo,
     metrics: Metrics,
+    /// The pool, for the names in conflict.
+    gossip: GossipHandle,
     /// Cancelled when the node begins to shut down; `/health` then answers 503.
     stopping: CancellationToken,
 }
@@ -36,12 +44,14 @@ pub async fn serve(
     listener: TcpListener,
     info: NodeInfo,
     metrics: Metrics,
+    gossip: GossipHandle,
     stopping: CancellationToken,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let state = Arc::new(AdminState {
         info,
         metrics,
+        gossip,
         stopping,
     });
     let app = Router::new()
@@ -64,18 +74,33 @@ pub async fn serve(
 }
 
 async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let conflicts: Vec<String> = state
+        .gossip
+        .members()
+        .await
+        .map(|members| peers::conflicts(&members).into_iter().collect())
+        .unwrap_or_default();
     let (code, status) = if state.stopping.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+    } else if !conflicts.is_empty() {
+        (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ok")
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": status,
         "node": state.info.name,
         "cluster": state.info.cluster_name,
         "mode": state.info.mode,
         "version": state.info.version,
     });
+    if !conflicts.is_empty() {
+        body["conflicts"] = serde_json::json!(conflicts);
+        body["reason"] = serde_json::json!(format!(
+            "cluster name claimed by members serving different registries: {}; no data centre imports it until the conflict ends (give each data centre its own --cluster-name)",
+            conflicts.join(", ")
+        ));
+    }
     (code, axum::Json(body))
 }
 

@@ -5,6 +5,7 @@
 //! - [`cli`]: the command line: `syncer daemon`, `members`, `demo`, `dev-registry`, `version`.
 //! - [`config`]: the table of settings and the typed configuration; imports nothing of the crate.
 //! - [`node`]: one running syncer: build, spawn, wait, stop.
+//! - [`dc_name`]: the data centre's default name (from the registry's identity, saved).
 //! - [`shutdown`]: signals and the ordered stop, step by step, each with its deadline.
 //! - [`backoff`]: the one retry policy of every loop that waits for something to come back.
 //! - [`telemetry`]: logging set-up and the metrics registry.
@@ -27,6 +28,7 @@ pub mod backoff;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dc_name;
 pub mod devreg;
 pub mod gossip;
 pub mod node;

@@ -67,6 +67,8 @@ pub enum NodeError {
     /// The cluster member's errors name their part (managed etcd member, sync engine).
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("the data centre name: {0}")]
+    Name(#[from] crate::dc_name::NameError),
     #[error("graceful shutdown did not finish within {0:?}")]
     ShutdownTimeout(Duration),
 }
@@ -209,11 +211,17 @@ impl Stages {
 /// A [`NodeError`] when the data directory cannot be locked, the registry client cannot be
 /// set up, a part fails, or the graceful shutdown overruns its deadline.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
     let _data_dir = lock_data_dir(&config.node.data_dir)?;
+    if config.node.cluster_name.is_empty() {
+        match default_cluster_name(&config, &shutdown).await? {
+            Some(name) => config.node.cluster_name = name,
+            None => return Ok(()),
+        }
+    }
     let (gossip_local, rpc_local, admin_local) = listeners.local();
     let info = node_info(&config, gossip_local, rpc_local);
     let metrics = Metrics::new(&info.name, &info.cluster_name, &info.mode);
@@ -300,6 +308,7 @@ pub async fn run(
             admin,
             info.clone(),
             metrics.clone(),
+            gossip.clone(),
             stopping.clone(),
             stages.rest.token.clone(),
         );
@@ -341,6 +350,20 @@ pub async fn run(
     }
     info!("syncer stopped");
     outcome
+}
+
+/// The data centre's name when `--cluster-name` is not given (see `crate::dc_name`); `None`
+/// when the node is stopped while the registry does not answer on a first start.
+async fn default_cluster_name(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Option<String>, NodeError> {
+    // A client of its own, whose metrics go nowhere: the node's metrics are labelled with
+    // the name this finds.
+    let metrics = Metrics::new(&config.node.name, "", &config.node.mode.to_string());
+    let registry = build_registry(config, &metrics)?;
+    let legacy = crate::config::default_cluster_name(&config.registry.addresses);
+    Ok(crate::dc_name::resolve(&config.node.data_dir, registry.as_ref(), legacy, shutdown).await?)
 }
 
 /// Spawns one part of the node on `tasks`; its error stops the node.

@@ -156,7 +156,7 @@ impl Cluster {
     /// The original README's cluster-mode command lines, one data centre on 127.0.0.1 and
     /// the other on 127.0.0.2 (the ports repeat): three syncers per data centre, each running
     /// its managed etcd member on `--cluster-port`, no `--cluster-name` (each data centre is
-    /// named after its registry address), data in `./syncer-data/<node>`.
+    /// named after its registry's identity), data in `./syncer-data/<node>`.
     fn start_readme() -> Cluster {
         let rt = runtime();
         let dir = work_dir();
@@ -554,8 +554,9 @@ fn the_readme_cluster_command_lines_give_two_managed_clusters_that_survive_a_kil
     let s2 = c.registries[1].create_service("app", "svc-two", "1.0.0");
     c.registries[0].register(&s1, &NewInstance::new("one-0", "rest://10.1.0.1:80"));
     c.registries[1].register(&s2, &NewInstance::new("two-0", "rest://10.2.0.1:80"));
-    let dc1 = default_cluster_name("http://127.0.0.1:30100");
-    let dc2 = default_cluster_name("http://127.0.0.2:30100");
+    let dc1 = derived_cluster_name(&c, 0);
+    let dc2 = derived_cluster_name(&c, 1);
+    assert_ne!(dc1, dc2, "two registries, two names");
     c.wait_until("both data centres mirrored", DEADLINE, |c| {
         mirrored(&c.registries[0], &c.registries[1], &dc1)
             && mirrored(&c.registries[1], &c.registries[0], &dc2)
@@ -604,11 +605,30 @@ fn etcd_member_runs(name: &str) -> bool {
     })
 }
 
-/// The default cluster name of a data centre: hex MD5 of its `--sc-addr` text, as the
-/// original names it.
-fn default_cluster_name(sc_addr: &str) -> String {
-    use md5::{Digest, Md5};
-    hex::encode(Md5::digest(sc_addr.as_bytes()))
+/// The name the members of data centre `d` derived from their registry's identity on their
+/// first start (issue 21 item 6), saved in each data directory (`./syncer-data/<node>`): the
+/// members of one data centre share a registry, so they agree.
+fn derived_cluster_name(c: &Cluster, d: usize) -> String {
+    let names: Vec<String> = c.members[d]
+        .iter()
+        .map(|m| {
+            let path = c
+                .dir
+                .path()
+                .join("syncer-data")
+                .join(&m.name)
+                .join("cluster-name");
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        names.iter().all(|n| *n == names[0]),
+        "the members of one data centre derive one name: {names:?}"
+    );
+    names[0].clone()
 }
 
 #[test]

@@ -37,6 +37,10 @@ fn daemon_cmd_on(
         "json",
         "--log-level",
         "info,syncer=debug",
+        // No registry runs: without a name, a first start would wait for the registry to
+        // name the data centre.
+        "--cluster-name",
+        "daemon-test",
         "--data-dir",
     ])
     .arg(data_dir);

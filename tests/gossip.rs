@@ -16,6 +16,8 @@ struct Node {
     gossip: String,
     rpc: String,
     admin: String,
+    /// The data centre name it announced when ready.
+    cluster: String,
 }
 
 fn start(dir: &Path, name: &str, ip: &str, extra: &[&str]) -> Node {
@@ -41,8 +43,13 @@ fn start(dir: &Path, name: &str, ip: &str, extra: &[&str]) -> Node {
     .arg(dir.join(name))
     .args(extra);
     if !extra.contains(&"--sc-addr") {
-        // Nothing listens there: the daemon keeps trying to identify its registry.
+        // Nothing listens there: the daemon keeps trying to identify its registry. It needs
+        // a name then: without one, a first start waits for the registry to name the data
+        // centre.
         cmd.args(["--sc-addr", "http://127.0.0.1:9"]);
+        if !extra.contains(&"--cluster-name") {
+            cmd.args(["--cluster-name", "gossip-test"]);
+        }
     }
     let mut daemon = Daemon::spawn(cmd);
     let ready = daemon.wait_ready();
@@ -52,6 +59,7 @@ fn start(dir: &Path, name: &str, ip: &str, extra: &[&str]) -> Node {
         gossip: field("gossip_addr"),
         rpc: field("rpc_addr"),
         admin: field("admin_addr"),
+        cluster: field("cluster"),
         daemon,
     }
 }
@@ -116,6 +124,23 @@ fn wait_all_alive(nodes: &mut [Node], n: usize) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// `/health` of the admin address `admin`, as JSON (null when it does not answer).
+fn health(admin: &str) -> serde_json::Value {
+    tokio::runtime::Runtime::new()
+        .ok()
+        .and_then(|rt| {
+            rt.block_on(async {
+                reqwest::get(format!("http://{admin}/health"))
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()
+            })
+        })
+        .unwrap_or_default()
 }
 
 fn metric(admin: &str, name: &str) -> f64 {
@@ -289,5 +314,54 @@ fn one_cluster_name_for_two_registries_is_flagged() {
     first.daemon.wait_for_line("serve different registries");
     let table = members_cmd(&second.rpc, &[]);
     assert!(table.stdout.contains("CONFLICT"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("no data centre imports it"),
+        "{}",
+        table.stdout
+    );
+    // (issue 21 item 6) `/health` says so: degraded, naming the name and the reason.
+    for node in [&first, &second] {
+        wait_until("health degraded", || {
+            let h = health(&node.admin);
+            h["status"] == "degraded"
+                && h["conflicts"] == serde_json::json!(["same-dc"])
+                && h["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("different registries"))
+        });
+    }
+    drop(rt);
+}
+
+/// (issue 21 item 6) Without `--cluster-name`, two data centres whose `--sc-addr` text is the
+/// same (each reaches its own registry at `http://127.0.0.1:<port>`) get different names: the
+/// name comes from the registry's identity on the first start, not from the address text.
+/// It is saved: a restart keeps it even when the registry behind the address changed.
+#[test]
+fn default_names_differ_for_the_same_address_text_and_survive_restarts() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut sc = support::sync::Registry::start(&rt, "127.0.0.1:0".parse().unwrap());
+    let url = sc.url();
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--sc-addr", url.as_str()];
+    let mut first = start(dir.path(), "n0", "127.0.0.1", &args);
+    let name = first.cluster.clone();
+    assert_eq!(name.len(), 32, "{name}");
+    first.daemon.signal("TERM");
+    assert!(first.daemon.wait_exit().success());
+
+    // Another data centre: another registry, the same address text.
+    sc.stop();
+    sc.start_again();
+    assert_eq!(sc.url(), url);
+    let mut other = start(dir.path(), "n1", "127.0.0.1", &args);
+    assert_ne!(other.cluster, name, "same --sc-addr text, another registry");
+    other.daemon.signal("TERM");
+    assert!(other.daemon.wait_exit().success());
+
+    // The first data centre restarts: its saved name, whatever the registry says now.
+    let again = start(dir.path(), "n0", "127.0.0.1", &args);
+    assert_eq!(again.cluster, name, "stable across restarts");
+    drop(again);
     drop(rt);
 }

@@ -158,8 +158,17 @@ fn table(rows: &[Row<'_>]) -> String {
     for row in &cells {
         line(&row.each_ref().map(String::as_str));
     }
-    if rows.iter().any(|r| r.conflict) {
-        out.push_str("CONFLICT: members claim one cluster name but serve different registries; give each data centre its own --cluster-name\n");
+    let conflicted: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| r.conflict)
+        .map(|r| r.cluster)
+        .collect();
+    if !conflicted.is_empty() {
+        let names: Vec<&str> = conflicted.into_iter().collect();
+        out.push_str(&format!(
+            "CONFLICT: members claim one cluster name ({}) but serve different registries; no data centre imports it until the conflict ends. Give each data centre its own --cluster-name\n",
+            names.join(", ")
+        ));
     }
     out
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use url::Url;
 
-pub use parse::JoinAddr;
+pub use parse::{DERIVED_CLUSTER_NAME, JoinAddr, check_cluster_name, default_cluster_name};
 use settings::Id;
 
 /// Default ports of the original Syncer.
@@ -204,7 +204,8 @@ pub struct NodeConfig {
     /// Member name, unique in the gossip pool.
     pub name: String,
     pub mode: Mode,
-    /// Data centre name; all syncers of one data centre share it.
+    /// Data centre name; all syncers of one data centre share it. Empty when not configured:
+    /// the node derives it at start (`crate::dc_name`).
     pub cluster_name: String,
     /// Directory of this syncer's own state; locked while the daemon runs.
     pub data_dir: PathBuf,

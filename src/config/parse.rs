@@ -122,7 +122,7 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
     };
     let mode = read_mode(&mut r)?;
     let registry = read_registry(&mut r)?;
-    let node = read_node(&mut r, mode, &registry.addresses)?;
+    let node = read_node(&mut r, mode)?;
     let net = read_listeners(&mut r, mode)?;
     let cluster = read_cluster(&mut r, mode, &net)?;
     let sync = read_sync(&mut r)?;
@@ -190,7 +190,7 @@ fn read_registry(r: &mut Reader) -> Result<RegistryConfig, ConfigError> {
 }
 
 /// This syncer's name, its data centre's name and its data directory.
-fn read_node(r: &mut Reader, mode: Mode, addresses: &[Url]) -> Result<NodeConfig, ConfigError> {
+fn read_node(r: &mut Reader, mode: Mode) -> Result<NodeConfig, ConfigError> {
     // Cluster mode needs an explicit name: three syncers on one host would otherwise all take
     // the host name.
     let name = match r.get(Id::Node) {
@@ -223,10 +223,11 @@ fn read_node(r: &mut Reader, mode: Mode, addresses: &[Url]) -> Result<NodeConfig
             check_name(&setting.value, 128).map_err(|e| invalid(setting, e))?;
             setting.value.clone()
         }
+        // Derived when the node starts (`crate::dc_name`): from the registry's identity on
+        // the first start, then saved in the data directory. Empty here says so.
         None => {
-            let cluster_name = default_cluster_name(addresses);
-            r.derived(Id::ClusterName, cluster_name.clone());
-            cluster_name
+            r.derived(Id::ClusterName, DERIVED_CLUSTER_NAME.to_owned());
+            String::new()
         }
     };
 
@@ -524,8 +525,23 @@ fn read_log(r: &mut Reader) -> Result<LogConfig, ConfigError> {
     Ok(LogConfig { format, filter })
 }
 
+/// What `--check` shows for a cluster name that is not given: it is derived at start.
+pub const DERIVED_CLUSTER_NAME: &str =
+    "(derived from the registry's identity on the first start, saved in <data-dir>/cluster-name)";
+
+/// Whether `name` can be a cluster name: 1 to 128 letters, digits, `.`, `_`, `-`, starting
+/// with a letter or digit.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_cluster_name(name: &str) -> Result<(), String> {
+    check_name(name, 128)
+}
+
 /// The original's default data-centre name: hex MD5 of the registry endpoints, sorted and
-/// joined with `,` (Syncer 1.4). Endpoints are normalised first, so `127.0.0.1:30100` and
+/// joined with `,` (Syncer 1.4). Kept for data directories of an earlier release
+/// (`crate::dc_name`): a new data directory derives its name from the registry's identity,
+/// because this one is the same for two data centres that write the same address text. Endpoints are normalised first, so `127.0.0.1:30100` and
 /// `http://127.0.0.1:30100/` give the same name.
 pub fn default_cluster_name(addresses: &[Url]) -> String {
     let mut endpoints: Vec<String> = addresses

@@ -334,7 +334,9 @@ pub static SETTINGS: &[Spec] = &[
         env: Some("SYNCER_CLUSTER_NAME"),
         file_keys: &["cluster", "cluster_name"],
         list: false,
-        default: Default::Derived("MD5 of the sorted registry addresses"),
+        default: Default::Derived(
+            "from the registry's identity on the first start, saved in <data-dir>/cluster-name",
+        ),
         help: "Data centre name shared by its syncers",
     },
     Spec {

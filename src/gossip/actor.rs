@@ -80,7 +80,9 @@ pub(super) struct Actor {
     left: HashMap<SocketAddr, u64>,
     /// Live members as the notifications told us, by address.
     live: HashMap<SocketAddr, NodeId>,
-    conflicts: BTreeSet<String>,
+    /// Cluster names in conflict, with the last moment two live members claimed them for
+    /// different registries (a conflict ends [`Profile::conflict_hold`] after that).
+    conflicts: BTreeMap<String, Instant>,
     /// Members seen suspect, with the incarnation and when first seen so (see `sweep`).
     suspects: HashMap<SocketAddr, (NodeId, foca::Incarnation, Instant)>,
     /// foca's current timer token, as carried by the timers it schedules.
@@ -132,7 +134,7 @@ impl Actor {
             deliveries,
             left: HashMap::new(),
             live: HashMap::new(),
-            conflicts: BTreeSet::new(),
+            conflicts: BTreeMap::new(),
             suspects: HashMap::new(),
             timer_token: None,
             event_seq: 0,
@@ -207,7 +209,11 @@ impl Actor {
                 }
                 () = sleep_until(self.join.next_attempt), if joining => self.attempt_join(),
                 _ = persist.tick() => self.persist(),
-                _ = sweep.tick() => self.sweep(suspicion),
+                _ = sweep.tick() => {
+                    self.sweep(suspicion);
+                    // A conflict whose hold ran out ends here when membership is quiet.
+                    self.check_conflicts();
+                }
             }
             self.drain();
         }
@@ -644,7 +650,7 @@ impl Actor {
             id: id.clone(),
             status,
             local: id.addr == self.me().addr,
-            conflict: !id.meta.registry.is_empty() && self.conflicts.contains(&id.meta.cluster),
+            conflict: !id.meta.registry.is_empty() && self.conflicts.contains_key(&id.meta.cluster),
         }
     }
 
@@ -690,8 +696,12 @@ impl Actor {
     }
 
     /// Finds cluster names claimed by live members serving different registries, and says so
-    /// loudly: such data centres would otherwise ignore each other silently.
+    /// loudly: such data centres would otherwise ignore each other silently, and a third data
+    /// centre would import whichever claimant it happened to see. A conflict lasts until no
+    /// two live members claimed the name for different registries for
+    /// [`Profile::conflict_hold`], so that a claimant's restart does not end it.
     fn check_conflicts(&mut self) {
+        let now = Instant::now();
         let mut registries: BTreeMap<&str, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
         let me = self.me();
         for id in self.live.values().chain(std::iter::once(me)) {
@@ -704,12 +714,15 @@ impl Actor {
                     .push(id.name.as_str());
             }
         }
-        let conflicts: BTreeSet<String> = registries
+        let live: BTreeSet<String> = registries
             .iter()
             .filter(|(_, by_registry)| by_registry.len() > 1)
             .map(|(cluster, _)| (*cluster).to_owned())
             .collect();
-        for cluster in conflicts.difference(&self.conflicts) {
+        for cluster in &live {
+            if self.conflicts.contains_key(cluster) {
+                continue;
+            }
             let detail: Vec<String> = registries
                 .get(cluster.as_str())
                 .into_iter()
@@ -719,11 +732,20 @@ impl Actor {
             error!(
                 %cluster,
                 members = %detail.join("; "),
-                "members claim the same cluster name but serve different registries; they will not sync with each other. Give each data centre its own --cluster-name"
+                "members claim the same cluster name but serve different registries; they will not sync with each other and no data centre imports this name until the conflict ends. Give each data centre its own --cluster-name"
             );
         }
-        for cluster in self.conflicts.difference(&conflicts) {
-            info!(%cluster, "cluster name conflict resolved");
+        let hold = self.profile.conflict_hold();
+        let mut conflicts = std::mem::take(&mut self.conflicts);
+        conflicts.retain(|cluster, last| {
+            let keep = live.contains(cluster) || now.duration_since(*last) < hold;
+            if !keep {
+                info!(%cluster, ?hold, "cluster name conflict resolved");
+            }
+            keep
+        });
+        for cluster in live {
+            conflicts.insert(cluster, now);
         }
         self.metrics
             .conflicts

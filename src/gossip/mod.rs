@@ -113,6 +113,19 @@ impl Profile {
         }
     }
 
+    /// How long a cluster name stays in conflict after the last moment two live members
+    /// claimed it for different registries. A claimant that restarts leaves the pool and
+    /// comes back (without a registry fingerprint until its registry answers): the conflict
+    /// must outlast that window, or a data centre importing that name would resume with
+    /// whichever claimant it sees alone and flip to the other one's instances.
+    pub fn conflict_hold(self) -> Duration {
+        match self {
+            Profile::Local => Duration::from_secs(5),
+            Profile::Lan => Duration::from_secs(30),
+            Profile::Wan => Duration::from_secs(60),
+        }
+    }
+
     /// How long a leaving member keeps sending after announcing its departure.
     fn leave_delay(self) -> Duration {
         match self {
@@ -194,7 +207,9 @@ pub struct MemberInfo {
     pub status: MemberStatus,
     /// This member is the local node.
     pub local: bool,
-    /// Its cluster name is also claimed by a live member serving a different registry.
+    /// Its cluster name is also claimed by a live member serving a different registry (or was,
+    /// within [`Profile::conflict_hold`]). Other data centres do not import that name while
+    /// this lasts.
     pub conflict: bool,
 }
 

@@ -42,6 +42,12 @@ pub(crate) trait CopySink: Send + Sync {
     /// Takes the observations of one feed batch, in feed order. Must not block: the feed
     /// waits for it.
     fn observe(&self, seen: Vec<CopySeen>);
+
+    /// Looks at the same batch's own changes (services, own instances) before
+    /// [`CopySink::observe`] gets its copies: the import side learns which local services hold
+    /// instances of their own, so it never writes an origin's service properties into them.
+    /// Must not block.
+    fn own(&self, _changes: &[Change]) {}
 }
 
 /// Splits a batch of feed changes into this data centre's own changes (everything the
@@ -118,6 +124,7 @@ impl SplitFeed {
 impl ChangeFeed for SplitFeed {
     async fn next(&mut self) -> Result<Vec<Change>, RegistryError> {
         let (own, seen) = split(self.inner.next().await?);
+        self.sink.own(&own);
         if !seen.is_empty() {
             self.sink.observe(seen);
         }

@@ -135,6 +135,12 @@ pub enum EngineError {
     /// slow registry): retried by the sender, and caught up by a pull.
     #[error("the importer is busy: no room for the push, retry later")]
     Busy,
+    /// The push's origin names a data centre whose name is claimed by members serving
+    /// different registries: nothing of it is imported until the conflict ends.
+    #[error(
+        "origin {0:?} is claimed by members serving different registries; not importing it until the conflict ends"
+    )]
+    OriginConflict(String),
 }
 
 impl EngineError {
@@ -321,22 +327,27 @@ pub async fn start(
     );
 
     let (peers_tx, peers_rx) = watch::channel(peers::PeerMap::new());
+    let (conflicts_tx, conflicts_rx) = watch::channel(peers::Conflicts::new());
     tracker.spawn(peers::run(
         deps.gossip.clone(),
         deps.cluster.clone(),
         peers_tx,
+        conflicts_tx,
         token.clone(),
     ));
     let view = Arc::new(SharedExportView::new(deps.cluster.clone(), epoch));
-    let ctx = Arc::new(ImportCtx::new(
-        deps.cluster.clone(),
-        deps.registry.clone(),
-        writer,
-        deps.settings.clone(),
-        metrics.clone(),
-        peers_rx.clone(),
-        deps.link.clone(),
-    ));
+    let ctx = Arc::new(
+        ImportCtx::new(
+            deps.cluster.clone(),
+            deps.registry.clone(),
+            writer,
+            deps.settings.clone(),
+            metrics.clone(),
+            peers_rx.clone(),
+            deps.link.clone(),
+        )
+        .with_conflicts(conflicts_rx),
+    );
     let importers = Importers::new(ctx, stored.mappings, token.clone(), tracker.clone());
     // The feed is split before either side sees it: the exporter reads own instances only,
     // the import router gets the copies.

@@ -1,26 +1,44 @@
 //! The peer directory: the active syncer of every other data centre, from gossip metadata.
+//!
+//! A data centre whose name is in conflict (claimed by members serving different registries,
+//! see the gossip pool) has no entry: nothing can tell which claimant's instances are the
+//! data centre's, so none is pulled from or pushed to until the conflict ends. The names in
+//! conflict are published beside the directory, for the import router (which refuses their
+//! pushes and announcements) and for `/health`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::gossip::{GossipHandle, MemberInfo, MemberStatus, Role};
 
 /// Data centre (cluster name) → rpc address of its active syncer.
 pub type PeerMap = BTreeMap<String, SocketAddr>;
+/// Cluster names claimed by members serving different registries.
+pub type Conflicts = BTreeSet<String>;
 
 /// The directory is also refreshed this often, in case an event was missed.
 const REFRESH: Duration = Duration::from_secs(2);
 
+/// The cluster names the pool flags as claimed by members of different registries.
+pub fn conflicts(members: &[MemberInfo]) -> Conflicts {
+    members
+        .iter()
+        .filter(|m| m.conflict)
+        .map(|m| m.id.meta.cluster.clone())
+        .collect()
+}
+
 /// The active member of each other data centre among `members`. When several claim to be
 /// active (a changing leader whose predecessor is not seen down yet), the larger term wins,
-/// then the newest incarnation.
+/// then the newest incarnation. A name in conflict ([`conflicts`]) has no entry.
 pub fn active_peers(members: &[MemberInfo], local_cluster: &str) -> PeerMap {
+    let conflicted = conflicts(members);
     let mut best: BTreeMap<String, &MemberInfo> = BTreeMap::new();
     for member in members {
         let id = &member.id;
@@ -29,6 +47,7 @@ pub fn active_peers(members: &[MemberInfo], local_cluster: &str) -> PeerMap {
             && id.meta.role == Role::Active
             && id.meta.cluster != local_cluster
             && !id.meta.cluster.is_empty()
+            && !conflicted.contains(&id.meta.cluster)
             && id.meta.rpc_addr.port() != 0;
         if !usable {
             continue;
@@ -45,16 +64,37 @@ pub fn active_peers(members: &[MemberInfo], local_cluster: &str) -> PeerMap {
         .collect()
 }
 
-/// Keeps `tx` equal to the active peers of the pool until `token` is cancelled.
+/// Keeps `tx` equal to the active peers of the pool, and `conflicts_tx` to the names in
+/// conflict, until `token` is cancelled. Each conflict is logged once when it begins and once
+/// when it ends.
 pub(crate) async fn run(
     gossip: GossipHandle,
     local_cluster: String,
     tx: watch::Sender<PeerMap>,
+    conflicts_tx: watch::Sender<Conflicts>,
     token: CancellationToken,
 ) {
     let mut events = gossip.subscribe();
     loop {
         if let Ok(members) = gossip.members().await {
+            let now = conflicts(&members);
+            conflicts_tx.send_if_modified(|current| {
+                if *current == now {
+                    return false;
+                }
+                for name in now.difference(current) {
+                    if *name == local_cluster {
+                        warn!(cluster = %name, "this data centre's name is also claimed by members serving another registry: no other data centre imports it until the conflict ends");
+                    } else {
+                        warn!(origin = %name, "not importing this data centre while its name is claimed by members serving different registries; its copies are left as they are");
+                    }
+                }
+                for name in current.difference(&now) {
+                    info!(cluster = %name, "the name is no longer in conflict; syncing with it again");
+                }
+                *current = now;
+                true
+            });
             let peers = active_peers(&members, &local_cluster);
             tx.send_if_modified(|current| {
                 if *current == peers {

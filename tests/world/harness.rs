@@ -170,6 +170,20 @@ impl World {
         dc
     }
 
+    /// Adds a data centre that claims the name `name` (maybe another one's: a misconfigured
+    /// data centre), with its own empty registry and store, and starts its syncer with the
+    /// settings of `dc1`'s; returns its index once the pool includes it.
+    pub async fn add_dc_named(&mut self, name: &str) -> usize {
+        let dc = self.dcs.len();
+        let settings = self.dcs[0].members[0].settings.clone();
+        self.push_dc(settings);
+        self.dcs[dc].name = name.to_owned();
+        self.origins.entry(name.to_owned()).or_default();
+        self.start_member(dc, 0).await;
+        self.wait_for_pool().await;
+        dc
+    }
+
     fn push_dc(&mut self, settings: EngineSettings) {
         let i = self.dcs.len();
         let name = format!("dc{}", i + 1);
@@ -207,6 +221,17 @@ impl World {
         &self.dcs[dc].registry
     }
 
+    /// The cluster names member 0 of `dc` sees in conflict (claimed by members serving
+    /// different registries), as `/health` reports them.
+    pub async fn conflicts(&self, dc: usize) -> BTreeSet<String> {
+        let (gossip, _) = self.dcs[dc].members[0]
+            .gossip
+            .as_ref()
+            .expect("the member runs");
+        let members = gossip.members().await.expect("gossip runs");
+        syncer::sync::peers::conflicts(&members)
+    }
+
     /// The (unfenced) store of data centre `dc`.
     pub fn store(&self, dc: usize) -> &MemoryStore {
         &self.dcs[dc].store
@@ -226,6 +251,9 @@ impl World {
     fn start_gossip(&mut self, dc: usize, m: usize) {
         let seed = self.seed();
         let cluster = self.dcs[dc].name.clone();
+        // As a daemon announces once its registry answers (the memory registry's id is
+        // `<dc>-registry`, so members of one data centre share it).
+        let registry = gossip::registry_fingerprint("memory", &format!("dc{}-registry", dc + 1));
         let member = &mut self.dcs[dc].members[m];
         let socket = self
             .net
@@ -241,6 +269,7 @@ impl World {
                 meta.role = member.role;
                 meta.protocol = syncer::rpc::PROTOCOL_VERSION;
                 meta.term = member.term;
+                meta.registry = registry;
                 meta
             },
         };

@@ -7,8 +7,8 @@
 //! - `harness`: [`harness::World`], the data centres and the knobs the scenarios turn
 //!   (partitions, stopped syncers, a slow registry, a second engine on a shared store).
 //! - `link`: the one place where the engines' peer transfer is built and partitioned.
-//! - `mirroring`, `faults`, `failover`, `gaps`, `stalls`: the scenarios, each asserting the engine's
-//!   behaviour with deadlines in virtual time and the world's invariants at the end.
+//! - `mirroring`, `faults`, `failover`, `gaps`, `stalls`, `shared`: the scenarios, each
+//!   asserting the engine's behaviour with deadlines in virtual time and the world's invariants at the end.
 //!
 //! Built on the crate's public API only, as a user of the engine would be.
 
@@ -18,4 +18,5 @@ mod gaps;
 mod harness;
 mod link;
 mod mirroring;
+mod shared;
 mod stalls;

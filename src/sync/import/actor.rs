@@ -422,8 +422,11 @@ impl Actor {
         if self.health.check(now, grace) == Some(HealthChange::BecameStale) {
             self.stale_gauge(true);
             let copies = self.views.mappings().len();
-            if self.ctx.settings.keep_stale {
-                warn!(origin = %self.origin, ?grace, copies, "no successful exchange with this data centre within the grace period; keeping its copies alive as configured (--keep-stale-copies)");
+            if self
+                .ctx
+                .keeps_stale(&self.origin, self.ctx.settings.keep_stale)
+            {
+                warn!(origin = %self.origin, ?grace, copies, "no successful exchange with this data centre within the grace period; keeping its copies alive (--keep-stale-copies, or its name is in conflict)");
             } else {
                 warn!(origin = %self.origin, ?grace, copies, "no successful exchange with this data centre within the grace period; its copies are no longer kept alive and expire with their lease");
             }
@@ -811,7 +814,10 @@ impl Actor {
         let refs = plan::heartbeat_targets(
             &self.views,
             self.health.is_stale(),
-            self.health.keeps_stale_copies(self.ctx.settings.keep_stale),
+            self.ctx.keeps_stale(
+                &self.origin,
+                self.health.keeps_stale_copies(self.ctx.settings.keep_stale),
+            ),
         );
         if refs.is_empty() {
             return false;

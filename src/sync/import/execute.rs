@@ -10,12 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::super::copy::{PresentCopy, copy_body, fingerprint};
 use super::super::ids::OriginKey;
 use super::super::unix_ms;
 use super::plan::Action;
+use super::services::{Ownership, marked};
 use super::views::copy_ref;
 use super::{ImportCtx, ServiceKey};
 use crate::registry::{InstanceRef, RegistryError, Service};
@@ -58,8 +59,13 @@ pub(crate) fn execute_all(
         .buffer_unordered(PARALLEL_CALLS)
 }
 
-/// Ensures the local service of each of `services` exists with the origin's properties;
-/// false when one failed.
+/// Ensures the local service of each of `services` exists; false when one failed.
+///
+/// A missing service is created with the origin's properties and syncer's mark naming the
+/// origin, in one call. The origin's properties are written into an existing service only
+/// when it is one syncer created for this origin's copies and it holds no instance of its
+/// own (`services::Ownership::Mirror`): a service deployed in both data centres keeps each
+/// side's own properties, and a change on one side is never reverted by the other's.
 pub(crate) async fn ensure_services(
     ctx: &Arc<ImportCtx>,
     origin: &str,
@@ -86,7 +92,10 @@ pub(crate) async fn ensure_services(
         .map(|(skey, service)| {
             let ctx = ctx.clone();
             async move {
-                let id = match ctx.registry.ensure_service(&service).await {
+                let wanted = marked(&skey.0, &service.properties);
+                let mut body = (*service).clone();
+                body.properties = wanted.clone();
+                let id = match ctx.registry.ensure_service(&body).await {
                     Ok(id) => id,
                     Err(e) => {
                         ctx.metrics.registry_op("ensure_service", e.kind());
@@ -95,16 +104,24 @@ pub(crate) async fn ensure_services(
                     }
                 };
                 ctx.metrics.registry_op("ensure_service", "ok");
-                if let Err(e) = ctx
-                    .registry
-                    .set_service_properties(&service.tenant, &id, &service.properties)
-                    .await
-                {
-                    ctx.metrics.registry_op("set_service_properties", e.kind());
-                    warn!(service = %service.name, error = %e, "cannot set the properties of a copy's service");
-                    return false;
+                match ctx.ownership(&skey.0, &service.tenant, &id) {
+                    Ownership::Mirror(current) if current != wanted => {
+                        if let Err(e) = ctx
+                            .registry
+                            .set_service_properties(&service.tenant, &id, &wanted)
+                            .await
+                        {
+                            ctx.metrics.registry_op("set_service_properties", e.kind());
+                            warn!(service = %service.name, error = %e, "cannot set the properties of a copy's service");
+                            return false;
+                        }
+                        ctx.metrics.registry_op("set_service_properties", "ok");
+                    }
+                    Ownership::Mirror(_) => {}
+                    Ownership::Keep => {
+                        debug!(origin = %skey.0, service = %service.name, local_id = %id, "the local service is not one syncer created for this origin's copies alone; its properties are left as they are");
+                    }
                 }
-                ctx.metrics.registry_op("set_service_properties", "ok");
                 ctx.cache_service(skey, id, service.properties.clone());
                 true
             }

@@ -15,12 +15,15 @@
 //! - [`views`]: the three views and how pushes, pulls and the local feed change them.
 //! - [`plan`]: the pure planner: views × safety state → actions.
 //! - `execute`: runs actions against the registry and the store, 32 at a time.
+//! - `services`: which local services may take an origin's service properties (only those
+//!   syncer created for that origin's copies, without instances of their own).
 
 mod actor;
 mod execute;
 pub(crate) mod mailbox;
 pub(crate) mod plan;
 mod router;
+mod services;
 pub(crate) mod views;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,11 +32,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 pub(crate) use self::router::Importers;
+use self::services::{LocalServices, Ownership};
 use super::EngineSettings;
 use super::link::PeerLink;
 use super::metrics::SyncMetrics;
-use super::peers::PeerMap;
-use crate::registry::{Registry, Tenant};
+use super::peers::{Conflicts, PeerMap};
+use crate::registry::{Change, Registry, Tenant};
 use crate::store::StoreHandle;
 
 /// Shared by every actor.
@@ -45,9 +49,15 @@ pub(crate) struct ImportCtx {
     pub settings: EngineSettings,
     pub metrics: SyncMetrics,
     pub peers: watch::Receiver<PeerMap>,
+    /// Cluster names in conflict: such an origin is not imported while it lasts.
+    conflicts: watch::Receiver<Conflicts>,
     pub link: Arc<dyn PeerLink>,
-    /// Local service ids of origin services already ensured, with the properties set.
+    /// Local service ids of origin services already ensured, with the origin properties
+    /// handled (mirrored, or found to belong to someone else).
     services: Mutex<HashMap<ServiceKey, EnsuredService>>,
+    /// The local services as the local feed reports them: which ones take an origin's
+    /// properties.
+    local_services: Mutex<LocalServices>,
 }
 
 /// `(origin, tenant, origin service id)`.
@@ -65,6 +75,7 @@ impl ImportCtx {
         peers: watch::Receiver<PeerMap>,
         link: Arc<dyn PeerLink>,
     ) -> ImportCtx {
+        let (_, conflicts) = watch::channel(Conflicts::new());
         ImportCtx {
             cluster,
             registry,
@@ -72,9 +83,52 @@ impl ImportCtx {
             settings,
             metrics,
             peers,
+            conflicts,
             link,
             services: Mutex::new(HashMap::new()),
+            local_services: Mutex::new(LocalServices::default()),
         }
+    }
+
+    /// The same context, told the names in conflict by `conflicts`.
+    pub(crate) fn with_conflicts(mut self, conflicts: watch::Receiver<Conflicts>) -> ImportCtx {
+        self.conflicts = conflicts;
+        self
+    }
+
+    /// Whether `origin`'s name is claimed by members serving different registries now.
+    fn in_conflict(&self, origin: &str) -> bool {
+        self.conflicts.borrow().contains(origin)
+    }
+
+    /// Whether `origin`'s copies are kept alive when no exchange with it succeeded within
+    /// the grace period: with `--keep-stale-copies`, and while its name is in conflict. A
+    /// conflict is a misconfiguration elsewhere (a second data centre claiming the name);
+    /// the data centre the copies mirror may be fine, and letting them expire would turn
+    /// that mistake into an outage of its instances everywhere else. So they stay as they
+    /// were before the conflict, neither updated nor removed, until it ends (and `/health`
+    /// says degraded meanwhile).
+    ///
+    /// `keep_stale_copies` is the operator's `--keep-stale-copies`, already bounded by
+    /// `--keep-stale-for` (`OriginHealth::keeps_stale_copies`); a conflict is not bounded.
+    fn keeps_stale(&self, origin: &str, keep_stale_copies: bool) -> bool {
+        keep_stale_copies || self.in_conflict(origin)
+    }
+
+    /// Takes the own changes of one local feed batch into the table of local services.
+    fn local_changes(&self, changes: &[Change]) {
+        self.local_services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(changes);
+    }
+
+    /// Whether `origin`'s service properties may be written into local service `local_id`.
+    fn ownership(&self, origin: &str, tenant: &Tenant, local_id: &str) -> Ownership {
+        self.local_services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ownership(origin, tenant, local_id)
     }
 
     fn cached_service(&self, key: &ServiceKey) -> Option<EnsuredService> {

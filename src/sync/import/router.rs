@@ -14,6 +14,7 @@ use super::super::peers::PeerMap;
 use super::ImportCtx;
 use super::actor::Actor;
 use super::mailbox::{LocalEvent, Mailbox, NotQueued, mailbox};
+use crate::registry::Change;
 use crate::store::Mapping;
 use crate::sync::EngineError;
 use crate::sync::link::{Push, PushReply};
@@ -93,9 +94,14 @@ impl Importers {
     /// A push from `push.origin`; resolves when it is applied (or refused).
     ///
     /// # Errors
+    /// [`EngineError::OriginConflict`] while the origin's name is claimed by members serving
+    /// different registries (nothing tells which one's instances this push carries),
     /// [`EngineError::Busy`] when the actor had no room for the push's whole wait,
     /// [`EngineError::Stopping`] when it stopped.
     pub(crate) async fn push(&self, push: Push) -> Result<PushReply, EngineError> {
+        if self.ctx.in_conflict(&push.origin) {
+            return Err(EngineError::OriginConflict(push.origin));
+        }
         let mailbox = self.actor(&push.origin);
         let reply = mailbox.push(push).await.map_err(|e| match e {
             NotQueued::Busy => EngineError::Busy,
@@ -104,8 +110,12 @@ impl Importers {
         reply.await.map_err(|_| EngineError::Stopping)
     }
 
-    /// A gossip announcement: `origin` is at `revision`.
+    /// A gossip announcement: `origin` is at `revision`. Dropped while the origin's name is
+    /// in conflict (the actor could not pull anyway: the directory has no address for it).
     pub(crate) fn announce(&self, origin: &str, revision: Revision) {
+        if self.ctx.in_conflict(origin) {
+            return;
+        }
         self.actor(origin).announce(revision);
     }
 
@@ -150,6 +160,10 @@ impl Importers {
 }
 
 impl CopySink for Importers {
+    fn own(&self, changes: &[Change]) {
+        self.ctx.local_changes(changes);
+    }
+
     fn observe(&self, seen: Vec<CopySeen>) {
         for seen in seen {
             match seen {
