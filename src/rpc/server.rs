@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
-use super::channel::MAX_MESSAGE_BYTES;
+use super::channel::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, MAX_MESSAGE_BYTES};
 use super::proto::peer_server::{Peer, PeerServer};
 use super::proto::{
     InfoRequest, Member, MembersReply, MembersRequest, NodeInfo, PullChunk, PullRequest, PushReply,
@@ -105,7 +105,11 @@ pub async fn serve(
     service: PeerService,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    // Pings on every connection, as the client side does: the connection of a peer that
+    // froze or vanished behind a blackholed link is closed instead of held for ever.
     let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
         .add_service(
             PeerServer::new(service)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
