@@ -3,16 +3,22 @@
 //!
 //! Prints one line, `dev registry listening on http://ADDR`, on stdout once the port is bound,
 //! so scripts can wait for it. Logs go to stderr.
+//!
+//! `--real-sc 1.4.8` and `--real-sc 2.x` turn on every real-SC behaviour of that version; a
+//! bare `--real-sc` means `1.4.8` (it used to add the 2 s delete check window and
+//! self-preservation, which 1.4.8 does not have) and says so on stderr.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{LogConfig, LogFormat};
-use crate::devreg::{DevRegistryConfig, HeartbeatStyle, spawn};
+use crate::devreg::{DevRegistryConfig, HeartbeatStyle, RbacConfig, spawn};
 
 /// Exit status for bad flags (as clap's usage errors).
 const EXIT_USAGE: u8 = 2;
@@ -26,15 +32,44 @@ pub struct DevRegistryArgs {
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:30100")]
     pub listen: SocketAddr,
 
-    /// Turn on every real-SC behaviour: 2 s delete check window, self-preservation,
-    /// asynchronous dependency rules.
-    #[arg(long)]
-    pub real_sc: bool,
+    /// Behave as a real Service Center: `1.4.8` (asynchronous dependency rules) or `2.x`
+    /// (v2.2.0: find ignores `version`, push health checks at least 5 s / 3, inner
+    /// properties, retire job, 2 s delete check window, self-preservation, 2.x batch
+    /// heartbeat answer, RBAC when `--rbac-user` is given). Bare `--real-sc` means `1.4.8`.
+    #[arg(long, value_name = "VERSION", num_args = 0..=1, value_parser = parse_real_sc)]
+    pub real_sc: Option<Option<RealSc>>,
 
     /// Batch heartbeat answer: `1.4` (SC 1.4.8: empty 200 or 400017) or `2.x` (always 200
-    /// with a per-instance list).
-    #[arg(long, value_name = "STYLE", default_value = "1.4", value_parser = parse_style)]
-    pub heartbeat_style: HeartbeatStyle,
+    /// with a per-instance list). Default: the `--real-sc` version's, else `1.4`.
+    #[arg(long, value_name = "STYLE", value_parser = parse_style)]
+    pub heartbeat_style: Option<HeartbeatStyle>,
+
+    /// A property SC 2.x adds to every instance (`registry.instance.properties`); repeatable.
+    /// Needs `--real-sc 2.x`.
+    #[arg(long, value_name = "K=V", value_parser = parse_property)]
+    pub inner_property: Vec<(String, String)>,
+
+    /// Turn RBAC on with this account (SC 2.x: every call needs a token from
+    /// `POST /v4/token`). Needs `--real-sc 2.x` and `--rbac-password`.
+    #[arg(long, value_name = "NAME", requires = "rbac_password")]
+    pub rbac_user: Option<String>,
+
+    /// Password of the `--rbac-user` account.
+    #[arg(long, value_name = "PW", requires = "rbac_user")]
+    pub rbac_password: Option<String>,
+
+    /// Lifetime of a token whose login does not ask for one (SC: 12h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "12h")]
+    pub rbac_token_ttl: Duration,
+
+    /// Period of the 2.x retire job deleting old versions without instances (SC: daily).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "24h")]
+    pub retire_period: Duration,
+
+    /// Serve find, list, get and the dump from a copy of the data that trails writes by this
+    /// much (as SC's watch-fed cache does), e.g. `200ms`. Default: no lag.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub read_lag: Duration,
 
     /// Multiplies every instance lease (e.g. 0.05 turns 120 s into 6 s).
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_scale)]
@@ -47,6 +82,78 @@ pub struct DevRegistryArgs {
     /// Log filter (a tracing directive such as `debug` or `syncer::devreg=debug`).
     #[arg(long, value_name = "L", default_value = "info")]
     pub log_level: String,
+}
+
+/// The Service Center version `--real-sc` emulates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RealSc {
+    /// SC 1.4.8.
+    V1_4_8,
+    /// SC 2.x (v2.2.0).
+    V2,
+}
+
+fn parse_real_sc(s: &str) -> Result<RealSc, String> {
+    match s {
+        "1.4.8" | "1.4" => Ok(RealSc::V1_4_8),
+        "2.x" | "2" | "2.2.0" => Ok(RealSc::V2),
+        other => Err(format!("unknown Service Center version {other:?}; use 1.4.8 or 2.x")),
+    }
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// The registry settings the flags give.
+///
+/// # Errors
+/// A message for flags that need `--real-sc 2.x`.
+fn config_of(args: &DevRegistryArgs) -> Result<DevRegistryConfig, String> {
+    let real_sc = args.real_sc.map(|v| {
+        v.unwrap_or_else(|| {
+            eprintln!(
+                "syncer: --real-sc without a version means --real-sc 1.4.8 (no delete check \
+                 window, no self-preservation); use --real-sc 2.x for those"
+            );
+            RealSc::V1_4_8
+        })
+    });
+    let mut config = match real_sc {
+        None => DevRegistryConfig::default(),
+        Some(RealSc::V1_4_8) => DevRegistryConfig::real_sc_1_4_8(),
+        Some(RealSc::V2) => DevRegistryConfig::real_sc_2(),
+    };
+    let v2 = real_sc == Some(RealSc::V2);
+    if !v2 && (!args.inner_property.is_empty() || args.rbac_user.is_some()) {
+        return Err("--inner-property and --rbac-user are SC 2.x features: add --real-sc 2.x".into());
+    }
+    if let Some(style) = args.heartbeat_style {
+        config.heartbeat_style = style;
+    }
+    config.lease_scale = args.lease_scale;
+    config.self_register = !args.no_self_register;
+    config.inner_properties = args.inner_property.iter().cloned().collect::<BTreeMap<_, _>>();
+    if let (Some(user), Some(password)) = (&args.rbac_user, &args.rbac_password) {
+        config.rbac = Some(RbacConfig {
+            user: user.clone(),
+            password: password.clone(),
+            token_ttl: args.rbac_token_ttl,
+        });
+    }
+    if args.retire_period.is_zero() {
+        return Err("--retire-period must be positive".into());
+    }
+    config.retire_period = args.retire_period;
+    config.read_lag = args.read_lag;
+    Ok(config)
 }
 
 fn parse_style(s: &str) -> Result<HeartbeatStyle, String> {
@@ -74,14 +181,13 @@ pub fn run(args: &DevRegistryArgs) -> ExitCode {
         eprintln!("syncer: --log-level {:?}: {e}", args.log_level);
         return ExitCode::from(EXIT_USAGE);
     }
-    let mut config = if args.real_sc {
-        DevRegistryConfig::real_sc()
-    } else {
-        DevRegistryConfig::default()
+    let config = match config_of(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("syncer: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
-    config.heartbeat_style = args.heartbeat_style;
-    config.lease_scale = args.lease_scale;
-    config.self_register = !args.no_self_register;
     let runtime = match super::runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,

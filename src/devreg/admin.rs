@@ -239,7 +239,7 @@ pub fn dump(ctx: &Ctx) -> Reply {
     };
     let all = options.contains(&"all");
     let want = |o: &str| all || options.contains(&o);
-    let store = ctx.reg.lock();
+    let store = ctx.reg.read_view();
     // Provider-side rule entries (`/p/` keys): provider rule -> consumers, newest rev.
     let mut provider_rules: BTreeMap<String, (Vec<MicroServiceKey>, i64)> = BTreeMap::new();
     for (tenant, t) in &store.tenants {

@@ -236,17 +236,30 @@ fn implicit_rule(
     })
 }
 
+/// SC 2.x finds every version of the provider whatever `version` says (`0.0.0+`, also the
+/// version of the implicit dependency rule); 1.4.8 applies the rule.
+fn version_rule<'a>(ctx: &Ctx, asked: &'a str) -> &'a str {
+    if ctx.reg.config.is_v2() {
+        ALL_VERSIONS
+    } else {
+        asked
+    }
+}
+
+/// SC 2.x's `datasource.AllVersions`.
+const ALL_VERSIONS: &str = "0.0.0+";
+
 /// `GET /v4/{project}/registry/instances`.
 pub async fn find(ctx: &Ctx) -> Reply {
     let query = FindQuery {
         consumer_id: ctx.consumer_id(),
         app_id: ctx.q("appId"),
         service_name: ctx.q("serviceName"),
-        version_rule: ctx.q("version"),
+        version_rule: version_rule(ctx, ctx.q("version")),
         environment: ctx.q("env"),
         tags: tags_of(ctx),
     };
-    let mut found = find_locked(&ctx.reg.lock(), &ctx.tenant, &query)?;
+    let mut found = find_locked(&ctx.reg.read_view(), &ctx.tenant, &query)?;
     if let Some(job) = found.dep_job.take() {
         ctx.reg.submit_dependencies(vec![job]).await;
     }
@@ -332,7 +345,7 @@ fn get_one_locked(
 /// `GET …/microservices/{serviceId}/instances/{instanceId}`.
 pub fn get_one(ctx: &Ctx, sid: &str, iid: &str) -> Reply {
     let found = get_one_locked(
-        &ctx.reg.lock(),
+        &ctx.reg.read_view(),
         &ctx.tenant,
         ctx.consumer_id(),
         sid,
@@ -359,7 +372,7 @@ pub fn list(ctx: &Ctx, sid: &str) -> Reply {
         .and_then(|()| check_str(O, "ProviderServiceId", sid, validate::SERVICE_ID))
         .and_then(|()| validate::check_list(O, "Tags", &tags, validate::TAG))
         .map_err(ScError::invalid)?;
-    let store = ctx.reg.lock();
+    let store = ctx.reg.read_view();
     let empty = Tenant::default();
     let t = store.tenant(&ctx.tenant).unwrap_or(&empty);
     let consumer = request_consumer(t, consumer_id)?;
@@ -497,7 +510,7 @@ pub async fn action(ctx: &Ctx, body: Body) -> Reply {
         instances: None,
     };
     {
-        let store = ctx.reg.lock();
+        let store = ctx.reg.read_view();
         if !req.services.is_empty() {
             let mut result = BatchFindResult::default();
             for (index, s) in req.services.iter().enumerate() {
@@ -506,7 +519,7 @@ pub async fn action(ctx: &Ctx, body: Body) -> Reply {
                     consumer_id,
                     app_id: &k.app_id,
                     service_name: &k.service_name,
-                    version_rule: &k.version,
+                    version_rule: version_rule(ctx, &k.version),
                     environment: &k.environment,
                     tags: Vec::new(),
                 };

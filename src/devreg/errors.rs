@@ -58,6 +58,11 @@ pub fn message(code: u32) -> &'static str {
         SERVICE_VERSION_NOT_EXISTS => "Micro-service version does not exist",
         NOT_ENOUGH_QUOTA => "Not enough quota",
         401_002 => "Request unauthorized",
+        // go-chassis/cari `rbac/error.go` (SC 2.x RBAC).
+        401_201 => "Request unauthorized",
+        401_202 => "User name or password is wrong",
+        401_204 => "No authorization header",
+        401_205 => "Token is expired",
         FORBIDDEN => "Forbidden",
         409_001 => "account name is duplicated",
         INTERNAL => "Internal server error",

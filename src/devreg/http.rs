@@ -19,7 +19,7 @@ use tracing::debug;
 
 use super::errors::ScError;
 use super::state::Registry;
-use super::{admin, dependencies, discovery, instances, services, watch};
+use super::{admin, auth, dependencies, discovery, instances, services, watch};
 
 /// Default body limit (`max_body_bytes` of SC's `app.conf`).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -378,6 +378,11 @@ async fn route(
     path: &str,
     raw_query: &str,
 ) -> Response {
+    // SC 2.x registers its login route only with RBAC on.
+    if reg.config.rbac.is_some() && method == Method::POST && path == auth::TOKEN_PATH {
+        let reply = auth::login(&reg, req.into_body()).await;
+        return reply.unwrap_or_else(IntoResponse::into_response);
+    }
     let segments: Vec<&str> = path.split('/').collect();
     let found = ROUTES.iter().find_map(|(m, pattern, id)| {
         (*m == method.as_str())
@@ -402,6 +407,14 @@ async fn route(
         }
         return resp;
     };
+    // RBAC runs after routing (an unknown path is still a plain 404); version and health
+    // are SC's white list.
+    if reg.config.rbac.is_some()
+        && !matches!(id, RouteId::Version | RouteId::Health)
+        && let Err(e) = auth::check(&reg, req.headers())
+    {
+        return e.into_response();
+    }
     let (mut parts, body) = req.into_parts();
     let domain = parts
         .headers

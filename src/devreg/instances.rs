@@ -27,6 +27,9 @@ use super::validate::{self, Pat, Rule, check_str};
 
 /// Instances per tenant before `400100` (SC's default `QUOTA_INSTANCE`).
 const INSTANCE_QUOTA: usize = 150_000;
+/// SC 2.x's least push `interval` (`registry.instance.minInterval`, 5 s) and `times`.
+const MIN_INTERVAL_V2: i32 = 5;
+const MIN_TIMES_V2: i32 = 3;
 /// Go's text for a malformed instance body.
 const UNMARSHAL_ERROR: &str = "Unmarshal error";
 
@@ -62,6 +65,12 @@ pub fn register_locked(
     now: &str,
 ) -> Result<String, ScError> {
     validate::register_instance(&instance).map_err(ScError::invalid)?;
+    let v2 = reg.config.is_v2();
+    if v2 {
+        // SC 2.x checks the quota and looks the service up before the shortcut below.
+        check_quota(store, tenant)?;
+        service_version(store, tenant, &instance.service_id)?;
+    }
     if !instance.instance_id.is_empty()
         && renew(store, tenant, &instance.service_id, &instance.instance_id).is_ok()
     {
@@ -81,6 +90,11 @@ pub fn register_locked(
         times: DEFAULT_TIMES,
         ..Default::default()
     });
+    if v2 && hc.mode == "push" {
+        // 2.x's `registry.instance.minInterval` / `minTimes` defaults.
+        hc.interval = hc.interval.max(MIN_INTERVAL_V2);
+        hc.times = hc.times.max(MIN_TIMES_V2);
+    }
     match hc.mode.as_str() {
         // Go computes this in int32, overflow included.
         "push" if hc.interval.wrapping_mul(hc.times.wrapping_add(1)) <= 0 => {
@@ -95,22 +109,13 @@ pub fn register_locked(
         _ => {}
     }
     let ttl_secs = i64::from(hc.interval.wrapping_mul(hc.times.wrapping_add(1)));
-    let t = store.tenant_mut(tenant);
-    let service = t.services.get(&instance.service_id).ok_or_else(|| {
-        ScError::new(
-            errors::SERVICE_NOT_EXISTS,
-            "Invalid 'serviceID' in request body.",
-        )
-    })?;
-    instance.version = service.service.version.clone();
-    if t.instances.len() >= INSTANCE_QUOTA {
-        return Err(ScError::new(
-            errors::NOT_ENOUGH_QUOTA,
-            format!(
-                "no quota to create instance, max num is {INSTANCE_QUOTA}, curNum is {}, apply num is 1",
-                t.instances.len()
-            ),
-        ));
+    instance.version = service_version(store, tenant, &instance.service_id)?;
+    if v2 {
+        instance
+            .properties
+            .extend(reg.config.inner_properties.clone());
+    } else {
+        check_quota(store, tenant)?;
     }
     let ttl = reg.scaled_ttl(ttl_secs);
     let rev = store.next_rev();
@@ -135,6 +140,37 @@ pub fn register_locked(
     Ok(id)
 }
 
+/// The version of the instance's service.
+///
+/// # Errors
+/// `400012` when the service does not exist.
+fn service_version(store: &Store, tenant: &str, service_id: &str) -> Result<String, ScError> {
+    store
+        .tenant(tenant)
+        .and_then(|t| t.services.get(service_id))
+        .map(|e| e.service.version.clone())
+        .ok_or_else(|| {
+            ScError::new(
+                errors::SERVICE_NOT_EXISTS,
+                "Invalid 'serviceID' in request body.",
+            )
+        })
+}
+
+/// `400100` when the tenant is at the instance quota.
+fn check_quota(store: &Store, tenant: &str) -> Result<(), ScError> {
+    let count = store.tenant(tenant).map_or(0, |t| t.instances.len());
+    if count >= INSTANCE_QUOTA {
+        return Err(ScError::new(
+            errors::NOT_ENOUGH_QUOTA,
+            format!(
+                "no quota to create instance, max num is {INSTANCE_QUOTA}, curNum is {count}, apply num is 1"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Renews a live instance's lease (`HeartbeatUtil`).
 fn renew(store: &mut Store, tenant: &str, sid: &str, iid: &str) -> Result<(), ScError> {
     let entry = store
@@ -154,6 +190,19 @@ fn renew(store: &mut Store, tenant: &str, sid: &str, iid: &str) -> Result<(), Sc
 pub fn heartbeat(ctx: &Ctx, sid: &str, iid: &str) -> Reply {
     validate::instance_key("HeartbeatRequest", sid, iid).map_err(ScError::invalid)?;
     renew(&mut ctx.reg.lock(), &ctx.tenant, sid, iid)?;
+    // SC 2.x puts missing inner properties back after a heartbeat.
+    let inner = &ctx.reg.config.inner_properties;
+    if ctx.reg.config.is_v2() && !inner.is_empty() {
+        let missing = ctx
+            .reg
+            .lock()
+            .tenant(&ctx.tenant)
+            .and_then(|t| t.instances.get(&(sid.to_owned(), iid.to_owned())))
+            .is_some_and(|e| inner.iter().any(|(k, v)| e.instance.properties.get(k) != Some(v)));
+        if missing {
+            update_instance(ctx, sid, iid, |i| i.properties.extend(inner.clone()))?;
+        }
+    }
     Ok(empty_ok())
 }
 
@@ -260,5 +309,9 @@ pub async fn update_properties(ctx: &Ctx, sid: &str, iid: &str, body: Body) -> R
     let req: PropertiesRequest =
         parse_body(&bytes).map_err(|_| ScError::invalid(UNMARSHAL_ERROR))?;
     validate::instance_key("UpdateInstancePropsRequest", sid, iid).map_err(ScError::invalid)?;
-    update_instance(ctx, sid, iid, |i| i.properties = req.properties)
+    let mut properties = req.properties;
+    if ctx.reg.config.is_v2() {
+        properties.extend(ctx.reg.config.inner_properties.clone());
+    }
+    update_instance(ctx, sid, iid, |i| i.properties = properties)
 }

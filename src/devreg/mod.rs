@@ -1,5 +1,7 @@
-//! The dev registry: an in-memory emulator of Apache ServiceComb Service Center's v4 REST API
-//! (SC 1.4.8, with the 2.x batch heartbeat answer as an option), for development and tests.
+//! The dev registry: an in-memory emulator of Apache ServiceComb Service Center's v4 REST API,
+//! for development and tests. It speaks SC 1.4.8 by default and SC 2.x (v2.2.0) as a
+//! [`Dialect`]; [`DevRegistryConfig::real_sc_1_4_8`] and [`DevRegistryConfig::real_sc_2`] turn on
+//! every real-SC behaviour of each version.
 //!
 //! It follows `shared/reference/servicecomb-sc-v4-api.md` case by case: paths, JSON shapes
 //! with Go's `omitempty`, error bodies, defaults and validation, leases, revisions, the admin
@@ -11,6 +13,9 @@
 //! - `http`: route table, tenant resolution, body limits, response framing, request logging.
 //! - `services`, `instances`, `discovery`, `dependencies`, `admin`, `watch`: the endpoints.
 //! - `lease`: lease expiry, the real-SC delete check window and self-preservation.
+//! - `auth`: SC 2.x RBAC (`POST /v4/token`, the bearer-token check of every other call).
+//! - `retire`: SC 2.x's job deleting old versions without instances.
+//! - `view`: the read-after-write lag (reads served from a copy that trails writes).
 //! - `model`: the JSON shapes; `validate`: SC's validation rules; `version`: version rules;
 //!   `errors`: SC's error codes and body.
 //!
@@ -30,6 +35,7 @@
 //! ```
 
 mod admin;
+mod auth;
 mod dependencies;
 mod discovery;
 mod errors;
@@ -37,12 +43,15 @@ mod http;
 mod instances;
 mod lease;
 mod model;
+mod retire;
 mod services;
 mod state;
 mod validate;
 mod version;
+mod view;
 mod watch;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,22 +79,65 @@ pub enum HeartbeatStyle {
     V2,
 }
 
+/// Which Service Center the emulator behaves as, where 1.4.8 and 2.x differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// SC 1.4.8.
+    #[default]
+    V1_4_8,
+    /// SC 2.x as of v2.2.0: find ignores `version`; push health checks raised to at least
+    /// `interval` 5 s / `times` 3; quota and service lookup before the re-register shortcut;
+    /// inner properties on every instance; exact-version existence; the service list hides
+    /// SC's own service from `default/default` unless `withShared=true`; the retire job.
+    V2,
+}
+
+/// SC 2.x's built-in RBAC: one account; every call but `/v4/token`, version and health needs
+/// `Authorization: Bearer {token}`.
+#[derive(Clone, Debug)]
+pub struct RbacConfig {
+    /// Account name (SC's initial account is `root`).
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// Lifetime of a token whose login body gives no `tokenExpirationTime`. SC's default is
+    /// 12 h; tests shorten it to watch a refresh.
+    pub token_ttl: Duration,
+}
+
+impl RbacConfig {
+    /// SC's default token lifetime (`DefaultTokenExpirationDuration`).
+    pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
+
+    /// An account with SC's default token lifetime.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        RbacConfig {
+            user: user.into(),
+            password: password.into(),
+            token_ttl: Self::DEFAULT_TOKEN_TTL,
+        }
+    }
+}
+
 /// Settings of one dev registry.
 #[derive(Clone, Debug)]
 pub struct DevRegistryConfig {
     /// Version reported by `/version`, the dump and SC's own service. Default `1.4.8`.
     pub version: String,
+    /// The SC version whose behaviour differences are emulated. Default [`Dialect::V1_4_8`].
+    pub dialect: Dialect,
     /// Seed SC's own `SERVICECENTER` service and instance in `default/default` (§1.5), as SC
     /// does at start. Default `true`.
     pub self_register: bool,
     /// Answer style of the batch heartbeat (§3.8). Default [`HeartbeatStyle::V1_4`].
     pub heartbeat_style: HeartbeatStyle,
-    /// Real SC's 2 s check window before an instance deletion (unregister or expiry) becomes
-    /// visible to find/list/get, the dump and watchers (§4). Default `false`.
+    /// The 2 s check window before an instance deletion (unregister or expiry) becomes
+    /// visible to find/list/get, the dump and watchers (§4): SC 1.4.0-1.4.4 and 2.x, not
+    /// 1.4.5-1.4.8. Default `false`.
     pub delete_check_window: bool,
-    /// SC's self-preservation (§4): when ≥ 80 % of more than 5 instances are pending deletion,
-    /// keep serving them for up to their TTL. Works through the check window, so it implies
-    /// it. Default `false`.
+    /// SC's self-preservation (§4; same versions as the check window): when ≥ 80 % of more
+    /// than 5 instances are pending deletion, keep serving them for up to their TTL. Works
+    /// through the check window, so it implies it. Default `false`.
     pub self_preservation: bool,
     /// Multiplies every lease TTL (`interval × (times + 1)` seconds), e.g. `0.05` turns the
     /// default 120 s into 6 s. Default `1.0`.
@@ -94,32 +146,71 @@ pub struct DevRegistryConfig {
     /// service deletion) takes effect, as SC's asynchronous dependency queue. Zero applies
     /// rules before the request returns. Default zero.
     pub dependency_delay: Duration,
+    /// SC 2.x's `registry.instance.properties`: added to the properties of every instance
+    /// at register, properties update and heartbeat ([`Dialect::V2`] only). Default empty.
+    pub inner_properties: BTreeMap<String, String>,
+    /// Period of the retire job ([`Dialect::V2`] only; SC runs it daily, `0 1 * * *`).
+    /// Default 24 h.
+    pub retire_period: Duration,
+    /// Versions of each service the retire job keeps (`registry.service.retire.reserve`).
+    /// Default 3.
+    pub retire_reserve: usize,
+    /// RBAC with one account, `None` for none. Default `None`.
+    pub rbac: Option<RbacConfig>,
+    /// Read-after-write lag: find, list, get and the dump are served from a copy of the data
+    /// that trails writes by this much, as SC serves them from a cache fed by an etcd watch.
+    /// Zero reads the live data. Default zero.
+    pub read_lag: Duration,
 }
 
 impl Default for DevRegistryConfig {
     fn default() -> Self {
         DevRegistryConfig {
             version: "1.4.8".to_owned(),
+            dialect: Dialect::V1_4_8,
             self_register: true,
             heartbeat_style: HeartbeatStyle::V1_4,
             delete_check_window: false,
             self_preservation: false,
             lease_scale: 1.0,
             dependency_delay: Duration::ZERO,
+            inner_properties: BTreeMap::new(),
+            retire_period: Duration::from_secs(24 * 3600),
+            retire_reserve: 3,
+            rbac: None,
+            read_lag: Duration::ZERO,
         }
     }
 }
 
 impl DevRegistryConfig {
-    /// Every real-SC behaviour on: delete check window, self-preservation and asynchronous
-    /// dependency rules (200 ms).
-    pub fn real_sc() -> Self {
+    /// Real SC 1.4.8: asynchronous dependency rules (200 ms); no delete check window and no
+    /// self-preservation (both left SC in 1.4.5).
+    pub fn real_sc_1_4_8() -> Self {
         DevRegistryConfig {
+            dependency_delay: Duration::from_millis(200),
+            ..Self::default()
+        }
+    }
+
+    /// Real SC 2.x (v2.2.0): the [`Dialect::V2`] differences, the 2.x batch heartbeat
+    /// answer, the delete check window, self-preservation and asynchronous dependency rules.
+    /// RBAC, inner properties and the read lag stay off until set.
+    pub fn real_sc_2() -> Self {
+        DevRegistryConfig {
+            version: "2.2.0".to_owned(),
+            dialect: Dialect::V2,
+            heartbeat_style: HeartbeatStyle::V2,
             delete_check_window: true,
             self_preservation: true,
             dependency_delay: Duration::from_millis(200),
             ..Self::default()
         }
+    }
+
+    /// Whether the 2.x dialect is on.
+    pub fn is_v2(&self) -> bool {
+        self.dialect == Dialect::V2
     }
 }
 
@@ -174,6 +265,12 @@ pub async fn spawn(
         tracker.clone(),
     ));
     tracker.spawn(lease::lease_loop(reg.clone()));
+    if reg.config.is_v2() {
+        tracker.spawn(retire::retire_loop(reg.clone()));
+    }
+    if !reg.config.read_lag.is_zero() {
+        tracker.spawn(view::snapshot_loop(reg.clone()));
+    }
     if let Some(rx) = dep_rx {
         tracker.spawn(dependencies::dependency_loop(reg.clone(), rx, delay));
     }

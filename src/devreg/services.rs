@@ -175,7 +175,7 @@ pub fn get(ctx: &Ctx, service_id: &str) -> Reply {
         validate::SERVICE_ID,
     )
     .map_err(ScError::invalid)?;
-    let store = ctx.reg.lock();
+    let store = ctx.reg.read_view();
     let service = store
         .tenant(&ctx.tenant)
         .and_then(|t| t.services.get(service_id))
@@ -187,11 +187,21 @@ pub fn get(ctx: &Ctx, service_id: &str) -> Reply {
 
 /// `GET /v4/{project}/registry/microservices`.
 pub fn list(ctx: &Ctx) -> Reply {
-    let store = ctx.reg.lock();
+    let store = ctx.reg.read_view();
+    // SC 2.x hides SC's own (global) service from `default/default` without `withShared`.
+    let with_shared = !ctx.reg.config.is_v2()
+        || matches!(ctx.q("withShared").trim().to_ascii_lowercase().as_str(), "1" | "true");
     let services: Vec<&MicroService> = store
         .tenant(&ctx.tenant)
-        .map(|t| t.services.values().map(|e| &e.service).collect())
-        .unwrap_or_default();
+        .map(|t| t.services.values().map(|e| &e.service).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| {
+            with_shared
+                || !(Store::is_shared(&ctx.tenant, &s.app_id, &s.service_name)
+                    || Store::is_shared(&ctx.tenant, &s.app_id, &s.alias))
+        })
+        .collect();
     Ok(json_ok(&ServicesResponse { services }))
 }
 
@@ -292,7 +302,7 @@ pub async fn delete_batch(ctx: &Ctx, body: Body) -> Reply {
 }
 
 /// SC's `DeleteServicePri`. Returns the dependency job that drops the service's own rules.
-fn delete_locked(
+pub(super) fn delete_locked(
     store: &mut Store,
     tenant: &str,
     service_id: &str,
@@ -372,7 +382,17 @@ fn microservice_exists(ctx: &Ctx) -> Reply {
     let store = ctx.reg.lock();
     let (ids, exists) = store
         .tenant(&ctx.tenant)
-        .map(|t| t.find_service_ids(version, env, app, name, name))
+        .map(|t| {
+            if ctx.reg.config.is_v2() {
+                // 2.x: the version string is matched exactly, never as a rule.
+                let exists = t.named(env, app, name, false).next().is_some()
+                    || t.named(env, app, name, true).next().is_some();
+                let id = t.service_id_by_key(env, app, name, name, version);
+                (id.map(str::to_owned).into_iter().collect(), exists)
+            } else {
+                t.find_service_ids(version, env, app, name, name)
+            }
+        })
         .unwrap_or_default();
     if !exists {
         return Err(ScError::new(

@@ -96,6 +96,10 @@ pub struct Registry {
     pub shutdown: CancellationToken,
     /// Every task of this registry (server, lease loop, dependency worker, sockets).
     pub tracker: TaskTracker,
+    /// Tokens handed out by `POST /v4/token` (RBAC).
+    pub tokens: super::auth::Tokens,
+    /// Lagged copies of the store for reads (read lag).
+    pub history: super::view::History,
 }
 
 impl Registry {
@@ -117,6 +121,8 @@ impl Registry {
             dep_tx,
             shutdown,
             tracker,
+            tokens: Default::default(),
+            history: Default::default(),
         };
         if reg.config.self_register {
             reg.register_self();
@@ -330,7 +336,7 @@ pub struct DepRule {
 type NameKey = (String, String, String);
 
 /// The data of one `domain/project`.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Tenant {
     /// Services by id. Insert and remove through [`Tenant::insert_service`] and
     /// [`Tenant::remove_service`], which keep the name indexes in step.
@@ -625,6 +631,16 @@ impl Store {
     pub fn next_rev(&mut self) -> i64 {
         self.revision += 1;
         self.revision
+    }
+
+    /// A copy of the data reads see (tenants, revision, SC's id), for the read lag.
+    pub fn read_copy(&self) -> Store {
+        Store {
+            revision: self.revision,
+            tenants: self.tenants.clone(),
+            sc_service_id: self.sc_service_id.clone(),
+            ..Store::default()
+        }
     }
 
     pub fn tenant(&self, name: &str) -> Option<&Tenant> {
