@@ -1364,11 +1364,11 @@ async fn batch_heartbeat_v2() {
         .assert_error("400001");
 }
 
-/// §4 real-SC mode: a deletion becomes visible only after the 2 s check window, while
-/// store-level operations see it at once.
+/// §4 real SC 2.x (also 1.4.0-1.4.4, not 1.4.8): a deletion becomes visible only after the
+/// 2 s check window, while store-level operations see it at once.
 #[tokio::test]
 async fn real_sc_delete_check_window() {
-    let sc = Sc::with(DevRegistryConfig::real_sc()).await;
+    let sc = Sc::with(DevRegistryConfig::real_sc_2()).await;
     let sid = sc.app_service("win").await;
     let iid = sc.instance(&sid, host("h")).await;
     let path = instance_path(&sid, &iid);
@@ -1555,14 +1555,14 @@ async fn dependency_rules_apply_asynchronously() {
     sc.delete(&service_path(&prov)).await.assert_error("400023");
 }
 
-/// §4 self-preservation: when ≥80 % of more than 5 instances are deleted at once, SC keeps
+/// §4 self-preservation (real SC 2.x, not 1.4.8): when ≥80 % of more than 5 instances are deleted at once, SC keeps
 /// serving them past the check window, for up to their TTL.
 #[tokio::test]
 async fn real_sc_self_preservation() {
     let sc = Sc::with(DevRegistryConfig {
         // TTL budget 120 s × 0.025 = 3 s, released at the second check tick (≈4 s).
         lease_scale: 0.025,
-        ..DevRegistryConfig::real_sc()
+        ..DevRegistryConfig::real_sc_2()
     })
     .await;
     let sid = sc.app_service("mass").await;
@@ -1799,6 +1799,7 @@ fn cli_subcommand() {
             "--listen",
             "127.0.0.1:0",
             "--real-sc",
+            "1.4.8",
             "--lease-scale",
             "0.5",
         ])

@@ -483,8 +483,15 @@ async fn contract_with_2x_heartbeats() {
 }
 
 #[tokio::test]
-async fn contract_with_real_sc_behaviour() {
-    let registry = dev_registry(DevRegistryConfig::real_sc()).await;
+async fn contract_with_real_sc_1_4_8() {
+    let registry = dev_registry(DevRegistryConfig::real_sc_1_4_8()).await;
+    syncer::registry::contract::registry_contract(&adapter_for(&registry)).await;
+    registry.shutdown().await;
+}
+
+#[tokio::test]
+async fn contract_with_real_sc_2() {
+    let registry = dev_registry(DevRegistryConfig::real_sc_2()).await;
     syncer::registry::contract::registry_contract(&adapter_for(&registry)).await;
     registry.shutdown().await;
 }

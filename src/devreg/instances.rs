@@ -25,8 +25,6 @@ use super::state::{
 };
 use super::validate::{self, Pat, Rule, check_str};
 
-/// Instances per tenant before `400100` (SC's default `QUOTA_INSTANCE`).
-const INSTANCE_QUOTA: usize = 150_000;
 /// SC 2.x's least push `interval` (`registry.instance.minInterval`, 5 s) and `times`.
 const MIN_INTERVAL_V2: i32 = 5;
 const MIN_TIMES_V2: i32 = 3;
@@ -68,7 +66,7 @@ pub fn register_locked(
     let v2 = reg.config.is_v2();
     if v2 {
         // SC 2.x checks the quota and looks the service up before the shortcut below.
-        check_quota(store, tenant)?;
+        check_quota(store, tenant, reg.config.instance_quota)?;
         service_version(store, tenant, &instance.service_id)?;
     }
     if !instance.instance_id.is_empty()
@@ -115,7 +113,7 @@ pub fn register_locked(
             .properties
             .extend(reg.config.inner_properties.clone());
     } else {
-        check_quota(store, tenant)?;
+        check_quota(store, tenant, reg.config.instance_quota)?;
     }
     let ttl = reg.scaled_ttl(ttl_secs);
     let rev = store.next_rev();
@@ -158,13 +156,13 @@ fn service_version(store: &Store, tenant: &str, service_id: &str) -> Result<Stri
 }
 
 /// `400100` when the tenant is at the instance quota.
-fn check_quota(store: &Store, tenant: &str) -> Result<(), ScError> {
+fn check_quota(store: &Store, tenant: &str, quota: usize) -> Result<(), ScError> {
     let count = store.tenant(tenant).map_or(0, |t| t.instances.len());
-    if count >= INSTANCE_QUOTA {
+    if count >= quota {
         return Err(ScError::new(
             errors::NOT_ENOUGH_QUOTA,
             format!(
-                "no quota to create instance, max num is {INSTANCE_QUOTA}, curNum is {count}, apply num is 1"
+                "no quota to create instance, max num is {quota}, curNum is {count}, apply num is 1"
             ),
         ));
     }

@@ -146,6 +146,8 @@ pub struct DevRegistryConfig {
     /// service deletion) takes effect, as SC's asynchronous dependency queue. Zero applies
     /// rules before the request returns. Default zero.
     pub dependency_delay: Duration,
+    /// Instances per tenant before `400100` (SC's default `QUOTA_INSTANCE`, 150 000).
+    pub instance_quota: usize,
     /// SC 2.x's `registry.instance.properties`: added to the properties of every instance
     /// at register, properties update and heartbeat ([`Dialect::V2`] only). Default empty.
     pub inner_properties: BTreeMap<String, String>,
@@ -174,6 +176,7 @@ impl Default for DevRegistryConfig {
             self_preservation: false,
             lease_scale: 1.0,
             dependency_delay: Duration::ZERO,
+            instance_quota: 150_000,
             inner_properties: BTreeMap::new(),
             retire_period: Duration::from_secs(24 * 3600),
             retire_reserve: 3,
