@@ -15,8 +15,9 @@
 //!    syncer while idle (change feed and discovery apart; target ≤ 1 call/s), and the
 //!    daemon's resident memory (target ≤ 64 MiB).
 //!
-//! Figures 1-3 run twice: dev registries in their default (fast) mode, then with `--real-sc`
-//! (SC's 2 s delete check window, on both the origin's and the copies' registries).
+//! Figures 1-3 run twice: dev registries in their default (fast) mode, then with
+//! `--real-sc 2.x` (SC 2.x's 2 s delete check window, on both the origin's and the copies'
+//! registries).
 //!
 //! Run with `cargo bench --bench sync_e2e [-- --quick] [-- --skip-10k | --only-10k]`;
 //! `--quick` takes fewer samples and 1 000 instances instead of 10 000, `--only-10k` measures
@@ -62,7 +63,7 @@ impl Options {
         if self.quick { 20 } else { 200 }
     }
 
-    /// Deregistrations timed with `--real-sc` (each takes two 2 s check windows).
+    /// Deregistrations timed with `--real-sc 2.x` (each takes two 2 s check windows).
     fn real_sc_deregistrations(self) -> usize {
         if self.quick { 10 } else { 50 }
     }
@@ -638,7 +639,7 @@ async fn latency_run(client: &reqwest::Client, options: Options, real_sc: bool) 
     println!(
         "\n== figures 1-3: three data centres, dev registries in {} mode",
         if real_sc {
-            "--real-sc (2 s delete check window)"
+            "--real-sc 2.x (2 s delete check window)"
         } else {
             "default (fast)"
         }
@@ -846,7 +847,7 @@ async fn latency_run(client: &reqwest::Client, options: Options, real_sc: bool) 
     );
     if real_sc {
         println!(
-            "  (--real-sc: the origin's registry shows a deletion only after its 2 s check \
+            "  (--real-sc 2.x: the origin's registry shows a deletion only after its 2 s check \
              window, and the copy's registry hides the removed copy only after its own, so \
              about 4 s is the floor here)"
         );

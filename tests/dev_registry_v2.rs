@@ -68,7 +68,9 @@ struct Sc {
 impl Sc {
     async fn with(config: DevRegistryConfig) -> Sc {
         Sc {
-            reg: DevRegistry::start(config).await.expect("start dev registry"),
+            reg: DevRegistry::start(config)
+                .await
+                .expect("start dev registry"),
             http: reqwest::Client::new(),
             token: None,
         }
@@ -76,7 +78,9 @@ impl Sc {
 
     /// A request to `{url}{path}` (`path` from the root, e.g. `/v4/token`).
     async fn raw(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
-        let mut req = self.http.request(method, format!("{}{path}", self.reg.url()));
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.reg.url()));
         if let Some(token) = &self.token {
             req = req.header("Authorization", format!("Bearer {token}"));
         }
@@ -122,9 +126,12 @@ impl Sc {
     }
 
     async fn instance(&self, sid: &str, host: &str) -> String {
-        self.register(sid, json!({ "hostName": host, "endpoints": [format!("rest://{host}:80")] }))
-            .await
-            .ok_id("instanceId")
+        self.register(
+            sid,
+            json!({ "hostName": host, "endpoints": [format!("rest://{host}:80")] }),
+        )
+        .await
+        .ok_id("instanceId")
     }
 
     async fn get_instance(&self, sid: &str, iid: &str) -> Value {
@@ -258,11 +265,17 @@ async fn push_health_check_minimum_in_2x() {
         let sc = Sc::with(config).await;
         let sid = sc.service("hc", "1.0.0").await;
         let iid = sc
-            .register(&sid, json!({ "hostName": "h", "endpoints": ["rest://h:1"], "healthCheck": hc }))
+            .register(
+                &sid,
+                json!({ "hostName": "h", "endpoints": ["rest://h:1"], "healthCheck": hc }),
+            )
             .await
             .ok_id("instanceId");
         let got = sc.get_instance(&sid, &iid).await["healthCheck"].clone();
-        assert_eq!((got["interval"].clone(), got["times"].clone()), (json!(want.0), json!(want.1)));
+        assert_eq!(
+            (got["interval"].clone(), got["times"].clone()),
+            (json!(want.0), json!(want.1))
+        );
     }
 }
 
@@ -288,9 +301,13 @@ async fn inner_properties_on_every_instance() {
         json!({ "a": "1", "engineID": "e1" })
     );
     let props = format!("/microservices/{sid}/instances/{iid}/properties");
-    sc.call(Method::PUT, &props, Some(json!({ "properties": { "b": "2" } })))
-        .await
-        .assert_ok();
+    sc.call(
+        Method::PUT,
+        &props,
+        Some(json!({ "properties": { "b": "2" } })),
+    )
+    .await
+    .assert_ok();
     assert_eq!(
         sc.get_instance(&sid, &iid).await["properties"],
         json!({ "b": "2", "engineID": "e1" })
@@ -323,7 +340,10 @@ async fn quota_before_reregister_shortcut_in_2x() {
         .await;
         let sid = sc.service("quota", "1.0.0").await;
         let body = json!({ "instanceId": "fixed", "hostName": "h", "endpoints": ["rest://h:1"] });
-        assert_eq!(sc.register(&sid, body.clone()).await.ok_id("instanceId"), "fixed");
+        assert_eq!(
+            sc.register(&sid, body.clone()).await.ok_id("instanceId"),
+            "fixed"
+        );
         let again = sc.register(&sid, body).await;
         if v2 {
             again.assert_error("400100");
@@ -364,7 +384,10 @@ async fn with_shared_in_2x() {
     };
     let sc = Sc::with(DevRegistryConfig::real_sc_2()).await;
     sc.service("mine", "1.0.0").await;
-    assert_eq!(names(sc.get("/microservices").await.ok_json()), vec!["mine"]);
+    assert_eq!(
+        names(sc.get("/microservices").await.ok_json()),
+        vec!["mine"]
+    );
     let shared = names(sc.get("/microservices?withShared=true").await.ok_json());
     assert!(shared.contains(&"SERVICECENTER".to_owned()), "{shared:?}");
 
@@ -416,7 +439,10 @@ async fn batch_heartbeat_answer_in_2x() {
         .ok_json();
     let list = answer["instances"].as_array().unwrap();
     assert_eq!(list.len(), 2);
-    assert!(list.iter().any(|i| i["instanceId"] == "gone" && i["errMessage"] != ""));
+    assert!(
+        list.iter()
+            .any(|i| i["instanceId"] == "gone" && i["errMessage"] != "")
+    );
 }
 
 fn rbac_config(token_ttl: Duration) -> DevRegistryConfig {
@@ -454,7 +480,10 @@ async fn rbac_needs_a_token() {
     sc.get("/microservices").await.assert_error("401201");
     let bare = sc
         .http
-        .get(format!("{}/v4/default/registry/microservices", sc.reg.url()))
+        .get(format!(
+            "{}/v4/default/registry/microservices",
+            sc.reg.url()
+        ))
         .header("Authorization", "Bearer")
         .send()
         .await
@@ -535,7 +564,13 @@ fn cli_real_sc_modes() {
 
     let exe = env!("CARGO_BIN_EXE_syncer");
     let refused = Command::new(exe)
-        .args(["dev-registry", "--rbac-user", "root", "--rbac-password", "x"])
+        .args([
+            "dev-registry",
+            "--rbac-user",
+            "root",
+            "--rbac-password",
+            "x",
+        ])
         .output()
         .expect("run syncer");
     assert_eq!(refused.status.code(), Some(2));

@@ -184,7 +184,8 @@ pub fn start_registry(name: &str, dir: &Path, real_sc: bool) -> DevRegistry {
     let mut cmd = syncer(dir);
     cmd.args(["dev-registry", "--listen", "127.0.0.1:0"]);
     if real_sc {
-        cmd.arg("--real-sc");
+        // SC 2.x: the mode with the 2 s delete check window (1.4.8 has none).
+        cmd.args(["--real-sc", "2.x"]);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -97,7 +97,9 @@ fn parse_real_sc(s: &str) -> Result<RealSc, String> {
     match s {
         "1.4.8" | "1.4" => Ok(RealSc::V1_4_8),
         "2.x" | "2" | "2.2.0" => Ok(RealSc::V2),
-        other => Err(format!("unknown Service Center version {other:?}; use 1.4.8 or 2.x")),
+        other => Err(format!(
+            "unknown Service Center version {other:?}; use 1.4.8 or 2.x"
+        )),
     }
 }
 
@@ -133,14 +135,20 @@ fn config_of(args: &DevRegistryArgs) -> Result<DevRegistryConfig, String> {
     };
     let v2 = real_sc == Some(RealSc::V2);
     if !v2 && (!args.inner_property.is_empty() || args.rbac_user.is_some()) {
-        return Err("--inner-property and --rbac-user are SC 2.x features: add --real-sc 2.x".into());
+        return Err(
+            "--inner-property and --rbac-user are SC 2.x features: add --real-sc 2.x".into(),
+        );
     }
     if let Some(style) = args.heartbeat_style {
         config.heartbeat_style = style;
     }
     config.lease_scale = args.lease_scale;
     config.self_register = !args.no_self_register;
-    config.inner_properties = args.inner_property.iter().cloned().collect::<BTreeMap<_, _>>();
+    config.inner_properties = args
+        .inner_property
+        .iter()
+        .cloned()
+        .collect::<BTreeMap<_, _>>();
     if let (Some(user), Some(password)) = (&args.rbac_user, &args.rbac_password) {
         config.rbac = Some(RbacConfig {
             user: user.clone(),

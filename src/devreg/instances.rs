@@ -196,7 +196,11 @@ pub fn heartbeat(ctx: &Ctx, sid: &str, iid: &str) -> Reply {
             .lock()
             .tenant(&ctx.tenant)
             .and_then(|t| t.instances.get(&(sid.to_owned(), iid.to_owned())))
-            .is_some_and(|e| inner.iter().any(|(k, v)| e.instance.properties.get(k) != Some(v)));
+            .is_some_and(|e| {
+                inner
+                    .iter()
+                    .any(|(k, v)| e.instance.properties.get(k) != Some(v))
+            });
         if missing {
             update_instance(ctx, sid, iid, |i| i.properties.extend(inner.clone()))?;
         }

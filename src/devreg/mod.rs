@@ -12,7 +12,7 @@
 //! - `state`: the data (tenants, services, instances, rules, watchers) and shared lookups.
 //! - `http`: route table, tenant resolution, body limits, response framing, request logging.
 //! - `services`, `instances`, `discovery`, `dependencies`, `admin`, `watch`: the endpoints.
-//! - `lease`: lease expiry, the real-SC delete check window and self-preservation.
+//! - `lease`: lease expiry, the delete check window and self-preservation (SC 2.x).
 //! - `auth`: SC 2.x RBAC (`POST /v4/token`, the bearer-token check of every other call).
 //! - `retire`: SC 2.x's job deleting old versions without instances.
 //! - `view`: the read-after-write lag (reads served from a copy that trails writes).

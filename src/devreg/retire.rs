@@ -14,11 +14,16 @@ use super::services::delete_locked;
 use super::state::{DepJob, Registry, Store};
 use super::version;
 
+/// `(environment, appId, serviceName)`: a service's index key without the version.
+type NameKey<'a> = (&'a str, &'a str, &'a str);
+/// `(version, serviceId)` of one version.
+type Version<'a> = (&'a str, &'a str);
+
 /// `GetRetireServiceIDs` + `FilterNoInstance`: `(tenant, serviceId)` of the versions to delete.
 fn retire_candidates(store: &Store, reserve: usize) -> Vec<(String, String)> {
     let mut victims = Vec::new();
     for (tenant, t) in &store.tenants {
-        let mut by_name: BTreeMap<(&str, &str, &str), Vec<(&str, &str)>> = BTreeMap::new();
+        let mut by_name: BTreeMap<NameKey, Vec<Version>> = BTreeMap::new();
         for e in t.services.values() {
             let s = &e.service;
             by_name

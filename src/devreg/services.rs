@@ -190,7 +190,10 @@ pub fn list(ctx: &Ctx) -> Reply {
     let store = ctx.reg.read_view();
     // SC 2.x hides SC's own (global) service from `default/default` without `withShared`.
     let with_shared = !ctx.reg.config.is_v2()
-        || matches!(ctx.q("withShared").trim().to_ascii_lowercase().as_str(), "1" | "true");
+        || matches!(
+            ctx.q("withShared").trim().to_ascii_lowercase().as_str(),
+            "1" | "true"
+        );
     let services: Vec<&MicroService> = store
         .tenant(&ctx.tenant)
         .map(|t| t.services.values().map(|e| &e.service).collect::<Vec<_>>())
