@@ -279,8 +279,7 @@ async fn push_health_check_minimum_in_2x() {
     }
 }
 
-/// SC 2.x adds its inner properties at register, at a properties update and back at a
-/// heartbeat.
+/// SC 2.x adds its inner properties at register and at a properties update.
 #[tokio::test]
 async fn inner_properties_on_every_instance() {
     let sc = Sc::with(DevRegistryConfig {

@@ -188,23 +188,6 @@ fn renew(store: &mut Store, tenant: &str, sid: &str, iid: &str) -> Result<(), Sc
 pub fn heartbeat(ctx: &Ctx, sid: &str, iid: &str) -> Reply {
     validate::instance_key("HeartbeatRequest", sid, iid).map_err(ScError::invalid)?;
     renew(&mut ctx.reg.lock(), &ctx.tenant, sid, iid)?;
-    // SC 2.x puts missing inner properties back after a heartbeat.
-    let inner = &ctx.reg.config.inner_properties;
-    if ctx.reg.config.is_v2() && !inner.is_empty() {
-        let missing = ctx
-            .reg
-            .lock()
-            .tenant(&ctx.tenant)
-            .and_then(|t| t.instances.get(&(sid.to_owned(), iid.to_owned())))
-            .is_some_and(|e| {
-                inner
-                    .iter()
-                    .any(|(k, v)| e.instance.properties.get(k) != Some(v))
-            });
-        if missing {
-            update_instance(ctx, sid, iid, |i| i.properties.extend(inner.clone()))?;
-        }
-    }
     Ok(empty_ok())
 }
 
