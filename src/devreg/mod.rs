@@ -9,7 +9,8 @@
 //! # Layout
 //! - `state`: the data (tenants, services, instances, rules, watchers) and shared lookups.
 //! - `http`: route table, tenant resolution, body limits, response framing, request logging.
-//! - `services`, `instances`, `discovery`, `dependencies`, `admin`, `watch`: the endpoints.
+//! - `services`, `instances`, `discovery`, `dependencies`, `admin`, `watch`, `schemas`,
+//!   `tags`, `access` (black/white-list rules): the endpoints.
 //! - `lease`: lease expiry, the real-SC delete check window and self-preservation.
 //! - `model`: the JSON shapes; `validate`: SC's validation rules; `version`: version rules;
 //!   `errors`: SC's error codes and body.
@@ -29,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 mod admin;
 mod dependencies;
 mod discovery;
@@ -37,8 +39,10 @@ mod http;
 mod instances;
 mod lease;
 mod model;
+mod schemas;
 mod services;
 mod state;
+mod tags;
 mod validate;
 mod version;
 mod watch;
