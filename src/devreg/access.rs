@@ -284,7 +284,8 @@ pub fn allows(rules: &[&ServiceRule], consumer: &MicroService, tags: &StrMap) ->
             continue;
         }
         if search(&rule.pattern, value) {
-            return !white;
+            // Found in the white list: allowed; found in the black list: denied.
+            return white;
         }
     }
     !white
