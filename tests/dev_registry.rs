@@ -1915,6 +1915,16 @@ async fn schema_upload_read_list_delete_and_existence() {
     sc.get(&sub_path("nope", "schemas/hello"))
         .await
         .assert_error("400012");
+    // SC 1.4.8 uploads one schema with PUT only.
+    let r = sc
+        .call(
+            Method::POST,
+            &sub_path(&sid, "schemas/hello"),
+            json!({"schema": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), "GET, DELETE, PUT");
 }
 
 #[tokio::test]
