@@ -1848,3 +1848,478 @@ fn cli_subcommand() {
     };
     assert!(status.success(), "exit status {status:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Schema, tag and rule APIs, and SC's observable quirks (issue 15 item 3).
+// ---------------------------------------------------------------------------------------------
+
+/// `/microservices/{sid}/{rest}`.
+fn sub_path(sid: &str, rest: &str) -> String {
+    format!("/microservices/{sid}/{rest}")
+}
+
+#[tokio::test]
+async fn schema_upload_read_list_delete_and_existence() {
+    let sc = Sc::start().await;
+    let sid = sc
+        .service(json!({"serviceName": "contracts", "environment": "development"}))
+        .await;
+    sc.call(
+        Method::PUT,
+        &sub_path(&sid, "schemas/hello"),
+        json!({"schema": "openapi: 3.0", "summary": "abc123"}),
+    )
+    .await
+    .assert_empty_ok();
+    // The id joins the service's `schemas` list.
+    assert_eq!(sc.get_service(&sid).await["schemas"], json!(["hello"]));
+    let r = sc.get(&sub_path(&sid, "schemas/hello")).await;
+    assert_eq!(r.ok_json(), json!({"schema": "openapi: 3.0"}));
+    assert_eq!(r.header("x-schema-summary"), "abc123");
+    let listed = sc.get(&sub_path(&sid, "schemas")).await.ok_json();
+    assert_eq!(
+        listed,
+        json!({"schemas": [{"schemaId": "hello", "summary": "abc123"}]})
+    );
+    let full = sc
+        .get(&sub_path(&sid, "schemas?withSchema=1"))
+        .await
+        .ok_json();
+    assert_eq!(
+        full,
+        json!({"schemas": [{"schemaId": "hello", "summary": "abc123", "schema": "openapi: 3.0"}]})
+    );
+    sc.get(&sub_path(&sid, "schemas?withSchema=2"))
+        .await
+        .assert_detail("400001", "parameter withSchema must be 1 or 0");
+    let r = sc
+        .get(&format!(
+            "/existence?type=schema&serviceId={sid}&schemaId=hello"
+        ))
+        .await;
+    assert_eq!(r.ok_json(), json!({"schemaId": "hello"}));
+    assert_eq!(r.header("x-schema-summary"), "abc123");
+    sc.delete(&sub_path(&sid, "schemas/hello"))
+        .await
+        .assert_empty_ok();
+    sc.get(&sub_path(&sid, "schemas/hello"))
+        .await
+        .assert_error("400016");
+    sc.delete(&sub_path(&sid, "schemas/hello"))
+        .await
+        .assert_error("400016");
+    // The id stays in the list, now without a summary.
+    assert_eq!(
+        sc.get(&sub_path(&sid, "schemas")).await.ok_json(),
+        json!({"schemas": [{"schemaId": "hello"}]})
+    );
+    sc.get(&sub_path("nope", "schemas/hello"))
+        .await
+        .assert_error("400012");
+    // SC 1.4.8 uploads one schema with PUT only.
+    let r = sc
+        .call(
+            Method::POST,
+            &sub_path(&sid, "schemas/hello"),
+            json!({"schema": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), "GET, DELETE, PUT");
+}
+
+#[tokio::test]
+async fn schema_production_rules() {
+    let sc = Sc::start().await;
+    // No environment counts as production (SC's `SCHEMA_EDITABLE` is off by default).
+    let sid = sc
+        .service(json!({"serviceName": "prod", "schemas": ["a"]}))
+        .await;
+    let sc = &sc;
+    let put = |id: &str, schema: &str, summary: &str| {
+        let path = sub_path(&sid, &format!("schemas/{id}"));
+        let body = json!({"schema": schema, "summary": summary});
+        async move { sc.call(Method::PUT, &path, body).await }
+    };
+    put("a", "v1", "").await.assert_empty_ok();
+    // Content without a summary may still get its summary once.
+    put("a", "v1", "s1").await.assert_empty_ok();
+    put("a", "v2", "s2").await.assert_detail(
+        "400015",
+        "schema already exist, can not be changed in production",
+    );
+    put("b", "v1", "s1").await.assert_detail(
+        "400014",
+        "Non-existent schemaID can't be added in production",
+    );
+    // A batch upload keeps the frozen schema without an error, and refuses unknown ids.
+    sc.call(
+        Method::POST,
+        &sub_path(&sid, "schemas"),
+        json!({"schemas": [{"schemaId": "a", "summary": "s2", "schema": "v2"}]}),
+    )
+    .await
+    .assert_empty_ok();
+    let r = sc.get(&sub_path(&sid, "schemas/a")).await;
+    assert_eq!(r.ok_json()["schema"], "v1");
+    assert_eq!(r.header("x-schema-summary"), "s1");
+    sc.call(
+        Method::POST,
+        &sub_path(&sid, "schemas"),
+        json!({"schemas": [{"schemaId": "b", "summary": "s", "schema": "v"}]}),
+    )
+    .await
+    .assert_detail("400014", "Non-existent schemaIDs [b]");
+    // A production service without a schema list takes the first uploaded id.
+    let bare = sc
+        .service(json!({"serviceName": "bare", "environment": "production"}))
+        .await;
+    sc.call(
+        Method::PUT,
+        &sub_path(&bare, "schemas/x"),
+        json!({"schema": "c"}),
+    )
+    .await
+    .assert_empty_ok();
+    assert_eq!(sc.get_service(&bare).await["schemas"], json!(["x"]));
+}
+
+#[tokio::test]
+async fn schema_batch_upload_replaces_the_set_outside_production() {
+    let sc = Sc::start().await;
+    let sid = sc
+        .service(json!({"serviceName": "dev", "environment": "testing"}))
+        .await;
+    let sc = &sc;
+    let batch = |schemas: Value| {
+        let path = sub_path(&sid, "schemas");
+        async move {
+            sc.call(Method::POST, &path, json!({ "schemas": schemas }))
+                .await
+        }
+    };
+    batch(json!([
+        {"schemaId": "a", "summary": "sa", "schema": "A"},
+        {"schemaId": "b", "summary": "sb", "schema": "B"}
+    ]))
+    .await
+    .assert_empty_ok();
+    assert_eq!(sc.get_service(&sid).await["schemas"], json!(["a", "b"]));
+    batch(json!([{"schemaId": "b", "summary": "sb2", "schema": "B2"}]))
+        .await
+        .assert_empty_ok();
+    assert_eq!(sc.get_service(&sid).await["schemas"], json!(["b"]));
+    sc.get(&sub_path(&sid, "schemas/a"))
+        .await
+        .assert_error("400016");
+    assert_eq!(
+        sc.get(&sub_path(&sid, "schemas/b")).await.ok_json()["schema"],
+        "B2"
+    );
+    // Every element needs a summary; SC's detail is fixed.
+    batch(json!([{"schemaId": "c", "schema": "C"}]))
+        .await
+        .assert_detail("400001", "Invalid request.");
+    batch(json!([]))
+        .await
+        .assert_detail("400001", "Invalid request.");
+}
+
+#[tokio::test]
+async fn tag_api() {
+    let sc = Sc::start().await;
+    let sid = sc.service(json!({"serviceName": "tagged"})).await;
+    let tags = sub_path(&sid, "tags");
+    assert_eq!(sc.get(&tags).await.ok_json(), json!({}));
+    sc.call(Method::POST, &tags, json!({"tags": {"a": "v1", "b": "v2"}}))
+        .await
+        .assert_empty_ok();
+    assert_eq!(
+        sc.get(&tags).await.ok_json(),
+        json!({"tags": {"a": "v1", "b": "v2"}})
+    );
+    sc.put_empty(&format!("{tags}/a?value=x1"))
+        .await
+        .assert_empty_ok();
+    sc.put_empty(&format!("{tags}/zz?value=x1"))
+        .await
+        .assert_detail("400018", "Tag does not exist, please add one first.");
+    sc.delete(&format!("{tags}/a,zz")).await.assert_detail(
+        "400018",
+        "Delete tags failed for this key zz does not exist.",
+    );
+    assert_eq!(
+        sc.get(&tags).await.ok_json(),
+        json!({"tags": {"a": "x1", "b": "v2"}})
+    );
+    sc.delete(&format!("{tags}/a")).await.assert_empty_ok();
+    // POST replaces the whole map.
+    sc.call(Method::POST, &tags, json!({"tags": {"c": "v3"}}))
+        .await
+        .assert_empty_ok();
+    assert_eq!(sc.get(&tags).await.ok_json(), json!({"tags": {"c": "v3"}}));
+    sc.call(Method::POST, &tags, json!({"tags": {"1bad": "x"}}))
+        .await
+        .assert_error("400001");
+    sc.get(&sub_path("nope", "tags"))
+        .await
+        .assert_error("400012");
+}
+
+#[tokio::test]
+async fn rule_api() {
+    let sc = Sc::start().await;
+    let sid = sc.service(json!({"serviceName": "guarded"})).await;
+    let rules = sub_path(&sid, "rules");
+    assert_eq!(sc.get(&rules).await.ok_json(), json!({}));
+    let black = json!({"ruleType": "BLACK", "attribute": "ServiceName", "pattern": "^bad", "description": "d"});
+    let added = sc
+        .call(Method::POST, &rules, json!({ "rules": [black] }))
+        .await
+        .ok_json();
+    let id = added["RuleIds"][0].as_str().unwrap().to_owned();
+    // The same attribute and pattern again: nothing added.
+    assert_eq!(
+        sc.call(Method::POST, &rules, json!({ "rules": [black] }))
+            .await
+            .ok_json(),
+        json!({})
+    );
+    let listed = sc.get(&rules).await.ok_json();
+    let rule = &listed["rules"][0];
+    assert_eq!(rule["ruleId"], id.as_str());
+    assert_eq!(rule["ruleType"], "BLACK");
+    assert_eq!(rule["attribute"], "ServiceName");
+    assert_eq!(rule["pattern"], "^bad");
+    assert!(rule["timestamp"].is_string() && rule["modTimestamp"].is_string());
+    let white = json!({"ruleType": "WHITE", "attribute": "tag_team", "pattern": "x"});
+    sc.call(Method::POST, &rules, json!({ "rules": [white] }))
+        .await
+        .assert_error("400020");
+    sc.call(Method::PUT, &format!("{rules}/{id}"), white.clone())
+        .await
+        .assert_error("400021");
+    let black2 = json!({"ruleType": "BLACK", "attribute": "Version", "pattern": "1"});
+    sc.call(Method::PUT, &format!("{rules}/{id}"), black2.clone())
+        .await
+        .assert_empty_ok();
+    assert_eq!(
+        sc.get(&rules).await.ok_json()["rules"][0]["attribute"],
+        "Version"
+    );
+    sc.call(Method::PUT, &format!("{rules}/nope"), black2)
+        .await
+        .assert_error("400022");
+    let bad = json!({"ruleType": "GREY", "attribute": "ServiceName", "pattern": "x"});
+    sc.call(Method::POST, &rules, json!({ "rules": [bad] }))
+        .await
+        .assert_error("400001");
+    let bad_attr = json!({"ruleType": "BLACK", "attribute": "Name", "pattern": "x"});
+    sc.call(Method::POST, &rules, json!({ "rules": [bad_attr] }))
+        .await
+        .assert_error("400001");
+    // SC answers an unknown service on add with 400001.
+    sc.call(
+        Method::POST,
+        &sub_path("nope", "rules"),
+        json!({ "rules": [black] }),
+    )
+    .await
+    .assert_detail("400001", "Service does not exist.");
+    sc.delete(&format!("{rules}/{id},nope"))
+        .await
+        .assert_error("400022");
+    sc.delete(&format!("{rules}/{id}")).await.assert_empty_ok();
+    assert_eq!(sc.get(&rules).await.ok_json(), json!({}));
+}
+
+#[tokio::test]
+async fn rules_are_enforced_on_consumer_finds() {
+    let sc = Sc::start().await;
+    let provider = sc.app_service("provider").await;
+    let iid = sc.instance(&provider, host("p1")).await;
+    let bad = sc.app_service("bad-consumer").await;
+    let good = sc.app_service("good-consumer").await;
+    let query = "appId=app&serviceName=provider&version=0.0.1";
+    assert_eq!(sc.find_ids_as(&bad, query).await, vec![iid.clone()]);
+    let rules = sub_path(&provider, "rules");
+    let black = json!({"ruleType": "BLACK", "attribute": "ServiceName", "pattern": "^bad"});
+    let added = sc
+        .call(Method::POST, &rules, json!({ "rules": [black] }))
+        .await
+        .ok_json();
+    let rule_id = added["RuleIds"][0].as_str().unwrap().to_owned();
+    // Hidden, not refused: 200 without instances.
+    assert_eq!(sc.find_as(&bad, query).await.ok_json(), json!({}));
+    assert_eq!(sc.find_ids_as(&good, query).await, vec![iid.clone()]);
+    sc.get_h(&instance_path(&provider, &iid), &[("X-ConsumerId", &bad)])
+        .await
+        .assert_error("400017");
+    let batch = sc
+        .send(
+            Method::POST,
+            sc.url("/instances/action?type=query"),
+            &[("X-ConsumerId", &bad)],
+            Some(
+                json!({"services": [{"service": {"appId": "app", "serviceName": "provider", "version": "0.0.1"}}]})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await
+        .ok_json();
+    assert_eq!(batch["services"]["updated"][0]["index"], 0);
+    assert!(batch["services"]["updated"][0]["instances"].is_null());
+    // A WHITE list: only consumers whose tag matches see the provider.
+    sc.delete(&format!("{rules}/{rule_id}"))
+        .await
+        .assert_empty_ok();
+    let white = json!({"ruleType": "WHITE", "attribute": "tag_team", "pattern": "^blue$"});
+    sc.call(Method::POST, &rules, json!({ "rules": [white] }))
+        .await
+        .ok_json();
+    sc.call(
+        Method::POST,
+        &sub_path(&good, "tags"),
+        json!({"tags": {"team": "blue"}}),
+    )
+    .await
+    .assert_empty_ok();
+    assert_eq!(sc.find_ids_as(&good, query).await, vec![iid.clone()]);
+    assert_eq!(sc.find_as(&bad, query).await.ok_json(), json!({}));
+    // Without a consumer no rule applies.
+    assert_eq!(sc.find_ids(query).await, vec![iid]);
+}
+
+#[tokio::test]
+async fn rules_given_on_create_are_stored() {
+    let sc = Sc::start().await;
+    let body = json!({
+        "service": {"serviceName": "with-rules"},
+        "rules": [{"ruleType": "WHITE", "attribute": "AppId", "pattern": "^default$"}]
+    });
+    let sid = sc
+        .call(Method::POST, "/microservices", body)
+        .await
+        .ok_id("serviceId");
+    let rules = sc.get(&sub_path(&sid, "rules")).await.ok_json();
+    assert_eq!(rules["rules"][0]["ruleType"], "WHITE");
+}
+
+#[tokio::test]
+async fn quirk_instance_lookups_are_prefix_searches() {
+    let sc = Sc::start().await;
+    let sid = sc.app_service("pfx").await;
+    let mut inst = host("h");
+    inst["instanceId"] = json!("pfx-10");
+    assert_eq!(sc.instance(&sid, inst).await, "pfx-10");
+    let r = sc.get(&instance_path(&sid, "pfx-1")).await;
+    assert_eq!(r.ok_json()["instance"]["instanceId"], "pfx-10");
+    assert!(!r.header("x-resource-revision").is_empty());
+    // Store-level operations are exact.
+    sc.heartbeat(&sid, "pfx-1").await.assert_error("400017");
+    let batch = sc
+        .batch_find(json!({"instances": [{"instance": {"serviceId": sid, "instanceId": "pfx-1"}}]}))
+        .await
+        .ok_json();
+    assert_eq!(
+        batch["instances"]["updated"][0]["instances"][0]["instanceId"],
+        "pfx-10"
+    );
+    sc.get(&instance_path(&sid, "pfx-2"))
+        .await
+        .assert_error("400017");
+}
+
+#[tokio::test]
+async fn quirk_version_range_takes_the_first_version_below_its_end() {
+    let sc = Sc::start().await;
+    let mut ids = Vec::new();
+    for version in ["1.0.0", "3.0.0"] {
+        let sid = sc
+            .service(json!({"appId": "app", "serviceName": "ranged", "version": version}))
+            .await;
+        ids.push(sc.instance(&sid, host(version)).await);
+    }
+    assert_eq!(
+        sc.find_ids("appId=app&serviceName=ranged&version=2.0.0-2.5.0")
+            .await,
+        vec![ids[0].clone()]
+    );
+    assert!(
+        sc.find_ids("appId=app&serviceName=ranged&version=3.5.0-4.0.0")
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn quirk_request_keys_match_case_insensitively() {
+    let sc = Sc::start().await;
+    let body = json!({"Service": {
+        "ServiceName": "folded", "AppId": "app", "VERSION": "1.2.3",
+        "Properties": {"ServiceName": "kept"}
+    }});
+    let sid = sc
+        .call(Method::POST, "/microservices", body)
+        .await
+        .ok_id("serviceId");
+    let service = sc.get_service(&sid).await;
+    assert_eq!(service["serviceName"], "folded");
+    assert_eq!(service["appId"], "app");
+    assert_eq!(service["version"], "1.2.3");
+    // Keys of free maps are data: not renamed.
+    assert_eq!(service["properties"], json!({"ServiceName": "kept"}));
+    let iid = sc
+        .call(
+            Method::POST,
+            &instances_path(&sid),
+            json!({"Instance": {"HostName": "h", "Endpoints": ["rest://1.2.3.4:80"]}}),
+        )
+        .await
+        .ok_id("instanceId");
+    assert_eq!(sc.get_instance(&sid, &iid).await["hostName"], "h");
+}
+
+#[tokio::test]
+async fn quirk_revision_header_on_every_find_list_and_get() {
+    let sc = Sc::start().await;
+    let sid = sc.app_service("rev").await;
+    for r in [
+        sc.find("appId=app&serviceName=missing&version=1.0.0").await,
+        sc.get(&instances_path("nope")).await,
+        sc.get(&instance_path(&sid, "nope")).await,
+    ] {
+        assert!(r.status >= 400, "{}", r.text);
+        assert!(
+            r.headers.contains_key("x-resource-revision"),
+            "no revision header on {}",
+            r.text
+        );
+    }
+    for r in [
+        sc.find("appId=app&serviceName=rev&version=0.0.1").await,
+        sc.get(&instances_path(&sid)).await,
+    ] {
+        assert_eq!(r.status, 200);
+        assert!(!r.header("x-resource-revision").is_empty());
+    }
+}
+
+#[tokio::test]
+async fn quirk_no_cache_accepts_one_and_true() {
+    let sc = Sc::start().await;
+    let sid = sc.app_service("nc").await;
+    sc.instance(&sid, host("h")).await;
+    let query = "appId=app&serviceName=nc&version=0.0.1";
+    let rev = sc
+        .find(query)
+        .await
+        .header("x-resource-revision")
+        .to_owned();
+    assert_eq!(sc.find(&format!("{query}&rev={rev}")).await.status, 304);
+    for flag in ["1", "true", "TRUE"] {
+        let r = sc.find(&format!("{query}&rev={rev}&noCache={flag}")).await;
+        assert_eq!(r.status, 200, "noCache={flag}");
+    }
+}

@@ -7,13 +7,15 @@
 //! `400023` protection on delete.
 
 use axum::body::Body;
+use axum::response::IntoResponse;
 use serde::Serialize;
 
+use super::access;
 use super::errors::{self, ErrorBody, ScError};
 use super::http::{Ctx, MAX_BODY_BYTES, Reply, json_ok, not_modified, read_body, with_revision};
 use super::model::{
     BatchFindRequest, InstanceResponse, InstancesResponse, MicroService, MicroServiceInstance,
-    MicroServiceKey, parse_body,
+    MicroServiceKey, ServiceRule, StrMap, parse_body,
 };
 use super::state::{
     ConsumerKey, DepJob, InstanceEntry, SC_ENVIRONMENT, Store, Tenant, format_revision,
@@ -61,11 +63,27 @@ fn tags_of(ctx: &Ctx) -> Vec<String> {
     }
 }
 
-/// Whether the `rev` comparison applies (`noCache=1`/`cacheOnly=1` disable it).
+/// Go's `util.StringTRUE`: `1` or `true`, any case, surrounding spaces ignored.
+fn string_true(s: &str) -> bool {
+    let s = s.trim();
+    s == "1" || s.eq_ignore_ascii_case("true")
+}
+
+/// Whether the `rev` comparison applies (`noCache` and `cacheOnly`, `1` or `true`, disable
+/// it, as SC's cache handler does).
 fn request_rev(ctx: &Ctx) -> Option<&str> {
     let rev = ctx.q("rev");
-    let bypass = ctx.q("noCache") == "1" || ctx.q("cacheOnly") == "1";
+    let bypass = string_true(ctx.q("noCache")) || string_true(ctx.q("cacheOnly"));
     (!rev.is_empty() && !bypass).then_some(rev)
+}
+
+/// SC's find, list and get controllers set `X-Resource-Revision` before writing anything,
+/// so a failure carries it too, empty.
+fn with_empty_revision(reply: Reply) -> Reply {
+    Ok(match reply {
+        Ok(resp) => resp,
+        Err(e) => with_revision(e.into_response(), ""),
+    })
 }
 
 /// 200 with the instances, or 304 when the client's revision is current.
@@ -110,7 +128,9 @@ fn filter_tags(t: &Tenant, ids: Vec<String>, tags: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Keeps the provider ids the consumer may access (`AccessibleFilter`).
+/// Keeps the provider ids the consumer may access (`AccessibleFilter`): appId and
+/// environment first, then the provider's black/white-list rules against the consumer and
+/// its tags.
 fn filter_access(
     t: &Tenant,
     tenant: &str,
@@ -120,11 +140,18 @@ fn filter_access(
     if consumer.service_id.is_empty() {
         return ids;
     }
+    let no_tags = StrMap::new();
+    let consumer_tags = t
+        .services
+        .get(&consumer.service_id)
+        .map_or(&no_tags, |e| &e.tags);
     ids.into_iter()
         .filter(|id| {
-            t.services
-                .get(id)
-                .is_some_and(|p| accessible(tenant, consumer, &p.service))
+            t.services.get(id).is_some_and(|p| {
+                let rules: Vec<&ServiceRule> = p.rules.values().collect();
+                accessible(tenant, consumer, &p.service)
+                    && access::allows(&rules, consumer, consumer_tags)
+            })
         })
         .collect()
 }
@@ -251,6 +278,10 @@ const ALL_VERSIONS: &str = "0.0.0+";
 
 /// `GET /v4/{project}/registry/instances`.
 pub async fn find(ctx: &Ctx) -> Reply {
+    with_empty_revision(find_inner(ctx).await)
+}
+
+async fn find_inner(ctx: &Ctx) -> Reply {
     let query = FindQuery {
         consumer_id: ctx.consumer_id(),
         app_id: ctx.q("appId"),
@@ -322,10 +353,16 @@ fn get_one_locked(
     let provider = request_provider(t, sid)?;
     let ids = filter_tags(t, vec![sid.to_owned()], tags);
     let ids = filter_access(t, tenant, &consumer, ids);
-    let entry = ids
-        .first()
-        .and_then(|_| t.instances.get(&(sid.to_owned(), iid.to_owned())));
-    let Some(entry) = entry else {
+    // SC reads the instance key `…/{serviceId}/{instanceId}` as a *prefix*: every instance
+    // whose id starts with the requested one is found, the first in key order is answered.
+    let matched: Vec<&InstanceEntry> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        t.cached_instances(sid)
+            .filter(|e| e.instance.instance_id.starts_with(iid))
+            .collect()
+    };
+    let Some(entry) = matched.first() else {
         return Err(ScError::new(
             errors::INSTANCE_NOT_EXISTS,
             format!(
@@ -337,13 +374,17 @@ fn get_one_locked(
     };
     Ok(Found {
         instances: vec![entry.instance.clone()],
-        rev: format_revision([entry]),
+        rev: format_revision(matched.iter().copied()),
         dep_job: None,
     })
 }
 
 /// `GET …/microservices/{serviceId}/instances/{instanceId}`.
 pub fn get_one(ctx: &Ctx, sid: &str, iid: &str) -> Reply {
+    with_empty_revision(get_one_inner(ctx, sid, iid))
+}
+
+fn get_one_inner(ctx: &Ctx, sid: &str, iid: &str) -> Reply {
     let found = get_one_locked(
         &ctx.reg.read_view(),
         &ctx.tenant,
@@ -365,6 +406,10 @@ pub fn get_one(ctx: &Ctx, sid: &str, iid: &str) -> Reply {
 
 /// `GET …/microservices/{serviceId}/instances`: every status, deferred deletes included.
 pub fn list(ctx: &Ctx, sid: &str) -> Reply {
+    with_empty_revision(list_inner(ctx, sid))
+}
+
+fn list_inner(ctx: &Ctx, sid: &str) -> Reply {
     const O: &str = "GetInstancesRequest";
     let consumer_id = ctx.consumer_id();
     let tags = tags_of(ctx);

@@ -20,10 +20,22 @@ pub const SERVICE_ALREADY_EXISTS: u32 = 400_010;
 pub const SERVICE_NOT_EXISTS: u32 = 400_012;
 /// Non-force delete of a service that still has instances.
 pub const DEPLOYED_INSTANCE: u32 = 400_013;
-/// Schema does not exist (`existence?type=schema`).
+/// A schema id outside the service's `schemas` list, in production.
+pub const UNDEFINED_SCHEMA_ID: u32 = 400_014;
+/// Changing a schema that already exists, in production.
+pub const MODIFY_SCHEMA_NOT_ALLOW: u32 = 400_015;
+/// Schema does not exist (`existence?type=schema`, schema get and delete).
 pub const SCHEMA_NOT_EXISTS: u32 = 400_016;
 /// Unknown instance (heartbeat, unregister, get one, status and properties updates).
 pub const INSTANCE_NOT_EXISTS: u32 = 400_017;
+/// Updating or deleting a tag the service does not have.
+pub const TAG_NOT_EXISTS: u32 = 400_018;
+/// Adding a rule of the other type than the service's existing rules.
+pub const BLACK_AND_WHITE_RULE: u32 = 400_020;
+/// Changing the type of a rule while the service has rules.
+pub const MODIFY_RULE_NOT_ALLOW: u32 = 400_021;
+/// Unknown rule id.
+pub const RULE_NOT_EXISTS: u32 = 400_022;
 /// Non-force delete of a provider that some other consumer depends on.
 pub const DEPENDED_ON_CONSUMER: u32 = 400_023;
 /// A version rule matches no version of a known service (existence).
@@ -43,15 +55,15 @@ pub fn message(code: u32) -> &'static str {
         SERVICE_ALREADY_EXISTS => "Micro-service already exists",
         SERVICE_NOT_EXISTS => "Micro-service does not exist",
         DEPLOYED_INSTANCE => "Micro-service has deployed instance(s)",
-        400_014 => "Undefined schema id",
-        400_015 => "Not allowed to modify schema",
+        UNDEFINED_SCHEMA_ID => "Undefined schema id",
+        MODIFY_SCHEMA_NOT_ALLOW => "Not allowed to modify schema",
         SCHEMA_NOT_EXISTS => "Schema does not exist",
         INSTANCE_NOT_EXISTS => "Instance does not exist",
-        400_018 => "Tag does not exist",
+        TAG_NOT_EXISTS => "Tag does not exist",
         400_019 => "Rule already exist",
-        400_020 => "Can not have both 'BLACK' and 'WHITE'",
-        400_021 => "Not allowed to modify the type of the rule",
-        400_022 => "Rule does not exist",
+        BLACK_AND_WHITE_RULE => "Can not have both 'BLACK' and 'WHITE'",
+        MODIFY_RULE_NOT_ALLOW => "Not allowed to modify the type of the rule",
+        RULE_NOT_EXISTS => "Rule does not exist",
         DEPENDED_ON_CONSUMER => "Consumer(s) depends on this micro-service",
         400_024 => "Access micro-service refused",
         400_025 => "Endpoint is already belong to other service",

@@ -19,7 +19,9 @@ use tracing::debug;
 
 use super::errors::ScError;
 use super::state::Registry;
-use super::{admin, auth, dependencies, discovery, instances, services, watch};
+use super::{
+    access, admin, auth, dependencies, discovery, instances, schemas, services, tags, watch,
+};
 
 /// Default body limit (`max_body_bytes` of SC's `app.conf`).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -183,6 +185,19 @@ enum RouteId {
     Alarms,
     ClearAlarms,
     Clusters,
+    GetSchema,
+    DeleteSchema,
+    PutSchemas,
+    ListSchemas,
+    PutSchema,
+    AddTags,
+    UpdateTag,
+    GetTags,
+    DeleteTags,
+    AddRules,
+    GetRules,
+    UpdateRule,
+    DeleteRules,
 }
 
 /// SC 1.4.8's v4 routes (`server/rest/controller/v4/*.go`, `server/rest/admin`), in
@@ -296,6 +311,71 @@ const ROUTES: &[(&str, &str, RouteId)] = &[
         "GET",
         "/v4/:project/registry/microservices/:serviceId/listwatcher",
         RouteId::ListWatch,
+    ),
+    (
+        "GET",
+        "/v4/:project/registry/microservices/:serviceId/schemas/:schemaId",
+        RouteId::GetSchema,
+    ),
+    (
+        "DELETE",
+        "/v4/:project/registry/microservices/:serviceId/schemas/:schemaId",
+        RouteId::DeleteSchema,
+    ),
+    (
+        "POST",
+        "/v4/:project/registry/microservices/:serviceId/schemas",
+        RouteId::PutSchemas,
+    ),
+    (
+        "GET",
+        "/v4/:project/registry/microservices/:serviceId/schemas",
+        RouteId::ListSchemas,
+    ),
+    (
+        "PUT",
+        "/v4/:project/registry/microservices/:serviceId/schemas/:schemaId",
+        RouteId::PutSchema,
+    ),
+    (
+        "POST",
+        "/v4/:project/registry/microservices/:serviceId/tags",
+        RouteId::AddTags,
+    ),
+    (
+        "PUT",
+        "/v4/:project/registry/microservices/:serviceId/tags/:key",
+        RouteId::UpdateTag,
+    ),
+    (
+        "GET",
+        "/v4/:project/registry/microservices/:serviceId/tags",
+        RouteId::GetTags,
+    ),
+    (
+        "DELETE",
+        "/v4/:project/registry/microservices/:serviceId/tags/:key",
+        RouteId::DeleteTags,
+    ),
+    (
+        "POST",
+        "/v4/:project/registry/microservices/:serviceId/rules",
+        RouteId::AddRules,
+    ),
+    (
+        "GET",
+        "/v4/:project/registry/microservices/:serviceId/rules",
+        RouteId::GetRules,
+    ),
+    (
+        "PUT",
+        "/v4/:project/registry/microservices/:serviceId/rules/:rule_id",
+        RouteId::UpdateRule,
+    ),
+    (
+        "DELETE",
+        "/v4/:project/registry/microservices/:serviceId/rules/:rule_id",
+        RouteId::DeleteRules,
     ),
     ("GET", "/v4/:project/admin/alarms", RouteId::Alarms),
     ("DELETE", "/v4/:project/admin/alarms", RouteId::ClearAlarms),
@@ -467,6 +547,19 @@ async fn route(
         RouteId::InstanceStatus => instances::update_status(&ctx, &arg(1), &arg(2)),
         RouteId::Heartbeat => instances::heartbeat(&ctx, &arg(1), &arg(2)),
         RouteId::Heartbeats => instances::heartbeats(&ctx, body).await,
+        RouteId::GetSchema => schemas::get(&ctx, &arg(1), &arg(2)),
+        RouteId::DeleteSchema => schemas::delete(&ctx, &arg(1), &arg(2)),
+        RouteId::PutSchemas => schemas::put_all(&ctx, &arg(1), body).await,
+        RouteId::ListSchemas => schemas::list(&ctx, &arg(1)),
+        RouteId::PutSchema => schemas::put_one(&ctx, &arg(1), &arg(2), body).await,
+        RouteId::AddTags => tags::add(&ctx, &arg(1), body).await,
+        RouteId::UpdateTag => tags::update(&ctx, &arg(1), &arg(2)),
+        RouteId::GetTags => tags::get(&ctx, &arg(1)),
+        RouteId::DeleteTags => tags::delete(&ctx, &arg(1), &arg(2)),
+        RouteId::AddRules => access::add(&ctx, &arg(1), body).await,
+        RouteId::GetRules => access::get(&ctx, &arg(1)),
+        RouteId::UpdateRule => access::update(&ctx, &arg(1), &arg(2), body).await,
+        RouteId::DeleteRules => access::delete(&ctx, &arg(1), &arg(2)),
         RouteId::Watch | RouteId::ListWatch => {
             let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
                 Ok(u) => u,

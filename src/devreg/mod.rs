@@ -11,7 +11,8 @@
 //! # Layout
 //! - `state`: the data (tenants, services, instances, rules, watchers) and shared lookups.
 //! - `http`: route table, tenant resolution, body limits, response framing, request logging.
-//! - `services`, `instances`, `discovery`, `dependencies`, `admin`, `watch`: the endpoints.
+//! - `services`, `instances`, `discovery`, `dependencies`, `admin`, `watch`, `schemas`,
+//!   `tags`, `access` (black/white-list rules): the endpoints.
 //! - `lease`: lease expiry, the delete check window and self-preservation (SC 2.x).
 //! - `auth`: SC 2.x RBAC (`POST /v4/token`, the bearer-token check of every other call).
 //! - `retire`: SC 2.x's job deleting old versions without instances.
@@ -34,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 mod admin;
 mod auth;
 mod dependencies;
@@ -44,8 +46,10 @@ mod instances;
 mod lease;
 mod model;
 mod retire;
+mod schemas;
 mod services;
 mod state;
+mod tags;
 mod validate;
 mod version;
 mod view;

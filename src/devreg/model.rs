@@ -178,8 +178,8 @@ pub struct DataCenterInfo {
 #[serde(default)]
 pub struct CreateServiceRequest {
     pub service: Option<MicroService>,
-    /// Black/white-list rules: accepted and ignored (rules are not emulated).
-    pub rules: Vec<serde_json::Value>,
+    /// Black/white-list rules created with the service (`CreateServiceEx`).
+    pub rules: Vec<AddOrUpdateServiceRule>,
     pub tags: StrMap,
     pub instances: Vec<MicroServiceInstance>,
 }
@@ -354,8 +354,168 @@ pub struct DependencyValue<'a> {
     pub dependency: &'a [MicroServiceKey],
 }
 
+/// `pb.Schema`: one contract of a service (batch upload element and list answer entry).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Schema {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub schema_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub schema: String,
+}
+
+/// `PUT …/schemas/{schemaId}` body (`pb.ModifySchemaRequest`; ids come from the path).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ModifySchemaRequest {
+    pub schema: String,
+    pub summary: String,
+}
+
+/// `POST …/schemas` body (`pb.ModifySchemasRequest`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ModifySchemasRequest {
+    pub schemas: Vec<Schema>,
+}
+
+/// `{"schemas":[…]}` (list), `{}` when empty.
+#[derive(Debug, Serialize)]
+pub struct SchemasResponse {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schemas: Vec<Schema>,
+}
+
+/// `pb.AddOrUpdateServiceRule`: a rule as clients send it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AddOrUpdateServiceRule {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub rule_type: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub attribute: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pattern: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// `pb.ServiceRule`: a stored black/white-list rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ServiceRule {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub rule_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub rule_type: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub attribute: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pattern: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub timestamp: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub mod_timestamp: String,
+}
+
+/// JSON member names of every request type above, as written in the Go `json` tags. Go's
+/// `encoding/json` matches an object key to a field exactly or else case-insensitively, so
+/// `{"Service":{"ServiceName":…}}` fills `service.serviceName`; [`parse_body`] renames such
+/// keys to these spellings first.
+const FIELD_NAMES: &[&str] = &[
+    "serviceId",
+    "appId",
+    "serviceName",
+    "version",
+    "description",
+    "level",
+    "schemas",
+    "paths",
+    "status",
+    "properties",
+    "timestamp",
+    "providers",
+    "alias",
+    "LBStrategy",
+    "modTimestamp",
+    "environment",
+    "registerBy",
+    "framework",
+    "path",
+    "property",
+    "name",
+    "tenant",
+    "project",
+    "instanceId",
+    "endpoints",
+    "hostName",
+    "healthCheck",
+    "dataCenterInfo",
+    "mode",
+    "port",
+    "interval",
+    "times",
+    "url",
+    "region",
+    "availableZone",
+    "service",
+    "rules",
+    "tags",
+    "instances",
+    "instance",
+    "serviceIds",
+    "force",
+    "dependencies",
+    "consumer",
+    "services",
+    "rev",
+    "schemaId",
+    "summary",
+    "schema",
+    "ruleType",
+    "attribute",
+    "pattern",
+];
+
+/// Members whose value is a free string map: their keys are data, never renamed.
+const MAP_FIELDS: &[&str] = &["properties", "LBStrategy", "property", "tags"];
+
+/// Renames object keys that match a known member case-insensitively (Go's `EqualFold`,
+/// ASCII here) to that member's spelling, except inside free maps.
+fn fold_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let name = FIELD_NAMES
+                        .iter()
+                        .find(|f| **f == k)
+                        .or_else(|| FIELD_NAMES.iter().find(|f| f.eq_ignore_ascii_case(&k)))
+                        .map(|f| (*f).to_owned())
+                        .unwrap_or(k);
+                    let v = if MAP_FIELDS.contains(&name.as_str()) {
+                        v
+                    } else {
+                        fold_keys(v)
+                    };
+                    (name, v)
+                })
+                .collect(),
+        ),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(fold_keys).collect())
+        }
+        other => other,
+    }
+}
+
 /// Reads a request body the way Go's `json.Unmarshal` into a fresh struct does: unknown keys
-/// are ignored, and `null` (the whole body or any object member) leaves the field unset.
+/// are ignored, `null` (the whole body or any object member) leaves the field unset, and keys
+/// match member names case-insensitively.
 ///
 /// # Errors
 /// The JSON error text; an empty body gives Go's `unexpected end of JSON input`.
@@ -367,7 +527,7 @@ pub fn parse_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Stri
             e.to_string()
         }
     })?;
-    let value = strip_nulls(value);
+    let value = fold_keys(strip_nulls(value));
     if value.is_null() {
         return Ok(T::default());
     }

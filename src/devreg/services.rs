@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::response::IntoResponse;
 use serde_json::json;
 
+use super::access;
 use super::errors::{self, ScError};
 use super::http::{
     Ctx, MAX_BODY_BYTES, PROPERTIES_BODY_BYTES, Reply, empty_ok, json_ok, read_body,
@@ -19,6 +20,7 @@ use super::model::{
     MicroService, MicroServiceKey, PropertiesRequest, ServiceResponse, ServicesResponse,
     parse_body,
 };
+use super::schemas;
 use super::state::{Action, DepJob, ServiceEntry, Store, generated_service_id};
 use super::validate::{self, Pat, Rule, check_map, check_str};
 
@@ -52,6 +54,25 @@ pub async fn create(ctx: &Ctx, body: Body) -> Reply {
                 }
             }
             Err(detail) => errors.push(detail),
+        }
+    }
+    if !req.rules.is_empty() {
+        let outcome = req
+            .rules
+            .iter()
+            .try_for_each(|r| access::validate_rule(r).map_err(ScError::invalid))
+            .and_then(|()| {
+                let entry = store
+                    .tenant_mut(&ctx.tenant)
+                    .services
+                    .get_mut(&service_id)
+                    .ok_or_else(|| {
+                        ScError::new(errors::SERVICE_NOT_EXISTS, "Service does not exist.")
+                    })?;
+                access::add_locked(entry, &req.rules, &now).map(|_| ())
+            });
+        if let Err(e) = outcome {
+            errors.push(e.detail);
         }
     }
     for mut instance in req.instances {
@@ -153,6 +174,8 @@ fn create_locked(
             rev,
             tags: Default::default(),
             tags_rev: 0,
+            schemas: Default::default(),
+            rules: Default::default(),
         });
         return Ok(id);
     }
@@ -359,17 +382,27 @@ pub(super) fn delete_locked(
 
 /// `GET /v4/{project}/registry/existence?type=microservice|schema&…`.
 pub fn existence(ctx: &Ctx) -> Reply {
-    let reply = match ctx.q("type") {
-        "microservice" => microservice_exists(ctx),
-        "schema" => schema_exists(ctx),
-        _ => Err(ScError::invalid(
-            "Only micro-service and schema can be used as type.",
-        )),
+    let (reply, summary) = match ctx.q("type") {
+        "microservice" => (microservice_exists(ctx), String::new()),
+        "schema" => {
+            let store = ctx.reg.lock();
+            match schemas::exists(&store, &ctx.tenant, ctx.q("serviceId"), ctx.q("schemaId")) {
+                Ok((resp, summary)) => (Ok(resp), summary),
+                Err(e) => (Err(e), String::new()),
+            }
+        }
+        _ => (
+            Err(ScError::invalid(
+                "Only micro-service and schema can be used as type.",
+            )),
+            String::new(),
+        ),
     };
-    // `X-Schema-Summary` is always written (empty: no schema summaries are stored).
+    // `X-Schema-Summary` is always written, empty unless a schema with a summary was found.
     let mut resp = reply.unwrap_or_else(IntoResponse::into_response);
-    resp.headers_mut()
-        .insert("x-schema-summary", axum::http::HeaderValue::from_static(""));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&summary) {
+        resp.headers_mut().insert("x-schema-summary", v);
+    }
     Ok(resp)
 }
 
@@ -410,33 +443,4 @@ fn microservice_exists(ctx: &Ctx) -> Reply {
         ));
     };
     Ok(json_ok(&json!({ "serviceId": id })))
-}
-
-/// Schema existence: the emulator has no schema upload API, so every schema of an existing
-/// service is unknown (`400016`), which is what SC answers before a schema is uploaded.
-fn schema_exists(ctx: &Ctx) -> Reply {
-    const O: &str = "GetExistenceRequest";
-    let (service_id, schema_id) = (ctx.q("serviceId"), ctx.q("schemaId"));
-    check_str(O, "ServiceId", service_id, validate::SERVICE_ID).map_err(ScError::invalid)?;
-    check_str(
-        O,
-        "SchemaId",
-        schema_id,
-        Rule::new(1, 160, Some(Pat::SchemaId)),
-    )
-    .map_err(ScError::invalid)?;
-    let store = ctx.reg.lock();
-    if store
-        .tenant(&ctx.tenant)
-        .is_none_or(|t| !t.services.contains_key(service_id))
-    {
-        return Err(ScError::new(
-            errors::SERVICE_NOT_EXISTS,
-            "service does not exist.",
-        ));
-    }
-    Err(ScError::new(
-        errors::SCHEMA_NOT_EXISTS,
-        "schema does not exist.",
-    ))
 }

@@ -24,7 +24,8 @@ use tracing::warn;
 use super::DevRegistryConfig;
 use super::lease::Deferral;
 use super::model::{
-    HealthCheck, MicroService, MicroServiceInstance, MicroServiceKey, StrMap, WatchEvent,
+    HealthCheck, MicroService, MicroServiceInstance, MicroServiceKey, ServiceRule, StrMap,
+    WatchEvent,
 };
 use super::version::Rule;
 
@@ -217,6 +218,8 @@ impl Registry {
                 rev,
                 tags: StrMap::new(),
                 tags_rev: 0,
+                schemas: BTreeMap::new(),
+                rules: BTreeMap::new(),
             });
         let rev = store.next_rev();
         let ttl = self.scaled_ttl(120);
@@ -274,9 +277,23 @@ pub struct ServiceEntry {
     pub service: MicroService,
     /// Revision of the last write of the service (create or properties update).
     pub rev: i64,
-    /// Tags given on create (`tags` of the create body).
+    /// Tags (`tags` of the create body, the tag API).
     pub tags: StrMap,
     pub tags_rev: i64,
+    /// Uploaded contracts by schema id (SC's schema and summary keys). Independent of
+    /// `service.schemas`, the id list, as in SC.
+    pub schemas: BTreeMap<String, SchemaEntry>,
+    /// Black/white-list rules by rule id (SC's rule keys, in key order).
+    pub rules: BTreeMap<String, ServiceRule>,
+}
+
+/// One uploaded schema: SC keeps content and summary under two keys, so either may be absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchemaEntry {
+    /// The content key; `None` when only a summary is left (never after an upload).
+    pub content: Option<String>,
+    /// The summary key; `None` when the schema was uploaded without a summary.
+    pub summary: Option<String>,
 }
 
 /// One stored instance and its lease.

@@ -32,6 +32,14 @@ pub enum Pat {
     RegisterBy,
     Environment,
     SchemaId,
+    /// `schemaIDUnlimitedRegex` of the schema API (the length bound is the rule's).
+    SchemaIdUnlimited,
+    /// `^[a-zA-Z0-9]*$`: schema summaries.
+    SchemaSummary,
+    /// `^(WHITE|BLACK)$`: rule types.
+    RuleType,
+    /// `tag_<tag>` or one of the service fields a rule may test.
+    RuleAttribute,
     /// Instance status on register (may be empty).
     InstanceStatus,
     /// Instance status on the status PUT (required).
@@ -120,6 +128,22 @@ impl Pat {
                 // Both alternatives allow 1..=160 characters of the name alphabet.
                 (1..=160).contains(&s.chars().count()) && name_like(s, &[])
             }
+            Pat::SchemaIdUnlimited => !s.is_empty() && name_like(s, &[]),
+            Pat::SchemaSummary => s.chars().all(is_alnum),
+            Pat::RuleType => matches!(s, "WHITE" | "BLACK"),
+            Pat::RuleAttribute => {
+                s.strip_prefix("tag_").is_some_and(|t| Pat::Tag.is_match(t))
+                    || matches!(
+                        s,
+                        "ServiceId"
+                            | "AppId"
+                            | "ServiceName"
+                            | "Version"
+                            | "Description"
+                            | "Level"
+                            | "Status"
+                    )
+            }
             Pat::InstanceStatus => s.is_empty() || Pat::InstanceStatusRequired.is_match(s),
             Pat::InstanceStatusRequired => {
                 matches!(s, "UP" | "DOWN" | "STARTING" | "TESTING" | "OUTOFSERVICE")
@@ -179,6 +203,12 @@ impl Pat {
             Pat::RegisterBy => "^(SDK|SIDECAR|PLATFORM)*$",
             Pat::Environment => "^(development|testing|acceptance|production)*$",
             Pat::SchemaId => r"^[a-zA-Z0-9]{1,160}$|^[a-zA-Z0-9][a-zA-Z0-9_\-.]{0,158}[a-zA-Z0-9]$",
+            Pat::SchemaIdUnlimited => r"^[a-zA-Z0-9]+$|^[a-zA-Z0-9][a-zA-Z0-9_\-.]*[a-zA-Z0-9]$",
+            Pat::SchemaSummary => "^[a-zA-Z0-9]*$",
+            Pat::RuleType => "^(WHITE|BLACK)$",
+            Pat::RuleAttribute => {
+                r"((^tag_[a-zA-Z][a-zA-Z0-9_\-.]{0,63}$)|(^ServiceId$)|(^AppId$)|(^ServiceName$)|(^Version$)|(^Description$)|(^Level$)|(^Status$))"
+            }
             Pat::InstanceStatus => "^(UP|DOWN|STARTING|TESTING|OUTOFSERVICE)?$",
             Pat::InstanceStatusRequired => "^(UP|DOWN|STARTING|TESTING|OUTOFSERVICE)$",
             Pat::HealthCheckMode => "^(push|pull)$",

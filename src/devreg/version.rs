@@ -58,6 +58,34 @@ pub fn is_valid_rule(rule: &str) -> bool {
     }
 }
 
+/// SC's `Range` over versions sorted highest first, quirk included: it skips versions
+/// `≥ end`, then takes the first version below `end` *without* checking `start`, then stops
+/// at the first version below `start`. So `2.0.0-2.5.0` over 1.0.0 and 3.0.0 selects 1.0.0.
+/// Nothing is selected when `start` is above every version or `end` at or below every one.
+fn range_like_sc<'a>(sorted: &[(&'a str, &'a str)], start: &str, end: &str) -> Vec<&'a str> {
+    let (Some(highest), Some(lowest)) = (sorted.first(), sorted.last()) else {
+        return Vec::new();
+    };
+    if compare(start, highest.0) == Ordering::Greater || compare(end, lowest.0) != Ordering::Greater
+    {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut inside = false;
+    for (version, id) in sorted {
+        if !inside {
+            if compare(end, version) != Ordering::Greater {
+                continue;
+            }
+            inside = true;
+        } else if compare(start, version) == Ordering::Greater {
+            break;
+        }
+        out.push(*id);
+    }
+    out
+}
+
 /// A parsed version rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rule {
@@ -105,13 +133,7 @@ impl Rule {
                 } else {
                     (start, end)
                 };
-                sorted
-                    .iter()
-                    .filter(|c| {
-                        compare(c.0, start) != Ordering::Less && compare(c.0, end) == Ordering::Less
-                    })
-                    .map(|c| c.1)
-                    .collect()
+                range_like_sc(&sorted, start, end)
             }
             Rule::Exact(v) => sorted.iter().filter(|c| c.0 == v).map(|c| c.1).collect(),
         }
@@ -155,5 +177,14 @@ mod tests {
         assert!(Rule::parse("3.0+").select(&c).is_empty());
         assert!(Rule::parse("1.0.0+").matches("1.0.0"));
         assert!(!Rule::parse("1.0.0-2.0.0").matches("2.0.0"));
+    }
+
+    #[test]
+    fn range_takes_the_first_version_below_the_end_unchecked() {
+        let c = [("1.0.0", "a"), ("3.0.0", "b")];
+        assert_eq!(Rule::parse("2.0.0-2.5.0").select(&c), vec!["a"]);
+        assert!(Rule::parse("3.5.0-4.0.0").select(&c).is_empty());
+        assert!(Rule::parse("0.1.0-1.0.0").select(&c).is_empty());
+        assert!(!Rule::parse("2.0.0-2.5.0").matches("1.0.0"));
     }
 }
