@@ -103,6 +103,88 @@ fn parent(runs: usize) {
         assert!(output.status.success(), "child failed: {:?}", output.status);
         print!("run {run}: {}", String::from_utf8_lossy(&output.stdout));
     }
+    daemon(&registry.url, dir.path());
+}
+
+/// How long the daemon is watched after its first dump: past one periodic resync (30 s).
+const DAEMON_WATCH: Duration = Duration::from_secs(40);
+
+/// A whole `syncer daemon` (one data centre, no peers) started on the filled registry: its
+/// RSS from the end of its first dump over [`DAEMON_WATCH`], and its peak. This is the
+/// adapter plus what the sync engine keeps of 150 000 local instances.
+fn daemon(registry: &str, dir: &std::path::Path) {
+    let data = dir.join("daemon");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let mut cmd = common::syncer(&data);
+    cmd.arg("daemon")
+        .args(["--sc-addr", registry])
+        .args(["--bind-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .args(["--node", "dc1-a", "--cluster-name", "dc1"])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--gossip-profile", "local", "--log-format", "json"]);
+    let spawned = Instant::now();
+    let (proc, _, fields) = common::spawn_daemon("daemon", cmd);
+    let admin = common::ready_field(&fields, "admin_addr");
+    let metrics = format!("http://{admin}/metrics");
+    let dumped = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("syncer_registry_response_bytes_total"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum::<f64>()
+            > 50e6
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = get_text(&metrics);
+        if dumped(&text) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not read its first dump; log:\n{}",
+            proc.tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = spawned.elapsed();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let watch = Instant::now();
+    let (mut low, mut high, mut last) = (f64::MAX, 0.0f64, 0.0);
+    while watch.elapsed() < DAEMON_WATCH {
+        std::thread::sleep(Duration::from_millis(250));
+        let (rss, _) = proc.memory_kib();
+        last = mib(rss);
+        low = low.min(last);
+        high = high.max(last);
+    }
+    let (_, peak) = proc.memory_kib();
+    println!(
+        "syncer daemon (one DC, no peers): first dump read {:.1} s after start; RSS over the \
+         next {} s: {low:.1}-{high:.1} MiB, at the end {last:.1} MiB; peak (VmHWM) {:.1} MiB",
+        first.as_secs_f64(),
+        DAEMON_WATCH.as_secs(),
+        mib(peak)
+    );
+    for (message, count) in proc.problems().iter().take(8) {
+        println!("  daemon logged {count}× {message}");
+    }
+}
+
+/// The text at `url`, or nothing when it cannot be read (the parent runs no runtime of its
+/// own while it watches the daemon).
+fn get_text(url: &str) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        match reqwest::get(url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    })
 }
 
 /// Creates the services and registers the instances; returns the number registered.
