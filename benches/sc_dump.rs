@@ -224,7 +224,7 @@ async fn fill(url: &str) -> usize {
     let instances = services
         .iter()
         .flat_map(|&(n, size, tenant)| (0..size).map(move |k| (n, k, tenant)));
-    let registered = stream::iter(instances)
+    stream::iter(instances)
         .map(|(n, k, (domain, project))| {
             let client = client.clone();
             async move {
@@ -261,8 +261,7 @@ async fn fill(url: &str) -> usize {
         })
         .buffer_unordered(FILL_CONCURRENCY)
         .count()
-        .await;
-    registered
+        .await
 }
 
 /// VmRSS and VmHWM of this process, in MiB.

@@ -391,7 +391,11 @@ impl ScClient {
                 Err(_) => format!("no answer within {first_byte:?}"),
             };
             let address = &self.addresses[index];
-            warn!(op = request.op, %address, %reason, "registry address failed");
+            if index == 0 {
+                warn!(op = request.op, %address, %reason, "registry address failed");
+            } else {
+                debug!(op = request.op, %address, %reason, "registry address failed");
+            }
             self.note_failure(index, Instant::now());
             last = format!("{address}: {reason}");
         }
