@@ -710,6 +710,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_address_silent_past_the_first_byte_deadline_is_left_for_the_next() {
+        // Accepts connections and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let silent_url = Url::parse(&format!("http://{}", silent.local_addr().expect("addr")))
+            .expect("url");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+            }
+        });
+        let good = stub(Script {
+            pieces: vec![(Duration::ZERO, dump_text(3))],
+            ends: true,
+        })
+        .await;
+        let sc = ServiceComb::new(ServiceCombConfig {
+            timeout: Duration::from_secs(5),
+            dump_deadlines: DumpDeadlines {
+                first_byte: Duration::from_millis(300),
+                idle: Duration::from_secs(5),
+                total: Duration::from_secs(20),
+            },
+            ..ServiceCombConfig::new(vec![silent_url, good.clone()])
+        })
+        .expect("adapter");
+        let started = Instant::now();
+        let snapshot = sc.snapshot().await.expect("read from the second address");
+        assert_eq!(snapshot.instances.len(), 3);
+        assert!(started.elapsed() < Duration::from_secs(5), "not the call timeout");
+        assert_eq!(sc.active_address(), good);
+    }
+
+    #[tokio::test]
     async fn a_dump_that_stalls_fails_at_the_idle_deadline() {
         let body = dump_text(100);
         let half = body.len() / 2;
