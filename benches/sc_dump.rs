@@ -54,6 +54,10 @@ fn main() {
         // A test runner (cargo-nextest) asking for tests: this binary has none.
         return;
     }
+    if args.iter().any(|a| a == "--child-model") {
+        model_costs();
+        return;
+    }
     if let Some(at) = args.iter().position(|a| a == "--child") {
         let url = args.get(at + 1).expect("--child <url>");
         child(url);
@@ -103,7 +107,81 @@ fn parent(runs: usize) {
         assert!(output.status.success(), "child failed: {:?}", output.status);
         print!("run {run}: {}", String::from_utf8_lossy(&output.stdout));
     }
+    let output = Command::new(std::env::current_exe().expect("own path"))
+        .arg("--child-model")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("child");
+    print!("{}", String::from_utf8_lossy(&output.stdout));
     daemon(&registry.url, dir.path());
+}
+
+/// Where the snapshot's memory goes: 150 000 instances shaped like the bench's, built
+/// directly in the model (no registry, no dump), and their property maps alone.
+fn model_costs() {
+    use std::collections::BTreeMap;
+    use syncer::registry::model::DataCenterInfo;
+    use syncer::registry::{HealthCheck, Instance, Tenant};
+    let count: usize = SIZES.iter().map(|(n, size)| n * size).sum();
+    let properties = |k: usize| {
+        BTreeMap::from([
+            ("engineID".to_owned(), "default".to_owned()),
+            ("framework".to_owned(), "java-chassis".to_owned()),
+            ("zone".to_owned(), format!("zone-{}", k % 3)),
+        ])
+    };
+    let (before, _) = memory_mib();
+    let maps: Vec<BTreeMap<String, String>> = (0..count).map(properties).collect();
+    let (with_maps, _) = memory_mib();
+    drop(maps);
+    let settled = settled_rss();
+    let instances: Vec<Instance> = (0..count)
+        .map(|k| {
+            let (n, ip) = (
+                k / 50,
+                format!("10.{}.{}.{}", k / 62_500, (k / 250) % 250, k % 250),
+            );
+            Instance {
+                tenant: Tenant::new("shop", "prod"),
+                service_id: format!("bench-svc-{n:04}"),
+                instance_id: format!("{k:032x}"),
+                endpoints: vec![
+                    format!("rest://{ip}:8080?sslEnabled=false"),
+                    format!("highway://{ip}:7070?sslEnabled=false"),
+                ],
+                host_name: format!("svc{n:04}-pod-{k:03}-7d9f8c6b5-x2x4z"),
+                status: "UP".into(),
+                properties: properties(k),
+                health_check: Some(HealthCheck {
+                    mode: "push".into(),
+                    interval: 30,
+                    times: 3,
+                    port: 0,
+                    url: String::new(),
+                }),
+                data_center: Some(DataCenterInfo {
+                    name: "dc1".into(),
+                    region: "eu-west".into(),
+                    available_zone: "az1".into(),
+                }),
+                version: "1.0.0".into(),
+                mod_timestamp: Some(1_700_000_000),
+            }
+        })
+        .collect();
+    let (with_instances, _) = memory_mib();
+    let per = |mib: f64| mib * 1_048_576.0 / count as f64;
+    println!(
+        "model: {count} instances built directly take {:.1} MiB ({:.0} B each; the struct \
+         itself {} B); their 3-entry property maps alone {:.1} MiB ({:.0} B each)",
+        with_instances - settled,
+        per(with_instances - settled),
+        std::mem::size_of::<Instance>(),
+        with_maps - before,
+        per(with_maps - before),
+    );
+    drop(instances);
 }
 
 /// How long the daemon is watched after its first dump: past one periodic resync (30 s).

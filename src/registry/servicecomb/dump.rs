@@ -713,8 +713,8 @@ mod tests {
     async fn an_address_silent_past_the_first_byte_deadline_is_left_for_the_next() {
         // Accepts connections and never answers.
         let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let silent_url = Url::parse(&format!("http://{}", silent.local_addr().expect("addr")))
-            .expect("url");
+        let silent_url =
+            Url::parse(&format!("http://{}", silent.local_addr().expect("addr"))).expect("url");
         tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((socket, _)) = silent.accept().await {
@@ -739,7 +739,10 @@ mod tests {
         let started = Instant::now();
         let snapshot = sc.snapshot().await.expect("read from the second address");
         assert_eq!(snapshot.instances.len(), 3);
-        assert!(started.elapsed() < Duration::from_secs(5), "not the call timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not the call timeout"
+        );
         assert_eq!(sc.active_address(), good);
     }
 
