@@ -73,7 +73,8 @@ pub struct ServiceCombConfig {
     /// first; on a connection failure or timeout they move to the next.
     pub addresses: Vec<Url>,
     /// Bound of one HTTP attempt on one address: connect, send and read the whole answer.
-    /// A call that fails over may take up to one `timeout` per address. Default 5 s.
+    /// A call that fails over may take up to one `timeout` per address. The dump has
+    /// deadlines of its own (`dump_deadlines`). Default 5 s.
     pub timeout: Duration,
     /// How long calls stay on a fallback address before trying the preferred one again.
     /// Default 30 s.
