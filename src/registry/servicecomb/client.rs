@@ -286,16 +286,7 @@ impl ScClient {
         url: Url,
         domain: HeaderValue,
     ) -> Result<Vec<u8>, AttemptError> {
-        let mut builder = self
-            .http
-            .request(request.method.clone(), url)
-            .header(DOMAIN_HEADER, domain);
-        if let Some(body) = &request.body {
-            self.metrics.add_sent(body.len());
-            builder = builder
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        }
+        let builder = self.prepare(request, url, domain);
         let exchange = async {
             let response = builder
                 .send()
@@ -320,6 +311,105 @@ impl ScClient {
             return Ok(body);
         }
         Err(AttemptError::Answered(classify(request.op, status, &body)))
+    }
+
+    /// The HTTP request of one attempt: method, URL, tenant header and body.
+    fn prepare(
+        &self,
+        request: &Request<'_>,
+        url: Url,
+        domain: HeaderValue,
+    ) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .http
+            .request(request.method.clone(), url)
+            .header(DOMAIN_HEADER, domain);
+        if let Some(body) = &request.body {
+            self.metrics.add_sent(body.len());
+            builder = builder
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        builder
+    }
+
+    /// Sends `request` like [`ScClient::send`], but returns a 2xx answer as soon as its
+    /// headers arrive, waiting up to `first_byte` for them instead of the per-call `timeout`:
+    /// the caller reads the body as a stream under deadlines of its own (the dump,
+    /// `dump.rs`), and counts its bytes with [`ScClient::note_received`]. An address that
+    /// does not answer within `first_byte` is left for the next one; error answers are read
+    /// and mapped as [`ScClient::send`] does.
+    ///
+    /// # Errors
+    /// As [`ScClient::send`].
+    pub async fn open(
+        &self,
+        request: Request<'_>,
+        first_byte: Duration,
+    ) -> Result<reqwest::Response, Fault> {
+        let domain = HeaderValue::from_str(&request.tenant.domain).map_err(|_| {
+            Fault::new(RegistryError::Invalid(format!(
+                "domain {:?} is not a valid header value",
+                request.tenant.domain
+            )))
+        })?;
+        let count = self.addresses.len();
+        let start = self.start_index(Instant::now());
+        let mut last = String::new();
+        for step in 0..count {
+            let index = (start + step) % count;
+            let url = self.url(index, &request).map_err(Fault::new)?;
+            let sent = self.prepare(&request, url, domain.clone()).send();
+            let reason = match tokio::time::timeout(first_byte, sent).await {
+                Ok(Ok(response)) if response.status().is_success() => {
+                    self.note_success(index);
+                    self.metrics.count_request(request.op, "ok");
+                    return Ok(response);
+                }
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    let read =
+                        tokio::time::timeout(self.timeout, self.read_body(request.op, response));
+                    match read.await {
+                        Ok(Ok(body)) => {
+                            self.metrics.add_received(body.len());
+                            let fault = classify(request.op, status, &body);
+                            self.note_success(index);
+                            self.metrics.count_request(request.op, fault.error.kind());
+                            return Err(fault);
+                        }
+                        Ok(Err(AttemptError::Answered(fault))) => {
+                            self.note_success(index);
+                            self.metrics.count_request(request.op, fault.error.kind());
+                            return Err(fault);
+                        }
+                        Ok(Err(AttemptError::Unreachable(reason))) => reason,
+                        Err(_) => format!("no error body within {:?}", self.timeout),
+                    }
+                }
+                Ok(Err(e)) => describe(&e),
+                Err(_) => format!("no answer within {first_byte:?}"),
+            };
+            let address = &self.addresses[index];
+            if index == 0 {
+                warn!(op = request.op, %address, %reason, "registry address failed");
+            } else {
+                debug!(op = request.op, %address, %reason, "registry address failed");
+            }
+            self.note_failure(index, Instant::now());
+            last = format!("{address}: {reason}");
+        }
+        let error = RegistryError::Unavailable(format!(
+            "{}: no registry address answered (last {last})",
+            request.op
+        ));
+        self.metrics.count_request(request.op, error.kind());
+        Err(Fault::new(error))
+    }
+
+    /// Counts the bytes of a body read by the caller of [`ScClient::open`].
+    pub fn note_received(&self, bytes: usize) {
+        self.metrics.add_received(bytes);
     }
 
     /// Reads the body up to `max_response_bytes`.

@@ -1,13 +1,11 @@
 //! Conversions between SC's wire types and the registry-neutral model, the tenant carried by
 //! the dump's etcd keys (reference §5.2), and which services belong to SC itself.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::wire::{
-    DumpReply, WireDataCenter, WireFramework, WireHealthCheck, WireInstance, WireService,
-};
+use super::wire::{WireDataCenter, WireFramework, WireHealthCheck, WireInstance, WireService};
 use crate::registry::model::DataCenterInfo;
-use crate::registry::{HealthCheck, Instance, RegistryError, Service, Snapshot, Tenant};
+use crate::registry::{HealthCheck, Instance, Service, Tenant};
 
 /// Key prefix of stored services: `/cse-sr/ms/files/<domain>/<project>/<serviceId>`.
 const SERVICE_KEY_PREFIX: &str = "/cse-sr/ms/files/";
@@ -183,63 +181,6 @@ pub(super) fn services_of_tenant(
         .collect()
 }
 
-/// Turns a dump into a snapshot of every tenant, without SC's own services and their
-/// instances. Entries that appear twice (several clusters) are kept once.
-///
-/// # Errors
-/// [`RegistryError::Protocol`] when a key does not have the documented layout: the tenant
-/// would be unknown, and a snapshot is never partial.
-pub(super) fn snapshot_from_dump(
-    dump: DumpReply,
-    internal: &InternalServices,
-) -> Result<Snapshot, RegistryError> {
-    let mut services = Vec::with_capacity(dump.cache.services.len());
-    let mut seen_services = HashSet::new();
-    let mut hidden: HashSet<(Tenant, String)> = HashSet::new();
-    for entry in dump.cache.services {
-        let (tenant, id) = parse_service_key(&entry.key).ok_or_else(|| {
-            RegistryError::Protocol(format!("dump: unexpected service key {:?}", entry.key))
-        })?;
-        let id = id.to_owned();
-        let Some(mut wire) = entry.value else {
-            continue;
-        };
-        if internal.is_internal(&tenant, &wire.app_id, &wire.service_name) {
-            hidden.insert((tenant, id));
-            continue;
-        }
-        if !seen_services.insert((tenant.clone(), id.clone())) {
-            continue;
-        }
-        wire.service_id = id;
-        services.push(service_from_wire(tenant, wire));
-    }
-    let mut instances = Vec::with_capacity(dump.cache.instances.len());
-    let mut seen_instances = HashSet::new();
-    for entry in dump.cache.instances {
-        let (tenant, service_id, instance_id) =
-            parse_instance_key(&entry.key).ok_or_else(|| {
-                RegistryError::Protocol(format!("dump: unexpected instance key {:?}", entry.key))
-            })?;
-        let Some(mut wire) = entry.value else {
-            continue;
-        };
-        let owner = (tenant, service_id.to_owned());
-        if hidden.contains(&owner)
-            || !seen_instances.insert((owner.clone(), instance_id.to_owned()))
-        {
-            continue;
-        }
-        wire.instance_id = instance_id.to_owned();
-        let (tenant, service_id) = owner;
-        instances.push(instance_from_wire(tenant, &service_id, wire));
-    }
-    Ok(Snapshot {
-        services,
-        instances,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,45 +209,5 @@ mod tests {
         assert!(!internal.is_internal(&home, "app", "SERVICECENTER"));
         assert!(!internal.is_internal(&Tenant::new("d", "p"), "default", "SERVICECENTER"));
         assert!(internal.is_shared_name("default", "SERVICECENTER"));
-    }
-
-    #[test]
-    fn dump_becomes_a_snapshot_without_internal_services() {
-        let text = r#"{"info":{"version":"1.4.8"},"cache":{
-          "services":[
-            {"key":"/cse-sr/ms/files/default/default/sc","rev":1,"value":{"serviceId":"sc","appId":"default","serviceName":"SERVICECENTER","version":"1.4.8"},"cluster":"default"},
-            {"key":"/cse-sr/ms/files/d2/p2/s1","rev":2,"value":{"serviceId":"s1","appId":"a","serviceName":"n","version":"1.0.0","properties":{"k":"v"}},"cluster":"default"}],
-          "serviceIndexes":[{"key":"/cse-sr/ms/indexes/x","rev":1,"value":"s1"}],
-          "instances":[
-            {"key":"/cse-sr/inst/files/default/default/sc/i0","rev":3,"value":{"instanceId":"i0","serviceId":"sc","hostName":"h"}},
-            {"key":"/cse-sr/inst/files/d2/p2/s1/i1","rev":4,"value":{"instanceId":"i1","serviceId":"s1","hostName":"h","status":"UP","version":"1.0.0","modTimestamp":"17"}}]}}"#;
-        let dump: DumpReply = serde_json::from_str(text).unwrap();
-        let snapshot = snapshot_from_dump(dump, &InternalServices::new(&[])).unwrap();
-        assert_eq!(snapshot.services.len(), 1);
-        assert_eq!(snapshot.services[0].tenant, Tenant::new("d2", "p2"));
-        assert_eq!(
-            snapshot.services[0].properties.get("k").map(String::as_str),
-            Some("v")
-        );
-        assert_eq!(snapshot.instances.len(), 1);
-        let i = &snapshot.instances[0];
-        assert_eq!(
-            (
-                i.service_id.as_str(),
-                i.instance_id.as_str(),
-                i.mod_timestamp
-            ),
-            ("s1", "i1", Some(17))
-        );
-    }
-
-    #[test]
-    fn dump_with_a_foreign_key_is_a_protocol_error() {
-        let text = r#"{"cache":{"services":[{"key":"/other/x","value":{}}]}}"#;
-        let dump: DumpReply = serde_json::from_str(text).unwrap();
-        assert!(matches!(
-            snapshot_from_dump(dump, &InternalServices::new(&[])),
-            Err(RegistryError::Protocol(_))
-        ));
     }
 }

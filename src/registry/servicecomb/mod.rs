@@ -11,6 +11,7 @@
 //! - `wire.rs`: SC's JSON shapes (private to the adapter).
 //! - `convert.rs`: wire ↔ model, dump keys, SC's own services.
 //! - `heartbeat.rs`: batch heartbeats in both SC dialects.
+//! - `dump.rs`: the admin dump, streamed and parsed element by element under its own deadlines.
 //! - `feed.rs`: the change feed (dump + batch find with revisions).
 //! - `metrics.rs`: the adapter's counters.
 //! - `rules.rs`: what SC requires of the data it stores ([`Registry::accepts_service`],
@@ -24,6 +25,7 @@
 
 mod client;
 mod convert;
+mod dump;
 mod feed;
 mod heartbeat;
 mod metrics;
@@ -41,12 +43,13 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
 use url::Url;
 
+pub use self::dump::DumpDeadlines;
 pub use self::metrics::ServiceCombMetrics;
 
 use self::client::{Fault, Request, ScClient};
 use self::convert::InternalServices;
 use self::wire::{
-    CreateServiceRequest, DumpReply, InstanceIdReply, InstancesReply, PropertiesRequest,
+    CreateServiceRequest, InstanceIdReply, InstancesReply, PropertiesRequest,
     RegisterInstanceRequest, ServiceIdReply, ServiceReply, ServicesReply, VersionReply,
 };
 use super::{
@@ -70,7 +73,8 @@ pub struct ServiceCombConfig {
     /// first; on a connection failure or timeout they move to the next.
     pub addresses: Vec<Url>,
     /// Bound of one HTTP attempt on one address: connect, send and read the whole answer.
-    /// A call that fails over may take up to one `timeout` per address. Default 5 s.
+    /// A call that fails over may take up to one `timeout` per address. The dump has
+    /// deadlines of its own (`dump_deadlines`). Default 5 s.
     pub timeout: Duration,
     /// How long calls stay on a fallback address before trying the preferred one again.
     /// Default 30 s.
@@ -99,6 +103,9 @@ pub struct ServiceCombConfig {
     /// Largest answer accepted, in bytes (the dump is the large one: about 600 bytes per
     /// instance). Larger answers fail as [`RegistryError::Protocol`]. Default 256 MiB.
     pub max_response_bytes: usize,
+    /// Deadlines of the dump, which replace `timeout` for it: 90 MB at SC's default quota
+    /// cannot be read in 5 s. Defaults in [`DumpDeadlines`].
+    pub dump_deadlines: DumpDeadlines,
 }
 
 impl ServiceCombConfig {
@@ -116,6 +123,7 @@ impl ServiceCombConfig {
             find_batch: 1000,
             max_concurrent_calls: 4,
             max_response_bytes: 256 << 20,
+            dump_deadlines: DumpDeadlines::default(),
         }
     }
 
@@ -148,7 +156,7 @@ impl ServiceCombConfig {
                 )));
             }
         }
-        Ok(())
+        self.dump_deadlines.validate()
     }
 }
 
@@ -291,15 +299,14 @@ impl Inner {
 
     /// Every service and instance of every tenant (§5.2).
     async fn dump(&self) -> Result<Snapshot, RegistryError> {
-        let home = Tenant::default_tenant();
-        let query = [("options", "cache")];
-        let request = Request::new("dump", Method::GET, &home, &["dump"])
-            .admin()
-            .query(&query);
-        let body = self.call(request).await?;
-        let dump: DumpReply = parse("dump", &body)?;
-        drop(body);
-        convert::snapshot_from_dump(dump, &self.internal)
+        let config = &self.config;
+        dump::read(
+            &self.client,
+            config.dump_deadlines,
+            config.max_response_bytes,
+            &self.internal,
+        )
+        .await
     }
 
     /// The services of one tenant (§2.3), by id, without SC's own.

@@ -5,8 +5,7 @@
 //! has a default (Go `omitempty` drops empty strings, lists, maps and zeros), `null` reads
 //! as empty, and numbers SC sometimes sends as strings (`errorCode`, `modTimestamp`) are
 //! accepted either way. Writers omit empty fields, as SC's own clients do. Unknown fields are
-//! skipped without being kept, so the 10 000 instances of a dump cost only their typed
-//! fields.
+//! skipped without being kept, so the instances of a dump cost only their typed fields.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -387,23 +386,8 @@ pub(super) struct FindFailed {
     pub error: WireError,
 }
 
-/// `GET /v4/default/admin/dump` (§5.2); only `cache.services` and `cache.instances` are read.
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct DumpReply {
-    #[serde(default, deserialize_with = "nullable")]
-    pub cache: DumpCache,
-}
-
-/// The two sections of the dump's cache the adapter uses.
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct DumpCache {
-    #[serde(default, deserialize_with = "nullable")]
-    pub services: Vec<KeyValue<WireService>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub instances: Vec<KeyValue<WireInstance>>,
-}
-
-/// One cache entry: the etcd key (which carries the tenant) and the stored value.
+/// One entry of the admin dump's cache (§5.2, read by `dump.rs`): the etcd key (which carries
+/// the tenant) and the stored value.
 #[derive(Debug, Deserialize)]
 pub(super) struct KeyValue<T> {
     #[serde(default, deserialize_with = "nullable")]
