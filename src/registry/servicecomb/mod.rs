@@ -8,6 +8,7 @@
 //! # Layout
 //! - `mod.rs`: configuration, the adapter and the single-call operations.
 //! - `client.rs`: HTTP, tenants, failover between addresses, error mapping.
+//! - `auth.rs`: the login and token of SC 2.x access control (RBAC).
 //! - `wire.rs`: SC's JSON shapes (private to the adapter).
 //! - `convert.rs`: wire ↔ model, dump keys, SC's own services.
 //! - `heartbeat.rs`: batch heartbeats in both SC dialects.
@@ -22,6 +23,7 @@
 //! watcher or a `*` dependency rule (§5.3: that makes every non-force service delete fail
 //! with `400023`). It sees changes by polling instead.
 
+mod auth;
 mod client;
 mod convert;
 mod feed;
@@ -43,6 +45,7 @@ use url::Url;
 
 pub use self::metrics::ServiceCombMetrics;
 
+use self::auth::Auth;
 use self::client::{Fault, Request, ScClient};
 use self::convert::InternalServices;
 use self::wire::{
@@ -53,7 +56,7 @@ use super::{
     ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry, RegistryError,
     RegistryIdentity, Service, Snapshot, Tenant,
 };
-use crate::config::{RegistryConfig, SyncConfig};
+use crate::config::{Credentials, RegistryConfig, SyncConfig};
 use crate::telemetry::Metrics;
 
 /// The adapter kind reported by [`Registry::identity`].
@@ -99,6 +102,8 @@ pub struct ServiceCombConfig {
     /// Largest answer accepted, in bytes (the dump is the large one: about 600 bytes per
     /// instance). Larger answers fail as [`RegistryError::Protocol`]. Default 256 MiB.
     pub max_response_bytes: usize,
+    /// The account to log in with when SC's access control (2.x RBAC) is on. Default none.
+    pub credentials: Option<Credentials>,
 }
 
 impl ServiceCombConfig {
@@ -116,6 +121,7 @@ impl ServiceCombConfig {
             find_batch: 1000,
             max_concurrent_calls: 4,
             max_response_bytes: 256 << 20,
+            credentials: None,
         }
     }
 
@@ -158,6 +164,7 @@ impl ServiceCombConfig {
     /// defaults or follow from the poll interval.
     pub fn from_config(registry: &RegistryConfig, sync: &SyncConfig) -> ServiceCombConfig {
         let mut sc = ServiceCombConfig::new(registry.addresses.clone());
+        sc.credentials = registry.credentials.clone();
         sc.poll_interval = sync.poll_interval;
         sc.resync_interval = sync.resync_interval;
         // New services are found by listing them: five polls' time keeps the first instance
@@ -208,6 +215,10 @@ impl ServiceComb {
             config.failback_after,
             config.max_response_bytes,
             metrics.clone(),
+            config
+                .credentials
+                .as_ref()
+                .map(|c| Auth::new(c.user.clone(), c.password.clone())),
         )?;
         Ok(ServiceComb {
             inner: Arc::new(Inner {
