@@ -782,3 +782,138 @@ async fn metrics_are_exported() {
     );
     registry.shutdown().await;
 }
+
+/// A Service Center with access control (2.x RBAC), reduced to what the adapter's login
+/// needs: `POST /v4/token` gives out `tok-<n>` for `syncer`/`s3cret`, and every other call
+/// needs the newest token as `Authorization: Bearer` (else `401`, as SC's auth handler).
+mod rbac {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    use axum::routing::{get, post};
+    use syncer::config::{Credentials, Secret};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Fake {
+        /// Logins answered (granted or refused).
+        logins: AtomicUsize,
+        /// Number of the token currently valid; 0 before the first login.
+        current: AtomicUsize,
+        /// Refuse every token, even a fresh one (an account without the roles it needs).
+        refuse_all: AtomicBool,
+        /// Whether any call arrived with a password in its headers or query.
+        leaked: AtomicBool,
+    }
+
+    fn unauthorized() -> (StatusCode, &'static str) {
+        (
+            StatusCode::UNAUTHORIZED,
+            r#"{"errorCode":"401002","errorMessage":"Request unauthorized","detail":"token expired"}"#,
+        )
+    }
+
+    async fn login(State(fake): State<Arc<Fake>>, body: Bytes) -> impl IntoResponse {
+        fake.logins.fetch_add(1, Ordering::SeqCst);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if body["name"] != "syncer" || body["password"] != "s3cret" {
+            return unauthorized().into_response();
+        }
+        let n = fake.current.fetch_add(1, Ordering::SeqCst) + 1;
+        (StatusCode::OK, format!(r#"{{"token":"tok-{n}"}}"#)).into_response()
+    }
+
+    async fn guarded(
+        State(fake): State<Arc<Fake>>,
+        headers: HeaderMap,
+        reply: &'static str,
+    ) -> axum::response::Response {
+        let wanted = format!("Bearer tok-{}", fake.current.load(Ordering::SeqCst));
+        let given = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if headers.iter().any(|(_, v)| v.as_bytes() == b"s3cret") {
+            fake.leaked.store(true, Ordering::SeqCst);
+        }
+        if fake.refuse_all.load(Ordering::SeqCst) || given != wanted {
+            return unauthorized().into_response();
+        }
+        (StatusCode::OK, reply).into_response()
+    }
+
+    async fn start(password: &str) -> (Arc<Fake>, ServiceComb) {
+        let fake = Arc::new(Fake::default());
+        let router = Router::new()
+            .route("/v4/token", post(login))
+            .route(
+                "/v4/default/registry/version",
+                get(|s, h| guarded(s, h, r#"{"version":"2.2.0"}"#)),
+            )
+            .route(
+                "/v4/default/registry/health",
+                get(|s, h| guarded(s, h, r#"{"instances":[{"instanceId":"sc1"}]}"#)),
+            )
+            .with_state(fake.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = serve(listener, router);
+        let config = ServiceCombConfig {
+            credentials: Some(Credentials {
+                user: "syncer".into(),
+                password: Secret::new(password),
+            }),
+            ..test_config(vec![url])
+        };
+        (fake, ServiceComb::new(config).expect("adapter"))
+    }
+
+    /// One login serves many calls; a token SC stops accepting is replaced by exactly one
+    /// new login, and the call that saw the `401` succeeds on its retry.
+    #[tokio::test]
+    async fn logs_in_once_and_again_when_the_token_is_refused() {
+        let (fake, sc) = start("s3cret").await;
+        for _ in 0..3 {
+            assert_eq!(sc.identity().await.expect("identity").version, "2.2.0");
+        }
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 1, "one login, reused");
+        // SC revokes the token (restart with a new key, expiry): the next login's token wins.
+        fake.current.fetch_add(100, Ordering::SeqCst);
+        assert_eq!(sc.identity().await.expect("identity").id, "sc1");
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 2, "one re-login");
+        assert!(!fake.leaked.load(Ordering::SeqCst), "password only in the login body");
+    }
+
+    /// A fresh token refused too: one re-login, then an error that names the cause.
+    #[tokio::test]
+    async fn a_fresh_token_refused_is_an_error_naming_the_account() {
+        let (fake, sc) = start("s3cret").await;
+        sc.identity().await.expect("identity");
+        fake.refuse_all.store(true, Ordering::SeqCst);
+        let error = sc.identity().await.expect_err("refused");
+        assert!(matches!(error, RegistryError::Unavailable(_)), "{error:?}");
+        let text = error.to_string();
+        assert!(
+            text.contains("fresh token") && text.contains("syncer"),
+            "{text}"
+        );
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 2, "exactly one re-login");
+    }
+
+    /// A wrong password: the login is refused, said so, and not tried again at once (SC
+    /// locks an account after two refusals); the password is not in the error.
+    #[tokio::test]
+    async fn a_refused_login_is_not_retried_at_once() {
+        let (fake, sc) = start("wrong-password").await;
+        for _ in 0..3 {
+            let error = sc.identity().await.expect_err("refused");
+            let text = error.to_string();
+            assert!(text.contains("login") && text.contains("syncer"), "{text}");
+            assert!(!text.contains("wrong-password"), "{text}");
+        }
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 1);
+    }
+}
