@@ -884,7 +884,10 @@ mod rbac {
         fake.current.fetch_add(100, Ordering::SeqCst);
         assert_eq!(sc.identity().await.expect("identity").id, "sc1");
         assert_eq!(fake.logins.load(Ordering::SeqCst), 2, "one re-login");
-        assert!(!fake.leaked.load(Ordering::SeqCst), "password only in the login body");
+        assert!(
+            !fake.leaked.load(Ordering::SeqCst),
+            "password only in the login body"
+        );
     }
 
     /// A fresh token refused too: one re-login, then an error that names the cause.
@@ -900,7 +903,11 @@ mod rbac {
             text.contains("fresh token") && text.contains("syncer"),
             "{text}"
         );
-        assert_eq!(fake.logins.load(Ordering::SeqCst), 2, "exactly one re-login");
+        assert_eq!(
+            fake.logins.load(Ordering::SeqCst),
+            2,
+            "exactly one re-login"
+        );
     }
 
     /// A wrong password: the login is refused, said so, and not tried again at once (SC

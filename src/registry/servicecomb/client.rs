@@ -519,7 +519,8 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_secs(5),
             1024,
-            ServiceCombMetrics::default(), None,
+            ServiceCombMetrics::default(),
+            None,
         )
         .unwrap()
     }
@@ -548,7 +549,8 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_secs(1),
             1,
-            ServiceCombMetrics::default(), None,
+            ServiceCombMetrics::default(),
+            None,
         );
         assert!(matches!(bad, Err(RegistryError::Invalid(_))));
         let none = ScClient::new(
@@ -556,7 +558,8 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_secs(1),
             1,
-            ServiceCombMetrics::default(), None,
+            ServiceCombMetrics::default(),
+            None,
         );
         assert!(matches!(none, Err(RegistryError::Invalid(_))));
     }

@@ -279,10 +279,20 @@ mod tests {
         for (interval, times) in [(10, 2), (1, 2), (3, 2), (30, 3), (7, 0), (100, 2)] {
             let asked = interval * (times + 1);
             let (i, t) = push_lease(interval, times);
-            assert_eq!(sc2_raises(i, t), (i, t), "{interval}/{times} kept by SC 2.x");
+            assert_eq!(
+                sc2_raises(i, t),
+                (i, t),
+                "{interval}/{times} kept by SC 2.x"
+            );
             let granted = i * (t + 1);
-            assert!(granted >= asked, "{interval}/{times}: {granted} s < {asked} s");
-            assert!(granted < asked.max(20) + t + 1, "{interval}/{times}: {granted} s");
+            assert!(
+                granted >= asked,
+                "{interval}/{times}: {granted} s < {asked} s"
+            );
+            assert!(
+                granted < asked.max(20) + t + 1,
+                "{interval}/{times}: {granted} s"
+            );
         }
         let copy = Instance {
             health_check: Some(crate::registry::HealthCheck {
