@@ -924,3 +924,141 @@ mod rbac {
         assert_eq!(fake.logins.load(Ordering::SeqCst), 1);
     }
 }
+
+/// A Service Center 2.x that adds `engine=dc2` ("inner properties") to every instance at
+/// registration and at every properties update, its own instance included; it serves the
+/// dump, health, register and properties calls of one service `s1`.
+mod inner_properties {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post, put};
+    use syncer::registry::Instance;
+
+    use super::*;
+
+    type Store = Arc<Mutex<BTreeMap<String, BTreeMap<String, String>>>>;
+
+    fn with_inner(mut properties: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        properties.insert("engine".into(), "dc2".into());
+        properties
+    }
+
+    async fn register(
+        State(store): State<Store>,
+        Path(_service): Path<String>,
+        body: Bytes,
+    ) -> String {
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let id = body["instance"]["instanceId"].as_str().expect("id").to_owned();
+        let properties = serde_json::from_value(body["instance"]["properties"].clone())
+            .unwrap_or_default();
+        store
+            .lock()
+            .expect("lock")
+            .insert(id.clone(), with_inner(properties));
+        format!(r#"{{"instanceId":"{id}"}}"#)
+    }
+
+    async fn put_properties(
+        State(store): State<Store>,
+        Path((_service, id)): Path<(String, String)>,
+        body: Bytes,
+    ) -> &'static str {
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let properties = serde_json::from_value(body["properties"].clone()).unwrap_or_default();
+        store
+            .lock()
+            .expect("lock")
+            .insert(id, with_inner(properties));
+        "{}"
+    }
+
+    async fn dump(State(store): State<Store>) -> String {
+        let instances: Vec<serde_json::Value> = store
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(id, properties)| {
+                serde_json::json!({
+                    "key": format!("/cse-sr/inst/files/default/default/s1/{id}"),
+                    "value": {"instanceId": id, "serviceId": "s1", "hostName": "h",
+                              "endpoints": ["rest://10.0.0.1:80"], "status": "UP",
+                              "properties": properties},
+                })
+            })
+            .collect();
+        serde_json::json!({"cache": {
+            "services": [{"key": "/cse-sr/ms/files/default/default/s1",
+                          "value": {"serviceId": "s1", "appId": "app", "serviceName": "one",
+                                    "version": "1.0.0"}}],
+            "instances": instances,
+        }})
+        .to_string()
+    }
+
+    fn copy(properties: &[(&str, &str)]) -> Instance {
+        Instance {
+            tenant: Tenant::default_tenant(),
+            service_id: "s1".into(),
+            instance_id: "copy1".into(),
+            host_name: "h".into(),
+            endpoints: vec!["rest://10.0.0.1:80".into()],
+            status: "UP".into(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Instance::default()
+        }
+    }
+
+    /// What syncer writes is what it reads back: the registry's own additions never make a
+    /// copy look different from the body syncer wants (else every property update would be
+    /// answered by SC adding them again, forever). An origin property SC overwrites reads
+    /// back as syncer wrote it.
+    #[tokio::test]
+    async fn what_sc_adds_is_not_reported() {
+        let store: Store = Arc::default();
+        let router = Router::new()
+            .route(
+                "/v4/default/registry/health",
+                get(|| async {
+                    r#"{"instances":[{"instanceId":"sc1","properties":{"engine":"dc2"}}]}"#
+                }),
+            )
+            .route("/v4/default/admin/dump", get(dump))
+            .route(
+                "/v4/default/registry/microservices/{service}/instances",
+                post(register),
+            )
+            .route(
+                "/v4/default/registry/microservices/{service}/instances/{id}/properties",
+                put(put_properties),
+            )
+            .with_state(store.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let sc = ServiceComb::new(test_config(vec![serve(listener, router)])).expect("adapter");
+        sc.snapshot().await.expect("first dump learns SC's own instance");
+
+        let body = copy(&[("syncer.origin", "dc1"), ("zone", "a")]);
+        sc.register(&body).await.expect("register");
+        let read = sc.snapshot().await.expect("dump");
+        assert_eq!(read.instances.len(), 1);
+        assert_eq!(read.instances[0].properties, body.properties, "as written");
+
+        let wanted = copy(&[("syncer.origin", "dc1"), ("engine", "dc1")]).properties;
+        sc.set_instance_properties(&body.reference(), &wanted)
+            .await
+            .expect("put");
+        let read = sc.snapshot().await.expect("dump");
+        assert_eq!(read.instances[0].properties, wanted, "as written");
+        assert_eq!(
+            store.lock().expect("lock")["copy1"]["engine"],
+            "dc2",
+            "SC's value is what it stores"
+        );
+    }
+}

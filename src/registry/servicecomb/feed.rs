@@ -466,7 +466,8 @@ impl ScFeed {
             {
                 continue;
             }
-            let instance = instance_from_wire(tenant.clone(), id, wire);
+            let mut instance = instance_from_wire(tenant.clone(), id, wire);
+            self.inner.added.strip(&mut instance);
             let digest = instance.body_digest();
             if watched.instances.get(&instance.instance_id) != Some(&digest) {
                 fresh.insert(instance.instance_id.clone(), digest);

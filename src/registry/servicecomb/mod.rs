@@ -9,6 +9,7 @@
 //! - `mod.rs`: configuration, the adapter and the single-call operations.
 //! - `client.rs`: HTTP, tenants, failover between addresses, error mapping.
 //! - `auth.rs`: the login and token of SC 2.x access control (RBAC).
+//! - `added.rs`: the properties SC 2.x adds to every instance, left out of what is reported.
 //! - `wire.rs`: SC's JSON shapes (private to the adapter).
 //! - `convert.rs`: wire ↔ model, dump keys, SC's own services.
 //! - `heartbeat.rs`: batch heartbeats in both SC dialects.
@@ -23,6 +24,7 @@
 //! watcher or a `*` dependency rule (§5.3: that makes every non-force service delete fail
 //! with `400023`). It sees changes by polling instead.
 
+mod added;
 mod auth;
 mod client;
 mod convert;
@@ -45,12 +47,14 @@ use url::Url;
 
 pub use self::metrics::ServiceCombMetrics;
 
+use self::added::AddedProperties;
 use self::auth::Auth;
 use self::client::{Fault, Request, ScClient};
 use self::convert::InternalServices;
 use self::wire::{
     CreateServiceRequest, DumpReply, InstanceIdReply, InstancesReply, PropertiesRequest,
     RegisterInstanceRequest, ServiceIdReply, ServiceReply, ServicesReply, VersionReply,
+    WireInstance,
 };
 use super::{
     ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry, RegistryError,
@@ -199,6 +203,8 @@ struct Inner {
     metrics: ServiceCombMetrics,
     /// Tenants this adapter wrote into, so that feeds watch them before the next dump.
     written_tenants: Mutex<BTreeSet<Tenant>>,
+    /// What SC adds to every instance, left out of what the adapter reports.
+    added: AddedProperties,
 }
 
 impl ServiceComb {
@@ -227,6 +233,7 @@ impl ServiceComb {
                 client,
                 metrics,
                 written_tenants: Mutex::new(BTreeSet::new()),
+                added: AddedProperties::default(),
             }),
         })
     }
@@ -307,10 +314,47 @@ impl Inner {
         let request = Request::new("dump", Method::GET, &home, &["dump"])
             .admin()
             .query(&query);
+        // SC's own instances first: what SC adds to every instance is learnt from them.
+        self.learn_added().await;
         let body = self.call(request).await?;
         let dump: DumpReply = parse("dump", &body)?;
         drop(body);
-        convert::snapshot_from_dump(dump, &self.internal)
+        let mut snapshot = convert::snapshot_from_dump(dump, &self.internal)?;
+        for instance in &mut snapshot.instances {
+            self.added.strip(instance);
+        }
+        Ok(snapshot)
+    }
+
+    /// SC's own instances (`GET …/health`, §1.5), or `None` when SC has none or does not
+    /// answer with them.
+    ///
+    /// # Errors
+    /// The call's failure.
+    async fn own_instances(&self) -> Result<Option<Vec<WireInstance>>, Fault> {
+        let home = Tenant::default_tenant();
+        match self
+            .call(Request::new("health", Method::GET, &home, &["health"]))
+            .await
+        {
+            Ok(body) => Ok(Some(
+                parse::<InstancesReply>("health", &body)
+                    .map_err(Fault::new)?
+                    .instances,
+            )),
+            Err(fault) if fault.is(client::SERVICE_NOT_EXIST) => Ok(None),
+            Err(fault) => Err(fault),
+        }
+    }
+
+    /// Learns what SC adds to every instance ([`AddedProperties::learn`]); a failure only
+    /// leaves what was learnt before.
+    async fn learn_added(&self) {
+        match self.own_instances().await {
+            Ok(Some(own)) => self.added.learn(own.iter().map(|i| &i.properties)),
+            Ok(None) => {}
+            Err(fault) => debug!(error = %fault.error, "cannot read SC's own instances"),
+        }
     }
 
     /// The services of one tenant (§2.3), by id, without SC's own.
@@ -432,23 +476,21 @@ impl Registry for ServiceComb {
                 .call(Request::new("version", Method::GET, &home, &["version"]))
                 .await?;
             let version = parse::<VersionReply>("version", &body)?.version;
-            let id = match inner
-                .call(Request::new("health", Method::GET, &home, &["health"]))
-                .await
-            {
-                Ok(body) => parse::<InstancesReply>("health", &body)?
-                    .instances
-                    .into_iter()
-                    .map(|i| i.instance_id)
-                    .filter(|id| !id.is_empty())
-                    .min(),
+            let id = match inner.own_instances().await {
+                Ok(Some(own)) => {
+                    inner.added.learn(own.iter().map(|i| &i.properties));
+                    own.into_iter()
+                        .map(|i| i.instance_id)
+                        .filter(|id| !id.is_empty())
+                        .min()
+                }
+                Ok(None) => None,
                 Err(fault) if fault.is(client::UNHEALTHY) => {
                     return Err(RegistryError::Unavailable(format!(
                         "SC reports itself unhealthy: {}",
                         fault.error
                     )));
                 }
-                Err(fault) if fault.is(client::SERVICE_NOT_EXIST) => None,
                 Err(fault) => return Err(fault.into()),
             };
             let id = id.unwrap_or_else(|| {
@@ -568,6 +610,11 @@ impl Registry for ServiceComb {
                 )));
             }
             inner.note_tenant(&instance.tenant);
+            inner.added.note_written(
+                &instance.service_id,
+                &instance.instance_id,
+                &instance.properties,
+            );
             Ok(())
         })
         .await
@@ -629,6 +676,9 @@ impl Registry for ServiceComb {
                     .json(body),
                 )
                 .await?;
+            inner
+                .added
+                .note_written(&instance.service_id, &instance.instance_id, properties);
             Ok(())
         })
         .await
@@ -651,6 +701,9 @@ impl Registry for ServiceComb {
                     &path,
                 ))
                 .await?;
+            inner
+                .added
+                .forget(&instance.service_id, &instance.instance_id);
             Ok(())
         })
         .await
