@@ -952,9 +952,12 @@ mod inner_properties {
         body: Bytes,
     ) -> String {
         let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        let id = body["instance"]["instanceId"].as_str().expect("id").to_owned();
-        let properties = serde_json::from_value(body["instance"]["properties"].clone())
-            .unwrap_or_default();
+        let id = body["instance"]["instanceId"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let properties =
+            serde_json::from_value(body["instance"]["properties"].clone()).unwrap_or_default();
         store
             .lock()
             .expect("lock")
@@ -1041,7 +1044,9 @@ mod inner_properties {
             .with_state(store.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let sc = ServiceComb::new(test_config(vec![serve(listener, router)])).expect("adapter");
-        sc.snapshot().await.expect("first dump learns SC's own instance");
+        sc.snapshot()
+            .await
+            .expect("first dump learns SC's own instance");
 
         let body = copy(&[("syncer.origin", "dc1"), ("zone", "a")]);
         sc.register(&body).await.expect("register");

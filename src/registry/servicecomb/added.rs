@@ -136,7 +136,10 @@ mod tests {
     fn reports_what_was_written_whatever_sc_adds() {
         let inner = props(&[("engine", "dc2"), ("zone", "z2")]);
         let added = AddedProperties::default();
-        added.learn([&inner, &props(&[("engine", "dc2"), ("zone", "z2"), ("x", "1")])]);
+        added.learn([
+            &inner,
+            &props(&[("engine", "dc2"), ("zone", "z2"), ("x", "1")]),
+        ]);
         assert_eq!(added.added(), inner);
         for sent in [
             props(&[("syncer.origin", "dc1"), ("app", "a")]),

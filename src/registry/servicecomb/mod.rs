@@ -108,6 +108,12 @@ pub struct ServiceCombConfig {
     pub max_response_bytes: usize,
     /// The account to log in with when SC's access control (2.x RBAC) is on. Default none.
     pub credentials: Option<Credentials>,
+    /// How long a disappearance must last before a feed reports it: an instance or service
+    /// missing from one answer is reported gone only when an answer read at least this much
+    /// later still misses it. With several SC nodes behind `addresses`, a failover to a node
+    /// whose cache trails the others then does not read as a mass deletion. Zero reports a
+    /// disappearance at once. Default 1 s.
+    pub confirm_removal: Duration,
 }
 
 impl ServiceCombConfig {
@@ -126,6 +132,7 @@ impl ServiceCombConfig {
             max_concurrent_calls: 4,
             max_response_bytes: 256 << 20,
             credentials: None,
+            confirm_removal: Duration::from_secs(1),
         }
     }
 
