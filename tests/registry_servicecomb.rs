@@ -17,7 +17,8 @@ use url::Url;
 /// How long a test waits for something that should happen quickly.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Fast timings for tests: polls every 20 ms, listings every 100 ms, dumps every 500 ms.
+/// Fast timings for tests: polls every 20 ms, listings every 100 ms, dumps every 500 ms,
+/// disappearances confirmed after 100 ms (before the next dump reports them anyway).
 fn test_config(addresses: Vec<Url>) -> ServiceCombConfig {
     ServiceCombConfig {
         timeout: Duration::from_secs(2),
@@ -25,6 +26,7 @@ fn test_config(addresses: Vec<Url>) -> ServiceCombConfig {
         poll_interval: Duration::from_millis(20),
         discovery_interval: Duration::from_millis(100),
         resync_interval: Duration::from_millis(500),
+        confirm_removal: Duration::from_millis(100),
         ..ServiceCombConfig::new(addresses)
     }
 }
@@ -1066,4 +1068,50 @@ mod inner_properties {
             "SC's value is what it stores"
         );
     }
+}
+
+/// SC 2.x's retire job deletes old versions of a service that have no instances, copy
+/// services included. Registering into the deleted service is `NotFound` (the importer then
+/// forgets the cached id), and ensuring the service again creates it under the same id, so
+/// the copy comes back after one failed call and nothing else changes.
+#[tokio::test]
+async fn a_retired_copy_service_is_created_again_under_its_id() {
+    let registry = dev_registry(DevRegistryConfig::default()).await;
+    let sc = adapter_for(&registry);
+    let service = Service {
+        tenant: Tenant::default_tenant(),
+        service_id: "copy-svc-1".into(),
+        app: "app".into(),
+        name: "retired".into(),
+        version: "1.0.0".into(),
+        ..Service::default()
+    };
+    let id = sc.ensure_service(&service).await.expect("create");
+    assert_eq!(id, "copy-svc-1");
+    let copy = Instance {
+        tenant: Tenant::default_tenant(),
+        service_id: id.clone(),
+        instance_id: "copy-1".into(),
+        host_name: "h".into(),
+        endpoints: vec!["rest://10.0.0.1:80".into()],
+        status: "UP".into(),
+        ..Instance::default()
+    };
+    // What the retire job does to a version without instances.
+    let deleted = reqwest::Client::new()
+        .delete(format!(
+            "{}/v4/default/registry/microservices/{id}",
+            registry.url()
+        ))
+        .send()
+        .await
+        .expect("delete");
+    assert!(deleted.status().is_success(), "{deleted:?}");
+    let error = sc.register(&copy).await.expect_err("service gone");
+    assert!(error.is_not_found(), "{error:?}");
+    assert_eq!(
+        sc.ensure_service(&service).await.expect("again"),
+        "copy-svc-1"
+    );
+    sc.register(&copy).await.expect("registered again");
 }

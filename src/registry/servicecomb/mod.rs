@@ -321,12 +321,12 @@ impl Inner {
         let request = Request::new("dump", Method::GET, &home, &["dump"])
             .admin()
             .query(&query);
-        // SC's own instances first: what SC adds to every instance is learnt from them.
-        self.learn_added().await;
         let body = self.call(request).await?;
         let dump: DumpReply = parse("dump", &body)?;
         drop(body);
         let mut snapshot = convert::snapshot_from_dump(dump, &self.internal)?;
+        // What SC adds to every instance is learnt from SC's own instances.
+        self.learn_added().await;
         for instance in &mut snapshot.instances {
             self.added.strip(instance);
         }
