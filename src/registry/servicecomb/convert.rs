@@ -248,14 +248,19 @@ pub(super) fn snapshot_from_dump(
 }
 
 /// SC 2.x raises a push check to at least `interval` 5 s and `times` 3 at registration,
-/// which would stretch a copy's lease `interval × (times + 1)`. The same lease, written
-/// with `times` of at least 3 and `interval` of at least 5 s (rounded up, never shorter),
-/// is stored unchanged by SC 1.4.8 and 2.x alike. Below 20 s (5 × 4), 20 s is SC 2.x's
-/// shortest lease. The caller's heartbeats stay in time: the lease never gets shorter.
+/// which would stretch a copy's lease `interval × (times + 1)` (10 s × 2 = 30 s would
+/// become 10 s × 3 = 40 s). A lease of 20 s or more is sent in the form that keeps it:
+/// `times` of at least 3 and `interval` of at least 5 s, rounded up (never shorter), which
+/// SC 1.4.8 and 2.x both store unchanged. A shorter lease is sent as it is: 1.4.8 keeps it,
+/// and 2.x's shortest lease is 20 s anyway. Either way the lease SC grants is at least the
+/// one asked for, so the caller's heartbeats stay in time.
 pub(super) fn push_lease(interval: u32, times: u32) -> (u32, u32) {
     const MIN_INTERVAL: u32 = 5;
     const MIN_TIMES: u32 = 3;
     let lease = u64::from(interval) * (u64::from(times) + 1);
+    if lease < u64::from(MIN_INTERVAL * (MIN_TIMES + 1)) {
+        return (interval, times);
+    }
     let times = times.max(MIN_TIMES);
     let interval = lease
         .div_ceil(u64::from(times) + 1)
@@ -279,18 +284,23 @@ mod tests {
         for (interval, times) in [(10, 2), (1, 2), (3, 2), (30, 3), (7, 0), (100, 2)] {
             let asked = interval * (times + 1);
             let (i, t) = push_lease(interval, times);
-            assert_eq!(
-                sc2_raises(i, t),
-                (i, t),
-                "{interval}/{times} kept by SC 2.x"
-            );
-            let granted = i * (t + 1);
+            if asked >= 20 {
+                assert_eq!(
+                    sc2_raises(i, t),
+                    (i, t),
+                    "{interval}/{times} kept by SC 2.x"
+                );
+            } else {
+                assert_eq!((i, t), (interval, times), "kept for SC 1.4.8");
+            }
+            let (gi, gt) = sc2_raises(i, t);
+            let granted = gi * (gt + 1);
             assert!(
                 granted >= asked,
                 "{interval}/{times}: {granted} s < {asked} s"
             );
             assert!(
-                granted < asked.max(20) + t + 1,
+                granted < asked.max(20) + gt + 1,
                 "{interval}/{times}: {granted} s"
             );
         }
