@@ -955,6 +955,50 @@ mod tests {
         )
     }
 
+    /// The registry login needs both halves; the password is never shown (`--check`, errors,
+    /// `Debug` of the configuration).
+    #[test]
+    fn registry_credentials_come_in_pairs_and_the_password_stays_hidden() {
+        let env = || Origin::Env("SYNCER_SC_PASSWORD".into());
+        let config = resolve_with(&[
+            ("sc_user", "syncer", Origin::Flag("--sc-user".into())),
+            ("sc_password", "pa55-word", env()),
+        ])
+        .unwrap();
+        let credentials = config.registry.credentials.clone().expect("credentials");
+        assert_eq!(credentials.user, "syncer");
+        assert_eq!(credentials.password.expose(), "pa55-word");
+        assert!(
+            config
+                .effective
+                .iter()
+                .any(|(id, value, _)| *id == "sc_password" && value == "set")
+        );
+        let shown = format!("{:?} {:?}", config.registry, config.effective);
+        assert!(!shown.contains("pa55-word"), "{shown}");
+        assert!(resolve_with(&[]).unwrap().registry.credentials.is_none());
+
+        for given in [
+            vec![("sc_user", "syncer", Origin::Default)],
+            vec![("sc_password", "pa55-word", env())],
+            vec![
+                ("sc_user", "syncer", Origin::Default),
+                ("sc_password", "", env()),
+            ],
+            vec![
+                ("sc_user", " ", Origin::Flag("--sc-user".into())),
+                ("sc_password", "pa55-word", env()),
+            ],
+        ] {
+            let error = resolve_with(&given).unwrap_err().to_string();
+            assert!(
+                error.contains("sc_") || error.contains("--sc-user"),
+                "{error}"
+            );
+            assert!(!error.contains("pa55-word"), "{error}");
+        }
+    }
+
     #[test]
     fn sync_settings_default_to_the_constants() {
         let config = resolve_with(&[]).unwrap();

@@ -162,7 +162,8 @@ impl Auth {
         };
         let reply = match client.send_with(&request, None).await {
             Ok(reply) => reply,
-            Err(fault) if fault.unauthorized || fault.code.is_some() => {
+            // Refused (4xx): the account, password or its state; not a passing failure.
+            Err(fault) if fault.unauthorized || fault.code.is_some_and(|c| c < 500_000) => {
                 let pause = state.backoff.pause();
                 let reason = fault.error.to_string();
                 warn!(user = %self.user, %reason, retry_in = ?pause, "registry login refused");
