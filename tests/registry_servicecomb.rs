@@ -810,6 +810,30 @@ mod rbac {
         refuse_all: AtomicBool,
         /// Whether any call arrived with a password in its headers or query.
         leaked: AtomicBool,
+        /// Tokens are JWTs expiring this many seconds after the login (0: opaque tokens).
+        life_secs: AtomicUsize,
+        /// Calls refused with `401`.
+        refused: AtomicUsize,
+        /// Tokens given out, newest last: only the newest is accepted.
+        tokens: std::sync::Mutex<Vec<String>>,
+        /// When the newest token was given out.
+        issued_at: std::sync::Mutex<Option<std::time::Instant>>,
+    }
+
+    /// Unpadded base64url, as in JWTs.
+    fn base64url(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            }
+        }
+        out
     }
 
     fn unauthorized() -> (StatusCode, &'static str) {
@@ -826,7 +850,20 @@ mod rbac {
             return unauthorized().into_response();
         }
         let n = fake.current.fetch_add(1, Ordering::SeqCst) + 1;
-        (StatusCode::OK, format!(r#"{{"token":"tok-{n}"}}"#)).into_response()
+        let life = fake.life_secs.load(Ordering::SeqCst);
+        let token = if life == 0 {
+            format!("tok-{n}")
+        } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs();
+            let claims = format!(r#"{{"exp":{},"n":{n}}}"#, now + life as u64);
+            format!("e30.{}.c2ln", base64url(claims.as_bytes()))
+        };
+        fake.tokens.lock().expect("lock").push(token.clone());
+        *fake.issued_at.lock().expect("lock") = Some(std::time::Instant::now());
+        (StatusCode::OK, format!(r#"{{"token":"{token}"}}"#)).into_response()
     }
 
     async fn guarded(
@@ -834,7 +871,19 @@ mod rbac {
         headers: HeaderMap,
         reply: &'static str,
     ) -> axum::response::Response {
-        let wanted = format!("Bearer tok-{}", fake.current.load(Ordering::SeqCst));
+        let wanted = format!(
+            "Bearer {}",
+            fake.tokens
+                .lock()
+                .expect("lock")
+                .last()
+                .cloned()
+                .unwrap_or_default()
+        );
+        let expired = fake.life_secs.load(Ordering::SeqCst) > 0
+            && fake.issued_at.lock().expect("lock").is_some_and(|at| {
+                at.elapsed() >= Duration::from_secs(fake.life_secs.load(Ordering::SeqCst) as u64)
+            });
         let given = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -842,7 +891,8 @@ mod rbac {
         if headers.iter().any(|(_, v)| v.as_bytes() == b"s3cret") {
             fake.leaked.store(true, Ordering::SeqCst);
         }
-        if fake.refuse_all.load(Ordering::SeqCst) || given != wanted {
+        if fake.refuse_all.load(Ordering::SeqCst) || given != wanted || expired {
+            fake.refused.fetch_add(1, Ordering::SeqCst);
             return unauthorized().into_response();
         }
         (StatusCode::OK, reply).into_response()
@@ -883,7 +933,7 @@ mod rbac {
         }
         assert_eq!(fake.logins.load(Ordering::SeqCst), 1, "one login, reused");
         // SC revokes the token (restart with a new key, expiry): the next login's token wins.
-        fake.current.fetch_add(100, Ordering::SeqCst);
+        fake.tokens.lock().expect("lock").push("revoked".into());
         assert_eq!(sc.identity().await.expect("identity").id, "sc1");
         assert_eq!(fake.logins.load(Ordering::SeqCst), 2, "one re-login");
         assert!(
@@ -924,6 +974,21 @@ mod rbac {
             assert!(!text.contains("wrong-password"), "{text}");
         }
         assert_eq!(fake.logins.load(Ordering::SeqCst), 1);
+    }
+
+    /// A token is renewed before it expires (at four fifths of its life, read from the
+    /// JWT's `exp`): calls going on across its expiry never see a `401`.
+    #[tokio::test]
+    async fn the_token_is_renewed_before_it_expires() {
+        let (fake, sc) = start("s3cret").await;
+        fake.life_secs.store(3, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while fake.logins.load(Ordering::SeqCst) < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "no renewal");
+            sc.identity().await.expect("identity");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(fake.refused.load(Ordering::SeqCst), 0, "renewed in time");
     }
 }
 
