@@ -16,7 +16,6 @@ use url::Url;
 ///
 /// Fails today: `heartbeat.rs` only reads the `failed` entries of the batch find.
 #[tokio::test]
-#[ignore = "adapter bug for helper H: heartbeat fallback mistakes a prefix hit for a known instance"]
 async fn heartbeat_fallback_is_not_fooled_by_a_prefix_hit() {
     let registry = DevRegistry::start(DevRegistryConfig::default())
         .await

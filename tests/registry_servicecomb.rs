@@ -17,7 +17,8 @@ use url::Url;
 /// How long a test waits for something that should happen quickly.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Fast timings for tests: polls every 20 ms, listings every 100 ms, dumps every 500 ms.
+/// Fast timings for tests: polls every 20 ms, listings every 100 ms, dumps every 500 ms,
+/// disappearances confirmed after 100 ms (before the next dump reports them anyway).
 fn test_config(addresses: Vec<Url>) -> ServiceCombConfig {
     ServiceCombConfig {
         timeout: Duration::from_secs(2),
@@ -25,6 +26,7 @@ fn test_config(addresses: Vec<Url>) -> ServiceCombConfig {
         poll_interval: Duration::from_millis(20),
         discovery_interval: Duration::from_millis(100),
         resync_interval: Duration::from_millis(500),
+        confirm_removal: Duration::from_millis(100),
         ..ServiceCombConfig::new(addresses)
     }
 }
@@ -788,4 +790,400 @@ async fn metrics_are_exported() {
         "{text}"
     );
     registry.shutdown().await;
+}
+
+/// A Service Center with access control (2.x RBAC), reduced to what the adapter's login
+/// needs: `POST /v4/token` gives out `tok-<n>` for `syncer`/`s3cret`, and every other call
+/// needs the newest token as `Authorization: Bearer` (else `401`, as SC's auth handler).
+mod rbac {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    use axum::routing::{get, post};
+    use syncer::config::{Credentials, Secret};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Fake {
+        /// Logins answered (granted or refused).
+        logins: AtomicUsize,
+        /// Number of the token currently valid; 0 before the first login.
+        current: AtomicUsize,
+        /// Refuse every token, even a fresh one (an account without the roles it needs).
+        refuse_all: AtomicBool,
+        /// Whether any call arrived with a password in its headers or query.
+        leaked: AtomicBool,
+        /// Tokens are JWTs expiring this many seconds after the login (0: opaque tokens).
+        life_secs: AtomicUsize,
+        /// Calls refused with `401`.
+        refused: AtomicUsize,
+        /// Tokens given out, newest last: only the newest is accepted.
+        tokens: std::sync::Mutex<Vec<String>>,
+        /// When the newest token was given out.
+        issued_at: std::sync::Mutex<Option<std::time::Instant>>,
+    }
+
+    /// Unpadded base64url, as in JWTs.
+    fn base64url(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            }
+        }
+        out
+    }
+
+    fn unauthorized() -> (StatusCode, &'static str) {
+        (
+            StatusCode::UNAUTHORIZED,
+            r#"{"errorCode":"401002","errorMessage":"Request unauthorized","detail":"token expired"}"#,
+        )
+    }
+
+    async fn login(State(fake): State<Arc<Fake>>, body: Bytes) -> impl IntoResponse {
+        fake.logins.fetch_add(1, Ordering::SeqCst);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if body["name"] != "syncer" || body["password"] != "s3cret" {
+            return unauthorized().into_response();
+        }
+        let n = fake.current.fetch_add(1, Ordering::SeqCst) + 1;
+        let life = fake.life_secs.load(Ordering::SeqCst);
+        let token = if life == 0 {
+            format!("tok-{n}")
+        } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs();
+            let claims = format!(r#"{{"exp":{},"n":{n}}}"#, now + life as u64);
+            format!("e30.{}.c2ln", base64url(claims.as_bytes()))
+        };
+        fake.tokens.lock().expect("lock").push(token.clone());
+        *fake.issued_at.lock().expect("lock") = Some(std::time::Instant::now());
+        (StatusCode::OK, format!(r#"{{"token":"{token}"}}"#)).into_response()
+    }
+
+    async fn guarded(
+        State(fake): State<Arc<Fake>>,
+        headers: HeaderMap,
+        reply: &'static str,
+    ) -> axum::response::Response {
+        let wanted = format!(
+            "Bearer {}",
+            fake.tokens
+                .lock()
+                .expect("lock")
+                .last()
+                .cloned()
+                .unwrap_or_default()
+        );
+        let expired = fake.life_secs.load(Ordering::SeqCst) > 0
+            && fake.issued_at.lock().expect("lock").is_some_and(|at| {
+                at.elapsed() >= Duration::from_secs(fake.life_secs.load(Ordering::SeqCst) as u64)
+            });
+        let given = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if headers.iter().any(|(_, v)| v.as_bytes() == b"s3cret") {
+            fake.leaked.store(true, Ordering::SeqCst);
+        }
+        if fake.refuse_all.load(Ordering::SeqCst) || given != wanted || expired {
+            fake.refused.fetch_add(1, Ordering::SeqCst);
+            return unauthorized().into_response();
+        }
+        (StatusCode::OK, reply).into_response()
+    }
+
+    async fn start(password: &str) -> (Arc<Fake>, ServiceComb) {
+        let fake = Arc::new(Fake::default());
+        let router = Router::new()
+            .route("/v4/token", post(login))
+            .route(
+                "/v4/default/registry/version",
+                get(|s, h| guarded(s, h, r#"{"version":"2.2.0"}"#)),
+            )
+            .route(
+                "/v4/default/registry/health",
+                get(|s, h| guarded(s, h, r#"{"instances":[{"instanceId":"sc1"}]}"#)),
+            )
+            .with_state(fake.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = serve(listener, router);
+        let config = ServiceCombConfig {
+            credentials: Some(Credentials {
+                user: "syncer".into(),
+                password: Secret::new(password),
+            }),
+            ..test_config(vec![url])
+        };
+        (fake, ServiceComb::new(config).expect("adapter"))
+    }
+
+    /// One login serves many calls; a token SC stops accepting is replaced by exactly one
+    /// new login, and the call that saw the `401` succeeds on its retry.
+    #[tokio::test]
+    async fn logs_in_once_and_again_when_the_token_is_refused() {
+        let (fake, sc) = start("s3cret").await;
+        for _ in 0..3 {
+            assert_eq!(sc.identity().await.expect("identity").version, "2.2.0");
+        }
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 1, "one login, reused");
+        // SC revokes the token (restart with a new key, expiry): the next login's token wins.
+        fake.tokens.lock().expect("lock").push("revoked".into());
+        assert_eq!(sc.identity().await.expect("identity").id, "sc1");
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 2, "one re-login");
+        assert!(
+            !fake.leaked.load(Ordering::SeqCst),
+            "password only in the login body"
+        );
+    }
+
+    /// A fresh token refused too: one re-login, then an error that names the cause.
+    #[tokio::test]
+    async fn a_fresh_token_refused_is_an_error_naming_the_account() {
+        let (fake, sc) = start("s3cret").await;
+        sc.identity().await.expect("identity");
+        fake.refuse_all.store(true, Ordering::SeqCst);
+        let error = sc.identity().await.expect_err("refused");
+        assert!(matches!(error, RegistryError::Unavailable(_)), "{error:?}");
+        let text = error.to_string();
+        assert!(
+            text.contains("fresh token") && text.contains("syncer"),
+            "{text}"
+        );
+        assert_eq!(
+            fake.logins.load(Ordering::SeqCst),
+            2,
+            "exactly one re-login"
+        );
+    }
+
+    /// A wrong password: the login is refused, said so, and not tried again at once (SC
+    /// locks an account after two refusals); the password is not in the error.
+    #[tokio::test]
+    async fn a_refused_login_is_not_retried_at_once() {
+        let (fake, sc) = start("wrong-password").await;
+        for _ in 0..3 {
+            let error = sc.identity().await.expect_err("refused");
+            let text = error.to_string();
+            assert!(text.contains("login") && text.contains("syncer"), "{text}");
+            assert!(!text.contains("wrong-password"), "{text}");
+        }
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 1);
+    }
+
+    /// A token is renewed before it expires (at four fifths of its life, read from the
+    /// JWT's `exp`): calls going on across its expiry never see a `401`.
+    #[tokio::test]
+    async fn the_token_is_renewed_before_it_expires() {
+        let (fake, sc) = start("s3cret").await;
+        fake.life_secs.store(3, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while fake.logins.load(Ordering::SeqCst) < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "no renewal");
+            sc.identity().await.expect("identity");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(fake.refused.load(Ordering::SeqCst), 0, "renewed in time");
+    }
+}
+
+/// A Service Center 2.x that adds `engine=dc2` ("inner properties") to every instance at
+/// registration and at every properties update, its own instance included; it serves the
+/// dump, health, register and properties calls of one service `s1`.
+mod inner_properties {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post, put};
+    use syncer::registry::Instance;
+
+    use super::*;
+
+    type Store = Arc<Mutex<BTreeMap<String, BTreeMap<String, String>>>>;
+
+    fn with_inner(mut properties: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        properties.insert("engine".into(), "dc2".into());
+        properties
+    }
+
+    async fn register(
+        State(store): State<Store>,
+        Path(_service): Path<String>,
+        body: Bytes,
+    ) -> String {
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let id = body["instance"]["instanceId"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let properties =
+            serde_json::from_value(body["instance"]["properties"].clone()).unwrap_or_default();
+        store
+            .lock()
+            .expect("lock")
+            .insert(id.clone(), with_inner(properties));
+        format!(r#"{{"instanceId":"{id}"}}"#)
+    }
+
+    async fn put_properties(
+        State(store): State<Store>,
+        Path((_service, id)): Path<(String, String)>,
+        body: Bytes,
+    ) -> &'static str {
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let properties = serde_json::from_value(body["properties"].clone()).unwrap_or_default();
+        store
+            .lock()
+            .expect("lock")
+            .insert(id, with_inner(properties));
+        "{}"
+    }
+
+    async fn dump(State(store): State<Store>) -> String {
+        let instances: Vec<serde_json::Value> = store
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(id, properties)| {
+                serde_json::json!({
+                    "key": format!("/cse-sr/inst/files/default/default/s1/{id}"),
+                    "value": {"instanceId": id, "serviceId": "s1", "hostName": "h",
+                              "endpoints": ["rest://10.0.0.1:80"], "status": "UP",
+                              "properties": properties},
+                })
+            })
+            .collect();
+        serde_json::json!({"cache": {
+            "services": [{"key": "/cse-sr/ms/files/default/default/s1",
+                          "value": {"serviceId": "s1", "appId": "app", "serviceName": "one",
+                                    "version": "1.0.0"}}],
+            "instances": instances,
+        }})
+        .to_string()
+    }
+
+    fn copy(properties: &[(&str, &str)]) -> Instance {
+        Instance {
+            tenant: Tenant::default_tenant(),
+            service_id: "s1".into(),
+            instance_id: "copy1".into(),
+            host_name: "h".into(),
+            endpoints: vec!["rest://10.0.0.1:80".into()],
+            status: "UP".into(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Instance::default()
+        }
+    }
+
+    /// What syncer writes is what it reads back: the registry's own additions never make a
+    /// copy look different from the body syncer wants (else every property update would be
+    /// answered by SC adding them again, forever). An origin property SC overwrites reads
+    /// back as syncer wrote it.
+    #[tokio::test]
+    async fn what_sc_adds_is_not_reported() {
+        let store: Store = Arc::default();
+        let router = Router::new()
+            .route(
+                "/v4/default/registry/health",
+                get(|| async {
+                    r#"{"instances":[{"instanceId":"sc1","properties":{"engine":"dc2"}}]}"#
+                }),
+            )
+            .route("/v4/default/admin/dump", get(dump))
+            .route(
+                "/v4/default/registry/microservices/{service}/instances",
+                post(register),
+            )
+            .route(
+                "/v4/default/registry/microservices/{service}/instances/{id}/properties",
+                put(put_properties),
+            )
+            .with_state(store.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let sc = ServiceComb::new(test_config(vec![serve(listener, router)])).expect("adapter");
+        sc.snapshot()
+            .await
+            .expect("first dump learns SC's own instance");
+
+        let body = copy(&[("syncer.origin", "dc1"), ("zone", "a")]);
+        sc.register(&body).await.expect("register");
+        let read = sc.snapshot().await.expect("dump");
+        assert_eq!(read.instances.len(), 1);
+        assert_eq!(read.instances[0].properties, body.properties, "as written");
+
+        let wanted = copy(&[("syncer.origin", "dc1"), ("engine", "dc1")]).properties;
+        sc.set_instance_properties(&body.reference(), &wanted)
+            .await
+            .expect("put");
+        let read = sc.snapshot().await.expect("dump");
+        assert_eq!(read.instances[0].properties, wanted, "as written");
+        assert_eq!(
+            store.lock().expect("lock")["copy1"]["engine"],
+            "dc2",
+            "SC's value is what it stores"
+        );
+    }
+}
+
+/// SC 2.x's retire job deletes old versions of a service that have no instances, copy
+/// services included. Registering into the deleted service is `NotFound` (the importer then
+/// forgets the cached id), and ensuring the service again creates it under the same id, so
+/// the copy comes back after one failed call and nothing else changes.
+#[tokio::test]
+async fn a_retired_copy_service_is_created_again_under_its_id() {
+    let registry = dev_registry(DevRegistryConfig::default()).await;
+    let sc = adapter_for(&registry);
+    let service = Service {
+        tenant: Tenant::default_tenant(),
+        service_id: "copy-svc-1".into(),
+        app: "app".into(),
+        name: "retired".into(),
+        version: "1.0.0".into(),
+        ..Service::default()
+    };
+    let id = sc.ensure_service(&service).await.expect("create");
+    assert_eq!(id, "copy-svc-1");
+    let copy = Instance {
+        tenant: Tenant::default_tenant(),
+        service_id: id.clone(),
+        instance_id: "copy-1".into(),
+        host_name: "h".into(),
+        endpoints: vec!["rest://10.0.0.1:80".into()],
+        status: "UP".into(),
+        ..Instance::default()
+    };
+    // What the retire job does to a version without instances.
+    let deleted = reqwest::Client::new()
+        .delete(format!(
+            "{}/v4/default/registry/microservices/{id}",
+            registry.url()
+        ))
+        .send()
+        .await
+        .expect("delete");
+    assert!(deleted.status().is_success(), "{deleted:?}");
+    let error = sc.register(&copy).await.expect_err("service gone");
+    assert!(error.is_not_found(), "{error:?}");
+    assert_eq!(
+        sc.ensure_service(&service).await.expect("again"),
+        "copy-svc-1"
+    );
+    sc.register(&copy).await.expect("registered again");
 }

@@ -267,6 +267,43 @@ pub struct RegistryConfig {
     pub plugin: Plugin,
     /// Addresses of the same registry, tried in turn.
     pub addresses: Vec<Url>,
+    /// The account to log in with, for a registry with access control (SC 2.x RBAC).
+    pub credentials: Option<Credentials>,
+}
+
+/// An account of a registry with access control.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Secret,
+}
+
+/// A password or other secret: `Debug` and `Display` print `set`, never the text, so a
+/// configuration logged or shown by `--check` does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("set")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("set")
+    }
 }
 
 /// What the sync engine does on its own schedule.

@@ -18,10 +18,10 @@ use url::Url;
 use super::exec::resolve_executable;
 use super::settings::Id;
 use super::{
-    ADMIN_PORT_OFFSET, ClusterConfig, Config, ConfigError, DEFAULT_CLUSTER_PORT,
+    ADMIN_PORT_OFFSET, ClusterConfig, Config, ConfigError, Credentials, DEFAULT_CLUSTER_PORT,
     DEFAULT_GOSSIP_PORT, DEFAULT_RPC_PORT, GossipConfig, GossipProfile, Layer, LogConfig,
     LogFormat, MAX_GOSSIP_LABEL_BYTES, Mode, NodeConfig, Origin, Plugin, RegistryConfig, RpcConfig,
-    Setting, SyncConfig,
+    Secret, Setting, SyncConfig,
 };
 
 /// How long a graceful shutdown may take.
@@ -88,6 +88,15 @@ impl<'a> Reader<'a> {
         let setting = self.settings.get(id)?;
         self.effective
             .push((id, setting.value.clone(), setting.origin.clone()));
+        Some(setting)
+    }
+
+    /// A secret setting, if any layer has it: recorded for `--check` as `set`, never as
+    /// its text.
+    fn secret(&mut self, id: Id) -> Option<&'a Setting> {
+        let setting = self.settings.get(id)?;
+        self.effective
+            .push((id, "set".to_owned(), setting.origin.clone()));
         Some(setting)
     }
 
@@ -186,7 +195,45 @@ fn read_registry(r: &mut Reader) -> Result<RegistryConfig, ConfigError> {
         }
         Ok(addresses)
     })?;
-    Ok(RegistryConfig { plugin, addresses })
+    let user = r.get(Id::ScUser);
+    let password = r.secret(Id::ScPassword);
+    let credentials = match (user, password) {
+        (None, None) => None,
+        (Some(user), _) if user.value.trim().is_empty() => {
+            return Err(invalid(user, "the registry account name is empty"));
+        }
+        // The password's value never goes into an error: it would be printed.
+        (_, Some(password)) if password.value.is_empty() => {
+            return Err(ConfigError::Missing(format!(
+                "{} ({}) is empty",
+                Id::ScPassword,
+                password.origin
+            )));
+        }
+        (Some(user), Some(password)) => Some(Credentials {
+            user: user.value.trim().to_owned(),
+            password: Secret::new(password.value.clone()),
+        }),
+        (Some(_), None) => {
+            return Err(ConfigError::Missing(format!(
+                "{} is set but {} is not: the registry login needs both",
+                Id::ScUser,
+                Id::ScPassword
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing(format!(
+                "{} is set but {} is not: the registry login needs both",
+                Id::ScPassword,
+                Id::ScUser
+            )));
+        }
+    };
+    Ok(RegistryConfig {
+        plugin,
+        addresses,
+        credentials,
+    })
 }
 
 /// This syncer's name, its data centre's name and its data directory.
@@ -906,6 +953,50 @@ mod tests {
             &super::super::settings::defaults().overlaid(cli),
             Vec::new(),
         )
+    }
+
+    /// The registry login needs both halves; the password is never shown (`--check`, errors,
+    /// `Debug` of the configuration).
+    #[test]
+    fn registry_credentials_come_in_pairs_and_the_password_stays_hidden() {
+        let env = || Origin::Env("SYNCER_SC_PASSWORD".into());
+        let config = resolve_with(&[
+            ("sc_user", "syncer", Origin::Flag("--sc-user".into())),
+            ("sc_password", "pa55-word", env()),
+        ])
+        .unwrap();
+        let credentials = config.registry.credentials.clone().expect("credentials");
+        assert_eq!(credentials.user, "syncer");
+        assert_eq!(credentials.password.expose(), "pa55-word");
+        assert!(
+            config
+                .effective
+                .iter()
+                .any(|(id, value, _)| *id == "sc_password" && value == "set")
+        );
+        let shown = format!("{:?} {:?}", config.registry, config.effective);
+        assert!(!shown.contains("pa55-word"), "{shown}");
+        assert!(resolve_with(&[]).unwrap().registry.credentials.is_none());
+
+        for given in [
+            vec![("sc_user", "syncer", Origin::Default)],
+            vec![("sc_password", "pa55-word", env())],
+            vec![
+                ("sc_user", "syncer", Origin::Default),
+                ("sc_password", "", env()),
+            ],
+            vec![
+                ("sc_user", " ", Origin::Flag("--sc-user".into())),
+                ("sc_password", "pa55-word", env()),
+            ],
+        ] {
+            let error = resolve_with(&given).unwrap_err().to_string();
+            assert!(
+                error.contains("sc_") || error.contains("--sc-user"),
+                "{error}"
+            );
+            assert!(!error.contains("pa55-word"), "{error}");
+        }
     }
 
     #[test]

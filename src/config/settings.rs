@@ -22,6 +22,8 @@ use super::{Layer, Origin};
 pub enum Id {
     ScAddr,
     ScPlugin,
+    ScUser,
+    ScPassword,
     BindAddr,
     RpcAddr,
     JoinAddr,
@@ -239,6 +241,26 @@ pub static SETTINGS: &[Spec] = &[
         list: false,
         default: Default::Text("servicecenter"),
         help: "Registry kind: servicecenter",
+    },
+    Spec {
+        id: Id::ScUser,
+        name: "sc_user",
+        flag: Some(Flag::value("sc-user", "NAME")),
+        env: Some("SYNCER_SC_USER"),
+        file_keys: &["registry.user"],
+        list: false,
+        default: Default::None,
+        help: "Account for a registry with access control (SC 2.x RBAC); needs --sc-password",
+    },
+    Spec {
+        id: Id::ScPassword,
+        name: "sc_password",
+        flag: Some(Flag::value("sc-password", "PASSWORD")),
+        env: Some("SYNCER_SC_PASSWORD"),
+        file_keys: &["registry.password"],
+        list: false,
+        default: Default::None,
+        help: "Password of --sc-user; never logged, --check shows only 'set'",
     },
     // --- The gossip pool ---
     Spec {

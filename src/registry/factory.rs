@@ -45,6 +45,7 @@ mod tests {
         RegistryConfig {
             plugin: Plugin::ServiceCenter,
             addresses: vec![Url::parse("http://127.0.0.1:30100").expect("constant URL")],
+            credentials: None,
         }
     }
 

@@ -9,12 +9,13 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 use url::Url;
 
+use super::auth::{Auth, Token};
 use super::metrics::ServiceCombMetrics;
 use super::wire::WireError;
 use crate::registry::{RegistryError, Tenant};
@@ -36,6 +37,8 @@ const DOMAIN_HEADER: &str = "x-domain-name";
 pub(super) enum Api {
     Registry,
     Admin,
+    /// `POST /v4/token` (SC 2.x RBAC login): no project, no token.
+    Login,
 }
 
 impl Api {
@@ -43,6 +46,7 @@ impl Api {
         match self {
             Api::Registry => "registry",
             Api::Admin => "admin",
+            Api::Login => "token",
         }
     }
 }
@@ -102,11 +106,17 @@ impl<'a> Request<'a> {
 pub(super) struct Fault {
     pub code: Option<u32>,
     pub error: RegistryError,
+    /// SC answered `401`: the token is missing, expired or revoked (SC 2.x RBAC).
+    pub unauthorized: bool,
 }
 
 impl Fault {
-    fn new(error: RegistryError) -> Fault {
-        Fault { code: None, error }
+    pub(super) fn new(error: RegistryError) -> Fault {
+        Fault {
+            code: None,
+            error,
+            unauthorized: false,
+        }
     }
 
     pub fn is(&self, code: u32) -> bool {
@@ -151,6 +161,8 @@ pub(super) struct ScClient {
     max_response_bytes: usize,
     route: Mutex<Route>,
     metrics: ServiceCombMetrics,
+    /// The login and token, when SC's access control is on.
+    auth: Option<Auth>,
 }
 
 impl ScClient {
@@ -163,6 +175,7 @@ impl ScClient {
         failback_after: Duration,
         max_response_bytes: usize,
         metrics: ServiceCombMetrics,
+        auth: Option<Auth>,
     ) -> Result<ScClient, RegistryError> {
         if addresses.is_empty() {
             return Err(RegistryError::Invalid(
@@ -195,6 +208,7 @@ impl ScClient {
                 moved_at: None,
             }),
             metrics,
+            auth,
         })
     }
 
@@ -210,11 +224,43 @@ impl ScClient {
     }
 
     /// Sends `request`, moving through the addresses on connection failures and timeouts,
-    /// and returns the body of a 2xx answer.
+    /// and returns the body of a 2xx answer. With access control on, the call carries the
+    /// current token; a `401` is answered by exactly one new login and one retry.
     ///
     /// # Errors
     /// A [`Fault`] carrying SC's error code when SC answered with an error body.
     pub async fn send(&self, request: Request<'_>) -> Result<Vec<u8>, Fault> {
+        let Some(auth) = &self.auth else {
+            return self.send_with(&request, None).await;
+        };
+        let token = auth.token(self, Instant::now()).await?;
+        match self.send_with(&request, Some(&token)).await {
+            Err(fault) if fault.unauthorized => {
+                let fresh = auth.renew(self, &token, Instant::now()).await?;
+                match self.send_with(&request, Some(&fresh)).await {
+                    Err(fault) if fault.unauthorized => Err(Fault {
+                        error: RegistryError::Unavailable(format!(
+                            "{}: the registry refused a fresh token of account {:?} ({}); \
+                             check the account's roles",
+                            request.op,
+                            auth.user(),
+                            fault.error
+                        )),
+                        ..fault
+                    }),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// [`ScClient::send`] with one token (or none), across the addresses.
+    pub(super) async fn send_with(
+        &self,
+        request: &Request<'_>,
+        token: Option<&Token>,
+    ) -> Result<Vec<u8>, Fault> {
         let domain = HeaderValue::from_str(&request.tenant.domain).map_err(|_| {
             Fault::new(RegistryError::Invalid(format!(
                 "domain {:?} is not a valid header value",
@@ -226,8 +272,8 @@ impl ScClient {
         let mut last = String::new();
         for step in 0..count {
             let index = (start + step) % count;
-            let url = self.url(index, &request).map_err(Fault::new)?;
-            match self.attempt(&request, url, domain.clone()).await {
+            let url = self.url(index, request).map_err(Fault::new)?;
+            match self.attempt(request, url, domain.clone(), token).await {
                 Ok(body) => {
                     self.note_success(index);
                     self.metrics.count_request(request.op, "ok");
@@ -266,10 +312,11 @@ impl ScClient {
                 RegistryError::Invalid(format!("{} cannot take a path", self.addresses[index]))
             })?;
             segments.pop_if_empty();
-            segments
-                .push("v4")
-                .push(&request.tenant.project)
-                .push(request.api.segment());
+            segments.push("v4");
+            if !matches!(request.api, Api::Login) {
+                segments.push(&request.tenant.project);
+            }
+            segments.push(request.api.segment());
             segments.extend(request.path);
         }
         url.set_query(None);
@@ -285,8 +332,9 @@ impl ScClient {
         request: &Request<'_>,
         url: Url,
         domain: HeaderValue,
+        token: Option<&Token>,
     ) -> Result<Vec<u8>, AttemptError> {
-        let builder = self.prepare(request, url, domain);
+        let builder = self.prepare(request, url, domain, token);
         let exchange = async {
             let response = builder
                 .send()
@@ -319,11 +367,15 @@ impl ScClient {
         request: &Request<'_>,
         url: Url,
         domain: HeaderValue,
+        token: Option<&Token>,
     ) -> reqwest::RequestBuilder {
         let mut builder = self
             .http
             .request(request.method.clone(), url)
             .header(DOMAIN_HEADER, domain);
+        if let Some(token) = token {
+            builder = builder.header(AUTHORIZATION, token.header());
+        }
         if let Some(body) = &request.body {
             self.metrics.add_sent(body.len());
             builder = builder
@@ -347,6 +399,38 @@ impl ScClient {
         request: Request<'_>,
         first_byte: Duration,
     ) -> Result<reqwest::Response, Fault> {
+        let Some(auth) = &self.auth else {
+            return self.open_with(&request, first_byte, None).await;
+        };
+        let token = auth.token(self, Instant::now()).await?;
+        match self.open_with(&request, first_byte, Some(&token)).await {
+            Err(fault) if fault.unauthorized => {
+                let fresh = auth.renew(self, &token, Instant::now()).await?;
+                match self.open_with(&request, first_byte, Some(&fresh)).await {
+                    Err(fault) if fault.unauthorized => Err(Fault {
+                        error: RegistryError::Unavailable(format!(
+                            "{}: the registry refused a fresh token of account {:?} ({}); \
+                             check the account's roles",
+                            request.op,
+                            auth.user(),
+                            fault.error
+                        )),
+                        ..fault
+                    }),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// [`ScClient::open`] with one token (or none), across the addresses.
+    async fn open_with(
+        &self,
+        request: &Request<'_>,
+        first_byte: Duration,
+        token: Option<&Token>,
+    ) -> Result<reqwest::Response, Fault> {
         let domain = HeaderValue::from_str(&request.tenant.domain).map_err(|_| {
             Fault::new(RegistryError::Invalid(format!(
                 "domain {:?} is not a valid header value",
@@ -358,8 +442,8 @@ impl ScClient {
         let mut last = String::new();
         for step in 0..count {
             let index = (start + step) % count;
-            let url = self.url(index, &request).map_err(Fault::new)?;
-            let sent = self.prepare(&request, url, domain.clone()).send();
+            let url = self.url(index, request).map_err(Fault::new)?;
+            let sent = self.prepare(request, url, domain.clone(), token).send();
             let reason = match tokio::time::timeout(first_byte, sent).await {
                 Ok(Ok(response)) if response.status().is_success() => {
                     self.note_success(index);
@@ -491,6 +575,7 @@ fn classify(op: &str, status: StatusCode, body: &[u8]) -> Fault {
     let parsed = serde_json::from_slice::<WireError>(body)
         .ok()
         .filter(|e| e.error_code.is_some());
+    let unauthorized = status == StatusCode::UNAUTHORIZED;
     let Some(sc) = parsed else {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)])
             .trim()
@@ -502,7 +587,10 @@ fn classify(op: &str, status: StatusCode, body: &[u8]) -> Fault {
                 "{op}: unexpected status {status} without an SC error body: {text}"
             ))
         };
-        return Fault::new(error);
+        return Fault {
+            unauthorized,
+            ..Fault::new(error)
+        };
     };
     let code = sc.error_code.unwrap_or_default();
     let message = format!("{op}: {code} {} ({})", sc.error_message, sc.detail);
@@ -514,6 +602,7 @@ fn classify(op: &str, status: StatusCode, body: &[u8]) -> Fault {
     Fault {
         code: Some(code),
         error,
+        unauthorized,
     }
 }
 
@@ -554,6 +643,7 @@ mod tests {
             Duration::from_secs(5),
             1024,
             ServiceCombMetrics::default(),
+            None,
         )
         .unwrap()
     }
@@ -583,6 +673,7 @@ mod tests {
             Duration::from_secs(1),
             1,
             ServiceCombMetrics::default(),
+            None,
         );
         assert!(matches!(bad, Err(RegistryError::Invalid(_))));
         let none = ScClient::new(
@@ -591,6 +682,7 @@ mod tests {
             Duration::from_secs(1),
             1,
             ServiceCombMetrics::default(),
+            None,
         );
         assert!(matches!(none, Err(RegistryError::Invalid(_))));
     }

@@ -150,12 +150,19 @@ pub(super) fn instance_to_wire(instance: &Instance) -> WireInstance {
         host_name: instance.host_name.clone(),
         status: instance.status.clone(),
         properties: instance.properties.clone(),
-        health_check: instance.health_check.as_ref().map(|h| WireHealthCheck {
-            mode: h.mode.clone(),
-            interval: h.interval,
-            times: h.times,
-            port: h.port,
-            url: h.url.clone(),
+        health_check: instance.health_check.as_ref().map(|h| {
+            let (interval, times) = if h.mode == "push" {
+                push_lease(h.interval, h.times)
+            } else {
+                (h.interval, h.times)
+            };
+            WireHealthCheck {
+                mode: h.mode.clone(),
+                interval,
+                times,
+                port: h.port,
+                url: h.url.clone(),
+            }
         }),
         data_center_info: instance.data_center.as_ref().map(|d| WireDataCenter {
             name: d.name.clone(),
@@ -181,9 +188,75 @@ pub(super) fn services_of_tenant(
         .collect()
 }
 
+/// SC 2.x raises a push check to at least `interval` 5 s and `times` 3 at registration,
+/// which would stretch a copy's lease `interval × (times + 1)` (10 s × 2 = 30 s would
+/// become 10 s × 3 = 40 s). A lease of 20 s or more is sent in the form that keeps it:
+/// `times` of at least 3 and `interval` of at least 5 s, rounded up (never shorter), which
+/// SC 1.4.8 and 2.x both store unchanged. A shorter lease is sent as it is: 1.4.8 keeps it,
+/// and 2.x's shortest lease is 20 s anyway. Either way the lease SC grants is at least the
+/// one asked for, so the caller's heartbeats stay in time.
+pub(super) fn push_lease(interval: u32, times: u32) -> (u32, u32) {
+    const MIN_INTERVAL: u32 = 5;
+    const MIN_TIMES: u32 = 3;
+    let lease = u64::from(interval) * (u64::from(times) + 1);
+    if lease < u64::from(MIN_INTERVAL * (MIN_TIMES + 1)) {
+        return (interval, times);
+    }
+    let times = times.max(MIN_TIMES);
+    let interval = lease
+        .div_ceil(u64::from(times) + 1)
+        .max(u64::from(MIN_INTERVAL));
+    (u32::try_from(interval).unwrap_or(u32::MAX), times)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What SC 2.x does to a push check at registration (`populateInstanceDefaultValue`).
+    fn sc2_raises(interval: u32, times: u32) -> (u32, u32) {
+        (interval.max(5), times.max(3))
+    }
+
+    /// A copy's lease as sent survives SC 2.x's minimums: SC stores it unchanged, and it is
+    /// never shorter than the lease asked for (the importer heartbeats for that one).
+    #[test]
+    fn a_push_lease_is_sent_in_a_form_sc_2_keeps() {
+        for (interval, times) in [(10, 2), (1, 2), (3, 2), (30, 3), (7, 0), (100, 2)] {
+            let asked = interval * (times + 1);
+            let (i, t) = push_lease(interval, times);
+            if asked >= 20 {
+                assert_eq!(
+                    sc2_raises(i, t),
+                    (i, t),
+                    "{interval}/{times} kept by SC 2.x"
+                );
+            } else {
+                assert_eq!((i, t), (interval, times), "kept for SC 1.4.8");
+            }
+            let (gi, gt) = sc2_raises(i, t);
+            let granted = gi * (gt + 1);
+            assert!(
+                granted >= asked,
+                "{interval}/{times}: {granted} s < {asked} s"
+            );
+            if asked >= 20 {
+                assert!(granted < asked + gt + 1, "{interval}/{times}: {granted} s");
+            }
+        }
+        let copy = Instance {
+            health_check: Some(crate::registry::HealthCheck {
+                mode: "push".into(),
+                interval: 10,
+                times: 2,
+                port: 0,
+                url: String::new(),
+            }),
+            ..Instance::default()
+        };
+        let wire = instance_to_wire(&copy).health_check.unwrap();
+        assert_eq!((wire.interval, wire.times), (8, 3));
+    }
 
     #[test]
     fn keys_carry_the_tenant() {

@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
@@ -46,6 +47,13 @@ struct Watched {
     /// Digests of the instances as last reported, by instance id (see
     /// [`crate::registry::Instance::body_digest`]).
     instances: BTreeMap<String, u64>,
+    /// Instances missing from an answer but not yet reported gone, with when they were
+    /// first missed: they stay in `instances` until an answer read `confirm_removal` later
+    /// still misses them.
+    missing: BTreeMap<String, Instant>,
+    /// When the service was first found gone (`400012`, or missing from a listing); it is
+    /// reported gone once it still is `confirm_removal` later.
+    gone_since: Option<Instant>,
 }
 
 impl Watched {
@@ -54,7 +62,15 @@ impl Watched {
             service,
             rev: String::new(),
             instances: BTreeMap::new(),
+            missing: BTreeMap::new(),
+            gone_since: None,
         }
+    }
+
+    /// Notes that the service was found gone at `now`; true once that is confirmed.
+    fn gone(&mut self, now: Instant, confirm: Duration) -> bool {
+        let since = *self.gone_since.get_or_insert(now);
+        now.duration_since(since) >= confirm
     }
 }
 
@@ -281,11 +297,12 @@ impl ScFeed {
         listed: BTreeMap<String, Service>,
         changes: &mut Vec<Change>,
     ) {
+        let (now, confirm) = (Instant::now(), self.inner.config.confirm_removal);
         let watched = self.tenants.entry(tenant.clone()).or_default();
         let gone: Vec<String> = watched
-            .keys()
-            .filter(|id| !listed.contains_key(*id))
-            .cloned()
+            .iter_mut()
+            .filter(|(id, _)| !listed.contains_key(*id))
+            .filter_map(|(id, w)| w.gone(now, confirm).then(|| id.clone()))
             .collect();
         for id in gone {
             if let Some(service) = watched.remove(&id) {
@@ -294,8 +311,9 @@ impl ScFeed {
         }
         for (id, service) in listed {
             match watched.get_mut(&id) {
-                Some(known) if known.service == service => {}
+                Some(known) if known.service == service => known.gone_since = None,
                 Some(known) => {
+                    known.gone_since = None;
                     known.service = service.clone();
                     changes.push(Change::Service(service));
                 }
@@ -346,6 +364,7 @@ impl ScFeed {
     /// names) cannot be found in their own tenant and are left to listings and dumps.
     fn plan_poll(&self) -> Result<Vec<PollCall>, RegistryError> {
         let config = &self.inner.config;
+        let now = Instant::now();
         let mut calls = Vec::new();
         for (tenant, services) in &self.tenants {
             let pollable: Vec<(&String, &Watched)> = services
@@ -367,7 +386,14 @@ impl ScFeed {
                             version: &w.service.version,
                             environment: &w.service.environment,
                         },
-                        rev: &w.rev,
+                        // A disappearance due for confirmation: ask for the full list.
+                        rev: if w.missing.values().min().is_some_and(|first| {
+                            now.duration_since(*first) >= config.confirm_removal
+                        }) {
+                            ""
+                        } else {
+                            &w.rev
+                        },
                     })
                     .collect();
                 let body = to_json(
@@ -428,6 +454,13 @@ impl ScFeed {
             }
         }
         let mut failures = Vec::new();
+        let (now, confirm) = (Instant::now(), self.inner.config.confirm_removal);
+        for i in &section.not_modified {
+            let id = &ids[index(*i)?];
+            if let Some(watched) = self.tenants.get_mut(tenant).and_then(|t| t.get_mut(id)) {
+                watched.gone_since = None;
+            }
+        }
         for updated in section.updated {
             let id = &ids[index(updated.index)?];
             self.apply_updated(tenant, id, updated, changes);
@@ -436,7 +469,13 @@ impl ScFeed {
             if group.error.error_code == Some(client::SERVICE_NOT_EXIST) {
                 for i in group.indexes {
                     let id = &ids[index(i)?];
-                    if let Some(service) = self.tenants.get_mut(tenant).and_then(|t| t.remove(id)) {
+                    let Some(services) = self.tenants.get_mut(tenant) else {
+                        continue;
+                    };
+                    let confirmed = services
+                        .get_mut(id)
+                        .is_some_and(|watched| watched.gone(now, confirm));
+                    if let Some(service) = confirmed.then(|| services.remove(id)).flatten() {
                         report_service_removed(tenant, id.clone(), service, changes);
                     }
                 }
@@ -455,9 +494,11 @@ impl ScFeed {
         updated: FindUpdated,
         changes: &mut Vec<Change>,
     ) {
+        let (now, confirm) = (Instant::now(), self.inner.config.confirm_removal);
         let Some(watched) = self.tenants.get_mut(tenant).and_then(|t| t.get_mut(id)) else {
             return;
         };
+        watched.gone_since = None;
         // SC 2.x finds every version of a name: keep this service's instances only.
         let mut fresh = BTreeMap::new();
         let mut changed = Vec::new();
@@ -466,7 +507,8 @@ impl ScFeed {
             {
                 continue;
             }
-            let instance = instance_from_wire(tenant.clone(), id, wire);
+            let mut instance = instance_from_wire(tenant.clone(), id, wire);
+            self.inner.added.strip(&mut instance);
             let digest = instance.body_digest();
             if watched.instances.get(&instance.instance_id) != Some(&digest) {
                 fresh.insert(instance.instance_id.clone(), digest);
@@ -475,13 +517,25 @@ impl ScFeed {
                 fresh.insert(instance.instance_id, digest);
             }
         }
-        for instance_id in watched.instances.keys() {
-            if !fresh.contains_key(instance_id) {
+        // Seen again: no longer missing.
+        watched
+            .missing
+            .retain(|instance_id, _| !fresh.contains_key(instance_id));
+        for (instance_id, digest) in &watched.instances {
+            if fresh.contains_key(instance_id) {
+                continue;
+            }
+            let first = *watched.missing.entry(instance_id.clone()).or_insert(now);
+            if now.duration_since(first) >= confirm {
+                watched.missing.remove(instance_id);
                 changes.push(Change::InstanceRemoved(InstanceRef {
                     tenant: tenant.clone(),
                     service_id: id.to_owned(),
                     instance_id: instance_id.clone(),
                 }));
+            } else {
+                // Kept as present until confirmed (an SC node whose cache trails).
+                fresh.insert(instance_id.clone(), *digest);
             }
         }
         changes.extend(changed.into_iter().map(Change::Instance));
@@ -531,8 +585,13 @@ mod tests {
     use crate::registry::servicecomb::wire::{FindFailed, FindSection, WireInstance};
     use crate::registry::servicecomb::{ServiceComb, ServiceCombConfig};
 
+    /// A feed that reports disappearances at once (see [`confirming_feed`]).
     fn feed() -> ScFeed {
-        let sc = ServiceComb::new(ServiceCombConfig::default()).expect("adapter");
+        let config = ServiceCombConfig {
+            confirm_removal: Duration::ZERO,
+            ..ServiceCombConfig::default()
+        };
+        let sc = ServiceComb::new(config).expect("adapter");
         ScFeed::new(sc.inner)
     }
 
@@ -749,5 +808,100 @@ mod tests {
             feed.tenants[&home]["s3"].rev, "",
             "a new service is asked in full"
         );
+    }
+
+    /// A feed over [`two_services`] that confirms disappearances after 1 s.
+    fn confirming_feed() -> ScFeed {
+        let sc = ServiceComb::new(ServiceCombConfig::default()).expect("adapter");
+        assert_eq!(sc.inner.config.confirm_removal, Duration::from_secs(1));
+        let mut feed = ScFeed::new(sc.inner);
+        feed.adopt(&two_services("UP"));
+        feed
+    }
+
+    /// s1 answered with instance b only (a missing), s2 with `400012` or not modified.
+    fn lagging_answer(s2_gone: bool) -> BatchFindReply {
+        let s2 = FindFailed {
+            indexes: vec![1],
+            error: WireError {
+                error_code: Some(client::SERVICE_NOT_EXIST),
+                ..WireError::default()
+            },
+        };
+        BatchFindReply {
+            services: FindSection {
+                updated: vec![FindUpdated {
+                    index: 0,
+                    rev: "lagging".into(),
+                    instances: vec![wire("s1", "b", "UP")],
+                }],
+                not_modified: if s2_gone { Vec::new() } else { vec![1] },
+                failed: if s2_gone { vec![s2] } else { Vec::new() },
+            },
+            ..BatchFindReply::default()
+        }
+    }
+
+    /// A failover to an SC node whose cache trails: one answer missing an instance and a
+    /// service is not reported as removals. The next answer showing them again ends it.
+    #[tokio::test(start_paused = true)]
+    async fn one_answer_missing_things_is_not_a_removal() {
+        let mut feed = confirming_feed();
+        let home = Tenant::default_tenant();
+        let mut changes = Vec::new();
+        feed.apply_poll(&home, &ids(), lagging_answer(true), &mut changes)
+            .expect("apply");
+        assert_eq!(changes, Vec::new(), "nothing reported on one answer");
+        // Half a second later the node has caught up: everything is back.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let caught_up = BatchFindReply {
+            services: FindSection {
+                updated: vec![FindUpdated {
+                    index: 0,
+                    rev: "r2".into(),
+                    instances: vec![wire("s1", "a", "UP"), wire("s1", "b", "UP")],
+                }],
+                not_modified: vec![1],
+                failed: Vec::new(),
+            },
+            ..BatchFindReply::default()
+        };
+        feed.apply_poll(&home, &ids(), caught_up, &mut changes)
+            .expect("apply");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        feed.apply_poll(&home, &ids(), lagging_answer(false), &mut changes)
+            .expect("apply");
+        assert_eq!(changes, Vec::new(), "the clock restarts after a sighting");
+        assert!(feed.tenants[&home]["s2"].gone_since.is_none());
+    }
+
+    /// A disappearance still there a confirmation period later is reported; while it waits
+    /// the service is asked with an empty revision once due, so SC answers the full list.
+    #[tokio::test(start_paused = true)]
+    async fn a_disappearance_that_lasts_is_reported() {
+        let mut feed = confirming_feed();
+        let home = Tenant::default_tenant();
+        let mut changes = Vec::new();
+        feed.apply_poll(&home, &ids(), lagging_answer(true), &mut changes)
+            .expect("apply");
+        let rev_of_s1 = |feed: &ScFeed| {
+            let calls = feed.plan_poll().expect("plan");
+            let body: serde_json::Value = serde_json::from_slice(&calls[0].body).expect("json");
+            body["services"][0]["rev"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(rev_of_s1(&feed), "lagging");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(rev_of_s1(&feed), "", "confirmation due: full list");
+        feed.apply_poll(&home, &ids(), lagging_answer(true), &mut changes)
+            .expect("apply");
+        let mut expected = vec![Change::InstanceRemoved(
+            instance("s1", "a", "UP").reference(),
+        )];
+        expected.extend(s2_removed());
+        assert_eq!(changes, expected);
+        assert_eq!(rev_of_s1(&feed), "lagging");
     }
 }

@@ -134,7 +134,29 @@ async fn find_unknown<'a>(
         )
         .await?;
     let reply: BatchFindReply = parse("heartbeat_check", &reply)?;
+    unknown_from_find(chunk, reply)
+}
+
+/// Reads the batch find of [`find_unknown`]. An instance is known only when SC returned it
+/// under its own id: SC looks one instance up by key prefix, so asking for `pfx-1` when only
+/// `pfx-10` exists answers `pfx-10` (while its heartbeat answers `400017`). Trusting such a
+/// hit would leave `pfx-1` unregistered for good.
+fn unknown_from_find<'a>(
+    chunk: &[&'a InstanceRef],
+    reply: BatchFindReply,
+) -> Result<Vec<&'a InstanceRef>, RegistryError> {
     let mut unknown = Vec::new();
+    let at = |index: i64| {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| chunk.get(i).copied())
+            .ok_or_else(|| {
+                RegistryError::Protocol(format!(
+                    "heartbeat_check: index {index} outside the {} instances asked",
+                    chunk.len()
+                ))
+            })
+    };
     for group in reply.instances.failed {
         let gone = matches!(
             group.error.error_code,
@@ -147,16 +169,17 @@ async fn find_unknown<'a>(
             )));
         }
         for index in group.indexes {
-            let r = usize::try_from(index)
-                .ok()
-                .and_then(|i| chunk.get(i))
-                .ok_or_else(|| {
-                    RegistryError::Protocol(format!(
-                        "heartbeat_check: index {index} outside the {} instances asked",
-                        chunk.len()
-                    ))
-                })?;
-            unknown.push(*r);
+            unknown.push(at(index)?);
+        }
+    }
+    for found in reply.instances.updated {
+        let r = at(found.index)?;
+        let itself = found
+            .instances
+            .iter()
+            .any(|i| i.instance_id == r.instance_id && i.service_id == r.service_id);
+        if !itself {
+            unknown.push(r);
         }
     }
     Ok(unknown)
@@ -186,5 +209,23 @@ mod tests {
             unknown_from_reply(&chunk, b"<html>"),
             Err(RegistryError::Protocol(_))
         ));
+    }
+
+    /// SC's one-instance lookup is a prefix search: only `pfx-10` registered, a find of
+    /// `pfx-1` answers with `pfx-10`. That hit does not make `pfx-1` known.
+    #[test]
+    fn a_prefix_hit_is_not_the_instance_asked_for() {
+        let (short, long, gone) = (r("pfx-1"), r("pfx-10"), r("x"));
+        let chunk = [&short, &long, &gone];
+        let reply: BatchFindReply = serde_json::from_str(
+            r#"{"instances":{
+                "updated":[
+                    {"index":0,"rev":"r","instances":[{"instanceId":"pfx-10","serviceId":"s"}]},
+                    {"index":1,"rev":"r","instances":[{"instanceId":"pfx-10","serviceId":"s"}]}],
+                "failed":[{"indexes":[2],"error":{"errorCode":"400017","errorMessage":"gone"}}]}}"#,
+        )
+        .unwrap();
+        let unknown = unknown_from_find(&chunk, reply).unwrap();
+        assert_eq!(unknown, vec![&gone, &short]);
     }
 }

@@ -8,6 +8,8 @@
 //! # Layout
 //! - `mod.rs`: configuration, the adapter and the single-call operations.
 //! - `client.rs`: HTTP, tenants, failover between addresses, error mapping.
+//! - `auth.rs`: the login and token of SC 2.x access control (RBAC).
+//! - `added.rs`: the properties SC 2.x adds to every instance, left out of what is reported.
 //! - `wire.rs`: SC's JSON shapes (private to the adapter).
 //! - `convert.rs`: wire ↔ model, dump keys, SC's own services.
 //! - `heartbeat.rs`: batch heartbeats in both SC dialects.
@@ -23,6 +25,8 @@
 //! watcher or a `*` dependency rule (§5.3: that makes every non-force service delete fail
 //! with `400023`). It sees changes by polling instead.
 
+mod added;
+mod auth;
 mod client;
 mod convert;
 mod dump;
@@ -46,17 +50,20 @@ use url::Url;
 pub use self::dump::DumpDeadlines;
 pub use self::metrics::ServiceCombMetrics;
 
+use self::added::AddedProperties;
+use self::auth::Auth;
 use self::client::{Fault, Request, ScClient};
 use self::convert::InternalServices;
 use self::wire::{
     CreateServiceRequest, InstanceIdReply, InstancesReply, PropertiesRequest,
     RegisterInstanceRequest, ServiceIdReply, ServiceReply, ServicesReply, VersionReply,
+    WireInstance,
 };
 use super::{
     ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry, RegistryError,
     RegistryIdentity, Service, Snapshot, Tenant,
 };
-use crate::config::{RegistryConfig, SyncConfig};
+use crate::config::{Credentials, RegistryConfig, SyncConfig};
 use crate::telemetry::Metrics;
 
 /// The adapter kind reported by [`Registry::identity`].
@@ -106,6 +113,14 @@ pub struct ServiceCombConfig {
     /// Deadlines of the dump, which replace `timeout` for it: 90 MB at SC's default quota
     /// cannot be read in 5 s. Defaults in [`DumpDeadlines`].
     pub dump_deadlines: DumpDeadlines,
+    /// The account to log in with when SC's access control (2.x RBAC) is on. Default none.
+    pub credentials: Option<Credentials>,
+    /// How long a disappearance must last before a feed reports it: an instance or service
+    /// missing from one answer is reported gone only when an answer read at least this much
+    /// later still misses it. With several SC nodes behind `addresses`, a failover to a node
+    /// whose cache trails the others then does not read as a mass deletion. Zero reports a
+    /// disappearance at once. Default 1 s.
+    pub confirm_removal: Duration,
 }
 
 impl ServiceCombConfig {
@@ -124,6 +139,8 @@ impl ServiceCombConfig {
             max_concurrent_calls: 4,
             max_response_bytes: 256 << 20,
             dump_deadlines: DumpDeadlines::default(),
+            credentials: None,
+            confirm_removal: Duration::from_secs(1),
         }
     }
 
@@ -166,6 +183,7 @@ impl ServiceCombConfig {
     /// defaults or follow from the poll interval.
     pub fn from_config(registry: &RegistryConfig, sync: &SyncConfig) -> ServiceCombConfig {
         let mut sc = ServiceCombConfig::new(registry.addresses.clone());
+        sc.credentials = registry.credentials.clone();
         sc.poll_interval = sync.poll_interval;
         sc.resync_interval = sync.resync_interval;
         // New services are found by listing them: five polls' time keeps the first instance
@@ -200,6 +218,8 @@ struct Inner {
     metrics: ServiceCombMetrics,
     /// Tenants this adapter wrote into, so that feeds watch them before the next dump.
     written_tenants: Mutex<BTreeSet<Tenant>>,
+    /// What SC adds to every instance, left out of what the adapter reports.
+    added: AddedProperties,
 }
 
 impl ServiceComb {
@@ -216,6 +236,10 @@ impl ServiceComb {
             config.failback_after,
             config.max_response_bytes,
             metrics.clone(),
+            config
+                .credentials
+                .as_ref()
+                .map(|c| Auth::new(c.user.clone(), c.password.clone())),
         )?;
         Ok(ServiceComb {
             inner: Arc::new(Inner {
@@ -224,6 +248,7 @@ impl ServiceComb {
                 client,
                 metrics,
                 written_tenants: Mutex::new(BTreeSet::new()),
+                added: AddedProperties::default(),
             }),
         })
     }
@@ -300,13 +325,50 @@ impl Inner {
     /// Every service and instance of every tenant (§5.2).
     async fn dump(&self) -> Result<Snapshot, RegistryError> {
         let config = &self.config;
-        dump::read(
+        let mut snapshot = dump::read(
             &self.client,
             config.dump_deadlines,
             config.max_response_bytes,
             &self.internal,
         )
-        .await
+        .await?;
+        // What SC adds to every instance is learnt from SC's own instances.
+        self.learn_added().await;
+        for instance in &mut snapshot.instances {
+            self.added.strip(instance);
+        }
+        Ok(snapshot)
+    }
+
+    /// SC's own instances (`GET …/health`, §1.5), or `None` when SC has none or does not
+    /// answer with them.
+    ///
+    /// # Errors
+    /// The call's failure.
+    async fn own_instances(&self) -> Result<Option<Vec<WireInstance>>, Fault> {
+        let home = Tenant::default_tenant();
+        match self
+            .call(Request::new("health", Method::GET, &home, &["health"]))
+            .await
+        {
+            Ok(body) => Ok(Some(
+                parse::<InstancesReply>("health", &body)
+                    .map_err(Fault::new)?
+                    .instances,
+            )),
+            Err(fault) if fault.is(client::SERVICE_NOT_EXIST) => Ok(None),
+            Err(fault) => Err(fault),
+        }
+    }
+
+    /// Learns what SC adds to every instance ([`AddedProperties::learn`]); a failure only
+    /// leaves what was learnt before.
+    async fn learn_added(&self) {
+        match self.own_instances().await {
+            Ok(Some(own)) => self.added.learn(own.iter().map(|i| &i.properties)),
+            Ok(None) => {}
+            Err(fault) => debug!(error = %fault.error, "cannot read SC's own instances"),
+        }
     }
 
     /// The services of one tenant (§2.3), by id, without SC's own.
@@ -428,23 +490,21 @@ impl Registry for ServiceComb {
                 .call(Request::new("version", Method::GET, &home, &["version"]))
                 .await?;
             let version = parse::<VersionReply>("version", &body)?.version;
-            let id = match inner
-                .call(Request::new("health", Method::GET, &home, &["health"]))
-                .await
-            {
-                Ok(body) => parse::<InstancesReply>("health", &body)?
-                    .instances
-                    .into_iter()
-                    .map(|i| i.instance_id)
-                    .filter(|id| !id.is_empty())
-                    .min(),
+            let id = match inner.own_instances().await {
+                Ok(Some(own)) => {
+                    inner.added.learn(own.iter().map(|i| &i.properties));
+                    own.into_iter()
+                        .map(|i| i.instance_id)
+                        .filter(|id| !id.is_empty())
+                        .min()
+                }
+                Ok(None) => None,
                 Err(fault) if fault.is(client::UNHEALTHY) => {
                     return Err(RegistryError::Unavailable(format!(
                         "SC reports itself unhealthy: {}",
                         fault.error
                     )));
                 }
-                Err(fault) if fault.is(client::SERVICE_NOT_EXIST) => None,
                 Err(fault) => return Err(fault.into()),
             };
             let id = id.unwrap_or_else(|| {
@@ -564,6 +624,11 @@ impl Registry for ServiceComb {
                 )));
             }
             inner.note_tenant(&instance.tenant);
+            inner.added.note_written(
+                &instance.service_id,
+                &instance.instance_id,
+                &instance.properties,
+            );
             Ok(())
         })
         .await
@@ -625,6 +690,9 @@ impl Registry for ServiceComb {
                     .json(body),
                 )
                 .await?;
+            inner
+                .added
+                .note_written(&instance.service_id, &instance.instance_id, properties);
             Ok(())
         })
         .await
@@ -647,6 +715,9 @@ impl Registry for ServiceComb {
                     &path,
                 ))
                 .await?;
+            inner
+                .added
+                .forget(&instance.service_id, &instance.instance_id);
             Ok(())
         })
         .await
