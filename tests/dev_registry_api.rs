@@ -14,7 +14,7 @@ use url::Url;
 /// heartbeat `400017`, then a batch find) must still report `pfx-1` as unknown, or the copy
 /// is never registered again.
 ///
-/// Fails today: `heartbeat.rs` only reads the `failed` entries of the batch find.
+/// Failed before the fix, when `heartbeat.rs` read only the `failed` entries of the batch find.
 #[tokio::test]
 async fn heartbeat_fallback_is_not_fooled_by_a_prefix_hit() {
     let registry = DevRegistry::start(DevRegistryConfig::default())
