@@ -42,7 +42,7 @@ use self::export::Revision;
 use self::exporter::{Announce, SharedExportView};
 use self::import::{ImportCtx, Importers};
 use self::link::{PeerLink, PullAnswer, PullBody, Push, PushReply};
-pub use self::metrics::SyncMetrics;
+pub use self::metrics::{ServiceFailures, SyncMetrics};
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::config::SyncConfig;
 use crate::gossip::GossipHandle;
