@@ -104,7 +104,8 @@ async fn a_service_whose_properties_outgrow_the_put_cap_does_not_hold_back_any_c
     w.register_in(0, &big, &big_2).await;
     let web_1 = w.register(0, "web", "web-1").await;
     let api_1 = w.register(0, "api", "api-1").await;
-    w.wait_mirrored("every service's copies, the big one's too").await;
+    w.wait_mirrored("every service's copies, the big one's too")
+        .await;
     let mut expected = huge.clone();
     expected.insert(ORIGIN_PROPERTY.into(), "dc1".into());
     assert_eq!(
@@ -128,7 +129,12 @@ async fn a_service_whose_properties_outgrow_the_put_cap_does_not_hold_back_any_c
         .await
         .expect("the origin takes a PUT within the cap");
     w.wait_until("the refusal reported", SETTLE, |w| {
-        troubles(w, 1) == [("dc1".into(), "world/big/1.0.0".into(), "properties_too_large")]
+        troubles(w, 1)
+            == [(
+                "dc1".into(),
+                "world/big/1.0.0".into(),
+                "properties_too_large",
+            )]
     })
     .await;
     let puts = w.registry(1).calls_of(RegistryOp::SetServiceProperties);
@@ -141,8 +147,12 @@ async fn a_service_whose_properties_outgrow_the_put_cap_does_not_hold_back_any_c
     w.unregister(0, &api_1).await;
     w.unregister(0, &big_1.reference()).await;
     w.wait_until("new copies registered, removed ones gone", SETTLE, |w| {
-        mirrored(w, 0, 1, &[&web_1, &web_2, &big_2.reference(), &big_3.reference()])
-            && gone(w, 0, 1, &[&api_1, &big_1.reference()])
+        mirrored(
+            w,
+            0,
+            1,
+            &[&web_1, &web_2, &big_2.reference(), &big_3.reference()],
+        ) && gone(w, 0, 1, &[&api_1, &big_1.reference()])
     })
     .await;
 
@@ -160,10 +170,14 @@ async fn a_service_whose_properties_outgrow_the_put_cap_does_not_hold_back_any_c
         .set_service_properties(&Tenant::default(), "big", &small)
         .await
         .expect("small properties");
-    w.wait_until("the small properties mirrored, the trouble over", SETTLE, |w| {
-        service_props(w, 1, "big").is_some_and(|p| p.get("contract") == small.get("contract"))
-            && troubles(w, 1).is_empty()
-    })
+    w.wait_until(
+        "the small properties mirrored, the trouble over",
+        SETTLE,
+        |w| {
+            service_props(w, 1, "big").is_some_and(|p| p.get("contract") == small.get("contract"))
+                && troubles(w, 1).is_empty()
+        },
+    )
     .await;
     w.wait_mirrored("still mirrored").await;
     w.assert_invariants();

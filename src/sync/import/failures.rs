@@ -215,9 +215,10 @@ impl FailingServices {
                 let (backoff, parked, logged) = match self.troubles.remove(&key) {
                     Some(Trouble {
                         reason: before,
-                        state: State::Waiting {
-                            backoff, parked, ..
-                        },
+                        state:
+                            State::Waiting {
+                                backoff, parked, ..
+                            },
                         ..
                     }) if before == reason => (backoff, parked, true),
                     Some(Trouble {
@@ -250,10 +251,7 @@ impl FailingServices {
 
     /// Forgets the troubles of services the origin no longer exports (`exported` says which
     /// it does); returns what was parked for them.
-    pub(crate) fn sweep(
-        &mut self,
-        exported: impl Fn(&Tenant, &str) -> bool,
-    ) -> Vec<InstanceRef> {
+    pub(crate) fn sweep(&mut self, exported: impl Fn(&Tenant, &str) -> bool) -> Vec<InstanceRef> {
         let gone: Vec<OriginService> = self
             .troubles
             .keys()
@@ -269,7 +267,13 @@ impl FailingServices {
         self.health.clear_origin(&self.origin);
     }
 
-    fn insert(&mut self, key: OriginService, service: &Service, reason: &'static str, state: State) {
+    fn insert(
+        &mut self,
+        key: OriginService,
+        service: &Service,
+        reason: &'static str,
+        state: State,
+    ) {
         let label = label_of(service);
         self.health.set(&self.origin, &label, reason);
         self.troubles.insert(
@@ -352,7 +356,10 @@ mod tests {
         table.park(key("big", "i1"));
         table.park(key("ok", "i2"));
         assert!(table.blocks(&Tenant::default(), "big"));
-        assert!(!table.blocks(&Tenant::default(), "ok"), "only the failed one");
+        assert!(
+            !table.blocks(&Tenant::default(), "ok"),
+            "only the failed one"
+        );
         assert!(table.waits(&big, start) && !table.waits(&ok, start));
         assert_eq!(
             metrics.service_failures().list(),
@@ -368,9 +375,15 @@ mod tests {
             table.record(&big, quota(), at);
         }
         assert_eq!(table.due(at), Vec::<InstanceRef>::new(), "not due yet");
-        assert_eq!(table.due(at + Duration::from_secs(8)), vec![key("big", "i1")]);
+        assert_eq!(
+            table.due(at + Duration::from_secs(8)),
+            vec![key("big", "i1")]
+        );
         table.park(key("big", "i1"));
-        assert_eq!(table.record(&big, Ensured::Ready, at), vec![key("big", "i1")]);
+        assert_eq!(
+            table.record(&big, Ensured::Ready, at),
+            vec![key("big", "i1")]
+        );
         assert!(table.is_empty() && metrics.service_failures().list().is_empty());
     }
 
