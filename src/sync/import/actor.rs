@@ -448,8 +448,17 @@ impl Actor {
             self.dirty.extend(back);
         }
         if self.failing.next_retry().is_some_and(|at| now >= at) {
-            let keys = self.failing.due(now);
+            let (keys, services) = self.failing.due(now);
             self.dirty.extend(keys);
+            if !services.is_empty() {
+                let services: HashSet<(Tenant, String)> = services.into_iter().collect();
+                let of_services = self
+                    .views
+                    .desired
+                    .keys()
+                    .filter(|k| services.contains(&(k.tenant.clone(), k.service_id.clone())));
+                self.dirty.extend(of_services.cloned());
+            }
         }
         if !self.dirty.is_empty() {
             self.reconcile().await;

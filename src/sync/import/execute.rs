@@ -141,7 +141,8 @@ async fn ensure_one(ctx: &ImportCtx, skey: &ServiceKey, service: &Service) -> En
                     }
                     // Not answered (or the service went meanwhile): tried again.
                     Err(error) if error.is_retryable() || error.is_not_found() => {
-                        ctx.metrics.registry_op("set_service_properties", error.kind());
+                        ctx.metrics
+                            .registry_op("set_service_properties", error.kind());
                         debug!(service = %service.name, error = %error, "cannot set the properties of a copy's service");
                         return Ensured::Failed {
                             reason: reason_of(&error, true),
@@ -150,7 +151,8 @@ async fn ensure_one(ctx: &ImportCtx, skey: &ServiceKey, service: &Service) -> En
                     }
                     // Refused: the same content would be refused again.
                     Err(error) => {
-                        ctx.metrics.registry_op("set_service_properties", error.kind());
+                        ctx.metrics
+                            .registry_op("set_service_properties", error.kind());
                         let reason = reason_of(&error, true);
                         ctx.refuse_properties(skey, Some((digest, reason)));
                         ensured = Ensured::PropertiesRefused { reason, error };

@@ -73,10 +73,11 @@ pub(crate) fn reason_of(error: &RegistryError, properties: bool) -> &'static str
 
 #[derive(Debug)]
 enum State {
-    /// Not created: its copies wait until `retry_at`.
+    /// Not created: its copies wait until `retry_at` (`None`: due, planned again and not
+    /// tried yet).
     Waiting {
         backoff: Backoff,
-        retry_at: Instant,
+        retry_at: Option<Instant>,
         /// Origin instances whose registration waits for the service.
         parked: HashSet<InstanceRef>,
     },
@@ -125,7 +126,7 @@ impl FailingServices {
         let key = (service.tenant.clone(), service.service_id.clone());
         matches!(
             self.troubles.get(&key),
-            Some(Trouble { state: State::Waiting { retry_at, .. }, .. }) if *retry_at > now
+            Some(Trouble { state: State::Waiting { retry_at: Some(at), .. }, .. }) if *at > now
         )
     }
 
@@ -158,25 +159,32 @@ impl FailingServices {
         self.troubles
             .values()
             .filter_map(|t| match &t.state {
-                State::Waiting { retry_at, .. } => Some(*retry_at),
+                State::Waiting { retry_at, .. } => *retry_at,
                 State::PropertiesRefused => None,
             })
             .min()
     }
 
-    /// The parked keys of every service whose back-off ended by `now`, to plan again.
-    pub(crate) fn due(&mut self, now: Instant) -> Vec<InstanceRef> {
-        let mut keys = Vec::new();
-        for trouble in self.troubles.values_mut() {
+    /// What to plan again now that the back-off of some services ended by `now`: the keys
+    /// parked for them, and the services without parked keys (a failed properties update of
+    /// a service whose copies are all there), whose every instance is to be planned again.
+    pub(crate) fn due(&mut self, now: Instant) -> (Vec<InstanceRef>, Vec<(Tenant, String)>) {
+        let (mut keys, mut services) = (Vec::new(), Vec::new());
+        for (service, trouble) in &mut self.troubles {
             if let State::Waiting {
                 retry_at, parked, ..
             } = &mut trouble.state
-                && *retry_at <= now
+                && retry_at.is_some_and(|at| at <= now)
             {
-                keys.extend(parked.drain());
+                *retry_at = None;
+                if parked.is_empty() {
+                    services.push(service.clone());
+                } else {
+                    keys.extend(parked.drain());
+                }
             }
         }
-        keys
+        (keys, services)
     }
 
     /// Records how ensuring `service` ended at `now`; returns the keys parked for it that
@@ -240,7 +248,7 @@ impl FailingServices {
                     reason,
                     State::Waiting {
                         backoff,
-                        retry_at: now + pause,
+                        retry_at: Some(now + pause),
                         parked,
                     },
                 );
@@ -374,11 +382,11 @@ mod tests {
             assert!(!table.waits(&big, at));
             table.record(&big, quota(), at);
         }
-        assert_eq!(table.due(at), Vec::<InstanceRef>::new(), "not due yet");
-        assert_eq!(
-            table.due(at + Duration::from_secs(8)),
-            vec![key("big", "i1")]
-        );
+        assert_eq!(table.due(at), (Vec::new(), Vec::new()), "not due yet");
+        let later = at + Duration::from_secs(8);
+        assert_eq!(table.due(later), (vec![key("big", "i1")], Vec::new()));
+        assert!(!table.waits(&big, later) && table.next_retry().is_none());
+        assert_eq!(table.due(later), (Vec::new(), Vec::new()), "once");
         table.park(key("big", "i1"));
         assert_eq!(
             table.record(&big, Ensured::Ready, at),
