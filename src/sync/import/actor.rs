@@ -434,6 +434,7 @@ impl Actor {
     /// services the origin no longer exports.
     async fn services_due(&mut self) {
         let now = Instant::now();
+        let before = self.dirty.len();
         if now >= self.timers.next_sweep {
             self.timers.next_sweep = now + SWEEP_EVERY;
             let exported: HashSet<(&Tenant, &str)> = self
@@ -460,7 +461,8 @@ impl Actor {
                 self.dirty.extend(of_services.cloned());
             }
         }
-        if !self.dirty.is_empty() {
+        // Only for what this added: other dirty keys keep their own retry time.
+        if self.dirty.len() > before {
             self.reconcile().await;
         }
     }
