@@ -2,7 +2,9 @@
 //!
 //! `/health` answers `ok`, `degraded` (200: the node works, but something needs the
 //! operator: a cluster name claimed by members serving different registries, which no data
-//! centre imports while it lasts) or `stopping` (503).
+//! centre imports while it lasts; services of other data centres whose local service the
+//! registry refuses or does not create, listed under `services` with the reason) or
+//! `stopping` (503).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use tracing::warn;
 
 use crate::gossip::GossipHandle;
 use crate::rpc::proto::NodeInfo;
-use crate::sync::peers;
+use crate::sync::{ServiceFailures, peers};
 use crate::telemetry::Metrics;
 
 struct AdminState {
@@ -26,6 +28,8 @@ struct AdminState {
     metrics: Metrics,
     /// The pool, for the names in conflict.
     gossip: GossipHandle,
+    /// The services of other data centres whose copies' local service is in trouble.
+    services: ServiceFailures,
     /// Cancelled when the node begins to shut down; `/health` then answers 503.
     stopping: CancellationToken,
 }
@@ -34,6 +38,9 @@ struct AdminState {
 /// for the requests it is reading or answering; one a client never finishes (a stalled
 /// scraper or probe) must not hold the node's stop, so the connections left are dropped then.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Most services named in `/health`'s reason (all are listed under `services`).
+const REASON_SERVICES: usize = 10;
 
 /// Serves the admin endpoint on `listener` until `shutdown` is cancelled, then finishes the
 /// requests in flight for up to [`DRAIN_TIMEOUT`].
@@ -45,6 +52,7 @@ pub async fn serve(
     info: NodeInfo,
     metrics: Metrics,
     gossip: GossipHandle,
+    services: ServiceFailures,
     stopping: CancellationToken,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -52,6 +60,7 @@ pub async fn serve(
         info,
         metrics,
         gossip,
+        services,
         stopping,
     });
     let app = Router::new()
@@ -80,9 +89,10 @@ async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         .await
         .map(|members| peers::conflicts(&members).into_iter().collect())
         .unwrap_or_default();
+    let services = state.services.list();
     let (code, status) = if state.stopping.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping")
-    } else if !conflicts.is_empty() {
+    } else if !conflicts.is_empty() || !services.is_empty() {
         (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ok")
@@ -94,12 +104,37 @@ async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         "mode": state.info.mode,
         "version": state.info.version,
     });
+    let mut reasons = Vec::new();
     if !conflicts.is_empty() {
         body["conflicts"] = serde_json::json!(conflicts);
-        body["reason"] = serde_json::json!(format!(
+        reasons.push(format!(
             "cluster name claimed by members serving different registries: {}; no data centre imports it until the conflict ends (give each data centre its own --cluster-name)",
             conflicts.join(", ")
         ));
+    }
+    if !services.is_empty() {
+        let named: Vec<String> = services
+            .iter()
+            .take(REASON_SERVICES)
+            .map(|(origin, service, reason)| format!("{origin} {service} ({reason})"))
+            .collect();
+        let more = services.len().saturating_sub(REASON_SERVICES);
+        reasons.push(format!(
+            "services of other data centres not fully mirrored: {}{}; the others keep syncing (see the log and syncer_sync_service_failures_total)",
+            named.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        ));
+        body["services"] = serde_json::Value::Array(
+            services
+                .iter()
+                .map(|(origin, service, reason)| {
+                    serde_json::json!({ "origin": origin, "service": service, "reason": reason })
+                })
+                .collect(),
+        );
+    }
+    if !reasons.is_empty() {
+        body["reason"] = serde_json::json!(reasons.join("; "));
     }
     (code, axum::Json(body))
 }

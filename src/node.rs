@@ -309,6 +309,7 @@ pub async fn run(
             info.clone(),
             metrics.clone(),
             gossip.clone(),
+            sync.metrics().service_failures(),
             stopping.clone(),
             stages.rest.token.clone(),
         );

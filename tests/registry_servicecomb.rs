@@ -761,7 +761,11 @@ async fn ensure_service_resolves_id_conflicts() {
         ..original.clone()
     };
     let err = sc.ensure_service(&other).await.expect_err("id taken");
-    assert!(matches!(err, RegistryError::Invalid(_)), "{err:?}");
+    // SC's 400010 names no cause: an id or an alias taken by another service.
+    assert!(
+        matches!(&err, RegistryError::Refused(r) if r.reason == "alias_conflict"),
+        "{err:?}"
+    );
     // An instance id that SC would not store as asked is refused by SC itself.
     let bad = instance(&home, "first-id", "not/valid");
     assert!(sc.register(&bad).await.is_err());

@@ -761,3 +761,101 @@ fn the_removal_cap_pauses_mass_removals() {
         std::thread::sleep(support::sync::POLL);
     }
 }
+
+/// The body of a service properties PUT for `properties`, as Service Center measures it.
+fn put_body_len(properties: &BTreeMap<String, String>) -> usize {
+    serde_json::json!({ "properties": properties })
+        .to_string()
+        .len()
+}
+
+/// Service Center caps the service properties PUT at 3 KiB (its create at 2 MiB), and the dev
+/// registry too. A service created with larger properties is mirrored (its properties carried
+/// in the create body) next to a normal one; a later change that fits the origin's PUT but not
+/// the copy's (syncer's mark added) is refused in dc2: reported once (metric, `/health`
+/// degraded with the reason, a warning) and not sent again, while the copies of both services
+/// keep being registered and removed (issue 15 item 1).
+#[test]
+fn a_service_over_the_properties_cap_does_not_hold_back_the_others() {
+    const CAP: usize = 3 * 1024;
+    let mut w = World::start(2, &[]);
+    let big_props: BTreeMap<String, String> = [
+        ("contract".to_owned(), "x".repeat(2500)),
+        ("contract-b".to_owned(), "z".repeat(2500)),
+    ]
+    .into();
+    assert!(put_body_len(&big_props) > CAP);
+    let big = w
+        .reg(0)
+        .create_service_with("shop", "contracts", "1.0.0", &big_props);
+    let small = w.reg(0).create_service("shop", "orders", "1.0.0");
+    let big_1 = NewInstance::new("contracts-1", "rest://10.7.0.1:8080");
+    let big_1_id = w.reg(0).register(&big, &big_1);
+    let small_1 = NewInstance::new("orders-1", "rest://10.7.0.2:8080");
+    let small_1_id = w.reg(0).register(&small, &small_1);
+    let hosts = |list: &[&NewInstance]| -> BTreeMap<String, Vec<String>> {
+        list.iter()
+            .map(|n| (n.host_name.clone(), n.endpoints.clone()))
+            .collect()
+    };
+    let first = hosts(&[&big_1, &small_1]);
+    w.wait_until("both services' copies in dc2", SYNC_DEADLINE, |w| {
+        copies_match(w, 1, "dc1", &first)
+    });
+    let mirrored = w.reg(1).service_properties("contracts").unwrap_or_default();
+    w.check(
+        mirrored.get("contract") == big_props.get("contract") && mirrored.len() == 3,
+        || format!("dc2's service should be created with dc1's large properties: {mirrored:?}"),
+    );
+
+    // Trimmed to what dc1's PUT takes; with the mark, dc2's PUT would be over the cap.
+    let mut fits: BTreeMap<String, String> = [("contract".to_owned(), String::new())].into();
+    let room = CAP - put_body_len(&fits);
+    fits.insert("contract".into(), "y".repeat(room - 5));
+    let (status, text) = w.reg(0).set_service_properties(&big, &fits);
+    w.check(status == 200, || {
+        format!(
+            "dc1 should take {} bytes: {status} {text}",
+            put_body_len(&fits)
+        )
+    });
+    w.wait_until(
+        "dc2's syncer to report the refused properties",
+        SYNC_DEADLINE,
+        |w| {
+            let reason = "reason=\"properties_too_large\"";
+            w.health(1).contains("\"degraded\"")
+                && w.health(1).contains("properties_too_large")
+                && metric_sum(
+                    &w.metrics(1),
+                    "syncer_sync_service_failures_total",
+                    &[reason],
+                ) == 1.0
+        },
+    );
+
+    // Both services' copies keep syncing.
+    let big_2 = NewInstance::new("contracts-2", "rest://10.7.0.3:8080");
+    w.reg(0).register(&big, &big_2);
+    let small_2 = NewInstance::new("orders-2", "rest://10.7.0.4:8080");
+    w.reg(0).register(&small, &small_2);
+    w.reg(0).unregister(&big, &big_1_id);
+    w.reg(0).unregister(&small, &small_1_id);
+    let second = hosts(&[&big_2, &small_2]);
+    w.wait_until(
+        "new copies registered and old ones removed",
+        SYNC_DEADLINE,
+        |w| copies_match(w, 1, "dc1", &second),
+    );
+    // Reported once: the same properties were not sent again meanwhile.
+    let text = w.metrics(1);
+    let puts = metric_sum(
+        &text,
+        "syncer_sync_registry_ops_total",
+        &["op=\"set_service_properties\""],
+    );
+    let refusals = metric_sum(&text, "syncer_sync_service_failures_total", &[]);
+    w.check(puts == 1.0 && refusals == 1.0, || {
+        format!("one PUT, one refusal expected: {puts} PUTs, {refusals} refusals")
+    });
+}

@@ -19,6 +19,14 @@
 //!   something (heartbeats included, they renew leases) first waits this long.
 //! - **Call counts** ([`MemoryRegistry::calls`]): how often each operation was called,
 //!   failed calls included, to assert that the engine did not write needlessly.
+//! - **Refused services** ([`MemoryRegistry::refuse_service`]): creating a service of a given
+//!   name fails with the error given (a quota, an alias conflict), to show that one refused
+//!   service does not hold back the others.
+//!
+//! As Service Center (`maxbody`), [`Registry::set_service_properties`] refuses a body over
+//! [`PROPERTIES_BODY_BYTES`] (`{"properties":{...}}` as JSON) while a service's create takes
+//! its properties whatever their size: a service created with large properties cannot have
+//! them changed by a PUT.
 //!
 //! It models ServiceComb (same service identity, statuses, a re-registered id keeps its
 //! data), so it also answers [`Registry::accepts_service`] and [`Registry::accepts_instance`]
@@ -42,6 +50,10 @@ use super::model::{
 };
 use super::servicecomb::rules;
 use super::{ChangeFeed, HeartbeatReport, Refusal, Registry, RegistryError};
+
+/// Service Center's cap on the body of the service properties PUT (3 KiB; a service's create
+/// takes up to 2 MiB).
+pub const PROPERTIES_BODY_BYTES: usize = 3 * 1024;
 
 /// Statuses an instance may have.
 const STATUSES: [&str; 5] = ["UP", "DOWN", "STARTING", "TESTING", "OUTOFSERVICE"];
@@ -98,6 +110,8 @@ struct State {
     down: bool,
     write_delay: Duration,
     calls: BTreeMap<RegistryOp, u64>,
+    /// Service names whose create fails, with the error it fails with.
+    refused_services: BTreeMap<String, RegistryError>,
 }
 
 impl State {
@@ -258,6 +272,16 @@ impl MemoryRegistry {
         self.lock().write_delay = delay;
     }
 
+    /// Makes creating a service named `name` fail with `error` (`None`: work again). A
+    /// service that exists already is still found.
+    pub fn refuse_service(&self, name: &str, error: Option<RegistryError>) {
+        let mut state = self.lock();
+        match error {
+            Some(error) => state.refused_services.insert(name.to_owned(), error),
+            None => state.refused_services.remove(name),
+        };
+    }
+
     /// How often each operation was called so far, failed calls included.
     pub fn calls(&self) -> BTreeMap<RegistryOp, u64> {
         self.lock().calls.clone()
@@ -337,6 +361,9 @@ impl Registry for MemoryRegistry {
             if let Some(existing) = existing {
                 return Ok(existing.service_id.clone());
             }
+            if let Some(error) = state.refused_services.get(&service.name) {
+                return Err(error.clone());
+            }
             let mut created = service.clone();
             if created.service_id.is_empty() {
                 created.service_id = format!("svc-{}", state.services.len() + 1);
@@ -361,7 +388,18 @@ impl Registry for MemoryRegistry {
         service_id: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<(), RegistryError> {
+        let body = serde_json::json!({ "properties": properties }).to_string();
         self.write(RegistryOp::SetServiceProperties, |state| {
+            if body.len() > PROPERTIES_BODY_BYTES {
+                return Err(RegistryError::Refused(Refusal {
+                    field: "set_service_properties".into(),
+                    reason: "too_large",
+                    detail: format!(
+                        "a body of {} bytes: http: request body too large",
+                        body.len()
+                    ),
+                }));
+            }
             let service = state
                 .services
                 .get_mut(&(tenant.clone(), service_id.to_owned()))

@@ -74,6 +74,12 @@ pub enum RegistryError {
     /// unexpected status or shape. Logged and counted; retried later.
     #[error("unexpected registry reply: {0}")]
     Protocol(String),
+    /// The registry refused the call for a reason worth telling apart (`refusal.reason`:
+    /// `too_large` for a body over the registry's cap, `quota`, `alias_conflict`), so the
+    /// caller can count and report it as such. Retrying the same call fails again until the
+    /// data or the registry changes.
+    #[error("refused by the registry: {0}")]
+    Refused(Refusal),
 }
 
 impl RegistryError {
@@ -90,13 +96,15 @@ impl RegistryError {
         matches!(self, RegistryError::NotFound(_))
     }
 
-    /// A short label for metrics (`not_found`, `invalid`, `unavailable`, `protocol`).
+    /// A short label for metrics (`not_found`, `invalid`, `unavailable`, `protocol`,
+    /// `refused`).
     pub fn kind(&self) -> &'static str {
         match self {
             RegistryError::NotFound(_) => "not_found",
             RegistryError::Invalid(_) => "invalid",
             RegistryError::Unavailable(_) => "unavailable",
             RegistryError::Protocol(_) => "protocol",
+            RegistryError::Refused(_) => "refused",
         }
     }
 }
@@ -107,10 +115,11 @@ impl RegistryError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {detail}")]
 pub struct Refusal {
-    /// The field that breaks the rule, as a path (`instance.instance_id`, `service.app`).
+    /// The field that breaks the rule, as a path (`instance.instance_id`, `service.app`);
+    /// in a [`RegistryError::Refused`], the call the registry refused.
     pub field: String,
     /// A short label for metrics, from the same set as the bounds' (`bad_id`, `bad_value`,
-    /// `missing_field`, `too_large`).
+    /// `missing_field`, `too_large`); a registry's refusal adds `quota` and `alias_conflict`.
     pub reason: &'static str,
     /// What is wrong, for logs.
     pub detail: String,

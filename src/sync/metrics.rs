@@ -1,4 +1,8 @@
-//! Metrics of the sync engine, under the `syncer_sync_` prefix.
+//! Metrics of the sync engine, under the `syncer_sync_` prefix, and the engine's troubles
+//! that `/health` reports ([`ServiceFailures`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -54,6 +58,10 @@ pub struct SyncMetrics {
     pub(crate) heartbeats: Family<Outcome, Counter>,
     /// Objects of other data centres the local registry kind cannot hold.
     pub(crate) refused: Family<OriginReason, Counter>,
+    /// Refused or failed attempts to ensure the local service of copies, by reason.
+    pub(crate) service_failures: Family<OriginReason, Counter>,
+    /// The services in trouble now, for `/health`.
+    failing_services: ServiceFailures,
     /// Origin syncer saw the change → this syncer wrote the copy.
     pub(crate) apply_latency: Histogram,
 }
@@ -76,6 +84,8 @@ impl Default for SyncMetrics {
             removals_paused: Family::default(),
             heartbeats: Family::default(),
             refused: Family::default(),
+            service_failures: Family::default(),
+            failing_services: ServiceFailures::default(),
             apply_latency: Histogram::new(buckets),
         }
     }
@@ -145,6 +155,11 @@ impl SyncMetrics {
             self.refused.clone(),
         );
         metrics.register(
+            "syncer_sync_service_failures",
+            "Attempts to create a copy's local service (or to write its properties) that the local registry refused or did not answer, by origin and reason (properties_too_large, alias_conflict, quota, too_large, refused, unavailable)",
+            self.service_failures.clone(),
+        );
+        metrics.register(
             "syncer_sync_apply_latency_seconds",
             "From the origin syncer seeing a change to this syncer writing the copy",
             self.apply_latency.clone(),
@@ -176,9 +191,59 @@ impl SyncMetrics {
             .inc();
     }
 
+    pub(crate) fn service_failure(&self, origin: &str, reason: &'static str) {
+        self.service_failures
+            .get_or_create(&OriginReason {
+                origin: origin.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// The origin services whose local service is in trouble now (shared by clones).
+    pub fn service_failures(&self) -> ServiceFailures {
+        self.failing_services.clone()
+    }
+
     pub(crate) fn origin(&self, origin: &str) -> OriginLabel {
         OriginLabel {
             origin: origin.to_owned(),
         }
+    }
+}
+
+/// The origin services whose copies' local service is in trouble now (not created, or its
+/// changed properties refused), with the reason: `/health` says degraded while any is listed.
+/// Clones share the list.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceFailures {
+    /// `(origin, service label)` → reason.
+    failing: Arc<Mutex<BTreeMap<(String, String), &'static str>>>,
+}
+
+impl ServiceFailures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), &'static str>> {
+        self.failing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set(&self, origin: &str, service: &str, reason: &'static str) {
+        self.lock()
+            .insert((origin.to_owned(), service.to_owned()), reason);
+    }
+
+    pub(crate) fn clear(&self, origin: &str, service: &str) {
+        self.lock().remove(&(origin.to_owned(), service.to_owned()));
+    }
+
+    pub(crate) fn clear_origin(&self, origin: &str) {
+        self.lock().retain(|(o, _), _| o != origin);
+    }
+
+    /// `(origin, service as app/name/version, reason)` of every service in trouble, sorted.
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        self.lock()
+            .iter()
+            .map(|((origin, service), reason)| (origin.clone(), service.clone(), *reason))
+            .collect()
     }
 }

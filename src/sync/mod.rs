@@ -42,7 +42,7 @@ use self::export::Revision;
 use self::exporter::{Announce, SharedExportView};
 use self::import::{ImportCtx, Importers};
 use self::link::{PeerLink, PullAnswer, PullBody, Push, PushReply};
-pub use self::metrics::SyncMetrics;
+pub use self::metrics::{ServiceFailures, SyncMetrics};
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::config::SyncConfig;
 use crate::gossip::GossipHandle;
@@ -413,7 +413,11 @@ async fn follow_peers(
     token: CancellationToken,
 ) {
     loop {
-        importers.peers_seen(&peers.borrow_and_update());
+        // A copy, not the borrow: the watch's read lock must not be held while an actor is
+        // created (`Actor::new` borrows the same watch; a second read behind a waiting
+        // writer, the peer directory, deadlocks every worker of the runtime).
+        let seen = peers.borrow_and_update().clone();
+        importers.peers_seen(&seen);
         tokio::select! {
             () = token.cancelled() => return,
             changed = peers.changed() => if changed.is_err() { return },

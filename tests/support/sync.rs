@@ -258,6 +258,63 @@ impl Registry {
             .to_owned()
     }
 
+    /// Creates (or finds) the service `app/name/version` with `properties` in the create body;
+    /// returns its id.
+    pub fn create_service_with(
+        &self,
+        app: &str,
+        name: &str,
+        version: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> String {
+        let body = json!({"service": {
+            "appId": app, "serviceName": name, "version": version, "properties": properties,
+        }});
+        let text = self.must(reqwest::Method::POST, "/microservices", Some(body));
+        let v: Value = serde_json::from_str(&text).expect("create service answers JSON");
+        v["serviceId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no serviceId in {text}"))
+            .to_owned()
+    }
+
+    /// PUTs the properties of service `service_id`; the answer's status and body.
+    pub fn set_service_properties(
+        &self,
+        service_id: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> (u16, String) {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/microservices/{service_id}/properties"),
+            Some(json!({ "properties": properties })),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The properties of the service named `name` (the first one found), if there is one.
+    pub fn service_properties(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        let (status, text) = self
+            .call(reqwest::Method::GET, "/microservices", None)
+            .ok()?;
+        if status != 200 {
+            return None;
+        }
+        let services: Value = serde_json::from_str(&text).ok()?;
+        let service = services["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["serviceName"] == name)?;
+        Some(
+            service["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect(),
+        )
+    }
+
     /// Registers an instance (default lease of 120 s: longer than any test); returns its id.
     pub fn register(&self, service_id: &str, new: &NewInstance) -> String {
         let mut instance = json!({
@@ -607,7 +664,16 @@ impl World {
 
     /// The text of `/metrics` of data centre `i`'s syncer (empty when it does not answer).
     pub fn metrics(&self, i: usize) -> String {
-        let url = format!("http://{}/metrics", self.node(i).admin);
+        self.admin_get(i, "/metrics")
+    }
+
+    /// The body of `/health` of data centre `i`'s syncer (empty when it does not answer).
+    pub fn health(&self, i: usize) -> String {
+        self.admin_get(i, "/health")
+    }
+
+    fn admin_get(&self, i: usize, path: &str) -> String {
+        let url = format!("http://{}{path}", self.node(i).admin);
         self.rt.block_on(async {
             let client = reqwest::Client::builder()
                 .timeout(HTTP_TIMEOUT)

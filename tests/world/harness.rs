@@ -98,6 +98,8 @@ pub struct Member {
     pub settings: EngineSettings,
     /// Serves `pull` and `push` for the engine while it runs; kept across restarts.
     pub handle: SyncHandle,
+    /// The engine's metrics (shared with `handle`).
+    pub metrics: SyncMetrics,
     gossip: Option<(GossipHandle, Running)>,
     engine: Option<Running>,
 }
@@ -189,6 +191,7 @@ impl World {
         let name = format!("dc{}", i + 1);
         let store = Arc::new(MemoryStore::new());
         let port = 10 * u16::try_from(i).expect("few dcs");
+        let metrics = SyncMetrics::default();
         let member = Member {
             name: format!("{name}-a"),
             gossip_addr: addr(20_000 + port),
@@ -198,7 +201,8 @@ impl World {
             term: 0,
             store: Arc::new(store.handle()),
             settings,
-            handle: SyncHandle::new(SyncMetrics::default()),
+            handle: SyncHandle::new(metrics.clone()),
+            metrics,
             gossip: None,
             engine: None,
         };
@@ -372,6 +376,7 @@ impl World {
         let port = 25_000
             + 10 * u16::try_from(dc).expect("few dcs")
             + u16::try_from(index).expect("few members");
+        let metrics = SyncMetrics::default();
         self.dcs[dc].members.push(Member {
             name: name.to_owned(),
             gossip_addr: addr(port),
@@ -381,7 +386,8 @@ impl World {
             term,
             store: Arc::new(store.fenced(term)),
             settings,
-            handle: SyncHandle::new(SyncMetrics::default()),
+            handle: SyncHandle::new(metrics.clone()),
+            metrics,
             gossip: None,
             engine: None,
         });

@@ -18,7 +18,7 @@ use url::Url;
 use super::auth::{Auth, Token};
 use super::metrics::ServiceCombMetrics;
 use super::wire::WireError;
-use crate::registry::{RegistryError, Tenant};
+use crate::registry::{Refusal, RegistryError, Tenant};
 
 /// SC: the service does not exist.
 pub(super) const SERVICE_NOT_EXIST: u32 = 400012;
@@ -26,6 +26,11 @@ pub(super) const SERVICE_NOT_EXIST: u32 = 400012;
 pub(super) const INSTANCE_NOT_EXIST: u32 = 400017;
 /// SC: a service with this id or key already exists.
 pub(super) const SERVICE_ALREADY_EXISTS: u32 = 400010;
+/// SC: a parameter is invalid; also a body over a route's cap (`maxbody`: 3 KiB for the
+/// properties PUTs), with Go's `http: request body too large` as the detail.
+const INVALID_PARAMS: u32 = 400001;
+/// SC: the tenant's quota of services, instances, schemas or tags is used up.
+const NOT_ENOUGH_QUOTA: u32 = 400100;
 /// SC: the server is unhealthy (`/health`).
 pub(super) const UNHEALTHY: u32 = 400002;
 
@@ -597,6 +602,10 @@ fn classify(op: &str, status: StatusCode, body: &[u8]) -> Fault {
     let error = match code {
         SERVICE_NOT_EXIST | INSTANCE_NOT_EXIST => RegistryError::NotFound(message),
         _ if status.is_server_error() || code >= 500_000 => RegistryError::Unavailable(message),
+        NOT_ENOUGH_QUOTA => refused(op, "quota", message),
+        INVALID_PARAMS if sc.detail.contains("request body too large") => {
+            refused(op, "too_large", message)
+        }
         _ => RegistryError::Invalid(message),
     };
     Fault {
@@ -604,6 +613,15 @@ fn classify(op: &str, status: StatusCode, body: &[u8]) -> Fault {
         error,
         unauthorized,
     }
+}
+
+/// A refusal the importer reports by its reason.
+fn refused(op: &str, reason: &'static str, detail: String) -> RegistryError {
+    RegistryError::Refused(Refusal {
+        field: op.to_owned(),
+        reason,
+        detail,
+    })
 }
 
 #[cfg(test)]
@@ -621,6 +639,11 @@ mod tests {
             br#"{"errorCode":400001,"errorMessage":"bad"}"#,
         );
         assert!(matches!(fault.error, RegistryError::Invalid(_)));
+        let too_large = br#"{"errorCode":400001,"errorMessage":"Invalid parameter(s)","detail":"http: request body too large"}"#;
+        let fault = classify("t", StatusCode::BAD_REQUEST, too_large);
+        assert!(matches!(fault.error, RegistryError::Refused(r) if r.reason == "too_large"));
+        let fault = classify("t", StatusCode::BAD_REQUEST, br#"{"errorCode":400100}"#);
+        assert!(matches!(fault.error, RegistryError::Refused(r) if r.reason == "quota"));
         let fault = classify(
             "t",
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -417,11 +417,15 @@ impl Inner {
         let request =
             Request::new("existence", Method::GET, &service.tenant, &["existence"]).query(&query);
         let taken = || {
-            RegistryError::Invalid(format!(
-                "service {app}/{}/{version} of {}: SC reports a conflict (id {:?} or alias {:?} \
-                 used by another service)",
-                service.name, service.tenant, service.service_id, service.alias
-            ))
+            RegistryError::Refused(Refusal {
+                field: "create_service".into(),
+                reason: "alias_conflict",
+                detail: format!(
+                    "service {app}/{}/{version} of {}: SC reports a conflict (id {:?} or alias \
+                     {:?} used by another service)",
+                    service.name, service.tenant, service.service_id, service.alias
+                ),
+            })
         };
         let id = match self.call(request).await {
             Ok(body) => parse::<ServiceIdReply>("existence", &body)?.service_id,

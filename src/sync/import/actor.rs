@@ -31,11 +31,12 @@ use super::super::safety::{RemovalGuard, Removals};
 use super::super::unix_ms;
 use super::ImportCtx;
 use super::execute::{Done, ensure_services, execute_all};
+use super::failures::{Ensured, FailingServices};
 use super::mailbox::{Inbox, LocalBatch, LocalEvent};
 use super::plan::{self, Action, HealthChange, Input, OriginHealth, Plan};
 use super::views::{Admit, Views};
 use crate::backoff::Backoff;
-use crate::registry::{Instance, InstanceRef, Service};
+use crate::registry::{Instance, InstanceRef, Service, Tenant};
 use crate::store::{Cursor, Group, Mapping, Op};
 
 /// Instances planned and executed together: a snapshot of 10 000 is reconciled in slices,
@@ -60,6 +61,8 @@ const CURSOR_WRITE_EVERY: Duration = Duration::from_secs(5);
 const CAP_WARN_EVERY: Duration = Duration::from_secs(10);
 /// Most refused objects remembered per origin, so each is logged once.
 const REFUSED_MEMORY: usize = 10_000;
+/// How often the services in trouble are checked against what the origin still exports.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// When the actor does what it does on its own.
 #[derive(Debug)]
@@ -79,6 +82,8 @@ struct Timers {
     /// The cursor last written to the store, and when.
     cursor_written: Option<(Revision, Instant)>,
     last_cap_warning: Option<Instant>,
+    /// Next look for services in trouble that the origin no longer exports.
+    next_sweep: Instant,
 }
 
 impl Timers {
@@ -94,6 +99,7 @@ impl Timers {
             reread_backoff: Backoff::new(RETRY_AFTER, REREAD_RETRY_MAX),
             cursor_written: None,
             last_cap_warning: None,
+            next_sweep: now + SWEEP_EVERY,
         }
     }
 
@@ -192,6 +198,8 @@ pub(super) struct Actor {
     peer_addr: Option<SocketAddr>,
     /// Objects the local registry kind refused, logged once each.
     refused: HashSet<String>,
+    /// Services whose local service is in trouble, and the copies waiting for them.
+    failing: FailingServices,
 }
 
 impl Actor {
@@ -209,6 +217,7 @@ impl Actor {
         }
         info!(origin = %origin, copies = views.mappings().len(), "importer started");
         let peer_addr = ctx.peers.borrow().get(&origin).copied();
+        let failing = FailingServices::new(origin.clone(), ctx.metrics.clone());
         Actor {
             label: ctx.metrics.origin(&origin),
             timers: Timers::new(now, ctx.settings.lease.heartbeat_period()),
@@ -224,6 +233,7 @@ impl Actor {
             pulling: None,
             peer_addr,
             refused: HashSet::new(),
+            failing,
         }
     }
 
@@ -273,6 +283,8 @@ impl Actor {
         }
         // A pull in flight is aborted: its answer would have nobody to apply it.
         self.pulling = None;
+        // Whoever runs this origin's import next reports its own troubles.
+        self.failing.clear_all();
         self.write_cursor(true).await;
         debug!(origin = %self.origin, "importer stopped");
     }
@@ -412,7 +424,47 @@ impl Actor {
             self.timers.retry_at = None;
             self.reconcile().await;
         }
+        if !self.failing.is_empty() {
+            self.services_due().await;
+        }
         self.write_cursor(false).await;
+    }
+
+    /// Plans again the copies of services whose back-off ended, and forgets the troubles of
+    /// services the origin no longer exports.
+    async fn services_due(&mut self) {
+        let now = Instant::now();
+        let before = self.dirty.len();
+        if now >= self.timers.next_sweep {
+            self.timers.next_sweep = now + SWEEP_EVERY;
+            let exported: HashSet<(&Tenant, &str)> = self
+                .views
+                .desired
+                .keys()
+                .map(|k| (&k.tenant, k.service_id.as_str()))
+                .collect();
+            let back = self
+                .failing
+                .sweep(|tenant, id| exported.contains(&(tenant, id)));
+            self.dirty.extend(back);
+        }
+        if self.failing.next_retry().is_some_and(|at| now >= at) {
+            let (keys, services) = self.failing.due(now);
+            self.dirty.extend(keys);
+            if !services.is_empty() {
+                let services: HashSet<(Tenant, String)> = services.into_iter().collect();
+                let of_services = self
+                    .views
+                    .desired
+                    .keys()
+                    .filter(|k| services.contains(&(k.tenant.clone(), k.service_id.clone())));
+                self.dirty.extend(of_services.cloned());
+            }
+        }
+        // Only for what this added: other dirty keys keep their own retry time.
+        if self.dirty.len() > before {
+            self.reconcile().await;
+        }
     }
 
     /// Judges the origin at `now` (the time of the judgement, never one read before a wait):
@@ -618,8 +670,10 @@ impl Actor {
         loop {
             let slice = keys.split_off(keys.len().saturating_sub(RECONCILE_SLICE));
             if !self.reconcile_slice(slice).await {
-                // Not done: everything not looked at yet is looked at again later.
+                // The registry did not answer: what is not looked at yet waits for the next
+                // round instead of a call per service of every slice now.
                 self.dirty.extend(keys);
+                self.timers.retry_later();
                 return;
             }
             if keys.is_empty() {
@@ -633,8 +687,10 @@ impl Actor {
         }
     }
 
-    /// Plans and executes `keys` (and the orphans, when due); false when it has to be retried
-    /// later.
+    /// Plans and executes `keys` (and the orphans, when due). The copies of a service whose
+    /// local service cannot be ensured wait for its back-off (`failures`); everything else
+    /// goes on. False when the registry did not answer for a service (the rest of the round
+    /// waits).
     async fn reconcile_slice(&mut self, keys: Vec<InstanceRef>) -> bool {
         let orphans = std::mem::take(&mut self.orphans_dirty);
         let now = Instant::now();
@@ -665,22 +721,36 @@ impl Actor {
         if actions.is_empty() && services.is_empty() {
             return true;
         }
-        if !ensure_services(&self.ctx, &self.origin, services).await {
-            // Everything looked at is looked at again.
-            self.dirty.extend(keys);
-            for action in &actions {
-                match action.key() {
-                    Some(key) => {
-                        self.dirty.insert(key.clone());
-                    }
-                    None => self.orphans_dirty = true,
-                }
+        // A service in back-off is not asked for again before its time.
+        let services: Vec<Arc<Service>> = services
+            .into_iter()
+            .filter(|s| !self.failing.waits(s, now))
+            .collect();
+        let mut answered = true;
+        for (service, ensured) in ensure_services(&self.ctx, &self.origin, services).await {
+            if let Ensured::Failed { error, .. } = &ensured {
+                answered &= !error.is_retryable();
             }
-            self.timers.retry_later();
-            return false;
+            let back = self.failing.record(&service, ensured, Instant::now());
+            if !back.is_empty() {
+                self.dirty.extend(back);
+                self.timers.retry_later();
+            }
+        }
+        // The copies of a service that is not there wait for it; removals, updates and
+        // every other service's copies go on.
+        let (parked, actions): (Vec<Action>, Vec<Action>) =
+            actions.into_iter().partition(|action| match action {
+                Action::Register { key, .. } => self.failing.blocks(&key.tenant, &key.service_id),
+                _ => false,
+            });
+        for action in parked {
+            if let Some(key) = action.key() {
+                self.failing.park(key.clone());
+            }
         }
         if actions.is_empty() {
-            return true;
+            return answered;
         }
         let mut results = execute_all(self.ctx.clone(), self.origin.clone(), actions);
         while let Some(done) = results.next().await {
@@ -692,7 +762,7 @@ impl Actor {
             .copies
             .get_or_create(&self.label)
             .set(copies);
-        true
+        answered
     }
 
     /// Timers, logs and metrics for the removal guard's answer (the removals held back are

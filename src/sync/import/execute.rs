@@ -12,9 +12,10 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use tracing::{debug, info, warn};
 
-use super::super::copy::{PresentCopy, copy_body, fingerprint};
+use super::super::copy::{PresentCopy, copy_body, fingerprint, properties_digest};
 use super::super::ids::OriginKey;
 use super::super::unix_ms;
+use super::failures::{Ensured, reason_of};
 use super::plan::Action;
 use super::services::{Ownership, marked};
 use super::views::copy_ref;
@@ -59,18 +60,21 @@ pub(crate) fn execute_all(
         .buffer_unordered(PARALLEL_CALLS)
 }
 
-/// Ensures the local service of each of `services` exists; false when one failed.
+/// Ensures the local service of each of `services` exists, and tells how each ended (those
+/// already ensured with the same origin properties are not asked for again, and not listed).
 ///
 /// A missing service is created with the origin's properties and syncer's mark naming the
 /// origin, in one call. The origin's properties are written into an existing service only
 /// when it is one syncer created for this origin's copies and it holds no instance of its
 /// own (`services::Ownership::Mirror`): a service deployed in both data centres keeps each
-/// side's own properties, and a change on one side is never reverted by the other's.
+/// side's own properties, and a change on one side is never reverted by the other's. When
+/// the registry refuses that write (Service Center caps it at 3 KiB, its create at 2 MiB),
+/// the service is ready for copies all the same and the same content is not sent again.
 pub(crate) async fn ensure_services(
     ctx: &Arc<ImportCtx>,
     origin: &str,
     services: Vec<Arc<Service>>,
-) -> bool {
+) -> Vec<(Arc<Service>, Ensured)> {
     let mut needed: HashMap<ServiceKey, Arc<Service>> = HashMap::new();
     for service in services {
         let skey = (
@@ -88,48 +92,81 @@ pub(crate) async fn ensure_services(
             needed.insert(skey, service);
         }
     }
-    let results: Vec<bool> = futures::stream::iter(needed)
+    futures::stream::iter(needed)
         .map(|(skey, service)| {
             let ctx = ctx.clone();
             async move {
-                let wanted = marked(&skey.0, &service.properties);
-                let mut body = (*service).clone();
-                body.properties = wanted.clone();
-                let id = match ctx.registry.ensure_service(&body).await {
-                    Ok(id) => id,
-                    Err(e) => {
-                        ctx.metrics.registry_op("ensure_service", e.kind());
-                        warn!(service = %service.name, error = %e, "cannot create the local service of a copy");
-                        return false;
-                    }
-                };
-                ctx.metrics.registry_op("ensure_service", "ok");
-                match ctx.ownership(&skey.0, &service.tenant, &id) {
-                    Ownership::Mirror(current) if current != wanted => {
-                        if let Err(e) = ctx
-                            .registry
-                            .set_service_properties(&service.tenant, &id, &wanted)
-                            .await
-                        {
-                            ctx.metrics.registry_op("set_service_properties", e.kind());
-                            warn!(service = %service.name, error = %e, "cannot set the properties of a copy's service");
-                            return false;
-                        }
-                        ctx.metrics.registry_op("set_service_properties", "ok");
-                    }
-                    Ownership::Mirror(_) => {}
-                    Ownership::Keep => {
-                        debug!(origin = %skey.0, service = %service.name, local_id = %id, "the local service is not one syncer created for this origin's copies alone; its properties are left as they are");
-                    }
-                }
-                ctx.cache_service(skey, id, service.properties.clone());
-                true
+                let ensured = ensure_one(&ctx, &skey, &service).await;
+                (service, ensured)
             }
         })
         .buffer_unordered(PARALLEL_CALLS)
         .collect()
-        .await;
-    results.into_iter().all(|ok| ok)
+        .await
+}
+
+/// Ensures one local service (see [`ensure_services`]).
+async fn ensure_one(ctx: &ImportCtx, skey: &ServiceKey, service: &Service) -> Ensured {
+    let wanted = marked(&skey.0, &service.properties);
+    let mut body = service.clone();
+    body.properties = wanted.clone();
+    let id = match ctx.registry.ensure_service(&body).await {
+        Ok(id) => id,
+        Err(error) => {
+            ctx.metrics.registry_op("ensure_service", error.kind());
+            debug!(service = %service.name, error = %error, "cannot create the local service of a copy");
+            return Ensured::Failed {
+                reason: reason_of(&error, false),
+                error,
+            };
+        }
+    };
+    ctx.metrics.registry_op("ensure_service", "ok");
+    let mut ensured = Ensured::Ready;
+    match ctx.ownership(&skey.0, &service.tenant, &id) {
+        Ownership::Mirror(current) if current != wanted => {
+            let digest = properties_digest(&wanted);
+            if let Some(reason) = ctx.properties_refused(skey, digest) {
+                debug!(service = %service.name, reason, "these properties were refused before; not sent again");
+                ensured = Ensured::RefusedBefore { reason };
+            } else {
+                match ctx
+                    .registry
+                    .set_service_properties(&service.tenant, &id, &wanted)
+                    .await
+                {
+                    Ok(()) => {
+                        ctx.metrics.registry_op("set_service_properties", "ok");
+                        ctx.refuse_properties(skey, None);
+                    }
+                    // Not answered (or the service went meanwhile): tried again.
+                    Err(error) if error.is_retryable() || error.is_not_found() => {
+                        ctx.metrics
+                            .registry_op("set_service_properties", error.kind());
+                        debug!(service = %service.name, error = %error, "cannot set the properties of a copy's service");
+                        return Ensured::Failed {
+                            reason: reason_of(&error, true),
+                            error,
+                        };
+                    }
+                    // Refused: the same content would be refused again.
+                    Err(error) => {
+                        ctx.metrics
+                            .registry_op("set_service_properties", error.kind());
+                        let reason = reason_of(&error, true);
+                        ctx.refuse_properties(skey, Some((digest, reason)));
+                        ensured = Ensured::PropertiesRefused { reason, error };
+                    }
+                }
+            }
+        }
+        Ownership::Mirror(_) => ctx.refuse_properties(skey, None),
+        Ownership::Keep => {
+            debug!(origin = %skey.0, service = %service.name, local_id = %id, "the local service is not one syncer created for this origin's copies alone; its properties are left as they are");
+        }
+    }
+    ctx.cache_service(skey.clone(), id, service.properties.clone());
+    ensured
 }
 
 fn store_failed(ctx: &ImportCtx, what: &str, e: &StoreError) {

@@ -17,9 +17,12 @@
 //! - `execute`: runs actions against the registry and the store, 32 at a time.
 //! - `services`: which local services may take an origin's service properties (only those
 //!   syncer created for that origin's copies, without instances of their own).
+//! - `failures`: the services whose local service is in trouble; their copies wait with
+//!   back-off while every other service's go on.
 
 mod actor;
 mod execute;
+mod failures;
 pub(crate) mod mailbox;
 pub(crate) mod plan;
 mod router;
@@ -58,6 +61,9 @@ pub(crate) struct ImportCtx {
     /// The local services as the local feed reports them: which ones take an origin's
     /// properties.
     local_services: Mutex<LocalServices>,
+    /// Digest of the properties (as they would be written) the local registry refused for
+    /// each origin service: the same content is not sent again.
+    refused_properties: Mutex<HashMap<ServiceKey, (u64, &'static str)>>,
 }
 
 /// `(origin, tenant, origin service id)`.
@@ -87,6 +93,7 @@ impl ImportCtx {
             link,
             services: Mutex::new(HashMap::new()),
             local_services: Mutex::new(LocalServices::default()),
+            refused_properties: Mutex::new(HashMap::new()),
         }
     }
 
@@ -144,6 +151,30 @@ impl ImportCtx {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(key, (id, properties));
+    }
+
+    /// Why the local registry refused exactly `digest` as the properties of `key`'s local
+    /// service, if it did.
+    fn properties_refused(&self, key: &ServiceKey, digest: u64) -> Option<&'static str> {
+        self.refused_properties
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .filter(|(refused, _)| *refused == digest)
+            .map(|(_, reason)| *reason)
+    }
+
+    /// Remembers (`Some((digest, reason))`) or forgets the properties the local registry
+    /// refused for `key`.
+    fn refuse_properties(&self, key: &ServiceKey, digest: Option<(u64, &'static str)>) {
+        let mut refused = self
+            .refused_properties
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match digest {
+            Some(digest) => refused.insert(key.clone(), digest),
+            None => refused.remove(key),
+        };
     }
 
     fn forget_services(&self, tenant: &Tenant, local_id: &str) {
