@@ -810,10 +810,14 @@ mod tests {
         );
     }
 
-    /// A feed over [`two_services`] that confirms disappearances after 1 s.
+    /// A feed over [`two_services`] that confirms disappearances after 1 s (the default
+    /// with several addresses).
     fn confirming_feed() -> ScFeed {
-        let sc = ServiceComb::new(ServiceCombConfig::default()).expect("adapter");
-        assert_eq!(sc.inner.config.confirm_removal, Duration::from_secs(1));
+        let config = ServiceCombConfig {
+            confirm_removal: Duration::from_secs(1),
+            ..ServiceCombConfig::default()
+        };
+        let sc = ServiceComb::new(config).expect("adapter");
         let mut feed = ScFeed::new(sc.inner);
         feed.adopt(&two_services("UP"));
         feed

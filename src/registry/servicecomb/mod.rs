@@ -119,13 +119,16 @@ pub struct ServiceCombConfig {
     /// missing from one answer is reported gone only when an answer read at least this much
     /// later still misses it. With several SC nodes behind `addresses`, a failover to a node
     /// whose cache trails the others then does not read as a mass deletion. Zero reports a
-    /// disappearance at once. Default 1 s.
+    /// disappearance at once. Default 1 s with several addresses, zero with one: a single
+    /// node's cache may trail its own writes, but what it no longer shows is gone, and a
+    /// deregistration should reach the other data centres in well under a second.
     pub confirm_removal: Duration,
 }
 
 impl ServiceCombConfig {
     /// Defaults for SC reached at `addresses`.
     pub fn new(addresses: Vec<Url>) -> ServiceCombConfig {
+        let addresses_count = addresses.len();
         ServiceCombConfig {
             addresses,
             timeout: super::LONGEST_CALL,
@@ -140,7 +143,11 @@ impl ServiceCombConfig {
             max_response_bytes: 256 << 20,
             dump_deadlines: DumpDeadlines::default(),
             credentials: None,
-            confirm_removal: Duration::from_secs(1),
+            confirm_removal: if addresses_count > 1 {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            },
         }
     }
 
@@ -725,5 +732,25 @@ impl Registry for ServiceComb {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Disappearances are confirmed only where a lagging sibling node can fake them: with one
+    /// address a deregistration is reported at once.
+    #[test]
+    fn removals_are_confirmed_only_with_several_addresses() {
+        let url = |port: u16| Url::parse(&format!("http://127.0.0.1:{port}")).expect("url");
+        assert_eq!(
+            ServiceCombConfig::new(vec![url(30100)]).confirm_removal,
+            Duration::ZERO
+        );
+        assert_eq!(
+            ServiceCombConfig::new(vec![url(30100), url(30101)]).confirm_removal,
+            Duration::from_secs(1)
+        );
     }
 }
