@@ -859,3 +859,151 @@ fn a_service_over_the_properties_cap_does_not_hold_back_the_others() {
         format!("one PUT, one refusal expected: {puts} PUTs, {refusals} refusals")
     });
 }
+
+/// Registry writes a syncer made so far (every op that changes the registry), from its
+/// `syncer_registry_requests_total`.
+fn registry_writes(text: &str) -> f64 {
+    [
+        "ensure_service",
+        "set_service_properties",
+        "register",
+        "set_status",
+        "set_instance_properties",
+        "unregister",
+    ]
+    .iter()
+    .map(|op| {
+        metric_sum(
+            text,
+            "syncer_registry_requests_total",
+            &[&format!("op=\"{op}\"")],
+        )
+    })
+    .sum()
+}
+
+/// The copy in registry `i` of the instance with host name `host`, if there is one.
+fn copy_of(w: &World, i: usize, host: &str) -> Option<Inst> {
+    w.reg(i).copies().into_iter().find(|c| c.host_name == host)
+}
+
+/// dc1 runs Service Center 2.x with RBAC (a token of 4 s, so the syncer renews it during the
+/// test), an inner property and leases scaled so that 2.x's 5 s × 3 minimum is 3 s; dc2 runs
+/// 1.4.8. Instances travel both ways with their status, properties and removal; SC 2.x's own
+/// instance shows the inner property (the adapter learns it there), which never reaches dc2
+/// and never makes the syncers rewrite copies: once converged, neither syncer writes again
+/// while the copies in dc1 keep their lease (issue 15, the two-data-centre test).
+#[test]
+fn an_sc_2_origin_with_rbac_and_a_1_4_8_target_sync_both_ways() {
+    use support::sync::DcSetup;
+    use syncer::devreg::{DevRegistryConfig, RbacConfig};
+
+    let mut dc1 = DevRegistryConfig::real_sc_2();
+    dc1.rbac = Some(RbacConfig {
+        token_ttl: std::time::Duration::from_secs(4),
+        ..RbacConfig::new("syncer", "s3cret-pw")
+    });
+    dc1.inner_properties = props(&[("engine", "dc1")]);
+    dc1.lease_scale = 0.15;
+    let setups = vec![
+        DcSetup {
+            registry: dc1,
+            flags: ["--sc-user", "syncer", "--sc-password", "s3cret-pw"]
+                .map(str::to_owned)
+                .to_vec(),
+        },
+        DcSetup {
+            registry: DevRegistryConfig::real_sc_1_4_8(),
+            flags: Vec::new(),
+        },
+    ];
+    let mut w = World::start_each(setups, &[]);
+
+    // SC 2.x registers itself with its inner properties, as it does every instance.
+    let health = w.reg(0).get_json("/health");
+    let own = health
+        .as_ref()
+        .ok()
+        .and_then(|h| h["instances"].as_array().cloned())
+        .unwrap_or_default();
+    w.check(
+        !own.is_empty()
+            && own
+                .iter()
+                .all(|i| i["properties"]["engine"].as_str() == Some("dc1")),
+        || format!("SC's own instances should carry engine=dc1: {health:?}"),
+    );
+
+    // dc1 → dc2, without dc1's inner property.
+    let orders = w.reg(0).create_service("shop", "orders", "1.0.0");
+    let o1 = w.reg(0).register(
+        &orders,
+        &NewInstance::new("orders-1", "rest://10.1.0.1:8080").property("zone", "a"),
+    );
+    // dc2 → dc1.
+    let pay = w.reg(1).create_service("shop", "pay", "1.0.0");
+    let p1 = w.reg(1).register(
+        &pay,
+        &NewInstance::new("pay-1", "rest://10.2.0.1:8080").property("zone", "b"),
+    );
+    w.wait_until("copies in both data centres", SYNC_DEADLINE, |w| {
+        copy_of(w, 1, "orders-1")
+            .is_some_and(|c| c.properties == props(&[("zone", "a"), (ORIGIN, "dc1")]))
+            && copy_of(w, 0, "pay-1").is_some_and(|c| {
+                c.properties == props(&[("zone", "b"), (ORIGIN, "dc2"), ("engine", "dc1")])
+            })
+    });
+
+    // Changes both ways.
+    w.reg(0).set_status(&orders, &o1, "DOWN");
+    w.reg(0)
+        .set_properties(&orders, &o1, &props(&[("zone", "c"), ("weight", "3")]));
+    w.reg(1).set_status(&pay, &p1, "OUTOFSERVICE");
+    w.reg(1).set_properties(&pay, &p1, &props(&[("zone", "d")]));
+    w.wait_until("the changes in both data centres", SYNC_DEADLINE, |w| {
+        copy_of(w, 1, "orders-1").is_some_and(|c| {
+            c.status == "DOWN"
+                && c.properties == props(&[("zone", "c"), ("weight", "3"), (ORIGIN, "dc1")])
+        }) && copy_of(w, 0, "pay-1").is_some_and(|c| {
+            c.status == "OUTOFSERVICE"
+                && c.properties == props(&[("zone", "d"), (ORIGIN, "dc2"), ("engine", "dc1")])
+        })
+    });
+
+    // Converged: for longer than a 2.x lease (3 s here) and a token's life, the copy in dc1
+    // stays and neither syncer writes to its registry.
+    let writes = |w: &World| registry_writes(&w.metrics(0)) + registry_writes(&w.metrics(1));
+    let before = writes(&w);
+    let copy_id = copy_of(&w, 0, "pay-1").map(|c| c.instance_id);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        let now = copy_of(&w, 0, "pay-1").map(|c| c.instance_id);
+        w.check(now.is_some() && now == copy_id, || {
+            format!("the copy in dc1 should keep its lease: was {copy_id:?}, now {now:?}")
+        });
+        let after = writes(&w);
+        w.check(after == before, || {
+            format!("converged syncers should not write: {before} writes, then {after}")
+        });
+        std::thread::sleep(support::sync::POLL * 10);
+    }
+
+    // The token was renewed (two logins at least) and no call was refused for it.
+    let text = w.metrics(0);
+    let logins = metric_sum(
+        &text,
+        "syncer_registry_requests_total",
+        &["op=\"login\"", "outcome=\"ok\""],
+    );
+    let errors = metric_sum(&text, "syncer_registry_errors_total", &[]);
+    w.check(logins >= 2.0 && errors == 0.0, || {
+        format!("the token should be renewed without errors: {logins} logins, {errors} errors")
+    });
+
+    // Removal both ways.
+    w.reg(0).unregister(&orders, &o1);
+    w.reg(1).unregister(&pay, &p1);
+    w.wait_until("both copies removed", SYNC_DEADLINE, |w| {
+        w.reg(0).copies().is_empty() && w.reg(1).copies().is_empty()
+    });
+}
