@@ -1007,3 +1007,52 @@ fn an_sc_2_origin_with_rbac_and_a_1_4_8_target_sync_both_ways() {
         w.reg(0).copies().is_empty() && w.reg(1).copies().is_empty()
     });
 }
+
+/// SC serves its admin dump from a cache fed by an etcd watch; after a failover the node that
+/// answers may trail and miss instances the others already show. Here every dump of dc1 is
+/// answered by a node that holds nothing of dc1's services (a forwarder sends dumps there)
+/// while finds and listings still show them: the feed asks again before believing the dump,
+/// so the copies in dc2 stay, and a real removal still arrives (issue 15 item 5).
+#[test]
+fn a_dump_from_a_lagging_node_does_not_remove_copies() {
+    use support::split::DumpSplit;
+    use support::sync::{DcSetup, Registry};
+
+    let mut w = World::prepare_each(vec![DcSetup::default(), DcSetup::default()], &[]);
+    let config = w.dir.path().join("dc1.yaml");
+    std::fs::write(&config, "ticker_interval: 1s\n").expect("write the configuration");
+    let lagging_node = Registry::start(&w.rt, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let split = DumpSplit::start(&w.rt, w.reg(0).addr(), lagging_node.addr());
+    w.dcs[0].sc_addr = Some(split.url());
+    w.dcs[0].flags = vec!["--config".to_owned(), config.display().to_string()];
+    w.start_daemon(0);
+    w.start_daemon(1);
+
+    let sid = w.reg(0).create_service("shop", "orders", "1.0.0");
+    let iid = w
+        .reg(0)
+        .register(&sid, &NewInstance::new("orders-1", "rest://10.1.0.1:8080"));
+    w.wait_until("the copy in dc2", SYNC_DEADLINE, |w| {
+        copy_of(w, 1, "orders-1").is_some()
+    });
+
+    split.set_lagging(true);
+    let until = std::time::Instant::now() + SYNC_DEADLINE;
+    while split.lagged_dumps() < 2 {
+        w.check(std::time::Instant::now() < until, || {
+            "two dumps from the lagging node expected".to_owned()
+        });
+        let copy = copy_of(&w, 1, "orders-1");
+        let removals = metric_sum(&w.metrics(1), "syncer_sync_removals_total", &[]);
+        w.check(copy.is_some() && removals == 0.0, || {
+            format!("a lagging dump removed the copy: copy {copy:?}, {removals} removals")
+        });
+        std::thread::sleep(support::sync::POLL);
+    }
+    split.set_lagging(false);
+
+    w.reg(0).unregister(&sid, &iid);
+    w.wait_until("the copy removed", SYNC_DEADLINE, |w| {
+        copy_of(w, 1, "orders-1").is_none()
+    });
+}

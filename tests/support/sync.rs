@@ -523,6 +523,8 @@ pub struct Dc {
     pub data_dir: PathBuf,
     /// Flags of this data centre's syncer only (after the world's).
     pub flags: Vec<String>,
+    /// The `--sc-addr` of its syncer when not its registry's address (a forwarder).
+    pub sc_addr: Option<String>,
     pub node: Option<Node>,
     /// Log lines of earlier runs of this data centre's syncer.
     pub old_logs: Vec<String>,
@@ -557,7 +559,16 @@ impl World {
     /// One data centre per entry of `setups`, each with its registry's settings and its
     /// syncer's own flags; otherwise as [`World::start`].
     pub fn start_each(setups: Vec<DcSetup>, extra: &[&str]) -> World {
-        let n = setups.len();
+        let mut world = World::prepare_each(setups, extra);
+        for i in 0..world.dcs.len() {
+            world.start_daemon(i);
+        }
+        world
+    }
+
+    /// [`World::start_each`] without starting the syncers: the test starts each with
+    /// [`World::start_daemon`] once it has set up what they connect to.
+    pub fn prepare_each(setups: Vec<DcSetup>, extra: &[&str]) -> World {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -568,7 +579,7 @@ impl World {
             .tempdir()
             .expect("create a temporary directory");
         let mut dcs = Vec::new();
-        for (k, setup) in (1..=n).zip(setups) {
+        for (k, setup) in (1..).zip(setups) {
             let name = format!("dc{k}");
             dcs.push(Dc {
                 ip: format!("127.0.0.{k}"),
@@ -579,21 +590,18 @@ impl World {
                 ),
                 data_dir: dir.path().join(&name),
                 flags: setup.flags,
+                sc_addr: None,
                 name,
                 node: None,
                 old_logs: Vec::new(),
             });
         }
-        let mut world = World {
+        World {
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             dcs,
             rt,
             dir,
-        };
-        for i in 0..n {
-            world.start_daemon(i);
         }
-        world
     }
 
     /// The registry of data centre `i` (0-based: `reg(0)` is dc1's).
@@ -627,7 +635,10 @@ impl World {
         let ip = &dc.ip;
         let mut cmd = syncer(self.dir.path());
         cmd.arg("daemon")
-            .args(["--sc-addr", &dc.registry.url()])
+            .args([
+                "--sc-addr",
+                dc.sc_addr.as_deref().unwrap_or(&dc.registry.url()),
+            ])
             .args(["--bind-addr", &format!("{ip}:0")])
             .args(["--rpc-addr", &format!("{ip}:0")])
             .args(["--admin-addr", &format!("{ip}:0")])
