@@ -1056,3 +1056,81 @@ fn a_dump_from_a_lagging_node_does_not_remove_copies() {
         copy_of(w, 1, "orders-1").is_none()
     });
 }
+
+/// Service Center caps the instance properties PUT at 3 KiB. An origin instance whose
+/// properties fit dc1's PUT but not the copy's (syncer's mark added) is refused in dc2: the
+/// refusal is counted and shown in `/health` once, the same PUT is not sent again every
+/// second, the other copies keep syncing, and a smaller change goes through at once and ends
+/// the trouble (issue 15 item 1, for instances).
+#[test]
+fn a_refused_copy_backs_off_alone_and_is_reported() {
+    const CAP: usize = 3 * 1024;
+    let mut w = World::start(2, &[]);
+    let sid = w.reg(0).create_service("shop", "orders", "1.0.0");
+    let big = w.reg(0).register(
+        &sid,
+        &NewInstance::new("orders-big", "rest://10.6.0.1:8080"),
+    );
+    let small = w.reg(0).register(
+        &sid,
+        &NewInstance::new("orders-small", "rest://10.6.0.2:8080"),
+    );
+    w.wait_until("both copies in dc2", SYNC_DEADLINE, |w| {
+        copy_of(w, 1, "orders-big").is_some() && copy_of(w, 1, "orders-small").is_some()
+    });
+
+    // Fits dc1's PUT; with the copy's mark it does not fit dc2's.
+    let mut fits: BTreeMap<String, String> = [("blob".to_owned(), String::new())].into();
+    let room = CAP - put_body_len(&fits);
+    fits.insert("blob".into(), "b".repeat(room - 5));
+    w.reg(0).set_properties(&sid, &big, &fits);
+    let refused_puts = |w: &World| {
+        metric_sum(
+            &w.metrics(1),
+            "syncer_sync_registry_ops_total",
+            &["op=\"set_properties\"", "outcome=\"refused\""],
+        )
+    };
+    let reason = "reason=\"instance_properties_too_large\"";
+    w.wait_until(
+        "dc2's syncer to report the refused copy",
+        SYNC_DEADLINE,
+        |w| {
+            let health = w.health(1);
+            health.contains("\"degraded\"")
+                && health.contains("instance_properties_too_large")
+                && metric_sum(
+                    &w.metrics(1),
+                    "syncer_sync_service_failures_total",
+                    &[reason],
+                ) == 1.0
+        },
+    );
+
+    // The other copy goes on; the refused PUT is not repeated meanwhile (back-off of 5 s).
+    w.reg(0).set_status(&sid, &small, "DOWN");
+    w.wait_until("the other copy to become DOWN", SYNC_DEADLINE, |w| {
+        copy_of(w, 1, "orders-small").is_some_and(|c| c.status == "DOWN")
+    });
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        let puts = refused_puts(&w);
+        w.check(puts == 1.0, || {
+            format!("the refused PUT should be sent once within its back-off, sent {puts} times")
+        });
+        std::thread::sleep(support::sync::POLL * 5);
+    }
+
+    // A change that fits goes through at once and ends the trouble.
+    w.reg(0)
+        .set_properties(&sid, &big, &props(&[("blob", "small")]));
+    w.wait_until(
+        "the smaller properties in dc2, health ok",
+        SYNC_DEADLINE,
+        |w| {
+            copy_of(w, 1, "orders-big")
+                .is_some_and(|c| c.properties == props(&[("blob", "small"), (ORIGIN, "dc1")]))
+                && !w.health(1).contains("instance_properties_too_large")
+        },
+    );
+}
