@@ -121,6 +121,9 @@ pub(super) struct ScFeed {
     last_partial: Option<String>,
     /// Changes applied to the state but not yet returned (see [`ScFeed::cycle`]).
     pending: Vec<Change>,
+    /// A dump waiting for its confirmation ([`ScFeed::confirm_dump`]) and when that is due:
+    /// kept across a call dropped half-way, so the dump is not read again.
+    held_dump: Option<(Snapshot, Instant)>,
 }
 
 #[async_trait]
@@ -158,6 +161,7 @@ impl ScFeed {
             failing: false,
             last_partial: None,
             pending: Vec::new(),
+            held_dump: None,
         }
     }
 
@@ -232,11 +236,16 @@ impl ScFeed {
     async fn resync(&mut self, now: Instant) -> Result<Vec<Change>, RegistryError> {
         let inner = Arc::clone(&self.inner);
         let config = &inner.config;
-        let dumped = match inner.dump().await {
-            Ok(mut snapshot) if self.started => {
-                self.confirm_dump(&mut snapshot).await.map(|()| snapshot)
-            }
-            dumped => dumped,
+        let dumped = match self.held_dump.take() {
+            Some((snapshot, due)) => Ok((snapshot, due)),
+            None => inner
+                .dump()
+                .await
+                .map(|snapshot| (snapshot, Instant::now() + config.confirm_removal)),
+        };
+        let dumped = match dumped {
+            Ok((snapshot, due)) if self.started => self.confirm_dump(snapshot, due).await,
+            dumped => dumped.map(|(snapshot, _)| snapshot),
         };
         let snapshot = match dumped {
             Ok(snapshot) => snapshot,
@@ -306,27 +315,47 @@ impl ScFeed {
         suspects
     }
 
-    /// Confirms what the dump `snapshot` lacks of the feed's state: `confirm_removal` later,
-    /// the services concerned are found again with full instance lists, and every known
-    /// service and instance that answer still shows is put back into the snapshot (a node
-    /// whose cache trailed served the dump). A service answered `400012` is confirmed gone.
+    /// Confirms what the dump `snapshot` lacks of the feed's state: at `due`
+    /// (`confirm_removal` after the dump), the services concerned are found again with full
+    /// instance lists, and every known service and instance that answer still shows is put
+    /// back into the snapshot (a node whose cache trailed served the dump). A service
+    /// answered `400012` is confirmed gone. Meanwhile the dump is held in the feed, so a call
+    /// dropped during the wait resumes it.
     ///
     /// # Errors
     /// A failed call or entry fails the resync (it is tried again soon; polls go on).
-    async fn confirm_dump(&self, snapshot: &mut Snapshot) -> Result<(), RegistryError> {
-        let config = &self.inner.config;
-        let suspects = self.dump_suspects(snapshot);
+    async fn confirm_dump(
+        &mut self,
+        snapshot: Snapshot,
+        due: Instant,
+    ) -> Result<Snapshot, RegistryError> {
+        let config = &Arc::clone(&self.inner).config;
+        let suspects = self.dump_suspects(&snapshot);
         if suspects.is_empty() || config.confirm_removal.is_zero() {
-            return Ok(());
+            return Ok(snapshot);
         }
-        tokio::time::sleep(config.confirm_removal).await;
+        self.held_dump = Some((snapshot, due));
+        tokio::time::sleep_until(due).await;
         let (mut services, mut instances) = (Vec::new(), Vec::new());
         for (tenant, suspects) in &suspects {
             for chunk in suspects.chunks(config.find_batch) {
-                let reply = self.find_again(tenant, chunk).await?;
-                self.keep_found(tenant, chunk, reply, &mut services, &mut instances)?;
+                let found = match self.find_again(tenant, chunk).await {
+                    Ok(reply) => {
+                        self.keep_found(tenant, chunk, reply, &mut services, &mut instances)
+                    }
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = found {
+                    self.held_dump = None;
+                    return Err(error);
+                }
             }
         }
+        let Some((mut snapshot, _)) = self.held_dump.take() else {
+            return Err(RegistryError::Protocol(
+                "feed_confirm: the dump held for confirmation is gone".into(),
+            ));
+        };
         let lacked: usize = suspects.values().flatten().map(|s| s.instances.len()).sum();
         if !services.is_empty() || !instances.is_empty() {
             info!(
@@ -338,7 +367,7 @@ impl ScFeed {
         }
         snapshot.services.append(&mut services);
         snapshot.instances.append(&mut instances);
-        Ok(())
+        Ok(snapshot)
     }
 
     /// One batch find of `suspects` of `tenant` with empty revisions (full lists).
