@@ -1134,3 +1134,73 @@ fn a_refused_copy_backs_off_alone_and_is_reported() {
         },
     );
 }
+
+/// Service Center caps an instance registration body at 5 KiB. An origin instance registered
+/// just under the cap cannot be copied (the copy's id, service id, lease and mark make it
+/// longer): the refusal is reported once, the registration is not repeated every second, the
+/// service's other copies are mirrored, and once the origin instance shrinks its copy is
+/// registered at once.
+#[test]
+fn a_copy_over_the_registration_cap_backs_off_and_follows_a_smaller_origin() {
+    const CAP: usize = 5 * 1024;
+    let mut w = World::start(2, &[]);
+    let sid = w.reg(0).create_service("shop", "orders", "1.0.0");
+    let body_len = |new: &NewInstance| {
+        serde_json::json!({ "instance": {
+            "hostName": new.host_name,
+            "endpoints": new.endpoints,
+            "status": "UP",
+            "properties": new.properties,
+        }})
+        .to_string()
+        .len()
+    };
+    // Two values: syncer's wire bounds take at most 4 KiB per value.
+    let mut big = NewInstance::new("orders-big", "rest://10.5.0.1:8080")
+        .property("blob", "")
+        .property("blob2", "");
+    let room = CAP - body_len(&big) - 8;
+    big = big
+        .property("blob", &"b".repeat(room / 2))
+        .property("blob2", &"c".repeat(room - room / 2));
+    assert!(body_len(&big) < CAP);
+    let big_id = w.reg(0).register(&sid, &big);
+    w.reg(0).register(
+        &sid,
+        &NewInstance::new("orders-small", "rest://10.5.0.2:8080"),
+    );
+    let reason = "reason=\"instance_too_large\"";
+    w.wait_until(
+        "the small copy and the big one reported",
+        SYNC_DEADLINE,
+        |w| {
+            copy_of(w, 1, "orders-small").is_some()
+                && w.health(1).contains("instance_too_large")
+                && metric_sum(
+                    &w.metrics(1),
+                    "syncer_sync_service_failures_total",
+                    &[reason],
+                ) == 1.0
+        },
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        let tries = metric_sum(
+            &w.metrics(1),
+            "syncer_sync_registry_ops_total",
+            &["op=\"register\"", "outcome=\"refused\""],
+        );
+        w.check(tries == 1.0, || {
+            format!("the refused registration should be sent once within its back-off, sent {tries} times")
+        });
+        std::thread::sleep(support::sync::POLL * 5);
+    }
+
+    w.reg(0)
+        .set_properties(&sid, &big_id, &props(&[("blob", "small")]));
+    w.wait_until(
+        "the big instance's copy once it is smaller",
+        SYNC_DEADLINE,
+        |w| copy_of(w, 1, "orders-big").is_some() && !w.health(1).contains("instance_too_large"),
+    );
+}
