@@ -859,3 +859,348 @@ fn a_service_over_the_properties_cap_does_not_hold_back_the_others() {
         format!("one PUT, one refusal expected: {puts} PUTs, {refusals} refusals")
     });
 }
+
+/// Registry writes a syncer made so far (every op that changes the registry), from its
+/// `syncer_registry_requests_total`.
+fn registry_writes(text: &str) -> f64 {
+    [
+        "ensure_service",
+        "set_service_properties",
+        "register",
+        "set_status",
+        "set_instance_properties",
+        "unregister",
+    ]
+    .iter()
+    .map(|op| {
+        metric_sum(
+            text,
+            "syncer_registry_requests_total",
+            &[&format!("op=\"{op}\"")],
+        )
+    })
+    .sum()
+}
+
+/// The copy in registry `i` of the instance with host name `host`, if there is one.
+fn copy_of(w: &World, i: usize, host: &str) -> Option<Inst> {
+    w.reg(i).copies().into_iter().find(|c| c.host_name == host)
+}
+
+/// dc1 runs Service Center 2.x with RBAC (a token of 4 s, so the syncer renews it during the
+/// test), an inner property and leases scaled so that 2.x's 5 s × 3 minimum is 3 s; dc2 runs
+/// 1.4.8. Instances travel both ways with their status, properties and removal; SC 2.x's own
+/// instance shows the inner property (the adapter learns it there), which never reaches dc2
+/// and never makes the syncers rewrite copies: once converged, neither syncer writes again
+/// while the copies in dc1 keep their lease (issue 15, the two-data-centre test).
+#[test]
+fn an_sc_2_origin_with_rbac_and_a_1_4_8_target_sync_both_ways() {
+    use support::sync::DcSetup;
+    use syncer::devreg::{DevRegistryConfig, RbacConfig};
+
+    let mut dc1 = DevRegistryConfig::real_sc_2();
+    dc1.rbac = Some(RbacConfig {
+        token_ttl: std::time::Duration::from_secs(4),
+        ..RbacConfig::new("syncer", "s3cret-pw")
+    });
+    dc1.inner_properties = props(&[("engine", "dc1")]);
+    dc1.lease_scale = 0.15;
+    let setups = vec![
+        DcSetup {
+            registry: dc1,
+            flags: ["--sc-user", "syncer", "--sc-password", "s3cret-pw"]
+                .map(str::to_owned)
+                .to_vec(),
+        },
+        DcSetup {
+            registry: DevRegistryConfig::real_sc_1_4_8(),
+            flags: Vec::new(),
+        },
+    ];
+    let mut w = World::start_each(setups, &[]);
+
+    // SC 2.x registers itself with its inner properties, as it does every instance.
+    let health = w.reg(0).get_json("/health");
+    let own = health
+        .as_ref()
+        .ok()
+        .and_then(|h| h["instances"].as_array().cloned())
+        .unwrap_or_default();
+    w.check(
+        !own.is_empty()
+            && own
+                .iter()
+                .all(|i| i["properties"]["engine"].as_str() == Some("dc1")),
+        || format!("SC's own instances should carry engine=dc1: {health:?}"),
+    );
+
+    // dc1 → dc2, without dc1's inner property.
+    let orders = w.reg(0).create_service("shop", "orders", "1.0.0");
+    let o1 = w.reg(0).register(
+        &orders,
+        &NewInstance::new("orders-1", "rest://10.1.0.1:8080").property("zone", "a"),
+    );
+    // dc2 → dc1.
+    let pay = w.reg(1).create_service("shop", "pay", "1.0.0");
+    let p1 = w.reg(1).register(
+        &pay,
+        &NewInstance::new("pay-1", "rest://10.2.0.1:8080").property("zone", "b"),
+    );
+    w.wait_until("copies in both data centres", SYNC_DEADLINE, |w| {
+        copy_of(w, 1, "orders-1")
+            .is_some_and(|c| c.properties == props(&[("zone", "a"), (ORIGIN, "dc1")]))
+            && copy_of(w, 0, "pay-1").is_some_and(|c| {
+                c.properties == props(&[("zone", "b"), (ORIGIN, "dc2"), ("engine", "dc1")])
+            })
+    });
+
+    // Changes both ways.
+    w.reg(0).set_status(&orders, &o1, "DOWN");
+    w.reg(0)
+        .set_properties(&orders, &o1, &props(&[("zone", "c"), ("weight", "3")]));
+    w.reg(1).set_status(&pay, &p1, "OUTOFSERVICE");
+    w.reg(1).set_properties(&pay, &p1, &props(&[("zone", "d")]));
+    w.wait_until("the changes in both data centres", SYNC_DEADLINE, |w| {
+        copy_of(w, 1, "orders-1").is_some_and(|c| {
+            c.status == "DOWN"
+                && c.properties == props(&[("zone", "c"), ("weight", "3"), (ORIGIN, "dc1")])
+        }) && copy_of(w, 0, "pay-1").is_some_and(|c| {
+            c.status == "OUTOFSERVICE"
+                && c.properties == props(&[("zone", "d"), (ORIGIN, "dc2"), ("engine", "dc1")])
+        })
+    });
+
+    // Converged: for longer than a 2.x lease (3 s here) and a token's life, the copy in dc1
+    // stays and neither syncer writes to its registry.
+    let writes = |w: &World| registry_writes(&w.metrics(0)) + registry_writes(&w.metrics(1));
+    let before = writes(&w);
+    let copy_id = copy_of(&w, 0, "pay-1").map(|c| c.instance_id);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        let now = copy_of(&w, 0, "pay-1").map(|c| c.instance_id);
+        w.check(now.is_some() && now == copy_id, || {
+            format!("the copy in dc1 should keep its lease: was {copy_id:?}, now {now:?}")
+        });
+        let after = writes(&w);
+        w.check(after == before, || {
+            format!("converged syncers should not write: {before} writes, then {after}")
+        });
+        std::thread::sleep(support::sync::POLL * 10);
+    }
+
+    // The token was renewed (two logins at least) and no call was refused for it.
+    let text = w.metrics(0);
+    let logins = metric_sum(
+        &text,
+        "syncer_registry_requests_total",
+        &["op=\"login\"", "outcome=\"ok\""],
+    );
+    let errors = metric_sum(&text, "syncer_registry_errors_total", &[]);
+    w.check(logins >= 2.0 && errors == 0.0, || {
+        format!("the token should be renewed without errors: {logins} logins, {errors} errors")
+    });
+
+    // Removal both ways.
+    w.reg(0).unregister(&orders, &o1);
+    w.reg(1).unregister(&pay, &p1);
+    w.wait_until("both copies removed", SYNC_DEADLINE, |w| {
+        w.reg(0).copies().is_empty() && w.reg(1).copies().is_empty()
+    });
+}
+
+/// SC serves its admin dump from a cache fed by an etcd watch; after a failover the node that
+/// answers may trail and miss instances the others already show. Here every dump of dc1 is
+/// answered by a node that holds nothing of dc1's services (a forwarder sends dumps there)
+/// while finds and listings still show them: the feed asks again before believing the dump,
+/// so the copies in dc2 stay, and a real removal still arrives (issue 15 item 5).
+#[test]
+fn a_dump_from_a_lagging_node_does_not_remove_copies() {
+    use support::split::DumpSplit;
+    use support::sync::{DcSetup, Registry};
+
+    let mut w = World::prepare_each(vec![DcSetup::default(), DcSetup::default()], &[]);
+    let config = w.dir.path().join("dc1.yaml");
+    std::fs::write(&config, "ticker_interval: 1s\n").expect("write the configuration");
+    let lagging_node = Registry::start(&w.rt, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let split = DumpSplit::start(&w.rt, w.reg(0).addr(), lagging_node.addr());
+    w.dcs[0].sc_addr = Some(split.url());
+    w.dcs[0].flags = vec!["--config".to_owned(), config.display().to_string()];
+    w.start_daemon(0);
+    w.start_daemon(1);
+
+    let sid = w.reg(0).create_service("shop", "orders", "1.0.0");
+    let iid = w
+        .reg(0)
+        .register(&sid, &NewInstance::new("orders-1", "rest://10.1.0.1:8080"));
+    w.wait_until("the copy in dc2", SYNC_DEADLINE, |w| {
+        copy_of(w, 1, "orders-1").is_some()
+    });
+
+    split.set_lagging(true);
+    let until = std::time::Instant::now() + SYNC_DEADLINE;
+    while split.lagged_dumps() < 2 {
+        w.check(std::time::Instant::now() < until, || {
+            "two dumps from the lagging node expected".to_owned()
+        });
+        let copy = copy_of(&w, 1, "orders-1");
+        let removals = metric_sum(&w.metrics(1), "syncer_sync_removals_total", &[]);
+        w.check(copy.is_some() && removals == 0.0, || {
+            format!("a lagging dump removed the copy: copy {copy:?}, {removals} removals")
+        });
+        std::thread::sleep(support::sync::POLL);
+    }
+    split.set_lagging(false);
+
+    w.reg(0).unregister(&sid, &iid);
+    w.wait_until("the copy removed", SYNC_DEADLINE, |w| {
+        copy_of(w, 1, "orders-1").is_none()
+    });
+}
+
+/// Service Center caps the instance properties PUT at 3 KiB. An origin instance whose
+/// properties fit dc1's PUT but not the copy's (syncer's mark added) is refused in dc2: the
+/// refusal is counted and shown in `/health` once, the same PUT is not sent again every
+/// second, the other copies keep syncing, and a smaller change goes through at once and ends
+/// the trouble (issue 15 item 1, for instances).
+#[test]
+fn a_refused_copy_backs_off_alone_and_is_reported() {
+    const CAP: usize = 3 * 1024;
+    let mut w = World::start(2, &[]);
+    let sid = w.reg(0).create_service("shop", "orders", "1.0.0");
+    let big = w.reg(0).register(
+        &sid,
+        &NewInstance::new("orders-big", "rest://10.6.0.1:8080"),
+    );
+    let small = w.reg(0).register(
+        &sid,
+        &NewInstance::new("orders-small", "rest://10.6.0.2:8080"),
+    );
+    w.wait_until("both copies in dc2", SYNC_DEADLINE, |w| {
+        copy_of(w, 1, "orders-big").is_some() && copy_of(w, 1, "orders-small").is_some()
+    });
+
+    // Fits dc1's PUT; with the copy's mark it does not fit dc2's.
+    let mut fits: BTreeMap<String, String> = [("blob".to_owned(), String::new())].into();
+    let room = CAP - put_body_len(&fits);
+    fits.insert("blob".into(), "b".repeat(room - 5));
+    w.reg(0).set_properties(&sid, &big, &fits);
+    let refused_puts = |w: &World| {
+        metric_sum(
+            &w.metrics(1),
+            "syncer_sync_registry_ops_total",
+            &["op=\"set_properties\"", "outcome=\"refused\""],
+        )
+    };
+    let reason = "reason=\"instance_properties_too_large\"";
+    w.wait_until(
+        "dc2's syncer to report the refused copy",
+        SYNC_DEADLINE,
+        |w| {
+            let health = w.health(1);
+            health.contains("\"degraded\"")
+                && health.contains("instance_properties_too_large")
+                && metric_sum(
+                    &w.metrics(1),
+                    "syncer_sync_service_failures_total",
+                    &[reason],
+                ) == 1.0
+        },
+    );
+
+    // The other copy goes on; the refused PUT is not repeated meanwhile (back-off of 5 s).
+    w.reg(0).set_status(&sid, &small, "DOWN");
+    w.wait_until("the other copy to become DOWN", SYNC_DEADLINE, |w| {
+        copy_of(w, 1, "orders-small").is_some_and(|c| c.status == "DOWN")
+    });
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        let puts = refused_puts(&w);
+        w.check(puts == 1.0, || {
+            format!("the refused PUT should be sent once within its back-off, sent {puts} times")
+        });
+        std::thread::sleep(support::sync::POLL * 5);
+    }
+
+    // A change that fits goes through at once and ends the trouble.
+    w.reg(0)
+        .set_properties(&sid, &big, &props(&[("blob", "small")]));
+    w.wait_until(
+        "the smaller properties in dc2, health ok",
+        SYNC_DEADLINE,
+        |w| {
+            copy_of(w, 1, "orders-big")
+                .is_some_and(|c| c.properties == props(&[("blob", "small"), (ORIGIN, "dc1")]))
+                && !w.health(1).contains("instance_properties_too_large")
+        },
+    );
+}
+
+/// Service Center caps an instance registration body at 5 KiB. An origin instance registered
+/// just under the cap cannot be copied (the copy's id, service id, lease and mark make it
+/// longer): the refusal is reported once, the registration is not repeated every second, the
+/// service's other copies are mirrored, and once the origin instance shrinks its copy is
+/// registered at once.
+#[test]
+fn a_copy_over_the_registration_cap_backs_off_and_follows_a_smaller_origin() {
+    const CAP: usize = 5 * 1024;
+    let mut w = World::start(2, &[]);
+    let sid = w.reg(0).create_service("shop", "orders", "1.0.0");
+    let body_len = |new: &NewInstance| {
+        serde_json::json!({ "instance": {
+            "hostName": new.host_name,
+            "endpoints": new.endpoints,
+            "status": "UP",
+            "properties": new.properties,
+        }})
+        .to_string()
+        .len()
+    };
+    // Two values: syncer's wire bounds take at most 4 KiB per value.
+    let mut big = NewInstance::new("orders-big", "rest://10.5.0.1:8080")
+        .property("blob", "")
+        .property("blob2", "");
+    let room = CAP - body_len(&big) - 8;
+    big = big
+        .property("blob", &"b".repeat(room / 2))
+        .property("blob2", &"c".repeat(room - room / 2));
+    assert!(body_len(&big) < CAP);
+    let big_id = w.reg(0).register(&sid, &big);
+    w.reg(0).register(
+        &sid,
+        &NewInstance::new("orders-small", "rest://10.5.0.2:8080"),
+    );
+    let reason = "reason=\"instance_too_large\"";
+    w.wait_until(
+        "the small copy and the big one reported",
+        SYNC_DEADLINE,
+        |w| {
+            copy_of(w, 1, "orders-small").is_some()
+                && w.health(1).contains("instance_too_large")
+                && metric_sum(
+                    &w.metrics(1),
+                    "syncer_sync_service_failures_total",
+                    &[reason],
+                ) == 1.0
+        },
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        let tries = metric_sum(
+            &w.metrics(1),
+            "syncer_sync_registry_ops_total",
+            &["op=\"register\"", "outcome=\"refused\""],
+        );
+        w.check(tries == 1.0, || {
+            format!("the refused registration should be sent once within its back-off, sent {tries} times")
+        });
+        std::thread::sleep(support::sync::POLL * 5);
+    }
+
+    w.reg(0)
+        .set_properties(&sid, &big_id, &props(&[("blob", "small")]));
+    w.wait_until(
+        "the big instance's copy once it is smaller",
+        SYNC_DEADLINE,
+        |w| copy_of(w, 1, "orders-big").is_some() && !w.health(1).contains("instance_too_large"),
+    );
+}

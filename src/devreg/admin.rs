@@ -128,7 +128,8 @@ pub fn version(ctx: &Ctx) -> Response {
     })
 }
 
-/// `GET /v4/{project}/registry/health`: SC's own instances, without properties.
+/// `GET /v4/{project}/registry/health`: SC's own instances as stored (SC 2.x: with its inner
+/// properties, from which clients learn what SC adds to every instance).
 pub fn health(ctx: &Ctx) -> Reply {
     let store = ctx.reg.lock();
     let t = store.tenant(DEFAULT_TENANT);
@@ -149,10 +150,7 @@ pub fn health(ctx: &Ctx) -> Reply {
     };
     let instances: Vec<MicroServiceInstance> = t
         .cached_instances(sc_id)
-        .map(|e| MicroServiceInstance {
-            properties: StrMap::new(),
-            ..e.instance.clone()
-        })
+        .map(|e| e.instance.clone())
         .collect();
     Ok(json_ok(&super::model::InstancesResponse { instances }))
 }

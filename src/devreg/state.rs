@@ -201,6 +201,13 @@ impl Registry {
                 times: DEFAULT_TIMES,
                 ..Default::default()
             }),
+            // SC 2.x registers itself through its ordinary register path, which writes the
+            // inner properties over every instance's: its own instance shows them too.
+            properties: if self.config.is_v2() {
+                self.config.inner_properties.clone()
+            } else {
+                StrMap::new()
+            },
             timestamp: now.clone(),
             mod_timestamp: now,
             version: self.config.version.clone(),

@@ -166,5 +166,6 @@ impl Drop for Daemon {
 
 pub mod etcd;
 pub mod proxy;
+pub mod split;
 pub mod sync;
 pub mod tap;

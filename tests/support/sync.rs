@@ -130,12 +130,22 @@ pub struct Registry {
     rt: tokio::runtime::Handle,
     client: reqwest::Client,
     addr: SocketAddr,
+    /// The settings it runs with (again after a restart).
+    config: DevRegistryConfig,
+    /// The test's own RBAC token, fetched at the first call (RBAC registries only).
+    token: std::sync::Mutex<Option<String>>,
     running: Option<(CancellationToken, DevRegistryHandle)>,
 }
 
 impl Registry {
     /// Starts a registry on `addr` (port 0: a free one).
     pub fn start(rt: &Runtime, addr: SocketAddr) -> Registry {
+        Registry::start_with(rt, addr, DevRegistryConfig::default())
+    }
+
+    /// Starts a registry with `config` on `addr` (port 0: a free one). With RBAC the test's
+    /// own calls log in with the configured account.
+    pub fn start_with(rt: &Runtime, addr: SocketAddr, config: DevRegistryConfig) -> Registry {
         let client = reqwest::Client::builder()
             .timeout(HTTP_TIMEOUT)
             // No pooled connections: a restarted registry must not meet stale ones.
@@ -146,6 +156,8 @@ impl Registry {
             rt: rt.handle().clone(),
             client,
             addr,
+            config,
+            token: std::sync::Mutex::new(None),
             running: None,
         };
         registry.start_again();
@@ -202,9 +214,43 @@ impl Registry {
         let token = CancellationToken::new();
         let handle = self
             .rt
-            .block_on(spawn(listener, DevRegistryConfig::default(), token.clone()));
+            .block_on(spawn(listener, self.config.clone(), token.clone()));
         self.addr = handle.addr();
         self.running = Some((token, handle));
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The `Authorization` header value of the test's calls: a token of one hour (RBAC
+    /// registries), fetched once per run of the registry.
+    async fn bearer(&self) -> Result<Option<String>, String> {
+        let Some(rbac) = &self.config.rbac else {
+            return Ok(None);
+        };
+        if let Some(token) = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(Some(format!("Bearer {token}")));
+        }
+        let url = format!("{}/v4/token", self.url());
+        let body =
+            json!({"name": rbac.user, "password": rbac.password, "tokenExpirationTime": "1h"});
+        let response = self
+            .client
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| format!("POST {url}: {e}: {text}"))?;
+        let token = v["token"]
+            .as_str()
+            .ok_or_else(|| format!("POST {url}: no token in {text}"))?
+            .to_owned();
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
+        Ok(Some(format!("Bearer {token}")))
     }
 
     fn path(&self, path: &str) -> String {
@@ -221,6 +267,9 @@ impl Registry {
         let url = self.path(path);
         self.rt.block_on(async {
             let mut request = self.client.request(method.clone(), &url);
+            if let Some(bearer) = self.bearer().await? {
+                request = request.header("Authorization", bearer);
+            }
             if let Some(body) = body {
                 request = request.json(&body);
             }
@@ -244,6 +293,16 @@ impl Registry {
             Ok((200, text)) => text,
             Ok((status, text)) => panic!("{what} at {}: {status} {text}", self.url()),
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// `GET /v4/default/registry{path}` answered with 200: its JSON body.
+    pub fn get_json(&self, path: &str) -> Result<Value, String> {
+        match self.call(reqwest::Method::GET, path, None)? {
+            (200, text) => {
+                serde_json::from_str(&text).map_err(|e| format!("GET {path}: {e}: {text}"))
+            }
+            (status, text) => Err(format!("GET {path}: {status} {text}")),
         }
     }
 
@@ -462,9 +521,22 @@ pub struct Dc {
     pub ip: String,
     pub registry: Registry,
     pub data_dir: PathBuf,
+    /// Flags of this data centre's syncer only (after the world's).
+    pub flags: Vec<String>,
+    /// The `--sc-addr` of its syncer when not its registry's address (a forwarder).
+    pub sc_addr: Option<String>,
     pub node: Option<Node>,
     /// Log lines of earlier runs of this data centre's syncer.
     pub old_logs: Vec<String>,
+}
+
+/// How one data centre of [`World::start_each`] runs.
+#[derive(Clone, Debug, Default)]
+pub struct DcSetup {
+    /// Its dev registry's settings.
+    pub registry: DevRegistryConfig,
+    /// Flags given to its syncer only.
+    pub flags: Vec<String>,
 }
 
 /// Several data centres whose syncers form one gossip pool.
@@ -481,6 +553,22 @@ impl World {
     /// `n` data centres `dc1..dcN` (syncers on 127.0.0.1..N), each with its own dev registry
     /// and a syncer started with the fast flags plus `extra`; all syncers join dc1's.
     pub fn start(n: usize, extra: &[&str]) -> World {
+        World::start_each(vec![DcSetup::default(); n], extra)
+    }
+
+    /// One data centre per entry of `setups`, each with its registry's settings and its
+    /// syncer's own flags; otherwise as [`World::start`].
+    pub fn start_each(setups: Vec<DcSetup>, extra: &[&str]) -> World {
+        let mut world = World::prepare_each(setups, extra);
+        for i in 0..world.dcs.len() {
+            world.start_daemon(i);
+        }
+        world
+    }
+
+    /// [`World::start_each`] without starting the syncers: the test starts each with
+    /// [`World::start_daemon`] once it has set up what they connect to.
+    pub fn prepare_each(setups: Vec<DcSetup>, extra: &[&str]) -> World {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -491,27 +579,29 @@ impl World {
             .tempdir()
             .expect("create a temporary directory");
         let mut dcs = Vec::new();
-        for k in 1..=n {
+        for (k, setup) in (1..).zip(setups) {
             let name = format!("dc{k}");
             dcs.push(Dc {
                 ip: format!("127.0.0.{k}"),
-                registry: Registry::start(&rt, SocketAddr::from(([127, 0, 0, 1], 0))),
+                registry: Registry::start_with(
+                    &rt,
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                    setup.registry,
+                ),
                 data_dir: dir.path().join(&name),
+                flags: setup.flags,
+                sc_addr: None,
                 name,
                 node: None,
                 old_logs: Vec::new(),
             });
         }
-        let mut world = World {
+        World {
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             dcs,
             rt,
             dir,
-        };
-        for i in 0..n {
-            world.start_daemon(i);
         }
-        world
     }
 
     /// The registry of data centre `i` (0-based: `reg(0)` is dc1's).
@@ -545,7 +635,10 @@ impl World {
         let ip = &dc.ip;
         let mut cmd = syncer(self.dir.path());
         cmd.arg("daemon")
-            .args(["--sc-addr", &dc.registry.url()])
+            .args([
+                "--sc-addr",
+                dc.sc_addr.as_deref().unwrap_or(&dc.registry.url()),
+            ])
             .args(["--bind-addr", &format!("{ip}:0")])
             .args(["--rpc-addr", &format!("{ip}:0")])
             .args(["--admin-addr", &format!("{ip}:0")])
@@ -556,7 +649,8 @@ impl World {
             .args(FAST)
             .args(["--log-format", "json"])
             .args(["--log-level", "info,syncer::sync=debug"])
-            .args(&self.extra);
+            .args(&self.extra)
+            .args(&dc.flags);
         if let Some(join) = join {
             cmd.args(["--join-addr", &join]);
         }

@@ -15,11 +15,18 @@
 //! 3. every `resync_interval`: the admin dump (§5.2), returned as [`Change::Resync`]; it is
 //!    how new tenants are found, and the safety net for anything else.
 //!
+//! SC serves all three from a cache fed by an etcd watch, so an answer from a node whose
+//! cache trails (after a failover) may miss what an earlier answer showed. No disappearance
+//! is reported on one answer: a poll or listing reports it only when an answer read
+//! `confirm_removal` later still misses it, and a dump that misses known services or
+//! instances has them asked again `confirm_removal` later (one batch find, full lists)
+//! before it is returned; what that answer still shows is put back into the snapshot.
+//!
 //! The feed owns its state (no locks) and uses `tokio::time` only. Each `next` runs one cycle
 //! after waiting for `poll_interval` since the end of the previous one, so an idle registry
 //! costs one small call per tenant per interval and a failing one is not hammered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +81,18 @@ impl Watched {
     }
 }
 
+/// A known service the last dump left out, or left some of its known instances out of:
+/// asked again before the dump is believed.
+#[derive(Debug)]
+struct Suspect {
+    /// The service as last reported.
+    service: Service,
+    /// Whether the dump lacks the service itself.
+    unlisted: bool,
+    /// Ids of its known instances the dump lacks.
+    instances: BTreeSet<String>,
+}
+
 /// One batch-find call planned by a poll: the tenant and the service ids in request order.
 struct PollCall {
     tenant: Tenant,
@@ -102,6 +121,9 @@ pub(super) struct ScFeed {
     last_partial: Option<String>,
     /// Changes applied to the state but not yet returned (see [`ScFeed::cycle`]).
     pending: Vec<Change>,
+    /// A dump waiting for its confirmation ([`ScFeed::confirm_dump`]) and when that is due:
+    /// kept across a call dropped half-way, so the dump is not read again.
+    held_dump: Option<(Snapshot, Instant)>,
 }
 
 #[async_trait]
@@ -139,6 +161,7 @@ impl ScFeed {
             failing: false,
             last_partial: None,
             pending: Vec::new(),
+            held_dump: None,
         }
     }
 
@@ -213,7 +236,18 @@ impl ScFeed {
     async fn resync(&mut self, now: Instant) -> Result<Vec<Change>, RegistryError> {
         let inner = Arc::clone(&self.inner);
         let config = &inner.config;
-        let snapshot = match inner.dump().await {
+        let dumped = match self.held_dump.take() {
+            Some((snapshot, due)) => Ok((snapshot, due)),
+            None => inner
+                .dump()
+                .await
+                .map(|snapshot| (snapshot, Instant::now() + config.confirm_removal)),
+        };
+        let dumped = match dumped {
+            Ok((snapshot, due)) if self.started => self.confirm_dump(snapshot, due).await,
+            dumped => dumped.map(|(snapshot, _)| snapshot),
+        };
+        let snapshot = match dumped {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 if self.started {
@@ -234,6 +268,204 @@ impl ScFeed {
             "feed resync"
         );
         Ok(vec![Change::Resync(snapshot)])
+    }
+
+    /// The known services the dump `snapshot` lacks, or lacks known instances of, by tenant.
+    /// Services SC redirects to `default/default` cannot be asked in their own tenant: for
+    /// them the dump is believed.
+    fn dump_suspects(&self, snapshot: &Snapshot) -> BTreeMap<Tenant, Vec<Suspect>> {
+        let services: HashSet<(&Tenant, &str)> = snapshot
+            .services
+            .iter()
+            .map(|s| (&s.tenant, s.service_id.as_str()))
+            .collect();
+        let instances: HashSet<(&Tenant, &str, &str)> = snapshot
+            .instances
+            .iter()
+            .map(|i| (&i.tenant, i.service_id.as_str(), i.instance_id.as_str()))
+            .collect();
+        let mut suspects: BTreeMap<Tenant, Vec<Suspect>> = BTreeMap::new();
+        for (tenant, known) in &self.tenants {
+            for (id, watched) in known {
+                let service = &watched.service;
+                if self
+                    .inner
+                    .internal
+                    .is_shared_name(&service.app, &service.name)
+                {
+                    continue;
+                }
+                let listed = services.contains(&(tenant, id.as_str()));
+                let lacking: BTreeSet<String> = watched
+                    .instances
+                    .keys()
+                    .filter(|i| !instances.contains(&(tenant, id.as_str(), i.as_str())))
+                    .cloned()
+                    .collect();
+                if listed && lacking.is_empty() {
+                    continue;
+                }
+                suspects.entry(tenant.clone()).or_default().push(Suspect {
+                    service: service.clone(),
+                    unlisted: !listed,
+                    instances: lacking,
+                });
+            }
+        }
+        suspects
+    }
+
+    /// Confirms what the dump `snapshot` lacks of the feed's state: at `due`
+    /// (`confirm_removal` after the dump), the services concerned are found again with full
+    /// instance lists, and every known service and instance that answer still shows is put
+    /// back into the snapshot (a node whose cache trailed served the dump). A service
+    /// answered `400012` is confirmed gone. Meanwhile the dump is held in the feed, so a call
+    /// dropped during the wait resumes it.
+    ///
+    /// # Errors
+    /// A failed call or entry fails the resync (it is tried again soon; polls go on).
+    async fn confirm_dump(
+        &mut self,
+        snapshot: Snapshot,
+        due: Instant,
+    ) -> Result<Snapshot, RegistryError> {
+        let config = &Arc::clone(&self.inner).config;
+        let suspects = self.dump_suspects(&snapshot);
+        if suspects.is_empty() || config.confirm_removal.is_zero() {
+            return Ok(snapshot);
+        }
+        self.held_dump = Some((snapshot, due));
+        tokio::time::sleep_until(due).await;
+        let (mut services, mut instances) = (Vec::new(), Vec::new());
+        for (tenant, suspects) in &suspects {
+            for chunk in suspects.chunks(config.find_batch) {
+                let found = match self.find_again(tenant, chunk).await {
+                    Ok(reply) => {
+                        self.keep_found(tenant, chunk, reply, &mut services, &mut instances)
+                    }
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = found {
+                    self.held_dump = None;
+                    return Err(error);
+                }
+            }
+        }
+        let Some((mut snapshot, _)) = self.held_dump.take() else {
+            return Err(RegistryError::Protocol(
+                "feed_confirm: the dump held for confirmation is gone".into(),
+            ));
+        };
+        let lacked: usize = suspects.values().flatten().map(|s| s.instances.len()).sum();
+        if !services.is_empty() || !instances.is_empty() {
+            info!(
+                services = services.len(),
+                instances = instances.len(),
+                lacked,
+                "the registry dump missed what the registry still holds (a node whose cache trails); kept"
+            );
+        }
+        snapshot.services.append(&mut services);
+        snapshot.instances.append(&mut instances);
+        Ok(snapshot)
+    }
+
+    /// One batch find of `suspects` of `tenant` with empty revisions (full lists).
+    async fn find_again(
+        &self,
+        tenant: &Tenant,
+        suspects: &[Suspect],
+    ) -> Result<BatchFindReply, RegistryError> {
+        let entries = suspects
+            .iter()
+            .map(|s| FindServiceEntry {
+                service: FindServiceKey {
+                    app_id: &s.service.app,
+                    service_name: &s.service.name,
+                    version: &s.service.version,
+                    environment: &s.service.environment,
+                },
+                rev: "",
+            })
+            .collect();
+        let body = to_json(
+            "feed_confirm",
+            &BatchFindRequest {
+                services: entries,
+                instances: Vec::new(),
+            },
+        )?;
+        let query = [("type", "query")];
+        let request = Request::new(
+            "feed_confirm",
+            Method::POST,
+            tenant,
+            &["instances", "action"],
+        )
+        .query(&query)
+        .json(body);
+        let body = self
+            .inner
+            .call(request)
+            .await
+            .map_err(RegistryError::from)?;
+        parse::<BatchFindReply>("feed_confirm", &body)
+    }
+
+    /// Collects from `reply` (to [`ScFeed::find_again`] for `suspects`) the services and
+    /// instances the dump lacked that SC still shows.
+    fn keep_found(
+        &self,
+        tenant: &Tenant,
+        suspects: &[Suspect],
+        reply: BatchFindReply,
+        services: &mut Vec<Service>,
+        instances: &mut Vec<crate::registry::Instance>,
+    ) -> Result<(), RegistryError> {
+        let section = reply.services;
+        let suspect = |i: i64| {
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| suspects.get(i))
+                .ok_or_else(|| {
+                    RegistryError::Protocol(format!(
+                        "feed_confirm: index {i} outside the {} services asked",
+                        suspects.len()
+                    ))
+                })
+        };
+        if let Some(i) = section.not_modified.first() {
+            suspect(*i)?;
+            return Err(RegistryError::Protocol(
+                "feed_confirm: notModified for a find without revision".into(),
+            ));
+        }
+        for group in &section.failed {
+            for i in &group.indexes {
+                suspect(*i)?;
+            }
+            if group.error.error_code != Some(client::SERVICE_NOT_EXIST) {
+                return Err(entry_failure(tenant, &group.error, group.indexes.len()));
+            }
+        }
+        for updated in section.updated {
+            let suspect = suspect(updated.index)?;
+            if suspect.unlisted {
+                services.push(suspect.service.clone());
+            }
+            let id = &suspect.service.service_id;
+            for wire in updated.instances {
+                // SC 2.x finds every version of a name: this service's lacking ones only.
+                let ours = wire.service_id.is_empty() || wire.service_id == *id;
+                if !ours || !suspect.instances.contains(&wire.instance_id) {
+                    continue;
+                }
+                let mut instance = instance_from_wire(tenant.clone(), id, wire);
+                self.inner.added.strip(&mut instance);
+                instances.push(instance);
+            }
+        }
+        Ok(())
     }
 
     /// Makes `snapshot` the feed's state. Revisions are kept for services whose instances are
@@ -907,5 +1139,30 @@ mod tests {
         expected.extend(s2_removed());
         assert_eq!(changes, expected);
         assert_eq!(rev_of_s1(&feed), "lagging");
+    }
+
+    /// A dump that lacks a known instance and a known service names both for confirmation;
+    /// a complete dump names nothing.
+    #[test]
+    fn a_dump_lacking_known_things_is_asked_again() {
+        let feed = started_feed();
+        assert!(feed.dump_suspects(&two_services("UP")).is_empty());
+        let lacking = Snapshot {
+            services: vec![service("s1")],
+            instances: vec![instance("s1", "b", "UP")],
+        };
+        let suspects = feed.dump_suspects(&lacking);
+        let home = &suspects[&Tenant::default_tenant()];
+        let summary: Vec<(&str, bool, Vec<&str>)> = home
+            .iter()
+            .map(|s| {
+                (
+                    s.service.service_id.as_str(),
+                    s.unlisted,
+                    s.instances.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(summary, [("s1", false, vec!["a"]), ("s2", true, vec!["c"])]);
     }
 }

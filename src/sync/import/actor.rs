@@ -447,6 +447,8 @@ impl Actor {
                 .failing
                 .sweep(|tenant, id| exported.contains(&(tenant, id)));
             self.dirty.extend(back);
+            let desired = &self.views.desired;
+            self.failing.sweep_copies(|key| desired.contains_key(key));
         }
         if self.failing.next_retry().is_some_and(|at| now >= at) {
             let (keys, services) = self.failing.due(now);
@@ -749,6 +751,12 @@ impl Actor {
                 self.failing.park(key.clone());
             }
         }
+        // A copy the registry refused is not written again with the same content before
+        // its back-off ends (`failures::due` plans it again then).
+        let actions: Vec<Action> = actions
+            .into_iter()
+            .filter(|action| !self.failing.copy_waits(action, now))
+            .collect();
         if actions.is_empty() {
             return answered;
         }
@@ -823,6 +831,9 @@ impl Actor {
                 if let Some(old) = dropped {
                     self.views.present.remove(&old.instance_id);
                 }
+                if registered.is_some() {
+                    self.failing.copy_written(&key);
+                }
                 let mapping_id = mapping.instance_id.clone();
                 self.views.set_mapping(key.clone(), *mapping);
                 match registered {
@@ -838,10 +849,12 @@ impl Actor {
                 }
             }
             Done::Updated {
+                key,
                 copy_id,
                 status,
                 properties,
             } => {
+                self.failing.copy_written(&key);
                 if let Some(copy) = self.views.present.get_mut(&copy_id) {
                     if let Some(status) = status {
                         copy.status = status;
@@ -857,6 +870,15 @@ impl Actor {
                     self.views.drop_mapping(&key);
                 }
                 self.ctx.metrics.removals.get_or_create(&self.label).inc();
+            }
+            Done::Refused {
+                key,
+                digest,
+                reason,
+                error,
+            } => {
+                self.failing
+                    .copy_refused(key, digest, reason, &error, Instant::now());
             }
             Done::Failed(key) => {
                 match key {

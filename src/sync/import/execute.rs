@@ -15,7 +15,9 @@ use tracing::{debug, info, warn};
 use super::super::copy::{PresentCopy, copy_body, fingerprint, properties_digest};
 use super::super::ids::OriginKey;
 use super::super::unix_ms;
-use super::failures::{Ensured, reason_of};
+use super::failures::{
+    Ensured, instance_reason, is_refusal, reason_of, register_digest, update_digest,
+};
 use super::plan::Action;
 use super::services::{Ownership, marked};
 use super::views::copy_ref;
@@ -37,6 +39,7 @@ pub(crate) enum Done {
         dropped: Option<Box<Mapping>>,
     },
     Updated {
+        key: InstanceRef,
         copy_id: String,
         status: Option<String>,
         properties: Option<BTreeMap<String, String>>,
@@ -47,6 +50,14 @@ pub(crate) enum Done {
     },
     /// Failed; retry these keys (or the orphans) later.
     Failed(Option<InstanceRef>),
+    /// The registry refused the copy of `key` (its content: a size cap, a rule); the same
+    /// write (`digest`) waits for a back-off (`failures`).
+    Refused {
+        key: InstanceRef,
+        digest: u64,
+        reason: &'static str,
+        error: RegistryError,
+    },
 }
 
 /// Runs `actions` for `origin`, [`PARALLEL_CALLS`] at a time; results in completion order.
@@ -239,6 +250,14 @@ async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
                     ctx.forget_services(&service.tenant, &service_id);
                 }
                 registry_failed(&ctx, "register", &body.reference(), &e);
+                if is_refusal(&e) {
+                    return Done::Refused {
+                        key,
+                        digest: register_digest(&instance),
+                        reason: instance_reason(&e, false),
+                        error: e,
+                    };
+                }
                 return Done::Failed(Some(key));
             }
             ctx.metrics.registry_op("register", "ok");
@@ -277,10 +296,22 @@ async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
             status,
             properties,
         } => {
+            let refused = |key: InstanceRef, e: RegistryError, properties_put: bool| {
+                if is_refusal(&e) {
+                    Done::Refused {
+                        digest: update_digest(status.as_ref(), properties.as_ref()),
+                        reason: instance_reason(&e, properties_put),
+                        error: e,
+                        key,
+                    }
+                } else {
+                    Done::Failed(Some(key))
+                }
+            };
             if let Some(status) = &status {
                 if let Err(e) = ctx.registry.set_status(&copy, status).await {
                     registry_failed(&ctx, "set_status", &copy, &e);
-                    return Done::Failed(Some(key));
+                    return refused(key, e, false);
                 }
                 ctx.metrics.registry_op("set_status", "ok");
             }
@@ -293,11 +324,12 @@ async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
                     .await
                 {
                     registry_failed(&ctx, "set_properties", &copy, &e);
-                    return Done::Failed(Some(key));
+                    return refused(key, e, true);
                 }
                 ctx.metrics.registry_op("set_properties", "ok");
             }
             Done::Updated {
+                key,
                 copy_id: copy.instance_id,
                 status,
                 properties,

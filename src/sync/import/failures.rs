@@ -13,16 +13,28 @@
 //! `syncer_sync_service_failures_total{origin,reason}` on every refused attempt, and listed in
 //! [`ServiceFailures`] (so `/health` says degraded) until the service is ensured, or its
 //! origin no longer exports it.
+//!
+//! Copies the registry refuses one by one are kept here too. Service Center caps an instance
+//! registration body at 5 KiB and the instance properties PUT at 3 KiB, so an origin instance
+//! close to a cap can be legal at the origin and too large as a copy (syncer's mark added).
+//! Such a refusal (`Refused`/`Invalid`, not an unanswered call) is logged once, counted with
+//! the reason prefixed `instance_` (`instance_too_large`, `instance_properties_too_large`),
+//! listed in `/health` under the origin instance, and the same write is not tried again
+//! before its back-off ends (5 s doubling to 5 min): a changed origin instance is tried at
+//! once. The trouble ends when a write of the copy succeeds or the origin no longer exports
+//! the instance.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::super::metrics::{ServiceFailures, SyncMetrics};
+use super::plan::Action;
 use crate::backoff::Backoff;
-use crate::registry::{InstanceRef, RegistryError, Service, Tenant};
+use crate::registry::{Instance, InstanceRef, RegistryError, Service, Tenant};
 
 /// First pause before a failed service is tried again.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -32,6 +44,12 @@ const REFUSED_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Longest pause between tries of a service when the registry did not answer: the 1 s pace
 /// of every other retry of the importer, so copies follow soon after it is back.
 const UNAVAILABLE_RETRY_MAX: Duration = RETRY_FIRST;
+
+/// First pause before a refused copy is written again: the same body is refused again
+/// unless the registry's settings change, so not every second.
+const INSTANCE_RETRY_FIRST: Duration = Duration::from_secs(5);
+/// Longest pause between writes of a refused copy.
+const INSTANCE_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
 
 /// `(tenant, origin service id)`.
 type OriginService = (Tenant, String);
@@ -71,6 +89,66 @@ pub(crate) fn reason_of(error: &RegistryError, properties: bool) -> &'static str
     }
 }
 
+/// The reason label of a copy the registry refused (see the module documentation).
+pub(crate) fn instance_reason(error: &RegistryError, properties: bool) -> &'static str {
+    match reason_of(error, properties) {
+        "properties_too_large" => "instance_properties_too_large",
+        "too_large" => "instance_too_large",
+        "quota" => "instance_quota",
+        _ => "instance_refused",
+    }
+}
+
+/// Whether a failed write of a copy is a refusal of its content (tried again only after a
+/// back-off, or when the content changes) rather than a registry that did not answer.
+pub(crate) fn is_refusal(error: &RegistryError) -> bool {
+    !error.is_retryable() && !error.is_not_found()
+}
+
+/// What a registration writes, for telling a changed origin instance from the refused one.
+pub(crate) fn register_digest(instance: &Instance) -> u64 {
+    instance.body_digest()
+}
+
+/// What an update writes (see [`register_digest`]).
+pub(crate) fn update_digest(
+    status: Option<&String>,
+    properties: Option<&BTreeMap<String, String>>,
+) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    status.hash(&mut h);
+    properties.hash(&mut h);
+    h.finish()
+}
+
+/// The origin instance and the digest of what `action` writes into the copy, for the
+/// actions that write one (register, update).
+fn written(action: &Action) -> Option<(&InstanceRef, u64)> {
+    match action {
+        Action::Register { key, instance, .. } => Some((key, register_digest(instance))),
+        Action::Update {
+            key,
+            status,
+            properties,
+            ..
+        } => Some((key, update_digest(status.as_ref(), properties.as_ref()))),
+        Action::Adopt { .. } | Action::Remove { .. } => None,
+    }
+}
+
+/// A copy the registry refused.
+#[derive(Debug)]
+struct RefusedCopy {
+    /// The origin instance, for logs and `/health`.
+    label: String,
+    reason: &'static str,
+    /// What the refused write carried.
+    digest: u64,
+    backoff: Backoff,
+    /// When the same write may be tried again (`None`: due, planned again).
+    retry_at: Option<Instant>,
+}
+
 #[derive(Debug)]
 enum State {
     /// Not created: its copies wait until `retry_at` (`None`: due, planned again and not
@@ -98,6 +176,8 @@ struct Trouble {
 pub(crate) struct FailingServices {
     origin: String,
     troubles: HashMap<OriginService, Trouble>,
+    /// Copies the registry refused, by origin instance.
+    copies: HashMap<InstanceRef, RefusedCopy>,
     metrics: SyncMetrics,
     health: ServiceFailures,
 }
@@ -112,13 +192,84 @@ impl FailingServices {
         FailingServices {
             origin,
             troubles: HashMap::new(),
+            copies: HashMap::new(),
             metrics,
             health,
         }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.troubles.is_empty()
+        self.troubles.is_empty() && self.copies.is_empty()
+    }
+
+    /// Whether `action` writes what the registry refused for its copy and the back-off of
+    /// that refusal has not ended at `now`.
+    pub(crate) fn copy_waits(&self, action: &Action, now: Instant) -> bool {
+        written(action).is_some_and(|(key, digest)| {
+            self.copies.get(key).is_some_and(|refused| {
+                refused.digest == digest && refused.retry_at.is_some_and(|at| at > now)
+            })
+        })
+    }
+
+    /// The registry refused the copy of `key`, written with `digest`, at `now`.
+    pub(crate) fn copy_refused(
+        &mut self,
+        key: InstanceRef,
+        digest: u64,
+        reason: &'static str,
+        error: &RegistryError,
+        now: Instant,
+    ) {
+        self.count(reason);
+        let label = format!("instance {key}");
+        let again = self
+            .copies
+            .remove(&key)
+            .filter(|before| before.reason == reason && before.digest == digest);
+        let logged = again.is_some();
+        let mut backoff = again.map_or_else(
+            || Backoff::new(INSTANCE_RETRY_FIRST, INSTANCE_RETRY_MAX),
+            |before| before.backoff,
+        );
+        let pause = backoff.pause();
+        if logged {
+            debug!(origin = %self.origin, instance = %key, reason, error = %error, retry_in = ?pause, "the local registry still refuses this copy");
+        } else {
+            warn!(origin = %self.origin, instance = %key, reason, error = %error, retry_in = ?pause, "the local registry refused this copy; the same content is tried again after a back-off (at once when the origin changes it), the other copies go on");
+        }
+        self.health.set(&self.origin, &label, reason);
+        self.copies.insert(
+            key,
+            RefusedCopy {
+                label,
+                reason,
+                digest,
+                backoff,
+                retry_at: Some(now + pause),
+            },
+        );
+    }
+
+    /// A write of the copy of `key` succeeded: its refusal, if any, is over.
+    pub(crate) fn copy_written(&mut self, key: &InstanceRef) {
+        if let Some(refused) = self.copies.remove(key) {
+            self.health.clear(&self.origin, &refused.label);
+            info!(origin = %self.origin, instance = %key, reason = refused.reason, "the local registry took this copy");
+        }
+    }
+
+    /// Forgets the refused copies of origin instances `exported` no longer holds.
+    pub(crate) fn sweep_copies(&mut self, exported: impl Fn(&InstanceRef) -> bool) {
+        let health = &self.health;
+        let origin = &self.origin;
+        self.copies.retain(|key, refused| {
+            let keep = exported(key);
+            if !keep {
+                health.clear(origin, &refused.label);
+            }
+            keep
+        });
     }
 
     /// Whether `service` waits for its back-off at `now`: not asked for again before then.
@@ -162,6 +313,7 @@ impl FailingServices {
                 State::Waiting { retry_at, .. } => *retry_at,
                 State::PropertiesRefused => None,
             })
+            .chain(self.copies.values().filter_map(|c| c.retry_at))
             .min()
     }
 
@@ -182,6 +334,12 @@ impl FailingServices {
                 } else {
                     keys.extend(parked.drain());
                 }
+            }
+        }
+        for (key, refused) in &mut self.copies {
+            if refused.retry_at.is_some_and(|at| at <= now) {
+                refused.retry_at = None;
+                keys.push(key.clone());
             }
         }
         (keys, services)
@@ -272,6 +430,7 @@ impl FailingServices {
     /// Forgets every trouble (the actor stops).
     pub(crate) fn clear_all(&mut self) {
         self.troubles.clear();
+        self.copies.clear();
         self.health.clear_origin(&self.origin);
     }
 
@@ -409,6 +568,51 @@ mod tests {
         assert_eq!(table.next_retry(), None);
         assert_eq!(metrics.service_failures().list().len(), 1);
         table.sweep(|_, id| id != "big");
+        assert!(table.is_empty() && metrics.service_failures().list().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_copy_waits_for_its_back_off_unless_its_content_changes() {
+        let metrics = SyncMetrics::default();
+        let mut table = FailingServices::new("dc1".into(), metrics.clone());
+        let update = |props: &[(&str, &str)]| Action::Update {
+            key: key("s", "i1"),
+            copy: key("local", "c1"),
+            status: None,
+            properties: Some(
+                props
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+        };
+        let (big, small) = (update(&[("blob", "big")]), update(&[("blob", "small")]));
+        let Some((_, digest)) = written(&big) else {
+            panic!("an update writes");
+        };
+        let error = RegistryError::Refused(Refusal {
+            field: "set_instance_properties".into(),
+            reason: "too_large",
+            detail: "400001".into(),
+        });
+        let reason = instance_reason(&error, true);
+        assert_eq!(reason, "instance_properties_too_large");
+        let start = Instant::now();
+        table.copy_refused(key("s", "i1"), digest, reason, &error, start);
+        assert!(table.copy_waits(&big, start) && !table.copy_waits(&small, start));
+        assert!(!table.is_empty());
+        assert_eq!(table.next_retry(), Some(start + INSTANCE_RETRY_FIRST));
+        assert_eq!(
+            metrics.service_failures().list(),
+            vec![("dc1".into(), "instance default/default/s/i1".into(), reason)]
+        );
+        let due = start + INSTANCE_RETRY_FIRST;
+        assert_eq!(table.due(due), (vec![key("s", "i1")], Vec::new()));
+        assert!(!table.copy_waits(&big, due), "due: tried again");
+        // Refused again: the pause doubles.
+        table.copy_refused(key("s", "i1"), digest, reason, &error, due);
+        assert_eq!(table.next_retry(), Some(due + INSTANCE_RETRY_FIRST * 2));
+        table.copy_written(&key("s", "i1"));
         assert!(table.is_empty() && metrics.service_failures().list().is_empty());
     }
 }
