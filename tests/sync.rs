@@ -1024,7 +1024,14 @@ fn a_dump_from_a_lagging_node_does_not_remove_copies() {
     let lagging_node = Registry::start(&w.rt, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let split = DumpSplit::start(&w.rt, w.reg(0).addr(), lagging_node.addr());
     w.dcs[0].sc_addr = Some(split.url());
-    w.dcs[0].flags = vec!["--config".to_owned(), config.display().to_string()];
+    // One address in front of several nodes (a load balancer, here the forwarder): the
+    // confirmation is asked for explicitly, as an operator of such a cluster does.
+    w.dcs[0].flags = vec![
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--sc-confirm-removal".to_owned(),
+        "1s".to_owned(),
+    ];
     w.start_daemon(0);
     w.start_daemon(1);
 

@@ -269,6 +269,9 @@ pub struct RegistryConfig {
     pub addresses: Vec<Url>,
     /// The account to log in with, for a registry with access control (SC 2.x RBAC).
     pub credentials: Option<Credentials>,
+    /// How long a disappearance must last before it is reported; `None`: the adapter's
+    /// default for its number of addresses.
+    pub confirm_removal: Option<Duration>,
 }
 
 /// An account of a registry with access control.

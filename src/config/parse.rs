@@ -229,10 +229,27 @@ fn read_registry(r: &mut Reader) -> Result<RegistryConfig, ConfigError> {
             )));
         }
     };
+    let confirm_removal = match r.get(Id::ScConfirmRemoval) {
+        Some(setting) => {
+            let text = setting.value.trim();
+            let parsed = if text == "0" {
+                Ok(Duration::ZERO)
+            } else {
+                parse_duration_in(text, Duration::ZERO, Some(Duration::from_secs(60)))
+            };
+            Some(parsed.map_err(|e| invalid(setting, e))?)
+        }
+        None => {
+            let default = if addresses.len() > 1 { "1s" } else { "0s" };
+            r.derived(Id::ScConfirmRemoval, default.to_owned());
+            None
+        }
+    };
     Ok(RegistryConfig {
         plugin,
         addresses,
         credentials,
+        confirm_removal,
     })
 }
 
@@ -996,6 +1013,43 @@ mod tests {
                 "{error}"
             );
             assert!(!error.contains("pa55-word"), "{error}");
+        }
+    }
+
+    /// `--sc-confirm-removal`: the adapter's default for the number of addresses unless
+    /// given (shown by `--check` as derived); durations up to a minute, `0` allowed.
+    #[test]
+    fn removal_confirmation_is_derived_or_given() {
+        let flag = || Origin::Flag("--sc-confirm-removal".into());
+        let shown = |config: &Config| {
+            config
+                .effective
+                .iter()
+                .find(|(id, ..)| *id == "sc_confirm_removal")
+                .map(|(_, value, _)| value.clone())
+        };
+        let config = resolve_with(&[]).unwrap();
+        assert_eq!(config.registry.confirm_removal, None);
+        assert_eq!(shown(&config).as_deref(), Some("0s"));
+        let config = resolve_with(&[(
+            "sc_addr",
+            "http://10.0.0.1:30100,http://10.0.0.2:30100",
+            flag(),
+        )])
+        .unwrap();
+        assert_eq!(shown(&config).as_deref(), Some("1s"));
+        for (text, expected) in [("1s", 1_000), ("0", 0), ("250ms", 250)] {
+            let config = resolve_with(&[("sc_confirm_removal", text, flag())]).unwrap();
+            assert_eq!(
+                config.registry.confirm_removal,
+                Some(Duration::from_millis(expected))
+            );
+        }
+        for bad in ["2m", "soon", "1.5s"] {
+            let error = resolve_with(&[("sc_confirm_removal", bad, flag())])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("--sc-confirm-removal"), "{error}");
         }
     }
 

@@ -24,6 +24,7 @@ pub enum Id {
     ScPlugin,
     ScUser,
     ScPassword,
+    ScConfirmRemoval,
     BindAddr,
     RpcAddr,
     JoinAddr,
@@ -261,6 +262,19 @@ pub static SETTINGS: &[Spec] = &[
         list: false,
         default: Default::None,
         help: "Password of --sc-user; never logged, --check shows only 'set'",
+    },
+    Spec {
+        id: Id::ScConfirmRemoval,
+        name: "sc_confirm_removal",
+        flag: Some(Flag::value("sc-confirm-removal", "DURATION")),
+        env: Some("SYNCER_SC_CONFIRM_REMOVAL"),
+        file_keys: &["registry.confirmRemoval"],
+        list: false,
+        default: Default::Derived("1s with several --sc-addr addresses, 0s with one"),
+        help: "How long an instance or service must stay missing from the registry's answers \
+               before it counts as removed, so that a registry node whose cache trails the \
+               others is not read as a mass deletion; set 1s for a Service Center cluster \
+               behind one load-balanced address. 0s reports removals at once. At most 1m",
     },
     // --- The gossip pool ---
     Spec {

@@ -46,6 +46,7 @@ mod tests {
             plugin: Plugin::ServiceCenter,
             addresses: vec![Url::parse("http://127.0.0.1:30100").expect("constant URL")],
             credentials: None,
+            confirm_removal: None,
         }
     }
 

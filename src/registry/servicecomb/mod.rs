@@ -191,6 +191,9 @@ impl ServiceCombConfig {
     pub fn from_config(registry: &RegistryConfig, sync: &SyncConfig) -> ServiceCombConfig {
         let mut sc = ServiceCombConfig::new(registry.addresses.clone());
         sc.credentials = registry.credentials.clone();
+        if let Some(confirm) = registry.confirm_removal {
+            sc.confirm_removal = confirm;
+        }
         sc.poll_interval = sync.poll_interval;
         sc.resync_interval = sync.resync_interval;
         // New services are found by listing them: five polls' time keeps the first instance
