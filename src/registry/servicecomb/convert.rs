@@ -82,6 +82,7 @@ pub(super) fn service_from_wire(tenant: Tenant, wire: WireService) -> Service {
         status: wire.status,
         properties: wire.properties,
         schemas: wire.schemas,
+        schema_summaries: BTreeMap::new(),
         framework: wire.framework.map(|f| (f.name, f.version)),
         register_by: wire.register_by,
     }

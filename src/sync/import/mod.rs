@@ -64,6 +64,10 @@ pub(crate) struct ImportCtx {
     /// Digest of the properties (as they would be written) the local registry refused for
     /// each origin service: the same content is not sent again.
     refused_properties: Mutex<HashMap<ServiceKey, (u64, &'static str)>>,
+    /// Digest of the origin's schema summaries last settled for each origin service's local
+    /// service: written, or refused (with the reason): not fetched nor written again until
+    /// the origin's contracts change.
+    contracts: Mutex<HashMap<ServiceKey, (u64, Option<&'static str>)>>,
 }
 
 /// `(origin, tenant, origin service id)`.
@@ -94,6 +98,7 @@ impl ImportCtx {
             services: Mutex::new(HashMap::new()),
             local_services: Mutex::new(LocalServices::default()),
             refused_properties: Mutex::new(HashMap::new()),
+            contracts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -175,6 +180,41 @@ impl ImportCtx {
             Some(digest) => refused.insert(key.clone(), digest),
             None => refused.remove(key),
         };
+    }
+
+    /// Whether the local feed has shown local service `local_id` of `tenant`.
+    fn local_known(&self, tenant: &Tenant, local_id: &str) -> bool {
+        self.local_services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .knows(tenant, local_id)
+    }
+
+    /// The schema summaries local service `local_id` of `tenant` has.
+    fn local_summaries(&self, tenant: &Tenant, local_id: &str) -> BTreeMap<String, String> {
+        self.local_services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .summaries(tenant, local_id)
+    }
+
+    /// How the origin's contracts with summaries digest `digest` were settled for `key`'s
+    /// local service: `Some(None)` written, `Some(Some(reason))` refused, `None` not yet.
+    fn contracts_settled(&self, key: &ServiceKey, digest: u64) -> Option<Option<&'static str>> {
+        self.contracts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .filter(|(settled, _)| *settled == digest)
+            .map(|(_, refused)| *refused)
+    }
+
+    /// Remembers that the contracts with digest `digest` were written (`None`) or refused.
+    fn settle_contracts(&self, key: &ServiceKey, digest: u64, refused: Option<&'static str>) {
+        self.contracts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), (digest, refused));
     }
 
     fn forget_services(&self, tenant: &Tenant, local_id: &str) {

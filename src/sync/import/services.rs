@@ -1,4 +1,5 @@
-//! Which local services syncer may write an origin's service properties into.
+//! Which local services syncer may write an origin's service properties (and contracts)
+//! into.
 //!
 //! A service with the same tenant, environment, app, name and version in two data centres is
 //! one service to the registry: importing an instance of it finds the local service, and
@@ -43,6 +44,8 @@ pub(crate) enum Ownership {
 #[derive(Debug, Default)]
 pub(crate) struct LocalServices {
     properties: HashMap<LocalKey, BTreeMap<String, String>>,
+    /// Schema summaries (id → summary) of the services that have any.
+    summaries: HashMap<LocalKey, BTreeMap<String, String>>,
     own: HashMap<LocalKey, HashSet<String>>,
 }
 
@@ -62,6 +65,17 @@ impl LocalServices {
                             )
                         })
                         .collect();
+                    self.summaries = snapshot
+                        .services
+                        .iter()
+                        .filter(|s| !s.schema_summaries.is_empty())
+                        .map(|s| {
+                            (
+                                (s.tenant.clone(), s.service_id.clone()),
+                                s.schema_summaries.clone(),
+                            )
+                        })
+                        .collect();
                     self.own.clear();
                     for instance in snapshot.instances.iter().filter(|i| !is_copy(i)) {
                         self.own
@@ -71,14 +85,19 @@ impl LocalServices {
                     }
                 }
                 Change::Service(s) => {
-                    self.properties.insert(
-                        (s.tenant.clone(), s.service_id.clone()),
-                        s.properties.clone(),
-                    );
+                    let key = (s.tenant.clone(), s.service_id.clone());
+                    if s.schema_summaries.is_empty() {
+                        self.summaries.remove(&key);
+                    } else {
+                        self.summaries
+                            .insert(key.clone(), s.schema_summaries.clone());
+                    }
+                    self.properties.insert(key, s.properties.clone());
                 }
                 Change::ServiceRemoved { tenant, service_id } => {
                     let key = (tenant.clone(), service_id.clone());
                     self.properties.remove(&key);
+                    self.summaries.remove(&key);
                     self.own.remove(&key);
                 }
                 Change::Instance(i) if !is_copy(i) => {
@@ -114,6 +133,23 @@ impl LocalServices {
         } else {
             Ownership::Keep
         }
+    }
+}
+
+impl LocalServices {
+    /// Whether the local feed has shown service `service_id` of `tenant`.
+    pub(crate) fn knows(&self, tenant: &Tenant, service_id: &str) -> bool {
+        self.properties
+            .contains_key(&(tenant.clone(), service_id.to_owned()))
+    }
+
+    /// The schema summaries (id → summary) local service `service_id` of `tenant` has, as
+    /// the local feed last reported them (empty when it has none or is not seen yet).
+    pub(crate) fn summaries(&self, tenant: &Tenant, service_id: &str) -> BTreeMap<String, String> {
+        self.summaries
+            .get(&(tenant.clone(), service_id.to_owned()))
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
