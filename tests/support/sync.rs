@@ -237,6 +237,17 @@ impl Registry {
         })
     }
 
+    /// Sends a request to `/v4/default/registry{path}`; the answer's status and body.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        self.call(method, path, body)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// A request that must answer 200; its body.
     fn must(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> String {
         let what = format!("{method} {path}");

@@ -215,6 +215,7 @@ async fn mirror_contracts(
     if service.schema_summaries.is_empty() {
         return None;
     }
+    debug!(origin = %skey.0, service = %service.name, schemas = service.schema_summaries.len(), "mirroring the contracts of a copy's service");
     let digest = properties_digest(&service.schema_summaries);
     match ctx.contracts_settled(skey, digest) {
         Some(None) => return None,
