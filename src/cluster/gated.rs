@@ -14,8 +14,8 @@ use async_trait::async_trait;
 
 use super::leader::WriteGate;
 use crate::registry::{
-    ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry, RegistryError,
-    RegistryIdentity, Schema, Service, Snapshot, Tenant,
+    AccessRule, ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry,
+    RegistryError, RegistryIdentity, Schema, Service, Snapshot, Tenant,
 };
 
 /// `inner` with every write checked against `gate` first.
@@ -109,6 +109,32 @@ impl Registry for GatedRegistry {
         self.gated(
             "put_schema",
             self.inner.put_schema(tenant, service_id, schema),
+        )
+        .await
+    }
+
+    async fn set_service_tags(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        self.gated(
+            "set_service_tags",
+            self.inner.set_service_tags(tenant, service_id, tags),
+        )
+        .await
+    }
+
+    async fn set_service_rules(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        rules: &[AccessRule],
+    ) -> Result<(), RegistryError> {
+        self.gated(
+            "set_service_rules",
+            self.inner.set_service_rules(tenant, service_id, rules),
         )
         .await
     }

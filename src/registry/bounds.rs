@@ -171,6 +171,11 @@ pub const MAX_SCHEMAS: usize = 100;
 pub const MAX_SCHEMA_ID_CHARS: usize = 160;
 /// Longest schema summary, in characters (Service Center's).
 pub const MAX_SCHEMA_SUMMARY_CHARS: usize = 128;
+/// Most tags of one service (Service Center's default tag quota).
+pub const MAX_TAGS: usize = 100;
+/// Most access rules of one service (Service Center's default rule quota).
+pub const MAX_RULES: usize = 100;
+
 /// Largest content of one schema, in bytes: a Java-chassis contract is tens of KiB.
 pub const MAX_SCHEMA_BYTES: usize = 1024 * 1024;
 
@@ -410,6 +415,43 @@ pub(crate) fn service_at(path: &str, s: &Service) -> Result<(), BoundsError> {
     }
     for (id, summary) in &s.schema_summaries {
         check_schema_head(at, id, summary)?;
+    }
+    if s.tags.len() > MAX_TAGS {
+        return Err(at.too_large(
+            "tags",
+            format!("{} entries, at most {MAX_TAGS}", s.tags.len()),
+        ));
+    }
+    for (key, value) in &s.tags {
+        check_text(at, "tags.key", key, &plain(true, MAX_NAME_CHARS))?;
+        check_text(at, "tags.value", value, &plain(false, MAX_NAME_CHARS))?;
+    }
+    if s.rules.len() > MAX_RULES {
+        return Err(at.too_large(
+            "rules",
+            format!("{} entries, at most {MAX_RULES}", s.rules.len()),
+        ));
+    }
+    for rule in &s.rules {
+        check_text(at, "rules.rule_type", &rule.rule_type, &word(true))?;
+        check_text(
+            at,
+            "rules.attribute",
+            &rule.attribute,
+            &plain(true, MAX_NAME_CHARS),
+        )?;
+        check_text(
+            at,
+            "rules.pattern",
+            &rule.pattern,
+            &plain(true, MAX_NAME_CHARS),
+        )?;
+        check_text(
+            at,
+            "rules.description",
+            &rule.description,
+            &plain(false, MAX_DESCRIPTION_CHARS),
+        )?;
     }
     Ok(())
 }

@@ -46,7 +46,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::model::{
-    Change, Instance, InstanceRef, RegistryIdentity, Schema, Service, Snapshot, Tenant, diff,
+    AccessRule, Change, Instance, InstanceRef, RegistryIdentity, Schema, Service, Snapshot, Tenant,
+    diff,
 };
 use super::servicecomb::rules;
 use super::{ChangeFeed, HeartbeatReport, Refusal, Registry, RegistryError, SCHEMA_REFUSED};
@@ -72,6 +73,8 @@ pub enum RegistryOp {
     Unregister,
     Schemas,
     PutSchema,
+    SetServiceTags,
+    SetServiceRules,
 }
 
 impl RegistryOp {
@@ -97,6 +100,8 @@ impl RegistryOp {
             RegistryOp::Unregister => "unregister",
             RegistryOp::Schemas => "schemas",
             RegistryOp::PutSchema => "put_schema",
+            RegistryOp::SetServiceTags => "set_service_tags",
+            RegistryOp::SetServiceRules => "set_service_rules",
         }
     }
 }
@@ -512,6 +517,42 @@ impl Registry for MemoryRegistry {
     ) -> Result<(), RegistryError> {
         self.write(RegistryOp::PutSchema, |state| {
             state.put_schema(&(tenant.clone(), service_id.to_owned()), schema, false)
+        })
+        .await
+    }
+
+    async fn set_service_tags(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        self.write(RegistryOp::SetServiceTags, |state| {
+            let service = state
+                .services
+                .get_mut(&(tenant.clone(), service_id.to_owned()))
+                .ok_or_else(|| RegistryError::NotFound(format!("service {tenant}/{service_id}")))?;
+            service.tags = tags.clone();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_service_rules(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        rules: &[AccessRule],
+    ) -> Result<(), RegistryError> {
+        self.write(RegistryOp::SetServiceRules, |state| {
+            let service = state
+                .services
+                .get_mut(&(tenant.clone(), service_id.to_owned()))
+                .ok_or_else(|| RegistryError::NotFound(format!("service {tenant}/{service_id}")))?;
+            let mut sorted = rules.to_vec();
+            sorted.sort();
+            service.rules = sorted;
+            Ok(())
         })
         .await
     }

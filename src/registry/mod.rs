@@ -47,7 +47,8 @@ use async_trait::async_trait;
 
 pub use factory::build;
 pub use model::{
-    Change, HealthCheck, Instance, InstanceRef, RegistryIdentity, Schema, Service, Snapshot, Tenant,
+    AccessRule, Change, HealthCheck, Instance, InstanceRef, RegistryIdentity, Schema, Service,
+    Snapshot, Tenant,
 };
 
 /// The longest one attempt of a registry call may take before the adapter gives it up (the
@@ -237,6 +238,41 @@ pub trait Registry: Send + Sync {
             field: format!("schema {}", schema.id),
             reason: SCHEMA_REFUSED,
             detail: "this registry kind holds no contracts".into(),
+        }))
+    }
+
+    /// Replaces the tags of a service. The default refuses (a registry kind without tags).
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the service does not exist.
+    async fn set_service_tags(
+        &self,
+        _tenant: &Tenant,
+        _service_id: &str,
+        _tags: &BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        Err(RegistryError::Refused(Refusal {
+            field: "set_service_tags".into(),
+            reason: "unsupported",
+            detail: "this registry kind holds no tags".into(),
+        }))
+    }
+
+    /// Replaces the access rules of a service. The default refuses (a registry kind
+    /// without access rules).
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the service does not exist.
+    async fn set_service_rules(
+        &self,
+        _tenant: &Tenant,
+        _service_id: &str,
+        _rules: &[AccessRule],
+    ) -> Result<(), RegistryError> {
+        Err(RegistryError::Refused(Refusal {
+            field: "set_service_rules".into(),
+            reason: "unsupported",
+            detail: "this registry kind holds no access rules".into(),
         }))
     }
 

@@ -43,9 +43,11 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::proto;
-use crate::registry::bounds::{self, BoundsError, MAX_ENDPOINTS, MAX_PROPERTIES, MAX_SCHEMAS};
+use crate::registry::bounds::{
+    self, BoundsError, MAX_ENDPOINTS, MAX_PROPERTIES, MAX_RULES, MAX_SCHEMAS, MAX_TAGS,
+};
 use crate::registry::model::DataCenterInfo;
-use crate::registry::{HealthCheck, Instance, InstanceRef, Schema, Service, Tenant};
+use crate::registry::{AccessRule, HealthCheck, Instance, InstanceRef, Schema, Service, Tenant};
 use crate::sync::export::Export;
 
 /// Most instances in one snapshot chunk.
@@ -199,6 +201,39 @@ fn summaries_from_wire(
     Ok(summaries.into_iter().collect())
 }
 
+/// A wire tags map in the model, bounded before it is copied.
+fn tags_from_wire(
+    at: At,
+    tags: HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, ConvertError> {
+    if tags.len() > MAX_TAGS {
+        return Err(at.too_large(
+            "tags",
+            format!("{} entries, at most {MAX_TAGS}", tags.len()),
+        ));
+    }
+    Ok(tags.into_iter().collect())
+}
+
+/// Wire access rules in the model, bounded before they are copied.
+fn rules_from_wire(at: At, rules: Vec<proto::AccessRule>) -> Result<Vec<AccessRule>, ConvertError> {
+    if rules.len() > MAX_RULES {
+        return Err(at.too_large(
+            "rules",
+            format!("{} entries, at most {MAX_RULES}", rules.len()),
+        ));
+    }
+    Ok(rules
+        .into_iter()
+        .map(|r| AccessRule {
+            rule_type: r.rule_type,
+            attribute: r.attribute,
+            pattern: r.pattern,
+            description: r.description,
+        })
+        .collect())
+}
+
 /// Encoded size a `Contracts` reply is kept under: what does not fit is named in `more`
 /// and asked for again.
 pub const MAX_CONTRACTS_BYTES: usize = 2 * 1024 * 1024;
@@ -347,6 +382,17 @@ pub fn service_to_wire(s: &Service) -> proto::SyncService {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        tags: s.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        rules: s
+            .rules
+            .iter()
+            .map(|r| proto::AccessRule {
+                rule_type: r.rule_type.clone(),
+                attribute: r.attribute.clone(),
+                pattern: r.pattern.clone(),
+                description: r.description.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -371,6 +417,8 @@ fn service_at(at: At, s: proto::SyncService) -> Result<Service, ConvertError> {
         status: s.status,
         schemas: Vec::new(),
         schema_summaries: summaries_from_wire(at, s.schema_summaries)?,
+        tags: tags_from_wire(at, s.tags)?,
+        rules: rules_from_wire(at, s.rules)?,
         framework: None,
         register_by: String::new(),
     };
@@ -812,6 +860,13 @@ mod tests {
             properties: BTreeMap::from([("allowCrossApp".into(), "true".into())]),
             schemas: Vec::new(),
             schema_summaries: BTreeMap::from([("hello".into(), "abc".into())]),
+            tags: BTreeMap::from([("team".into(), "pay".into())]),
+            rules: vec![AccessRule {
+                rule_type: "BLACK".into(),
+                attribute: "ServiceName".into(),
+                pattern: "^bad".into(),
+                description: String::new(),
+            }],
             framework: None,
             register_by: String::new(),
         }

@@ -1,4 +1,5 @@
-//! Scenarios of contracts (issue 15 item 2): a provider's schemas travel with its service.
+//! Scenarios of contracts (issue 15 item 2): a provider's schemas, tags and access rules
+//! travel with its service.
 //! Only which contracts exist (id → summary) travels with the service; the importer fetches
 //! the contents its copy's service lacks from the origin's syncer (`Contracts`) and writes
 //! them into the service it created for the copies, so that a consumer in the other data
@@ -6,10 +7,11 @@
 //! refuses (Service Center freezes the schemas of a production service) is reported once and
 //! not tried again until the origin's contracts change; instances keep syncing.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use syncer::registry::memory::RegistryOp;
-use syncer::registry::{Instance, Registry, Schema, Service, Tenant};
+use syncer::registry::{AccessRule, Instance, Registry, Schema, Service, Tenant};
 use syncer::telemetry::Metrics;
 
 use super::harness::{SETTLE, World};
@@ -204,6 +206,74 @@ async fn a_refused_contract_change_in_production_is_reported_once_and_not_looped
         vec![v1],
         "the copy keeps its contract"
     );
+    w.assert_invariants();
+    w.shutdown().await;
+}
+
+/// The tags and access rules of service `service` in `dc`.
+fn access(
+    w: &World,
+    dc: usize,
+    service: &str,
+) -> Option<(BTreeMap<String, String>, Vec<AccessRule>)> {
+    w.registry(dc)
+        .contents()
+        .services
+        .into_iter()
+        .find(|s| s.service_id == service)
+        .map(|s| (s.tags, s.rules))
+}
+
+fn rule(rule_type: &str, pattern: &str) -> AccessRule {
+    AccessRule {
+        rule_type: rule_type.into(),
+        attribute: "ServiceName".into(),
+        pattern: pattern.into(),
+        description: format!("{rule_type} {pattern}"),
+    }
+}
+
+/// Tags and black/white rules follow the origin's into the copy's service, changes and
+/// removals included, so that access control in the other data centre matches the origin's.
+#[tokio::test(start_paused = true)]
+async fn tags_and_access_rules_follow_the_origins() {
+    let mut w = World::new(2).await;
+    let svc = service("guarded", "development");
+    let origin = w.registry(0).clone();
+    let tenant = Tenant::default();
+    origin.ensure_service(&svc).await.expect("create");
+    let tags = BTreeMap::from([("team".to_owned(), "pay".to_owned())]);
+    origin
+        .set_service_tags(&tenant, "guarded", &tags)
+        .await
+        .expect("tags");
+    origin
+        .set_service_rules(&tenant, "guarded", &[rule("BLACK", "^intruder")])
+        .await
+        .expect("rules");
+    w.register_in(0, &svc, &instance("guarded", "g-1")).await;
+    w.wait_mirrored("guarded's instance").await;
+    w.wait_until("tags and rules in dc2", SETTLE, |w| {
+        access(w, 1, "guarded") == Some((tags.clone(), vec![rule("BLACK", "^intruder")]))
+    })
+    .await;
+
+    // The origin switches to a white list and drops its tags.
+    let white = vec![rule("WHITE", "^friend"), rule("WHITE", "^ally")];
+    origin
+        .set_service_rules(&tenant, "guarded", &white)
+        .await
+        .expect("rules");
+    origin
+        .set_service_tags(&tenant, "guarded", &BTreeMap::new())
+        .await
+        .expect("tags");
+    let mut sorted = white.clone();
+    sorted.sort();
+    w.wait_until("the white list in dc2, without tags", SETTLE, |w| {
+        access(w, 1, "guarded") == Some((BTreeMap::new(), sorted.clone()))
+    })
+    .await;
     w.assert_invariants();
     w.shutdown().await;
 }

@@ -92,7 +92,11 @@ pub(crate) async fn ensure_services(
             && (service.schema_summaries.is_empty()
                 || ctx
                     .contracts_settled(&skey, properties_digest(&service.schema_summaries))
-                    .is_some());
+                    .is_some())
+            && (ctx.access_settled(&skey, access_digest(&service)).is_some()
+                || (service.tags.is_empty()
+                    && service.rules.is_empty()
+                    && !ctx.access_known(&skey)));
         if !fresh {
             needed.insert(skey, service);
         }
@@ -119,6 +123,10 @@ async fn ensure_one(ctx: &ImportCtx, skey: &ServiceKey, service: &Service) -> En
     // of a production service still takes their first upload (Service Center's 400014).
     body.schemas = service.schema_summaries.keys().cloned().collect();
     body.schema_summaries.clear();
+    // Tags and rules are written with their own calls (SC's create takes them, but a
+    // refused rule would then refuse the whole service).
+    body.tags.clear();
+    body.rules.clear();
     let id = match ctx.registry.ensure_service(&body).await {
         Ok(id) => id,
         Err(error) => {
@@ -143,6 +151,7 @@ async fn ensure_one(ctx: &ImportCtx, skey: &ServiceKey, service: &Service) -> En
                 let digest = properties_digest(&service.schema_summaries);
                 ctx.settle_contracts(skey, digest, None);
             }
+            ctx.settle_access(skey, access_digest(service), None);
             false
         }
     };
@@ -188,14 +197,101 @@ async fn ensure_one(ctx: &ImportCtx, skey: &ServiceKey, service: &Service) -> En
             debug!(origin = %skey.0, service = %service.name, local_id = %id, "the local service is not one syncer created for this origin's copies alone; its properties are left as they are");
         }
     }
-    if contracts && let Some(refused) = mirror_contracts(ctx, skey, service, &id).await {
-        // A refused property write is reported already; the contracts' refusal otherwise.
-        if matches!(ensured, Ensured::Ready) {
-            ensured = refused;
+    if contracts {
+        // A refused property write is reported already; the contracts' or access's refusal
+        // otherwise.
+        for refused in [
+            mirror_contracts(ctx, skey, service, &id).await,
+            mirror_access(ctx, skey, service, &id).await,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if matches!(ensured, Ensured::Ready) {
+                ensured = refused;
+            }
         }
     }
     ctx.cache_service(skey.clone(), id, service.properties.clone());
     ensured
+}
+
+/// A digest of the tags and access rules (in any order) of `service`.
+fn access_digest(service: &Service) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut rules = service.rules.clone();
+    rules.sort();
+    let mut h = std::hash::DefaultHasher::new();
+    service.tags.hash(&mut h);
+    rules.hash(&mut h);
+    h.finish()
+}
+
+/// The reason a refused write of tags or rules is reported with.
+const ACCESS_REFUSED: &str = "access_refused";
+
+/// Writes the origin's tags and access rules into local service `local_id` where they
+/// differ from what the local feed reports, settled as contracts are (see
+/// [`mirror_contracts`]); the rules' effect on consumers then matches the origin's.
+async fn mirror_access(
+    ctx: &ImportCtx,
+    skey: &ServiceKey,
+    service: &Service,
+    local_id: &str,
+) -> Option<Ensured> {
+    let digest = access_digest(service);
+    match ctx.access_settled(skey, digest) {
+        Some(None) => return None,
+        Some(Some(reason)) => return Some(Ensured::RefusedBefore { reason }),
+        None => {}
+    }
+    let local = ctx.local_extras(&service.tenant, local_id);
+    let mut rules = service.rules.clone();
+    rules.sort();
+    let tags = if local.tags == service.tags {
+        Ok(())
+    } else {
+        let result = ctx
+            .registry
+            .set_service_tags(&service.tenant, local_id, &service.tags)
+            .await;
+        ctx.metrics.registry_op(
+            "set_service_tags",
+            result.as_ref().err().map_or("ok", RegistryError::kind),
+        );
+        result
+    };
+    let rules = match tags {
+        Ok(()) if local.rules != rules => {
+            let result = ctx
+                .registry
+                .set_service_rules(&service.tenant, local_id, &rules)
+                .await;
+            ctx.metrics.registry_op(
+                "set_service_rules",
+                result.as_ref().err().map_or("ok", RegistryError::kind),
+            );
+            result
+        }
+        other => other,
+    };
+    match rules {
+        Ok(()) => {
+            ctx.settle_access(skey, digest, None);
+            None
+        }
+        Err(error) if error.is_retryable() || error.is_not_found() => {
+            debug!(service = %service.name, error = %error, "cannot write the tags or access rules of a copy's service; tried again later");
+            None
+        }
+        Err(error) => {
+            ctx.settle_access(skey, digest, Some(ACCESS_REFUSED));
+            Some(Ensured::PropertiesRefused {
+                reason: ACCESS_REFUSED,
+                error,
+            })
+        }
+    }
 }
 
 /// How long fetching an origin service's contracts from its syncer may take.
@@ -222,7 +318,7 @@ async fn mirror_contracts(
         Some(Some(reason)) => return Some(Ensured::RefusedBefore { reason }),
         None => {}
     }
-    let local = ctx.local_summaries(&service.tenant, local_id);
+    let local = ctx.local_extras(&service.tenant, local_id).summaries;
     let needed: Vec<String> = service
         .schema_summaries
         .iter()

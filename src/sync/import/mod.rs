@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 pub(crate) use self::router::Importers;
-use self::services::{LocalServices, Ownership};
+use self::services::{Extras, LocalServices, Ownership};
 use super::EngineSettings;
 use super::link::PeerLink;
 use super::metrics::SyncMetrics;
@@ -68,6 +68,8 @@ pub(crate) struct ImportCtx {
     /// service: written, or refused (with the reason): not fetched nor written again until
     /// the origin's contracts change.
     contracts: Mutex<HashMap<ServiceKey, (u64, Option<&'static str>)>>,
+    /// The same for the origin's tags and access rules (one digest over both).
+    access: Mutex<HashMap<ServiceKey, (u64, Option<&'static str>)>>,
 }
 
 /// `(origin, tenant, origin service id)`.
@@ -99,6 +101,7 @@ impl ImportCtx {
             local_services: Mutex::new(LocalServices::default()),
             refused_properties: Mutex::new(HashMap::new()),
             contracts: Mutex::new(HashMap::new()),
+            access: Mutex::new(HashMap::new()),
         }
     }
 
@@ -190,12 +193,39 @@ impl ImportCtx {
             .knows(tenant, local_id)
     }
 
-    /// The schema summaries local service `local_id` of `tenant` has.
-    fn local_summaries(&self, tenant: &Tenant, local_id: &str) -> BTreeMap<String, String> {
+    /// The schema summaries, tags and access rules local service `local_id` of `tenant`
+    /// has.
+    fn local_extras(&self, tenant: &Tenant, local_id: &str) -> Extras {
         self.local_services
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .summaries(tenant, local_id)
+            .extras(tenant, local_id)
+    }
+
+    /// As [`ImportCtx::contracts_settled`], for the origin's tags and access rules.
+    fn access_settled(&self, key: &ServiceKey, digest: u64) -> Option<Option<&'static str>> {
+        self.access
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .filter(|(settled, _)| *settled == digest)
+            .map(|(_, refused)| *refused)
+    }
+
+    /// Whether tags and access rules were ever settled for `key`.
+    fn access_known(&self, key: &ServiceKey) -> bool {
+        self.access
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(key)
+    }
+
+    /// As [`ImportCtx::settle_contracts`], for the origin's tags and access rules.
+    fn settle_access(&self, key: &ServiceKey, digest: u64, refused: Option<&'static str>) {
+        self.access
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), (digest, refused));
     }
 
     /// How the origin's contracts with summaries digest `digest` were settled for `key`'s

@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::super::ids::{ORIGIN_PROPERTY, is_copy};
-use crate::registry::{Change, Tenant};
+use crate::registry::{AccessRule, Change, Service, Tenant};
 
 /// `(tenant, service id)` of a local service.
 type LocalKey = (Tenant, String);
@@ -44,8 +44,8 @@ pub(crate) enum Ownership {
 #[derive(Debug, Default)]
 pub(crate) struct LocalServices {
     properties: HashMap<LocalKey, BTreeMap<String, String>>,
-    /// Schema summaries (id → summary) of the services that have any.
-    summaries: HashMap<LocalKey, BTreeMap<String, String>>,
+    /// Schema summaries, tags and access rules of the services that have any.
+    extras: HashMap<LocalKey, Extras>,
     own: HashMap<LocalKey, HashSet<String>>,
 }
 
@@ -65,15 +65,11 @@ impl LocalServices {
                             )
                         })
                         .collect();
-                    self.summaries = snapshot
+                    self.extras = snapshot
                         .services
                         .iter()
-                        .filter(|s| !s.schema_summaries.is_empty())
-                        .map(|s| {
-                            (
-                                (s.tenant.clone(), s.service_id.clone()),
-                                s.schema_summaries.clone(),
-                            )
+                        .filter_map(|s| {
+                            Extras::of(s).map(|e| ((s.tenant.clone(), s.service_id.clone()), e))
                         })
                         .collect();
                     self.own.clear();
@@ -86,18 +82,16 @@ impl LocalServices {
                 }
                 Change::Service(s) => {
                     let key = (s.tenant.clone(), s.service_id.clone());
-                    if s.schema_summaries.is_empty() {
-                        self.summaries.remove(&key);
-                    } else {
-                        self.summaries
-                            .insert(key.clone(), s.schema_summaries.clone());
-                    }
+                    match Extras::of(s) {
+                        Some(extras) => self.extras.insert(key.clone(), extras),
+                        None => self.extras.remove(&key),
+                    };
                     self.properties.insert(key, s.properties.clone());
                 }
                 Change::ServiceRemoved { tenant, service_id } => {
                     let key = (tenant.clone(), service_id.clone());
                     self.properties.remove(&key);
-                    self.summaries.remove(&key);
+                    self.extras.remove(&key);
                     self.own.remove(&key);
                 }
                 Change::Instance(i) if !is_copy(i) => {
@@ -143,13 +137,36 @@ impl LocalServices {
             .contains_key(&(tenant.clone(), service_id.to_owned()))
     }
 
-    /// The schema summaries (id → summary) local service `service_id` of `tenant` has, as
-    /// the local feed last reported them (empty when it has none or is not seen yet).
-    pub(crate) fn summaries(&self, tenant: &Tenant, service_id: &str) -> BTreeMap<String, String> {
-        self.summaries
+    /// The schema summaries, tags and access rules local service `service_id` of `tenant`
+    /// has, as the local feed last reported them (empty when none or not seen yet).
+    pub(crate) fn extras(&self, tenant: &Tenant, service_id: &str) -> Extras {
+        self.extras
             .get(&(tenant.clone(), service_id.to_owned()))
             .cloned()
             .unwrap_or_default()
+    }
+}
+
+/// What a local service holds besides its record proper: schema summaries, tags and access
+/// rules (rules sorted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Extras {
+    pub summaries: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    pub rules: Vec<AccessRule>,
+}
+
+impl Extras {
+    /// Those of `service`, `None` when it has none.
+    fn of(service: &Service) -> Option<Extras> {
+        let mut rules = service.rules.clone();
+        rules.sort();
+        let extras = Extras {
+            summaries: service.schema_summaries.clone(),
+            tags: service.tags.clone(),
+            rules,
+        };
+        (extras != Extras::default()).then_some(extras)
     }
 }
 
@@ -167,7 +184,7 @@ pub(crate) fn marked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Instance, InstanceRef, Service, Snapshot};
+    use crate::registry::{Instance, InstanceRef, Snapshot};
 
     fn service(id: &str, props: &[(&str, &str)]) -> Service {
         Service {
