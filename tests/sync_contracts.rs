@@ -110,3 +110,62 @@ fn a_consumer_in_the_other_data_centre_reads_the_providers_contract_from_its_own
         |w| w.reg(1).copies().len() == 1,
     );
 }
+
+/// The instances consumer `consumer` finds of `shop/name` in registry `i`.
+fn found_by(w: &World, i: usize, consumer: &str, name: &str) -> Option<usize> {
+    let (status, text) = w.reg(i).get_as(
+        consumer,
+        &format!("/instances?appId=shop&serviceName={name}&version=latest"),
+    );
+    if status != 200 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&text).ok()?;
+    Some(v["instances"].as_array().map_or(0, Vec::len))
+}
+
+/// A provider's black list reaches the copy's service in dc2 and is enforced there: a
+/// black-listed consumer in dc2 does not find the copy's instances, another one does; the
+/// provider's tags come along.
+#[test]
+fn a_black_listed_consumer_in_the_other_data_centre_does_not_find_the_provider() {
+    let mut w = World::start(2, &[]);
+    let (status, text) = w.reg(0).request(
+        reqwest::Method::POST,
+        "/microservices",
+        Some(json!({
+            "service": {"appId": "shop", "serviceName": "vault", "version": "1.0.0"},
+            "tags": {"tier": "gold"},
+            "rules": [{"ruleType": "BLACK", "attribute": "ServiceName", "pattern": "^intruder",
+                       "description": "no intruders"}],
+        })),
+    );
+    w.check(status == 200, || {
+        format!("create the provider: {status} {text}")
+    });
+    let sid = serde_json::from_str::<Value>(&text).unwrap_or_default()["serviceId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    w.reg(0)
+        .register(&sid, &NewInstance::new("vault-1", "rest://10.9.0.2:8080"));
+    let intruder = w.reg(1).create_service("shop", "intruder", "1.0.0");
+    let friend = w.reg(1).create_service("shop", "friend", "1.0.0");
+    w.wait_until(
+        "the provider's black list enforced in dc2",
+        SYNC_DEADLINE,
+        |w| {
+            w.reg(1).copies().len() == 1
+                && found_by(w, 1, &friend, "vault") == Some(1)
+                && found_by(w, 1, &intruder, "vault") == Some(0)
+        },
+    );
+    let (status, text) = w.reg(1).request(
+        reqwest::Method::GET,
+        &format!("/microservices/{sid}/tags"),
+        None,
+    );
+    w.check(status == 200 && text.contains("\"tier\":\"gold\""), || {
+        format!("dc2's copy service should carry the provider's tags: {status} {text}")
+    });
+}

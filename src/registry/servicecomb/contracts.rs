@@ -1,6 +1,12 @@
-//! Contracts (schemas) in Service Center 1.4.8 and 2.x: list (`GET …/schemas`, contents
-//! with `withSchema=1`), upload one (`PUT …/schemas/{schemaId}`), and the summaries every
-//! reported service carries.
+//! Contracts (schemas), tags and access rules in Service Center 1.4.8 and 2.x: list
+//! (`GET …/schemas`, contents with `withSchema=1`), upload one (`PUT …/schemas/{schemaId}`),
+//! tags (`GET`/`POST …/tags`, `DELETE …/tags/{keys}`), rules (`GET`/`POST …/rules`,
+//! `DELETE …/rules/{ids}`), and the summaries, tags and rules every reported service carries.
+//!
+//! None of them is part of SC's service record, so [`SummaryFeed`] reads them: the tags and
+//! rules of a service when it is first seen, and again for a rotating slice of the services
+//! at each resync (a tenth, at least 16: every service within ten resyncs), so that a change
+//! reaches peers within ten resync intervals at a bounded cost per resync.
 //!
 //! SC's service record lists schema ids only; the summaries (the SDK's hash of each
 //! contract) need `GET …/schemas`. [`SummaryFeed`] wraps the change feed and asks for them
@@ -26,7 +32,7 @@ use tracing::debug;
 use super::client::Request;
 use super::{Inner, parse, to_json};
 use crate::registry::{
-    Change, ChangeFeed, Refusal, RegistryError, SCHEMA_REFUSED, Schema, Service, Tenant,
+    AccessRule, Change, ChangeFeed, Refusal, RegistryError, SCHEMA_REFUSED, Schema, Service, Tenant,
 };
 
 /// SC: a new schema id cannot be added to a production service that lists some.
@@ -121,12 +127,14 @@ pub(super) async fn put_schema(
     }
 }
 
-/// What the feed last learnt of a service's schemas.
+/// What the feed last learnt of a service.
 struct Known {
-    /// The service as last reported, summaries included.
+    /// The service as last reported, summaries, tags and rules included.
     service: Service,
     /// Whether its summaries were asked for on an instance change since the last resync.
     asked: bool,
+    /// Whether its tags and rules were read at least once.
+    access_read: bool,
 }
 
 impl Known {
@@ -146,11 +154,196 @@ fn editable(service: &Service) -> bool {
     !service.environment.is_empty() && service.environment != "production"
 }
 
-/// The change feed with schema summaries filled in (see the module documentation).
+/// Fewest services whose tags and rules are read again at each resync.
+const ACCESS_REFRESH_MIN: usize = 16;
+/// Share of the services whose tags and rules are read again at each resync (one in ten:
+/// every service within ten resyncs).
+const ACCESS_REFRESH_DIVISOR: usize = 10;
+
+/// `{"tags":{…}}`; `{}` without tags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TagsReply {
+    tags: BTreeMap<String, String>,
+}
+
+/// `{"rules":[…]}`; `{}` without rules.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RulesReply {
+    rules: Vec<WireRule>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+struct WireRule {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    rule_id: String,
+    rule_type: String,
+    attribute: String,
+    pattern: String,
+    description: String,
+}
+
+impl WireRule {
+    fn model(&self) -> AccessRule {
+        AccessRule {
+            rule_type: self.rule_type.clone(),
+            attribute: self.attribute.clone(),
+            pattern: self.pattern.clone(),
+            description: self.description.clone(),
+        }
+    }
+}
+
+/// The tags of service `service_id` of `tenant`.
+async fn tags(
+    inner: &Inner,
+    tenant: &Tenant,
+    service_id: &str,
+) -> Result<BTreeMap<String, String>, RegistryError> {
+    let path = ["microservices", service_id, "tags"];
+    let body = inner
+        .call(Request::new("tags", Method::GET, tenant, &path))
+        .await?;
+    Ok(parse::<TagsReply>("tags", &body)?.tags)
+}
+
+/// The access rules of service `service_id` of `tenant`, with SC's ids.
+async fn wire_rules(
+    inner: &Inner,
+    tenant: &Tenant,
+    service_id: &str,
+) -> Result<Vec<WireRule>, RegistryError> {
+    let path = ["microservices", service_id, "rules"];
+    let body = inner
+        .call(Request::new("rules", Method::GET, tenant, &path))
+        .await?;
+    Ok(parse::<RulesReply>("rules", &body)?.rules)
+}
+
+/// The tags and access rules (sorted) of service `service_id` of `tenant`.
+async fn access(
+    inner: &Inner,
+    tenant: &Tenant,
+    service_id: &str,
+) -> Result<(BTreeMap<String, String>, Vec<AccessRule>), RegistryError> {
+    let tags = tags(inner, tenant, service_id).await?;
+    let mut rules: Vec<AccessRule> = wire_rules(inner, tenant, service_id)
+        .await?
+        .iter()
+        .map(WireRule::model)
+        .collect();
+    rules.sort();
+    Ok((tags, rules))
+}
+
+/// Replaces the tags of service `service_id` of `tenant`: `POST …/tags` with the wanted
+/// ones, then `DELETE …/tags/{k1,k2}` for any other left.
+pub(super) async fn set_tags(
+    inner: &Inner,
+    tenant: &Tenant,
+    service_id: &str,
+    wanted: &BTreeMap<String, String>,
+) -> Result<(), RegistryError> {
+    let mut current = tags(inner, tenant, service_id).await?;
+    if current == *wanted {
+        return Ok(());
+    }
+    if !wanted.is_empty() {
+        let body = to_json("set_service_tags", &serde_json::json!({ "tags": wanted }))?;
+        let path = ["microservices", service_id, "tags"];
+        inner
+            .call(Request::new("set_service_tags", Method::POST, tenant, &path).json(body))
+            .await?;
+        current = tags(inner, tenant, service_id).await?;
+    }
+    let stale: Vec<&str> = current
+        .keys()
+        .filter(|k| !wanted.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if !stale.is_empty() {
+        let keys = stale.join(",");
+        let path = ["microservices", service_id, "tags", keys.as_str()];
+        inner
+            .call(Request::new(
+                "set_service_tags",
+                Method::DELETE,
+                tenant,
+                &path,
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Replaces the access rules of service `service_id` of `tenant`: the rules not wanted are
+/// deleted first (SC keeps one rule type per service), then the missing ones added.
+pub(super) async fn set_rules(
+    inner: &Inner,
+    tenant: &Tenant,
+    service_id: &str,
+    wanted: &[AccessRule],
+) -> Result<(), RegistryError> {
+    let current = wire_rules(inner, tenant, service_id).await?;
+    let stale: Vec<&str> = current
+        .iter()
+        .filter(|r| !wanted.contains(&r.model()))
+        .map(|r| r.rule_id.as_str())
+        .collect();
+    if !stale.is_empty() {
+        let ids = stale.join(",");
+        let path = ["microservices", service_id, "rules", ids.as_str()];
+        inner
+            .call(Request::new(
+                "set_service_rules",
+                Method::DELETE,
+                tenant,
+                &path,
+            ))
+            .await?;
+    }
+    let held: Vec<AccessRule> = current.iter().map(WireRule::model).collect();
+    let missing: Vec<WireRule> = wanted
+        .iter()
+        .filter(|r| !held.contains(r))
+        .map(|r| WireRule {
+            rule_id: String::new(),
+            rule_type: r.rule_type.clone(),
+            attribute: r.attribute.clone(),
+            pattern: r.pattern.clone(),
+            description: r.description.clone(),
+        })
+        .collect();
+    if !missing.is_empty() {
+        let body = to_json(
+            "set_service_rules",
+            &serde_json::json!({ "rules": missing }),
+        )?;
+        let path = ["microservices", service_id, "rules"];
+        inner
+            .call(Request::new("set_service_rules", Method::POST, tenant, &path).json(body))
+            .await?;
+    }
+    Ok(())
+}
+
+/// What one service's lookups found.
+type Found = (
+    usize,
+    Option<Result<Vec<Schema>, RegistryError>>,
+    Option<Result<(BTreeMap<String, String>, Vec<AccessRule>), RegistryError>>,
+);
+
+/// The change feed with schema summaries, tags and rules filled in (see the module
+/// documentation).
 pub(super) struct SummaryFeed {
     inner: Arc<Inner>,
     feed: Box<dyn ChangeFeed>,
     known: HashMap<(Tenant, String), Known>,
+    /// Where the next resync's refresh of tags and rules starts, in key order.
+    refresh_from: usize,
 }
 
 impl SummaryFeed {
@@ -159,69 +352,134 @@ impl SummaryFeed {
             inner,
             feed,
             known: HashMap::new(),
+            refresh_from: 0,
         }
     }
 
-    /// Fills the summaries of `services`, asking SC, a few at a time, for those whose list
-    /// changed (or is new) and, at a resync, for those whose schemas may still change
-    /// (editable, or listed ids without content).
-    async fn fill(&mut self, services: &mut [Service], resync: bool) {
+    /// The services whose tags and rules a resync reads again: a rotating slice.
+    fn refresh_slice(&mut self) -> HashSet<(Tenant, String)> {
+        let mut keys: Vec<&(Tenant, String)> = self.known.keys().collect();
+        if keys.is_empty() {
+            return HashSet::new();
+        }
+        keys.sort();
+        let take = (keys.len() / ACCESS_REFRESH_DIVISOR)
+            .max(ACCESS_REFRESH_MIN)
+            .min(keys.len());
+        let from = self.refresh_from % keys.len();
+        self.refresh_from = from + take;
+        keys.iter()
+            .cycle()
+            .skip(from)
+            .take(take)
+            .map(|k| (*k).clone())
+            .collect()
+    }
+
+    /// Fills the summaries, tags and rules of `services`, asking SC, a few at a time: the
+    /// summaries of those whose list changed (or is new) and, at a resync, of those whose
+    /// schemas may still change (editable, or listed ids without content); the tags and
+    /// rules of those not read yet and of `refresh`.
+    async fn fill(
+        &mut self,
+        services: &mut [Service],
+        resync: bool,
+        refresh: &HashSet<(Tenant, String)>,
+    ) {
         let mut ask = Vec::new();
         for (n, service) in services.iter_mut().enumerate() {
             let key = (service.tenant.clone(), service.service_id.clone());
-            if service.schemas.is_empty() {
-                self.known.remove(&key);
-                continue;
-            }
-            match self.known.get(&key) {
-                Some(known)
-                    if known.service.schemas == service.schemas
-                        && !(resync && (editable(service) || known.incomplete())) =>
-                {
+            let known = self.known.get(&key);
+            let ask_schemas = !service.schemas.is_empty()
+                && known.is_none_or(|k| {
+                    k.service.schemas != service.schemas
+                        || (resync && (editable(service) || k.incomplete()))
+                });
+            let ask_access = known.is_none_or(|k| !k.access_read) || refresh.contains(&key);
+            if let Some(k) = known {
+                if !ask_schemas && !service.schemas.is_empty() {
                     service
                         .schema_summaries
-                        .clone_from(&known.service.schema_summaries);
+                        .clone_from(&k.service.schema_summaries);
                 }
-                _ => ask.push(n),
+                if !ask_access {
+                    service.tags.clone_from(&k.service.tags);
+                    service.rules.clone_from(&k.service.rules);
+                }
+            }
+            if ask_schemas || ask_access {
+                ask.push((n, ask_schemas, ask_access));
             }
         }
         let inner = self.inner.clone();
-        let answers: Vec<(usize, Result<Vec<Schema>, RegistryError>)> =
-            stream::iter(ask.into_iter().map(|n| {
-                let inner = inner.clone();
-                let (tenant, id) = (services[n].tenant.clone(), services[n].service_id.clone());
-                async move { (n, schemas(&inner, &tenant, &id, false).await) }
-            }))
-            .buffer_unordered(self.inner.config.max_concurrent_calls.max(1))
-            .collect()
-            .await;
-        for (n, answer) in answers {
+        let answers: Vec<Found> = stream::iter(ask.into_iter().map(|(n, s, a)| {
+            let inner = inner.clone();
+            let (tenant, id) = (services[n].tenant.clone(), services[n].service_id.clone());
+            async move {
+                let summaries = if s {
+                    Some(schemas(&inner, &tenant, &id, false).await)
+                } else {
+                    None
+                };
+                let tags_rules = if a {
+                    Some(access(&inner, &tenant, &id).await)
+                } else {
+                    None
+                };
+                (n, summaries, tags_rules)
+            }
+        }))
+        .buffer_unordered(self.inner.config.max_concurrent_calls.max(1))
+        .collect()
+        .await;
+        let mut read = HashSet::new();
+        for (n, summaries, tags_rules) in answers {
             let service = &mut services[n];
             let key = (service.tenant.clone(), service.service_id.clone());
-            match answer {
-                Ok(found) => {
+            let known = self.known.get(&key);
+            match summaries {
+                Some(Ok(found)) => {
                     service.schema_summaries =
                         found.into_iter().map(|s| (s.id, s.summary)).collect();
                 }
-                // Reported with the summaries last known, asked again when next due.
-                Err(error) => {
+                // Reported with what was last known, asked again when next due.
+                Some(Err(error)) => {
                     debug!(service = %service.name, error = %error, "cannot read the schema summaries of a service");
-                    if let Some(known) = self.known.get(&key) {
+                    if let Some(k) = known {
                         service
                             .schema_summaries
-                            .clone_from(&known.service.schema_summaries);
+                            .clone_from(&k.service.schema_summaries);
                     }
                 }
+                None => {}
+            }
+            match tags_rules {
+                Some(Ok((tags, rules))) => {
+                    service.tags = tags;
+                    service.rules = rules;
+                    read.insert(key);
+                }
+                Some(Err(error)) => {
+                    debug!(service = %service.name, error = %error, "cannot read the tags and rules of a service");
+                    if let Some(k) = known {
+                        service.tags.clone_from(&k.service.tags);
+                        service.rules.clone_from(&k.service.rules);
+                    }
+                }
+                None => {}
             }
         }
-        for service in services.iter().filter(|s| !s.schemas.is_empty()) {
+        for service in services.iter() {
             let key = (service.tenant.clone(), service.service_id.clone());
-            let asked = !resync && self.known.get(&key).is_some_and(|k| k.asked);
+            let before = self.known.get(&key);
+            let asked = !resync && before.is_some_and(|k| k.asked);
+            let access_read = read.contains(&key) || before.is_some_and(|k| k.access_read);
             self.known.insert(
                 key,
                 Known {
                     service: service.clone(),
                     asked,
+                    access_read,
                 },
             );
         }
@@ -263,7 +521,8 @@ impl ChangeFeed for SummaryFeed {
         for mut change in changes {
             match &mut change {
                 Change::Service(service) => {
-                    self.fill(std::slice::from_mut(service), false).await;
+                    self.fill(std::slice::from_mut(service), false, &HashSet::new())
+                        .await;
                 }
                 Change::Resync(snapshot) => {
                     let present: HashSet<(Tenant, String)> = snapshot
@@ -272,7 +531,8 @@ impl ChangeFeed for SummaryFeed {
                         .map(|s| (s.tenant.clone(), s.service_id.clone()))
                         .collect();
                     self.known.retain(|key, _| present.contains(key));
-                    self.fill(&mut snapshot.services, true).await;
+                    let refresh = self.refresh_slice();
+                    self.fill(&mut snapshot.services, true, &refresh).await;
                 }
                 Change::ServiceRemoved { tenant, service_id } => {
                     self.known.remove(&(tenant.clone(), service_id.clone()));

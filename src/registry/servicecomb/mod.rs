@@ -11,7 +11,8 @@
 //! - `auth.rs`: the login and token of SC 2.x access control (RBAC).
 //! - `added.rs`: the properties SC 2.x adds to every instance, left out of what is reported.
 //! - `wire.rs`: SC's JSON shapes (private to the adapter).
-//! - `contracts.rs`: schemas (contracts): list, upload, and the summaries the feed adds.
+//! - `contracts.rs`: schemas (contracts), tags and access rules: reads, writes, and the
+//!   summaries, tags and rules the feed adds to every service.
 //! - `convert.rs`: wire ↔ model, dump keys, SC's own services.
 //! - `heartbeat.rs`: batch heartbeats in both SC dialects.
 //! - `dump.rs`: the admin dump, streamed and parsed element by element under its own deadlines.
@@ -62,8 +63,8 @@ use self::wire::{
     WireInstance,
 };
 use super::{
-    ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry, RegistryError,
-    RegistryIdentity, Schema, Service, Snapshot, Tenant,
+    AccessRule, ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry,
+    RegistryError, RegistryIdentity, Schema, Service, Snapshot, Tenant,
 };
 use crate::config::{Credentials, RegistryConfig, SyncConfig};
 use crate::telemetry::Metrics;
@@ -628,6 +629,36 @@ impl Registry for ServiceComb {
             inner,
             "put_schema",
             contracts::put_schema(inner, tenant, service_id, schema),
+        )
+        .await
+    }
+
+    async fn set_service_tags(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        let inner = &self.inner;
+        observed(
+            inner,
+            "set_service_tags",
+            contracts::set_tags(inner, tenant, service_id, tags),
+        )
+        .await
+    }
+
+    async fn set_service_rules(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        rules: &[AccessRule],
+    ) -> Result<(), RegistryError> {
+        let inner = &self.inner;
+        observed(
+            inner,
+            "set_service_rules",
+            contracts::set_rules(inner, tenant, service_id, rules),
         )
         .await
     }
