@@ -945,6 +945,67 @@ mod tests {
         assert_eq!(service_from_wire(service_to_wire(&s)), Ok(service("s")));
     }
 
+    fn schema(id: &str, bytes: usize) -> Schema {
+        Schema {
+            id: id.into(),
+            summary: format!("sum{id}"),
+            content: "c".repeat(bytes),
+        }
+    }
+
+    #[test]
+    fn contracts_are_split_across_replies_and_checked_against_what_was_asked() {
+        let asked: Vec<String> = ["a", "b", "c"].iter().map(|s| (*s).to_owned()).collect();
+        let big = MAX_CONTRACTS_BYTES / 2;
+        let reply = contracts_reply(&[schema("a", big), schema("b", big), schema("c", 10)]);
+        assert_eq!(
+            reply.contracts.len(),
+            1,
+            "the second does not fit with the first"
+        );
+        assert_eq!(reply.more, vec!["b".to_owned(), "c".to_owned()]);
+        let (got, more) = contracts_from_wire(reply, &asked).expect("valid");
+        assert_eq!((got, more.len()), (vec![schema("a", big)], 2));
+        let rest = contracts_reply(&[schema("b", big), schema("c", 10)]);
+        assert!(rest.more.is_empty());
+        assert_eq!(contracts_from_wire(rest, &more).expect("valid").0.len(), 2);
+
+        // Not asked for, too large, or nothing carried with more to come: refused.
+        let stray = contracts_reply(&[schema("z", 1)]);
+        assert_eq!(reason(contracts_from_wire(stray, &asked)), "duplicate");
+        let huge = contracts_reply(&[schema("a", bounds::MAX_SCHEMA_BYTES + 1)]);
+        assert_eq!(reason(contracts_from_wire(huge, &asked)), "too_large");
+        let empty = proto::ContractsReply {
+            contracts: Vec::new(),
+            more: vec!["a".into()],
+        };
+        assert_eq!(reason(contracts_from_wire(empty, &asked)), "bad_sequence");
+        let request = contracts_request(&tenant(), "s", &["hello".into()]);
+        assert!(contracts_request_from_wire(request).is_ok());
+        let request = contracts_request(&tenant(), "s", &["bad\u{7}id".into()]);
+        assert_eq!(reason(contracts_request_from_wire(request)), "bad_id");
+    }
+
+    #[test]
+    fn too_many_tags_rules_or_summaries_are_refused() {
+        let mut wire = service_to_wire(&service("s"));
+        wire.tags = (0..=MAX_TAGS)
+            .map(|n| (n.to_string(), String::new()))
+            .collect();
+        assert_eq!(reason(service_from_wire(wire)), "too_large");
+        let mut wire = service_to_wire(&service("s"));
+        wire.rules = vec![proto::AccessRule::default(); MAX_RULES + 1];
+        assert_eq!(reason(service_from_wire(wire)), "too_large");
+        let mut wire = service_to_wire(&service("s"));
+        wire.schema_summaries = (0..=MAX_SCHEMAS)
+            .map(|n| (n.to_string(), String::new()))
+            .collect();
+        assert_eq!(reason(service_from_wire(wire)), "too_large");
+        let mut wire = service_to_wire(&service("s"));
+        wire.rules[0].rule_type = String::new();
+        assert_eq!(reason(service_from_wire(wire)), "missing_field");
+    }
+
     #[test]
     fn instance_round_trips() {
         let i = instance("s1", "i-1");

@@ -550,3 +550,112 @@ impl ChangeFeed for SummaryFeed {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+    use url::Url;
+
+    use super::super::{ServiceComb, ServiceCombConfig};
+    use super::*;
+    use crate::devreg::{DevRegistryConfig, spawn};
+    use crate::registry::Registry;
+
+    async fn adapter() -> (ServiceComb, CancellationToken) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let token = CancellationToken::new();
+        let handle = spawn(listener, DevRegistryConfig::default(), token.clone()).await;
+        let url = Url::parse(&handle.url()).expect("url");
+        let sc = ServiceComb::new(ServiceCombConfig::new(vec![url])).expect("adapter");
+        (sc, token)
+    }
+
+    fn schema(id: &str, content: &str, summary: &str) -> Schema {
+        Schema {
+            id: id.into(),
+            summary: summary.into(),
+            content: content.into(),
+        }
+    }
+
+    fn rule(rule_type: &str, pattern: &str) -> AccessRule {
+        AccessRule {
+            rule_type: rule_type.into(),
+            attribute: "ServiceName".into(),
+            pattern: pattern.into(),
+            description: String::new(),
+        }
+    }
+
+    /// SC's production rule reads as `schema_refused`: a schema with content cannot change
+    /// (`400015`), and an id the service does not list cannot be added (`400014`).
+    #[tokio::test]
+    async fn production_schemas_are_frozen_and_their_refusal_is_named() {
+        let (sc, token) = adapter().await;
+        let tenant = Tenant::default();
+        let service = Service {
+            service_id: "prov".into(),
+            app: "shop".into(),
+            name: "prov".into(),
+            version: "1.0.0".into(),
+            schemas: vec!["a".into()],
+            ..Service::default()
+        };
+        let id = sc.ensure_service(&service).await.expect("create");
+        let a = schema("a", "openapi: 3.0.0", "s1");
+        sc.put_schema(&tenant, &id, &a).await.expect("first upload");
+        assert_eq!(sc.schemas(&tenant, &id).await, Ok(vec![a.clone()]));
+        for refused in [schema("a", "changed", "s2"), schema("b", "new", "s3")] {
+            match sc.put_schema(&tenant, &id, &refused).await {
+                Err(RegistryError::Refused(r)) => assert_eq!(r.reason, SCHEMA_REFUSED),
+                other => panic!("{} should be refused: {other:?}", refused.id),
+            }
+        }
+        assert_eq!(sc.schemas(&tenant, &id).await, Ok(vec![a]));
+        token.cancel();
+    }
+
+    /// Tags and rules are replaced, a switch of rule type included.
+    #[tokio::test]
+    async fn tags_and_rules_are_replaced() {
+        let (sc, token) = adapter().await;
+        let tenant = Tenant::default();
+        let service = Service {
+            app: "shop".into(),
+            name: "guarded".into(),
+            version: "1.0.0".into(),
+            ..Service::default()
+        };
+        let id = sc.ensure_service(&service).await.expect("create");
+        let inner = &sc.inner;
+        let first = BTreeMap::from([("a".to_owned(), "one".to_owned()), ("b".into(), "two".into())]);
+        sc.set_service_tags(&tenant, &id, &first)
+            .await
+            .expect("tags");
+        let second = BTreeMap::from([("b".to_owned(), "three".to_owned())]);
+        sc.set_service_tags(&tenant, &id, &second)
+            .await
+            .expect("tags");
+        sc.set_service_rules(&tenant, &id, &[rule("BLACK", "^x")])
+            .await
+            .expect("rules");
+        let white = vec![rule("WHITE", "^a"), rule("WHITE", "^b")];
+        sc.set_service_rules(&tenant, &id, &white)
+            .await
+            .expect("switch to a white list");
+        assert_eq!(access(inner, &tenant, &id).await, Ok((second, white)));
+        sc.set_service_tags(&tenant, &id, &BTreeMap::new())
+            .await
+            .expect("no tags");
+        sc.set_service_rules(&tenant, &id, &[])
+            .await
+            .expect("no rules");
+        assert_eq!(
+            access(inner, &tenant, &id).await,
+            Ok((BTreeMap::new(), Vec::new()))
+        );
+        token.cancel();
+    }
+}
