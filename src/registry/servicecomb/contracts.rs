@@ -4,8 +4,8 @@
 //! `DELETE …/rules/{ids}`), and the summaries, tags and rules every reported service carries.
 //!
 //! None of them is part of SC's service record, so [`SummaryFeed`] reads them: the tags and
-//! rules of a service when it is first seen, and again for a rotating slice of the services
-//! at each resync (a tenth, at least 16: every service within ten resyncs), so that a change
+//! rules of a service when it is first seen with instances (only those are exported), and
+//! again for a rotating slice of the services at each resync (a tenth, at least 16: every service within ten resyncs), so that a change
 //! reaches peers within ten resync intervals at a bounded cost per resync.
 //!
 //! SC's service record lists schema ids only; the summaries (the SDK's hash of each
@@ -379,12 +379,13 @@ impl SummaryFeed {
     /// Fills the summaries, tags and rules of `services`, asking SC, a few at a time: the
     /// summaries of those whose list changed (or is new) and, at a resync, of those whose
     /// schemas may still change (editable, or listed ids without content); the tags and
-    /// rules of those not read yet and of `refresh`.
+    /// rules of those in `read_access`; the others keep those last read (none if never
+    /// read).
     async fn fill(
         &mut self,
         services: &mut [Service],
         resync: bool,
-        refresh: &HashSet<(Tenant, String)>,
+        read_access: &HashSet<(Tenant, String)>,
     ) {
         let mut ask = Vec::new();
         for (n, service) in services.iter_mut().enumerate() {
@@ -395,7 +396,7 @@ impl SummaryFeed {
                     k.service.schemas != service.schemas
                         || (resync && (editable(service) || k.incomplete()))
                 });
-            let ask_access = known.is_none_or(|k| !k.access_read) || refresh.contains(&key);
+            let ask_access = read_access.contains(&key);
             if let Some(k) = known {
                 if !ask_schemas && !service.schemas.is_empty() {
                     service
@@ -485,31 +486,51 @@ impl SummaryFeed {
         }
     }
 
-    /// On a change of an instance of a service whose listed schemas lack contents, asks
-    /// once (per resync) whether they came: the service with its new summaries, if they
-    /// changed.
-    async fn uploaded(&mut self, tenant: &Tenant, service_id: &str) -> Option<Service> {
+    /// On a change of an instance of a known service: reads its tags and rules if never
+    /// read (a service is first seen without instances, and only services with instances
+    /// are exported), and, once per resync, its summaries while listed schemas lack
+    /// contents. Returns the service with what changed, if anything did.
+    async fn on_instance(&mut self, tenant: &Tenant, service_id: &str) -> Option<Service> {
         let key = (tenant.clone(), service_id.to_owned());
         let known = self.known.get_mut(&key)?;
-        if known.asked || !known.incomplete() {
+        let need_schemas = !known.asked && known.incomplete();
+        let need_access = !known.access_read;
+        if !need_schemas && !need_access {
             return None;
         }
-        known.asked = true;
-        let found = match schemas(&self.inner, tenant, service_id, false).await {
-            Ok(found) => found,
-            Err(error) => {
-                debug!(service = %known.service.name, error = %error, "cannot read the schema summaries of a service");
-                return None;
+        let mut changed = false;
+        if need_schemas {
+            known.asked = true;
+            match schemas(&self.inner, tenant, service_id, false).await {
+                Ok(found) => {
+                    let summaries: BTreeMap<String, String> =
+                        found.into_iter().map(|s| (s.id, s.summary)).collect();
+                    if summaries != known.service.schema_summaries {
+                        known.service.schema_summaries = summaries;
+                        changed = true;
+                    }
+                }
+                Err(error) => {
+                    debug!(service = %known.service.name, error = %error, "cannot read the schema summaries of a service");
+                }
             }
-        };
-        let summaries: BTreeMap<String, String> =
-            found.into_iter().map(|s| (s.id, s.summary)).collect();
-        debug!(service = %known.service.name, schemas = summaries.len(), "schema summaries read after an instance change");
-        if summaries == known.service.schema_summaries {
-            return None;
         }
-        known.service.schema_summaries = summaries;
-        Some(known.service.clone())
+        if need_access {
+            match access(&self.inner, tenant, service_id).await {
+                Ok((tags, rules)) => {
+                    known.access_read = true;
+                    if tags != known.service.tags || rules != known.service.rules {
+                        known.service.tags = tags;
+                        known.service.rules = rules;
+                        changed = true;
+                    }
+                }
+                Err(error) => {
+                    debug!(service = %known.service.name, error = %error, "cannot read the tags and rules of a service");
+                }
+            }
+        }
+        changed.then(|| known.service.clone())
     }
 }
 
@@ -531,15 +552,25 @@ impl ChangeFeed for SummaryFeed {
                         .map(|s| (s.tenant.clone(), s.service_id.clone()))
                         .collect();
                     self.known.retain(|key, _| present.contains(key));
-                    let refresh = self.refresh_slice();
-                    self.fill(&mut snapshot.services, true, &refresh).await;
+                    // Tags and rules are read for services with instances (only those are
+                    // exported): not read yet, or due for a refresh.
+                    let mut access = self.refresh_slice();
+                    for i in &snapshot.instances {
+                        let key = (i.tenant.clone(), i.service_id.clone());
+                        if !access.contains(&key)
+                            && self.known.get(&key).is_none_or(|k| !k.access_read)
+                        {
+                            access.insert(key);
+                        }
+                    }
+                    self.fill(&mut snapshot.services, true, &access).await;
                 }
                 Change::ServiceRemoved { tenant, service_id } => {
                     self.known.remove(&(tenant.clone(), service_id.clone()));
                 }
                 Change::Instance(instance) => {
                     let (tenant, id) = (instance.tenant.clone(), instance.service_id.clone());
-                    if let Some(service) = self.uploaded(&tenant, &id).await {
+                    if let Some(service) = self.on_instance(&tenant, &id).await {
                         out.push(Change::Service(service));
                     }
                 }
@@ -630,7 +661,10 @@ mod tests {
         };
         let id = sc.ensure_service(&service).await.expect("create");
         let inner = &sc.inner;
-        let first = BTreeMap::from([("a".to_owned(), "one".to_owned()), ("b".into(), "two".into())]);
+        let first = BTreeMap::from([
+            ("a".to_owned(), "one".to_owned()),
+            ("b".into(), "two".into()),
+        ]);
         sc.set_service_tags(&tenant, &id, &first)
             .await
             .expect("tags");
