@@ -14,8 +14,8 @@ use async_trait::async_trait;
 
 use super::leader::WriteGate;
 use crate::registry::{
-    ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry, RegistryError,
-    RegistryIdentity, Service, Snapshot, Tenant,
+    AccessRule, ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry,
+    RegistryError, RegistryIdentity, Schema, Service, Snapshot, Tenant,
 };
 
 /// `inner` with every write checked against `gate` first.
@@ -88,6 +88,53 @@ impl Registry for GatedRegistry {
             "set_service_properties",
             self.inner
                 .set_service_properties(tenant, service_id, properties),
+        )
+        .await
+    }
+
+    async fn schemas(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+    ) -> Result<Vec<Schema>, RegistryError> {
+        self.inner.schemas(tenant, service_id).await
+    }
+
+    async fn put_schema(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        schema: &Schema,
+    ) -> Result<(), RegistryError> {
+        self.gated(
+            "put_schema",
+            self.inner.put_schema(tenant, service_id, schema),
+        )
+        .await
+    }
+
+    async fn set_service_tags(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        self.gated(
+            "set_service_tags",
+            self.inner.set_service_tags(tenant, service_id, tags),
+        )
+        .await
+    }
+
+    async fn set_service_rules(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        rules: &[AccessRule],
+    ) -> Result<(), RegistryError> {
+        self.gated(
+            "set_service_rules",
+            self.inner.set_service_rules(tenant, service_id, rules),
         )
         .await
     }

@@ -29,7 +29,7 @@
 use std::collections::BTreeMap;
 
 use super::Refusal;
-use super::model::{HealthCheck, Instance, InstanceRef, Service, Tenant};
+use super::model::{HealthCheck, Instance, InstanceRef, Schema, Service, Tenant};
 
 /// Service and instance ids, in characters. Registries allow less (ServiceComb: 64); a
 /// Eureka id `host:app:port` with a fully qualified host name fits.
@@ -164,6 +164,20 @@ impl At<'_> {
         }
     }
 }
+
+/// Most schemas (contracts) of one service (Service Center's default schema quota).
+pub const MAX_SCHEMAS: usize = 100;
+/// Longest schema id, in characters (Service Center's).
+pub const MAX_SCHEMA_ID_CHARS: usize = 160;
+/// Longest schema summary, in characters (Service Center's).
+pub const MAX_SCHEMA_SUMMARY_CHARS: usize = 128;
+/// Most tags of one service (Service Center's default tag quota).
+pub const MAX_TAGS: usize = 100;
+/// Most access rules of one service (Service Center's default rule quota).
+pub const MAX_RULES: usize = 100;
+
+/// Largest content of one schema, in bytes: a Java-chassis contract is tens of KiB.
+pub const MAX_SCHEMA_BYTES: usize = 1024 * 1024;
 
 /// A checked value for an error message: quoted, escaped, cut after 40 characters.
 pub(crate) fn shown(value: &str) -> String {
@@ -389,7 +403,83 @@ pub(crate) fn service_at(path: &str, s: &Service) -> Result<(), BoundsError> {
         ..plain(false, MAX_DESCRIPTION_CHARS)
     };
     check_text(at, "description", &s.description, &description)?;
-    check_properties(at, &s.properties)
+    check_properties(at, &s.properties)?;
+    if s.schema_summaries.len() > MAX_SCHEMAS {
+        return Err(at.too_large(
+            "schema_summaries",
+            format!(
+                "{} entries, at most {MAX_SCHEMAS}",
+                s.schema_summaries.len()
+            ),
+        ));
+    }
+    for (id, summary) in &s.schema_summaries {
+        check_schema_head(at, id, summary)?;
+    }
+    if s.tags.len() > MAX_TAGS {
+        return Err(at.too_large(
+            "tags",
+            format!("{} entries, at most {MAX_TAGS}", s.tags.len()),
+        ));
+    }
+    for (key, value) in &s.tags {
+        check_text(at, "tags.key", key, &plain(true, MAX_NAME_CHARS))?;
+        check_text(at, "tags.value", value, &plain(false, MAX_NAME_CHARS))?;
+    }
+    if s.rules.len() > MAX_RULES {
+        return Err(at.too_large(
+            "rules",
+            format!("{} entries, at most {MAX_RULES}", s.rules.len()),
+        ));
+    }
+    for rule in &s.rules {
+        check_text(at, "rules.rule_type", &rule.rule_type, &word(true))?;
+        check_text(
+            at,
+            "rules.attribute",
+            &rule.attribute,
+            &plain(true, MAX_NAME_CHARS),
+        )?;
+        check_text(
+            at,
+            "rules.pattern",
+            &rule.pattern,
+            &plain(true, MAX_NAME_CHARS),
+        )?;
+        check_text(
+            at,
+            "rules.description",
+            &rule.description,
+            &plain(false, MAX_DESCRIPTION_CHARS),
+        )?;
+    }
+    Ok(())
+}
+
+/// A schema id and summary.
+fn check_schema_head(at: At, id: &str, summary: &str) -> Result<(), BoundsError> {
+    let id_rule = TextRule {
+        kind: TextKind::Id,
+        ..plain(true, MAX_SCHEMA_ID_CHARS)
+    };
+    check_text(at, "schema_id", id, &id_rule)?;
+    check_text(
+        at,
+        "schema_summary",
+        summary,
+        &plain(false, MAX_SCHEMA_SUMMARY_CHARS),
+    )
+}
+
+/// Checks one schema at `path` of a message: its id, summary and content size (the content
+/// itself is carried as it is).
+///
+/// # Errors
+/// The first bound `schema` breaks.
+pub(crate) fn schema_at(path: &str, schema: &Schema) -> Result<(), BoundsError> {
+    let at = At(path);
+    check_schema_head(at, &schema.id, &schema.summary)?;
+    check_max_bytes(at, "content", &schema.content, MAX_SCHEMA_BYTES)
 }
 
 fn check_health_check(at: At, h: &HealthCheck) -> Result<(), BoundsError> {

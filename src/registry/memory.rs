@@ -46,10 +46,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::model::{
-    Change, Instance, InstanceRef, RegistryIdentity, Service, Snapshot, Tenant, diff,
+    AccessRule, Change, Instance, InstanceRef, RegistryIdentity, Schema, Service, Snapshot, Tenant,
+    diff,
 };
 use super::servicecomb::rules;
-use super::{ChangeFeed, HeartbeatReport, Refusal, Registry, RegistryError};
+use super::{ChangeFeed, HeartbeatReport, Refusal, Registry, RegistryError, SCHEMA_REFUSED};
 
 /// Service Center's cap on the body of the service properties PUT (3 KiB; a service's create
 /// takes up to 2 MiB).
@@ -70,12 +71,19 @@ pub enum RegistryOp {
     SetStatus,
     SetInstanceProperties,
     Unregister,
+    Schemas,
+    PutSchema,
+    SetServiceTags,
+    SetServiceRules,
 }
 
 impl RegistryOp {
     /// Whether the operation changes the registry (and so waits out the write delay).
     fn writes(self) -> bool {
-        !matches!(self, RegistryOp::Identity | RegistryOp::Snapshot)
+        !matches!(
+            self,
+            RegistryOp::Identity | RegistryOp::Snapshot | RegistryOp::Schemas
+        )
     }
 
     /// The operation's name in the trait.
@@ -90,6 +98,10 @@ impl RegistryOp {
             RegistryOp::SetStatus => "set_status",
             RegistryOp::SetInstanceProperties => "set_instance_properties",
             RegistryOp::Unregister => "unregister",
+            RegistryOp::Schemas => "schemas",
+            RegistryOp::PutSchema => "put_schema",
+            RegistryOp::SetServiceTags => "set_service_tags",
+            RegistryOp::SetServiceRules => "set_service_rules",
         }
     }
 }
@@ -112,6 +124,8 @@ struct State {
     calls: BTreeMap<RegistryOp, u64>,
     /// Service names whose create fails, with the error it fails with.
     refused_services: BTreeMap<String, RegistryError>,
+    /// Schema contents by service; their ids and summaries are also in the service.
+    schemas: BTreeMap<(Tenant, String), BTreeMap<String, Schema>>,
 }
 
 impl State {
@@ -120,6 +134,47 @@ impl State {
             services: self.services.values().cloned().collect(),
             instances: self.instances.values().cloned().collect(),
         }
+    }
+
+    /// Stores `schema` in service `key`, with Service Center's rule for a service whose
+    /// environment is empty or `production` unless `force`: a schema with content is frozen,
+    /// and a new id is taken only while the service lists none.
+    fn put_schema(
+        &mut self,
+        key: &(Tenant, String),
+        schema: &Schema,
+        force: bool,
+    ) -> Result<(), RegistryError> {
+        let service = self
+            .services
+            .get_mut(key)
+            .ok_or_else(|| RegistryError::NotFound(format!("service {}/{}", key.0, key.1)))?;
+        let stored = self.schemas.entry(key.clone()).or_default();
+        let listed = service.schemas.contains(&schema.id);
+        let production = service.environment.is_empty() || service.environment == "production";
+        if production && !force {
+            let refused = |detail: &str| {
+                Err(RegistryError::Refused(Refusal {
+                    field: format!("put_schema {}", schema.id),
+                    reason: SCHEMA_REFUSED,
+                    detail: detail.to_owned(),
+                }))
+            };
+            if !service.schemas.is_empty() && !listed {
+                return refused("400014: Non-existent schemaID can't be added in production");
+            }
+            if stored.contains_key(&schema.id) {
+                return refused("400015: schema already exist, can not be changed in production");
+            }
+        }
+        if !listed {
+            service.schemas.push(schema.id.clone());
+        }
+        service
+            .schema_summaries
+            .insert(schema.id.clone(), schema.summary.clone());
+        stored.insert(schema.id.clone(), schema.clone());
+        Ok(())
     }
 
     fn check_up(&self) -> Result<(), RegistryError> {
@@ -282,6 +337,27 @@ impl MemoryRegistry {
         };
     }
 
+    /// Writes `schema` into service `service_id` of `tenant` past Service Center's
+    /// production rule, as a registry whose schemas are editable would (a test's origin
+    /// whose contract changes).
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the service does not exist.
+    pub fn force_schema(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        schema: &Schema,
+    ) -> Result<(), RegistryError> {
+        let result = self
+            .lock()
+            .put_schema(&(tenant.clone(), service_id.to_owned()), schema, true);
+        if result.is_ok() {
+            self.version_tx.send_modify(|v| *v += 1);
+        }
+        result
+    }
+
     /// How often each operation was called so far, failed calls included.
     pub fn calls(&self) -> BTreeMap<RegistryOp, u64> {
         self.lock().calls.clone()
@@ -365,6 +441,8 @@ impl Registry for MemoryRegistry {
                 return Err(error.clone());
             }
             let mut created = service.clone();
+            // Summaries are the registry's, of the contents it holds: none yet.
+            created.schema_summaries.clear();
             if created.service_id.is_empty() {
                 created.service_id = format!("svc-{}", state.services.len() + 1);
             }
@@ -405,6 +483,75 @@ impl Registry for MemoryRegistry {
                 .get_mut(&(tenant.clone(), service_id.to_owned()))
                 .ok_or_else(|| RegistryError::NotFound(format!("service {tenant}/{service_id}")))?;
             service.properties = properties.clone();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn schemas(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+    ) -> Result<Vec<Schema>, RegistryError> {
+        self.read(RegistryOp::Schemas, |state| {
+            let key = (tenant.clone(), service_id.to_owned());
+            if !state.services.contains_key(&key) {
+                return Err(RegistryError::NotFound(format!(
+                    "service {tenant}/{service_id}"
+                )));
+            }
+            Ok(state
+                .schemas
+                .get(&key)
+                .map(|s| s.values().cloned().collect())
+                .unwrap_or_default())
+        })
+        .await
+    }
+
+    async fn put_schema(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        schema: &Schema,
+    ) -> Result<(), RegistryError> {
+        self.write(RegistryOp::PutSchema, |state| {
+            state.put_schema(&(tenant.clone(), service_id.to_owned()), schema, false)
+        })
+        .await
+    }
+
+    async fn set_service_tags(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        self.write(RegistryOp::SetServiceTags, |state| {
+            let service = state
+                .services
+                .get_mut(&(tenant.clone(), service_id.to_owned()))
+                .ok_or_else(|| RegistryError::NotFound(format!("service {tenant}/{service_id}")))?;
+            service.tags = tags.clone();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_service_rules(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        rules: &[AccessRule],
+    ) -> Result<(), RegistryError> {
+        self.write(RegistryOp::SetServiceRules, |state| {
+            let service = state
+                .services
+                .get_mut(&(tenant.clone(), service_id.to_owned()))
+                .ok_or_else(|| RegistryError::NotFound(format!("service {tenant}/{service_id}")))?;
+            let mut sorted = rules.to_vec();
+            sorted.sort();
+            service.rules = sorted;
             Ok(())
         })
         .await

@@ -47,7 +47,8 @@ use async_trait::async_trait;
 
 pub use factory::build;
 pub use model::{
-    Change, HealthCheck, Instance, InstanceRef, RegistryIdentity, Service, Snapshot, Tenant,
+    AccessRule, Change, HealthCheck, Instance, InstanceRef, RegistryIdentity, Schema, Service,
+    Snapshot, Tenant,
 };
 
 /// The longest one attempt of a registry call may take before the adapter gives it up (the
@@ -125,6 +126,10 @@ pub struct Refusal {
     pub detail: String,
 }
 
+/// The [`Refusal::reason`] of a schema write the registry refuses (a change of a
+/// production contract).
+pub const SCHEMA_REFUSED: &str = "schema_refused";
+
 /// What a batch heartbeat found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeartbeatReport {
@@ -199,6 +204,77 @@ pub trait Registry: Send + Sync {
         service_id: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<(), RegistryError>;
+
+    /// The schemas of service `service_id` of `tenant` that have content, contents
+    /// included: read only when a peer asks for them (a contract is tens of KiB and changes
+    /// rarely). The default knows no schemas (a registry kind without contracts).
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the service does not exist.
+    async fn schemas(
+        &self,
+        _tenant: &Tenant,
+        _service_id: &str,
+    ) -> Result<Vec<Schema>, RegistryError> {
+        Ok(Vec::new())
+    }
+
+    /// Writes one schema (content and summary) of service `service_id` of `tenant`,
+    /// replacing one with the same id. A registry that refuses to change a schema that has
+    /// content (ServiceComb in a `production` environment, `400015`; a new id there,
+    /// `400014`) answers [`RegistryError::Refused`] with reason `schema_refused`. The
+    /// default refuses every write (a registry kind without contracts).
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the service does not exist,
+    /// [`RegistryError::Refused`] as above.
+    async fn put_schema(
+        &self,
+        _tenant: &Tenant,
+        _service_id: &str,
+        schema: &Schema,
+    ) -> Result<(), RegistryError> {
+        Err(RegistryError::Refused(Refusal {
+            field: format!("schema {}", schema.id),
+            reason: SCHEMA_REFUSED,
+            detail: "this registry kind holds no contracts".into(),
+        }))
+    }
+
+    /// Replaces the tags of a service. The default refuses (a registry kind without tags).
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the service does not exist.
+    async fn set_service_tags(
+        &self,
+        _tenant: &Tenant,
+        _service_id: &str,
+        _tags: &BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        Err(RegistryError::Refused(Refusal {
+            field: "set_service_tags".into(),
+            reason: "unsupported",
+            detail: "this registry kind holds no tags".into(),
+        }))
+    }
+
+    /// Replaces the access rules of a service. The default refuses (a registry kind
+    /// without access rules).
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the service does not exist.
+    async fn set_service_rules(
+        &self,
+        _tenant: &Tenant,
+        _service_id: &str,
+        _rules: &[AccessRule],
+    ) -> Result<(), RegistryError> {
+        Err(RegistryError::Refused(Refusal {
+            field: "set_service_rules".into(),
+            reason: "unsupported",
+            detail: "this registry kind holds no access rules".into(),
+        }))
+    }
 
     /// Registers `instance` under its own `instance_id` in service `instance.service_id`.
     /// Registering an id that already exists renews it; whether its data is replaced depends

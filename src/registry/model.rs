@@ -65,10 +65,42 @@ pub struct Service {
     pub status: String,
     pub properties: BTreeMap<String, String>,
     pub schemas: Vec<String>,
+    /// The summary (the SDK's content hash; may be empty) of each schema that has content,
+    /// by schema id: what says *which* contracts exist and whether one changed, without the
+    /// contents, which are read from the registry only when a peer asks for them
+    /// ([`super::Registry::schemas`]). Empty where the registry or adapter does not know.
+    pub schema_summaries: BTreeMap<String, String>,
+    /// The service's tags (ServiceComb's `…/tags`): what consumers' access rules test.
+    pub tags: BTreeMap<String, String>,
+    /// The service's black/white access rules (ServiceComb's `…/rules`), in a stable order.
+    pub rules: Vec<AccessRule>,
     /// Framework name and version, when the registry knows them.
     pub framework: Option<(String, String)>,
     /// `SDK`, `SIDECAR` or `PLATFORM`, when known.
     pub register_by: String,
+}
+
+/// One black/white-list access rule of a provider: which consumers may find it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct AccessRule {
+    /// `BLACK` or `WHITE` (all rules of a service are of one type).
+    pub rule_type: String,
+    /// The consumer attribute tested: `tag_<key>` or a service field (`ServiceName`, ...).
+    pub attribute: String,
+    /// A regular expression searched in the attribute's value.
+    pub pattern: String,
+    pub description: String,
+}
+
+/// One contract (schema) of a service, with its content.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Schema {
+    /// The schema id (a Java-chassis schema id is the name of the contract).
+    pub id: String,
+    /// The registry's summary of the content (the SDK's hash of it); may be empty.
+    pub summary: String,
+    /// The contract itself (OpenAPI YAML for Java-chassis).
+    pub content: String,
 }
 
 /// How the registry decides an instance is alive.

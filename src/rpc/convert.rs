@@ -28,7 +28,10 @@
 //! registry allows travels, and the importer of a data centre whose registry cannot hold it
 //! refuses that one object ([`crate::registry::Registry::accepts_instance`]).
 //!
-//! Not carried: a service's framework, registering agent and schemas, an instance's
+//! A service's schemas travel as their ids and summaries only; their contents are asked for
+//! with `Contracts` ([`contracts_reply`], [`contracts_from_wire`]) by a receiver whose copy
+//! lacks them. Not carried: a service's framework, registering agent and schema id list, an
+//! instance's
 //! modification time; the opaque `expansions` are neither sent nor read. Nothing here panics
 //! on wire data.
 
@@ -40,9 +43,11 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::proto;
-use crate::registry::bounds::{self, BoundsError, MAX_ENDPOINTS, MAX_PROPERTIES};
+use crate::registry::bounds::{
+    self, BoundsError, MAX_ENDPOINTS, MAX_PROPERTIES, MAX_RULES, MAX_SCHEMAS, MAX_TAGS,
+};
 use crate::registry::model::DataCenterInfo;
-use crate::registry::{HealthCheck, Instance, InstanceRef, Service, Tenant};
+use crate::registry::{AccessRule, HealthCheck, Instance, InstanceRef, Schema, Service, Tenant};
 use crate::sync::export::Export;
 
 /// Most instances in one snapshot chunk.
@@ -182,6 +187,176 @@ fn properties_from_wire(
     Ok(properties.into_iter().collect())
 }
 
+/// A wire schema-summaries map in the model, bounded before it is copied.
+fn summaries_from_wire(
+    at: At,
+    summaries: HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, ConvertError> {
+    if summaries.len() > MAX_SCHEMAS {
+        return Err(at.too_large(
+            "schema_summaries",
+            format!("{} entries, at most {MAX_SCHEMAS}", summaries.len()),
+        ));
+    }
+    Ok(summaries.into_iter().collect())
+}
+
+/// A wire tags map in the model, bounded before it is copied.
+fn tags_from_wire(
+    at: At,
+    tags: HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, ConvertError> {
+    if tags.len() > MAX_TAGS {
+        return Err(at.too_large(
+            "tags",
+            format!("{} entries, at most {MAX_TAGS}", tags.len()),
+        ));
+    }
+    Ok(tags.into_iter().collect())
+}
+
+/// Wire access rules in the model, bounded before they are copied.
+fn rules_from_wire(at: At, rules: Vec<proto::AccessRule>) -> Result<Vec<AccessRule>, ConvertError> {
+    if rules.len() > MAX_RULES {
+        return Err(at.too_large(
+            "rules",
+            format!("{} entries, at most {MAX_RULES}", rules.len()),
+        ));
+    }
+    Ok(rules
+        .into_iter()
+        .map(|r| AccessRule {
+            rule_type: r.rule_type,
+            attribute: r.attribute,
+            pattern: r.pattern,
+            description: r.description,
+        })
+        .collect())
+}
+
+/// Encoded size a `Contracts` reply is kept under: what does not fit is named in `more`
+/// and asked for again.
+pub const MAX_CONTRACTS_BYTES: usize = 2 * 1024 * 1024;
+
+/// The request for the contents of schemas `ids` of origin service `service_id` of `tenant`.
+pub fn contracts_request(
+    tenant: &Tenant,
+    service_id: &str,
+    ids: &[String],
+) -> proto::ContractsRequest {
+    proto::ContractsRequest {
+        domain_project: tenant.to_string(),
+        service_id: service_id.to_owned(),
+        schema_ids: ids.to_vec(),
+    }
+}
+
+/// A `Contracts` request received from a peer, validated: tenant, service id and the ids
+/// asked for (at most [`MAX_SCHEMAS`], each a valid schema id).
+pub fn contracts_request_from_wire(
+    r: proto::ContractsRequest,
+) -> Result<(Tenant, String, Vec<String>), ConvertError> {
+    let at = At("contracts");
+    let tenant = tenant_from_wire(at, "domain_project", &r.domain_project)?;
+    if r.schema_ids.len() > MAX_SCHEMAS {
+        return Err(at.too_large(
+            "schema_ids",
+            format!("{} entries, at most {MAX_SCHEMAS}", r.schema_ids.len()),
+        ));
+    }
+    // The shared service bounds check the id; the ids are checked as summaries' keys.
+    let probe = Service {
+        tenant: tenant.clone(),
+        service_id: r.service_id.clone(),
+        name: "-".into(),
+        schema_summaries: r
+            .schema_ids
+            .iter()
+            .map(|id| (id.clone(), String::new()))
+            .collect(),
+        ..Service::default()
+    };
+    check_service_at(at, &probe)?;
+    Ok((tenant, r.service_id, r.schema_ids))
+}
+
+/// The reply carrying `schemas` (those of the ids asked for, in order) up to
+/// [`MAX_CONTRACTS_BYTES`]; the ids that did not fit are named in `more`. The first one is
+/// always carried (one schema is bounded far below the budget).
+pub fn contracts_reply(schemas: &[Schema]) -> proto::ContractsReply {
+    let mut reply = proto::ContractsReply::default();
+    let mut size = 0;
+    for schema in schemas {
+        let contract = proto::Contract {
+            schema_id: schema.id.clone(),
+            summary: schema.summary.clone(),
+            content: schema.content.clone(),
+        };
+        let len = contract.encoded_len() + 8;
+        if !reply.contracts.is_empty() && size + len > MAX_CONTRACTS_BYTES || !reply.more.is_empty()
+        {
+            reply.more.push(schema.id.clone());
+            continue;
+        }
+        size += len;
+        reply.contracts.push(contract);
+    }
+    reply
+}
+
+/// A `Contracts` reply received from a peer, validated against what was asked (`asked`):
+/// the schemas, and the ids still to ask for.
+pub fn contracts_from_wire(
+    reply: proto::ContractsReply,
+    asked: &[String],
+) -> Result<(Vec<Schema>, Vec<String>), ConvertError> {
+    let at = At("contracts_reply");
+    let asked: HashSet<&str> = asked.iter().map(String::as_str).collect();
+    if reply.contracts.len() + reply.more.len() > asked.len() {
+        return Err(at.too_large(
+            "contracts",
+            format!(
+                "{} entries for {} asked",
+                reply.contracts.len() + reply.more.len(),
+                asked.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut schemas = Vec::with_capacity(reply.contracts.len());
+    for (n, c) in reply.contracts.into_iter().enumerate() {
+        let path = format!("contracts_reply.contracts[{n}]");
+        let schema = Schema {
+            id: c.schema_id,
+            summary: c.summary,
+            content: c.content,
+        };
+        bounds::schema_at(&path, &schema)?;
+        if !asked.contains(schema.id.as_str()) || !seen.insert(schema.id.clone()) {
+            return Err(ConvertError::Duplicate {
+                field: format!("{path}.schema_id"),
+                detail: format!("{} not asked for, or twice", bounds::shown(&schema.id)),
+            });
+        }
+        schemas.push(schema);
+    }
+    for (n, id) in reply.more.iter().enumerate() {
+        if !asked.contains(id.as_str()) || !seen.insert(id.clone()) {
+            return Err(ConvertError::Duplicate {
+                field: format!("contracts_reply.more[{n}]"),
+                detail: format!("{} not asked for, or twice", bounds::shown(id)),
+            });
+        }
+    }
+    if schemas.is_empty() && !reply.more.is_empty() {
+        return Err(ConvertError::BadSequence {
+            field: "contracts_reply.more".into(),
+            detail: "nothing carried, yet more to come".into(),
+        });
+    }
+    Ok((schemas, reply.more))
+}
+
 /// `service` as sent to peers.
 pub fn service_to_wire(s: &Service) -> proto::SyncService {
     proto::SyncService {
@@ -202,10 +377,26 @@ pub fn service_to_wire(s: &Service) -> proto::SyncService {
         alias: s.alias.clone(),
         description: s.description.clone(),
         level: s.level.clone(),
+        schema_summaries: s
+            .schema_summaries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        tags: s.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        rules: s
+            .rules
+            .iter()
+            .map(|r| proto::AccessRule {
+                rule_type: r.rule_type.clone(),
+                attribute: r.attribute.clone(),
+                pattern: r.pattern.clone(),
+                description: r.description.clone(),
+            })
+            .collect(),
     }
 }
 
-/// A service received from a peer, validated. Framework, registering agent and schemas are
+/// A service received from a peer, validated. Framework, registering agent and schema list are
 /// not carried: they come back empty.
 pub fn service_from_wire(s: proto::SyncService) -> Result<Service, ConvertError> {
     service_at(At("service"), s)
@@ -225,6 +416,9 @@ fn service_at(at: At, s: proto::SyncService) -> Result<Service, ConvertError> {
         level: s.level,
         status: s.status,
         schemas: Vec::new(),
+        schema_summaries: summaries_from_wire(at, s.schema_summaries)?,
+        tags: tags_from_wire(at, s.tags)?,
+        rules: rules_from_wire(at, s.rules)?,
         framework: None,
         register_by: String::new(),
     };
@@ -665,6 +859,14 @@ mod tests {
             status: "UP".into(),
             properties: BTreeMap::from([("allowCrossApp".into(), "true".into())]),
             schemas: Vec::new(),
+            schema_summaries: BTreeMap::from([("hello".into(), "abc".into())]),
+            tags: BTreeMap::from([("team".into(), "pay".into())]),
+            rules: vec![AccessRule {
+                rule_type: "BLACK".into(),
+                attribute: "ServiceName".into(),
+                pattern: "^bad".into(),
+                description: String::new(),
+            }],
             framework: None,
             register_by: String::new(),
         }
@@ -741,6 +943,67 @@ mod tests {
             ..service("s")
         };
         assert_eq!(service_from_wire(service_to_wire(&s)), Ok(service("s")));
+    }
+
+    fn schema(id: &str, bytes: usize) -> Schema {
+        Schema {
+            id: id.into(),
+            summary: format!("sum{id}"),
+            content: "c".repeat(bytes),
+        }
+    }
+
+    #[test]
+    fn contracts_are_split_across_replies_and_checked_against_what_was_asked() {
+        let asked: Vec<String> = ["a", "b", "c"].iter().map(|s| (*s).to_owned()).collect();
+        let big = MAX_CONTRACTS_BYTES / 2;
+        let reply = contracts_reply(&[schema("a", big), schema("b", big), schema("c", 10)]);
+        assert_eq!(
+            reply.contracts.len(),
+            1,
+            "the second does not fit with the first"
+        );
+        assert_eq!(reply.more, vec!["b".to_owned(), "c".to_owned()]);
+        let (got, more) = contracts_from_wire(reply, &asked).expect("valid");
+        assert_eq!((got, more.len()), (vec![schema("a", big)], 2));
+        let rest = contracts_reply(&[schema("b", big), schema("c", 10)]);
+        assert!(rest.more.is_empty());
+        assert_eq!(contracts_from_wire(rest, &more).expect("valid").0.len(), 2);
+
+        // Not asked for, too large, or nothing carried with more to come: refused.
+        let stray = contracts_reply(&[schema("z", 1)]);
+        assert_eq!(reason(contracts_from_wire(stray, &asked)), "duplicate");
+        let huge = contracts_reply(&[schema("a", bounds::MAX_SCHEMA_BYTES + 1)]);
+        assert_eq!(reason(contracts_from_wire(huge, &asked)), "too_large");
+        let empty = proto::ContractsReply {
+            contracts: Vec::new(),
+            more: vec!["a".into()],
+        };
+        assert_eq!(reason(contracts_from_wire(empty, &asked)), "bad_sequence");
+        let request = contracts_request(&tenant(), "s", &["hello".into()]);
+        assert!(contracts_request_from_wire(request).is_ok());
+        let request = contracts_request(&tenant(), "s", &["bad\u{7}id".into()]);
+        assert_eq!(reason(contracts_request_from_wire(request)), "bad_id");
+    }
+
+    #[test]
+    fn too_many_tags_rules_or_summaries_are_refused() {
+        let mut wire = service_to_wire(&service("s"));
+        wire.tags = (0..=MAX_TAGS)
+            .map(|n| (n.to_string(), String::new()))
+            .collect();
+        assert_eq!(reason(service_from_wire(wire)), "too_large");
+        let mut wire = service_to_wire(&service("s"));
+        wire.rules = vec![proto::AccessRule::default(); MAX_RULES + 1];
+        assert_eq!(reason(service_from_wire(wire)), "too_large");
+        let mut wire = service_to_wire(&service("s"));
+        wire.schema_summaries = (0..=MAX_SCHEMAS)
+            .map(|n| (n.to_string(), String::new()))
+            .collect();
+        assert_eq!(reason(service_from_wire(wire)), "too_large");
+        let mut wire = service_to_wire(&service("s"));
+        wire.rules[0].rule_type = String::new();
+        assert_eq!(reason(service_from_wire(wire)), "missing_field");
     }
 
     #[test]

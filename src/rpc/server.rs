@@ -11,8 +11,8 @@ use tracing::warn;
 use super::channel::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, MAX_MESSAGE_BYTES};
 use super::proto::peer_server::{Peer, PeerServer};
 use super::proto::{
-    InfoRequest, Member, MembersReply, MembersRequest, NodeInfo, PullChunk, PullRequest, PushReply,
-    PushRequest,
+    ContractsReply, ContractsRequest, InfoRequest, Member, MembersReply, MembersRequest, NodeInfo,
+    PullChunk, PullRequest, PushReply, PushRequest,
 };
 use super::transfer;
 use crate::gossip::{GossipHandle, MemberInfo};
@@ -81,6 +81,15 @@ impl Peer for PeerService {
         let chunks = transfer::serve_pull(&self.sync, request.get_ref())?;
         let stream = futures::stream::iter(chunks.into_iter().map(Ok));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn contracts(
+        &self,
+        request: Request<ContractsRequest>,
+    ) -> Result<Response<ContractsReply>, Status> {
+        transfer::serve_contracts(&self.sync, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {

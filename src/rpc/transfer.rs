@@ -25,10 +25,11 @@ use super::channel::{self, Timeouts};
 use super::convert;
 use super::proto::peer_client::PeerClient;
 use super::proto::{
-    Change, ChangeBatch, CompletionKind, PullChunk, PullComplete, PullRequest,
-    PushReply as WireReply, PushRequest, pull_chunk,
+    Change, ChangeBatch, CompletionKind, ContractsReply, ContractsRequest, PullChunk, PullComplete,
+    PullRequest, PushReply as WireReply, PushRequest, pull_chunk,
 };
 use super::status;
+use crate::registry::{Schema, Tenant};
 use crate::sync::SyncHandle;
 use crate::sync::export::{Digest64, Increment, Revision};
 use crate::sync::link::{
@@ -159,6 +160,29 @@ pub async fn serve_push(sync: &SyncHandle, request: PushRequest) -> Result<WireR
     })
 }
 
+/// Answers a peer's `Contracts` request: validated, then read from the local registry
+/// through the engine (only for an exported service), as many as fit one reply.
+///
+/// # Errors
+/// `invalid_argument` for a malformed request or a service not exported, `unavailable`
+/// when the engine or the registry cannot answer.
+pub async fn serve_contracts(
+    sync: &SyncHandle,
+    request: ContractsRequest,
+) -> Result<ContractsReply, Status> {
+    sync.serving().map_err(|e| status::from_engine(&e))?;
+    let (tenant, service_id, ids) = convert::contracts_request_from_wire(request).map_err(|e| {
+        sync.metrics().reject("contracts", e.reason());
+        warn!(error = %e, "malformed contracts request refused");
+        status::from_malformed(&e)
+    })?;
+    let schemas = sync
+        .serve_contracts(&tenant, &service_id, &ids)
+        .await
+        .map_err(|e| status::from_engine(&e))?;
+    Ok(convert::contracts_reply(&schemas))
+}
+
 /// The wire form of the first run of `changes` that fits one message: at most
 /// [`convert::MAX_PUSH_CHANGES`] changes and about [`convert::MAX_CHUNK_BYTES`] encoded (at
 /// least one change, which alone is bounded by the validation limits). Each change is
@@ -227,6 +251,20 @@ impl PeerLink for GrpcLink {
         .map_err(|_| LinkError::Timeout(deadlines.whole))?
     }
 
+    async fn contracts(
+        &self,
+        addr: SocketAddr,
+        tenant: &Tenant,
+        service_id: &str,
+        ids: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<Schema>, LinkError> {
+        let client = self.client(addr)?;
+        tokio::time::timeout(timeout, contracts(client, tenant, service_id, ids, timeout))
+            .await
+            .map_err(|_| LinkError::Timeout(timeout))?
+    }
+
     async fn push(
         &self,
         addr: SocketAddr,
@@ -255,6 +293,34 @@ impl PeerLink for GrpcLink {
             sent,
         })
     }
+}
+
+/// Asks `client` for schemas `ids` of `service_id` of `tenant` until every one is answered
+/// or left out (each reply carries at least one, or names none to come), by `deadline`.
+async fn contracts(
+    mut client: PeerClient<Channel>,
+    tenant: &Tenant,
+    service_id: &str,
+    ids: &[String],
+    timeout: Duration,
+) -> Result<Vec<Schema>, LinkError> {
+    let mut schemas = Vec::new();
+    let mut wanted = ids.to_vec();
+    while !wanted.is_empty() {
+        let mut request =
+            tonic::Request::new(convert::contracts_request(tenant, service_id, &wanted));
+        request.set_timeout(timeout);
+        let reply = client
+            .contracts(request)
+            .await
+            .map_err(|s| status::to_link_error(&s))?
+            .into_inner();
+        let (got, more) = convert::contracts_from_wire(reply, &wanted)
+            .map_err(|e| LinkError::Malformed(Box::new(e)))?;
+        schemas.extend(got);
+        wanted = more;
+    }
+    Ok(schemas)
 }
 
 /// Pulls from `client` the data of `origin` after `since` (`None`: a full snapshot), within

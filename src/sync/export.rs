@@ -125,6 +125,11 @@ impl ExportView {
         self.services.get(tenant)?.get(service_id)
     }
 
+    /// Whether service `service_id` of `tenant` is exported (has exported instances).
+    pub fn exports_service(&self, tenant: &Tenant, service_id: &str) -> bool {
+        self.service(tenant, service_id).is_some()
+    }
+
     /// Applies one change from the registry's feed; returns the numbered increments it made
     /// (none when it changed nothing that is exported).
     pub fn apply(&mut self, change: Change) -> Vec<(u64, Export)> {

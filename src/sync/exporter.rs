@@ -20,7 +20,7 @@ use super::unix_ms;
 use crate::backoff::sleep_or_cancel;
 use crate::gossip::GossipHandle;
 use crate::registry::bounds;
-use crate::registry::{Change, ChangeFeed, Instance, Service};
+use crate::registry::{Change, ChangeFeed, Instance, Service, Tenant};
 
 /// Increments kept for peers that are a little behind; older peers get a snapshot.
 pub(crate) const OUTBOX: usize = 20_000;
@@ -62,6 +62,11 @@ impl SharedExportView {
     }
 
     /// Whether the view holds the whole local registry.
+    /// Whether service `service_id` of `tenant` is exported now.
+    pub(crate) fn exports_service(&self, tenant: &Tenant, service_id: &str) -> bool {
+        self.view().exports_service(tenant, service_id)
+    }
+
     pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }

@@ -46,7 +46,7 @@ pub use self::metrics::{ServiceFailures, SyncMetrics};
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::config::SyncConfig;
 use crate::gossip::GossipHandle;
-use crate::registry::Registry;
+use crate::registry::{Registry, Schema, Tenant};
 use crate::store::{Group, MappingStore, Op, StoreError, spawn_writer};
 
 /// Store writes queued before callers wait (the writer batches them into commits).
@@ -108,6 +108,8 @@ pub enum SyncError {
 struct Core {
     view: Arc<SharedExportView>,
     importers: Arc<Importers>,
+    /// The local registry, read for the contracts a peer asks for.
+    registry: Arc<dyn Registry>,
 }
 
 /// Why the engine does not serve a call. `crate::rpc::status` maps these to gRPC statuses;
@@ -141,12 +143,21 @@ pub enum EngineError {
         "origin {0:?} is claimed by members serving different registries; not importing it until the conflict ends"
     )]
     OriginConflict(String),
+    /// Contracts were asked for a service this data centre does not export.
+    #[error("service {0} is not exported")]
+    NotExported(String),
+    /// The local registry could not answer (contracts asked for): retry later.
+    #[error("the local registry cannot answer: {0}")]
+    Registry(String),
 }
 
 impl EngineError {
     /// Whether the caller should retry later or elsewhere (the request itself was fine).
     pub fn is_unavailable(&self) -> bool {
-        !matches!(self, EngineError::OwnOrigin(_))
+        !matches!(
+            self,
+            EngineError::OwnOrigin(_) | EngineError::NotExported(_)
+        )
     }
 }
 
@@ -249,6 +260,40 @@ impl SyncHandle {
             origin: view.cluster.clone(),
             body,
         })
+    }
+
+    /// Answers a peer's request for the contents of schemas `ids` of exported service
+    /// `service_id` of `tenant`: those the local registry has content for, in the order
+    /// asked.
+    ///
+    /// # Errors
+    /// [`EngineError::NotExported`] for a service not exported (contracts of other
+    /// services do not leave the data centre), [`EngineError::Registry`] when the registry
+    /// cannot be read, or an engine that does not serve.
+    pub async fn serve_contracts(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        ids: &[String],
+    ) -> Result<Vec<Schema>, EngineError> {
+        let core = self.core()?;
+        if !core.view.exports_service(tenant, service_id) {
+            self.metrics.reject("contracts", "not_exported");
+            return Err(EngineError::NotExported(format!("{tenant}/{service_id}")));
+        }
+        let mut held = core
+            .registry
+            .schemas(tenant, service_id)
+            .await
+            .map_err(|e| EngineError::Registry(e.to_string()))?;
+        let mut answer = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(at) = held.iter().position(|s| &s.id == id) {
+                answer.push(held.swap_remove(at));
+            }
+        }
+        self.metrics.transfer("contracts_served", "ok");
+        Ok(answer)
     }
 
     /// Applies a push from another data centre; resolves once it is applied (or refused
@@ -375,8 +420,11 @@ pub async fn start(
         importers.clone(),
         token,
     ));
-    *handle.core.write().unwrap_or_else(PoisonError::into_inner) =
-        Some(Arc::new(Core { view, importers }));
+    *handle.core.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(Core {
+        view,
+        importers,
+        registry: deps.registry,
+    }));
     handle.metrics.active.set(1);
     Ok(())
 }

@@ -286,6 +286,34 @@ impl Registry {
         })
     }
 
+    /// Sends a request to `/v4/default/registry{path}`; the answer's status and body.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        self.call(method, path, body)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `GET /v4/default/registry{path}` as consumer service `consumer` (`X-ConsumerId`);
+    /// the answer's status and body.
+    pub fn get_as(&self, consumer: &str, path: &str) -> (u16, String) {
+        let url = self.path(path);
+        self.rt.block_on(async {
+            let response = self
+                .client
+                .get(&url)
+                .header("x-consumerid", consumer)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        })
+    }
+
     /// A request that must answer 200; its body.
     fn must(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> String {
         let what = format!("{method} {path}");

@@ -82,6 +82,9 @@ pub(super) fn service_from_wire(tenant: Tenant, wire: WireService) -> Service {
         status: wire.status,
         properties: wire.properties,
         schemas: wire.schemas,
+        schema_summaries: BTreeMap::new(),
+        tags: BTreeMap::new(),
+        rules: Vec::new(),
         framework: wire.framework.map(|f| (f.name, f.version)),
         register_by: wire.register_by,
     }

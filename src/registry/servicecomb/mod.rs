@@ -11,6 +11,8 @@
 //! - `auth.rs`: the login and token of SC 2.x access control (RBAC).
 //! - `added.rs`: the properties SC 2.x adds to every instance, left out of what is reported.
 //! - `wire.rs`: SC's JSON shapes (private to the adapter).
+//! - `contracts.rs`: schemas (contracts), tags and access rules: reads, writes, and the
+//!   summaries, tags and rules the feed adds to every service.
 //! - `convert.rs`: wire ↔ model, dump keys, SC's own services.
 //! - `heartbeat.rs`: batch heartbeats in both SC dialects.
 //! - `dump.rs`: the admin dump, streamed and parsed element by element under its own deadlines.
@@ -28,6 +30,7 @@
 mod added;
 mod auth;
 mod client;
+mod contracts;
 mod convert;
 mod dump;
 mod feed;
@@ -60,8 +63,8 @@ use self::wire::{
     WireInstance,
 };
 use super::{
-    ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry, RegistryError,
-    RegistryIdentity, Service, Snapshot, Tenant,
+    AccessRule, ChangeFeed, HeartbeatReport, Instance, InstanceRef, Refusal, Registry,
+    RegistryError, RegistryIdentity, Schema, Service, Snapshot, Tenant,
 };
 use crate::config::{Credentials, RegistryConfig, SyncConfig};
 use crate::telemetry::Metrics;
@@ -541,7 +544,8 @@ impl Registry for ServiceComb {
     }
 
     fn change_feed(&self) -> Box<dyn ChangeFeed> {
-        Box::new(feed::ScFeed::new(self.inner.clone()))
+        let feed = Box::new(feed::ScFeed::new(self.inner.clone()));
+        Box::new(contracts::SummaryFeed::new(self.inner.clone(), feed))
     }
 
     /// SC's rules for services ([`rules::check_service`]).
@@ -607,6 +611,65 @@ impl Registry for ServiceComb {
                 .await?;
             Ok(())
         })
+        .await
+    }
+
+    async fn schemas(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+    ) -> Result<Vec<Schema>, RegistryError> {
+        let inner = &self.inner;
+        observed(
+            inner,
+            "schemas",
+            contracts::schemas(inner, tenant, service_id, true),
+        )
+        .await
+    }
+
+    async fn put_schema(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        schema: &Schema,
+    ) -> Result<(), RegistryError> {
+        let inner = &self.inner;
+        observed(
+            inner,
+            "put_schema",
+            contracts::put_schema(inner, tenant, service_id, schema),
+        )
+        .await
+    }
+
+    async fn set_service_tags(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        let inner = &self.inner;
+        observed(
+            inner,
+            "set_service_tags",
+            contracts::set_tags(inner, tenant, service_id, tags),
+        )
+        .await
+    }
+
+    async fn set_service_rules(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+        rules: &[AccessRule],
+    ) -> Result<(), RegistryError> {
+        let inner = &self.inner;
+        observed(
+            inner,
+            "set_service_rules",
+            contracts::set_rules(inner, tenant, service_id, rules),
+        )
         .await
     }
 

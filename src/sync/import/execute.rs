@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tracing::{debug, info, warn};
@@ -22,7 +23,7 @@ use super::plan::Action;
 use super::services::{Ownership, marked};
 use super::views::copy_ref;
 use super::{ImportCtx, ServiceKey};
-use crate::registry::{InstanceRef, RegistryError, Service};
+use crate::registry::{InstanceRef, RegistryError, SCHEMA_REFUSED, Service};
 use crate::store::{Group, Mapping, Op, StoreError};
 
 /// Registry calls of one batch in flight at once.
@@ -98,7 +99,15 @@ pub(crate) async fn ensure_services(
         }
         let fresh = ctx
             .cached_service(&skey)
-            .is_some_and(|(_, props)| props == service.properties);
+            .is_some_and(|(_, props)| props == service.properties)
+            && (service.schema_summaries.is_empty()
+                || ctx
+                    .contracts_settled(&skey, properties_digest(&service.schema_summaries))
+                    .is_some())
+            && (ctx.access_settled(&skey, access_digest(&service)).is_some()
+                || (service.tags.is_empty()
+                    && service.rules.is_empty()
+                    && !ctx.access_known(&skey)));
         if !fresh {
             needed.insert(skey, service);
         }
@@ -121,6 +130,14 @@ async fn ensure_one(ctx: &ImportCtx, skey: &ServiceKey, service: &Service) -> En
     let wanted = marked(&skey.0, &service.properties);
     let mut body = service.clone();
     body.properties = wanted.clone();
+    // Created listing the origin's schema ids, so that a registry that freezes the schemas
+    // of a production service still takes their first upload (Service Center's 400014).
+    body.schemas = service.schema_summaries.keys().cloned().collect();
+    body.schema_summaries.clear();
+    // Tags and rules are written with their own calls (SC's create takes them, but a
+    // refused rule would then refuse the whole service).
+    body.tags.clear();
+    body.rules.clear();
     let id = match ctx.registry.ensure_service(&body).await {
         Ok(id) => id,
         Err(error) => {
@@ -134,7 +151,22 @@ async fn ensure_one(ctx: &ImportCtx, skey: &ServiceKey, service: &Service) -> En
     };
     ctx.metrics.registry_op("ensure_service", "ok");
     let mut ensured = Ensured::Ready;
-    match ctx.ownership(&skey.0, &service.tenant, &id) {
+    let ownership = ctx.ownership(&skey.0, &service.tenant, &id);
+    let contracts = match &ownership {
+        Ownership::Mirror(_) => true,
+        // Not shown by the local feed yet: created a moment ago by this very call when it
+        // has the origin's id (a service created by anyone else has an id of its own).
+        Ownership::Keep if !ctx.local_known(&service.tenant, &id) => id == service.service_id,
+        Ownership::Keep => {
+            if !service.schema_summaries.is_empty() {
+                let digest = properties_digest(&service.schema_summaries);
+                ctx.settle_contracts(skey, digest, None);
+            }
+            ctx.settle_access(skey, access_digest(service), None);
+            false
+        }
+    };
+    match ownership {
         Ownership::Mirror(current) if current != wanted => {
             let digest = properties_digest(&wanted);
             if let Some(reason) = ctx.properties_refused(skey, digest) {
@@ -176,8 +208,188 @@ async fn ensure_one(ctx: &ImportCtx, skey: &ServiceKey, service: &Service) -> En
             debug!(origin = %skey.0, service = %service.name, local_id = %id, "the local service is not one syncer created for this origin's copies alone; its properties are left as they are");
         }
     }
+    if contracts {
+        // A refused property write is reported already; the contracts' or access's refusal
+        // otherwise.
+        for refused in [
+            mirror_contracts(ctx, skey, service, &id).await,
+            mirror_access(ctx, skey, service, &id).await,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if matches!(ensured, Ensured::Ready) {
+                ensured = refused;
+            }
+        }
+    }
     ctx.cache_service(skey.clone(), id, service.properties.clone());
     ensured
+}
+
+/// A digest of the tags and access rules (in any order) of `service`.
+fn access_digest(service: &Service) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut rules = service.rules.clone();
+    rules.sort();
+    let mut h = std::hash::DefaultHasher::new();
+    service.tags.hash(&mut h);
+    rules.hash(&mut h);
+    h.finish()
+}
+
+/// The reason a refused write of tags or rules is reported with.
+const ACCESS_REFUSED: &str = "access_refused";
+
+/// Writes the origin's tags and access rules into local service `local_id` where they
+/// differ from what the local feed reports, settled as contracts are (see
+/// [`mirror_contracts`]); the rules' effect on consumers then matches the origin's.
+async fn mirror_access(
+    ctx: &ImportCtx,
+    skey: &ServiceKey,
+    service: &Service,
+    local_id: &str,
+) -> Option<Ensured> {
+    let digest = access_digest(service);
+    match ctx.access_settled(skey, digest) {
+        Some(None) => return None,
+        Some(Some(reason)) => return Some(Ensured::RefusedBefore { reason }),
+        None => {}
+    }
+    let local = ctx.local_extras(&service.tenant, local_id);
+    let mut rules = service.rules.clone();
+    rules.sort();
+    let tags = if local.tags == service.tags {
+        Ok(())
+    } else {
+        let result = ctx
+            .registry
+            .set_service_tags(&service.tenant, local_id, &service.tags)
+            .await;
+        ctx.metrics.registry_op(
+            "set_service_tags",
+            result.as_ref().err().map_or("ok", RegistryError::kind),
+        );
+        result
+    };
+    let rules = match tags {
+        Ok(()) if local.rules != rules => {
+            let result = ctx
+                .registry
+                .set_service_rules(&service.tenant, local_id, &rules)
+                .await;
+            ctx.metrics.registry_op(
+                "set_service_rules",
+                result.as_ref().err().map_or("ok", RegistryError::kind),
+            );
+            result
+        }
+        other => other,
+    };
+    match rules {
+        Ok(()) => {
+            ctx.settle_access(skey, digest, None);
+            None
+        }
+        Err(error) if error.is_retryable() || error.is_not_found() => {
+            debug!(service = %service.name, error = %error, "cannot write the tags or access rules of a copy's service; tried again later");
+            None
+        }
+        Err(error) => {
+            ctx.settle_access(skey, digest, Some(ACCESS_REFUSED));
+            Some(Ensured::PropertiesRefused {
+                reason: ACCESS_REFUSED,
+                error,
+            })
+        }
+    }
+}
+
+/// How long fetching an origin service's contracts from its syncer may take.
+const CONTRACTS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes into local service `local_id` the origin's contracts it lacks (by summary),
+/// fetched from the origin's syncer. Settled once written or refused: nothing is fetched
+/// nor written again until the origin's summaries change. Returns the refusal to report
+/// (`schema_refused`), if any; a fetch or a write that can succeed later is left unsettled
+/// and tried again when the service is ensured next.
+async fn mirror_contracts(
+    ctx: &ImportCtx,
+    skey: &ServiceKey,
+    service: &Service,
+    local_id: &str,
+) -> Option<Ensured> {
+    if service.schema_summaries.is_empty() {
+        return None;
+    }
+    debug!(origin = %skey.0, service = %service.name, schemas = service.schema_summaries.len(), "mirroring the contracts of a copy's service");
+    let digest = properties_digest(&service.schema_summaries);
+    match ctx.contracts_settled(skey, digest) {
+        Some(None) => return None,
+        Some(Some(reason)) => return Some(Ensured::RefusedBefore { reason }),
+        None => {}
+    }
+    let local = ctx.local_extras(&service.tenant, local_id).summaries;
+    let needed: Vec<String> = service
+        .schema_summaries
+        .iter()
+        .filter(|(id, summary)| local.get(*id) != Some(*summary))
+        .map(|(id, _)| id.clone())
+        .collect();
+    if needed.is_empty() {
+        ctx.settle_contracts(skey, digest, None);
+        return None;
+    }
+    let addr = ctx.peers.borrow().get(&skey.0).copied();
+    let Some(addr) = addr else {
+        debug!(origin = %skey.0, service = %service.name, "no address of the origin's syncer for its contracts; tried again later");
+        return None;
+    };
+    let fetched = ctx
+        .link
+        .contracts(
+            addr,
+            &service.tenant,
+            &service.service_id,
+            &needed,
+            CONTRACTS_TIMEOUT,
+        )
+        .await;
+    let schemas = match fetched {
+        Ok(schemas) => {
+            ctx.metrics.transfer("contracts", "ok");
+            schemas
+        }
+        Err(error) => {
+            ctx.metrics.transfer("contracts", error.outcome());
+            debug!(origin = %skey.0, service = %service.name, error = %error, "cannot fetch the origin's contracts; tried again later");
+            return None;
+        }
+    };
+    for schema in &schemas {
+        match ctx
+            .registry
+            .put_schema(&service.tenant, local_id, schema)
+            .await
+        {
+            Ok(()) => ctx.metrics.registry_op("put_schema", "ok"),
+            Err(error) if error.is_retryable() || error.is_not_found() => {
+                ctx.metrics.registry_op("put_schema", error.kind());
+                debug!(service = %service.name, schema = %schema.id, error = %error, "cannot write a contract of a copy's service; tried again later");
+                return None;
+            }
+            Err(error) => {
+                ctx.metrics.registry_op("put_schema", error.kind());
+                ctx.settle_contracts(skey, digest, Some(SCHEMA_REFUSED));
+                return Some(Ensured::PropertiesRefused {
+                    reason: SCHEMA_REFUSED,
+                    error,
+                });
+            }
+        }
+    }
+    ctx.settle_contracts(skey, digest, None);
+    None
 }
 
 fn store_failed(ctx: &ImportCtx, what: &str, e: &StoreError) {

@@ -360,7 +360,7 @@ impl FailingServices {
                 let back = self.clear(&key);
                 self.count(reason);
                 // Sent once per content: this is the one report of it.
-                warn!(origin = %self.origin, service = %label_of(service), reason, error = %error, "the local registry refused this service's changed properties; its copies go on with the properties it has, and the same content is not sent again (until the origin changes it)");
+                warn!(origin = %self.origin, service = %label_of(service), reason, error = %error, "the local registry refused this service's changed properties or contracts (see reason); its copies go on with what it has, and the same content is not sent again (until the origin changes it)");
                 self.insert(key, service, reason, State::PropertiesRefused);
                 back
             }

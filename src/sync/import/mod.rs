@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 pub(crate) use self::router::Importers;
-use self::services::{LocalServices, Ownership};
+use self::services::{Extras, LocalServices, Ownership};
 use super::EngineSettings;
 use super::link::PeerLink;
 use super::metrics::SyncMetrics;
@@ -64,6 +64,12 @@ pub(crate) struct ImportCtx {
     /// Digest of the properties (as they would be written) the local registry refused for
     /// each origin service: the same content is not sent again.
     refused_properties: Mutex<HashMap<ServiceKey, (u64, &'static str)>>,
+    /// Digest of the origin's schema summaries last settled for each origin service's local
+    /// service: written, or refused (with the reason): not fetched nor written again until
+    /// the origin's contracts change.
+    contracts: Mutex<HashMap<ServiceKey, (u64, Option<&'static str>)>>,
+    /// The same for the origin's tags and access rules (one digest over both).
+    access: Mutex<HashMap<ServiceKey, (u64, Option<&'static str>)>>,
 }
 
 /// `(origin, tenant, origin service id)`.
@@ -94,6 +100,8 @@ impl ImportCtx {
             services: Mutex::new(HashMap::new()),
             local_services: Mutex::new(LocalServices::default()),
             refused_properties: Mutex::new(HashMap::new()),
+            contracts: Mutex::new(HashMap::new()),
+            access: Mutex::new(HashMap::new()),
         }
     }
 
@@ -175,6 +183,68 @@ impl ImportCtx {
             Some(digest) => refused.insert(key.clone(), digest),
             None => refused.remove(key),
         };
+    }
+
+    /// Whether the local feed has shown local service `local_id` of `tenant`.
+    fn local_known(&self, tenant: &Tenant, local_id: &str) -> bool {
+        self.local_services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .knows(tenant, local_id)
+    }
+
+    /// The schema summaries, tags and access rules local service `local_id` of `tenant`
+    /// has.
+    fn local_extras(&self, tenant: &Tenant, local_id: &str) -> Extras {
+        self.local_services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extras(tenant, local_id)
+    }
+
+    /// As [`ImportCtx::contracts_settled`], for the origin's tags and access rules.
+    fn access_settled(&self, key: &ServiceKey, digest: u64) -> Option<Option<&'static str>> {
+        self.access
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .filter(|(settled, _)| *settled == digest)
+            .map(|(_, refused)| *refused)
+    }
+
+    /// Whether tags and access rules were ever settled for `key`.
+    fn access_known(&self, key: &ServiceKey) -> bool {
+        self.access
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(key)
+    }
+
+    /// As [`ImportCtx::settle_contracts`], for the origin's tags and access rules.
+    fn settle_access(&self, key: &ServiceKey, digest: u64, refused: Option<&'static str>) {
+        self.access
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), (digest, refused));
+    }
+
+    /// How the origin's contracts with summaries digest `digest` were settled for `key`'s
+    /// local service: `Some(None)` written, `Some(Some(reason))` refused, `None` not yet.
+    fn contracts_settled(&self, key: &ServiceKey, digest: u64) -> Option<Option<&'static str>> {
+        self.contracts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .filter(|(settled, _)| *settled == digest)
+            .map(|(_, refused)| *refused)
+    }
+
+    /// Remembers that the contracts with digest `digest` were written (`None`) or refused.
+    fn settle_contracts(&self, key: &ServiceKey, digest: u64, refused: Option<&'static str>) {
+        self.contracts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), (digest, refused));
     }
 
     fn forget_services(&self, tenant: &Tenant, local_id: &str) {

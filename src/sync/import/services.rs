@@ -1,4 +1,5 @@
-//! Which local services syncer may write an origin's service properties into.
+//! Which local services syncer may write an origin's service properties (and contracts)
+//! into.
 //!
 //! A service with the same tenant, environment, app, name and version in two data centres is
 //! one service to the registry: importing an instance of it finds the local service, and
@@ -22,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::super::ids::{ORIGIN_PROPERTY, is_copy};
-use crate::registry::{Change, Tenant};
+use crate::registry::{AccessRule, Change, Service, Tenant};
 
 /// `(tenant, service id)` of a local service.
 type LocalKey = (Tenant, String);
@@ -43,6 +44,8 @@ pub(crate) enum Ownership {
 #[derive(Debug, Default)]
 pub(crate) struct LocalServices {
     properties: HashMap<LocalKey, BTreeMap<String, String>>,
+    /// Schema summaries, tags and access rules of the services that have any.
+    extras: HashMap<LocalKey, Extras>,
     own: HashMap<LocalKey, HashSet<String>>,
 }
 
@@ -62,6 +65,13 @@ impl LocalServices {
                             )
                         })
                         .collect();
+                    self.extras = snapshot
+                        .services
+                        .iter()
+                        .filter_map(|s| {
+                            Extras::of(s).map(|e| ((s.tenant.clone(), s.service_id.clone()), e))
+                        })
+                        .collect();
                     self.own.clear();
                     for instance in snapshot.instances.iter().filter(|i| !is_copy(i)) {
                         self.own
@@ -71,14 +81,17 @@ impl LocalServices {
                     }
                 }
                 Change::Service(s) => {
-                    self.properties.insert(
-                        (s.tenant.clone(), s.service_id.clone()),
-                        s.properties.clone(),
-                    );
+                    let key = (s.tenant.clone(), s.service_id.clone());
+                    match Extras::of(s) {
+                        Some(extras) => self.extras.insert(key.clone(), extras),
+                        None => self.extras.remove(&key),
+                    };
+                    self.properties.insert(key, s.properties.clone());
                 }
                 Change::ServiceRemoved { tenant, service_id } => {
                     let key = (tenant.clone(), service_id.clone());
                     self.properties.remove(&key);
+                    self.extras.remove(&key);
                     self.own.remove(&key);
                 }
                 Change::Instance(i) if !is_copy(i) => {
@@ -117,6 +130,46 @@ impl LocalServices {
     }
 }
 
+impl LocalServices {
+    /// Whether the local feed has shown service `service_id` of `tenant`.
+    pub(crate) fn knows(&self, tenant: &Tenant, service_id: &str) -> bool {
+        self.properties
+            .contains_key(&(tenant.clone(), service_id.to_owned()))
+    }
+
+    /// The schema summaries, tags and access rules local service `service_id` of `tenant`
+    /// has, as the local feed last reported them (empty when none or not seen yet).
+    pub(crate) fn extras(&self, tenant: &Tenant, service_id: &str) -> Extras {
+        self.extras
+            .get(&(tenant.clone(), service_id.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// What a local service holds besides its record proper: schema summaries, tags and access
+/// rules (rules sorted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Extras {
+    pub summaries: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    pub rules: Vec<AccessRule>,
+}
+
+impl Extras {
+    /// Those of `service`, `None` when it has none.
+    fn of(service: &Service) -> Option<Extras> {
+        let mut rules = service.rules.clone();
+        rules.sort();
+        let extras = Extras {
+            summaries: service.schema_summaries.clone(),
+            tags: service.tags.clone(),
+            rules,
+        };
+        (extras != Extras::default()).then_some(extras)
+    }
+}
+
 /// The properties a service syncer creates for `origin`'s copies carries: the origin's, and
 /// the mark naming it.
 pub(crate) fn marked(
@@ -131,7 +184,7 @@ pub(crate) fn marked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Instance, InstanceRef, Service, Snapshot};
+    use crate::registry::{Instance, InstanceRef, Snapshot};
 
     fn service(id: &str, props: &[(&str, &str)]) -> Service {
         Service {

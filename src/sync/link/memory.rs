@@ -21,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{LinkError, PeerLink, PullBody, PullDeadlines, Pulled, Push, PushOutcome};
+use crate::registry::{Schema, Tenant};
 use crate::sync::export::{Increment, Revision};
 use crate::sync::{EngineError, SyncHandle};
 
@@ -34,6 +35,8 @@ pub struct MemoryStats {
     pub pulls: u64,
     /// Pushes delivered to an engine.
     pub pushes: u64,
+    /// Contract requests delivered to an engine.
+    pub contracts: u64,
     /// Calls refused by the network (cut, lost, or nothing registered there).
     pub failed: u64,
     /// Calls held by a freeze: accepted, never answered.
@@ -67,6 +70,7 @@ fn ordered(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
 enum Call {
     Pull,
     Push,
+    Contracts,
 }
 
 /// Where a routed call goes.
@@ -245,6 +249,7 @@ impl MemoryNetwork {
             match call {
                 Call::Pull => s.stats.pulls += 1,
                 Call::Push => s.stats.pushes += 1,
+                Call::Contracts => s.stats.contracts += 1,
             }
             let handle = s.engines.get(&to).cloned().unwrap_or_default();
             let delay = s.delays.get(&to).copied().unwrap_or_default();
@@ -303,6 +308,26 @@ impl PeerLink for MemoryLink {
                     .collect(),
             },
         })
+    }
+
+    async fn contracts(
+        &self,
+        addr: SocketAddr,
+        tenant: &Tenant,
+        service_id: &str,
+        ids: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<Schema>, LinkError> {
+        let route = self.network.route(self.from, addr, Call::Contracts)?;
+        let work = route.answer(|handle| async move {
+            handle
+                .serve_contracts(tenant, service_id, ids)
+                .await
+                .map_err(refused)
+        });
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| LinkError::Timeout(timeout))?
     }
 
     async fn push(
@@ -501,6 +526,7 @@ mod tests {
             MemoryStats {
                 pulls: 2,
                 pushes: 0,
+                contracts: 0,
                 failed: 2,
                 hung: 0,
             }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::export::{ExportViewSnapshot, Increment, Revision};
-use crate::registry::{Instance, Service};
+use crate::registry::{Instance, Schema, Service, Tenant};
 
 pub use memory::{MemoryLink, MemoryNetwork, MemoryStats};
 
@@ -195,6 +195,22 @@ pub trait PeerLink: Send + Sync {
         since: Option<Revision>,
         deadlines: PullDeadlines,
     ) -> Result<Pulled, LinkError>;
+
+    /// Asks the syncer at `addr` for the contents of schemas `ids` of its exported service
+    /// `service_id` of `tenant`, within `timeout`; answers those its registry has content
+    /// for. The default refuses (a link without contracts).
+    async fn contracts(
+        &self,
+        _addr: SocketAddr,
+        _tenant: &Tenant,
+        _service_id: &str,
+        _ids: &[String],
+        _timeout: Duration,
+    ) -> Result<Vec<Schema>, LinkError> {
+        Err(LinkError::Refused(
+            "contracts are not carried by this link".into(),
+        ))
+    }
 
     /// Pushes to the syncer at `addr` the first run of `changes` (consecutive after `from`,
     /// exported by `origin`) that fits one message, within `timeout`.
