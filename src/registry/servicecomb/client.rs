@@ -235,14 +235,29 @@ impl ScClient {
     /// # Errors
     /// A [`Fault`] carrying SC's error code when SC answered with an error body.
     pub async fn send(&self, request: Request<'_>) -> Result<Vec<u8>, Fault> {
+        let request = &request;
+        self.authorized(request, |token| async move {
+            self.send_with(request, token.as_ref()).await
+        })
+        .await
+    }
+
+    /// Runs `call` with the current token (none without access control); a `401` is
+    /// answered by exactly one new login and one more `call`, then by an error naming the
+    /// account.
+    async fn authorized<T, F, Fut>(&self, request: &Request<'_>, call: F) -> Result<T, Fault>
+    where
+        F: Fn(Option<Token>) -> Fut,
+        Fut: Future<Output = Result<T, Fault>>,
+    {
         let Some(auth) = &self.auth else {
-            return self.send_with(&request, None).await;
+            return call(None).await;
         };
         let token = auth.token(self, Instant::now()).await?;
-        match self.send_with(&request, Some(&token)).await {
+        match call(Some(token.clone())).await {
             Err(fault) if fault.unauthorized => {
                 let fresh = auth.renew(self, &token, Instant::now()).await?;
-                match self.send_with(&request, Some(&fresh)).await {
+                match call(Some(fresh)).await {
                     Err(fault) if fault.unauthorized => Err(Fault {
                         error: RegistryError::Unavailable(format!(
                             "{}: the registry refused a fresh token of account {:?} ({}); \
@@ -266,6 +281,24 @@ impl ScClient {
         request: &Request<'_>,
         token: Option<&Token>,
     ) -> Result<Vec<u8>, Fault> {
+        self.across_addresses(request, |url, domain| {
+            self.attempt(request, url, domain, token)
+        })
+        .await
+    }
+
+    /// Runs `attempt` on the addresses, preferred first, until one answers: a 2xx answer or
+    /// SC's error body ends the round, an unreachable address is noted and left for the
+    /// next. Counts the outcome once.
+    async fn across_addresses<T, F, Fut>(
+        &self,
+        request: &Request<'_>,
+        attempt: F,
+    ) -> Result<T, Fault>
+    where
+        F: Fn(Url, HeaderValue) -> Fut,
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
         let domain = HeaderValue::from_str(&request.tenant.domain).map_err(|_| {
             Fault::new(RegistryError::Invalid(format!(
                 "domain {:?} is not a valid header value",
@@ -278,11 +311,11 @@ impl ScClient {
         for step in 0..count {
             let index = (start + step) % count;
             let url = self.url(index, request).map_err(Fault::new)?;
-            match self.attempt(request, url, domain.clone(), token).await {
-                Ok(body) => {
+            match attempt(url, domain.clone()).await {
+                Ok(answer) => {
                     self.note_success(index);
                     self.metrics.count_request(request.op, "ok");
-                    return Ok(body);
+                    return Ok(answer);
                 }
                 Err(AttemptError::Answered(fault)) => {
                     self.note_success(index);
@@ -404,96 +437,51 @@ impl ScClient {
         request: Request<'_>,
         first_byte: Duration,
     ) -> Result<reqwest::Response, Fault> {
-        let Some(auth) = &self.auth else {
-            return self.open_with(&request, first_byte, None).await;
-        };
-        let token = auth.token(self, Instant::now()).await?;
-        match self.open_with(&request, first_byte, Some(&token)).await {
-            Err(fault) if fault.unauthorized => {
-                let fresh = auth.renew(self, &token, Instant::now()).await?;
-                match self.open_with(&request, first_byte, Some(&fresh)).await {
-                    Err(fault) if fault.unauthorized => Err(Fault {
-                        error: RegistryError::Unavailable(format!(
-                            "{}: the registry refused a fresh token of account {:?} ({}); \
-                             check the account's roles",
-                            request.op,
-                            auth.user(),
-                            fault.error
-                        )),
-                        ..fault
-                    }),
-                    other => other,
-                }
-            }
-            other => other,
-        }
+        let request = &request;
+        self.authorized(request, |token| async move {
+            self.across_addresses(request, |url, domain| {
+                self.open_attempt(request, url, domain, token.as_ref(), first_byte)
+            })
+            .await
+        })
+        .await
     }
 
-    /// [`ScClient::open`] with one token (or none), across the addresses.
-    async fn open_with(
+    /// One attempt of [`ScClient::open`] on one address: the response once its headers
+    /// arrive (within `first_byte`) for a 2xx, SC's error body read and mapped otherwise.
+    async fn open_attempt(
         &self,
         request: &Request<'_>,
-        first_byte: Duration,
+        url: Url,
+        domain: HeaderValue,
         token: Option<&Token>,
-    ) -> Result<reqwest::Response, Fault> {
-        let domain = HeaderValue::from_str(&request.tenant.domain).map_err(|_| {
-            Fault::new(RegistryError::Invalid(format!(
-                "domain {:?} is not a valid header value",
-                request.tenant.domain
-            )))
-        })?;
-        let count = self.addresses.len();
-        let start = self.start_index(Instant::now());
-        let mut last = String::new();
-        for step in 0..count {
-            let index = (start + step) % count;
-            let url = self.url(index, request).map_err(Fault::new)?;
-            let sent = self.prepare(request, url, domain.clone(), token).send();
-            let reason = match tokio::time::timeout(first_byte, sent).await {
-                Ok(Ok(response)) if response.status().is_success() => {
-                    self.note_success(index);
-                    self.metrics.count_request(request.op, "ok");
-                    return Ok(response);
-                }
-                Ok(Ok(response)) => {
-                    let status = response.status();
-                    let read =
-                        tokio::time::timeout(self.timeout, self.read_body(request.op, response));
-                    match read.await {
-                        Ok(Ok(body)) => {
-                            self.metrics.add_received(body.len());
-                            let fault = classify(request.op, status, &body);
-                            self.note_success(index);
-                            self.metrics.count_request(request.op, fault.error.kind());
-                            return Err(fault);
-                        }
-                        Ok(Err(AttemptError::Answered(fault))) => {
-                            self.note_success(index);
-                            self.metrics.count_request(request.op, fault.error.kind());
-                            return Err(fault);
-                        }
-                        Ok(Err(AttemptError::Unreachable(reason))) => reason,
-                        Err(_) => format!("no error body within {:?}", self.timeout),
-                    }
-                }
-                Ok(Err(e)) => describe(&e),
-                Err(_) => format!("no answer within {first_byte:?}"),
-            };
-            let address = &self.addresses[index];
-            if index == 0 {
-                warn!(op = request.op, %address, %reason, "registry address failed");
-            } else {
-                debug!(op = request.op, %address, %reason, "registry address failed");
+        first_byte: Duration,
+    ) -> Result<reqwest::Response, AttemptError> {
+        let sent = self.prepare(request, url, domain, token).send();
+        let response = match tokio::time::timeout(first_byte, sent).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Err(AttemptError::Unreachable(describe(&e))),
+            Err(_) => {
+                return Err(AttemptError::Unreachable(format!(
+                    "no answer within {first_byte:?}"
+                )));
             }
-            self.note_failure(index, Instant::now());
-            last = format!("{address}: {reason}");
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
         }
-        let error = RegistryError::Unavailable(format!(
-            "{}: no registry address answered (last {last})",
-            request.op
-        ));
-        self.metrics.count_request(request.op, error.kind());
-        Err(Fault::new(error))
+        match tokio::time::timeout(self.timeout, self.read_body(request.op, response)).await {
+            Ok(Ok(body)) => {
+                self.metrics.add_received(body.len());
+                Err(AttemptError::Answered(classify(request.op, status, &body)))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(AttemptError::Unreachable(format!(
+                "no error body within {:?}",
+                self.timeout
+            ))),
+        }
     }
 
     /// Counts the bytes of a body read by the caller of [`ScClient::open`].
