@@ -1,8 +1,9 @@
-//! The `Pull` and `Push` calls between syncers, both halves, in wire terms.
+//! The `Pull`, `Push` and `Contracts` calls between syncers, both halves, in wire terms.
 //!
 //! - Server: [`serve_pull`] and [`serve_push`] turn a request into the engine's model call
 //!   ([`SyncHandle::serve_pull`], [`SyncHandle::serve_push`]) and its answer back into
-//!   messages: a pull is streamed as chunks closed by one completion marker.
+//!   messages: a pull is streamed as chunks closed by one completion marker;
+//!   [`serve_contracts`] answers the schema contents of an exported service.
 //! - Client: [`GrpcLink`] is the engine's [`PeerLink`] over gRPC: it validates everything
 //!   received (`super::convert`), checks that increments continue the asked revision and
 //!   that a snapshot matches its announced count and digest, and keeps one lazily connected

@@ -1,14 +1,14 @@
 //! How the engine reaches the other data centres' syncers, in model terms only: pull an
-//! origin's data since a revision, push a batch of increments. The engine sees nothing of the
-//! wire; [`PeerLink`] has two implementations:
+//! origin's data since a revision, push a batch of increments, fetch the contents of an
+//! exported service's schemas. The engine sees nothing of the wire; [`PeerLink`] has two implementations:
 //!
 //! - the gRPC one, `crate::rpc::transfer::GrpcLink`, used by the daemon;
 //! - [`MemoryNetwork`] / [`MemoryLink`], an in-memory twin that routes calls to engines
-//!   registered in the same process and can drop, delay and partition them, for tests that
+//!   registered in the same process and can drop, delay, freeze and partition them, for tests that
 //!   run several data centres under tokio's paused clock.
 //!
-//! The serving side is [`crate::sync::SyncHandle::serve_pull`] and
-//! [`crate::sync::SyncHandle::serve_push`], which both implementations call (the gRPC one
+//! The serving side is [`crate::sync::SyncHandle::serve_pull`],
+//! [`crate::sync::SyncHandle::serve_push`] and `serve_contracts`, which both implementations call (the gRPC one
 //! through the `Peer` service of the other process).
 
 mod memory;
