@@ -35,13 +35,29 @@
 //! kind without those rules (Eureka-like ids such as `host:app:8080` accepted), for tests of
 //! data centres of different kinds. Writes themselves are not checked against the rules: the
 //! engine asks before it writes.
+//!
+//! [`MemoryRegistry::eureka_like`] is a twin of a Eureka data centre as the Eureka adapter
+//! shows it through the trait (the shared mapping of issue 16), so that the engine's tests
+//! meet Eureka's differences without HTTP:
+//! - there are no services at rest: [`Registry::ensure_service`] only records the service
+//!   (as the adapter's table does) and returns its derived id ([`eureka_service_id`], never
+//!   the id asked for); a service shows in snapshots and feeds only while it has an
+//!   instance, with its identity alone (no properties, schemas, tags, rules, alias);
+//! - [`Registry::set_service_properties`] is a no-op, schemas, tags and rules keep the
+//!   trait's refusals, and no kind rules apply (`host:app:8080` is a valid id);
+//! - registering an existing id replaces its data (Eureka's register), statuses are kept as
+//!   given, and an instance whose status is `UNKNOWN` is left out of snapshots and feeds;
+//! - [`MemoryRegistry::register_native`] adds an instance as an application registers it
+//!   with Eureka, its service derived from the app, VIP address and `sc.*` metadata;
+//!   [`MemoryRegistry::restart_adapter`] drops what only the adapter's table knew.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sha1::{Digest, Sha1};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -58,6 +74,59 @@ pub const PROPERTIES_BODY_BYTES: usize = 3 * 1024;
 
 /// Statuses an instance may have.
 const STATUSES: [&str; 5] = ["UP", "DOWN", "STARTING", "TESTING", "OUTOFSERVICE"];
+
+/// Prefix of the local id of every service of a Eureka-like registry.
+pub const EUREKA_SERVICE_PREFIX: &str = "eureka-";
+
+/// The status of a Eureka instance the adapter leaves out of snapshots and feeds.
+const EUREKA_UNKNOWN: &str = "UNKNOWN";
+
+/// The local id a Eureka data centre gives a service (the shared mapping of issue 16):
+/// [`EUREKA_SERVICE_PREFIX`] and the first 32 lower-case hex digits of SHA-1 over the
+/// length-prefixed (8-byte big-endian length, then the bytes) tenant domain, tenant project,
+/// app, name, version and environment. Eureka holds no service ids, so the id must follow
+/// from what its instances carry, the same in every process.
+pub fn eureka_service_id(service: &Service) -> String {
+    let mut hasher = Sha1::new();
+    for part in [
+        &service.tenant.domain,
+        &service.tenant.project,
+        &service.app,
+        &service.name,
+        &service.version,
+        &service.environment,
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hex::encode(hasher.finalize());
+    format!("{EUREKA_SERVICE_PREFIX}{}", &digest[..32])
+}
+
+/// What a Eureka data centre keeps of `service`: its identity, under its derived id.
+fn eureka_service(service: &Service) -> Service {
+    let mut kept = Service {
+        tenant: service.tenant.clone(),
+        app: service.app.clone(),
+        name: service.name.clone(),
+        version: service.version.clone(),
+        environment: service.environment.clone(),
+        ..Service::default()
+    };
+    kept.service_id = eureka_service_id(&kept);
+    kept
+}
+
+/// Which registry kind a [`MemoryRegistry`] behaves as through the trait.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Flavour {
+    /// Service Center: services at rest, properties, contracts; a re-registered id keeps
+    /// its data.
+    #[default]
+    ServiceComb,
+    /// Eureka as its adapter shows it (see the module doc).
+    Eureka,
+}
 
 /// One operation of the [`Registry`] trait, for [`MemoryRegistry::calls`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -126,13 +195,40 @@ struct State {
     refused_services: BTreeMap<String, RegistryError>,
     /// Schema contents by service; their ids and summaries are also in the service.
     schemas: BTreeMap<(Tenant, String), BTreeMap<String, Schema>>,
+    flavour: Flavour,
 }
 
 impl State {
     fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            services: self.services.values().cloned().collect(),
-            instances: self.instances.values().cloned().collect(),
+        match self.flavour {
+            Flavour::ServiceComb => Snapshot {
+                services: self.services.values().cloned().collect(),
+                instances: self.instances.values().cloned().collect(),
+            },
+            // Only instances Eureka reports with a usable status, and the services they
+            // belong to: a service exists while it has instances.
+            Flavour::Eureka => {
+                let instances: Vec<Instance> = self
+                    .instances
+                    .values()
+                    .filter(|i| i.status != EUREKA_UNKNOWN)
+                    .cloned()
+                    .collect();
+                let shown: BTreeSet<(&Tenant, &str)> = instances
+                    .iter()
+                    .map(|i| (&i.tenant, i.service_id.as_str()))
+                    .collect();
+                let services = self
+                    .services
+                    .values()
+                    .filter(|s| shown.contains(&(&s.tenant, s.service_id.as_str())))
+                    .cloned()
+                    .collect();
+                Snapshot {
+                    services,
+                    instances,
+                }
+            }
         }
     }
 
@@ -315,6 +411,91 @@ impl MemoryRegistry {
         self
     }
 
+    /// An empty twin of a Eureka data centre identified by `id`, as the Eureka adapter
+    /// shows one through the trait (see the module doc), with leases: a copy lives as long
+    /// as its push health check says unless renewed, as a Eureka lease from the copy's
+    /// `leaseInfo`.
+    pub fn eureka_like(id: &str) -> MemoryRegistry {
+        let registry = MemoryRegistry::with_leases(id).without_kind_rules();
+        registry.lock().flavour = Flavour::Eureka;
+        registry
+    }
+
+    /// Whether this is a [`MemoryRegistry::eureka_like`] twin.
+    pub fn is_eureka_like(&self) -> bool {
+        self.lock().flavour == Flavour::Eureka
+    }
+
+    /// Registers `instance` as an application registers itself with a Eureka data centre
+    /// under app `app` and VIP address `vip_address`, with `instance.properties` as its
+    /// metadata; only for a [`MemoryRegistry::eureka_like`] twin. Its service is what the
+    /// adapter derives (tenant `default/default`; app `sc.appId` else `default`; name
+    /// `sc.serviceName`, else the VIP address when it equals the app but for case, else the
+    /// lower-cased app; version `sc.version` else `0.0.1`; environment `sc.env` else
+    /// empty), and the `sc.*` metadata is not among its properties. An existing id is
+    /// replaced. Not counted in [`MemoryRegistry::calls`]: it is no call of the engine.
+    /// Returns the instance as snapshots show it (the status `UNKNOWN` hides it).
+    ///
+    /// # Panics
+    /// When the registry is not Eureka-like (a test's mistake).
+    pub fn register_native(&self, app: &str, vip_address: &str, instance: &Instance) -> Instance {
+        assert!(
+            self.is_eureka_like(),
+            "register_native needs a Eureka-like registry"
+        );
+        let meta = |key: &str| instance.properties.get(key).cloned();
+        let name = meta("sc.serviceName").unwrap_or_else(|| {
+            if vip_address.eq_ignore_ascii_case(app) {
+                vip_address.to_owned()
+            } else {
+                app.to_lowercase()
+            }
+        });
+        let service = eureka_service(&Service {
+            tenant: Tenant::default_tenant(),
+            app: meta("sc.appId").unwrap_or_else(|| "default".into()),
+            name,
+            version: meta("sc.version").unwrap_or_else(|| "0.0.1".into()),
+            environment: meta("sc.env").unwrap_or_default(),
+            ..Service::default()
+        });
+        let mut stored = instance.clone();
+        stored.tenant = service.tenant.clone();
+        stored.service_id = service.service_id.clone();
+        stored.version = service.version.clone();
+        stored.properties.retain(|k, _| !k.starts_with("sc."));
+        if stored.status.is_empty() {
+            stored.status = "UP".into();
+        }
+        {
+            let mut state = self.lock();
+            state
+                .services
+                .entry((service.tenant.clone(), service.service_id.clone()))
+                .or_insert(service);
+            state.instances.insert(stored.reference(), stored.clone());
+            state.renew(&stored.reference(), Instant::now());
+        }
+        self.version_tx.send_modify(|v| *v += 1);
+        stored
+    }
+
+    /// Forgets the services [`Registry::ensure_service`] recorded that hold no instance
+    /// now, as a restarted Eureka adapter has only what Eureka shows to rebuild its table
+    /// from; a no-op for other flavours.
+    pub fn restart_adapter(&self) {
+        let mut state = self.lock();
+        if state.flavour != Flavour::Eureka {
+            return;
+        }
+        let held: BTreeSet<(Tenant, String)> = state
+            .instances
+            .values()
+            .map(|i| (i.tenant.clone(), i.service_id.clone()))
+            .collect();
+        state.services.retain(|key, _| held.contains(key));
+    }
+
     /// Makes every call fail with [`RegistryError::Unavailable`] (`true`) or work again.
     pub fn set_down(&self, down: bool) {
         self.lock().down = down;
@@ -383,9 +564,13 @@ impl MemoryRegistry {
 #[async_trait]
 impl Registry for MemoryRegistry {
     async fn identity(&self) -> Result<RegistryIdentity, RegistryError> {
-        self.read(RegistryOp::Identity, |_| {
+        self.read(RegistryOp::Identity, |state| {
             Ok(RegistryIdentity {
-                kind: "memory".into(),
+                kind: match state.flavour {
+                    Flavour::ServiceComb => "memory",
+                    Flavour::Eureka => "memory-eureka",
+                }
+                .into(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 id: self.id.clone(),
             })
@@ -424,6 +609,19 @@ impl Registry for MemoryRegistry {
 
     async fn ensure_service(&self, service: &Service) -> Result<String, RegistryError> {
         self.write(RegistryOp::EnsureService, |state| {
+            if state.flavour == Flavour::Eureka {
+                // Recorded in the adapter's table only: nothing shows until an instance does.
+                let kept = eureka_service(service);
+                let key = (kept.tenant.clone(), kept.service_id.clone());
+                if !state.services.contains_key(&key)
+                    && let Some(error) = state.refused_services.get(&service.name)
+                {
+                    return Err(error.clone());
+                }
+                let id = kept.service_id.clone();
+                state.services.entry(key).or_insert(kept);
+                return Ok(id);
+            }
             // Same identity as ServiceComb: tenant, environment, app, name, version. As with
             // the ServiceComb adapter, an existing service is the answer even when another id
             // was asked for.
@@ -468,6 +666,10 @@ impl Registry for MemoryRegistry {
     ) -> Result<(), RegistryError> {
         let body = serde_json::json!({ "properties": properties }).to_string();
         self.write(RegistryOp::SetServiceProperties, |state| {
+            if state.flavour == Flavour::Eureka {
+                // Eureka holds no service properties; the adapter does nothing.
+                return Ok(());
+            }
             if body.len() > PROPERTIES_BODY_BYTES {
                 return Err(RegistryError::Refused(Refusal {
                     field: "set_service_properties".into(),
@@ -494,6 +696,9 @@ impl Registry for MemoryRegistry {
         service_id: &str,
     ) -> Result<Vec<Schema>, RegistryError> {
         self.read(RegistryOp::Schemas, |state| {
+            if state.flavour == Flavour::Eureka {
+                return Ok(Vec::new());
+            }
             let key = (tenant.clone(), service_id.to_owned());
             if !state.services.contains_key(&key) {
                 return Err(RegistryError::NotFound(format!(
@@ -516,6 +721,13 @@ impl Registry for MemoryRegistry {
         schema: &Schema,
     ) -> Result<(), RegistryError> {
         self.write(RegistryOp::PutSchema, |state| {
+            if state.flavour == Flavour::Eureka {
+                return Err(unsupported(
+                    format!("schema {}", schema.id),
+                    SCHEMA_REFUSED,
+                    "contracts",
+                ));
+            }
             state.put_schema(&(tenant.clone(), service_id.to_owned()), schema, false)
         })
         .await
@@ -528,6 +740,13 @@ impl Registry for MemoryRegistry {
         tags: &BTreeMap<String, String>,
     ) -> Result<(), RegistryError> {
         self.write(RegistryOp::SetServiceTags, |state| {
+            if state.flavour == Flavour::Eureka {
+                return Err(unsupported(
+                    "set_service_tags".into(),
+                    "unsupported",
+                    "tags",
+                ));
+            }
             let service = state
                 .services
                 .get_mut(&(tenant.clone(), service_id.to_owned()))
@@ -545,6 +764,13 @@ impl Registry for MemoryRegistry {
         rules: &[AccessRule],
     ) -> Result<(), RegistryError> {
         self.write(RegistryOp::SetServiceRules, |state| {
+            if state.flavour == Flavour::Eureka {
+                return Err(unsupported(
+                    "set_service_rules".into(),
+                    "unsupported",
+                    "access rules",
+                ));
+            }
             let service = state
                 .services
                 .get_mut(&(tenant.clone(), service_id.to_owned()))
@@ -569,19 +795,21 @@ impl Registry for MemoryRegistry {
             if instance.instance_id.is_empty() {
                 return Err(RegistryError::Invalid("instance id is empty".into()));
             }
-            let version = service.version.clone();
-            // As ServiceComb: an existing id is only renewed, its data kept.
-            state
-                .instances
-                .entry(instance.reference())
-                .or_insert_with(|| {
-                    let mut stored = instance.clone();
-                    if stored.status.is_empty() {
-                        stored.status = "UP".into();
-                    }
-                    stored.version = version;
-                    stored
-                });
+            let mut stored = instance.clone();
+            if stored.status.is_empty() {
+                stored.status = "UP".into();
+            }
+            stored.version = service.version.clone();
+            if state.flavour == Flavour::Eureka {
+                // As Eureka: a registration replaces the instance.
+                state.instances.insert(instance.reference(), stored);
+            } else {
+                // As ServiceComb: an existing id is only renewed, its data kept.
+                state
+                    .instances
+                    .entry(instance.reference())
+                    .or_insert(stored);
+            }
             // Registering again renews the lease, as a heartbeat (reference §3.1).
             state.renew(&instance.reference(), Instant::now());
             Ok(())
@@ -649,6 +877,16 @@ impl Registry for MemoryRegistry {
         })
         .await
     }
+}
+
+/// The refusal the trait's defaults give for what a registry kind without `what` is asked
+/// to hold (a Eureka-like twin refuses as the Eureka adapter does).
+fn unsupported(field: String, reason: &'static str, what: &str) -> RegistryError {
+    RegistryError::Refused(Refusal {
+        field,
+        reason,
+        detail: format!("this registry kind holds no {what}"),
+    })
 }
 
 /// A feed that waits for a write (or the next lease end) and reports the difference since
@@ -867,6 +1105,216 @@ mod tests {
             ])
         );
         assert_eq!(registry.calls_of(RegistryOp::SetStatus), 0);
+    }
+
+    fn eureka_instance(service_id: &str, id: &str) -> Instance {
+        Instance {
+            service_id: service_id.into(),
+            instance_id: id.into(),
+            endpoints: vec!["rest://10.0.0.1:8080".into()],
+            host_name: "10.0.0.1".into(),
+            status: "UP".into(),
+            properties: BTreeMap::from([("zone".into(), "z1".into())]),
+            ..Instance::default()
+        }
+    }
+
+    #[test]
+    fn eureka_service_ids_are_sha1_of_the_length_prefixed_identity() {
+        let orders = Service {
+            service_id: "ignored".into(),
+            app: "default".into(),
+            name: "orders".into(),
+            version: "0.0.1".into(),
+            properties: BTreeMap::from([("ignored".into(), "too".into())]),
+            ..Service::default()
+        };
+        // Computed apart from this code (Python's hashlib over the same bytes).
+        assert_eq!(
+            eureka_service_id(&orders),
+            "eureka-7f61b0727cfd530426078684a6c7bb99"
+        );
+        let other_app = Service {
+            app: "shop".into(),
+            ..orders.clone()
+        };
+        assert_ne!(eureka_service_id(&orders), eureka_service_id(&other_app));
+    }
+
+    #[tokio::test]
+    async fn a_eureka_like_service_exists_while_it_has_instances() {
+        let registry = MemoryRegistry::eureka_like("eureka-1");
+        let mut feed = registry.change_feed();
+        assert_eq!(
+            feed.next().await.unwrap(),
+            vec![Change::Resync(Snapshot::default())]
+        );
+        let asked = Service {
+            tags: BTreeMap::from([("t".into(), "1".into())]),
+            ..service()
+        };
+        let id = registry.ensure_service(&asked).await.unwrap();
+        assert_eq!(id, eureka_service_id(&asked), "never the id asked for");
+        assert_eq!(registry.ensure_service(&asked).await.unwrap(), id);
+        assert_eq!(registry.contents(), Snapshot::default(), "nothing at rest");
+        let props = BTreeMap::from([("k".into(), "v".into())]);
+        registry
+            .set_service_properties(&Tenant::default(), &id, &props)
+            .await
+            .expect("a no-op");
+
+        let a = eureka_instance(&id, "host:app:8080");
+        assert_eq!(registry.accepts_instance(&a), Ok(()));
+        registry.register(&a).await.unwrap();
+        let shown = registry.contents();
+        let kept = Service {
+            service_id: id.clone(),
+            app: "a".into(),
+            name: "n".into(),
+            version: "1.0.0".into(),
+            ..Service::default()
+        };
+        assert_eq!(shown.services, vec![kept.clone()], "its identity alone");
+        assert_eq!(shown.instances[0].instance_id, "host:app:8080");
+        assert_eq!(shown.instances[0].version, "1.0.0");
+        let batch = feed.next().await.unwrap();
+        assert!(batch.contains(&Change::Service(kept)), "{batch:?}");
+
+        // Statuses are kept as given; a registration replaces the data.
+        for status in ["TESTING", "OUTOFSERVICE", "STARTING", "DOWN", "UP"] {
+            registry.set_status(&a.reference(), status).await.unwrap();
+            assert_eq!(registry.contents().instances[0].status, status);
+        }
+        let mut moved = a.clone();
+        moved.endpoints = vec!["rest://10.0.0.2:8080".into()];
+        registry.register(&moved).await.unwrap();
+        assert_eq!(registry.contents().instances[0].endpoints, moved.endpoints);
+
+        // The service goes with its last instance and is found again by its id.
+        registry.unregister(&a.reference()).await.unwrap();
+        let batch = feed.next().await.unwrap();
+        assert!(
+            batch.contains(&Change::ServiceRemoved {
+                tenant: Tenant::default(),
+                service_id: id.clone()
+            }),
+            "{batch:?}"
+        );
+        assert_eq!(registry.contents(), Snapshot::default());
+        registry
+            .register(&a)
+            .await
+            .expect("the table still knows it");
+        registry.unregister(&a.reference()).await.unwrap();
+        registry.restart_adapter();
+        assert!(
+            registry.register(&a).await.unwrap_err().is_not_found(),
+            "a restarted adapter forgot the empty service"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_eureka_like_registry_refuses_contracts_tags_and_rules() {
+        let registry = MemoryRegistry::eureka_like("eureka-2");
+        let id = registry.ensure_service(&service()).await.unwrap();
+        let tenant = Tenant::default();
+        let refusal = |e: RegistryError| match e {
+            RegistryError::Refused(r) => r.reason,
+            other => panic!("not a refusal: {other:?}"),
+        };
+        let schema = Schema {
+            id: "hello".into(),
+            ..Schema::default()
+        };
+        let e = registry
+            .put_schema(&tenant, &id, &schema)
+            .await
+            .unwrap_err();
+        assert_eq!(refusal(e), SCHEMA_REFUSED);
+        let e = registry
+            .set_service_tags(&tenant, &id, &BTreeMap::new())
+            .await
+            .unwrap_err();
+        assert_eq!(refusal(e), "unsupported");
+        let e = registry
+            .set_service_rules(&tenant, &id, &[])
+            .await
+            .unwrap_err();
+        assert_eq!(refusal(e), "unsupported");
+        assert_eq!(registry.schemas(&tenant, &id).await.unwrap(), []);
+        assert_eq!(
+            registry.identity().await.unwrap().kind,
+            "memory-eureka",
+            "told apart from the ServiceComb twin"
+        );
+    }
+
+    #[test]
+    fn native_eureka_instances_get_the_adapters_service() {
+        let registry = MemoryRegistry::eureka_like("eureka-3");
+        let plain = eureka_instance("ignored", "host:orders:8080");
+        let stored = registry.register_native("ORDERS", "orders", &plain);
+        let orders = Service {
+            app: "default".into(),
+            name: "orders".into(),
+            version: "0.0.1".into(),
+            ..Service::default()
+        };
+        assert_eq!(stored.service_id, eureka_service_id(&orders));
+        assert_eq!(stored.properties, plain.properties);
+
+        // A VIP address other than the app: the lower-cased app names it.
+        let billing = registry.register_native("BILLING", "billing-vip", &plain);
+        let name = |s: &Instance| {
+            registry
+                .contents()
+                .service(&Tenant::default(), &s.service_id)
+                .map(|s| s.name.clone())
+        };
+        assert_eq!(name(&billing).as_deref(), Some("billing"));
+        // VIP equal to the app but for case: the VIP address as it is.
+        let mixed = registry.register_native("PAYMENTS", "Payments", &plain);
+        assert_eq!(name(&mixed).as_deref(), Some("Payments"));
+
+        // `sc.*` metadata names the service and is not a property.
+        let mut qualified = eureka_instance("ignored", "q:1");
+        for (k, v) in [
+            ("sc.appId", "shop"),
+            ("sc.serviceName", "cart"),
+            ("sc.version", "2.1.0"),
+            ("sc.env", "production"),
+        ] {
+            qualified.properties.insert(k.into(), v.into());
+        }
+        let stored = registry.register_native("CART", "cart", &qualified);
+        let service = registry
+            .contents()
+            .service(&Tenant::default(), &stored.service_id)
+            .cloned()
+            .expect("shown");
+        assert_eq!(
+            (
+                service.app.as_str(),
+                service.name.as_str(),
+                service.version.as_str(),
+                service.environment.as_str()
+            ),
+            ("shop", "cart", "2.1.0", "production")
+        );
+        assert_eq!(stored.properties, plain.properties, "no sc.* property");
+
+        // UNKNOWN: left out, and so is a service with nothing else.
+        let mut unknown = eureka_instance("ignored", "u:1");
+        unknown.status = "UNKNOWN".into();
+        let hidden = registry.register_native("GHOST", "ghost", &unknown);
+        let shown = registry.contents();
+        assert!(shown.instance(&hidden.reference()).is_none());
+        assert!(
+            shown
+                .service(&Tenant::default(), &hidden.service_id)
+                .is_none()
+        );
+        assert_eq!(shown.instances.len(), 4);
     }
 
     #[tokio::test]
