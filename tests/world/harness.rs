@@ -62,6 +62,15 @@ pub fn fast_settings() -> EngineSettings {
     }
 }
 
+/// Which registry a data centre of the world runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// [`MemoryRegistry::with_leases`]: a Service Center twin.
+    ServiceComb,
+    /// [`MemoryRegistry::eureka_like`]: a Eureka data centre as its adapter shows it.
+    Eureka,
+}
+
 /// Something that runs until cancelled: its token and the tracker of its tasks.
 struct Running {
     token: CancellationToken,
@@ -144,6 +153,12 @@ impl World {
 
     /// `n` data centres whose engines use `settings`.
     pub async fn with_settings(n: usize, settings: EngineSettings) -> World {
+        World::of_kinds(&vec![Kind::ServiceComb; n], settings).await
+    }
+
+    /// One data centre per entry of `kinds`, running that kind of registry, whose engines
+    /// use `settings`.
+    pub async fn of_kinds(kinds: &[Kind], settings: EngineSettings) -> World {
         init_logs();
         let mut world = World {
             net: MemoryNetwork::new(),
@@ -151,10 +166,10 @@ impl World {
             dcs: Vec::new(),
             origins: BTreeMap::new(),
         };
-        for _ in 0..n {
-            world.push_dc(settings.clone());
+        for &kind in kinds {
+            world.push_dc_of(settings.clone(), kind);
         }
-        for dc in 0..n {
+        for dc in 0..kinds.len() {
             world.start_member(dc, 0).await;
         }
         world.wait_for_pool().await;
@@ -187,6 +202,10 @@ impl World {
     }
 
     fn push_dc(&mut self, settings: EngineSettings) {
+        self.push_dc_of(settings, Kind::ServiceComb);
+    }
+
+    fn push_dc_of(&mut self, settings: EngineSettings, kind: Kind) {
         let i = self.dcs.len();
         let name = format!("dc{}", i + 1);
         let store = Arc::new(MemoryStore::new());
@@ -206,8 +225,12 @@ impl World {
             gossip: None,
             engine: None,
         };
+        let registry_id = format!("{name}-registry");
         self.dcs.push(Dc {
-            registry: MemoryRegistry::with_leases(&format!("{name}-registry")),
+            registry: match kind {
+                Kind::ServiceComb => MemoryRegistry::with_leases(&registry_id),
+                Kind::Eureka => MemoryRegistry::eureka_like(&registry_id),
+            },
             name: name.clone(),
             store,
             members: vec![member],
@@ -621,6 +644,15 @@ impl World {
             .get_mut(&self.dcs[dc].name)
             .expect("known dc")
             .insert(body.reference());
+    }
+
+    /// Notes `instance` as registered in `dc` by an application (not through
+    /// [`World::register_in`]): a copy may mirror it.
+    pub fn record_origin(&mut self, dc: usize, instance: InstanceRef) {
+        self.origins
+            .get_mut(&self.dcs[dc].name)
+            .expect("known dc")
+            .insert(instance);
     }
 
     /// Sets the status of `instance` in `dc`.
