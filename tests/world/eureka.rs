@@ -465,3 +465,81 @@ async fn restarts_on_either_side_leave_no_duplicate() {
     w.assert_invariants();
     w.shutdown().await;
 }
+
+/// One service deployed in both kinds of data centre (a ServiceComb `default/orders/0.0.1`
+/// and a Eureka app `ORDERS`): each side's instances join the other side's own in one
+/// service, both ways, whichever side came first and whichever leaves first.
+#[tokio::test(start_paused = true)]
+async fn a_service_deployed_in_both_kinds_is_one_service_on_each_side() {
+    let mut w = World::of_kinds(&[ServiceComb, Eureka], fast_settings()).await;
+    let mut orders = sc_service("orders-sc", "default", "orders");
+    orders.version = "0.0.1".into();
+    let s1 = instance("orders-sc", "s1", "10.0.4.1");
+    w.register_in(0, &orders, &s1).await;
+    w.wait_mirrored("the ServiceComb instance in Eureka").await;
+    let derived = eureka_id("default", "orders", "0.0.1");
+    assert_eq!(
+        w.copy_of(1, 0, &s1.reference()).map(|c| c.service_id),
+        Some(derived.clone())
+    );
+
+    // A Spring Cloud instance of the same app joins the service the copy made visible.
+    let native = instance("", "host:orders:8080", "10.0.4.2");
+    let n1 = register_native(&mut w, 1, "ORDERS", "orders", &native);
+    assert_eq!(n1.service_id, derived);
+    w.wait_mirrored("the Eureka instance in ServiceComb").await;
+    assert_eq!(
+        w.copy_of(0, 1, &n1).map(|c| c.service_id).as_deref(),
+        Some("orders-sc"),
+        "in the ServiceComb service of the same identity"
+    );
+
+    // The ServiceComb side leaves first: the service stays in Eureka with its own instance.
+    w.unregister(0, &s1.reference()).await;
+    w.wait_mirrored("the copy in Eureka gone").await;
+    assert_eq!(services(&w, 1).len(), 1);
+    w.set_status(1, &n1, "DOWN").await;
+    w.wait_mirrored("the native's status in ServiceComb").await;
+    let s2 = instance("orders-sc", "s2", "10.0.4.3");
+    w.register_in(0, &orders, &s2).await;
+    w.wait_mirrored("a new ServiceComb instance joins the native")
+        .await;
+    // Then the Eureka side leaves first: the copy keeps the service visible.
+    w.unregister(1, &n1).await;
+    w.wait_mirrored("the native's copy gone").await;
+    assert!(w.copy_of(1, 0, &s2.reference()).is_some());
+    w.assert_invariants();
+    w.shutdown().await;
+}
+
+/// The Eureka side's syncer is away longer than its copies' lease: Eureka lets them expire
+/// (their services vanish with them); back, the syncer registers each again, once.
+#[tokio::test(start_paused = true)]
+async fn copies_expired_in_eureka_while_its_syncer_was_away_come_back_once() {
+    let mut w = World::of_kinds(&[ServiceComb, Eureka], fast_settings()).await;
+    let refs = [
+        w.register(0, "orders", "a1").await,
+        w.register(0, "orders", "a2").await,
+        w.register(0, "billing", "b1").await,
+    ];
+    w.wait_mirrored("three copies").await;
+    w.stop_engine(1).await;
+    w.wait_until("the copies expired", SETTLE, |w| {
+        w.copies(1).is_empty() && services(w, 1).is_empty()
+    })
+    .await;
+    let registered = w.registry(1).calls_of(RegistryOp::Register);
+    w.restart_engine(1).await;
+    w.wait_mirrored("the copies back").await;
+    w.pass(SETTLE).await;
+    assert_eq!(
+        w.registry(1).calls_of(RegistryOp::Register) - registered,
+        3,
+        "each registered once"
+    );
+    for r in &refs {
+        assert!(w.copy_of(1, 0, r).is_some());
+    }
+    w.assert_invariants();
+    w.shutdown().await;
+}
