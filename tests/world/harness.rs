@@ -1,7 +1,7 @@
 //! [`World`]: N data centres in one process under tokio's paused clock.
 //!
 //! Each data centre (`dc1`, `dc2`, ... at indices 0, 1, ...) has a [`MemoryRegistry`] with
-//! leases, one [`MemoryStore`] (its tables shared by every member, as etcd is) and one or
+//! leases (Service Center's, or a Eureka-like twin's: [`Kind`], [`World::of_kinds`]), one [`MemoryStore`] (its tables shared by every member, as etcd is) and one or
 //! more syncer members. A member is a gossip node on the world's [`MemoryNetwork`] (local
 //! profile, metadata naming its cluster, rpc address and role) and, while it runs, a sync
 //! engine started with `sync::start` on its own [`SyncHandle`], attached to the world's

@@ -1,5 +1,6 @@
 //! The test world: several data centres in one test process, each with an in-memory
-//! registry (with Service Center's leases), an in-memory mapping store, a member of one
+//! registry (a Service Center twin with its leases, or a Eureka-like one, see
+//! `harness::Kind`), an in-memory mapping store, a member of one
 //! in-memory gossip pool and a sync engine, all under tokio's paused clock. Seconds of
 //! leases, grace periods and anti-entropy rounds pass in milliseconds of real time, and
 //! nothing touches a socket.
