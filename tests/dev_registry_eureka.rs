@@ -11,6 +11,7 @@
 //! in flight. Nothing sleeps to synchronise.
 
 use std::io::{Read, Write};
+
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -394,6 +395,132 @@ async fn c06_output_types() {
     assert_eq!(inst["dataCenterInfo"]["name"], "MyOwn");
 }
 
+/// Gunzips a body.
+fn gunzip(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut out)
+        .expect("gzip body");
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn c07_xml_without_json_accept_and_gzip_on_lists_only() {
+    let eu = Eu::start(EurekaDevConfig::default()).await;
+    let b = with(
+        body("orders", "h:orders:8080", "h"),
+        json!({"metadata": {"zone": "a<b"}}),
+    );
+    eu.register("orders", &b).await;
+    // No Accept: XML, in XStream's element names.
+    let r = eu.call("GET", "/apps", &[], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/xml"));
+    assert!(r.header("content-encoding").is_none());
+    let x = r.text();
+    assert!(
+        x.starts_with(
+            "<applications><versions__delta>1</versions__delta>\
+             <apps__hashcode>UP_1_</apps__hashcode><application><name>ORDERS</name><instance>"
+        ),
+        "{x}"
+    );
+    for part in [
+        "<instanceId>h:orders:8080</instanceId>",
+        "<port enabled=\"true\">8080</port>",
+        "<securePort enabled=\"false\">443</securePort>",
+        &format!("<dataCenterInfo class=\"{DC_CLASS}\"><name>MyOwn</name></dataCenterInfo>"),
+        "<overriddenstatus>UNKNOWN</overriddenstatus>",
+        "<metadata><zone>a&lt;b</zone></metadata>",
+        "<leaseInfo><renewalIntervalInSecs>30</renewalIntervalInSecs><durationInSecs>90</durationInSecs>",
+        "<isCoordinatingDiscoveryServer>false</isCoordinatingDiscoveryServer>",
+        "<actionType>ADDED</actionType>",
+    ] {
+        assert!(x.contains(part), "{part} in {x}");
+    }
+    // Any Accept without "json" is XML too; with it, JSON.
+    let r = eu.call("GET", "/apps", &[("Accept", "*/*")], "").await;
+    assert!(r.text().starts_with("<applications>"));
+    let r = eu
+        .call("GET", "/apps", &[("Accept", "application/json")], "")
+        .await;
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["applications"]["apps__hashcode"], "UP_1_");
+    // gzip on /apps and /apps/delta when accepted, in either format.
+    for (path, accept) in [
+        ("/apps", ""),
+        ("/apps/delta", ""),
+        ("/apps", "application/json"),
+    ] {
+        let mut headers = vec![("Accept-Encoding", "gzip, deflate")];
+        if !accept.is_empty() {
+            headers.push(("Accept", accept));
+        }
+        let r = eu.call("GET", path, &headers, "").await;
+        assert_eq!(r.header("content-encoding"), Some("gzip"), "{path}");
+        let text = gunzip(&r.body);
+        if accept.is_empty() {
+            assert!(text.starts_with("<applications>"), "{text}");
+        } else {
+            assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
+        }
+    }
+    // ... and nowhere else.
+    for path in ["/apps/ORDERS", "/apps/ORDERS/h:orders:8080", "/vips/orders"] {
+        let r = eu
+            .call("GET", path, &[("Accept-Encoding", "gzip"), JSON], "")
+            .await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.header("content-encoding").is_none(), "{path}");
+    }
+    let r = eu.call("GET", "/apps/ORDERS/h:orders:8080", &[], "").await;
+    assert!(
+        r.text()
+            .starts_with("<instance><instanceId>h:orders:8080</instanceId>")
+    );
+    let r = eu.call("GET", "/apps/ORDERS", &[], "").await;
+    assert!(
+        r.text()
+            .starts_with("<application><name>ORDERS</name><instance>")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn xml_register_bodies_are_read_like_json_ones() {
+    let eu = Eu::start(EurekaDevConfig::default()).await;
+    let doc = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><instance><instanceId>x1</instanceId>\
+         <hostName>h</hostName><app>orders</app><ipAddr>10.0.0.9</ipAddr><status>UP</status>\
+         <port enabled=\"true\">8081</port><securePort enabled=\"false\">443</securePort>\
+         <dataCenterInfo class=\"{DC_CLASS}\"><name>MyOwn</name></dataCenterInfo>\
+         <leaseInfo><durationInSecs>30</durationInSecs></leaseInfo>\
+         <metadata><zone>b</zone></metadata><vipAddress>orders</vipAddress></instance>"
+    );
+    let r = eu
+        .call(
+            "POST",
+            "/apps/ORDERS",
+            &[("Content-Type", "application/xml")],
+            &doc,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let inst = eu.instance("ORDERS", "x1").await.expect("stored");
+    assert_eq!(inst["port"], json!({"$": 8081, "@enabled": "true"}));
+    assert_eq!(inst["metadata"], json!({"zone": "b"}));
+    assert_eq!(inst["leaseInfo"]["durationInSecs"], 30);
+    let r = eu
+        .call(
+            "POST",
+            "/apps/ORDERS",
+            &[("Content-Type", "application/xml")],
+            "<instance><hostName>h</instance>",
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json(), json!({"error": "cannot parse request body"}));
+}
+
 #[tokio::test(start_paused = true)]
 async fn c08_renew_unknown_404_known_200_moves_last_renewal() {
     let eu = Eu::start(EurekaDevConfig::default()).await;
@@ -753,6 +880,67 @@ async fn c19_lease_expiry_twice_duration_and_self_preservation() {
         eu.instance("ORDERS", "silent").await.is_some(),
         "expiry is off while self-preservation holds"
     );
+}
+
+/// Moves the paused clock forward by `ms` milliseconds.
+async fn advance_ms(ms: u64) {
+    tokio::time::advance(Duration::from_millis(ms)).await;
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn c20_read_only_cache_keeps_lists_until_the_next_30s_boundary() {
+    let eu = Eu::start(EurekaDevConfig::real()).await;
+    assert_eq!(eu.listed_ids().await, Vec::<String>::new());
+    eu.register("orders", &body("orders", "i1", "h")).await;
+    let inst = eu
+        .instance("ORDERS", "i1")
+        .await
+        .expect("single reads are live");
+    assert_eq!(eu.listed_ids().await, Vec::<String>::new(), "cached list");
+    // A key never read before is filled fresh.
+    assert_eq!(eu.get("/apps/ORDERS").await.status, 200);
+    let now: u64 = inst["lastUpdatedTimestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let to_boundary = 30_000 - now % 30_000;
+    if to_boundary > 1 {
+        advance_ms(to_boundary - 1).await;
+        assert_eq!(eu.listed_ids().await, Vec::<String>::new(), "1 ms before");
+    }
+    advance_ms(2).await;
+    assert_eq!(eu.listed_ids().await, ["i1"], "refreshed at the boundary");
+    // Renewals do not invalidate; a cancel shows at the following boundary.
+    assert_eq!(eu.delete("/apps/ORDERS/i1").await.status, 200);
+    assert_eq!(eu.listed_ids().await, ["i1"]);
+    advance_ms(30_000).await;
+    assert_eq!(eu.listed_ids().await, Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn lone_netflix_server_refuses_list_reads_at_first() {
+    let eu = Eu::start(EurekaDevConfig {
+        refuse_reads_for: Some(Duration::from_secs(300)),
+        ..EurekaDevConfig::default()
+    })
+    .await;
+    eu.register("orders", &body("orders", "i1", "h")).await;
+    for path in ["/apps", "/apps/delta", "/apps/ORDERS", "/vips/orders"] {
+        assert_eq!(eu.get(path).await.status, 403, "{path}");
+    }
+    assert!(
+        eu.instance("ORDERS", "i1").await.is_some(),
+        "not a list read"
+    );
+    for _ in 0..10 {
+        advance_secs(30).await;
+        assert_eq!(eu.put("/apps/ORDERS/i1").await.status, 200);
+    }
+    assert_eq!(eu.get("/apps").await.status, 200);
 }
 
 #[tokio::test(start_paused = true)]

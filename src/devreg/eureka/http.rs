@@ -13,11 +13,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::debug;
 
-use super::model::{
-    self, AppView, Record, Status, application_json, applications_json, instance_json,
-    parse_register_body,
-};
+use super::cache::{self, Entity, Format};
+use super::model::{Record, Status, instance_json, parse_register_body, register_from_value};
 use super::state::RenewOutcome;
+use super::xml;
 use super::{RecordedRequest, Server};
 
 /// Largest request body read (Eureka bodies are a few KiB).
@@ -25,12 +24,8 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The header peers set on replicated calls (`PeerEurekaNode.HEADER_REPLICATION`).
 const REPLICATION_HEADER: &str = "x-netflix-discovery-replication";
 const CONTENT_TYPE_JSON: &str = "application/json";
+const CONTENT_TYPE_XML: &str = "application/xml";
 const CONTENT_TYPE_TEXT: &str = "text/plain";
-
-/// `versions__delta` of a full `/apps` read (always 1).
-const FULL_VERSION: i64 = 1;
-/// `versions__delta` of VIP reads (a fresh `Applications`).
-const VIP_VERSION: i64 = -1;
 
 /// The request as handlers see it.
 struct Ctx<'a> {
@@ -57,9 +52,13 @@ impl Ctx<'_> {
             .map(|(_, v)| v.as_str())
     }
 
-    /// `Accept` contains `json` (§1.2.2); otherwise Eureka answers XML.
-    fn wants_json(&self) -> bool {
-        self.header("accept").to_ascii_lowercase().contains("json")
+    /// JSON when `Accept` contains `json` (§1.2.2); otherwise Eureka answers XML.
+    fn format(&self) -> Format {
+        if self.header("accept").to_ascii_lowercase().contains("json") {
+            Format::Json
+        } else {
+            Format::Xml
+        }
     }
 
     fn replication(&self) -> bool {
@@ -86,16 +85,22 @@ fn parse_error() -> Response {
         .into_response()
 }
 
-/// A body in the negotiated format.
-fn payload(status: StatusCode, json: bool, json_body: String) -> Response {
-    // Phase 1 answers JSON whatever the Accept header (XML comes with the XML writer).
-    let _ = json;
-    let mut resp = (status, json_body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(CONTENT_TYPE_JSON),
-    );
-    resp
+/// A rendered body with its content type.
+fn payload(status: StatusCode, format: Format, body: impl Into<Body>) -> Response {
+    let content_type = match format {
+        Format::Json => CONTENT_TYPE_JSON,
+        Format::Xml => CONTENT_TYPE_XML,
+    };
+    (status, [(header::CONTENT_TYPE, content_type)], body.into()).into_response()
+}
+
+/// One instance in the negotiated format.
+fn instance_payload(status: StatusCode, format: Format, r: &Record) -> Response {
+    let body = match format {
+        Format::Json => instance_json(r),
+        Format::Xml => xml::instance_xml(r),
+    };
+    payload(status, format, body)
 }
 
 /// Percent-decodes one path segment (invalid escapes are kept as they are).
@@ -194,9 +199,9 @@ fn route(ctx: &Ctx<'_>, method: &Method, path: &str) -> Response {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = method.as_str();
     match (m, s.as_slice()) {
-        ("GET", ["apps"]) => full_apps(ctx),
-        ("GET", ["apps", "delta"]) => delta(ctx),
-        ("GET", ["apps", app]) => get_app(ctx, &app.to_uppercase()),
+        ("GET", ["apps"]) => list(ctx, Entity::Apps),
+        ("GET", ["apps", "delta"]) => list(ctx, Entity::Delta),
+        ("GET", ["apps", app]) => list(ctx, Entity::App(app.to_uppercase())),
         ("POST", ["apps", app]) => register(ctx, &app.to_uppercase()),
         ("GET", ["apps", app, id]) => get_instance(ctx, &app.to_uppercase(), id),
         ("PUT", ["apps", app, id]) => renew(ctx, &app.to_uppercase(), id),
@@ -205,8 +210,8 @@ fn route(ctx: &Ctx<'_>, method: &Method, path: &str) -> Response {
         ("DELETE", ["apps", app, id, "status"]) => delete_status(ctx, &app.to_uppercase(), id),
         ("PUT", ["apps", app, id, "metadata"]) => metadata(ctx, &app.to_uppercase(), id),
         ("GET", ["instances", id]) => by_id(ctx, id),
-        ("GET", ["vips", vip]) => vips(ctx, vip, false),
-        ("GET", ["svips", vip]) => vips(ctx, vip, true),
+        ("GET", ["vips", vip]) => list(ctx, Entity::Vip((*vip).to_owned())),
+        ("GET", ["svips", vip]) => list(ctx, Entity::Svip((*vip).to_owned())),
         (_, ["apps"] | ["apps", _] | ["apps", _, _] | ["instances", _])
         | (_, ["apps", _, _, "status" | "metadata"])
         | (_, ["vips" | "svips", _]) => empty(StatusCode::METHOD_NOT_ALLOWED),
@@ -228,7 +233,19 @@ fn stamp(ctx: &Ctx<'_>, key: &str) -> Result<Option<i64>, NotANumber> {
 /// `POST /apps/{APP}` (§2): parse, validate in Eureka's order, register, 204.
 fn register(ctx: &Ctx<'_>, app: &str) -> Response {
     let reg = &ctx.server.registry;
-    let inst = match parse_register_body(ctx.body, reg.clock.now_ms()) {
+    let now = reg.clock.now_ms();
+    let is_xml = ctx
+        .header("content-type")
+        .to_ascii_lowercase()
+        .contains("xml");
+    let parsed = if is_xml {
+        xml::parse(ctx.body)
+            .map_err(|e| super::model::ParseError(e.to_string()))
+            .and_then(|v| register_from_value(&v, now))
+    } else {
+        parse_register_body(ctx.body, now)
+    };
+    let inst = match parsed {
         Ok(i) => i,
         Err(e) => {
             debug!(error = %e, "eureka register body refused");
@@ -276,11 +293,9 @@ fn renew(ctx: &Ctx<'_>, app: &str, id: &str) -> Response {
     {
         RenewOutcome::Ok => empty(StatusCode::OK),
         RenewOutcome::NotFound => empty(StatusCode::NOT_FOUND),
-        RenewOutcome::Conflict(record) => payload(
-            StatusCode::CONFLICT,
-            ctx.wants_json(),
-            instance_json(&record),
-        ),
+        RenewOutcome::Conflict(record) => {
+            instance_payload(StatusCode::CONFLICT, ctx.format(), &record)
+        }
     }
 }
 
@@ -363,54 +378,55 @@ fn by_id(ctx: &Ctx<'_>, id: &str) -> Response {
 }
 
 fn instance_reply(ctx: &Ctx<'_>, r: &Record) -> Response {
-    payload(StatusCode::OK, ctx.wants_json(), instance_json(r))
+    instance_payload(StatusCode::OK, ctx.format(), r)
 }
 
-/// `GET /apps`: every app with an instance, every status.
-fn full_apps(ctx: &Ctx<'_>) -> Response {
-    let body = ctx.server.registry.with_apps(
-        |_| true,
-        |apps, hash| applications_json(FULL_VERSION, hash, apps),
-    );
-    payload(StatusCode::OK, ctx.wants_json(), body)
-}
-
-/// `GET /apps/delta`.
-fn delta(ctx: &Ctx<'_>) -> Response {
-    let body = ctx
-        .server
-        .registry
-        .with_delta(|version, apps, hash| applications_json(version, hash, apps));
-    payload(StatusCode::OK, ctx.wants_json(), body)
-}
-
-/// `GET /apps/{APP}`: 404 when unknown or empty.
-fn get_app(ctx: &Ctx<'_>, app: &str) -> Response {
-    match ctx
-        .server
-        .registry
-        .with_app(app, |view: &AppView<'_>| application_json(view))
+/// `GET /apps`, `/apps/delta`, `/apps/{APP}`, `/vips/…`, `/svips/…`: the (possibly cached)
+/// payload in the negotiated format; gzip for the first two when the client accepts it; 403
+/// while a lone Netflix server would refuse reads; 404 for an unknown or empty app.
+fn list(ctx: &Ctx<'_>, entity: Entity) -> Response {
+    let server = ctx.server;
+    let reg = &server.registry;
+    if let Some(d) = reg.config.refuse_reads_for
+        && reg.clock.elapsed() < d
     {
-        Some(body) => payload(StatusCode::OK, ctx.wants_json(), body),
-        None => empty(StatusCode::NOT_FOUND),
+        return empty(StatusCode::FORBIDDEN);
     }
+    let gzip_ok = matches!(entity, Entity::Apps | Entity::Delta)
+        && ctx
+            .header("accept-encoding")
+            .to_ascii_lowercase()
+            .contains("gzip");
+    let format = ctx.format();
+    let key = (entity, format);
+    let body = if reg.config.response_cache.is_some() {
+        server.cache.get(reg, &key)
+    } else {
+        cache::render(reg, &key)
+    };
+    let Some(body) = body else {
+        return empty(StatusCode::NOT_FOUND);
+    };
+    if gzip_ok {
+        match gzip(body.as_bytes()) {
+            Ok(z) => {
+                let mut resp = payload(StatusCode::OK, format, z);
+                resp.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                return resp;
+            }
+            Err(e) => debug!(error = %e, "gzip failed: answering uncompressed"),
+        }
+    }
+    payload(StatusCode::OK, format, body)
 }
 
-/// `GET /vips/{vip}` and `/svips/{svip}`: instances whose comma-separated (secure) VIP
-/// address contains the name exactly; 200 with an empty list when none.
-fn vips(ctx: &Ctx<'_>, vip: &str, secure: bool) -> Response {
-    let matches = |r: &Record| {
-        let addr = if secure {
-            r.instance.secure_vip_address.as_deref()
-        } else {
-            r.instance.vip_address.as_deref()
-        };
-        addr.is_some_and(|a| a.split(',').any(|v| v == vip))
-    };
-    let body = ctx.server.registry.with_apps(matches, |apps, hash| {
-        model::applications_json(VIP_VERSION, hash, apps)
-    });
-    payload(StatusCode::OK, ctx.wants_json(), body)
+/// Gzips a payload.
+fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes)?;
+    enc.finish()
 }
 
 #[cfg(test)]

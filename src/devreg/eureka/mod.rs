@@ -19,8 +19,10 @@
 //!
 //! # Layout
 //! - `model`: the instance record, lenient body parsing, JSON output, the reconcile hash.
+//! - `xml`: XML output (and a small reader for XML register bodies).
 //! - `state`: leases, overrides, the delta queue, eviction and self-preservation.
-//! - `http`: routes, content negotiation, request log.
+//! - `cache`: list payloads and the read-only/read-write response cache.
+//! - `http`: routes, content negotiation, gzip, request log.
 //!
 //! # Examples
 //! ```no_run
@@ -37,9 +39,11 @@
 //! # Ok(()) }
 //! ```
 
+mod cache;
 mod http;
 mod model;
 mod state;
+mod xml;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -192,6 +196,7 @@ impl RequestLog {
 #[derive(Debug)]
 pub(crate) struct Server {
     pub(crate) registry: Registry,
+    pub(crate) cache: cache::ResponseCache,
     pub(crate) log: RequestLog,
 }
 
@@ -252,6 +257,7 @@ pub async fn spawn(
     let tracker = TaskTracker::new();
     let server = Arc::new(Server {
         log: RequestLog::new(config.request_log_limit),
+        cache: cache::ResponseCache::default(),
         registry: Registry::new(config),
     });
     let cfg = &server.registry.config;
@@ -270,6 +276,13 @@ pub async fn spawn(
     for (period, tick) in timers {
         let s = server.clone();
         tracker.spawn(every(period, shutdown.clone(), move || tick(&s.registry)));
+    }
+    if let Some(period) = server.registry.config.response_cache {
+        tracker.spawn(cache::refresh_loop(
+            server.clone(),
+            period,
+            shutdown.clone(),
+        ));
     }
     let app = Router::new()
         .fallback(http::dispatch)

@@ -285,6 +285,15 @@ fn data_center(v: &Value) -> Result<Option<DataCenter>, ParseError> {
 /// port, a `dataCenterInfo` without `@class`, objects where scalars belong.
 pub fn parse_register_body(body: &[u8], now_ms: i64) -> Result<Instance, ParseError> {
     let root: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    register_from_value(&root, now_ms)
+}
+
+/// Reads a register body already turned into a JSON value (from JSON, or from XML by
+/// `xml::parse`).
+///
+/// # Errors
+/// As [`parse_register_body`].
+pub fn register_from_value(root: &Value, now_ms: i64) -> Result<Instance, ParseError> {
     let inst = match root.get("instance") {
         Some(Value::Object(m)) => m,
         _ => return Err(bad("no instance object")),

@@ -38,6 +38,11 @@ impl Clock {
         }
     }
 
+    /// Time since the clock started (the emulator's uptime).
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.start.elapsed()
+    }
+
     /// Current Unix time in ms.
     pub fn now_ms(&self) -> i64 {
         let elapsed = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX / 4);
@@ -101,6 +106,8 @@ pub struct Store {
     /// Renewals counted in the running minute and the previous full one.
     pub renews_this_minute: u64,
     pub renews_last_minute: u64,
+    /// Count of changes (register, cancel, status): the response cache's invalidation signal.
+    pub changes: u64,
     next_generation: u64,
 }
 
@@ -125,6 +132,7 @@ impl Store {
     }
 
     fn push_change(&mut self, now: i64, app: &str, id: &str) {
+        self.changes += 1;
         if let Some(l) = self.lease(app, id) {
             let change = Change {
                 at: now,
@@ -200,6 +208,11 @@ impl Registry {
     /// consistent before anything could panic).
     pub fn lock(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many changes the registry has seen (see [`Store::changes`]).
+    pub fn changes(&self) -> u64 {
+        self.lock().changes
     }
 
     /// `isLeaseExpirationEnabled`: always without self-preservation; with it, only while the
@@ -346,6 +359,7 @@ impl Registry {
         if map.is_empty() {
             store.apps.remove(app);
         }
+        store.changes += 1;
         lease.record.lease.eviction = now;
         lease.record.instance.action_type = Some(ActionType::Deleted);
         lease.record.instance.last_updated = now;
