@@ -1088,3 +1088,93 @@ fn cli_refuses_flags_of_the_other_kind() {
         assert!(out.stdout.is_empty(), "{args:?}: nothing served");
     }
 }
+
+// ---- a real client ------------------------------------------------------------------------
+
+/// PyPI's `py-eureka-client` 0.13.3, unchanged (`scripts/setup` installs it in
+/// `.tools/pyeureka`), against a `syncer dev-registry --kind eureka` process: it registers,
+/// renews, changes status, re-registers after its override is removed, discovers itself and a
+/// peer over XML + gzip, calls the peer at the discovered address, and cancels
+/// (`tests/eureka/client_check.py` prints one `OK` line per step).
+#[test]
+fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
+    use std::process::{Command, Stdio};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".tools/pyeureka/bin/python");
+    if !python.exists() {
+        println!(
+            "SKIP real_python_client: {} is missing (scripts/setup installs py-eureka-client \
+             when python3 with venv is available)",
+            python.display()
+        );
+        return;
+    }
+    let (mut registry, line) = spawn_cli(&["--kind", "eureka", "--listen", "127.0.0.1:0"]);
+    let url = line
+        .strip_prefix("dev registry listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_owned();
+    let mut child = Command::new(&python)
+        .arg(root.join("tests/eureka/client_check.py"))
+        .arg(&url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().expect("stdout")));
+    let err = read_all(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait python") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            break std::process::ExitStatus::default();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    registry.kill().ok();
+    registry.wait().ok();
+    let tail: String = err
+        .lines()
+        .rev()
+        .take(30)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        status.success(),
+        "client_check failed:\n{out}\n--- stderr (tail) ---\n{tail}"
+    );
+    for step in [
+        "OK registered PY-CHECK/127.0.0.1:py-check:9099",
+        "OK renewed",
+        "OK status OUT_OF_SERVICE",
+        "OK override removed, re-registered UP",
+        "OK discovered itself",
+        "OK called peer hello from py-peer at /hello",
+        "OK xml+gzip hash UP_2_",
+        "OK cancelled",
+        "DONE",
+    ] {
+        assert!(
+            out.lines().any(|l| l == step),
+            "missing {step:?} in:\n{out}"
+        );
+    }
+}
