@@ -61,6 +61,18 @@ impl Ctx<'_> {
         }
     }
 
+    /// The format of single-instance reads and the 409 body: JAX-RS negotiation over
+    /// `@Produces({XML, JSON})`, so XML unless `Accept` names JSON and not XML (q-values are
+    /// not weighed).
+    fn instance_format(&self) -> Format {
+        let accept = self.header("accept").to_ascii_lowercase();
+        if accept.contains("json") && !accept.contains("xml") {
+            Format::Json
+        } else {
+            Format::Xml
+        }
+    }
+
     fn replication(&self) -> bool {
         self.header(REPLICATION_HEADER) == "true"
     }
@@ -294,7 +306,7 @@ fn renew(ctx: &Ctx<'_>, app: &str, id: &str) -> Response {
         RenewOutcome::Ok => empty(StatusCode::OK),
         RenewOutcome::NotFound => empty(StatusCode::NOT_FOUND),
         RenewOutcome::Conflict(record) => {
-            instance_payload(StatusCode::CONFLICT, ctx.format(), &record)
+            instance_payload(StatusCode::CONFLICT, ctx.instance_format(), &record)
         }
     }
 }
@@ -378,7 +390,7 @@ fn by_id(ctx: &Ctx<'_>, id: &str) -> Response {
 }
 
 fn instance_reply(ctx: &Ctx<'_>, r: &Record) -> Response {
-    instance_payload(StatusCode::OK, ctx.format(), r)
+    instance_payload(StatusCode::OK, ctx.instance_format(), r)
 }
 
 /// `GET /apps`, `/apps/delta`, `/apps/{APP}`, `/vips/…`, `/svips/…`: the (possibly cached)
