@@ -39,7 +39,8 @@ pub enum Command {
     /// gossip pool. The demo registers an instance in dc1, reports when it appears in the
     /// others, prints curl lines to try, and runs until Ctrl-C.
     Demo(DemoArgs),
-    /// Run an in-memory ServiceComb-compatible registry for development and tests.
+    /// Run an in-memory registry for development and tests: ServiceComb Service Center (the
+    /// default) or Netflix Eureka (`--kind eureka`).
     DevRegistry(DevRegistryArgs),
     /// List the members of the gossip pool as one syncer sees them.
     Members(MembersArgs),
