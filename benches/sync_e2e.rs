@@ -19,9 +19,14 @@
 //! `--real-sc 2.x` (SC 2.x's 2 s delete check window, on both the origin's and the copies'
 //! registries).
 //!
-//! Run with `cargo bench --bench sync_e2e [-- --quick] [-- --skip-10k | --only-10k]`;
-//! `--quick` takes fewer samples and 1 000 instances instead of 10 000, `--only-10k` measures
-//! figures 4-5 alone. docs/PERFORMANCE.md records the figures.
+//! Then the Eureka run (`sync_e2e/eureka.rs`): a ServiceComb and a Eureka data centre,
+//! latency both ways, with Eureka's response cache on and off, and the keep-alive cost of
+//! 10 000 copies in Eureka.
+//!
+//! Run with `cargo bench --bench sync_e2e [-- --quick] [-- --skip-10k | --only-10k]
+//! [-- --skip-eureka | --only-eureka]`; `--quick` takes fewer samples and 1 000 instances
+//! instead of 10 000, `--only-10k` measures figures 4-5 alone, `--only-eureka` the Eureka run
+//! alone. docs/PERFORMANCE.md records the figures.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -29,6 +34,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "sync_e2e/eureka.rs"]
+mod eureka;
 
 use common::{
     API, DevRegistry, Proc, call, create_service, instance_hosts, print_machine, ready_field,
@@ -55,6 +62,10 @@ struct Options {
     skip_10k: bool,
     /// Only the initial sync and keep-alive figures (for memory work).
     only_10k: bool,
+    /// Without the Eureka run.
+    skip_eureka: bool,
+    /// Only the Eureka run.
+    only_eureka: bool,
 }
 
 impl Options {
@@ -94,6 +105,8 @@ fn main() {
         quick: args.iter().any(|a| a == "--quick"),
         skip_10k: args.iter().any(|a| a == "--skip-10k"),
         only_10k: args.iter().any(|a| a == "--only-10k"),
+        skip_eureka: args.iter().any(|a| a == "--skip-eureka"),
+        only_eureka: args.iter().any(|a| a == "--only-eureka"),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -111,6 +124,18 @@ async fn run(options: Options) {
         .build()
         .expect("http client");
     let mut report = Report::default();
+    if options.only_eureka {
+        let instances = if options.skip_10k {
+            0
+        } else {
+            options.instances()
+        };
+        let run =
+            eureka::eureka_run(&client, options.samples() / 2, instances, options.idle()).await;
+        run.print();
+        println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
+        return;
+    }
 
     if !options.only_10k {
         for real_sc in [false, true] {
@@ -124,6 +149,16 @@ async fn run(options: Options) {
         report.bulk = Some(bulk_run(&client, options).await);
     }
     report.print(options);
+    if !options.skip_eureka && !options.only_10k {
+        let instances = if options.skip_10k {
+            0
+        } else {
+            options.instances()
+        };
+        let run =
+            eureka::eureka_run(&client, options.samples() / 2, instances, options.idle()).await;
+        run.print();
+    }
     println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
 }
 
@@ -141,6 +176,18 @@ struct Daemon {
 
 /// Starts the syncer of data centre `dc` on 127.0.0.`ip` against `registry`.
 fn start_daemon(dc: &str, ip: u8, registry: &str, join: Option<&str>, data_dir: &Path) -> Daemon {
+    start_daemon_with(dc, ip, registry, join, data_dir, &[])
+}
+
+/// [`start_daemon`] with `extra` flags (e.g. `--sc-plugin eureka`).
+fn start_daemon_with(
+    dc: &str,
+    ip: u8,
+    registry: &str,
+    join: Option<&str>,
+    data_dir: &Path,
+    extra: &[&str],
+) -> Daemon {
     std::fs::create_dir_all(data_dir).expect("data dir");
     let addr = format!("127.0.0.{ip}:0");
     let node = format!("{dc}-a");
@@ -158,7 +205,8 @@ fn start_daemon(dc: &str, ip: u8, registry: &str, join: Option<&str>, data_dir: 
         .args(["--node", &node, "--cluster-name", dc])
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--gossip-profile", "local", "--log-format", "json"]);
+        .args(["--gossip-profile", "local", "--log-format", "json"])
+        .args(extra);
     if let Some(join) = join {
         cmd.args(["--join-addr", join]);
     }

@@ -57,6 +57,65 @@ fn three_data_centres_mirror_the_sample_and_stop_cleanly() {
 }
 
 #[test]
+fn a_servicecomb_sample_is_mirrored_into_eureka_and_servicecomb() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = Daemon::spawn(demo(
+        tmp.path(),
+        &[
+            "--kinds",
+            "servicecomb,eureka,servicecomb",
+            "--base-port",
+            "0",
+        ],
+    ));
+    let mut visible = Vec::new();
+    for _ in 0..2 {
+        let line = demo.wait_for_line(": instance visible after");
+        assert!(line.contains("(copy syncer-"), "{line}");
+        visible.push(line.clone());
+    }
+    visible.sort();
+    assert!(
+        visible[0].starts_with("dc2") && visible[0].contains("in eureka"),
+        "{}",
+        demo.log()
+    );
+    assert!(visible[1].starts_with("dc3"), "{}", demo.log());
+    demo.wait_for_line("Ctrl-C stops every data centre");
+    let log = demo.log();
+    assert!(
+        log.contains("(servicecomb, eureka, servicecomb)")
+            && log.contains("-H 'Accept: application/json' http://127.0.0.1:")
+            && log.contains("/eureka/apps/HELLO"),
+        "{log}"
+    );
+    demo.signal("INT");
+    assert_eq!(demo.wait_exit().code(), Some(0), "{}", demo.log());
+}
+
+#[test]
+fn a_eureka_sample_is_mirrored_into_servicecomb() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = Daemon::spawn(demo(
+        tmp.path(),
+        &["--kinds", "eureka,servicecomb", "--base-port", "0"],
+    ));
+    let line = demo.wait_for_line(": instance visible after");
+    assert!(
+        line.starts_with("dc2")
+            && line.contains("(copy syncer-")
+            && line.contains("in servicecomb"),
+        "{}",
+        demo.log()
+    );
+    demo.wait_for_line("Ctrl-C stops every data centre");
+    let log = demo.log();
+    assert!(log.contains("status?value=OUT_OF_SERVICE"), "{log}");
+    demo.signal("INT");
+    assert_eq!(demo.wait_exit().code(), Some(0), "{}", demo.log());
+}
+
+#[test]
 fn bad_flags_are_usage_errors() {
     let tmp = tempfile::tempdir().unwrap();
     for args in [
@@ -64,6 +123,9 @@ fn bad_flags_are_usage_errors() {
         &["--dcs", "10"],
         &["--base-port", "65000", "--dcs", "9"],
         &["--log-level", "no=such=filter"],
+        &["--kinds", "servicecomb,consul"],
+        &["--kinds", "eureka"],
+        &["--kinds", "eureka,servicecomb", "--dcs", "3"],
     ] {
         let out = support::run(demo(tmp.path(), args));
         assert_eq!(out.code, Some(2), "{args:?}: {}{}", out.stdout, out.stderr);

@@ -424,7 +424,7 @@ fn a_registry_that_was_down_catches_up() {
         copies_match(w, 1, "dc1", &hosts)
     });
 
-    w.dcs[1].registry.stop();
+    w.reg_mut(1).stop();
     let second = NewInstance::new("search-2", "rest://10.6.0.2:8080");
     w.reg(0).register(&sid, &second);
     hosts.insert(second.host_name.clone(), second.endpoints.clone());
@@ -442,7 +442,7 @@ fn a_registry_that_was_down_catches_up() {
     );
 
     // Back on the same address, empty.
-    w.dcs[1].registry.start_again();
+    w.reg_mut(1).start_again();
     w.wait_until(
         "dc2's new registry to get copies of both dc1 instances",
         SYNC_DEADLINE,
@@ -911,10 +911,11 @@ fn an_sc_2_origin_with_rbac_and_a_1_4_8_target_sync_both_ways() {
             flags: ["--sc-user", "syncer", "--sc-password", "s3cret-pw"]
                 .map(str::to_owned)
                 .to_vec(),
+            ..DcSetup::default()
         },
         DcSetup {
             registry: DevRegistryConfig::real_sc_1_4_8(),
-            flags: Vec::new(),
+            ..DcSetup::default()
         },
     ];
     let mut w = World::start_each(setups, &[]);

@@ -181,12 +181,17 @@ pub struct DevRegistry {
 }
 
 pub fn start_registry(name: &str, dir: &Path, real_sc: bool) -> DevRegistry {
+    // SC 2.x: the mode with the 2 s delete check window (1.4.8 has none).
+    let real: &[&str] = if real_sc { &["--real-sc", "2.x"] } else { &[] };
+    start_registry_with(name, dir, real)
+}
+
+/// `syncer dev-registry --listen 127.0.0.1:0 <args>` (e.g. `--kind eureka`); its URL is the
+/// one its listening line prints (`http://ip:port/eureka` for a Eureka).
+pub fn start_registry_with(name: &str, dir: &Path, args: &[&str]) -> DevRegistry {
     let mut cmd = syncer(dir);
-    cmd.args(["dev-registry", "--listen", "127.0.0.1:0"]);
-    if real_sc {
-        // SC 2.x: the mode with the 2 s delete check window (1.4.8 has none).
-        cmd.args(["--real-sc", "2.x"]);
-    }
+    cmd.args(["dev-registry", "--listen", "127.0.0.1:0"])
+        .args(args);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

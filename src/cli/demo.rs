@@ -1,10 +1,11 @@
 //! `syncer demo`: several data centres in one process, for a first look.
 //!
-//! Each data centre is an in-memory dev registry ([`crate::devreg`]) and a syncer node
-//! ([`crate::node`]) next to it, all on 127.0.0.1 and joined into one gossip pool. The demo
-//! registers a sample instance in the first data centre, reports how long its copy took to
-//! appear in every other one, then prints paste-ready `curl` lines and keeps running until
-//! SIGINT/SIGTERM, when it stops every node and registry and removes its data directories.
+//! Each data centre is an in-memory dev registry ([`crate::devreg`]: a ServiceComb Service
+//! Center, or a Eureka server with `--kinds`) and a syncer node ([`crate::node`]) next to it,
+//! all on 127.0.0.1 and joined into one gossip pool. The demo registers a sample instance in
+//! the first data centre, reports how long its copy took to appear in every other one, then
+//! prints paste-ready `curl` lines and keeps running until SIGINT/SIGTERM, when it stops every
+//! node and registry and removes its data directories.
 //!
 //! Ports are memorable when free: data centre `i` (0-based) uses `base + 100 i` for its
 //! registry and `+ 90`, `+ 91`, `+ 93` for its syncer's gossip, rpc and admin listeners (the
@@ -28,6 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::settings::Id;
 use crate::config::{Config, Layer, LogConfig, LogFormat};
+use crate::devreg::eureka::{self, EurekaDevConfig, EurekaDevHandle};
 use crate::devreg::{self, DevRegistryConfig, DevRegistryHandle};
 use crate::node::{self, Listeners, NodeError};
 use crate::sync::ids::ORIGIN_PROPERTY;
@@ -75,13 +77,53 @@ const SAMPLE_INSTANCE: &str = "hello-1";
 /// The instance id the printed `curl` lines use.
 const SECOND_INSTANCE: &str = "hello-2";
 const PROJECT_PATH: &str = "/v4/default/registry";
+/// The sample's Eureka app (Eureka upper-cases app names) and its instance id there, as a
+/// Spring Cloud client would name it (`host:app:port`).
+const EUREKA_APP: &str = "HELLO";
+const EUREKA_SAMPLE: &str = "127.0.0.1:hello:8080";
+/// Number of data centres without `--dcs` or `--kinds`.
+const DEFAULT_DCS: u16 = 2;
+
+/// The kind of registry of one data centre.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A ServiceComb Service Center (v4 REST API).
+    ServiceComb,
+    /// A Eureka server (`/eureka/apps`); its syncer runs with `--sc-plugin eureka`.
+    Eureka,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::ServiceComb => "servicecomb",
+            Kind::Eureka => "eureka",
+        }
+    }
+}
+
+fn parse_kind(text: &str) -> Result<Kind, String> {
+    match text.trim() {
+        "servicecomb" | "servicecenter" | "sc" => Ok(Kind::ServiceComb),
+        "eureka" => Ok(Kind::Eureka),
+        other => Err(format!(
+            "unknown registry kind {other:?}; use servicecomb or eureka"
+        )),
+    }
+}
 
 /// Flags of `syncer demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Number of data centres, each a dev registry and a syncer.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=i64::from(MAX_DCS)))]
-    pub dcs: u16,
+    /// Number of data centres, each a dev registry and a syncer (default 2, or as many as
+    /// `--kinds` names).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=i64::from(MAX_DCS)))]
+    pub dcs: Option<u16>,
+
+    /// The registry kind of each data centre, in order: `servicecomb` or `eureka`, e.g.
+    /// `--kinds servicecomb,eureka,servicecomb` (default: every one a ServiceComb).
+    #[arg(long, value_name = "K1,K2,...", value_delimiter = ',', value_parser = parse_kind)]
+    pub kinds: Vec<Kind>,
 
     /// Registry port of the first data centre; data centre i uses base + 100*i for its
     /// registry and + 90/91/93 for its syncer's gossip, rpc and admin ports. A taken port
@@ -95,16 +137,51 @@ pub struct DemoArgs {
     pub log_level: String,
 }
 
+impl DemoArgs {
+    /// The kind of every data centre, from `--kinds` and `--dcs`.
+    ///
+    /// # Errors
+    /// When the two disagree, or `--kinds` names fewer than 2 or more than [`MAX_DCS`].
+    fn kinds(&self) -> Result<Vec<Kind>, String> {
+        if self.kinds.is_empty() {
+            let n = self.dcs.unwrap_or(DEFAULT_DCS);
+            return Ok(vec![Kind::ServiceComb; usize::from(n)]);
+        }
+        let n = self.kinds.len();
+        if let Some(dcs) = self.dcs
+            && usize::from(dcs) != n
+        {
+            return Err(format!(
+                "--dcs {dcs} but --kinds names {n} data centres; give one of them, or the same number"
+            ));
+        }
+        if !(2..=usize::from(MAX_DCS)).contains(&n) {
+            return Err(format!(
+                "--kinds names {n} data centres; the demo runs 2 to {MAX_DCS}"
+            ));
+        }
+        Ok(self.kinds.clone())
+    }
+}
+
 /// Runs the demo until a signal.
 pub fn run(args: &DemoArgs) -> ExitCode {
+    let kinds = match args.kinds() {
+        Ok(kinds) => kinds,
+        Err(e) => {
+            eprintln!("syncer: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let dcs = u16::try_from(kinds.len()).unwrap_or(MAX_DCS);
     if args.base_port != 0 {
         let top = u32::from(args.base_port)
-            + u32::from(DC_STRIDE) * u32::from(args.dcs - 1)
+            + u32::from(DC_STRIDE) * u32::from(dcs - 1)
             + u32::from(ADMIN_OFFSET);
         if top > u32::from(u16::MAX) {
             eprintln!(
-                "syncer: --base-port {} with --dcs {} needs ports up to {top}, above 65535; choose a lower base port (or 0)",
-                args.base_port, args.dcs
+                "syncer: --base-port {} with {dcs} data centres needs ports up to {top}, above 65535; choose a lower base port (or 0)",
+                args.base_port
             );
             return ExitCode::from(EXIT_USAGE);
         }
@@ -121,7 +198,7 @@ pub fn run(args: &DemoArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let outcome = runtime.block_on(demo(args));
+    let outcome = runtime.block_on(demo(args, &kinds));
     // Do not wait for tasks that ignored cancellation (the stop already waited its deadline).
     runtime.shutdown_background();
     match outcome {
@@ -134,7 +211,7 @@ pub fn run(args: &DemoArgs) -> ExitCode {
 }
 
 /// The whole demo: start, show, wait for a signal or a failure, stop, clean up.
-async fn demo(args: &DemoArgs) -> Result<(), String> {
+async fn demo(args: &DemoArgs, kinds: &[Kind]) -> Result<(), String> {
     let root = CancellationToken::new();
     crate::shutdown::spawn_signal_handler(root.clone());
     let temp = TempRoot::create()?;
@@ -142,7 +219,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
     let outcome = tokio::select! {
         biased;
         () = root.cancelled() => Ok(()),
-        outcome = show(args, &temp, &mut world, &root) => outcome,
+        outcome = show(args, kinds, &temp, &mut world, &root) => outcome,
     };
     let stopped = world.stop().await;
     if temp.remove() && stopped.is_ok() {
@@ -159,36 +236,56 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
 /// fails (an error) or forever; the caller stops waiting at the signal.
 async fn show(
     args: &DemoArgs,
+    kinds: &[Kind],
     temp: &TempRoot,
     world: &mut World,
     root: &CancellationToken,
 ) -> Result<(), String> {
+    let mixed = kinds.iter().any(|k| *k != kinds[0]);
     say!(
-        "syncer demo: {} data centres on 127.0.0.1, each a dev registry and a syncer, in one gossip pool",
-        args.dcs
+        "syncer demo: {} data centres on 127.0.0.1, each a dev registry and a syncer, in one gossip pool{}",
+        kinds.len(),
+        if mixed {
+            format!(
+                " ({})",
+                kinds
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            String::new()
+        }
     );
     let http = reqwest::Client::builder()
         .timeout(CALL_TIMEOUT)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let mut registries = Vec::new();
-    for i in 0..args.dcs {
-        registries.push(world.start_registry(i, args).await?);
+    for (i, kind) in (0..).zip(kinds) {
+        registries.push(world.start_registry(i, *kind, args).await?);
     }
     // The service exists before the syncers start, so they find it in their first read of
     // the registry; what the demo times is then one new instance, the everyday event (a
     // service created later is found by the next service listing, up to a second after).
-    let service_id = register_service(&http, &registries[0])
-        .await
-        .map_err(|e| format!("cannot register the sample service in dc1: {e}"))?;
-    for (i, registry_url) in (0..args.dcs).zip(registries) {
-        world.start_node(i, registry_url, args, temp).await?;
+    // A Eureka has no services of their own: the app appears with its first instance.
+    let first_kind = kinds[0];
+    let service_id = match first_kind {
+        Kind::ServiceComb => register_service(&http, &registries[0])
+            .await
+            .map_err(|e| format!("cannot register the sample service in dc1: {e}"))?,
+        Kind::Eureka => String::new(),
+    };
+    for ((i, kind), registry_url) in (0..).zip(kinds).zip(registries) {
+        world.start_node(i, *kind, registry_url, args, temp).await?;
     }
     say!();
     for dc in &world.dcs {
         say!(
-            "  {:<4} registry {:<24} syncer gossip {:<16} rpc {:<16} admin {}",
+            "  {:<4} {:<11} registry {:<31} syncer gossip {:<16} rpc {:<16} admin {}",
             dc.name,
+            dc.kind.name(),
             dc.registry_url,
             dc.gossip,
             dc.rpc,
@@ -219,15 +316,35 @@ async fn show(
     }
 
     let first = &world.dcs[0];
-    let registered = register_instance(&http, &first.registry_url, &service_id)
-        .await
-        .map_err(|e| format!("cannot register the sample instance in {}: {e}", first.name))?;
-    say!(
-        "{}: registered instance {SAMPLE_INSTANCE} of {APP_ID}/{SERVICE_NAME} {VERSION} (service {service_id})",
-        first.name
-    );
+    let registered = match first_kind {
+        Kind::ServiceComb => {
+            let at = register_instance(&http, &first.registry_url, &service_id)
+                .await
+                .map_err(|e| {
+                    format!("cannot register the sample instance in {}: {e}", first.name)
+                })?;
+            say!(
+                "{}: registered instance {SAMPLE_INSTANCE} of {APP_ID}/{SERVICE_NAME} {VERSION} (service {service_id})",
+                first.name
+            );
+            at
+        }
+        Kind::Eureka => {
+            let at = register_eureka_instance(&http, &first.registry_url)
+                .await
+                .map_err(|e| {
+                    format!("cannot register the sample instance in {}: {e}", first.name)
+                })?;
+            say!(
+                "{}: registered instance {EUREKA_SAMPLE} of the Eureka app {EUREKA_APP} (metadata sc.appId={APP_ID}, sc.version={VERSION})",
+                first.name
+            );
+            at
+        }
+    };
     spawn_heartbeat(
         http.clone(),
+        first_kind,
         first.registry_url.clone(),
         service_id.clone(),
         root.clone(),
@@ -243,23 +360,31 @@ async fn show(
             let http = http.clone();
             let origin = first.name.clone();
             async move {
-                let found = wait_for_copy(&http, &dc.registry_url, &origin, registered).await;
+                let found =
+                    wait_for_copy(&http, dc.kind, &dc.registry_url, &origin, registered).await;
                 (i, found, registered.elapsed())
             }
         })
         .collect();
     while let Some((i, found, took)) = waits.next().await {
-        let name = &world.dcs[i].name;
+        let dc = &world.dcs[i];
         match found {
             Some((sid, copy)) => {
+                let kind = if dc.kind == first_kind {
+                    String::new()
+                } else {
+                    format!(", in {}", dc.kind.name())
+                };
                 say!(
-                    "{name}: instance visible after {} ms (copy {copy})",
+                    "{}: instance visible after {} ms (copy {copy}{kind})",
+                    dc.name,
                     took.as_millis()
                 );
                 service_ids[i] = sid;
             }
             None => say!(
-                "{name}: the instance did not appear within {} s; the demo keeps running (see the log on stderr, or try --log-level info)",
+                "{}: the instance did not appear within {} s; the demo keeps running (see the log on stderr, or try --log-level info)",
+                dc.name,
                 VISIBLE_DEADLINE.as_secs()
             ),
         }
@@ -285,6 +410,8 @@ async fn show(
 struct DataCentre {
     /// `dc1`, `dc2`, ...: the cluster name, and the node is `<name>-syncer`.
     name: String,
+    kind: Kind,
+    /// `http://ip:port` (ServiceComb) or `http://ip:port/eureka` (Eureka).
     registry_url: String,
     gossip: SocketAddr,
     rpc: SocketAddr,
@@ -296,7 +423,7 @@ struct World {
     dcs: Vec<DataCentre>,
     /// Ports that were taken, as `what preferred`.
     fallbacks: Vec<String>,
-    registries: Vec<DevRegistryHandle>,
+    registries: Vec<RegistryHandle>,
     registries_token: CancellationToken,
     nodes_token: CancellationToken,
     nodes: TaskTracker,
@@ -323,19 +450,49 @@ impl Default for World {
     }
 }
 
+/// A running development registry of either kind.
+enum RegistryHandle {
+    ServiceComb(DevRegistryHandle),
+    Eureka(EurekaDevHandle),
+}
+
+impl RegistryHandle {
+    fn url(&self) -> String {
+        match self {
+            RegistryHandle::ServiceComb(r) => r.url(),
+            RegistryHandle::Eureka(r) => r.url(),
+        }
+    }
+
+    async fn stopped(&self) {
+        match self {
+            RegistryHandle::ServiceComb(r) => r.stopped().await,
+            RegistryHandle::Eureka(r) => r.stopped().await,
+        }
+    }
+}
+
 impl World {
     /// Starts the registry of data centre `i`; returns its URL.
-    async fn start_registry(&mut self, i: u16, args: &DemoArgs) -> Result<String, String> {
+    async fn start_registry(
+        &mut self,
+        i: u16,
+        kind: Kind,
+        args: &DemoArgs,
+    ) -> Result<String, String> {
         let port = port_of(args, i, 0);
         let listener = self
             .bind_tcp(&format!("dc{} registry", i + 1), port)
             .await?;
-        let registry = devreg::spawn(
-            listener,
-            DevRegistryConfig::default(),
-            self.registries_token.child_token(),
-        )
-        .await;
+        let token = self.registries_token.child_token();
+        let registry = match kind {
+            Kind::ServiceComb => RegistryHandle::ServiceComb(
+                devreg::spawn(listener, DevRegistryConfig::default(), token).await,
+            ),
+            Kind::Eureka => RegistryHandle::Eureka(
+                eureka::spawn(listener, EurekaDevConfig::default(), token).await,
+            ),
+        };
         let url = registry.url();
         self.registries.push(registry);
         Ok(url)
@@ -351,6 +508,7 @@ impl World {
     async fn start_node(
         &mut self,
         i: u16,
+        kind: Kind,
         registry_url: String,
         args: &DemoArgs,
         temp: &TempRoot,
@@ -360,7 +518,7 @@ impl World {
         let data_dir = temp.path.join(&name);
         let mut ports = [GOSSIP_OFFSET, RPC_OFFSET, ADMIN_OFFSET].map(|o| port_of(args, i, o));
         let (config, listeners) = loop {
-            let config = node_config(&name, &registry_url, ports, join, &data_dir, args)?;
+            let config = node_config(&name, kind, &registry_url, ports, join, &data_dir, args)?;
             match Listeners::bind(&config).await {
                 Ok(listeners) => break (config, listeners),
                 // A preferred port is taken: that listener takes a free one instead.
@@ -393,6 +551,7 @@ impl World {
         });
         self.dcs.push(DataCentre {
             name,
+            kind,
             registry_url,
             gossip,
             rpc,
@@ -462,6 +621,7 @@ fn port_of(args: &DemoArgs, i: u16, offset: u16) -> u16 {
 /// The configuration of data centre `name`'s node, built like the daemon's command line.
 fn node_config(
     name: &str,
+    kind: Kind,
     registry_url: &str,
     [gossip, rpc, admin]: [u16; 3],
     join: Option<SocketAddr>,
@@ -473,6 +633,9 @@ fn node_config(
     set(Id::Node, format!("{name}-syncer"));
     set(Id::ClusterName, name.to_owned());
     set(Id::ScAddr, registry_url.to_owned());
+    if kind == Kind::Eureka {
+        set(Id::ScPlugin, "eureka".to_owned());
+    }
     set(Id::BindAddr, format!("127.0.0.1:{gossip}"));
     set(Id::RpcAddr, format!("127.0.0.1:{rpc}"));
     set(Id::AdminAddr, format!("127.0.0.1:{admin}"));
@@ -548,16 +711,56 @@ async fn register_instance(
     Ok(Instant::now())
 }
 
+/// Registers the sample instance in a Eureka, with metadata naming its ServiceComb app and
+/// version (so its copies land in `demo/hello 1.0.0`); returns when Eureka acknowledged it.
+async fn register_eureka_instance(
+    http: &reqwest::Client,
+    registry: &str,
+) -> Result<Instant, String> {
+    let url = format!("{registry}/apps/{EUREKA_APP}");
+    let body = json!({"instance": {
+        "instanceId": EUREKA_SAMPLE,
+        "hostName": "127.0.0.1",
+        "app": EUREKA_APP,
+        "ipAddr": "127.0.0.1",
+        "vipAddress": SERVICE_NAME,
+        "status": "UP",
+        "port": {"$": 8080, "@enabled": "true"},
+        "securePort": {"$": 443, "@enabled": "false"},
+        "dataCenterInfo": {
+            "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
+            "name": "MyOwn"
+        },
+        "metadata": {"sc.appId": APP_ID, "sc.version": VERSION},
+    }});
+    let reply = http
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if reply.status() != reqwest::StatusCode::NO_CONTENT {
+        let status = reply.status();
+        let text = reply.text().await.unwrap_or_default();
+        return Err(format!("{url}: {status} {}", text.trim()));
+    }
+    Ok(Instant::now())
+}
+
 /// Keeps the sample instance's lease alive until `token` is cancelled.
 fn spawn_heartbeat(
     http: reqwest::Client,
+    kind: Kind,
     registry: String,
     service_id: String,
     token: CancellationToken,
 ) {
-    let url = format!(
-        "{registry}{PROJECT_PATH}/microservices/{service_id}/instances/{SAMPLE_INSTANCE}/heartbeat"
-    );
+    let url = match kind {
+        Kind::ServiceComb => format!(
+            "{registry}{PROJECT_PATH}/microservices/{service_id}/instances/{SAMPLE_INSTANCE}/heartbeat"
+        ),
+        Kind::Eureka => format!("{registry}/apps/{EUREKA_APP}/{EUREKA_SAMPLE}"),
+    };
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -574,15 +777,21 @@ fn spawn_heartbeat(
 }
 
 /// Polls `registry` until it holds a copy of the sample from `origin`; returns the service
-/// id there and the copy's instance id, or `None` after [`VISIBLE_DEADLINE`].
+/// id there (ServiceComb; empty for a Eureka) and the copy's instance id, or `None` after
+/// [`VISIBLE_DEADLINE`].
 async fn wait_for_copy(
     http: &reqwest::Client,
+    kind: Kind,
     registry: &str,
     origin: &str,
     since: Instant,
 ) -> Option<(String, String)> {
     loop {
-        if let Ok(Some(found)) = find_copy(http, registry, origin).await {
+        let found = match kind {
+            Kind::ServiceComb => find_copy(http, registry, origin).await,
+            Kind::Eureka => find_eureka_copy(http, registry, origin).await,
+        };
+        if let Ok(Some(found)) = found {
             return Some(found);
         }
         if since.elapsed() >= VISIBLE_DEADLINE {
@@ -590,6 +799,39 @@ async fn wait_for_copy(
         }
         tokio::time::sleep(VISIBLE_POLL).await;
     }
+}
+
+/// The copy of the sample from `origin` in a Eureka's app [`EUREKA_APP`], if there.
+async fn find_eureka_copy(
+    http: &reqwest::Client,
+    registry: &str,
+    origin: &str,
+) -> Result<Option<(String, String)>, String> {
+    let url = format!("{registry}/apps/{EUREKA_APP}");
+    let reply = http
+        .get(&url)
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if reply.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let app = answer(Ok(reply), &url).await?;
+    let instances = match &app["application"]["instance"] {
+        Value::Array(list) => list.clone(),
+        one @ Value::Object(_) => vec![one.clone()],
+        _ => Vec::new(),
+    };
+    Ok(instances.iter().find_map(|i| {
+        (i["metadata"][ORIGIN_PROPERTY] == origin)
+            .then(|| {
+                i["instanceId"]
+                    .as_str()
+                    .map(|id| (String::new(), id.to_owned()))
+            })
+            .flatten()
+    }))
 }
 
 async fn find_copy(
@@ -661,28 +903,72 @@ fn print_guide(world: &World, service_ids: &[String], temp: &TempRoot) {
             dcs[i].registry_url, service_ids[i]
         )
     };
-    let one = |i: usize| format!("{}/{SECOND_INSTANCE}", instances(i));
+    let list = |i: usize| match dcs[i].kind {
+        Kind::ServiceComb if service_ids[i].is_empty() => format!(
+            "curl -s {}{PROJECT_PATH}/microservices; echo",
+            dcs[i].registry_url
+        ),
+        Kind::ServiceComb => format!("curl -s {}; echo", instances(i)),
+        Kind::Eureka => format!(
+            "curl -s -H 'Accept: application/json' {}/apps/{EUREKA_APP}; echo",
+            dcs[i].registry_url
+        ),
+    };
     let (first, second) = (&dcs[0].name, &dcs[1].name);
 
     say!();
     say!("Running. In another terminal, try:");
     say!();
     say!("  # register a second instance in {first} (use {second}'s address to register it there)");
-    say!(
-        "  curl -s -XPOST {} \\\n       -d '{{\"instance\":{{\"instanceId\":\"{SECOND_INSTANCE}\",\"hostName\":\"demo-host-2\",\"endpoints\":[\"rest://127.0.0.1:8081\"]}}}}'",
-        instances(0)
-    );
-    say!("  # list the instances in every data centre: the others hold copies (syncer-...)");
-    for i in 0..dcs.len() {
-        say!("  curl -s {}; echo", instances(i));
+    match dcs[0].kind {
+        Kind::ServiceComb => {
+            let one = format!("{}/{SECOND_INSTANCE}", instances(0));
+            say!(
+                "  curl -s -XPOST {} \\\n       -d '{{\"instance\":{{\"instanceId\":\"{SECOND_INSTANCE}\",\"hostName\":\"demo-host-2\",\"endpoints\":[\"rest://127.0.0.1:8081\"]}}}}'",
+                instances(0)
+            );
+            say!(
+                "  # list the instances in every data centre: the others hold copies (syncer-...)"
+            );
+            for i in 0..dcs.len() {
+                say!("  {}", list(i));
+            }
+            say!("  # mark it DOWN, then delete it; the copies follow");
+            say!("  curl -s -XPUT '{one}/status?value=DOWN'");
+            say!("  curl -s -XDELETE {one}");
+            say!(
+                "  # an instance's lease is 120 s, as in Service Center: renew it (the demo renews its own)"
+            );
+            say!("  curl -s -XPUT {one}/heartbeat");
+        }
+        Kind::Eureka => {
+            let app = format!("{}/apps/{EUREKA_APP}", dcs[0].registry_url);
+            let id = "127.0.0.1:hello:8081";
+            say!(
+                "  curl -s -XPOST {app} -H 'Content-Type: application/json' \\\n       -d '{{\"instance\":{{\"instanceId\":\"{id}\",\"hostName\":\"127.0.0.1\",\"app\":\"{EUREKA_APP}\",\"ipAddr\":\"127.0.0.1\",\"vipAddress\":\"{SERVICE_NAME}\",\"port\":{{\"$\":8081,\"@enabled\":\"true\"}},\"dataCenterInfo\":{{\"@class\":\"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo\",\"name\":\"MyOwn\"}},\"metadata\":{{\"sc.appId\":\"{APP_ID}\",\"sc.version\":\"{VERSION}\"}}}}}}'"
+            );
+            say!(
+                "  # list the instances in every data centre: the others hold copies (syncer-...)"
+            );
+            for i in 0..dcs.len() {
+                say!("  {}", list(i));
+            }
+            say!("  # take it out of service, then cancel it; the copies follow");
+            say!("  curl -s -XPUT '{app}/{id}/status?value=OUT_OF_SERVICE'");
+            say!("  curl -s -XDELETE {app}/{id}");
+            say!(
+                "  # an instance's lease is 90 s, as in Eureka: renew it (the demo renews its own)"
+            );
+            say!("  curl -s -XPUT {app}/{id}");
+        }
     }
-    say!("  # mark it DOWN, then delete it; the copies follow");
-    say!("  curl -s -XPUT '{}/status?value=DOWN'", one(0));
-    say!("  curl -s -XDELETE {}", one(0));
-    say!(
-        "  # an instance's lease is 120 s, as in Service Center: renew it (the demo renews its own)"
-    );
-    say!("  curl -s -XPUT {}/heartbeat", one(0));
+    if let Some(eureka) = dcs.iter().find(|dc| dc.kind == Kind::Eureka) {
+        say!("  # a Eureka answers XML unless asked for JSON, as a real one does; all its apps:");
+        say!(
+            "  curl -s -H 'Accept: application/json' {}/apps; echo",
+            eureka.registry_url
+        );
+    }
     say!("  # the gossip pool, and each syncer's health and metrics");
     say!("  {} members --rpc-addr {}", self_command(), dcs[0].rpc);
     for dc in dcs {

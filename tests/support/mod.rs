@@ -165,6 +165,7 @@ impl Drop for Daemon {
 }
 
 pub mod etcd;
+pub mod eureka;
 pub mod proxy;
 pub mod split;
 pub mod sync;

@@ -14,6 +14,7 @@ use syncer::devreg::{DevRegistryConfig, DevRegistryHandle, spawn};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
+use super::eureka::EurekaReg;
 use super::{Daemon, syncer};
 
 /// The property every copy carries: its origin data centre.
@@ -547,7 +548,7 @@ pub struct Dc {
     pub name: String,
     /// Loopback address of its syncer's listeners.
     pub ip: String,
-    pub registry: Registry,
+    pub registry: DcRegistry,
     pub data_dir: PathBuf,
     /// Flags of this data centre's syncer only (after the world's).
     pub flags: Vec<String>,
@@ -558,13 +559,59 @@ pub struct Dc {
     pub old_logs: Vec<String>,
 }
 
+/// The registry of one data centre: a ServiceComb or a Eureka development registry.
+pub enum DcRegistry {
+    ServiceComb(Registry),
+    Eureka(EurekaReg),
+}
+
+impl DcRegistry {
+    /// What its syncer's `--sc-addr` names.
+    pub fn url(&self) -> String {
+        match self {
+            DcRegistry::ServiceComb(r) => r.url(),
+            DcRegistry::Eureka(r) => r.url(),
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        match self {
+            DcRegistry::ServiceComb(r) => r.is_running(),
+            DcRegistry::Eureka(r) => r.is_running(),
+        }
+    }
+
+    /// One line per instance, for failure reports.
+    fn lines(&self) -> Result<Vec<String>, String> {
+        match self {
+            DcRegistry::ServiceComb(r) => {
+                Ok(r.instances()?.iter().map(|i| i.to_string()).collect())
+            }
+            DcRegistry::Eureka(r) => Ok(r.instances()?.iter().map(|i| i.to_string()).collect()),
+        }
+    }
+}
+
 /// How one data centre of [`World::start_each`] runs.
 #[derive(Clone, Debug, Default)]
 pub struct DcSetup {
     /// Its dev registry's settings.
     pub registry: DevRegistryConfig,
+    /// A Eureka development registry with these settings instead of a ServiceComb one (its
+    /// syncer runs with `--sc-plugin eureka`).
+    pub eureka: Option<syncer::devreg::eureka::EurekaDevConfig>,
     /// Flags given to its syncer only.
     pub flags: Vec<String>,
+}
+
+impl DcSetup {
+    /// A data centre whose registry is a Eureka (the emulator's defaults).
+    pub fn eureka() -> DcSetup {
+        DcSetup {
+            eureka: Some(syncer::devreg::eureka::EurekaDevConfig::default()),
+            ..DcSetup::default()
+        }
+    }
 }
 
 /// Several data centres whose syncers form one gossip pool.
@@ -609,13 +656,16 @@ impl World {
         let mut dcs = Vec::new();
         for (k, setup) in (1..).zip(setups) {
             let name = format!("dc{k}");
+            let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+            let registry = match setup.eureka {
+                Some(config) => DcRegistry::Eureka(EurekaReg::start_with(&rt, any_port, config)),
+                None => {
+                    DcRegistry::ServiceComb(Registry::start_with(&rt, any_port, setup.registry))
+                }
+            };
             dcs.push(Dc {
                 ip: format!("127.0.0.{k}"),
-                registry: Registry::start_with(
-                    &rt,
-                    SocketAddr::from(([127, 0, 0, 1], 0)),
-                    setup.registry,
-                ),
+                registry,
                 data_dir: dir.path().join(&name),
                 flags: setup.flags,
                 sc_addr: None,
@@ -632,9 +682,31 @@ impl World {
         }
     }
 
-    /// The registry of data centre `i` (0-based: `reg(0)` is dc1's).
+    /// The ServiceComb registry of data centre `i` (0-based: `reg(0)` is dc1's).
     pub fn reg(&self, i: usize) -> &Registry {
-        &self.dcs[i].registry
+        match &self.dcs[i].registry {
+            DcRegistry::ServiceComb(r) => r,
+            DcRegistry::Eureka(_) => panic!("{}'s registry is a Eureka", self.dcs[i].name),
+        }
+    }
+
+    /// The ServiceComb registry of data centre `i`, to stop and start it.
+    pub fn reg_mut(&mut self, i: usize) -> &mut Registry {
+        let dc = &mut self.dcs[i];
+        match &mut dc.registry {
+            DcRegistry::ServiceComb(r) => r,
+            DcRegistry::Eureka(_) => panic!("{}'s registry is a Eureka", dc.name),
+        }
+    }
+
+    /// The Eureka registry of data centre `i`.
+    pub fn eureka(&self, i: usize) -> &EurekaReg {
+        match &self.dcs[i].registry {
+            DcRegistry::Eureka(r) => r,
+            DcRegistry::ServiceComb(_) => {
+                panic!("{}'s registry is a ServiceComb", self.dcs[i].name)
+            }
+        }
     }
 
     /// The running syncer of data centre `i`.
@@ -679,6 +751,9 @@ impl World {
             .args(["--log-level", "info,syncer::sync=debug"])
             .args(&self.extra)
             .args(&dc.flags);
+        if matches!(dc.registry, DcRegistry::Eureka(_)) {
+            cmd.args(["--sc-plugin", "eureka"]);
+        }
         if let Some(join) = join {
             cmd.args(["--join-addr", &join]);
         }
@@ -744,7 +819,7 @@ impl World {
         for dc in &mut self.dcs {
             let _ = writeln!(out, "==== {} registry {}", dc.name, dc.registry.url());
             if dc.registry.is_running() {
-                match dc.registry.instances() {
+                match dc.registry.lines() {
                     Ok(list) if list.is_empty() => out.push_str("  (no instances)\n"),
                     Ok(list) => {
                         for i in list {
