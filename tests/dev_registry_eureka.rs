@@ -843,6 +843,13 @@ async fn c19_lease_expiry_twice_duration_and_self_preservation() {
     eu.register("orders", &body("orders", "renewed", "h")).await;
     eu.register("orders", &body("orders", "silent", "h")).await;
     assert_eq!(eu.put("/apps/ORDERS/renewed").await.status, 200);
+    let lease = eu.instance("ORDERS", "renewed").await.expect("stored")["leaseInfo"].clone();
+    assert_eq!(
+        lease["lastRenewalTimestamp"].as_i64().unwrap()
+            - lease["registrationTimestamp"].as_i64().unwrap(),
+        90_000,
+        "a renewal dates the lease one duration ahead (the 2 x duration bug)"
+    );
     advance_secs(119).await;
     assert_eq!(eu.listed_ids().await, ["renewed", "silent"]);
     assert!(
