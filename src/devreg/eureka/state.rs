@@ -333,13 +333,15 @@ impl Registry {
             now
         };
         let stored = lease.record.instance.last_dirty;
-        let record = lease.record.clone();
-        store.renews_this_minute += 1;
-        match last_dirty {
+        let outcome = match last_dirty {
             Some(t) if t > stored => RenewOutcome::NotFound,
-            Some(t) if t < stored && replication => RenewOutcome::Conflict(Box::new(record)),
+            Some(t) if t < stored && replication => {
+                RenewOutcome::Conflict(Box::new(lease.record.clone()))
+            }
             _ => RenewOutcome::Ok,
-        }
+        };
+        store.renews_this_minute += 1;
+        outcome
     }
 
     /// Cancels (`internalCancel`): `true` when a lease was removed. `by_client` also lowers the
