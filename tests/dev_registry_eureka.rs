@@ -1021,13 +1021,19 @@ async fn bad_input_never_breaks_the_server() {
 
 /// Spawns `syncer dev-registry ARGS` and returns it with the line it printed.
 fn spawn_cli(args: &[&str]) -> (std::process::Child, String) {
+    spawn_cli_with(args, std::process::Stdio::null())
+}
+
+/// As [`spawn_cli`], with stderr (the log) going to `stderr`.
+fn spawn_cli_with(args: &[&str], stderr: std::process::Stdio) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_syncer"))
         .arg("dev-registry")
         .args(args)
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn syncer");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -1116,11 +1122,29 @@ fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
         );
         return;
     }
-    let (mut registry, line) = spawn_cli(&["--kind", "eureka", "--listen", "127.0.0.1:0"]);
+    let (mut registry, line) = spawn_cli_with(
+        &[
+            "--kind",
+            "eureka",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "syncer::devreg::eureka=debug",
+        ],
+        Stdio::piped(),
+    );
     let url = line
         .strip_prefix("dev registry listening on ")
         .unwrap_or_else(|| panic!("unexpected line {line:?}"))
         .to_owned();
+    let registry_log = {
+        let mut r = registry.stderr.take().expect("registry stderr");
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
     let mut child = Command::new(&python)
         .arg(root.join("tests/eureka/client_check.py"))
         .arg(&url)
@@ -1155,6 +1179,7 @@ fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
     );
     registry.kill().ok();
     registry.wait().ok();
+    let registry_log = strip_ansi(&registry_log.join().unwrap_or_default());
     let tail: String = err
         .lines()
         .rev()
@@ -1184,4 +1209,33 @@ fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
             "missing {step:?} in:\n{out}"
         );
     }
+    // stop() cancelled: the emulator logged the client's DELETE with 200.
+    let instance_path = "path=/eureka/apps/PY-CHECK/127.0.0.1%3Apy-check%3A9099 ";
+    assert!(
+        registry_log
+            .lines()
+            .any(|l| l.contains("eureka dev registry request")
+                && l.contains("method=DELETE")
+                && l.contains(instance_path)
+                && l.contains("status=200")),
+        "no DELETE of the instance answered 200 in the registry log"
+    );
+}
+
+/// Removes ANSI escape sequences (in case the log is coloured).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
