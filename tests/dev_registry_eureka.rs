@@ -1107,8 +1107,9 @@ fn cli_refuses_flags_of_the_other_kind() {
 /// PyPI's `py-eureka-client` 0.13.3, unchanged (`scripts/setup` installs it in
 /// `.tools/pyeureka`), against a `syncer dev-registry --kind eureka` process: it registers,
 /// renews, changes status, re-registers after its override is removed, discovers itself and a
-/// peer over XML + gzip, calls the peer at the discovered address, and cancels
-/// (`tests/eureka/client_check.py` prints one `OK` line per step).
+/// peer over XML + gzip, calls the peer and an instance registered like a mirrored copy at
+/// the discovered addresses, and cancels (`tests/eureka/client_check.py` prints one `OK` line
+/// per step).
 #[test]
 fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
     use std::process::{Command, Stdio};
@@ -1145,9 +1146,52 @@ fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
             s
         })
     };
+    // An instance of another app, as syncer would mirror one: the client must find it and
+    // call it at the address it discovered (`--call`).
+    let mirrored = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mirrored");
+    let mirrored_port = mirrored.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut conn in mirrored.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = "hello from the mirrored instance";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let registry_addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/eureka")
+        .parse()
+        .expect("address");
+    let copy = with(
+        body(
+            "mirrored",
+            &format!("127.0.0.1:mirrored:{mirrored_port}"),
+            "127.0.0.1",
+        ),
+        json!({"ipAddr": "127.0.0.1", "port": {"$": mirrored_port, "@enabled": "true"}}),
+    );
+    let r = raw_http(
+        registry_addr,
+        "POST",
+        "/eureka/apps/MIRRORED",
+        &[("Content-Type", "application/json")],
+        &copy.to_string(),
+    );
+    assert_eq!(r.status, 204);
     let mut child = Command::new(&python)
         .arg(root.join("tests/eureka/client_check.py"))
         .arg(&url)
+        .args([
+            "--call",
+            "mirrored",
+            "/hi",
+            "hello from the mirrored instance",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1200,7 +1244,8 @@ fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
         "OK override removed, re-registered UP",
         "OK discovered itself",
         "OK called peer hello from py-peer at /hello",
-        "OK xml+gzip hash UP_2_",
+        "OK xml+gzip hash UP_3_",
+        "OK called mirrored hello from the mirrored instance",
         "OK cancelled",
         "DONE",
     ] {
