@@ -843,6 +843,13 @@ async fn c19_lease_expiry_twice_duration_and_self_preservation() {
     eu.register("orders", &body("orders", "renewed", "h")).await;
     eu.register("orders", &body("orders", "silent", "h")).await;
     assert_eq!(eu.put("/apps/ORDERS/renewed").await.status, 200);
+    let lease = eu.instance("ORDERS", "renewed").await.expect("stored")["leaseInfo"].clone();
+    assert_eq!(
+        lease["lastRenewalTimestamp"].as_i64().unwrap()
+            - lease["registrationTimestamp"].as_i64().unwrap(),
+        90_000,
+        "a renewal dates the lease one duration ahead (the 2 x duration bug)"
+    );
     advance_secs(119).await;
     assert_eq!(eu.listed_ids().await, ["renewed", "silent"]);
     assert!(
@@ -1014,13 +1021,19 @@ async fn bad_input_never_breaks_the_server() {
 
 /// Spawns `syncer dev-registry ARGS` and returns it with the line it printed.
 fn spawn_cli(args: &[&str]) -> (std::process::Child, String) {
+    spawn_cli_with(args, std::process::Stdio::null())
+}
+
+/// As [`spawn_cli`], with stderr (the log) going to `stderr`.
+fn spawn_cli_with(args: &[&str], stderr: std::process::Stdio) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_syncer"))
         .arg("dev-registry")
         .args(args)
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn syncer");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -1094,8 +1107,9 @@ fn cli_refuses_flags_of_the_other_kind() {
 /// PyPI's `py-eureka-client` 0.13.3, unchanged (`scripts/setup` installs it in
 /// `.tools/pyeureka`), against a `syncer dev-registry --kind eureka` process: it registers,
 /// renews, changes status, re-registers after its override is removed, discovers itself and a
-/// peer over XML + gzip, calls the peer at the discovered address, and cancels
-/// (`tests/eureka/client_check.py` prints one `OK` line per step).
+/// peer over XML + gzip, calls the peer and an instance registered like a mirrored copy at
+/// the discovered addresses, and cancels (`tests/eureka/client_check.py` prints one `OK` line
+/// per step).
 #[test]
 fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
     use std::process::{Command, Stdio};
@@ -1109,14 +1123,75 @@ fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
         );
         return;
     }
-    let (mut registry, line) = spawn_cli(&["--kind", "eureka", "--listen", "127.0.0.1:0"]);
+    let (mut registry, line) = spawn_cli_with(
+        &[
+            "--kind",
+            "eureka",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "syncer::devreg::eureka=debug",
+        ],
+        Stdio::piped(),
+    );
     let url = line
         .strip_prefix("dev registry listening on ")
         .unwrap_or_else(|| panic!("unexpected line {line:?}"))
         .to_owned();
+    let registry_log = {
+        let mut r = registry.stderr.take().expect("registry stderr");
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    // An instance of another app, as syncer would mirror one: the client must find it and
+    // call it at the address it discovered (`--call`).
+    let mirrored = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mirrored");
+    let mirrored_port = mirrored.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut conn in mirrored.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = "hello from the mirrored instance";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let registry_addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/eureka")
+        .parse()
+        .expect("address");
+    let copy = with(
+        body(
+            "mirrored",
+            &format!("127.0.0.1:mirrored:{mirrored_port}"),
+            "127.0.0.1",
+        ),
+        json!({"ipAddr": "127.0.0.1", "port": {"$": mirrored_port, "@enabled": "true"}}),
+    );
+    let r = raw_http(
+        registry_addr,
+        "POST",
+        "/eureka/apps/MIRRORED",
+        &[("Content-Type", "application/json")],
+        &copy.to_string(),
+    );
+    assert_eq!(r.status, 204);
     let mut child = Command::new(&python)
         .arg(root.join("tests/eureka/client_check.py"))
         .arg(&url)
+        .args([
+            "--call",
+            "mirrored",
+            "/hi",
+            "hello from the mirrored instance",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1148,6 +1223,7 @@ fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
     );
     registry.kill().ok();
     registry.wait().ok();
+    let registry_log = strip_ansi(&registry_log.join().unwrap_or_default());
     let tail: String = err
         .lines()
         .rev()
@@ -1168,7 +1244,8 @@ fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
         "OK override removed, re-registered UP",
         "OK discovered itself",
         "OK called peer hello from py-peer at /hello",
-        "OK xml+gzip hash UP_2_",
+        "OK xml+gzip hash UP_3_",
+        "OK called mirrored hello from the mirrored instance",
         "OK cancelled",
         "DONE",
     ] {
@@ -1177,4 +1254,33 @@ fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
             "missing {step:?} in:\n{out}"
         );
     }
+    // stop() cancelled: the emulator logged the client's DELETE with 200.
+    let instance_path = "path=/eureka/apps/PY-CHECK/127.0.0.1%3Apy-check%3A9099 ";
+    assert!(
+        registry_log
+            .lines()
+            .any(|l| l.contains("eureka dev registry request")
+                && l.contains("method=DELETE")
+                && l.contains(instance_path)
+                && l.contains("status=200")),
+        "no DELETE of the instance answered 200 in the registry log"
+    );
+}
+
+/// Removes ANSI escape sequences (in case the log is coloured).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }

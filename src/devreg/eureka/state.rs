@@ -66,13 +66,18 @@ pub struct Lease {
 impl Lease {
     /// `Lease.isExpired`: cancelled, or past `lastUpdate + duration`.
     fn is_expired(&self, now: i64) -> bool {
-        self.record.lease.eviction > 0
-            || now
-                > self
-                    .record
-                    .lease
-                    .last_renewal
-                    .saturating_add(self.duration_ms)
+        self.is_expired_by(now, 0)
+    }
+
+    /// `Lease.isExpired(additionalLeaseMs)`: with the eviction's late-timer compensation.
+    fn is_expired_by(&self, now: i64, additional_ms: i64) -> bool {
+        let end = self
+            .record
+            .lease
+            .last_renewal
+            .saturating_add(self.duration_ms)
+            .saturating_add(additional_ms);
+        self.record.lease.eviction > 0 || now > end
     }
 }
 
@@ -108,6 +113,8 @@ pub struct Store {
     pub renews_last_minute: u64,
     /// Count of changes (register, cancel, status): the response cache's invalidation signal.
     pub changes: u64,
+    /// When the last eviction pass ran (Unix ms), for the late-timer compensation.
+    pub last_eviction: Option<i64>,
     next_generation: u64,
 }
 
@@ -326,13 +333,15 @@ impl Registry {
             now
         };
         let stored = lease.record.instance.last_dirty;
-        let record = lease.record.clone();
-        store.renews_this_minute += 1;
-        match last_dirty {
+        let outcome = match last_dirty {
             Some(t) if t > stored => RenewOutcome::NotFound,
-            Some(t) if t < stored && replication => RenewOutcome::Conflict(Box::new(record)),
+            Some(t) if t < stored && replication => {
+                RenewOutcome::Conflict(Box::new(lease.record.clone()))
+            }
             _ => RenewOutcome::Ok,
-        }
+        };
+        store.renews_this_minute += 1;
+        outcome
     }
 
     /// Cancels (`internalCancel`): `true` when a lease was removed. `by_client` also lowers the
@@ -548,11 +557,17 @@ impl Registry {
         (!view.instances.is_empty()).then(|| f(&view))
     }
 
-    /// One eviction pass (`evict`): when expiry is enabled, cancels expired leases, at most
-    /// `size − ⌊size × 0.85⌋` (chosen at random) when the cap is on. Returns how many.
+    /// One eviction pass (`EvictionTask`): when expiry is enabled, cancels expired leases, at
+    /// most `size − ⌊size × 0.85⌋` (chosen at random) when the cap is on. A pass that runs
+    /// late gives leases that much longer (Eureka's compensation). Returns how many.
     pub fn evict(&self) -> usize {
         let now = self.clock.now_ms();
         let mut store = self.lock();
+        let interval = i64::try_from(self.config.eviction_interval.as_millis()).unwrap_or(0);
+        let compensation = store
+            .last_eviction
+            .replace(now)
+            .map_or(0, |last| (now - last - interval).max(0));
         if !self.expiry_enabled(&store) {
             return 0;
         }
@@ -561,7 +576,7 @@ impl Registry {
             .iter()
             .flat_map(|(app, m)| {
                 m.iter()
-                    .filter(|(_, l)| l.is_expired(now))
+                    .filter(|(_, l)| l.is_expired_by(now, compensation))
                     .map(|(id, _)| (app.clone(), id.clone()))
             })
             .collect();
@@ -570,7 +585,7 @@ impl Registry {
         }
         let size = store.size();
         let limit = if self.config.eviction_cap {
-            size - (size as f64 * self.config.renewal_percent_threshold) as usize
+            size.saturating_sub((size as f64 * self.config.renewal_percent_threshold) as usize)
         } else {
             size
         };
@@ -629,6 +644,23 @@ fn threshold(config: &EurekaDevConfig, expected: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// A late eviction pass gives leases the lateness on top (`getCompensationTimeMs`).
+    #[tokio::test(start_paused = true)]
+    async fn late_eviction_pass_compensates() {
+        let reg = Registry::new(EurekaDevConfig::default());
+        let body = br#"{"instance":{"hostName":"h","app":"a","ipAddr":"i",
+            "dataCenterInfo":{"@class":"c","name":"MyOwn"},"leaseInfo":{"durationInSecs":5}}}"#;
+        let inst = super::super::model::parse_register_body(body, reg.clock.now_ms()).unwrap();
+        reg.register(inst, false);
+        assert_eq!(reg.evict(), 0);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(reg.evict(), 0, "9 s late: the lease ends at 5 + 9 s");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(reg.evict(), 1, "on time again");
+        assert_eq!(reg.lock().size(), 0);
+    }
 
     #[test]
     fn rules_first_match_wins() {
