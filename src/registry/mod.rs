@@ -13,6 +13,9 @@
 //! - [`servicecomb`]: Apache ServiceComb Service Center, REST API v4, with its own rules
 //!   (`servicecomb::rules`) behind [`Registry::accepts_service`] and
 //!   [`Registry::accepts_instance`].
+//! - [`eureka`]: Netflix Eureka (REST API, also behind Spring Cloud's `/eureka`), with its
+//!   own rules (`eureka::rules`); it has no services at rest, so service ids are derived and
+//!   service properties, contracts, tags and rules are not carried.
 //! - [`memory`]: an in-memory twin (of ServiceComb, rules included) for tests of the layers
 //!   above.
 //! - [`contract`]: the suite every adapter must pass.
@@ -33,6 +36,7 @@
 
 pub mod bounds;
 pub mod contract;
+pub mod eureka;
 pub mod factory;
 #[cfg(test)]
 pub(crate) mod fixtures;
