@@ -164,7 +164,8 @@ fn ports_of(ip: &str, endpoints: &[String]) -> (Port, Port) {
         let Ok(url) = url::Url::parse(endpoint) else {
             continue;
         };
-        let (Some(host), Some(number)) = (endpoint_host(endpoint), url.port_or_known_default()) else {
+        let (Some(host), Some(number)) = (endpoint_host(endpoint), url.port_or_known_default())
+        else {
             continue;
         };
         if host != ip {
