@@ -16,6 +16,7 @@
 //! - **No services at rest.** A Eureka service exists while it has instances: it is absent
 //!   from a snapshot before its first instance and after its last, and it has no properties
 //!   (`set_service_properties` is accepted and does nothing, for any service id).
+//!
 //! Schemas, tags and access rules are outside this contract (the trait's defaults refuse
 //! them, which is what Eureka keeps).
 
