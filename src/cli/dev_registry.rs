@@ -1,8 +1,13 @@
-//! `syncer dev-registry`: runs the in-memory ServiceComb Service Center emulator
-//! ([`crate::devreg`]) until SIGINT/SIGTERM.
+//! `syncer dev-registry`: runs an in-memory registry until SIGINT/SIGTERM: the ServiceComb
+//! Service Center emulator ([`crate::devreg`], `--kind servicecomb`, the default) or the Eureka
+//! one ([`crate::devreg::eureka`], `--kind eureka`).
 //!
-//! Prints one line, `dev registry listening on http://ADDR`, on stdout once the port is bound,
-//! so scripts can wait for it. Logs go to stderr.
+//! Prints one line on stdout once the port is bound, so scripts can wait for it:
+//! `dev registry listening on http://ADDR` (ServiceComb) or
+//! `dev registry listening on http://ADDR/eureka` (Eureka). Logs go to stderr.
+//!
+//! Flags of one kind are refused with the other (a clear message, exit status 2): the SC
+//! flags below with `--kind eureka`, `--real-eureka` with `--kind servicecomb`.
 //!
 //! `--real-sc 1.4.8` and `--real-sc 2.x` turn on every real-SC behaviour of that version; a
 //! bare `--real-sc` means `1.4.8` (it used to add the 2 s delete check window and
@@ -18,19 +23,49 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::devreg::eureka::EurekaDevConfig;
 use crate::devreg::{DevRegistryConfig, HeartbeatStyle, RbacConfig, spawn};
 
 /// Exit status for bad flags (as clap's usage errors).
 const EXIT_USAGE: u8 = 2;
 /// Exit status for runtime failures (port in use, ...).
 const EXIT_RUNTIME: u8 = 1;
+/// SC's default port.
+const SC_DEFAULT_LISTEN: &str = "127.0.0.1:30100";
+/// Eureka's default port.
+const EUREKA_DEFAULT_LISTEN: &str = "127.0.0.1:8761";
+/// Default lifetime of an RBAC token without one asked (SC: 12 h).
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Default period of the 2.x retire job (SC: daily).
+const DEFAULT_RETIRE_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+/// Which registry `syncer dev-registry` emulates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RegistryKind {
+    /// Apache ServiceComb Service Center (v4 API).
+    #[default]
+    Servicecomb,
+    /// Netflix Eureka (served under `/eureka/`).
+    Eureka,
+}
 
 /// Flags of `syncer dev-registry`.
 #[derive(Debug, Args)]
 pub struct DevRegistryArgs {
-    /// Address to listen on (SC's default port is 30100; port 0 picks a free one).
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:30100")]
-    pub listen: SocketAddr,
+    /// Which registry to emulate: `servicecomb` or `eureka`.
+    #[arg(long, value_name = "KIND", value_enum, default_value_t = RegistryKind::Servicecomb)]
+    pub kind: RegistryKind,
+
+    /// Address to listen on; port 0 picks a free one. Default `127.0.0.1:30100` (SC's port),
+    /// `127.0.0.1:8761` with `--kind eureka`.
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Eureka only: real Eureka's timing — 30 s read-only response cache on list reads, the
+    /// 2 × duration lease expiry, eviction every 60 s, self-preservation. Default: lists are
+    /// live, a lease expires one duration after its last renewal, eviction every second.
+    #[arg(long)]
+    pub real_eureka: bool,
 
     /// Behave as a real Service Center: `1.4.8` (asynchronous dependency rules) or `2.x`
     /// (v2.2.0: find ignores `version`, push health checks at least 5 s / 3, inner
@@ -58,22 +93,23 @@ pub struct DevRegistryArgs {
     #[arg(long, value_name = "PW", requires = "rbac_user")]
     pub rbac_password: Option<String>,
 
-    /// Lifetime of a token whose login does not ask for one (SC: 12h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "12h")]
-    pub rbac_token_ttl: Duration,
+    /// Lifetime of a token whose login does not ask for one. Default 12h (SC's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub rbac_token_ttl: Option<Duration>,
 
-    /// Period of the 2.x retire job deleting old versions without instances (SC: daily).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "24h")]
-    pub retire_period: Duration,
+    /// Period of the 2.x retire job deleting old versions without instances. Default 24h
+    /// (SC: daily).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retire_period: Option<Duration>,
 
     /// Serve find, list, get and the dump from a copy of the data that trails writes by this
     /// much (as SC's watch-fed cache does), e.g. `200ms`. Default: no lag.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
-    pub read_lag: Duration,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub read_lag: Option<Duration>,
 
-    /// Multiplies every instance lease (e.g. 0.05 turns 120 s into 6 s).
-    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_scale)]
-    pub lease_scale: f64,
+    /// Multiplies every instance lease (e.g. 0.05 turns 120 s into 6 s). Default 1.
+    #[arg(long, value_name = "F", value_parser = parse_scale)]
+    pub lease_scale: Option<f64>,
 
     /// Do not seed SC's own SERVICECENTER service and instance in default/default.
     #[arg(long)]
@@ -142,7 +178,7 @@ fn config_of(args: &DevRegistryArgs) -> Result<DevRegistryConfig, String> {
     if let Some(style) = args.heartbeat_style {
         config.heartbeat_style = style;
     }
-    config.lease_scale = args.lease_scale;
+    config.lease_scale = args.lease_scale.unwrap_or(1.0);
     config.self_register = !args.no_self_register;
     config.inner_properties = args
         .inner_property
@@ -153,15 +189,73 @@ fn config_of(args: &DevRegistryArgs) -> Result<DevRegistryConfig, String> {
         config.rbac = Some(RbacConfig {
             user: user.clone(),
             password: password.clone(),
-            token_ttl: args.rbac_token_ttl,
+            token_ttl: args.rbac_token_ttl.unwrap_or(DEFAULT_TOKEN_TTL),
         });
     }
-    if args.retire_period.is_zero() {
+    let retire_period = args.retire_period.unwrap_or(DEFAULT_RETIRE_PERIOD);
+    if retire_period.is_zero() {
         return Err("--retire-period must be positive".into());
     }
-    config.retire_period = args.retire_period;
-    config.read_lag = args.read_lag;
+    config.retire_period = retire_period;
+    config.read_lag = args.read_lag.unwrap_or(Duration::ZERO);
     Ok(config)
+}
+
+/// The flags given that only the ServiceComb kind knows.
+fn servicecomb_flags_given(args: &DevRegistryArgs) -> Vec<&'static str> {
+    let given = [
+        (args.real_sc.is_some(), "--real-sc"),
+        (args.heartbeat_style.is_some(), "--heartbeat-style"),
+        (!args.inner_property.is_empty(), "--inner-property"),
+        (args.rbac_user.is_some(), "--rbac-user"),
+        (args.rbac_password.is_some(), "--rbac-password"),
+        (args.rbac_token_ttl.is_some(), "--rbac-token-ttl"),
+        (args.retire_period.is_some(), "--retire-period"),
+        (args.read_lag.is_some(), "--read-lag"),
+        (args.lease_scale.is_some(), "--lease-scale"),
+        (args.no_self_register, "--no-self-register"),
+    ];
+    given
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+}
+
+/// The registry to run, from the flags.
+enum Setup {
+    Servicecomb(DevRegistryConfig),
+    Eureka(EurekaDevConfig),
+}
+
+/// Checks the flags against `--kind` and builds the settings.
+///
+/// # Errors
+/// A message naming the flags the chosen kind does not take, or the SC flag problems of
+/// [`config_of`].
+fn setup_of(args: &DevRegistryArgs) -> Result<Setup, String> {
+    match args.kind {
+        RegistryKind::Servicecomb => {
+            if args.real_eureka {
+                return Err("--real-eureka needs --kind eureka".into());
+            }
+            config_of(args).map(Setup::Servicecomb)
+        }
+        RegistryKind::Eureka => {
+            let sc_only = servicecomb_flags_given(args);
+            if !sc_only.is_empty() {
+                return Err(format!(
+                    "{} only apply to --kind servicecomb (the Eureka emulator takes --listen, \
+                     --real-eureka and --log-level)",
+                    sc_only.join(", ")
+                ));
+            }
+            Ok(Setup::Eureka(if args.real_eureka {
+                EurekaDevConfig::real()
+            } else {
+                EurekaDevConfig::default()
+            }))
+        }
+    }
 }
 
 fn parse_style(s: &str) -> Result<HeartbeatStyle, String> {
@@ -189,8 +283,8 @@ pub fn run(args: &DevRegistryArgs) -> ExitCode {
         eprintln!("syncer: --log-level {:?}: {e}", args.log_level);
         return ExitCode::from(EXIT_USAGE);
     }
-    let config = match config_of(args) {
-        Ok(config) => config,
+    let setup = match setup_of(args) {
+        Ok(setup) => setup,
         Err(e) => {
             eprintln!("syncer: {e}");
             return ExitCode::from(EXIT_USAGE);
@@ -200,17 +294,35 @@ pub fn run(args: &DevRegistryArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let listen = args.listen;
+    let listen = args.listen.unwrap_or_else(|| {
+        let default = match args.kind {
+            RegistryKind::Servicecomb => SC_DEFAULT_LISTEN,
+            RegistryKind::Eureka => EUREKA_DEFAULT_LISTEN,
+        };
+        default
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    });
     let outcome = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let root = CancellationToken::new();
         crate::shutdown::spawn_signal_handler(root.clone());
-        let handle = spawn(listener, config, root).await;
-        println!("dev registry listening on {}", handle.url());
-        let _ = std::io::stdout().flush();
-        handle.stopped().await;
+        match setup {
+            Setup::Servicecomb(config) => {
+                let handle = spawn(listener, config, root).await;
+                println!("dev registry listening on {}", handle.url());
+                let _ = std::io::stdout().flush();
+                handle.stopped().await;
+            }
+            Setup::Eureka(config) => {
+                let handle = crate::devreg::eureka::spawn(listener, config, root).await;
+                println!("dev registry listening on {}", handle.url());
+                let _ = std::io::stdout().flush();
+                handle.stopped().await;
+            }
+        }
         Ok::<(), String>(())
     });
     runtime.shutdown_background();

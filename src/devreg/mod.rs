@@ -19,6 +19,7 @@
 //! - `view`: the read-after-write lag (reads served from a copy that trails writes).
 //! - `model`: the JSON shapes; `validate`: SC's validation rules; `version`: version rules;
 //!   `errors`: SC's error codes and body.
+//! - [`eureka`]: a separate emulator of Netflix Eureka's REST API (`dev-registry --kind eureka`).
 //!
 //! # Examples
 //! ```no_run
@@ -41,6 +42,7 @@ mod auth;
 mod dependencies;
 mod discovery;
 mod errors;
+pub mod eureka;
 mod http;
 mod instances;
 mod lease;
