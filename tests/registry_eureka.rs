@@ -341,3 +341,419 @@ async fn the_daemon_names_a_non_eureka_address_at_start() {
     daemon.wait_exit();
     sc.shutdown().await;
 }
+
+// ---- against the Eureka emulator ----
+
+use syncer::devreg::eureka::{EurekaDev, EurekaDevConfig};
+use syncer::registry::contract::{ContractProfile, registry_contract_with};
+use syncer::registry::model::DataCenterInfo;
+use syncer::registry::{HealthCheck, Instance, InstanceRef, Service, Tenant};
+
+async fn emulator() -> EurekaDev {
+    EurekaDev::start(EurekaDevConfig::default())
+        .await
+        .expect("emulator")
+}
+
+fn adapter_for(dev: &EurekaDev) -> Eureka {
+    let url = Url::parse(&dev.url()).expect("url");
+    Eureka::new(test_config(&[url])).expect("adapter")
+}
+
+fn service(app: &str, name: &str) -> Service {
+    Service {
+        tenant: Tenant::default_tenant(),
+        service_id: format!("origin-{app}-{name}"),
+        app: app.into(),
+        name: name.into(),
+        version: "1.0.0".into(),
+        properties: BTreeMap::from([("syncer.origin".into(), "dc1".into())]),
+        ..Service::default()
+    }
+}
+
+/// A copy as the importer writes it (`sync::copy::copy_body`): origin mark, push check.
+fn copy(service_id: &str, id: &str) -> Instance {
+    Instance {
+        tenant: Tenant::default_tenant(),
+        service_id: service_id.into(),
+        instance_id: id.into(),
+        endpoints: vec!["rest://10.0.0.7:8080".into()],
+        host_name: "node-7".into(),
+        status: "UP".into(),
+        properties: BTreeMap::from([("syncer.origin".into(), "dc1".into())]),
+        health_check: Some(HealthCheck {
+            mode: "push".into(),
+            interval: 10,
+            times: 2,
+            port: 0,
+            url: String::new(),
+        }),
+        version: "1.0.0".into(),
+        ..Instance::default()
+    }
+}
+
+/// `GET {base}/apps/{APP}/{ID}` as JSON, straight from the emulator.
+async fn raw_record(dev: &EurekaDev, app: &str, id: &str) -> Option<serde_json::Value> {
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/apps/{app}/{}",
+            dev.url(),
+            id.replace(':', "%3A")
+        ))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("emulator answers");
+    if response.status() == 404 {
+        return None;
+    }
+    Some(response.json().await.expect("JSON"))
+}
+
+#[tokio::test]
+async fn contract_against_the_emulator() {
+    let dev = emulator().await;
+    registry_contract_with(&adapter_for(&dev), ContractProfile::EUREKA).await;
+    dev.shutdown().await;
+}
+
+#[tokio::test]
+async fn contract_against_the_emulator_in_real_eureka_mode_without_its_cache() {
+    // Real timing but live lists: the contract's feed deadline (10 s) is below the 30 s
+    // response cache, which docs/PERFORMANCE.md accounts for separately.
+    let dev = EurekaDev::start(EurekaDevConfig {
+        response_cache: None,
+        ..EurekaDevConfig::real()
+    })
+    .await
+    .expect("emulator");
+    registry_contract_with(&adapter_for(&dev), ContractProfile::EUREKA).await;
+    dev.shutdown().await;
+}
+
+/// What the importer compares reads back as it was written: host name, endpoints, data
+/// centre, status, properties, health check (a difference would be a write loop).
+#[tokio::test]
+async fn copies_read_back_as_written() {
+    let dev = emulator().await;
+    let eureka = adapter_for(&dev);
+    let id = eureka
+        .ensure_service(&service("shop", "orders"))
+        .await
+        .expect("service");
+    let mut odd = copy(&id, "syncer-00000000000000000000000000000001");
+    odd.endpoints = vec![
+        "rest://10.0.0.7:8080?sslEnabled=false".into(),
+        "highway://10.0.0.7:7070".into(),
+    ];
+    odd.status = "TESTING".into();
+    odd.properties
+        .insert("weird key/<x>".into(), "value".into());
+    odd.properties.insert("sc.version".into(), "mine".into());
+    odd.data_center = Some(DataCenterInfo {
+        name: "dc1".into(),
+        region: "eu".into(),
+        available_zone: "az1".into(),
+    });
+    let plain = copy(&id, "syncer-00000000000000000000000000000002");
+    let mut no_host = copy(&id, "host:orders:8080");
+    no_host.host_name = String::new();
+    for instance in [&odd, &plain, &no_host] {
+        eureka.register(instance).await.expect("register");
+    }
+    let snapshot = eureka.snapshot().await.expect("snapshot");
+    for instance in [&odd, &plain, &no_host] {
+        let back = snapshot
+            .instance(&instance.reference())
+            .unwrap_or_else(|| panic!("{} in the snapshot", instance.instance_id));
+        assert!(back.same_body(instance), "{back:?}\n{instance:?}");
+    }
+    let record = raw_record(&dev, "ORDERS", "syncer-00000000000000000000000000000001")
+        .await
+        .expect("record");
+    assert_eq!(record["instance"]["status"], "OUT_OF_SERVICE");
+    assert_eq!(record["instance"]["leaseInfo"]["durationInSecs"], 30);
+    dev.shutdown().await;
+}
+
+/// Status changes hold against Eureka's override rules, and renewals never undo them.
+#[tokio::test]
+async fn status_changes_go_through_overrides() {
+    let dev = emulator().await;
+    let eureka = adapter_for(&dev);
+    let id = eureka
+        .ensure_service(&service("shop", "orders"))
+        .await
+        .expect("service");
+    let a = copy(&id, "syncer-0000000000000000000000000000000a");
+    eureka.register(&a).await.expect("register");
+    let mut registered_oos = copy(&id, "syncer-0000000000000000000000000000000b");
+    registered_oos.status = "OUTOFSERVICE".into();
+    eureka.register(&registered_oos).await.expect("register");
+
+    let status_of = |r: InstanceRef| {
+        let eureka = eureka.clone();
+        async move {
+            eureka
+                .snapshot()
+                .await
+                .expect("snapshot")
+                .instance(&r)
+                .map(|i| i.status.clone())
+        }
+    };
+    assert_eq!(
+        status_of(registered_oos.reference()).await.as_deref(),
+        Some("OUTOFSERVICE")
+    );
+    let raw = raw_record(&dev, "ORDERS", &registered_oos.instance_id)
+        .await
+        .expect("record");
+    assert_eq!(
+        raw["instance"]["overriddenStatus"], "OUT_OF_SERVICE",
+        "an override, so that UP can lift it: {raw}"
+    );
+    for (r, path) in [
+        (
+            a.reference(),
+            [
+                "OUTOFSERVICE",
+                "UP",
+                "TESTING",
+                "DOWN",
+                "UP",
+                "STARTING",
+                "TESTING",
+                "UP",
+            ]
+            .as_slice(),
+        ),
+        (
+            registered_oos.reference(),
+            ["UP", "DOWN", "OUTOFSERVICE", "UP"].as_slice(),
+        ),
+    ] {
+        for status in path {
+            eureka.set_status(&r, status).await.expect("set_status");
+            assert_eq!(
+                status_of(r.clone()).await.as_deref(),
+                Some(*status),
+                "after set_status({status}) of {}",
+                r.instance_id
+            );
+            let report = eureka.heartbeat(&[r.clone()]).await.expect("heartbeat");
+            assert!(report.unknown.is_empty(), "{report:?}");
+            assert_eq!(
+                status_of(r.clone()).await.as_deref(),
+                Some(*status),
+                "a renewal keeps {status}"
+            );
+        }
+    }
+    // Properties change by registering again, and keep the status.
+    eureka
+        .set_status(&a.reference(), "OUTOFSERVICE")
+        .await
+        .expect("status");
+    let props = BTreeMap::from([
+        ("syncer.origin".into(), "dc1".into()),
+        ("k".into(), "v".into()),
+    ]);
+    eureka
+        .set_instance_properties(&a.reference(), &props)
+        .await
+        .expect("properties");
+    let snapshot = eureka.snapshot().await.expect("snapshot");
+    let back = snapshot.instance(&a.reference()).expect("a");
+    assert_eq!(
+        (back.status.as_str(), &back.properties),
+        ("OUTOFSERVICE", &props)
+    );
+    assert!(
+        !dev.requests().iter().any(|r| r.path.ends_with("/metadata")),
+        "the metadata PUT is never used"
+    );
+    dev.shutdown().await;
+}
+
+/// A copy Eureka lost is registered again at once from the kept body (the Eureka client's
+/// rule); an instance nothing is kept for is reported unknown. No call ever carries the
+/// replication header.
+#[tokio::test]
+async fn a_lost_copy_is_registered_again_on_404() {
+    let dev = emulator().await;
+    let eureka = adapter_for(&dev);
+    let id = eureka
+        .ensure_service(&service("shop", "orders"))
+        .await
+        .expect("service");
+    let mut a = copy(&id, "syncer-000000000000000000000000000000aa");
+    a.status = "TESTING".into();
+    eureka.register(&a).await.expect("register");
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/apps/ORDERS/{}", dev.url(), a.instance_id))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 200);
+    assert!(raw_record(&dev, "ORDERS", &a.instance_id).await.is_none());
+
+    let ghost = InstanceRef {
+        tenant: Tenant::default_tenant(),
+        service_id: id.clone(),
+        instance_id: "syncer-000000000000000000000000000000bb".into(),
+    };
+    let report = eureka
+        .heartbeat(&[a.reference(), ghost.clone()])
+        .await
+        .expect("heartbeat");
+    assert_eq!(report.unknown, vec![ghost]);
+    assert_eq!(eureka.metrics().reregistrations(), 1);
+    assert_eq!(eureka.metrics().renewals(), 2);
+    let back = eureka.snapshot().await.expect("snapshot");
+    let back = back.instance(&a.reference()).expect("registered again");
+    assert!(back.same_body(&a), "{back:?}");
+
+    let renewals: Vec<_> = dev
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.ends_with(&a.instance_id))
+        .collect();
+    assert!(
+        renewals
+            .iter()
+            .all(|r| r.query.contains("status=UP") && r.query.contains("lastDirtyTimestamp=")),
+        "{renewals:?}"
+    );
+    for request in dev.requests() {
+        assert!(
+            request.header("x-netflix-discovery-replication").is_none(),
+            "{} {} sent the replication header",
+            request.method,
+            request.path
+        );
+        assert!(
+            request
+                .header("accept")
+                .is_some_and(|a| a.contains("application/json")),
+            "{} {} without Accept JSON",
+            request.method,
+            request.path
+        );
+    }
+    dev.shutdown().await;
+}
+
+/// The feed follows the emulator through deltas alone while the hash agrees.
+#[tokio::test]
+async fn the_feed_follows_deltas_of_the_emulator() {
+    let dev = emulator().await;
+    let eureka = adapter_for(&dev);
+    let id = eureka
+        .ensure_service(&service("shop", "orders"))
+        .await
+        .expect("service");
+    let mut feed = eureka.change_feed();
+    feed.next().await.expect("first batch");
+    let a = copy(&id, "syncer-0000000000000000000000000000a001");
+    eureka.register(&a).await.expect("register");
+    feed_until(
+        &mut feed,
+        "a",
+        |c| matches!(c, Change::Instance(i) if i.instance_id == a.instance_id),
+    )
+    .await;
+    eureka
+        .set_status(&a.reference(), "DOWN")
+        .await
+        .expect("down");
+    feed_until(&mut feed, "a down", |c| {
+        matches!(c, Change::Instance(i) if i.instance_id == a.instance_id && i.status == "DOWN")
+    })
+    .await;
+    eureka.unregister(&a.reference()).await.expect("unregister");
+    let seen = feed_until(
+        &mut feed,
+        "a gone",
+        |c| matches!(c, Change::InstanceRemoved(r) if r.instance_id == a.instance_id),
+    )
+    .await;
+    assert!(
+        seen.iter()
+            .any(|c| matches!(c, Change::ServiceRemoved { service_id, .. } if *service_id == id)),
+        "the service goes with its last instance: {seen:?}"
+    );
+    assert_eq!(eureka.metrics().full_fetches(), 1, "deltas were enough");
+    assert_eq!(eureka.metrics().hash_mismatches(), 0);
+    dev.shutdown().await;
+}
+
+/// Two addresses of one Eureka: the dead one is left for the live one.
+#[tokio::test]
+async fn writes_fail_over_to_the_live_address() {
+    let dev = emulator().await;
+    let dead = dead_address().await;
+    let live = Url::parse(&dev.url()).expect("url");
+    let eureka = Eureka::new(test_config(&[dead, live])).expect("adapter");
+    let id = eureka
+        .ensure_service(&service("shop", "orders"))
+        .await
+        .expect("service");
+    let a = copy(&id, "syncer-0000000000000000000000000000f001");
+    eureka
+        .register(&a)
+        .await
+        .expect("register through the live address");
+    assert_eq!(eureka.metrics().failovers(), 1);
+    assert!(raw_record(&dev, "ORDERS", &a.instance_id).await.is_some());
+    dev.shutdown().await;
+}
+
+/// An instance Eureka cannot hold is an error naming the reason; the others go through.
+#[tokio::test]
+async fn a_refused_instance_does_not_block_the_others() {
+    let dev = emulator().await;
+    let eureka = adapter_for(&dev);
+    let id = eureka
+        .ensure_service(&service("shop", "orders"))
+        .await
+        .expect("service");
+    let mut bad = copy(&id, "syncer-0000000000000000000000000000e001");
+    bad.endpoints.clear();
+    bad.host_name = String::new();
+    let refusal = eureka.accepts_instance(&bad).expect_err("no address");
+    assert!(refusal.detail.contains("Missing ip address"), "{refusal}");
+    let error = eureka.register(&bad).await.expect_err("refused");
+    assert!(
+        matches!(&error, RegistryError::Invalid(m) if m.contains("Missing ip address")),
+        "{error:?}"
+    );
+    let good = copy(&id, "syncer-0000000000000000000000000000e002");
+    eureka.register(&good).await.expect("the others go through");
+    let report = eureka
+        .heartbeat(&[bad.reference(), good.reference()])
+        .await
+        .expect("heartbeat");
+    assert_eq!(report.unknown, vec![bad.reference()]);
+    // Two services of the same name in two apps: one Eureka application, two services.
+    let other = eureka
+        .ensure_service(&service("other-app", "orders"))
+        .await
+        .expect("service");
+    assert_ne!(other, id);
+    let twin = copy(&other, "syncer-0000000000000000000000000000e003");
+    eureka.register(&twin).await.expect("register");
+    let snapshot = eureka.snapshot().await.expect("snapshot");
+    assert_eq!(
+        snapshot.instance(&twin.reference()).map(|i| &i.service_id),
+        Some(&other)
+    );
+    assert_eq!(
+        snapshot.instance(&good.reference()).map(|i| &i.service_id),
+        Some(&id)
+    );
+    dev.shutdown().await;
+}
