@@ -543,7 +543,10 @@ async fn status_changes_go_through_overrides() {
                 "after set_status({status}) of {}",
                 r.instance_id
             );
-            let report = eureka.heartbeat(&[r.clone()]).await.expect("heartbeat");
+            let report = eureka
+                .heartbeat(std::slice::from_ref(&r))
+                .await
+                .expect("heartbeat");
             assert!(report.unknown.is_empty(), "{report:?}");
             assert_eq!(
                 status_of(r.clone()).await.as_deref(),
