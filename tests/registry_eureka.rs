@@ -285,6 +285,60 @@ async fn calls_fail_over_between_addresses() {
     assert_eq!(again.identity().await.expect("identity").id, identity.id);
 }
 
+/// `--sc-user`/`--sc-password` reach a Eureka behind Spring Security as HTTP basic
+/// credentials, on every call.
+#[tokio::test]
+async fn credentials_are_sent_as_basic_auth() {
+    let script: Shared = Arc::default();
+    script.lock().unwrap().full = applications("1", "", &[]);
+    let config = EurekaConfig {
+        credentials: Some(syncer::config::Credentials {
+            user: "eureka".into(),
+            password: syncer::config::Secret::new("s3cret"),
+        }),
+        ..test_config(&[stub(script.clone()).await])
+    };
+    let eureka = Eureka::new(config).expect("adapter");
+    eureka.identity().await.expect("identity");
+    eureka.snapshot().await.expect("snapshot");
+    let script = script.lock().unwrap();
+    assert_eq!(script.seen.len(), 2);
+    for (_, _, headers) in &script.seen {
+        // base64("eureka:s3cret")
+        assert!(
+            headers
+                .iter()
+                .any(|h| h == "authorization: Basic ZXVyZWthOnMzY3JldA=="),
+            "{headers:?}"
+        );
+    }
+}
+
+/// A heartbeat fails as a whole only when no renewal got an answer.
+#[tokio::test]
+async fn a_heartbeat_nobody_answers_is_an_error() {
+    let eureka = Eureka::new(test_config(&[dead_address().await])).expect("adapter");
+    let id = eureka
+        .ensure_service(&syncer::registry::Service {
+            name: "orders".into(),
+            app: "shop".into(),
+            version: "1.0.0".into(),
+            ..syncer::registry::Service::default()
+        })
+        .await
+        .expect("no call");
+    let r = syncer::registry::InstanceRef {
+        tenant: syncer::registry::Tenant::default_tenant(),
+        service_id: id,
+        instance_id: "i".into(),
+    };
+    let error = eureka
+        .heartbeat(std::slice::from_ref(&r))
+        .await
+        .expect_err("nobody answers");
+    assert!(error.is_retryable(), "{error:?}");
+}
+
 /// A ServiceComb at `--sc-addr` is not taken for a Eureka: the error names the address.
 #[tokio::test]
 async fn a_servicecomb_is_not_a_eureka() {
