@@ -31,8 +31,9 @@
 //! # Adding a registry kind
 //! One folder, `src/registry/<kind>/`, with the adapter (its `*Config` with a `from_config`
 //! and defaults, HTTP client, JSON types kept private, metrics, and its `rules.rs` behind
-//! `accepts_*`), passing [`contract::registry_contract`]; then one arm in [`factory::build`]
-//! and the kind's name in the configuration's `Plugin`.
+//! `accepts_*`), passing [`contract::registry_contract`] (or [`contract::registry_contract_with`]
+//! and a profile whose differences `contract.rs` documents, as Eureka's); then one arm in
+//! [`factory::build`] and the kind's name in the configuration's `Plugin`.
 
 pub mod bounds;
 pub mod contract;
