@@ -814,3 +814,134 @@ async fn a_refused_instance_does_not_block_the_others() {
     );
     dev.shutdown().await;
 }
+
+/// Status changes hold when someone changed the record behind syncer's back: an override
+/// lifted by an operator, or a record stuck `OUT_OF_SERVICE` without an override (which a
+/// re-registration with `UP` cannot leave, §4.3 rule 3). And a copy kept out of service
+/// whose properties change is never shown `STARTING` on the way.
+#[tokio::test]
+async fn status_changes_hold_after_changes_behind_syncers_back() {
+    let dev = emulator().await;
+    let eureka = adapter_for(&dev);
+    let http = reqwest::Client::new();
+    let id = eureka
+        .ensure_service(&service("shop", "orders"))
+        .await
+        .expect("service");
+    let status_of = |r: InstanceRef| {
+        let eureka = eureka.clone();
+        async move {
+            eureka
+                .snapshot()
+                .await
+                .expect("snapshot")
+                .instance(&r)
+                .map(|i| i.status.clone())
+        }
+    };
+
+    // Kept out of service; properties change: re-registered OUT_OF_SERVICE, never STARTING.
+    let mut a = copy(&id, "syncer-0000000000000000000000000000c001");
+    a.status = "OUTOFSERVICE".into();
+    eureka.register(&a).await.expect("register");
+    let before = dev.requests().len();
+    let props = BTreeMap::from([
+        ("syncer.origin".into(), "dc1".into()),
+        ("k".into(), "2".into()),
+    ]);
+    eureka
+        .set_instance_properties(&a.reference(), &props)
+        .await
+        .expect("properties");
+    let posts: Vec<_> = dev.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "POST")
+        .cloned()
+        .collect();
+    assert_eq!(posts.len(), 1);
+    assert!(
+        posts[0].body.contains("\"OUT_OF_SERVICE\"") && !posts[0].body.contains("STARTING"),
+        "{}",
+        posts[0].body
+    );
+    assert_eq!(
+        status_of(a.reference()).await.as_deref(),
+        Some("OUTOFSERVICE")
+    );
+
+    // An operator lifts the override: the next write puts it back.
+    let lifted = http
+        .delete(format!(
+            "{}/apps/ORDERS/{}/status?value=UP",
+            dev.url(),
+            a.instance_id
+        ))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("lift");
+    assert_eq!(lifted.status(), 200);
+    assert_eq!(status_of(a.reference()).await.as_deref(), Some("UP"));
+    let props = BTreeMap::from([
+        ("syncer.origin".into(), "dc1".into()),
+        ("k".into(), "3".into()),
+    ]);
+    eureka
+        .set_instance_properties(&a.reference(), &props)
+        .await
+        .expect("properties");
+    assert_eq!(
+        status_of(a.reference()).await.as_deref(),
+        Some("OUTOFSERVICE")
+    );
+
+    // Someone registers the record OUT_OF_SERVICE afresh (no override) with a newer stamp:
+    // UP still wins.
+    let b = copy(&id, "syncer-0000000000000000000000000000c002");
+    eureka.register(&b).await.expect("register");
+    let deleted = http
+        .delete(format!("{}/apps/ORDERS/{}", dev.url(), b.instance_id))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 200);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        + 60_000;
+    let body = serde_json::json!({"instance": {
+        "instanceId": b.instance_id, "hostName": "node-7", "app": "ORDERS",
+        "ipAddr": "10.0.0.7", "status": "OUT_OF_SERVICE", "vipAddress": "orders",
+        "port": {"$": 8080, "@enabled": "true"},
+        "dataCenterInfo": {"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn"},
+        "metadata": {"sc.appId": "shop", "sc.serviceName": "orders", "sc.version": "1.0.0",
+                     "syncer.origin": "dc1"},
+        "lastDirtyTimestamp": stamp.to_string(),
+    }});
+    let registered = http
+        .post(format!("{}/apps/ORDERS", dev.url()))
+        .header("accept", "application/json")
+        .json(&body)
+        .send()
+        .await
+        .expect("register behind syncer's back");
+    assert_eq!(registered.status(), 204);
+    assert_eq!(
+        status_of(b.reference()).await.as_deref(),
+        Some("OUTOFSERVICE")
+    );
+    eureka
+        .set_status(&b.reference(), "UP")
+        .await
+        .expect("set_status");
+    assert_eq!(status_of(b.reference()).await.as_deref(), Some("UP"));
+    let report = eureka
+        .heartbeat(std::slice::from_ref(&b.reference()))
+        .await
+        .expect("heartbeat");
+    assert!(report.unknown.is_empty(), "{report:?}");
+    assert_eq!(status_of(b.reference()).await.as_deref(), Some("UP"));
+    dev.shutdown().await;
+}

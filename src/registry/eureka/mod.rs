@@ -26,11 +26,14 @@
 //! # Status changes
 //! Eureka's status rules (§4.3) make a re-registration unable to leave `OUT_OF_SERVICE`,
 //! and a renewal never changes the status. So `OUT_OF_SERVICE` (ServiceComb's
-//! `OUTOFSERVICE` and `TESTING`) is always set as an override (`PUT …/status`), after a
-//! registration with `STARTING` (a record's own `STARTING` wins over an override, and a
-//! new record registered `OUT_OF_SERVICE` outright would have none, so nothing could lift
-//! it); `UP` first lifts an override (`DELETE …/status?value=UP`); `DOWN` and `STARTING`
-//! are registered (a record's own `DOWN` wins over any override).
+//! `OUTOFSERVICE` and `TESTING`) is always set as an override (`PUT …/status`): a record
+//! without syncer's override is registered `STARTING` first (its own `STARTING` wins over
+//! any override, while a new record registered `OUT_OF_SERVICE` outright would get none and
+//! nothing could lift it); one with it is registered `OUT_OF_SERVICE`, so a property change
+//! never shows it `STARTING`. `UP` first lifts an override (`DELETE …/status?value=UP`), is
+//! registered, then pinned with `PUT …/status?value=UP` (a no-op unless the record is stuck
+//! `OUT_OF_SERVICE` without an override, which a registration cannot leave). `DOWN` and
+//! `STARTING` are registered (a record's own `DOWN` wins over any override).
 
 mod client;
 mod convert;
@@ -164,6 +167,9 @@ struct Kept {
     instance: Instance,
     /// The `lastDirtyTimestamp` of that registration, sent with every renewal.
     stamp: u64,
+    /// Whether syncer's `OUT_OF_SERVICE` override is in place (set by `PUT …/status`, lifted
+    /// by `DELETE …/status`, dropped by Eureka with the lease).
+    oos_override: bool,
 }
 
 /// The Eureka adapter. Cheap to clone; clones share the client, tables and counters.
@@ -356,22 +362,53 @@ impl Inner {
         ))
     }
 
-    /// Registers `instance` of `service` (§2): `POST /apps/{APP}` with a fresh stamp, then
-    /// for `OUT_OF_SERVICE` the override. Returns the stamp.
-    async fn write(
+    /// Sets the status of a registered record with `PUT …/status?value=` (§4.2), which
+    /// records an override unless the record has that status already.
+    async fn put_status(
         &self,
         op: &'static str,
-        service: &Service,
-        instance: &Instance,
-        above: u64,
-    ) -> Result<u64, RegistryError> {
-        let stamp = self.next_stamp(above);
-        let status = convert::eureka_status(&instance.status);
+        app: &str,
+        instance_id: &str,
+        value: &str,
+    ) -> Result<(), RegistryError> {
+        let path = ["apps", app, instance_id, "status"];
+        let query = [("value", value)];
+        let answer = self
+            .client
+            .send(&Request::new(op, Method::PUT, &path).query(&query))
+            .await?;
+        match answer.status {
+            StatusCode::OK => Ok(()),
+            StatusCode::NOT_FOUND => Err(RegistryError::NotFound(format!(
+                "{op}: instance {instance_id} of {app} vanished before its status was set"
+            ))),
+            _ => Err(unexpected(op, &answer)),
+        }
+    }
+
+    /// Registers `kept` (§2): `POST /apps/{APP}` with a stamp above `kept.stamp`, then the
+    /// status the rules of §4.3 would not give (see the module documentation), and keeps
+    /// the body. `force_status` (a status change) also pins `UP` with `PUT …/status`, which
+    /// lifts an `OUT_OF_SERVICE` that has no override to lift.
+    async fn write_and_keep(
+        &self,
+        op: &'static str,
+        mut kept: Kept,
+        force_status: bool,
+    ) -> Result<(), RegistryError> {
+        let stamp = self.next_stamp(kept.stamp);
+        let status = convert::eureka_status(&kept.instance.status);
         let out_of_service = status == convert::EUREKA_OUT_OF_SERVICE;
-        let sent = if out_of_service { "STARTING" } else { status };
-        let body = serde_json::to_vec(&convert::encode(service, instance, sent, stamp))
+        // A new record sent OUT_OF_SERVICE would get no override, and nothing could lift it;
+        // sent STARTING (its own STARTING beats any override) it gets one from the PUT. Where
+        // our override is in place, OUT_OF_SERVICE keeps it without a moment of STARTING.
+        let sent = match (out_of_service, kept.oos_override) {
+            (true, false) => "STARTING",
+            _ => status,
+        };
+        let body = serde_json::to_vec(&convert::encode(&kept.service, &kept.instance, sent, stamp))
             .map_err(|e| RegistryError::Invalid(format!("{op}: cannot encode: {e}")))?;
-        let app = convert::app_name(service);
+        let app = convert::app_name(&kept.service);
         let answer = self
             .client
             .send(&Request::new(op, Method::POST, &["apps", &app]).json(body))
@@ -382,50 +419,28 @@ impl Inner {
                 return Err(RegistryError::Invalid(format!(
                     "{op}: Eureka at {} refused instance {} of {app}: {}",
                     answer.base,
-                    instance.instance_id,
+                    kept.instance.instance_id,
                     wire::preview(&answer.body)
                 )));
             }
             _ => return Err(unexpected(op, &answer)),
         }
+        kept.stamp = stamp;
         if out_of_service {
-            let path = ["apps", &app, &instance.instance_id, "status"];
-            let query = [("value", convert::EUREKA_OUT_OF_SERVICE)];
-            let answer = self
-                .client
-                .send(&Request::new(op, Method::PUT, &path).query(&query))
+            self.put_status(
+                op,
+                &app,
+                &kept.instance.instance_id,
+                convert::EUREKA_OUT_OF_SERVICE,
+            )
+            .await?;
+            kept.oos_override = true;
+        } else if force_status && status == "UP" {
+            self.put_status(op, &app, &kept.instance.instance_id, "UP")
                 .await?;
-            match answer.status {
-                StatusCode::OK => {}
-                StatusCode::NOT_FOUND => {
-                    return Err(RegistryError::NotFound(format!(
-                        "{op}: instance {} of {app} vanished before its status was set",
-                        instance.instance_id
-                    )));
-                }
-                _ => return Err(unexpected(op, &answer)),
-            }
+            kept.oos_override = false;
         }
-        Ok(stamp)
-    }
-
-    /// Registers and keeps the body.
-    async fn write_and_keep(
-        &self,
-        op: &'static str,
-        service: Service,
-        instance: Instance,
-        above: u64,
-    ) -> Result<(), RegistryError> {
-        let stamp = self.write(op, &service, &instance, above).await?;
-        lock(&self.kept).insert(
-            instance.reference(),
-            Kept {
-                service,
-                instance,
-                stamp,
-            },
-        );
+        lock(&self.kept).insert(kept.instance.reference(), kept);
         Ok(())
     }
 
@@ -463,6 +478,7 @@ impl Inner {
             service: decoded.service,
             instance: decoded.instance,
             stamp: record.last_dirty_ms.unwrap_or_default(),
+            oos_override: record.overridden_status == convert::EUREKA_OUT_OF_SERVICE,
         })
     }
 
@@ -496,10 +512,12 @@ impl Inner {
                 };
                 self.metrics.count_reregistration();
                 debug!(instance = %r, "Eureka lost the instance: registered again");
-                match self
-                    .write_and_keep("reregister", kept.service, kept.instance, kept.stamp)
-                    .await
-                {
+                // A new lease: Eureka dropped any override with the old one.
+                let kept = Kept {
+                    oos_override: false,
+                    ..kept
+                };
+                match self.write_and_keep("reregister", kept, false).await {
                     Ok(()) => Ok(true),
                     Err(e) if e.is_not_found() => Ok(false),
                     Err(e) => Err(e),
@@ -679,7 +697,16 @@ impl Registry for Eureka {
             }
             let mut instance = instance.clone();
             instance.version = service.version.clone();
-            inner.write_and_keep("register", service, instance, 0).await
+            let oos_override = lock(&inner.kept)
+                .get(&instance.reference())
+                .is_some_and(|k| k.oos_override);
+            let kept = Kept {
+                service,
+                instance,
+                stamp: 0,
+                oos_override,
+            };
+            inner.write_and_keep("register", kept, false).await
         })
         .await
     }
@@ -749,7 +776,7 @@ impl Registry for Eureka {
                     .send(&Request::new("set_status", Method::DELETE, &path).query(&query))
                     .await?;
                 match answer.status {
-                    StatusCode::OK => {}
+                    StatusCode::OK => kept.oos_override = false,
                     StatusCode::NOT_FOUND => {
                         lock(&inner.kept).remove(r);
                         return Err(RegistryError::NotFound(format!("set_status: {r}")));
@@ -758,9 +785,7 @@ impl Registry for Eureka {
                 }
             }
             kept.instance.status = status.to_owned();
-            inner
-                .write_and_keep("set_status", kept.service, kept.instance, kept.stamp)
-                .await
+            inner.write_and_keep("set_status", kept, true).await
         })
         .await
     }
@@ -777,12 +802,7 @@ impl Registry for Eureka {
             let mut kept = inner.load("set_instance_properties", r).await?;
             kept.instance.properties = properties.clone();
             inner
-                .write_and_keep(
-                    "set_instance_properties",
-                    kept.service,
-                    kept.instance,
-                    kept.stamp,
-                )
+                .write_and_keep("set_instance_properties", kept, false)
                 .await
         })
         .await

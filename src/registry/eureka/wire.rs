@@ -42,6 +42,8 @@ pub(super) struct WireInstance {
     pub ip_addr: String,
     /// Eureka's status name (`UP`, `OUT_OF_SERVICE`, ...); `UNKNOWN` when absent.
     pub status: String,
+    /// `overriddenStatus` (legacy `overriddenstatus`); `UNKNOWN` when absent.
+    pub overridden_status: String,
     pub port: Port,
     pub secure_port: Port,
     pub vip_address: String,
@@ -158,9 +160,15 @@ pub(super) fn instance(value: &Value) -> Result<WireInstance, String> {
             .collect(),
         _ => BTreeMap::new(),
     };
+    let overridden_status = ["overriddenStatus", "overriddenstatus"]
+        .iter()
+        .map(|key| field_text(object, key))
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "UNKNOWN".to_owned());
     Ok(WireInstance {
         instance_id,
         host_name,
+        overridden_status,
         app: field_text(object, "app").to_uppercase(),
         ip_addr: field_text(object, "ipAddr"),
         status,
@@ -299,6 +307,7 @@ mod tests {
         assert_eq!(i.last_dirty_ms, Some(1_699_999_999_000));
         assert_eq!(i.last_updated_ms, Some(1_700_000_000_000));
         assert_eq!(i.action_type, "ADDED");
+        assert_eq!(i.overridden_status, "UNKNOWN");
     }
 
     /// Old servers (1.1.x) write a lone application or instance as a bare object; ports and
