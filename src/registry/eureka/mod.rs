@@ -195,6 +195,8 @@ struct Inner {
     kept: Mutex<HashMap<InstanceRef, Kept>>,
     /// The last `lastDirtyTimestamp` given out: stamps strictly increase.
     last_stamp: AtomicU64,
+    /// Whether what a native Eureka instance loses in the model was logged.
+    logged_native: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -228,6 +230,7 @@ impl Eureka {
                 logged_unknown: Mutex::new(HashSet::new()),
                 kept: Mutex::new(HashMap::new()),
                 last_stamp: AtomicU64::new(0),
+                logged_native: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -327,6 +330,11 @@ impl Inner {
             }
             return None;
         };
+        if !record.metadata.contains_key(convert::SERVICE_NAME)
+            && !self.logged_native.swap(true, Ordering::Relaxed)
+        {
+            info!(app = %record.app, "native Eureka instances are mirrored with app id \"default\", version 0.0.1, the lower-cased application (or its VIP address in another case) as the service name, rest:// endpoints from ipAddr and the enabled ports, metadata as properties and leaseInfo as the health check; not carried: home/status/health-check URLs, dataCenterInfo, countryId, appGroupName/asgName, a VIP address other than the name, overriddenStatus");
+        }
         let known = lock(&self.services).contains_key(&decoded.service.service_id);
         if !known {
             lock(&self.services)
