@@ -143,12 +143,15 @@ impl fmt::Display for Mode {
 pub enum Plugin {
     /// Apache ServiceComb Service Center, REST API v4.
     ServiceCenter,
+    /// Netflix Eureka (REST API v2, also behind Spring Cloud's `/eureka` prefix).
+    Eureka,
 }
 
 impl fmt::Display for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Plugin::ServiceCenter => "servicecenter",
+            Plugin::Eureka => "eureka",
         })
     }
 }

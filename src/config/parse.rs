@@ -183,10 +183,8 @@ fn read_mode(r: &mut Reader) -> Result<Mode, ConfigError> {
 fn read_registry(r: &mut Reader) -> Result<RegistryConfig, ConfigError> {
     let plugin = r.parsed(Id::ScPlugin, |text| match text.trim() {
         "servicecenter" => Ok(Plugin::ServiceCenter),
-        "eureka" => Err(
-            "the eureka adapter is not available in this version (available: servicecenter)".into(),
-        ),
-        _ => Err("unknown registry plugin (available: servicecenter)".into()),
+        "eureka" => Ok(Plugin::Eureka),
+        _ => Err("unknown registry plugin (available: servicecenter, eureka)".into()),
     })?;
     let addresses = r.parsed(Id::ScAddr, |text| {
         let addresses = parse_url_list(text)?;
@@ -970,6 +968,31 @@ mod tests {
             &super::super::settings::defaults().overlaid(cli),
             Vec::new(),
         )
+    }
+
+    /// `eureka` is a registry kind (`--sc-plugin`, YAML `registry.plugin` and the 1.3
+    /// `servicecenter.plugin`); an unknown one names both kinds.
+    #[test]
+    fn eureka_is_a_registry_kind() {
+        for origin in [
+            Origin::Flag("--sc-plugin".into()),
+            Origin::File {
+                path: "s.yaml".into(),
+                key: "registry.plugin".into(),
+            },
+            Origin::File {
+                path: "s.yaml".into(),
+                key: "servicecenter.plugin".into(),
+            },
+        ] {
+            let config = resolve_with(&[("sc_plugin", "eureka", origin)]).unwrap();
+            assert_eq!(config.registry.plugin, Plugin::Eureka);
+            assert_eq!(config.registry.plugin.to_string(), "eureka");
+        }
+        let error = resolve_with(&[("sc_plugin", "consul", Origin::Default)])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("servicecenter, eureka"), "{error}");
     }
 
     /// The registry login needs both halves; the password is never shown (`--check`, errors,

@@ -5,6 +5,20 @@
 //! adapters' own feed tests. It creates its own uniquely named services in two tenants,
 //! so it can run against a registry that other tests use at the same time, and it never
 //! sleeps: it polls the change feed with a deadline.
+//!
+//! # Where a registry kind legitimately differs
+//! [`registry_contract_with`] takes a [`ContractProfile`]; [`registry_contract`] is the
+//! ServiceComb profile ([`ContractProfile::SERVICECOMB`]). Eureka
+//! ([`ContractProfile::EUREKA`]) differs in exactly these promises:
+//! - **Service ids are the registry's.** Eureka has no service ids: the adapter derives one
+//!   from what names a service, so `ensure_service` returns that id whatever id is asked for
+//!   (still idempotent, still the same for the same service without or under another id).
+//! - **No services at rest.** A Eureka service exists while it has instances: it is absent
+//!   from a snapshot before its first instance and after its last, and it has no properties
+//!   (`set_service_properties` is accepted and does nothing, for any service id).
+//!
+//! Schemas, tags and access rules are outside this contract (the trait's defaults refuse
+//! them, which is what Eureka keeps).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -97,11 +111,42 @@ fn is_instance(change: &Change, r: &InstanceRef, check: impl Fn(&Instance) -> bo
     }
 }
 
-/// Runs the whole contract against `registry`.
+/// Where a registry kind differs from ServiceComb in the contract (see the module
+/// documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContractProfile {
+    /// `ensure_service` creates the service under the id the caller chose.
+    pub chosen_service_ids: bool,
+    /// Services exist without instances and hold properties.
+    pub services_at_rest: bool,
+}
+
+impl ContractProfile {
+    /// Apache ServiceComb Service Center (and the in-memory twin).
+    pub const SERVICECOMB: ContractProfile = ContractProfile {
+        chosen_service_ids: true,
+        services_at_rest: true,
+    };
+    /// Netflix Eureka.
+    pub const EUREKA: ContractProfile = ContractProfile {
+        chosen_service_ids: false,
+        services_at_rest: false,
+    };
+}
+
+/// Runs the whole contract against `registry`, as a ServiceComb-like registry.
 ///
 /// # Panics
 /// On the first behaviour that breaks the [`Registry`] contract.
 pub async fn registry_contract(registry: &dyn Registry) {
+    registry_contract_with(registry, ContractProfile::SERVICECOMB).await;
+}
+
+/// Runs the whole contract against `registry`, with the differences `profile` allows.
+///
+/// # Panics
+/// On the first behaviour that breaks the [`Registry`] contract.
+pub async fn registry_contract_with(registry: &dyn Registry, profile: ContractProfile) {
     let suffix = unique_suffix();
     let home = Tenant::default_tenant();
     let other = Tenant::new(format!("contract{suffix}"), "proj1");
@@ -121,13 +166,15 @@ pub async fn registry_contract(registry: &dyn Registry) {
         "the first batch of a feed must be one Resync, got {first:?}"
     );
 
-    // ensure_service: created under the chosen id, idempotent.
-    let service_id = format!("contract-svc-{suffix}");
-    let svc = service(&home, &service_id, &format!("contract-{suffix}"));
-    assert_eq!(
-        registry.ensure_service(&svc).await.expect("ensure_service"),
-        service_id
-    );
+    // ensure_service: created under the chosen id (or the registry's own), idempotent.
+    let chosen_id = format!("contract-svc-{suffix}");
+    let svc = service(&home, &chosen_id, &format!("contract-{suffix}"));
+    let service_id = registry.ensure_service(&svc).await.expect("ensure_service");
+    if profile.chosen_service_ids {
+        assert_eq!(service_id, chosen_id);
+    } else {
+        assert!(!service_id.is_empty(), "ensure_service returned no id");
+    }
     assert_eq!(
         registry
             .ensure_service(&svc)
@@ -162,21 +209,35 @@ pub async fn registry_contract(registry: &dyn Registry) {
         "the same service under another id must resolve to the existing one"
     );
 
-    // Service properties are replaced.
+    // Service properties are replaced (where services hold any).
     let props = BTreeMap::from([("owner".to_owned(), "syncer".to_owned())]);
     registry
         .set_service_properties(&home, &service_id, &props)
         .await
         .expect("set_service_properties");
     let snapshot = registry.snapshot().await.expect("snapshot");
-    let stored = snapshot
-        .service(&home, &service_id)
-        .expect("service in snapshot");
-    assert_eq!(stored.properties, props);
-    assert_eq!(
-        (stored.app.as_str(), stored.version.as_str()),
-        ("contract", "1.0.0")
-    );
+    if profile.services_at_rest {
+        let stored = snapshot
+            .service(&home, &service_id)
+            .expect("service in snapshot");
+        assert_eq!(stored.properties, props);
+        assert_eq!(
+            (stored.app.as_str(), stored.version.as_str()),
+            ("contract", "1.0.0")
+        );
+        let missing = registry
+            .set_service_properties(&home, "no-such-service", &props)
+            .await;
+        assert!(
+            missing.is_err_and(|e| e.is_not_found()),
+            "unknown service must be NotFound"
+        );
+    } else {
+        assert!(
+            snapshot.service(&home, &service_id).is_none(),
+            "a service without instances is not at rest in this kind of registry"
+        );
+    }
     assert!(
         !snapshot.services.iter().any(|s| s.name == "SERVICECENTER"),
         "registry-internal services must not be in a snapshot"
@@ -184,13 +245,6 @@ pub async fn registry_contract(registry: &dyn Registry) {
     assert!(
         snapshot.service(&home, &other_id.service_id).is_none(),
         "ensuring an existing service under another id must not create a second one"
-    );
-    let missing = registry
-        .set_service_properties(&home, "no-such-service", &props)
-        .await;
-    assert!(
-        missing.is_err_and(|e| e.is_not_found()),
-        "unknown service must be NotFound"
     );
 
     // register: under the chosen id, visible in the snapshot and the feed.
@@ -208,6 +262,15 @@ pub async fn registry_contract(registry: &dyn Registry) {
         stored.version, "1.0.0",
         "an instance carries its service's version"
     );
+    if !profile.services_at_rest {
+        let stored = snapshot
+            .service(&home, &service_id)
+            .expect("the service of an instance is in the snapshot");
+        assert_eq!(
+            (stored.app.as_str(), stored.version.as_str()),
+            ("contract", "1.0.0")
+        );
+    }
     feed_until(&mut feed, "the new instance", |c| {
         is_instance(c, &a.reference(), |_| true)
     })
@@ -289,15 +352,20 @@ pub async fn registry_contract(registry: &dyn Registry) {
     }
 
     // Tenants are kept apart and carried through.
-    let other_id = format!("contract-svc2-{suffix}");
-    let other_svc = service(&other, &other_id, &format!("contract-{suffix}"));
-    assert_eq!(
-        registry
-            .ensure_service(&other_svc)
-            .await
-            .expect("ensure in other tenant"),
-        other_id
-    );
+    let other_chosen = format!("contract-svc2-{suffix}");
+    let other_svc = service(&other, &other_chosen, &format!("contract-{suffix}"));
+    let other_id = registry
+        .ensure_service(&other_svc)
+        .await
+        .expect("ensure in other tenant");
+    if profile.chosen_service_ids {
+        assert_eq!(other_id, other_chosen);
+    } else {
+        assert_ne!(
+            other_id, service_id,
+            "the same service in another tenant is another service"
+        );
+    }
     let b = instance(&other, &other_id, &format!("contract-b-{suffix}"));
     registry
         .register(&b)
@@ -340,4 +408,12 @@ pub async fn registry_contract(registry: &dyn Registry) {
         .unregister(&b.reference())
         .await
         .expect("unregister b");
+    if !profile.services_at_rest {
+        let snapshot = registry.snapshot().await.expect("snapshot");
+        assert!(
+            snapshot.service(&home, &service_id).is_none()
+                && snapshot.service(&other, &other_id).is_none(),
+            "a service whose last instance is gone is gone"
+        );
+    }
 }

@@ -5,13 +5,10 @@
 //! the sync settings it polls by, and the metrics registry. Adding a registry kind is one
 //! folder under `src/registry/` plus one arm in [`build`] (and the kind's name in the
 //! configuration's [`Plugin`]).
-//!
-//! A kind the configuration names but no adapter implements yet (`eureka`) is refused while
-//! the configuration is read, before anything starts, with the same exit status as any other
-//! configuration error.
 
 use std::sync::Arc;
 
+use super::eureka::Eureka;
 use super::servicecomb::ServiceComb;
 use super::{Registry, RegistryError};
 use crate::config::{Plugin, RegistryConfig, SyncConfig};
@@ -30,6 +27,7 @@ pub fn build(
 ) -> Result<Arc<dyn Registry>, RegistryError> {
     Ok(match registry.plugin {
         Plugin::ServiceCenter => Arc::new(ServiceComb::build(registry, sync, metrics)?),
+        Plugin::Eureka => Arc::new(Eureka::build(registry, sync, metrics)?),
     })
 }
 
@@ -97,6 +95,47 @@ mod tests {
         assert_eq!(sc.resync_interval, Duration::from_secs(30));
         assert_eq!(sc.heartbeat_batch, 5_000);
         assert_eq!(sc.addresses, registry_config().addresses);
+    }
+
+    #[test]
+    fn eureka_builds_the_eureka_adapter_with_its_metrics_and_rules() {
+        let metrics = Metrics::new("n1", "dc1", "single");
+        let config = RegistryConfig {
+            plugin: Plugin::Eureka,
+            addresses: vec![
+                Url::parse("http://127.0.0.1:8761").expect("constant URL"),
+                Url::parse("http://127.0.0.1:8762/eureka/").expect("constant URL"),
+            ],
+            ..registry_config()
+        };
+        let sync = sync_config(Duration::from_millis(300));
+        let registry = build(&config, &sync, &metrics).expect("adapter");
+        let text = metrics.encode();
+        assert!(
+            text.contains("syncer_registry_failovers_total 0")
+                && text.contains("syncer_registry_eureka_full_fetches_total 0"),
+            "the adapter registers its metrics:\n{text}"
+        );
+        // Eureka's rules: its own ids are fine, an instance without an address is not.
+        let eureka_style = crate::registry::fixtures::eureka_style_instance();
+        assert_eq!(registry.accepts_instance(&eureka_style), Ok(()));
+        let mut no_address = eureka_style;
+        no_address.host_name = String::new();
+        assert_eq!(
+            registry.accepts_instance(&no_address).unwrap_err().field,
+            "instance.host_name"
+        );
+        let eureka = crate::registry::eureka::EurekaConfig::from_config(&config, &sync);
+        assert_eq!(
+            eureka.addresses,
+            [
+                "http://127.0.0.1:8761/eureka",
+                "http://127.0.0.1:8762/eureka"
+            ]
+        );
+        assert_eq!(eureka.poll_interval, Duration::from_millis(300));
+        assert_eq!(eureka.resync_interval, Duration::from_secs(30));
+        assert_eq!(eureka.timeout, crate::registry::LONGEST_CALL);
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! - [`servicecomb`]: Apache ServiceComb Service Center, REST API v4, with its own rules
 //!   (`servicecomb::rules`) behind [`Registry::accepts_service`] and
 //!   [`Registry::accepts_instance`].
+//! - [`eureka`]: Netflix Eureka (REST API, also behind Spring Cloud's `/eureka`), with its
+//!   own rules (`eureka::rules`); it has no services at rest, so service ids are derived and
+//!   service properties, contracts, tags and rules are not carried.
 //! - [`memory`]: an in-memory twin (of ServiceComb, rules included) for tests of the layers
 //!   above.
 //! - [`contract`]: the suite every adapter must pass.
@@ -28,11 +31,13 @@
 //! # Adding a registry kind
 //! One folder, `src/registry/<kind>/`, with the adapter (its `*Config` with a `from_config`
 //! and defaults, HTTP client, JSON types kept private, metrics, and its `rules.rs` behind
-//! `accepts_*`), passing [`contract::registry_contract`]; then one arm in [`factory::build`]
-//! and the kind's name in the configuration's `Plugin`.
+//! `accepts_*`), passing [`contract::registry_contract`] (or [`contract::registry_contract_with`]
+//! and a profile whose differences `contract.rs` documents, as Eureka's); then one arm in
+//! [`factory::build`] and the kind's name in the configuration's `Plugin`.
 
 pub mod bounds;
 pub mod contract;
+pub mod eureka;
 pub mod factory;
 #[cfg(test)]
 pub(crate) mod fixtures;

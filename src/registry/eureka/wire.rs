@@ -1,0 +1,378 @@
+//! Eureka's JSON as the server writes it (reference §1.3), read leniently and kept private to
+//! the adapter.
+//!
+//! Eureka's Jackson codec writes numbers as strings in some places and numbers in others,
+//! older servers write a lone `application` or `instance` as a bare object instead of a
+//! one-element array, and an empty metadata map carries a Java `@class` key. Rather than a
+//! serde derive per variant, answers are parsed into `serde_json::Value` and read field by
+//! field with helpers that take either spelling: ports as number or numeric string,
+//! `@enabled` as bool or string, timestamps as number or string.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// Eureka's default port when `port` is absent (§1.3.1).
+const DEFAULT_PORT: u32 = 7001;
+/// Eureka's default secure port when `securePort` is absent; disabled then.
+const DEFAULT_SECURE_PORT: u32 = 7002;
+
+/// A port object: `{"$": 8080, "@enabled": "true"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Port {
+    pub number: u32,
+    pub enabled: bool,
+}
+
+/// `leaseInfo`: only what the mapping reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Lease {
+    pub renewal_interval_secs: u64,
+    pub duration_secs: u64,
+}
+
+/// One instance record as read from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct WireInstance {
+    /// `instanceId`, or `hostName` when the record has none (the server's own key, §2.1).
+    pub instance_id: String,
+    pub host_name: String,
+    /// Upper-case application name.
+    pub app: String,
+    pub ip_addr: String,
+    /// Eureka's status name (`UP`, `OUT_OF_SERVICE`, ...); `UNKNOWN` when absent.
+    pub status: String,
+    /// `overriddenStatus` (legacy `overriddenstatus`); `UNKNOWN` when absent.
+    pub overridden_status: String,
+    pub port: Port,
+    pub secure_port: Port,
+    pub vip_address: String,
+    pub lease: Option<Lease>,
+    /// String metadata; `@class` keys and nulls are left out.
+    pub metadata: BTreeMap<String, String>,
+    /// `ADDED`, `MODIFIED` or `DELETED` in a delta.
+    pub action_type: String,
+    pub last_updated_ms: Option<u64>,
+    pub last_dirty_ms: Option<u64>,
+}
+
+/// `{"applications": …}`: a full registry or a delta.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct WireApps {
+    /// `versions__delta`, as text.
+    pub versions_delta: String,
+    /// `apps__hashcode`, as text (`""` for an empty registry).
+    pub hashcode: String,
+    pub instances: Vec<WireInstance>,
+}
+
+/// A string, number or bool as text; `None` for null, arrays and objects.
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A non-negative integer written as a number or as a numeric string.
+fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A flag written as a bool or as `"true"`/`"false"`.
+fn flag(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.trim() {
+            t if t.eq_ignore_ascii_case("true") => Some(true),
+            t if t.eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn field_text(object: &serde_json::Map<String, Value>, key: &str) -> String {
+    object.get(key).and_then(text).unwrap_or_default()
+}
+
+/// A port object, or the server's default when absent or unreadable.
+fn port(value: Option<&Value>, default: Port) -> Port {
+    let Some(Value::Object(object)) = value else {
+        return default;
+    };
+    let number = object
+        .get("$")
+        .and_then(number)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(default.number);
+    let enabled = object.get("@enabled").and_then(flag).unwrap_or(true);
+    Port { number, enabled }
+}
+
+/// The elements of a field that is an array, or a bare object standing for one element.
+fn elements(value: Option<&Value>) -> Vec<&Value> {
+    match value {
+        Some(Value::Array(items)) => items.iter().collect(),
+        Some(object @ Value::Object(_)) => vec![object],
+        _ => Vec::new(),
+    }
+}
+
+/// One instance object.
+///
+/// # Errors
+/// A description when `value` is not an object.
+pub(super) fn instance(value: &Value) -> Result<WireInstance, String> {
+    let Value::Object(object) = value else {
+        return Err("an instance is not a JSON object".into());
+    };
+    let host_name = field_text(object, "hostName");
+    let mut instance_id = field_text(object, "instanceId");
+    if instance_id.is_empty() {
+        instance_id = host_name.clone();
+    }
+    let status = match field_text(object, "status") {
+        s if s.is_empty() => "UNKNOWN".to_owned(),
+        s => s,
+    };
+    let lease = match object.get("leaseInfo") {
+        Some(Value::Object(lease)) => Some(Lease {
+            renewal_interval_secs: lease
+                .get("renewalIntervalInSecs")
+                .and_then(number)
+                .unwrap_or(30),
+            duration_secs: lease.get("durationInSecs").and_then(number).unwrap_or(90),
+        }),
+        _ => None,
+    };
+    let metadata = match object.get("metadata") {
+        Some(Value::Object(map)) => map
+            .iter()
+            .filter(|(k, _)| k.as_str() != "@class")
+            .filter_map(|(k, v)| text(v).map(|v| (k.clone(), v)))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    let overridden_status = ["overriddenStatus", "overriddenstatus"]
+        .iter()
+        .map(|key| field_text(object, key))
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "UNKNOWN".to_owned());
+    Ok(WireInstance {
+        instance_id,
+        host_name,
+        overridden_status,
+        app: field_text(object, "app").to_uppercase(),
+        ip_addr: field_text(object, "ipAddr"),
+        status,
+        port: port(
+            object.get("port"),
+            Port {
+                number: DEFAULT_PORT,
+                enabled: true,
+            },
+        ),
+        secure_port: port(
+            object.get("securePort"),
+            Port {
+                number: DEFAULT_SECURE_PORT,
+                enabled: false,
+            },
+        ),
+        vip_address: field_text(object, "vipAddress"),
+        lease,
+        metadata,
+        action_type: field_text(object, "actionType"),
+        last_updated_ms: object.get("lastUpdatedTimestamp").and_then(number),
+        last_dirty_ms: object.get("lastDirtyTimestamp").and_then(number),
+    })
+}
+
+/// A `{"applications": …}` answer (`GET /apps`, `GET /apps/delta`).
+///
+/// # Errors
+/// A description when the body is not JSON or has no `applications` object.
+pub(super) fn apps(body: &[u8]) -> Result<WireApps, String> {
+    let root: Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON ({e}): {}", preview(body)))?;
+    let Some(Value::Object(applications)) = root.get("applications") else {
+        return Err(format!(
+            "no \"applications\" object in the answer: {}",
+            preview(body)
+        ));
+    };
+    let mut instances = Vec::new();
+    for application in elements(applications.get("application")) {
+        for item in elements(application.get("instance")) {
+            instances.push(instance(item)?);
+        }
+    }
+    Ok(WireApps {
+        versions_delta: applications
+            .get("versions__delta")
+            .and_then(text)
+            .unwrap_or_default(),
+        hashcode: applications
+            .get("apps__hashcode")
+            .and_then(text)
+            .unwrap_or_default(),
+        instances,
+    })
+}
+
+/// A `{"instance": …}` answer (`GET /apps/{APP}/{ID}`).
+///
+/// # Errors
+/// A description when the body is not such an answer.
+pub(super) fn instance_reply(body: &[u8]) -> Result<WireInstance, String> {
+    let root: Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON ({e}): {}", preview(body)))?;
+    let item = root
+        .get("instance")
+        .ok_or_else(|| format!("no \"instance\" in the answer: {}", preview(body)))?;
+    instance(item)
+}
+
+/// The first 200 bytes of a body, for error messages.
+pub(super) fn preview(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(200)])
+        .trim()
+        .to_owned()
+}
+
+/// The full-registry hash of §5.2: instances counted per status, zero counts left out,
+/// statuses in alphabetical order, `NAME_count_` each.
+pub(super) fn hashcode<'a>(statuses: impl IntoIterator<Item = &'a str>) -> String {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for status in statuses {
+        *counts.entry(status).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(status, count)| format!("{status}_{count}_"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of reference §1.3, as the current server writes it.
+    const FULL: &str = r#"{"applications":{"versions__delta":"1","apps__hashcode":"UP_1_","application":[
+ {"name":"ORDERS","instance":[
+  {"instanceId":"10.0.0.5:orders:8080","hostName":"10.0.0.5","app":"ORDERS","ipAddr":"10.0.0.5",
+   "status":"UP","overriddenStatus":"UNKNOWN",
+   "port":{"$":8080,"@enabled":"true"},"securePort":{"$":443,"@enabled":"false"},"countryId":1,
+   "dataCenterInfo":{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"},
+   "leaseInfo":{"renewalIntervalInSecs":30,"durationInSecs":90,"registrationTimestamp":1700000000000,
+     "lastRenewalTimestamp":1700000090000,"evictionTimestamp":0,"serviceUpTimestamp":1700000000000},
+   "metadata":{"zone":"a"},"homePageUrl":"http://10.0.0.5:8080/",
+   "healthCheckUrl":"http://10.0.0.5:8080/actuator/health","vipAddress":"orders","secureVipAddress":"orders",
+   "isCoordinatingDiscoveryServer":"false","lastUpdatedTimestamp":"1700000000000",
+   "lastDirtyTimestamp":"1699999999000","actionType":"ADDED"}]}]}}"#;
+
+    #[test]
+    fn the_reference_example_is_read() {
+        let apps = apps(FULL.as_bytes()).expect("parsed");
+        assert_eq!(apps.versions_delta, "1");
+        assert_eq!(apps.hashcode, "UP_1_");
+        let [i] = apps.instances.as_slice() else {
+            panic!("one instance: {apps:?}");
+        };
+        assert_eq!(i.instance_id, "10.0.0.5:orders:8080");
+        assert_eq!(i.app, "ORDERS");
+        assert_eq!(
+            i.port,
+            Port {
+                number: 8080,
+                enabled: true
+            }
+        );
+        assert!(!i.secure_port.enabled);
+        assert_eq!(
+            i.lease,
+            Some(Lease {
+                renewal_interval_secs: 30,
+                duration_secs: 90
+            })
+        );
+        assert_eq!(i.metadata, BTreeMap::from([("zone".into(), "a".into())]));
+        assert_eq!(i.last_dirty_ms, Some(1_699_999_999_000));
+        assert_eq!(i.last_updated_ms, Some(1_700_000_000_000));
+        assert_eq!(i.action_type, "ADDED");
+        assert_eq!(i.overridden_status, "UNKNOWN");
+    }
+
+    /// Old servers (1.1.x) write a lone application or instance as a bare object; ports and
+    /// flags may come in either spelling; `@class` is not metadata.
+    #[test]
+    fn bare_objects_and_either_spelling_are_read() {
+        let body = r#"{"applications":{"versions__delta":7,"apps__hashcode":"",
+          "application":{"name":"A","instance":{"hostName":"h1","app":"a","ipAddr":"1.2.3.4",
+            "status":"DOWN","port":{"@enabled":true,"$":"8081"},
+            "securePort":{"$":"8443","@enabled":"true"},
+            "metadata":{"@class":"java.util.Collections$EmptyMap"}}}}}"#;
+        let apps = apps(body.as_bytes()).expect("parsed");
+        assert_eq!(apps.versions_delta, "7");
+        let [i] = apps.instances.as_slice() else {
+            panic!("one instance: {apps:?}");
+        };
+        assert_eq!(i.instance_id, "h1", "no instanceId: the host name keys it");
+        assert_eq!(i.app, "A");
+        assert_eq!(
+            (i.port.number, i.port.enabled, i.secure_port.number),
+            (8081, true, 8443)
+        );
+        assert!(i.secure_port.enabled);
+        assert!(i.metadata.is_empty());
+        assert_eq!(i.lease, None);
+    }
+
+    #[test]
+    fn absent_ports_take_the_server_defaults() {
+        let i = instance(&serde_json::json!({"hostName": "h", "app": "A"})).expect("instance");
+        assert_eq!(
+            (i.port, i.secure_port),
+            (
+                Port {
+                    number: 7001,
+                    enabled: true
+                },
+                Port {
+                    number: 7002,
+                    enabled: false
+                }
+            )
+        );
+        assert_eq!(i.status, "UNKNOWN");
+    }
+
+    #[test]
+    fn empty_registries_and_non_eureka_answers() {
+        let empty = apps(
+            br#"{"applications":{"versions__delta":"1","apps__hashcode":"","application":[]}}"#,
+        )
+        .expect("empty");
+        assert!(empty.instances.is_empty());
+        assert!(apps(br#"{"errorCode":"404"}"#).is_err());
+        assert!(apps(b"404 page not found").is_err());
+    }
+
+    #[test]
+    fn hashcode_follows_the_reference() {
+        assert_eq!(hashcode(["UP", "DOWN", "UP", "UP"]), "DOWN_1_UP_3_");
+        assert_eq!(hashcode(["UP"]), "UP_1_");
+        assert_eq!(hashcode([]), "");
+        assert_eq!(
+            hashcode(["UP", "OUT_OF_SERVICE", "UNKNOWN", "STARTING", "DOWN"]),
+            "DOWN_1_OUT_OF_SERVICE_1_STARTING_1_UNKNOWN_1_UP_1_"
+        );
+    }
+}
