@@ -10,6 +10,9 @@
 //! `spawn_blocking`, which keeps tokio from auto-advancing the paused clock while a request is
 //! in flight. Nothing sleeps to synchronise.
 
+#[path = "eureka/python.rs"]
+mod python;
+
 use std::io::{Read, Write};
 
 use std::net::{SocketAddr, TcpStream};
@@ -1114,15 +1117,13 @@ fn cli_refuses_flags_of_the_other_kind() {
 fn real_python_client_registers_renews_changes_status_discovers_and_cancels() {
     use std::process::{Command, Stdio};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".tools/pyeureka/bin/python");
-    if !python.exists() {
-        println!(
-            "SKIP real_python_client: {} is missing (scripts/setup installs py-eureka-client \
-             when python3 with venv is available)",
-            python.display()
-        );
-        return;
-    }
+    let python = match python::py_eureka_client() {
+        Ok(python) => python,
+        Err(why) => {
+            println!("SKIP real_python_client: py-eureka-client cannot run here: {why}");
+            return;
+        }
+    };
     let (mut registry, line) = spawn_cli_with(
         &[
             "--kind",

@@ -4,6 +4,8 @@
 //! `--sc-plugin eureka`. Eureka is read and written here with the test's own client
 //! (`tests/support/eureka.rs`), written from the reference, not with the adapter's code.
 
+#[path = "eureka/python.rs"]
+mod python;
 mod support;
 
 use std::collections::BTreeMap;
@@ -458,27 +460,6 @@ fn syncer_never_removes_a_eureka_instance_it_did_not_register() {
     });
 }
 
-/// The Python interpreter of the virtual environment `scripts/setup` makes for
-/// py-eureka-client, or `None` (with the reason) when this machine has no Python at all.
-fn eureka_python() -> Result<std::path::PathBuf, String> {
-    let python =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/pyeureka/bin/python");
-    if python.is_file() {
-        return Ok(python);
-    }
-    let has_python = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if has_python {
-        panic!(
-            "{} is missing: run scripts/setup (it installs py-eureka-client in a virtual environment)",
-            python.display()
-        );
-    }
-    Err("python3 is not installed".to_owned())
-}
-
 /// A one-route HTTP server answering `GET /hello` with `text`; its port.
 fn serve_hello(w: &World, text: &'static str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -510,7 +491,7 @@ fn serve_hello(w: &World, text: &'static str) -> u16 {
 
 #[test]
 fn a_real_eureka_client_calls_a_servicecomb_instance_syncer_mirrored() {
-    let python = match eureka_python() {
+    let python = match python::py_eureka_client() {
         Ok(python) => python,
         Err(why) => {
             eprintln!("SKIP: py-eureka-client cannot run here: {why}");
