@@ -16,7 +16,8 @@
 //!   push health check never expire (SC would give them 120 s; tests register origin
 //!   instances that way so that they need no heartbeats).
 //! - **A slow registry** ([`MemoryRegistry::set_write_delay`]): every call that changes
-//!   something (heartbeats included, they renew leases) first waits this long.
+//!   something (heartbeats included, they renew leases) first waits this long; a feed's
+//!   first, full read waits [`MemoryRegistry::set_read_delay`] (a large registry's dump).
 //! - **Call counts** ([`MemoryRegistry::calls`]): how often each operation was called,
 //!   failed calls included, to assert that the engine did not write needlessly.
 //! - **Refused services** ([`MemoryRegistry::refuse_service`]): creating a service of a given
@@ -190,6 +191,7 @@ struct State {
     leases_on: bool,
     down: bool,
     write_delay: Duration,
+    read_delay: Duration,
     calls: BTreeMap<RegistryOp, u64>,
     /// Service names whose create fails, with the error it fails with.
     refused_services: BTreeMap<String, RegistryError>,
@@ -506,6 +508,13 @@ impl MemoryRegistry {
     /// registry. Calls already waiting keep the delay they started with.
     pub fn set_write_delay(&self, delay: Duration) {
         self.lock().write_delay = delay;
+    }
+
+    /// Makes the first, full read of every new change feed wait `delay` (zero: no wait): a
+    /// registry whose dump takes a while, so a syncer that has just started has not read it
+    /// yet when its peers first ask.
+    pub fn set_read_delay(&self, delay: Duration) {
+        self.lock().read_delay = delay;
     }
 
     /// Makes creating a service named `name` fail with `error` (`None`: work again). A
@@ -924,6 +933,12 @@ impl ChangeFeed for MemoryFeed {
                 None => {
                     let _ = self.version_rx.changed().await;
                 }
+            }
+        }
+        if self.last.is_none() {
+            let delay = self.registry.lock().read_delay;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
         }
         let now = self.read()?;

@@ -297,7 +297,18 @@ impl Actor {
         if self.cursor != Some(expected) {
             self.ctx.metrics.transfer("push_received", "out_of_order");
             debug!(origin = %self.origin, cursor = ?self.cursor, push_from = ?expected, "push does not continue our cursor; pulling");
-            self.timers.pull_by(Instant::now());
+            // The origin pushes, so it serves now, whatever an earlier pull met (its
+            // registry not read yet, a restart): pull at once, not after that pull's
+            // back-off.
+            self.timers.pull_backoff.reset();
+            if self.pulling.is_none() {
+                self.start_pull();
+            }
+            if self.pulling.is_none() {
+                self.timers.pull_at = Some(Instant::now());
+            } else {
+                self.timers.pull_at = None;
+            }
             return false;
         }
         self.ctx.metrics.transfer("push_received", "applied");
