@@ -10,6 +10,9 @@
 //! (the delta repeats every change for three minutes) reports nothing, so a poll costs
 //! what its delta holds, not the size of the registry.
 //!
+//! Polls are at least the poll interval apart, and at least as far apart as the last one
+//! took (so a feed never spends more than half its time reading).
+//!
 //! A delta whose `versions__delta` did not move since the last one applied, while the copy
 //! still has the delta's hash, is the same payload again (the server regenerates it, and
 //! bumps the counter, whenever it changes) and is skipped.
@@ -332,8 +335,13 @@ impl EurekaFeed {
 impl ChangeFeed for EurekaFeed {
     async fn next(&mut self) -> Result<Vec<Change>, RegistryError> {
         tokio::time::sleep_until(self.next_poll).await;
+        let started = Instant::now();
         let result = self.cycle().await;
-        self.next_poll = Instant::now() + self.inner.config.poll_interval;
+        // At least as long as the poll took: for three minutes after a mass change every
+        // delta holds every changed record, and a poll of 10 000 of them is no longer cheap
+        // for Eureka or for syncer.
+        let took = started.elapsed();
+        self.next_poll = Instant::now() + self.inner.config.poll_interval.max(took);
         match &result {
             Err(error) => self.note_error(error),
             Ok(_) if self.failing => {
