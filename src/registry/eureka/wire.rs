@@ -18,14 +18,14 @@ const DEFAULT_PORT: u32 = 7001;
 const DEFAULT_SECURE_PORT: u32 = 7002;
 
 /// A port object: `{"$": 8080, "@enabled": "true"}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Port {
     pub number: u32,
     pub enabled: bool,
 }
 
 /// `leaseInfo`: only what the mapping reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Lease {
     pub renewal_interval_secs: u64,
     pub duration_secs: u64,
@@ -54,6 +54,45 @@ pub(super) struct WireInstance {
     pub action_type: String,
     pub last_updated_ms: Option<u64>,
     pub last_dirty_ms: Option<u64>,
+}
+
+impl WireInstance {
+    /// A digest of everything read from the record but its `actionType`: equal digests, same
+    /// record (renewals change nothing read here), so a delta that repeats a record need not
+    /// be decoded again.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // Destructured, so that a new field has to be considered here.
+        let WireInstance {
+            instance_id,
+            host_name,
+            app,
+            ip_addr,
+            status,
+            overridden_status,
+            port,
+            secure_port,
+            vip_address,
+            lease,
+            metadata,
+            action_type: _,
+            last_updated_ms,
+            last_dirty_ms,
+        } = self;
+        let mut h = std::hash::DefaultHasher::new();
+        (
+            instance_id,
+            host_name,
+            app,
+            ip_addr,
+            status,
+            overridden_status,
+        )
+            .hash(&mut h);
+        (port, secure_port, vip_address, lease, metadata).hash(&mut h);
+        (last_updated_ms, last_dirty_ms).hash(&mut h);
+        h.finish()
+    }
 }
 
 /// `{"applications": …}`: a full registry or a delta.
