@@ -404,6 +404,41 @@ mod tests {
         assert!(apps(b"404 page not found").is_err());
     }
 
+    /// The digest tells records apart by everything read but `actionType`.
+    #[test]
+    fn digests_ignore_only_the_action_type() {
+        let base = serde_json::json!({
+            "instanceId": "i", "hostName": "h", "app": "A", "ipAddr": "1.2.3.4", "status": "UP",
+            "port": {"$": 80, "@enabled": "true"}, "metadata": {"k": "v"},
+            "leaseInfo": {"renewalIntervalInSecs": 10, "durationInSecs": 30,
+                          "lastRenewalTimestamp": 1},
+            "lastUpdatedTimestamp": "5", "lastDirtyTimestamp": "4", "actionType": "ADDED"
+        });
+        let digest = |edit: &dyn Fn(&mut Value)| {
+            let mut value = base.clone();
+            edit(&mut value);
+            instance(&value).expect("record").digest()
+        };
+        let same = digest(&|_| {});
+        assert_eq!(digest(&|v| v["actionType"] = "MODIFIED".into()), same);
+        assert_eq!(
+            digest(&|v| v["leaseInfo"]["lastRenewalTimestamp"] = 2.into()),
+            same,
+            "renewals change nothing read"
+        );
+        for edit in [
+            &(|v: &mut Value| v["status"] = "DOWN".into()) as &dyn Fn(&mut Value),
+            &|v| v["metadata"]["k"] = "w".into(),
+            &|v| v["port"]["$"] = 81.into(),
+            &|v| v["ipAddr"] = "1.2.3.5".into(),
+            &|v| v["lastUpdatedTimestamp"] = "6".into(),
+            &|v| v["leaseInfo"]["durationInSecs"] = 90.into(),
+            &|v| v["overriddenStatus"] = "OUT_OF_SERVICE".into(),
+        ] {
+            assert_ne!(digest(edit), same);
+        }
+    }
+
     #[test]
     fn hashcode_follows_the_reference() {
         assert_eq!(hashcode(["UP", "DOWN", "UP", "UP"]), "DOWN_1_UP_3_");
