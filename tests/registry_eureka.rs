@@ -56,12 +56,29 @@ struct Script {
     full_status: Option<u16>,
     /// Method, path and headers (`name: value`, lower-case names) of every request.
     seen: Vec<(String, String, Vec<String>)>,
+    /// How long the delta takes to answer.
+    delta_delay: Duration,
+    /// When each delta request arrived.
+    delta_times: Vec<std::time::Instant>,
 }
 
 type Shared = Arc<Mutex<Script>>;
 
-async fn scripted(State(script): State<Shared>, request: Request) -> Response {
-    let mut script = script.lock().unwrap();
+async fn scripted(State(shared): State<Shared>, request: Request) -> Response {
+    let delay = {
+        let mut script = shared.lock().unwrap();
+        if request.uri().path() == "/eureka/apps/delta" {
+            script.delta_times.push(std::time::Instant::now());
+            script.delta_delay
+        } else {
+            Duration::ZERO
+        }
+    };
+    if !delay.is_zero() {
+        // A slow server, not a synchronisation.
+        tokio::time::sleep(delay).await;
+    }
+    let mut script = shared.lock().unwrap();
     let headers = request
         .headers()
         .iter()
@@ -230,6 +247,29 @@ async fn feed_applies_deltas_and_falls_back_to_full_reads() {
                 .iter()
                 .any(|h| h.starts_with("x-netflix-discovery-replication")),
             "{method} {path} sent the replication header"
+        );
+    }
+}
+
+/// A poll that took long is followed by a wait at least as long (never more than half the
+/// time spent reading), on top of the poll interval.
+#[tokio::test]
+async fn a_slow_delta_spaces_the_polls() {
+    let script: Shared = Arc::default();
+    script.lock().unwrap().full = applications("1", "", &[]);
+    script.lock().unwrap().delta = (200, applications("1", "", &[]));
+    script.lock().unwrap().delta_delay = Duration::from_millis(150);
+    let eureka = Eureka::new(test_config(&[stub(script.clone()).await])).expect("adapter");
+    let mut feed = eureka.change_feed();
+    while script.lock().unwrap().delta_times.len() < 4 {
+        feed.next().await.expect("poll");
+    }
+    let times = script.lock().unwrap().delta_times.clone();
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(290),
+            "polls {gap:?} apart after a 150 ms answer"
         );
     }
 }

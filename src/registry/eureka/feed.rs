@@ -10,6 +10,9 @@
 //! (the delta repeats every change for three minutes) reports nothing, so a poll costs
 //! what its delta holds, not the size of the registry.
 //!
+//! Polls are at least the poll interval apart, and at least as far apart as the last one
+//! took (so a feed never spends more than half its time reading).
+//!
 //! A delta whose `versions__delta` did not move since the last one applied, while the copy
 //! still has the delta's hash, is the same payload again (the server regenerates it, and
 //! bumps the counter, whenever it changes) and is skipped.
@@ -33,6 +36,8 @@ use crate::registry::{Change, ChangeFeed, RegistryError, Snapshot, Tenant};
 struct Record {
     /// Eureka's status name, for the hash (every record counts, `UNKNOWN` too).
     status: String,
+    /// [`wire::WireInstance::digest`] of the record read.
+    digest: u64,
     /// The model, `None` for a status the model lacks.
     decoded: Option<Decoded>,
 }
@@ -219,6 +224,7 @@ impl EurekaFeed {
             .map(|r| {
                 let record = Record {
                     status: r.status.clone(),
+                    digest: r.digest(),
                     decoded: self.inner.decode_one(r),
                 };
                 ((r.app.clone(), r.instance_id.clone()), record)
@@ -284,13 +290,23 @@ impl EurekaFeed {
             .iter()
             .rev()
             .filter(|r| named.insert((r.app.as_str(), r.instance_id.as_str())))
-            .map(|record| {
+            .filter_map(|record| {
                 let key = (record.app.clone(), record.instance_id.clone());
-                let new = (record.action_type != "DELETED").then(|| Record {
+                if record.action_type == "DELETED" {
+                    return Some((key, None));
+                }
+                // The delta repeats every change for minutes: a record read before as it is
+                // now changes nothing.
+                let digest = record.digest();
+                if state.records.get(&key).is_some_and(|r| r.digest == digest) {
+                    return None;
+                }
+                let new = Record {
                     status: record.status.clone(),
+                    digest,
                     decoded: self.inner.decode_one(record),
-                });
-                (key, new)
+                };
+                Some((key, Some(new)))
             })
             .collect();
         batch.reverse();
@@ -332,8 +348,13 @@ impl EurekaFeed {
 impl ChangeFeed for EurekaFeed {
     async fn next(&mut self) -> Result<Vec<Change>, RegistryError> {
         tokio::time::sleep_until(self.next_poll).await;
+        let started = Instant::now();
         let result = self.cycle().await;
-        self.next_poll = Instant::now() + self.inner.config.poll_interval;
+        // At least as long as the poll took: for three minutes after a mass change every
+        // delta holds every changed record, and a poll of 10 000 of them is no longer cheap
+        // for Eureka or for syncer.
+        let took = started.elapsed();
+        self.next_poll = Instant::now() + self.inner.config.poll_interval.max(took);
         match &result {
             Err(error) => self.note_error(error),
             Ok(_) if self.failing => {
@@ -396,6 +417,7 @@ mod tests {
                 let key = (wire.app.clone(), wire.instance_id.clone());
                 let new = (next() % 4 != 0).then(|| Record {
                     status: wire.status.clone(),
+                    digest: wire.digest(),
                     decoded: convert::decode(&wire),
                 });
                 batch.push((key, new));
@@ -418,6 +440,7 @@ mod tests {
         for _ in 0..2 {
             let new = Record {
                 status: wire.status.clone(),
+                digest: wire.digest(),
                 decoded: convert::decode(&wire),
             };
             last = state.apply_all([((wire.app.clone(), wire.instance_id.clone()), Some(new))]);

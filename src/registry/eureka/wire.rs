@@ -18,14 +18,14 @@ const DEFAULT_PORT: u32 = 7001;
 const DEFAULT_SECURE_PORT: u32 = 7002;
 
 /// A port object: `{"$": 8080, "@enabled": "true"}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Port {
     pub number: u32,
     pub enabled: bool,
 }
 
 /// `leaseInfo`: only what the mapping reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Lease {
     pub renewal_interval_secs: u64,
     pub duration_secs: u64,
@@ -54,6 +54,45 @@ pub(super) struct WireInstance {
     pub action_type: String,
     pub last_updated_ms: Option<u64>,
     pub last_dirty_ms: Option<u64>,
+}
+
+impl WireInstance {
+    /// A digest of everything read from the record but its `actionType`: equal digests, same
+    /// record (renewals change nothing read here), so a delta that repeats a record need not
+    /// be decoded again.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // Destructured, so that a new field has to be considered here.
+        let WireInstance {
+            instance_id,
+            host_name,
+            app,
+            ip_addr,
+            status,
+            overridden_status,
+            port,
+            secure_port,
+            vip_address,
+            lease,
+            metadata,
+            action_type: _,
+            last_updated_ms,
+            last_dirty_ms,
+        } = self;
+        let mut h = std::hash::DefaultHasher::new();
+        (
+            instance_id,
+            host_name,
+            app,
+            ip_addr,
+            status,
+            overridden_status,
+        )
+            .hash(&mut h);
+        (port, secure_port, vip_address, lease, metadata).hash(&mut h);
+        (last_updated_ms, last_dirty_ms).hash(&mut h);
+        h.finish()
+    }
 }
 
 /// `{"applications": …}`: a full registry or a delta.
@@ -363,6 +402,41 @@ mod tests {
         assert!(empty.instances.is_empty());
         assert!(apps(br#"{"errorCode":"404"}"#).is_err());
         assert!(apps(b"404 page not found").is_err());
+    }
+
+    /// The digest tells records apart by everything read but `actionType`.
+    #[test]
+    fn digests_ignore_only_the_action_type() {
+        let base = serde_json::json!({
+            "instanceId": "i", "hostName": "h", "app": "A", "ipAddr": "1.2.3.4", "status": "UP",
+            "port": {"$": 80, "@enabled": "true"}, "metadata": {"k": "v"},
+            "leaseInfo": {"renewalIntervalInSecs": 10, "durationInSecs": 30,
+                          "lastRenewalTimestamp": 1},
+            "lastUpdatedTimestamp": "5", "lastDirtyTimestamp": "4", "actionType": "ADDED"
+        });
+        let digest = |edit: &dyn Fn(&mut Value)| {
+            let mut value = base.clone();
+            edit(&mut value);
+            instance(&value).expect("record").digest()
+        };
+        let same = digest(&|_| {});
+        assert_eq!(digest(&|v| v["actionType"] = "MODIFIED".into()), same);
+        assert_eq!(
+            digest(&|v| v["leaseInfo"]["lastRenewalTimestamp"] = 2.into()),
+            same,
+            "renewals change nothing read"
+        );
+        for edit in [
+            &(|v: &mut Value| v["status"] = "DOWN".into()) as &dyn Fn(&mut Value),
+            &|v| v["metadata"]["k"] = "w".into(),
+            &|v| v["port"]["$"] = 81.into(),
+            &|v| v["ipAddr"] = "1.2.3.5".into(),
+            &|v| v["lastUpdatedTimestamp"] = "6".into(),
+            &|v| v["leaseInfo"]["durationInSecs"] = 90.into(),
+            &|v| v["overriddenStatus"] = "OUT_OF_SERVICE".into(),
+        ] {
+            assert_ne!(digest(edit), same);
+        }
     }
 
     #[test]
