@@ -206,7 +206,8 @@ where
 struct Pair {
     sc: DevRegistry,
     eureka: DevRegistry,
-    d1: Daemon,
+    /// Kept running for as long as the pair is used (dropped: killed).
+    _d1: Daemon,
     d2: Daemon,
 }
 
@@ -224,7 +225,12 @@ fn start_pair(dir: &Path, eureka_args: &[&str]) -> Pair {
         &dir.join("dc2"),
         &["--sc-plugin", "eureka"],
     );
-    Pair { sc, eureka, d1, d2 }
+    Pair {
+        sc,
+        eureka,
+        _d1: d1,
+        d2,
+    }
 }
 
 /// Figures E1-E2 (`cached`: E3 only, with `--real-eureka`).
