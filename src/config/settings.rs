@@ -241,7 +241,7 @@ pub static SETTINGS: &[Spec] = &[
         file_keys: &["registry.plugin", "servicecenter.plugin"],
         list: false,
         default: Default::Text("servicecenter"),
-        help: "Registry kind: servicecenter",
+        help: "Registry kind: servicecenter or eureka",
     },
     Spec {
         id: Id::ScUser,
@@ -669,7 +669,7 @@ mod tests {
     fn help_shows_the_default() {
         assert_eq!(
             Id::ScPlugin.spec().help_text(),
-            "Registry kind: servicecenter. [default: servicecenter]"
+            "Registry kind: servicecenter or eureka. [default: servicecenter]"
         );
         assert_eq!(
             Id::GossipLabel.spec().help_text(),
