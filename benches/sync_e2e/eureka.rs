@@ -23,7 +23,7 @@ use sha1::{Digest, Sha1};
 use super::common::{
     API, DevRegistry, create_service, instance_hosts, register, start_registry, start_registry_with,
 };
-use super::{Daemon, fmt_kib, fmt_ms, ops_since, registry_ops, start_daemon_with};
+use super::{Daemon, Jitter, fmt_kib, fmt_ms, ops_since, registry_ops, start_daemon_with};
 
 /// Interval of the visibility polls.
 const POLL_EVERY: Duration = Duration::from_millis(2);
@@ -35,6 +35,10 @@ const CACHED_TIMEOUT: Duration = Duration::from_secs(75);
 const PER_SERVICE: usize = 100;
 /// Registrations in flight while filling dc1.
 const FILL_CONCURRENCY: usize = 32;
+/// Longest random pause before a sample, so that samples do not lock onto the feeds' poll
+/// period (100 ms) or the response cache's refresh (30 s).
+const PAUSE: Duration = Duration::from_millis(100);
+const CACHED_PAUSE: Duration = Duration::from_secs(30);
 
 /// What the Eureka run measured.
 pub struct EurekaRun {
@@ -239,6 +243,8 @@ async fn latencies(client: &reqwest::Client, samples: usize, run: &mut EurekaRun
     let real: &[&str] = if cached { &["--real-eureka"] } else { &[] };
     let pair = start_pair(dir.path(), real);
     let timeout = if cached { CACHED_TIMEOUT } else { TIMEOUT };
+    let pause = if cached { CACHED_PAUSE } else { PAUSE };
+    let mut jitter = Jitter(0x2545_f491_4f6c_dd1d ^ u64::from(cached));
     // One anchor each way, so both syncers have seen each other before the samples.
     create_service(client, &pair.sc.url, "eu-anchor", "eu-anchor").await;
     register(
@@ -272,6 +278,7 @@ async fn latencies(client: &reqwest::Client, samples: usize, run: &mut EurekaRun
         create_service(client, &pair.sc.url, "eu-s1", "eu-svc-one").await;
         for n in 0..samples {
             let host = format!("sc-host-{n}");
+            tokio::time::sleep(jitter.next(pause)).await;
             let started = Instant::now();
             let iid = register(
                 client,
@@ -288,6 +295,7 @@ async fn latencies(client: &reqwest::Client, samples: usize, run: &mut EurekaRun
             })
             .await;
             run.sc_to_eureka.push(seen);
+            tokio::time::sleep(jitter.next(pause)).await;
             let started = Instant::now();
             client
                 .delete(format!(
@@ -308,9 +316,10 @@ async fn latencies(client: &reqwest::Client, samples: usize, run: &mut EurekaRun
     }
 
     let sid = eureka_service_id("bench", "eu-src", "1.0.0");
-    let count = if cached { samples.min(6) } else { samples };
+    let count = if cached { samples.min(8) } else { samples };
     for n in 0..count {
         let host = format!("eureka-host-{n}");
+        tokio::time::sleep(jitter.next(pause)).await;
         let started = Instant::now();
         let id = eureka_register(client, &pair.eureka.url, "EU-SRC", n + 1, &host).await;
         let seen = until(started, timeout, true, || async {
@@ -326,6 +335,7 @@ async fn latencies(client: &reqwest::Client, samples: usize, run: &mut EurekaRun
             continue;
         }
         run.eureka_to_sc.push(seen);
+        tokio::time::sleep(jitter.next(pause)).await;
         let started = Instant::now();
         eureka_cancel(client, &pair.eureka.url, "EU-SRC", &id).await;
         let gone = until(started, timeout, false, || async {

@@ -43,6 +43,7 @@ pub mod factory;
 pub(crate) mod fixtures;
 pub mod memory;
 pub mod model;
+mod route;
 pub mod servicecomb;
 
 use std::collections::BTreeMap;

@@ -13,7 +13,6 @@
 //! `Accept-Encoding` either, so Eureka never compresses (reqwest is built without gzip, and
 //! a full read is a few MB at the sizes syncer targets; deltas are small).
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -24,6 +23,7 @@ use tracing::{debug, warn};
 use super::metrics::EurekaMetrics;
 use crate::config::Credentials;
 use crate::registry::RegistryError;
+use crate::registry::route::AddressRoute;
 
 /// One call, independent of the address it goes to.
 pub(super) struct Request<'a> {
@@ -66,23 +66,16 @@ pub(super) struct Answer {
     pub base: String,
 }
 
-/// Which address calls go to.
-#[derive(Debug)]
-struct Route {
-    current: usize,
-    moved_at: Option<Instant>,
-}
-
 /// The client. One per adapter.
 pub(super) struct EurekaClient {
     http: reqwest::Client,
     /// Normalised base URLs (no trailing `/`), preferred first.
     bases: Vec<String>,
     timeout: Duration,
-    failback_after: Duration,
     max_response_bytes: usize,
     credentials: Option<Credentials>,
-    route: Mutex<Route>,
+    /// Which address calls start with.
+    route: AddressRoute,
     metrics: EurekaMetrics,
 }
 
@@ -143,17 +136,14 @@ impl EurekaClient {
             .pool_max_idle_per_host(32)
             .build()
             .map_err(|e| RegistryError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        let route = AddressRoute::new(bases.len(), failback_after);
         Ok(EurekaClient {
             http,
             bases,
             timeout,
-            failback_after,
             max_response_bytes,
             credentials,
-            route: Mutex::new(Route {
-                current: 0,
-                moved_at: None,
-            }),
+            route,
             metrics,
         })
     }
@@ -273,30 +263,15 @@ impl EurekaClient {
     }
 
     fn start_index(&self, now: Instant) -> usize {
-        let mut route = self.route.lock().unwrap_or_else(|p| p.into_inner());
-        if route.current != 0
-            && route
-                .moved_at
-                .is_some_and(|at| now.duration_since(at) >= self.failback_after)
-        {
-            route.current = 0;
-        }
-        route.current
+        self.route.start(now)
     }
 
     fn note_success(&self, index: usize) {
-        let mut route = self.route.lock().unwrap_or_else(|p| p.into_inner());
-        route.current = index;
-        if index == 0 {
-            route.moved_at = None;
-        }
+        self.route.succeeded(index);
     }
 
     fn note_failure(&self, index: usize, now: Instant) {
-        let mut route = self.route.lock().unwrap_or_else(|p| p.into_inner());
-        if route.current == index && self.bases.len() > 1 {
-            route.current = (index + 1) % self.bases.len();
-            route.moved_at = Some(now);
+        if self.route.failed(index, now) {
             self.metrics.count_failover();
         }
     }

@@ -6,7 +6,6 @@
 //! of SC's answers to [`RegistryError`] (reference §1.3/§1.4). Talks to SC only; it never
 //! sends `X-ConsumerId` (reference §3.5.3: it would make SC record dependency rules).
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -18,6 +17,7 @@ use url::Url;
 use super::auth::{Auth, Token};
 use super::metrics::ServiceCombMetrics;
 use super::wire::WireError;
+use crate::registry::route::AddressRoute;
 use crate::registry::{Refusal, RegistryError, Tenant};
 
 /// SC: the service does not exist.
@@ -135,16 +135,6 @@ impl From<Fault> for RegistryError {
     }
 }
 
-/// Which address calls go to. Guarded by a std mutex: read and written without awaiting.
-#[derive(Debug)]
-struct Route {
-    /// Index of the address calls start with.
-    current: usize,
-    /// When the client last moved away from an address because of a failure; once
-    /// `failback_after` has passed, calls start with the preferred address again.
-    moved_at: Option<Instant>,
-}
-
 /// What went wrong with one attempt on one address.
 enum AttemptError {
     /// The address could not be reached or did not answer in time: try the next one.
@@ -160,11 +150,10 @@ pub(super) struct ScClient {
     addresses: Vec<Url>,
     /// Bound of one attempt: connect, send, and read the whole answer.
     timeout: Duration,
-    /// How long to stay away from the preferred address after it failed.
-    failback_after: Duration,
     /// Answers larger than this are refused as [`RegistryError::Protocol`].
     max_response_bytes: usize,
-    route: Mutex<Route>,
+    /// Which address calls start with.
+    route: AddressRoute,
     metrics: ServiceCombMetrics,
     /// The login and token, when SC's access control is on.
     auth: Option<Auth>,
@@ -202,16 +191,13 @@ impl ScClient {
             .pool_max_idle_per_host(8)
             .build()
             .map_err(|e| RegistryError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        let route = AddressRoute::new(addresses.len(), failback_after);
         Ok(ScClient {
             http,
             addresses,
             timeout,
-            failback_after,
             max_response_bytes,
-            route: Mutex::new(Route {
-                current: 0,
-                moved_at: None,
-            }),
+            route,
             metrics,
             auth,
         })
@@ -520,31 +506,15 @@ impl ScClient {
     }
 
     fn start_index(&self, now: Instant) -> usize {
-        let mut route = self.route.lock().unwrap_or_else(|p| p.into_inner());
-        if route.current != 0
-            && route
-                .moved_at
-                .is_some_and(|at| now.duration_since(at) >= self.failback_after)
-        {
-            // Time to try the preferred address again; a failure there moves us on anew.
-            route.current = 0;
-        }
-        route.current
+        self.route.start(now)
     }
 
     fn note_success(&self, index: usize) {
-        let mut route = self.route.lock().unwrap_or_else(|p| p.into_inner());
-        route.current = index;
-        if index == 0 {
-            route.moved_at = None;
-        }
+        self.route.succeeded(index);
     }
 
     fn note_failure(&self, index: usize, now: Instant) {
-        let mut route = self.route.lock().unwrap_or_else(|p| p.into_inner());
-        if route.current == index && self.addresses.len() > 1 {
-            route.current = (index + 1) % self.addresses.len();
-            route.moved_at = Some(now);
+        if self.route.failed(index, now) {
             self.metrics.count_failover();
         }
     }
@@ -696,34 +666,5 @@ mod tests {
             None,
         );
         assert!(matches!(none, Err(RegistryError::Invalid(_))));
-    }
-
-    #[tokio::test]
-    async fn route_fails_over_and_back() {
-        let c = client(&["http://a", "http://b", "http://c"]);
-        let t0 = Instant::now();
-        let at = |secs| t0 + Duration::from_secs(secs);
-        assert_eq!(c.start_index(t0), 0);
-        c.note_failure(0, t0);
-        c.note_failure(1, t0);
-        assert_eq!(c.start_index(t0), 2);
-        c.note_success(2);
-        assert_eq!(c.start_index(at(4)), 2);
-        assert_eq!(
-            c.start_index(at(6)),
-            0,
-            "back to the preferred address after the back-off"
-        );
-        c.note_failure(0, at(6));
-        assert_eq!(c.start_index(at(7)), 1, "a failed return moves on again");
-        c.note_success(1);
-        assert_eq!(
-            c.start_index(at(10)),
-            1,
-            "the back-off counts from the last move"
-        );
-        assert_eq!(c.start_index(at(11)), 0);
-        c.note_success(0);
-        assert_eq!(c.start_index(at(100)), 0);
     }
 }
