@@ -69,6 +69,7 @@ fn start_member(i: usize, profile: Profile, join: Option<SocketAddr>) -> Member 
         remembered: Vec::new(),
         resolver: None,
         seed: None,
+        keyring: None,
     };
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();

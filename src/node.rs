@@ -69,6 +69,8 @@ pub enum NodeError {
     Cluster(#[from] ClusterError),
     #[error("the data centre name: {0}")]
     Name(#[from] crate::dc_name::NameError),
+    #[error(transparent)]
+    Keyring(#[from] gossip::KeyringError),
     #[error("graceful shutdown did not finish within {0:?}")]
     ShutdownTimeout(Duration),
 }
@@ -216,6 +218,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
     let _data_dir = lock_data_dir(&config.node.data_dir)?;
+    let keyring = gossip::Keyring::load_or_seed(&config.node.data_dir, config.gossip.key.as_ref())?;
     if config.node.cluster_name.is_empty() {
         match default_cluster_name(&config, &shutdown).await? {
             Some(name) => config.node.cluster_name = name,
@@ -238,7 +241,12 @@ pub async fn run(
         let gossip_metrics = GossipMetrics::default();
         gossip_metrics.register(&metrics);
         gossip::spawn(
-            gossip_config(&config, advertised(gossip_local), advertised(rpc_local)),
+            gossip_config(
+                &config,
+                advertised(gossip_local),
+                advertised(rpc_local),
+                keyring,
+            ),
             Arc::new(listeners.gossip),
             gossip_metrics,
             stages.gossip.token.clone(),
@@ -411,7 +419,12 @@ fn build_registry(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Registry
 /// The pool settings of this node: a generation newer than the last run's (saved at once, so
 /// even a crash right after start counts), the members remembered from then, and a resolver
 /// that turns an rpc address given as `--join-addr` into that syncer's gossip address.
-fn gossip_config(config: &Config, gossip_addr: SocketAddr, rpc_addr: SocketAddr) -> GossipConfig {
+fn gossip_config(
+    config: &Config,
+    gossip_addr: SocketAddr,
+    rpc_addr: SocketAddr,
+    keyring: Option<gossip::Keyring>,
+) -> GossipConfig {
     let state_file = config.node.data_dir.join(GOSSIP_STATE_FILE);
     let saved = gossip::load_state(&state_file).unwrap_or_else(|e| {
         warn!(error = %e, "ignoring the saved gossip state");
@@ -462,6 +475,7 @@ fn gossip_config(config: &Config, gossip_addr: SocketAddr, rpc_addr: SocketAddr)
         remembered: saved.members.iter().map(|m| m.addr).collect(),
         resolver: Some(resolver),
         seed: None,
+        keyring,
     }
 }
 

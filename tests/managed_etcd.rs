@@ -95,6 +95,7 @@ impl Node {
             remembered: Vec::new(),
             resolver: None,
             seed: None,
+            keyring: None,
         };
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();

@@ -1,5 +1,5 @@
 //! The command line: `syncer daemon`, `syncer members`, `syncer demo`, `syncer dev-registry`,
-//! `syncer version`.
+//! `syncer keygen`, `syncer version`.
 //!
 //! Parsing only; each subcommand's work lives in its own module. The daemon's flags are
 //! compatible with the original ServiceComb Syncer 1.3 (`--sc-addr`, `--bind-addr`, ...), and
@@ -9,6 +9,7 @@
 pub mod daemon;
 pub mod demo;
 pub mod dev_registry;
+pub mod keygen;
 pub mod members;
 
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ pub enum Command {
     DevRegistry(DevRegistryArgs),
     /// List the members of the gossip pool as one syncer sees them.
     Members(MembersArgs),
+    /// Print a new random gossip key (base64 of 32 bytes) for `--gossip-key`.
+    Keygen,
     /// Print the version.
     Version,
 }

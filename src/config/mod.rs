@@ -114,6 +114,9 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    /// A secret setting has a value that cannot be used; the value is never shown.
+    #[error("invalid value for {origin}: {reason}")]
+    InvalidSecret { origin: Origin, reason: String },
     /// A required setting is missing.
     #[error("{0}")]
     Missing(String),
@@ -227,6 +230,9 @@ pub struct GossipConfig {
     pub profile: GossipProfile,
     /// Pool label: pools with different labels ignore each other on a shared network.
     pub label: String,
+    /// `--gossip-key`: seeds the keyring file of the data directory on the first start (the
+    /// file, once there, is what the node uses). Its `Debug` never shows the key.
+    pub key: Option<crate::gossip::GossipKey>,
 }
 
 /// The gRPC listener.

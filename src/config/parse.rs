@@ -145,6 +145,7 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
             join: net.join,
             profile: net.profile,
             label: net.label,
+            key: net.key,
         },
         rpc: RpcConfig {
             listen_addr: net.rpc_addr,
@@ -337,6 +338,7 @@ struct Listeners {
     /// setting is named in the same order as before the table.
     profile: GossipProfile,
     label: String,
+    key: Option<crate::gossip::GossipKey>,
     /// The listen addresses so far, by setting, for the clash check of later ones.
     ports: Vec<(Id, SocketAddr)>,
 }
@@ -353,7 +355,7 @@ fn read_listeners(r: &mut Reader, mode: Mode) -> Result<Listeners, ConfigError> 
         Some(setting) => parse_join_list(&setting.value).map_err(|e| invalid(setting, e))?,
         None => Vec::new(),
     };
-    let (profile, label) = read_gossip(r)?;
+    let (profile, label, key) = read_gossip(r)?;
 
     let (cluster_port, peer_ip) = match r.get(Id::PeerAddr) {
         Some(setting) => {
@@ -441,12 +443,15 @@ fn read_listeners(r: &mut Reader, mode: Mode) -> Result<Listeners, ConfigError> 
         etcd_endpoints,
         profile,
         label,
+        key,
         ports,
     })
 }
 
-/// The gossip pool's timing and label.
-fn read_gossip(r: &mut Reader) -> Result<(GossipProfile, String), ConfigError> {
+/// The gossip pool's timing, label and key.
+fn read_gossip(
+    r: &mut Reader,
+) -> Result<(GossipProfile, String, Option<crate::gossip::GossipKey>), ConfigError> {
     let profile = r.parsed(Id::GossipProfile, |text| {
         GossipProfile::parse(text).ok_or_else(|| "must be lan, wan or local".to_owned())
     })?;
@@ -459,7 +464,19 @@ fn read_gossip(r: &mut Reader) -> Result<(GossipProfile, String), ConfigError> {
         }
         Ok(label.to_owned())
     })?;
-    Ok((profile, label))
+    // The key's text never goes into an error or `--check`.
+    let key = match r.secret(Id::GossipKey) {
+        Some(setting) => Some(
+            crate::gossip::GossipKey::from_base64(&setting.value).map_err(|e| {
+                ConfigError::InvalidSecret {
+                    origin: setting.origin.clone(),
+                    reason: e.to_string(),
+                }
+            })?,
+        ),
+        None => None,
+    };
+    Ok((profile, label, key))
 }
 
 /// Cluster mode: the election and the managed etcd member.

@@ -31,6 +31,7 @@ pub enum Id {
     AdvertiseAddr,
     GossipProfile,
     GossipLabel,
+    GossipKey,
     Mode,
     Node,
     ClusterName,
@@ -341,6 +342,18 @@ pub static SETTINGS: &[Spec] = &[
         default: Default::Text(""),
         help: "Label of the gossip pool: syncers only admit members with the same label, so \
                pools that share a network stay apart",
+    },
+    Spec {
+        id: Id::GossipKey,
+        name: "gossip_key",
+        flag: Some(Flag::value("gossip-key", "BASE64")),
+        env: Some("SYNCER_GOSSIP_KEY"),
+        file_keys: &["gossip.key"],
+        list: false,
+        default: Default::None,
+        help: "Encrypts the gossip pool: 32 random bytes in base64 (syncer keygen makes one). \
+               Seeds <data-dir>/gossip-keyring.json on the first start; that file, once \
+               there, is what the node uses. Never logged, --check shows only 'set'",
     },
     // --- This syncer ---
     Spec {

@@ -24,8 +24,9 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 
 use super::broadcast::{Handler, Item};
+use super::keyring::Keyring;
 use super::metrics::{GossipMetrics, Status};
-use super::packet::{self, FRAME_OVERHEAD_BYTES, Kind, MAX_DATAGRAM_BYTES};
+use super::packet::{self, FRAME_OVERHEAD_BYTES, Kind, MAX_DATAGRAM_BYTES, SEALED_OVERHEAD_BYTES};
 use super::persist::{SavedMember, SavedState, save_state};
 use super::{
     Command, GossipConfig, GossipError, MemberInfo, MemberStatus, MembershipEvent, NodeId,
@@ -72,6 +73,8 @@ pub(super) struct Actor {
     runtime: AccumulatingRuntime<NodeId>,
     socket: Arc<dyn super::Socket>,
     label: Vec<u8>,
+    /// Seals every datagram sent and opens every one received; `None`: plain gossip.
+    keyring: Option<Keyring>,
     profile: Profile,
     timers: BTreeMap<(Instant, u64), Timer<NodeId>>,
     timer_seq: u64,
@@ -109,7 +112,12 @@ impl Actor {
         tracker: TaskTracker,
     ) -> Actor {
         let label = config.label.into_bytes();
-        let max_packet = MAX_DATAGRAM_BYTES - FRAME_OVERHEAD_BYTES - label.len();
+        let seal_overhead = if config.keyring.is_some() {
+            SEALED_OVERHEAD_BYTES
+        } else {
+            0
+        };
+        let max_packet = MAX_DATAGRAM_BYTES - FRAME_OVERHEAD_BYTES - seal_overhead - label.len();
         let deliveries = Arc::new(Mutex::new(VecDeque::new()));
         let rng = match config.seed {
             Some(seed) => SmallRng::seed_from_u64(seed),
@@ -128,6 +136,7 @@ impl Actor {
             runtime: AccumulatingRuntime::new(),
             socket,
             label,
+            keyring: config.keyring,
             profile: config.profile,
             timers: BTreeMap::new(),
             timer_seq: 0,
@@ -255,7 +264,12 @@ impl Actor {
 
     fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
         self.metrics.received.inc();
-        let (kind, body) = match packet::unframe(&self.label, datagram) {
+        let mut plain = Vec::new();
+        let opened = match &self.keyring {
+            Some(keyring) => packet::open(&self.label, keyring, datagram, &mut plain),
+            None => packet::unframe(&self.label, datagram),
+        };
+        let (kind, body) = match opened {
             Ok(framed) => framed,
             Err(reject) => {
                 debug!(%from, reason = reject.as_str(), len = datagram.len(), "gossip datagram dropped");
@@ -454,8 +468,13 @@ impl Actor {
     // ---- outputs ----------------------------------------------------------------------------
 
     fn send_framed(&mut self, kind: Kind, body: &[u8], to: SocketAddr) {
-        packet::frame(&self.label, kind, &mut self.out);
-        self.out.extend_from_slice(body);
+        match &self.keyring {
+            Some(keyring) => packet::seal(&self.label, keyring, kind, body, &mut self.out),
+            None => {
+                packet::frame(&self.label, kind, &mut self.out);
+                self.out.extend_from_slice(body);
+            }
+        }
         match self.socket.try_send_to(&self.out, to) {
             Ok(()) => {
                 self.metrics.sent.inc();

@@ -179,7 +179,9 @@ mod tests {
     /// largest header (three identities) and for a two-identity header plus one update.
     #[test]
     fn worst_case_identities_fit_a_datagram() {
-        use crate::gossip::packet::{FRAME_OVERHEAD_BYTES, MAX_DATAGRAM_BYTES, MAX_LABEL_BYTES};
+        use crate::gossip::packet::{
+            FRAME_OVERHEAD_BYTES, MAX_DATAGRAM_BYTES, MAX_LABEL_BYTES, SEALED_OVERHEAD_BYTES,
+        };
 
         let v6: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
             .parse()
@@ -202,7 +204,9 @@ mod tests {
         let size = postcard::to_allocvec(&worst).unwrap().len();
         assert!(size < 450, "identity takes {size} bytes");
 
-        let budget = MAX_DATAGRAM_BYTES - FRAME_OVERHEAD_BYTES - MAX_LABEL_BYTES;
+        // A sealed datagram (gossip key set) has the least room.
+        let budget =
+            MAX_DATAGRAM_BYTES - FRAME_OVERHEAD_BYTES - SEALED_OVERHEAD_BYTES - MAX_LABEL_BYTES;
         let header = |message| foca::Header {
             src: worst.clone(),
             src_incarnation: u16::MAX,

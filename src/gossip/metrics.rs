@@ -52,7 +52,8 @@ impl GossipMetrics {
         metrics.register(
             "syncer_gossip_datagrams_dropped",
             "Gossip datagrams dropped: oversized, malformed, label (another pool), receive_error, \
-             undecodable (refused by foca), send_failed",
+             decrypt (no gossip key of ours opens it, or plain/sealed mismatch), undecodable \
+             (refused by foca), send_failed",
             self.dropped.clone(),
         );
         metrics.register(

@@ -12,6 +12,7 @@
 mod actor;
 mod broadcast;
 pub mod identity;
+mod keyring;
 mod meta;
 mod metrics;
 mod packet;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use identity::{NodeId, next_generation, registry_fingerprint};
+pub use keyring::{GossipKey, KEYRING_FILE, KeyError, Keyring, KeyringError};
 pub use meta::{MetaError, NodeMeta, Role};
 pub use metrics::GossipMetrics;
 pub use packet::{MAX_DATAGRAM_BYTES, MAX_LABEL_BYTES};
@@ -157,6 +159,8 @@ pub struct GossipConfig {
     pub resolver: Option<Resolver>,
     /// Seed of foca's random choices; random when `None`.
     pub seed: Option<u64>,
+    /// Keys that seal and open every datagram; `None` sends and accepts plain datagrams.
+    pub keyring: Option<Keyring>,
 }
 
 impl fmt::Debug for GossipConfig {
@@ -168,6 +172,7 @@ impl fmt::Debug for GossipConfig {
             .field("join", &self.join)
             .field("state_file", &self.state_file)
             .field("remembered", &self.remembered)
+            .field("keyring", &self.keyring)
             .finish_non_exhaustive()
     }
 }

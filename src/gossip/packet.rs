@@ -10,15 +10,33 @@
 //! the receiver's identity, to which the newcomer then announces itself) and `Notice` (a
 //! broadcast item sent straight to a member rather than piggybacked, used to announce a
 //! graceful leave at once).
+//!
+//! With a gossip key, the kind and body are sealed (`keyring.rs`) and the magic byte is
+//! `0xC6`; the header before them (magic, label) is the associated data, so a datagram cannot
+//! be moved to another pool. The label is still checked first, in clear, so pools that share
+//! a network still tell each other apart without trying keys:
+//!
+//! ```text
+//! [0xC6][label length: u8][label bytes][nonce: 24][sealed: kind + body][tag: 16]
+//! ```
+//!
+//! A member without a key drops sealed datagrams and a member with one drops plain ones:
+//! both count as `decrypt`, like a datagram no installed key opens.
+
+use super::keyring::{Keyring, SEAL_OVERHEAD_BYTES};
 
 /// First byte of every syncer gossip datagram.
 const MAGIC: u8 = 0xC5;
+/// First byte of a sealed datagram.
+const MAGIC_SEALED: u8 = 0xC6;
 /// Longest accepted `--gossip-label` (the configuration checks it).
 pub const MAX_LABEL_BYTES: usize = crate::config::MAX_GOSSIP_LABEL_BYTES;
 /// Largest datagram syncer sends or accepts; fits an Ethernet MTU with room for IP/UDP.
 pub const MAX_DATAGRAM_BYTES: usize = 1400;
 /// The framing's own bytes besides the label.
 pub const FRAME_OVERHEAD_BYTES: usize = 3;
+/// What sealing adds to a datagram (nonce and tag).
+pub const SEALED_OVERHEAD_BYTES: usize = SEAL_OVERHEAD_BYTES;
 
 /// What a datagram carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +64,9 @@ pub enum Reject {
     Oversized,
     Malformed,
     Label,
+    /// Sealed but no installed key opens it, sealed without a key here, or plain while this
+    /// member seals.
+    Decrypt,
 }
 
 impl Reject {
@@ -54,6 +75,7 @@ impl Reject {
             Reject::Oversized => "oversized",
             Reject::Malformed => "malformed",
             Reject::Label => "label",
+            Reject::Decrypt => "decrypt",
         }
     }
 }
@@ -68,22 +90,66 @@ pub fn frame(label: &[u8], kind: Kind, out: &mut Vec<u8>) {
     out.push(kind.byte());
 }
 
-/// Checks a received datagram and returns its kind and body.
+/// Writes the sealed datagram for `kind` and `body` into `out` (cleared first).
+pub fn seal(label: &[u8], keyring: &Keyring, kind: Kind, body: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(label.len() <= MAX_LABEL_BYTES);
+    out.clear();
+    out.push(MAGIC_SEALED);
+    out.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(label);
+    let header = out.clone();
+    let mut plain = Vec::with_capacity(body.len() + 1);
+    plain.push(kind.byte());
+    plain.extend_from_slice(body);
+    keyring.seal(&header, &plain, out);
+}
+
+/// Checks a received plain datagram and returns its kind and body.
 pub fn unframe<'a>(label: &[u8], datagram: &'a [u8]) -> Result<(Kind, &'a [u8]), Reject> {
+    match split(label, datagram)? {
+        (false, _, rest) => kind_and_body(rest),
+        (true, _, _) => Err(Reject::Decrypt),
+    }
+}
+
+/// Checks and opens a received sealed datagram; the kind and body are decrypted into `plain`.
+pub fn open<'a>(
+    label: &[u8],
+    keyring: &Keyring,
+    datagram: &[u8],
+    plain: &'a mut Vec<u8>,
+) -> Result<(Kind, &'a [u8]), Reject> {
+    match split(label, datagram)? {
+        (true, header, sealed) if keyring.open(&datagram[..header], sealed, plain) => {
+            kind_and_body(plain)
+        }
+        _ => Err(Reject::Decrypt),
+    }
+}
+
+/// Checks size, magic and label; returns whether the datagram is sealed, the header's length
+/// and what follows the header.
+fn split<'a>(label: &[u8], datagram: &'a [u8]) -> Result<(bool, usize, &'a [u8]), Reject> {
     if datagram.len() > MAX_DATAGRAM_BYTES {
         return Err(Reject::Oversized);
     }
     let [magic, len, rest @ ..] = datagram else {
         return Err(Reject::Malformed);
     };
-    if *magic != MAGIC {
-        return Err(Reject::Malformed);
-    }
+    let sealed = match *magic {
+        MAGIC => false,
+        MAGIC_SEALED => true,
+        _ => return Err(Reject::Malformed),
+    };
     let len = usize::from(*len);
     let (their_label, rest) = rest.split_at_checked(len).ok_or(Reject::Malformed)?;
     if their_label != label {
         return Err(Reject::Label);
     }
+    Ok((sealed, 2 + len, rest))
+}
+
+fn kind_and_body(rest: &[u8]) -> Result<(Kind, &[u8]), Reject> {
     let (kind, body) = rest.split_first().ok_or(Reject::Malformed)?;
     let kind = match kind {
         0 => Kind::Foca,
@@ -116,5 +182,52 @@ mod tests {
         );
         frame(b"", Kind::Foca, &mut out);
         assert_eq!(unframe(b"", &out), Ok((Kind::Foca, &b""[..])));
+    }
+
+    #[test]
+    fn sealed_round_trip_label_binding_and_mixing() {
+        use crate::gossip::keyring::GossipKey;
+
+        let keyring = Keyring::new(&GossipKey::generate(), &[]);
+        let mut out = Vec::new();
+        let mut plain = Vec::new();
+        seal(b"blue", &keyring, Kind::Notice, b"body", &mut out);
+        assert_eq!(
+            out.len(),
+            FRAME_OVERHEAD_BYTES + 4 + 4 + SEALED_OVERHEAD_BYTES
+        );
+        assert_eq!(
+            open(b"blue", &keyring, &out, &mut plain),
+            Ok((Kind::Notice, &b"body"[..]))
+        );
+        // The label is checked in clear first, then bound: a datagram relabelled to another
+        // pool does not open there.
+        assert_eq!(open(b"red", &keyring, &out, &mut plain), Err(Reject::Label));
+        let mut relabelled = out.clone();
+        relabelled[2..6].copy_from_slice(b"bluf");
+        assert_eq!(
+            open(b"bluf", &keyring, &relabelled, &mut plain),
+            Err(Reject::Decrypt)
+        );
+        let mut tampered = out.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x80;
+        assert_eq!(
+            open(b"blue", &keyring, &tampered, &mut plain),
+            Err(Reject::Decrypt)
+        );
+        let stranger = Keyring::new(&GossipKey::generate(), &[]);
+        assert_eq!(
+            open(b"blue", &stranger, &out, &mut plain),
+            Err(Reject::Decrypt)
+        );
+        // Sealed to a keyless member, plain to a keyed one: both dropped as `decrypt`.
+        assert_eq!(unframe(b"blue", &out), Err(Reject::Decrypt));
+        frame(b"blue", Kind::Notice, &mut out);
+        out.extend_from_slice(b"body");
+        assert_eq!(
+            open(b"blue", &keyring, &out, &mut plain),
+            Err(Reject::Decrypt)
+        );
     }
 }

@@ -45,6 +45,7 @@ struct Spec {
     state_file: Option<std::path::PathBuf>,
     /// Metadata entries of a newer release (tag, value), which no member of this build knows.
     newer_fields: Vec<(u32, Vec<u8>)>,
+    keyring: Option<crate::gossip::Keyring>,
 }
 
 fn spec(name: &str, port: u16, join: &[u16]) -> Spec {
@@ -58,6 +59,7 @@ fn spec(name: &str, port: u16, join: &[u16]) -> Spec {
         registry: "",
         state_file: None,
         newer_fields: Vec::new(),
+        keyring: None,
     }
 }
 
@@ -90,6 +92,7 @@ fn start(net: &MemoryNetwork, spec: Spec) -> TestNode {
         state_file: spec.state_file,
         resolver: None,
         seed: Some(u64::from(spec.port)),
+        keyring: spec.keyring,
     };
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -631,4 +634,88 @@ async fn join_attempts_back_off_and_start_over_after_a_join() {
         "attempts 0, 0.2 and 0.6 s after the loss"
     );
     node.stop().await;
+}
+
+fn keyed(
+    mut spec: Spec,
+    primary: &crate::gossip::GossipKey,
+    others: &[crate::gossip::GossipKey],
+) -> Spec {
+    spec.keyring = Some(crate::gossip::Keyring::new(primary, others));
+    spec
+}
+
+/// An encrypted pool forms; a member with another key, and one with none, are never admitted
+/// and their datagrams are counted as `decrypt` drops.
+#[tokio::test(start_paused = true)]
+async fn encrypted_pool_admits_only_members_with_the_key() {
+    use crate::gossip::GossipKey;
+
+    let net = MemoryNetwork::new();
+    let key = GossipKey::generate();
+    let a = start(&net, keyed(spec("a", 7000, &[]), &key, &[]));
+    let b = start(&net, keyed(spec("b", 7010, &[7000]), &key, &[]));
+    for node in [&a, &b] {
+        until("encrypted convergence", || async {
+            alive_count(node).await == 2
+        })
+        .await;
+    }
+    let wrong = start(
+        &net,
+        keyed(spec("w", 7020, &[7000]), &GossipKey::generate(), &[]),
+    );
+    let plain = start(&net, spec("p", 7030, &[7000]));
+    until("decrypt drops", || async {
+        a.metrics.dropped_total("decrypt") >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        alive_count(&a).await,
+        2,
+        "a member without the key was admitted"
+    );
+    assert_eq!(alive_count(&b).await, 2);
+    assert_eq!(alive_count(&wrong).await, 1);
+    assert_eq!(alive_count(&plain).await, 1);
+    for node in [a, b, wrong, plain] {
+        node.stop().await;
+    }
+}
+
+/// The middle of a rotation: every member has both keys installed, some send with the old
+/// one and some with the new one, and the pool stays whole.
+#[tokio::test(start_paused = true)]
+async fn members_with_both_keys_and_different_primaries_talk() {
+    use crate::gossip::GossipKey;
+
+    let net = MemoryNetwork::new();
+    let (old, new) = (GossipKey::generate(), GossipKey::generate());
+    let a = start(
+        &net,
+        keyed(spec("a", 7000, &[]), &old, std::slice::from_ref(&new)),
+    );
+    let b = start(
+        &net,
+        keyed(spec("b", 7010, &[7000]), &new, std::slice::from_ref(&old)),
+    );
+    let c = start(
+        &net,
+        keyed(spec("c", 7020, &[7010]), &old, std::slice::from_ref(&new)),
+    );
+    for node in [&a, &b, &c] {
+        until("mixed-primary convergence", || async {
+            alive_count(node).await == 3
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for node in [&a, &b, &c] {
+        assert_eq!(alive_count(node).await, 3);
+        assert_eq!(node.metrics.dropped_total("decrypt"), 0);
+    }
+    for node in [a, b, c] {
+        node.stop().await;
+    }
 }

@@ -314,6 +314,7 @@ impl World {
             remembered: Vec::new(),
             resolver: None,
             seed: Some(u64::from(member.gossip_addr.port()) + member.generation),
+            keyring: None,
         };
         let running = Running::new();
         let handle = gossip::spawn(

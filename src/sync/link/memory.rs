@@ -423,6 +423,7 @@ mod tests {
             remembered: Vec::new(),
             resolver: None,
             seed: Some(u64::from(port)),
+            keyring: None,
         };
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
