@@ -365,3 +365,204 @@ fn default_names_differ_for_the_same_address_text_and_survive_restarts() {
     drop(again);
     drop(rt);
 }
+
+// --- Encrypted gossip (--gossip-key, the keyring file) ---
+
+/// A new key from `syncer keygen`.
+fn keygen() -> String {
+    let mut cmd = syncer(Path::new("."));
+    cmd.arg("keygen");
+    let out = run(cmd);
+    assert_eq!(out.code, Some(0), "keygen failed: {}", out.stderr);
+    let key = out.stdout.trim().to_owned();
+    assert_eq!(key.len(), 44, "not the base64 of 32 bytes: {key:?}");
+    key
+}
+
+fn drops(admin: &str, reason: &str) -> f64 {
+    metric(
+        admin,
+        &format!("syncer_gossip_datagrams_dropped_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+#[test]
+fn keygen_makes_a_different_key_each_time() {
+    assert_ne!(keygen(), keygen());
+}
+
+#[test]
+fn an_encrypted_pool_forms_and_syncs() {
+    use support::sync::{NewInstance, SYNC_DEADLINE, World};
+
+    let key = keygen();
+    let mut w = World::start(2, &["--gossip-key", &key]);
+    let sid = w.reg(0).create_service("shop", "orders", "1.0.0");
+    w.reg(0).register(
+        &sid,
+        &NewInstance::new("orders-host", "rest://10.1.0.1:8080"),
+    );
+    w.wait_until("a copy in dc2 over encrypted gossip", SYNC_DEADLINE, |w| {
+        w.reg(1).copies().len() == 1
+    });
+    for i in 0..2 {
+        let ring = w.dcs[i].data_dir.join("gossip-keyring.json");
+        let text = std::fs::read_to_string(&ring).unwrap_or_default();
+        w.check(text.contains(&key), || {
+            format!("{} was not seeded with the key", ring.display())
+        });
+        let metrics = w.metrics(i);
+        w.check(
+            !metrics.contains("reason=\"decrypt\"")
+                || support::sync::metric_sum(
+                    &metrics,
+                    "syncer_gossip_datagrams_dropped_total",
+                    &["reason=\"decrypt\""],
+                ) == 0.0,
+            || format!("dc{} dropped datagrams of its own pool", i + 1),
+        );
+    }
+}
+
+#[test]
+fn members_with_another_key_or_none_are_not_admitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen();
+    let first = start(dir.path(), "e0", "127.0.0.1", &["--gossip-key", &key]);
+    let second = start(
+        dir.path(),
+        "e1",
+        "127.0.0.2",
+        &["--join-addr", &first.gossip, "--gossip-key", &key],
+    );
+    let mut pool = [first, second];
+    wait_all_alive(&mut pool, 2);
+    let [first, second] = pool;
+    let wrong = start(
+        dir.path(),
+        "e2",
+        "127.0.0.3",
+        &["--join-addr", &first.gossip, "--gossip-key", &keygen()],
+    );
+    let plain = start(
+        dir.path(),
+        "e3",
+        "127.0.0.4",
+        &["--join-addr", &first.gossip],
+    );
+    // Both outsiders keep asking to join; each attempt is a datagram e0 cannot open.
+    wait_until("decrypt drops from both outsiders", || {
+        drops(&first.admin, "decrypt") >= 4.0
+    });
+    for (node, members) in [(&first, 2), (&second, 2), (&wrong, 1), (&plain, 1)] {
+        let seen = statuses(&node.rpc);
+        assert_eq!(seen.len(), members, "{} sees {seen:?}", node.name);
+    }
+    assert!(!statuses(&first.rpc).contains_key("e2"));
+    assert!(!statuses(&first.rpc).contains_key("e3"));
+}
+
+#[test]
+fn two_keys_installed_with_different_primaries_still_talk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (keygen(), keygen());
+    for (name, primary) in [("k0", &old), ("k1", &new)] {
+        let data = dir.path().join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(
+            data.join("gossip-keyring.json"),
+            format!(r#"{{"primary":"{primary}","keys":["{old}","{new}"]}}"#),
+        )
+        .unwrap();
+    }
+    // The flag is ignored once a keyring file exists: neither of these keys is in it.
+    let stray = keygen();
+    let first = start(dir.path(), "k0", "127.0.0.1", &["--gossip-key", &stray]);
+    let second = start(
+        dir.path(),
+        "k1",
+        "127.0.0.2",
+        &["--join-addr", &first.gossip],
+    );
+    let mut pool = [first, second];
+    wait_all_alive(&mut pool, 2);
+    for node in &pool {
+        assert_eq!(drops(&node.admin, "decrypt"), 0.0, "{}", node.name);
+    }
+}
+
+#[test]
+fn a_bad_gossip_key_stops_the_daemon_without_printing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = "c2hvcnQta2V5LXRleHQ="; // base64 of 14 bytes
+    for (flag_or_env, value, needle) in [
+        (true, short, "--gossip-key"),
+        (true, "not base64 at all!", "--gossip-key"),
+        (false, short, "SYNCER_GOSSIP_KEY"),
+    ] {
+        let mut cmd = syncer(dir.path());
+        cmd.args([
+            "daemon",
+            "--bind-addr",
+            "127.0.0.1:0",
+            "--rpc-addr",
+            "127.0.0.1:0",
+        ]);
+        if flag_or_env {
+            cmd.args(["--gossip-key", value]);
+        } else {
+            cmd.env("SYNCER_GOSSIP_KEY", value);
+        }
+        let out = run(cmd);
+        assert_eq!(out.code, Some(2), "{}", out.stderr);
+        assert!(out.stderr.contains(needle), "{}", out.stderr);
+        assert!(
+            !out.stderr.contains(value),
+            "the key was printed: {}",
+            out.stderr
+        );
+    }
+    // `--check` shows that a key is set, never the key.
+    let key = keygen();
+    let mut cmd = syncer(dir.path());
+    cmd.args([
+        "daemon",
+        "--check",
+        "--bind-addr",
+        "127.0.0.1:0",
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--gossip-key",
+        &key,
+    ]);
+    let out = run(cmd);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("gossip_key"))
+        .unwrap_or_default();
+    assert!(line.contains("= set"), "{}", out.stdout);
+    assert!(!out.stdout.contains(&key) && !out.stderr.contains(&key));
+    // A corrupt keyring file stops the daemon too, naming the file.
+    let mut cmd = syncer(dir.path());
+    let data = dir.path().join("bad-ring");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("gossip-keyring.json"), "{").unwrap();
+    cmd.args([
+        "daemon",
+        "--bind-addr",
+        "127.0.0.1:0",
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--cluster-name",
+        "x",
+        "--sc-addr",
+        "http://127.0.0.1:9",
+        "--data-dir",
+    ])
+    .arg(&data);
+    let out = run(cmd);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("gossip-keyring.json"), "{}", out.stderr);
+}
