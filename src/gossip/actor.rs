@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 
 use super::broadcast::{Handler, Item};
-use super::keyring::Keyring;
+use super::keyring::{Keyring, KeyringOp, KeyringOpError};
 use super::metrics::{GossipMetrics, Status};
 use super::packet::{self, FRAME_OVERHEAD_BYTES, Kind, MAX_DATAGRAM_BYTES, SEALED_OVERHEAD_BYTES};
 use super::persist::{SavedMember, SavedState, save_state};
@@ -34,6 +34,16 @@ use super::{
 };
 
 type Foca = foca::Foca<NodeId, PostcardCodec, SmallRng, Handler>;
+
+/// A rotation step's name for the log (never the key).
+fn op_name(op: &KeyringOp) -> &'static str {
+    match op {
+        KeyringOp::List => "list",
+        KeyringOp::Install(_) => "install",
+        KeyringOp::Use(_) => "use",
+        KeyringOp::Remove(_) => "remove",
+    }
+}
 
 /// How often the list of live members is written to the state file, when it changed.
 const PERSIST_INTERVAL: Duration = Duration::from_secs(5);
@@ -238,6 +248,22 @@ impl Actor {
             }
             Command::Broadcast(payload, reply) => {
                 let _ = reply.send(self.broadcast(payload));
+            }
+            Command::Keyring(op, reply) => {
+                let result = match &mut self.keyring {
+                    // A plain pool stays plain: foca's packets were sized without the seal.
+                    None => Err(KeyringOpError::NotEncrypted.into()),
+                    Some(keyring) => match keyring.apply(&op) {
+                        Ok(()) => {
+                            if op != KeyringOp::List {
+                                info!(step = op_name(&op), "gossip keyring changed");
+                            }
+                            Ok(keyring.list())
+                        }
+                        Err(e) => Err(e.into()),
+                    },
+                };
+                let _ = reply.send(result);
             }
             Command::UpdateMeta(change, reply) => {
                 let mut meta = self.me().meta.clone();

@@ -109,15 +109,52 @@ pub struct Keyring {
     primary: XChaCha20Poly1305,
     /// The other installed keys, tried after the primary.
     others: Vec<XChaCha20Poly1305>,
-    keys: KeyringFile,
+    /// Every installed key, the primary first (the same order as the ciphers).
+    keys: Vec<GossipKey>,
+    /// Where changes are saved: the keyring file it was loaded from or seeded to.
+    file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyring")
-            .field("installed", &(self.others.len() + 1))
+            .field("installed", &self.keys.len())
             .finish_non_exhaustive()
     }
+}
+
+/// One step of a key rotation (serf's `keys` operations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyringOp {
+    /// Changes nothing; answers the installed keys.
+    List,
+    /// Accept datagrams sealed with this key too.
+    Install(GossipKey),
+    /// Seal with this (installed) key from now on.
+    Use(GossipKey),
+    /// Stop accepting this key; never the primary.
+    Remove(GossipKey),
+}
+
+/// The installed keys, as `syncer keyring list` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyList {
+    pub primary: String,
+    /// Every installed key, the primary first.
+    pub installed: Vec<String>,
+}
+
+/// Why a rotation step was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringOpError {
+    #[error("the key is not installed")]
+    NotInstalled,
+    #[error("the primary key cannot be removed; make another key primary first")]
+    RemovePrimary,
+    #[error("the gossip pool is not encrypted (no --gossip-key, no keyring file)")]
+    NotEncrypted,
+    #[error(transparent)]
+    Save(KeyringError),
 }
 
 /// The keyring file's contents: base64 keys.
@@ -136,16 +173,66 @@ impl Keyring {
                 rest.push(key);
             }
         }
-        let mut keys = vec![primary.to_base64()];
-        keys.extend(rest.iter().map(|k| k.to_base64()));
+        let mut keys = vec![primary.clone()];
+        keys.extend(rest.iter().map(|k| (*k).clone()));
         Keyring {
             primary: primary.cipher(),
             others: rest.iter().map(|k| k.cipher()).collect(),
-            keys: KeyringFile {
-                primary: primary.to_base64(),
-                keys,
-            },
+            keys,
+            file: None,
         }
+    }
+
+    /// The installed keys as base64, the primary first.
+    pub fn list(&self) -> KeyList {
+        KeyList {
+            primary: self.keys[0].to_base64(),
+            installed: self.keys.iter().map(GossipKey::to_base64).collect(),
+        }
+    }
+
+    /// Applies one step of a rotation and saves the keyring file (when there is one).
+    /// Installing an installed key, or making the primary primary, changes nothing.
+    ///
+    /// # Errors
+    /// Using or removing a key that is not installed, removing the primary, or a failed save
+    /// (the keyring is then left as it was).
+    pub fn apply(&mut self, op: &KeyringOp) -> Result<(), KeyringOpError> {
+        let primary = &self.keys[0];
+        let next = match op {
+            KeyringOp::List => return Ok(()),
+            KeyringOp::Install(key) => {
+                let mut all = self.keys.clone();
+                all.push(key.clone());
+                Keyring::new(primary, &all)
+            }
+            KeyringOp::Use(key) => {
+                if !self.keys.contains(key) {
+                    return Err(KeyringOpError::NotInstalled);
+                }
+                Keyring::new(key, &self.keys)
+            }
+            KeyringOp::Remove(key) => {
+                if key == primary {
+                    return Err(KeyringOpError::RemovePrimary);
+                }
+                if !self.keys.contains(key) {
+                    return Err(KeyringOpError::NotInstalled);
+                }
+                let rest: Vec<GossipKey> =
+                    self.keys.iter().filter(|k| *k != key).cloned().collect();
+                Keyring::new(primary, &rest)
+            }
+        };
+        let next = Keyring {
+            file: self.file.clone(),
+            ..next
+        };
+        if let Some(path) = &next.file {
+            next.save(path).map_err(KeyringOpError::Save)?;
+        }
+        *self = next;
+        Ok(())
     }
 
     /// Encrypts `out[start..]` in place: `aad` (the frame header with the pool label) is
@@ -203,11 +290,16 @@ impl Keyring {
     ) -> Result<Option<Keyring>, KeyringError> {
         let path = data_dir.join(KEYRING_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => Keyring::decode(&path, &bytes).map(Some),
+            Ok(bytes) => {
+                let mut keyring = Keyring::decode(&path, &bytes)?;
+                keyring.file = Some(path);
+                Ok(Some(keyring))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => match seed {
                 Some(key) => {
-                    let keyring = Keyring::new(key, &[]);
+                    let mut keyring = Keyring::new(key, &[]);
                     keyring.save(&path)?;
+                    keyring.file = Some(path);
                     Ok(Some(keyring))
                 }
                 None => Ok(None),
@@ -247,8 +339,12 @@ impl Keyring {
             source,
         };
         let tmp = path.with_extension("json.tmp");
+        let contents = KeyringFile {
+            primary: self.keys[0].to_base64(),
+            keys: self.keys.iter().map(GossipKey::to_base64).collect(),
+        };
         let bytes =
-            serde_json::to_vec_pretty(&self.keys).map_err(|e| io_error(io::Error::other(e)))?;
+            serde_json::to_vec_pretty(&contents).map_err(|e| io_error(io::Error::other(e)))?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -316,6 +412,45 @@ mod tests {
             Err(KeyError::Length(16))
         );
         assert_eq!(format!("{key:?}"), "GossipKey(..)");
+    }
+
+    #[test]
+    fn rotation_steps_apply_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (GossipKey::generate(), GossipKey::generate());
+        let mut ring = Keyring::load_or_seed(dir.path(), Some(&a))
+            .unwrap()
+            .unwrap();
+        let old_msg = sealed(&ring, b"", b"old");
+        assert!(matches!(
+            ring.apply(&KeyringOp::Use(b.clone())),
+            Err(KeyringOpError::NotInstalled)
+        ));
+        ring.apply(&KeyringOp::Install(b.clone())).unwrap();
+        ring.apply(&KeyringOp::Install(b.clone())).unwrap();
+        assert_eq!(ring.list().installed, vec![a.to_base64(), b.to_base64()]);
+        ring.apply(&KeyringOp::Use(b.clone())).unwrap();
+        assert_eq!(ring.list().primary, b.to_base64());
+        let new_msg = sealed(&ring, b"", b"new");
+        let mut plain = Vec::new();
+        assert!(Keyring::new(&b, &[]).open(b"", &new_msg, &mut plain));
+        assert!(ring.open(b"", &old_msg, &mut plain));
+        assert!(matches!(
+            ring.apply(&KeyringOp::Remove(b.clone())),
+            Err(KeyringOpError::RemovePrimary)
+        ));
+        ring.apply(&KeyringOp::Remove(a.clone())).unwrap();
+        assert!(!ring.open(b"", &old_msg, &mut plain));
+        assert!(matches!(
+            ring.apply(&KeyringOp::Remove(a.clone())),
+            Err(KeyringOpError::NotInstalled)
+        ));
+        // Every step was saved: a restart finds the rotated keyring.
+        let again = Keyring::load_or_seed(dir.path(), Some(&a))
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.list(), ring.list());
+        assert_eq!(again.list().installed, vec![b.to_base64()]);
     }
 
     #[test]

@@ -32,7 +32,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use identity::{NodeId, next_generation, registry_fingerprint};
-pub use keyring::{GossipKey, KEYRING_FILE, KeyError, Keyring, KeyringError};
+pub use keyring::{
+    GossipKey, KEYRING_FILE, KeyError, KeyList, Keyring, KeyringError, KeyringOp, KeyringOpError,
+};
 pub use meta::{MetaError, NodeMeta, Role};
 pub use metrics::GossipMetrics;
 pub use packet::{MAX_DATAGRAM_BYTES, MAX_LABEL_BYTES};
@@ -250,6 +252,8 @@ pub enum GossipError {
     Stopped,
     #[error("foca refused the operation: {0}")]
     Foca(String),
+    #[error("gossip keyring: {0}")]
+    Keyring(#[from] KeyringOpError),
 }
 
 type MetaChange = Box<dyn FnOnce(&mut NodeMeta) + Send>;
@@ -262,6 +266,8 @@ enum Command {
     UpdateMeta(MetaChange, oneshot::Sender<Result<(), GossipError>>),
     /// Addresses resolved for a join attempt: send `Hello` to them.
     Hello(Vec<SocketAddr>),
+    /// One rotation step on this member's keyring.
+    Keyring(KeyringOp, oneshot::Sender<Result<KeyList, GossipError>>),
 }
 
 /// A cheap, cloneable handle on the running pool.
@@ -300,6 +306,17 @@ impl GossipHandle {
     /// [`GossipError::Stopped`] after shutdown.
     pub async fn members(&self) -> Result<Vec<MemberInfo>, GossipError> {
         self.ask(Command::Members).await
+    }
+
+    /// Applies one rotation step to this member's keyring (saved to its keyring file) and
+    /// answers the keys installed afterwards. Only this member changes: a whole-pool rotation
+    /// applies each step on every member before the next step.
+    ///
+    /// # Errors
+    /// [`GossipError::Keyring`] when the step is refused or the pool is not encrypted;
+    /// [`GossipError::Stopped`].
+    pub async fn keyring(&self, op: KeyringOp) -> Result<KeyList, GossipError> {
+        self.ask(|tx| Command::Keyring(op, tx)).await?
     }
 
     /// Broadcasts `payload` to every live member; each receives it once.

@@ -719,3 +719,77 @@ async fn members_with_both_keys_and_different_primaries_talk() {
         node.stop().await;
     }
 }
+
+/// A whole-pool rotation in serf's three steps, each applied on every member before the
+/// next: the pool stays whole throughout (no member suspected or declared down), the old key
+/// is refused at the end, and a plain pool refuses keyring changes.
+#[tokio::test(start_paused = true)]
+async fn a_key_rotation_step_by_step_keeps_the_pool_whole() {
+    use crate::gossip::{GossipError, GossipKey, KeyringOp, KeyringOpError};
+
+    let net = MemoryNetwork::new();
+    let (old, new) = (GossipKey::generate(), GossipKey::generate());
+    let nodes = vec![
+        start(&net, keyed(spec("a", 7000, &[]), &old, &[])),
+        start(&net, keyed(spec("b", 7010, &[7000]), &old, &[])),
+        start(&net, keyed(spec("c", 7020, &[7000]), &old, &[])),
+    ];
+    for node in &nodes {
+        until("convergence", || async { alive_count(node).await == 3 }).await;
+    }
+    let mut watch = nodes[0].handle.subscribe();
+    let refused = nodes[0].handle.keyring(KeyringOp::Use(new.clone())).await;
+    assert!(matches!(
+        refused,
+        Err(GossipError::Keyring(KeyringOpError::NotInstalled))
+    ));
+    for step in [
+        KeyringOp::Install(new.clone()),
+        KeyringOp::Use(new.clone()),
+        KeyringOp::Remove(old.clone()),
+    ] {
+        // Members apply a step one after the other, with gossip going on in between.
+        for node in &nodes {
+            node.handle.keyring(step.clone()).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        for node in &nodes {
+            assert_eq!(alive_count(node).await, 3, "after {step:?}");
+        }
+    }
+    let list = nodes[2].handle.keyring(KeyringOp::List).await.unwrap();
+    assert_eq!(list.primary, new.to_base64());
+    assert_eq!(list.installed, vec![new.to_base64()]);
+    loop {
+        match watch.try_recv() {
+            Ok(event) => assert!(
+                !matches!(event, MembershipEvent::Down(_) | MembershipEvent::Left(_)),
+                "{event:?} during the rotation"
+            ),
+            Err(channel::error::TryRecvError::Empty) => break,
+            Err(e) => panic!("membership events lost: {e}"),
+        }
+    }
+    for node in &nodes {
+        assert_eq!(node.metrics.dropped_total("decrypt"), 0);
+    }
+    // A member that kept only the old key is no longer admitted.
+    let late = start(&net, keyed(spec("late", 7030, &[7000]), &old, &[]));
+    until("the old key's datagrams dropped", || async {
+        nodes[0].metrics.dropped_total("decrypt") > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(alive_count(&nodes[0]).await, 3);
+    assert_eq!(alive_count(&late).await, 1);
+
+    let plain = start(&net, spec("plain", 7040, &[]));
+    let refused = plain.handle.keyring(KeyringOp::Install(new.clone())).await;
+    assert!(matches!(
+        refused,
+        Err(GossipError::Keyring(KeyringOpError::NotEncrypted))
+    ));
+    for node in nodes.into_iter().chain([late, plain]) {
+        node.stop().await;
+    }
+}
