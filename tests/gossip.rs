@@ -522,6 +522,27 @@ fn a_bad_gossip_key_stops_the_daemon_without_printing_it() {
             out.stderr
         );
     }
+    // The YAML key `gossip.key` too.
+    let yaml = dir.path().join("syncer.yaml");
+    std::fs::write(&yaml, format!("gossip:\n  key: \"{short}\"\n")).unwrap();
+    let mut cmd = syncer(dir.path());
+    cmd.args([
+        "daemon",
+        "--bind-addr",
+        "127.0.0.1:0",
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--config",
+    ])
+    .arg(&yaml);
+    let out = run(cmd);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("gossip.key in"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains(short),
+        "the key was printed: {}",
+        out.stderr
+    );
     // `--check` shows that a key is set, never the key.
     let key = keygen();
     let mut cmd = syncer(dir.path());
