@@ -293,7 +293,9 @@ pub async fn run(
     }
     {
         let service = PeerService::new(info.clone(), gossip.clone(), sync.clone());
-        let serve = rpc::serve(listeners.rpc, service, stages.rpc.token.clone());
+        let tls = config.rpc.tls.clone();
+        let (rpc_listener, rpc_token) = (listeners.rpc, stages.rpc.token.clone());
+        let serve = async move { rpc::serve(rpc_listener, service, rpc_token, tls.as_ref()).await };
         spawn_part(&stages.rpc.tasks, &fatal_tx, async move {
             serve.await.map_err(|e| NodeError::Serve {
                 what: "rpc",
@@ -445,9 +447,11 @@ fn gossip_config(config: &Config, gossip_addr: SocketAddr, rpc_addr: SocketAddr)
         bump: 0,
         meta,
     };
-    let resolver: gossip::Resolver = Arc::new(|target: String| {
+    let tls = config.rpc.tls.as_ref().map(rpc::tls::RpcTls::client);
+    let resolver: gossip::Resolver = Arc::new(move |target: String| {
+        let tls = tls.clone();
         Box::pin(async move {
-            let info = rpc::client::node_info(&target, JOIN_INFO_TIMEOUT)
+            let info = rpc::client::node_info(&target, JOIN_INFO_TIMEOUT, tls.as_ref())
                 .await
                 .ok()?;
             info.gossip_addr.parse().ok()
@@ -530,7 +534,9 @@ impl SyncEngine {
             store,
             gossip: self.gossip.clone(),
             settings,
-            link: Arc::new(rpc::transfer::GrpcLink::new()),
+            link: Arc::new(rpc::transfer::GrpcLink::with_tls(
+                self.config.rpc.tls.as_ref().map(rpc::tls::RpcTls::client),
+            )),
         }
     }
 
