@@ -440,6 +440,7 @@ fn gossip_config(config: &Config, gossip_addr: SocketAddr, rpc_addr: SocketAddr)
         Mode::Cluster => Role::Standby,
     };
     meta.protocol = PROTOCOL_VERSION;
+    meta.tls = config.rpc.tls.is_some();
     let identity = NodeId {
         name: config.node.name.clone(),
         addr: gossip_addr,

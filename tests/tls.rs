@@ -129,6 +129,13 @@ fn two_data_centres_sync_over_mutual_tls() {
     w.check(listed.as_array().is_some_and(|m| m.len() == 2), || {
         format!("members should list both syncers: {}", asked.stdout)
     });
+    // Each announces in its gossip metadata that it speaks TLS.
+    w.check(
+        listed
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["tls"] == serde_json::json!(true))),
+        || format!("every member should announce TLS: {}", asked.stdout),
+    );
 
     // Without a client certificate (TLS, server verified), in plain text, and with a
     // certificate of another CA: refused.

@@ -80,6 +80,7 @@ struct Row<'a> {
     generation: u64,
     local: bool,
     conflict: bool,
+    tls: bool,
 }
 
 impl<'a> From<&'a Member> for Row<'a> {
@@ -96,6 +97,7 @@ impl<'a> From<&'a Member> for Row<'a> {
             generation: m.generation,
             local: m.local,
             conflict: m.conflict,
+            tls: m.tls,
         }
     }
 }
@@ -229,6 +231,7 @@ mod tests {
             protocol_version: 1,
             local,
             conflict,
+            tls: false,
         };
         let members = [member("a", true, false), member("bb", false, true)];
         let rows: Vec<Row<'_>> = members.iter().map(Row::from).collect();

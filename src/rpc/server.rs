@@ -49,6 +49,7 @@ fn member(info: MemberInfo) -> Member {
         protocol_version: id.meta.protocol,
         local: info.local,
         conflict: info.conflict,
+        tls: id.meta.tls,
     }
 }
 
