@@ -230,6 +230,87 @@ fn untrusted_and_plain_text_peers_reach_nothing() {
     }
 }
 
+/// A CA and two node certificates it signed for [`HOSTS`], written into `dir`: one valid,
+/// one that expired in 2020.
+fn valid_and_expired(dir: &Path) -> (Certs, Certs) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair,
+    };
+    let hosts: Vec<String> = HOSTS.split(',').map(str::to_owned).collect();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key")).expect("CA");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write CA");
+    let node = |name: &str, expired: bool| {
+        let mut params = CertificateParams::new(hosts.clone()).expect("node params");
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
+        let key = KeyPair::generate().expect("node key");
+        let cert = params.signed_by(&key, &ca).expect("sign");
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        Certs {
+            cert: cert_path,
+            key: key_path,
+            ca: dir.join("ca.pem"),
+        }
+    };
+    (node("valid", false), node("expired", true))
+}
+
+/// dc2's certificate is signed by the right CA but expired: nothing of dc2 reaches dc1, while
+/// dc3 (valid) syncs with dc1 both before and after.
+#[test]
+fn a_peer_with_an_expired_certificate_reaches_nothing() {
+    let certs_dir = tempfile::tempdir().expect("tempdir");
+    let (valid, expired) = valid_and_expired(certs_dir.path());
+    let mut w = World::start_each(
+        vec![
+            setup(valid.flags(true)),
+            setup(expired.flags(true)),
+            setup(valid.flags(true)),
+        ],
+        &[],
+    );
+    for (i, host) in [(1, "from-dc2"), (2, "from-dc3")] {
+        let sid = w.reg(i).create_service("shop", host, "1.0.0");
+        w.reg(i)
+            .register(&sid, &NewInstance::new(host, "rest://10.9.0.1:8080"));
+    }
+    let hosts_in = |w: &World, i: usize| -> Vec<String> {
+        w.reg(i).copies().into_iter().map(|c| c.host_name).collect()
+    };
+    w.wait_until("dc3's instance in dc1", SYNC_DEADLINE, |w| {
+        hosts_in(w, 0).contains(&"from-dc3".to_owned())
+    });
+    let sid = w.reg(0).create_service("shop", "from-dc1", "1.0.0");
+    w.reg(0)
+        .register(&sid, &NewInstance::new("from-dc1", "rest://10.9.0.3:8080"));
+    w.wait_until("dc1's instance in dc3", SYNC_DEADLINE, |w| {
+        hosts_in(w, 2).contains(&"from-dc1".to_owned())
+    });
+    let in_dc1 = hosts_in(&w, 0);
+    w.check(!in_dc1.iter().any(|h| h == "from-dc2"), || {
+        format!("dc1 holds a copy from the peer with an expired certificate: {in_dc1:?}")
+    });
+    let in_dc2 = hosts_in(&w, 1);
+    w.check(!in_dc2.iter().any(|h| h == "from-dc1"), || {
+        format!("the peer with an expired certificate got dc1's instance: {in_dc2:?}")
+    });
+}
+
 /// Bad TLS files stop the daemon at start, naming the file, before anything binds.
 #[test]
 fn bad_tls_files_stop_the_daemon_at_start() {
