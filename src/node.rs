@@ -331,6 +331,11 @@ pub async fn run(
         mode = %info.mode,
         gossip_addr = %info.gossip_addr,
         rpc_addr = %info.rpc_addr,
+        rpc_tls = match &config.rpc.tls {
+            None => "off",
+            Some(tls) if tls.verifies_peers() => "mutual",
+            Some(_) => "on",
+        },
         admin_addr = %admin_local.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         data_dir = %config.node.data_dir.display(),
         registry = %config.registry.addresses.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(","),

@@ -110,6 +110,19 @@ fn two_data_centres_sync_over_mutual_tls() {
         },
     );
 
+    // The ready line says how the rpc link is protected.
+    for i in 0..2 {
+        let said = w
+            .node(i)
+            .daemon
+            .seen
+            .iter()
+            .any(|l| l.contains("syncer is ready") && l.contains(r#""rpc_tls":"mutual""#));
+        w.check(said, || {
+            format!("dc{}'s ready line does not say rpc_tls mutual", i + 1)
+        });
+    }
+
     // `syncer members` with the client certificate lists the pool.
     let rpc = w.node(0).rpc.clone();
     let dir = w.dir.path().to_owned();
