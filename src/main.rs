@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         }
         Command::Daemon(args) => daemon::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::DevCerts(args) => syncer::cli::dev_certs::run(&args),
         Command::DevRegistry(args) => dev_registry::run(&args),
         Command::Members(args) => members::run(&args),
         Command::Keygen => keygen::run(),

@@ -301,7 +301,9 @@ pub async fn run(
     }
     {
         let service = PeerService::new(info.clone(), gossip.clone(), sync.clone());
-        let serve = rpc::serve(listeners.rpc, service, stages.rpc.token.clone());
+        let tls = config.rpc.tls.clone();
+        let (rpc_listener, rpc_token) = (listeners.rpc, stages.rpc.token.clone());
+        let serve = async move { rpc::serve(rpc_listener, service, rpc_token, tls.as_ref()).await };
         spawn_part(&stages.rpc.tasks, &fatal_tx, async move {
             serve.await.map_err(|e| NodeError::Serve {
                 what: "rpc",
@@ -337,6 +339,11 @@ pub async fn run(
         mode = %info.mode,
         gossip_addr = %info.gossip_addr,
         rpc_addr = %info.rpc_addr,
+        rpc_tls = match &config.rpc.tls {
+            None => "off",
+            Some(tls) if tls.verifies_peers() => "mutual",
+            Some(_) => "on",
+        },
         admin_addr = %admin_local.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         data_dir = %config.node.data_dir.display(),
         registry = %config.registry.addresses.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(","),
@@ -451,6 +458,7 @@ fn gossip_config(
         Mode::Cluster => Role::Standby,
     };
     meta.protocol = PROTOCOL_VERSION;
+    meta.tls = config.rpc.tls.is_some();
     let identity = NodeId {
         name: config.node.name.clone(),
         addr: gossip_addr,
@@ -458,9 +466,11 @@ fn gossip_config(
         bump: 0,
         meta,
     };
-    let resolver: gossip::Resolver = Arc::new(|target: String| {
+    let tls = config.rpc.tls.as_ref().map(rpc::tls::RpcTls::client);
+    let resolver: gossip::Resolver = Arc::new(move |target: String| {
+        let tls = tls.clone();
         Box::pin(async move {
-            let info = rpc::client::node_info(&target, JOIN_INFO_TIMEOUT)
+            let info = rpc::client::node_info(&target, JOIN_INFO_TIMEOUT, tls.as_ref())
                 .await
                 .ok()?;
             info.gossip_addr.parse().ok()
@@ -544,7 +554,9 @@ impl SyncEngine {
             store,
             gossip: self.gossip.clone(),
             settings,
-            link: Arc::new(rpc::transfer::GrpcLink::new()),
+            link: Arc::new(rpc::transfer::GrpcLink::with_tls(
+                self.config.rpc.tls.as_ref().map(rpc::tls::RpcTls::client),
+            )),
         }
     }
 

@@ -725,7 +725,11 @@ fn leader_key(
 /// The gossip status of member `name` as the syncer at `rpc` sees it (`syncer members`).
 fn status_seen_by(rt: &tokio::runtime::Runtime, rpc: &str, name: &str) -> Option<String> {
     let members = rt
-        .block_on(syncer::rpc::client::members(rpc, Duration::from_secs(2)))
+        .block_on(syncer::rpc::client::members(
+            rpc,
+            Duration::from_secs(2),
+            None,
+        ))
         .ok()?;
     members
         .into_iter()

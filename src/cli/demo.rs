@@ -654,18 +654,19 @@ async fn wait_for_pool(rpcs: &[SocketAddr]) -> bool {
     loop {
         let mut complete = true;
         for rpc in rpcs {
-            let ready = match crate::rpc::client::members(&rpc.to_string(), CALL_TIMEOUT).await {
-                Ok(members) => {
-                    members
-                        .iter()
-                        .filter(|m| {
-                            m.status == "alive" && m.role == "active" && !m.registry.is_empty()
-                        })
-                        .count()
-                        >= rpcs.len()
-                }
-                Err(_) => false,
-            };
+            let ready =
+                match crate::rpc::client::members(&rpc.to_string(), CALL_TIMEOUT, None).await {
+                    Ok(members) => {
+                        members
+                            .iter()
+                            .filter(|m| {
+                                m.status == "alive" && m.role == "active" && !m.registry.is_empty()
+                            })
+                            .count()
+                            >= rpcs.len()
+                    }
+                    Err(_) => false,
+                };
             if !ready {
                 complete = false;
                 break;

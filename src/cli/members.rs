@@ -3,6 +3,7 @@
 //! The JSON form is an array of objects with at least the keys `name`, `gossip_addr`,
 //! `rpc_addr`, `cluster`, `role` and `status`; scripts depend on them.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use serde::Serialize;
 
 use crate::rpc::client;
 use crate::rpc::proto::Member;
+use crate::rpc::tls::ClientTls;
 
 /// Exit status when the syncer cannot be asked.
 const EXIT_UNREACHABLE: u8 = 1;
@@ -40,6 +42,29 @@ pub struct MembersArgs {
     /// How long to wait for the answer.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+
+    /// Client certificate (PEM) for a syncer that verifies its callers (mutual TLS).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SYNCER_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SYNCER_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificate (PEM) the syncer's certificate is verified against. Any --tls-* flag
+    /// makes the call over TLS; without --tls-ca the public web PKI roots verify it.
+    #[arg(long, value_name = "FILE", env = "SYNCER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,6 +80,7 @@ struct Row<'a> {
     generation: u64,
     local: bool,
     conflict: bool,
+    tls: bool,
 }
 
 impl<'a> From<&'a Member> for Row<'a> {
@@ -71,6 +97,7 @@ impl<'a> From<&'a Member> for Row<'a> {
             generation: m.generation,
             local: m.local,
             conflict: m.conflict,
+            tls: m.tls,
         }
     }
 }
@@ -87,7 +114,19 @@ pub fn run(args: &MembersArgs) -> ExitCode {
             return ExitCode::from(EXIT_UNREACHABLE);
         }
     };
-    let members = match runtime.block_on(client::members(&args.rpc_addr, args.timeout)) {
+    let tls = match ClientTls::load(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_ca.as_deref(),
+    ) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("syncer: {e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    let asked = client::members(&args.rpc_addr, args.timeout, tls.as_ref());
+    let members = match runtime.block_on(asked) {
         Ok(members) => members,
         Err(e) => {
             eprintln!("syncer: {e}");
@@ -192,6 +231,7 @@ mod tests {
             protocol_version: 1,
             local,
             conflict,
+            tls: false,
         };
         let members = [member("a", true, false), member("bb", false, true)];
         let rows: Vec<Row<'_>> = members.iter().map(Row::from).collect();

@@ -1,5 +1,5 @@
 //! The command line: `syncer daemon`, `syncer members`, `syncer demo`, `syncer dev-registry`,
-//! `syncer keygen`, `syncer version`.
+//! `syncer dev-certs`, `syncer keygen`, `syncer version`.
 //!
 //! Parsing only; each subcommand's work lives in its own module. The daemon's flags are
 //! compatible with the original ServiceComb Syncer 1.3 (`--sc-addr`, `--bind-addr`, ...), and
@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod demo;
+pub mod dev_certs;
 pub mod dev_registry;
 pub mod keygen;
 pub mod members;
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 pub use daemon::DaemonArgs;
 pub use demo::DemoArgs;
+pub use dev_certs::DevCertsArgs;
 pub use dev_registry::DevRegistryArgs;
 pub use members::MembersArgs;
 
@@ -40,6 +42,8 @@ pub enum Command {
     /// gossip pool. The demo registers an instance in dc1, reports when it appears in the
     /// others, prints curl lines to try, and runs until Ctrl-C.
     Demo(DemoArgs),
+    /// Write a development CA and node certificate (PEM) for trying TLS between syncers.
+    DevCerts(DevCertsArgs),
     /// Run an in-memory registry for development and tests: ServiceComb Service Center (the
     /// default) or Netflix Eureka (`--kind eureka`).
     DevRegistry(DevRegistryArgs),

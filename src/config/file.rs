@@ -551,7 +551,14 @@ fn tls_refused(key: &str, path: &Path) -> ConfigError {
             key: format!("{key}.enabled"),
         },
         value: "true".into(),
-        reason: "TLS is not supported by this version of syncer".into(),
+        reason: match key {
+            // The rpc link's TLS exists, from flags and variables only.
+            "listener.tlsMount" | "tls_config" => "TLS is not supported by this version of \
+                syncer in the YAML file; for the rpc link use --tls-cert, --tls-key and \
+                --tls-ca (or SYNCER_TLS_CERT, SYNCER_TLS_KEY, SYNCER_TLS_CA)"
+                .into(),
+            _ => "TLS is not supported by this version of syncer".into(),
+        },
     }
 }
 
@@ -683,6 +690,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tls_config.enabled"), "{err}");
+        assert!(err.contains("use --tls-cert"), "{err}");
         let err = read("task:\n  params:\n    - key: speed\n      value: 1\n")
             .unwrap_err()
             .to_string();

@@ -123,6 +123,9 @@ pub enum ConfigError {
     /// The configuration file cannot be read or parsed.
     #[error("config file {}: {reason}", path.display())]
     File { path: PathBuf, reason: String },
+    /// The TLS files of the rpc link cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::rpc::tls::TlsError),
 }
 
 /// `single`: one syncer per data centre; `cluster`: several, one of them active.
@@ -240,6 +243,9 @@ pub struct GossipConfig {
 pub struct RpcConfig {
     /// TCP listen address; port 0 picks a free port.
     pub listen_addr: SocketAddr,
+    /// TLS of the listener and of every call to another syncer (`--tls-*`), files already
+    /// read and checked; `None` is plain text.
+    pub tls: Option<crate::rpc::tls::RpcTls>,
 }
 
 /// Cluster mode: the members of one data centre, their election and the managed etcd.

@@ -23,6 +23,7 @@ use super::{
     LogFormat, MAX_GOSSIP_LABEL_BYTES, Mode, NodeConfig, Origin, Plugin, RegistryConfig, RpcConfig,
     Secret, Setting, SyncConfig,
 };
+use crate::rpc::tls::RpcTls;
 
 /// How long a graceful shutdown may take.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,6 +137,7 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
     let cluster = read_cluster(&mut r, mode, &net)?;
     let sync = read_sync(&mut r)?;
     let log = read_log(&mut r)?;
+    let tls = read_tls(&mut r)?;
     r.effective.sort_by_key(|(id, ..)| *id);
     Ok(Config {
         node,
@@ -149,6 +151,7 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
         },
         rpc: RpcConfig {
             listen_addr: net.rpc_addr,
+            tls,
         },
         cluster,
         registry,
@@ -160,6 +163,42 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
         warnings: r.warnings,
         effective: r.effective,
     })
+}
+
+/// `--tls-cert`, `--tls-key` and `--tls-ca`: the files are read and checked here, so that a
+/// missing file, a key of another certificate or a CA file without a certificate stops the
+/// daemon (and `--check`) before anything binds.
+fn read_tls(r: &mut Reader) -> Result<Option<RpcTls>, ConfigError> {
+    let cert = r.get(Id::TlsCert);
+    let key = r.get(Id::TlsKey);
+    let ca = r.get(Id::TlsCa);
+    let path = |s: &Setting| PathBuf::from(s.value.trim());
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let ca = ca.map(path);
+            Ok(Some(RpcTls::load(&path(cert), &path(key), ca.as_deref())?))
+        }
+        (None, None) => match ca {
+            Some(ca) => Err(invalid(
+                ca,
+                format!(
+                    "{} needs {} and {}: a syncer verifies its peers only when it speaks TLS itself",
+                    flag(Id::TlsCa),
+                    flag(Id::TlsCert),
+                    flag(Id::TlsKey)
+                ),
+            )),
+            None => Ok(None),
+        },
+        (Some(given), None) => Err(invalid(
+            given,
+            format!("{} is needed too", flag(Id::TlsKey)),
+        )),
+        (None, Some(given)) => Err(invalid(
+            given,
+            format!("{} is needed too", flag(Id::TlsCert)),
+        )),
+    }
 }
 
 /// The mode. The original's 1.4 sample file says `mode: signle`; 1.4 treated anything but
@@ -985,6 +1024,42 @@ mod tests {
             &super::super::settings::defaults().overlaid(cli),
             Vec::new(),
         )
+    }
+
+    /// `--tls-*` are read and checked while the configuration is resolved: a usable set
+    /// gives the rpc listener its TLS, and a half set or a missing file is refused, naming it.
+    #[test]
+    fn tls_files_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
+        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        let (cert, key, ca) = (file("node.pem"), file("node-key.pem"), file("ca.pem"));
+        let flag = |f: &str| Origin::Flag(f.into());
+        let config = resolve_with(&[
+            ("tls_cert", &cert, flag("--tls-cert")),
+            ("tls_key", &key, flag("--tls-key")),
+            ("tls_ca", &ca, flag("--tls-ca")),
+        ])
+        .unwrap();
+        assert!(config.rpc.tls.as_ref().is_some_and(RpcTls::verifies_peers));
+        assert!(resolve_with(&[]).unwrap().rpc.tls.is_none());
+
+        let err = resolve_with(&[("tls_cert", &cert, flag("--tls-cert"))]).unwrap_err();
+        assert!(err.to_string().contains("--tls-key is needed"), "{err}");
+        let err = resolve_with(&[("tls_ca", &ca, flag("--tls-ca"))]).unwrap_err();
+        assert!(
+            err.to_string().contains("--tls-ca needs --tls-cert"),
+            "{err}"
+        );
+        let missing = file("missing.pem");
+        let err = resolve_with(&[
+            ("tls_cert", &missing, flag("--tls-cert")),
+            ("tls_key", &key, flag("--tls-key")),
+        ])
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Tls(_)), "{err}");
+        assert!(err.to_string().contains("missing.pem"), "{err}");
     }
 
     /// `eureka` is a registry kind (`--sc-plugin`, YAML `registry.plugin` and the 1.3

@@ -27,6 +27,9 @@ pub enum Id {
     ScConfirmRemoval,
     BindAddr,
     RpcAddr,
+    TlsCert,
+    TlsKey,
+    TlsCa,
     JoinAddr,
     AdvertiseAddr,
     GossipProfile,
@@ -297,6 +300,40 @@ pub static SETTINGS: &[Spec] = &[
         list: false,
         default: Default::Text("0.0.0.0:30191"),
         help: "gRPC listen address; a missing port means 30191",
+    },
+    Spec {
+        id: Id::TlsCert,
+        name: "tls_cert",
+        flag: Some(Flag::value("tls-cert", "FILE")),
+        env: Some("SYNCER_TLS_CERT"),
+        file_keys: &[],
+        list: false,
+        default: Default::None,
+        help: "PEM certificate (chain) of this syncer: the rpc listener serves TLS only, and \
+               calls to other syncers use TLS and present it. Needs --tls-key",
+    },
+    Spec {
+        id: Id::TlsKey,
+        name: "tls_key",
+        flag: Some(Flag::value("tls-key", "FILE")),
+        env: Some("SYNCER_TLS_KEY"),
+        file_keys: &[],
+        list: false,
+        default: Default::None,
+        help: "PEM private key of --tls-cert",
+    },
+    Spec {
+        id: Id::TlsCa,
+        name: "tls_ca",
+        flag: Some(Flag::value("tls-ca", "FILE")),
+        env: Some("SYNCER_TLS_CA"),
+        file_keys: &[],
+        list: false,
+        default: Default::None,
+        help: "PEM CA certificate(s): callers must present a certificate signed by it (mutual \
+               TLS) and the syncers this one calls are verified against it. Without it, servers \
+               are verified against the public web PKI roots and callers are not asked for a \
+               certificate",
     },
     Spec {
         id: Id::JoinAddr,

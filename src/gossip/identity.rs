@@ -242,12 +242,12 @@ mod tests {
     #[test]
     fn identity_with_newer_fields_passes_through_unchanged() {
         let mut newer = largest();
-        newer.meta.insert_unknown(12, b"zone-a".to_vec());
+        newer.meta.insert_unknown(30, b"zone-a".to_vec());
         let wire = postcard::to_allocvec(&newer).unwrap();
         let relayed: NodeId = postcard::from_bytes(&wire).unwrap();
         assert_eq!(relayed, newer);
         assert_eq!(postcard::to_allocvec(&relayed).unwrap(), wire);
-        assert_eq!(relayed.meta.unknown().get(&12), Some(&b"zone-a".to_vec()));
+        assert_eq!(relayed.meta.unknown().get(&30), Some(&b"zone-a".to_vec()));
         let mut plain = newer.clone();
         plain.meta = largest().meta;
         assert_ne!(newer, plain, "the newer fields are part of the identity");

@@ -38,6 +38,7 @@
 //! | 9   | `etcd_ready`      | 1 (present only when true)                   |
 //! | 10  | `etcd_data`       | 1 (present only when true)                   |
 //! | 11  | `term`            | varint                                       |
+//! | 12  | `tls`             | 1 (present only when true)                   |
 //!
 //! Adding a field: give it the next unused tag (a tag is never reused or retyped, and an enum
 //! never gains a value under an existing tag, since older members would refuse it), one line in
@@ -69,9 +70,10 @@ mod tag {
     pub const ETCD_READY: u32 = 9;
     pub const ETCD_DATA: u32 = 10;
     pub const TERM: u32 = 11;
+    pub const TLS: u32 = 12;
     /// The largest tag this release knows; larger tags come from newer releases.
     #[cfg(test)]
-    pub const LAST: u32 = TERM;
+    pub const LAST: u32 = TLS;
 }
 
 /// What a member does in its data centre. Cluster mode elects one active member per data
@@ -126,6 +128,9 @@ pub struct NodeMeta {
     /// its leader key), 0 while standing by. When a data centre briefly shows two active
     /// members (a dead leader not yet seen down), peers choose the larger term.
     pub term: u64,
+    /// The member's rpc listener speaks TLS only (`--tls-cert`), as the original's
+    /// `syncer-tls-enabled` tag said: peers call it over TLS or not at all.
+    pub tls: bool,
     /// Entries of a newer release, by tag, kept to be written back unchanged.
     unknown: BTreeMap<u32, Vec<u8>>,
 }
@@ -147,6 +152,7 @@ impl NodeMeta {
             etcd_ready: false,
             etcd_data: false,
             term: 0,
+            tls: false,
             unknown: BTreeMap::new(),
         }
     }
@@ -174,6 +180,7 @@ impl NodeMeta {
         e.field(tag::ETCD_READY, &self.etcd_ready);
         e.field(tag::ETCD_DATA, &self.etcd_data);
         e.field(tag::TERM, &self.term);
+        e.field(tag::TLS, &self.tls);
         e.finish()
     }
 
@@ -206,6 +213,7 @@ impl NodeMeta {
                 tag::ETCD_READY => meta.etcd_ready = read(tag, value)?,
                 tag::ETCD_DATA => meta.etcd_data = read(tag, value)?,
                 tag::TERM => meta.term = read(tag, value)?,
+                tag::TLS => meta.tls = read(tag, value)?,
                 _ => {
                     meta.unknown.insert(tag, value.to_vec());
                 }
@@ -505,6 +513,18 @@ mod tests {
         meta
     }
 
+    /// The "speaks TLS" flag travels as tag 12 with the value 1, and only when set.
+    #[test]
+    fn the_tls_flag_round_trips_and_is_omitted_when_off() {
+        let mut meta = full();
+        let off = meta.encode();
+        meta.tls = true;
+        let on = meta.encode();
+        assert_eq!(&on[..off.len()], &off[..]);
+        assert_eq!(&on[off.len()..], &[12, 1, 1]);
+        assert_eq!(NodeMeta::decode(&on), Ok(meta));
+    }
+
     #[test]
     fn round_trip() {
         for meta in [
@@ -542,19 +562,19 @@ mod tests {
         );
     }
 
-    /// A newer release added tag 12 (and 40): this release reads the rest, keeps those entries
+    /// A newer release added tag 30 (and 40): this release reads the rest, keeps those entries
     /// and writes them back byte for byte, so the identity it passes on is the one it received.
     #[test]
     fn unknown_entries_survive_decoding_and_re_encoding() {
         let mut newer = full().encode();
-        newer.extend_from_slice(&[12, 3, 7, 8, 9, 40, 0]);
+        newer.extend_from_slice(&[30, 3, 7, 8, 9, 40, 0]);
         let meta = NodeMeta::decode(&newer).unwrap();
         let mut known = meta.clone();
         known.unknown.clear();
         assert_eq!(known, full(), "the known fields read as usual");
         assert_eq!(
             meta.unknown().iter().collect::<Vec<_>>(),
-            [(&12, &vec![7, 8, 9]), (&40, &vec![])]
+            [(&30, &vec![7, 8, 9]), (&40, &vec![])]
         );
         assert_eq!(meta.encode(), newer);
         // Through foca's codec, as part of an identity, too.
@@ -606,8 +626,8 @@ mod tests {
                 MetaError::TagOrder { tag: 1, after: 3 },
             ),
             (
-                [&[FORMAT][..], &[12, 0], &[12, 0]].concat(),
-                MetaError::TagOrder { tag: 12, after: 12 },
+                [&[FORMAT][..], &[30, 0], &[30, 0]].concat(),
+                MetaError::TagOrder { tag: 30, after: 30 },
             ),
             (vec![FORMAT, 1, 1, 0xFF], MetaError::Value { tag: 1 }),
             (
@@ -643,7 +663,7 @@ mod tests {
 
         let mut rng = rand::rngs::StdRng::seed_from_u64(14);
         let mut newer = full().encode();
-        newer.extend_from_slice(&[12, 3, 7, 8, 9, 40, 0]);
+        newer.extend_from_slice(&[30, 3, 7, 8, 9, 40, 0]);
         let valid = [
             newer,
             full().encode(),

@@ -494,7 +494,7 @@ async fn remembered_members_survive_a_start_that_joins_nobody() {
 /// newer field arrives intact, and metadata changes still travel both ways.
 #[tokio::test(start_paused = true)]
 async fn newer_metadata_fields_pass_through_members_that_do_not_know_them() {
-    const NEWER: [(u32, &[u8]); 2] = [(12, b"zone-a"), (40, &[1, 2, 3])];
+    const NEWER: [(u32, &[u8]); 2] = [(30, b"zone-a"), (40, &[1, 2, 3])];
     let net = MemoryNetwork::new();
     let mut first = spec("n0", 7000, &[]);
     first.cluster = "dc0";

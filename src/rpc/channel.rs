@@ -1,12 +1,14 @@
 //! The one place that builds gRPC client channels: every call to another syncer (transfer,
 //! `syncer members`, the join probe) goes through [`endpoint`], so transport settings (HTTP/2
-//! keep-alive, and TLS when it comes) are set once for all of them.
+//! keep-alive, TLS) are set once for all of them. A channel built with TLS speaks nothing else:
+//! there is no fallback to plain text.
 
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
 use super::proto::peer_client::PeerClient;
+use super::tls::ClientTls;
 
 /// The largest message accepted or sent, both ways (gRPC's default, stated explicitly).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
@@ -33,24 +35,48 @@ pub struct Timeouts {
 
 /// Why no endpoint could be made.
 #[derive(Debug, thiserror::Error)]
-#[error("'{addr}' is not an rpc address (expected HOST:PORT): {source}")]
-pub struct AddressError {
-    pub addr: String,
-    #[source]
-    source: tonic::transport::Error,
+pub enum EndpointError {
+    #[error("'{addr}' is not an rpc address (expected HOST:PORT): {source}")]
+    Address {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("cannot set up TLS to {addr}: {source}")]
+    Tls {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
 }
 
-/// The endpoint of the syncer at `addr` (`host:port`) with `timeouts`; connect it with
-/// `connect` or `connect_lazy`.
+/// The endpoint of the syncer at `addr` (`host:port`) with `timeouts`, over TLS when `tls`
+/// is given (the server is then verified against `addr`'s host); connect it with `connect`
+/// or `connect_lazy`.
 ///
 /// # Errors
-/// [`AddressError`] when `addr` does not form a URI.
-pub fn endpoint(addr: &str, timeouts: Timeouts) -> Result<Endpoint, AddressError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|source| AddressError {
+/// [`EndpointError`] when `addr` does not form a URI or TLS cannot be set up.
+pub fn endpoint(
+    addr: &str,
+    timeouts: Timeouts,
+    tls: Option<&ClientTls>,
+) -> Result<Endpoint, EndpointError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|source| {
+        EndpointError::Address {
             addr: addr.to_owned(),
             source,
-        })?
+        }
+    })?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.config())
+            .map_err(|source| EndpointError::Tls {
+                addr: addr.to_owned(),
+                source,
+            })?;
+    }
+    let endpoint = endpoint
         .connect_timeout(timeouts.connect)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)

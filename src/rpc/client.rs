@@ -7,12 +7,13 @@ use tonic::transport::Channel;
 use super::channel::{self, Timeouts};
 use super::proto::peer_client::PeerClient;
 use super::proto::{InfoRequest, Member, MembersRequest, NodeInfo};
+use super::tls::ClientTls;
 
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("'{0}' is not an rpc address (expected HOST:PORT)")]
-    Address(String),
+    #[error(transparent)]
+    Endpoint(#[from] channel::EndpointError),
     #[error("cannot connect to {addr}: {source}")]
     Connect {
         addr: String,
@@ -22,18 +23,21 @@ pub enum ClientError {
     Call { addr: String, status: tonic::Status },
 }
 
-/// Connects to the syncer at `addr` (`host:port`), waiting at most `timeout` for the
-/// connection and for every call.
+/// Connects to the syncer at `addr` (`host:port`), over TLS when `tls` is given, waiting at
+/// most `timeout` for the connection and for every call.
 ///
 /// # Errors
-/// [`ClientError::Address`] or [`ClientError::Connect`].
-pub async fn connect(addr: &str, timeout: Duration) -> Result<PeerClient<Channel>, ClientError> {
+/// [`ClientError::Endpoint`] or [`ClientError::Connect`].
+pub async fn connect(
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<PeerClient<Channel>, ClientError> {
     let timeouts = Timeouts {
         connect: timeout,
         call: Some(timeout),
     };
-    let endpoint =
-        channel::endpoint(addr, timeouts).map_err(|_| ClientError::Address(addr.to_owned()))?;
+    let endpoint = channel::endpoint(addr, timeouts, tls)?;
     let channel = endpoint
         .connect()
         .await
@@ -48,8 +52,12 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<PeerClient<Channel
 ///
 /// # Errors
 /// A [`ClientError`] when it cannot be reached or does not answer as a syncer.
-pub async fn node_info(addr: &str, timeout: Duration) -> Result<NodeInfo, ClientError> {
-    let mut client = connect(addr, timeout).await?;
+pub async fn node_info(
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<NodeInfo, ClientError> {
+    let mut client = connect(addr, timeout, tls).await?;
     let reply = client.info(InfoRequest {}).await;
     answer(addr, reply)
 }
@@ -70,8 +78,12 @@ fn answer<T>(
 ///
 /// # Errors
 /// A [`ClientError`] when it cannot be reached or the call fails.
-pub async fn members(addr: &str, timeout: Duration) -> Result<Vec<Member>, ClientError> {
-    let mut client = connect(addr, timeout).await?;
+pub async fn members(
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<Vec<Member>, ClientError> {
+    let mut client = connect(addr, timeout, tls).await?;
     let reply = client.members(MembersRequest {}).await;
     Ok(answer(addr, reply)?.members)
 }

@@ -3,18 +3,20 @@
 //! speaks model types through `crate::sync::link::PeerLink`, which [`transfer::GrpcLink`]
 //! implements here.
 //!
-//! - [`channel`]: the one builder of client channels (where TLS will land).
+//! - [`channel`]: the one builder of client channels (TLS included).
 //! - [`client`]: `Info` and `Members` calls (`syncer members`, the join probe).
 //! - [`convert`]: model ⇄ wire conversions and the validation of everything received.
 //! - [`transfer`]: both halves of `Pull` and `Push`.
 //! - `status`: the one mapping of refusals to gRPC statuses and back.
 //! - [`server`]: the `Peer` service.
+//! - [`tls`]: the certificate files and the TLS configurations made from them.
 
 pub mod channel;
 pub mod client;
 pub mod convert;
 pub mod server;
 mod status;
+pub mod tls;
 pub mod transfer;
 
 /// Generated code of `proto/syncer/v1/syncer.proto`.

@@ -14,6 +14,7 @@ use super::proto::{
     ContractsReply, ContractsRequest, InfoRequest, Member, MembersReply, MembersRequest, NodeInfo,
     PullChunk, PullRequest, PushReply, PushRequest,
 };
+use super::tls::RpcTls;
 use super::transfer;
 use crate::gossip::{GossipHandle, MemberInfo};
 use crate::sync::SyncHandle;
@@ -48,6 +49,7 @@ fn member(info: MemberInfo) -> Member {
         protocol_version: id.meta.protocol,
         local: info.local,
         conflict: info.conflict,
+        tls: id.meta.tls,
     }
 }
 
@@ -105,7 +107,9 @@ impl Peer for PeerService {
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Serves `service` on `listener` until `shutdown` is cancelled, then finishes the calls in
-/// flight for up to [`DRAIN_TIMEOUT`].
+/// flight for up to [`DRAIN_TIMEOUT`]. With `tls` the listener speaks TLS only (and asks
+/// callers for a certificate signed by its CA when it has one): a plain-text call fails its
+/// handshake.
 ///
 /// # Errors
 /// When the server fails (a transport error); not for individual failed calls.
@@ -113,10 +117,15 @@ pub async fn serve(
     listener: TcpListener,
     service: PeerService,
     shutdown: CancellationToken,
+    tls: Option<&RpcTls>,
 ) -> Result<(), tonic::transport::Error> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.server_config())?;
+    }
     // Pings on every connection, as the client side does: the connection of a peer that
     // froze or vanished behind a blackholed link is closed instead of held for ever.
-    let server = tonic::transport::Server::builder()
+    let server = builder
         .http2_keepalive_interval(Some(KEEP_ALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
         .add_service(

@@ -30,6 +30,7 @@ use super::proto::{
     PullRequest, PushReply as WireReply, PushRequest, pull_chunk,
 };
 use super::status;
+use super::tls::ClientTls;
 use crate::registry::{Schema, Tenant};
 use crate::sync::SyncHandle;
 use crate::sync::export::{Digest64, Increment, Revision};
@@ -203,15 +204,25 @@ fn fitting(changes: &[Increment]) -> Vec<Change> {
 }
 
 /// The engine's [`PeerLink`] over gRPC: lazily connected, reused channels, one per peer
-/// address.
+/// address; over TLS for every peer when built [`GrpcLink::with_tls`].
 #[derive(Debug, Default)]
 pub struct GrpcLink {
     clients: Mutex<HashMap<SocketAddr, PeerClient<Channel>>>,
+    tls: Option<ClientTls>,
 }
 
 impl GrpcLink {
+    /// A plain-text link.
     pub fn new() -> GrpcLink {
         GrpcLink::default()
+    }
+
+    /// A link that calls every peer over TLS when `tls` is given (and never in plain text).
+    pub fn with_tls(tls: Option<ClientTls>) -> GrpcLink {
+        GrpcLink {
+            clients: Mutex::default(),
+            tls,
+        }
     }
 
     /// A client for `addr`; the connection is made on first use and kept.
@@ -225,7 +236,7 @@ impl GrpcLink {
             call: None,
         };
         // A socket address always forms a URI; refused all the same rather than panicking.
-        let endpoint = channel::endpoint(&addr.to_string(), timeouts)
+        let endpoint = channel::endpoint(&addr.to_string(), timeouts, self.tls.as_ref())
             .map_err(|e| LinkError::Unavailable(e.to_string()))?;
         let client = channel::peer_client(endpoint.connect_lazy());
         clients.insert(addr, client.clone());
