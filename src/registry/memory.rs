@@ -58,7 +58,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sha1::{Digest, Sha1};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -82,40 +81,16 @@ pub const EUREKA_SERVICE_PREFIX: &str = "eureka-";
 /// The status of a Eureka instance the adapter leaves out of snapshots and feeds.
 const EUREKA_UNKNOWN: &str = "UNKNOWN";
 
-/// The local id a Eureka data centre gives a service (the shared mapping of issue 16):
-/// [`EUREKA_SERVICE_PREFIX`] and the first 32 lower-case hex digits of SHA-1 over the
-/// length-prefixed (8-byte big-endian length, then the bytes) tenant domain, tenant project,
-/// app, name, version and environment. Eureka holds no service ids, so the id must follow
-/// from what its instances carry, the same in every process.
+/// The local id a Eureka data centre gives a service: the Eureka adapter's own derivation
+/// ([`super::eureka::service_id`]), so the twin and the adapter can never disagree.
 pub fn eureka_service_id(service: &Service) -> String {
-    let mut hasher = Sha1::new();
-    for part in [
-        &service.tenant.domain,
-        &service.tenant.project,
-        &service.app,
-        &service.name,
-        &service.version,
-        &service.environment,
-    ] {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part.as_bytes());
-    }
-    let digest = hex::encode(hasher.finalize());
-    format!("{EUREKA_SERVICE_PREFIX}{}", &digest[..32])
+    super::eureka::service_id(service)
 }
 
-/// What a Eureka data centre keeps of `service`: its identity, under its derived id.
+/// What a Eureka data centre keeps of `service`: its identity, under its derived id (the
+/// adapter's [`super::eureka::service_entry`]).
 fn eureka_service(service: &Service) -> Service {
-    let mut kept = Service {
-        tenant: service.tenant.clone(),
-        app: service.app.clone(),
-        name: service.name.clone(),
-        version: service.version.clone(),
-        environment: service.environment.clone(),
-        ..Service::default()
-    };
-    kept.service_id = eureka_service_id(&kept);
-    kept
+    super::eureka::service_entry(service)
 }
 
 /// Which registry kind a [`MemoryRegistry`] behaves as through the trait.

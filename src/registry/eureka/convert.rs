@@ -59,7 +59,7 @@ const MY_OWN_CLASS: &str = "com.netflix.appinfo.InstanceInfo$DefaultDataCenterIn
 /// The local id of a Eureka service: `eureka-` and 32 lower-case hex digits of SHA-1 over the
 /// length-prefixed (u64 big-endian) tenant domain, tenant project, app id, name, version and
 /// environment. Eureka has no service ids, so the id is derived from what names a service.
-pub(super) fn service_id(service: &Service) -> String {
+pub fn service_id(service: &Service) -> String {
     let mut hasher = Sha1::new();
     for part in [
         service.tenant.domain.as_str(),
@@ -78,7 +78,7 @@ pub(super) fn service_id(service: &Service) -> String {
 
 /// What a Eureka service keeps of `service`: the naming fields, with the id derived from
 /// them. Everything else cannot be carried.
-pub(super) fn service_entry(service: &Service) -> Service {
+pub fn service_entry(service: &Service) -> Service {
     let mut entry = Service {
         tenant: service.tenant.clone(),
         app: service.app.clone(),

@@ -53,6 +53,7 @@ use reqwest::{Method, StatusCode};
 use tracing::{debug, info, warn};
 use url::Url;
 
+pub use self::convert::{service_entry, service_id};
 pub use self::metrics::EurekaMetrics;
 
 use self::client::{Answer, EurekaClient, Request};
