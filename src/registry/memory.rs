@@ -17,7 +17,8 @@
 //!   instances that way so that they need no heartbeats).
 //! - **A slow registry** ([`MemoryRegistry::set_write_delay`]): every call that changes
 //!   something (heartbeats included, they renew leases) first waits this long; a feed's
-//!   first, full read waits [`MemoryRegistry::set_read_delay`] (a large registry's dump).
+//!   first, full read waits [`MemoryRegistry::set_read_delay`] (a large registry's dump), and
+//!   every later one [`MemoryRegistry::set_feed_lag`] (a feed that lists new services late).
 //! - **Call counts** ([`MemoryRegistry::calls`]): how often each operation was called,
 //!   failed calls included, to assert that the engine did not write needlessly.
 //! - **Refused services** ([`MemoryRegistry::refuse_service`]): creating a service of a given
@@ -167,6 +168,7 @@ struct State {
     down: bool,
     write_delay: Duration,
     read_delay: Duration,
+    feed_lag: Duration,
     calls: BTreeMap<RegistryOp, u64>,
     /// Service names whose create fails, with the error it fails with.
     refused_services: BTreeMap<String, RegistryError>,
@@ -490,6 +492,12 @@ impl MemoryRegistry {
     /// yet when its peers first ask.
     pub fn set_read_delay(&self, delay: Duration) {
         self.lock().read_delay = delay;
+    }
+
+    /// Makes every change feed report what changed `lag` late (zero: at once): a feed that
+    /// finds new services only at its next listing, as ServiceComb's does (up to a second).
+    pub fn set_feed_lag(&self, lag: Duration) {
+        self.lock().feed_lag = lag;
     }
 
     /// Makes creating a service named `name` fail with `error` (`None`: work again). A
@@ -910,11 +918,16 @@ impl ChangeFeed for MemoryFeed {
                 }
             }
         }
-        if self.last.is_none() {
-            let delay = self.registry.lock().read_delay;
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+        let delay = {
+            let state = self.registry.lock();
+            if self.last.is_none() {
+                state.read_delay
+            } else {
+                state.feed_lag
             }
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         let now = self.read()?;
         let changes = match &self.last {

@@ -243,3 +243,35 @@ async fn a_service_refused_at_create_waits_with_back_off_and_the_others_go_on() 
     w.assert_invariants();
     w.shutdown().await;
 }
+
+/// The local feed shows a service syncer has just created a moment late (ServiceComb's feed
+/// finds new services at its next listing, up to a second later). A change of the origin's
+/// service properties that arrives in between is not lost: the importer leaves an unknown
+/// service alone, and settles it only once the feed shows it (with its copies), when the
+/// new properties are written.
+#[tokio::test(start_paused = true)]
+async fn a_property_change_before_the_local_feed_shows_the_new_service_is_not_lost() {
+    let mut w = World::new(2).await;
+    w.wait_for_pool().await;
+    w.registry(1).set_feed_lag(Duration::from_millis(800));
+    let first: BTreeMap<String, String> = [("zone".to_owned(), "a".to_owned())].into();
+    let a = instance("lagged", "a1");
+    w.register_in(0, &service("lagged", first), &a).await;
+    w.wait_until("a copy of a1 in dc2", SETTLE, |w| {
+        w.copy_of(1, 0, &a.reference()).is_some()
+    })
+    .await;
+    // dc2's feed has not shown its new service yet.
+    let second: BTreeMap<String, String> = [("zone".to_owned(), "b".to_owned())].into();
+    w.registry(0)
+        .set_service_properties(&Tenant::default(), "lagged", &second)
+        .await
+        .expect("dc1 takes the new properties");
+    w.wait_until("dc2's service to get zone=b", SETTLE, |w| {
+        service_props(w, 1, "lagged")
+            .is_some_and(|p| p.get("zone").map(String::as_str) == Some("b"))
+    })
+    .await;
+    w.assert_invariants();
+    w.shutdown().await;
+}

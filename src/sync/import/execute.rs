@@ -99,7 +99,7 @@ pub(crate) async fn ensure_services(
         }
         let fresh = ctx
             .cached_service(&skey)
-            .is_some_and(|(_, props)| props == service.properties)
+            .is_some_and(|(_, props)| props.as_ref() == Some(&service.properties))
             && (service.schema_summaries.is_empty()
                 || ctx
                     .contracts_settled(&skey, properties_digest(&service.schema_summaries))
@@ -223,7 +223,13 @@ async fn ensure_one(ctx: &ImportCtx, skey: &ServiceKey, service: &Service) -> En
             }
         }
     }
-    ctx.cache_service(skey.clone(), id, service.properties.clone());
+    // A local service the feed has not shown yet (created a moment ago) is left alone, so it
+    // is not settled either: a change of the origin's properties meanwhile would be lost.
+    // The feed shows it with its copies, which brings it back here.
+    let settled = ctx
+        .local_known(&service.tenant, &id)
+        .then(|| service.properties.clone());
+    ctx.cache_service(skey.clone(), id, settled);
     ensured
 }
 

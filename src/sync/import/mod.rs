@@ -74,8 +74,10 @@ pub(crate) struct ImportCtx {
 
 /// `(origin, tenant, origin service id)`.
 type ServiceKey = (String, Tenant, String);
-/// The local id of an ensured service and the properties set on it.
-type EnsuredService = (String, BTreeMap<String, String>);
+/// The local id of an ensured service and the origin properties it is settled for: `None`
+/// while the local feed has not shown the service (its properties are not known, so it is
+/// ensured again at its next use).
+type EnsuredService = (String, Option<BTreeMap<String, String>>);
 
 impl ImportCtx {
     pub(crate) fn new(
@@ -154,7 +156,12 @@ impl ImportCtx {
             .cloned()
     }
 
-    fn cache_service(&self, key: ServiceKey, id: String, properties: BTreeMap<String, String>) {
+    fn cache_service(
+        &self,
+        key: ServiceKey,
+        id: String,
+        properties: Option<BTreeMap<String, String>>,
+    ) {
         self.services
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

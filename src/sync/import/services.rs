@@ -18,7 +18,9 @@
 //! same batch, so an actor that reconciles after a resync sees that resync's services). A
 //! service the table does not know yet was created after the last read, by syncer itself in
 //! all likelihood (with the origin's properties already); nothing is written into it until the
-//! feed shows it: an unknown service is never written.
+//! feed shows it: an unknown service is never written, and not settled either (the importer
+//! ensures it again at its next use, so an origin's change that came meanwhile is written
+//! once the feed shows the service).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
