@@ -4,9 +4,9 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use support::sync::{NewInstance, SYNC_DEADLINE, World, metric_sum};
+use support::sync::{DcSetup, NewInstance, SYNC_DEADLINE, World, metric_sum};
 use support::{Outcome, run, syncer};
 
 /// A new key from `syncer keygen`.
@@ -30,6 +30,16 @@ fn fingerprint(key: &str) -> String {
     syncer::rpc::client::fingerprint(key)
 }
 
+/// Waits until the syncer at `rpc` sees `n` alive members.
+fn wait_alive(w: &mut World, rpc: &str, n: usize) {
+    w.wait_until("every member alive", SYNC_DEADLINE, |_| {
+        let mut cmd = syncer(Path::new("."));
+        cmd.args(["members", "--format", "json", "--rpc-addr", rpc]);
+        let out = run(cmd);
+        out.stdout.matches("\"status\": \"alive\"").count() == n
+    });
+}
+
 fn metric(w: &World, i: usize, name: &str, label: &str) -> f64 {
     metric_sum(&w.metrics(i), name, &[label])
 }
@@ -40,6 +50,7 @@ fn a_whole_pool_rotation_under_registrations_loses_nothing_and_marks_nobody_down
     let new = keygen();
     let mut w = World::start(3, &["--gossip-key", &old]);
     let rpc = w.node(0).rpc.clone();
+    wait_alive(&mut w, &rpc, 3);
     let sids: Vec<String> = (0..3)
         .map(|i| w.reg(i).create_service("shop", &format!("svc{i}"), "1.0.0"))
         .collect();
@@ -129,6 +140,7 @@ fn a_stopped_member_is_reported_as_not_confirmed() {
     let new = keygen();
     let mut w = World::start(3, &["--gossip-key", &old]);
     let rpc = w.node(0).rpc.clone();
+    wait_alive(&mut w, &rpc, 3);
     w.stop_daemon(2, "KILL");
     let out = keyring(&rpc, &["install", &new]);
     w.check(out.code == Some(2), || {
@@ -149,6 +161,7 @@ fn bad_keys_and_refused_steps_get_clear_messages() {
     let key = keygen();
     let mut w = World::start(2, &["--gossip-key", &key]);
     let rpc = w.node(0).rpc.clone();
+    wait_alive(&mut w, &rpc, 2);
 
     let short = "c2hvcnQta2V5LXRleHQ="; // base64 of 14 bytes
     let out = keyring(&rpc, &["install", short]);
@@ -187,6 +200,17 @@ fn bad_keys_and_refused_steps_get_clear_messages() {
         );
     }
 
+    // Changes over plain text are logged as open to anyone reaching the rpc port.
+    let line = w.dcs[0]
+        .node
+        .as_mut()
+        .expect("dc1 runs")
+        .daemon
+        .wait_for_line("keyring change over plain-text rpc");
+    w.check(!line.contains(&key), || {
+        format!("the key text is in the log: {line}")
+    });
+
     // The pool still uses its key: the list shows it as every member's primary.
     let out = keyring(&rpc, &["list"]);
     let want = format!("primary={}", fingerprint(&key));
@@ -194,4 +218,70 @@ fn bad_keys_and_refused_steps_get_clear_messages() {
         out.stdout.lines().filter(|l| l.contains(&want)).count() == 2,
         || format!("list: {}", out.stdout),
     );
+}
+
+/// With mutual TLS the keyring call needs a client certificate of the pool's CA (the listener
+/// refuses the handshake otherwise), and the fan-out reaches the other members over TLS too.
+#[test]
+fn with_mutual_tls_the_keyring_needs_a_client_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("certs");
+    let mut cmd = syncer(dir.path());
+    cmd.arg("dev-certs")
+        .arg("--out")
+        .arg(&out)
+        .args(["--hosts", "127.0.0.1,127.0.0.2,127.0.0.3,localhost"]);
+    let made = run(cmd);
+    assert_eq!(made.code, Some(0), "dev-certs failed: {}", made.stderr);
+    let file = |name: &str| -> String {
+        let path: PathBuf = out.join(name);
+        path.display().to_string()
+    };
+    let (cert, key_file, ca) = (file("node.pem"), file("node-key.pem"), file("ca.pem"));
+    let tls: Vec<String> = ["--tls-cert", &cert, "--tls-key", &key_file, "--tls-ca", &ca]
+        .map(str::to_owned)
+        .to_vec();
+    let setup = || DcSetup {
+        flags: tls.clone(),
+        ..DcSetup::default()
+    };
+    let key = keygen();
+    let new = keygen();
+    let mut w = World::start_each(vec![setup(), setup()], &["--gossip-key", &key]);
+    let rpc = w.node(0).rpc.clone();
+    let with_cert = |step: &[&str]| {
+        let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+        args.extend(step);
+        keyring(&rpc, &args)
+    };
+    w.wait_until("both members in the pool", SYNC_DEADLINE, |_| {
+        with_cert(&["list"]).stdout.matches(" ok ").count() == 2
+    });
+
+    for client in [vec![], vec!["--tls-ca", ca.as_str()]] {
+        let mut args = client.clone();
+        args.extend(["install", new.as_str()]);
+        let out = keyring(&rpc, &args);
+        w.check(out.code == Some(1), || {
+            format!(
+                "{client:?} without a client certificate: {:?} {}{}",
+                out.code, out.stdout, out.stderr
+            )
+        });
+    }
+    let out = with_cert(&["install", &new]);
+    w.check(out.code == Some(0), || {
+        format!(
+            "with the client certificate: {:?} {}{}",
+            out.code, out.stdout, out.stderr
+        )
+    });
+    w.check(
+        out.stdout.lines().filter(|l| l.contains(" ok ")).count() == 2,
+        || format!("both members confirm over TLS: {}", out.stdout),
+    );
+    let log = w.node(0).daemon.log();
+    w.check(!log.contains("plain-text rpc"), || {
+        "a TLS syncer warned about plain text".to_owned()
+    });
 }
