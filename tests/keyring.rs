@@ -126,6 +126,18 @@ fn a_whole_pool_rotation_under_registrations_loses_nothing_and_marks_nobody_down
             "status=\"down\"",
         );
         w.check(downs == 0.0, || format!("dc{} saw a member go down", i + 1));
+        let sealed_away = metric(
+            &w,
+            i,
+            "syncer_gossip_datagrams_dropped_total",
+            "reason=\"decrypt\"",
+        );
+        w.check(sealed_away == 0.0, || {
+            format!(
+                "dc{} dropped datagrams it could not open during the rotation",
+                i + 1
+            )
+        });
         let ring = std::fs::read_to_string(w.dcs[i].data_dir.join("gossip-keyring.json"))
             .unwrap_or_default();
         w.check(ring.contains(&new) && !ring.contains(&old), || {

@@ -276,3 +276,45 @@ pub async fn serve(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(op: &str, key: &str) -> KeyringRequest {
+        KeyringRequest {
+            op: op.to_owned(),
+            key: key.to_owned(),
+            fan_out: true,
+        }
+    }
+
+    #[test]
+    fn keyring_requests_name_a_step_and_a_valid_key() {
+        let key = GossipKey::generate();
+        let text = key.to_base64();
+        assert_eq!(keyring_op(&request("list", "")).ok(), Some(KeyringOp::List));
+        assert_eq!(
+            keyring_op(&request("use", &text)).ok(),
+            Some(KeyringOp::Use(key.clone()))
+        );
+        let short = keyring_op(&request("install", "c2hvcnQ=")).expect_err("a 5-byte key");
+        assert_eq!(short.code(), tonic::Code::InvalidArgument);
+        assert!(short.message().contains("32 bytes"), "{}", short.message());
+        let unknown = keyring_op(&request("rotate", &text)).expect_err("no such step");
+        assert!(unknown.message().contains("list, install, use or remove"));
+        assert!(!unknown.message().contains(&text), "the key is echoed");
+    }
+
+    #[test]
+    fn fingerprints_tell_keys_apart_without_showing_them() {
+        let (a, b) = (
+            GossipKey::generate().to_base64(),
+            GossipKey::generate().to_base64(),
+        );
+        assert_eq!(fingerprint(&a), fingerprint(&format!(" {a}\n")));
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(fingerprint(&a).len(), 16);
+        assert!(!a.contains(&fingerprint(&a)));
+    }
+}
