@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use syncer::cli::{Cli, Command, daemon, demo, dev_registry, keygen, members};
+use syncer::cli::{Cli, Command, daemon, demo, dev_registry, keygen, keyring, members};
 
 /// jemalloc instead of glibc's malloc. The daemon allocates in bursts (a snapshot of 10 000
 /// instances arrives, is reconciled and mostly freed again); glibc keeps such bursts resident
@@ -33,5 +33,6 @@ fn main() -> ExitCode {
         Command::DevRegistry(args) => dev_registry::run(&args),
         Command::Members(args) => members::run(&args),
         Command::Keygen => keygen::run(),
+        Command::Keyring(args) => keyring::run(&args),
     }
 }

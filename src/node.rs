@@ -300,7 +300,8 @@ pub async fn run(
         }
     }
     {
-        let service = PeerService::new(info.clone(), gossip.clone(), sync.clone());
+        let service = PeerService::new(info.clone(), gossip.clone(), sync.clone())
+            .with_peer_tls(config.rpc.tls.as_ref().map(rpc::tls::RpcTls::client));
         let tls = config.rpc.tls.clone();
         let (rpc_listener, rpc_token) = (listeners.rpc, stages.rpc.token.clone());
         let serve = async move { rpc::serve(rpc_listener, service, rpc_token, tls.as_ref()).await };

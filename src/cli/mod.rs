@@ -1,5 +1,5 @@
 //! The command line: `syncer daemon`, `syncer members`, `syncer demo`, `syncer dev-registry`,
-//! `syncer dev-certs`, `syncer keygen`, `syncer version`.
+//! `syncer dev-certs`, `syncer keygen`, `syncer keyring`, `syncer version`.
 //!
 //! Parsing only; each subcommand's work lives in its own module. The daemon's flags are
 //! compatible with the original ServiceComb Syncer 1.3 (`--sc-addr`, `--bind-addr`, ...), and
@@ -11,6 +11,7 @@ pub mod demo;
 pub mod dev_certs;
 pub mod dev_registry;
 pub mod keygen;
+pub mod keyring;
 pub mod members;
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ pub use daemon::DaemonArgs;
 pub use demo::DemoArgs;
 pub use dev_certs::DevCertsArgs;
 pub use dev_registry::DevRegistryArgs;
+pub use keyring::KeyringArgs;
 pub use members::MembersArgs;
 
 /// syncer keeps microservice instances in sync between service registries in several data
@@ -51,6 +53,9 @@ pub enum Command {
     Members(MembersArgs),
     /// Print a new random gossip key (base64 of 32 bytes) for `--gossip-key`.
     Keygen,
+    /// Rotate the gossip key on the whole pool, one step per run: list, install KEY, use KEY,
+    /// remove KEY. Names the members that did not confirm (exit status 2).
+    Keyring(KeyringArgs),
     /// Print the version.
     Version,
 }

@@ -1,4 +1,4 @@
-//! Calls to another syncer's `Peer` service (and from `syncer members`).
+//! Calls to another syncer's `Peer` service (and from `syncer members`, `syncer keyring`).
 
 use std::time::Duration;
 
@@ -6,7 +6,7 @@ use tonic::transport::Channel;
 
 use super::channel::{self, Timeouts};
 use super::proto::peer_client::PeerClient;
-use super::proto::{InfoRequest, Member, MembersRequest, NodeInfo};
+use super::proto::{InfoRequest, KeyringReply, KeyringRequest, Member, MembersRequest, NodeInfo};
 use super::tls::ClientTls;
 
 /// Why a call to a peer failed.
@@ -86,4 +86,31 @@ pub async fn members(
     let mut client = connect(addr, timeout, tls).await?;
     let reply = client.members(MembersRequest {}).await;
     Ok(answer(addr, reply)?.members)
+}
+
+/// One keyring step on the syncer at `addr` (and, with `request.fan_out`, on the whole pool
+/// through it).
+///
+/// # Errors
+/// A [`ClientError`] when it cannot be reached or refuses the request as a whole (a key that
+/// is not a gossip key, an unknown operation); refusals of single members are rows of the
+/// reply.
+pub async fn keyring(
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+    request: KeyringRequest,
+) -> Result<KeyringReply, ClientError> {
+    let mut client = connect(addr, timeout, tls).await?;
+    let reply = client.keyring(request).await;
+    answer(addr, reply)
+}
+
+/// A short name of a gossip key for terminals and logs: the first 8 bytes of the SHA-1 of its
+/// base64 text, in hex. It tells keys apart without revealing them (the key has 256 random
+/// bits; the fingerprint cannot be turned back into it).
+pub fn fingerprint(key_base64: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(key_base64.trim().as_bytes());
+    hex::encode(&digest[..8])
 }

@@ -9,14 +9,16 @@ use tonic::{Request, Response, Status};
 use tracing::warn;
 
 use super::channel::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, MAX_MESSAGE_BYTES};
+use super::client::{self, fingerprint};
 use super::proto::peer_server::{Peer, PeerServer};
 use super::proto::{
-    ContractsReply, ContractsRequest, InfoRequest, Member, MembersReply, MembersRequest, NodeInfo,
-    PullChunk, PullRequest, PushReply, PushRequest,
+    ContractsReply, ContractsRequest, InfoRequest, KeyringMemberResult, KeyringReply,
+    KeyringRequest, Member, MembersReply, MembersRequest, NodeInfo, PullChunk, PullRequest,
+    PushReply, PushRequest,
 };
-use super::tls::RpcTls;
+use super::tls::{ClientTls, RpcTls};
 use super::transfer;
-use crate::gossip::{GossipHandle, MemberInfo};
+use crate::gossip::{GossipHandle, GossipKey, KeyringOp, MemberInfo, MemberStatus};
 use crate::sync::SyncHandle;
 
 /// The `Peer` service of one node.
@@ -26,11 +28,103 @@ pub struct PeerService {
     info: NodeInfo,
     gossip: GossipHandle,
     sync: SyncHandle,
+    /// How this node calls the other members when it fans a keyring step out; `Some` when its
+    /// own listener runs TLS (a TLS pool is TLS throughout).
+    peer_tls: Option<ClientTls>,
 }
+
+/// How long the fan-out of a keyring step waits for each member.
+pub const KEYRING_MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl PeerService {
     pub fn new(info: NodeInfo, gossip: GossipHandle, sync: SyncHandle) -> PeerService {
-        PeerService { info, gossip, sync }
+        PeerService {
+            info,
+            gossip,
+            sync,
+            peer_tls: None,
+        }
+    }
+
+    /// Calls the other members over TLS with this client configuration (the node's own
+    /// certificate) when fanning out a keyring step, and marks the listener as TLS so that
+    /// keyring changes do not warn about plain text.
+    #[must_use]
+    pub fn with_peer_tls(mut self, tls: Option<ClientTls>) -> PeerService {
+        self.peer_tls = tls;
+        self
+    }
+
+    /// Applies `op` on this member and reports it as one result row.
+    async fn keyring_here(&self, op: KeyringOp) -> KeyringMemberResult {
+        let mut row = KeyringMemberResult {
+            name: self.info.name.clone(),
+            rpc_addr: self.info.rpc_addr.clone(),
+            ..KeyringMemberResult::default()
+        };
+        match self.gossip.keyring(op).await {
+            Ok(list) => {
+                row.ok = true;
+                row.primary = fingerprint(&list.primary);
+                row.installed = list.installed.iter().map(|k| fingerprint(k)).collect();
+            }
+            Err(e) => row.error = e.to_string(),
+        }
+        row
+    }
+
+    /// Forwards the step to one other member (without fan-out) and reports its answer.
+    async fn keyring_there(
+        &self,
+        member: MemberInfo,
+        request: KeyringRequest,
+    ) -> KeyringMemberResult {
+        let name = member.id.name.clone();
+        let rpc_addr = member.id.meta.rpc_addr.to_string();
+        let failed = |error: String| KeyringMemberResult {
+            name: name.clone(),
+            rpc_addr: rpc_addr.clone(),
+            error,
+            ..KeyringMemberResult::default()
+        };
+        if member.status == MemberStatus::Down {
+            return failed("the member is down".to_owned());
+        }
+        let answer = client::keyring(
+            &rpc_addr,
+            KEYRING_MEMBER_TIMEOUT,
+            self.peer_tls.as_ref(),
+            request,
+        )
+        .await;
+        match answer {
+            Ok(reply) => match reply.members.into_iter().next() {
+                Some(row) => KeyringMemberResult {
+                    name: name.clone(),
+                    rpc_addr: rpc_addr.clone(),
+                    ..row
+                },
+                None => failed("it answered without a result".to_owned()),
+            },
+            Err(e) => failed(e.to_string()),
+        }
+    }
+}
+
+/// The keyring step a request names.
+fn keyring_op(request: &KeyringRequest) -> Result<KeyringOp, Status> {
+    let key = || {
+        GossipKey::from_base64(&request.key)
+            .map_err(|e| Status::invalid_argument(format!("the key is not a gossip key: {e}")))
+    };
+    match request.op.as_str() {
+        "list" => Ok(KeyringOp::List),
+        "install" => Ok(KeyringOp::Install(key()?)),
+        "use" => Ok(KeyringOp::Use(key()?)),
+        "remove" => Ok(KeyringOp::Remove(key()?)),
+        other => Err(Status::invalid_argument(format!(
+            "unknown keyring operation {other:?}; expected list, install, use or remove"
+        ))),
     }
 }
 
@@ -94,6 +188,39 @@ impl Peer for PeerService {
             .map(Response::new)
     }
 
+    async fn keyring(
+        &self,
+        request: Request<KeyringRequest>,
+    ) -> Result<Response<KeyringReply>, Status> {
+        let remote = request.remote_addr();
+        let request = request.into_inner();
+        let op = keyring_op(&request)?;
+        if op != KeyringOp::List && self.peer_tls.is_none() {
+            warn!(
+                op = request.op,
+                from = ?remote,
+                "gossip keyring change over plain-text rpc: anyone who reaches the rpc port can change the gossip keys; run with --tls-cert/--tls-key/--tls-ca"
+            );
+        }
+        let mut members = vec![self.keyring_here(op).await];
+        if request.fan_out {
+            let others = self
+                .gossip
+                .members()
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?
+                .into_iter()
+                .filter(|m| !m.local && m.status != MemberStatus::Left);
+            let forwarded = KeyringRequest {
+                fan_out: false,
+                ..request
+            };
+            let calls = others.map(|m| self.keyring_there(m, forwarded.clone()));
+            members.extend(futures::future::join_all(calls).await);
+        }
+        Ok(Response::new(KeyringReply { members }))
+    }
+
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
         transfer::serve_push(&self.sync, request.into_inner())
             .await
@@ -147,5 +274,47 @@ pub async fn serve(
             warn!(timeout = ?DRAIN_TIMEOUT, "rpc clients still connected at the drain deadline; closing their connections");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(op: &str, key: &str) -> KeyringRequest {
+        KeyringRequest {
+            op: op.to_owned(),
+            key: key.to_owned(),
+            fan_out: true,
+        }
+    }
+
+    #[test]
+    fn keyring_requests_name_a_step_and_a_valid_key() {
+        let key = GossipKey::generate();
+        let text = key.to_base64();
+        assert_eq!(keyring_op(&request("list", "")).ok(), Some(KeyringOp::List));
+        assert_eq!(
+            keyring_op(&request("use", &text)).ok(),
+            Some(KeyringOp::Use(key.clone()))
+        );
+        let short = keyring_op(&request("install", "c2hvcnQ=")).expect_err("a 5-byte key");
+        assert_eq!(short.code(), tonic::Code::InvalidArgument);
+        assert!(short.message().contains("32 bytes"), "{}", short.message());
+        let unknown = keyring_op(&request("rotate", &text)).expect_err("no such step");
+        assert!(unknown.message().contains("list, install, use or remove"));
+        assert!(!unknown.message().contains(&text), "the key is echoed");
+    }
+
+    #[test]
+    fn fingerprints_tell_keys_apart_without_showing_them() {
+        let (a, b) = (
+            GossipKey::generate().to_base64(),
+            GossipKey::generate().to_base64(),
+        );
+        assert_eq!(fingerprint(&a), fingerprint(&format!(" {a}\n")));
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(fingerprint(&a).len(), 16);
+        assert!(!a.contains(&fingerprint(&a)));
     }
 }
