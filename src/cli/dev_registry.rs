@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -114,6 +115,20 @@ pub struct DevRegistryArgs {
     /// Do not seed SC's own SERVICECENTER service and instance in default/default.
     #[arg(long)]
     pub no_self_register: bool,
+
+    /// Serve HTTPS with this PEM certificate (chain); needs `--tls-key`. Both kinds. The
+    /// address printed at start then starts with `https://`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Ask every client for a certificate signed by this PEM CA (a registry that demands
+    /// client certificates). Needs `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
 
     /// Log filter (a tracing directive such as `debug` or `syncer::devreg=debug`).
     #[arg(long, value_name = "L", default_value = "info")]
@@ -233,6 +248,20 @@ enum Setup {
 /// A message naming the flags the chosen kind does not take, or the SC flag problems of
 /// [`config_of`].
 fn setup_of(args: &DevRegistryArgs) -> Result<Setup, String> {
+    let mut setup = kind_setup_of(args)?;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let tls = crate::devreg::tls::server_config(cert, key, args.tls_ca.as_deref())
+            .map_err(|e| e.to_string())?;
+        match &mut setup {
+            Setup::Servicecomb(config) => config.tls = Some(tls),
+            Setup::Eureka(config) => config.tls = Some(tls),
+        }
+    }
+    Ok(setup)
+}
+
+/// The settings of the `--kind` asked for, without TLS.
+fn kind_setup_of(args: &DevRegistryArgs) -> Result<Setup, String> {
     match args.kind {
         RegistryKind::Servicecomb => {
             if args.real_eureka {
@@ -245,7 +274,7 @@ fn setup_of(args: &DevRegistryArgs) -> Result<Setup, String> {
             if !sc_only.is_empty() {
                 return Err(format!(
                     "{} only apply to --kind servicecomb (the Eureka emulator takes --listen, \
-                     --real-eureka and --log-level)",
+                     --real-eureka, --tls-cert, --tls-key, --tls-ca and --log-level)",
                     sc_only.join(", ")
                 ));
             }

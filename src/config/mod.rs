@@ -126,6 +126,9 @@ pub enum ConfigError {
     /// The TLS files of the rpc link cannot be used.
     #[error(transparent)]
     Tls(#[from] crate::rpc::tls::TlsError),
+    /// The TLS files of the registry client cannot be used.
+    #[error(transparent)]
+    RegistryTls(#[from] crate::registry::tls::RegistryTlsError),
 }
 
 /// `single`: one syncer per data centre; `cluster`: several, one of them active.
@@ -287,6 +290,8 @@ pub struct RegistryConfig {
     /// How long a disappearance must last before it is reported; `None`: the adapter's
     /// default for its number of addresses.
     pub confirm_removal: Option<Duration>,
+    /// TLS of `https://` addresses (`--sc-tls-*`), files already read and checked.
+    pub tls: crate::registry::tls::RegistryTls,
 }
 
 /// An account of a registry with access control.

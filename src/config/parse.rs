@@ -23,6 +23,7 @@ use super::{
     LogFormat, MAX_GOSSIP_LABEL_BYTES, Mode, NodeConfig, Origin, Plugin, RegistryConfig, RpcConfig,
     Secret, Setting, SyncConfig,
 };
+use crate::registry::tls::RegistryTls;
 use crate::rpc::tls::RpcTls;
 
 /// How long a graceful shutdown may take.
@@ -283,12 +284,47 @@ fn read_registry(r: &mut Reader) -> Result<RegistryConfig, ConfigError> {
             None
         }
     };
+    let tls = read_registry_tls(r)?;
     Ok(RegistryConfig {
         plugin,
         addresses,
         credentials,
         confirm_removal,
+        tls,
     })
+}
+
+/// `--sc-tls-ca`, `--sc-tls-cert`, `--sc-tls-key` and `--sc-tls-insecure`: the files are read
+/// and checked here, so that a bad one stops the daemon (and `--check`) before anything binds.
+fn read_registry_tls(r: &mut Reader) -> Result<RegistryTls, ConfigError> {
+    let path = |s: &Setting| PathBuf::from(s.value.trim());
+    let insecure = r.parsed(Id::ScTlsInsecure, parse_bool)?;
+    if insecure {
+        r.warnings.push(format!(
+            "{} is on: the registry's TLS certificate is not verified, so anyone on the path \
+             can read and change what syncer reads from and writes to it",
+            flag(Id::ScTlsInsecure)
+        ));
+    }
+    let ca = r.get(Id::ScTlsCa).map(path);
+    let pair = match (r.get(Id::ScTlsCert), r.get(Id::ScTlsKey)) {
+        (Some(cert), Some(key)) => Some((path(cert), path(key))),
+        (None, None) => None,
+        (Some(given), None) => {
+            return Err(invalid(
+                given,
+                format!("{} is needed too", flag(Id::ScTlsKey)),
+            ));
+        }
+        (None, Some(given)) => {
+            return Err(invalid(
+                given,
+                format!("{} is needed too", flag(Id::ScTlsCert)),
+            ));
+        }
+    };
+    let pair = pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    Ok(RegistryTls::load(ca.as_deref(), pair, insecure)?)
 }
 
 /// This syncer's name, its data centre's name and its data directory.
@@ -1060,6 +1096,75 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ConfigError::Tls(_)), "{err}");
         assert!(err.to_string().contains("missing.pem"), "{err}");
+    }
+
+    /// `--sc-tls-*` are read and checked while the configuration is resolved: a CA and a
+    /// client pair reach the registry settings, a half pair, a missing file or a key of
+    /// another certificate is refused naming the file, and `--sc-tls-insecure` warns.
+    #[test]
+    fn registry_tls_files_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
+        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        let (cert, key, ca) = (file("node.pem"), file("node-key.pem"), file("ca.pem"));
+        let flag = |f: &str| Origin::Flag(f.into());
+        let config = resolve_with(&[
+            ("sc_tls_cert", &cert, flag("--sc-tls-cert")),
+            ("sc_tls_key", &key, flag("--sc-tls-key")),
+            ("sc_tls_ca", &ca, flag("--sc-tls-ca")),
+        ])
+        .unwrap();
+        let shown = format!("{:?}", config.registry.tls);
+        assert!(
+            shown.contains("ca: true") && shown.contains("certificate: true"),
+            "{shown}"
+        );
+        assert!(!config.registry.tls.insecure());
+        assert!(config.warnings.iter().all(|w| !w.contains("sc-tls")));
+        assert_eq!(
+            resolve_with(&[]).unwrap().registry.tls,
+            RegistryTls::default()
+        );
+
+        let err = resolve_with(&[("sc_tls_cert", &cert, flag("--sc-tls-cert"))]).unwrap_err();
+        assert!(err.to_string().contains("--sc-tls-key is needed"), "{err}");
+        let err = resolve_with(&[("sc_tls_key", &key, flag("--sc-tls-key"))]).unwrap_err();
+        assert!(err.to_string().contains("--sc-tls-cert is needed"), "{err}");
+        let missing = file("missing-ca.pem");
+        let err = resolve_with(&[("sc_tls_ca", &missing, flag("--sc-tls-ca"))]).unwrap_err();
+        assert!(matches!(err, ConfigError::RegistryTls(_)), "{err}");
+        assert!(err.to_string().contains("missing-ca.pem"), "{err}");
+        // A key file as the CA holds no certificate.
+        let err = resolve_with(&[("sc_tls_ca", &key, flag("--sc-tls-ca"))]).unwrap_err();
+        assert!(
+            err.to_string().contains("holds no PEM certificate"),
+            "{err}"
+        );
+        // The CA's certificate with the node's key: they do not belong together.
+        let err = resolve_with(&[
+            ("sc_tls_cert", &ca, flag("--sc-tls-cert")),
+            ("sc_tls_key", &key, flag("--sc-tls-key")),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot be used with certificate"),
+            "{err}"
+        );
+
+        let config =
+            resolve_with(&[("sc_tls_insecure", "true", flag("--sc-tls-insecure"))]).unwrap();
+        assert!(config.registry.tls.insecure());
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("--sc-tls-insecure is on")),
+            "{:?}",
+            config.warnings
+        );
+        let err = resolve_with(&[("sc_tls_insecure", "yes", flag("--sc-tls-insecure"))]);
+        assert!(err.is_err());
     }
 
     /// `eureka` is a registry kind (`--sc-plugin`, YAML `registry.plugin` and the 1.3

@@ -25,6 +25,10 @@ pub enum Id {
     ScUser,
     ScPassword,
     ScConfirmRemoval,
+    ScTlsCa,
+    ScTlsCert,
+    ScTlsKey,
+    ScTlsInsecure,
     BindAddr,
     RpcAddr,
     TlsCert,
@@ -279,6 +283,49 @@ pub static SETTINGS: &[Spec] = &[
                before it counts as removed, so that a registry node whose cache trails the \
                others is not read as a mass deletion; set 1s for a Service Center cluster \
                behind one load-balanced address. 0s reports removals at once. At most 1m",
+    },
+    Spec {
+        id: Id::ScTlsCa,
+        name: "sc_tls_ca",
+        flag: Some(Flag::value("sc-tls-ca", "FILE")),
+        env: Some("SYNCER_SC_TLS_CA"),
+        file_keys: &[],
+        list: false,
+        default: Default::None,
+        help: "PEM CA certificate(s) that https registry addresses are verified against, for a \
+               registry with a private CA. Without it, the public web PKI roots are used",
+    },
+    Spec {
+        id: Id::ScTlsCert,
+        name: "sc_tls_cert",
+        flag: Some(Flag::value("sc-tls-cert", "FILE")),
+        env: Some("SYNCER_SC_TLS_CERT"),
+        file_keys: &[],
+        list: false,
+        default: Default::None,
+        help: "PEM client certificate (chain) presented to an https registry that asks for one. \
+               Needs --sc-tls-key",
+    },
+    Spec {
+        id: Id::ScTlsKey,
+        name: "sc_tls_key",
+        flag: Some(Flag::value("sc-tls-key", "FILE")),
+        env: Some("SYNCER_SC_TLS_KEY"),
+        file_keys: &[],
+        list: false,
+        default: Default::None,
+        help: "PEM private key of --sc-tls-cert",
+    },
+    Spec {
+        id: Id::ScTlsInsecure,
+        name: "sc_tls_insecure",
+        flag: Some(Flag::value("sc-tls-insecure", "BOOL").form(Form::Switch)),
+        env: Some("SYNCER_SC_TLS_INSECURE"),
+        file_keys: &[],
+        list: false,
+        default: Default::Text("false"),
+        help: "Accept any certificate from an https registry (no verification at all); for \
+               trials only, logged as a warning at start",
     },
     // --- The gossip pool ---
     Spec {

@@ -52,6 +52,7 @@ mod schemas;
 mod services;
 mod state;
 mod tags;
+pub mod tls;
 mod validate;
 mod version;
 mod view;
@@ -169,6 +170,9 @@ pub struct DevRegistryConfig {
     /// that trails writes by this much, as SC serves them from a cache fed by an etcd watch.
     /// Zero reads the live data. Default zero.
     pub read_lag: Duration,
+    /// Serve HTTPS with this configuration ([`tls::server_config`]); `None` serves plain
+    /// HTTP. Default `None`.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for DevRegistryConfig {
@@ -188,6 +192,7 @@ impl Default for DevRegistryConfig {
             retire_reserve: 3,
             rbac: None,
             read_lag: Duration::ZERO,
+            tls: None,
         }
     }
 }
@@ -228,6 +233,7 @@ impl DevRegistryConfig {
 pub struct DevRegistryHandle {
     addr: SocketAddr,
     tracker: TaskTracker,
+    tls: bool,
 }
 
 impl DevRegistryHandle {
@@ -236,9 +242,11 @@ impl DevRegistryHandle {
         self.addr
     }
 
-    /// `http://ip:port`, the registry address to give clients.
+    /// `http://ip:port` (`https://` when it serves TLS), the registry address to give
+    /// clients.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Waits until the server and every task of the registry have finished (after the
@@ -259,6 +267,7 @@ pub async fn spawn(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     let tracker = TaskTracker::new();
+    let tls = config.tls.clone();
     let delay = config.dependency_delay;
     let (dep_tx, dep_rx) = if delay.is_zero() {
         (None, None)
@@ -284,16 +293,31 @@ pub async fn spawn(
         tracker.spawn(dependencies::dependency_loop(reg.clone(), rx, delay));
     }
     let app = Router::new().fallback(http::dispatch).with_state(reg);
+    let serves_tls = tls.is_some();
     tracker.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        let stop = shutdown.cancelled_owned();
+        let served = match tls {
+            Some(tls) => {
+                axum::serve(tls::TlsListener::new(listener, tls), app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        };
         if let Err(e) = served {
             warn!(error = %e, "dev registry server failed");
         }
     });
     tracker.close();
-    DevRegistryHandle { addr, tracker }
+    DevRegistryHandle {
+        addr,
+        tracker,
+        tls: serves_tls,
+    }
 }
 
 /// A dev registry that owns its shutdown: stopped when dropped. Handy in tests and demos.

@@ -44,6 +44,7 @@ mod tests {
             plugin: Plugin::ServiceCenter,
             addresses: vec![Url::parse("http://127.0.0.1:30100").expect("constant URL")],
             credentials: None,
+            tls: Default::default(),
             confirm_removal: None,
         }
     }

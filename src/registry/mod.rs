@@ -45,6 +45,7 @@ pub mod memory;
 pub mod model;
 mod route;
 pub mod servicecomb;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

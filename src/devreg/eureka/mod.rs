@@ -98,6 +98,9 @@ pub struct EurekaDevConfig {
     pub refuse_reads_for: Option<Duration>,
     /// How many requests [`EurekaDevHandle::requests`] keeps (the newest). Default 10 000.
     pub request_log_limit: usize,
+    /// Serve HTTPS with this configuration ([`crate::devreg::tls::server_config`]); `None`
+    /// serves plain HTTP. Default `None`.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for EurekaDevConfig {
@@ -117,6 +120,7 @@ impl Default for EurekaDevConfig {
             response_cache_expiry: Duration::from_secs(180),
             refuse_reads_for: None,
             request_log_limit: 10_000,
+            tls: None,
         }
     }
 }
@@ -206,6 +210,7 @@ pub struct EurekaDevHandle {
     addr: SocketAddr,
     tracker: TaskTracker,
     server: Arc<Server>,
+    tls: bool,
 }
 
 impl EurekaDevHandle {
@@ -214,9 +219,11 @@ impl EurekaDevHandle {
         self.addr
     }
 
-    /// `http://ip:port/eureka` (no trailing slash): the service URL to give clients.
+    /// `http://ip:port/eureka` (`https://` when it serves TLS; no trailing slash): the
+    /// service URL to give clients.
     pub fn url(&self) -> String {
-        format!("http://{}/eureka", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/eureka", self.addr)
     }
 
     /// Waits until the server and every task have finished (after the shutdown token was
@@ -255,6 +262,8 @@ pub async fn spawn(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     let tracker = TaskTracker::new();
+    let tls = config.tls.clone();
+    let serves_tls = tls.is_some();
     let server = Arc::new(Server {
         log: RequestLog::new(config.request_log_limit),
         cache: cache::ResponseCache::default(),
@@ -288,9 +297,19 @@ pub async fn spawn(
         .fallback(http::dispatch)
         .with_state(server.clone());
     tracker.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        let stop = shutdown.cancelled_owned();
+        let served = match tls {
+            Some(tls) => {
+                axum::serve(crate::devreg::tls::TlsListener::new(listener, tls), app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        };
         if let Err(e) = served {
             warn!(error = %e, "eureka dev registry server failed");
         }
@@ -300,6 +319,7 @@ pub async fn spawn(
         addr,
         tracker,
         server,
+        tls: serves_tls,
     }
 }
 

@@ -24,6 +24,7 @@ use super::metrics::EurekaMetrics;
 use crate::config::Credentials;
 use crate::registry::RegistryError;
 use crate::registry::route::AddressRoute;
+use crate::registry::tls::RegistryTls;
 
 /// One call, independent of the address it goes to.
 pub(super) struct Request<'a> {
@@ -115,6 +116,7 @@ impl EurekaClient {
         max_response_bytes: usize,
         credentials: Option<Credentials>,
         metrics: EurekaMetrics,
+        tls: &RegistryTls,
     ) -> Result<EurekaClient, RegistryError> {
         if bases.is_empty() {
             return Err(RegistryError::Invalid(
@@ -131,9 +133,12 @@ impl EurekaClient {
                 )));
             }
         }
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(timeout)
-            .pool_max_idle_per_host(32)
+            .pool_max_idle_per_host(32);
+        let http = tls
+            .apply(builder)
+            .map_err(|e| RegistryError::Invalid(format!("cannot set up the registry's TLS: {e}")))?
             .build()
             .map_err(|e| RegistryError::Invalid(format!("cannot build the HTTP client: {e}")))?;
         let route = AddressRoute::new(bases.len(), failback_after);
@@ -305,6 +310,7 @@ mod tests {
                 1,
                 None,
                 EurekaMetrics::default(),
+                &RegistryTls::default(),
             )
         };
         assert!(matches!(build(Vec::new()), Err(RegistryError::Invalid(_))));

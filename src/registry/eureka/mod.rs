@@ -63,6 +63,7 @@ use super::{
     RegistryIdentity, Service, Snapshot, Tenant,
 };
 use crate::config::{Credentials, RegistryConfig, SyncConfig};
+use crate::registry::tls::RegistryTls;
 use crate::telemetry::Metrics;
 
 /// The adapter kind reported by [`Registry::identity`].
@@ -93,6 +94,8 @@ pub struct EurekaConfig {
     pub max_response_bytes: usize,
     /// HTTP basic credentials, for a Eureka behind Spring Security. Default none.
     pub credentials: Option<Credentials>,
+    /// TLS of `https://` addresses. Default: the web PKI roots, no client certificate.
+    pub tls: RegistryTls,
 }
 
 /// `url` as a Eureka base: an empty path (or `/`) gets Spring Cloud's `/eureka`, a trailing
@@ -119,6 +122,7 @@ impl EurekaConfig {
             heartbeat_concurrency: 32,
             max_response_bytes: 256 << 20,
             credentials: None,
+            tls: RegistryTls::default(),
         }
     }
 
@@ -128,6 +132,7 @@ impl EurekaConfig {
     pub fn from_config(registry: &RegistryConfig, sync: &SyncConfig) -> EurekaConfig {
         let mut config = EurekaConfig::new(&registry.addresses);
         config.credentials = registry.credentials.clone();
+        config.tls = registry.tls.clone();
         config.poll_interval = sync.poll_interval;
         config.resync_interval = sync.resync_interval;
         config
@@ -219,6 +224,7 @@ impl Eureka {
             config.max_response_bytes,
             config.credentials.clone(),
             metrics.clone(),
+            &config.tls,
         )?;
         Ok(Eureka {
             inner: Arc::new(Inner {

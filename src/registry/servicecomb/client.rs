@@ -18,6 +18,7 @@ use super::auth::{Auth, Token};
 use super::metrics::ServiceCombMetrics;
 use super::wire::WireError;
 use crate::registry::route::AddressRoute;
+use crate::registry::tls::RegistryTls;
 use crate::registry::{Refusal, RegistryError, Tenant};
 
 /// SC: the service does not exist.
@@ -170,6 +171,7 @@ impl ScClient {
         max_response_bytes: usize,
         metrics: ServiceCombMetrics,
         auth: Option<Auth>,
+        tls: &RegistryTls,
     ) -> Result<ScClient, RegistryError> {
         if addresses.is_empty() {
             return Err(RegistryError::Invalid(
@@ -186,9 +188,12 @@ impl ScClient {
                 )));
             }
         }
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(timeout)
-            .pool_max_idle_per_host(8)
+            .pool_max_idle_per_host(8);
+        let http = tls
+            .apply(builder)
+            .map_err(|e| RegistryError::Invalid(format!("cannot set up the registry's TLS: {e}")))?
             .build()
             .map_err(|e| RegistryError::Invalid(format!("cannot build the HTTP client: {e}")))?;
         let route = AddressRoute::new(addresses.len(), failback_after);
@@ -625,6 +630,7 @@ mod tests {
             1024,
             ServiceCombMetrics::default(),
             None,
+            &RegistryTls::default(),
         )
         .unwrap()
     }
@@ -655,6 +661,7 @@ mod tests {
             1,
             ServiceCombMetrics::default(),
             None,
+            &RegistryTls::default(),
         );
         assert!(matches!(bad, Err(RegistryError::Invalid(_))));
         let none = ScClient::new(
@@ -664,6 +671,7 @@ mod tests {
             1,
             ServiceCombMetrics::default(),
             None,
+            &RegistryTls::default(),
         );
         assert!(matches!(none, Err(RegistryError::Invalid(_))));
     }

@@ -67,6 +67,7 @@ use super::{
     RegistryError, RegistryIdentity, Schema, Service, Snapshot, Tenant,
 };
 use crate::config::{Credentials, RegistryConfig, SyncConfig};
+use crate::registry::tls::RegistryTls;
 use crate::telemetry::Metrics;
 
 /// The adapter kind reported by [`Registry::identity`].
@@ -126,6 +127,8 @@ pub struct ServiceCombConfig {
     /// node's cache may trail its own writes, but what it no longer shows is gone, and a
     /// deregistration should reach the other data centres in well under a second.
     pub confirm_removal: Duration,
+    /// TLS of `https://` addresses. Default: the web PKI roots, no client certificate.
+    pub tls: RegistryTls,
 }
 
 impl ServiceCombConfig {
@@ -146,6 +149,7 @@ impl ServiceCombConfig {
             max_response_bytes: 256 << 20,
             dump_deadlines: DumpDeadlines::default(),
             credentials: None,
+            tls: RegistryTls::default(),
             confirm_removal: if addresses_count > 1 {
                 Duration::from_secs(1)
             } else {
@@ -194,6 +198,7 @@ impl ServiceCombConfig {
     pub fn from_config(registry: &RegistryConfig, sync: &SyncConfig) -> ServiceCombConfig {
         let mut sc = ServiceCombConfig::new(registry.addresses.clone());
         sc.credentials = registry.credentials.clone();
+        sc.tls = registry.tls.clone();
         if let Some(confirm) = registry.confirm_removal {
             sc.confirm_removal = confirm;
         }
@@ -253,6 +258,7 @@ impl ServiceComb {
                 .credentials
                 .as_ref()
                 .map(|c| Auth::new(c.user.clone(), c.password.clone())),
+            &config.tls,
         )?;
         Ok(ServiceComb {
             inner: Arc::new(Inner {
