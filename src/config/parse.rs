@@ -170,6 +170,15 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
 /// missing file, a key of another certificate or a CA file without a certificate stops the
 /// daemon (and `--check`) before anything binds.
 fn read_tls(r: &mut Reader) -> Result<Option<RpcTls>, ConfigError> {
+    refuse_unbuilt(
+        r,
+        &[
+            Id::TlsVerifyPeer,
+            Id::TlsKeyPassphrase,
+            Id::TlsMinVersion,
+            Id::TlsCiphers,
+        ],
+    )?;
     let cert = r.get(Id::TlsCert);
     let key = r.get(Id::TlsKey);
     let ca = r.get(Id::TlsCa);
@@ -200,6 +209,34 @@ fn read_tls(r: &mut Reader) -> Result<Option<RpcTls>, ConfigError> {
             format!("{} is needed too", flag(Id::TlsCert)),
         )),
     }
+}
+
+/// TLS settings whose behaviour is not built yet: refused when they differ from their
+/// default, rather than accepted and ignored (a silent downgrade).
+fn refuse_unbuilt(r: &mut Reader, ids: &[Id]) -> Result<(), ConfigError> {
+    for &id in ids {
+        let secret = matches!(id, Id::TlsKeyPassphrase | Id::ScTlsKeyPassphrase);
+        let given = if secret { r.secret(id) } else { r.get(id) };
+        if let Some(setting) = given {
+            let default = match id.spec().default {
+                super::settings::Default::Text(text) => Some(text),
+                _ => None,
+            };
+            if default != Some(setting.value.trim()) {
+                return Err(ConfigError::Invalid {
+                    origin: setting.origin.clone(),
+                    // A passphrase never reaches a message.
+                    value: if secret {
+                        "(set)".to_owned()
+                    } else {
+                        setting.value.clone()
+                    },
+                    reason: format!("{} is not supported by this version of syncer", flag(id)),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The mode. The original's 1.4 sample file says `mode: signle`; 1.4 treated anything but
@@ -297,6 +334,14 @@ fn read_registry(r: &mut Reader) -> Result<RegistryConfig, ConfigError> {
 /// `--sc-tls-ca`, `--sc-tls-cert`, `--sc-tls-key` and `--sc-tls-insecure`: the files are read
 /// and checked here, so that a bad one stops the daemon (and `--check`) before anything binds.
 fn read_registry_tls(r: &mut Reader) -> Result<RegistryTls, ConfigError> {
+    refuse_unbuilt(
+        r,
+        &[
+            Id::ScTlsKeyPassphrase,
+            Id::ScTlsMinVersion,
+            Id::ScTlsCiphers,
+        ],
+    )?;
     let path = |s: &Setting| PathBuf::from(s.value.trim());
     let insecure = r.parsed(Id::ScTlsInsecure, parse_bool)?;
     if insecure {

@@ -29,11 +29,18 @@ pub enum Id {
     ScTlsCert,
     ScTlsKey,
     ScTlsInsecure,
+    ScTlsKeyPassphrase,
+    ScTlsMinVersion,
+    ScTlsCiphers,
     BindAddr,
     RpcAddr,
     TlsCert,
     TlsKey,
     TlsCa,
+    TlsVerifyPeer,
+    TlsKeyPassphrase,
+    TlsMinVersion,
+    TlsCiphers,
     JoinAddr,
     AdvertiseAddr,
     GossipProfile,
@@ -327,6 +334,38 @@ pub static SETTINGS: &[Spec] = &[
         help: "Accept any certificate from an https registry (no verification at all); for \
                trials only, logged as a warning at start",
     },
+    Spec {
+        id: Id::ScTlsKeyPassphrase,
+        name: "sc_tls_key_passphrase",
+        flag: Some(Flag::value("sc-tls-key-passphrase", "PASSPHRASE")),
+        env: Some("SYNCER_SC_TLS_KEY_PASSPHRASE"),
+        file_keys: &[],
+        list: false,
+        default: Default::None,
+        help: "Passphrase of an encrypted --sc-tls-key (PKCS#8 \"ENCRYPTED PRIVATE KEY\"); \
+               never logged. Prefer the variable or the YAML file: a flag shows in process lists",
+    },
+    Spec {
+        id: Id::ScTlsMinVersion,
+        name: "sc_tls_min_version",
+        flag: Some(Flag::value("sc-tls-min-version", "VERSION")),
+        env: Some("SYNCER_SC_TLS_MIN_VERSION"),
+        file_keys: &[],
+        list: false,
+        default: Default::Text("1.2"),
+        help: "Oldest TLS version spoken to an https registry: 1.2 or 1.3 (TLSv1.2, TLSv1.3)",
+    },
+    Spec {
+        id: Id::ScTlsCiphers,
+        name: "sc_tls_ciphers",
+        flag: Some(Flag::value("sc-tls-ciphers", "SUITE,...")),
+        env: Some("SYNCER_SC_TLS_CIPHERS"),
+        file_keys: &[],
+        list: true,
+        default: Default::None,
+        help: "Cipher suites offered to an https registry, by IANA name \
+               (TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, ...). Without it, rustls' defaults",
+    },
     // --- The gossip pool ---
     Spec {
         id: Id::BindAddr,
@@ -381,6 +420,51 @@ pub static SETTINGS: &[Spec] = &[
                TLS) and the syncers this one calls are verified against it. Without it, servers \
                are verified against the public web PKI roots and callers are not asked for a \
                certificate",
+    },
+    Spec {
+        id: Id::TlsVerifyPeer,
+        name: "tls_verify_peer",
+        flag: Some(Flag::value("tls-verify-peer", "BOOL").form(Form::Switch)),
+        env: Some("SYNCER_TLS_VERIFY_PEER"),
+        file_keys: &[],
+        list: false,
+        default: Default::Text("true"),
+        help: "With --tls-ca: callers must present a certificate signed by it (mutual TLS). \
+               false: callers are not asked for one; the servers this syncer calls are still \
+               verified against --tls-ca",
+    },
+    Spec {
+        id: Id::TlsKeyPassphrase,
+        name: "tls_key_passphrase",
+        flag: Some(Flag::value("tls-key-passphrase", "PASSPHRASE")),
+        env: Some("SYNCER_TLS_KEY_PASSPHRASE"),
+        file_keys: &[],
+        list: false,
+        default: Default::None,
+        help: "Passphrase of an encrypted --tls-key (PKCS#8 \"ENCRYPTED PRIVATE KEY\"); never \
+               logged. Prefer the variable or the YAML file: a flag shows in process lists",
+    },
+    Spec {
+        id: Id::TlsMinVersion,
+        name: "tls_min_version",
+        flag: Some(Flag::value("tls-min-version", "VERSION")),
+        env: Some("SYNCER_TLS_MIN_VERSION"),
+        file_keys: &[],
+        list: false,
+        default: Default::Text("1.2"),
+        help: "Oldest TLS version of the rpc link, both ways: 1.2 or 1.3 (TLSv1.2, TLSv1.3)",
+    },
+    Spec {
+        id: Id::TlsCiphers,
+        name: "tls_ciphers",
+        flag: Some(Flag::value("tls-ciphers", "SUITE,...")),
+        env: Some("SYNCER_TLS_CIPHERS"),
+        file_keys: &[],
+        list: true,
+        default: Default::None,
+        help: "Cipher suites of the rpc link, by IANA name \
+               (TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS13_AES_128_GCM_SHA256, ...). \
+               Without it, rustls' defaults",
     },
     Spec {
         id: Id::JoinAddr,
