@@ -348,6 +348,7 @@ pub async fn run(
         admin_addr = %admin_local.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         data_dir = %config.node.data_dir.display(),
         registry = %config.registry.addresses.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(","),
+        services = %config.sync.filter,
         "syncer is ready"
     );
 

@@ -83,7 +83,12 @@ fn setting_arg(spec: &'static Spec) -> Option<Arg> {
         .long(flag.long)
         .value_name(flag.value_name)
         .value_parser(clap::value_parser!(String))
-        .action(ArgAction::Set)
+        // A list may be given as one comma-separated value or by repeating the flag.
+        .action(if spec.list {
+            ArgAction::Append
+        } else {
+            ArgAction::Set
+        })
         .help(spec.help_text());
     if let Some(var) = spec.env {
         arg = arg.env(var);
@@ -109,15 +114,23 @@ impl FromArgMatches for DaemonArgs {
     fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
         let mut settings = Layer::default();
         for spec in SETTINGS.iter().filter(|s| s.flag.is_some()) {
-            let Some(value) = matches.get_one::<String>(spec.name) else {
-                continue;
+            let value = if spec.list {
+                match matches.get_many::<String>(spec.name) {
+                    Some(values) => values.cloned().collect::<Vec<_>>().join(","),
+                    None => continue,
+                }
+            } else {
+                match matches.get_one::<String>(spec.name) {
+                    Some(value) => value.clone(),
+                    None => continue,
+                }
             };
             let origin = match matches.value_source(spec.name) {
                 Some(ValueSource::EnvVariable) => spec.env_origin(),
                 _ => spec.flag_origin(),
             };
             if let Some(origin) = origin {
-                settings.set(spec.id, value.clone(), origin);
+                settings.set(spec.id, value, origin);
             }
         }
         Ok(DaemonArgs {

@@ -359,6 +359,8 @@ pub struct SyncConfig {
     /// Time between two polls of the registry's change feed (ServiceComb: one batch find per
     /// tenant per poll; `--poll-interval`).
     pub poll_interval: Duration,
+    /// Which services are exported and imported (`--include`, `--exclude`).
+    pub filter: crate::sync::ServiceFilter,
 }
 
 impl SyncConfig {

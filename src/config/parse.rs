@@ -703,7 +703,24 @@ fn read_sync(r: &mut Reader) -> Result<SyncConfig, ConfigError> {
         poll_interval: r.parsed(Id::PollInterval, |text| {
             parse_duration_in(text, MIN_POLL_INTERVAL, Some(MAX_POLL_INTERVAL))
         })?,
+        filter: read_filter(r)?,
     })
+}
+
+/// `--include` and `--exclude`: every pattern is checked here, naming the setting and the
+/// pattern.
+fn read_filter(r: &mut Reader) -> Result<crate::sync::ServiceFilter, ConfigError> {
+    use crate::sync::filter::Pattern;
+    let mut lists: [Vec<Pattern>; 2] = Default::default();
+    for (at, id) in [Id::Include, Id::Exclude].into_iter().enumerate() {
+        if let Some(setting) = r.get(id) {
+            for text in setting.value.split(',').filter(|t| !t.trim().is_empty()) {
+                lists[at].push(Pattern::parse(text).map_err(|e| invalid(setting, e.to_string()))?);
+            }
+        }
+    }
+    let [include, exclude] = lists;
+    Ok(crate::sync::ServiceFilter::from_patterns(include, exclude))
 }
 
 /// Logs: the format and the filter (checked here, so that a bad filter is a configuration

@@ -65,6 +65,8 @@ pub enum Id {
     CopyLease,
     AntiEntropyInterval,
     PollInterval,
+    Include,
+    Exclude,
     LogFormat,
     LogLevel,
     TaskKind,
@@ -732,6 +734,29 @@ pub static SETTINGS: &[Spec] = &[
         default: Default::Text("100ms"),
         help: "Period of the registry change-feed poll (ServiceComb: one batch find per \
                tenant), 10ms to 1m",
+    },
+    Spec {
+        id: Id::Include,
+        name: "include",
+        flag: Some(Flag::value("include", "PATTERN")),
+        env: Some("SYNCER_INCLUDE"),
+        file_keys: &["sync.include"],
+        list: true,
+        default: Default::None,
+        help: "Only services matching one of these patterns are exported and imported: \
+               [domain/project/]appId/serviceName with * as a wildcard, repeatable or \
+               comma-separated. Without it, every service",
+    },
+    Spec {
+        id: Id::Exclude,
+        name: "exclude",
+        flag: Some(Flag::value("exclude", "PATTERN")),
+        env: Some("SYNCER_EXCLUDE"),
+        file_keys: &["sync.exclude"],
+        list: true,
+        default: Default::None,
+        help: "Services matching one of these patterns are neither exported nor imported \
+               (wins over --include); same pattern form, repeatable or comma-separated",
     },
     // --- Logs ---
     Spec {

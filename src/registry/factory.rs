@@ -60,6 +60,7 @@ mod tests {
             copy_lease: SyncConfig::DEFAULT_COPY_LEASE,
             anti_entropy_interval: SyncConfig::DEFAULT_ANTI_ENTROPY_INTERVAL,
             poll_interval,
+            filter: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::export::{ExportView, ExportViewSnapshot, Increment, Revision, Since};
+use super::filter::ServiceFilter;
 use super::metrics::SyncMetrics;
 use super::unix_ms;
 use crate::backoff::sleep_or_cancel;
@@ -152,6 +153,7 @@ pub(crate) async fn run(
     mut feed: Box<dyn ChangeFeed>,
     exported: Arc<SharedExportView>,
     export_enabled: bool,
+    filter: Arc<ServiceFilter>,
     gossip: GossipHandle,
     metrics: SyncMetrics,
     token: CancellationToken,
@@ -164,6 +166,8 @@ pub(crate) async fn run(
     let mut bounds_filter = BoundsFilter {
         refused: HashSet::new(),
         metrics: metrics.clone(),
+        filter,
+        filtered: HashSet::new(),
     };
     loop {
         let batch = tokio::select! {
@@ -240,9 +244,15 @@ const REFUSED_MEMORY: usize = 10_000;
 /// wire-safety bounds every registry shares: oversized, control characters, a required field
 /// empty): one odd object must not make every snapshot of this data centre unusable. Each is
 /// logged once and counted.
+///
+/// It also keeps back the services the service filter (`--include`, `--exclude`) does not
+/// offer, and their instances: those are not errors, logged once at info.
 struct BoundsFilter {
     refused: HashSet<String>,
     metrics: SyncMetrics,
+    filter: Arc<ServiceFilter>,
+    /// Local services the filter keeps back, whose instances are kept back with them.
+    filtered: HashSet<(Tenant, String)>,
 }
 
 impl BoundsFilter {
@@ -254,6 +264,17 @@ impl BoundsFilter {
     }
 
     fn service(&mut self, s: &Service) -> bool {
+        let key = (s.tenant.clone(), s.service_id.clone());
+        if !self.filter.allows(s) {
+            let what = format!("{}/{}/{}", s.tenant, s.app, s.name);
+            if self.refused.len() < REFUSED_MEMORY && self.refused.insert(format!("filter {what}"))
+            {
+                info!(service = %what, filter = %self.filter, "not exported: the service filter keeps it back");
+            }
+            self.filtered.insert(key);
+            return false;
+        }
+        self.filtered.remove(&key);
         let checked = bounds::check_service(s);
         if let Err(e) = &checked {
             self.refuse(format!("service {}/{}", s.tenant, s.service_id), e);
@@ -262,6 +283,13 @@ impl BoundsFilter {
     }
 
     fn instance(&mut self, i: &Instance) -> bool {
+        if !self.filtered.is_empty()
+            && self
+                .filtered
+                .contains(&(i.tenant.clone(), i.service_id.clone()))
+        {
+            return false;
+        }
         let checked = bounds::check_instance(i);
         if let Err(e) = &checked {
             self.refuse(format!("instance {}", i.reference()), e);
@@ -276,6 +304,7 @@ impl BoundsFilter {
                 Change::Service(s) => self.service(&s).then_some(Change::Service(s)),
                 Change::Instance(i) => self.instance(&i).then_some(Change::Instance(i)),
                 Change::Resync(mut snapshot) => {
+                    self.filtered.clear();
                     snapshot.services.retain(|s| self.service(s));
                     snapshot.instances.retain(|i| self.instance(i));
                     Some(Change::Resync(snapshot))

@@ -20,6 +20,7 @@
 pub mod copy;
 pub mod export;
 mod exporter;
+pub mod filter;
 pub mod ids;
 mod import;
 pub mod link;
@@ -40,6 +41,7 @@ use tracing::{info, warn};
 use self::copy::CopyLease;
 use self::export::Revision;
 use self::exporter::{Announce, SharedExportView};
+pub use self::filter::ServiceFilter;
 use self::import::{ImportCtx, Importers};
 use self::link::{PeerLink, PullAnswer, PullBody, Push, PushReply};
 pub use self::metrics::{ServiceFailures, SyncMetrics};
@@ -81,6 +83,8 @@ pub struct EngineSettings {
     /// No copy is removed before this moment (a new leader waits out its predecessor's
     /// lease).
     pub removals_from: Option<tokio::time::Instant>,
+    /// Which services are exported and imported.
+    pub filter: Arc<ServiceFilter>,
 }
 
 impl EngineSettings {
@@ -94,6 +98,7 @@ impl EngineSettings {
             anti_entropy_interval: config.anti_entropy_interval,
             removal_cap: config.removal_cap,
             removals_from: None,
+            filter: Arc::new(config.filter.clone()),
         }
     }
 }
@@ -401,6 +406,7 @@ pub async fn start(
         Box::new(feed),
         view.clone(),
         deps.settings.export,
+        deps.settings.filter.clone(),
         deps.gossip.clone(),
         metrics.clone(),
         token.clone(),

@@ -59,6 +59,7 @@ pub fn fast_settings() -> EngineSettings {
         anti_entropy_interval: Duration::from_secs(5),
         removal_cap: 1000,
         removals_from: None,
+        filter: Default::default(),
     }
 }
 

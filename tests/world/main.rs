@@ -17,6 +17,7 @@ mod contracts;
 mod eureka;
 mod failover;
 mod faults;
+mod filters;
 mod gaps;
 mod harness;
 mod link;

@@ -1008,8 +1008,27 @@ impl KindRules<'_> {
     }
 }
 
+impl KindRules<'_> {
+    /// Whether this data centre's service filter (`--include`, `--exclude`) accepts
+    /// `service`; one that it does not is logged once, at info: a choice, not an error.
+    fn filtered_in(&mut self, service: &Service) -> bool {
+        let filter = &self.ctx.settings.filter;
+        if filter.is_open() || filter.allows(service) {
+            return true;
+        }
+        let what = format!("{}/{}/{}", service.tenant, service.app, service.name);
+        if self.refused.len() < REFUSED_MEMORY && self.refused.insert(format!("filter {what}")) {
+            info!(origin = %self.label.origin, service = %what, filter = %filter, "not imported: the service filter keeps it out");
+        }
+        false
+    }
+}
+
 impl Admit for KindRules<'_> {
     fn service(&mut self, service: &Service) -> bool {
+        if !self.filtered_in(service) {
+            return false;
+        }
         match self.ctx.registry.accepts_service(service) {
             Ok(()) => true,
             Err(refusal) => {
@@ -1022,7 +1041,10 @@ impl Admit for KindRules<'_> {
         }
     }
 
-    fn instance(&mut self, _service: &Service, instance: &Instance) -> bool {
+    fn instance(&mut self, service: &Service, instance: &Instance) -> bool {
+        if !self.filtered_in(service) {
+            return false;
+        }
         // The copy is what the registry would hold: syncer's id, mark and lease.
         let key = OriginKey {
             origin: self.label.origin.clone(),

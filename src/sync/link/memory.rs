@@ -470,6 +470,7 @@ mod tests {
                 anti_entropy_interval: Duration::from_secs(10),
                 removal_cap: 1000,
                 removals_from: None,
+                filter: Default::default(),
             },
             link: Arc::new(net.link(addr(port))),
         };
