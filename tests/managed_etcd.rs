@@ -64,6 +64,7 @@ impl Node {
             client_url: url(free_port()),
             data_dir: data_dir.join(name).join("etcd"),
             expected_members,
+            tls: None,
         };
         Node::with_config(config, join).await
     }

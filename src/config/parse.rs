@@ -25,6 +25,7 @@ use super::{
 };
 use crate::registry::tls::RegistryTls;
 use crate::rpc::tls::RpcTls;
+use crate::store::etcd_tls::{ETCD_FLAGS, EtcdTls, NODE_FLAGS};
 
 /// How long a graceful shutdown may take.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,6 +140,8 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
     let sync = read_sync(&mut r)?;
     let log = read_log(&mut r)?;
     let tls = read_tls(&mut r)?;
+    let etcd_tls = read_etcd_tls(&mut r, &net.etcd_endpoints)?;
+    let managed_etcd_tls = managed_etcd_tls(&r, mode, &net.etcd_endpoints, tls.is_some())?;
     r.effective.sort_by_key(|(id, ..)| *id);
     Ok(Config {
         node,
@@ -154,9 +157,13 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
             listen_addr: net.rpc_addr,
             tls,
         },
-        cluster,
+        cluster: ClusterConfig {
+            etcd_tls: managed_etcd_tls,
+            ..cluster
+        },
         registry,
         etcd_endpoints: net.etcd_endpoints,
+        etcd_tls,
         admin_addr: net.admin_addr,
         sync,
         log,
@@ -209,6 +216,97 @@ fn read_tls(r: &mut Reader) -> Result<Option<RpcTls>, ConfigError> {
             format!("{} is needed too", flag(Id::TlsCert)),
         )),
     }
+}
+
+/// `--etcd-ca`, `--etcd-cert` and `--etcd-key`, for `--etcd-endpoints https://...`: the
+/// files are read and checked here. `https` endpoints take TLS (verified against the web PKI
+/// roots without `--etcd-ca`); endpoints that mix `http` and `https` are refused, and so are
+/// these settings without `https` endpoints: the operator asked for TLS, and a plain-text
+/// connection that quietly ignored them would be a silent downgrade.
+fn read_etcd_tls(r: &mut Reader, endpoints: &[Url]) -> Result<Option<EtcdTls>, ConfigError> {
+    let ca = r.get(Id::EtcdCa);
+    let cert = r.get(Id::EtcdCert);
+    let key = r.get(Id::EtcdKey);
+    let path = |s: &Setting| PathBuf::from(s.value.trim());
+    let pair = match (cert, key) {
+        (Some(cert), Some(key)) => Some((path(cert), path(key))),
+        (None, None) => None,
+        (Some(given), None) => {
+            return Err(invalid(
+                given,
+                format!("{} is needed too", flag(Id::EtcdKey)),
+            ));
+        }
+        (None, Some(given)) => {
+            return Err(invalid(
+                given,
+                format!("{} is needed too", flag(Id::EtcdCert)),
+            ));
+        }
+    };
+    let https = endpoints.iter().filter(|u| u.scheme() == "https").count();
+    if https > 0 && https < endpoints.len() {
+        let setting = r.settings.get(Id::EtcdEndpoints);
+        let reason = "mixes http:// and https:// endpoints: one etcd cluster is reached either \
+                      with TLS or without, so make them all https:// (or all http://)";
+        return Err(match setting {
+            Some(setting) => invalid(setting, reason),
+            None => ConfigError::Missing(reason.to_owned()),
+        });
+    }
+    let given = ca.or(cert).or(key);
+    if https == 0 {
+        return match given {
+            None => Ok(None),
+            Some(given) => Err(invalid(
+                given,
+                if endpoints.is_empty() {
+                    format!(
+                        "the etcd TLS settings apply to {} https://...; without them there is \
+                         no etcd client to configure (the managed etcd member of cluster mode \
+                         uses {}, {} and {})",
+                        flag(Id::EtcdEndpoints),
+                        flag(Id::TlsCert),
+                        flag(Id::TlsKey),
+                        flag(Id::TlsCa)
+                    )
+                } else {
+                    format!(
+                        "the etcd TLS settings need https:// {}; with http:// ones they would be \
+                         ignored and etcd reached in plain text",
+                        flag(Id::EtcdEndpoints)
+                    )
+                },
+            )),
+        };
+    }
+    let ca = ca.map(path);
+    let pair = pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    Ok(Some(EtcdTls::load(ca.as_deref(), pair, ETCD_FLAGS)?))
+}
+
+/// The managed etcd member's TLS (cluster mode without `--etcd-endpoints`): syncer's own
+/// `--tls-cert`, `--tls-key` and `--tls-ca` when the rpc link has TLS (`rpc_tls`; the files
+/// were checked by [`read_tls`] already and are read once more for etcd).
+fn managed_etcd_tls(
+    r: &Reader,
+    mode: Mode,
+    endpoints: &[Url],
+    rpc_tls: bool,
+) -> Result<Option<EtcdTls>, ConfigError> {
+    if mode != Mode::Cluster || !endpoints.is_empty() || !rpc_tls {
+        return Ok(None);
+    }
+    let path = |id: Id| r.settings.get(id).map(|s| PathBuf::from(s.value.trim()));
+    let (Some(cert), Some(key)) = (path(Id::TlsCert), path(Id::TlsKey)) else {
+        return Ok(None);
+    };
+    let ca = path(Id::TlsCa);
+    Ok(Some(EtcdTls::load(
+        ca.as_deref(),
+        Some((&cert, &key)),
+        NODE_FLAGS,
+    )?))
 }
 
 /// TLS settings whose behaviour is not built yet: refused when they differ from their
@@ -663,6 +761,7 @@ fn read_cluster(r: &mut Reader, mode: Mode, net: &Listeners) -> Result<ClusterCo
         leader_lease,
         etcd_bin,
         etcd_client_port,
+        etcd_tls: None,
     })
 }
 

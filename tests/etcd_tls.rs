@@ -1,0 +1,131 @@
+//! etcd over TLS with the real `etcd` executable: the mapping store against an etcd that
+//! serves TLS and demands client certificates (`--client-cert-auth`), from `syncer dev-certs`
+//! files; refused without a client certificate and with a CA that did not sign the server,
+//! with errors naming the endpoint.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::etcd::EtcdServer;
+use syncer::cli::dev_certs;
+use syncer::store::contract::store_contract;
+use syncer::store::etcd_tls::ETCD_FLAGS;
+use syncer::store::{EtcdStore, EtcdTimeouts, EtcdTls, MappingStore, StoreError};
+
+/// The prefix the daemon would use for cluster `dc1`.
+const PREFIX: &str = "/syncer/v2/dc1/";
+/// Short timeouts, so that a refused connection shows quickly.
+const TIMEOUTS: EtcdTimeouts = EtcdTimeouts {
+    connect: Duration::from_secs(2),
+    request: Duration::from_secs(3),
+};
+
+/// A CA and a node certificate for 127.0.0.1, as `syncer dev-certs` writes them.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let certs = dev_certs::generate(&["127.0.0.1".into(), "localhost".into()])
+            .expect("generate certificates");
+        dev_certs::write(dir.path(), &certs).expect("write certificates");
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.path(dev_certs::NODE_CERT)
+    }
+
+    fn key(&self) -> PathBuf {
+        self.path(dev_certs::NODE_KEY)
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.path(dev_certs::CA_CERT)
+    }
+
+    fn server(&self) -> EtcdServer {
+        EtcdServer::start_tls(&self.cert(), &self.key(), &self.ca())
+    }
+
+    /// The client TLS of `--etcd-ca` and, when `with_cert`, `--etcd-cert`/`--etcd-key`.
+    fn client(&self, ca: &Path, with_cert: bool) -> EtcdTls {
+        let (cert, key) = (self.cert(), self.key());
+        let pair = with_cert.then_some((cert.as_path(), key.as_path()));
+        EtcdTls::load(Some(ca), pair, ETCD_FLAGS).expect("load the client's TLS files")
+    }
+}
+
+async fn store(server: &EtcdServer, tls: Option<&EtcdTls>) -> Result<EtcdStore, StoreError> {
+    EtcdStore::connect_with(&[server.url()], tls, PREFIX.to_owned(), TIMEOUTS).await
+}
+
+/// The error of the first call of a store that cannot reach etcd through TLS (the
+/// connection opens lazily, so connecting may succeed or fail).
+async fn first_error(server: &EtcdServer, tls: Option<&EtcdTls>) -> StoreError {
+    match store(server, tls).await {
+        Err(e) => e,
+        Ok(store) => store
+            .load()
+            .await
+            .expect_err("the store must not read through this connection"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_passes_the_contract_over_tls_with_a_client_certificate() {
+    let pki = Pki::new();
+    let server = pki.server();
+    assert!(server.endpoint().starts_with("https://"));
+    let tls = pki.client(&pki.ca(), true);
+    let store = store(&server, Some(&tls)).await.expect("connect over TLS");
+    store_contract(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_with_client_cert_auth_refuses_a_client_without_a_certificate() {
+    let pki = Pki::new();
+    let server = pki.server();
+    let tls = pki.client(&pki.ca(), false);
+    let error = first_error(&server, Some(&tls)).await;
+    let text = error.to_string();
+    eprintln!("without a client certificate: {text}");
+    assert!(matches!(error, StoreError::Unavailable(_)), "{text}");
+    assert!(text.contains(&server.endpoint()), "names the endpoint: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_from_another_ca_is_refused() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let server = pki.server();
+    // Our certificate is fine; the server's is not signed by the CA we trust.
+    let tls = pki.client(&other.ca(), true);
+    let error = first_error(&server, Some(&tls)).await;
+    let text = error.to_string();
+    eprintln!("with another CA: {text}");
+    assert!(text.contains(&server.endpoint()), "names the endpoint: {text}");
+    assert!(
+        text.contains("certificate") || text.contains("Certificate"),
+        "says why: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_client_cannot_use_an_https_endpoint() {
+    let pki = Pki::new();
+    let server = pki.server();
+    let error = store(&server, None)
+        .await
+        .expect_err("https without TLS settings is refused");
+    assert!(matches!(error, StoreError::Invalid(_)), "{error}");
+    assert!(error.to_string().contains(&server.endpoint()), "{error}");
+}
