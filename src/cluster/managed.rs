@@ -1398,13 +1398,10 @@ async fn connect(
 fn describe(error: &etcd_client::Error) -> String {
     match error {
         etcd_client::Error::GRpcStatus(status) => {
-            let mut text = status.message().to_owned();
-            let mut source = std::error::Error::source(status);
-            while let Some(e) = source {
-                text.push_str(": ");
-                text.push_str(&e.to_string());
-                source = e.source();
-            }
+            let text = crate::store::etcd_tls::with_sources(
+                status.message().to_owned(),
+                std::error::Error::source(status),
+            );
             format!("{text} ({:?})", status.code())
         }
         other => crate::store::etcd_tls::chain(other),

@@ -571,13 +571,10 @@ fn etcd_error(what: &str, e: etcd_client::Error) -> StoreError {
     match e {
         E::GRpcStatus(status) => {
             // A failed connection (a refused certificate, say) keeps its reason in the sources.
-            let mut reason = status.message().to_owned();
-            let mut source = std::error::Error::source(&status);
-            while let Some(e) = source {
-                reason.push_str(": ");
-                reason.push_str(&e.to_string());
-                source = e.source();
-            }
+            let reason = super::etcd_tls::with_sources(
+                status.message().to_owned(),
+                std::error::Error::source(&status),
+            );
             let message = format!("etcd {what}: {reason} ({:?})", status.code());
             match status.code() {
                 Code::InvalidArgument

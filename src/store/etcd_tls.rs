@@ -211,11 +211,21 @@ fn read_pair(cert: &Path, key: &Path, flags: TlsFlags) -> Result<Pair, EtcdTlsEr
 
 /// An error and its sources on one line.
 pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
+    with_sources(error.to_string(), error.source())
+}
+
+/// `text` followed by `source` and its sources, each that does not repeat what the text
+/// says already (transport errors tend to repeat their cause in their own message).
+pub(crate) fn with_sources(
+    mut text: String,
+    mut source: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
     while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         source = e.source();
     }
     text
