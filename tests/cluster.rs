@@ -1059,8 +1059,18 @@ fn a_tls_data_centre_runs_its_managed_etcd_over_tls_and_syncs() {
         let (peer, client) = (support::etcd::free_port(), support::etcd::free_port());
         client_ports.push(client);
         let mut placement = args(&["--mode", "cluster", "--node", &node]);
-        placement.extend(args(&["--cluster-name", "dc1", "--sc-addr", &registries[0].url()]));
-        placement.extend(args(&["--bind-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0"]));
+        placement.extend(args(&[
+            "--cluster-name",
+            "dc1",
+            "--sc-addr",
+            &registries[0].url(),
+        ]));
+        placement.extend(args(&[
+            "--bind-addr",
+            "127.0.0.1:0",
+            "--rpc-addr",
+            "127.0.0.1:0",
+        ]));
         placement.extend(args(&["--cluster-port", &peer.to_string()]));
         placement.extend(args(&["--etcd-client-port", &client.to_string()]));
         placement.extend(args(&[
@@ -1077,8 +1087,16 @@ fn a_tls_data_centre_runs_its_managed_etcd_over_tls_and_syncs() {
     }
     let mut single = args(&["--node", "dc2-a", "--cluster-name", "dc2"]);
     single.extend(args(&["--sc-addr", &registries[1].url()]));
-    single.extend(args(&["--bind-addr", "127.0.0.2:0", "--rpc-addr", "127.0.0.2:0"]));
-    single.extend(args(&["--join-addr", first_gossip.as_deref().unwrap_or_default()]));
+    single.extend(args(&[
+        "--bind-addr",
+        "127.0.0.2:0",
+        "--rpc-addr",
+        "127.0.0.2:0",
+    ]));
+    single.extend(args(&[
+        "--join-addr",
+        first_gossip.as_deref().unwrap_or_default(),
+    ]));
     single.extend(args(&[
         "--data-dir",
         &dir.path().join("dc2-a").display().to_string(),
@@ -1095,11 +1113,9 @@ fn a_tls_data_centre_runs_its_managed_etcd_over_tls_and_syncs() {
 
     // Bootstrap, two learners joined one at a time (etcd wants 5 s between
     // reconfigurations), then an election: all over TLS.
-    c.wait_until(
-        "one active member in dc1",
-        Duration::from_secs(60),
-        |c| c.active(0).len() == 1,
-    );
+    c.wait_until("one active member in dc1", Duration::from_secs(60), |c| {
+        c.active(0).len() == 1
+    });
     let tls = EtcdTls::load(
         Some(&pki.join(dev_certs::CA_CERT)),
         Some((
@@ -1137,14 +1153,15 @@ fn a_tls_data_centre_runs_its_managed_etcd_over_tls_and_syncs() {
     let prefix = "/syncer/v2/dc1/";
     let keys = etcd_keys(&c.rt, &endpoint, Some(&tls), prefix).unwrap_or_default();
     assert!(
-        keys.iter().any(|k| k.starts_with("/syncer/v2/dc1/mappings/")),
+        keys.iter()
+            .any(|k| k.starts_with("/syncer/v2/dc1/mappings/")),
         "the mapping of dc2's instance is stored: {keys:?}"
     );
     // ... but not in plain text on the same port, nor over TLS without a certificate.
     let plain = format!("http://127.0.0.1:{}", client_ports[0]);
     assert_eq!(etcd_keys(&c.rt, &plain, None, prefix), None);
     assert_eq!(etcd_members_tls(&c.rt, &plain, None), None);
-    let ca_only = EtcdTls::load(Some(&pki.join(dev_certs::CA_CERT)), None, NODE_FLAGS)
-        .expect("load the CA");
+    let ca_only =
+        EtcdTls::load(Some(&pki.join(dev_certs::CA_CERT)), None, NODE_FLAGS).expect("load the CA");
     assert_eq!(etcd_keys(&c.rt, &endpoint, Some(&ca_only), prefix), None);
 }

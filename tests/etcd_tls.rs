@@ -99,7 +99,10 @@ async fn an_etcd_with_client_cert_auth_refuses_a_client_without_a_certificate() 
     let text = error.to_string();
     eprintln!("without a client certificate: {text}");
     assert!(matches!(error, StoreError::Unavailable(_)), "{text}");
-    assert!(text.contains(&server.endpoint()), "names the endpoint: {text}");
+    assert!(
+        text.contains(&server.endpoint()),
+        "names the endpoint: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +115,10 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     let error = first_error(&server, Some(&tls)).await;
     let text = error.to_string();
     eprintln!("with another CA: {text}");
-    assert!(text.contains(&server.endpoint()), "names the endpoint: {text}");
+    assert!(
+        text.contains(&server.endpoint()),
+        "names the endpoint: {text}"
+    );
     assert!(
         text.contains("certificate") || text.contains("Certificate"),
         "says why: {text}"

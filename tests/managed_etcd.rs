@@ -17,11 +17,11 @@ use support::etcd::{find_etcd, free_port};
 use support::until;
 use syncer::cli::dev_certs;
 use syncer::cluster::managed::{ManagedEtcd, ManagedEtcdConfig, ManagedEtcdError};
-use syncer::store::EtcdTls;
-use syncer::store::etcd_tls::NODE_FLAGS;
 use syncer::gossip::{
     self, GossipConfig, GossipHandle, GossipMetrics, NodeId, NodeMeta, Profile, Role,
 };
+use syncer::store::EtcdTls;
+use syncer::store::etcd_tls::NODE_FLAGS;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +51,10 @@ fn tls_url(port: u16) -> Url {
 fn dev_tls(dir: &Path) -> EtcdTls {
     let certs = dev_certs::generate(&["127.0.0.1".into()]).expect("generate certificates");
     dev_certs::write(dir, &certs).expect("write certificates");
-    let (cert, key) = (dir.join(dev_certs::NODE_CERT), dir.join(dev_certs::NODE_KEY));
+    let (cert, key) = (
+        dir.join(dev_certs::NODE_CERT),
+        dir.join(dev_certs::NODE_KEY),
+    );
     EtcdTls::load(
         Some(&dir.join(dev_certs::CA_CERT)),
         Some((&cert, &key)),
@@ -528,7 +531,13 @@ async fn with_a_certificate_the_members_speak_tls_on_client_and_peer_urls() {
     // b joins a's cluster as a learner over the TLS peer URLs and is promoted.
     let (ea, eb) = tokio::join!(a.start_etcd(), b.start_etcd());
     assert!(a.gossip.local().meta.etcd_peer_url.starts_with("https://"));
-    assert!(a.gossip.local().meta.etcd_client_url.starts_with("https://"));
+    assert!(
+        a.gossip
+            .local()
+            .meta
+            .etcd_client_url
+            .starts_with("https://")
+    );
 
     let endpoint = ea.endpoints()[0].clone();
     assert_eq!(endpoint.scheme(), "https");
@@ -588,8 +597,15 @@ async fn a_tls_member_never_joins_a_plain_cluster() {
     let tls = dev_tls(&dir.path().join("pki"));
     let plain = Node::new("etcd-a", "dc1", None, dir.path(), 1).await;
     let eplain = plain.start_etcd().await;
-    let secure =
-        Node::with_tls("etcd-b", "dc1", Some(plain.gossip_addr), dir.path(), 1, Some(tls)).await;
+    let secure = Node::with_tls(
+        "etcd-b",
+        "dc1",
+        Some(plain.gossip_addr),
+        dir.path(),
+        1,
+        Some(tls),
+    )
+    .await;
     until("the members to see each other", || {
         let gossip = secure.gossip.clone();
         async move { gossip.members().await.map(|m| m.len()).unwrap_or(0) == 2 }
@@ -612,7 +628,10 @@ async fn a_tls_member_never_joins_a_plain_cluster() {
         matches!(error, ManagedEtcdError::SchemeMismatch { .. }),
         "{text}"
     );
-    assert!(text.contains("etcd-a") && text.contains("plain text"), "{text}");
+    assert!(
+        text.contains("etcd-a") && text.contains("plain text"),
+        "{text}"
+    );
     assert!(!secure.config.data_dir.exists(), "no etcd data was created");
     // The plain cluster still has its one member.
     let list = client(&eplain.endpoints()[0])
@@ -624,4 +643,42 @@ async fn a_tls_member_never_joins_a_plain_cluster() {
     for node in [plain, secure] {
         node.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_does_not_switch_to_tls_on_the_data_of_a_plain_cluster() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let tls = dev_tls(&dir.path().join("pki"));
+    let node = Node::new("solo", "dc1", None, dir.path(), 1).await;
+    let mut config = node.config.clone();
+    let etcd = node.start_etcd().await;
+    drop(etcd);
+    node.stop().await;
+
+    // The same data directory and ports, now with a certificate.
+    for url in [&mut config.peer_url, &mut config.client_url] {
+        url.set_scheme("https").expect("https");
+    }
+    config.tls = Some(tls);
+    let again = Node::with_config(config, None).await;
+    let error = tokio::time::timeout(
+        DEADLINE,
+        ManagedEtcd::start(
+            again.config.clone(),
+            again.gossip.clone(),
+            again.token.clone(),
+            &again.tracker,
+        ),
+    )
+    .await
+    .expect("refused in time")
+    .expect_err("a plain cluster's data must not run with TLS");
+    let text = error.to_string();
+    assert!(
+        matches!(error, ManagedEtcdError::SchemeMismatch { .. }),
+        "{text}"
+    );
+    assert!(text.contains("plain text"), "{text}");
+    again.stop().await;
 }

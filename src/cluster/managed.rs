@@ -755,7 +755,9 @@ impl Inner {
             } else {
                 let urls = self.ready_urls().await?;
                 if !urls.is_empty() {
-                    match try_promote(&urls, id, &self.config.peer_url, self.config.tls.as_ref()).await {
+                    match try_promote(&urls, id, &self.config.peer_url, self.config.tls.as_ref())
+                        .await
+                    {
                         Ok(()) => {
                             promoted = true;
                             continue;
@@ -1514,6 +1516,57 @@ mod tests {
         config.cluster.peer_ip = Some(IpAddr::from([192, 168, 1, 2]));
         let managed = ManagedEtcdConfig::from_config(&config, IpAddr::from([10, 0, 0, 7]));
         assert_eq!(etcd_text(&managed.peer_url), "http://192.168.1.2:30192");
+    }
+
+    #[test]
+    fn with_a_certificate_the_urls_are_https_and_etcd_gets_the_tls_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::cli::dev_certs::generate(&["10.0.0.7".into()]).unwrap();
+        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let (cert, key, ca) = (
+            dir.path().join("node.pem"),
+            dir.path().join("node-key.pem"),
+            dir.path().join("ca.pem"),
+        );
+        let flags = crate::store::etcd_tls::NODE_FLAGS;
+        let mut config = Config::for_test("n1", dir.path());
+        config.cluster.port = 30192;
+        config.cluster.etcd_client_port = 30194;
+        config.cluster.etcd_tls =
+            Some(EtcdTls::load(Some(&ca), Some((&cert, &key)), flags).unwrap());
+        let managed = ManagedEtcdConfig::from_config(&config, IpAddr::from([10, 0, 0, 7]));
+        assert_eq!(managed.scheme(), "https");
+        assert_eq!(etcd_text(&managed.peer_url), "https://10.0.0.7:30192");
+        assert_eq!(etcd_text(&managed.client_url), "https://10.0.0.7:30194");
+        let args: Vec<String> = tls_args(managed.tls.as_ref().unwrap())
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let path = |p: &std::path::Path| p.display().to_string();
+        for expected in [
+            format!("--cert-file={}", path(&cert)),
+            format!("--key-file={}", path(&key)),
+            format!("--peer-cert-file={}", path(&cert)),
+            format!("--peer-key-file={}", path(&key)),
+            format!("--trusted-ca-file={}", path(&ca)),
+            format!("--peer-trusted-ca-file={}", path(&ca)),
+            "--client-cert-auth".to_owned(),
+            "--peer-client-cert-auth".to_owned(),
+        ] {
+            assert!(args.contains(&expected), "{expected} missing from {args:?}");
+        }
+        // Without a CA: TLS, but no client-cert-auth (nothing to check certificates against).
+        let no_ca = EtcdTls::load(None, Some((&cert, &key)), flags).unwrap();
+        let args = tls_args(&no_ca);
+        assert_eq!(args.len(), 4);
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.to_string_lossy().contains("client-cert-auth"))
+        );
+        config.cluster.etcd_tls = None;
+        let plain = ManagedEtcdConfig::from_config(&config, IpAddr::from([10, 0, 0, 7]));
+        assert_eq!(plain.scheme(), "http");
     }
 
     #[test]

@@ -1242,6 +1242,131 @@ mod tests {
         assert!(err.to_string().contains("missing.pem"), "{err}");
     }
 
+    /// `--etcd-ca`, `--etcd-cert` and `--etcd-key` go with `https://` etcd endpoints: read and
+    /// checked at start (errors name the file and the flag); refused with `http://` or no
+    /// endpoints, and endpoints mixing the schemes are refused. In cluster mode without
+    /// endpoints, `--tls-*` give the managed etcd member its TLS.
+    #[test]
+    fn etcd_tls_settings_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
+        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        let (cert, key, ca) = (file("node.pem"), file("node-key.pem"), file("ca.pem"));
+        let flag = |f: &str| Origin::Flag(f.into());
+        let https = (
+            "etcd_endpoints",
+            "https://10.0.0.1:2379,https://10.0.0.2",
+            flag("--etcd-endpoints"),
+        );
+
+        let config = resolve_with(&[
+            https.clone(),
+            ("etcd_ca", &ca, flag("--etcd-ca")),
+            ("etcd_cert", &cert, flag("--etcd-cert")),
+            ("etcd_key", &key, flag("--etcd-key")),
+        ])
+        .unwrap();
+        let tls = config.etcd_tls.as_ref().expect("TLS for https endpoints");
+        assert_eq!(tls.ca_path(), Some(dir.path().join("ca.pem").as_path()));
+        assert_eq!(tls.cert_path(), Some(dir.path().join("node.pem").as_path()));
+        // `--check` shows the paths, never key material.
+        let shown = format!("{:?} {:?}", config.etcd_tls, config.effective);
+        assert!(
+            shown.contains("node-key.pem") && !shown.contains("PRIVATE KEY"),
+            "{shown}"
+        );
+        assert!(config.cluster.etcd_tls.is_none());
+
+        // https alone: the web PKI roots, no client certificate.
+        let config = resolve_with(&[https.clone()]).unwrap();
+        let tls = config.etcd_tls.expect("TLS for https endpoints");
+        assert_eq!((tls.ca_path(), tls.cert_path()), (None, None));
+        assert!(resolve_with(&[]).unwrap().etcd_tls.is_none());
+        let plain = (
+            "etcd_endpoints",
+            "http://10.0.0.1:2379",
+            flag("--etcd-endpoints"),
+        );
+        assert!(resolve_with(&[plain.clone()]).unwrap().etcd_tls.is_none());
+
+        let err = resolve_with(&[(
+            "etcd_endpoints",
+            "https://10.0.0.1:2379,http://10.0.0.2:2379",
+            flag("--etcd-endpoints"),
+        )])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--etcd-endpoints") && text.contains("mixes"),
+            "{text}"
+        );
+
+        let err = resolve_with(&[plain, ("etcd_ca", &ca, flag("--etcd-ca"))]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--etcd-ca") && text.contains("https://"),
+            "{text}"
+        );
+        let err = resolve_with(&[("etcd_ca", &ca, flag("--etcd-ca"))]).unwrap_err();
+        assert!(err.to_string().contains("--tls-cert"), "{err}");
+
+        let err =
+            resolve_with(&[https.clone(), ("etcd_cert", &cert, flag("--etcd-cert"))]).unwrap_err();
+        assert!(err.to_string().contains("--etcd-key is needed"), "{err}");
+        let err =
+            resolve_with(&[https.clone(), ("etcd_key", &key, flag("--etcd-key"))]).unwrap_err();
+        assert!(err.to_string().contains("--etcd-cert is needed"), "{err}");
+
+        let missing = file("missing.pem");
+        let err =
+            resolve_with(&[https.clone(), ("etcd_ca", &missing, flag("--etcd-ca"))]).unwrap_err();
+        assert!(matches!(err, ConfigError::EtcdTls(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("missing.pem") && text.contains("--etcd-ca"),
+            "{text}"
+        );
+        // A key of another certificate.
+        let other = tempfile::tempdir().unwrap();
+        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
+        crate::cli::dev_certs::write(other.path(), &certs).unwrap();
+        let other_key = other.path().join("node-key.pem").display().to_string();
+        let err = resolve_with(&[
+            https,
+            ("etcd_cert", &cert, flag("--etcd-cert")),
+            ("etcd_key", &other_key, flag("--etcd-key")),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--etcd-key"), "{err}");
+
+        // Cluster mode, managed etcd: syncer's own certificate, https URLs.
+        let node_tls = [
+            ("tls_cert", cert.as_str(), flag("--tls-cert")),
+            ("tls_key", key.as_str(), flag("--tls-key")),
+            ("tls_ca", ca.as_str(), flag("--tls-ca")),
+        ];
+        let mut cluster = vec![("mode", "cluster", flag("--mode"))];
+        cluster.extend(node_tls.iter().cloned());
+        let config = resolve_with(&cluster).unwrap();
+        let managed = config.cluster.etcd_tls.as_ref().expect("managed etcd TLS");
+        assert_eq!(
+            managed.key_path(),
+            Some(dir.path().join("node-key.pem").as_path())
+        );
+        assert!(config.etcd_tls.is_none());
+        // Without TLS, or with --etcd-endpoints, the managed member's TLS stays off.
+        let config = resolve_with(&[("mode", "cluster", flag("--mode"))]).unwrap();
+        assert!(config.cluster.etcd_tls.is_none());
+        cluster.push((
+            "etcd_endpoints",
+            "http://10.0.0.1:2379",
+            flag("--etcd-endpoints"),
+        ));
+        let config = resolve_with(&cluster).unwrap();
+        assert!(config.cluster.etcd_tls.is_none() && config.etcd_tls.is_none());
+    }
+
     /// `--sc-tls-*` are read and checked while the configuration is resolved: a CA and a
     /// client pair reach the registry settings, a half pair, a missing file or a key of
     /// another certificate is refused naming the file, and `--sc-tls-insecure` warns.

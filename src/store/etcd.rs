@@ -589,7 +589,9 @@ fn etcd_error(what: &str, e: etcd_client::Error) -> StoreError {
         }
         E::InvalidArgs(_) | E::InvalidUri(_) => StoreError::Invalid(format!("etcd {what}: {e}")),
         // Transport errors keep the reason (a refused certificate, say) in their sources.
-        other => StoreError::Unavailable(format!("etcd {what}: {}", super::etcd_tls::chain(&other))),
+        other => {
+            StoreError::Unavailable(format!("etcd {what}: {}", super::etcd_tls::chain(&other)))
+        }
     }
 }
 
@@ -655,7 +657,12 @@ mod tests {
             endpoint_list(&tls, true).unwrap(),
             vec!["https://a:1", "https://b:2"]
         );
-        for (list, tls) in [(&mixed, true), (&mixed, false), (&tls, false), (&plain, true)] {
+        for (list, tls) in [
+            (&mixed, true),
+            (&mixed, false),
+            (&tls, false),
+            (&plain, true),
+        ] {
             let err = endpoint_list(list, tls).unwrap_err();
             assert!(matches!(err, StoreError::Invalid(_)), "{err}");
         }

@@ -118,7 +118,9 @@ impl EtcdTls {
         pair: Option<(&Path, &Path)>,
         flags: TlsFlags,
     ) -> Result<EtcdTls, EtcdTlsError> {
-        let ca = ca.map(|path| read_certificates(flags.ca, path)).transpose()?;
+        let ca = ca
+            .map(|path| read_certificates(flags.ca, path))
+            .transpose()?;
         let pair = pair
             .map(|(cert, key)| read_pair(cert, key, flags))
             .transpose()?;
@@ -264,7 +266,10 @@ mod tests {
         assert_eq!(tls.cert_path(), Some(f.cert.as_path()));
         assert_eq!(tls.key_path(), Some(f.key.as_path()));
         let shown = format!("{tls:?}");
-        assert!(shown.contains("ca.pem") && shown.contains("node.pem"), "{shown}");
+        assert!(
+            shown.contains("ca.pem") && shown.contains("node.pem"),
+            "{shown}"
+        );
         assert!(!shown.contains("PRIVATE"), "{shown}");
         let _ = tls.options();
         let bare = EtcdTls::load(None, None, ETCD_FLAGS).expect("nothing");
@@ -282,7 +287,10 @@ mod tests {
         let err = EtcdTls::load(Some(&missing), None, ETCD_FLAGS).expect_err("missing ca");
         assert!(matches!(err, EtcdTlsError::Read { .. }), "{err}");
         let text = err.to_string();
-        assert!(text.contains("nope.pem") && text.contains("--etcd-ca"), "{text}");
+        assert!(
+            text.contains("nope.pem") && text.contains("--etcd-ca"),
+            "{text}"
+        );
 
         let err = EtcdTls::load(Some(&f.key), None, ETCD_FLAGS).expect_err("a key as the CA");
         assert!(matches!(err, EtcdTlsError::NoCertificate { .. }), "{err}");
@@ -299,6 +307,9 @@ mod tests {
             EtcdTls::load(None, Some((&f.cert, &other.key)), NODE_FLAGS).expect_err("mismatch");
         assert!(matches!(err, EtcdTlsError::Mismatch { .. }), "{err}");
         let text = err.to_string();
-        assert!(text.contains("--tls-key") && text.contains("--tls-cert"), "{text}");
+        assert!(
+            text.contains("--tls-key") && text.contains("--tls-cert"),
+            "{text}"
+        );
     }
 }
