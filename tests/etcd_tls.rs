@@ -1,7 +1,7 @@
 //! etcd over TLS with the real `etcd` executable: the mapping store against an etcd that
 //! serves TLS and demands client certificates (`--client-cert-auth`), from `syncer dev-certs`
 //! files; refused without a client certificate and with a CA that did not sign the server,
-//! with errors naming the endpoint.
+//! with errors naming the endpoint; bad etcd TLS settings stopping `syncer daemon` at start.
 
 mod support;
 
@@ -134,4 +134,108 @@ async fn a_plain_client_cannot_use_an_https_endpoint() {
         .expect_err("https without TLS settings is refused");
     assert!(matches!(error, StoreError::Invalid(_)), "{error}");
     assert!(error.to_string().contains(&server.endpoint()), "{error}");
+}
+
+/// `syncer daemon` with `etcd_flags` (and an https endpoint nobody serves), `--check` when
+/// `check`: the outcome.
+fn daemon_with(dir: &Path, etcd_flags: &[&str], check: bool) -> support::Outcome {
+    let mut cmd = support::syncer(dir);
+    cmd.args([
+        "daemon",
+        "--bind-addr",
+        "127.0.0.1:0",
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "none",
+    ])
+    .args(etcd_flags);
+    if check {
+        cmd.arg("--check");
+    }
+    support::run(cmd)
+}
+
+/// Bad etcd TLS settings stop the daemon at start, naming the file and its flag (or the
+/// endpoints), before anything binds; `--check` shows good ones as paths only.
+#[test]
+fn bad_etcd_tls_settings_stop_the_daemon_at_start() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let dir = pki.dir.path();
+    let text = |p: PathBuf| p.display().to_string();
+    let (cert, key, ca) = (text(pki.cert()), text(pki.key()), text(pki.ca()));
+    let other_key = text(other.key());
+    let missing = text(pki.path("missing.pem"));
+    let https = "https://127.0.0.1:1";
+
+    let good = daemon_with(
+        dir,
+        &[
+            "--etcd-endpoints",
+            https,
+            "--etcd-ca",
+            &ca,
+            "--etcd-cert",
+            &cert,
+            "--etcd-key",
+            &key,
+        ],
+        true,
+    );
+    assert_eq!(good.code, Some(0), "{}{}", good.stdout, good.stderr);
+    for setting in ["etcd_ca", "etcd_cert", "etcd_key", "node-key.pem"] {
+        assert!(good.stdout.contains(setting), "{setting}: {}", good.stdout);
+    }
+    assert!(!good.stdout.contains("PRIVATE KEY"), "{}", good.stdout);
+
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["--etcd-endpoints", https, "--etcd-ca", &missing],
+            vec!["missing.pem", "--etcd-ca"],
+        ),
+        (
+            vec!["--etcd-endpoints", https, "--etcd-ca", &key],
+            vec!["no PEM certificate", "--etcd-ca"],
+        ),
+        (
+            vec![
+                "--etcd-endpoints",
+                https,
+                "--etcd-cert",
+                &cert,
+                "--etcd-key",
+                &other_key,
+            ],
+            vec!["--etcd-key", "cannot be used with the certificate"],
+        ),
+        (
+            vec!["--etcd-endpoints", https, "--etcd-cert", &cert],
+            vec!["--etcd-key is needed"],
+        ),
+        (
+            vec!["--etcd-endpoints", "https://127.0.0.1:1,http://127.0.0.1:2"],
+            vec!["--etcd-endpoints", "mixes http:// and https://"],
+        ),
+        (
+            vec!["--etcd-endpoints", "http://127.0.0.1:1", "--etcd-ca", &ca],
+            vec!["--etcd-ca", "https://"],
+        ),
+    ];
+    for (flags, expected) in cases {
+        for check in [true, false] {
+            let out = daemon_with(dir, &flags, check);
+            assert_eq!(
+                out.code,
+                Some(2),
+                "accepted {flags:?}: {}{}",
+                out.stdout,
+                out.stderr
+            );
+            for needle in &expected {
+                assert!(out.stderr.contains(needle), "{flags:?}: {}", out.stderr);
+            }
+            assert!(!out.stderr.contains("syncer is ready"), "{}", out.stderr);
+        }
+    }
 }

@@ -1279,7 +1279,7 @@ mod tests {
         assert!(config.cluster.etcd_tls.is_none());
 
         // https alone: the web PKI roots, no client certificate.
-        let config = resolve_with(&[https.clone()]).unwrap();
+        let config = resolve_with(std::slice::from_ref(&https)).unwrap();
         let tls = config.etcd_tls.expect("TLS for https endpoints");
         assert_eq!((tls.ca_path(), tls.cert_path()), (None, None));
         assert!(resolve_with(&[]).unwrap().etcd_tls.is_none());
@@ -1288,7 +1288,12 @@ mod tests {
             "http://10.0.0.1:2379",
             flag("--etcd-endpoints"),
         );
-        assert!(resolve_with(&[plain.clone()]).unwrap().etcd_tls.is_none());
+        assert!(
+            resolve_with(std::slice::from_ref(&plain))
+                .unwrap()
+                .etcd_tls
+                .is_none()
+        );
 
         let err = resolve_with(&[(
             "etcd_endpoints",
