@@ -399,7 +399,8 @@ pub static SETTINGS: &[Spec] = &[
         list: false,
         default: Default::None,
         help: "PEM certificate (chain) of this syncer: the rpc listener serves TLS only, and \
-               calls to other syncers use TLS and present it. Needs --tls-key",
+               calls to other syncers use TLS and present it; in cluster mode without \
+               --etcd-endpoints the managed etcd member serves TLS with it too. Needs --tls-key",
     },
     Spec {
         id: Id::TlsKey,
