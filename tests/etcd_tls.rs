@@ -1,7 +1,9 @@
 //! etcd over TLS with the real `etcd` executable: the mapping store against an etcd that
 //! serves TLS and demands client certificates (`--client-cert-auth`), from `syncer dev-certs`
 //! files; refused without a client certificate and with a CA that did not sign the server,
-//! with errors naming the endpoint; bad etcd TLS settings stopping `syncer daemon` at start.
+//! with errors naming the endpoint; a cluster-mode `syncer daemon` electing itself through
+//! such an etcd (`--etcd-endpoints https://... --etcd-ca/--etcd-cert/--etcd-key`); bad etcd
+//! TLS settings stopping `syncer daemon` at start.
 
 mod support;
 
@@ -238,4 +240,76 @@ fn bad_etcd_tls_settings_stop_the_daemon_at_start() {
             assert!(!out.stderr.contains("syncer is ready"), "{}", out.stderr);
         }
     }
+}
+
+/// The value of `key` read over TLS with `tls`; `None` when it is missing or unreadable.
+async fn read_key(endpoint: &str, tls: &EtcdTls, key: &str) -> Option<String> {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(2))
+        .with_tls(tls.options());
+    let mut client = etcd_client::Client::connect([endpoint], Some(options))
+        .await
+        .ok()?;
+    let reply = client.get(key, None).await.ok()?;
+    let value = reply.kvs().first()?.value().to_vec();
+    String::from_utf8(value).ok()
+}
+
+/// A cluster-mode daemon with `--etcd-endpoints https://...` and a client certificate opens
+/// its store and campaigns through the TLS etcd: it holds the leader key.
+#[test]
+fn a_cluster_member_elects_itself_through_an_etcd_over_tls() {
+    let pki = Pki::new();
+    let server = pki.server();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let registry =
+        support::sync::Registry::start(&rt, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let text = |p: PathBuf| p.display().to_string();
+    let mut cmd = support::syncer(pki.dir.path());
+    cmd.args([
+        "daemon",
+        "--mode",
+        "cluster",
+        "--node",
+        "solo",
+        "--cluster-name",
+        "dc1",
+        "--cluster-size",
+        "1",
+        "--bind-addr",
+        "127.0.0.1:0",
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "none",
+        "--log-format",
+        "json",
+    ])
+    .args(["--sc-addr", &registry.url()])
+    .args(["--data-dir", &text(pki.path("data"))])
+    .args(["--etcd-endpoints", &server.endpoint()])
+    .args(["--etcd-ca", &text(pki.ca())])
+    .args(["--etcd-cert", &text(pki.cert())])
+    .args(["--etcd-key", &text(pki.key())]);
+    let mut daemon = support::Daemon::spawn(cmd);
+    daemon.wait_ready();
+    let tls = pki.client(&pki.ca(), true);
+    let endpoint = server.endpoint();
+    rt.block_on(support::until("the daemon to hold the leader key", || {
+        let (endpoint, tls) = (endpoint.clone(), tls.clone());
+        async move {
+            read_key(&endpoint, &tls, "/syncer/v2/dc1/leader")
+                .await
+                .as_deref()
+                == Some("solo")
+        }
+    }));
+    daemon.signal("TERM");
+    let status = daemon.wait_exit();
+    assert!(status.success(), "{status}");
 }

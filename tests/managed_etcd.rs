@@ -682,3 +682,43 @@ async fn a_member_does_not_switch_to_tls_on_the_data_of_a_plain_cluster() {
     assert!(text.contains("plain text"), "{text}");
     again.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_member_never_joins_a_tls_cluster() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let tls = dev_tls(&dir.path().join("pki"));
+    let secure = Node::with_tls("etcd-a", "dc1", None, dir.path(), 1, Some(tls)).await;
+    let _esecure = secure.start_etcd().await;
+    let plain = Node::new("etcd-b", "dc1", Some(secure.gossip_addr), dir.path(), 1).await;
+    until("the members to see each other", || {
+        let gossip = plain.gossip.clone();
+        async move { gossip.members().await.map(|m| m.len()).unwrap_or(0) == 2 }
+    })
+    .await;
+    let error = tokio::time::timeout(
+        DEADLINE,
+        ManagedEtcd::start(
+            plain.config.clone(),
+            plain.gossip.clone(),
+            plain.token.clone(),
+            &plain.tracker,
+        ),
+    )
+    .await
+    .expect("refused at once")
+    .expect_err("a plain member must not join a TLS cluster");
+    let text = error.to_string();
+    assert!(
+        matches!(error, ManagedEtcdError::SchemeMismatch { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("etcd-a") && text.contains("TLS (https://)"),
+        "{text}"
+    );
+    assert!(!plain.config.data_dir.exists(), "no etcd data was created");
+    for node in [secure, plain] {
+        node.stop().await;
+    }
+}

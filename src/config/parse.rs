@@ -141,7 +141,7 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
     let log = read_log(&mut r)?;
     let tls = read_tls(&mut r)?;
     let etcd_tls = read_etcd_tls(&mut r, &net.etcd_endpoints)?;
-    let managed_etcd_tls = managed_etcd_tls(&r, mode, &net.etcd_endpoints, tls.is_some())?;
+    let managed_etcd_tls = managed_etcd_tls(&mut r, mode, &net.etcd_endpoints, tls.is_some())?;
     r.effective.sort_by_key(|(id, ..)| *id);
     Ok(Config {
         node,
@@ -289,7 +289,7 @@ fn read_etcd_tls(r: &mut Reader, endpoints: &[Url]) -> Result<Option<EtcdTls>, C
 /// `--tls-cert`, `--tls-key` and `--tls-ca` when the rpc link has TLS (`rpc_tls`; the files
 /// were checked by [`read_tls`] already and are read once more for etcd).
 fn managed_etcd_tls(
-    r: &Reader,
+    r: &mut Reader,
     mode: Mode,
     endpoints: &[Url],
     rpc_tls: bool,
@@ -302,6 +302,16 @@ fn managed_etcd_tls(
         return Ok(None);
     };
     let ca = path(Id::TlsCa);
+    if ca.is_none() {
+        r.warnings.push(format!(
+            "the managed etcd member serves TLS with {} but without {}: its members' \
+             certificates must be trusted by the public web PKI roots, and it does not ask \
+             clients or peers for certificates; give {} for a private CA and mutual TLS",
+            flag(Id::TlsCert),
+            flag(Id::TlsCa),
+            flag(Id::TlsCa)
+        ));
+    }
     Ok(Some(EtcdTls::load(
         ca.as_deref(),
         Some((&cert, &key)),
@@ -1355,11 +1365,23 @@ mod tests {
         cluster.extend(node_tls.iter().cloned());
         let config = resolve_with(&cluster).unwrap();
         let managed = config.cluster.etcd_tls.as_ref().expect("managed etcd TLS");
+        assert!(config.warnings.iter().all(|w| !w.contains("managed etcd")));
         assert_eq!(
             managed.key_path(),
             Some(dir.path().join("node-key.pem").as_path())
         );
         assert!(config.etcd_tls.is_none());
+        // Without a CA: TLS still, and a warning.
+        let config = resolve_with(&cluster[..3]).unwrap();
+        assert!(config.cluster.etcd_tls.is_some());
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("managed etcd") && w.contains("--tls-ca")),
+            "{:?}",
+            config.warnings
+        );
         // Without TLS, or with --etcd-endpoints, the managed member's TLS stays off.
         let config = resolve_with(&[("mode", "cluster", flag("--mode"))]).unwrap();
         assert!(config.cluster.etcd_tls.is_none());
