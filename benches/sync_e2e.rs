@@ -24,9 +24,11 @@
 //! 10 000 copies in Eureka.
 //!
 //! Run with `cargo bench --bench sync_e2e [-- --quick] [-- --skip-10k | --only-10k]
-//! [-- --skip-eureka | --only-eureka]`; `--quick` takes fewer samples and 1 000 instances
-//! instead of 10 000, `--only-10k` measures figures 4-5 alone, `--only-eureka` the Eureka run
-//! alone. docs/PERFORMANCE.md records the figures.
+//! [-- --skip-eureka | --only-eureka] [-- --only-tls]`; `--quick` takes fewer samples and
+//! 1 000 instances instead of 10 000, `--only-10k` measures figures 4-5 alone, `--only-eureka`
+//! the Eureka run alone, `--only-tls` figures 1-3 in plain text and then with every syncer on
+//! mutual TLS and a sealed gossip pool, with the daemons' CPU. docs/PERFORMANCE.md records the
+//! figures.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -66,6 +68,9 @@ struct Options {
     skip_eureka: bool,
     /// Only the Eureka run.
     only_eureka: bool,
+    /// Only figures 1-3 in fast mode, in plain text and then over mutual TLS with a sealed
+    /// gossip pool: what securing the links costs.
+    only_tls: bool,
 }
 
 impl Options {
@@ -107,6 +112,7 @@ fn main() {
         only_10k: args.iter().any(|a| a == "--only-10k"),
         skip_eureka: args.iter().any(|a| a == "--skip-eureka"),
         only_eureka: args.iter().any(|a| a == "--only-eureka"),
+        only_tls: args.iter().any(|a| a == "--only-tls"),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -124,6 +130,15 @@ async fn run(options: Options) {
         .build()
         .expect("http client");
     let mut report = Report::default();
+    if options.only_tls {
+        let plain = latency_run(&client, options, false, None).await;
+        let pki = tempfile::tempdir().expect("temp dir");
+        let secured = Secured::make(pki.path());
+        let tls = latency_run(&client, options, false, Some(&secured)).await;
+        print_tls_cost(&plain, &tls);
+        println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
+        return;
+    }
     if options.only_eureka {
         let instances = if options.skip_10k {
             0
@@ -139,7 +154,7 @@ async fn run(options: Options) {
 
     if !options.only_10k {
         for real_sc in [false, true] {
-            let result = latency_run(&client, options, real_sc).await;
+            let result = latency_run(&client, options, real_sc, None).await;
             report.latency.push(result);
         }
     }
@@ -568,6 +583,8 @@ struct LatencyRun {
     deregister: Latencies,
     /// Anchor instances visible everywhere, from the last daemon ready.
     converged: Duration,
+    /// CPU seconds of the three daemons over the registrations of figure 1.
+    register_cpu: f64,
 }
 
 /// A data centre of a latency run: registry, syncer, and its services.
@@ -682,18 +699,38 @@ async fn watch(
     seen
 }
 
-async fn latency_run(client: &reqwest::Client, options: Options, real_sc: bool) -> LatencyRun {
-    let mode = if real_sc { "real-sc" } else { "fast" };
+async fn latency_run(
+    client: &reqwest::Client,
+    options: Options,
+    real_sc: bool,
+    secured: Option<&Secured>,
+) -> LatencyRun {
+    let mode = match (real_sc, secured.is_some()) {
+        (true, _) => "real-sc",
+        (false, true) => "tls",
+        (false, false) => "fast",
+    };
     println!(
-        "\n== figures 1-3: three data centres, dev registries in {} mode",
+        "\n== figures 1-3: three data centres, dev registries in {} mode{}",
         if real_sc {
             "--real-sc 2.x (2 s delete check window)"
         } else {
             "default (fast)"
+        },
+        if secured.is_some() {
+            ", syncers on mutual TLS with a sealed gossip pool"
+        } else {
+            ""
         }
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let base_ip = if real_sc { 20 } else { 10 };
+    let base_ip = match mode {
+        "real-sc" => 20,
+        "tls" => 30,
+        _ => 10,
+    };
+    let extra: Vec<String> = secured.map(Secured::flags).unwrap_or_default();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let mut dcs: Vec<Dc> = (1..=3)
         .map(|k| {
             let name = format!("dc{k}");
@@ -730,12 +767,13 @@ async fn latency_run(client: &reqwest::Client, options: Options, real_sc: bool) 
     }
     let mut join: Option<String> = None;
     for (k, dc) in dcs.iter_mut().enumerate() {
-        let daemon = start_daemon(
+        let daemon = start_daemon_with(
             &dc.name,
             base_ip + k as u8 + 1,
             &dc.registry.url,
             join.as_deref(),
             &dir.path().join(&dc.name),
+            &extra,
         );
         join.get_or_insert_with(|| daemon.gossip_addr.clone());
         dc.daemon = Some(daemon);
@@ -789,6 +827,7 @@ async fn latency_run(client: &reqwest::Client, options: Options, real_sc: bool) 
     let mut jitter = Jitter(0x9e37_79b9_7f4a_7c15 ^ u64::from(real_sc));
 
     // 1. register → visible in both other data centres.
+    let cpu_before = daemons_cpu(&dcs);
     let before = scrape_all(client, &dcs).await;
     let startup = Latencies {
         transfers: transfers_since(&vec![Scrape::default(); dcs.len()], &before),
@@ -833,6 +872,7 @@ async fn latency_run(client: &reqwest::Client, options: Options, real_sc: bool) 
         });
     }
     let after = scrape_all(client, &dcs).await;
+    let register_cpu = daemons_cpu(&dcs) - cpu_before;
     register_latency.apply = apply_since(&before, &after);
     register_latency.transfers = transfers_since(&before, &after);
     println!(
@@ -850,6 +890,11 @@ async fn latency_run(client: &reqwest::Client, options: Options, real_sc: bool) 
     println!(
         "  push/pull calls by daemon:{}",
         register_latency.transfers()
+    );
+    println!(
+        "  CPU of the three daemons over the {samples} registrations: {:.2} s ({:.1} ms per change)",
+        register_cpu,
+        register_cpu * 1000.0 / samples as f64
     );
 
     // 2. deregister → gone from both other data centres.
@@ -913,7 +958,103 @@ async fn latency_run(client: &reqwest::Client, options: Options, real_sc: bool) 
         register: register_latency,
         deregister: deregister_latency,
         converged,
+        register_cpu,
     }
+}
+
+/// CPU seconds (user + system) the data centres' daemons have used so far, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+fn daemons_cpu(dcs: &[Dc]) -> f64 {
+    dcs.iter()
+        .filter_map(|dc| dc.daemon.as_ref())
+        .map(|d| {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", d.proc.pid())).unwrap_or_default();
+            // The command name (field 2) may hold spaces; count fields after its ')'.
+            let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+            // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
+            ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)
+        })
+        .sum::<f64>()
+        / 100.0
+}
+
+/// Certificates and a gossip key for the TLS run, made by `syncer dev-certs` and
+/// `syncer keygen`.
+struct Secured {
+    dir: std::path::PathBuf,
+    gossip_key: String,
+}
+
+impl Secured {
+    fn make(dir: &Path) -> Secured {
+        let out = dir.join("pki");
+        let made = syncer(dir)
+            .args([
+                "dev-certs",
+                "--hosts",
+                "127.0.0.1,127.0.0.31,127.0.0.32,127.0.0.33",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("run dev-certs");
+        assert!(made.status.success(), "dev-certs failed");
+        let key = syncer(dir).arg("keygen").output().expect("run keygen");
+        assert!(key.status.success(), "keygen failed");
+        Secured {
+            dir: out,
+            gossip_key: String::from_utf8_lossy(&key.stdout).trim().to_owned(),
+        }
+    }
+
+    fn flags(&self) -> Vec<String> {
+        let file = |name: &str| self.dir.join(name).display().to_string();
+        vec![
+            "--tls-cert".into(),
+            file("node.pem"),
+            "--tls-key".into(),
+            file("node-key.pem"),
+            "--tls-ca".into(),
+            file("ca.pem"),
+            "--gossip-key".into(),
+            self.gossip_key.clone(),
+        ]
+    }
+}
+
+/// The plain and the secured run side by side.
+fn print_tls_cost(plain: &LatencyRun, tls: &LatencyRun) {
+    println!("\n== what mutual TLS and a sealed gossip pool cost (fast mode, same samples)");
+    println!("| | plain | mTLS + gossip key |");
+    println!("|---|---|---|");
+    println!(
+        "| register → visible in both others, p50 / p99 | {} / {} | {} / {} |",
+        plain.register.p(50),
+        plain.register.p(99),
+        tls.register.p(50),
+        tls.register.p(99)
+    );
+    println!(
+        "| deregister → gone from both others, p50 / p99 | {} / {} | {} / {} |",
+        plain.deregister.p(50),
+        plain.deregister.p(99),
+        tls.deregister.p(50),
+        tls.deregister.p(99)
+    );
+    println!(
+        "| syncer's own apply latency | {} | {} |",
+        plain.register.apply.describe(),
+        tls.register.apply.describe()
+    );
+    let samples = plain.register.both.len().max(1) as f64;
+    println!(
+        "| CPU of the three daemons per registration | {:.1} ms | {:.1} ms |",
+        plain.register_cpu * 1000.0 / samples,
+        tls.register_cpu * 1000.0 / tls.register.both.len().max(1) as f64
+    );
 }
 
 /// Records one sample: `seen` holds the other data centres in index order.

@@ -527,8 +527,10 @@ fn bad_values_name_their_environment_variable_or_file_key() {
     );
 }
 
+/// An enabled TLS block that cannot be honoured stops the daemon rather than leaving the rpc
+/// link in plain text: a mount naming no entry, and an entry without this syncer's certificate.
 #[test]
-fn enabled_tls_is_refused_rather_than_ignored() {
+fn enabled_tls_that_cannot_be_honoured_is_refused_rather_than_ignored() {
     let dir = tempdir();
     std::fs::write(
         dir.path().join("tls.yaml"),
@@ -539,7 +541,18 @@ fn enabled_tls_is_refused_rather_than_ignored() {
         dir.path(),
         &with_local(&["--config", "tls.yaml"]),
         &[],
-        &["listener.tlsMount.enabled", "TLS is not supported"],
+        &["listener.tlsMount.name", "tlsConfigs has no entry"],
+    );
+    std::fs::write(
+        dir.path().join("tls.yaml"),
+        "listener:\n  tlsMount:\n    enabled: true\n    name: syncer\ntlsConfigs:\n  - name: syncer\n    caFile: ca.pem\n",
+    )
+    .unwrap();
+    expect_config_error(
+        dir.path(),
+        &with_local(&["--config", "tls.yaml"]),
+        &[],
+        &["listener.tlsMount.enabled", "certFile and keyFile"],
     );
 }
 

@@ -56,6 +56,64 @@ fn three_data_centres_mirror_the_sample_and_stop_cleanly() {
     assert!(!data.exists(), "{} is left behind", data.display());
 }
 
+/// `--tls`: the syncers talk mutual TLS and seal gossip with a new key; the sample is
+/// mirrored all the same, the printed `members` line carries the client certificate (and
+/// works as printed), and the demo's certificates go with its data directories.
+#[test]
+fn a_secured_demo_mirrors_the_sample_over_mutual_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = Daemon::spawn(demo(tmp.path(), &["--tls", "--base-port", "0"]));
+    let data = tmp.path().join(format!("syncer-demo-{}", demo.child.id()));
+    let secured = demo.wait_for_line("secured: mutual TLS on the rpc link");
+    assert!(
+        secured.contains("gossip sealed with a new key"),
+        "{secured}"
+    );
+    let line = demo.wait_for_line("dc2: instance visible after");
+    assert!(line.contains("(copy syncer-"), "{line}");
+    demo.wait_for_line("Ctrl-C stops every data centre");
+    assert!(data.join("pki").join("ca.pem").is_file(), "{}", demo.log());
+
+    // The printed command, run as printed, lists the pool; without the certificate it fails.
+    let log = demo.log();
+    let at = log.find(" members --rpc-addr ").expect("a members line");
+    let start = log[..at].rfind('\n').map_or(0, |i| i + 1);
+    let printed: String = log[start..]
+        .lines()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('\\', " ");
+    let words: Vec<&str> = printed.split_whitespace().collect();
+    let rpc_at = words
+        .iter()
+        .position(|w| *w == "--rpc-addr")
+        .expect("--rpc-addr");
+    let args: Vec<&str> = words[rpc_at - 1..].to_vec();
+    assert!(args.contains(&"--tls-cert"), "{printed}");
+    let asked = std::process::Command::new(env!("CARGO_BIN_EXE_syncer"))
+        .args(&args)
+        .args(["--timeout", "5s"])
+        .output()
+        .expect("run members");
+    assert!(
+        asked.status.success(),
+        "{printed}: {}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
+    let plain = std::process::Command::new(env!("CARGO_BIN_EXE_syncer"))
+        .args(&args[..3])
+        .args(["--timeout", "2s"])
+        .output()
+        .expect("run members");
+    assert!(!plain.status.success(), "plain text was answered");
+
+    demo.signal("INT");
+    let status = demo.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", demo.log());
+    assert!(!data.exists(), "{} is left behind", data.display());
+}
+
 #[test]
 fn a_servicecomb_sample_is_mirrored_into_eureka_and_servicecomb() {
     let tmp = tempfile::tempdir().unwrap();

@@ -27,11 +27,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cli::dev_certs;
 use crate::config::settings::Id;
 use crate::config::{Config, Layer, LogConfig, LogFormat};
 use crate::devreg::eureka::{self, EurekaDevConfig, EurekaDevHandle};
 use crate::devreg::{self, DevRegistryConfig, DevRegistryHandle};
+use crate::gossip::GossipKey;
 use crate::node::{self, Listeners, NodeError};
+use crate::rpc::tls::ClientTls;
 use crate::sync::ids::ORIGIN_PROPERTY;
 
 /// `println!` that ignores a closed stdout (`syncer demo | head`): the demo keeps running and
@@ -135,6 +138,13 @@ pub struct DemoArgs {
     /// such as `warn,syncer::sync=debug`); logs go to stderr.
     #[arg(long, value_name = "FILTER", default_value = "warn")]
     pub log_level: String,
+
+    /// Secure the links between the syncers as production would: mutual TLS on the rpc link
+    /// with a CA and node certificate made for the demo (as `syncer dev-certs` makes them),
+    /// and the gossip pool sealed with a new key (as `syncer keygen` makes it). The
+    /// registries stay plain HTTP, next to their syncer.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 impl DemoArgs {
@@ -262,6 +272,16 @@ async fn show(
         .timeout(CALL_TIMEOUT)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let security = if args.tls {
+        let security = Security::create(temp)?;
+        say!(
+            "secured: mutual TLS on the rpc link (demo CA and certificate in {}), gossip sealed with a new key",
+            security.pki.display()
+        );
+        Some(security)
+    } else {
+        None
+    };
     let mut registries = Vec::new();
     for (i, kind) in (0..).zip(kinds) {
         registries.push(world.start_registry(i, *kind, args).await?);
@@ -278,7 +298,9 @@ async fn show(
         Kind::Eureka => String::new(),
     };
     for ((i, kind), registry_url) in (0..).zip(kinds).zip(registries) {
-        world.start_node(i, *kind, registry_url, args, temp).await?;
+        world
+            .start_node(i, *kind, registry_url, args, temp, security.as_ref())
+            .await?;
     }
     say!();
     for dc in &world.dcs {
@@ -302,7 +324,7 @@ async fn show(
 
     let started = Instant::now();
     let rpcs: Vec<SocketAddr> = world.dcs.iter().map(|dc| dc.rpc).collect();
-    if wait_for_pool(&rpcs).await {
+    if wait_for_pool(&rpcs, security.as_ref().map(|s| &s.client)).await {
         say!(
             "gossip pool formed: every syncer sees all {} (after {} ms)",
             rpcs.len(),
@@ -391,7 +413,7 @@ async fn show(
     }
     drop(waits);
 
-    print_guide(world, &service_ids, temp);
+    print_guide(world, &service_ids, temp, security.as_ref());
 
     // Nodes only stop on their own when they fail.
     match world.exits.recv().await {
@@ -403,6 +425,53 @@ async fn show(
             })
         }
         None => std::future::pending().await,
+    }
+}
+
+/// What `--tls` gives every node: the files of a demo CA and node certificate, and a gossip
+/// key.
+struct Security {
+    /// Directory of `ca.pem`, `node.pem` and `node-key.pem`.
+    pki: PathBuf,
+    gossip_key: String,
+    /// The client side, for the demo's own calls (`members`).
+    client: ClientTls,
+}
+
+impl Security {
+    /// Makes the certificates into `temp`/pki and a new gossip key.
+    fn create(temp: &TempRoot) -> Result<Security, String> {
+        let pki = temp.path.join("pki");
+        let certs = dev_certs::generate(&["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .map_err(|e| format!("cannot make the demo certificates: {e}"))?;
+        dev_certs::write(&pki, &certs)
+            .map_err(|e| format!("cannot write the demo certificates: {e}"))?;
+        let client = ClientTls::load(
+            Some(&pki.join(dev_certs::NODE_CERT)),
+            Some(&pki.join(dev_certs::NODE_KEY)),
+            Some(&pki.join(dev_certs::CA_CERT)),
+        )
+        .map_err(|e| format!("cannot read the demo certificates: {e}"))?
+        .ok_or("the demo certificates give no client TLS")?;
+        Ok(Security {
+            pki,
+            gossip_key: GossipKey::generate().to_base64(),
+            client,
+        })
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.pki.join(name).display().to_string()
+    }
+
+    /// The `--tls-*` flags of a client command.
+    fn client_flags(&self) -> String {
+        format!(
+            "--tls-cert {} --tls-key {} --tls-ca {}",
+            self.file(dev_certs::NODE_CERT),
+            self.file(dev_certs::NODE_KEY),
+            self.file(dev_certs::CA_CERT)
+        )
     }
 }
 
@@ -512,13 +581,22 @@ impl World {
         registry_url: String,
         args: &DemoArgs,
         temp: &TempRoot,
+        security: Option<&Security>,
     ) -> Result<(), String> {
         let name = format!("dc{}", i + 1);
         let join = self.dcs.first().map(|dc| dc.rpc);
         let data_dir = temp.path.join(&name);
         let mut ports = [GOSSIP_OFFSET, RPC_OFFSET, ADMIN_OFFSET].map(|o| port_of(args, i, o));
         let (config, listeners) = loop {
-            let config = node_config(&name, kind, &registry_url, ports, join, &data_dir, args)?;
+            let at = Placement {
+                name: &name,
+                kind,
+                registry_url: &registry_url,
+                ports,
+                join,
+                data_dir: &data_dir,
+            };
+            let config = node_config(&at, args, security)?;
             match Listeners::bind(&config).await {
                 Ok(listeners) => break (config, listeners),
                 // A preferred port is taken: that listener takes a free one instead.
@@ -618,16 +696,31 @@ fn port_of(args: &DemoArgs, i: u16, offset: u16) -> u16 {
     }
 }
 
-/// The configuration of data centre `name`'s node, built like the daemon's command line.
-fn node_config(
-    name: &str,
+/// Where a node of the demo runs and what it is next to.
+struct Placement<'a> {
+    name: &'a str,
     kind: Kind,
-    registry_url: &str,
-    [gossip, rpc, admin]: [u16; 3],
+    registry_url: &'a str,
+    /// Gossip, rpc and admin ports (0: any).
+    ports: [u16; 3],
     join: Option<SocketAddr>,
-    data_dir: &Path,
+    data_dir: &'a Path,
+}
+
+/// The configuration of a node, built like the daemon's command line.
+fn node_config(
+    at: &Placement<'_>,
     args: &DemoArgs,
+    security: Option<&Security>,
 ) -> Result<Config, String> {
+    let Placement {
+        name,
+        kind,
+        registry_url,
+        ports: [gossip, rpc, admin],
+        join,
+        data_dir,
+    } = *at;
     let mut layer = Layer::default();
     let mut set = |id: Id, value: String| layer.set_flag(id, value);
     set(Id::Node, format!("{name}-syncer"));
@@ -642,6 +735,12 @@ fn node_config(
     set(Id::DataDir, data_dir.display().to_string());
     set(Id::GossipProfile, "lan".to_owned());
     set(Id::LogLevel, args.log_level.clone());
+    if let Some(security) = security {
+        set(Id::TlsCert, security.file(dev_certs::NODE_CERT));
+        set(Id::TlsKey, security.file(dev_certs::NODE_KEY));
+        set(Id::TlsCa, security.file(dev_certs::CA_CERT));
+        set(Id::GossipKey, security.gossip_key.clone());
+    }
     if let Some(join) = join {
         set(Id::JoinAddr, join.to_string());
     }
@@ -649,24 +748,24 @@ fn node_config(
 }
 
 /// Waits until every syncer sees all of them alive, active and serving a known registry.
-async fn wait_for_pool(rpcs: &[SocketAddr]) -> bool {
+async fn wait_for_pool(rpcs: &[SocketAddr], tls: Option<&ClientTls>) -> bool {
     let deadline = Instant::now() + POOL_DEADLINE;
     loop {
         let mut complete = true;
         for rpc in rpcs {
-            let ready =
-                match crate::rpc::client::members(&rpc.to_string(), CALL_TIMEOUT, None).await {
-                    Ok(members) => {
-                        members
-                            .iter()
-                            .filter(|m| {
-                                m.status == "alive" && m.role == "active" && !m.registry.is_empty()
-                            })
-                            .count()
-                            >= rpcs.len()
-                    }
-                    Err(_) => false,
-                };
+            let ready = match crate::rpc::client::members(&rpc.to_string(), CALL_TIMEOUT, tls).await
+            {
+                Ok(members) => {
+                    members
+                        .iter()
+                        .filter(|m| {
+                            m.status == "alive" && m.role == "active" && !m.registry.is_empty()
+                        })
+                        .count()
+                        >= rpcs.len()
+                }
+                Err(_) => false,
+            };
             if !ready {
                 complete = false;
                 break;
@@ -896,7 +995,12 @@ fn text_field(body: &Value, key: &str) -> Result<String, String> {
 }
 
 /// The addresses and paste-ready commands.
-fn print_guide(world: &World, service_ids: &[String], temp: &TempRoot) {
+fn print_guide(
+    world: &World,
+    service_ids: &[String],
+    temp: &TempRoot,
+    security: Option<&Security>,
+) {
     let dcs = &world.dcs;
     let instances = |i: usize| {
         format!(
@@ -971,7 +1075,24 @@ fn print_guide(world: &World, service_ids: &[String], temp: &TempRoot) {
         );
     }
     say!("  # the gossip pool, and each syncer's health and metrics");
-    say!("  {} members --rpc-addr {}", self_command(), dcs[0].rpc);
+    match security {
+        Some(security) => {
+            say!(
+                "  {} members --rpc-addr {} \\\n       {}",
+                self_command(),
+                dcs[0].rpc,
+                security.client_flags()
+            );
+            say!("  # the gossip keys of the whole pool (install, use and remove rotate them)");
+            say!(
+                "  {} keyring --rpc-addr {} \\\n       {} list",
+                self_command(),
+                dcs[0].rpc,
+                security.client_flags()
+            );
+        }
+        None => say!("  {} members --rpc-addr {}", self_command(), dcs[0].rpc),
+    }
     for dc in dcs {
         say!(
             "  curl -s {0}/health; curl -s {0}/metrics | grep '^syncer_'",

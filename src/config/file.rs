@@ -9,8 +9,8 @@
 //! from their dotted paths ([`Schema`]), the file is read against it, and each setting takes
 //! the value of its first key present (1.4 and our own keys before 1.3 keys). The keys that
 //! need more than that are [`Special`] and handled by explicit code in [`into_layer`]: TLS
-//! blocks (refused when enabled, else ignored with a warning), `join.enabled`, `task.params`,
-//! and the keys accepted only for compatibility.
+//! blocks (mapped onto the TLS settings by `file_tls.rs`), `join.enabled`, `task.params`, and
+//! the keys accepted only for compatibility.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +20,7 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 
+use super::file_tls::{TlsBlocks, TlsConfig, TlsConfig13, TlsMount};
 use super::settings::SETTINGS;
 use super::{ConfigError, Layer, Origin};
 
@@ -81,11 +82,11 @@ impl<'de> Deserialize<'de> for List {
 /// A key with its own handling, beside the table's plain keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Special {
-    /// `listener.tlsMount`, `registry.tlsMount` (1.4): refused when enabled.
+    /// `listener.tlsMount`, `registry.tlsMount` (1.4): a `tlsConfigs` entry, when enabled.
     TlsMount,
-    /// `tlsConfigs` (1.4): parsed, ignored with a warning.
+    /// `tlsConfigs` (1.4): the entries the mounts name.
     TlsConfigs,
-    /// `tls_config`, `servicecenter.tls_config` (1.3): refused when enabled, else ignored.
+    /// `tls_config`, `servicecenter.tls_config` (1.3).
     Tls13,
     /// `join.enabled` (1.4): `false` drops `join.address`.
     JoinEnabled,
@@ -113,42 +114,6 @@ const SPECIAL_KEYS: &[(&str, Special)] = &[
     ("enable_compression", Special::Unused(NO_EFFECT)),
     ("auto_sync", Special::Unused(NO_EFFECT)),
 ];
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TlsMount {
-    enabled: Option<bool>,
-    name: Option<Scalar>,
-}
-
-// Parsed so that the original's keys are accepted; TLS itself is not implemented.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct TlsConfig {
-    name: Option<Scalar>,
-    verify_peer: Option<bool>,
-    min_version: Option<Scalar>,
-    passphrase: Option<Scalar>,
-    ca_file: Option<Scalar>,
-    cert_file: Option<Scalar>,
-    key_file: Option<Scalar>,
-    ciphers: Option<Vec<Scalar>>,
-}
-
-// Parsed so that the original's keys are accepted; TLS itself is not implemented.
-#[allow(dead_code)]
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TlsConfig13 {
-    enabled: Option<bool>,
-    verify_peer: Option<bool>,
-    min_version: Option<Scalar>,
-    passphrase: Option<Scalar>,
-    ca_file: Option<Scalar>,
-    cert_file: Option<Scalar>,
-    key_file: Option<Scalar>,
-    ciphers: Option<Vec<Scalar>>,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -370,8 +335,8 @@ impl<'de> Visitor<'de> for KeySeed {
 ///
 /// # Errors
 /// [`ConfigError::File`] when the file cannot be read, is not YAML, has an unknown key or a
-/// value of the wrong type; [`ConfigError::Invalid`] when it enables TLS, which this version
-/// does not implement (running in plain text instead would be a silent downgrade).
+/// value of the wrong type; [`ConfigError::Invalid`] for a TLS block that cannot be honoured
+/// (a mount naming no `tlsConfigs` entry, rpc TLS without a certificate).
 pub fn load(path: &Path) -> Result<(Layer, Vec<String>), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
         path: path.to_owned(),
@@ -384,6 +349,16 @@ pub fn load(path: &Path) -> Result<(Layer, Vec<String>), ConfigError> {
         })?,
         path,
     )
+}
+
+/// The layer and warnings of a file holding `text`, as if read from `path`.
+#[cfg(test)]
+pub(super) fn read_text(text: &str, path: &Path) -> Result<(Layer, Vec<String>), ConfigError> {
+    let raw = parse(text).map_err(|reason| ConfigError::File {
+        path: path.to_owned(),
+        reason,
+    })?;
+    into_layer(raw, path)
 }
 
 /// Reads the file's text against the [`Schema`].
@@ -417,32 +392,12 @@ fn into_layer(mut raw: Raw, path: &Path) -> Result<(Layer, Vec<String>), ConfigE
     };
 
     let mut join_enabled = None;
+    let mut tls = TlsBlocks::default();
     for (key, value) in raw.specials {
         match value {
-            SpecialValue::TlsMount(mount) => check_mount(mount, key, path, &mut warnings)?,
-            SpecialValue::Tls13(tls) => check_tls13(tls, key, path, &mut warnings)?,
-            SpecialValue::TlsConfigs(configs) if !configs.is_empty() => {
-                let names: Vec<String> = configs
-                    .iter()
-                    .filter_map(|c| c.name.as_ref().map(|n| n.0.clone()))
-                    .collect();
-                let used = configs.iter().any(|c| {
-                    c.verify_peer.is_some()
-                        || c.min_version.is_some()
-                        || c.passphrase.is_some()
-                        || c.ca_file.is_some()
-                        || c.cert_file.is_some()
-                        || c.key_file.is_some()
-                        || c.ciphers.is_some()
-                });
-                let what = if used { "TLS settings" } else { "entries" };
-                warn_unused(
-                    &mut warnings,
-                    &format!("{key} ({what} {})", names.join(", ")),
-                    "is not used: TLS is not supported by this version",
-                );
-            }
-            SpecialValue::TlsConfigs(_) => {}
+            SpecialValue::TlsMount(mount) => tls.mount(key, mount),
+            SpecialValue::Tls13(block) => tls.block13(key, block),
+            SpecialValue::TlsConfigs(configs) => tls.configs(key, configs),
             SpecialValue::JoinEnabled(enabled) => join_enabled = Some(enabled),
             SpecialValue::TaskParams(params) => {
                 for param in params {
@@ -505,61 +460,16 @@ fn into_layer(mut raw: Raw, path: &Path) -> Result<(Layer, Vec<String>), ConfigE
             layer.set(spec.id, value.clone(), origin(key));
         }
     }
+    let registry_addresses = ["registry.address", "servicecenter.addr"]
+        .iter()
+        .find_map(|key| raw.values.get(key));
+    tls.apply(
+        path,
+        registry_addresses.map(String::as_str),
+        &mut layer,
+        &mut warnings,
+    )?;
     Ok((layer, warnings))
-}
-
-/// A TLS mount that is enabled cannot be honoured: refuse rather than run in plain text.
-fn check_mount(
-    mount: TlsMount,
-    key: &str,
-    path: &Path,
-    warnings: &mut Vec<String>,
-) -> Result<(), ConfigError> {
-    if mount.enabled == Some(true) {
-        return Err(tls_refused(key, path));
-    }
-    if mount.name.is_some() {
-        warnings.push(format!(
-            "{}: {key}.name is not used while TLS is disabled",
-            path.display()
-        ));
-    }
-    Ok(())
-}
-
-/// A 1.3 TLS block: refused when enabled, else ignored with a warning.
-fn check_tls13(
-    tls: TlsConfig13,
-    key: &str,
-    path: &Path,
-    warnings: &mut Vec<String>,
-) -> Result<(), ConfigError> {
-    if tls.enabled == Some(true) {
-        return Err(tls_refused(key, path));
-    }
-    warnings.push(format!(
-        "{}: {key} is not used: TLS is not supported by this version",
-        path.display()
-    ));
-    Ok(())
-}
-
-fn tls_refused(key: &str, path: &Path) -> ConfigError {
-    ConfigError::Invalid {
-        origin: Origin::File {
-            path: path.to_owned(),
-            key: format!("{key}.enabled"),
-        },
-        value: "true".into(),
-        reason: match key {
-            // The rpc link's TLS exists, from flags and variables only.
-            "listener.tlsMount" | "tls_config" => "TLS is not supported by this version of \
-                syncer in the YAML file; for the rpc link use --tls-cert, --tls-key and \
-                --tls-ca (or SYNCER_TLS_CERT, SYNCER_TLS_KEY, SYNCER_TLS_CA)"
-                .into(),
-            _ => "TLS is not supported by this version of syncer".into(),
-        },
-    }
 }
 
 #[cfg(test)]
@@ -569,12 +479,7 @@ mod tests {
 
     /// The layer and warnings of a file holding `text`.
     fn read(text: &str) -> Result<(Layer, Vec<String>), ConfigError> {
-        let path = Path::new("t.yaml");
-        let raw = parse(text).map_err(|reason| ConfigError::File {
-            path: path.to_owned(),
-            reason,
-        })?;
-        into_layer(raw, path)
+        read_text(text, Path::new("t.yaml"))
     }
 
     /// `key: value` as nested YAML (`a.b` becomes `a:\n  b: value`).
@@ -682,15 +587,10 @@ mod tests {
             "join.enabled is false",
             "join.retryMax is accepted for compatibility",
             "log_file is accepted for compatibility",
-            "listener.tlsMount.name is not used",
+            "listener.tlsMount.name is not used while listener.tlsMount.enabled is not true",
         ] {
             assert!(all.contains(needle), "{needle}: {all}");
         }
-        let err = read("tls_config:\n  enabled: true\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("tls_config.enabled"), "{err}");
-        assert!(err.contains("use --tls-cert"), "{err}");
         let err = read("task:\n  params:\n    - key: speed\n      value: 1\n")
             .unwrap_err()
             .to_string();

@@ -14,6 +14,7 @@
 
 pub mod exec;
 mod file;
+mod file_tls;
 mod parse;
 pub mod settings;
 

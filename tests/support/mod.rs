@@ -164,6 +164,7 @@ impl Drop for Daemon {
     }
 }
 
+pub mod certs;
 pub mod etcd;
 pub mod eureka;
 pub mod proxy;
