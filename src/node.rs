@@ -509,6 +509,7 @@ async fn open_store(
     }
     let store = EtcdStore::connect_patiently(
         &config.etcd_endpoints,
+        config.etcd_tls.as_ref(),
         etcd_prefix(config),
         EtcdTimeouts::default(),
         token,
@@ -525,7 +526,10 @@ fn member_settings(config: &Config) -> MemberSettings {
             config.gossip.advertise_ip,
         )))
     } else {
-        EtcdSource::Endpoints(config.etcd_endpoints.clone())
+        EtcdSource::Endpoints {
+            urls: config.etcd_endpoints.clone(),
+            tls: config.etcd_tls.clone(),
+        }
     };
     MemberSettings {
         node: config.node.name.clone(),

@@ -4,6 +4,8 @@
 //! (`syncer_sync_active`); killing it with SIGKILL under register/unregister churn hands over
 //! to a standby, and every registry ends consistent: nothing missing, nothing stale, no
 //! duplicate, and the copies made before the failover keep their ids (no mapping lost).
+//! With `--tls-*`, a data centre's managed etcd cluster speaks TLS on its client and peer
+//! URLs and plain-text clients cannot read it.
 
 mod support;
 
@@ -936,4 +938,230 @@ fn a_leader_lease_that_is_not_whole_seconds_is_refused_at_start() {
             out.stderr
         );
     }
+}
+
+/// The members of the etcd cluster at `endpoint` as (name, is learner, peer URLs, client
+/// URLs), sorted, read over TLS with `tls`; `None` when it cannot be read.
+#[allow(clippy::type_complexity)]
+fn etcd_members_tls(
+    rt: &tokio::runtime::Runtime,
+    endpoint: &str,
+    tls: Option<&syncer::store::EtcdTls>,
+) -> Option<Vec<(String, bool, Vec<String>, Vec<String>)>> {
+    rt.block_on(async {
+        let mut options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(2));
+        if let Some(tls) = tls {
+            options = options.with_tls(tls.options());
+        }
+        let read = async {
+            let mut client = etcd_client::Client::connect([endpoint], Some(options))
+                .await
+                .ok()?;
+            let list = client.member_list().await.ok()?;
+            let mut members: Vec<_> = list
+                .members()
+                .iter()
+                .map(|m| {
+                    (
+                        m.name().to_owned(),
+                        m.is_learner(),
+                        m.peer_urls().to_vec(),
+                        m.client_urls().to_vec(),
+                    )
+                })
+                .collect();
+            members.sort();
+            Some(members)
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .ok()
+            .flatten()
+    })
+}
+
+/// The keys under `prefix` at `endpoint`, read over TLS with `tls`; `None` when they
+/// cannot be read.
+fn etcd_keys(
+    rt: &tokio::runtime::Runtime,
+    endpoint: &str,
+    tls: Option<&syncer::store::EtcdTls>,
+    prefix: &str,
+) -> Option<Vec<String>> {
+    rt.block_on(async {
+        let mut options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(2));
+        if let Some(tls) = tls {
+            options = options.with_tls(tls.options());
+        }
+        let read = async {
+            let mut client = etcd_client::Client::connect([endpoint], Some(options))
+                .await
+                .ok()?;
+            let reply = client
+                .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                .await
+                .ok()?;
+            Some(
+                reply
+                    .kvs()
+                    .iter()
+                    .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                    .collect(),
+            )
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .ok()
+            .flatten()
+    })
+}
+
+/// Issue 17 item 3: a data centre of three cluster members with `--tls-*` runs its managed
+/// etcd cluster over TLS (client and peer URLs `https://`, client certificates demanded),
+/// elects one active member and syncs with a TLS syncer of another data centre. A
+/// plain-text client, or a TLS client without a certificate, cannot read its keys.
+#[test]
+fn a_tls_data_centre_runs_its_managed_etcd_over_tls_and_syncs() {
+    use syncer::cli::dev_certs;
+    use syncer::store::EtcdTls;
+    use syncer::store::etcd_tls::NODE_FLAGS;
+
+    let rt = runtime();
+    let dir = work_dir();
+    // One certificate for every syncer: it names both data centres' IPs, which the rpc link
+    // dials and etcd checks its peers' addresses against.
+    let pki = dir.path().join("pki");
+    let certs = dev_certs::generate(&["127.0.0.1".into(), "127.0.0.2".into()])
+        .expect("generate certificates");
+    dev_certs::write(&pki, &certs).expect("write certificates");
+    let file = |name: &str| pki.join(name).display().to_string();
+    let tls_flags = args(&[
+        "--tls-cert",
+        &file(dev_certs::NODE_CERT),
+        "--tls-key",
+        &file(dev_certs::NODE_KEY),
+        "--tls-ca",
+        &file(dev_certs::CA_CERT),
+    ]);
+    let registries: Vec<Registry> = (0..2)
+        .map(|_| Registry::start(&rt, SocketAddr::from(([127, 0, 0, 1], 0))))
+        .collect();
+
+    let mut dc1 = Vec::new();
+    let mut client_ports = Vec::new();
+    let mut first_gossip: Option<String> = None;
+    for k in 0..3 {
+        let node = format!("dc1-{}", char::from(b'a' + k));
+        let (peer, client) = (support::etcd::free_port(), support::etcd::free_port());
+        client_ports.push(client);
+        let mut placement = args(&["--mode", "cluster", "--node", &node]);
+        placement.extend(args(&[
+            "--cluster-name",
+            "dc1",
+            "--sc-addr",
+            &registries[0].url(),
+        ]));
+        placement.extend(args(&[
+            "--bind-addr",
+            "127.0.0.1:0",
+            "--rpc-addr",
+            "127.0.0.1:0",
+        ]));
+        placement.extend(args(&["--cluster-port", &peer.to_string()]));
+        placement.extend(args(&["--etcd-client-port", &client.to_string()]));
+        placement.extend(args(&[
+            "--data-dir",
+            &dir.path().join(&node).display().to_string(),
+        ]));
+        placement.extend(tls_flags.iter().cloned());
+        if let Some(join) = &first_gossip {
+            placement.extend(args(&["--join-addr", join]));
+        }
+        let member = spawn_member(dir.path(), &node, "127.0.0.1", &placement);
+        first_gossip.get_or_insert_with(|| member.gossip.clone());
+        dc1.push(member);
+    }
+    let mut single = args(&["--node", "dc2-a", "--cluster-name", "dc2"]);
+    single.extend(args(&["--sc-addr", &registries[1].url()]));
+    single.extend(args(&[
+        "--bind-addr",
+        "127.0.0.2:0",
+        "--rpc-addr",
+        "127.0.0.2:0",
+    ]));
+    single.extend(args(&[
+        "--join-addr",
+        first_gossip.as_deref().unwrap_or_default(),
+    ]));
+    single.extend(args(&[
+        "--data-dir",
+        &dir.path().join("dc2-a").display().to_string(),
+    ]));
+    single.extend(tls_flags.iter().cloned());
+    let dc2 = spawn_member(dir.path(), "dc2-a", "127.0.0.2", &single);
+    let mut c = Cluster {
+        rt,
+        dir,
+        etcd: None,
+        registries,
+        members: vec![dc1, vec![dc2]],
+    };
+
+    // Bootstrap, two learners joined one at a time (etcd wants 5 s between
+    // reconfigurations), then an election: all over TLS.
+    c.wait_until("one active member in dc1", Duration::from_secs(60), |c| {
+        c.active(0).len() == 1
+    });
+    let tls = EtcdTls::load(
+        Some(&pki.join(dev_certs::CA_CERT)),
+        Some((
+            &pki.join(dev_certs::NODE_CERT),
+            &pki.join(dev_certs::NODE_KEY),
+        )),
+        NODE_FLAGS,
+    )
+    .expect("load the TLS files");
+    let endpoint = format!("https://127.0.0.1:{}", client_ports[0]);
+    let mut members = Vec::new();
+    c.wait_until("three voters in dc1's etcd", DEADLINE, |c| {
+        members = etcd_members_tls(&c.rt, &endpoint, Some(&tls)).unwrap_or_default();
+        members.len() == 3 && members.iter().all(|m| !m.1)
+    });
+    let names: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(names, ["dc1-a", "dc1-b", "dc1-c"]);
+    for (name, _, peer_urls, client_urls) in &members {
+        assert!(!peer_urls.is_empty() && !client_urls.is_empty(), "{name}");
+        for url in peer_urls.iter().chain(client_urls) {
+            assert!(url.starts_with("https://"), "{name} has {url}");
+        }
+    }
+
+    let s1 = c.registries[0].create_service("app", "svc-one", "1.0.0");
+    let s2 = c.registries[1].create_service("app", "svc-two", "1.0.0");
+    c.registries[0].register(&s1, &NewInstance::new("one-0", "rest://10.1.0.1:80"));
+    c.registries[1].register(&s2, &NewInstance::new("two-0", "rest://10.2.0.1:80"));
+    c.wait_until("both data centres mirrored over TLS", DEADLINE, |c| {
+        mirrored(&c.registries[0], &c.registries[1], "dc1")
+            && mirrored(&c.registries[1], &c.registries[0], "dc2")
+    });
+
+    // The mapping store is in dc1's etcd: readable with the certificate ...
+    let prefix = "/syncer/v2/dc1/";
+    let keys = etcd_keys(&c.rt, &endpoint, Some(&tls), prefix).unwrap_or_default();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("/syncer/v2/dc1/mappings/")),
+        "the mapping of dc2's instance is stored: {keys:?}"
+    );
+    // ... but not in plain text on the same port, nor over TLS without a certificate.
+    let plain = format!("http://127.0.0.1:{}", client_ports[0]);
+    assert_eq!(etcd_keys(&c.rt, &plain, None, prefix), None);
+    assert_eq!(etcd_members_tls(&c.rt, &plain, None), None);
+    let ca_only =
+        EtcdTls::load(Some(&pki.join(dev_certs::CA_CERT)), None, NODE_FLAGS).expect("load the CA");
+    assert_eq!(etcd_keys(&c.rt, &endpoint, Some(&ca_only), prefix), None);
 }

@@ -117,7 +117,10 @@ async fn a_member_does_not_campaign_again_before_the_last_terms_engine_stopped()
     let member = ClusterMember {
         settings: MemberSettings {
             node: "a".into(),
-            etcd: EtcdSource::Endpoints(vec![server.url()]),
+            etcd: EtcdSource::Endpoints {
+                urls: vec![server.url()],
+                tls: None,
+            },
             prefix: PREFIX.into(),
             leader_lease: Duration::from_secs(2),
         },
@@ -305,7 +308,10 @@ async fn takeover_through_a_failing_link(
     let member = |name: &str, port: u16, endpoint: url::Url| ClusterMember {
         settings: MemberSettings {
             node: name.into(),
-            etcd: EtcdSource::Endpoints(vec![endpoint]),
+            etcd: EtcdSource::Endpoints {
+                urls: vec![endpoint],
+                tls: None,
+            },
             prefix: PREFIX.into(),
             leader_lease: lease,
         },

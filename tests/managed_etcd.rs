@@ -1,7 +1,9 @@
 //! The managed etcd member of cluster mode with the real `etcd` executable: real gossip pools
 //! (UDP on 127.0.0.1, `local` profile) in this process, one etcd child per member. Three members
 //! starting together form one cluster of three voters; one member alone starts; a member
-//! whose etcd is killed gets it back; a member restarts on its data.
+//! whose etcd is killed gets it back; a member restarts on its data. With syncer's
+//! certificate the members speak TLS on client and peer URLs, and a member of the other
+//! scheme is refused rather than joined.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,10 +15,13 @@ mod support;
 use etcd_client::{Client, ConnectOptions};
 use support::etcd::{find_etcd, free_port};
 use support::until;
-use syncer::cluster::managed::{ManagedEtcd, ManagedEtcdConfig};
+use syncer::cli::dev_certs;
+use syncer::cluster::managed::{ManagedEtcd, ManagedEtcdConfig, ManagedEtcdError};
 use syncer::gossip::{
     self, GossipConfig, GossipHandle, GossipMetrics, NodeId, NodeMeta, Profile, Role,
 };
+use syncer::store::EtcdTls;
+use syncer::store::etcd_tls::NODE_FLAGS;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +40,27 @@ fn etcd_bin() -> PathBuf {
 
 fn url(port: u16) -> Url {
     Url::parse(&format!("http://127.0.0.1:{port}")).expect("a URL")
+}
+
+fn tls_url(port: u16) -> Url {
+    Url::parse(&format!("https://127.0.0.1:{port}")).expect("a URL")
+}
+
+/// `syncer dev-certs --hosts 127.0.0.1` in `dir`, loaded as syncer loads `--tls-*` for its
+/// managed etcd member.
+fn dev_tls(dir: &Path) -> EtcdTls {
+    let certs = dev_certs::generate(&["127.0.0.1".into()]).expect("generate certificates");
+    dev_certs::write(dir, &certs).expect("write certificates");
+    let (cert, key) = (
+        dir.join(dev_certs::NODE_CERT),
+        dir.join(dev_certs::NODE_KEY),
+    );
+    EtcdTls::load(
+        Some(&dir.join(dev_certs::CA_CERT)),
+        Some((&cert, &key)),
+        NODE_FLAGS,
+    )
+    .expect("load the TLS files")
 }
 
 /// One syncer's share of the test: a gossip member and, once started, its etcd member.
@@ -56,14 +82,28 @@ impl Node {
         data_dir: &Path,
         expected_members: usize,
     ) -> Node {
+        Node::with_tls(name, cluster, join, data_dir, expected_members, None).await
+    }
+
+    /// [`Node::new`] with TLS on the etcd member's URLs (`https://`) when `tls` is given.
+    async fn with_tls(
+        name: &str,
+        cluster: &str,
+        join: Option<SocketAddr>,
+        data_dir: &Path,
+        expected_members: usize,
+        tls: Option<EtcdTls>,
+    ) -> Node {
+        let make_url = if tls.is_some() { tls_url } else { url };
         let config = ManagedEtcdConfig {
             etcd_bin: etcd_bin(),
             name: name.to_owned(),
             cluster_name: cluster.to_owned(),
-            peer_url: url(free_port()),
-            client_url: url(free_port()),
+            peer_url: make_url(free_port()),
+            client_url: make_url(free_port()),
             data_dir: data_dir.join(name).join("etcd"),
             expected_members,
+            tls,
         };
         Node::with_config(config, join).await
     }
@@ -145,10 +185,18 @@ impl Node {
 
 /// A client on exactly `endpoint`.
 async fn client(endpoint: &Url) -> Client {
-    let options = ConnectOptions::new()
+    tls_client(endpoint, None).await
+}
+
+/// A client on exactly `endpoint`, over TLS with `tls`.
+async fn tls_client(endpoint: &Url, tls: Option<&EtcdTls>) -> Client {
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(2));
-    Client::connect([endpoint.as_str()], Some(options))
+    if let Some(tls) = tls {
+        options = options.with_tls(tls.options());
+    }
+    Client::connect([endpoint.as_str().trim_end_matches('/')], Some(options))
         .await
         .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"))
 }
@@ -468,6 +516,209 @@ async fn a_member_that_lost_its_data_rejoins_instead_of_bootstrapping() {
     let (ea, eb, ec) = tokio::join!(a.start_etcd(), b.start_etcd(), c.start_etcd());
     assert_one_cluster(&[&ea, &eb, &ec], &["etcd-a", "etcd-b", "etcd-c"]).await;
     for node in [a, b, c] {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_the_members_speak_tls_on_client_and_peer_urls() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let tls = dev_tls(&dir.path().join("pki"));
+    let a = Node::with_tls("etcd-a", "dc1", None, dir.path(), 2, Some(tls.clone())).await;
+    let join = Some(a.gossip_addr);
+    let b = Node::with_tls("etcd-b", "dc1", join, dir.path(), 2, Some(tls.clone())).await;
+    // b joins a's cluster as a learner over the TLS peer URLs and is promoted.
+    let (ea, eb) = tokio::join!(a.start_etcd(), b.start_etcd());
+    assert!(a.gossip.local().meta.etcd_peer_url.starts_with("https://"));
+    assert!(
+        a.gossip
+            .local()
+            .meta
+            .etcd_client_url
+            .starts_with("https://")
+    );
+
+    let endpoint = ea.endpoints()[0].clone();
+    assert_eq!(endpoint.scheme(), "https");
+    let mut through_a = tls_client(&endpoint, Some(&tls)).await;
+    let list = through_a.member_list().await.expect("member list over TLS");
+    assert_eq!(list.members().len(), 2, "{:?}", list.members());
+    for member in list.members() {
+        assert!(!member.is_learner(), "{member:?}");
+        let urls = member.peer_urls().iter().chain(member.client_urls());
+        for url in urls {
+            assert!(url.starts_with("https://"), "{member:?}");
+        }
+    }
+    through_a
+        .put("/test/secret", "from a", None)
+        .await
+        .expect("put over TLS");
+    let got = tls_client(&eb.endpoints()[0], Some(&tls))
+        .await
+        .get("/test/secret", None)
+        .await
+        .expect("get through b over TLS");
+    assert_eq!(got.kvs().len(), 1, "replicated over the TLS peer link");
+
+    // Plain text does not get in: the same port over http, nor TLS without a certificate
+    // (client-cert-auth).
+    let port = endpoint.port().expect("a port");
+    let plain = async {
+        let mut client = client(&url(port)).await;
+        client.get("/test/secret", None).await
+    };
+    let plain = tokio::time::timeout(Duration::from_secs(5), plain).await;
+    assert!(
+        !matches!(plain, Ok(Ok(ref reply)) if !reply.kvs().is_empty()),
+        "a plain-text client read the key: {plain:?}"
+    );
+    let ca = tls.ca_path().expect("a CA").to_owned();
+    let no_cert = EtcdTls::load(Some(&ca), None, NODE_FLAGS).expect("CA only");
+    let anonymous = async {
+        let mut client = tls_client(&endpoint, Some(&no_cert)).await;
+        client.get("/test/secret", None).await
+    };
+    let anonymous = tokio::time::timeout(Duration::from_secs(5), anonymous).await;
+    assert!(
+        !matches!(anonymous, Ok(Ok(_))),
+        "a client without a certificate was served: {anonymous:?}"
+    );
+    for node in [a, b] {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_member_never_joins_a_plain_cluster() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let tls = dev_tls(&dir.path().join("pki"));
+    let plain = Node::new("etcd-a", "dc1", None, dir.path(), 1).await;
+    let eplain = plain.start_etcd().await;
+    let secure = Node::with_tls(
+        "etcd-b",
+        "dc1",
+        Some(plain.gossip_addr),
+        dir.path(),
+        1,
+        Some(tls),
+    )
+    .await;
+    until("the members to see each other", || {
+        let gossip = secure.gossip.clone();
+        async move { gossip.members().await.map(|m| m.len()).unwrap_or(0) == 2 }
+    })
+    .await;
+    let error = tokio::time::timeout(
+        DEADLINE,
+        ManagedEtcd::start(
+            secure.config.clone(),
+            secure.gossip.clone(),
+            secure.token.clone(),
+            &secure.tracker,
+        ),
+    )
+    .await
+    .expect("refused at once")
+    .expect_err("a TLS member must not join a plain-text cluster");
+    let text = error.to_string();
+    assert!(
+        matches!(error, ManagedEtcdError::SchemeMismatch { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("etcd-a") && text.contains("plain text"),
+        "{text}"
+    );
+    assert!(!secure.config.data_dir.exists(), "no etcd data was created");
+    // The plain cluster still has its one member.
+    let list = client(&eplain.endpoints()[0])
+        .await
+        .member_list()
+        .await
+        .expect("member list");
+    assert_eq!(list.members().len(), 1);
+    for node in [plain, secure] {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_does_not_switch_to_tls_on_the_data_of_a_plain_cluster() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let tls = dev_tls(&dir.path().join("pki"));
+    let node = Node::new("solo", "dc1", None, dir.path(), 1).await;
+    let mut config = node.config.clone();
+    let etcd = node.start_etcd().await;
+    drop(etcd);
+    node.stop().await;
+
+    // The same data directory and ports, now with a certificate.
+    for url in [&mut config.peer_url, &mut config.client_url] {
+        url.set_scheme("https").expect("https");
+    }
+    config.tls = Some(tls);
+    let again = Node::with_config(config, None).await;
+    let error = tokio::time::timeout(
+        DEADLINE,
+        ManagedEtcd::start(
+            again.config.clone(),
+            again.gossip.clone(),
+            again.token.clone(),
+            &again.tracker,
+        ),
+    )
+    .await
+    .expect("refused in time")
+    .expect_err("a plain cluster's data must not run with TLS");
+    let text = error.to_string();
+    assert!(
+        matches!(error, ManagedEtcdError::SchemeMismatch { .. }),
+        "{text}"
+    );
+    assert!(text.contains("plain text"), "{text}");
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_member_never_joins_a_tls_cluster() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let tls = dev_tls(&dir.path().join("pki"));
+    let secure = Node::with_tls("etcd-a", "dc1", None, dir.path(), 1, Some(tls)).await;
+    let _esecure = secure.start_etcd().await;
+    let plain = Node::new("etcd-b", "dc1", Some(secure.gossip_addr), dir.path(), 1).await;
+    until("the members to see each other", || {
+        let gossip = plain.gossip.clone();
+        async move { gossip.members().await.map(|m| m.len()).unwrap_or(0) == 2 }
+    })
+    .await;
+    let error = tokio::time::timeout(
+        DEADLINE,
+        ManagedEtcd::start(
+            plain.config.clone(),
+            plain.gossip.clone(),
+            plain.token.clone(),
+            &plain.tracker,
+        ),
+    )
+    .await
+    .expect("refused at once")
+    .expect_err("a plain member must not join a TLS cluster");
+    let text = error.to_string();
+    assert!(
+        matches!(error, ManagedEtcdError::SchemeMismatch { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("etcd-a") && text.contains("TLS (https://)"),
+        "{text}"
+    );
+    assert!(!plain.config.data_dir.exists(), "no etcd data was created");
+    for node in [secure, plain] {
         node.stop().await;
     }
 }

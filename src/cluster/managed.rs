@@ -36,6 +36,17 @@
 //! exiting within seconds and the cluster no longer lists it, the data directory is moved
 //! aside (`etcd.removed-<unix time>`) and the node joins again as a learner. On cancellation
 //! the child gets SIGTERM, then SIGKILL after [`STOP_GRACE`].
+//!
+//! **TLS.** With syncer's own certificate (`--tls-cert`/`--tls-key`), the member serves TLS
+//! on both its client and peer URLs (`https://`, etcd's `--cert-file`/`--key-file` and
+//! `--peer-cert-file`/`--peer-key-file`); with `--tls-ca` too, it verifies clients and peers
+//! against that CA and demands their certificates (`--trusted-ca-file`, `--client-cert-auth`
+//! and the `--peer-` twins). Syncer's etcd clients present the same certificate. The scheme
+//! travels in the URLs that gossip announces and the member list holds, so a member whose
+//! scheme differs from the data centre's (TLS joining a plain cluster, or the reverse) stops
+//! with [`ManagedEtcdError::SchemeMismatch`] before it starts etcd: never a silent downgrade.
+//! etcd verifies a peer's certificate against the address it connects from, so the
+//! certificate must name every member's peer IP (`syncer dev-certs --hosts`).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -61,6 +72,7 @@ use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::config::Config;
 use crate::config::exec::{ExecutableNotFound, resolve_executable};
 use crate::gossip::{GossipError, GossipHandle};
+use crate::store::EtcdTls;
 
 /// How long a started member may take to serve clients.
 pub const READY_DEADLINE: Duration = Duration::from_secs(30);
@@ -128,22 +140,33 @@ pub struct ManagedEtcdConfig {
     /// How many members the data centre has (`--cluster-size`); the lowest-named of that many
     /// visible members bootstraps the cluster.
     pub expected_members: usize,
+    /// TLS of the client and peer URLs (then `https://`) and of syncer's clients of the
+    /// member: syncer's own certificate, key and CA. `None`: plain text.
+    pub tls: Option<EtcdTls>,
 }
 
 impl ManagedEtcdConfig {
     /// The managed member's settings from the daemon's configuration; URLs on `--peer-addr`
-    /// when given, else on `advertise_ip`.
+    /// when given, else on `advertise_ip`; `https://` ones when syncer has a certificate.
     pub fn from_config(config: &Config, advertise_ip: IpAddr) -> ManagedEtcdConfig {
         let ip = config.cluster.peer_ip.unwrap_or(advertise_ip);
+        let tls = config.cluster.etcd_tls.clone();
+        let secure = tls.is_some();
         ManagedEtcdConfig {
             etcd_bin: config.cluster.etcd_bin.clone(),
             name: config.node.name.clone(),
             cluster_name: config.node.cluster_name.clone(),
-            peer_url: http_url(ip, config.cluster.port),
-            client_url: http_url(ip, config.cluster.etcd_client_port),
+            peer_url: node_url(secure, ip, config.cluster.port),
+            client_url: node_url(secure, ip, config.cluster.etcd_client_port),
             data_dir: config.node.data_dir.join("etcd"),
             expected_members: config.cluster.size,
+            tls,
         }
+    }
+
+    /// The scheme of this member's URLs: `https` with TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 }
 
@@ -202,6 +225,18 @@ pub enum ManagedEtcdError {
          --etcd-client-port)"
     )]
     PortInUse { url: String },
+    #[error(
+        "the etcd member of {member} is reached at {url}, but this syncer's member would speak \
+         {ours}: the data centre's etcd cluster runs {theirs}. Give every syncer of the data \
+         centre the same TLS settings (--tls-cert/--tls-key/--tls-ca); a member never joins \
+         with another scheme (that would mix TLS and plain text)"
+    )]
+    SchemeMismatch {
+        member: String,
+        url: String,
+        ours: String,
+        theirs: String,
+    },
 }
 
 impl ManagedEtcdError {
@@ -451,6 +486,7 @@ impl Inner {
         let mut running = self.spawn(&Launch::Restart, tracker)?;
         let outcome = async {
             let status = self.wait_serving(&mut running, token).await?;
+            self.check_member_list_schemes().await?;
             if status.is_learner() {
                 // 0 (no header) makes the promotion look the member up by its peer URL.
                 let id = status.header().map_or(0, |h| h.member_id());
@@ -463,6 +499,50 @@ impl Inner {
         keep_or_stop(running, outcome).await
     }
 
+    /// [`ManagedEtcdError::SchemeMismatch`] when `url` (a URL of `member`'s etcd member) does
+    /// not have this member's scheme.
+    fn check_scheme(&self, member: &str, url: &str) -> Result<(), ManagedEtcdError> {
+        let ours = self.config.scheme();
+        match Url::parse(url) {
+            Ok(theirs) if theirs.scheme() != ours => Err(ManagedEtcdError::SchemeMismatch {
+                member: member.to_owned(),
+                url: url.to_owned(),
+                ours: tls_word(ours),
+                theirs: tls_word(theirs.scheme()),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// After a restart on existing data: every URL of the member list has this member's
+    /// scheme (a data directory of a plain cluster restarted with TLS, or the reverse, would
+    /// otherwise run cut off from its peers). Skipped when the list cannot be read.
+    async fn check_member_list_schemes(&self) -> Result<(), ManagedEtcdError> {
+        let url = etcd_text(&self.config.client_url);
+        let list = match connect(&[url], REQUEST_TIMEOUT, self.config.tls.as_ref()).await {
+            Ok(mut client) => client.member_list().await.map_err(|e| describe(&e)),
+            Err(e) => Err(e),
+        };
+        let list = match list {
+            Ok(list) => list,
+            Err(e) => {
+                debug!(error = %e, "cannot read the etcd member list to check its URLs");
+                return Ok(());
+            }
+        };
+        for member in list.members() {
+            let name = if member.name().is_empty() {
+                format!("member {:x}", member.id())
+            } else {
+                member.name().to_owned()
+            };
+            for url in member.peer_urls().iter().chain(member.client_urls()) {
+                self.check_scheme(&name, url)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until this node may bootstrap the cluster or some member can let it join.
     async fn discover(
         &self,
@@ -473,6 +553,11 @@ impl Inner {
         let mut progress = Progress::start();
         loop {
             let peers = self.peers().await?;
+            for peer in peers.iter().filter(|p| !p.local) {
+                for url in [&peer.peer_url, &peer.client_url] {
+                    self.check_scheme(&peer.name, url)?;
+                }
+            }
             if let Some(ready) = peers.iter().find(|p| p.ready) {
                 info!(through = %ready.name, url = %ready.client_url, "joining the data centre's etcd cluster");
                 return Ok(Plan::Join);
@@ -586,7 +671,7 @@ impl Inner {
     /// One attempt of [`Inner::add_learner`]: reuses the member an earlier attempt added and
     /// never started; removes one that started but whose data is gone.
     async fn try_add_learner(&self, urls: &[String]) -> Result<(u64, Vec<Member>), String> {
-        let mut client = connect(urls, REQUEST_TIMEOUT).await?;
+        let mut client = connect(urls, REQUEST_TIMEOUT, self.config.tls.as_ref()).await?;
         let list = client.member_list().await.map_err(|e| describe(&e))?;
         let ours = list
             .members()
@@ -655,7 +740,7 @@ impl Inner {
             if promoted {
                 // Done once the local member has applied its promotion too (until then it
                 // still refuses what learners may not serve).
-                match probe(&local).await {
+                match probe(&local, self.config.tls.as_ref()).await {
                     Ok(status) if !status.is_learner() => {
                         info!(id = %format!("{id:x}"), waited = ?progress.waited(), "this etcd member is a voting member");
                         return Ok(());
@@ -670,7 +755,9 @@ impl Inner {
             } else {
                 let urls = self.ready_urls().await?;
                 if !urls.is_empty() {
-                    match try_promote(&urls, id, &self.config.peer_url).await {
+                    match try_promote(&urls, id, &self.config.peer_url, self.config.tls.as_ref())
+                        .await
+                    {
                         Ok(()) => {
                             promoted = true;
                             continue;
@@ -714,6 +801,9 @@ impl Inner {
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"));
+        if let Some(tls) = &config.tls {
+            command.args(tls_args(tls));
+        }
         match launch {
             Launch::Bootstrap => {
                 command
@@ -777,7 +867,7 @@ impl Inner {
         let url = etcd_text(&self.config.client_url);
         let started = Instant::now();
         loop {
-            let last_error = match probe(&url).await {
+            let last_error = match probe(&url, self.config.tls.as_ref()).await {
                 Ok(status) => {
                     debug!(waited = ?started.elapsed(), learner = status.is_learner(), "etcd member serves clients");
                     return Ok(status);
@@ -833,7 +923,7 @@ impl Inner {
     /// the endpoints when they changed.
     async fn refresh_endpoints(&self) {
         let url = etcd_text(&self.config.client_url);
-        let list = match connect(&[url], REQUEST_TIMEOUT).await {
+        let list = match connect(&[url], REQUEST_TIMEOUT, self.config.tls.as_ref()).await {
             Ok(mut client) => client.member_list().await.map_err(|e| describe(&e)),
             Err(e) => Err(e),
         };
@@ -867,7 +957,9 @@ impl Inner {
         if urls.is_empty() {
             return None;
         }
-        let mut client = connect(&urls, REQUEST_TIMEOUT).await.ok()?;
+        let mut client = connect(&urls, REQUEST_TIMEOUT, self.config.tls.as_ref())
+            .await
+            .ok()?;
         let list = client.member_list().await.ok()?;
         Some(
             list.members()
@@ -903,8 +995,13 @@ async fn etcd_running_at(peers: &[Peer]) -> Option<String> {
 
 /// One promotion attempt of this member (by id, or by peer URL when the id is unknown);
 /// success too when an earlier attempt went through without us seeing the answer.
-async fn try_promote(urls: &[String], id: u64, peer_url: &Url) -> Result<(), String> {
-    let mut client = connect(urls, REQUEST_TIMEOUT).await?;
+async fn try_promote(
+    urls: &[String],
+    id: u64,
+    peer_url: &Url,
+    tls: Option<&EtcdTls>,
+) -> Result<(), String> {
+    let mut client = connect(urls, REQUEST_TIMEOUT, tls).await?;
     let list = client.member_list().await.map_err(|e| describe(&e))?;
     let Some(member) = list
         .members()
@@ -1055,7 +1152,11 @@ async fn watch(
         if *ready {
             next_refresh = Instant::now() + ENDPOINTS_EVERY;
             inner.refresh_endpoints().await;
-        } else if let Ok(status) = probe(&etcd_text(&inner.config.client_url)).await
+        } else if let Ok(status) = probe(
+            &etcd_text(&inner.config.client_url),
+            inner.config.tls.as_ref(),
+        )
+        .await
             && !status.is_learner()
         {
             *ready = true;
@@ -1262,16 +1363,24 @@ async fn drain(reader: impl AsyncRead + Unpin, stream: &'static str, tail: Tail)
 }
 
 /// Connects to the local member and asks its status.
-async fn probe(url: &str) -> Result<StatusResponse, String> {
-    let mut client = connect(&[url.to_owned()], PROBE_TIMEOUT).await?;
+async fn probe(url: &str, tls: Option<&EtcdTls>) -> Result<StatusResponse, String> {
+    let mut client = connect(&[url.to_owned()], PROBE_TIMEOUT, tls).await?;
     client.status().await.map_err(|e| describe(&e))
 }
 
-/// An etcd client on `urls` whose connection and requests time out after `timeout`.
-async fn connect(urls: &[String], timeout: Duration) -> Result<Client, String> {
-    let options = ConnectOptions::new()
+/// An etcd client on `urls` whose connection and requests time out after `timeout`, over
+/// TLS with `tls` (the URLs are `https://` then).
+async fn connect(
+    urls: &[String],
+    timeout: Duration,
+    tls: Option<&EtcdTls>,
+) -> Result<Client, String> {
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(timeout)
         .with_timeout(timeout);
+    if let Some(tls) = tls {
+        options = options.with_tls(tls.options());
+    }
     match tokio::time::timeout(timeout, Client::connect(urls, Some(options))).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(format!(
@@ -1286,14 +1395,47 @@ async fn connect(urls: &[String], timeout: Duration) -> Result<Client, String> {
     }
 }
 
-/// An etcd client error as one line: the server's message for a gRPC status.
+/// An etcd client error as one line: the server's message for a gRPC status, with the
+/// reasons a failed connection keeps in its sources (a refused certificate, say).
 fn describe(error: &etcd_client::Error) -> String {
     match error {
         etcd_client::Error::GRpcStatus(status) => {
-            format!("{} ({:?})", status.message(), status.code())
+            let text = crate::store::etcd_tls::with_sources(
+                status.message().to_owned(),
+                std::error::Error::source(status),
+            );
+            format!("{text} ({:?})", status.code())
         }
-        other => other.to_string(),
+        other => crate::store::etcd_tls::chain(other),
     }
+}
+
+/// etcd's flags for TLS on the client and peer URLs: the node's certificate and key on both,
+/// and with a CA, client and peer certificates demanded and verified against it.
+fn tls_args(tls: &EtcdTls) -> Vec<OsString> {
+    let flag = |name: &str, path: &std::path::Path| {
+        let mut arg = OsString::from(format!("--{name}="));
+        arg.push(path);
+        arg
+    };
+    let mut args = Vec::new();
+    if let (Some(cert), Some(key)) = (tls.cert_path(), tls.key_path()) {
+        args.extend([
+            flag("cert-file", cert),
+            flag("key-file", key),
+            flag("peer-cert-file", cert),
+            flag("peer-key-file", key),
+        ]);
+    }
+    if let Some(ca) = tls.ca_path() {
+        args.extend([
+            flag("trusted-ca-file", ca),
+            OsString::from("--client-cert-auth"),
+            flag("peer-trusted-ca-file", ca),
+            OsString::from("--peer-client-cert-auth"),
+        ]);
+    }
+    args
 }
 
 fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
@@ -1303,14 +1445,24 @@ fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
     }
 }
 
+/// How an error message names a scheme.
+fn tls_word(scheme: &str) -> String {
+    match scheme {
+        "https" => "TLS (https://)".to_owned(),
+        "http" => "plain text (http://)".to_owned(),
+        other => format!("{other}://"),
+    }
+}
+
 /// Whether etcd's output says the cluster removed this member.
 fn mentions_removal(output: &str) -> bool {
     REMOVED_MARKERS.iter().any(|marker| output.contains(marker))
 }
 
-/// `http://<ip>:<port>`.
-fn http_url(ip: IpAddr, port: u16) -> Url {
-    let text = format!("http://{}", SocketAddr::new(ip, port));
+/// `https://<ip>:<port>` when `secure`, else `http://<ip>:<port>`.
+fn node_url(secure: bool, ip: IpAddr, port: u16) -> Url {
+    let scheme = if secure { "https" } else { "http" };
+    let text = format!("{scheme}://{}", SocketAddr::new(ip, port));
     Url::parse(&text).unwrap_or_else(|e| panic!("{text} is not a URL: {e}"))
 }
 
@@ -1340,9 +1492,9 @@ mod tests {
 
     #[test]
     fn urls_are_written_as_etcd_wants_them() {
-        let url = http_url(IpAddr::from([10, 0, 0, 5]), 30192);
+        let url = node_url(false, IpAddr::from([10, 0, 0, 5]), 30192);
         assert_eq!(etcd_text(&url), "http://10.0.0.5:30192");
-        let v6 = http_url("::1".parse().unwrap(), 2380);
+        let v6 = node_url(false, "::1".parse().unwrap(), 2380);
         assert_eq!(etcd_text(&v6), "http://[::1]:2380");
         assert!(holds_url(&["http://10.0.0.5:30192".into()], &url));
         assert!(holds_url(&["http://10.0.0.5:30192/".into()], &url));
@@ -1364,6 +1516,57 @@ mod tests {
         config.cluster.peer_ip = Some(IpAddr::from([192, 168, 1, 2]));
         let managed = ManagedEtcdConfig::from_config(&config, IpAddr::from([10, 0, 0, 7]));
         assert_eq!(etcd_text(&managed.peer_url), "http://192.168.1.2:30192");
+    }
+
+    #[test]
+    fn with_a_certificate_the_urls_are_https_and_etcd_gets_the_tls_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::cli::dev_certs::generate(&["10.0.0.7".into()]).unwrap();
+        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let (cert, key, ca) = (
+            dir.path().join("node.pem"),
+            dir.path().join("node-key.pem"),
+            dir.path().join("ca.pem"),
+        );
+        let flags = crate::store::etcd_tls::NODE_FLAGS;
+        let mut config = Config::for_test("n1", dir.path());
+        config.cluster.port = 30192;
+        config.cluster.etcd_client_port = 30194;
+        config.cluster.etcd_tls =
+            Some(EtcdTls::load(Some(&ca), Some((&cert, &key)), flags).unwrap());
+        let managed = ManagedEtcdConfig::from_config(&config, IpAddr::from([10, 0, 0, 7]));
+        assert_eq!(managed.scheme(), "https");
+        assert_eq!(etcd_text(&managed.peer_url), "https://10.0.0.7:30192");
+        assert_eq!(etcd_text(&managed.client_url), "https://10.0.0.7:30194");
+        let args: Vec<String> = tls_args(managed.tls.as_ref().unwrap())
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let path = |p: &std::path::Path| p.display().to_string();
+        for expected in [
+            format!("--cert-file={}", path(&cert)),
+            format!("--key-file={}", path(&key)),
+            format!("--peer-cert-file={}", path(&cert)),
+            format!("--peer-key-file={}", path(&key)),
+            format!("--trusted-ca-file={}", path(&ca)),
+            format!("--peer-trusted-ca-file={}", path(&ca)),
+            "--client-cert-auth".to_owned(),
+            "--peer-client-cert-auth".to_owned(),
+        ] {
+            assert!(args.contains(&expected), "{expected} missing from {args:?}");
+        }
+        // Without a CA: TLS, but no client-cert-auth (nothing to check certificates against).
+        let no_ca = EtcdTls::load(None, Some((&cert, &key)), flags).unwrap();
+        let args = tls_args(&no_ca);
+        assert_eq!(args.len(), 4);
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.to_string_lossy().contains("client-cert-auth"))
+        );
+        config.cluster.etcd_tls = None;
+        let plain = ManagedEtcdConfig::from_config(&config, IpAddr::from([10, 0, 0, 7]));
+        assert_eq!(plain.scheme(), "http");
     }
 
     #[test]

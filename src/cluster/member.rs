@@ -30,7 +30,7 @@ use super::managed::{ManagedEtcd, ManagedEtcdConfig, ManagedEtcdError};
 use crate::backoff::Backoff;
 use crate::gossip::{GossipHandle, Role};
 use crate::registry::{LONGEST_CALL, Registry};
-use crate::store::{EtcdStore, EtcdTimeouts, MappingStore, StoreError};
+use crate::store::{EtcdStore, EtcdTimeouts, EtcdTls, MappingStore, StoreError};
 use crate::sync::SyncError;
 
 /// Why a standby member refuses `Pull` and `Push`; callers go to the active member.
@@ -94,8 +94,12 @@ pub trait TermEngine: Send + Sync {
 /// Where the member finds etcd.
 #[derive(Debug, Clone)]
 pub enum EtcdSource {
-    /// `--etcd-endpoints`: an etcd cluster run by somebody else.
-    Endpoints(Vec<Url>),
+    /// `--etcd-endpoints`: an etcd cluster run by somebody else, with the TLS of `https://`
+    /// endpoints (`--etcd-ca`, `--etcd-cert`, `--etcd-key`).
+    Endpoints {
+        urls: Vec<Url>,
+        tls: Option<EtcdTls>,
+    },
     /// A managed member of the data centre's own etcd cluster.
     Managed(Box<ManagedEtcdConfig>),
 }
@@ -144,19 +148,24 @@ impl ClusterMember {
         tracker: &TaskTracker,
     ) -> Result<(), ClusterError> {
         self.engine.stand_by();
-        let (endpoints, updates) = match &self.settings.etcd {
-            EtcdSource::Endpoints(endpoints) => (endpoints.clone(), None),
+        let (endpoints, tls, updates) = match &self.settings.etcd {
+            EtcdSource::Endpoints { urls, tls } => (urls.clone(), tls.clone(), None),
             EtcdSource::Managed(config) => {
                 let Some(managed) =
                     start_managed((**config).clone(), &self.gossip, &token, etcd).await?
                 else {
                     return Ok(());
                 };
-                (managed.endpoints(), Some(managed.subscribe_endpoints()))
+                (
+                    managed.endpoints(),
+                    config.tls.clone(),
+                    Some(managed.subscribe_endpoints()),
+                )
             }
         };
         let Some(store) = EtcdStore::connect_patiently(
             &endpoints,
+            tls.as_ref(),
             self.settings.prefix.clone(),
             EtcdTimeouts::default(),
             &token,

@@ -130,6 +130,9 @@ pub enum ConfigError {
     /// The TLS files of the registry client cannot be used.
     #[error(transparent)]
     RegistryTls(#[from] crate::registry::tls::RegistryTlsError),
+    /// The TLS files of the etcd client cannot be used.
+    #[error(transparent)]
+    EtcdTls(#[from] crate::store::etcd_tls::EtcdTlsError),
 }
 
 /// `single`: one syncer per data centre; `cluster`: several, one of them active.
@@ -267,6 +270,11 @@ pub struct ClusterConfig {
     pub etcd_bin: PathBuf,
     /// Client port of the managed etcd member (`--etcd-client-port`).
     pub etcd_client_port: u16,
+    /// TLS of the managed etcd member's client and peer URLs, and of syncer's client of it:
+    /// syncer's own `--tls-cert`/`--tls-key` (and `--tls-ca` for client-cert-auth), files
+    /// already read and checked; `None` is plain text, and always outside cluster mode or
+    /// with `--etcd-endpoints`.
+    pub etcd_tls: Option<crate::store::EtcdTls>,
 }
 
 impl ClusterConfig {
@@ -394,6 +402,9 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// etcd client URLs; empty means the embedded store in the data directory.
     pub etcd_endpoints: Vec<Url>,
+    /// TLS of `https://` etcd endpoints (`--etcd-ca`, `--etcd-cert`, `--etcd-key`), files
+    /// already read and checked; `None` exactly when the endpoints are `http://` (or none).
+    pub etcd_tls: Option<crate::store::EtcdTls>,
     /// HTTP listener of `/health` and `/metrics`; `None` disables it.
     pub admin_addr: Option<SocketAddr>,
     pub sync: SyncConfig,

@@ -25,6 +25,7 @@ use super::{
 };
 use crate::registry::tls::RegistryTls;
 use crate::rpc::tls::RpcTls;
+use crate::store::etcd_tls::{ETCD_FLAGS, EtcdTls, NODE_FLAGS};
 
 /// How long a graceful shutdown may take.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,6 +140,8 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
     let sync = read_sync(&mut r)?;
     let log = read_log(&mut r)?;
     let tls = read_tls(&mut r)?;
+    let etcd_tls = read_etcd_tls(&mut r, &net.etcd_endpoints)?;
+    let managed_etcd_tls = managed_etcd_tls(&mut r, mode, &net.etcd_endpoints, tls.is_some())?;
     r.effective.sort_by_key(|(id, ..)| *id);
     Ok(Config {
         node,
@@ -154,9 +157,13 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
             listen_addr: net.rpc_addr,
             tls,
         },
-        cluster,
+        cluster: ClusterConfig {
+            etcd_tls: managed_etcd_tls,
+            ..cluster
+        },
         registry,
         etcd_endpoints: net.etcd_endpoints,
+        etcd_tls,
         admin_addr: net.admin_addr,
         sync,
         log,
@@ -209,6 +216,107 @@ fn read_tls(r: &mut Reader) -> Result<Option<RpcTls>, ConfigError> {
             format!("{} is needed too", flag(Id::TlsCert)),
         )),
     }
+}
+
+/// `--etcd-ca`, `--etcd-cert` and `--etcd-key`, for `--etcd-endpoints https://...`: the
+/// files are read and checked here. `https` endpoints take TLS (verified against the web PKI
+/// roots without `--etcd-ca`); endpoints that mix `http` and `https` are refused, and so are
+/// these settings without `https` endpoints: the operator asked for TLS, and a plain-text
+/// connection that quietly ignored them would be a silent downgrade.
+fn read_etcd_tls(r: &mut Reader, endpoints: &[Url]) -> Result<Option<EtcdTls>, ConfigError> {
+    let ca = r.get(Id::EtcdCa);
+    let cert = r.get(Id::EtcdCert);
+    let key = r.get(Id::EtcdKey);
+    let path = |s: &Setting| PathBuf::from(s.value.trim());
+    let pair = match (cert, key) {
+        (Some(cert), Some(key)) => Some((path(cert), path(key))),
+        (None, None) => None,
+        (Some(given), None) => {
+            return Err(invalid(
+                given,
+                format!("{} is needed too", flag(Id::EtcdKey)),
+            ));
+        }
+        (None, Some(given)) => {
+            return Err(invalid(
+                given,
+                format!("{} is needed too", flag(Id::EtcdCert)),
+            ));
+        }
+    };
+    let https = endpoints.iter().filter(|u| u.scheme() == "https").count();
+    if https > 0 && https < endpoints.len() {
+        let setting = r.settings.get(Id::EtcdEndpoints);
+        let reason = "mixes http:// and https:// endpoints: one etcd cluster is reached either \
+                      with TLS or without, so make them all https:// (or all http://)";
+        return Err(match setting {
+            Some(setting) => invalid(setting, reason),
+            None => ConfigError::Missing(reason.to_owned()),
+        });
+    }
+    let given = ca.or(cert).or(key);
+    if https == 0 {
+        return match given {
+            None => Ok(None),
+            Some(given) => Err(invalid(
+                given,
+                if endpoints.is_empty() {
+                    format!(
+                        "the etcd TLS settings apply to {} https://...; without them there is \
+                         no etcd client to configure (the managed etcd member of cluster mode \
+                         uses {}, {} and {})",
+                        flag(Id::EtcdEndpoints),
+                        flag(Id::TlsCert),
+                        flag(Id::TlsKey),
+                        flag(Id::TlsCa)
+                    )
+                } else {
+                    format!(
+                        "the etcd TLS settings need https:// {}; with http:// ones they would be \
+                         ignored and etcd reached in plain text",
+                        flag(Id::EtcdEndpoints)
+                    )
+                },
+            )),
+        };
+    }
+    let ca = ca.map(path);
+    let pair = pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    Ok(Some(EtcdTls::load(ca.as_deref(), pair, ETCD_FLAGS)?))
+}
+
+/// The managed etcd member's TLS (cluster mode without `--etcd-endpoints`): syncer's own
+/// `--tls-cert`, `--tls-key` and `--tls-ca` when the rpc link has TLS (`rpc_tls`; the files
+/// were checked by [`read_tls`] already and are read once more for etcd).
+fn managed_etcd_tls(
+    r: &mut Reader,
+    mode: Mode,
+    endpoints: &[Url],
+    rpc_tls: bool,
+) -> Result<Option<EtcdTls>, ConfigError> {
+    if mode != Mode::Cluster || !endpoints.is_empty() || !rpc_tls {
+        return Ok(None);
+    }
+    let path = |id: Id| r.settings.get(id).map(|s| PathBuf::from(s.value.trim()));
+    let (Some(cert), Some(key)) = (path(Id::TlsCert), path(Id::TlsKey)) else {
+        return Ok(None);
+    };
+    let ca = path(Id::TlsCa);
+    if ca.is_none() {
+        r.warnings.push(format!(
+            "the managed etcd member serves TLS with {} but without {}: its members' \
+             certificates must be trusted by the public web PKI roots, and it does not ask \
+             clients or peers for certificates; give {} for a private CA and mutual TLS",
+            flag(Id::TlsCert),
+            flag(Id::TlsCa),
+            flag(Id::TlsCa)
+        ));
+    }
+    Ok(Some(EtcdTls::load(
+        ca.as_deref(),
+        Some((&cert, &key)),
+        NODE_FLAGS,
+    )?))
 }
 
 /// TLS settings whose behaviour is not built yet: refused when they differ from their
@@ -663,6 +771,7 @@ fn read_cluster(r: &mut Reader, mode: Mode, net: &Listeners) -> Result<ClusterCo
         leader_lease,
         etcd_bin,
         etcd_client_port,
+        etcd_tls: None,
     })
 }
 
@@ -1158,6 +1267,148 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ConfigError::Tls(_)), "{err}");
         assert!(err.to_string().contains("missing.pem"), "{err}");
+    }
+
+    /// `--etcd-ca`, `--etcd-cert` and `--etcd-key` go with `https://` etcd endpoints: read and
+    /// checked at start (errors name the file and the flag); refused with `http://` or no
+    /// endpoints, and endpoints mixing the schemes are refused. In cluster mode without
+    /// endpoints, `--tls-*` give the managed etcd member its TLS.
+    #[test]
+    fn etcd_tls_settings_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
+        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        let (cert, key, ca) = (file("node.pem"), file("node-key.pem"), file("ca.pem"));
+        let flag = |f: &str| Origin::Flag(f.into());
+        let https = (
+            "etcd_endpoints",
+            "https://10.0.0.1:2379,https://10.0.0.2",
+            flag("--etcd-endpoints"),
+        );
+
+        let config = resolve_with(&[
+            https.clone(),
+            ("etcd_ca", &ca, flag("--etcd-ca")),
+            ("etcd_cert", &cert, flag("--etcd-cert")),
+            ("etcd_key", &key, flag("--etcd-key")),
+        ])
+        .unwrap();
+        let tls = config.etcd_tls.as_ref().expect("TLS for https endpoints");
+        assert_eq!(tls.ca_path(), Some(dir.path().join("ca.pem").as_path()));
+        assert_eq!(tls.cert_path(), Some(dir.path().join("node.pem").as_path()));
+        // `--check` shows the paths, never key material.
+        let shown = format!("{:?} {:?}", config.etcd_tls, config.effective);
+        assert!(
+            shown.contains("node-key.pem") && !shown.contains("PRIVATE KEY"),
+            "{shown}"
+        );
+        assert!(config.cluster.etcd_tls.is_none());
+
+        // https alone: the web PKI roots, no client certificate.
+        let config = resolve_with(std::slice::from_ref(&https)).unwrap();
+        let tls = config.etcd_tls.expect("TLS for https endpoints");
+        assert_eq!((tls.ca_path(), tls.cert_path()), (None, None));
+        assert!(resolve_with(&[]).unwrap().etcd_tls.is_none());
+        let plain = (
+            "etcd_endpoints",
+            "http://10.0.0.1:2379",
+            flag("--etcd-endpoints"),
+        );
+        assert!(
+            resolve_with(std::slice::from_ref(&plain))
+                .unwrap()
+                .etcd_tls
+                .is_none()
+        );
+
+        let err = resolve_with(&[(
+            "etcd_endpoints",
+            "https://10.0.0.1:2379,http://10.0.0.2:2379",
+            flag("--etcd-endpoints"),
+        )])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--etcd-endpoints") && text.contains("mixes"),
+            "{text}"
+        );
+
+        let err = resolve_with(&[plain, ("etcd_ca", &ca, flag("--etcd-ca"))]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--etcd-ca") && text.contains("https://"),
+            "{text}"
+        );
+        let err = resolve_with(&[("etcd_ca", &ca, flag("--etcd-ca"))]).unwrap_err();
+        assert!(err.to_string().contains("--tls-cert"), "{err}");
+
+        let err =
+            resolve_with(&[https.clone(), ("etcd_cert", &cert, flag("--etcd-cert"))]).unwrap_err();
+        assert!(err.to_string().contains("--etcd-key is needed"), "{err}");
+        let err =
+            resolve_with(&[https.clone(), ("etcd_key", &key, flag("--etcd-key"))]).unwrap_err();
+        assert!(err.to_string().contains("--etcd-cert is needed"), "{err}");
+
+        let missing = file("missing.pem");
+        let err =
+            resolve_with(&[https.clone(), ("etcd_ca", &missing, flag("--etcd-ca"))]).unwrap_err();
+        assert!(matches!(err, ConfigError::EtcdTls(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("missing.pem") && text.contains("--etcd-ca"),
+            "{text}"
+        );
+        // A key of another certificate.
+        let other = tempfile::tempdir().unwrap();
+        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
+        crate::cli::dev_certs::write(other.path(), &certs).unwrap();
+        let other_key = other.path().join("node-key.pem").display().to_string();
+        let err = resolve_with(&[
+            https,
+            ("etcd_cert", &cert, flag("--etcd-cert")),
+            ("etcd_key", &other_key, flag("--etcd-key")),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--etcd-key"), "{err}");
+
+        // Cluster mode, managed etcd: syncer's own certificate, https URLs.
+        let node_tls = [
+            ("tls_cert", cert.as_str(), flag("--tls-cert")),
+            ("tls_key", key.as_str(), flag("--tls-key")),
+            ("tls_ca", ca.as_str(), flag("--tls-ca")),
+        ];
+        let mut cluster = vec![("mode", "cluster", flag("--mode"))];
+        cluster.extend(node_tls.iter().cloned());
+        let config = resolve_with(&cluster).unwrap();
+        let managed = config.cluster.etcd_tls.as_ref().expect("managed etcd TLS");
+        assert!(config.warnings.iter().all(|w| !w.contains("managed etcd")));
+        assert_eq!(
+            managed.key_path(),
+            Some(dir.path().join("node-key.pem").as_path())
+        );
+        assert!(config.etcd_tls.is_none());
+        // Without a CA: TLS still, and a warning.
+        let config = resolve_with(&cluster[..3]).unwrap();
+        assert!(config.cluster.etcd_tls.is_some());
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("managed etcd") && w.contains("--tls-ca")),
+            "{:?}",
+            config.warnings
+        );
+        // Without TLS, or with --etcd-endpoints, the managed member's TLS stays off.
+        let config = resolve_with(&[("mode", "cluster", flag("--mode"))]).unwrap();
+        assert!(config.cluster.etcd_tls.is_none());
+        cluster.push((
+            "etcd_endpoints",
+            "http://10.0.0.1:2379",
+            flag("--etcd-endpoints"),
+        ));
+        let config = resolve_with(&cluster).unwrap();
+        assert!(config.cluster.etcd_tls.is_none() && config.etcd_tls.is_none());
     }
 
     /// `--sc-tls-*` are read and checked while the configuration is resolved: a CA and a

@@ -53,6 +53,9 @@ pub enum Id {
     PeerAddr,
     DataDir,
     EtcdEndpoints,
+    EtcdCa,
+    EtcdCert,
+    EtcdKey,
     ClusterSize,
     LeaderLease,
     EtcdBin,
@@ -398,7 +401,8 @@ pub static SETTINGS: &[Spec] = &[
         list: false,
         default: Default::None,
         help: "PEM certificate (chain) of this syncer: the rpc listener serves TLS only, and \
-               calls to other syncers use TLS and present it. Needs --tls-key",
+               calls to other syncers use TLS and present it; in cluster mode without \
+               --etcd-endpoints the managed etcd member serves TLS with it too. Needs --tls-key",
     },
     Spec {
         id: Id::TlsKey,
@@ -598,6 +602,38 @@ pub static SETTINGS: &[Spec] = &[
         list: true,
         default: Default::None,
         help: "etcd client URLs, comma-separated; without them state is kept in --data-dir",
+    },
+    Spec {
+        id: Id::EtcdCa,
+        name: "etcd_ca",
+        flag: Some(Flag::value("etcd-ca", "FILE")),
+        env: Some("SYNCER_ETCD_CA"),
+        file_keys: &[],
+        list: false,
+        default: Default::None,
+        help: "PEM CA certificate(s) that https:// --etcd-endpoints are verified against. \
+               Without it, the public web PKI roots are used. Only with https:// endpoints",
+    },
+    Spec {
+        id: Id::EtcdCert,
+        name: "etcd_cert",
+        flag: Some(Flag::value("etcd-cert", "FILE")),
+        env: Some("SYNCER_ETCD_CERT"),
+        file_keys: &[],
+        list: false,
+        default: Default::None,
+        help: "PEM client certificate (chain) presented to https:// --etcd-endpoints (etcd's \
+               --client-cert-auth). Needs --etcd-key",
+    },
+    Spec {
+        id: Id::EtcdKey,
+        name: "etcd_key",
+        flag: Some(Flag::value("etcd-key", "FILE")),
+        env: Some("SYNCER_ETCD_KEY"),
+        file_keys: &[],
+        list: false,
+        default: Default::None,
+        help: "PEM private key of --etcd-cert",
     },
     // --- Cluster mode ---
     Spec {

@@ -150,8 +150,9 @@ mod tests {
         meta.role = Role::Standby;
         meta.registry = registry_fingerprint("servicecenter", "abc");
         meta.protocol = 4;
-        meta.etcd_peer_url = "http://[fd00:1234:5678::11]:30194".into();
-        meta.etcd_client_url = "http://[fd00:1234:5678::11]:30195".into();
+        // `https://`: the longer scheme of a managed etcd member with TLS.
+        meta.etcd_peer_url = "https://[fd00:1234:5678::11]:30194".into();
+        meta.etcd_client_url = "https://[fd00:1234:5678::11]:30195".into();
         meta.etcd_ready = true;
         meta.etcd_data = true;
         meta.term = 1 << 40;
@@ -196,8 +197,8 @@ mod tests {
         meta.role = Role::Standby;
         meta.registry = registry_fingerprint("servicecenter", "abc");
         meta.protocol = u32::MAX;
-        meta.etcd_peer_url = format!("http://{v6}");
-        meta.etcd_client_url = format!("http://{v6}");
+        meta.etcd_peer_url = format!("https://{v6}");
+        meta.etcd_client_url = format!("https://{v6}");
         meta.etcd_ready = true;
         meta.etcd_data = true;
         meta.term = u64::MAX;

@@ -15,6 +15,9 @@
 //! op on a key wins, because etcd refuses a transaction that names a key twice. With a
 //! [`Fence`] set, every transaction first compares that the leader key exists and belongs to
 //! our lease; a failed compare writes nothing and returns [`StoreError::Fenced`].
+//!
+//! `https://` endpoints speak TLS ([`EtcdTls`]: servers verified against a CA or the web PKI
+//! roots, a client certificate when given); all endpoints of one store share one scheme.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,6 +29,7 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClie
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::etcd_tls::EtcdTls;
 use super::{
     Group, MappingStore, Op, StoreError, Stored, decode_cursor, decode_mapping, validate_batch,
 };
@@ -83,6 +87,8 @@ pub struct EtcdStore {
     client: Client,
     /// Ends with `/`.
     prefix: String,
+    /// The endpoints, comma-separated, for error messages.
+    endpoints: String,
     timeouts: EtcdTimeouts,
     /// The compare added to every transaction; read once per `commit`.
     fence: Mutex<Option<Fence>>,
@@ -92,6 +98,7 @@ impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdStore")
             .field("prefix", &self.prefix)
+            .field("endpoints", &self.endpoints)
             .field("timeouts", &self.timeouts)
             .field("fence", &self.fence())
             .finish()
@@ -99,16 +106,31 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 impl EtcdStore {
-    /// A store under `prefix` (a `/` is appended when missing) on the etcd cluster at
-    /// `endpoints` (`http://host:port`; the port defaults to 2379). The connection is opened
-    /// lazily: an unreachable etcd shows as `Unavailable` on the first call, not here.
+    /// A store under `prefix` (a `/` is appended when missing) on the plain-text etcd
+    /// cluster at `endpoints`: [`EtcdStore::connect_with`] without TLS.
     ///
     /// # Errors
-    /// `Invalid` for an empty prefix, no endpoints, or an endpoint that is not plain
-    /// `http://host[:port]` (TLS is not supported yet); `Unavailable` when the client cannot
-    /// be set up in time.
+    /// Those of [`EtcdStore::connect_with`].
     pub async fn connect(
         endpoints: &[url::Url],
+        prefix: String,
+        timeouts: EtcdTimeouts,
+    ) -> Result<EtcdStore, StoreError> {
+        EtcdStore::connect_with(endpoints, None, prefix, timeouts).await
+    }
+
+    /// A store under `prefix` (a `/` is appended when missing) on the etcd cluster at
+    /// `endpoints` (`http://host:port`, or `https://` with `tls`; the port defaults to 2379).
+    /// The connection is opened lazily: an unreachable etcd shows as `Unavailable` on the
+    /// first call, not here.
+    ///
+    /// # Errors
+    /// `Invalid` for an empty prefix, no endpoints, an endpoint that is not
+    /// `http(s)://host[:port]`, `http` and `https` endpoints mixed, `https` endpoints without
+    /// `tls` or `http` ones with it; `Unavailable` when the client cannot be set up in time.
+    pub async fn connect_with(
+        endpoints: &[url::Url],
+        tls: Option<&EtcdTls>,
         prefix: String,
         timeouts: EtcdTimeouts,
     ) -> Result<EtcdStore, StoreError> {
@@ -120,16 +142,14 @@ impl EtcdStore {
         } else {
             format!("{prefix}/")
         };
-        if endpoints.is_empty() {
-            return Err(StoreError::Invalid("no etcd endpoints given".into()));
-        }
-        let endpoints = endpoints
-            .iter()
-            .map(endpoint)
-            .collect::<Result<Vec<_>, _>>()?;
-        let options = ConnectOptions::new()
+        let endpoints = endpoint_list(endpoints, tls.is_some())?;
+        let joined = endpoints.join(",");
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(timeouts.connect)
             .with_timeout(timeouts.request);
+        if let Some(tls) = tls {
+            options = options.with_tls(tls.options());
+        }
         let client = match tokio::time::timeout(
             timeouts.connect,
             Client::connect(&endpoints, Some(options)),
@@ -137,10 +157,10 @@ impl EtcdStore {
         .await
         {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(etcd_error("connect", e)),
+            Ok(Err(e)) => return Err(etcd_error(&format!("connect to {joined}"), e)),
             Err(_) => {
                 return Err(StoreError::Unavailable(format!(
-                    "etcd connect timed out after {:?}",
+                    "etcd connect to {joined} timed out after {:?}",
                     timeouts.connect
                 )));
             }
@@ -148,25 +168,27 @@ impl EtcdStore {
         Ok(EtcdStore {
             client,
             prefix,
+            endpoints: joined,
             timeouts,
             fence: Mutex::new(None),
         })
     }
 
-    /// [`EtcdStore::connect`], retried with back-off while etcd is `Unavailable` (a daemon
+    /// [`EtcdStore::connect_with`], retried with back-off while etcd is `Unavailable` (a daemon
     /// may start before its etcd); `None` when `token` is cancelled first.
     ///
     /// # Errors
-    /// Every error of [`EtcdStore::connect`] but `Unavailable`.
+    /// Every error of [`EtcdStore::connect_with`] but `Unavailable`.
     pub async fn connect_patiently(
         endpoints: &[url::Url],
+        tls: Option<&EtcdTls>,
         prefix: String,
         timeouts: EtcdTimeouts,
         token: &CancellationToken,
     ) -> Result<Option<EtcdStore>, StoreError> {
         let mut backoff = CONNECT_RETRY;
         loop {
-            match EtcdStore::connect(endpoints, prefix.clone(), timeouts).await {
+            match EtcdStore::connect_with(endpoints, tls, prefix.clone(), timeouts).await {
                 Ok(store) => return Ok(Some(store)),
                 Err(StoreError::Unavailable(reason)) => {
                     warn!(%reason, retry_in = ?backoff.peek(), "etcd not reachable yet");
@@ -228,10 +250,10 @@ impl EtcdStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeouts.request, fut).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(etcd_error(what, e)),
+            Ok(Err(e)) => Err(etcd_error(&format!("{what} at {}", self.endpoints), e)),
             Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd {what} timed out after {:?}",
-                self.timeouts.request
+                "etcd {what} at {} timed out after {:?}",
+                self.endpoints, self.timeouts.request
             ))),
         }
     }
@@ -437,17 +459,48 @@ impl MappingStore for EtcdStore {
     }
 }
 
-/// `http://host:port` for the client, from a URL that may carry a path or lack a port.
+/// The endpoints as the client takes them (`scheme://host:port`), all `https` when `tls`
+/// is set and all `http` when not: the client cannot mix them, and an `https` endpoint
+/// without TLS settings (or the reverse) is a configuration mistake, not something to
+/// quietly work around.
+pub fn endpoint_list(endpoints: &[url::Url], tls: bool) -> Result<Vec<String>, StoreError> {
+    if endpoints.is_empty() {
+        return Err(StoreError::Invalid("no etcd endpoints given".into()));
+    }
+    let wanted = if tls { "https" } else { "http" };
+    endpoints
+        .iter()
+        .map(|url| {
+            let text = endpoint(url)?;
+            if url.scheme() != wanted {
+                return Err(StoreError::Invalid(format!(
+                    "etcd endpoint {text}: expected {wanted}:// like {} ({})",
+                    endpoints
+                        .iter()
+                        .find(|u| u.scheme() == wanted)
+                        .map_or_else(|| "the others".to_owned(), |u| u.to_string()),
+                    if tls {
+                        "this client speaks TLS; every endpoint must be https://"
+                    } else {
+                        "this client has no TLS settings; an https:// endpoint needs them"
+                    }
+                )));
+            }
+            Ok(text)
+        })
+        .collect()
+}
+
+/// `scheme://host:port` for the client, from a URL that may carry a path or lack a port.
 fn endpoint(url: &url::Url) -> Result<String, StoreError> {
     let invalid = |why: &str| StoreError::Invalid(format!("etcd endpoint {url}: {why}"));
-    match url.scheme() {
-        "http" => {}
-        "https" => return Err(invalid("TLS is not supported yet")),
-        _ => return Err(invalid("the scheme must be http")),
-    }
+    let scheme = match url.scheme() {
+        scheme @ ("http" | "https") => scheme,
+        _ => return Err(invalid("the scheme must be http or https")),
+    };
     let host = url.host_str().ok_or_else(|| invalid("no host"))?;
     let port = url.port().unwrap_or(DEFAULT_CLIENT_PORT);
-    Ok(format!("http://{host}:{port}"))
+    Ok(format!("{scheme}://{host}:{port}"))
 }
 
 /// The end of the range of keys starting with `prefix` (prefix ends with `/`, so the last
@@ -517,7 +570,12 @@ fn etcd_error(what: &str, e: etcd_client::Error) -> StoreError {
     use tonic::Code;
     match e {
         E::GRpcStatus(status) => {
-            let message = format!("etcd {what}: {} ({:?})", status.message(), status.code());
+            // A failed connection (a refused certificate, say) keeps its reason in the sources.
+            let reason = super::etcd_tls::with_sources(
+                status.message().to_owned(),
+                std::error::Error::source(&status),
+            );
+            let message = format!("etcd {what}: {reason} ({:?})", status.code());
             match status.code() {
                 Code::InvalidArgument
                 | Code::FailedPrecondition
@@ -530,7 +588,10 @@ fn etcd_error(what: &str, e: etcd_client::Error) -> StoreError {
             }
         }
         E::InvalidArgs(_) | E::InvalidUri(_) => StoreError::Invalid(format!("etcd {what}: {e}")),
-        other => StoreError::Unavailable(format!("etcd {what}: {other}")),
+        // Transport errors keep the reason (a refused certificate, say) in their sources.
+        other => {
+            StoreError::Unavailable(format!("etcd {what}: {}", super::etcd_tls::chain(&other)))
+        }
     }
 }
 
@@ -575,8 +636,39 @@ mod tests {
             endpoint(&url("http://[::1]:23790")).unwrap(),
             "http://[::1]:23790"
         );
-        assert!(endpoint(&url("https://127.0.0.1:2379")).is_err());
+        assert_eq!(
+            endpoint(&url("https://etcd.local")).unwrap(),
+            "https://etcd.local:2379"
+        );
         assert!(endpoint(&url("unix:///run/etcd.sock")).is_err());
+    }
+
+    #[test]
+    fn endpoint_schemes_are_never_mixed() {
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        let plain = [url("http://a:1"), url("http://b:2")];
+        let tls = [url("https://a:1"), url("https://b:2")];
+        let mixed = [url("https://a:1"), url("http://b:2")];
+        assert_eq!(
+            endpoint_list(&plain, false).unwrap(),
+            vec!["http://a:1", "http://b:2"]
+        );
+        assert_eq!(
+            endpoint_list(&tls, true).unwrap(),
+            vec!["https://a:1", "https://b:2"]
+        );
+        for (list, tls) in [
+            (&mixed, true),
+            (&mixed, false),
+            (&tls, false),
+            (&plain, true),
+        ] {
+            let err = endpoint_list(list, tls).unwrap_err();
+            assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+        }
+        let err = endpoint_list(&mixed, true).unwrap_err().to_string();
+        assert!(err.contains("http://b:2"), "{err}");
+        assert!(endpoint_list(&[], false).is_err());
     }
 
     fn store_for_packing() -> EtcdStore {

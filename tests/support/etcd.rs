@@ -1,5 +1,7 @@
 //! A real single-member etcd for integration tests: a temporary data directory, client and
 //! peer listeners on free 127.0.0.1 ports, readiness by polling `/health` with a deadline.
+//! [`EtcdServer::start_tls`] serves TLS on the client URL and demands client certificates
+//! (`--client-cert-auth`); it is ready once its log says it serves clients.
 //! `stop` and `restart` keep the data directory and the ports; dropping the value kills the
 //! process.
 
@@ -17,6 +19,8 @@ const START_DEADLINE: Duration = Duration::from_secs(30);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause between health probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// What etcd logs once it serves clients.
+const SERVING: &str = "serving client requests on";
 
 /// A running (or stopped) etcd member.
 pub struct EtcdServer {
@@ -28,6 +32,8 @@ pub struct EtcdServer {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// `(cert, key, ca)` of a TLS server.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl EtcdServer {
@@ -48,14 +54,40 @@ impl EtcdServer {
             dir,
             client_port: free_port(),
             peer_port: free_port(),
+            tls: None,
         };
         server.spawn();
         server
     }
 
-    /// The client URL as text, `http://127.0.0.1:<port>`.
+    /// Starts etcd serving TLS on its client URL with `cert` and `key`, demanding client
+    /// certificates signed by `ca` (`--client-cert-auth`), and waits until it serves.
+    ///
+    /// # Panics
+    /// As [`EtcdServer::start`].
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> EtcdServer {
+        let binary = find_etcd()
+            .unwrap_or_else(|| panic!("etcd not found: run scripts/setup (installs etcd-server)"));
+        let dir = tempfile::Builder::new()
+            .prefix("syncer-etcd-tls-")
+            .tempdir()
+            .expect("create a temporary directory for etcd");
+        let mut server = EtcdServer {
+            child: None,
+            binary,
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+            tls: Some((cert.to_owned(), key.to_owned(), ca.to_owned())),
+        };
+        server.spawn();
+        server
+    }
+
+    /// The client URL as text, `http://127.0.0.1:<port>` (`https://` for a TLS server).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// The client URL.
@@ -116,7 +148,17 @@ impl EtcdServer {
             .open(self.log_path())
             .expect("open the etcd log");
         let log_err = log.try_clone().expect("clone the etcd log handle");
-        let child = Command::new(&self.binary)
+        // Lines of earlier runs (a restart appends to the log) do not count as ready.
+        let served_before = self.log().matches(SERVING).count();
+        let mut command = Command::new(&self.binary);
+        if let Some((cert, key, ca)) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", cert.display()))
+                .arg(format!("--key-file={}", key.display()))
+                .arg(format!("--trusted-ca-file={}", ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name=test")
             .arg(format!(
                 "--data-dir={}",
@@ -134,10 +176,10 @@ impl EtcdServer {
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", self.binary.display()));
         self.child = Some(child);
-        self.wait_healthy();
+        self.wait_healthy(served_before);
     }
 
-    fn wait_healthy(&mut self) {
+    fn wait_healthy(&mut self, served_before: usize) {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             if let Some(child) = self.child.as_mut()
@@ -145,7 +187,12 @@ impl EtcdServer {
             {
                 panic!("etcd exited with {status}; log:\n{}", self.log());
             }
-            if healthy(self.client_port) {
+            let ready = match self.tls {
+                None => healthy(self.client_port),
+                // `/health` needs a client certificate then; etcd says when it serves.
+                Some(_) => self.log().matches(SERVING).count() > served_before,
+            };
+            if ready {
                 return;
             }
             assert!(
