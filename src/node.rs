@@ -36,6 +36,8 @@ use crate::shutdown::{Stage, stop_in_order};
 use crate::store::{EtcdStore, EtcdTimeouts, MappingStore, RedbStore, StoreError};
 use crate::sync::{self, EngineDeps, EngineSettings, SyncError, SyncHandle, SyncMetrics};
 use crate::telemetry::Metrics;
+use crate::tls::TlsMetrics;
+use crate::tls::reload::Reloadable;
 
 /// Why the node could not run. All of these are runtime failures (exit status 1).
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +231,20 @@ pub async fn run(
     let info = node_info(&config, gossip_local, rpc_local);
     let metrics = Metrics::new(&info.name, &info.cluster_name, &info.mode);
     let stages = Stages::new();
+    let tls_metrics = TlsMetrics::default();
+    tls_metrics.register(&metrics);
+    {
+        // SIGHUP and changed files reload the TLS certificates.
+        let mut reloadable: Vec<Box<dyn Reloadable>> = Vec::new();
+        if let Some(tls) = &config.rpc.tls {
+            reloadable.push(Box::new(tls.clone()));
+        }
+        let (metrics, token) = (tls_metrics.clone(), stages.rpc.token.clone());
+        stages
+            .rpc
+            .tasks
+            .spawn(crate::tls::reload::watch(reloadable, metrics, token));
+    }
     // `/health` says `stopping` from the first signal (or a fatal error) on.
     let stopping = shutdown.child_token();
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<NodeError>(4);
@@ -304,7 +320,9 @@ pub async fn run(
             .with_peer_tls(config.rpc.tls.as_ref().map(rpc::tls::RpcTls::client));
         let tls = config.rpc.tls.clone();
         let (rpc_listener, rpc_token) = (listeners.rpc, stages.rpc.token.clone());
-        let serve = async move { rpc::serve(rpc_listener, service, rpc_token, tls.as_ref()).await };
+        let tls_metrics = tls_metrics.clone();
+        let serve =
+            async move { rpc::serve(rpc_listener, service, rpc_token, tls, tls_metrics).await };
         spawn_part(&stages.rpc.tasks, &fatal_tx, async move {
             serve.await.map_err(|e| NodeError::Serve {
                 what: "rpc",

@@ -23,8 +23,10 @@ use super::{
     LogFormat, MAX_GOSSIP_LABEL_BYTES, Mode, NodeConfig, Origin, Plugin, RegistryConfig, RpcConfig,
     Secret, Setting, SyncConfig,
 };
-use crate::registry::tls::RegistryTls;
-use crate::rpc::tls::RpcTls;
+use crate::registry::tls::{KeyPair, RegistryTls};
+use crate::rpc::tls::{RpcTls, RpcTlsFiles};
+use crate::tls::options as tls_options;
+use crate::tls::{MinVersion, TlsOptions};
 
 /// How long a graceful shutdown may take.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -166,27 +168,37 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
     })
 }
 
-/// `--tls-cert`, `--tls-key` and `--tls-ca`: the files are read and checked here, so that a
-/// missing file, a key of another certificate or a CA file without a certificate stops the
-/// daemon (and `--check`) before anything binds.
+/// `--tls-cert`, `--tls-key`, `--tls-ca` and the settings of the rpc link's TLS: the files
+/// are read and checked here, so that a missing file, a key of another certificate, a wrong
+/// passphrase or a CA file without a certificate stops the daemon (and `--check`) before
+/// anything binds.
 fn read_tls(r: &mut Reader) -> Result<Option<RpcTls>, ConfigError> {
-    refuse_unbuilt(
-        r,
-        &[
-            Id::TlsVerifyPeer,
-            Id::TlsKeyPassphrase,
-            Id::TlsMinVersion,
-            Id::TlsCiphers,
-        ],
-    )?;
+    let verify_peer = r.parsed(Id::TlsVerifyPeer, parse_bool)?;
+    let passphrase = read_passphrase(r, Id::TlsKeyPassphrase)?;
+    let options = read_tls_options(r, Id::TlsMinVersion, Id::TlsCiphers)?;
     let cert = r.get(Id::TlsCert);
     let key = r.get(Id::TlsKey);
     let ca = r.get(Id::TlsCa);
     let path = |s: &Setting| PathBuf::from(s.value.trim());
     match (cert, key) {
         (Some(cert), Some(key)) => {
-            let ca = ca.map(path);
-            Ok(Some(RpcTls::load(&path(cert), &path(key), ca.as_deref())?))
+            let files = RpcTlsFiles {
+                cert: path(cert),
+                key: path(key),
+                ca: ca.map(path),
+                passphrase,
+                verify_peer,
+                options,
+            };
+            if files.ca.is_some() && !verify_peer {
+                r.warnings.push(format!(
+                    "{} is false: callers of the rpc port are not asked for a certificate \
+                     (the syncers this one calls are still verified against {})",
+                    flag(Id::TlsVerifyPeer),
+                    flag(Id::TlsCa)
+                ));
+            }
+            Ok(Some(RpcTls::load(files)?))
         }
         (None, None) => match ca {
             Some(ca) => Err(invalid(
@@ -211,32 +223,42 @@ fn read_tls(r: &mut Reader) -> Result<Option<RpcTls>, ConfigError> {
     }
 }
 
-/// TLS settings whose behaviour is not built yet: refused when they differ from their
-/// default, rather than accepted and ignored (a silent downgrade).
-fn refuse_unbuilt(r: &mut Reader, ids: &[Id]) -> Result<(), ConfigError> {
-    for &id in ids {
-        let secret = matches!(id, Id::TlsKeyPassphrase | Id::ScTlsKeyPassphrase);
-        let given = if secret { r.secret(id) } else { r.get(id) };
-        if let Some(setting) = given {
-            let default = match id.spec().default {
-                super::settings::Default::Text(text) => Some(text),
-                _ => None,
-            };
-            if default != Some(setting.value.trim()) {
-                return Err(ConfigError::Invalid {
-                    origin: setting.origin.clone(),
-                    // A passphrase never reaches a message.
-                    value: if secret {
-                        "(set)".to_owned()
-                    } else {
-                        setting.value.clone()
-                    },
-                    reason: format!("{} is not supported by this version of syncer", flag(id)),
-                });
-            }
-        }
+/// The passphrase of an encrypted key; never shown (`--check` says `set`).
+fn read_passphrase(r: &mut Reader, id: Id) -> Result<Option<String>, ConfigError> {
+    match r.secret(id) {
+        None => Ok(None),
+        Some(setting) if setting.value.is_empty() => Err(ConfigError::InvalidSecret {
+            origin: setting.origin.clone(),
+            reason: "the passphrase is empty".into(),
+        }),
+        Some(setting) => Ok(Some(setting.value.clone())),
     }
-    Ok(())
+}
+
+/// The minimum TLS version and the cipher suites of one TLS configuration; the suites that
+/// are skipped become warnings.
+fn read_tls_options(r: &mut Reader, version: Id, ciphers: Id) -> Result<TlsOptions, ConfigError> {
+    let min_version = r.parsed(version, MinVersion::parse)?;
+    let Some(setting) = r.get(ciphers) else {
+        return Ok(TlsOptions {
+            min_version,
+            suites: Vec::new(),
+        });
+    };
+    let names: Vec<String> = setting
+        .value
+        .split([',', ' ', ':'])
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        return Err(invalid(setting, "names no cipher suite"));
+    }
+    let resolved = tls_options::resolve(&flag(ciphers), min_version, &names)
+        .map_err(|e| invalid(setting, e))?;
+    r.warnings.extend(resolved.warnings);
+    Ok(resolved.options)
 }
 
 /// The mode. The original's 1.4 sample file says `mode: signle`; 1.4 treated anything but
@@ -334,14 +356,8 @@ fn read_registry(r: &mut Reader) -> Result<RegistryConfig, ConfigError> {
 /// `--sc-tls-ca`, `--sc-tls-cert`, `--sc-tls-key` and `--sc-tls-insecure`: the files are read
 /// and checked here, so that a bad one stops the daemon (and `--check`) before anything binds.
 fn read_registry_tls(r: &mut Reader) -> Result<RegistryTls, ConfigError> {
-    refuse_unbuilt(
-        r,
-        &[
-            Id::ScTlsKeyPassphrase,
-            Id::ScTlsMinVersion,
-            Id::ScTlsCiphers,
-        ],
-    )?;
+    let passphrase = read_passphrase(r, Id::ScTlsKeyPassphrase)?;
+    let options = read_tls_options(r, Id::ScTlsMinVersion, Id::ScTlsCiphers)?;
     let path = |s: &Setting| PathBuf::from(s.value.trim());
     let insecure = r.parsed(Id::ScTlsInsecure, parse_bool)?;
     if insecure {
@@ -368,8 +384,12 @@ fn read_registry_tls(r: &mut Reader) -> Result<RegistryTls, ConfigError> {
             ));
         }
     };
-    let pair = pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
-    Ok(RegistryTls::load(ca.as_deref(), pair, insecure)?)
+    let pair = pair.as_ref().map(|(cert, key)| KeyPair {
+        cert,
+        key,
+        passphrase: passphrase.as_deref(),
+    });
+    Ok(RegistryTls::load(ca.as_deref(), pair, insecure, options)?)
 }
 
 /// This syncer's name, its data centre's name and its data directory.

@@ -1,6 +1,8 @@
-//! TLS of the registry client (`https://` addresses of `--sc-addr`): a private CA to verify
-//! the registry against, a client certificate for a registry that asks for one, and the
-//! explicit switch that turns verification off.
+//! TLS of the registry client (`https://` addresses of `--sc-addr`), on syncer's own rustls
+//! configuration (`crate::tls`) handed to reqwest: a private CA to verify the registry
+//! against, a client certificate (its key possibly encrypted) for a registry that asks for
+//! one, the minimum TLS version and cipher suites, and the explicit switch that turns
+//! verification off.
 //!
 //! The files are read and checked when the configuration is resolved, so that a missing
 //! file, a file without a certificate or a key that does not belong to its certificate stops
@@ -10,41 +12,35 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::tls::{self, Identity, TlsError, TlsOptions, pem};
 
 /// Why the registry's TLS files cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryTlsError {
-    #[error("cannot read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{what} {path} holds no PEM certificate")]
-    NoCertificate { what: &'static str, path: PathBuf },
-    #[error("registry TLS key {path} holds no PEM private key: {reason}")]
-    NoKey { path: PathBuf, reason: String },
-    #[error("registry TLS key {key} cannot be used with certificate {cert}: {reason}")]
-    Mismatch {
-        cert: PathBuf,
-        key: PathBuf,
-        reason: String,
-    },
+#[error(transparent)]
+pub struct RegistryTlsError(#[from] pub TlsError);
+
+impl From<pem::PemError> for RegistryTlsError {
+    fn from(e: pem::PemError) -> Self {
+        RegistryTlsError(e.into())
+    }
 }
 
 /// The TLS settings of the registry client, files already read and checked.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct RegistryTls {
-    /// PEM CA certificate(s) trusted in place of the web PKI roots.
-    ca: Option<Vec<u8>>,
-    /// PEM certificate chain followed by its key, as reqwest takes an identity.
-    identity: Option<Vec<u8>>,
+    /// The CA file and its trust anchors, in place of the web PKI roots.
+    ca: Option<(PathBuf, RootCertStore)>,
+    /// The client certificate and its key.
+    identity: Option<Identity>,
     /// No verification of the registry's certificate at all.
     insecure: bool,
+    options: TlsOptions,
 }
 
 // Key material stays out of logs and `--check`.
@@ -54,39 +50,30 @@ impl fmt::Debug for RegistryTls {
             .field("ca", &self.ca.is_some())
             .field("certificate", &self.identity.is_some())
             .field("insecure", &self.insecure)
+            .field("options", &self.options)
             .finish()
     }
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, RegistryTlsError> {
-    std::fs::read(path).map_err(|source| RegistryTlsError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
+/// Settings compare by their files and options (what `--check` and tests look at).
+impl PartialEq for RegistryTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca.as_ref().map(|(p, _)| p) == other.ca.as_ref().map(|(p, _)| p)
+            && self.identity.as_ref().map(|i| (&i.cert_path, &i.key_path))
+                == other.identity.as_ref().map(|i| (&i.cert_path, &i.key_path))
+            && self.insecure == other.insecure
+            && self.options == other.options
+    }
 }
 
-fn read_certificates(what: &'static str, path: &Path) -> Result<Vec<u8>, RegistryTlsError> {
-    let pem = read(what, path)?;
-    if !CertificateDer::pem_slice_iter(&pem).any(|c| c.is_ok()) {
-        return Err(RegistryTlsError::NoCertificate {
-            what,
-            path: path.to_owned(),
-        });
-    }
-    Ok(pem)
-}
+impl Eq for RegistryTls {}
 
-/// An error and its sources on one line (reqwest keeps rustls' reason in a source).
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
+/// The registry's certificate and key files.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPair<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub passphrase: Option<&'a str>,
 }
 
 impl RegistryTls {
@@ -94,49 +81,34 @@ impl RegistryTls {
     ///
     /// # Errors
     /// A [`RegistryTlsError`] naming the file: unreadable, without a certificate, without a
-    /// key, or a key that does not belong to the certificate.
+    /// key, an encrypted key without its passphrase or with a wrong one, or a key that does
+    /// not belong to the certificate.
     pub fn load(
         ca: Option<&Path>,
-        pair: Option<(&Path, &Path)>,
+        pair: Option<KeyPair<'_>>,
         insecure: bool,
+        options: TlsOptions,
     ) -> Result<RegistryTls, RegistryTlsError> {
+        let names = &pem::REGISTRY;
         let ca = ca
-            .map(|path| read_certificates("registry TLS CA", path))
+            .map(|path| {
+                let roots = tls::roots(names.ca, path, &pem::read(names.ca, path)?)?;
+                Ok::<_, TlsError>((path.to_owned(), roots))
+            })
             .transpose()?;
-        let identity = match pair {
-            Some((cert, key)) => {
-                let mut pem = read_certificates("registry TLS certificate", cert)?;
-                let key_pem = read("registry TLS key", key)?;
-                PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| RegistryTlsError::NoKey {
-                    path: key.to_owned(),
-                    reason: e.to_string(),
-                })?;
-                pem.push(b'\n');
-                pem.extend_from_slice(&key_pem);
-                // Building a client with the identity makes rustls check that the key
-                // belongs to the certificate.
-                let checked = reqwest::Identity::from_pem(&pem).and_then(|identity| {
-                    reqwest::Client::builder()
-                        .use_rustls_tls()
-                        .identity(identity)
-                        .build()
-                });
-                if let Err(e) = checked {
-                    return Err(RegistryTlsError::Mismatch {
-                        cert: cert.to_owned(),
-                        key: key.to_owned(),
-                        reason: error_chain(&e),
-                    });
-                }
-                Some(pem)
-            }
-            None => None,
-        };
-        Ok(RegistryTls {
+        let identity = pair
+            .map(|p| Identity::load(names, p.cert, p.key, p.passphrase))
+            .transpose()?;
+        let tls = RegistryTls {
             ca,
             identity,
             insecure,
-        })
+            options,
+        };
+        // Building the configuration makes rustls check that the key belongs to the
+        // certificate.
+        tls.client_config()?;
+        Ok(tls)
     }
 
     /// Whether the registry's certificate goes unverified (`--sc-tls-insecure`).
@@ -144,27 +116,89 @@ impl RegistryTls {
         self.insecure
     }
 
+    /// The rustls configuration of the registry client: ALPN `h2` and `http/1.1`.
+    ///
+    /// # Errors
+    /// [`TlsError`]; not expected once [`RegistryTls::load`] succeeded.
+    pub fn client_config(&self) -> Result<ClientConfig, TlsError> {
+        let roots = match &self.ca {
+            Some((_, roots)) => roots.clone(),
+            None => tls::webpki_roots(),
+        };
+        let mut config = tls::client_config(
+            &pem::REGISTRY,
+            &self.options,
+            roots,
+            self.identity.as_ref(),
+            false,
+        )?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if self.insecure {
+            let provider = self.options.provider();
+            config
+                .dangerous()
+                .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
+        }
+        Ok(config)
+    }
+
     /// `builder` with these settings applied.
     ///
     /// # Errors
-    /// The text of reqwest's error; not expected, since the files were checked by
+    /// The text of the error; not expected, since the files were checked by
     /// [`RegistryTls::load`].
     pub fn apply(&self, builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, String> {
-        let mut builder = builder.use_rustls_tls();
-        if let Some(ca) = &self.ca {
-            for cert in reqwest::Certificate::from_pem_bundle(ca).map_err(|e| error_chain(&e))? {
-                builder = builder.add_root_certificate(cert);
-            }
-            // A private CA replaces the public roots: a registry is trusted for one reason.
-            builder = builder.tls_built_in_root_certs(false);
-        }
-        if let Some(identity) = &self.identity {
-            let identity = reqwest::Identity::from_pem(identity).map_err(|e| error_chain(&e))?;
-            builder = builder.identity(identity);
-        }
-        if self.insecure {
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        Ok(builder)
+        let config = self.client_config().map_err(|e| e.to_string())?;
+        Ok(builder.use_preconfigured_tls(config))
+    }
+}
+
+/// `--sc-tls-insecure`: any certificate is accepted; signatures are still checked, so the
+/// handshake itself stays sound.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
