@@ -1163,6 +1163,141 @@ mod tests {
         assert!(err.to_string().contains("missing.pem"), "{err}");
     }
 
+    /// The TLS knobs of issue 17: min version (both spellings), cipher suites by name
+    /// (unknown refused, unsupported skipped with a warning), verify-peer, and the key's
+    /// passphrase, never shown; the same for the registry client's `sc_` twins.
+    #[test]
+    fn tls_options_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
+        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        let (cert, key, ca) = (file("node.pem"), file("node-key.pem"), file("ca.pem"));
+        let encrypted = file("encrypted-key.pem");
+        std::fs::write(
+            &encrypted,
+            crate::tls::pem::encrypt_private_key(&certs.node_key, "s3same").unwrap(),
+        )
+        .unwrap();
+        let flag = |f: &str| Origin::Flag(f.into());
+        let env = |v: &str| Origin::Env(v.into());
+        let with = |extra: &[(&'static str, &'static str, Origin)]| {
+            let mut all = vec![
+                ("tls_cert", cert.as_str(), flag("--tls-cert")),
+                ("tls_key", key.as_str(), flag("--tls-key")),
+                ("tls_ca", ca.as_str(), flag("--tls-ca")),
+            ];
+            all.extend(extra.iter().cloned());
+            resolve_with(&all)
+        };
+
+        let config = with(&[
+            ("tls_min_version", "TLSv1.3", flag("--tls-min-version")),
+            (
+                "tls_ciphers",
+                "TLS_AES_128_GCM_SHA256,TLS13_CHACHA20_POLY1305_SHA256",
+                flag("--tls-ciphers"),
+            ),
+            ("tls_verify_peer", "false", flag("--tls-verify-peer")),
+        ])
+        .unwrap();
+        let tls = config.rpc.tls.as_ref().unwrap();
+        assert_eq!(tls.files().options.min_version, MinVersion::Tls13);
+        assert_eq!(tls.files().options.suites.len(), 2);
+        assert!(!tls.verifies_peers());
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("--tls-verify-peer is false")),
+            "{:?}",
+            config.warnings
+        );
+
+        let config = with(&[(
+            "tls_ciphers",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 TLS_RSA_WITH_AES_256_GCM_SHA384",
+            flag("--tls-ciphers"),
+        )])
+        .unwrap();
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("--tls-ciphers: skipped")
+                    && w.contains("TLS_RSA_WITH_AES_256_GCM_SHA384")),
+            "{:?}",
+            config.warnings
+        );
+
+        let err = with(&[("tls_min_version", "1.0", flag("--tls-min-version"))]).unwrap_err();
+        assert!(err.to_string().contains("--tls-min-version"), "{err}");
+        let err = with(&[("tls_ciphers", "TLS_NOPE", flag("--tls-ciphers"))]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("'TLS_NOPE' is not a TLS cipher suite"),
+            "{err}"
+        );
+
+        // The passphrase: works for the encrypted key, refused for a plain one, never shown.
+        let config = resolve_with(&[
+            ("tls_cert", &cert, flag("--tls-cert")),
+            ("tls_key", &encrypted, flag("--tls-key")),
+            (
+                "tls_key_passphrase",
+                "s3same",
+                env("SYNCER_TLS_KEY_PASSPHRASE"),
+            ),
+        ])
+        .unwrap();
+        let shown = format!("{:?} {:?}", config.rpc, config.effective);
+        assert!(!shown.contains("s3same"), "{shown}");
+        assert!(
+            config
+                .effective
+                .iter()
+                .any(|(id, value, _)| *id == "tls_key_passphrase" && value == "set")
+        );
+        let err = with(&[(
+            "tls_key_passphrase",
+            "s3same",
+            env("SYNCER_TLS_KEY_PASSPHRASE"),
+        )])
+        .unwrap_err();
+        assert!(err.to_string().contains("is not encrypted"), "{err}");
+        assert!(!err.to_string().contains("s3same"), "{err}");
+
+        // The registry client's twins.
+        let config = resolve_with(&[
+            ("sc_tls_cert", &cert, flag("--sc-tls-cert")),
+            ("sc_tls_key", &encrypted, flag("--sc-tls-key")),
+            (
+                "sc_tls_key_passphrase",
+                "s3same",
+                env("SYNCER_SC_TLS_KEY_PASSPHRASE"),
+            ),
+            ("sc_tls_min_version", "1.3", flag("--sc-tls-min-version")),
+        ])
+        .unwrap();
+        let shown = format!("{:?}", config.registry.tls);
+        assert!(
+            shown.contains("Tls13") && shown.contains("certificate: true"),
+            "{shown}"
+        );
+        let err = resolve_with(&[
+            ("sc_tls_cert", &cert, flag("--sc-tls-cert")),
+            ("sc_tls_key", &encrypted, flag("--sc-tls-key")),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("SYNCER_SC_TLS_KEY_PASSPHRASE"),
+            "{err}"
+        );
+        let err =
+            resolve_with(&[("sc_tls_ciphers", "TLS_NOPE", flag("--sc-tls-ciphers"))]).unwrap_err();
+        assert!(err.to_string().contains("--sc-tls-ciphers"), "{err}");
+    }
+
     /// `--sc-tls-*` are read and checked while the configuration is resolved: a CA and a
     /// client pair reach the registry settings, a half pair, a missing file or a key of
     /// another certificate is refused naming the file, and `--sc-tls-insecure` warns.
