@@ -221,6 +221,26 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let _data_dir = lock_data_dir(&config.node.data_dir)?;
     let keyring = gossip::Keyring::load_or_seed(&config.node.data_dir, config.gossip.key.as_ref())?;
+    let stages = Stages::new();
+    // SIGHUP and changed files reload the TLS certificates, from now on: a registry CA fixed
+    // while the data centre name waits for the registry is picked up too.
+    let tls_metrics = TlsMetrics::default();
+    {
+        let mut reloadable: Vec<Box<dyn Reloadable>> = Vec::new();
+        if let Some(tls) = &config.rpc.tls {
+            reloadable.push(Box::new(tls.clone()));
+        }
+        if config.registry.tls.has_files() {
+            reloadable.push(Box::new(config.registry.tls.clone()));
+        }
+        let (metrics, token) = (tls_metrics.clone(), stages.rpc.token.clone());
+        stages
+            .rpc
+            .tasks
+            .spawn(crate::tls::reload::watch(reloadable, metrics, token));
+    }
+    // The watcher stops with the rpc stage, or here when the node returns before it runs.
+    let _stop_watcher = stages.rpc.token.clone().drop_guard();
     if config.node.cluster_name.is_empty() {
         match default_cluster_name(&config, &shutdown).await? {
             Some(name) => config.node.cluster_name = name,
@@ -230,21 +250,7 @@ pub async fn run(
     let (gossip_local, rpc_local, admin_local) = listeners.local();
     let info = node_info(&config, gossip_local, rpc_local);
     let metrics = Metrics::new(&info.name, &info.cluster_name, &info.mode);
-    let stages = Stages::new();
-    let tls_metrics = TlsMetrics::default();
     tls_metrics.register(&metrics);
-    {
-        // SIGHUP and changed files reload the TLS certificates.
-        let mut reloadable: Vec<Box<dyn Reloadable>> = Vec::new();
-        if let Some(tls) = &config.rpc.tls {
-            reloadable.push(Box::new(tls.clone()));
-        }
-        let (metrics, token) = (tls_metrics.clone(), stages.rpc.token.clone());
-        stages
-            .rpc
-            .tasks
-            .spawn(crate::tls::reload::watch(reloadable, metrics, token));
-    }
     // `/health` says `stopping` from the first signal (or a fatal error) on.
     let stopping = shutdown.child_token();
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<NodeError>(4);

@@ -334,3 +334,30 @@ fn min_version_1_3_refuses_a_tls_1_2_registry() {
     let refused = handshakes.recv_timeout(DEADLINE).expect("a handshake");
     assert!(refused.is_err(), "the TLS 1.2 server finished a handshake");
 }
+
+/// The registry client's CA is reloaded when its file changes: a daemon that does not trust
+/// the registry's CA waits for it; once the file holds the right CA, the next read succeeds
+/// without a restart.
+#[test]
+fn the_registry_ca_is_reloaded_when_its_file_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = Certs::make(dir.path(), "served");
+    let other = Certs::make(dir.path(), "other");
+    let registry = HttpsRegistry::start(dir.path(), "servicecomb", &served);
+    let ca = dir.path().join("registry-ca.pem");
+    std::fs::copy(&other.ca, &ca).expect("copy the CA");
+    let flags = vec!["--sc-tls-ca".to_owned(), path(&ca)];
+    let mut d = daemon(dir.path(), &dir.path().join("data"), &registry.url, &flags);
+    let line = d.wait_for_line("waiting for the registry");
+    assert!(line.contains("invalid peer certificate"), "{line}");
+    let next = dir.path().join("registry-ca.pem.new");
+    std::fs::copy(&served.ca, &next).expect("copy the CA");
+    std::fs::rename(&next, &ca).expect("replace the CA");
+    let reloaded = d.wait_for_line("TLS certificate, key and CA reloaded");
+    assert!(
+        reloaded.contains("registry client") && reloaded.contains("file change"),
+        "{reloaded}"
+    );
+    d.wait_for_line("data centre name derived from the registry's identity");
+    d.wait_ready();
+}

@@ -10,15 +10,22 @@
 //! these settings an `https://` address is verified against the public web PKI roots built
 //! into the binary.
 
+use std::collections::hash_map::DefaultHasher;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use rustls::client::ResolvesClientCert;
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
-use crate::tls::{self, Identity, TlsError, TlsOptions, pem};
+use crate::tls::reload::Reloadable;
+use crate::tls::{self, Current, TlsError, TlsOptions, pem};
 
 /// Why the registry's TLS files cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -31,26 +38,50 @@ impl From<pem::PemError> for RegistryTlsError {
     }
 }
 
-/// The TLS settings of the registry client, files already read and checked.
-#[derive(Clone, Default)]
-pub struct RegistryTls {
-    /// The CA file and its trust anchors, in place of the web PKI roots.
-    ca: Option<(PathBuf, RootCertStore)>,
-    /// The client certificate and its key.
-    identity: Option<Identity>,
-    /// No verification of the registry's certificate at all.
+/// The registry's certificate and key files.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPair<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub passphrase: Option<&'a str>,
+}
+
+/// The settings of the registry client's TLS.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Files {
+    ca: Option<PathBuf>,
+    pair: Option<(PathBuf, PathBuf)>,
+    passphrase: Option<String>,
     insecure: bool,
     options: TlsOptions,
+}
+
+/// What the files make: how the registry is verified, and the client certificate.
+#[derive(Debug)]
+struct Material {
+    verifier: Arc<dyn ServerCertVerifier>,
+    identity: Option<Arc<CertifiedKey>>,
+}
+
+/// The TLS settings of the registry client, files already read and checked. Clones share
+/// the material in force: a reload through one (SIGHUP, changed files) reaches the HTTP
+/// clients already built, for their next connection.
+#[derive(Clone, Default)]
+pub struct RegistryTls {
+    files: Files,
+    /// `None` for the defaults (web PKI roots, no client certificate), built on use.
+    current: Option<Current<Material>>,
+    seen: Arc<Mutex<u64>>,
 }
 
 // Key material stays out of logs and `--check`.
 impl fmt::Debug for RegistryTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryTls")
-            .field("ca", &self.ca.is_some())
-            .field("certificate", &self.identity.is_some())
-            .field("insecure", &self.insecure)
-            .field("options", &self.options)
+            .field("ca", &self.files.ca.is_some())
+            .field("certificate", &self.files.pair.is_some())
+            .field("insecure", &self.files.insecure)
+            .field("options", &self.files.options)
             .finish()
     }
 }
@@ -58,22 +89,86 @@ impl fmt::Debug for RegistryTls {
 /// Settings compare by their files and options (what `--check` and tests look at).
 impl PartialEq for RegistryTls {
     fn eq(&self, other: &Self) -> bool {
-        self.ca.as_ref().map(|(p, _)| p) == other.ca.as_ref().map(|(p, _)| p)
-            && self.identity.as_ref().map(|i| (&i.cert_path, &i.key_path))
-                == other.identity.as_ref().map(|i| (&i.cert_path, &i.key_path))
-            && self.insecure == other.insecure
-            && self.options == other.options
+        self.files == other.files
     }
 }
 
 impl Eq for RegistryTls {}
 
-/// The registry's certificate and key files.
-#[derive(Debug, Clone, Copy)]
-pub struct KeyPair<'a> {
-    pub cert: &'a Path,
-    pub key: &'a Path,
-    pub passphrase: Option<&'a str>,
+/// The contents of the files, read once per load.
+struct Contents {
+    ca: Option<Vec<u8>>,
+    pair: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Contents {
+    fn read(files: &Files) -> Result<Contents, TlsError> {
+        let names = &pem::REGISTRY;
+        Ok(Contents {
+            ca: files
+                .ca
+                .as_deref()
+                .map(|p| pem::read(names.ca, p))
+                .transpose()?,
+            pair: files
+                .pair
+                .as_ref()
+                .map(|(c, k)| {
+                    Ok::<_, TlsError>((pem::read(names.cert, c)?, pem::read(names.key, k)?))
+                })
+                .transpose()?,
+        })
+    }
+
+    fn digest(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        (&self.ca, &self.pair).hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+fn digest_of(files: &Files) -> u64 {
+    match Contents::read(files) {
+        Ok(contents) => contents.digest(),
+        Err(e) => {
+            let mut hasher = DefaultHasher::new();
+            e.to_string().hash(&mut hasher);
+            hasher.finish()
+        }
+    }
+}
+
+/// The verifier and client certificate of `contents`.
+fn material(files: &Files, contents: &Contents) -> Result<Material, TlsError> {
+    let names = &pem::REGISTRY;
+    let provider = files.options.provider();
+    let verifier: Arc<dyn ServerCertVerifier> = if files.insecure {
+        Arc::new(AcceptAnyCertificate(provider.clone()))
+    } else {
+        let roots = match (&files.ca, &contents.ca) {
+            (Some(path), Some(text)) => tls::roots(names.ca, path, text)?,
+            _ => tls::webpki_roots(),
+        };
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+    };
+    let identity = match (&files.pair, &contents.pair) {
+        (Some((cert_path, key_path)), Some((cert, key))) => {
+            let chain = pem::certificates(names.cert, cert_path, cert)?;
+            let key = pem::private_key(names, key_path, key, files.passphrase.as_deref())?;
+            let certified =
+                CertifiedKey::from_der(chain, key, &provider).map_err(|e| TlsError::Mismatch {
+                    what: names.key,
+                    cert: cert_path.clone(),
+                    key: key_path.clone(),
+                    reason: e.to_string(),
+                })?;
+            Some(Arc::new(certified))
+        }
+        _ => None,
+    };
+    Ok(Material { verifier, identity })
 }
 
 impl RegistryTls {
@@ -89,56 +184,57 @@ impl RegistryTls {
         insecure: bool,
         options: TlsOptions,
     ) -> Result<RegistryTls, RegistryTlsError> {
-        let names = &pem::REGISTRY;
-        let ca = ca
-            .map(|path| {
-                let roots = tls::roots(names.ca, path, &pem::read(names.ca, path)?)?;
-                Ok::<_, TlsError>((path.to_owned(), roots))
-            })
-            .transpose()?;
-        let identity = pair
-            .map(|p| Identity::load(names, p.cert, p.key, p.passphrase))
-            .transpose()?;
-        let tls = RegistryTls {
-            ca,
-            identity,
+        let files = Files {
+            ca: ca.map(Path::to_owned),
+            pair: pair.map(|p| (p.cert.to_owned(), p.key.to_owned())),
+            passphrase: pair.and_then(|p| p.passphrase.map(str::to_owned)),
             insecure,
             options,
         };
-        // Building the configuration makes rustls check that the key belongs to the
-        // certificate.
+        let contents = Contents::read(&files)?;
+        let material = material(&files, &contents)?;
+        let tls = RegistryTls {
+            seen: Arc::new(Mutex::new(contents.digest())),
+            current: Some(Current::new(material)),
+            files,
+        };
+        // The configuration itself (versions, suites) is checked too.
         tls.client_config()?;
         Ok(tls)
     }
 
     /// Whether the registry's certificate goes unverified (`--sc-tls-insecure`).
     pub fn insecure(&self) -> bool {
-        self.insecure
+        self.files.insecure
     }
 
-    /// The rustls configuration of the registry client: ALPN `h2` and `http/1.1`.
+    /// Whether any file is given (something to reload).
+    pub fn has_files(&self) -> bool {
+        self.files.ca.is_some() || self.files.pair.is_some()
+    }
+
+    /// The rustls configuration of the registry client: ALPN `h2` and `http/1.1`; the
+    /// registry verified and the client certificate chosen by the material in force at
+    /// each handshake.
     ///
     /// # Errors
     /// [`TlsError`]; not expected once [`RegistryTls::load`] succeeded.
     pub fn client_config(&self) -> Result<ClientConfig, TlsError> {
-        let roots = match &self.ca {
-            Some((_, roots)) => roots.clone(),
-            None => tls::webpki_roots(),
+        let current = match &self.current {
+            Some(current) => current.clone(),
+            None => {
+                let contents = Contents::read(&self.files)?;
+                Current::new(material(&self.files, &contents)?)
+            }
         };
-        let mut config = tls::client_config(
-            &pem::REGISTRY,
-            &self.options,
-            roots,
-            self.identity.as_ref(),
-            false,
-        )?;
+        let in_force = Arc::new(InForce(current));
+        let mut config = ClientConfig::builder_with_provider(self.files.options.provider())
+            .with_protocol_versions(self.files.options.min_version.versions())
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(in_force.clone())
+            .with_client_cert_resolver(in_force);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        if self.insecure {
-            let provider = self.options.provider();
-            config
-                .dangerous()
-                .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
-        }
         Ok(config)
     }
 
@@ -153,10 +249,105 @@ impl RegistryTls {
     }
 }
 
+impl Reloadable for RegistryTls {
+    fn name(&self) -> &'static str {
+        "registry client"
+    }
+
+    fn changed(&self) -> bool {
+        digest_of(&self.files) != *self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reload(&self) -> Result<(), TlsError> {
+        let Some(current) = &self.current else {
+            return Ok(());
+        };
+        let contents = Contents::read(&self.files);
+        let digest = match &contents {
+            Ok(contents) => contents.digest(),
+            Err(_) => digest_of(&self.files),
+        };
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = digest;
+        current.set(material(&self.files, &contents?)?);
+        Ok(())
+    }
+}
+
+/// The verifier and client certificate resolver of every registry client configuration:
+/// both ask the material in force.
+struct InForce(Current<Material>);
+
+impl fmt::Debug for InForce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InForce")
+    }
+}
+
+impl ServerCertVerifier for InForce {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.0.get().verifier.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .get()
+            .verifier
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .get()
+            .verifier
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.get().verifier.supported_verify_schemes()
+    }
+}
+
+impl ResolvesClientCert for InForce {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.0.get().identity.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.0.get().identity.is_some()
+    }
+}
+
 /// `--sc-tls-insecure`: any certificate is accepted; signatures are still checked, so the
 /// handshake itself stays sound.
 #[derive(Debug)]
-struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnyCertificate {
     fn verify_server_cert(

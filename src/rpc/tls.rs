@@ -168,7 +168,6 @@ fn build(
         &files.options,
         roots.unwrap_or_else(tls::webpki_roots),
         Some(&identity),
-        true,
     )?;
     Ok((server, client))
 }
@@ -291,7 +290,6 @@ impl ClientTls {
             &TlsOptions::default(),
             roots.unwrap_or_else(tls::webpki_roots),
             identity.as_ref(),
-            true,
         )?;
         Ok(Some(ClientTls {
             config: Current::new(config),

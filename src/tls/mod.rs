@@ -25,8 +25,8 @@ pub use pem::{Names, PemError};
 
 use crate::telemetry::Metrics;
 
-/// The protocol spoken over every TLS connection of syncer (gRPC and the registry's HTTP/2
-/// when it offers it; HTTP/1.1 stays possible towards a registry).
+/// The protocol of the rpc link (gRPC over HTTP/2). The registry client offers `h2` and
+/// `http/1.1` (`crate::registry::tls`).
 const ALPN_H2: &[u8] = b"h2";
 
 /// Why a TLS configuration cannot be made.
@@ -163,7 +163,7 @@ pub fn server_config(
 }
 
 /// A client configuration: servers verified against `roots`, `identity` presented when a
-/// server asks for a certificate; ALPN as given (`h2` for the rpc link).
+/// server asks for a certificate; ALPN `h2`.
 ///
 /// # Errors
 /// As [`server_config`].
@@ -172,7 +172,6 @@ pub fn client_config(
     options: &TlsOptions,
     roots: RootCertStore,
     identity: Option<&Identity>,
-    alpn_h2_only: bool,
 ) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(options.provider())
         .with_protocol_versions(options.min_version.versions())
@@ -184,9 +183,7 @@ pub fn client_config(
             .map_err(|e| identity.mismatch(names, &e))?,
         None => builder.with_no_client_auth(),
     };
-    if alpn_h2_only {
-        config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    }
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(config)
 }
 
