@@ -822,12 +822,36 @@ fn certificates_reload_without_restart() {
         std::fs::write(&tmp, text).expect("write");
         std::fs::rename(&tmp, path).expect("rename");
     };
+    // Registrations in flight while the files change and the signal arrives.
+    let in_flight = ["around-1", "around-2", "around-3"];
+    w.reg(0).register(
+        &sid1,
+        &NewInstance::new(in_flight[0], "rest://10.7.0.2:8080"),
+    );
     replace(&dc1.key, &key);
     replace(&dc1.cert, &cert);
+    w.reg(0).register(
+        &sid1,
+        &NewInstance::new(in_flight[1], "rest://10.7.0.2:8080"),
+    );
     w.node(0).daemon.signal("HUP");
+    w.reg(0).register(
+        &sid1,
+        &NewInstance::new(in_flight[2], "rest://10.7.0.2:8080"),
+    );
     w.wait_until("dc1's reload", SYNC_DEADLINE, |w| {
         reloads(w, 0, "ok") >= 1.0
     });
+    w.wait_until(
+        "the registrations around the reload in dc2",
+        SYNC_DEADLINE,
+        |w| {
+            let copies = w.reg(1).copies();
+            in_flight
+                .iter()
+                .all(|host| copies.iter().any(|c| c.host_name == *host))
+        },
+    );
     traffic(&mut w, 2);
     let new1 = first_cert(&dc1.cert);
     let now = served(&w, &rpc1);
