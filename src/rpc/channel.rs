@@ -190,3 +190,47 @@ pub fn peer_client(channel: Channel) -> PeerClient<Channel> {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            call: None,
+        }
+    }
+
+    fn client_tls() -> ClientTls {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        ClientTls::from_config(config)
+    }
+
+    /// The TLS server name comes from the address: an IP (v4 or bracketed v6) or a DNS name.
+    #[test]
+    fn tls_endpoints_take_the_server_name_from_the_address() {
+        let tls = client_tls();
+        for (addr, name) in [
+            ("127.0.0.1:30191", "127.0.0.1"),
+            ("[::1]:30191", "::1"),
+            ("syncer-1.dc1.example:30191", "syncer-1.dc1.example"),
+        ] {
+            let endpoint = endpoint(addr, timeouts(), Some(&tls)).expect(addr);
+            let connector = endpoint.tls.expect("a TLS connector");
+            assert_eq!(connector.server_name.to_str(), name, "{addr}");
+        }
+        let plain = endpoint("127.0.0.1:30191", timeouts(), None).expect("plain");
+        assert!(plain.tls.is_none());
+        let err = endpoint("not an address", timeouts(), Some(&tls)).expect_err("bad address");
+        assert!(err.to_string().contains("not an address"), "{err}");
+    }
+}

@@ -76,7 +76,7 @@ pub const RPC: Names = Names {
     cert: "TLS certificate",
     key: "TLS key",
     ca: "TLS CA",
-    passphrase: "SYNCER_TLS_KEY_PASSPHRASE",
+    passphrase: "SYNCER_TLS_KEY_PASSPHRASE or --tls-key-passphrase",
 };
 
 /// The names of the registry client's files.
@@ -84,7 +84,7 @@ pub const REGISTRY: Names = Names {
     cert: "registry TLS certificate",
     key: "registry TLS key",
     ca: "registry TLS CA",
-    passphrase: "SYNCER_SC_TLS_KEY_PASSPHRASE",
+    passphrase: "SYNCER_SC_TLS_KEY_PASSPHRASE or --sc-tls-key-passphrase",
 };
 
 /// The bytes of `path`.
