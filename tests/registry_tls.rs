@@ -2,7 +2,8 @@
 //! serves HTTPS (both kinds), a daemon reads it when it trusts the registry's CA
 //! (`--sc-tls-ca`), refuses it when the certificate comes from another CA (the log names the
 //! address and the TLS reason, and nothing is saved), and reads it with `--sc-tls-insecure`,
-//! which warns at start.
+//! which warns at start. An encrypted client key, the minimum version and cipher suites, and
+//! the reload of the CA file without restart.
 
 mod support;
 

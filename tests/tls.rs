@@ -1,7 +1,9 @@
 //! TLS and mutual TLS between syncers, with real processes: certificates from `syncer
 //! dev-certs`, data centres syncing over mTLS, peers whose certificate this syncer does not
 //! trust (or that speak plain text) refused so that nothing of theirs reaches the registry,
-//! `syncer members` with and without a client certificate, and bad TLS files refused at start.
+//! `syncer members` with and without a client certificate, and bad TLS files refused at start;
+//! the minimum version and cipher suites (rustls probes), encrypted keys, verify-peer, and
+//! the reload of certificates without restart (SIGHUP, a Kubernetes-style secret volume).
 //! Harness: `tests/support/sync.rs`.
 
 mod support;
