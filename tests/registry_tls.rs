@@ -189,6 +189,33 @@ fn a_registry_certificate_of_another_ca_is_refused() {
     );
 }
 
+/// A registry that demands client certificates (`dev-registry --tls-ca`) refuses a daemon
+/// that trusts it but presents none: the log names the address, and nothing is read.
+#[test]
+fn a_registry_demanding_a_client_certificate_refuses_a_daemon_without_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::make(dir.path(), "pki");
+    let registry = HttpsRegistry::start_with(
+        dir.path(),
+        "servicecomb",
+        &certs,
+        &["--tls-ca".to_owned(), path(&certs.ca)],
+    );
+    let data = dir.path().join("data");
+    let flags = vec!["--sc-tls-ca".to_owned(), path(&certs.ca)];
+    let mut d = daemon(dir.path(), &data, &registry.url, &flags);
+    let line = d.wait_for_line("waiting for the registry");
+    let address = registry.url.trim_start_matches("https://");
+    assert!(line.contains(address), "address not named: {line}");
+    d.wait_for_line("waiting for the registry");
+    d.drain();
+    assert!(
+        !d.log().contains("data centre name derived"),
+        "the registry was read without a client certificate:\n{}",
+        d.log()
+    );
+}
+
 /// `--sc-tls-insecure` accepts the certificate of an unknown CA, and says so at start.
 #[test]
 fn insecure_mode_reads_any_certificate_and_warns() {
