@@ -18,7 +18,6 @@ use support::certs::{Certs, HOSTS};
 use support::sync::{DcSetup, NewInstance, SYNC_DEADLINE, World, metric_sum};
 use support::{run, syncer};
 
-
 fn setup(flags: Vec<String>) -> DcSetup {
     DcSetup {
         flags,
