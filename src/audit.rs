@@ -24,9 +24,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
+use crate::registry::filter::ServiceFilter;
 use crate::registry::{Instance, Service, Tenant};
 use crate::store::Mapping;
-use crate::sync::ServiceFilter;
 use crate::sync::ids::{ORIGIN_PROPERTY, OriginKey, copy_instance_id, copy_origin};
 
 /// Replacement generations tried when matching an unmapped copy by its derived id.
