@@ -393,7 +393,11 @@ pub async fn run_notifying(
 /// the runtime schedules tasks and that this loop takes commands. It does not prove that the
 /// registry or a peer answers (`/health` and the metrics tell that).
 fn notify_ready(notifier: &Notifier, info: &NodeInfo, gossip: &GossipHandle, stage: &Stage) {
-    let (name, cluster, mode) = (info.name.clone(), info.cluster_name.clone(), info.mode.clone());
+    let (name, cluster, mode) = (
+        info.name.clone(),
+        info.cluster_name.clone(),
+        info.mode.clone(),
+    );
     let status = move |role: Role| service::status_text(&name, &cluster, &mode, role.as_str());
     let ready = status(gossip.local().meta.role);
     notifier.ready(&ready);

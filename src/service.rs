@@ -479,13 +479,7 @@ mod tests {
                 }
             }
         };
-        spawn_keeper(
-            &notifier,
-            "standby".into(),
-            probe,
-            token.clone(),
-            &tracker,
-        );
+        spawn_keeper(&notifier, "standby".into(), probe, token.clone(), &tracker);
         let drain = || {
             let mut got = Vec::new();
             let mut buf = [0u8; 512];

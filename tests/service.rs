@@ -121,7 +121,9 @@ async fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     // By READY the ready line is logged, and both listeners answer at once.
     let line = daemon.wait_ready();
     let (admin, rpc) = (field(&line, "admin_addr"), field(&line, "rpc_addr"));
-    let health = reqwest::get(format!("http://{admin}/health")).await.unwrap();
+    let health = reqwest::get(format!("http://{admin}/health"))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     let mut client = PeerClient::connect(format!("http://{rpc}")).await.unwrap();
     let info = client.info(InfoRequest {}).await.unwrap().into_inner();
@@ -131,7 +133,11 @@ async fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     for _ in 0..3 {
         manager.wait_for("WATCHDOG=1");
     }
-    let pings = manager.seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    let pings = manager
+        .seen
+        .iter()
+        .filter(|m| m.contains("WATCHDOG=1"))
+        .count();
     assert!(pings >= 3, "{:?}", manager.seen);
 
     daemon.signal("TERM");
@@ -181,7 +187,9 @@ async fn sighup_does_not_stop_the_daemon() {
     daemon.wait_for_line("SIGHUP");
     daemon.signal("HUP");
     daemon.drain();
-    let health = reqwest::get(format!("http://{admin}/health")).await.unwrap();
+    let health = reqwest::get(format!("http://{admin}/health"))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     assert!(
         daemon.child.try_wait().unwrap().is_none(),
