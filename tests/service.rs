@@ -148,6 +148,53 @@ async fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     drop(client);
 }
 
+/// Cluster mode with its managed etcd member: the status follows the election, and etcd
+/// (which speaks the protocol too) does not inherit the socket: every READY=1 is syncer's.
+#[test]
+fn in_cluster_mode_the_status_follows_the_role_and_etcd_stays_quiet() {
+    let Some(etcd) = support::etcd::find_etcd() else {
+        eprintln!("skipped: no etcd executable on PATH or at /usr/bin/etcd");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let mut manager = Manager::new(UnixDatagram::bind(&path).unwrap());
+    let (peer, client) = (support::etcd::free_port(), support::etcd::free_port());
+    let mut cmd = daemon_cmd(dir.path(), "solo");
+    cmd.args(["--mode", "cluster", "--cluster-size", "1"])
+        .args(["--cluster-port", &peer.to_string()])
+        .args(["--etcd-client-port", &client.to_string()])
+        .arg("--etcd-bin")
+        .arg(&etcd)
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000");
+    let mut daemon = Daemon::spawn(cmd);
+    let ready = manager.wait_for("READY=1");
+    assert!(
+        ready.contains("STATUS=node solo, data centre service-test, cluster mode, standby"),
+        "{ready:?}"
+    );
+    manager.wait_for("STATUS=node solo, data centre service-test, cluster mode, active");
+    // A few more pings: time for anything etcd would have sent since it served.
+    for _ in 0..3 {
+        manager.wait_for("WATCHDOG=1");
+    }
+    daemon.signal("TERM");
+    manager.wait_for("STOPPING=1");
+    assert!(daemon.wait_exit().success(), "{}", daemon.log());
+    let readies: Vec<_> = manager
+        .seen
+        .iter()
+        .filter(|m| m.lines().any(|l| l == "READY=1"))
+        .collect();
+    assert_eq!(
+        readies.len(),
+        1,
+        "only syncer's READY=1: {:?}",
+        manager.seen
+    );
+}
+
 #[test]
 fn an_abstract_notify_socket_gets_ready_and_stopping() {
     use std::os::linux::net::SocketAddrExt;
