@@ -6,7 +6,7 @@
 //! - [`config`]: the table of settings and the typed configuration; imports nothing of the crate.
 //! - [`node`]: one running syncer: build, spawn, wait, stop.
 //! - [`dc_name`]: the data centre's default name (from the registry's identity, saved).
-//! - [`service`]: systemd's readiness and watchdog notifications; SIGHUP made harmless.
+//! - [`service`]: systemd's readiness and watchdog notifications.
 //! - [`shutdown`]: signals and the ordered stop, step by step, each with its deadline.
 //! - [`backoff`]: the one retry policy of every loop that waits for something to come back.
 //! - [`telemetry`]: logging set-up and the metrics registry.
@@ -40,3 +40,4 @@ pub mod shutdown;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;

@@ -1,5 +1,6 @@
-//! Running under a service manager: systemd's notification protocol (`Type=notify`), its
-//! watchdog, and a SIGHUP that does not end the process.
+//! Running under a service manager: systemd's notification protocol (`Type=notify`) and its
+//! watchdog. (`systemctl reload` sends SIGHUP, which reloads the TLS files and never ends
+//! the process: `tls::reload`.)
 //!
 //! systemd passes `NOTIFY_SOCKET` (a datagram socket: an absolute path, or `@name` for an
 //! abstract one) and, with `WatchdogSec=`, `WATCHDOG_USEC` (and `WATCHDOG_PID`, which must
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// The socket systemd listens on for notifications.
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
@@ -310,27 +311,6 @@ pub fn spawn_keeper<F, Fut>(
             }
         }
     });
-}
-
-/// Makes SIGHUP harmless: its default action ends the process, and `systemctl reload`
-/// (`ExecReload=/bin/kill -HUP $MAINPID`) sends it. Installs a handler for the life of the
-/// process, before anything else runs, and logs each SIGHUP. The one place to hook a reload
-/// (the TLS files, when that lands) is the body of the loop.
-pub fn spawn_hangup_handler() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hangup) => {
-                tokio::spawn(async move {
-                    while hangup.recv().await.is_some() {
-                        info!("SIGHUP received: nothing to reload; ignored");
-                    }
-                });
-            }
-            Err(e) => warn!(error = %e, "cannot listen for SIGHUP; it would end the daemon"),
-        }
-    }
 }
 
 #[cfg(test)]

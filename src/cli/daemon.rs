@@ -180,7 +180,6 @@ pub fn run(args: &DaemonArgs) -> std::process::ExitCode {
     let outcome = runtime.block_on(async move {
         let root = tokio_util::sync::CancellationToken::new();
         crate::shutdown::spawn_signal_handler(root.clone());
-        crate::service::spawn_hangup_handler();
         let listeners = crate::node::Listeners::bind(&config).await?;
         let notifier = crate::service::Notifier::from_env();
         crate::node::run_notifying(config, listeners, root, notifier).await
