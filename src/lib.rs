@@ -25,6 +25,7 @@
 #![deny(clippy::await_holding_lock)]
 
 pub mod admin;
+pub mod audit;
 pub mod backoff;
 pub mod cli;
 pub mod cluster;

@@ -8,37 +8,13 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
 
+use support::certs::Certs;
 use support::{DEADLINE, Daemon, run, syncer};
-
-/// The files of one `syncer dev-certs` run.
-struct Certs {
-    cert: PathBuf,
-    key: PathBuf,
-    ca: PathBuf,
-}
-
-impl Certs {
-    fn make(dir: &Path, name: &str) -> Certs {
-        let out = dir.join(name);
-        let mut cmd = syncer(dir);
-        cmd.arg("dev-certs")
-            .arg("--out")
-            .arg(&out)
-            .args(["--hosts", "127.0.0.1,localhost"]);
-        let made = run(cmd);
-        assert_eq!(made.code, Some(0), "dev-certs failed: {}", made.stderr);
-        Certs {
-            cert: out.join("node.pem"),
-            key: out.join("node-key.pem"),
-            ca: out.join("ca.pem"),
-        }
-    }
-}
 
 /// A `syncer dev-registry` process serving HTTPS, killed when dropped.
 struct HttpsRegistry {
@@ -186,6 +162,33 @@ fn a_registry_certificate_of_another_ca_is_refused() {
                     .all(|e| !e.file_name().to_string_lossy().contains("name"))
             }),
         "a data centre name was saved"
+    );
+}
+
+/// A registry that demands client certificates (`dev-registry --tls-ca`) refuses a daemon
+/// that trusts it but presents none: the log names the address, and nothing is read.
+#[test]
+fn a_registry_demanding_a_client_certificate_refuses_a_daemon_without_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::make(dir.path(), "pki");
+    let registry = HttpsRegistry::start_with(
+        dir.path(),
+        "servicecomb",
+        &certs,
+        &["--tls-ca".to_owned(), path(&certs.ca)],
+    );
+    let data = dir.path().join("data");
+    let flags = vec!["--sc-tls-ca".to_owned(), path(&certs.ca)];
+    let mut d = daemon(dir.path(), &data, &registry.url, &flags);
+    let line = d.wait_for_line("waiting for the registry");
+    let address = registry.url.trim_start_matches("https://");
+    assert!(line.contains(address), "address not named: {line}");
+    d.wait_for_line("waiting for the registry");
+    d.drain();
+    assert!(
+        !d.log().contains("data centre name derived"),
+        "the registry was read without a client certificate:\n{}",
+        d.log()
     );
 }
 

@@ -14,6 +14,13 @@ use support::sync::{NewInstance, SYNC_DEADLINE, World, metric_sum};
 fn lag_last_exchange_and_copies_by_state_are_exported() {
     let mut w = World::start(2, &[]);
     let sid = w.reg(0).create_service("shop", "orders", "1.0.0");
+    // A first instance, which may reach dc2 in its first snapshot (a snapshot carries no
+    // per-change timestamps); the three after it travel as changes.
+    w.reg(0)
+        .register(&sid, &NewInstance::new("warm-up", "rest://10.1.1.1:8080"));
+    w.wait_until("the first copy in dc2", SYNC_DEADLINE, |w| {
+        w.reg(1).copies().len() == 1
+    });
     for n in 0..3 {
         w.reg(0).register(
             &sid,
@@ -21,21 +28,17 @@ fn lag_last_exchange_and_copies_by_state_are_exported() {
         );
     }
     let origin = "origin=\"dc1\"";
-    w.wait_until(
-        "three copies in dc2, counted by state",
-        SYNC_DEADLINE,
-        |w| {
-            let m = w.metrics(1);
-            w.reg(1).copies().len() == 3
-                && ["desired", "mapped", "present"].iter().all(|state| {
-                    metric_sum(
-                        &m,
-                        "syncer_sync_copies",
-                        &[origin, &format!("state=\"{state}\"")],
-                    ) == 3.0
-                })
-        },
-    );
+    w.wait_until("four copies in dc2, counted by state", SYNC_DEADLINE, |w| {
+        let m = w.metrics(1);
+        w.reg(1).copies().len() == 4
+            && ["desired", "mapped", "present"].iter().all(|state| {
+                metric_sum(
+                    &m,
+                    "syncer_sync_copies",
+                    &[origin, &format!("state=\"{state}\"")],
+                ) == 4.0
+            })
+    });
     let m = w.metrics(1);
     let count = metric_sum(&m, "syncer_sync_lag_seconds_count", &[origin]);
     let sum = metric_sum(&m, "syncer_sync_lag_seconds_sum", &[origin]);
