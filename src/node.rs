@@ -258,7 +258,12 @@ pub async fn run(
     sync_metrics.register(&metrics);
     let sync = SyncHandle::new(sync_metrics).with_registry(
         registry.clone(),
-        config.registry.addresses.iter().map(|u| u.to_string()).collect(),
+        config
+            .registry
+            .addresses
+            .iter()
+            .map(|u| u.to_string())
+            .collect(),
     );
     let engine = SyncEngine {
         config: config.clone(),

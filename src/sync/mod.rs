@@ -46,11 +46,11 @@ pub use self::filter::ServiceFilter;
 use self::import::{ImportCtx, Importers};
 use self::link::{PeerLink, PullAnswer, PullBody, Push, PushReply};
 pub use self::metrics::{ServiceFailures, SyncMetrics};
+use self::status::{EngineStatus, ExportStatus, MappingEntry, Probe};
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::config::SyncConfig;
 use crate::gossip::GossipHandle;
 use crate::registry::{Registry, Schema, Tenant};
-use self::status::{EngineStatus, ExportStatus, MappingEntry, Probe};
 use crate::store::{Group, MappingStore, Op, StoreError, StoreHandle, spawn_writer};
 
 /// Store writes queued before callers wait (the writer batches them into commits).
@@ -219,7 +219,11 @@ impl SyncHandle {
     /// The same handle, told the local registry and its addresses, so that `syncer status`
     /// can say whether the registry answers even while no engine runs.
     #[must_use]
-    pub fn with_registry(mut self, registry: Arc<dyn Registry>, addresses: Vec<String>) -> SyncHandle {
+    pub fn with_registry(
+        mut self,
+        registry: Arc<dyn Registry>,
+        addresses: Vec<String>,
+    ) -> SyncHandle {
         self.node = Some(NodeFacts {
             registry,
             registry_addresses: addresses,

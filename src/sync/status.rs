@@ -201,7 +201,11 @@ mod tests {
     fn lag_counts_changes_within_an_epoch_and_waits_for_a_snapshot_across() {
         assert_eq!(lag(at(5, 3), at(5, 10), true), Lag::Changes(7));
         assert_eq!(lag(at(5, 10), at(5, 10), true), Lag::Changes(0));
-        assert_eq!(lag(at(5, 12), at(5, 10), true), Lag::Changes(0), "push first");
+        assert_eq!(
+            lag(at(5, 12), at(5, 10), true),
+            Lag::Changes(0),
+            "push first"
+        );
         assert_eq!(lag(at(5, 3), None, true), Lag::Changes(0));
         assert_eq!(lag(at(5, 3), at(6, 1), true), Lag::SnapshotPending);
         assert_eq!(lag(at(6, 1), at(5, 9), true), Lag::Changes(0));

@@ -17,8 +17,8 @@ use super::mailbox::{LocalEvent, Mailbox, NotQueued, mailbox};
 use crate::registry::Change;
 use crate::store::Mapping;
 use crate::sync::EngineError;
-use crate::sync::status::{MappingEntry, OriginStatus};
 use crate::sync::link::{Push, PushReply};
+use crate::sync::status::{MappingEntry, OriginStatus};
 
 /// Every origin's actor, created on first need.
 pub(crate) struct Importers {
@@ -133,14 +133,29 @@ impl Importers {
         let mut silent = Vec::new();
         for (name, mailbox) in asked {
             let answer = match mailbox.query() {
-                Some(rx) => tokio::time::timeout_at(deadline, rx).await.ok().and_then(Result::ok),
+                Some(rx) => tokio::time::timeout_at(deadline, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
                 None => None,
             };
             match answer {
                 Some(mut entries) => {
                     entries.sort_by(|a, b| {
-                        (a.state, &a.tenant, &a.origin_service_id, &a.origin_instance_id, &a.copy_instance_id)
-                            .cmp(&(b.state, &b.tenant, &b.origin_service_id, &b.origin_instance_id, &b.copy_instance_id))
+                        (
+                            a.state,
+                            &a.tenant,
+                            &a.origin_service_id,
+                            &a.origin_instance_id,
+                            &a.copy_instance_id,
+                        )
+                            .cmp(&(
+                                b.state,
+                                &b.tenant,
+                                &b.origin_service_id,
+                                &b.origin_instance_id,
+                                &b.copy_instance_id,
+                            ))
                     });
                     out.extend(entries);
                 }
