@@ -648,6 +648,10 @@ impl Actor {
     /// the actor's loop ([`pull_ended`]).
     fn start_pull(&mut self) {
         let Some(addr) = self.ctx.peers.borrow().get(&self.origin).copied() else {
+            self.last_error = Some(LastError {
+                text: "no active syncer of this data centre in the pool".to_owned(),
+                at_ms: unix_ms(),
+            });
             debug!(origin = %self.origin, "no active syncer known for this data centre");
             return;
         };
