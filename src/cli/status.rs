@@ -526,8 +526,17 @@ impl Report {
             let last_exchange = o
                 .last_exchange_seconds_ago
                 .map_or("never".to_owned(), |s| format!("{} ago", human(s)));
+            // An error older than the last exchange is history: its time only (the JSON
+            // form keeps the text).
             let last_error = o.last_error.as_ref().map_or("-".to_owned(), |e| {
-                format!("{} ago: {}", human(e.seconds_ago), one_line(&e.text))
+                let recovered = o
+                    .last_exchange_seconds_ago
+                    .is_some_and(|exchange| exchange < e.seconds_ago);
+                if recovered {
+                    format!("{} ago, recovered", human(e.seconds_ago))
+                } else {
+                    format!("{} ago: {}", human(e.seconds_ago), one_line(&e.text))
+                }
             });
             rows.push([
                 o.origin.clone(),
@@ -715,9 +724,9 @@ mod tests {
             behind,
             snapshot_pending: pending,
             copies: 3,
-            last_exchange_ms: 997_000,
             last_error: error.into(),
             last_error_ms: if error.is_empty() { 0 } else { 940_000 },
+            last_exchange_ms: if pending { 900_000 } else { 997_000 },
             held_awaiting_snapshot: u64::from(pending) * 2,
             ..ImportStatus::default()
         };
@@ -732,6 +741,7 @@ mod tests {
                     "pull from 127.0.0.9:1: refused\nconnection",
                 )],
             ),
+            reply("dc5", vec![import("dc1", 0, false, "an old failure")]),
         ];
         let unreachable = vec![Unreachable {
             name: "dc4-a".into(),
@@ -748,13 +758,13 @@ mod tests {
             "dc2-a dc2 active running 2m5s ok redb FAILING seq 12 3 2",
             "{text}"
         );
-        assert_eq!(words(lines[3]), "dc4-a dc4 - NOT ANSWERING", "{text}");
+        assert_eq!(words(lines[4]), "dc4-a dc4 - NOT ANSWERING", "{text}");
         // Aligned: every cell of a column starts where its header does.
         let column = |line: &str, cell: &str| line.find(cell);
         assert_eq!(column(lines[0], "ENGINE"), column(lines[1], "running"));
         assert_eq!(
             column(lines[0], "ENGINE"),
-            column(lines[3], "NOT ANSWERING")
+            column(lines[4], "NOT ANSWERING")
         );
         let dc2 = lines
             .iter()
@@ -765,6 +775,11 @@ mod tests {
             "{text}"
         );
         assert!(dc2.contains("3s ago"), "{text}");
+        let dc5 = lines
+            .iter()
+            .find(|l| l.starts_with("dc1     dc5"))
+            .expect("dc5 row");
+        assert!(dc5.ends_with("1m0s ago, recovered"), "{text}");
         let dc3 = lines
             .iter()
             .find(|l| l.starts_with("dc1     dc3"))
