@@ -1265,7 +1265,12 @@ async fn bulk_run(client: &reqwest::Client, options: Options) -> BulkRun {
             fmt_ms(deadline)
         ),
     }
-    let gauge = scrape(client, &d2.admin).await.value("syncer_sync_copies");
+    let gauge = scrape(client, &d2.admin)
+        .await
+        .by_label("syncer_sync_copies", "state")
+        .get("mapped")
+        .copied()
+        .unwrap_or(0.0);
     println!("  dc2's syncer_sync_copies gauge: {gauge}");
     print_problems(&d2.proc);
 

@@ -38,3 +38,4 @@ pub mod shutdown;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;

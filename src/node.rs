@@ -36,6 +36,8 @@ use crate::shutdown::{Stage, stop_in_order};
 use crate::store::{EtcdStore, EtcdTimeouts, MappingStore, RedbStore, StoreError};
 use crate::sync::{self, EngineDeps, EngineSettings, SyncError, SyncHandle, SyncMetrics};
 use crate::telemetry::Metrics;
+use crate::tls::TlsMetrics;
+use crate::tls::reload::Reloadable;
 
 /// Why the node could not run. All of these are runtime failures (exit status 1).
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +221,26 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let _data_dir = lock_data_dir(&config.node.data_dir)?;
     let keyring = gossip::Keyring::load_or_seed(&config.node.data_dir, config.gossip.key.as_ref())?;
+    let stages = Stages::new();
+    // SIGHUP and changed files reload the TLS certificates, from now on: a registry CA fixed
+    // while the data centre name waits for the registry is picked up too.
+    let tls_metrics = TlsMetrics::default();
+    {
+        let mut reloadable: Vec<Box<dyn Reloadable>> = Vec::new();
+        if let Some(tls) = &config.rpc.tls {
+            reloadable.push(Box::new(tls.clone()));
+        }
+        if config.registry.tls.has_files() {
+            reloadable.push(Box::new(config.registry.tls.clone()));
+        }
+        let (metrics, token) = (tls_metrics.clone(), stages.rpc.token.clone());
+        stages
+            .rpc
+            .tasks
+            .spawn(crate::tls::reload::watch(reloadable, metrics, token));
+    }
+    // The watcher stops with the rpc stage, or here when the node returns before it runs.
+    let _stop_watcher = stages.rpc.token.clone().drop_guard();
     if config.node.cluster_name.is_empty() {
         match default_cluster_name(&config, &shutdown).await? {
             Some(name) => config.node.cluster_name = name,
@@ -228,7 +250,7 @@ pub async fn run(
     let (gossip_local, rpc_local, admin_local) = listeners.local();
     let info = node_info(&config, gossip_local, rpc_local);
     let metrics = Metrics::new(&info.name, &info.cluster_name, &info.mode);
-    let stages = Stages::new();
+    tls_metrics.register(&metrics);
     // `/health` says `stopping` from the first signal (or a fatal error) on.
     let stopping = shutdown.child_token();
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<NodeError>(4);
@@ -312,7 +334,9 @@ pub async fn run(
             .with_peer_tls(config.rpc.tls.as_ref().map(rpc::tls::RpcTls::client));
         let tls = config.rpc.tls.clone();
         let (rpc_listener, rpc_token) = (listeners.rpc, stages.rpc.token.clone());
-        let serve = async move { rpc::serve(rpc_listener, service, rpc_token, tls.as_ref()).await };
+        let tls_metrics = tls_metrics.clone();
+        let serve =
+            async move { rpc::serve(rpc_listener, service, rpc_token, tls, tls_metrics).await };
         spawn_part(&stages.rpc.tasks, &fatal_tx, async move {
             serve.await.map_err(|e| NodeError::Serve {
                 what: "rpc",

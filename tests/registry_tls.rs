@@ -2,13 +2,15 @@
 //! serves HTTPS (both kinds), a daemon reads it when it trusts the registry's CA
 //! (`--sc-tls-ca`), refuses it when the certificate comes from another CA (the log names the
 //! address and the TLS reason, and nothing is saved), and reads it with `--sc-tls-insecure`,
-//! which warns at start.
+//! which warns at start. An encrypted client key, the minimum version and cipher suites, and
+//! the reload of the CA file without restart.
 
 mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc;
 
 use support::{DEADLINE, Daemon, run, syncer};
@@ -46,12 +48,18 @@ struct HttpsRegistry {
 
 impl HttpsRegistry {
     fn start(dir: &Path, kind: &str, certs: &Certs) -> HttpsRegistry {
+        HttpsRegistry::start_with(dir, kind, certs, &[])
+    }
+
+    /// [`HttpsRegistry::start`] with more flags (`--tls-ca`: client certificates required).
+    fn start_with(dir: &Path, kind: &str, certs: &Certs, flags: &[String]) -> HttpsRegistry {
         let mut cmd = syncer(dir);
         cmd.args(["dev-registry", "--kind", kind, "--listen", "127.0.0.1:0"])
             .arg("--tls-cert")
             .arg(&certs.cert)
             .arg("--tls-key")
             .arg(&certs.key)
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut child = cmd.spawn().expect("spawn dev-registry");
@@ -85,6 +93,11 @@ impl Drop for HttpsRegistry {
 
 /// A single-mode daemon against `sc_addr` that names its data centre from the registry.
 fn daemon(dir: &Path, data: &Path, sc_addr: &str, flags: &[String]) -> Daemon {
+    Daemon::spawn(daemon_command(dir, data, sc_addr, flags))
+}
+
+/// The command of [`daemon`], for a test that adds to it.
+fn daemon_command(dir: &Path, data: &Path, sc_addr: &str, flags: &[String]) -> Command {
     let mut cmd = syncer(dir);
     cmd.args([
         "daemon",
@@ -106,7 +119,7 @@ fn daemon(dir: &Path, data: &Path, sc_addr: &str, flags: &[String]) -> Daemon {
     .arg("--data-dir")
     .arg(data)
     .args(flags);
-    Daemon::spawn(cmd)
+    cmd
 }
 
 fn path(p: &Path) -> String {
@@ -176,6 +189,33 @@ fn a_registry_certificate_of_another_ca_is_refused() {
     );
 }
 
+/// A registry that demands client certificates (`dev-registry --tls-ca`) refuses a daemon
+/// that trusts it but presents none: the log names the address, and nothing is read.
+#[test]
+fn a_registry_demanding_a_client_certificate_refuses_a_daemon_without_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::make(dir.path(), "pki");
+    let registry = HttpsRegistry::start_with(
+        dir.path(),
+        "servicecomb",
+        &certs,
+        &["--tls-ca".to_owned(), path(&certs.ca)],
+    );
+    let data = dir.path().join("data");
+    let flags = vec!["--sc-tls-ca".to_owned(), path(&certs.ca)];
+    let mut d = daemon(dir.path(), &data, &registry.url, &flags);
+    let line = d.wait_for_line("waiting for the registry");
+    let address = registry.url.trim_start_matches("https://");
+    assert!(line.contains(address), "address not named: {line}");
+    d.wait_for_line("waiting for the registry");
+    d.drain();
+    assert!(
+        !d.log().contains("data centre name derived"),
+        "the registry was read without a client certificate:\n{}",
+        d.log()
+    );
+}
+
 /// `--sc-tls-insecure` accepts the certificate of an unknown CA, and says so at start.
 #[test]
 fn insecure_mode_reads_any_certificate_and_warns() {
@@ -206,4 +246,146 @@ fn dev_registry_refuses_bad_tls_files() {
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("missing.pem"), "{}", out.stderr);
     assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+/// A registry that asks for client certificates: the daemon presents one whose key is
+/// encrypted (passphrase in SYNCER_SC_TLS_KEY_PASSPHRASE) and speaks TLS 1.3 with the one
+/// suite it is given; it reads the registry. A wrong passphrase stops it at start.
+#[test]
+fn an_encrypted_client_key_min_version_and_ciphers_reach_the_registry() {
+    const PASSPHRASE: &str = "registry passphrase";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::make(dir.path(), "pki");
+    let registry = HttpsRegistry::start_with(
+        dir.path(),
+        "servicecomb",
+        &certs,
+        &["--tls-ca".to_owned(), path(&certs.ca)],
+    );
+    let plain = std::fs::read_to_string(&certs.key).expect("read the key");
+    let encrypted = dir.path().join("client-key.enc.pem");
+    std::fs::write(
+        &encrypted,
+        syncer::tls::pem::encrypt_private_key(&plain, PASSPHRASE).expect("encrypt"),
+    )
+    .expect("write the encrypted key");
+    let flags = vec![
+        "--sc-tls-ca".to_owned(),
+        path(&certs.ca),
+        "--sc-tls-cert".to_owned(),
+        path(&certs.cert),
+        "--sc-tls-key".to_owned(),
+        path(&encrypted),
+        "--sc-tls-min-version".to_owned(),
+        "TLSv1.3".to_owned(),
+        "--sc-tls-ciphers".to_owned(),
+        "TLS_AES_128_GCM_SHA256".to_owned(),
+    ];
+    let data = dir.path().join("data");
+    let mut cmd = daemon_command(dir.path(), &data, &registry.url, &flags);
+    cmd.env("SYNCER_SC_TLS_KEY_PASSPHRASE", PASSPHRASE);
+    let mut d = Daemon::spawn(cmd);
+    d.wait_for_line("data centre name derived from the registry's identity");
+    d.wait_ready();
+
+    let mut cmd = daemon_command(dir.path(), &dir.path().join("data2"), &registry.url, &flags);
+    cmd.arg("--check")
+        .env("SYNCER_SC_TLS_KEY_PASSPHRASE", "not it");
+    let out = run(cmd);
+    assert_ne!(out.code, Some(0), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("wrong passphrase") && out.stderr.contains("client-key.enc.pem"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("not it"), "{}", out.stderr);
+}
+
+/// A registry that speaks TLS 1.2 only (a rustls server in the test): with
+/// `--sc-tls-min-version 1.3` every read fails its handshake, and the log says why.
+#[test]
+fn min_version_1_3_refuses_a_tls_1_2_registry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::make(dir.path(), "pki");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<_> = CertificateDer::pem_file_iter(&certs.cert)
+            .expect("read the certificate")
+            .map(|c| c.expect("a certificate"))
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&certs.key).expect("read the key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .expect("TLS 1.2")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config")
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let (handshakes_tx, handshakes) = mpsc::channel();
+    rt.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let outcome = acceptor
+                .accept(tcp)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            if handshakes_tx.send(outcome).is_err() {
+                break;
+            }
+        }
+    });
+    let flags = vec![
+        "--sc-tls-ca".to_owned(),
+        path(&certs.ca),
+        "--sc-tls-min-version".to_owned(),
+        "1.3".to_owned(),
+    ];
+    let mut d = daemon(
+        dir.path(),
+        &dir.path().join("data"),
+        &format!("https://{addr}"),
+        &flags,
+    );
+    let line = d.wait_for_line("waiting for the registry");
+    assert!(
+        line.contains("ProtocolVersion"),
+        "TLS reason not named: {line}"
+    );
+    let refused = handshakes.recv_timeout(DEADLINE).expect("a handshake");
+    assert!(refused.is_err(), "the TLS 1.2 server finished a handshake");
+}
+
+/// The registry client's CA is reloaded when its file changes: a daemon that does not trust
+/// the registry's CA waits for it; once the file holds the right CA, the next read succeeds
+/// without a restart.
+#[test]
+fn the_registry_ca_is_reloaded_when_its_file_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = Certs::make(dir.path(), "served");
+    let other = Certs::make(dir.path(), "other");
+    let registry = HttpsRegistry::start(dir.path(), "servicecomb", &served);
+    let ca = dir.path().join("registry-ca.pem");
+    std::fs::copy(&other.ca, &ca).expect("copy the CA");
+    let flags = vec!["--sc-tls-ca".to_owned(), path(&ca)];
+    let mut d = daemon(dir.path(), &dir.path().join("data"), &registry.url, &flags);
+    let line = d.wait_for_line("waiting for the registry");
+    assert!(line.contains("invalid peer certificate"), "{line}");
+    let next = dir.path().join("registry-ca.pem.new");
+    std::fs::copy(&served.ca, &next).expect("copy the CA");
+    std::fs::rename(&next, &ca).expect("replace the CA");
+    let reloaded = d.wait_for_line("TLS certificate, key and CA reloaded");
+    assert!(
+        reloaded.contains("registry client") && reloaded.contains("file change"),
+        "{reloaded}"
+    );
+    d.wait_for_line("data centre name derived from the registry's identity");
+    d.wait_ready();
 }

@@ -701,7 +701,11 @@ fn copies_left_without_mappings_are_adopted_not_duplicated() {
     std::fs::remove_file(&store).expect("remove the mapping store");
     w.start_daemon(1);
     w.wait_until("dc2's syncer to adopt both copies", SYNC_DEADLINE, |w| {
-        metric_sum(&w.metrics(1), "syncer_sync_copies", &["origin=\"dc1\""]) == 2.0
+        metric_sum(
+            &w.metrics(1),
+            "syncer_sync_copies",
+            &["origin=\"dc1\"", "state=\"mapped\""],
+        ) == 2.0
     });
     let after: BTreeSet<String> = w
         .reg(1)

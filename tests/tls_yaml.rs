@@ -150,3 +150,55 @@ fn check_names_the_yaml_keys_and_a_missing_file_stops_the_daemon() {
         refused.stderr
     );
 }
+
+/// The original's own sample `tlsConfigs` entry, as operators copied it: `minVersion:
+/// TLSv1.2`, its four Go cipher names (two of them RSA key exchange, which rustls does not
+/// have: skipped with a warning), and a `passphrase` for an encrypted key. `--check` accepts
+/// it, names the file's keys as origins and never shows the passphrase.
+#[test]
+fn the_original_sample_entry_with_ciphers_and_a_passphrase_is_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::make(dir.path(), "pki");
+    let plain = std::fs::read_to_string(&certs.key).expect("read the key");
+    let sealed = dir.path().join("node-key.enc.pem");
+    std::fs::write(
+        &sealed,
+        syncer::tls::pem::encrypt_private_key(&plain, "yaml secret").expect("encrypt"),
+    )
+    .expect("write");
+    let path = dir.path().join("sample.yaml");
+    let text = format!(
+        "listener:\n  tlsMount:\n    enabled: true\n    name: syncer\n\
+         tlsConfigs:\n  - name: syncer\n    verifyPeer: true\n    minVersion: TLSv1.2\n    passphrase: yaml secret\n    caFile: {}\n    certFile: {}\n    keyFile: {}\n    ciphers:\n      - TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\n      - TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n      - TLS_RSA_WITH_AES_256_GCM_SHA384\n      - TLS_RSA_WITH_AES_128_GCM_SHA256\n",
+        certs.ca.display(),
+        certs.cert.display(),
+        sealed.display()
+    );
+    std::fs::write(&path, text).expect("write the file");
+    let mut cmd = syncer(dir.path());
+    cmd.args([
+        "daemon",
+        "--check",
+        "--sc-addr",
+        "http://127.0.0.1:30100",
+        "--bind-addr",
+        "127.0.0.1:30190",
+    ])
+    .arg("--config")
+    .arg(&path);
+    let checked = run(cmd);
+    assert_eq!(checked.code, Some(0), "--check failed: {}", checked.stderr);
+    let shown = format!("{}{}", checked.stdout, checked.stderr);
+    for needle in [
+        "tlsConfigs[syncer].ciphers in",
+        "tlsConfigs[syncer].minVersion in",
+        "tlsConfigs[syncer].passphrase in",
+        "TLS_RSA_WITH_AES_256_GCM_SHA384 (not supported by syncer's TLS library)",
+    ] {
+        assert!(shown.contains(needle), "{needle} not in:\n{shown}");
+    }
+    assert!(
+        !shown.contains("yaml secret"),
+        "the passphrase is shown:\n{shown}"
+    );
+}

@@ -450,6 +450,7 @@ impl Security {
             Some(&pki.join(dev_certs::NODE_CERT)),
             Some(&pki.join(dev_certs::NODE_KEY)),
             Some(&pki.join(dev_certs::CA_CERT)),
+            None,
         )
         .map_err(|e| format!("cannot read the demo certificates: {e}"))?
         .ok_or("the demo certificates give no client TLS")?;

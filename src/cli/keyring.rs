@@ -17,7 +17,7 @@ use clap::{Args, Subcommand};
 
 use crate::rpc::client::{self, fingerprint};
 use crate::rpc::proto::{KeyringMemberResult, KeyringRequest};
-use crate::rpc::tls::ClientTls;
+use crate::rpc::tls::{ClientTls, TLS_KEY_PASSPHRASE_ENV};
 
 /// Exit status when the syncer cannot be asked or refuses the request.
 const EXIT_UNREACHABLE: u8 = 1;
@@ -121,6 +121,7 @@ pub fn run(args: &KeyringArgs) -> ExitCode {
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
         args.tls_ca.as_deref(),
+        std::env::var(TLS_KEY_PASSPHRASE_ENV).ok().as_deref(),
     ) {
         Ok(tls) => tls,
         Err(e) => {

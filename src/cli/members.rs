@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::rpc::client;
 use crate::rpc::proto::Member;
-use crate::rpc::tls::ClientTls;
+use crate::rpc::tls::{ClientTls, TLS_KEY_PASSPHRASE_ENV};
 
 /// Exit status when the syncer cannot be asked.
 const EXIT_UNREACHABLE: u8 = 1;
@@ -118,6 +118,7 @@ pub fn run(args: &MembersArgs) -> ExitCode {
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
         args.tls_ca.as_deref(),
+        std::env::var(TLS_KEY_PASSPHRASE_ENV).ok().as_deref(),
     ) {
         Ok(tls) => tls,
         Err(e) => {

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::rpc::client;
 use crate::rpc::ops;
 use crate::rpc::proto::{ImportStatus, Member, Probe, StatusReply};
-use crate::rpc::tls::ClientTls;
+use crate::rpc::tls::{ClientTls, TLS_KEY_PASSPHRASE_ENV};
 
 /// Exit status when the member asked cannot be asked (or the flags are wrong).
 const EXIT_UNREACHABLE: u8 = 1;
@@ -58,7 +58,8 @@ pub struct Connection {
     )]
     pub tls_cert: Option<PathBuf>,
 
-    /// Private key (PEM) of --tls-cert.
+    /// Private key (PEM) of --tls-cert; an encrypted one is opened with the passphrase in
+    /// SYNCER_TLS_KEY_PASSPHRASE.
     #[arg(
         long,
         value_name = "FILE",
@@ -87,6 +88,7 @@ impl Connection {
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),
             self.tls_ca.as_deref(),
+            std::env::var(TLS_KEY_PASSPHRASE_ENV).ok().as_deref(),
         )
         .map_err(|e| {
             eprintln!("syncer: {e}");

@@ -23,9 +23,11 @@ use super::{
     LogFormat, MAX_GOSSIP_LABEL_BYTES, Mode, NodeConfig, Origin, Plugin, RegistryConfig, RpcConfig,
     Secret, Setting, SyncConfig,
 };
-use crate::registry::tls::RegistryTls;
-use crate::rpc::tls::RpcTls;
+use crate::registry::tls::{KeyPair, RegistryTls};
+use crate::rpc::tls::{RpcTls, RpcTlsFiles};
 use crate::store::etcd_tls::{ETCD_FLAGS, EtcdTls, NODE_FLAGS};
+use crate::tls::options as tls_options;
+use crate::tls::{MinVersion, TlsOptions};
 
 /// How long a graceful shutdown may take.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -173,27 +175,37 @@ pub(super) fn resolve(settings: &Layer, warnings: Vec<String>) -> Result<Config,
     })
 }
 
-/// `--tls-cert`, `--tls-key` and `--tls-ca`: the files are read and checked here, so that a
-/// missing file, a key of another certificate or a CA file without a certificate stops the
-/// daemon (and `--check`) before anything binds.
+/// `--tls-cert`, `--tls-key`, `--tls-ca` and the settings of the rpc link's TLS: the files
+/// are read and checked here, so that a missing file, a key of another certificate, a wrong
+/// passphrase or a CA file without a certificate stops the daemon (and `--check`) before
+/// anything binds.
 fn read_tls(r: &mut Reader) -> Result<Option<RpcTls>, ConfigError> {
-    refuse_unbuilt(
-        r,
-        &[
-            Id::TlsVerifyPeer,
-            Id::TlsKeyPassphrase,
-            Id::TlsMinVersion,
-            Id::TlsCiphers,
-        ],
-    )?;
+    let verify_peer = r.parsed(Id::TlsVerifyPeer, parse_bool)?;
+    let passphrase = read_passphrase(r, Id::TlsKeyPassphrase)?;
+    let options = read_tls_options(r, Id::TlsMinVersion, Id::TlsCiphers)?;
     let cert = r.get(Id::TlsCert);
     let key = r.get(Id::TlsKey);
     let ca = r.get(Id::TlsCa);
     let path = |s: &Setting| PathBuf::from(s.value.trim());
     match (cert, key) {
         (Some(cert), Some(key)) => {
-            let ca = ca.map(path);
-            Ok(Some(RpcTls::load(&path(cert), &path(key), ca.as_deref())?))
+            let files = RpcTlsFiles {
+                cert: path(cert),
+                key: path(key),
+                ca: ca.map(path),
+                passphrase,
+                verify_peer,
+                options,
+            };
+            if files.ca.is_some() && !verify_peer {
+                r.warnings.push(format!(
+                    "{} is false: callers of the rpc port are not asked for a certificate \
+                     (the syncers this one calls are still verified against {})",
+                    flag(Id::TlsVerifyPeer),
+                    flag(Id::TlsCa)
+                ));
+            }
+            Ok(Some(RpcTls::load(files)?))
         }
         (None, None) => match ca {
             Some(ca) => Err(invalid(
@@ -301,6 +313,19 @@ fn managed_etcd_tls(
     let (Some(cert), Some(key)) = (path(Id::TlsCert), path(Id::TlsKey)) else {
         return Ok(None);
     };
+    // etcd reads its key file itself and cannot decrypt one: refuse rather than start a
+    // member that never becomes ready.
+    if let Some(setting) = r.settings.get(Id::TlsKeyPassphrase) {
+        return Err(ConfigError::InvalidSecret {
+            origin: setting.origin.clone(),
+            reason: format!(
+                "the managed etcd member of cluster mode uses {} as it is and etcd cannot \
+                 read an encrypted key: give an unencrypted key (readable by syncer only), or \
+                 run an external etcd (--etcd-endpoints)",
+                flag(Id::TlsKey)
+            ),
+        });
+    }
     let ca = path(Id::TlsCa);
     if ca.is_none() {
         r.warnings.push(format!(
@@ -319,32 +344,42 @@ fn managed_etcd_tls(
     )?))
 }
 
-/// TLS settings whose behaviour is not built yet: refused when they differ from their
-/// default, rather than accepted and ignored (a silent downgrade).
-fn refuse_unbuilt(r: &mut Reader, ids: &[Id]) -> Result<(), ConfigError> {
-    for &id in ids {
-        let secret = matches!(id, Id::TlsKeyPassphrase | Id::ScTlsKeyPassphrase);
-        let given = if secret { r.secret(id) } else { r.get(id) };
-        if let Some(setting) = given {
-            let default = match id.spec().default {
-                super::settings::Default::Text(text) => Some(text),
-                _ => None,
-            };
-            if default != Some(setting.value.trim()) {
-                return Err(ConfigError::Invalid {
-                    origin: setting.origin.clone(),
-                    // A passphrase never reaches a message.
-                    value: if secret {
-                        "(set)".to_owned()
-                    } else {
-                        setting.value.clone()
-                    },
-                    reason: format!("{} is not supported by this version of syncer", flag(id)),
-                });
-            }
-        }
+/// The passphrase of an encrypted key; never shown (`--check` says `set`).
+fn read_passphrase(r: &mut Reader, id: Id) -> Result<Option<String>, ConfigError> {
+    match r.secret(id) {
+        None => Ok(None),
+        Some(setting) if setting.value.is_empty() => Err(ConfigError::InvalidSecret {
+            origin: setting.origin.clone(),
+            reason: "the passphrase is empty".into(),
+        }),
+        Some(setting) => Ok(Some(setting.value.clone())),
     }
-    Ok(())
+}
+
+/// The minimum TLS version and the cipher suites of one TLS configuration; the suites that
+/// are skipped become warnings.
+fn read_tls_options(r: &mut Reader, version: Id, ciphers: Id) -> Result<TlsOptions, ConfigError> {
+    let min_version = r.parsed(version, MinVersion::parse)?;
+    let Some(setting) = r.get(ciphers) else {
+        return Ok(TlsOptions {
+            min_version,
+            suites: Vec::new(),
+        });
+    };
+    let names: Vec<String> = setting
+        .value
+        .split([',', ' ', ':'])
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        return Err(invalid(setting, "names no cipher suite"));
+    }
+    let resolved = tls_options::resolve(&flag(ciphers), min_version, &names)
+        .map_err(|e| invalid(setting, e))?;
+    r.warnings.extend(resolved.warnings);
+    Ok(resolved.options)
 }
 
 /// The mode. The original's 1.4 sample file says `mode: signle`; 1.4 treated anything but
@@ -442,14 +477,8 @@ fn read_registry(r: &mut Reader) -> Result<RegistryConfig, ConfigError> {
 /// `--sc-tls-ca`, `--sc-tls-cert`, `--sc-tls-key` and `--sc-tls-insecure`: the files are read
 /// and checked here, so that a bad one stops the daemon (and `--check`) before anything binds.
 fn read_registry_tls(r: &mut Reader) -> Result<RegistryTls, ConfigError> {
-    refuse_unbuilt(
-        r,
-        &[
-            Id::ScTlsKeyPassphrase,
-            Id::ScTlsMinVersion,
-            Id::ScTlsCiphers,
-        ],
-    )?;
+    let passphrase = read_passphrase(r, Id::ScTlsKeyPassphrase)?;
+    let options = read_tls_options(r, Id::ScTlsMinVersion, Id::ScTlsCiphers)?;
     let path = |s: &Setting| PathBuf::from(s.value.trim());
     let insecure = r.parsed(Id::ScTlsInsecure, parse_bool)?;
     if insecure {
@@ -476,8 +505,12 @@ fn read_registry_tls(r: &mut Reader) -> Result<RegistryTls, ConfigError> {
             ));
         }
     };
-    let pair = pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
-    Ok(RegistryTls::load(ca.as_deref(), pair, insecure)?)
+    let pair = pair.as_ref().map(|(cert, key)| KeyPair {
+        cert,
+        key,
+        passphrase: passphrase.as_deref(),
+    });
+    Ok(RegistryTls::load(ca.as_deref(), pair, insecure, options)?)
 }
 
 /// This syncer's name, its data centre's name and its data directory.
@@ -1269,6 +1302,40 @@ mod tests {
         assert!(err.to_string().contains("missing.pem"), "{err}");
     }
 
+    /// etcd cannot read an encrypted key: a cluster-mode syncer whose `--tls-key` needs a
+    /// passphrase, and whose managed etcd member would take it, is refused at start.
+    #[test]
+    fn the_managed_etcd_member_refuses_an_encrypted_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
+        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        let plain = std::fs::read_to_string(file("node-key.pem")).unwrap();
+        let sealed = crate::tls::pem::encrypt_private_key(&plain, "open sesame").unwrap();
+        std::fs::write(dir.path().join("sealed.pem"), sealed).unwrap();
+        let flag = |f: &str| Origin::Flag(f.into());
+        let (cert, key) = (file("node.pem"), file("sealed.pem"));
+        let base = [
+            ("tls_cert", cert.as_str(), flag("--tls-cert")),
+            ("tls_key", key.as_str(), flag("--tls-key")),
+            (
+                "tls_key_passphrase",
+                "open sesame",
+                Origin::Env("SYNCER_TLS_KEY_PASSPHRASE".into()),
+            ),
+        ];
+        // Single mode: the encrypted key serves the rpc link.
+        resolve_with(&base).expect("single mode");
+        let mut cluster = base.to_vec();
+        cluster.push(("mode", "cluster", flag("--mode")));
+        let err = resolve_with(&cluster).expect_err("cluster mode");
+        let text = err.to_string();
+        assert!(
+            text.contains("etcd cannot read an encrypted key") && !text.contains("open sesame"),
+            "{text}"
+        );
+    }
+
     /// `--etcd-ca`, `--etcd-cert` and `--etcd-key` go with `https://` etcd endpoints: read and
     /// checked at start (errors name the file and the flag); refused with `http://` or no
     /// endpoints, and endpoints mixing the schemes are refused. In cluster mode without
@@ -1409,6 +1476,141 @@ mod tests {
         ));
         let config = resolve_with(&cluster).unwrap();
         assert!(config.cluster.etcd_tls.is_none() && config.etcd_tls.is_none());
+    }
+
+    /// The TLS knobs of issue 17: min version (both spellings), cipher suites by name
+    /// (unknown refused, unsupported skipped with a warning), verify-peer, and the key's
+    /// passphrase, never shown; the same for the registry client's `sc_` twins.
+    #[test]
+    fn tls_options_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
+        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        let (cert, key, ca) = (file("node.pem"), file("node-key.pem"), file("ca.pem"));
+        let encrypted = file("encrypted-key.pem");
+        std::fs::write(
+            &encrypted,
+            crate::tls::pem::encrypt_private_key(&certs.node_key, "s3same").unwrap(),
+        )
+        .unwrap();
+        let flag = |f: &str| Origin::Flag(f.into());
+        let env = |v: &str| Origin::Env(v.into());
+        let with = |extra: &[(&'static str, &'static str, Origin)]| {
+            let mut all = vec![
+                ("tls_cert", cert.as_str(), flag("--tls-cert")),
+                ("tls_key", key.as_str(), flag("--tls-key")),
+                ("tls_ca", ca.as_str(), flag("--tls-ca")),
+            ];
+            all.extend(extra.iter().cloned());
+            resolve_with(&all)
+        };
+
+        let config = with(&[
+            ("tls_min_version", "TLSv1.3", flag("--tls-min-version")),
+            (
+                "tls_ciphers",
+                "TLS_AES_128_GCM_SHA256,TLS13_CHACHA20_POLY1305_SHA256",
+                flag("--tls-ciphers"),
+            ),
+            ("tls_verify_peer", "false", flag("--tls-verify-peer")),
+        ])
+        .unwrap();
+        let tls = config.rpc.tls.as_ref().unwrap();
+        assert_eq!(tls.files().options.min_version, MinVersion::Tls13);
+        assert_eq!(tls.files().options.suites.len(), 2);
+        assert!(!tls.verifies_peers());
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("--tls-verify-peer is false")),
+            "{:?}",
+            config.warnings
+        );
+
+        let config = with(&[(
+            "tls_ciphers",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 TLS_RSA_WITH_AES_256_GCM_SHA384",
+            flag("--tls-ciphers"),
+        )])
+        .unwrap();
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("--tls-ciphers: skipped")
+                    && w.contains("TLS_RSA_WITH_AES_256_GCM_SHA384")),
+            "{:?}",
+            config.warnings
+        );
+
+        let err = with(&[("tls_min_version", "1.0", flag("--tls-min-version"))]).unwrap_err();
+        assert!(err.to_string().contains("--tls-min-version"), "{err}");
+        let err = with(&[("tls_ciphers", "TLS_NOPE", flag("--tls-ciphers"))]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("'TLS_NOPE' is not a TLS cipher suite"),
+            "{err}"
+        );
+
+        // The passphrase: works for the encrypted key, refused for a plain one, never shown.
+        let config = resolve_with(&[
+            ("tls_cert", &cert, flag("--tls-cert")),
+            ("tls_key", &encrypted, flag("--tls-key")),
+            (
+                "tls_key_passphrase",
+                "s3same",
+                env("SYNCER_TLS_KEY_PASSPHRASE"),
+            ),
+        ])
+        .unwrap();
+        let shown = format!("{:?} {:?}", config.rpc, config.effective);
+        assert!(!shown.contains("s3same"), "{shown}");
+        assert!(
+            config
+                .effective
+                .iter()
+                .any(|(id, value, _)| *id == "tls_key_passphrase" && value == "set")
+        );
+        let err = with(&[(
+            "tls_key_passphrase",
+            "s3same",
+            env("SYNCER_TLS_KEY_PASSPHRASE"),
+        )])
+        .unwrap_err();
+        assert!(err.to_string().contains("is not encrypted"), "{err}");
+        assert!(!err.to_string().contains("s3same"), "{err}");
+
+        // The registry client's twins.
+        let config = resolve_with(&[
+            ("sc_tls_cert", &cert, flag("--sc-tls-cert")),
+            ("sc_tls_key", &encrypted, flag("--sc-tls-key")),
+            (
+                "sc_tls_key_passphrase",
+                "s3same",
+                env("SYNCER_SC_TLS_KEY_PASSPHRASE"),
+            ),
+            ("sc_tls_min_version", "1.3", flag("--sc-tls-min-version")),
+        ])
+        .unwrap();
+        let shown = format!("{:?}", config.registry.tls);
+        assert!(
+            shown.contains("Tls13") && shown.contains("certificate: true"),
+            "{shown}"
+        );
+        let err = resolve_with(&[
+            ("sc_tls_cert", &cert, flag("--sc-tls-cert")),
+            ("sc_tls_key", &encrypted, flag("--sc-tls-key")),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("SYNCER_SC_TLS_KEY_PASSPHRASE"),
+            "{err}"
+        );
+        let err =
+            resolve_with(&[("sc_tls_ciphers", "TLS_NOPE", flag("--sc-tls-ciphers"))]).unwrap_err();
+        assert!(err.to_string().contains("--sc-tls-ciphers"), "{err}");
     }
 
     /// `--sc-tls-*` are read and checked while the configuration is resolved: a CA and a

@@ -9,12 +9,10 @@
 //! certificate signed by it (a registry that demands client certificates).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -22,57 +20,17 @@ use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
+use crate::tls::{self, Identity, TlsError, TlsOptions, pem};
+
 /// Longest TLS handshake accepted.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why the dev registry's TLS files cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum DevTlsError {
-    #[error("cannot read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{what} {path} holds no PEM certificate")]
-    NoCertificate { what: &'static str, path: PathBuf },
-    #[error("TLS key {path} holds no PEM private key: {reason}")]
-    NoKey { path: PathBuf, reason: String },
-    #[error("cannot set up TLS with {cert} and {key}: {source}")]
-    Config {
-        cert: PathBuf,
-        key: PathBuf,
-        #[source]
-        source: rustls::Error,
-    },
-    #[error("cannot verify clients against TLS CA {path}: {reason}")]
-    ClientCa { path: PathBuf, reason: String },
-}
-
-fn certificates(
-    what: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, DevTlsError> {
-    let pem = std::fs::read(path).map_err(|source| DevTlsError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(DevTlsError::NoCertificate {
-            what,
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
-}
+/// Why the dev registry's TLS files cannot be used (the errors of `crate::tls`, naming the
+/// file).
+pub type DevTlsError = TlsError;
 
 /// The server configuration of a dev registry: its certificate and key, and the CA client
-/// certificates must be signed by when one is given.
+/// certificates must be signed by when one is given; ALPN `h2` and `http/1.1`.
 ///
 /// # Errors
 /// A [`DevTlsError`] naming the file that cannot be used.
@@ -81,48 +39,12 @@ pub fn server_config(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, DevTlsError> {
-    let chain = certificates("TLS certificate", cert)?;
-    let key_pem = std::fs::read(key).map_err(|source| DevTlsError::Read {
-        what: "TLS key",
-        path: key.to_owned(),
-        source,
-    })?;
-    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| DevTlsError::NoKey {
-        path: key.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config_error = |source| DevTlsError::Config {
-        cert: cert.to_owned(),
-        key: key.to_owned(),
-        source,
-    };
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(config_error)?;
-    let builder = match client_ca {
-        Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for ca in certificates("TLS CA", path)? {
-                roots.add(ca).map_err(|e| DevTlsError::ClientCa {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                })?;
-            }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .build()
-                    .map_err(|e| DevTlsError::ClientCa {
-                        path: path.to_owned(),
-                        reason: e.to_string(),
-                    })?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(chain, private)
-        .map_err(config_error)?;
+    let names = &pem::RPC;
+    let identity = Identity::load(names, cert, key, None)?;
+    let roots = client_ca
+        .map(|path| tls::roots(names.ca, path, &pem::read(names.ca, path)?))
+        .transpose()?;
+    let mut config = tls::server_config(names, &TlsOptions::default(), &identity, roots)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -1,12 +1,17 @@
 //! Serves the `Peer` gRPC service on the rpc listener.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::channel::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, MAX_MESSAGE_BYTES};
 use super::client::{self, fingerprint};
@@ -20,6 +25,7 @@ use super::tls::{ClientTls, RpcTls};
 use super::transfer;
 use crate::gossip::{GossipHandle, GossipKey, KeyringOp, MemberInfo, MemberStatus};
 use crate::sync::SyncHandle;
+use crate::tls::TlsMetrics;
 
 /// The `Peer` service of one node.
 #[derive(Debug, Clone)]
@@ -255,10 +261,19 @@ impl Peer for PeerService {
 /// daemon, so the remaining connections are dropped after this.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long an incoming connection may take to finish its TLS handshake. Handshakes run
+/// each in its own task, so a slow or silent caller never holds up the accept loop.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (out of file descriptors, say) before the next one.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Connections whose handshake is done, waiting for the server to take them.
+const ACCEPTED_BACKLOG: usize = 64;
+
 /// Serves `service` on `listener` until `shutdown` is cancelled, then finishes the calls in
-/// flight for up to [`DRAIN_TIMEOUT`]. With `tls` the listener speaks TLS only (and asks
-/// callers for a certificate signed by its CA when it has one): a plain-text call fails its
-/// handshake.
+/// flight for up to [`DRAIN_TIMEOUT`]. With `tls` the listener speaks TLS only, with the
+/// server configuration in force when each connection arrives (it asks callers for a
+/// certificate signed by its CA when it verifies them): a plain-text call fails its
+/// handshake, and failed handshakes are counted in `metrics`.
 ///
 /// # Errors
 /// When the server fails (a transport error); not for individual failed calls.
@@ -266,26 +281,30 @@ pub async fn serve(
     listener: TcpListener,
     service: PeerService,
     shutdown: CancellationToken,
-    tls: Option<&RpcTls>,
+    tls: Option<RpcTls>,
+    metrics: TlsMetrics,
 ) -> Result<(), tonic::transport::Error> {
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls.server_config())?;
-    }
     // Pings on every connection, as the client side does: the connection of a peer that
     // froze or vanished behind a blackholed link is closed instead of held for ever.
-    let server = builder
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEP_ALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
         .add_service(
             PeerServer::new(service)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            shutdown.clone().cancelled_owned(),
         );
+    let stopped = shutdown.clone().cancelled_owned();
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match tls {
+            Some(tls) => {
+                let incoming = tls_incoming(listener, tls, metrics, shutdown.clone());
+                Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
+            None => Box::pin(
+                router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped),
+            ),
+        };
     let drain_deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -297,6 +316,55 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// The TLS connections of `listener`: an accept loop that hands every new connection to its
+/// own handshake task (bounded by [`HANDSHAKE_TIMEOUT`]) and yields those that complete.
+fn tls_incoming(
+    listener: TcpListener,
+    tls: RpcTls,
+    metrics: TlsMetrics,
+    shutdown: CancellationToken,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(ACCEPTED_BACKLOG);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tx.closed() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "rpc listener cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            // The configuration in force now: a reload applies to the next connection.
+            let acceptor = TlsAcceptor::from(tls.server_config());
+            let (tx, metrics) = (tx.clone(), metrics.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        // The server is gone when this fails; the connection just closes.
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        metrics.handshake_failed();
+                        debug!(%peer, error = %e, "rpc TLS handshake failed");
+                    }
+                    Err(_) => {
+                        metrics.handshake_failed();
+                        debug!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "rpc TLS handshake timed out");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 #[cfg(test)]

@@ -1,80 +1,89 @@
-//! TLS of the rpc link (rustls through tonic): the certificate files, checked when they are
-//! loaded so that bad input stops the daemon before anything binds, and the server and client
-//! configurations made from them.
+//! TLS of the rpc link, on syncer's own rustls configurations (`crate::tls`): the
+//! certificate files, checked when they are loaded so that bad input stops the daemon before
+//! anything binds, the server and client configurations made from them, and their reload.
 //!
 //! With a certificate and key, the rpc listener serves TLS only: a plain-text call cannot
 //! even start. With a CA as well, the listener asks every caller for a certificate signed by
-//! that CA (mutual TLS) and this syncer verifies the servers it calls against the same CA;
-//! without one, servers are verified against the public web PKI roots. The node presents its
-//! own certificate when it calls others, so one pair serves both directions.
+//! that CA (mutual TLS; `--tls-verify-peer=false` stops asking) and this syncer verifies the
+//! servers it calls against the same CA; without one, servers are verified against the
+//! public web PKI roots. The node presents its own certificate when it calls others, so one
+//! pair serves both directions.
+//!
+//! [`RpcTls::reload`] reads the files again: a good set replaces the configurations used
+//! by every new handshake, both ways; connections already open keep theirs. A bad set keeps
+//! the previous configurations.
 
+use std::collections::hash_map::DefaultHasher;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use rustls::{ClientConfig, ServerConfig};
 
-/// Why the TLS files cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{what} {path} holds no PEM certificate")]
-    NoCertificate { what: &'static str, path: PathBuf },
-    #[error("TLS key {path} holds no PEM private key: {reason}")]
-    NoKey { path: PathBuf, reason: String },
-    #[error(
-        "TLS key {key} cannot be used with certificate {cert} (does it belong to it?): {reason}"
-    )]
-    Mismatch {
-        cert: PathBuf,
-        key: PathBuf,
-        reason: String,
-    },
-    #[error(
-        "a TLS certificate needs its key and a key its certificate: give both --tls-cert and --tls-key"
-    )]
-    Incomplete,
-}
+pub use crate::tls::TlsError;
+use crate::tls::reload::Reloadable;
+use crate::tls::{self, Current, Identity, TlsOptions, pem};
 
-/// A certificate and key pair, both read and checked.
+/// The variable the client commands (`syncer members`, `syncer keyring`) read the passphrase
+/// of an encrypted `--tls-key` from, as the daemon does.
+pub const TLS_KEY_PASSPHRASE_ENV: &str = "SYNCER_TLS_KEY_PASSPHRASE";
+
+/// The files and settings of the rpc link's TLS (`--tls-*`).
 #[derive(Clone)]
-struct Pair {
-    cert: Vec<u8>,
-    key: Vec<u8>,
+pub struct RpcTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: Option<PathBuf>,
+    /// Passphrase of an encrypted key.
+    pub passphrase: Option<String>,
+    /// With a CA: callers must present a certificate signed by it.
+    pub verify_peer: bool,
+    pub options: TlsOptions,
 }
 
-impl Pair {
-    fn identity(&self) -> Identity {
-        Identity::from_pem(&self.cert, &self.key)
+impl RpcTlsFiles {
+    /// `cert`, `key` and `ca` with the defaults: no passphrase, callers verified, TLS 1.2
+    /// and later with rustls' suites.
+    pub fn new(cert: &Path, key: &Path, ca: Option<&Path>) -> RpcTlsFiles {
+        RpcTlsFiles {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            ca: ca.map(Path::to_owned),
+            passphrase: None,
+            verify_peer: true,
+            options: TlsOptions::default(),
+        }
     }
 }
 
-/// The TLS settings of a syncer's rpc listener and of its calls to other syncers.
+/// The TLS settings of a syncer's rpc listener and of its calls to other syncers. Clones
+/// share the configurations: a reload through one is seen by all.
 #[derive(Clone)]
 pub struct RpcTls {
-    pair: Pair,
-    ca: Option<Vec<u8>>,
+    files: Arc<RpcTlsFiles>,
+    server: Current<ServerConfig>,
+    client: ClientTls,
+    /// A digest of the files' contents as last read, to tell a change.
+    seen: Arc<Mutex<u64>>,
 }
 
-/// The TLS side of calls to other syncers (the daemon's and the client commands').
+/// The TLS side of calls to other syncers (the daemon's and the client commands'). Clones
+/// share the configuration.
 #[derive(Clone)]
 pub struct ClientTls {
-    pair: Option<Pair>,
-    ca: Option<Vec<u8>>,
+    config: Current<ClientConfig>,
+    certificate: bool,
+    ca: bool,
 }
 
 // Key material stays out of logs and `--check`.
 impl fmt::Debug for RpcTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RpcTls")
-            .field("verifies_peers", &self.ca.is_some())
+            .field("cert", &self.files.cert)
+            .field("verifies_peers", &self.verifies_peers())
+            .field("options", &self.files.options)
             .finish_non_exhaustive()
     }
 }
@@ -82,109 +91,178 @@ impl fmt::Debug for RpcTls {
 impl fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientTls")
-            .field("certificate", &self.pair.is_some())
-            .field("ca", &self.ca.is_some())
+            .field("certificate", &self.certificate)
+            .field("ca", &self.ca)
             .finish_non_exhaustive()
     }
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
+/// The contents of the files of one load.
+struct Contents {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    ca: Option<Vec<u8>>,
 }
 
-/// Reads a PEM file that must hold at least one certificate.
-fn read_certificates(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    let pem = read(what, path)?;
-    let any = CertificateDer::pem_slice_iter(&pem).any(|c| c.is_ok());
-    if !any {
-        return Err(TlsError::NoCertificate {
-            what,
-            path: path.to_owned(),
-        });
+impl Contents {
+    fn read(files: &RpcTlsFiles) -> Result<Contents, TlsError> {
+        Ok(Contents {
+            cert: pem::read(pem::RPC.cert, &files.cert)?,
+            key: pem::read(pem::RPC.key, &files.key)?,
+            ca: files
+                .ca
+                .as_deref()
+                .map(|path| pem::read(pem::RPC.ca, path))
+                .transpose()?,
+        })
     }
-    Ok(pem)
+
+    fn digest(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        (&self.cert, &self.key, &self.ca).hash(&mut hasher);
+        hasher.finish()
+    }
 }
 
-fn read_pair(cert: &Path, key: &Path) -> Result<Pair, TlsError> {
-    let cert_pem = read_certificates("TLS certificate", cert)?;
-    let key_pem = read("TLS key", key)?;
-    PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::NoKey {
-        path: key.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let pair = Pair {
-        cert: cert_pem,
-        key: key_pem,
+/// The digest of `files`' contents, or of why they cannot be read.
+fn digest_of(files: &RpcTlsFiles) -> u64 {
+    match Contents::read(files) {
+        Ok(contents) => contents.digest(),
+        Err(e) => {
+            let mut hasher = DefaultHasher::new();
+            e.to_string().hash(&mut hasher);
+            hasher.finish()
+        }
+    }
+}
+
+/// Both configurations from `contents`.
+fn build(
+    files: &RpcTlsFiles,
+    contents: &Contents,
+) -> Result<(ServerConfig, ClientConfig), TlsError> {
+    let names = &pem::RPC;
+    let identity = Identity {
+        certs: pem::certificates(names.cert, &files.cert, &contents.cert)?,
+        key: Arc::new(pem::private_key(
+            names,
+            &files.key,
+            &contents.key,
+            files.passphrase.as_deref(),
+        )?),
+        cert_path: files.cert.clone(),
+        key_path: files.key.clone(),
     };
-    // rustls checks that the key belongs to the certificate when it builds a server
-    // configuration; doing it here turns a mismatch into an error at start.
-    tonic::transport::Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(pair.identity()))
-        .map_err(|e| TlsError::Mismatch {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
-            reason: chain(&e),
-        })?;
-    Ok(pair)
-}
-
-/// An error and its sources on one line.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
+    let roots = match (&files.ca, &contents.ca) {
+        (Some(path), Some(pem)) => Some(tls::roots(names.ca, path, pem)?),
+        _ => None,
+    };
+    let client_roots = if files.verify_peer {
+        roots.clone()
+    } else {
+        None
+    };
+    let server = tls::server_config(names, &files.options, &identity, client_roots)?;
+    let client = tls::client_config(
+        names,
+        &files.options,
+        roots.unwrap_or_else(tls::webpki_roots),
+        Some(&identity),
+    )?;
+    Ok((server, client))
 }
 
 impl RpcTls {
-    /// Reads and checks `cert`, `key` and `ca`.
+    /// Reads and checks the files.
     ///
     /// # Errors
     /// A [`TlsError`] naming the file: unreadable, without a certificate (the certificate
-    /// and the CA), without a key, or a key that does not match the certificate.
-    pub fn load(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<RpcTls, TlsError> {
-        let pair = read_pair(cert, key)?;
-        let ca = ca
-            .map(|path| read_certificates("TLS CA", path))
-            .transpose()?;
-        Ok(RpcTls { pair, ca })
+    /// and the CA), without a key, an encrypted key without its passphrase or with a wrong
+    /// one, or a key that does not match the certificate.
+    pub fn load(files: RpcTlsFiles) -> Result<RpcTls, TlsError> {
+        let contents = Contents::read(&files)?;
+        let (server, client) = build(&files, &contents)?;
+        let ca = files.ca.is_some();
+        Ok(RpcTls {
+            seen: Arc::new(Mutex::new(contents.digest())),
+            files: Arc::new(files),
+            server: Current::new(server),
+            client: ClientTls {
+                config: Current::new(client),
+                certificate: true,
+                ca,
+            },
+        })
     }
 
     /// Whether callers must present a certificate signed by the CA (mutual TLS).
     pub fn verifies_peers(&self) -> bool {
-        self.ca.is_some()
+        self.files.ca.is_some() && self.files.verify_peer
     }
 
-    /// The listener's configuration: this node's certificate, and the CA every caller's
-    /// certificate must be signed by when one is given.
-    pub fn server_config(&self) -> ServerTlsConfig {
-        let config = ServerTlsConfig::new().identity(self.pair.identity());
-        match &self.ca {
-            Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
-            None => config,
-        }
+    /// The files this configuration is made of (certificate, key, CA).
+    pub fn files(&self) -> &RpcTlsFiles {
+        &self.files
     }
 
-    /// The client side of this node's calls: its own certificate, and the CA.
+    /// The listener's configuration in force: this node's certificate, and the CA every
+    /// caller's certificate must be signed by when callers are verified.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.server.get()
+    }
+
+    /// The client side of this node's calls: its own certificate, and the CA. It follows
+    /// the reloads of `self`.
     pub fn client(&self) -> ClientTls {
-        ClientTls {
-            pair: Some(self.pair.clone()),
-            ca: self.ca.clone(),
-        }
+        self.client.clone()
+    }
+
+    /// Reads the files again and, when they make good configurations, puts those in force
+    /// for every new handshake. On error the configurations in force stay.
+    ///
+    /// # Errors
+    /// The [`TlsError`] of [`RpcTls::load`].
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let contents = Contents::read(&self.files);
+        let digest = match &contents {
+            Ok(contents) => contents.digest(),
+            Err(_) => digest_of(&self.files),
+        };
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = digest;
+        let (server, client) = build(&self.files, &contents?)?;
+        self.server.set(server);
+        self.client.config.set(client);
+        Ok(())
+    }
+
+    /// Whether the files' contents differ from when they were last read (by [`load`] or
+    /// [`reload`]). Reads the files, following symbolic links, so that a Kubernetes secret
+    /// volume's swap of its link counts as a change.
+    ///
+    /// [`load`]: RpcTls::load
+    /// [`reload`]: RpcTls::reload
+    pub fn changed(&self) -> bool {
+        digest_of(&self.files) != *self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Reloadable for RpcTls {
+    fn name(&self) -> &'static str {
+        "rpc"
+    }
+
+    fn changed(&self) -> bool {
+        RpcTls::changed(self)
+    }
+
+    fn reload(&self) -> Result<(), TlsError> {
+        RpcTls::reload(self)
     }
 }
 
 impl ClientTls {
-    /// The TLS of a client command from its `--tls-cert`, `--tls-key` and `--tls-ca`:
-    /// `None` (plain text) when none is given.
+    /// The TLS of a client command from its `--tls-cert`, `--tls-key` and `--tls-ca` and the
+    /// key's passphrase: `None` (plain text) when no file is given.
     ///
     /// # Errors
     /// [`TlsError::Incomplete`] for a certificate without its key or the reverse, and the
@@ -193,32 +271,45 @@ impl ClientTls {
         cert: Option<&Path>,
         key: Option<&Path>,
         ca: Option<&Path>,
+        passphrase: Option<&str>,
     ) -> Result<Option<ClientTls>, TlsError> {
-        let pair = match (cert, key) {
-            (Some(cert), Some(key)) => Some(read_pair(cert, key)?),
+        let names = &pem::RPC;
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some(Identity::load(names, cert, key, passphrase)?),
             (None, None) => None,
             _ => return Err(TlsError::Incomplete),
         };
-        let ca = ca
-            .map(|path| read_certificates("TLS CA", path))
+        let roots = ca
+            .map(|path| tls::roots(names.ca, path, &pem::read(names.ca, path)?))
             .transpose()?;
-        if pair.is_none() && ca.is_none() {
+        if identity.is_none() && roots.is_none() {
             return Ok(None);
         }
-        Ok(Some(ClientTls { pair, ca }))
+        let config = tls::client_config(
+            names,
+            &TlsOptions::default(),
+            roots.unwrap_or_else(tls::webpki_roots),
+            identity.as_ref(),
+        )?;
+        Ok(Some(ClientTls {
+            config: Current::new(config),
+            certificate: identity.is_some(),
+            ca: ca.is_some(),
+        }))
     }
 
-    /// The configuration of a channel: servers verified against the CA, or the web PKI roots
-    /// when there is none; this node's certificate presented when it has one.
-    pub fn config(&self) -> ClientTlsConfig {
-        let config = match &self.ca {
-            Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
-            None => ClientTlsConfig::new().with_webpki_roots(),
-        };
-        match &self.pair {
-            Some(pair) => config.identity(pair.identity()),
-            None => config,
+    /// A client of an existing configuration (tests' probes).
+    pub fn from_config(config: ClientConfig) -> ClientTls {
+        ClientTls {
+            config: Current::new(config),
+            certificate: false,
+            ca: false,
         }
+    }
+
+    /// The configuration in force, for the next connection.
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.get()
     }
 }
 
@@ -226,6 +317,7 @@ impl ClientTls {
 mod tests {
     use super::*;
     use crate::cli::dev_certs;
+    use crate::tls::PemError;
 
     fn files() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -240,34 +332,38 @@ mod tests {
         )
     }
 
+    fn load(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<RpcTls, TlsError> {
+        RpcTls::load(RpcTlsFiles::new(cert, key, ca))
+    }
+
     #[test]
     fn loads_dev_certs() {
         let (_dir, cert, key, ca) = files();
-        let tls = RpcTls::load(&cert, &key, Some(&ca)).expect("load");
+        let tls = load(&cert, &key, Some(&ca)).expect("load");
         assert!(tls.verifies_peers());
-        assert!(
-            !RpcTls::load(&cert, &key, None)
-                .expect("load")
-                .verifies_peers()
-        );
+        assert_eq!(tls.server_config().alpn_protocols, vec![b"h2".to_vec()]);
+        assert!(!load(&cert, &key, None).expect("load").verifies_peers());
+        let mut unverified = RpcTlsFiles::new(&cert, &key, Some(&ca));
+        unverified.verify_peer = false;
+        assert!(!RpcTls::load(unverified).expect("load").verifies_peers());
     }
 
     #[test]
     fn refuses_a_missing_file() {
         let (dir, cert, key, _) = files();
         let missing = dir.path().join("nope.pem");
-        let err = RpcTls::load(&missing, &key, None).expect_err("missing cert");
-        assert!(matches!(err, TlsError::Read { .. }), "{err}");
+        let err = load(&missing, &key, None).expect_err("missing cert");
+        assert!(matches!(err, TlsError::Pem(PemError::Read { .. })), "{err}");
         assert!(err.to_string().contains("nope.pem"), "{err}");
-        let err = RpcTls::load(&cert, &key, Some(&missing)).expect_err("missing ca");
-        assert!(matches!(err, TlsError::Read { .. }), "{err}");
+        let err = load(&cert, &key, Some(&missing)).expect_err("missing ca");
+        assert!(matches!(err, TlsError::Pem(PemError::Read { .. })), "{err}");
     }
 
     #[test]
     fn refuses_a_key_of_another_certificate() {
         let (_dir, cert, _, _) = files();
         let (_other_dir, _, other_key, _) = files();
-        let err = RpcTls::load(&cert, &other_key, None).expect_err("mismatch");
+        let err = load(&cert, &other_key, None).expect_err("mismatch");
         assert!(matches!(err, TlsError::Mismatch { .. }), "{err}");
     }
 
@@ -275,39 +371,103 @@ mod tests {
     fn refuses_a_ca_file_without_a_certificate() {
         let (_dir, cert, key, _) = files();
         // A key file is PEM but holds no certificate.
-        let err = RpcTls::load(&cert, &key, Some(&key)).expect_err("no ca");
+        let err = load(&cert, &key, Some(&key)).expect_err("no ca");
         assert!(
-            matches!(err, TlsError::NoCertificate { what: "TLS CA", .. }),
+            matches!(
+                err,
+                TlsError::Pem(PemError::NoCertificate { what: "TLS CA", .. })
+            ),
             "{err}"
         );
-        let err = RpcTls::load(&key, &key, None).expect_err("no cert");
-        assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
+        let err = load(&key, &key, None).expect_err("no cert");
+        assert!(
+            matches!(err, TlsError::Pem(PemError::NoCertificate { .. })),
+            "{err}"
+        );
     }
 
     #[test]
     fn refuses_a_key_file_without_a_key() {
         let (_dir, cert, _, _) = files();
-        let err = RpcTls::load(&cert, &cert, None).expect_err("no key");
-        assert!(matches!(err, TlsError::NoKey { .. }), "{err}");
+        let err = load(&cert, &cert, None).expect_err("no key");
+        assert!(
+            matches!(err, TlsError::Pem(PemError::NoKey { .. })),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn loads_an_encrypted_key_with_its_passphrase_only() {
+        let (dir, cert, key, ca) = files();
+        let plain = std::fs::read_to_string(&key).expect("read key");
+        let encrypted = dir.path().join("encrypted-key.pem");
+        std::fs::write(
+            &encrypted,
+            pem::encrypt_private_key(&plain, "open sesame").expect("encrypt"),
+        )
+        .expect("write");
+        let mut with = RpcTlsFiles::new(&cert, &encrypted, Some(&ca));
+        with.passphrase = Some("open sesame".into());
+        RpcTls::load(with.clone()).expect("right passphrase");
+        with.passphrase = Some("open barley".into());
+        let err = RpcTls::load(with).expect_err("wrong passphrase");
+        assert!(
+            matches!(err, TlsError::Pem(PemError::WrongPassphrase { .. })),
+            "{err}"
+        );
+        let err = load(&cert, &encrypted, Some(&ca)).expect_err("no passphrase");
+        assert!(
+            matches!(err, TlsError::Pem(PemError::PassphraseMissing { .. })),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_client_needs_both_halves_of_a_pair() {
         let (_dir, cert, key, ca) = files();
         assert!(matches!(
-            ClientTls::load(Some(&cert), None, None),
+            ClientTls::load(Some(&cert), None, None, None),
             Err(TlsError::Incomplete)
         ));
-        assert!(ClientTls::load(None, None, None).expect("none").is_none());
         assert!(
-            ClientTls::load(None, None, Some(&ca))
+            ClientTls::load(None, None, None, None)
+                .expect("none")
+                .is_none()
+        );
+        assert!(
+            ClientTls::load(None, None, Some(&ca), None)
                 .expect("ca")
                 .is_some()
         );
         assert!(
-            ClientTls::load(Some(&cert), Some(&key), Some(&ca))
+            ClientTls::load(Some(&cert), Some(&key), Some(&ca), None)
                 .expect("all")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_reload_keeps_the_old_configuration_when_the_new_files_are_bad() {
+        let (dir, cert, key, ca) = files();
+        let tls = load(&cert, &key, Some(&ca)).expect("load");
+        assert!(!tls.changed());
+        let before = tls.server_config();
+        // The key of another certificate.
+        let (_other, _, other_key, _) = files();
+        std::fs::copy(&other_key, &key).expect("copy");
+        assert!(tls.changed());
+        let err = tls.reload().expect_err("mismatch");
+        assert!(matches!(err, TlsError::Mismatch { .. }), "{err}");
+        assert!(!tls.changed(), "the bad set counts as seen");
+        assert!(Arc::ptr_eq(&before, &tls.server_config()));
+        // A good set replaces it, for clones too.
+        let clone = tls.clone();
+        let fresh = dev_certs::generate(&["127.0.0.1".into()]).expect("generate");
+        let d = dir.path();
+        std::fs::write(d.join(dev_certs::NODE_CERT), &fresh.node_cert).expect("cert");
+        std::fs::write(d.join(dev_certs::NODE_KEY), &fresh.node_key).expect("key");
+        std::fs::write(d.join(dev_certs::CA_CERT), &fresh.ca_cert).expect("ca");
+        tls.reload().expect("reload");
+        assert!(!Arc::ptr_eq(&before, &clone.server_config()));
     }
 }

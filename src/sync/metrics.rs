@@ -2,6 +2,7 @@
 //! that `/health` reports ([`ServiceFailures`]).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -30,6 +31,23 @@ pub(crate) struct OriginLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OriginState {
+    pub origin: String,
+    /// `desired` (the origin's instances this data centre accepts), `mapped` (copies syncer
+    /// registered, by the mapping table), `present` (copies the local registry shows).
+    pub state: &'static str,
+}
+
+/// The buckets of the latency histograms, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OriginReason {
     pub origin: String,
     pub reason: &'static str,
@@ -48,7 +66,7 @@ pub struct SyncMetrics {
     pub(crate) active: Gauge,
     pub(crate) exported_instances: Gauge,
     pub(crate) exported_seq: Gauge,
-    pub(crate) copies: Family<OriginLabel, Gauge>,
+    pub(crate) copies: Family<OriginState, Gauge>,
     pub(crate) stale: Family<OriginLabel, Gauge>,
     pub(crate) registry_ops: Family<OpOutcome, Counter>,
     pub(crate) transfers: Family<OpOutcome, Counter>,
@@ -64,13 +82,14 @@ pub struct SyncMetrics {
     failing_services: ServiceFailures,
     /// Origin syncer saw the change → this syncer wrote the copy.
     pub(crate) apply_latency: Histogram,
+    /// The same, by origin.
+    pub(crate) lag: Family<OriginLabel, Histogram, fn() -> Histogram>,
+    /// Unix time of the last successful exchange (push, pull, anti-entropy) with an origin.
+    pub(crate) last_exchange: Family<OriginLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for SyncMetrics {
     fn default() -> SyncMetrics {
-        let buckets = [
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        ];
         SyncMetrics {
             active: Gauge::default(),
             exported_instances: Gauge::default(),
@@ -86,7 +105,9 @@ impl Default for SyncMetrics {
             refused: Family::default(),
             service_failures: Family::default(),
             failing_services: ServiceFailures::default(),
-            apply_latency: Histogram::new(buckets),
+            apply_latency: latency_histogram(),
+            lag: Family::new_with_constructor(latency_histogram),
+            last_exchange: Family::default(),
         }
     }
 }
@@ -111,7 +132,7 @@ impl SyncMetrics {
         );
         metrics.register(
             "syncer_sync_copies",
-            "Copies registered locally, by origin data centre",
+            "Instances of each origin data centre by state: desired (accepted for import), mapped (copies syncer registered), present (copies the local registry shows)",
             self.copies.clone(),
         );
         metrics.register(
@@ -163,6 +184,16 @@ impl SyncMetrics {
             "syncer_sync_apply_latency_seconds",
             "From the origin syncer seeing a change to this syncer writing the copy",
             self.apply_latency.clone(),
+        );
+        metrics.register(
+            "syncer_sync_lag_seconds",
+            "By origin: from the origin syncer's feed seeing a change to this syncer writing the copy (the origin's clock against this one's; negative skew counts as 0)",
+            self.lag.clone(),
+        );
+        metrics.register(
+            "syncer_sync_origin_last_exchange_seconds",
+            "Unix time of the last successful exchange (push, pull or anti-entropy) with each origin data centre",
+            self.last_exchange.clone(),
         );
     }
 

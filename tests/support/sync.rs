@@ -552,6 +552,8 @@ pub struct Dc {
     pub data_dir: PathBuf,
     /// Flags of this data centre's syncer only (after the world's).
     pub flags: Vec<String>,
+    /// Environment variables of this data centre's syncer only.
+    pub env: Vec<(String, String)>,
     /// The `--sc-addr` of its syncer when not its registry's address (a forwarder).
     pub sc_addr: Option<String>,
     pub node: Option<Node>,
@@ -602,6 +604,8 @@ pub struct DcSetup {
     pub eureka: Option<syncer::devreg::eureka::EurekaDevConfig>,
     /// Flags given to its syncer only.
     pub flags: Vec<String>,
+    /// Environment variables given to its syncer only.
+    pub env: Vec<(String, String)>,
 }
 
 impl DcSetup {
@@ -668,6 +672,7 @@ impl World {
                 registry,
                 data_dir: dir.path().join(&name),
                 flags: setup.flags,
+                env: setup.env,
                 sc_addr: None,
                 name,
                 node: None,
@@ -750,7 +755,8 @@ impl World {
             .args(["--log-format", "json"])
             .args(["--log-level", "info,syncer::sync=debug"])
             .args(&self.extra)
-            .args(&dc.flags);
+            .args(&dc.flags)
+            .envs(dc.env.iter().map(|(k, v)| (k, v)));
         if matches!(dc.registry, DcRegistry::Eureka(_)) {
             cmd.args(["--sc-plugin", "eureka"]);
         }

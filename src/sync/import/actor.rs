@@ -26,7 +26,7 @@ use super::super::copy::{PresentCopy, copy_body, properties_digest};
 use super::super::export::{Increment, Revision};
 use super::super::ids::{OriginKey, copy_origin, is_copy};
 use super::super::link::{LinkError, PullDeadlines, Pulled, Push, PushReply};
-use super::super::metrics::{OriginLabel, Outcome};
+use super::super::metrics::{OriginLabel, OriginState, Outcome};
 use super::super::safety::{RemovalGuard, Removals};
 use super::super::status::{EntryState, HeldRemovals, ImportState, LastError, MappingEntry};
 use super::super::unix_ms;
@@ -635,6 +635,11 @@ impl Actor {
     /// A successful exchange with the origin.
     fn exchanged(&mut self) {
         self.last_exchange_ms = unix_ms();
+        self.ctx
+            .metrics
+            .last_exchange
+            .get_or_create(&self.label)
+            .set(unix_ms() as f64 / 1000.0);
         if self.health.exchanged(Instant::now()) == Some(HealthChange::Recovered) {
             self.stale_gauge(false);
             info!(origin = %self.origin, "this data centre is reachable again");
@@ -774,11 +779,17 @@ impl Actor {
     }
 
     /// Latency from the origin seeing each change to its copy written here.
+    ///
+    /// The origin's clock stamps when its feed saw the change, this one's when the copy was
+    /// written: skew between the two shifts every figure, and a change stamped in this
+    /// clock's future counts as 0 rather than as negative.
     fn observe_latency(&self, observed: &[u64]) {
         let now = unix_ms();
+        let lag = self.ctx.metrics.lag.get_or_create(&self.label);
         for &ms in observed.iter().filter(|&&ms| ms > 0) {
             let seconds = now.saturating_sub(ms) as f64 / 1000.0;
             self.ctx.metrics.apply_latency.observe(seconds);
+            lag.observe(seconds);
         }
     }
 
@@ -803,6 +814,7 @@ impl Actor {
                 return;
             }
             if keys.is_empty() {
+                self.copies_gauge();
                 return;
             }
             // A long reconcile (a first snapshot into a slow registry) does not hold back
@@ -891,12 +903,7 @@ impl Actor {
         while let Some(done) = results.next().await {
             self.record(done);
         }
-        let copies = i64::try_from(self.views.mappings().len()).unwrap_or(i64::MAX);
-        self.ctx
-            .metrics
-            .copies
-            .get_or_create(&self.label)
-            .set(copies);
+        self.copies_gauge();
         answered
     }
 
@@ -911,6 +918,25 @@ impl Actor {
                     unix_ms() + u64::try_from(left.as_millis()).unwrap_or(u64::MAX / 2);
             }
             Removals::Allowed { .. } => self.held.cap += held,
+        }
+    }
+
+    /// `syncer_sync_copies{origin, state}` from the views.
+    fn copies_gauge(&self) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        for (state, n) in [
+            ("desired", self.views.desired.len()),
+            ("mapped", self.views.mappings().len()),
+            ("present", self.views.present.len()),
+        ] {
+            self.ctx
+                .metrics
+                .copies
+                .get_or_create(&OriginState {
+                    origin: self.origin.clone(),
+                    state,
+                })
+                .set(count(n));
         }
     }
 

@@ -479,12 +479,23 @@ async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
                 return Done::Failed(Some(key));
             }
             ctx.metrics.registry_op("register", "ok");
+            debug!(
+                origin = %origin,
+                service = %format!("{}/{}", service.app, service.name),
+                instance = %key,
+                copy = %body.instance_id,
+                generation,
+                "copy registered"
+            );
             let mut dropped = None;
             if let Some(old) = replace
                 && old.instance_id != mapping.instance_id
             {
                 match ctx.registry.unregister(&copy_ref(&old)).await {
-                    Ok(()) => ctx.metrics.registry_op("unregister", "ok"),
+                    Ok(()) => {
+                        ctx.metrics.registry_op("unregister", "ok");
+                        debug!(origin = %origin, instance = %key, copy = %old.instance_id, "copy of the previous generation removed");
+                    }
                     Err(e) if e.is_not_found() => {}
                     Err(e) => {
                         registry_failed(&ctx, "unregister", &copy_ref(&old), &e);
@@ -532,6 +543,7 @@ async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
                     return refused(key, e, false);
                 }
                 ctx.metrics.registry_op("set_status", "ok");
+                debug!(origin = %origin, instance = %key, copy = %copy.instance_id, status, "copy status set");
             }
             // `plan_update` built the whole map with the origin mark: a property update
             // replaces every property.
@@ -545,6 +557,7 @@ async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
                     return refused(key, e, true);
                 }
                 ctx.metrics.registry_op("set_properties", "ok");
+                debug!(origin = %origin, instance = %key, copy = %copy.instance_id, properties = properties.len(), "copy properties set");
             }
             Done::Updated {
                 key,
@@ -555,7 +568,17 @@ async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
         }
         Action::Remove { key, copy, mapping } => {
             match ctx.registry.unregister(&copy).await {
-                Ok(()) => ctx.metrics.registry_op("unregister", "ok"),
+                Ok(()) => {
+                    ctx.metrics.registry_op("unregister", "ok");
+                    match &key {
+                        Some(key) => {
+                            debug!(origin = %origin, instance = %key, copy = %copy.instance_id, "copy removed");
+                        }
+                        None => {
+                            debug!(origin = %origin, copy = %copy.instance_id, "orphan copy removed");
+                        }
+                    }
+                }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
                     registry_failed(&ctx, "unregister", &copy, &e);

@@ -1,0 +1,110 @@
+//! Reload without restart: on SIGHUP, and when the files' contents change (polled every
+//! [`POLL_INTERVAL`], which also catches a Kubernetes secret volume swapping its symbolic
+//! links), every TLS configuration is read again. A good set is used by every new
+//! handshake; a bad one is refused with an error naming the file and the previous set stays.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{TlsError, TlsMetrics};
+
+/// How often the files are read to tell a change.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(3);
+
+/// A TLS configuration that can be read again from its files.
+pub trait Reloadable: Send + Sync {
+    /// What it is, for the logs ("rpc", "registry client").
+    fn name(&self) -> &'static str;
+    /// Whether the files' contents differ from when they were last read.
+    fn changed(&self) -> bool;
+    /// Reads the files again; puts them in force when they are good.
+    ///
+    /// # Errors
+    /// Why the files were refused (the configuration in force stays).
+    fn reload(&self) -> Result<(), TlsError>;
+}
+
+/// Reloads `items` on SIGHUP and when their files change, until `token` is cancelled.
+/// Without anything to reload, SIGHUP is only logged (rather than ending the process, as
+/// its default action would).
+pub async fn watch(items: Vec<Box<dyn Reloadable>>, metrics: TlsMetrics, token: CancellationToken) {
+    let mut hangup = hangup();
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
+    loop {
+        let signal = tokio::select! {
+            () = token.cancelled() => return,
+            () = next_hangup(&mut hangup) => true,
+            _ = poll.tick(), if !items.is_empty() => false,
+        };
+        if signal && items.is_empty() {
+            info!("SIGHUP: no TLS configuration to reload");
+        }
+        for item in &items {
+            let trigger = if signal {
+                "SIGHUP"
+            } else if item.changed() {
+                "file change"
+            } else {
+                continue;
+            };
+            match item.reload() {
+                Ok(()) => {
+                    metrics.reload(true);
+                    info!(
+                        tls = item.name(),
+                        trigger, "TLS certificate, key and CA reloaded; new connections use them"
+                    );
+                }
+                Err(e) => {
+                    metrics.reload(false);
+                    error!(
+                        tls = item.name(),
+                        trigger,
+                        error = %e,
+                        "TLS files refused; the previous certificate, key and CA stay in use"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+#[cfg(unix)]
+fn hangup() -> Hangup {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; TLS files are reloaded when they change");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn hangup() -> Hangup {
+    None
+}
+
+/// The next SIGHUP; never, when signals cannot be received.
+async fn next_hangup(hangup: &mut Hangup) {
+    #[cfg(unix)]
+    if let Some(signal) = hangup {
+        if signal.recv().await.is_some() {
+            return;
+        }
+        *hangup = None;
+    }
+    #[cfg(not(unix))]
+    let _ = hangup;
+    std::future::pending::<()>().await;
+}
