@@ -112,7 +112,7 @@ fn status_and_mappings_of_a_syncing_pool_and_of_one_with_a_member_down() {
             && m["engine"] == "running"
             && m["mode"] == "single"
             && m["registry"]["ok"] == true
-            && m["store"]["addresses"][0] == "redb"
+            && m["store"]["kind"] == "redb"
             && m["store"]["ok"] == true
             && m["export"]["ready"] == true
             && m["uptime_seconds"].as_u64().is_some();
@@ -191,6 +191,19 @@ fn status_and_mappings_of_a_syncing_pool_and_of_one_with_a_member_down() {
     w.check(
         only.as_array().is_some_and(|r| r.len() == 1) && mapped_ids(&only, "dc3") == from3,
         || format!("--origin dc3: {only:#}"),
+    );
+    let out = cli("mappings", &rpc2, &["--origin", "nowhere"]);
+    w.check(
+        out.code == Some(1)
+            && out
+                .stderr
+                .contains("does not import nowhere; it imports: dc1, dc3"),
+        || {
+            format!(
+                "mappings of an unknown origin: {}{}",
+                out.stdout, out.stderr
+            )
+        },
     );
     let out = cli("mappings", &rpc2, &["--origin", "dc1"]);
     w.check(

@@ -243,21 +243,30 @@ pub struct MemberReport {
     /// `running`, or why the engine does not run.
     pub engine: String,
     pub uptime_seconds: u64,
-    pub registry: Dependency,
-    pub store: Dependency,
+    pub registry: RegistryReport,
+    pub store: StoreReport,
     pub export: Option<ExportReport>,
     pub origins: Vec<OriginReport>,
 }
 
-/// Whether a dependency answers: `ok` is `null` when unknown.
+/// The local registry: whether it answered the member's probe (`ok` is `null` when it
+/// could not be asked).
 #[derive(Debug, Serialize)]
-pub struct Dependency {
-    /// Registry addresses, or the store's kind (one entry; none when not open here).
+pub struct RegistryReport {
     pub addresses: Vec<String>,
     pub ok: Option<bool>,
     pub error: Option<String>,
-    /// Seconds since it was checked (the store: since its last commit).
     pub checked_seconds_ago: Option<u64>,
+}
+
+/// The mapping store: its kind (`null` when not open on this member) and its last commit
+/// (`ok` is `null` before the first).
+#[derive(Debug, Serialize)]
+pub struct StoreReport {
+    pub kind: Option<String>,
+    pub ok: Option<bool>,
+    pub error: Option<String>,
+    pub last_commit_seconds_ago: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -318,20 +327,15 @@ fn ago(now_ms: u64, at_ms: u64) -> Option<u64> {
     (at_ms > 0).then(|| now_ms.saturating_sub(at_ms) / 1000)
 }
 
-fn dependency(addresses: Vec<String>, probe: Option<&Probe>, now_ms: u64) -> Dependency {
+/// A probe as `(ok, error, seconds ago)`; all `None` when it was not checked.
+fn outcome(probe: Option<&Probe>, now_ms: u64) -> (Option<bool>, Option<String>, Option<u64>) {
     match probe.filter(|p| p.checked) {
-        Some(p) => Dependency {
-            addresses,
-            ok: Some(p.ok),
-            error: (!p.ok).then(|| p.error.clone()),
-            checked_seconds_ago: ago(now_ms, p.at_ms),
-        },
-        None => Dependency {
-            addresses,
-            ok: None,
-            error: None,
-            checked_seconds_ago: None,
-        },
+        Some(p) => (
+            Some(p.ok),
+            (!p.ok).then(|| p.error.clone()),
+            ago(now_ms, p.at_ms),
+        ),
+        None => (None, None, None),
     }
 }
 
@@ -390,15 +394,24 @@ impl MemberReport {
                 r.idle.clone()
             },
             uptime_seconds: now.saturating_sub(r.started_ms) / 1000,
-            registry: dependency(r.registry_addresses.clone(), r.registry.as_ref(), now),
-            store: dependency(
-                (!r.store_kind.is_empty())
-                    .then(|| r.store_kind.clone())
-                    .into_iter()
-                    .collect(),
-                r.store.as_ref(),
-                now,
-            ),
+            registry: {
+                let (ok, error, checked_seconds_ago) = outcome(r.registry.as_ref(), now);
+                RegistryReport {
+                    addresses: r.registry_addresses.clone(),
+                    ok,
+                    error,
+                    checked_seconds_ago,
+                }
+            },
+            store: {
+                let (ok, error, last_commit_seconds_ago) = outcome(r.store.as_ref(), now);
+                StoreReport {
+                    kind: (!r.store_kind.is_empty()).then(|| r.store_kind.clone()),
+                    ok,
+                    error,
+                    last_commit_seconds_ago,
+                }
+            },
             export: r.export.as_ref().map(|e| ExportReport {
                 ready: e.ready,
                 epoch: e.epoch,
@@ -454,17 +467,17 @@ impl Report {
                 Some(_) => ("not ready".into(), "-".into(), "-".into()),
                 None => ("-".into(), "-".into(), "-".into()),
             };
-            let store = match m.store.addresses.first() {
-                Some(kind) => format!("{kind} {}", answers(&m.store)),
+            let store = match &m.store.kind {
+                Some(kind) => format!("{kind} {}", answers(m.store.ok)),
                 None => "-".to_owned(),
             };
             rows.push([
                 m.name.clone(),
                 m.cluster.clone(),
                 m.role.clone(),
-                m.engine.clone(),
+                short(&m.engine),
                 human(m.uptime_seconds),
-                answers(&m.registry),
+                answers(m.registry.ok),
                 store,
                 seq,
                 instances,
@@ -568,8 +581,8 @@ impl Report {
     }
 }
 
-fn answers(d: &Dependency) -> String {
-    match d.ok {
+fn answers(ok: Option<bool>) -> String {
+    match ok {
         Some(true) => "ok".to_owned(),
         Some(false) => "FAILING".to_owned(),
         None => "-".to_owned(),
@@ -596,6 +609,12 @@ fn held(h: &HeldReport) -> String {
     } else {
         parts.join(", ")
     }
+}
+
+/// The engine's state for the table: `running`, `standby`, `stopping`, or the reason's text
+/// up to its first colon.
+fn short(engine: &str) -> String {
+    engine.split(':').next().unwrap_or(engine).trim().to_owned()
 }
 
 /// An error text on one line, at most 120 characters.
@@ -663,6 +682,19 @@ mod tests {
         assert_eq!(human(192), "3m12s");
         assert_eq!(human(3600 * 5 + 180 + 7), "5h3m");
         assert_eq!(human(86_400 * 2 + 3600 * 4 + 1), "2d4h");
+    }
+
+    #[test]
+    fn the_table_names_the_engine_state_without_its_explanation() {
+        assert_eq!(short("running"), "running");
+        assert_eq!(
+            short("standby: this member is not the active syncer of its data centre"),
+            "standby"
+        );
+        assert_eq!(
+            short("the sync engine is starting"),
+            "the sync engine is starting"
+        );
     }
 
     #[test]

@@ -127,16 +127,20 @@ pub async fn serve_status(
 ///
 /// # Errors
 /// Unavailable when the engine does not run here (a standby: ask the active member) or an
-/// importer is too busy to answer.
+/// importer is too busy to answer; not found for an origin this data centre does not
+/// import.
 pub async fn serve_mappings(
     sync: &SyncHandle,
     request: MappingsRequest,
 ) -> Result<Vec<MappingsChunk>, Status> {
     let origin = (!request.origin.is_empty()).then_some(request.origin.as_str());
-    let entries = sync
-        .mappings(origin, MAPPINGS_WAIT)
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let entries = sync.mappings(origin, MAPPINGS_WAIT).await.map_err(|e| {
+        if e.is_unavailable() {
+            Status::unavailable(e.to_string())
+        } else {
+            Status::not_found(e.to_string())
+        }
+    })?;
     let rows: Vec<MappingRow> = entries
         .into_iter()
         .map(|e| MappingRow {

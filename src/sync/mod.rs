@@ -160,6 +160,10 @@ pub enum EngineError {
         "origin {0:?} is claimed by members serving different registries; not importing it until the conflict ends"
     )]
     OriginConflict(String),
+    /// Mappings were asked for an origin this data centre does not import (the names of
+    /// those it does follow).
+    #[error("this data centre does not import {0}; it imports: {1}")]
+    UnknownOrigin(String, String),
     /// The importers of these origins did not answer a mapping query in time (busy with a
     /// long reconcile).
     #[error("the importers of {0} did not answer in time; try again")]
@@ -177,7 +181,9 @@ impl EngineError {
     pub fn is_unavailable(&self) -> bool {
         !matches!(
             self,
-            EngineError::OwnOrigin(_) | EngineError::NotExported(_)
+            EngineError::OwnOrigin(_)
+                | EngineError::NotExported(_)
+                | EngineError::UnknownOrigin(..)
         )
     }
 }

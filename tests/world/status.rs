@@ -81,12 +81,16 @@ async fn status_follows_an_import_and_the_removals_the_cap_holds() {
         .collect();
     listed.sort();
     assert_eq!(listed, w.copy_ids(1), "the entries are exactly the copies");
-    let none = w.dcs[1].members[0]
+    let unknown = w.dcs[1].members[0]
         .handle
         .mappings(Some("elsewhere"), WAIT)
         .await
-        .expect("mappings of an unknown origin");
-    assert!(none.is_empty());
+        .expect_err("an origin not imported");
+    assert!(
+        unknown.to_string().contains("does not import elsewhere")
+            && unknown.to_string().contains(&origin),
+        "{unknown}"
+    );
 
     // Thirty removals at ten a minute: twenty are held by the cap, and status says so.
     for r in &all {

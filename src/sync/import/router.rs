@@ -113,7 +113,8 @@ impl Importers {
     /// the error.
     ///
     /// # Errors
-    /// [`EngineError::Busy`] naming the origins whose actor did not answer.
+    /// [`EngineError::UnknownOrigin`] for an origin without an importer here,
+    /// [`EngineError::Importing`] naming the origins whose actor did not answer.
     pub(crate) async fn mappings(
         &self,
         origin: Option<&str>,
@@ -128,6 +129,25 @@ impl Importers {
             .map(|(name, mailbox)| (name.clone(), mailbox.clone()))
             .collect();
         asked.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(origin) = origin
+            && asked.is_empty()
+        {
+            let mut known: Vec<String> = self
+                .actors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .keys()
+                .filter(|name| **name != self.ctx.cluster)
+                .cloned()
+                .collect();
+            known.sort();
+            let known = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            return Err(EngineError::UnknownOrigin(origin.to_owned(), known));
+        }
         let deadline = tokio::time::Instant::now() + wait;
         let mut out = Vec::new();
         let mut silent = Vec::new();
