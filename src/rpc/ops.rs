@@ -155,12 +155,19 @@ pub async fn serve_mappings(
             updated_ms: e.updated_ms,
         })
         .collect();
-    Ok(rows
-        .chunks(MAPPINGS_CHUNK)
-        .map(|rows| MappingsChunk {
-            rows: rows.to_vec(),
-        })
-        .collect())
+    Ok(chunks(rows))
+}
+
+/// `rows` in messages of at most [`MAPPINGS_CHUNK`].
+fn chunks(rows: Vec<MappingRow>) -> Vec<MappingsChunk> {
+    let mut out = Vec::with_capacity(rows.len().div_ceil(MAPPINGS_CHUNK));
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        out.push(MappingsChunk {
+            rows: rows.by_ref().take(MAPPINGS_CHUNK).collect(),
+        });
+    }
+    out
 }
 
 fn answer<T>(
@@ -219,5 +226,39 @@ pub async fn mappings(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::rpc::channel::MAX_MESSAGE_BYTES;
+
+    #[test]
+    fn mappings_travel_in_chunks_far_under_the_message_limit() {
+        // Ids as long as the registry allows (SC: 64 characters; tenants 2 × 64).
+        let long = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+        let row = MappingRow {
+            origin: long('o'),
+            domain_project: format!("{}/{}", long('d'), long('p')),
+            origin_service_id: long('s'),
+            origin_instance_id: long('i'),
+            copy_service_id: long('t'),
+            copy_instance_id: long('c'),
+            state: "extra_generation".into(),
+            generation: u32::MAX,
+            updated_ms: u64::MAX,
+        };
+        let chunks = chunks(vec![row; 2 * MAPPINGS_CHUNK + 500]);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.rows.len()).collect();
+        assert_eq!(sizes, [MAPPINGS_CHUNK, MAPPINGS_CHUNK, 500]);
+        assert!(
+            chunks[0].encoded_len() < MAX_MESSAGE_BYTES / 4,
+            "{}",
+            chunks[0].encoded_len()
+        );
+        assert!(super::chunks(Vec::new()).is_empty());
     }
 }
