@@ -35,14 +35,20 @@ fn import<'a>(report: &'a Value, origin: &str, importer: &str) -> Option<&'a Val
         .find(|o| o["origin"] == origin && o["importer"] == importer)
 }
 
-/// Whether `importer`'s import of `origin` holds `copies` copies, up to date, with an
-/// exchange in the last few seconds.
+/// Whether `importer`'s import of `origin` holds `copies` copies, with its cursor at the
+/// revision the origin's own member reports exporting, nothing behind, and an exchange in
+/// the last few seconds. (Not the announced revision: gossip announcements are best effort,
+/// and a push or pull brings the cursor without one.)
 fn caught_up(report: &Value, origin: &str, importer: &str, copies: u64) -> bool {
+    let exported = report["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["cluster"] == origin))
+        .map(|m| (m["export"]["epoch"].clone(), m["export"]["seq"].clone()));
     import(report, origin, importer).is_some_and(|o| {
         o["copies"] == copies
             && o["behind"] == 0
             && o["snapshot_pending"] == false
-            && o["cursor"]["seq"] == o["announced"]["seq"]
+            && Some((o["cursor"]["epoch"].clone(), o["cursor"]["seq"].clone())) == exported
             && o["last_exchange_seconds_ago"]
                 .as_u64()
                 .is_some_and(|s| s <= 5)
