@@ -6,6 +6,7 @@
 //! - [`config`]: the table of settings and the typed configuration; imports nothing of the crate.
 //! - [`node`]: one running syncer: build, spawn, wait, stop.
 //! - [`dc_name`]: the data centre's default name (from the registry's identity, saved).
+//! - [`service`]: systemd's readiness and watchdog notifications.
 //! - [`shutdown`]: signals and the ordered stop, step by step, each with its deadline.
 //! - [`backoff`]: the one retry policy of every loop that waits for something to come back.
 //! - [`telemetry`]: logging set-up and the metrics registry.
@@ -24,6 +25,7 @@
 #![deny(clippy::await_holding_lock)]
 
 pub mod admin;
+pub mod audit;
 pub mod backoff;
 pub mod cli;
 pub mod cluster;
@@ -34,6 +36,7 @@ pub mod gossip;
 pub mod node;
 pub mod registry;
 pub mod rpc;
+pub mod service;
 pub mod shutdown;
 pub mod store;
 pub mod sync;

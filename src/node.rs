@@ -32,6 +32,7 @@ use crate::gossip::{self, GossipConfig, GossipHandle, GossipMetrics, NodeId, Nod
 use crate::registry::{self, Registry, RegistryError};
 use crate::rpc::proto::NodeInfo;
 use crate::rpc::{self, PROTOCOL_VERSION, PeerService};
+use crate::service::{self, Notifier};
 use crate::shutdown::{Stage, stop_in_order};
 use crate::store::{EtcdStore, EtcdTimeouts, MappingStore, RedbStore, StoreError};
 use crate::sync::{self, EngineDeps, EngineSettings, SyncError, SyncHandle, SyncMetrics};
@@ -215,9 +216,23 @@ impl Stages {
 /// A [`NodeError`] when the data directory cannot be locked, the registry client cannot be
 /// set up, a part fails, or the graceful shutdown overruns its deadline.
 pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), NodeError> {
+    run_notifying(config, listeners, shutdown, Notifier::disabled()).await
+}
+
+/// [`run`], telling the service manager through `notifier` when the node is ready, while it
+/// is alive (watchdog) and when it stops (see `crate::service`).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_notifying(
     mut config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
+    notifier: Notifier,
 ) -> Result<(), NodeError> {
     let _data_dir = lock_data_dir(&config.node.data_dir)?;
     let keyring = gossip::Keyring::load_or_seed(&config.node.data_dir, config.gossip.key.as_ref())?;
@@ -383,6 +398,7 @@ pub async fn run(
         services = %config.sync.filter,
         "syncer is ready"
     );
+    notify_ready(&notifier, &info, &gossip, &stages.rpc);
 
     // Wait.
     let outcome = tokio::select! {
@@ -392,6 +408,7 @@ pub async fn run(
     };
 
     // Stop, in order.
+    notifier.stopping();
     stopping.cancel();
     sync.stop(STOPPING);
     if !stop_in_order(&stages.in_order(), config.shutdown_timeout).await {
@@ -400,6 +417,31 @@ pub async fn run(
     }
     info!("syncer stopped");
     outcome
+}
+
+/// Tells the service manager the node is ready, and spawns the watchdog's keeper on `stage`.
+/// Its probe is a round trip through the gossip pool's actor, the loop every mode runs from
+/// start to stop (probes, failure detection, the role announcements): a ping proves that
+/// the runtime schedules tasks and that this loop takes commands. It does not prove that the
+/// registry or a peer answers (`/health` and the metrics tell that).
+fn notify_ready(notifier: &Notifier, info: &NodeInfo, gossip: &GossipHandle, stage: &Stage) {
+    let (name, cluster, mode) = (
+        info.name.clone(),
+        info.cluster_name.clone(),
+        info.mode.clone(),
+    );
+    let status = move |role: Role| service::status_text(&name, &cluster, &mode, role.as_str());
+    let ready = status(gossip.local().meta.role);
+    notifier.ready(&ready);
+    let gossip = gossip.clone();
+    let probe = move || {
+        let (gossip, status) = (gossip.clone(), status.clone());
+        async move {
+            gossip.members().await.ok()?;
+            Some(status(gossip.local().meta.role))
+        }
+    };
+    service::spawn_keeper(notifier, ready, probe, stage.token.clone(), &stage.tasks);
 }
 
 /// The data centre's name when `--cluster-name` is not given (see `crate::dc_name`); `None`

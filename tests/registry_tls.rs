@@ -8,37 +8,13 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
 
+use support::certs::Certs;
 use support::{DEADLINE, Daemon, run, syncer};
-
-/// The files of one `syncer dev-certs` run.
-struct Certs {
-    cert: PathBuf,
-    key: PathBuf,
-    ca: PathBuf,
-}
-
-impl Certs {
-    fn make(dir: &Path, name: &str) -> Certs {
-        let out = dir.join(name);
-        let mut cmd = syncer(dir);
-        cmd.arg("dev-certs")
-            .arg("--out")
-            .arg(&out)
-            .args(["--hosts", "127.0.0.1,localhost"]);
-        let made = run(cmd);
-        assert_eq!(made.code, Some(0), "dev-certs failed: {}", made.stderr);
-        Certs {
-            cert: out.join("node.pem"),
-            key: out.join("node-key.pem"),
-            ca: out.join("ca.pem"),
-        }
-    }
-}
 
 /// A `syncer dev-registry` process serving HTTPS, killed when dropped.
 struct HttpsRegistry {

@@ -14,52 +14,9 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use support::certs::{Certs, HOSTS};
 use support::sync::{DcSetup, NewInstance, SYNC_DEADLINE, World, metric_sum};
 use support::{run, syncer};
-
-/// The hosts every test certificate is valid for: the data centres' loopback addresses.
-const HOSTS: &str = "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,localhost";
-
-/// The files of one `syncer dev-certs` run.
-struct Certs {
-    cert: PathBuf,
-    key: PathBuf,
-    ca: PathBuf,
-}
-
-impl Certs {
-    /// Runs `syncer dev-certs --out dir/name`.
-    fn make(dir: &Path, name: &str) -> Certs {
-        let out = dir.join(name);
-        let mut cmd = syncer(dir);
-        cmd.arg("dev-certs")
-            .arg("--out")
-            .arg(&out)
-            .args(["--hosts", HOSTS]);
-        let made = run(cmd);
-        assert_eq!(made.code, Some(0), "dev-certs failed: {}", made.stderr);
-        Certs {
-            cert: out.join("node.pem"),
-            key: out.join("node-key.pem"),
-            ca: out.join("ca.pem"),
-        }
-    }
-
-    /// The daemon flags serving and calling with these files; the CA only if `mutual`.
-    fn flags(&self, mutual: bool) -> Vec<String> {
-        let mut flags = vec![
-            "--tls-cert".to_owned(),
-            self.cert.display().to_string(),
-            "--tls-key".to_owned(),
-            self.key.display().to_string(),
-        ];
-        if mutual {
-            flags.push("--tls-ca".to_owned());
-            flags.push(self.ca.display().to_string());
-        }
-        flags
-    }
-}
 
 fn setup(flags: Vec<String>) -> DcSetup {
     DcSetup {

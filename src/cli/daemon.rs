@@ -181,7 +181,8 @@ pub fn run(args: &DaemonArgs) -> std::process::ExitCode {
         let root = tokio_util::sync::CancellationToken::new();
         crate::shutdown::spawn_signal_handler(root.clone());
         let listeners = crate::node::Listeners::bind(&config).await?;
-        crate::node::run(config, listeners, root).await
+        let notifier = crate::service::Notifier::from_env();
+        crate::node::run_notifying(config, listeners, root, notifier).await
     });
     // Do not wait for tasks that ignored cancellation (the node already waited its deadline).
     runtime.shutdown_background();

@@ -821,6 +821,10 @@ impl Inner {
             // initial-cluster flags then.
             Launch::Restart => {}
         }
+        // etcd speaks systemd's notification protocol too: its READY=1 is not the syncer's.
+        for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            command.env_remove(var);
+        }
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::file::Scalar;
+use super::scalar::Scalar;
 use super::settings::Id;
 use super::{ConfigError, Layer, Origin};
 

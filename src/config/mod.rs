@@ -16,6 +16,7 @@ pub mod exec;
 mod file;
 mod file_tls;
 mod parse;
+mod scalar;
 pub mod settings;
 
 use std::collections::BTreeMap;
@@ -368,7 +369,7 @@ pub struct SyncConfig {
     /// tenant per poll; `--poll-interval`).
     pub poll_interval: Duration,
     /// Which services are exported and imported (`--include`, `--exclude`).
-    pub filter: crate::sync::ServiceFilter,
+    pub filter: crate::registry::filter::ServiceFilter,
 }
 
 impl SyncConfig {

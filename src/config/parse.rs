@@ -851,8 +851,8 @@ fn read_sync(r: &mut Reader) -> Result<SyncConfig, ConfigError> {
 
 /// `--include` and `--exclude`: every pattern is checked here, naming the setting and the
 /// pattern.
-fn read_filter(r: &mut Reader) -> Result<crate::sync::ServiceFilter, ConfigError> {
-    use crate::sync::filter::Pattern;
+fn read_filter(r: &mut Reader) -> Result<crate::registry::filter::ServiceFilter, ConfigError> {
+    use crate::registry::filter::Pattern;
     let mut lists: [Vec<Pattern>; 2] = Default::default();
     for (at, id) in [Id::Include, Id::Exclude].into_iter().enumerate() {
         if let Some(setting) = r.get(id) {
@@ -862,7 +862,9 @@ fn read_filter(r: &mut Reader) -> Result<crate::sync::ServiceFilter, ConfigError
         }
     }
     let [include, exclude] = lists;
-    Ok(crate::sync::ServiceFilter::from_patterns(include, exclude))
+    Ok(crate::registry::filter::ServiceFilter::from_patterns(
+        include, exclude,
+    ))
 }
 
 /// Logs: the format and the filter (checked here, so that a bad filter is a configuration

@@ -39,6 +39,7 @@ pub mod bounds;
 pub mod contract;
 pub mod eureka;
 pub mod factory;
+pub mod filter;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod memory;

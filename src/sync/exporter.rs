@@ -15,12 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::export::{ExportView, ExportViewSnapshot, Increment, Revision, Since};
-use super::filter::ServiceFilter;
 use super::metrics::SyncMetrics;
 use super::unix_ms;
 use crate::backoff::sleep_or_cancel;
 use crate::gossip::GossipHandle;
 use crate::registry::bounds;
+use crate::registry::filter::ServiceFilter;
 use crate::registry::{Change, ChangeFeed, Instance, Service, Tenant};
 
 /// Increments kept for peers that are a little behind; older peers get a snapshot.

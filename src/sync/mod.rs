@@ -20,7 +20,6 @@
 pub mod copy;
 pub mod export;
 mod exporter;
-pub mod filter;
 pub mod ids;
 mod import;
 pub mod link;
@@ -42,7 +41,6 @@ use tracing::{info, warn};
 use self::copy::CopyLease;
 use self::export::Revision;
 use self::exporter::{Announce, SharedExportView};
-pub use self::filter::ServiceFilter;
 use self::import::{ImportCtx, Importers};
 use self::link::{PeerLink, PullAnswer, PullBody, Push, PushReply};
 pub use self::metrics::{ServiceFailures, SyncMetrics};
@@ -50,6 +48,7 @@ use self::status::{EngineStatus, ExportStatus, MappingEntry, Probe};
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::config::SyncConfig;
 use crate::gossip::GossipHandle;
+pub use crate::registry::filter::ServiceFilter;
 use crate::registry::{Registry, Schema, Tenant};
 use crate::store::{Group, MappingStore, Op, StoreError, StoreHandle, spawn_writer};
 

@@ -31,4 +31,19 @@ impl Certs {
             ca: out.join("ca.pem"),
         }
     }
+
+    /// The daemon flags serving and calling with these files; the CA only if `mutual`.
+    pub fn flags(&self, mutual: bool) -> Vec<String> {
+        let mut flags = vec![
+            "--tls-cert".to_owned(),
+            self.cert.display().to_string(),
+            "--tls-key".to_owned(),
+            self.key.display().to_string(),
+        ];
+        if mutual {
+            flags.push("--tls-ca".to_owned());
+            flags.push(self.ca.display().to_string());
+        }
+        flags
+    }
 }
