@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use syncer::cli::{Cli, Command, daemon, demo, dev_registry, keygen, keyring, members};
+use syncer::cli::{
+    Cli, Command, daemon, demo, dev_registry, keygen, keyring, mappings, members, status,
+};
 
 /// jemalloc instead of glibc's malloc. The daemon allocates in bursts (a snapshot of 10 000
 /// instances arrives, is reconciled and mostly freed again); glibc keeps such bursts resident
@@ -32,6 +34,8 @@ fn main() -> ExitCode {
         Command::DevCerts(args) => syncer::cli::dev_certs::run(&args),
         Command::DevRegistry(args) => dev_registry::run(&args),
         Command::Members(args) => members::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Mappings(args) => mappings::run(&args),
         Command::Keygen => keygen::run(),
         Command::Keyring(args) => keyring::run(&args),
     }

@@ -293,7 +293,15 @@ pub async fn run_notifying(
     let registry = build_registry(&config, &metrics)?;
     let sync_metrics = SyncMetrics::default();
     sync_metrics.register(&metrics);
-    let sync = SyncHandle::new(sync_metrics);
+    let sync = SyncHandle::new(sync_metrics).with_registry(
+        registry.clone(),
+        config
+            .registry
+            .addresses
+            .iter()
+            .map(|u| u.to_string())
+            .collect(),
+    );
     let engine = SyncEngine {
         config: config.clone(),
         gossip: gossip.clone(),

@@ -1165,3 +1165,78 @@ fn a_tls_data_centre_runs_its_managed_etcd_over_tls_and_syncs() {
         EtcdTls::load(Some(&pki.join(dev_certs::CA_CERT)), None, NODE_FLAGS).expect("load the CA");
     assert_eq!(etcd_keys(&c.rt, &endpoint, Some(&ca_only), prefix), None);
 }
+
+/// `syncer status` and `syncer mappings` asked through a standby: the standby answers with
+/// its role and what it knows (its registry answers; no store, export or imports of its
+/// own), and the active member of each data centre is asked too; `mappings` through the
+/// standby is answered by its data centre's active member.
+#[test]
+fn status_and_mappings_through_a_standby() {
+    let mut c = Cluster::start(2);
+    c.wait_until("one active member per data centre", DEADLINE, |c| {
+        c.active(0).len() == 1 && c.active(1).len() == 1
+    });
+    let service = c.registries[0].create_service("app", "svc-one", "1.0.0");
+    c.registries[0].register(&service, &NewInstance::new("one-0", "rest://10.1.0.1:80"));
+    c.wait_until("dc1 mirrored into dc2", DEADLINE, |c| {
+        mirrored(&c.registries[0], &c.registries[1], "dc1")
+    });
+    let active = c.active(1)[0];
+    let standby = &c.members[1][1 - active];
+    let (standby_name, active_name) = (standby.name.clone(), c.members[1][active].name.clone());
+    let rpc = standby.rpc.clone();
+    let status = |rpc: &str| {
+        let mut cmd = syncer(Path::new("."));
+        cmd.args(["status", "--rpc-addr", rpc, "--format", "json"]);
+        support::run(cmd)
+    };
+    let mut report = serde_json::Value::Null;
+    c.wait_until("status through the standby", DEADLINE, |_| {
+        let out = status(&rpc);
+        report = serde_json::from_str(&out.stdout).unwrap_or_default();
+        let member = |name: &str| {
+            report["members"]
+                .as_array()
+                .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (s, a) = (member(&standby_name), member(&active_name));
+        out.code == Some(0)
+            && s["role"] == "standby"
+            && s["engine"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("standby"))
+            && s["registry"]["ok"] == true
+            && s["export"].is_null()
+            && s["origins"] == serde_json::json!([])
+            && a["role"] == "active"
+            && a["origins"].as_array().is_some_and(|os| {
+                os.iter()
+                    .any(|o| o["origin"] == "dc1" && o["copies"] == 1 && o["behind"] == 0)
+            })
+            && report["members"].as_array().map(Vec::len) == Some(3)
+    });
+    let mut cmd = syncer(Path::new("."));
+    cmd.args(["mappings", "--rpc-addr", &rpc, "--format", "json"]);
+    let out = support::run(cmd);
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let copies: Vec<String> = c.registries[1]
+        .copies()
+        .into_iter()
+        .map(|i| i.instance_id)
+        .collect();
+    let listed: Vec<String> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["state"] == "present" && r["origin"] == "dc1")
+        .filter_map(|r| r["copy_instance_id"].as_str().map(str::to_owned))
+        .collect();
+    if out.code != Some(0) || listed != copies {
+        c.fail(&format!(
+            "mappings through the standby: {}{} against {copies:?}\nstatus: {report:#}",
+            out.stdout, out.stderr
+        ));
+    }
+}

@@ -143,6 +143,32 @@ fn two_data_centres_sync_over_mutual_tls() {
             refused.stdout
         )
     });
+
+    // `syncer status` with the certificate asks both members over TLS; without, refused.
+    let status = |flags: &[String]| {
+        let mut cmd = syncer(&dir);
+        cmd.args([
+            "status",
+            "--format",
+            "json",
+            "--timeout",
+            "3s",
+            "--rpc-addr",
+            &rpc,
+        ])
+        .args(flags);
+        run(cmd)
+    };
+    let asked = status(&with_cert);
+    let report: serde_json::Value = serde_json::from_str(&asked.stdout).unwrap_or_default();
+    w.check(
+        asked.code == Some(0) && report["members"].as_array().is_some_and(|m| m.len() == 2),
+        || format!("status over TLS: {}{}", asked.stdout, asked.stderr),
+    );
+    let plain = status(&[]);
+    w.check(plain.code == Some(1), || {
+        format!("status in plain text was answered: {}", plain.stdout)
+    });
 }
 
 /// dc1 runs mutual TLS with CA A. dc2's certificate comes from CA B, dc3 speaks plain text,

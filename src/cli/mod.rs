@@ -1,5 +1,6 @@
 //! The command line: `syncer daemon`, `syncer members`, `syncer demo`, `syncer dev-registry`,
-//! `syncer dev-certs`, `syncer keygen`, `syncer keyring`, `syncer version`.
+//! `syncer dev-certs`, `syncer keygen`, `syncer keyring`, `syncer status`, `syncer mappings`,
+//! `syncer version`.
 //!
 //! Parsing only; each subcommand's work lives in its own module. The daemon's flags are
 //! compatible with the original ServiceComb Syncer 1.3 (`--sc-addr`, `--bind-addr`, ...), and
@@ -12,7 +13,9 @@ pub mod dev_certs;
 pub mod dev_registry;
 pub mod keygen;
 pub mod keyring;
+pub mod mappings;
 pub mod members;
+pub mod status;
 
 use std::process::ExitCode;
 
@@ -23,7 +26,9 @@ pub use demo::DemoArgs;
 pub use dev_certs::DevCertsArgs;
 pub use dev_registry::DevRegistryArgs;
 pub use keyring::KeyringArgs;
+pub use mappings::MappingsArgs;
 pub use members::MembersArgs;
+pub use status::StatusArgs;
 
 /// syncer keeps microservice instances in sync between service registries in several data
 /// centres.
@@ -51,6 +56,14 @@ pub enum Command {
     DevRegistry(DevRegistryArgs),
     /// List the members of the gossip pool as one syncer sees them.
     Members(MembersArgs),
+    /// Show each data centre's sync at a glance: per origin data centre, a row per importing
+    /// data centre (cursor, changes behind, copies, last exchange, last error, held
+    /// removals), and each member's role, registry, store and uptime. Exit status 2 when
+    /// some member could not be asked (named on stderr).
+    Status(StatusArgs),
+    /// List the mapping entries of one data centre: origin instance, copy, and whether the
+    /// copy is in the registry.
+    Mappings(MappingsArgs),
     /// Print a new random gossip key (base64 of 32 bytes) for `--gossip-key`.
     Keygen,
     /// Rotate the gossip key on the whole pool, one step per run: list, install KEY, use KEY,

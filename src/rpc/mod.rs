@@ -7,6 +7,7 @@
 //! - [`client`]: `Info` and `Members` calls (`syncer members`, the join probe).
 //! - [`convert`]: model ⇄ wire conversions and the validation of everything received.
 //! - [`transfer`]: both halves of `Pull` and `Push`.
+//! - [`ops`]: both halves of the operator's `Status` and `Mappings`.
 //! - `status`: the one mapping of refusals to gRPC statuses and back.
 //! - [`server`]: the `Peer` service.
 //! - [`tls`]: the certificate files and the TLS configurations made from them.
@@ -14,6 +15,7 @@
 pub mod channel;
 pub mod client;
 pub mod convert;
+pub mod ops;
 pub mod server;
 mod status;
 pub mod tls;

@@ -18,8 +18,8 @@ use super::client::{self, fingerprint};
 use super::proto::peer_server::{Peer, PeerServer};
 use super::proto::{
     ContractsReply, ContractsRequest, InfoRequest, KeyringMemberResult, KeyringReply,
-    KeyringRequest, Member, MembersReply, MembersRequest, NodeInfo, PullChunk, PullRequest,
-    PushReply, PushRequest,
+    KeyringRequest, MappingsChunk, MappingsRequest, Member, MembersReply, MembersRequest, NodeInfo,
+    PullChunk, PullRequest, PushReply, PushRequest, StatusReply, StatusRequest,
 };
 use super::tls::{ClientTls, RpcTls};
 use super::transfer;
@@ -231,6 +231,28 @@ impl Peer for PeerService {
         transfer::serve_push(&self.sync, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        let reply =
+            super::ops::serve_status(&self.info, &self.gossip, &self.sync, request.into_inner())
+                .await;
+        Ok(Response::new(reply))
+    }
+
+    type MappingsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<MappingsChunk, Status>> + Send>>;
+
+    async fn mappings(
+        &self,
+        request: Request<MappingsRequest>,
+    ) -> Result<Response<Self::MappingsStream>, Status> {
+        let chunks = super::ops::serve_mappings(&self.sync, request.into_inner()).await?;
+        let stream = futures::stream::iter(chunks.into_iter().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 

@@ -50,6 +50,17 @@ pub struct StoreMetrics {
     groups: Counter,
     /// Ops committed successfully.
     ops: Counter,
+    /// The outcome of the last `commit` call (`syncer status`).
+    last: Arc<std::sync::Mutex<Option<LastCommit>>>,
+}
+
+/// The outcome of the writer's last `commit` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastCommit {
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Why it failed; `None` when it succeeded.
+    pub error: Option<String>,
 }
 
 impl StoreMetrics {
@@ -88,7 +99,22 @@ impl StoreMetrics {
         self.ops.get()
     }
 
+    /// The outcome of the last `commit` call; `None` before the first.
+    pub fn last_commit(&self) -> Option<LastCommit> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn count(&self, groups: &[Group], result: &Result<(), StoreError>) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(LastCommit {
+            at_ms: crate::sync::unix_ms(),
+            error: result.as_ref().err().map(ToString::to_string),
+        });
         let outcome = match result {
             Ok(()) => {
                 self.groups.inc_by(groups.len() as u64);

@@ -115,6 +115,17 @@ impl ExportView {
         self.len() == 0
     }
 
+    /// Exported instances and the services they belong to.
+    pub fn counts(&self) -> (usize, usize) {
+        let mut services = std::collections::HashSet::new();
+        let mut instances = 0;
+        for (service, _) in self.items() {
+            instances += 1;
+            services.insert((&service.tenant, &service.service_id));
+        }
+        (instances, services.len())
+    }
+
     fn items(&self) -> impl Iterator<Item = (&Arc<Service>, &Arc<Instance>)> {
         self.instances
             .values()

@@ -90,6 +90,11 @@ impl SharedExportView {
         }
     }
 
+    /// Exported instances and services.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        self.view().counts()
+    }
+
     pub(crate) fn snapshot(&self) -> ExportViewSnapshot {
         self.view().snapshot()
     }

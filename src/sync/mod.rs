@@ -28,6 +28,7 @@ mod metrics;
 pub mod peers;
 mod pusher;
 pub mod safety;
+pub mod status;
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,12 +44,13 @@ use self::exporter::{Announce, SharedExportView};
 use self::import::{ImportCtx, Importers};
 use self::link::{PeerLink, PullAnswer, PullBody, Push, PushReply};
 pub use self::metrics::{ServiceFailures, SyncMetrics};
+use self::status::{EngineStatus, ExportStatus, MappingEntry, Probe};
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::config::SyncConfig;
 use crate::gossip::GossipHandle;
 pub use crate::registry::filter::ServiceFilter;
 use crate::registry::{Registry, Schema, Tenant};
-use crate::store::{Group, MappingStore, Op, StoreError, spawn_writer};
+use crate::store::{Group, MappingStore, Op, StoreError, StoreHandle, spawn_writer};
 
 /// Store writes queued before callers wait (the writer batches them into commits).
 const WRITER_QUEUE: usize = 1024;
@@ -114,6 +116,16 @@ struct Core {
     importers: Arc<Importers>,
     /// The local registry, read for the contracts a peer asks for.
     registry: Arc<dyn Registry>,
+    /// The mapping store's kind and writer (`syncer status`).
+    store_kind: &'static str,
+    store: StoreHandle,
+}
+
+/// What a member knows of its node for `syncer status` while no engine runs (a standby).
+#[derive(Clone)]
+struct NodeFacts {
+    registry: Arc<dyn Registry>,
+    registry_addresses: Vec<String>,
 }
 
 /// Why the engine does not serve a call. `crate::rpc::status` maps these to gRPC statuses;
@@ -147,6 +159,14 @@ pub enum EngineError {
         "origin {0:?} is claimed by members serving different registries; not importing it until the conflict ends"
     )]
     OriginConflict(String),
+    /// Mappings were asked for an origin this data centre does not import (the names of
+    /// those it does follow).
+    #[error("this data centre does not import {0}; it imports: {1}")]
+    UnknownOrigin(String, String),
+    /// The importers of these origins did not answer a mapping query in time (busy with a
+    /// long reconcile).
+    #[error("the importers of {0} did not answer in time; try again")]
+    Importing(String),
     /// Contracts were asked for a service this data centre does not export.
     #[error("service {0} is not exported")]
     NotExported(String),
@@ -160,7 +180,9 @@ impl EngineError {
     pub fn is_unavailable(&self) -> bool {
         !matches!(
             self,
-            EngineError::OwnOrigin(_) | EngineError::NotExported(_)
+            EngineError::OwnOrigin(_)
+                | EngineError::NotExported(_)
+                | EngineError::UnknownOrigin(..)
         )
     }
 }
@@ -174,6 +196,9 @@ pub struct SyncHandle {
     /// Why calls are refused while no engine runs (`None`: starting).
     idle: Arc<RwLock<Option<&'static str>>>,
     metrics: SyncMetrics,
+    /// When this handle (the node) was made, Unix milliseconds.
+    started_ms: u64,
+    node: Option<NodeFacts>,
 }
 
 impl std::fmt::Debug for SyncHandle {
@@ -191,7 +216,95 @@ impl SyncHandle {
             core: Arc::default(),
             idle: Arc::default(),
             metrics,
+            started_ms: unix_ms(),
+            node: None,
         }
+    }
+
+    /// The same handle, told the local registry and its addresses, so that `syncer status`
+    /// can say whether the registry answers even while no engine runs.
+    #[must_use]
+    pub fn with_registry(
+        mut self,
+        registry: Arc<dyn Registry>,
+        addresses: Vec<String>,
+    ) -> SyncHandle {
+        self.node = Some(NodeFacts {
+            registry,
+            registry_addresses: addresses,
+        });
+        self
+    }
+
+    /// What this member's engine knows (`syncer status`): the registry is asked now (for at
+    /// most `probe_timeout`), everything else is read from what the engine tracks.
+    pub async fn status(&self, probe_timeout: Duration) -> EngineStatus {
+        let core = self.core();
+        let idle = core.as_ref().err().map(ToString::to_string);
+        let registry = match (&core, &self.node) {
+            (Ok(core), _) => Some(core.registry.clone()),
+            (Err(_), Some(node)) => Some(node.registry.clone()),
+            (Err(_), None) => None,
+        };
+        let registry = match registry {
+            Some(registry) => {
+                let answer = tokio::time::timeout(probe_timeout, registry.identity()).await;
+                let error = match answer {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!("no answer within {probe_timeout:?}")),
+                };
+                Some(Probe {
+                    at_ms: unix_ms(),
+                    error,
+                })
+            }
+            None => None,
+        };
+        let mut status = EngineStatus {
+            idle,
+            started_ms: self.started_ms,
+            registry_addresses: self
+                .node
+                .as_ref()
+                .map(|n| n.registry_addresses.clone())
+                .unwrap_or_default(),
+            registry,
+            store_kind: String::new(),
+            store: None,
+            export: None,
+            origins: Vec::new(),
+        };
+        if let Ok(core) = core {
+            status.store_kind = core.store_kind.to_owned();
+            status.store = core.store.metrics().last_commit().map(|c| Probe {
+                at_ms: c.at_ms,
+                error: c.error,
+            });
+            let (instances, services) = core.view.counts();
+            status.export = Some(ExportStatus {
+                ready: core.view.is_ready(),
+                revision: core.view.revision(),
+                instances: instances as u64,
+                services: services as u64,
+            });
+            status.origins = core.importers.status();
+        }
+        status
+    }
+
+    /// The mapping entries of this data centre (of `origin` only, when given), with their
+    /// state against the local registry; each importer is waited for at most `wait`.
+    ///
+    /// # Errors
+    /// An engine that does not run, or [`EngineError::Importing`].
+    pub async fn mappings(
+        &self,
+        origin: Option<&str>,
+        wait: Duration,
+    ) -> Result<Vec<MappingEntry>, EngineError> {
+        let core = self.core()?;
+        core.importers.mappings(origin, wait).await
     }
 
     /// Whether an engine serves calls.
@@ -344,6 +457,7 @@ pub async fn start(
         return Ok(());
     };
     let writer = spawn_writer(deps.store.clone(), WRITER_QUEUE, token.clone(), tracker);
+    let status_store = writer.clone();
     let last_epoch = stored
         .meta
         .get(EPOCH_KEY)
@@ -429,6 +543,8 @@ pub async fn start(
         view,
         importers,
         registry: deps.registry,
+        store_kind: deps.store.kind(),
+        store: status_store,
     }));
     handle.metrics.active.set(1);
     Ok(())

@@ -8,7 +8,7 @@
 //! - `harness`: [`harness::World`], the data centres and the knobs the scenarios turn
 //!   (partitions, stopped syncers, a slow registry, a second engine on a shared store).
 //! - `link`: the one place where the engines' peer transfer is built and partitioned.
-//! - `mirroring`, `faults`, `failover`, `gaps`, `stalls`, `shared`, `services`, `contracts`, `eureka`: the scenarios, each
+//! - `mirroring`, `faults`, `failover`, `gaps`, `stalls`, `shared`, `services`, `contracts`, `eureka`, `status`: the scenarios, each
 //!   asserting the engine's behaviour with deadlines in virtual time and the world's invariants at the end.
 //!
 //! Built on the crate's public API only, as a user of the engine would be.
@@ -25,3 +25,4 @@ mod mirroring;
 mod services;
 mod shared;
 mod stalls;
+mod status;

@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -28,6 +28,7 @@ use super::super::ids::{OriginKey, copy_origin, is_copy};
 use super::super::link::{LinkError, PullDeadlines, Pulled, Push, PushReply};
 use super::super::metrics::{OriginLabel, OriginState, Outcome};
 use super::super::safety::{RemovalGuard, Removals};
+use super::super::status::{EntryState, HeldRemovals, ImportState, LastError, MappingEntry};
 use super::super::unix_ms;
 use super::ImportCtx;
 use super::execute::{Done, ensure_services, execute_all};
@@ -200,6 +201,11 @@ pub(super) struct Actor {
     refused: HashSet<String>,
     /// Services whose local service is in trouble, and the copies waiting for them.
     failing: FailingServices,
+    /// Last successful exchange with the origin, Unix milliseconds (0: none yet).
+    last_exchange_ms: u64,
+    last_error: Option<LastError>,
+    /// Removals held back by the safety rules in the last reconcile round that asked.
+    held: HeldRemovals,
 }
 
 impl Actor {
@@ -234,14 +240,108 @@ impl Actor {
             peer_addr,
             refused: HashSet::new(),
             failing,
+            last_exchange_ms: 0,
+            last_error: None,
+            held: HeldRemovals::default(),
         }
+    }
+
+    /// Remembers a failure for `syncer status`.
+    fn failed(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        self.last_error = Some(LastError {
+            text: format!("{what}: {error}"),
+            at_ms: unix_ms(),
+        });
+    }
+
+    /// What `syncer status` shows of this importer.
+    fn state(&self) -> ImportState {
+        let keeping_stale = self.health.is_stale()
+            && self.ctx.keeps_stale(
+                &self.origin,
+                self.health.keeps_stale_copies(self.ctx.settings.keep_stale),
+            );
+        ImportState {
+            peer: self.peer_addr,
+            cursor: self.cursor,
+            complete: self.guard.is_complete(&self.origin),
+            copies: self.views.mappings().len() as u64,
+            present: self.views.present.len() as u64,
+            desired: self.views.desired.len() as u64,
+            last_exchange_ms: self.last_exchange_ms,
+            last_error: self.last_error.clone(),
+            stale: self.health.is_stale(),
+            keeping_stale,
+            held: self.held,
+            failing_services: self.failing.services() as u64,
+        }
+    }
+
+    /// The mapping entries of this origin against the present view (`syncer mappings`).
+    fn entries(&self) -> Vec<MappingEntry> {
+        let entry = |m: &Mapping, state: EntryState| MappingEntry {
+            origin: self.origin.clone(),
+            tenant: Tenant::new(&m.domain, &m.project),
+            origin_service_id: m.origin_service_id.clone(),
+            origin_instance_id: m.origin_instance_id.clone(),
+            copy_service_id: m.service_id.clone(),
+            copy_instance_id: m.instance_id.clone(),
+            generation: m.generation,
+            updated_ms: m.updated_ms,
+            state,
+        };
+        let mut out: Vec<MappingEntry> = self
+            .views
+            .mappings()
+            .values()
+            .map(|m| {
+                let state = if self.views.present.contains_key(&m.instance_id) {
+                    EntryState::Present
+                } else {
+                    EntryState::Missing
+                };
+                entry(m, state)
+            })
+            .collect();
+        out.extend(
+            self.views
+                .extra_mappings
+                .iter()
+                .map(|m| entry(m, EntryState::ExtraGeneration)),
+        );
+        let extra: HashSet<&str> = self
+            .views
+            .extra_mappings
+            .iter()
+            .map(|m| m.instance_id.as_str())
+            .collect();
+        out.extend(
+            self.views
+                .present
+                .iter()
+                .filter(|(id, _)| !self.views.is_mapped_copy(id) && !extra.contains(id.as_str()))
+                .map(|(id, copy)| MappingEntry {
+                    origin: self.origin.clone(),
+                    tenant: copy.tenant.clone(),
+                    origin_service_id: String::new(),
+                    origin_instance_id: String::new(),
+                    copy_service_id: copy.service_id.clone(),
+                    copy_instance_id: id.clone(),
+                    generation: 0,
+                    updated_ms: 0,
+                    state: EntryState::Unmapped,
+                }),
+        );
+        out
     }
 
     pub(super) async fn run(mut self, mut inbox: Inbox, token: CancellationToken) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut peers = self.ctx.peers.clone();
+        let published = inbox.state.clone();
         loop {
+            *published.lock().unwrap_or_else(PoisonError::into_inner) = self.state();
             tokio::select! {
                 biased;
                 () = token.cancelled() => break,
@@ -277,6 +377,9 @@ impl Actor {
                     if let Some(flight) = self.pulling.take() {
                         self.on_pulled(flight.addr, flight.base, ended).await;
                     }
+                }
+                Some(asker) = inbox.query.recv() => {
+                    let _ = asker.send(self.entries());
                 }
                 _ = tick.tick() => self.on_tick().await,
             }
@@ -403,6 +506,7 @@ impl Actor {
             }
             Err(e) => {
                 let pause = self.timers.reread_backoff.pause();
+                self.failed("re-read of the local registry", &e);
                 warn!(origin = %self.origin, error = %e, retry_in = ?pause, "cannot re-read the local registry's copies");
                 self.timers.reread_at = Some(Instant::now() + pause);
                 false
@@ -530,6 +634,7 @@ impl Actor {
 
     /// A successful exchange with the origin.
     fn exchanged(&mut self) {
+        self.last_exchange_ms = unix_ms();
         self.ctx
             .metrics
             .last_exchange
@@ -548,6 +653,10 @@ impl Actor {
     /// the actor's loop ([`pull_ended`]).
     fn start_pull(&mut self) {
         let Some(addr) = self.ctx.peers.borrow().get(&self.origin).copied() else {
+            self.last_error = Some(LastError {
+                text: "no active syncer of this data centre in the pool".to_owned(),
+                at_ms: unix_ms(),
+            });
             debug!(origin = %self.origin, "no active syncer known for this data centre");
             return;
         };
@@ -579,6 +688,7 @@ impl Actor {
         let result = match ended {
             Ok(result) => result,
             Err(e) => {
+                self.failed(&format!("pull from {addr}"), &e);
                 error!(origin = %self.origin, %addr, error = %e, "the pull task failed");
                 self.timers.pull_at = Some(Instant::now() + self.timers.pull_backoff.pause());
                 return;
@@ -602,6 +712,7 @@ impl Actor {
                 }
             }
             Err(e) => {
+                self.failed(&format!("pull from {addr}"), &e);
                 self.ctx.metrics.transfer("pull", e.outcome());
                 match &e {
                     LinkError::Malformed(_) | LinkError::Incomplete(_) => {
@@ -688,6 +799,8 @@ impl Actor {
             // Without the registry's view every copy would look missing.
             return;
         }
+        // Every held removal is dirty again, so each round counts them afresh.
+        self.held = HeldRemovals::default();
         // What is dirty now, in slices; keys dirtied meanwhile (failures, adoptions) wait for
         // the next round, so a failing registry is not retried in a tight loop.
         let mut keys: Vec<InstanceRef> = self.dirty.drain().collect();
@@ -736,6 +849,9 @@ impl Actor {
         if orphans {
             // Planned above: removed, or deferred again below.
             self.views.extra_mappings.clear();
+        }
+        if let Some(answer) = removals {
+            self.count_held(answer, waiting.len() as u64);
         }
         for action in waiting {
             self.defer(action);
@@ -789,6 +905,20 @@ impl Actor {
         }
         self.copies_gauge();
         answered
+    }
+
+    /// Counts the `held` removals the guard's `answer` kept back, for `syncer status`.
+    fn count_held(&mut self, answer: Removals, held: u64) {
+        match answer {
+            Removals::Incomplete => self.held.awaiting_snapshot += held,
+            Removals::Held(until) => {
+                self.held.leader_hold += held;
+                let left = until.saturating_duration_since(Instant::now());
+                self.held.leader_hold_until_ms =
+                    unix_ms() + u64::try_from(left.as_millis()).unwrap_or(u64::MAX / 2);
+            }
+            Removals::Allowed { .. } => self.held.cap += held,
+        }
     }
 
     /// `syncer_sync_copies{origin, state}` from the views.
@@ -975,6 +1105,7 @@ impl Actor {
                     .heartbeats
                     .get_or_create(&Outcome { outcome: e.kind() })
                     .inc();
+                self.failed("heartbeat of copies", &e);
                 warn!(origin = %self.origin, copies = refs.len(), error = %e, "heartbeat of copies failed");
                 false
             }

@@ -202,6 +202,11 @@ impl FailingServices {
         self.troubles.is_empty() && self.copies.is_empty()
     }
 
+    /// Services in trouble now (`syncer status`).
+    pub(crate) fn services(&self) -> usize {
+        self.troubles.len()
+    }
+
     /// Whether `action` writes what the registry refused for its copy and the back-off of
     /// that refusal has not ended at `now`.
     pub(crate) fn copy_waits(&self, action: &Action, now: Instant) -> bool {

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::super::copy::PresentCopy;
 use super::super::export::Revision;
+use super::super::status::{ImportState, MappingEntry};
 use crate::registry::{InstanceRef, Tenant};
 use crate::sync::link::{Push, PushReply};
 
@@ -114,12 +115,21 @@ pub(crate) enum NotQueued {
 /// A push waiting for its actor, with where to send the answer.
 pub(crate) type PushMsg = (Push, oneshot::Sender<PushReply>);
 
+/// Asks the actor for its mapping entries (`syncer mappings`).
+pub(crate) type QueryMsg = oneshot::Sender<Vec<MappingEntry>>;
+
+/// Mapping queries waiting for one actor: an operator's command, rarely more than one.
+const QUERY_QUEUE: usize = 4;
+
 /// The router's half of one actor's mailbox.
 #[derive(Debug, Clone)]
 pub(crate) struct Mailbox {
     push: mpsc::Sender<PushMsg>,
     announce: Arc<watch::Sender<Option<Revision>>>,
     local: Arc<LocalQueue>,
+    query: mpsc::Sender<QueryMsg>,
+    /// What the actor published last (`syncer status`).
+    state: Arc<Mutex<ImportState>>,
 }
 
 /// The actor's half.
@@ -128,6 +138,9 @@ pub(crate) struct Inbox {
     pub push: mpsc::Receiver<PushMsg>,
     pub announce: watch::Receiver<Option<Revision>>,
     pub local: LocalInbox,
+    pub query: mpsc::Receiver<QueryMsg>,
+    /// Where the actor publishes its state.
+    pub state: Arc<Mutex<ImportState>>,
 }
 
 /// The actor's half of the local queue.
@@ -139,16 +152,22 @@ pub(crate) fn mailbox() -> (Mailbox, Inbox) {
     let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
     let (announce_tx, announce_rx) = watch::channel(None);
     let local = Arc::new(LocalQueue::default());
+    let (query_tx, query_rx) = mpsc::channel(QUERY_QUEUE);
+    let state = Arc::new(Mutex::new(ImportState::default()));
     (
         Mailbox {
             push: push_tx,
             announce: Arc::new(announce_tx),
             local: local.clone(),
+            query: query_tx,
+            state: state.clone(),
         },
         Inbox {
             push: push_rx,
             announce: announce_rx,
             local: LocalInbox(local),
+            query: query_rx,
+            state,
         },
     )
 }
@@ -176,6 +195,25 @@ impl Mailbox {
     /// Every copy of the origin present now (replaces everything queued).
     pub(crate) fn present(&self, present: Vec<(String, PresentCopy)>) {
         self.local.present(present);
+    }
+
+    /// The revision the origin announced last, if any.
+    pub(crate) fn announced(&self) -> Option<Revision> {
+        *self.announce.borrow()
+    }
+
+    /// What the actor published last.
+    pub(crate) fn state(&self) -> ImportState {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Asks the actor for its mapping entries; `None` when it stopped or its queue is full.
+    pub(crate) fn query(&self) -> Option<oneshot::Receiver<Vec<MappingEntry>>> {
+        let (tx, rx) = oneshot::channel();
+        self.query.try_send(tx).ok().map(|()| rx)
     }
 
     /// One observation after the last full set.

@@ -18,6 +18,7 @@ use crate::registry::Change;
 use crate::store::Mapping;
 use crate::sync::EngineError;
 use crate::sync::link::{Push, PushReply};
+use crate::sync::status::{MappingEntry, OriginStatus};
 
 /// Every origin's actor, created on first need.
 pub(crate) struct Importers {
@@ -82,6 +83,110 @@ impl Importers {
         self.tracker.spawn(actor.run(inbox, self.token.clone()));
         actors.insert(origin.to_owned(), tx.clone());
         tx
+    }
+
+    /// Every origin's state as its actor published it, by origin name.
+    pub(crate) fn status(&self) -> Vec<OriginStatus> {
+        let actors: Vec<(String, Mailbox)> = self
+            .actors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(origin, mailbox)| (origin.clone(), mailbox.clone()))
+            .collect();
+        let mut out: Vec<OriginStatus> = actors
+            .into_iter()
+            .filter(|(origin, _)| *origin != self.ctx.cluster)
+            .map(|(origin, mailbox)| OriginStatus {
+                conflict: self.ctx.in_conflict(&origin),
+                announced: mailbox.announced(),
+                state: mailbox.state(),
+                origin,
+            })
+            .collect();
+        out.sort_by(|a, b| a.origin.cmp(&b.origin));
+        out
+    }
+
+    /// The mapping entries of `origin` (every origin: `None`), asked of the actors; an
+    /// actor that does not answer within `wait` (busy with a long reconcile) is named in
+    /// the error.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownOrigin`] for an origin without an importer here,
+    /// [`EngineError::Importing`] naming the origins whose actor did not answer.
+    pub(crate) async fn mappings(
+        &self,
+        origin: Option<&str>,
+        wait: std::time::Duration,
+    ) -> Result<Vec<MappingEntry>, EngineError> {
+        let mut asked: Vec<(String, Mailbox)> = self
+            .actors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(name, _)| origin.is_none_or(|o| o == name.as_str()))
+            .map(|(name, mailbox)| (name.clone(), mailbox.clone()))
+            .collect();
+        asked.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(origin) = origin
+            && asked.is_empty()
+        {
+            let mut known: Vec<String> = self
+                .actors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .keys()
+                .filter(|name| **name != self.ctx.cluster)
+                .cloned()
+                .collect();
+            known.sort();
+            let known = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            return Err(EngineError::UnknownOrigin(origin.to_owned(), known));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut out = Vec::new();
+        let mut silent = Vec::new();
+        for (name, mailbox) in asked {
+            let answer = match mailbox.query() {
+                Some(rx) => tokio::time::timeout_at(deadline, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            };
+            match answer {
+                Some(mut entries) => {
+                    entries.sort_by(|a, b| {
+                        (
+                            a.state,
+                            &a.tenant,
+                            &a.origin_service_id,
+                            &a.origin_instance_id,
+                            &a.copy_instance_id,
+                        )
+                            .cmp(&(
+                                b.state,
+                                &b.tenant,
+                                &b.origin_service_id,
+                                &b.origin_instance_id,
+                                &b.copy_instance_id,
+                            ))
+                    });
+                    out.extend(entries);
+                }
+                None => silent.push(name),
+            }
+        }
+        if silent.is_empty() {
+            Ok(out)
+        } else {
+            Err(EngineError::Importing(silent.join(", ")))
+        }
     }
 
     /// Makes sure every data centre in `peers` has an actor.

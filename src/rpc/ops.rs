@@ -1,0 +1,264 @@
+//! The operator's calls `Status` and `Mappings`: the engine's snapshot
+//! ([`SyncHandle::status`], [`SyncHandle::mappings`]) in wire terms, and the client calls of
+//! `syncer status` and `syncer mappings`.
+
+use std::time::Duration;
+
+use tonic::Status;
+
+use super::client::{ClientError, connect};
+use super::proto::{
+    ExportState, ImportStatus, MappingRow, MappingsChunk, MappingsRequest, NodeInfo, Probe,
+    StatusReply, StatusRequest,
+};
+use super::tls::ClientTls;
+use crate::gossip::{GossipHandle, MemberInfo};
+use crate::sync::SyncHandle;
+use crate::sync::status::{self as model, Lag};
+
+/// How long the registry is given to answer the status probe.
+pub const REGISTRY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long each importer is given to list its mappings.
+pub const MAPPINGS_WAIT: Duration = Duration::from_secs(10);
+/// Entries per `MappingsChunk`: an entry is a few hundred bytes, so a chunk stays far under
+/// the 4 MiB message limit.
+pub const MAPPINGS_CHUNK: usize = 1000;
+
+fn probe(p: Option<model::Probe>) -> Option<Probe> {
+    p.map(|p| Probe {
+        checked: true,
+        ok: p.error.is_none(),
+        error: p.error.unwrap_or_default(),
+        at_ms: p.at_ms,
+    })
+}
+
+fn origin(o: model::OriginStatus, members: &[MemberInfo]) -> ImportStatus {
+    let lag = o.lag();
+    let s = o.state;
+    let active_rpc_addr = s.peer.map(|a| a.to_string()).unwrap_or_default();
+    let active_member = s
+        .peer
+        .and_then(|addr| {
+            members
+                .iter()
+                .find(|m| m.id.meta.rpc_addr == addr && m.id.meta.cluster == o.origin)
+                .map(|m| m.id.name.clone())
+        })
+        .unwrap_or_default();
+    let (last_error, last_error_ms) = s.last_error.map(|e| (e.text, e.at_ms)).unwrap_or_default();
+    ImportStatus {
+        origin: o.origin,
+        active_member,
+        active_rpc_addr,
+        announced: o.announced.is_some(),
+        announced_epoch: o.announced.map_or(0, |r| r.epoch),
+        announced_seq: o.announced.map_or(0, |r| r.seq),
+        has_cursor: s.cursor.is_some(),
+        cursor_epoch: s.cursor.map_or(0, |r| r.epoch),
+        cursor_seq: s.cursor.map_or(0, |r| r.seq),
+        complete: s.complete,
+        behind: match lag {
+            Lag::Changes(n) => n,
+            Lag::SnapshotPending => 0,
+        },
+        snapshot_pending: lag == Lag::SnapshotPending,
+        copies: s.copies,
+        present: s.present,
+        desired: s.desired,
+        last_exchange_ms: s.last_exchange_ms,
+        last_error,
+        last_error_ms,
+        stale: s.stale,
+        keeping_stale: s.keeping_stale,
+        conflict: o.conflict,
+        held_cap: s.held.cap,
+        held_awaiting_snapshot: s.held.awaiting_snapshot,
+        held_leader: s.held.leader_hold,
+        held_leader_until_ms: s.held.leader_hold_until_ms,
+        failing_services: s.failing_services,
+    }
+}
+
+/// Answers `Status` for this node.
+pub async fn serve_status(
+    info: &NodeInfo,
+    gossip: &GossipHandle,
+    sync: &SyncHandle,
+    _request: StatusRequest,
+) -> StatusReply {
+    let engine = sync.status(REGISTRY_PROBE_TIMEOUT).await;
+    let members = gossip.members().await.unwrap_or_default();
+    let role = members
+        .iter()
+        .find(|m| m.local)
+        .map(|m| m.id.meta.role.as_str().to_owned())
+        .unwrap_or_default();
+    StatusReply {
+        name: info.name.clone(),
+        cluster: info.cluster_name.clone(),
+        mode: info.mode.clone(),
+        version: info.version.clone(),
+        rpc_addr: info.rpc_addr.clone(),
+        role,
+        idle: engine.idle.unwrap_or_default(),
+        now_ms: crate::sync::unix_ms(),
+        started_ms: engine.started_ms,
+        registry_addresses: engine.registry_addresses,
+        registry: probe(engine.registry),
+        store_kind: engine.store_kind,
+        store: probe(engine.store),
+        export: engine.export.map(|e| ExportState {
+            ready: e.ready,
+            epoch: e.revision.epoch,
+            seq: e.revision.seq,
+            instances: e.instances,
+            services: e.services,
+        }),
+        origins: engine
+            .origins
+            .into_iter()
+            .map(|o| origin(o, &members))
+            .collect(),
+    }
+}
+
+/// Answers `Mappings`: the entries in chunks of [`MAPPINGS_CHUNK`].
+///
+/// # Errors
+/// Unavailable when the engine does not run here (a standby: ask the active member) or an
+/// importer is too busy to answer; not found for an origin this data centre does not
+/// import.
+pub async fn serve_mappings(
+    sync: &SyncHandle,
+    request: MappingsRequest,
+) -> Result<Vec<MappingsChunk>, Status> {
+    let origin = (!request.origin.is_empty()).then_some(request.origin.as_str());
+    let entries = sync.mappings(origin, MAPPINGS_WAIT).await.map_err(|e| {
+        if e.is_unavailable() {
+            Status::unavailable(e.to_string())
+        } else {
+            Status::not_found(e.to_string())
+        }
+    })?;
+    let rows: Vec<MappingRow> = entries
+        .into_iter()
+        .map(|e| MappingRow {
+            origin: e.origin,
+            domain_project: e.tenant.to_string(),
+            origin_service_id: e.origin_service_id,
+            origin_instance_id: e.origin_instance_id,
+            copy_service_id: e.copy_service_id,
+            copy_instance_id: e.copy_instance_id,
+            state: e.state.as_str().to_owned(),
+            generation: e.generation,
+            updated_ms: e.updated_ms,
+        })
+        .collect();
+    Ok(chunks(rows))
+}
+
+/// `rows` in messages of at most [`MAPPINGS_CHUNK`].
+fn chunks(rows: Vec<MappingRow>) -> Vec<MappingsChunk> {
+    let mut out = Vec::with_capacity(rows.len().div_ceil(MAPPINGS_CHUNK));
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        out.push(MappingsChunk {
+            rows: rows.by_ref().take(MAPPINGS_CHUNK).collect(),
+        });
+    }
+    out
+}
+
+fn answer<T>(
+    addr: &str,
+    reply: Result<tonic::Response<T>, tonic::Status>,
+) -> Result<T, ClientError> {
+    reply
+        .map(tonic::Response::into_inner)
+        .map_err(|status| ClientError::Call {
+            addr: addr.to_owned(),
+            status,
+        })
+}
+
+/// Asks the syncer at `addr` for its status.
+///
+/// # Errors
+/// A [`ClientError`] when it cannot be reached or the call fails.
+pub async fn status(
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<StatusReply, ClientError> {
+    let mut client = connect(addr, timeout, tls).await?;
+    let reply = client.status(StatusRequest {}).await;
+    answer(addr, reply)
+}
+
+/// Asks the syncer at `addr` for its data centre's mapping entries (of `origin` only, when
+/// not empty).
+///
+/// # Errors
+/// A [`ClientError`] when it cannot be reached, refuses, or the stream breaks.
+pub async fn mappings(
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+    origin: &str,
+) -> Result<Vec<MappingRow>, ClientError> {
+    let mut client = connect(addr, timeout, tls).await?;
+    let reply = client
+        .mappings(MappingsRequest {
+            origin: origin.to_owned(),
+        })
+        .await;
+    let mut stream = answer(addr, reply)?;
+    let mut rows = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => rows.extend(chunk.rows),
+            Ok(None) => return Ok(rows),
+            Err(status) => {
+                return Err(ClientError::Call {
+                    addr: addr.to_owned(),
+                    status,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::rpc::channel::MAX_MESSAGE_BYTES;
+
+    #[test]
+    fn mappings_travel_in_chunks_far_under_the_message_limit() {
+        // Ids as long as the registry allows (SC: 64 characters; tenants 2 × 64).
+        let long = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+        let row = MappingRow {
+            origin: long('o'),
+            domain_project: format!("{}/{}", long('d'), long('p')),
+            origin_service_id: long('s'),
+            origin_instance_id: long('i'),
+            copy_service_id: long('t'),
+            copy_instance_id: long('c'),
+            state: "extra_generation".into(),
+            generation: u32::MAX,
+            updated_ms: u64::MAX,
+        };
+        let chunks = chunks(vec![row; 2 * MAPPINGS_CHUNK + 500]);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.rows.len()).collect();
+        assert_eq!(sizes, [MAPPINGS_CHUNK, MAPPINGS_CHUNK, 500]);
+        assert!(
+            chunks[0].encoded_len() < MAX_MESSAGE_BYTES / 4,
+            "{}",
+            chunks[0].encoded_len()
+        );
+        assert!(super::chunks(Vec::new()).is_empty());
+    }
+}
