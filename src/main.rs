@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use syncer::cli::{
-    Cli, Command, daemon, demo, dev_registry, keygen, keyring, mappings, members, status,
+    Cli, Command, daemon, demo, dev_registry, diff, keygen, keyring, mappings, members, status,
 };
 
 /// jemalloc instead of glibc's malloc. The daemon allocates in bursts (a snapshot of 10 000
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Members(args) => members::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Mappings(args) => mappings::run(&args),
+        Command::Diff(args) => diff::run(&args),
         Command::Keygen => keygen::run(),
         Command::Keyring(args) => keyring::run(&args),
     }

@@ -90,6 +90,11 @@ fn setting_arg(spec: &'static Spec) -> Option<Arg> {
             ArgAction::Set
         })
         .help(spec.help_text());
+    if !spec.list {
+        // A setting given twice takes the last value, as shells and wrappers expect when they
+        // append an override to a base command line.
+        arg = arg.overrides_with(spec.name);
+    }
     if let Some(var) = spec.env {
         arg = arg.env(var);
     }
@@ -277,6 +282,17 @@ mod tests {
                 assert!(help.contains(var), "{var}");
             }
         }
+    }
+
+    #[test]
+    fn a_setting_given_twice_takes_the_last_value_and_lists_accumulate() {
+        let args = parse(&["--node", "a", "--node", "b"]).unwrap();
+        assert_eq!(args.settings.get(Id::Node).unwrap().value, "b");
+        let args = parse(&["--include", "shop/*", "--include", "hr/payroll,ops/*"]).unwrap();
+        assert_eq!(
+            args.settings.get(Id::Include).unwrap().value,
+            "shop/*,hr/payroll,ops/*"
+        );
     }
 
     #[test]

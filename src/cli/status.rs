@@ -121,7 +121,7 @@ pub struct Unreachable {
 /// The members to ask besides the first: the active member of every data centre (the
 /// freshest claim when several members claim it; an alive one before one seen down or
 /// gone). Data centres without an active member are returned apart.
-fn targets(members: &[Member], asked: &StatusReply) -> (Vec<Member>, Vec<Unreachable>) {
+pub(crate) fn targets(members: &[Member], asked: &StatusReply) -> (Vec<Member>, Vec<Unreachable>) {
     let mut by_cluster: BTreeMap<&str, Vec<&Member>> = BTreeMap::new();
     for m in members {
         by_cluster.entry(m.cluster.as_str()).or_default().push(m);

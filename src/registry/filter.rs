@@ -147,6 +147,16 @@ impl ServiceFilter {
         ServiceFilter { include, exclude }
     }
 
+    /// The include patterns, as given.
+    pub fn includes(&self) -> Vec<String> {
+        self.include.iter().map(ToString::to_string).collect()
+    }
+
+    /// The exclude patterns, as given.
+    pub fn excludes(&self) -> Vec<String> {
+        self.exclude.iter().map(ToString::to_string).collect()
+    }
+
     /// Whether every service passes.
     pub fn is_open(&self) -> bool {
         self.include.is_empty() && self.exclude.is_empty()

@@ -8,8 +8,8 @@ use tonic::Status;
 
 use super::client::{ClientError, connect};
 use super::proto::{
-    ExportState, ImportStatus, MappingRow, MappingsChunk, MappingsRequest, NodeInfo, Probe,
-    StatusReply, StatusRequest,
+    ExportState, ImportStatus, InventoryChunk, InventoryRequest, MappingRow, MappingsChunk,
+    MappingsRequest, NodeInfo, Probe, StatusReply, StatusRequest,
 };
 use super::tls::ClientTls;
 use crate::gossip::{GossipHandle, MemberInfo};
@@ -180,6 +180,110 @@ fn answer<T>(
             addr: addr.to_owned(),
             status,
         })
+}
+
+/// Answers `Inventory`: the local registry read in full (own instances and copies alike,
+/// each with its service), in chunks under the message limit, with the service filter in
+/// the first.
+///
+/// # Errors
+/// `unavailable` while no engine runs here or the registry cannot be read.
+pub async fn serve_inventory(
+    info: &NodeInfo,
+    sync: &SyncHandle,
+) -> Result<Vec<InventoryChunk>, Status> {
+    let (snapshot, filter) = sync
+        .inventory()
+        .await
+        .map_err(|e| super::status::from_engine(&e))?;
+    let services: std::collections::HashMap<_, _> = snapshot
+        .services
+        .iter()
+        .map(|s| ((&s.tenant, s.service_id.as_str()), s))
+        .collect();
+    let pairs: Vec<(&crate::registry::Service, &crate::registry::Instance)> = snapshot
+        .instances
+        .iter()
+        .filter_map(|i| {
+            services
+                .get(&(&i.tenant, i.service_id.as_str()))
+                .map(|s| (*s, i))
+        })
+        .collect();
+    let mut chunks: Vec<InventoryChunk> = super::convert::snapshot_chunks(&pairs)
+        .into_iter()
+        .map(|data| InventoryChunk {
+            cluster: info.cluster_name.clone(),
+            data: Some(data),
+            ..InventoryChunk::default()
+        })
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(InventoryChunk {
+            cluster: info.cluster_name.clone(),
+            ..InventoryChunk::default()
+        });
+    }
+    chunks[0].include = filter.includes();
+    chunks[0].exclude = filter.excludes();
+    Ok(chunks)
+}
+
+/// What [`inventory`] brings back: the data centre, its filter and what its registry holds.
+#[derive(Debug, Clone, Default)]
+pub struct InventoryAnswer {
+    pub cluster: String,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub services: Vec<crate::registry::Service>,
+    pub instances: Vec<crate::registry::Instance>,
+}
+
+/// Asks the active syncer at `addr` for its data centre's inventory.
+///
+/// # Errors
+/// A [`ClientError`] when it cannot be reached, refuses, the stream breaks or a chunk does
+/// not decode.
+pub async fn inventory(
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<InventoryAnswer, ClientError> {
+    let mut client = connect(addr, timeout, tls).await?;
+    let reply = client.inventory(InventoryRequest {}).await;
+    let mut stream = answer(addr, reply)?;
+    let mut out = InventoryAnswer::default();
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => {
+                if out.cluster.is_empty() {
+                    out.cluster = chunk.cluster;
+                    out.include = chunk.include;
+                    out.exclude = chunk.exclude;
+                }
+                let Some(data) = chunk.data else { continue };
+                let pairs =
+                    super::convert::chunk_from_wire(data).map_err(|e| ClientError::Call {
+                        addr: addr.to_owned(),
+                        status: Status::invalid_argument(format!("inventory: {e}")),
+                    })?;
+                for (service, instance) in pairs {
+                    if seen.insert((service.tenant.clone(), service.service_id.clone())) {
+                        out.services.push((*service).clone());
+                    }
+                    out.instances.push(instance);
+                }
+            }
+            Ok(None) => return Ok(out),
+            Err(status) => {
+                return Err(ClientError::Call {
+                    addr: addr.to_owned(),
+                    status,
+                });
+            }
+        }
+    }
 }
 
 /// Asks the syncer at `addr` for its status.

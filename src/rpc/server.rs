@@ -17,9 +17,10 @@ use super::channel::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, MAX_MESSAGE_BYTES}
 use super::client::{self, fingerprint};
 use super::proto::peer_server::{Peer, PeerServer};
 use super::proto::{
-    ContractsReply, ContractsRequest, InfoRequest, KeyringMemberResult, KeyringReply,
-    KeyringRequest, MappingsChunk, MappingsRequest, Member, MembersReply, MembersRequest, NodeInfo,
-    PullChunk, PullRequest, PushReply, PushRequest, StatusReply, StatusRequest,
+    ContractsReply, ContractsRequest, InfoRequest, InventoryChunk, InventoryRequest,
+    KeyringMemberResult, KeyringReply, KeyringRequest, MappingsChunk, MappingsRequest, Member,
+    MembersReply, MembersRequest, NodeInfo, PullChunk, PullRequest, PushReply, PushRequest,
+    StatusReply, StatusRequest,
 };
 use super::tls::{ClientTls, RpcTls};
 use super::transfer;
@@ -251,6 +252,18 @@ impl Peer for PeerService {
         request: Request<MappingsRequest>,
     ) -> Result<Response<Self::MappingsStream>, Status> {
         let chunks = super::ops::serve_mappings(&self.sync, request.into_inner()).await?;
+        let stream = futures::stream::iter(chunks.into_iter().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type InventoryStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<InventoryChunk, Status>> + Send>>;
+
+    async fn inventory(
+        &self,
+        _request: Request<InventoryRequest>,
+    ) -> Result<Response<Self::InventoryStream>, Status> {
+        let chunks = super::ops::serve_inventory(&self.info, &self.sync).await?;
         let stream = futures::stream::iter(chunks.into_iter().map(Ok));
         Ok(Response::new(Box::pin(stream)))
     }

@@ -119,6 +119,8 @@ struct Core {
     /// The mapping store's kind and writer (`syncer status`).
     store_kind: &'static str,
     store: StoreHandle,
+    /// The service filter (`syncer diff` audits against it).
+    filter: Arc<ServiceFilter>,
 }
 
 /// What a member knows of its node for `syncer status` while no engine runs (a standby).
@@ -234,6 +236,25 @@ impl SyncHandle {
             registry_addresses: addresses,
         });
         self
+    }
+
+    /// What this data centre's registry holds now, read in full, and the service filter:
+    /// the inventory `syncer diff` audits. Only the running engine answers (a standby's view
+    /// of the registry is the active member's business).
+    ///
+    /// # Errors
+    /// [`EngineError`] while no engine runs; [`EngineError::NotReady`] when the registry
+    /// cannot be read.
+    pub async fn inventory(
+        &self,
+    ) -> Result<(crate::registry::Snapshot, Arc<ServiceFilter>), EngineError> {
+        let core = self.core()?;
+        let snapshot = core
+            .registry
+            .snapshot()
+            .await
+            .map_err(|_| EngineError::NotReady)?;
+        Ok((snapshot, core.filter.clone()))
     }
 
     /// What this member's engine knows (`syncer status`): the registry is asked now (for at
@@ -545,6 +566,7 @@ pub async fn start(
         registry: deps.registry,
         store_kind: deps.store.kind(),
         store: status_store,
+        filter: deps.settings.filter.clone(),
     }));
     handle.metrics.active.set(1);
     Ok(())
