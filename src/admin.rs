@@ -20,7 +20,7 @@ use tracing::warn;
 
 use crate::gossip::GossipHandle;
 use crate::rpc::proto::NodeInfo;
-use crate::sync::{ServiceFailures, peers};
+use crate::sync::{SyncMetrics, peers};
 use crate::telemetry::Metrics;
 
 struct AdminState {
@@ -28,8 +28,9 @@ struct AdminState {
     metrics: Metrics,
     /// The pool, for the names in conflict.
     gossip: GossipHandle,
-    /// The services of other data centres whose copies' local service is in trouble.
-    services: ServiceFailures,
+    /// The engine's troubles: the services of other data centres whose copies' local
+    /// service is in trouble, and the inspection alarm.
+    sync: SyncMetrics,
     /// Cancelled when the node begins to shut down; `/health` then answers 503.
     stopping: CancellationToken,
 }
@@ -52,7 +53,7 @@ pub async fn serve(
     info: NodeInfo,
     metrics: Metrics,
     gossip: GossipHandle,
-    services: ServiceFailures,
+    sync: SyncMetrics,
     stopping: CancellationToken,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -60,7 +61,7 @@ pub async fn serve(
         info,
         metrics,
         gossip,
-        services,
+        sync,
         stopping,
     });
     let app = Router::new()
@@ -89,10 +90,11 @@ async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         .await
         .map(|members| peers::conflicts(&members).into_iter().collect())
         .unwrap_or_default();
-    let services = state.services.list();
+    let services = state.sync.service_failures().list();
+    let inspection = state.sync.inspect_alarm();
     let (code, status) = if state.stopping.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping")
-    } else if !conflicts.is_empty() || !services.is_empty() {
+    } else if !conflicts.is_empty() || !services.is_empty() || inspection.is_some() {
         (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ok")
@@ -132,6 +134,10 @@ async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
                 })
                 .collect(),
         );
+    }
+    if let Some(alarm) = inspection {
+        body["inspection"] = serde_json::json!(alarm);
+        reasons.push(alarm);
     }
     if !reasons.is_empty() {
         body["reason"] = serde_json::json!(reasons.join("; "));

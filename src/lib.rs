@@ -33,6 +33,7 @@ pub mod config;
 pub mod dc_name;
 pub mod devreg;
 pub mod gossip;
+pub mod inspect;
 pub mod node;
 pub mod registry;
 pub mod rpc;

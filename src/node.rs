@@ -361,13 +361,26 @@ pub async fn run_notifying(
             Ok(())
         });
     }
+    if let Some(interval) = config.sync.inspect_interval {
+        let settings = crate::inspect::InspectSettings {
+            interval,
+            alarm_count: config.sync.inspect_alarm_count,
+            cluster: info.cluster_name.clone(),
+        };
+        stages.engine.tasks.spawn(crate::inspect::run(
+            settings,
+            sync.clone(),
+            config.rpc.tls.as_ref().map(|t| t.client()),
+            stages.engine.token.clone(),
+        ));
+    }
     if let Some(admin) = listeners.admin {
         let serve = crate::admin::serve(
             admin,
             info.clone(),
             metrics.clone(),
             gossip.clone(),
-            sync.metrics().service_failures(),
+            sync.metrics().clone(),
             stopping.clone(),
             stages.rest.token.clone(),
         );

@@ -166,3 +166,55 @@ fn diff_finds_planted_drift_precisely_and_a_clean_pool_is_consistent() {
         format!("with dc2 down: exit {:?}: {}", partial.code, partial.stderr)
     });
 }
+
+/// The periodic inspection: dc2's active syncer inspects every second and raises its alarm
+/// after two inspections with the same drift (an edited copy it does not see, polling its
+/// registry once a minute): `syncer_inspect_drift{kind="drift"}`, the alarm in the log and
+/// `/health` degraded with the reason; once the copy is put right, all of it clears.
+#[test]
+fn the_periodic_inspection_raises_and_clears_its_alarm() {
+    let mut w = World::start_each(
+        vec![
+            DcSetup::default(),
+            DcSetup {
+                flags: vec![
+                    "--poll-interval".into(),
+                    "1m".into(),
+                    "--inspect-interval".into(),
+                    "1s".into(),
+                    "--inspect-alarm-count".into(),
+                    "2".into(),
+                ],
+                ..DcSetup::default()
+            },
+        ],
+        &[],
+    );
+    let sid = w.reg(0).create_service("shop", "orders", "1.0.0");
+    w.reg(0)
+        .register(&sid, &NewInstance::new("o1-host", "rest://10.1.0.1:8080"));
+    w.wait_until("the copy in dc2", SYNC_DEADLINE, |w| {
+        w.reg(1).copies().len() == 1
+    });
+    let copy = w.reg(1).copies()[0].clone();
+    w.reg(1)
+        .set_status(&copy.service_id, &copy.instance_id, "DOWN");
+    w.wait_until("the inspection alarm", SYNC_DEADLINE, |w| {
+        let health = w.health(1);
+        support::sync::metric_sum(&w.metrics(1), "syncer_inspect_drift", &["kind=\"drift\""]) == 1.0
+            && health.contains("degraded")
+            && health.contains("inspection found the same drift")
+    });
+    let daemon = &mut w.dcs[1].node.as_mut().expect("dc2 runs").daemon;
+    let alarm = daemon.wait_for_line("inspection alarm");
+    assert!(alarm.contains("1 drift"), "{alarm}");
+
+    w.reg(1)
+        .set_status(&copy.service_id, &copy.instance_id, "UP");
+    w.wait_until("the alarm cleared", SYNC_DEADLINE, |w| {
+        support::sync::metric_sum(&w.metrics(1), "syncer_inspect_drift", &["kind=\"drift\""]) == 0.0
+            && !w.health(1).contains("degraded")
+    });
+    let failures = support::sync::metric_sum(&w.metrics(1), "syncer_inspect_failures_total", &[]);
+    w.check(failures == 0.0, || format!("{failures} inspections failed"));
+}

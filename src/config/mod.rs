@@ -370,6 +370,10 @@ pub struct SyncConfig {
     pub poll_interval: Duration,
     /// Which services are exported and imported (`--include`, `--exclude`).
     pub filter: crate::registry::filter::ServiceFilter,
+    /// Period of the periodic inspection (`--inspect-interval`); `None`: off.
+    pub inspect_interval: Option<Duration>,
+    /// Inspections finding the same drift before the alarm (`--inspect-alarm-count`).
+    pub inspect_alarm_count: usize,
 }
 
 impl SyncConfig {

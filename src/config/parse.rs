@@ -846,6 +846,15 @@ fn read_sync(r: &mut Reader) -> Result<SyncConfig, ConfigError> {
             parse_duration_in(text, MIN_POLL_INTERVAL, Some(MAX_POLL_INTERVAL))
         })?,
         filter: read_filter(r)?,
+        inspect_interval: r.parsed(Id::InspectInterval, |text| {
+            let interval = parse_duration_in(text, Duration::ZERO, None)?;
+            match interval {
+                d if d.is_zero() => Ok(None),
+                d if d < Duration::from_secs(1) => Err("at least 1s (or 0s: off)".to_owned()),
+                d => Ok(Some(d)),
+            }
+        })?,
+        inspect_alarm_count: r.parsed(Id::InspectAlarmCount, |text| parse_count(text, 1))?,
     })
 }
 

@@ -70,6 +70,8 @@ pub enum Id {
     PollInterval,
     Include,
     Exclude,
+    InspectInterval,
+    InspectAlarmCount,
     LogFormat,
     LogLevel,
     TaskKind,
@@ -793,6 +795,30 @@ pub static SETTINGS: &[Spec] = &[
         default: Default::None,
         help: "Services matching one of these patterns are neither exported nor imported \
                (wins over --include); same pattern form, repeatable or comma-separated",
+    },
+    Spec {
+        id: Id::InspectInterval,
+        name: "inspect_interval",
+        flag: Some(Flag::value("inspect-interval", "DURATION")),
+        env: Some("SYNCER_INSPECT_INTERVAL"),
+        file_keys: &["sync.inspect_interval"],
+        list: false,
+        default: Default::Text("0s"),
+        help: "Period of the inspection the active syncer makes of its data centre's copies \
+               against the origins (a full read of the local registry and of every origin's): \
+               drift exported as syncer_inspect_drift, an alarm after --inspect-alarm-count \
+               inspections finding the same. 0s: off. At least 1s",
+    },
+    Spec {
+        id: Id::InspectAlarmCount,
+        name: "inspect_alarm_count",
+        flag: Some(Flag::value("inspect-alarm-count", "N").form(Form::Number)),
+        env: Some("SYNCER_INSPECT_ALARM_COUNT"),
+        file_keys: &["sync.inspect_alarm_count"],
+        list: false,
+        default: Default::Text("3"),
+        help: "Consecutive inspections finding the same drift before it is logged as an alarm \
+               and /health says degraded",
     },
     // --- Logs ---
     Spec {

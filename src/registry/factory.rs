@@ -61,6 +61,8 @@ mod tests {
             anti_entropy_interval: SyncConfig::DEFAULT_ANTI_ENTROPY_INTERVAL,
             poll_interval,
             filter: Default::default(),
+            inspect_interval: None,
+            inspect_alarm_count: 3,
         }
     }
 

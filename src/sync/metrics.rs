@@ -86,6 +86,17 @@ pub struct SyncMetrics {
     pub(crate) lag: Family<OriginLabel, Histogram, fn() -> Histogram>,
     /// Unix time of the last successful exchange (push, pull, anti-entropy) with an origin.
     pub(crate) last_exchange: Family<OriginLabel, Gauge<f64, AtomicU64>>,
+    /// The periodic inspection: drift that persisted over two inspections, by kind.
+    inspect_drift: Family<KindLabel, Gauge>,
+    /// Inspections that could not be made (an origin or the local registry did not answer).
+    inspect_failures: Counter,
+    /// While an inspection alarm lasts, its reason (for `/health`).
+    inspect_alarm: Arc<Mutex<Option<String>>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabel {
+    pub kind: &'static str,
 }
 
 impl Default for SyncMetrics {
@@ -108,6 +119,9 @@ impl Default for SyncMetrics {
             apply_latency: latency_histogram(),
             lag: Family::new_with_constructor(latency_histogram),
             last_exchange: Family::default(),
+            inspect_drift: Family::default(),
+            inspect_failures: Counter::default(),
+            inspect_alarm: Arc::default(),
         }
     }
 }
@@ -191,6 +205,16 @@ impl SyncMetrics {
             self.lag.clone(),
         );
         metrics.register(
+            "syncer_inspect_drift",
+            "Findings of the periodic inspection (--inspect-interval) that persisted over two inspections, by kind (missing, stale, duplicate, unmapped, copy_of_copy, drift)",
+            self.inspect_drift.clone(),
+        );
+        metrics.register(
+            "syncer_inspect_failures",
+            "Periodic inspections that could not be made (the local registry or an origin's active syncer did not answer)",
+            self.inspect_failures.clone(),
+        );
+        metrics.register(
             "syncer_sync_origin_last_exchange_seconds",
             "Unix time of the last successful exchange (push, pull or anti-entropy) with each origin data centre",
             self.last_exchange.clone(),
@@ -229,6 +253,34 @@ impl SyncMetrics {
                 reason,
             })
             .inc();
+    }
+
+    /// Sets `syncer_inspect_drift{kind}` to `count` (see [`crate::audit::Kind::name`]).
+    pub fn set_inspect_drift(&self, kind: &'static str, count: usize) {
+        self.inspect_drift
+            .get_or_create(&KindLabel { kind })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Counts an inspection that could not be made.
+    pub fn inspect_failed(&self) {
+        self.inspect_failures.inc();
+    }
+
+    /// Raises (`Some`) or clears (`None`) the inspection alarm `/health` reports.
+    pub fn set_inspect_alarm(&self, reason: Option<String>) {
+        *self
+            .inspect_alarm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = reason;
+    }
+
+    /// The inspection alarm's reason while it lasts.
+    pub fn inspect_alarm(&self) -> Option<String> {
+        self.inspect_alarm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The origin services whose local service is in trouble now (shared by clones).
