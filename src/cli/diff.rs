@@ -15,11 +15,10 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use super::status::{Connection, Format, Unreachable, targets};
+use super::status::{Connection, Format, Unreachable, first_answer, name_unreachable, targets};
 use crate::audit::{self, Finding, Inventory, Kind};
 use crate::registry::Tenant;
 use crate::registry::filter::ServiceFilter;
-use crate::rpc::client;
 use crate::rpc::ops;
 use crate::rpc::proto::Member;
 use crate::rpc::tls::ClientTls;
@@ -74,18 +73,8 @@ pub fn run(args: &DiffArgs) -> ExitCode {
         Err(code) => return code,
     };
     let conn = &args.connection;
-    let first = runtime.block_on(async {
-        tokio::join!(
-            ops::status(&conn.rpc_addr, conn.timeout, tls.as_ref()),
-            client::members(&conn.rpc_addr, conn.timeout, tls.as_ref())
-        )
-    });
-    let (asked, members) = match first {
-        (Ok(asked), Ok(members)) => (asked, members),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("syncer: {e}");
-            return ExitCode::from(EXIT_INCOMPLETE);
-        }
+    let Some((asked, members)) = first_answer(&runtime, conn, tls.as_ref()) else {
+        return ExitCode::from(EXIT_INCOMPLETE);
     };
     let (mut ask, mut unreachable) = targets(&members, &asked);
     // The member asked serves its own data centre when it is the active one.
@@ -140,20 +129,7 @@ pub fn run(args: &DiffArgs) -> ExitCode {
         Format::Table => print!("{}", table(&report)),
     }
     if !report.unreachable.is_empty() {
-        let named: Vec<String> = report
-            .unreachable
-            .iter()
-            .map(|u| {
-                if u.name.is_empty() {
-                    format!("{} ({})", u.cluster, u.error)
-                } else {
-                    format!(
-                        "{} of {} at {} ({})",
-                        u.name, u.cluster, u.rpc_addr, u.error
-                    )
-                }
-            })
-            .collect();
+        let named = name_unreachable(&report.unreachable);
         eprintln!(
             "syncer: diff incomplete: {} not asked: {}",
             named.len(),

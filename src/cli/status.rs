@@ -149,6 +149,44 @@ pub(crate) fn targets(members: &[Member], asked: &StatusReply) -> (Vec<Member>, 
     (ask, missing)
 }
 
+/// The status and the member list of the member `conn` names; `None` (the error printed)
+/// when it cannot be asked.
+pub(crate) fn first_answer(
+    runtime: &tokio::runtime::Runtime,
+    conn: &Connection,
+    tls: Option<&ClientTls>,
+) -> Option<(StatusReply, Vec<Member>)> {
+    let first = runtime.block_on(async {
+        tokio::join!(
+            ops::status(&conn.rpc_addr, conn.timeout, tls),
+            client::members(&conn.rpc_addr, conn.timeout, tls)
+        )
+    });
+    match first {
+        (Ok(asked), Ok(members)) => Some((asked, members)),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("syncer: {e}");
+            None
+        }
+    }
+}
+
+/// The members that could not be asked, one phrase each, for stderr.
+pub(crate) fn name_unreachable(list: &[Unreachable]) -> Vec<String> {
+    list.iter()
+        .map(|u| {
+            if u.name.is_empty() {
+                format!("{} ({})", u.cluster, u.error)
+            } else {
+                format!(
+                    "{} of {} at {} ({})",
+                    u.name, u.cluster, u.rpc_addr, u.error
+                )
+            }
+        })
+        .collect()
+}
+
 /// Runs `syncer status`.
 pub fn run(args: &StatusArgs) -> ExitCode {
     let (runtime, tls) = match args.connection.prepare() {
@@ -156,18 +194,8 @@ pub fn run(args: &StatusArgs) -> ExitCode {
         Err(code) => return code,
     };
     let conn = &args.connection;
-    let first = runtime.block_on(async {
-        tokio::join!(
-            ops::status(&conn.rpc_addr, conn.timeout, tls.as_ref()),
-            client::members(&conn.rpc_addr, conn.timeout, tls.as_ref())
-        )
-    });
-    let (asked, members) = match first {
-        (Ok(asked), Ok(members)) => (asked, members),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("syncer: {e}");
-            return ExitCode::from(EXIT_UNREACHABLE);
-        }
+    let Some((asked, members)) = first_answer(&runtime, conn, tls.as_ref()) else {
+        return ExitCode::from(EXIT_UNREACHABLE);
     };
     let (others, mut unreachable) = targets(&members, &asked);
     let calls = others
@@ -200,20 +228,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
     if report.unreachable.is_empty() {
         ExitCode::SUCCESS
     } else {
-        let named: Vec<String> = report
-            .unreachable
-            .iter()
-            .map(|u| {
-                if u.name.is_empty() {
-                    format!("{} ({})", u.cluster, u.error)
-                } else {
-                    format!(
-                        "{} of {} at {} ({})",
-                        u.name, u.cluster, u.rpc_addr, u.error
-                    )
-                }
-            })
-            .collect();
+        let named = name_unreachable(&report.unreachable);
         eprintln!(
             "syncer: status incomplete: {} not answering: {}",
             named.len(),
