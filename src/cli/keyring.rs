@@ -9,18 +9,16 @@
 //! Keys are shown as fingerprints (see [`crate::rpc::client::fingerprint`]), never as their
 //! text: the terminal output ends up in tickets and shell histories.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use super::client_args::{EXIT_UNREACHABLE, TlsArgs, runtime};
+
 use crate::rpc::client::{self, fingerprint};
 use crate::rpc::proto::{KeyringMemberResult, KeyringRequest};
-use crate::rpc::tls::{ClientTls, TLS_KEY_PASSPHRASE_ENV};
 
-/// Exit status when the syncer cannot be asked or refuses the request.
-const EXIT_UNREACHABLE: u8 = 1;
 /// Exit status when some members did not confirm the step.
 const EXIT_NOT_CONFIRMED: u8 = 2;
 
@@ -40,28 +38,8 @@ pub struct KeyringArgs {
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
-    /// Client certificate (PEM) for a syncer that verifies its callers (mutual TLS).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "SYNCER_TLS_CERT",
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<PathBuf>,
-
-    /// Private key (PEM) of --tls-cert.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "SYNCER_TLS_KEY",
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<PathBuf>,
-
-    /// CA certificate (PEM) the syncer's certificate is verified against. Any --tls-* flag
-    /// makes the call over TLS.
-    #[arg(long, value_name = "FILE", env = "SYNCER_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     #[command(subcommand)]
     pub op: KeyringCommand,
@@ -107,27 +85,13 @@ impl KeyringCommand {
 
 /// Runs `syncer keyring`.
 pub fn run(args: &KeyringArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("syncer: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_UNREACHABLE);
-        }
+        Err(code) => return code,
     };
-    let tls = match ClientTls::load(
-        args.tls_cert.as_deref(),
-        args.tls_key.as_deref(),
-        args.tls_ca.as_deref(),
-        std::env::var(TLS_KEY_PASSPHRASE_ENV).ok().as_deref(),
-    ) {
+    let tls = match args.tls.load() {
         Ok(tls) => tls,
-        Err(e) => {
-            eprintln!("syncer: {e}");
-            return ExitCode::from(EXIT_UNREACHABLE);
-        }
+        Err(code) => return code,
     };
     let request = args.op.request();
     let op = request.op.clone();

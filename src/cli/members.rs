@@ -3,25 +3,17 @@
 //! The JSON form is an array of objects with at least the keys `name`, `gossip_addr`,
 //! `rpc_addr`, `cluster`, `role` and `status`; scripts depend on them.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
+
+pub use super::client_args::Format;
+use super::client_args::{EXIT_UNREACHABLE, TlsArgs, runtime};
 
 use crate::rpc::client;
 use crate::rpc::proto::Member;
-use crate::rpc::tls::{ClientTls, TLS_KEY_PASSPHRASE_ENV};
-
-/// Exit status when the syncer cannot be asked.
-const EXIT_UNREACHABLE: u8 = 1;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
 
 /// Flags of `syncer members`.
 #[derive(Debug, Args)]
@@ -43,28 +35,8 @@ pub struct MembersArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
-    /// Client certificate (PEM) for a syncer that verifies its callers (mutual TLS).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "SYNCER_TLS_CERT",
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<PathBuf>,
-
-    /// Private key (PEM) of --tls-cert.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "SYNCER_TLS_KEY",
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<PathBuf>,
-
-    /// CA certificate (PEM) the syncer's certificate is verified against. Any --tls-* flag
-    /// makes the call over TLS; without --tls-ca the public web PKI roots verify it.
-    #[arg(long, value_name = "FILE", env = "SYNCER_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,27 +76,13 @@ impl<'a> From<&'a Member> for Row<'a> {
 
 /// Runs `syncer members`.
 pub fn run(args: &MembersArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("syncer: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_UNREACHABLE);
-        }
+        Err(code) => return code,
     };
-    let tls = match ClientTls::load(
-        args.tls_cert.as_deref(),
-        args.tls_key.as_deref(),
-        args.tls_ca.as_deref(),
-        std::env::var(TLS_KEY_PASSPHRASE_ENV).ok().as_deref(),
-    ) {
+    let tls = match args.tls.load() {
         Ok(tls) => tls,
-        Err(e) => {
-            eprintln!("syncer: {e}");
-            return ExitCode::from(EXIT_UNREACHABLE);
-        }
+        Err(code) => return code,
     };
     let asked = client::members(&args.rpc_addr, args.timeout, tls.as_ref());
     let members = match runtime.block_on(asked) {

@@ -7,6 +7,7 @@
 //! the 1.4 spellings (`--registry`, `--join`, `--plugin`, `--cluster`, `--peer-addr`) are
 //! accepted as aliases.
 
+pub mod client_args;
 pub mod daemon;
 pub mod demo;
 pub mod dev_certs;

@@ -10,28 +10,22 @@
 //! are stable: scripts depend on them.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
+
+pub use super::client_args::Format;
+use super::client_args::{EXIT_UNREACHABLE, TlsArgs, runtime};
 
 use crate::rpc::client;
 use crate::rpc::ops;
 use crate::rpc::proto::{ImportStatus, Member, Probe, StatusReply};
-use crate::rpc::tls::{ClientTls, TLS_KEY_PASSPHRASE_ENV};
+use crate::rpc::tls::ClientTls;
 
-/// Exit status when the member asked cannot be asked (or the flags are wrong).
-const EXIT_UNREACHABLE: u8 = 1;
 /// Exit status when some other member could not be asked.
 const EXIT_PARTIAL: u8 = 2;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
 
 /// How the operator's commands reach a syncer: `--rpc-addr`, `--timeout`, `--tls-*`.
 #[derive(Debug, Args)]
@@ -49,52 +43,14 @@ pub struct Connection {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
-    /// Client certificate (PEM) for a syncer that verifies its callers (mutual TLS).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "SYNCER_TLS_CERT",
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<PathBuf>,
-
-    /// Private key (PEM) of --tls-cert; an encrypted one is opened with the passphrase in
-    /// SYNCER_TLS_KEY_PASSPHRASE.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "SYNCER_TLS_KEY",
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<PathBuf>,
-
-    /// CA certificate (PEM) the syncer's certificate is verified against. Any --tls-* flag
-    /// makes the call over TLS; without --tls-ca the public web PKI roots verify it.
-    #[arg(long, value_name = "FILE", env = "SYNCER_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl Connection {
     /// The runtime and TLS settings of a call; the error is printed already.
     pub(crate) fn prepare(&self) -> Result<(tokio::runtime::Runtime, Option<ClientTls>), ExitCode> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                eprintln!("syncer: cannot start the async runtime: {e}");
-                ExitCode::from(EXIT_UNREACHABLE)
-            })?;
-        let tls = ClientTls::load(
-            self.tls_cert.as_deref(),
-            self.tls_key.as_deref(),
-            self.tls_ca.as_deref(),
-            std::env::var(TLS_KEY_PASSPHRASE_ENV).ok().as_deref(),
-        )
-        .map_err(|e| {
-            eprintln!("syncer: {e}");
-            ExitCode::from(EXIT_UNREACHABLE)
-        })?;
-        Ok((runtime, tls))
+        Ok((runtime()?, self.tls.load()?))
     }
 }
 
