@@ -49,6 +49,28 @@ pub struct Inventory {
     pub filter: ServiceFilter,
 }
 
+impl Inventory {
+    /// What data centre `name` holds, its instances split into its own and the copies (those
+    /// with syncer's marks).
+    pub fn new(
+        name: String,
+        services: Vec<Service>,
+        instances: Vec<Instance>,
+        mappings: Vec<Mapping>,
+        filter: ServiceFilter,
+    ) -> Inventory {
+        let (copies, own) = instances.into_iter().partition(crate::sync::ids::is_copy);
+        Inventory {
+            name,
+            services,
+            own,
+            copies,
+            mappings,
+            filter,
+        }
+    }
+}
+
 /// What kind of inconsistency a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

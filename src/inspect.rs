@@ -16,13 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::audit::{self, Finding, Inventory, Kind};
-use crate::registry::filter::ServiceFilter;
-use crate::registry::{Instance, Service};
 use crate::rpc::ops;
 use crate::rpc::tls::ClientTls;
 use crate::store::Mapping;
 use crate::sync::SyncHandle;
-use crate::sync::ids::is_copy;
 use crate::sync::status::EntryState;
 
 /// How long the local importers and each origin are given to answer.
@@ -167,7 +164,7 @@ async fn inspect_once(
             updated_ms: e.updated_ms,
         })
         .collect();
-    let mut pool = vec![inventory(
+    let mut pool = vec![Inventory::new(
         cluster.to_owned(),
         snapshot.services,
         snapshot.instances,
@@ -182,8 +179,8 @@ async fn inspect_once(
         let answer = ops::inventory(&addr.to_string(), ASK_TIMEOUT, tls)
             .await
             .map_err(|e| format!("{}: {e}", origin.origin))?;
-        let filter = ServiceFilter::new(&answer.include, &answer.exclude).unwrap_or_default();
-        pool.push(inventory(
+        let filter = answer.filter();
+        pool.push(Inventory::new(
             answer.cluster,
             answer.services,
             answer.instances,
@@ -195,24 +192,6 @@ async fn inspect_once(
         .into_iter()
         .filter(|f| f.dc == cluster)
         .collect())
-}
-
-fn inventory(
-    name: String,
-    services: Vec<Service>,
-    instances: Vec<Instance>,
-    mappings: Vec<Mapping>,
-    filter: ServiceFilter,
-) -> Inventory {
-    let (copies, own) = instances.into_iter().partition(is_copy);
-    Inventory {
-        name,
-        services,
-        own,
-        copies,
-        mappings,
-        filter,
-    }
 }
 
 #[cfg(test)]

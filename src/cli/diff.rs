@@ -18,12 +18,10 @@ use serde::Serialize;
 use super::status::{Connection, Format, Unreachable, first_answer, name_unreachable, targets};
 use crate::audit::{self, Finding, Inventory, Kind};
 use crate::registry::Tenant;
-use crate::registry::filter::ServiceFilter;
 use crate::rpc::ops;
 use crate::rpc::proto::Member;
 use crate::rpc::tls::ClientTls;
 use crate::store::Mapping;
-use crate::sync::ids::is_copy;
 
 /// Exit status when drift is found.
 const EXIT_DRIFT: u8 = 1;
@@ -178,7 +176,6 @@ fn to_inventory(
     answer: ops::InventoryAnswer,
     rows: Vec<crate::rpc::proto::MappingRow>,
 ) -> Inventory {
-    let (copies, own): (Vec<_>, Vec<_>) = answer.instances.into_iter().partition(is_copy);
     let mappings = rows
         .into_iter()
         .filter(|r| r.state != "unmapped")
@@ -201,17 +198,14 @@ fn to_inventory(
             }
         })
         .collect();
-    // The patterns were checked by the syncer that holds them; one that does not parse
-    // here (another version) leaves the filter open rather than failing the audit.
-    let filter = ServiceFilter::new(&answer.include, &answer.exclude).unwrap_or_default();
-    Inventory {
-        name: answer.cluster,
-        services: answer.services,
-        own,
-        copies,
+    let filter = answer.filter();
+    Inventory::new(
+        answer.cluster,
+        answer.services,
+        answer.instances,
         mappings,
         filter,
-    }
+    )
 }
 
 /// The report as a table, findings grouped by data centre.

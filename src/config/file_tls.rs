@@ -89,45 +89,30 @@ impl Link {
         }
     }
 
-    fn ca(self) -> Id {
+    /// The settings of this link's TLS block, in the order of [`fields`]' texts: CA,
+    /// certificate, key, passphrase, minimum version; then the ciphers.
+    fn ids(self) -> ([Id; 5], Id) {
         match self {
-            Link::Rpc => Id::TlsCa,
-            Link::Registry => Id::ScTlsCa,
-        }
-    }
-
-    fn cert(self) -> Id {
-        match self {
-            Link::Rpc => Id::TlsCert,
-            Link::Registry => Id::ScTlsCert,
-        }
-    }
-
-    fn key(self) -> Id {
-        match self {
-            Link::Rpc => Id::TlsKey,
-            Link::Registry => Id::ScTlsKey,
-        }
-    }
-
-    fn passphrase(self) -> Id {
-        match self {
-            Link::Rpc => Id::TlsKeyPassphrase,
-            Link::Registry => Id::ScTlsKeyPassphrase,
-        }
-    }
-
-    fn min_version(self) -> Id {
-        match self {
-            Link::Rpc => Id::TlsMinVersion,
-            Link::Registry => Id::ScTlsMinVersion,
-        }
-    }
-
-    fn ciphers(self) -> Id {
-        match self {
-            Link::Rpc => Id::TlsCiphers,
-            Link::Registry => Id::ScTlsCiphers,
+            Link::Rpc => (
+                [
+                    Id::TlsCa,
+                    Id::TlsCert,
+                    Id::TlsKey,
+                    Id::TlsKeyPassphrase,
+                    Id::TlsMinVersion,
+                ],
+                Id::TlsCiphers,
+            ),
+            Link::Registry => (
+                [
+                    Id::ScTlsCa,
+                    Id::ScTlsCert,
+                    Id::ScTlsKey,
+                    Id::ScTlsKeyPassphrase,
+                    Id::ScTlsMinVersion,
+                ],
+                Id::ScTlsCiphers,
+            ),
         }
     }
 }
@@ -352,13 +337,7 @@ fn fields(
     ciphers: (&str, &Option<Vec<Scalar>>),
     verify_peer: (&str, Option<bool>),
 ) -> Vec<Field> {
-    let ids = [
-        link.ca(),
-        link.cert(),
-        link.key(),
-        link.passphrase(),
-        link.min_version(),
-    ];
+    let (ids, ciphers_id) = link.ids();
     let mut out = Vec::new();
     for (at, (field, value)) in texts.into_iter().enumerate() {
         let Some(Scalar(value)) = value else { continue };
@@ -384,7 +363,7 @@ fn fields(
             .collect();
         if !list.is_empty() {
             out.push(Field {
-                id: link.ciphers(),
+                id: ciphers_id,
                 key: format!("{prefix}.{field}"),
                 value: list.join(","),
             });

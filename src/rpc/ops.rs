@@ -239,6 +239,16 @@ pub struct InventoryAnswer {
     pub instances: Vec<crate::registry::Instance>,
 }
 
+impl InventoryAnswer {
+    /// The answering syncer's service filter. Its patterns were checked where they are held;
+    /// one that does not parse here (another version) leaves the filter open rather than
+    /// failing an audit.
+    pub fn filter(&self) -> crate::registry::filter::ServiceFilter {
+        crate::registry::filter::ServiceFilter::new(&self.include, &self.exclude)
+            .unwrap_or_default()
+    }
+}
+
 /// Asks the active syncer at `addr` for its data centre's inventory.
 ///
 /// # Errors
