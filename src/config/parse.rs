@@ -1186,6 +1186,14 @@ fn route_to_first(join: &[JoinAddr]) -> Result<IpAddr, String> {
 mod tests {
     use super::*;
 
+    /// A temporary directory holding `syncer dev-certs`' files (CA and node certificate).
+    fn dev_cert_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
+        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        dir
+    }
+
     #[test]
     fn socket_addr_forms() {
         assert_eq!(
@@ -1281,9 +1289,7 @@ mod tests {
     /// gives the rpc listener its TLS, and a half set or a missing file is refused, naming it.
     #[test]
     fn tls_files_are_checked_at_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
-        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let dir = dev_cert_dir();
         let file = |name: &str| dir.path().join(name).display().to_string();
         let (cert, key, ca) = (file("node.pem"), file("node-key.pem"), file("ca.pem"));
         let flag = |f: &str| Origin::Flag(f.into());
@@ -1317,9 +1323,7 @@ mod tests {
     /// passphrase, and whose managed etcd member would take it, is refused at start.
     #[test]
     fn the_managed_etcd_member_refuses_an_encrypted_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
-        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let dir = dev_cert_dir();
         let file = |name: &str| dir.path().join(name).display().to_string();
         let plain = std::fs::read_to_string(file("node-key.pem")).unwrap();
         let sealed = crate::tls::pem::encrypt_private_key(&plain, "open sesame").unwrap();
@@ -1353,9 +1357,7 @@ mod tests {
     /// endpoints, `--tls-*` give the managed etcd member its TLS.
     #[test]
     fn etcd_tls_settings_are_checked_at_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
-        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let dir = dev_cert_dir();
         let file = |name: &str| dir.path().join(name).display().to_string();
         let (cert, key, ca) = (file("node.pem"), file("node-key.pem"), file("ca.pem"));
         let flag = |f: &str| Origin::Flag(f.into());
@@ -1438,9 +1440,7 @@ mod tests {
             "{text}"
         );
         // A key of another certificate.
-        let other = tempfile::tempdir().unwrap();
-        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
-        crate::cli::dev_certs::write(other.path(), &certs).unwrap();
+        let other = dev_cert_dir();
         let other_key = other.path().join("node-key.pem").display().to_string();
         let err = resolve_with(&[
             https,
@@ -1494,15 +1494,14 @@ mod tests {
     /// passphrase, never shown; the same for the registry client's `sc_` twins.
     #[test]
     fn tls_options_are_read_and_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
-        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let dir = dev_cert_dir();
         let file = |name: &str| dir.path().join(name).display().to_string();
         let (cert, key, ca) = (file("node.pem"), file("node-key.pem"), file("ca.pem"));
         let encrypted = file("encrypted-key.pem");
         std::fs::write(
             &encrypted,
-            crate::tls::pem::encrypt_private_key(&certs.node_key, "s3same").unwrap(),
+            crate::tls::pem::encrypt_private_key(&std::fs::read_to_string(&key).unwrap(), "s3same")
+                .unwrap(),
         )
         .unwrap();
         let flag = |f: &str| Origin::Flag(f.into());
@@ -1629,9 +1628,7 @@ mod tests {
     /// another certificate is refused naming the file, and `--sc-tls-insecure` warns.
     #[test]
     fn registry_tls_files_are_checked_at_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = crate::cli::dev_certs::generate(&["127.0.0.1".into()]).unwrap();
-        crate::cli::dev_certs::write(dir.path(), &certs).unwrap();
+        let dir = dev_cert_dir();
         let file = |name: &str| dir.path().join(name).display().to_string();
         let (cert, key, ca) = (file("node.pem"), file("node-key.pem"), file("ca.pem"));
         let flag = |f: &str| Origin::Flag(f.into());
