@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use support::certs::{Certs, HOSTS};
+use support::certs::{Certs, HOSTS, check_ready_rpc_tls, sync_both_ways};
 use support::sync::{DcSetup, NewInstance, SYNC_DEADLINE, World, metric_sum};
 use support::{run, syncer};
 
@@ -49,42 +49,9 @@ fn two_data_centres_sync_over_mutual_tls() {
         vec![setup(certs.flags(true)), setup(certs.flags(true))],
         &[],
     );
-    // Both ways.
-    let sid1 = w.reg(0).create_service("shop", "orders", "1.0.0");
-    w.reg(0).register(
-        &sid1,
-        &NewInstance::new("orders-host", "rest://10.1.0.1:8080"),
-    );
-    let sid2 = w.reg(1).create_service("shop", "billing", "1.0.0");
-    w.reg(1).register(
-        &sid2,
-        &NewInstance::new("billing-host", "rest://10.2.0.1:8080"),
-    );
-    w.wait_until(
-        "each instance copied to the other data centre",
-        SYNC_DEADLINE,
-        |w| {
-            let in_dc2 = w.reg(1).copies();
-            let in_dc1 = w.reg(0).copies();
-            in_dc2.len() == 1
-                && in_dc2[0].host_name == "orders-host"
-                && in_dc1.len() == 1
-                && in_dc1[0].host_name == "billing-host"
-        },
-    );
-
+    sync_both_ways(&mut w);
     // The ready line says how the rpc link is protected.
-    for i in 0..2 {
-        let said = w
-            .node(i)
-            .daemon
-            .seen
-            .iter()
-            .any(|l| l.contains("syncer is ready") && l.contains(r#""rpc_tls":"mutual""#));
-        w.check(said, || {
-            format!("dc{}'s ready line does not say rpc_tls mutual", i + 1)
-        });
-    }
+    check_ready_rpc_tls(&mut w, 2, "mutual");
 
     // `syncer members` with the client certificate lists the pool.
     let rpc = w.node(0).rpc.clone();

@@ -8,8 +8,8 @@ mod support;
 
 use std::path::Path;
 
-use support::certs::Certs;
-use support::sync::{DcSetup, NewInstance, SYNC_DEADLINE, World};
+use support::certs::{Certs, check_ready_rpc_tls, sync_both_ways};
+use support::sync::{DcSetup, World};
 use support::{run, syncer};
 
 fn file_14(dir: &Path, certs: &Certs) -> std::path::PathBuf {
@@ -55,39 +55,8 @@ fn data_centres_configured_by_1_4_and_1_3_files_sync_over_mutual_tls() {
         ],
         &[],
     );
-    let sid1 = w.reg(0).create_service("shop", "orders", "1.0.0");
-    w.reg(0).register(
-        &sid1,
-        &NewInstance::new("orders-host", "rest://10.1.0.1:8080"),
-    );
-    let sid2 = w.reg(1).create_service("shop", "billing", "1.0.0");
-    w.reg(1).register(
-        &sid2,
-        &NewInstance::new("billing-host", "rest://10.2.0.1:8080"),
-    );
-    w.wait_until(
-        "each instance copied to the other data centre",
-        SYNC_DEADLINE,
-        |w| {
-            let in_dc2 = w.reg(1).copies();
-            let in_dc1 = w.reg(0).copies();
-            in_dc2.len() == 1
-                && in_dc2[0].host_name == "orders-host"
-                && in_dc1.len() == 1
-                && in_dc1[0].host_name == "billing-host"
-        },
-    );
-    for i in 0..2 {
-        let said = w
-            .node(i)
-            .daemon
-            .seen
-            .iter()
-            .any(|l| l.contains("syncer is ready") && l.contains(r#""rpc_tls":"mutual""#));
-        w.check(said, || {
-            format!("dc{}'s ready line does not say rpc_tls mutual", i + 1)
-        });
-    }
+    sync_both_ways(&mut w);
+    check_ready_rpc_tls(&mut w, 2, "mutual");
 }
 
 /// `--check` shows where each TLS setting came from; a missing file named by the YAML stops

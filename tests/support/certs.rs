@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::sync::{NewInstance, SYNC_DEADLINE, World};
 use super::{run, syncer};
 
 /// The hosts every test certificate is valid for: the data centres' loopback addresses.
@@ -45,5 +46,48 @@ impl Certs {
             flags.push(self.ca.display().to_string());
         }
         flags
+    }
+}
+
+/// Registers an instance in dc1 and one in dc2 and waits until each is copied to the other
+/// data centre: the two data centres sync both ways.
+pub fn sync_both_ways(w: &mut World) {
+    let sid1 = w.reg(0).create_service("shop", "orders", "1.0.0");
+    w.reg(0).register(
+        &sid1,
+        &NewInstance::new("orders-host", "rest://10.1.0.1:8080"),
+    );
+    let sid2 = w.reg(1).create_service("shop", "billing", "1.0.0");
+    w.reg(1).register(
+        &sid2,
+        &NewInstance::new("billing-host", "rest://10.2.0.1:8080"),
+    );
+    w.wait_until(
+        "each instance copied to the other data centre",
+        SYNC_DEADLINE,
+        |w| {
+            let in_dc2 = w.reg(1).copies();
+            let in_dc1 = w.reg(0).copies();
+            in_dc2.len() == 1
+                && in_dc2[0].host_name == "orders-host"
+                && in_dc1.len() == 1
+                && in_dc1[0].host_name == "billing-host"
+        },
+    );
+}
+
+/// Checks that the ready line of the first `n` data centres' syncers says `"rpc_tls":"mode"`.
+pub fn check_ready_rpc_tls(w: &mut World, n: usize, mode: &str) {
+    let needle = format!(r#""rpc_tls":"{mode}""#);
+    for i in 0..n {
+        let said = w
+            .node(i)
+            .daemon
+            .seen
+            .iter()
+            .any(|l| l.contains("syncer is ready") && l.contains(&needle));
+        w.check(said, || {
+            format!("dc{}'s ready line does not say rpc_tls {mode}", i + 1)
+        });
     }
 }
