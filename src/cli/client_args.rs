@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use serde::Serialize;
 
 use crate::rpc::tls::{ClientTls, TLS_KEY_PASSPHRASE_ENV};
 
@@ -72,4 +73,20 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("syncer: cannot start the async runtime: {e}");
             ExitCode::from(EXIT_UNREACHABLE)
         })
+}
+
+/// Prints `value` as pretty JSON or as the text `table` makes of it; false (the error
+/// printed) when it cannot be serialised.
+pub fn show<T: Serialize>(format: Format, value: &T, table: impl FnOnce() -> String) -> bool {
+    match format {
+        Format::Json => match serde_json::to_string_pretty(value) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("syncer: {e}");
+                return false;
+            }
+        },
+        Format::Table => print!("{}", table()),
+    }
+    true
 }

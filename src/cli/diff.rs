@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
+use super::client_args::show;
 use super::status::{Connection, Format, Unreachable, first_answer, name_unreachable, targets};
 use crate::audit::{self, Finding, Inventory, Kind};
 use crate::registry::Tenant;
@@ -116,15 +117,8 @@ pub fn run(args: &DiffArgs) -> ExitCode {
         findings,
         unreachable,
     };
-    match args.format {
-        Format::Json => match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("syncer: {e}");
-                return ExitCode::from(EXIT_INCOMPLETE);
-            }
-        },
-        Format::Table => print!("{}", table(&report)),
+    if !show(args.format, &report, || table(&report)) {
+        return ExitCode::from(EXIT_INCOMPLETE);
     }
     if !report.unreachable.is_empty() {
         let named = name_unreachable(&report.unreachable);

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
+use super::client_args::show;
 use super::status::{Connection, Format, align};
 use crate::rpc::client::{self, ClientError};
 use crate::rpc::ops;
@@ -107,15 +108,8 @@ pub fn run(args: &MappingsArgs) -> ExitCode {
         }
     };
     let rows: Vec<Row<'_>> = rows.iter().map(Row::from).collect();
-    match args.format {
-        Format::Json => match serde_json::to_string_pretty(&rows) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("syncer: {e}");
-                return ExitCode::from(EXIT_UNREACHABLE);
-            }
-        },
-        Format::Table => print!("{}", table(&rows)),
+    if !show(args.format, &rows, || table(&rows)) {
+        return ExitCode::from(EXIT_UNREACHABLE);
     }
     ExitCode::SUCCESS
 }

@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 
 pub use super::client_args::Format;
-use super::client_args::{EXIT_UNREACHABLE, TlsArgs, runtime};
+use super::client_args::{EXIT_UNREACHABLE, TlsArgs, runtime, show};
 
 use crate::rpc::client;
 use crate::rpc::proto::Member;
@@ -93,15 +93,8 @@ pub fn run(args: &MembersArgs) -> ExitCode {
         }
     };
     let rows: Vec<Row<'_>> = members.iter().map(Row::from).collect();
-    match args.format {
-        Format::Json => match serde_json::to_string_pretty(&rows) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("syncer: {e}");
-                return ExitCode::from(EXIT_UNREACHABLE);
-            }
-        },
-        Format::Table => print!("{}", table(&rows)),
+    if !show(args.format, &rows, || table(&rows)) {
+        return ExitCode::from(EXIT_UNREACHABLE);
     }
     ExitCode::SUCCESS
 }

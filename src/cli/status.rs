@@ -17,7 +17,7 @@ use clap::Args;
 use serde::Serialize;
 
 pub use super::client_args::Format;
-use super::client_args::{EXIT_UNREACHABLE, TlsArgs, runtime};
+use super::client_args::{EXIT_UNREACHABLE, TlsArgs, runtime, show};
 
 use crate::rpc::client;
 use crate::rpc::ops;
@@ -171,15 +171,8 @@ pub fn run(args: &StatusArgs) -> ExitCode {
         }
     }
     let report = Report::new(&conn.rpc_addr, &replies, unreachable);
-    match args.format {
-        Format::Json => match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("syncer: {e}");
-                return ExitCode::from(EXIT_UNREACHABLE);
-            }
-        },
-        Format::Table => print!("{}", report.table()),
+    if !show(args.format, &report, || report.table()) {
+        return ExitCode::from(EXIT_UNREACHABLE);
     }
     if report.unreachable.is_empty() {
         ExitCode::SUCCESS

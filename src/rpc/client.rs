@@ -62,7 +62,8 @@ pub async fn node_info(
     answer(addr, reply)
 }
 
-fn answer<T>(
+/// The message of a reply, or the call's error naming `addr`.
+pub(crate) fn answer<T>(
     addr: &str,
     reply: Result<tonic::Response<T>, tonic::Status>,
 ) -> Result<T, ClientError> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tonic::Status;
 
-use super::client::{ClientError, connect};
+use super::client::{ClientError, answer, connect};
 use super::proto::{
     ExportState, ImportStatus, InventoryChunk, InventoryRequest, MappingRow, MappingsChunk,
     MappingsRequest, NodeInfo, Probe, StatusReply, StatusRequest,
@@ -168,18 +168,6 @@ fn chunks(rows: Vec<MappingRow>) -> Vec<MappingsChunk> {
         });
     }
     out
-}
-
-fn answer<T>(
-    addr: &str,
-    reply: Result<tonic::Response<T>, tonic::Status>,
-) -> Result<T, ClientError> {
-    reply
-        .map(tonic::Response::into_inner)
-        .map_err(|status| ClientError::Call {
-            addr: addr.to_owned(),
-            status,
-        })
 }
 
 /// Answers `Inventory`: the local registry read in full (own instances and copies alike,
