@@ -128,14 +128,7 @@ impl Contents {
 }
 
 fn digest_of(files: &Files) -> u64 {
-    match Contents::read(files) {
-        Ok(contents) => contents.digest(),
-        Err(e) => {
-            let mut hasher = DefaultHasher::new();
-            e.to_string().hash(&mut hasher);
-            hasher.finish()
-        }
-    }
+    crate::tls::reload::digest_of_read(Contents::read(files), Contents::digest)
 }
 
 /// The verifier and client certificate of `contents`.

@@ -124,16 +124,8 @@ impl Contents {
     }
 }
 
-/// The digest of `files`' contents, or of why they cannot be read.
 fn digest_of(files: &RpcTlsFiles) -> u64 {
-    match Contents::read(files) {
-        Ok(contents) => contents.digest(),
-        Err(e) => {
-            let mut hasher = DefaultHasher::new();
-            e.to_string().hash(&mut hasher);
-            hasher.finish()
-        }
-    }
+    crate::tls::reload::digest_of_read(Contents::read(files), Contents::digest)
 }
 
 /// Both configurations from `contents`.

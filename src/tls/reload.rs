@@ -13,6 +13,23 @@ use super::{TlsError, TlsMetrics};
 /// How often the files are read to tell a change.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(3);
 
+/// A digest of files' contents as read (`Ok`: the contents' own digest), or of why they
+/// could not be read: two reads differ when the files or the reason changed.
+pub(crate) fn digest_of_read<T, E: std::fmt::Display>(
+    read: Result<T, E>,
+    digest: impl FnOnce(&T) -> u64,
+) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    match read {
+        Ok(contents) => digest(&contents),
+        Err(e) => {
+            let mut hasher = DefaultHasher::new();
+            e.to_string().hash(&mut hasher);
+            hasher.finish()
+        }
+    }
+}
+
 /// A TLS configuration that can be read again from its files.
 pub trait Reloadable: Send + Sync {
     /// What it is, for the logs ("rpc", "registry client").
