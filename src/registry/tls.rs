@@ -127,6 +127,7 @@ impl Contents {
     }
 }
 
+/// The digest of `files`' contents, or of why they cannot be read.
 fn digest_of(files: &Files) -> u64 {
     crate::tls::reload::digest_of_read(Contents::read(files), Contents::digest)
 }

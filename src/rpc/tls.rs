@@ -124,6 +124,7 @@ impl Contents {
     }
 }
 
+/// The digest of `files`' contents, or of why they cannot be read.
 fn digest_of(files: &RpcTlsFiles) -> u64 {
     crate::tls::reload::digest_of_read(Contents::read(files), Contents::digest)
 }
