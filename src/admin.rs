@@ -3,8 +3,8 @@
 //! `/health` answers `ok`, `degraded` (200: the node works, but something needs the
 //! operator: a cluster name claimed by members serving different registries, which no data
 //! centre imports while it lasts; services of other data centres whose local service the
-//! registry refuses or does not create, listed under `services` with the reason) or
-//! `stopping` (503).
+//! registry refuses or does not create, listed under `services` with the reason; the
+//! periodic inspection's alarm, under `inspection`) or `stopping` (503).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! `Listeners::bind` runs before `run` so that tests (and `syncer demo`) can bind port 0 and
 //! learn the real addresses. `run` locks the data directory, builds the gossip pool, the
 //! registry client, the sync engine (single mode) or the cluster member, the gRPC and admin
-//! servers; spawns each on the tracker of the shutdown step that stops it; waits for a signal
+//! servers, the TLS reload watcher and the periodic inspection (when asked for); spawns each on the tracker of the shutdown step that stops it; waits for a signal
 //! or a fatal error (reported through a channel: exit 1); then stops in order (see
 //! `Stages` and docs/DESIGN.md "Process skeleton").
 

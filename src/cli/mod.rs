@@ -1,6 +1,7 @@
 //! The command line: `syncer daemon`, `syncer members`, `syncer demo`, `syncer dev-registry`,
 //! `syncer dev-certs`, `syncer keygen`, `syncer keyring`, `syncer status`, `syncer mappings`,
-//! `syncer version`.
+//! `syncer diff`, `syncer version`. The flags the commands that call a syncer share are in
+//! `client_args.rs`.
 //!
 //! Parsing only; each subcommand's work lives in its own module. The daemon's flags are
 //! compatible with the original ServiceComb Syncer 1.3 (`--sc-addr`, `--bind-addr`, ...), and

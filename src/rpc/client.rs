@@ -1,4 +1,5 @@
-//! Calls to another syncer's `Peer` service (and from `syncer members`, `syncer keyring`).
+//! Calls to another syncer's `Peer` service (and from `syncer members`, `syncer keyring`;
+//! the operator's other calls are in `ops.rs`).
 
 use std::time::Duration;
 

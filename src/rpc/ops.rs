@@ -1,6 +1,7 @@
-//! The operator's calls `Status` and `Mappings`: the engine's snapshot
-//! ([`SyncHandle::status`], [`SyncHandle::mappings`]) in wire terms, and the client calls of
-//! `syncer status` and `syncer mappings`.
+//! The operator's calls `Status`, `Mappings` and `Inventory`: the engine's snapshot
+//! ([`SyncHandle::status`], [`SyncHandle::mappings`]) and the local registry read in full
+//! ([`SyncHandle::inventory`]) in wire terms, and the client calls of `syncer status`,
+//! `syncer mappings`, `syncer diff` and the periodic inspection.
 
 use std::time::Duration;
 

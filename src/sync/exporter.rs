@@ -1,7 +1,8 @@
 //! The export side at run time: one task reads the local registry's change feed into the
 //! export view ([`ExportView`], held in a [`SharedExportView`] that pulls and the pushers
 //! read) and announces the new revision in the gossip pool. Its feed comes through
-//! `sync::local`, which took syncer's own copies out for the importers before.
+//! `sync::local`, which took syncer's own copies out for the importers before. What the
+//! service filter (`--include`, `--exclude`) does not offer is kept back here.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,6 @@
-//! Metrics of the sync engine, under the `syncer_sync_` prefix, and the engine's troubles
-//! that `/health` reports ([`ServiceFailures`]).
+//! Metrics of the sync engine, under the `syncer_sync_` prefix (and the periodic
+//! inspection's, `syncer_inspect_`), and the troubles `/health` reports
+//! ([`ServiceFailures`], the inspection alarm).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
