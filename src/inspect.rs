@@ -47,7 +47,7 @@ pub async fn run(
     let metrics = sync.metrics().clone();
     let mut previous: Option<Vec<Finding>> = None;
     let mut same_for = 0usize;
-    let mut last_keys: Vec<String> = Vec::new();
+    let mut last: Vec<Finding> = Vec::new();
     loop {
         tokio::select! {
             () = token.cancelled() => return,
@@ -76,10 +76,6 @@ pub async fn run(
                 persisting.iter().filter(|f| f.kind == kind).count(),
             );
         }
-        let keys: Vec<String> = persisting
-            .iter()
-            .map(|f| format!("{:?}", f.key()))
-            .collect();
         if persisting.is_empty() {
             if same_for >= settings.alarm_count {
                 info!("inspection: the drift is gone");
@@ -87,7 +83,13 @@ pub async fn run(
             same_for = 0;
             metrics.set_inspect_alarm(None);
         } else {
-            same_for = if keys == last_keys { same_for + 1 } else { 1 };
+            // The audit sorts its findings, so the same drift is the same keys in order.
+            let same = persisting.len() == last.len()
+                && persisting
+                    .iter()
+                    .zip(&last)
+                    .all(|(a, b)| a.key() == b.key());
+            same_for = if same { same_for + 1 } else { 1 };
             let reason = describe(&persisting, same_for);
             if same_for == settings.alarm_count {
                 warn!(findings = persisting.len(), inspections = same_for, detail = %reason, "inspection alarm: the same drift in consecutive inspections");
@@ -100,7 +102,7 @@ pub async fn run(
             }
             metrics.set_inspect_alarm((same_for >= settings.alarm_count).then_some(reason));
         }
-        last_keys = keys;
+        last = persisting;
     }
 }
 
