@@ -173,8 +173,9 @@ async fn inspect_once(
         mappings,
         (*filter).clone(),
     )];
-    let status = sync.status(ASK_TIMEOUT).await;
-    for origin in status.origins.iter().filter(|o| !o.conflict) {
+    // Each imported origin's active syncer, from the peer directory (no registry call: the
+    // registry was read in full above).
+    for origin in sync.origins().iter().filter(|o| !o.conflict) {
         let Some(addr) = origin.state.peer else {
             return Err(format!("no active syncer of {} is known", origin.origin));
         };

@@ -314,6 +314,14 @@ impl SyncHandle {
         status
     }
 
+    /// Each origin this engine imports, with its importer's state (no registry call; empty
+    /// while no engine runs).
+    pub fn origins(&self) -> Vec<status::OriginStatus> {
+        self.core()
+            .map(|core| core.importers.status())
+            .unwrap_or_default()
+    }
+
     /// The mapping entries of this data centre (of `origin` only, when given), with their
     /// state against the local registry; each importer is waited for at most `wait`.
     ///
