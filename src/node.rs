@@ -38,7 +38,7 @@ use crate::store::{EtcdStore, EtcdTimeouts, MappingStore, RedbStore, StoreError}
 use crate::sync::{self, EngineDeps, EngineSettings, SyncError, SyncHandle, SyncMetrics};
 use crate::telemetry::Metrics;
 use crate::tls::TlsMetrics;
-use crate::tls::reload::Reloadable;
+use crate::tls::reload::ReloadSet;
 
 /// Why the node could not run. All of these are runtime failures (exit status 1).
 #[derive(Debug, thiserror::Error)]
@@ -240,19 +240,21 @@ pub async fn run_notifying(
     // SIGHUP and changed files reload the TLS certificates, from now on: a registry CA fixed
     // while the data centre name waits for the registry is picked up too.
     let tls_metrics = TlsMetrics::default();
+    // The etcd client joins once etcd is reached.
+    let reloadable = ReloadSet::default();
     {
-        let mut reloadable: Vec<Box<dyn Reloadable>> = Vec::new();
         if let Some(tls) = &config.rpc.tls {
-            reloadable.push(Box::new(tls.clone()));
+            reloadable.add(Arc::new(tls.clone()));
         }
         if config.registry.tls.has_files() {
-            reloadable.push(Box::new(config.registry.tls.clone()));
+            reloadable.add(Arc::new(config.registry.tls.clone()));
         }
         let (metrics, token) = (tls_metrics.clone(), stages.rpc.token.clone());
+        let set = reloadable.clone();
         stages
             .rpc
             .tasks
-            .spawn(crate::tls::reload::watch(reloadable, metrics, token));
+            .spawn(crate::tls::reload::watch(set, metrics, token));
     }
     // The watcher stops with the rpc stage, or here when the node returns before it runs.
     let _stop_watcher = stages.rpc.token.clone().drop_guard();
@@ -319,8 +321,9 @@ pub async fn run_notifying(
         Mode::Single => {
             let (token, tasks) = (engine_token.clone(), engine_tasks.clone());
             let (registry, store_config) = (registry.clone(), config.clone());
+            let reloadable = reloadable.clone();
             spawn_part(&stages.engine.tasks, &fatal_tx, async move {
-                let store = open_store(&store_config, &token).await?;
+                let store = open_store(&store_config, &reloadable, &token).await?;
                 match store {
                     Some(store) => engine.start_single(registry, store, token, &tasks).await,
                     None => Ok(()),
@@ -333,6 +336,7 @@ pub async fn run_notifying(
                 gossip: gossip.clone(),
                 registry: registry.clone(),
                 engine: Arc::new(engine),
+                reloadable: reloadable.clone(),
             };
             let etcd = EtcdTasks {
                 token: stages.etcd.token.clone(),
@@ -585,8 +589,10 @@ fn etcd_prefix(config: &Config) -> String {
 
 /// Opens the mapping store of single mode: etcd when endpoints are given (waiting for an etcd
 /// that cannot be reached yet; `None` when the node stops first), else the embedded store.
+/// An etcd client with TLS joins `reloadable`.
 async fn open_store(
     config: &Config,
+    reloadable: &ReloadSet,
     token: &CancellationToken,
 ) -> Result<Option<Arc<dyn MappingStore>>, StoreError> {
     if config.etcd_endpoints.is_empty() {
@@ -602,6 +608,11 @@ async fn open_store(
         token,
     )
     .await?;
+    if let Some(store) = &store
+        && store.connection().has_tls()
+    {
+        reloadable.add(Arc::new(store.connection().clone()));
+    }
     Ok(store.map(|store| Arc::new(store) as Arc<dyn MappingStore>))
 }
 

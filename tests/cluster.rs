@@ -876,11 +876,15 @@ async fn resigning_while_etcd_hangs_gives_the_lease_up_within_its_bound() {
     use tokio_util::task::TaskTracker;
 
     let etcd = EtcdServer::start();
-    let client = etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .expect("connect to etcd");
+    let connection = syncer::store::EtcdConnection::connect(
+        vec![etcd.endpoint()],
+        None,
+        syncer::store::EtcdTimeouts::default(),
+    )
+    .await
+    .expect("connect to etcd");
     let lease = Duration::from_secs(6);
-    let election = Election::new(client, "/syncer/v2/resign/", "n1".into(), lease);
+    let election = Election::new(connection, "/syncer/v2/resign/", "n1".into(), lease);
     let tracker = TaskTracker::new();
     let term = election
         .acquire(&CancellationToken::new(), &tracker)

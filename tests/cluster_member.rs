@@ -127,6 +127,7 @@ async fn a_member_does_not_campaign_again_before_the_last_terms_engine_stopped()
         gossip,
         registry: Arc::new(MemoryRegistry::new("dc1")),
         engine: engine.clone(),
+        reloadable: Default::default(),
     };
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -321,6 +322,7 @@ async fn takeover_through_a_failing_link(
             name: name.into(),
             timeline: timeline.clone(),
         }),
+        reloadable: Default::default(),
     };
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -127,6 +127,112 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     );
 }
 
+/// The files of a renewal: the client starts with `old`'s certificate and a CA file that
+/// trusts the server; the etcd trusts client certificates of both CAs until it restarts.
+struct Renewal {
+    old: Pki,
+    new: Pki,
+    client: tempfile::TempDir,
+}
+
+impl Renewal {
+    fn new() -> Renewal {
+        let (old, new) = (Pki::new(), Pki::new());
+        let client = tempfile::tempdir().expect("temporary directory");
+        let both = [old.ca(), new.ca()]
+            .iter()
+            .map(|p| std::fs::read_to_string(p).expect("read a CA"))
+            .collect::<String>();
+        std::fs::write(client.path().join("both-cas.pem"), both).expect("write the CA bundle");
+        std::fs::copy(old.ca(), client.path().join("ca.pem")).expect("copy the CA");
+        let renewal = Renewal { old, new, client };
+        renewal.install(&renewal.old);
+        renewal
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.client.path().join(name)
+    }
+
+    /// `pki`'s node certificate and key as the client's files, replaced the way a renewal
+    /// tool does it (a new file moved over the old one).
+    fn install(&self, pki: &Pki) {
+        for (from, to) in [(pki.cert(), "cert.pem"), (pki.key(), "key.pem")] {
+            let staged = self.path(&format!("{to}.new"));
+            std::fs::copy(from, &staged).expect("stage a file");
+            std::fs::rename(&staged, self.path(to)).expect("move a file into place");
+        }
+    }
+
+    /// An etcd with the old node certificate, trusting client certificates of both CAs.
+    fn server(&self) -> EtcdServer {
+        EtcdServer::start_tls(
+            &self.old.cert(),
+            &self.old.key(),
+            &self.path("both-cas.pem"),
+        )
+    }
+
+    fn tls(&self) -> EtcdTls {
+        let (cert, key) = (self.path("cert.pem"), self.path("key.pem"));
+        EtcdTls::load(Some(&self.path("ca.pem")), Some((&cert, &key)), ETCD_FLAGS)
+            .expect("load the client's TLS files")
+    }
+}
+
+/// A client certificate renewed under a running store: once its files are replaced and
+/// reloaded, the store keeps working against an etcd that now trusts only the new CA (which
+/// refuses the old certificate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_client_certificate_is_used_once_etcd_trusts_only_the_new_ca() {
+    use syncer::tls::reload::Reloadable;
+
+    let renewal = Renewal::new();
+    let mut server = renewal.server();
+    let store = store(&server, Some(&renewal.tls()))
+        .await
+        .expect("connect over TLS");
+    store.load().await.expect("read with the old certificate");
+    let connection = store.connection();
+    assert!(!connection.changed(), "nothing changed yet");
+
+    renewal.install(&renewal.new);
+    assert!(connection.changed(), "the renewed files count as a change");
+    connection.reload().expect("the renewed files are good");
+    assert!(!connection.changed(), "the reload read the files in place");
+
+    server.restart_trusting(&renewal.new.ca());
+    let old = first_error(&server, Some(&renewal.old.client(&renewal.old.ca(), true))).await;
+    assert!(matches!(old, StoreError::Unavailable(_)), "{old}");
+    support::until("the store to read with the renewed certificate", || async {
+        store.load().await.is_ok()
+    })
+    .await;
+}
+
+/// Files that cannot be used are refused by a reload, and the client in force stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_broken_files_keeps_the_client_in_force() {
+    use syncer::tls::reload::Reloadable;
+
+    let renewal = Renewal::new();
+    let server = renewal.server();
+    let store = store(&server, Some(&renewal.tls()))
+        .await
+        .expect("connect over TLS");
+    std::fs::write(renewal.path("key.pem"), "not a key").expect("break the key");
+    let error = store
+        .connection()
+        .reload()
+        .expect_err("a broken key is refused")
+        .to_string();
+    assert!(
+        error.contains("key.pem") && error.contains("--etcd-key"),
+        "{error}"
+    );
+    store.load().await.expect("the client in force still reads");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_client_cannot_use_an_https_endpoint() {
     let pki = Pki::new();
@@ -256,21 +362,16 @@ async fn read_key(endpoint: &str, tls: &EtcdTls, key: &str) -> Option<String> {
     String::from_utf8(value).ok()
 }
 
-/// A cluster-mode daemon with `--etcd-endpoints https://...` and a client certificate opens
-/// its store and campaigns through the TLS etcd: it holds the leader key.
-#[test]
-fn a_cluster_member_elects_itself_through_an_etcd_over_tls() {
-    let pki = Pki::new();
-    let server = pki.server();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let registry =
-        support::sync::Registry::start(&rt, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    let text = |p: PathBuf| p.display().to_string();
-    let mut cmd = support::syncer(pki.dir.path());
+/// A solo cluster-mode daemon on the TLS etcd at `endpoint`, with the client files `ca`,
+/// `cert` and `key`; the data directory in `dir`.
+fn cluster_daemon(
+    dir: &Path,
+    registry: &str,
+    endpoint: &str,
+    [ca, cert, key]: [&Path; 3],
+) -> support::Daemon {
+    let text = |p: &Path| p.display().to_string();
+    let mut cmd = support::syncer(dir);
     cmd.args([
         "daemon",
         "--mode",
@@ -287,16 +388,40 @@ fn a_cluster_member_elects_itself_through_an_etcd_over_tls() {
         "127.0.0.1:0",
         "--admin-addr",
         "none",
+        "--leader-lease",
+        "3s",
         "--log-format",
         "json",
     ])
-    .args(["--sc-addr", &registry.url()])
-    .args(["--data-dir", &text(pki.path("data"))])
-    .args(["--etcd-endpoints", &server.endpoint()])
-    .args(["--etcd-ca", &text(pki.ca())])
-    .args(["--etcd-cert", &text(pki.cert())])
-    .args(["--etcd-key", &text(pki.key())]);
-    let mut daemon = support::Daemon::spawn(cmd);
+    .args(["--sc-addr", registry])
+    .args(["--data-dir", &text(&dir.join("data"))])
+    .args(["--etcd-endpoints", endpoint])
+    .args(["--etcd-ca", &text(ca)])
+    .args(["--etcd-cert", &text(cert)])
+    .args(["--etcd-key", &text(key)]);
+    support::Daemon::spawn(cmd)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A cluster-mode daemon with `--etcd-endpoints https://...` and a client certificate opens
+/// its store and campaigns through the TLS etcd: it holds the leader key.
+#[test]
+fn a_cluster_member_elects_itself_through_an_etcd_over_tls() {
+    let pki = Pki::new();
+    let server = pki.server();
+    let rt = runtime();
+    let registry =
+        support::sync::Registry::start(&rt, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let files = [pki.ca(), pki.cert(), pki.key()];
+    let files = [files[0].as_path(), files[1].as_path(), files[2].as_path()];
+    let mut daemon = cluster_daemon(pki.dir.path(), &registry.url(), &server.endpoint(), files);
     daemon.wait_ready();
     let tls = pki.client(&pki.ca(), true);
     let endpoint = server.endpoint();
@@ -309,6 +434,85 @@ fn a_cluster_member_elects_itself_through_an_etcd_over_tls() {
                 == Some("solo")
         }
     }));
+    daemon.signal("TERM");
+    let status = daemon.wait_exit();
+    assert!(status.success(), "{status}");
+}
+
+/// The lease of the leader key as `(id, seconds left)`, read over TLS with `tls`.
+async fn leader_lease(endpoint: &str, tls: &EtcdTls) -> Option<(i64, i64)> {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(2))
+        .with_tls(tls.options());
+    let mut client = etcd_client::Client::connect([endpoint], Some(options))
+        .await
+        .ok()?;
+    let reply = client.get("/syncer/v2/dc1/leader", None).await.ok()?;
+    let lease = reply.kvs().first()?.lease();
+    let ttl = client.lease_time_to_live(lease, None).await.ok()?.ttl();
+    Some((lease, ttl))
+}
+
+/// The etcd client certificate of a running cluster member renewed and SIGHUP sent: the
+/// member rebuilds its etcd client, and once etcd trusts only the new CA (refusing the old
+/// certificate) it still renews its leader lease through the new one, without losing its
+/// term.
+#[test]
+fn a_renewed_etcd_client_certificate_is_reloaded_on_sighup() {
+    let renewal = Renewal::new();
+    let mut server = renewal.server();
+    let rt = runtime();
+    let registry =
+        support::sync::Registry::start(&rt, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let files = [
+        renewal.path("ca.pem"),
+        renewal.path("cert.pem"),
+        renewal.path("key.pem"),
+    ];
+    let files = [files[0].as_path(), files[1].as_path(), files[2].as_path()];
+    let mut daemon = cluster_daemon(
+        renewal.client.path(),
+        &registry.url(),
+        &server.endpoint(),
+        files,
+    );
+    daemon.wait_ready();
+    daemon.wait_for_line("elected: this member is now active");
+
+    renewal.install(&renewal.new);
+    daemon.signal("HUP");
+    daemon.wait_for_line("etcd client rebuilt with the reloaded TLS files");
+    server.restart_trusting(&renewal.new.ca());
+
+    // A lease that gains time after the restart was renewed through the new certificate:
+    // etcd now refuses the old one.
+    let (endpoint, tls) = (
+        server.endpoint(),
+        renewal.new.client(&renewal.old.ca(), true),
+    );
+    let (lease, ttl) = rt
+        .block_on(leader_lease(&endpoint, &tls))
+        .expect("the leader key and its lease");
+    let least = std::cell::Cell::new(ttl);
+    rt.block_on(support::until("a renewal of the leader lease", || {
+        let (endpoint, tls, least) = (endpoint.clone(), tls.clone(), &least);
+        async move {
+            match leader_lease(&endpoint, &tls).await {
+                Some((id, ttl)) if id == lease && ttl > least.get() => true,
+                Some((id, ttl)) if id == lease => {
+                    least.set(ttl);
+                    false
+                }
+                _ => false,
+            }
+        }
+    }));
+    assert!(
+        !daemon.log().contains("no longer active"),
+        "the term lasted through the restart:\n{}",
+        daemon.log()
+    );
     daemon.signal("TERM");
     let status = daemon.wait_exit();
     assert!(status.success(), "{status}");

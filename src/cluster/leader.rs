@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::store::Fence;
+use crate::store::{EtcdConnection, Fence};
 
 /// How long one etcd request of the election may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -182,7 +182,9 @@ impl Term {
 
 /// Campaigns for the leader key of one data centre.
 pub struct Election {
-    client: Client,
+    /// The node's shared connection: a client is taken from it per call, so that one
+    /// rebuilt with reloaded TLS files is used from the next call on.
+    connection: EtcdConnection,
     key: String,
     node: String,
     /// The TTL asked for, in whole seconds (etcd's unit).
@@ -193,10 +195,15 @@ impl Election {
     /// An election for key `<prefix>leader` among members named by their node name. etcd
     /// grants leases in whole seconds: `lease` is rounded up (the settings refuse anything
     /// else, so this only guards other callers); the gate counts with what etcd grants.
-    pub fn new(client: Client, prefix: &str, node: String, lease: Duration) -> Election {
+    pub fn new(
+        connection: EtcdConnection,
+        prefix: &str,
+        node: String,
+        lease: Duration,
+    ) -> Election {
         let secs = lease.as_secs() + u64::from(lease.subsec_nanos() > 0);
         Election {
-            client,
+            connection,
             key: format!("{prefix}leader"),
             node,
             ttl_secs: i64::try_from(secs).unwrap_or(i64::MAX),
@@ -235,7 +242,7 @@ impl Election {
 
     /// One attempt: grant a lease, put the key if it is free.
     async fn campaign(&self) -> Result<Campaign, etcd_client::Error> {
-        let mut client = self.client.clone();
+        let mut client = self.connection.client();
         let began = Instant::now();
         let grant = timeout(client.lease_grant(self.ttl_secs, None)).await?;
         let lease_id = grant.id();
@@ -290,7 +297,7 @@ impl Election {
     /// Returns when the leader key is deleted after `revision`, after one lease time at most
     /// (then the caller campaigns again anyway), or when `token` is cancelled.
     async fn wait_for_vacancy(&self, revision: i64, token: &CancellationToken) {
-        let mut client = self.client.clone();
+        let mut client = self.connection.client();
         let lease = Duration::from_secs(u64::try_from(self.ttl_secs).unwrap_or(0));
         let deadline = tokio::time::sleep(lease);
         tokio::pin!(deadline);
@@ -355,7 +362,7 @@ impl Election {
         };
         info!(node = %self.node, term = number, lease_id = format!("{lease_id:x}"), ?lease, "elected: this member is now active");
         let keeper = KeepAlive {
-            client: self.client.clone(),
+            connection: self.connection.clone(),
             key: self.key.clone(),
             lease_id,
             lease,
@@ -394,7 +401,7 @@ enum Campaign {
 
 /// Keeps one term's lease alive and ends the term when it can no longer be confirmed.
 struct KeepAlive {
-    client: Client,
+    connection: EtcdConnection,
     key: String,
     lease_id: i64,
     /// The TTL etcd granted.
@@ -421,7 +428,7 @@ impl KeepAlive {
         }
         // Give the key up at once (a graceful stop, or a term that ended while etcd still
         // holds the lease) so that a standby takes over without waiting for the lease.
-        let mut client = self.client.clone();
+        let mut client = self.connection.client();
         match within(RELEASE_TIMEOUT, client.lease_revoke(self.lease_id)).await {
             Ok(_) if stopping => info!("resigned: leadership released"),
             Ok(_) => {}
@@ -435,13 +442,13 @@ impl KeepAlive {
     /// a renewal in flight delays noticing the gate's deadline.
     async fn keep(&self) -> String {
         let renewer = Renewer::new(EtcdStreams {
-            client: self.client.clone(),
+            connection: self.connection.clone(),
             lease_id: self.lease_id,
         });
         tokio::select! {
             biased;
             reason = hold(renewer, &self.gate, self.lease) => reason,
-            reason = watch_key(self.client.clone(), &self.key, self.lease_id) => reason,
+            reason = watch_key(self.connection.client(), &self.key, self.lease_id) => reason,
         }
     }
 }
@@ -463,7 +470,7 @@ trait KeepAliveStream: Send {
 
 /// etcd's keep-alive streams for one lease.
 struct EtcdStreams {
-    client: Client,
+    connection: EtcdConnection,
     lease_id: i64,
 }
 
@@ -473,7 +480,10 @@ impl OpenStream for EtcdStreams {
     /// Opening renews once too; the client reads that reply and we do not count it (it only
     /// makes the lease last longer than the gate assumes).
     async fn open(&mut self) -> Result<Self::Stream, etcd_client::Error> {
-        self.client.lease_keep_alive(self.lease_id).await
+        self.connection
+            .client()
+            .lease_keep_alive(self.lease_id)
+            .await
     }
 }
 

@@ -30,8 +30,9 @@ use super::managed::{ManagedEtcd, ManagedEtcdConfig, ManagedEtcdError};
 use crate::backoff::Backoff;
 use crate::gossip::{GossipHandle, Role};
 use crate::registry::{LONGEST_CALL, Registry};
-use crate::store::{EtcdStore, EtcdTimeouts, EtcdTls, MappingStore, StoreError};
+use crate::store::{EtcdConnection, EtcdStore, EtcdTimeouts, EtcdTls, MappingStore, StoreError};
 use crate::sync::SyncError;
+use crate::tls::reload::ReloadSet;
 
 /// Why a standby member refuses `Pull` and `Push`; callers go to the active member.
 pub const STANDBY: &str = "standby: this member is not the active syncer of its data centre";
@@ -130,6 +131,8 @@ pub struct ClusterMember {
     /// The registry, ungated; each term gates it with its own lease.
     pub registry: Arc<dyn Registry>,
     pub engine: Arc<dyn TermEngine>,
+    /// What SIGHUP reloads: the etcd client joins it when it speaks TLS.
+    pub reloadable: ReloadSet,
 }
 
 impl ClusterMember {
@@ -175,10 +178,13 @@ impl ClusterMember {
             return Ok(());
         };
         let store = Arc::new(store);
+        if store.connection().has_tls() {
+            self.reloadable.add(Arc::new(store.connection().clone()));
+        }
         if let Some(updates) = updates {
             tracker.spawn(follow_endpoints(
                 updates,
-                store.client(),
+                store.connection().clone(),
                 endpoints,
                 token.clone(),
             ));
@@ -189,7 +195,7 @@ impl ClusterMember {
             "mapping store open"
         );
         let election = Election::new(
-            store.client(),
+            store.connection().clone(),
             store.prefix(),
             self.settings.node.clone(),
             self.settings.leader_lease,
@@ -357,7 +363,7 @@ async fn start_managed(
 /// and the election still reach etcd through them when the local member is down.
 async fn follow_endpoints(
     mut updates: watch::Receiver<Vec<Url>>,
-    client: etcd_client::Client,
+    connection: EtcdConnection,
     mut known: Vec<Url>,
     token: CancellationToken,
 ) {
@@ -369,7 +375,7 @@ async fn follow_endpoints(
             if known.contains(&url) {
                 continue;
             }
-            match client
+            match connection
                 .add_endpoint(url.as_str().trim_end_matches('/'))
                 .await
             {

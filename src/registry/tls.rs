@@ -252,7 +252,7 @@ impl Reloadable for RegistryTls {
         digest_of(&self.files) != *self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn reload(&self) -> Result<(), TlsError> {
+    fn reload(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let Some(current) = &self.current else {
             return Ok(());
         };

@@ -248,8 +248,8 @@ impl Reloadable for RpcTls {
         RpcTls::changed(self)
     }
 
-    fn reload(&self) -> Result<(), TlsError> {
-        RpcTls::reload(self)
+    fn reload(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        RpcTls::reload(self).map_err(Into::into)
     }
 }
 

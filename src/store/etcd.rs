@@ -25,10 +25,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::etcd_conn::EtcdConnection;
 use super::etcd_tls::EtcdTls;
 use super::{
     Group, MappingStore, Op, StoreError, Stored, decode_cursor, decode_mapping, validate_batch,
@@ -83,8 +84,8 @@ type TxnOps = BTreeMap<String, Option<Vec<u8>>>;
 
 /// A mapping store in etcd.
 pub struct EtcdStore {
-    /// Shared connection; cheap to clone per call.
-    client: Client,
+    /// The node's shared connection, rebuilt when its TLS files change.
+    connection: EtcdConnection,
     /// Ends with `/`.
     prefix: String,
     /// The endpoints, comma-separated, for error messages.
@@ -144,19 +145,13 @@ impl EtcdStore {
         };
         let endpoints = endpoint_list(endpoints, tls.is_some())?;
         let joined = endpoints.join(",");
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(timeouts.connect)
-            .with_timeout(timeouts.request);
-        if let Some(tls) = tls {
-            options = options.with_tls(tls.options());
-        }
-        let client = match tokio::time::timeout(
+        let connection = match tokio::time::timeout(
             timeouts.connect,
-            Client::connect(&endpoints, Some(options)),
+            EtcdConnection::connect(endpoints, tls.cloned(), timeouts),
         )
         .await
         {
-            Ok(Ok(client)) => client,
+            Ok(Ok(connection)) => connection,
             Ok(Err(e)) => return Err(etcd_error(&format!("connect to {joined}"), e)),
             Err(_) => {
                 return Err(StoreError::Unavailable(format!(
@@ -166,7 +161,7 @@ impl EtcdStore {
             }
         };
         Ok(EtcdStore {
-            client,
+            connection,
             prefix,
             endpoints: joined,
             timeouts,
@@ -201,9 +196,10 @@ impl EtcdStore {
         }
     }
 
-    /// The shared client (the leader election uses the same connection).
-    pub fn client(&self) -> Client {
-        self.client.clone()
+    /// The shared connection (the leader election and the endpoint follower use it too; it
+    /// is what a TLS reload rebuilds).
+    pub fn connection(&self) -> &EtcdConnection {
+        &self.connection
     }
 
     /// The key prefix, ending with `/`.
@@ -392,7 +388,7 @@ impl MappingStore for EtcdStore {
     }
 
     async fn load(&self) -> Result<Stored, StoreError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.connection.client().kv_client();
         let mut revision = 0;
         let mut stored = Stored::default();
 
@@ -451,7 +447,7 @@ impl MappingStore for EtcdStore {
             return Ok(());
         }
         let fence = self.fence();
-        let mut kv = self.client.kv_client();
+        let mut kv = self.connection.client().kv_client();
         for ops in txns {
             self.apply(&mut kv, ops, fence.as_ref()).await?;
         }

@@ -92,8 +92,16 @@ struct Pair {
 /// client certificate to present, both optional.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EtcdTls {
+    /// Shared: settings and every client of a node hold copies.
+    files: std::sync::Arc<Files>,
+}
+
+#[derive(PartialEq, Eq)]
+struct Files {
     ca: Option<File>,
     pair: Option<Pair>,
+    /// The flags the files came from, for errors when they are read again.
+    flags: TlsFlags,
 }
 
 // Paths only: key material stays out of logs and `--check`.
@@ -124,32 +132,60 @@ impl EtcdTls {
         let pair = pair
             .map(|(cert, key)| read_pair(cert, key, flags))
             .transpose()?;
-        Ok(EtcdTls { ca, pair })
+        Ok(EtcdTls {
+            files: std::sync::Arc::new(Files { ca, pair, flags }),
+        })
+    }
+
+    /// The same files read and checked again, as [`EtcdTls::load`] does (for a reload).
+    ///
+    /// # Errors
+    /// Those of [`EtcdTls::load`].
+    pub fn reread(&self) -> Result<EtcdTls, EtcdTlsError> {
+        let pair = self
+            .files
+            .pair
+            .as_ref()
+            .map(|p| (p.cert.path.as_path(), p.key.path.as_path()));
+        EtcdTls::load(self.ca_path(), pair, self.files.flags)
+    }
+
+    /// A digest of the files' contents, to tell a change.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        self.files.ca.as_ref().map(|f| &f.pem).hash(&mut hasher);
+        self.files
+            .pair
+            .as_ref()
+            .map(|p| (&p.cert.pem, &p.key.pem))
+            .hash(&mut hasher);
+        hasher.finish()
     }
 
     /// The CA file, when servers are verified against one.
     pub fn ca_path(&self) -> Option<&Path> {
-        self.ca.as_ref().map(|f| f.path.as_path())
+        self.files.ca.as_ref().map(|f| f.path.as_path())
     }
 
     /// The client certificate file, when one is presented.
     pub fn cert_path(&self) -> Option<&Path> {
-        self.pair.as_ref().map(|p| p.cert.path.as_path())
+        self.files.pair.as_ref().map(|p| p.cert.path.as_path())
     }
 
     /// The client key file, when a certificate is presented.
     pub fn key_path(&self) -> Option<&Path> {
-        self.pair.as_ref().map(|p| p.key.path.as_path())
+        self.files.pair.as_ref().map(|p| p.key.path.as_path())
     }
 
     /// The etcd client's TLS options: servers verified against the CA, or the web PKI roots
     /// when there is none; the client certificate presented when there is one.
     pub fn options(&self) -> TlsOptions {
-        let options = match &self.ca {
+        let options = match &self.files.ca {
             Some(ca) => TlsOptions::new().ca_certificate(Certificate::from_pem(&ca.pem)),
             None => TlsOptions::new().with_webpki_roots(),
         };
-        match &self.pair {
+        match &self.files.pair {
             Some(pair) => options.identity(identity(pair)),
             None => options,
         }

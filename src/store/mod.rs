@@ -7,12 +7,14 @@
 //! - [`memory`]: the in-memory twin, which can be made unavailable for engine tests.
 //! - [`mod@redb`]: the embedded store, one file `<data-dir>/mappings.redb`.
 //! - [`etcd`]: the etcd store for cluster mode, with an optional leader fence.
+//! - [`etcd_conn`]: the one etcd client of a node, shared and rebuilt when its TLS files change.
 //! - [`etcd_tls`]: the etcd client's TLS (CA, client certificate), files checked at start.
 //! - [`writer`]: group commit: many concurrent writers, few durable commits.
 //! - [`contract`]: the suite every store must pass.
 
 pub mod contract;
 pub mod etcd;
+pub mod etcd_conn;
 pub mod etcd_tls;
 pub mod memory;
 pub mod redb;
@@ -24,6 +26,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use self::etcd::{EtcdStore, EtcdTimeouts, Fence};
+pub use self::etcd_conn::EtcdConnection;
 pub use self::etcd_tls::{EtcdTls, EtcdTlsError};
 pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;

@@ -3,12 +3,13 @@
 //! links), every TLS configuration is read again. A good set is used by every new
 //! handshake; a bad one is refused with an error naming the file and the previous set stays.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{TlsError, TlsMetrics};
+use super::TlsMetrics;
 
 /// How often the files are read to tell a change.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(3);
@@ -40,13 +41,34 @@ pub trait Reloadable: Send + Sync {
     ///
     /// # Errors
     /// Why the files were refused (the configuration in force stays).
-    fn reload(&self) -> Result<(), TlsError>;
+    fn reload(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
-/// Reloads `items` on SIGHUP and when their files change, until `token` is cancelled.
-/// Without anything to reload, SIGHUP is only logged (rather than ending the process, as
-/// its default action would).
-pub async fn watch(items: Vec<Box<dyn Reloadable>>, metrics: TlsMetrics, token: CancellationToken) {
+/// What the watcher reloads. Parts opened after the watcher started (the etcd client, once
+/// etcd is reached) join it then; one added under the name of another replaces it.
+#[derive(Clone, Default)]
+pub struct ReloadSet {
+    items: Arc<Mutex<Vec<Arc<dyn Reloadable>>>>,
+}
+
+impl ReloadSet {
+    /// Adds `item`, replacing one of the same name.
+    pub fn add(&self, item: Arc<dyn Reloadable>) {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        items.retain(|i| i.name() != item.name());
+        items.push(item);
+    }
+
+    /// The items now.
+    fn items(&self) -> Vec<Arc<dyn Reloadable>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Reloads the items of `set` on SIGHUP and when their files change, until `token` is
+/// cancelled. Without anything to reload, SIGHUP is only logged (rather than ending the
+/// process, as its default action would).
+pub async fn watch(set: ReloadSet, metrics: TlsMetrics, token: CancellationToken) {
     let mut hangup = hangup();
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -55,8 +77,9 @@ pub async fn watch(items: Vec<Box<dyn Reloadable>>, metrics: TlsMetrics, token: 
         let signal = tokio::select! {
             () = token.cancelled() => return,
             () = next_hangup(&mut hangup) => true,
-            _ = poll.tick(), if !items.is_empty() => false,
+            _ = poll.tick() => false,
         };
+        let items = set.items();
         if signal && items.is_empty() {
             info!("SIGHUP: no TLS configuration to reload");
         }

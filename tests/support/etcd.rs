@@ -109,6 +109,13 @@ impl EtcdServer {
         self.spawn();
     }
 
+    /// Starts a TLS etcd again trusting only client certificates signed by `ca`.
+    pub fn restart_trusting(&mut self, ca: &Path) {
+        let tls = self.tls.as_mut().expect("a TLS etcd");
+        tls.2 = ca.to_owned();
+        self.restart();
+    }
+
     /// Freezes etcd (SIGSTOP): its connections stay open and its answers do not come, as
     /// with an etcd that hangs. Dropping the value still kills it.
     pub fn pause(&self) {
