@@ -80,6 +80,15 @@ impl Options {
     }
 
     /// Deregistrations timed with `--real-sc 2.x` (each takes two 2 s check windows).
+    fn new_services(self) -> usize {
+        if self.quick { 12 } else { 60 }
+    }
+
+    /// First instances in a new tenant (each waits for a resync, up to 30 s).
+    fn new_tenants(self) -> usize {
+        if self.quick { 2 } else { 6 }
+    }
+
     fn real_sc_deregistrations(self) -> usize {
         if self.quick { 10 } else { 50 }
     }
@@ -580,6 +589,10 @@ impl Latencies {
 struct LatencyRun {
     real_sc: bool,
     register: Latencies,
+    /// The first instance of a brand-new service (created just before).
+    new_service: Latencies,
+    /// The first instance in a tenant syncer has not seen yet (fast mode only).
+    new_tenant: Option<Latencies>,
     deregister: Latencies,
     /// Anchor instances visible everywhere, from the last daemon ready.
     converged: Duration,
@@ -670,7 +683,7 @@ fn apply_since(before: &[Scrape], after: &[Scrape]) -> Histogram {
 async fn watch(
     client: &reqwest::Client,
     urls: &[&str],
-    service: &str,
+    (domain, service): (&str, &str),
     host: &str,
     present: bool,
     since: Instant,
@@ -685,7 +698,7 @@ async fn watch(
         let answers = futures::future::join_all(
             pending
                 .iter()
-                .map(|&i| instance_hosts(client, urls[i], service)),
+                .map(|&i| instance_hosts_in(client, urls[i], domain, service)),
         )
         .await;
         let now = since.elapsed();
@@ -795,7 +808,7 @@ async fn latency_run(
             let seen = watch(
                 client,
                 &others,
-                service,
+                ("default", service),
                 &format!("anchor-{service}"),
                 true,
                 last_ready,
@@ -862,7 +875,16 @@ async fn latency_run(
             .filter(|&k| k != origin)
             .map(|k| dcs[k].registry.url.as_str())
             .collect();
-        let seen = watch(client, &others, &service, &host, true, since, timeout).await;
+        let seen = watch(
+            client,
+            &others,
+            ("default", &service),
+            &host,
+            true,
+            since,
+            timeout,
+        )
+        .await;
         push_sample(&mut register_latency, origin, &seen);
         registered.push(Registered {
             origin,
@@ -897,6 +919,45 @@ async fn latency_run(
         register_cpu * 1000.0 / samples as f64
     );
 
+    // 1b. The first instance of a brand-new service, at pseudo-random moments of the
+    // discovery cycle (a listing every 500 ms).
+    let new_service = first_instances(
+        client,
+        &dcs,
+        "default",
+        &format!("e2e-{mode}-new"),
+        options.new_services(),
+        Duration::from_millis(500),
+        timeout,
+        &mut jitter,
+    )
+    .await;
+    println!(
+        "first instance of a new service → visible in both other DCs: {}",
+        new_service.summary()
+    );
+    // 1c. The first instance in a tenant nobody has written into (found by the dump).
+    let new_tenant = if mode == "fast" {
+        let latencies = first_instances(
+            client,
+            &dcs,
+            &format!("e2e-tenant-{}", std::process::id()),
+            "e2e-tenant",
+            options.new_tenants(),
+            Duration::from_secs(30),
+            Duration::from_secs(45),
+            &mut jitter,
+        )
+        .await;
+        println!(
+            "first instance in a new tenant → visible in both other DCs: {}",
+            latencies.summary()
+        );
+        Some(latencies)
+    } else {
+        None
+    };
+
     // 2. deregister → gone from both other data centres.
     let deregistrations = if real_sc {
         options.real_sc_deregistrations().min(samples)
@@ -916,7 +977,16 @@ async fn latency_run(
             .filter(|&k| k != r.origin)
             .map(|k| dcs[k].registry.url.as_str())
             .collect();
-        let seen = watch(client, &others, &r.service, &r.host, false, since, timeout).await;
+        let seen = watch(
+            client,
+            &others,
+            ("default", &r.service),
+            &r.host,
+            false,
+            since,
+            timeout,
+        )
+        .await;
         push_sample(&mut deregister_latency, r.origin, &seen);
     }
     let after = scrape_all(client, &dcs).await;
@@ -956,10 +1026,116 @@ async fn latency_run(
     LatencyRun {
         real_sc,
         register: register_latency,
+        new_service,
+        new_tenant,
         deregister: deregister_latency,
         converged,
         register_cpu,
     }
+}
+
+/// `count` first instances of new services (one per sample, origins in turn) in `domain`
+/// (a new domain per sample unless it is `default`), each at a pseudo-random moment of
+/// `phase`; times until each is visible in both other data centres.
+#[allow(clippy::too_many_arguments)]
+async fn first_instances(
+    client: &reqwest::Client,
+    dcs: &[Dc],
+    domain: &str,
+    prefix: &str,
+    count: usize,
+    phase: Duration,
+    timeout: Duration,
+    jitter: &mut Jitter,
+) -> Latencies {
+    let mut latencies = Latencies {
+        timeout,
+        ..Latencies::default()
+    };
+    for n in 0..count {
+        let origin = n % 3;
+        let domain = if domain == "default" {
+            domain.to_owned()
+        } else {
+            format!("{domain}-{n}")
+        };
+        let service = format!("{prefix}-{n}");
+        let host = format!("{prefix}-host-{n}");
+        tokio::time::sleep(jitter.next(phase)).await;
+        let url = &dcs[origin].registry.url;
+        let body = serde_json::json!({"service": {
+            "serviceId": service,
+            "appId": "bench",
+            "serviceName": service,
+            "version": "1.0.0",
+        }});
+        call(in_domain(client.post(format!("{url}{API}/microservices")), &domain).json(&body))
+            .await
+            .unwrap_or_else(|e| panic!("create service {service} at {url}: {e}"));
+        let body = serde_json::json!({"instance": {
+            "hostName": host,
+            "endpoints": [format!("rest://10.8.{origin}.{}:8080", n % 250)],
+            "status": "UP",
+            "healthCheck": {"mode": "push", "interval": 30, "times": 3},
+        }});
+        call(
+            in_domain(
+                client.post(format!("{url}{API}/microservices/{service}/instances")),
+                &domain,
+            )
+            .json(&body),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("register {host} at {url}: {e}"));
+        let since = Instant::now();
+        let others: Vec<&str> = (0..3)
+            .filter(|&k| k != origin)
+            .map(|k| dcs[k].registry.url.as_str())
+            .collect();
+        let seen = watch(
+            client,
+            &others,
+            (&domain, &service),
+            &host,
+            true,
+            since,
+            timeout,
+        )
+        .await;
+        push_sample(&mut latencies, origin, &seen);
+    }
+    latencies
+}
+
+/// `request` in tenant `domain`/default.
+fn in_domain(request: reqwest::RequestBuilder, domain: &str) -> reqwest::RequestBuilder {
+    request.header("X-Domain-Name", domain)
+}
+
+/// Host names of the service's instances in `domain`; none when it is unknown there.
+async fn instance_hosts_in(
+    client: &reqwest::Client,
+    url: &str,
+    domain: &str,
+    service_id: &str,
+) -> Vec<String> {
+    if domain == "default" {
+        return instance_hosts(client, url, service_id).await;
+    }
+    let request = client.get(format!("{url}{API}/microservices/{service_id}/instances"));
+    let Ok(reply) = call(in_domain(request, domain)).await else {
+        return Vec::new();
+    };
+    reply
+        .get("instances")
+        .and_then(serde_json::Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|i| i.get("hostName").and_then(serde_json::Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// CPU seconds (user + system) the data centres' daemons have used so far, from
@@ -1376,6 +1552,32 @@ impl Report {
                 "≤ 500 ms",
                 within(reg.p_value(99), ms(500)),
             );
+            let fresh = &run.new_service;
+            row(
+                &format!("1b. new service → visible, p50 ({mode})"),
+                &fresh.p(50),
+                "≤ 100 ms",
+                within(fresh.p_value(50), ms(100)),
+            );
+            row(
+                &format!("1b. new service → visible, p99 ({mode})"),
+                &format!("{} ({} samples)", fresh.p(99), fresh.both.len()),
+                "≤ 300 ms",
+                within(fresh.p_value(99), ms(300)),
+            );
+            if let Some(tenant) = &run.new_tenant {
+                row(
+                    &format!("1c. new tenant → visible, p50 / max ({mode})"),
+                    &format!(
+                        "{} / {} ({} samples)",
+                        tenant.p(50),
+                        tenant.p(100),
+                        tenant.both.len()
+                    ),
+                    "p99 ≤ 1 s",
+                    within(tenant.p_value(100), ms(1000)),
+                );
+            }
             row(
                 &format!("2. deregister → gone, p50 ({mode})"),
                 &dereg.p(50),

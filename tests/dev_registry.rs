@@ -2323,3 +2323,85 @@ async fn quirk_no_cache_accepts_one_and_true() {
         assert_eq!(r.status, 200, "noCache={flag}");
     }
 }
+
+/// `GET /v4/{project}/govern/microservices?options=statistics` (SC's governance route; not in
+/// the reference, facts from SC 1.4.8's `server/rest/govern`): names counted with versions
+/// folded, SC's own (shared) service left out, instances of counted services, zeros omitted.
+#[tokio::test]
+async fn govern_statistics_count_names_and_instances_of_one_tenant() {
+    let sc = Sc::start().await;
+    let stats = |domain: &'static str| {
+        let url = format!(
+            "{}/v4/default/govern/microservices?options=statistics",
+            sc.reg.url()
+        );
+        let headers: Vec<(&str, &str)> = if domain.is_empty() {
+            vec![]
+        } else {
+            vec![("X-Domain-Name", domain)]
+        };
+        let sc = &sc;
+        async move { sc.send(Method::GET, url, &headers, None).await.ok_json() }
+    };
+    // A fresh SC: only SERVICECENTER, which is shared and so not counted.
+    assert_eq!(
+        stats("").await,
+        json!({"statistics": {"services": {}, "instances": {}, "apps": {}}})
+    );
+
+    let v1 = sc
+        .service(json!({"appId": "app", "serviceName": "a", "version": "1.0.0"}))
+        .await;
+    let v2 = sc
+        .service(json!({"appId": "app", "serviceName": "a", "version": "2.0.0"}))
+        .await;
+    sc.service(json!({"appId": "other", "serviceName": "b"}))
+        .await;
+    sc.register(&v1, host("h1")).await.ok_id("instanceId");
+    sc.register(&v2, host("h2")).await.ok_id("instanceId");
+    sc.register(&v2, host("h3")).await.ok_id("instanceId");
+    assert_eq!(
+        stats("").await,
+        json!({"statistics": {
+            "services": {"count": 2, "onlineCount": 1},
+            "instances": {"count": 3, "countByDomain": 3},
+            "apps": {"count": 2}
+        }})
+    );
+    // Another domain sees its own tenant only.
+    assert_eq!(
+        stats("elsewhere").await,
+        json!({"statistics": {"services": {}, "instances": {}, "apps": {}}})
+    );
+    // withShared counts SC's own service and instance too.
+    let shared = sc
+        .get_at(format!(
+            "{}/v4/default/govern/microservices?options=statistics&withShared=true",
+            sc.reg.url()
+        ))
+        .await
+        .ok_json();
+    assert_eq!(shared["statistics"]["services"]["count"], 3);
+    assert_eq!(shared["statistics"]["instances"]["count"], 4);
+
+    let bad = sc
+        .get_at(format!(
+            "{}/v4/default/govern/microservices?options=statistics&countOnly=yes",
+            sc.reg.url()
+        ))
+        .await;
+    bad.assert_detail("400001", "parameter countOnly must be 1 or 0");
+    // Without the statistics option: the services, without properties and schemas.
+    let list = sc
+        .get_at(format!("{}/v4/default/govern/microservices", sc.reg.url()))
+        .await
+        .ok_json();
+    let names: Vec<&str> = list["allServicesDetail"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|d| d["microService"]["serviceName"].as_str())
+        .collect();
+    assert_eq!(names.len(), 3, "{list}");
+    assert!(list.get("statistics").is_none(), "{list}");
+}

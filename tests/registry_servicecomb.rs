@@ -1191,3 +1191,156 @@ async fn a_retired_copy_service_is_created_again_under_its_id() {
     );
     sc.register(&copy).await.expect("registered again");
 }
+
+/// Timings where only SC's statistics can find something new: listings and dumps an hour
+/// apart (after the first of each).
+fn statistics_only_config(url: Url) -> ServiceCombConfig {
+    ServiceCombConfig {
+        discovery_interval: Duration::from_secs(3600),
+        listing_interval: Duration::from_secs(3600),
+        resync_interval: Duration::from_secs(3600),
+        ..test_config(vec![url])
+    }
+}
+
+/// A feed that has read its first dump and done its first listing.
+async fn settled_feed(sc: &ServiceComb) -> Box<dyn syncer::registry::ChangeFeed> {
+    let mut feed = sc.change_feed();
+    feed.next().await.expect("the dump");
+    feed.next().await.expect("the first listing and poll");
+    feed
+}
+
+#[tokio::test]
+async fn a_new_service_is_found_by_the_statistics_before_any_listing() {
+    use syncer::registry::Change;
+    let registry = dev_registry(DevRegistryConfig::default()).await;
+    let url = Url::parse(&registry.url()).expect("url");
+    let watcher = ServiceComb::new(statistics_only_config(url)).expect("adapter");
+    let mut feed = settled_feed(&watcher).await;
+
+    // Another client creates a service and its first instance.
+    let writer = adapter_for(&registry);
+    let tenant = Tenant::default_tenant();
+    writer
+        .ensure_service(&service(&tenant, "svc-new"))
+        .await
+        .expect("ensure");
+    let first = instance(&tenant, "svc-new", "first");
+    writer.register(&first).await.expect("register");
+    let seen = feed_until(
+        &mut feed,
+        "the new service's first instance",
+        |change| matches!(change, Change::Instance(i) if i.reference() == first.reference()),
+    )
+    .await;
+    assert!(
+        seen.iter()
+            .any(|c| matches!(c, Change::Service(s) if s.service_id == "svc-new")),
+        "the service is reported with it: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|c| matches!(c, Change::Resync(_))),
+        "found without a dump: {seen:?}"
+    );
+    registry.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tenant_given_in_the_settings_is_watched_from_the_start() {
+    use syncer::registry::Change;
+    let registry = dev_registry(DevRegistryConfig::default()).await;
+    let url = Url::parse(&registry.url()).expect("url");
+    let tenant = Tenant::new("team1", "shop");
+    let watcher = ServiceComb::new(ServiceCombConfig {
+        tenants: vec![tenant.clone()],
+        ..statistics_only_config(url)
+    })
+    .expect("adapter");
+    let mut feed = settled_feed(&watcher).await;
+
+    // Written by another client into a tenant no dump has shown the watcher yet.
+    let writer = adapter_for(&registry);
+    writer
+        .ensure_service(&service(&tenant, "svc-t"))
+        .await
+        .expect("ensure");
+    let first = instance(&tenant, "svc-t", "first");
+    writer.register(&first).await.expect("register");
+    feed_until(
+        &mut feed,
+        "the first instance of the tenant",
+        |change| matches!(change, Change::Instance(i) if i.reference() == first.reference()),
+    )
+    .await;
+    registry.shutdown().await;
+}
+
+/// An SC whose governance route is not reachable (blocked by a gateway, or an account
+/// without the permission): the feed lists every `discovery_interval` instead, and still
+/// finds new services.
+#[tokio::test]
+async fn without_statistics_new_services_are_found_by_listing() {
+    use syncer::registry::Change;
+    let registry = dev_registry(DevRegistryConfig::default()).await;
+    let upstream = registry.url();
+    let client = reqwest::Client::new();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    let proxy = move |request: axum::extract::Request| {
+        let (client, upstream, counter) = (client.clone(), upstream.clone(), counter.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            if parts.uri.path().contains("/govern/") {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
+            }
+            let body = axum::body::to_bytes(body, 64 << 20)
+                .await
+                .unwrap_or_default();
+            let url = format!("{upstream}{}", parts.uri);
+            let mut forward = client.request(parts.method, url).body(body);
+            for (name, value) in &parts.headers {
+                forward = forward.header(name, value);
+            }
+            match forward.send().await {
+                Ok(reply) => {
+                    let status = reply.status();
+                    let bytes = reply.bytes().await.unwrap_or_default();
+                    (status, bytes).into_response()
+                }
+                Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+            }
+        }
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = serve(listener, Router::new().fallback(proxy));
+    let watcher = ServiceComb::new(ServiceCombConfig {
+        listing_interval: Duration::from_secs(3600),
+        resync_interval: Duration::from_secs(3600),
+        ..test_config(vec![url])
+    })
+    .expect("adapter");
+    let mut feed = settled_feed(&watcher).await;
+
+    let writer = adapter_for(&registry);
+    let tenant = Tenant::default_tenant();
+    writer
+        .ensure_service(&service(&tenant, "svc-listed"))
+        .await
+        .expect("ensure");
+    let first = instance(&tenant, "svc-listed", "first");
+    writer.register(&first).await.expect("register");
+    feed_until(
+        &mut feed,
+        "the new service's first instance",
+        |change| matches!(change, Change::Instance(i) if i.reference() == first.reference()),
+    )
+    .await;
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a refusal turns the statistics off rather than asking every poll"
+    );
+    registry.shutdown().await;
+}

@@ -300,6 +300,8 @@ pub struct RegistryConfig {
     /// How long a disappearance must last before it is reported; `None`: the adapter's
     /// default for its number of addresses.
     pub confirm_removal: Option<Duration>,
+    /// Tenants watched from the start (`--sc-tenants`), besides those the registry shows.
+    pub tenants: Vec<crate::registry::Tenant>,
     /// TLS of `https://` addresses (`--sc-tls-*`), files already read and checked.
     pub tls: crate::registry::tls::RegistryTls,
 }

@@ -465,13 +465,62 @@ fn read_registry(r: &mut Reader) -> Result<RegistryConfig, ConfigError> {
         }
     };
     let tls = read_registry_tls(r)?;
+    let tenants = read_tenants(r, plugin)?;
     Ok(RegistryConfig {
         plugin,
         addresses,
         credentials,
         confirm_removal,
+        tenants,
         tls,
     })
+}
+
+/// `--sc-tenants`: `domain/project` pairs, each part non-empty and free of `/`, whitespace
+/// and control characters; only for a Service Center.
+fn read_tenants(
+    r: &mut Reader,
+    plugin: Plugin,
+) -> Result<Vec<crate::registry::Tenant>, ConfigError> {
+    let Some(setting) = r.get(Id::ScTenants) else {
+        return Ok(Vec::new());
+    };
+    if plugin != Plugin::ServiceCenter {
+        return Err(invalid(
+            setting,
+            "only a Service Center has tenants (--sc-plugin servicecenter)",
+        ));
+    }
+    let mut tenants = Vec::new();
+    for text in setting
+        .value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        let valid = |part: &str| {
+            !part.is_empty()
+                && !part
+                    .chars()
+                    .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+        };
+        let tenant = text
+            .split_once('/')
+            .filter(|(domain, project)| valid(domain) && valid(project))
+            .map(|(domain, project)| crate::registry::Tenant::new(domain, project))
+            .ok_or_else(|| {
+                invalid(
+                    setting,
+                    format!(
+                        "'{text}' is not a tenant: expected DOMAIN/PROJECT, like default/default"
+                    ),
+                )
+            })?;
+        if !tenants.contains(&tenant) {
+            tenants.push(tenant);
+        }
+    }
+    Ok(tenants)
 }
 
 /// `--sc-tls-ca`, `--sc-tls-cert`, `--sc-tls-key` and `--sc-tls-insecure`: the files are read
@@ -1794,6 +1843,36 @@ mod tests {
                 .to_string();
             assert!(error.contains("--sc-confirm-removal"), "{error}");
         }
+    }
+
+    /// `--sc-tenants`: `domain/project` pairs, deduplicated; anything else names the entry;
+    /// only for a Service Center.
+    #[test]
+    fn tenants_to_watch_are_checked() {
+        use crate::registry::Tenant;
+        let flag = || Origin::Flag("--sc-tenants".into());
+        assert!(resolve_with(&[]).unwrap().registry.tenants.is_empty());
+        let config = resolve_with(&[("sc_tenants", "a/b, c/d,a/b", flag())]).unwrap();
+        assert_eq!(
+            config.registry.tenants,
+            vec![Tenant::new("a", "b"), Tenant::new("c", "d")]
+        );
+        for bad in ["a", "a/", "/b", "a/b/c", "a b/c"] {
+            let error = resolve_with(&[("sc_tenants", bad, flag())])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("--sc-tenants") && error.contains(bad.trim()),
+                "{bad}: {error}"
+            );
+        }
+        let error = resolve_with(&[
+            ("sc_tenants", "a/b", flag()),
+            ("sc_plugin", "eureka", Origin::Flag("--sc-plugin".into())),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("Service Center"), "{error}");
     }
 
     #[test]

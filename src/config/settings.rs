@@ -25,6 +25,7 @@ pub enum Id {
     ScUser,
     ScPassword,
     ScConfirmRemoval,
+    ScTenants,
     ScTlsCa,
     ScTlsCert,
     ScTlsKey,
@@ -297,6 +298,18 @@ pub static SETTINGS: &[Spec] = &[
                before it counts as removed, so that a registry node whose cache trails the \
                others is not read as a mass deletion; set 1s for a Service Center cluster \
                behind one load-balanced address. 0s reports removals at once. At most 1m",
+    },
+    Spec {
+        id: Id::ScTenants,
+        name: "sc_tenants",
+        flag: Some(Flag::value("sc-tenants", "DOMAIN/PROJECT")),
+        env: Some("SYNCER_SC_TENANTS"),
+        file_keys: &["registry.tenants"],
+        list: true,
+        default: Default::None,
+        help: "Service Center tenants to watch from the start, repeatable or comma-separated: \
+               their first service is then seen within one poll. Other tenants are found by \
+               the full dump every --resync-interval",
     },
     Spec {
         id: Id::ScTlsCa,

@@ -20,7 +20,7 @@ use tracing::debug;
 use super::errors::ScError;
 use super::state::Registry;
 use super::{
-    access, admin, auth, dependencies, discovery, instances, schemas, services, tags, watch,
+    access, admin, auth, dependencies, discovery, govern, instances, schemas, services, tags, watch,
 };
 
 /// Default body limit (`max_body_bytes` of SC's `app.conf`).
@@ -182,6 +182,7 @@ enum RouteId {
     Watch,
     ListWatch,
     Dump,
+    GovernServices,
     Alarms,
     ClearAlarms,
     Clusters,
@@ -377,6 +378,11 @@ const ROUTES: &[(&str, &str, RouteId)] = &[
         "/v4/:project/registry/microservices/:serviceId/rules/:rule_id",
         RouteId::DeleteRules,
     ),
+    (
+        "GET",
+        "/v4/:project/govern/microservices",
+        RouteId::GovernServices,
+    ),
     ("GET", "/v4/:project/admin/alarms", RouteId::Alarms),
     ("DELETE", "/v4/:project/admin/alarms", RouteId::ClearAlarms),
     ("GET", "/v4/:project/admin/dump", RouteId::Dump),
@@ -521,6 +527,7 @@ async fn route(
         RouteId::Version => Ok(admin::version(&ctx)),
         RouteId::Health => admin::health(&ctx),
         RouteId::Dump => admin::dump(&ctx),
+        RouteId::GovernServices => govern::list(&ctx),
         RouteId::Alarms => Ok(json_ok(&serde_json::json!({}))),
         RouteId::ClearAlarms => Ok(empty_ok()),
         RouteId::Clusters => Ok(admin::clusters(&ctx)),

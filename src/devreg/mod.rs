@@ -12,7 +12,8 @@
 //! - `state`: the data (tenants, services, instances, rules, watchers) and shared lookups.
 //! - `http`: route table, tenant resolution, body limits, response framing, request logging.
 //! - `services`, `instances`, `discovery`, `dependencies`, `admin`, `watch`, `schemas`,
-//!   `tags`, `access` (black/white-list rules): the endpoints.
+//!   `tags`, `access` (black/white-list rules), `govern` (the governance listing's
+//!   statistics): the endpoints.
 //! - `lease`: lease expiry, the delete check window and self-preservation (SC 2.x).
 //! - `auth`: SC 2.x RBAC (`POST /v4/token`, the bearer-token check of every other call).
 //! - `retire`: SC 2.x's job deleting old versions without instances.
@@ -43,6 +44,7 @@ mod dependencies;
 mod discovery;
 mod errors;
 pub mod eureka;
+mod govern;
 mod http;
 mod instances;
 mod lease;

@@ -46,6 +46,7 @@ mod tests {
             credentials: None,
             tls: Default::default(),
             confirm_removal: None,
+            tenants: Vec::new(),
         }
     }
 

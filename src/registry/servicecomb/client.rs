@@ -38,11 +38,14 @@ pub(super) const UNHEALTHY: u32 = 400002;
 /// The header SC reads the domain (first half of the tenant) from.
 const DOMAIN_HEADER: &str = "x-domain-name";
 
-/// Which family of routes a call goes to: `/v4/<project>/registry/…` or `/v4/<project>/admin/…`.
+/// Which family of routes a call goes to: `/v4/<project>/registry/…`, `…/admin/…` or
+/// `…/govern/…`.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Api {
     Registry,
     Admin,
+    /// `/v4/<project>/govern/…`: SC's governance (UI) routes.
+    Govern,
     /// `POST /v4/token` (SC 2.x RBAC login): no project, no token.
     Login,
 }
@@ -52,6 +55,7 @@ impl Api {
         match self {
             Api::Registry => "registry",
             Api::Admin => "admin",
+            Api::Govern => "govern",
             Api::Login => "token",
         }
     }
@@ -102,6 +106,11 @@ impl<'a> Request<'a> {
 
     pub fn admin(mut self) -> Request<'a> {
         self.api = Api::Admin;
+        self
+    }
+
+    pub fn govern(mut self) -> Request<'a> {
+        self.api = Api::Govern;
         self
     }
 }

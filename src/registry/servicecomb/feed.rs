@@ -41,8 +41,11 @@ use super::convert::instance_from_wire;
 use super::wire::{
     BatchFindReply, BatchFindRequest, FindServiceEntry, FindServiceKey, FindUpdated, WireError,
 };
-use super::{Inner, parse, to_json};
+use super::{Inner, TenantCounts, parse, to_json};
 use crate::registry::{Change, ChangeFeed, InstanceRef, RegistryError, Service, Snapshot, Tenant};
+
+/// How long the feed lists instead of asking statistics after SC refused them.
+const STATISTICS_RETRY: Duration = Duration::from_secs(600);
 
 /// One service as the feed last reported it.
 #[derive(Debug)]
@@ -121,6 +124,11 @@ pub(super) struct ScFeed {
     last_partial: Option<String>,
     /// Changes applied to the state but not yet returned (see [`ScFeed::cycle`]).
     pending: Vec<Change>,
+    /// Until when SC's statistics are not asked (SC refused them); `None` while they are.
+    statistics_off_until: Option<Instant>,
+    /// The statistics of each tenant that last made the feed list it; the same counts do
+    /// not make it list again (a count SC keeps and the feed can never match).
+    listed_for: BTreeMap<Tenant, TenantCounts>,
     /// A dump waiting for its confirmation ([`ScFeed::confirm_dump`]) and when that is due:
     /// kept across a call dropped half-way, so the dump is not read again.
     held_dump: Option<(Snapshot, Instant)>,
@@ -162,6 +170,8 @@ impl ScFeed {
             last_partial: None,
             pending: Vec::new(),
             held_dump: None,
+            statistics_off_until: None,
+            listed_for: BTreeMap::new(),
         }
     }
 
@@ -206,15 +216,36 @@ impl ScFeed {
             return resync;
         }
         let mut errors = Vec::new();
-        if now >= self.next_discovery {
-            self.next_discovery = now + self.inner.config.discovery_interval;
+        let statistics = self.statistics_on(now);
+        let listed = now >= self.next_discovery;
+        if listed {
+            let config = &self.inner.config;
+            let interval = if statistics {
+                config.listing_interval
+            } else {
+                config.discovery_interval
+            };
+            self.next_discovery = now + interval;
             let mut changes = Vec::new();
-            self.discover(&mut changes, &mut errors).await;
+            let tenants = self.known_tenants();
+            self.discover(tenants, &mut changes, &mut errors).await;
             self.pending.append(&mut changes);
         }
         let mut changes = Vec::new();
-        self.poll(&mut changes, &mut errors).await;
+        self.poll(false, &mut changes, &mut errors).await;
         self.pending.append(&mut changes);
+        if statistics && !listed {
+            // After the poll, so that what it found is counted: a tenant whose counts still
+            // differ holds a service the feed has not seen (or lost one), listed now, and
+            // its new services are asked at once.
+            let stale = self.stale_tenants(&mut errors).await;
+            if !stale.is_empty() {
+                let mut changes = Vec::new();
+                self.discover(stale, &mut changes, &mut errors).await;
+                self.poll(true, &mut changes, &mut errors).await;
+                self.pending.append(&mut changes);
+            }
+        }
         let mut errors = errors.into_iter();
         match errors.next() {
             Some(first) if self.pending.is_empty() => {
@@ -499,13 +530,111 @@ impl ScFeed {
         self.tenants = fresh;
     }
 
-    /// Lists the services of every known tenant and reports new, changed and deleted ones.
-    async fn discover(&mut self, changes: &mut Vec<Change>, errors: &mut Vec<RegistryError>) {
+    /// The tenants the feed lists and counts: those it knows, `default/default`, those
+    /// configured and those the adapter wrote into.
+    fn known_tenants(&self) -> Vec<Tenant> {
         let mut tenants: Vec<Tenant> = self.tenants.keys().cloned().collect();
         tenants.push(Tenant::default_tenant());
+        tenants.extend(self.inner.config.tenants.iter().cloned());
         tenants.extend(self.inner.written_tenants());
         tenants.sort_unstable();
         tenants.dedup();
+        tenants
+    }
+
+    /// Whether SC's statistics are asked this cycle.
+    fn statistics_on(&mut self, now: Instant) -> bool {
+        if !self.inner.config.statistics {
+            return false;
+        }
+        match self.statistics_off_until {
+            Some(until) if now < until => false,
+            Some(_) => {
+                self.statistics_off_until = None;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// What SC's statistics of `tenant` should count if the feed has seen everything: its
+    /// service names (versions folded, shared ones left out) and their present instances.
+    fn expected_counts(&self, tenant: &Tenant) -> TenantCounts {
+        let Some(services) = self.tenants.get(tenant) else {
+            return TenantCounts::default();
+        };
+        let mut names = HashSet::new();
+        let mut instances = 0;
+        for watched in services.values() {
+            let s = &watched.service;
+            if self.inner.internal.is_shared_name(&s.app, &s.name) {
+                continue;
+            }
+            names.insert((&s.environment, &s.app, &s.name));
+            instances += watched
+                .instances
+                .len()
+                .saturating_sub(watched.missing.len());
+        }
+        TenantCounts {
+            services: names.len() as u64,
+            instances: instances as u64,
+        }
+    }
+
+    /// Asks the statistics of every known tenant; returns those that count something other
+    /// than the feed has seen, each once per distinct count. An SC that refuses them turns
+    /// them off for [`STATISTICS_RETRY`] (listings every `discovery_interval` instead).
+    async fn stale_tenants(&mut self, errors: &mut Vec<RegistryError>) -> Vec<Tenant> {
+        let inner = &*self.inner;
+        let answers: Vec<_> = stream::iter(self.known_tenants())
+            .map(|tenant| async move {
+                let counts = inner.statistics(&tenant).await;
+                (tenant, counts)
+            })
+            .buffer_unordered(inner.config.max_concurrent_calls)
+            .collect()
+            .await;
+        let mut stale = Vec::new();
+        for (tenant, counts) in answers {
+            match counts {
+                Ok(counts) if counts == self.expected_counts(&tenant) => {
+                    self.listed_for.remove(&tenant);
+                }
+                Ok(counts) => {
+                    if self.listed_for.get(&tenant) != Some(&counts) {
+                        debug!(%tenant, ?counts, "statistics count what the feed has not seen: listing");
+                        self.listed_for.insert(tenant.clone(), counts);
+                        stale.push(tenant);
+                    }
+                }
+                Err(error @ (RegistryError::Unavailable(_) | RegistryError::NotFound(_))) => {
+                    errors.push(error);
+                }
+                Err(error) => {
+                    info!(
+                        %error,
+                        retry_in = ?STATISTICS_RETRY,
+                        listing_every = ?self.inner.config.discovery_interval,
+                        "the registry does not answer statistics: new services are found by listing"
+                    );
+                    self.statistics_off_until = Some(Instant::now() + STATISTICS_RETRY);
+                    self.next_discovery = Instant::now();
+                    return Vec::new();
+                }
+            }
+        }
+        stale.sort_unstable();
+        stale
+    }
+
+    /// Lists the services of `tenants` and reports new, changed and deleted ones.
+    async fn discover(
+        &mut self,
+        tenants: Vec<Tenant>,
+        changes: &mut Vec<Change>,
+        errors: &mut Vec<RegistryError>,
+    ) {
         let inner = &*self.inner;
         let listings: Vec<_> = stream::iter(tenants)
             .map(|tenant| async move {
@@ -561,9 +690,15 @@ impl ScFeed {
     }
 
     /// One batch find per tenant (and per `find_batch` services), at most
-    /// `max_concurrent_calls` at a time.
-    async fn poll(&mut self, changes: &mut Vec<Change>, errors: &mut Vec<RegistryError>) {
-        let calls = match self.plan_poll() {
+    /// `max_concurrent_calls` at a time; with `only_new`, of the services never answered
+    /// yet (just listed).
+    async fn poll(
+        &mut self,
+        only_new: bool,
+        changes: &mut Vec<Change>,
+        errors: &mut Vec<RegistryError>,
+    ) {
+        let calls = match self.plan_poll(only_new) {
             Ok(calls) => calls,
             Err(error) => return errors.push(error),
         };
@@ -594,7 +729,7 @@ impl ScFeed {
 
     /// The batch-find calls of one poll. Services SC redirects to `default/default` (shared
     /// names) cannot be found in their own tenant and are left to listings and dumps.
-    fn plan_poll(&self) -> Result<Vec<PollCall>, RegistryError> {
+    fn plan_poll(&self, only_new: bool) -> Result<Vec<PollCall>, RegistryError> {
         let config = &self.inner.config;
         let now = Instant::now();
         let mut calls = Vec::new();
@@ -606,6 +741,7 @@ impl ScFeed {
                         .inner
                         .internal
                         .is_shared_name(&w.service.app, &w.service.name)
+                        && (!only_new || w.rev.is_empty())
                 })
                 .collect();
             for chunk in pollable.chunks(config.find_batch) {
@@ -1121,7 +1257,7 @@ mod tests {
         feed.apply_poll(&home, &ids(), lagging_answer(true), &mut changes)
             .expect("apply");
         let rev_of_s1 = |feed: &ScFeed| {
-            let calls = feed.plan_poll().expect("plan");
+            let calls = feed.plan_poll(false).expect("plan");
             let body: serde_json::Value = serde_json::from_slice(&calls[0].body).expect("json");
             body["services"][0]["rev"]
                 .as_str()

@@ -311,6 +311,29 @@ pub(super) struct ServicesReply {
     pub services: Vec<WireService>,
 }
 
+/// `GET /v4/<project>/govern/microservices?options=statistics`: SC's counts of one tenant
+/// (not in the reference; SC 1.4.8 `server/rest/govern`, 2.x `server/resource/govern`).
+/// Zero counts are left out (`omitempty`).
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct GovernReply {
+    #[serde(default)]
+    pub statistics: Option<WireStatistics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct WireStatistics {
+    pub services: WireCount,
+    pub instances: WireCount,
+}
+
+/// One `{"count": N, …}` of the statistics; other counts are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct WireCount {
+    pub count: u64,
+}
+
 /// `{"instances": […]}`: health (§1.5).
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct InstancesReply {
