@@ -27,6 +27,8 @@ use url::Url;
 const SERVICES: usize = 1_000;
 /// Idle polls measured.
 const IDLE_POLLS: usize = 200;
+/// The idle window of the load measurement.
+const IDLE_WINDOW: Duration = Duration::from_secs(20);
 /// Cycles with a listing measured.
 const LISTING_CYCLES: usize = 50;
 /// Changes whose latency is measured (an instance goes DOWN, then back UP).
@@ -68,7 +70,19 @@ async fn run() {
     )
     .await;
     println!();
+    measure_idle_load(&url, &format!("{SERVICES} services")).await;
+    println!();
     measure_latency(&url, &refs).await;
+    println!();
+    populate_copies(&url, 2 * SERVICES).await;
+    measure_idle_load(
+        &url,
+        &format!(
+            "{SERVICES} services of its own and {} holding syncer's copies (a data centre of three)",
+            2 * SERVICES
+        ),
+    )
+    .await;
     registry.shutdown().await;
 }
 
@@ -122,6 +136,9 @@ async fn canned_sc(count: usize) -> Url {
             let (dump, full, idle) = &*answers;
             if path.ends_with("/dump") {
                 dump.clone()
+            } else if path.ends_with("/tags") || path.ends_with("/rules") {
+                // No tags and no rules (the first dump reads both for every service).
+                "{}".to_owned()
             } else if body.windows(6).any(|w| w == b"\"rev\":") {
                 idle.clone()
             } else {
@@ -177,6 +194,41 @@ async fn populate(url: &Url) -> Vec<InstanceRef> {
     refs
 }
 
+/// Adds `count` services with one copy each (an instance carrying syncer's marks), as a data
+/// centre holds for the other data centres' services.
+async fn populate_copies(url: &Url, count: usize) {
+    use futures::stream::{self, StreamExt};
+    let sc = ServiceComb::new(ServiceCombConfig::new(vec![url.clone()])).expect("adapter");
+    let tenant = Tenant::default_tenant();
+    stream::iter(0..count)
+        .for_each_concurrent(SETUP_CONCURRENCY, |n| {
+            let (sc, tenant) = (sc.clone(), tenant.clone());
+            async move {
+                let service = Service {
+                    tenant: tenant.clone(),
+                    service_id: format!("bench-copy-svc-{n:04}"),
+                    app: "bench".into(),
+                    name: format!("mirrored-{n:04}"),
+                    version: "1.0.0".into(),
+                    ..Service::default()
+                };
+                let id = sc.ensure_service(&service).await.expect("ensure_service");
+                let copy = Instance {
+                    tenant,
+                    service_id: id,
+                    instance_id: format!("syncer-{n:032x}"),
+                    endpoints: vec![format!("rest://10.1.{}.{}:8080", n / 250, n % 250)],
+                    host_name: format!("copy-{n:04}"),
+                    status: "UP".into(),
+                    properties: [("syncer.origin".to_owned(), "dc2".to_owned())].into(),
+                    ..Instance::default()
+                };
+                sc.register(&copy).await.expect("register");
+            }
+        })
+        .await;
+}
+
 /// Runs `next` once and returns its duration, the batch, and the body bytes sent and received.
 async fn timed_next(
     sc: &ServiceComb,
@@ -194,11 +246,14 @@ async fn timed_next(
     )
 }
 
-/// Intervals so short that `next` never waits, and no listing or dump in between.
+/// Intervals so short that `next` never waits, and no listing, statistics or dump in
+/// between.
 fn polling_only(url: &Url) -> ServiceCombConfig {
     ServiceCombConfig {
         poll_interval: Duration::from_micros(1),
         discovery_interval: Duration::from_secs(3600),
+        listing_interval: Duration::from_secs(3600),
+        statistics: false,
         resync_interval: Duration::from_secs(3600),
         ..ServiceCombConfig::new(vec![url.clone()])
     }
@@ -241,6 +296,56 @@ async fn measure_polls(label: &str, url: &Url) {
         sent_total / polls,
         received_total / polls,
     );
+}
+
+/// The whole idle load of a feed on the registry at the daemon's default intervals, over
+/// `IDLE_WINDOW`: as before statistics (a listing every five polls) and as now (statistics
+/// after every poll, a listing every ten).
+async fn measure_idle_load(url: &Url, what: &str) {
+    println!(
+        "-- idle load on the registry, {what}, over {IDLE_WINDOW:?} at the daemon's defaults (poll 100 ms, dump 30 s)"
+    );
+    let daemon = |statistics: bool| ServiceCombConfig {
+        poll_interval: Duration::from_millis(100),
+        discovery_interval: Duration::from_millis(500),
+        listing_interval: Duration::from_secs(1),
+        resync_interval: Duration::from_secs(30),
+        statistics,
+        ..ServiceCombConfig::new(vec![url.clone()])
+    };
+    for (label, statistics) in [
+        ("listing every 500 ms, no statistics (before)", false),
+        ("statistics every poll, listing every 1 s (now)", true),
+    ] {
+        let sc = ServiceComb::new(daemon(statistics)).expect("adapter");
+        let mut feed = sc.change_feed();
+        feed.next().await.expect("resync");
+        feed.next().await.expect("first poll");
+        let metrics = sc.metrics();
+        let (sent, received, calls) = (
+            metrics.sent_bytes(),
+            metrics.received_bytes(),
+            metrics.requests(),
+        );
+        let started = Instant::now();
+        while started.elapsed() < IDLE_WINDOW {
+            let batch = feed.next().await.expect("feed");
+            assert!(
+                batch.iter().all(|c| matches!(c, Change::Resync(_))),
+                "nothing changed: {batch:?}"
+            );
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let up = (metrics.sent_bytes() - sent) as f64 / secs;
+        let down = (metrics.received_bytes() - received) as f64 / secs;
+        println!(
+            "{label}: {:.1} calls/s, {:.0} KB/s up, {:.0} KB/s down, {:.0} KB/s in all (bodies)",
+            (metrics.requests() - calls) as f64 / secs,
+            up / 1000.0,
+            down / 1000.0,
+            (up + down) / 1000.0
+        );
+    }
 }
 
 /// Cycles with a service listing each (what happens once per `discovery_interval`).

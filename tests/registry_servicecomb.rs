@@ -1344,3 +1344,65 @@ async fn without_statistics_new_services_are_found_by_listing() {
     );
     registry.shutdown().await;
 }
+
+/// A service that holds only syncer's copies is not asked by every poll; what changes its
+/// counts (an application's own instance, a copy gone behind syncer's back) makes the feed
+/// ask it at once, without waiting for a listing.
+#[tokio::test]
+async fn a_service_of_copies_only_is_asked_when_its_counts_move() {
+    use syncer::registry::Change;
+    let registry = dev_registry(DevRegistryConfig::default()).await;
+    let url = Url::parse(&registry.url()).expect("url");
+    let watcher = ServiceComb::new(statistics_only_config(url)).expect("adapter");
+    let tenant = Tenant::default_tenant();
+    let writer = adapter_for(&registry);
+    writer
+        .ensure_service(&service(&tenant, "svc-copies"))
+        .await
+        .expect("ensure");
+    let copy = Instance {
+        properties: [("syncer.origin".to_owned(), "dc9".to_owned())].into(),
+        ..instance(
+            &tenant,
+            "svc-copies",
+            "syncer-0123456789abcdef0123456789abcdef",
+        )
+    };
+    writer.register(&copy).await.expect("register the copy");
+    let mut feed = settled_feed(&watcher).await;
+
+    let own = instance(&tenant, "svc-copies", "own");
+    writer
+        .register(&own)
+        .await
+        .expect("register an own instance");
+    feed_until(
+        &mut feed,
+        "the service's own instance",
+        |change| matches!(change, Change::Instance(i) if i.reference() == own.reference()),
+    )
+    .await;
+
+    // Quiet again once the own instance leaves; then a copy deregistered by someone else.
+    writer
+        .unregister(&own.reference())
+        .await
+        .expect("unregister");
+    feed_until(
+        &mut feed,
+        "the own instance gone",
+        |change| matches!(change, Change::InstanceRemoved(r) if *r == own.reference()),
+    )
+    .await;
+    writer
+        .unregister(&copy.reference())
+        .await
+        .expect("unregister the copy");
+    feed_until(
+        &mut feed,
+        "the copy gone",
+        |change| matches!(change, Change::InstanceRemoved(r) if *r == copy.reference()),
+    )
+    .await;
+    registry.shutdown().await;
+}

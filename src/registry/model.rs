@@ -151,7 +151,20 @@ pub struct Instance {
     pub mod_timestamp: Option<u64>,
 }
 
+/// Prefix of the instance id of every copy syncer registers (see `sync::ids`, which owns
+/// the convention).
+pub const COPY_ID_PREFIX: &str = "syncer-";
+/// Property naming the origin data centre of a copy.
+pub const ORIGIN_PROPERTY: &str = "syncer.origin";
+
 impl Instance {
+    /// Whether the instance carries either mark of a copy syncer registered. Adapters use it
+    /// only to poll what syncer wrote itself less often.
+    pub fn carries_copy_mark(&self) -> bool {
+        self.instance_id.starts_with(COPY_ID_PREFIX)
+            || self.properties.contains_key(ORIGIN_PROPERTY)
+    }
+
     /// Equal in everything a copy carries: the modification time does not count.
     pub fn same_body(&self, other: &Instance) -> bool {
         // Destructured, so that a new field has to be considered here.

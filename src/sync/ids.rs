@@ -15,10 +15,10 @@ use sha1::{Digest, Sha1};
 
 use crate::registry::{Instance, Tenant};
 
-/// Prefix of every copy's instance id. SC instance ids allow `[A-Za-z0-9_.-]`, at most 64.
-pub const COPY_ID_PREFIX: &str = "syncer-";
-/// Property naming the origin data centre of a copy.
-pub const ORIGIN_PROPERTY: &str = "syncer.origin";
+/// Prefix of every copy's instance id (SC instance ids allow `[A-Za-z0-9_.-]`, at most 64),
+/// and the property naming the origin data centre of a copy; defined with the registry
+/// model, whose adapters recognise copies too.
+pub use crate::registry::model::{COPY_ID_PREFIX, ORIGIN_PROPERTY};
 /// Hex characters of the digest kept in an id (128 bits).
 const DIGEST_HEX: usize = 32;
 
@@ -99,8 +99,7 @@ pub fn is_marked_copy_of(instance: &Instance, origin: &str) -> bool {
 /// copy that lost one mark would echo it back to its origin). Whether syncer may *delete*
 /// it is a stricter question: see [`is_marked_copy_of`].
 pub fn is_copy(instance: &Instance) -> bool {
-    instance.instance_id.starts_with(COPY_ID_PREFIX)
-        || instance.properties.contains_key(ORIGIN_PROPERTY)
+    instance.carries_copy_mark()
 }
 
 /// The origin data centre a copy names, if it carries the property.

@@ -57,6 +57,8 @@ struct Watched {
     /// Digests of the instances as last reported, by instance id (see
     /// [`crate::registry::Instance::body_digest`]).
     instances: BTreeMap<String, u64>,
+    /// Those of `instances` that carry a copy's mark (syncer's own writes).
+    copies: BTreeSet<String>,
     /// Instances missing from an answer but not yet reported gone, with when they were
     /// first missed: they stay in `instances` until an answer read `confirm_removal` later
     /// still misses them.
@@ -72,9 +74,20 @@ impl Watched {
             service,
             rev: String::new(),
             instances: BTreeMap::new(),
+            copies: BTreeSet::new(),
             missing: BTreeMap::new(),
             gone_since: None,
         }
+    }
+
+    /// Whether every instance is a copy syncer wrote (or there is none) and no
+    /// disappearance waits for its confirmation: nothing of the service's own can change
+    /// without changing SC's counts, so it is polled with the listings only, and at once
+    /// when the counts move (see [`Scope`]).
+    fn quiet(&self) -> bool {
+        self.copies.len() == self.instances.len()
+            && self.missing.is_empty()
+            && self.gone_since.is_none()
     }
 
     /// Notes that the service was found gone at `now`; true once that is confirmed.
@@ -94,6 +107,28 @@ struct Suspect {
     unlisted: bool,
     /// Ids of its known instances the dump lacks.
     instances: BTreeSet<String>,
+}
+
+/// Which services a poll asks.
+enum Scope {
+    /// Every service.
+    All,
+    /// Those with an instance of their own (not a copy), and those never answered yet.
+    Active,
+    /// Those never answered yet (just listed), and every service of these tenants that
+    /// [`Scope::Active`] leaves out.
+    Catch(Vec<Tenant>),
+}
+
+impl Scope {
+    fn covers(&self, tenant: &Tenant, watched: &Watched) -> bool {
+        let new = watched.rev.is_empty();
+        match self {
+            Scope::All => true,
+            Scope::Active => new || !watched.quiet(),
+            Scope::Catch(tenants) => new || (watched.quiet() && tenants.contains(tenant)),
+        }
+    }
 }
 
 /// One batch-find call planned by a poll: the tenant and the service ids in request order.
@@ -232,17 +267,26 @@ impl ScFeed {
             self.pending.append(&mut changes);
         }
         let mut changes = Vec::new();
-        self.poll(false, &mut changes, &mut errors).await;
+        // Services holding only syncer's copies wait for the listings while the statistics
+        // watch their counts.
+        let scope = if statistics && !listed {
+            Scope::Active
+        } else {
+            Scope::All
+        };
+        self.poll(&scope, &mut changes, &mut errors).await;
         self.pending.append(&mut changes);
         if statistics && !listed {
             // After the poll, so that what it found is counted: a tenant whose counts still
-            // differ holds a service the feed has not seen (or lost one), listed now, and
-            // its new services are asked at once.
+            // differ holds a service the feed has not seen, or an instance of a quiet
+            // service: it is listed now, and its new and quiet services are asked at once.
             let stale = self.stale_tenants(&mut errors).await;
             if !stale.is_empty() {
                 let mut changes = Vec::new();
-                self.discover(stale, &mut changes, &mut errors).await;
-                self.poll(true, &mut changes, &mut errors).await;
+                self.discover(stale.clone(), &mut changes, &mut errors)
+                    .await;
+                self.poll(&Scope::Catch(stale), &mut changes, &mut errors)
+                    .await;
                 self.pending.append(&mut changes);
             }
         }
@@ -517,6 +561,9 @@ impl ScFeed {
                 watched
                     .instances
                     .insert(instance.instance_id.clone(), instance.body_digest());
+                if instance.carries_copy_mark() {
+                    watched.copies.insert(instance.instance_id.clone());
+                }
             }
         }
         for (tenant, services) in &mut fresh {
@@ -689,16 +736,15 @@ impl ScFeed {
         }
     }
 
-    /// One batch find per tenant (and per `find_batch` services), at most
-    /// `max_concurrent_calls` at a time; with `only_new`, of the services never answered
-    /// yet (just listed).
+    /// One batch find per tenant (and per `find_batch` services) of the services in
+    /// `scope`, at most `max_concurrent_calls` at a time.
     async fn poll(
         &mut self,
-        only_new: bool,
+        scope: &Scope,
         changes: &mut Vec<Change>,
         errors: &mut Vec<RegistryError>,
     ) {
-        let calls = match self.plan_poll(only_new) {
+        let calls = match self.plan_poll(scope) {
             Ok(calls) => calls,
             Err(error) => return errors.push(error),
         };
@@ -729,7 +775,7 @@ impl ScFeed {
 
     /// The batch-find calls of one poll. Services SC redirects to `default/default` (shared
     /// names) cannot be found in their own tenant and are left to listings and dumps.
-    fn plan_poll(&self, only_new: bool) -> Result<Vec<PollCall>, RegistryError> {
+    fn plan_poll(&self, scope: &Scope) -> Result<Vec<PollCall>, RegistryError> {
         let config = &self.inner.config;
         let now = Instant::now();
         let mut calls = Vec::new();
@@ -741,7 +787,7 @@ impl ScFeed {
                         .inner
                         .internal
                         .is_shared_name(&w.service.app, &w.service.name)
-                        && (!only_new || w.rev.is_empty())
+                        && scope.covers(tenant, w)
                 })
                 .collect();
             for chunk in pollable.chunks(config.find_batch) {
@@ -869,6 +915,7 @@ impl ScFeed {
         watched.gone_since = None;
         // SC 2.x finds every version of a name: keep this service's instances only.
         let mut fresh = BTreeMap::new();
+        let mut copies = BTreeSet::new();
         let mut changed = Vec::new();
         for wire in updated.instances {
             if wire.instance_id.is_empty() || !(wire.service_id.is_empty() || wire.service_id == id)
@@ -878,6 +925,9 @@ impl ScFeed {
             let mut instance = instance_from_wire(tenant.clone(), id, wire);
             self.inner.added.strip(&mut instance);
             let digest = instance.body_digest();
+            if instance.carries_copy_mark() {
+                copies.insert(instance.instance_id.clone());
+            }
             if watched.instances.get(&instance.instance_id) != Some(&digest) {
                 fresh.insert(instance.instance_id.clone(), digest);
                 changed.push(instance);
@@ -904,10 +954,14 @@ impl ScFeed {
             } else {
                 // Kept as present until confirmed (an SC node whose cache trails).
                 fresh.insert(instance_id.clone(), *digest);
+                if watched.copies.contains(instance_id) {
+                    copies.insert(instance_id.clone());
+                }
             }
         }
         changes.extend(changed.into_iter().map(Change::Instance));
         watched.instances = fresh;
+        watched.copies = copies;
         watched.rev = updated.rev;
     }
 }
@@ -1257,7 +1311,7 @@ mod tests {
         feed.apply_poll(&home, &ids(), lagging_answer(true), &mut changes)
             .expect("apply");
         let rev_of_s1 = |feed: &ScFeed| {
-            let calls = feed.plan_poll(false).expect("plan");
+            let calls = feed.plan_poll(&Scope::All).expect("plan");
             let body: serde_json::Value = serde_json::from_slice(&calls[0].body).expect("json");
             body["services"][0]["rev"]
                 .as_str()
