@@ -309,7 +309,7 @@ pub static SETTINGS: &[Spec] = &[
         default: Default::None,
         help: "Service Center tenants to watch from the start, repeatable or comma-separated: \
                their first service is then seen within one poll. Other tenants are found by \
-               the full dump every --resync-interval",
+               the full dump of each resync (every 30 s by default)",
     },
     Spec {
         id: Id::ScTlsCa,

@@ -2,20 +2,32 @@
 //!
 //! SC's own change stream (watch websockets, reference §5.3) only reaches a consumer with
 //! dependency rules, and a `*` rule changes how SC treats service deletes for everybody.
-//! The feed therefore polls, in three layers of decreasing frequency:
+//! The feed therefore polls, in layers of decreasing frequency:
 //!
 //! 1. every `poll_interval`: one batch find (§3.6) per tenant (per `find_batch` services)
-//!    naming every known service by exact key with the revision of its last answer. SC
+//!    naming known services by exact key with the revision of their last answer. SC
 //!    answers `notModified` for unchanged services (a few bytes each); `updated` entries
 //!    carry the service's instances, which are diffed against what the feed last reported;
-//!    a `failed` entry with `400012` means the service is gone.
-//! 2. every `discovery_interval`: `GET …/microservices` per known tenant, for new, changed
-//!    and deleted services. Known tenants are those of the last dump, `default/default`,
-//!    and those the adapter itself wrote into.
-//! 3. every `resync_interval`: the admin dump (§5.2), returned as [`Change::Resync`]; it is
-//!    how new tenants are found, and the safety net for anything else.
+//!    a `failed` entry with `400012` means the service is gone. Services whose instances
+//!    are all syncer's own copies (or which have none) are left to the listing cycles and
+//!    to layer 2: nothing of theirs but syncer's writes can change without moving SC's
+//!    counts ([`Scope`]).
+//! 2. right after each poll, SC's statistics of every known tenant
+//!    (`GET /v4/<project>/govern/microservices?options=statistics`, one small answer from
+//!    SC's cache; not in the reference, read from SC's source): service names and instances
+//!    counted. Counts other than the feed's own make it list that tenant at once and ask its
+//!    new and quiet services in the same cycle, so a new service is seen within one poll.
+//!    The same counts never trigger twice (a count the feed can never match costs one
+//!    listing). An SC that refuses the statistics turns them off for ten minutes.
+//! 3. every `listing_interval` (`discovery_interval` without statistics): `GET
+//!    …/microservices` per known tenant, for new, changed and deleted services, and a poll
+//!    of every service. Known tenants are those of the last dump, `default/default`, those
+//!    configured (`--sc-tenants`) and those the adapter itself wrote into.
+//! 4. every `resync_interval`: the admin dump (§5.2), returned as [`Change::Resync`]; it is
+//!    how other new tenants are found (SC has no call that lists tenants), and the safety
+//!    net for anything else.
 //!
-//! SC serves all three from a cache fed by an etcd watch, so an answer from a node whose
+//! SC serves all of them from a cache fed by an etcd watch, so an answer from a node whose
 //! cache trails (after a failover) may miss what an earlier answer showed. No disappearance
 //! is reported on one answer: a poll or listing reports it only when an answer read
 //! `confirm_removal` later still misses it, and a dump that misses known services or
