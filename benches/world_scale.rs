@@ -42,7 +42,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-#[allow(dead_code)]
 mod common;
 #[allow(dead_code)]
 #[path = "../tests/world/harness.rs"]
@@ -444,8 +443,8 @@ async fn world_run(n: usize, options: &Options) -> WorldFigures {
 
     // The pool forms (every engine runs, nothing registered yet).
     let start = Instant::now();
-    let mut world = World::of_kinds_on(&vec![Kind::ServiceComb; n], daemon_settings(), Profile::Lan)
-        .await;
+    let mut world =
+        World::of_kinds_on(&vec![Kind::ServiceComb; n], daemon_settings(), Profile::Lan).await;
     figures.pool = start.elapsed();
     for dc in 0..n {
         world.registry(dc).set_feed_lag(FEED_LAG);

@@ -133,8 +133,13 @@ pub async fn dcs_run(
     let fill = Instant::now();
     for dc in &dcs {
         for (j, service) in dc.services.iter().enumerate() {
-            create_service(client, &dc.registry.url, service, &format!("{}-m{j}", dc.name))
-                .await;
+            create_service(
+                client,
+                &dc.registry.url,
+                service,
+                &format!("{}-m{j}", dc.name),
+            )
+            .await;
         }
         let url = dc.registry.url.clone();
         let services = dc.services.clone();

@@ -53,7 +53,7 @@ impl Link {
 
     /// Calls the network refused so far (cut, lost, or nothing registered there).
     pub fn failed_calls(&self) -> u64 {
-        self.network.stats().failed
+        self.stats().failed
     }
 
     /// Every call the network carried or refused so far (the scale bench counts them).
