@@ -4,7 +4,8 @@
 //! one in-memory gossip network, the engines' in-memory peer transfer), included here as
 //! modules.
 //!
-//! 1. **World** (`--dcs 3,10,30,100`, `--instances K` per data centre, `--changes C`): each N
+//! 1. **World** (`--dcs 3,10,30,100`, `--instances 100,100,100,10` per data centre, one entry
+//!    per entry of `--dcs` or one for all, `--changes C`): each N
 //!    runs in a child process of this binary (so its CPU and memory are its own). The engines
 //!    run with the daemon's defaults (copy lease 30 s, anti-entropy 10 s), gossip on the `lan`
 //!    profile, and every registry's change feed lags 100 ms behind a write (the adapters'
