@@ -23,6 +23,11 @@
 //! latency both ways, with Eureka's response cache on and off, and the keep-alive cost of
 //! 10 000 copies in Eureka.
 //!
+//! With `-- --only-dcs 3,6,10 [--dcs-samples S] [--dcs-profile lan|local]`, only the
+//! many-data-centre runs
+//! (`sync_e2e/dcs.rs`): N data centres of 1 000 instances each, propagation to every other
+//! one, calls and CPU per change, memory per daemon.
+//!
 //! Run with `cargo bench --bench sync_e2e [-- --quick] [-- --skip-10k | --only-10k]
 //! [-- --skip-eureka | --only-eureka] [-- --only-tls]`; `--quick` takes fewer samples and
 //! 1 000 instances instead of 10 000, `--only-10k` measures figures 4-5 alone, `--only-eureka`
@@ -36,6 +41,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "sync_e2e/dcs.rs"]
+mod dcs;
 #[path = "sync_e2e/eureka.rs"]
 mod eureka;
 
@@ -127,7 +134,62 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Some(list) = args
+        .iter()
+        .position(|a| a == "--only-dcs")
+        .and_then(|i| args.get(i + 1))
+    {
+        let counts: Vec<usize> = list
+            .split(',')
+            .map(|n| match n.trim().parse() {
+                Ok(n) if n >= 2 => n,
+                _ => panic!("--only-dcs: `{n}` is not a number of data centres (2 or more)"),
+            })
+            .collect();
+        let samples = args
+            .iter()
+            .position(|a| a == "--dcs-samples")
+            .and_then(|i| args.get(i + 1))
+            .map_or(30, |n| n.parse().expect("--dcs-samples: a number"));
+        let profile = match args
+            .iter()
+            .position(|a| a == "--dcs-profile")
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+        {
+            None | Some("lan") => "lan",
+            Some("local") => "local",
+            Some(other) => panic!("--dcs-profile: `{other}` is not lan or local"),
+        };
+        runtime.block_on(dcs_runs(&counts, samples, profile));
+        return;
+    }
     runtime.block_on(run(options));
+}
+
+/// `--only-dcs 3,6,10`: the many-data-centre runs (`sync_e2e/dcs.rs`), then their table.
+async fn dcs_runs(counts: &[usize], samples: usize, profile: &str) {
+    let started = Instant::now();
+    print_machine("every registry, daemon and the bench share them");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut rows = Vec::new();
+    for &n in counts {
+        rows.push(
+            dcs::dcs_run(&client, n, samples, profile, dir.path())
+                .await
+                .row(),
+        );
+    }
+    println!("\n{}", dcs::DcsRun::header());
+    for row in rows {
+        println!("{row}");
+    }
+    println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
 }
 
 async fn run(options: Options) {

@@ -52,33 +52,94 @@ const SUBSCRIBER_BUFFER: usize = 1024;
 /// configuration's ([`crate::config::GossipProfile`]); the timing of each is here.
 pub use crate::config::GossipProfile as Profile;
 
+/// The timing of a [`Profile`], in foca's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Each member probes one other member per period.
+    pub probe_period: Duration,
+    /// How long a direct probe waits for its ack before asking others to probe.
+    pub probe_rtt: Duration,
+    /// How long a suspect member has to refute before it is declared down.
+    pub suspicion: Duration,
+    /// Every this often, a member sends its pending updates to [`Timing::GOSSIP_FANOUT`]
+    /// others.
+    pub gossip_every: Duration,
+    /// Every this often, a member announces itself to one other (and gets its view back).
+    pub announce_every: Duration,
+    /// Every this often, a member announces itself to two members it holds down.
+    pub announce_down_every: Duration,
+}
+
+impl Timing {
+    /// Members each periodic gossip round goes to.
+    pub const GOSSIP_FANOUT: usize = 3;
+
+    /// Periodic gossip rounds until an update has reached every one of `members`: push
+    /// gossip with fan-out f informs about (f + 1)× more members per round until most know,
+    /// then needs about ln(n) / f rounds to reach the last ones (Pittel's bound for f = 1 is
+    /// log2 n + ln n), so ⌈log_(f+1)(n) + ln(n) / f⌉. Piggybacking on probes only helps.
+    pub fn dissemination_rounds(members: usize) -> u32 {
+        let n = members.max(2) as f64;
+        let f = Self::GOSSIP_FANOUT as f64;
+        (n.ln() / (f + 1.0).ln() + n.ln() / f).ceil() as u32
+    }
+
+    /// How long until every one of `members` sees a crashed member down, when someone
+    /// probes it within `probe_periods` periods: each member probes one other per period,
+    /// so a given member escapes every probe of one period with probability about 1/e, and
+    /// is probed within k periods with probability 1 - e^-k (k = 3: 95 %, k = 7: 99.9 %).
+    /// Then one period for the direct and indirect probes, the suspicion timeout, and
+    /// [`Timing::dissemination_rounds`] of periodic gossip for the verdict. The number of
+    /// members enters only through the dissemination, logarithmically: foca's suspicion
+    /// timeout is fixed, not scaled with the pool.
+    pub fn detection_bound(&self, members: usize, probe_periods: u32) -> Duration {
+        self.probe_period * (probe_periods + 1)
+            + self.suspicion
+            + self.gossip_every * Self::dissemination_rounds(members)
+    }
+}
+
 impl Profile {
+    /// The failure-detection timing of this profile.
+    pub fn timing(self) -> Timing {
+        let ms = Duration::from_millis;
+        let (probe_period, probe_rtt, suspicion, gossip_every, announce_every, announce_down_every) =
+            match self {
+                Profile::Lan => (ms(500), ms(200), ms(1500), ms(200), ms(2000), ms(10_000)),
+                Profile::Wan => (
+                    ms(2000),
+                    ms(1000),
+                    ms(6000),
+                    ms(500),
+                    ms(10_000),
+                    ms(30_000),
+                ),
+                Profile::Local => (ms(100), ms(50), ms(300), ms(50), ms(500), ms(1000)),
+            };
+        Timing {
+            probe_period,
+            probe_rtt,
+            suspicion,
+            gossip_every,
+            announce_every,
+            announce_down_every,
+        }
+    }
+
     /// The foca configuration of this profile for datagrams of `max_packet_size` bytes.
     ///
     /// Detection time is roughly: wait until some member probes the dead one (each member
     /// probes one other per period, so with n members a given one is probed within k periods
     /// with probability 1 - e^-k), one period for the direct and indirect probes, the
-    /// suspicion time, then dissemination of the verdict (periodic gossip, a few rounds).
-    /// For `lan` that is at most about 2.5 + 0.5 + 1.5 + 0.6 s in practice.
+    /// suspicion time, then dissemination of the verdict (periodic gossip, a few rounds):
+    /// [`Timing::detection_bound`]. For `lan` and 500 members with k = 3 that is
+    /// 1.5 + 0.5 + 1.5 + 7 × 0.2 = 4.9 s.
     pub fn foca_config(self, max_packet_size: usize) -> foca::Config {
         let mut config = foca::Config::simple();
-        let ms = Duration::from_millis;
-        let (period, rtt, suspicion, gossip_every, announce_every, announce_down_every) = match self
-        {
-            Profile::Lan => (ms(500), ms(200), ms(1500), ms(200), ms(2000), ms(10_000)),
-            Profile::Wan => (
-                ms(2000),
-                ms(1000),
-                ms(6000),
-                ms(500),
-                ms(10_000),
-                ms(30_000),
-            ),
-            Profile::Local => (ms(100), ms(50), ms(300), ms(50), ms(500), ms(1000)),
-        };
-        config.probe_period = period;
-        config.probe_rtt = rtt;
-        config.suspect_to_down_after = suspicion;
+        let timing = self.timing();
+        config.probe_period = timing.probe_period;
+        config.probe_rtt = timing.probe_rtt;
+        config.suspect_to_down_after = timing.suspicion;
         config.num_indirect_probes = NonZeroUsize::MIN.saturating_add(2);
         // Enough retransmissions for a few hundred members (memberlist: 4 × log10(n + 1)).
         config.max_transmissions = NonZeroU8::MIN.saturating_add(9);
@@ -88,16 +149,16 @@ impl Profile {
         config.max_packet_size = NonZeroUsize::new(max_packet_size).unwrap_or(NonZeroUsize::MIN);
         config.notify_down_members = true;
         config.periodic_announce = Some(foca::PeriodicParams {
-            frequency: announce_every,
+            frequency: timing.announce_every,
             num_members: NonZeroUsize::MIN,
         });
         config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
-            frequency: announce_down_every,
+            frequency: timing.announce_down_every,
             num_members: NonZeroUsize::MIN.saturating_add(1),
         });
         config.periodic_gossip = Some(foca::PeriodicParams {
-            frequency: gossip_every,
-            num_members: NonZeroUsize::MIN.saturating_add(2),
+            frequency: timing.gossip_every,
+            num_members: NonZeroUsize::new(Timing::GOSSIP_FANOUT).unwrap_or(NonZeroUsize::MIN),
         });
         config
     }

@@ -46,6 +46,7 @@ struct Spec {
     /// Metadata entries of a newer release (tag, value), which no member of this build knows.
     newer_fields: Vec<(u32, Vec<u8>)>,
     keyring: Option<crate::gossip::Keyring>,
+    profile: Profile,
 }
 
 fn spec(name: &str, port: u16, join: &[u16]) -> Spec {
@@ -60,6 +61,7 @@ fn spec(name: &str, port: u16, join: &[u16]) -> Spec {
         state_file: None,
         newer_fields: Vec::new(),
         keyring: None,
+        profile: Profile::Local,
     }
 }
 
@@ -81,7 +83,7 @@ fn start(net: &MemoryNetwork, spec: Spec) -> TestNode {
     let config = GossipConfig {
         identity,
         label: spec.label.into(),
-        profile: Profile::Local,
+        profile: spec.profile,
         join: spec.join.iter().map(|p| addr(*p).to_string()).collect(),
         remembered: spec
             .state_file
@@ -792,4 +794,66 @@ async fn a_key_rotation_step_by_step_keeps_the_pool_whole() {
     for node in nodes.into_iter().chain([late, plain]) {
         node.stop().await;
     }
+}
+
+/// Fifty members on the `lan` profile, each joining through the first: the pool forms, and
+/// a member cut off (a crash, as its peers see it) is seen down by all 49 others within the
+/// profile's bound when someone probes it within seven periods (99.9 %), 6.5 s. The scale
+/// bench (`benches/world_scale.rs`) measures 200 and 500 members the same way.
+#[tokio::test(start_paused = true)]
+async fn fifty_lan_members_see_a_crash_within_the_profile_bound() {
+    const MEMBERS: u16 = 50;
+    let net = MemoryNetwork::new();
+    let lan = |name: &str, port: u16, join: &[u16]| Spec {
+        profile: Profile::Lan,
+        ..spec(name, port, join)
+    };
+    let mut nodes = vec![start(&net, lan("n0", 7000, &[]))];
+    for i in 1..MEMBERS {
+        nodes.push(start(&net, lan(&format!("n{i}"), 7000 + i * 10, &[7000])));
+    }
+    for node in &nodes {
+        until("fifty members alive everywhere", || async {
+            alive_count(node).await == usize::from(MEMBERS)
+        })
+        .await;
+    }
+
+    let bound = Profile::Lan
+        .timing()
+        .detection_bound(usize::from(MEMBERS), 7);
+    assert_eq!(bound, Duration::from_millis(6500));
+    let crashed = nodes.pop().expect("fifty nodes");
+    net.isolate(crashed.addr);
+    let name = format!("n{}", MEMBERS - 1);
+    let took = until("the crash seen by every other member", || async {
+        for node in &nodes {
+            if status_of(node, &name).await != Some(MemberStatus::Down) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        took <= bound,
+        "the crash took {took:?} to be seen everywhere, over the lan bound {bound:?}"
+    );
+    // Not faster than the suspicion timeout allows: the bound is not vacuous.
+    assert!(took >= Profile::Lan.timing().suspicion, "{took:?}");
+    crashed.stop().await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[test]
+fn the_lan_bound_grows_with_the_log_of_the_pool() {
+    let lan = Profile::Lan.timing();
+    assert_eq!(Timing::dissemination_rounds(50), 5);
+    assert_eq!(Timing::dissemination_rounds(200), 6);
+    assert_eq!(Timing::dissemination_rounds(500), 7);
+    // 3 periods to be probed (95 %) + 1 period of probes + 1.5 s suspicion + 7 × 200 ms.
+    assert_eq!(lan.detection_bound(500, 3), Duration::from_millis(4900));
+    assert_eq!(lan.detection_bound(200, 3), Duration::from_millis(4700));
 }

@@ -131,6 +131,8 @@ pub struct World {
     /// Every instance ever registered through the world, per data centre: what a copy may
     /// legitimately mirror.
     origins: BTreeMap<String, BTreeSet<InstanceRef>>,
+    /// The gossip profile of every member (`local` unless [`World::of_kinds_on`] says).
+    profile: Profile,
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -160,12 +162,19 @@ impl World {
     /// One data centre per entry of `kinds`, running that kind of registry, whose engines
     /// use `settings`.
     pub async fn of_kinds(kinds: &[Kind], settings: EngineSettings) -> World {
+        World::of_kinds_on(kinds, settings, Profile::Local).await
+    }
+
+    /// [`World::of_kinds`] with every gossip member on `profile` (the scale bench runs the
+    /// world on `lan`, as a deployment would).
+    pub async fn of_kinds_on(kinds: &[Kind], settings: EngineSettings, profile: Profile) -> World {
         init_logs();
         let mut world = World {
             net: MemoryNetwork::new(),
             link: Link::default(),
             dcs: Vec::new(),
             origins: BTreeMap::new(),
+            profile,
         };
         for &kind in kinds {
             world.push_dc_of(settings.clone(), kind);
@@ -309,7 +318,7 @@ impl World {
         let config = GossipConfig {
             identity,
             label: String::new(),
-            profile: Profile::Local,
+            profile: self.profile,
             join,
             state_file: None,
             remembered: Vec::new(),

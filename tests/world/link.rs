@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use syncer::sync::SyncHandle;
-use syncer::sync::link::{MemoryNetwork as LinkNetwork, PeerLink};
+use syncer::sync::link::{MemoryNetwork as LinkNetwork, MemoryStats, PeerLink};
 
 /// The world's peer transfer. Clones share one link network.
 #[derive(Clone, Default)]
@@ -53,7 +53,12 @@ impl Link {
 
     /// Calls the network refused so far (cut, lost, or nothing registered there).
     pub fn failed_calls(&self) -> u64 {
-        self.network.stats().failed
+        self.stats().failed
+    }
+
+    /// Every call the network carried or refused so far (the scale bench counts them).
+    pub fn stats(&self) -> MemoryStats {
+        self.network.stats()
     }
 
     /// Calls to and from `addr` are accepted and never answered from now on, as by a process
