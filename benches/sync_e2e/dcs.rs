@@ -259,7 +259,16 @@ pub async fn dcs_run(
             .filter(|&k| k != origin)
             .map(|k| dcs[k].registry.url.as_str())
             .collect();
-        let seen = watch(client, &others, &service, &host, true, since, timeout).await;
+        let seen = watch(
+            client,
+            &others,
+            ("default", &service),
+            &host,
+            true,
+            since,
+            timeout,
+        )
+        .await;
         missed += seen.iter().filter(|t| t.is_none()).count();
         one.extend(seen.iter().flatten().copied());
         if seen.iter().all(Option::is_some) {
