@@ -1602,31 +1602,23 @@ impl Report {
             let mode = if run.real_sc { "real-sc" } else { "fast" };
             let reg = &run.register;
             let dereg = &run.deregister;
-            row(
-                &format!("1. register → visible, p50 ({mode})"),
-                &reg.p(50),
-                "≤ 100 ms",
-                within(reg.p_value(50), ms(100)),
-            );
-            row(
-                &format!("1. register → visible, p99 ({mode})"),
-                &format!("{} ({} samples)", reg.p(99), reg.both.len()),
-                "≤ 500 ms",
-                within(reg.p_value(99), ms(500)),
-            );
-            let fresh = &run.new_service;
-            row(
-                &format!("1b. new service → visible, p50 ({mode})"),
-                &fresh.p(50),
-                "≤ 100 ms",
-                within(fresh.p_value(50), ms(100)),
-            );
-            row(
-                &format!("1b. new service → visible, p99 ({mode})"),
-                &format!("{} ({} samples)", fresh.p(99), fresh.both.len()),
-                "≤ 300 ms",
-                within(fresh.p_value(99), ms(300)),
-            );
+            for (figure, latencies, p50, p99) in [
+                ("1. register → visible", reg, 100, 500),
+                ("1b. new service → visible", &run.new_service, 100, 300),
+            ] {
+                row(
+                    &format!("{figure}, p50 ({mode})"),
+                    &latencies.p(50),
+                    &format!("≤ {p50} ms"),
+                    within(latencies.p_value(50), ms(p50)),
+                );
+                row(
+                    &format!("{figure}, p99 ({mode})"),
+                    &format!("{} ({} samples)", latencies.p(99), latencies.both.len()),
+                    &format!("≤ {p99} ms"),
+                    within(latencies.p_value(99), ms(p99)),
+                );
+            }
             if let Some(tenant) = &run.new_tenant {
                 row(
                     &format!("1c. new tenant → visible, p50 / max ({mode})"),
