@@ -42,6 +42,17 @@ struct Record {
     decoded: Option<Decoded>,
 }
 
+/// One record of a delta, as read.
+enum Reading {
+    /// `actionType` `DELETED`.
+    Deleted,
+    /// The copy has the record as read (same digest).
+    Unchanged,
+    /// New or changed: its digest and the record (decoded once it is known to be the
+    /// last reading of its instance).
+    Changed(u64, Box<wire::WireInstance>),
+}
+
 /// The feed's copy of the registry.
 struct State {
     /// Records by (application, instance id).
@@ -217,19 +228,18 @@ impl EurekaFeed {
     /// A full read, as the feed's new copy.
     async fn full(&self) -> Result<State, RegistryError> {
         self.inner.metrics.count_full_fetch();
-        let apps = self.inner.fetch_all("feed_full").await?;
-        let records: HashMap<(String, String), Record> = apps
-            .instances
-            .iter()
-            .map(|r| {
+        let mut records: HashMap<(String, String), Record> = HashMap::new();
+        let inner = &self.inner;
+        inner
+            .fetch_each("feed_full", &mut |r| {
                 let record = Record {
                     status: r.status.clone(),
                     digest: r.digest(),
-                    decoded: self.inner.decode_one(r),
+                    decoded: inner.decode_one(&r),
                 };
-                ((r.app.clone(), r.instance_id.clone()), record)
+                records.insert((r.app, r.instance_id), record);
             })
-            .collect();
+            .await?;
         Ok(State::new(records))
     }
 
@@ -269,7 +279,27 @@ impl EurekaFeed {
             let old = state.model();
             return self.refetch(old).await;
         }
-        let delta = match wire::apps(&answer.body) {
+        // Each record is looked at as it is read: one the copy has as it is now (the delta
+        // repeats every change for minutes) keeps only its key, the answer is never held
+        // as a whole document.
+        let mut read: Vec<((String, String), Reading)> = Vec::new();
+        let records = &state.records;
+        let header = wire::apps_each(&answer.body, &mut |record| {
+            let key = (record.app.clone(), record.instance_id.clone());
+            let reading = if record.action_type == "DELETED" {
+                Reading::Deleted
+            } else {
+                let digest = record.digest();
+                if records.get(&key).is_some_and(|r| r.digest == digest) {
+                    Reading::Unchanged
+                } else {
+                    Reading::Changed(digest, Box::new(record))
+                }
+            };
+            read.push((key, reading));
+        });
+        drop(answer);
+        let delta = match header {
             Ok(delta) => delta,
             Err(e) => {
                 debug!(error = %e, "Eureka's delta is unreadable: full read");
@@ -285,30 +315,24 @@ impl EurekaFeed {
         }
         // Each instance once (the server's rule, §5.1), the last reading if repeated.
         let mut named = std::collections::HashSet::new();
-        let mut batch: Vec<((String, String), Option<Record>)> = delta
-            .instances
-            .iter()
-            .rev()
-            .filter(|r| named.insert((r.app.as_str(), r.instance_id.as_str())))
-            .filter_map(|record| {
-                let key = (record.app.clone(), record.instance_id.clone());
-                if record.action_type == "DELETED" {
-                    return Some((key, None));
+        let mut batch: Vec<((String, String), Option<Record>)> = Vec::new();
+        for (key, reading) in read.into_iter().rev() {
+            if !named.insert(key.clone()) {
+                continue;
+            }
+            match reading {
+                Reading::Deleted => batch.push((key, None)),
+                Reading::Unchanged => {}
+                Reading::Changed(digest, record) => {
+                    let new = Record {
+                        status: record.status.clone(),
+                        digest,
+                        decoded: self.inner.decode_one(&record),
+                    };
+                    batch.push((key, Some(new)));
                 }
-                // The delta repeats every change for minutes: a record read before as it is
-                // now changes nothing.
-                let digest = record.digest();
-                if state.records.get(&key).is_some_and(|r| r.digest == digest) {
-                    return None;
-                }
-                let new = Record {
-                    status: record.status.clone(),
-                    digest,
-                    decoded: self.inner.decode_one(record),
-                };
-                Some((key, Some(new)))
-            })
-            .collect();
+            }
+        }
         batch.reverse();
         // What the records the delta names were, in case it does not reconcile.
         let undo: Vec<((String, String), Option<Record>)> = batch

@@ -351,14 +351,19 @@ impl Inner {
         Some(decoded)
     }
 
-    /// `GET /apps`, every record.
-    async fn fetch_all(&self, op: &'static str) -> Result<wire::WireApps, RegistryError> {
+    /// `GET /apps`, every record handed to `each` as it is read (the answer is never held
+    /// as a whole document, see [`wire::apps_each`]).
+    async fn fetch_each(
+        &self,
+        op: &'static str,
+        each: &mut (dyn FnMut(wire::WireInstance) + Send),
+    ) -> Result<wire::AppsHeader, RegistryError> {
         let answer = self
             .client
             .send(&Request::new(op, Method::GET, &["apps"]))
             .await?;
         match answer.status {
-            StatusCode::OK => wire::apps(&answer.body)
+            StatusCode::OK => wire::apps_each(&answer.body, each)
                 .map_err(|e| RegistryError::Protocol(format!("{op}: from {}: {e}", answer.base))),
             // §1.2.4: a lone server refuses reads for a while after start.
             StatusCode::FORBIDDEN => Err(RegistryError::Unavailable(format!(
@@ -371,10 +376,10 @@ impl Inner {
 
     /// The whole registry in the model.
     async fn read_snapshot(&self) -> Result<Snapshot, RegistryError> {
-        let apps = self.fetch_all("snapshot").await?;
-        Ok(snapshot_of(
-            apps.instances.iter().filter_map(|r| self.decode_one(r)),
-        ))
+        let mut decoded = Vec::new();
+        self.fetch_each("snapshot", &mut |r| decoded.extend(self.decode_one(&r)))
+            .await?;
+        Ok(snapshot_of(decoded))
     }
 
     /// Sets the status of a registered record with `PUT …/status?value=` (§4.2), which
@@ -619,7 +624,7 @@ impl Registry for Eureka {
             let url = format!("{}/apps", answer.base);
             match answer.status {
                 StatusCode::OK => {
-                    wire::apps(&answer.body).map_err(|e| {
+                    wire::apps_each(&answer.body, &mut |_| ()).map_err(|e| {
                         RegistryError::Protocol(format!(
                             "{} is not a Eureka server: GET {url} answered {e}",
                             answer.base
