@@ -27,7 +27,7 @@
 //! --only-150k] [-- --skip-eureka | --only-eureka] [-- --only-tls]`; `--quick` takes fewer
 //! samples and 1 000 instances instead of 10 000, `--only-10k` measures figures 4-5 alone,
 //! `--only-150k` figures 4-5 alone with 150 000 instances (SC's default quota) in 1 500
-//! services, `--only-eureka`
+//! services, `--only-eureka --only-10k` the Eureka run's E4 alone, `--only-eureka`
 //! the Eureka run alone, `--only-tls` figures 1-3 in plain text and then with every syncer on
 //! mutual TLS and a sealed gossip pool, with the daemons' CPU. docs/PERFORMANCE.md records the
 //! figures.
@@ -173,13 +173,13 @@ async fn run(options: Options) {
         } else {
             options.instances()
         };
-        let run = eureka::eureka_run(
-            &client,
-            options.samples() / 2,
-            instances,
-            options.eureka_idle(),
-        )
-        .await;
+        // With --only-10k too: E4 (memory and renewals of 10 000 copies) alone.
+        let samples = if options.only_10k {
+            0
+        } else {
+            options.samples() / 2
+        };
+        let run = eureka::eureka_run(&client, samples, instances, options.eureka_idle()).await;
         run.print();
         println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
         return;

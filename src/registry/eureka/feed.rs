@@ -29,7 +29,7 @@ use super::client::Request;
 use super::convert::Decoded;
 use super::{Inner, snapshot_of, wire};
 use crate::registry::model::diff;
-use crate::registry::{Change, ChangeFeed, RegistryError, Snapshot, Tenant};
+use crate::registry::{Change, ChangeFeed, RegistryError, Service, Snapshot, Tenant};
 
 /// One record of the feed's copy.
 #[derive(Clone)]
@@ -131,7 +131,7 @@ impl State {
                 let count = self.services.entry(service_key(new)).or_default();
                 *count += 1;
                 if *count == 1 {
-                    added.push(Change::Service(new.service.clone()));
+                    added.push(Change::Service(Service::clone(&new.service)));
                 }
             }
             added.push(Change::Instance(new.instance.clone()));
