@@ -38,8 +38,9 @@ struct Record {
     status: String,
     /// [`wire::WireInstance::digest`] of the record read.
     digest: u64,
-    /// The model, `None` for a status the model lacks.
-    decoded: Option<Decoded>,
+    /// The model, `None` for a status the model lacks. Boxed, so the table's slots stay
+    /// small (a hash map keeps about as many empty slots as full ones, and doubles at once).
+    decoded: Option<Box<Decoded>>,
 }
 
 /// One record of a delta, as read.
@@ -81,7 +82,11 @@ impl State {
     }
 
     fn model(&self) -> Snapshot {
-        snapshot_of(self.records.values().filter_map(|r| r.decoded.clone()))
+        snapshot_of(
+            self.records
+                .values()
+                .filter_map(|r| r.decoded.as_deref().cloned()),
+        )
     }
 
     /// Puts `record` (or, with `None`, removes what is) under `key`, and adds the model
@@ -96,18 +101,19 @@ impl State {
     ) {
         let old = match &record {
             Some(new) => self.records.get(&key).filter(|old| {
-                !(old.status == new.status && same_model(&old.decoded, &new.decoded))
+                !(old.status == new.status
+                    && same_model(old.decoded.as_deref(), new.decoded.as_deref()))
             }),
             None => self.records.get(&key),
         };
         let (old, unchanged) = match old {
-            Some(old) => (old.decoded.clone(), false),
+            Some(old) => (old.decoded.as_deref().cloned(), false),
             None => (None, self.records.contains_key(&key)),
         };
         if unchanged {
             return;
         }
-        let new = record.as_ref().and_then(|r| r.decoded.clone());
+        let new = record.as_ref().and_then(|r| r.decoded.as_deref().cloned());
         let moved = match (&old, &new) {
             (Some(o), Some(n)) => o.instance.reference() != n.instance.reference(),
             _ => true,
@@ -196,7 +202,7 @@ fn service_key(decoded: &Decoded) -> (Tenant, String) {
 
 /// Whether two readings of a record are the same in the model (the modification time
 /// aside, as in [`crate::registry::model::diff`]).
-fn same_model(a: &Option<Decoded>, b: &Option<Decoded>) -> bool {
+fn same_model(a: Option<&Decoded>, b: Option<&Decoded>) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some(a), Some(b)) => a.service == b.service && a.instance.same_body(&b.instance),
@@ -235,7 +241,7 @@ impl EurekaFeed {
                 let record = Record {
                     status: r.status.clone(),
                     digest: r.digest(),
-                    decoded: inner.decode_one(&r),
+                    decoded: inner.decode_one(&r).map(Box::new),
                 };
                 records.insert((r.app, r.instance_id), record);
             })
@@ -327,7 +333,7 @@ impl EurekaFeed {
                     let new = Record {
                         status: record.status.clone(),
                         digest,
-                        decoded: self.inner.decode_one(&record),
+                        decoded: self.inner.decode_one(&record).map(Box::new),
                     };
                     batch.push((key, Some(new)));
                 }
@@ -442,7 +448,7 @@ mod tests {
                 let new = (next() % 4 != 0).then(|| Record {
                     status: wire.status.clone(),
                     digest: wire.digest(),
-                    decoded: convert::decode(&wire),
+                    decoded: convert::decode(&wire).map(Box::new),
                 });
                 batch.push((key, new));
             }
@@ -465,7 +471,7 @@ mod tests {
             let new = Record {
                 status: wire.status.clone(),
                 digest: wire.digest(),
-                decoded: convert::decode(&wire),
+                decoded: convert::decode(&wire).map(Box::new),
             };
             last = state.apply_all([((wire.app.clone(), wire.instance_id.clone()), Some(new))]);
         }
