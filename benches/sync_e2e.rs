@@ -12,8 +12,9 @@
 //!    then dc2's syncer is started; time until dc2's registry holds all 10 000 copies
 //!    (target ≤ 10 s);
 //! 5. keep-alive cost with 10 000 mirrored instances: registry calls per second made by dc2's
-//!    syncer while idle (change feed and discovery apart; target ≤ 1 call/s), and the
-//!    daemon's resident memory (target ≤ 64 MiB).
+//!    syncer while idle (change feed and discovery apart; target ≤ 1 call/s), the
+//!    daemon's resident memory (target ≤ 64 MiB) and both syncers' CPU over the 60 s idle
+//!    window from `/proc/<pid>/stat` (target ≤ 2 % of one core for dc2's).
 //!
 //! Figures 1-3 run twice: dev registries in their default (fast) mode, then with
 //! `--real-sc 2.x` (SC 2.x's 2 s delete check window, on both the origin's and the copies'
@@ -26,8 +27,8 @@
 //! Run with `cargo bench --bench sync_e2e [-- --quick] [-- --skip-10k | --only-10k |
 //! --only-150k] [-- --skip-eureka | --only-eureka] [-- --only-tls]`; `--quick` takes fewer
 //! samples and 1 000 instances instead of 10 000, `--only-10k` measures figures 4-5 alone,
-//! `--only-150k` figures 4-5 alone with 150 000 instances (SC's default quota) in 1 500
-//! services, `--only-eureka --only-10k` the Eureka run's E4 alone, `--only-eureka`
+//! `--only-150k` figures 4-5 alone with 149 900 instances (SC's default quota of 150 000 per
+//! tenant, less room for the registry's own) in 1 499 services, `--only-eureka --only-10k` the Eureka run's E4 alone, `--only-eureka`
 //! the Eureka run alone, `--only-tls` figures 1-3 in plain text and then with every syncer on
 //! mutual TLS and a sealed gossip pool, with the daemons' CPU. docs/PERFORMANCE.md records the
 //! figures.
@@ -66,7 +67,7 @@ struct Options {
     skip_10k: bool,
     /// Only the initial sync and keep-alive figures (for memory work).
     only_10k: bool,
-    /// The same with 150 000 instances (SC's default quota).
+    /// The same with 149 900 instances (SC's default quota, less the registry's own).
     only_150k: bool,
     /// Without the Eureka run.
     skip_eureka: bool,
@@ -91,7 +92,8 @@ impl Options {
     /// Instances of the initial-sync run.
     fn instances(self) -> usize {
         if self.only_150k {
-            150_000
+            // SC's default quota is 150 000 instances per tenant, the registry's own included.
+            149_900
         } else if self.quick {
             1_000
         } else {
@@ -1280,9 +1282,25 @@ async fn bulk_run(client: &reqwest::Client, options: Options) -> BulkRun {
     let ready = d2.ready - d2.spawned;
     let deadline = options.bulk_deadline();
     let (mut first_copy, mut all_copies, mut copies_seen) = (None, None, 0);
+    // Up to 10 000 the registry's dump is counted every 100 ms. Beyond, a dump is ~100 MB
+    // and counting it that often would load the registry more than the sync does: dc2's
+    // syncer's own count of copies written (`syncer_sync_copies{state="mapped"}`) is read
+    // every 100 ms instead, and the registry's dump once it says all are there.
+    let large = instances > 10_000;
     while d2.spawned.elapsed() < deadline {
         let at = d2.spawned.elapsed();
-        let count = count_copies(client, &r2.url).await.unwrap_or(0);
+        let mut count = if large {
+            scrape(client, &d2.admin)
+                .await
+                .by_label("syncer_sync_copies", "state")
+                .get("mapped")
+                .map_or(0, |n| *n as usize)
+        } else {
+            count_copies(client, &r2.url).await.unwrap_or(0)
+        };
+        if large && count >= instances {
+            count = count_copies(client, &r2.url).await.unwrap_or(0);
+        }
         copies_seen = copies_seen.max(count);
         if count > 0 && first_copy.is_none() {
             first_copy = Some(at);
@@ -1509,8 +1527,12 @@ impl Report {
             row(
                 &format!("5. keep-alive calls/s, {n} copies, idle"),
                 &format!("{:.2}/s", bulk.keepalive_rate()),
-                "≤ 1/s",
-                verdict(bulk.keepalive_rate() <= 1.0),
+                if n <= 10_000 { "≤ 1/s" } else { "" },
+                if n <= 10_000 {
+                    verdict(bulk.keepalive_rate() <= 1.0)
+                } else {
+                    ""
+                },
             );
             row(
                 "   all calls/s but change feed + discovery",
@@ -1554,8 +1576,12 @@ impl Report {
             row(
                 &format!("5. dc2 syncer idle CPU, {n} copies"),
                 &format!("{:.2} % of one core", bulk.idle_cpu.0),
-                "≤ 2 %",
-                verdict(bulk.idle_cpu.0 <= 2.0),
+                if n <= 10_000 { "≤ 2 %" } else { "" },
+                if n <= 10_000 {
+                    verdict(bulk.idle_cpu.0 <= 2.0)
+                } else {
+                    ""
+                },
             );
             row(
                 &format!("   dc1 syncer idle CPU, exporting {n}"),
