@@ -57,6 +57,8 @@ struct Bulk {
     ops: BTreeMap<String, f64>,
     memory: (u64, u64),
     eureka_memory: (u64, u64),
+    /// dc2's syncer's CPU over the idle window, % of one core.
+    cpu: f64,
 }
 
 fn percentile(values: &[Option<Duration>], p: usize) -> Option<Duration> {
@@ -408,8 +410,10 @@ async fn bulk(client: &reqwest::Client, instances: usize, idle: Duration) -> Bul
         all_listed.map_or("a timeout".into(), fmt_ms)
     );
     let before = registry_ops(client, &pair.d2.admin).await;
+    let (cpu_before, at) = (super::cpu_seconds(&pair.d2.proc), Instant::now());
     tokio::time::sleep(idle).await;
     let after = registry_ops(client, &pair.d2.admin).await;
+    let cpu = 100.0 * (super::cpu_seconds(&pair.d2.proc) - cpu_before) / at.elapsed().as_secs_f64();
     let ops = ops_since(&after, &before);
     let memory = pair.d2.proc.memory_kib();
     let eureka_memory = pair.eureka.proc.memory_kib();
@@ -420,10 +424,12 @@ async fn bulk(client: &reqwest::Client, instances: usize, idle: Duration) -> Bul
         ops,
         memory,
         eureka_memory,
+        cpu,
     }
 }
 
-/// The whole Eureka run: `samples` per direction, `instances` copies (0: no E4).
+/// The whole Eureka run: `samples` per direction (0: E4 alone), `instances` copies (0: no
+/// E4).
 pub async fn eureka_run(
     client: &reqwest::Client,
     samples: usize,
@@ -441,9 +447,11 @@ pub async fn eureka_run(
         cached_eureka_to_sc: Vec::new(),
         bulk: None,
     };
-    latencies(client, samples, &mut run, false).await;
-    println!("\n== Eureka run, E3: dc2 with --real-eureka (30 s read-only response cache)");
-    latencies(client, samples, &mut run, true).await;
+    if samples > 0 {
+        latencies(client, samples, &mut run, false).await;
+        println!("\n== Eureka run, E3: dc2 with --real-eureka (30 s read-only response cache)");
+        latencies(client, samples, &mut run, true).await;
+    }
     if instances > 0 {
         println!("\n== Eureka run, E4: {instances} copies in Eureka");
         run.bulk = Some(bulk(client, instances, idle).await);
@@ -496,6 +504,10 @@ impl EurekaRun {
                 fmt_kib(bulk.memory.1),
                 fmt_kib(bulk.eureka_memory.0),
                 fmt_kib(bulk.eureka_memory.1)
+            );
+            println!(
+                "E4. dc2 syncer CPU while idle (renewals included): {:.1} % of one core",
+                bulk.cpu
             );
         }
     }

@@ -37,7 +37,6 @@
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::mem;
 use std::sync::Arc;
 
 use prost::Message;
@@ -605,42 +604,73 @@ fn framed_len(message: &impl Message) -> usize {
 /// [`MAX_CHUNK_BYTES`] encoded (unless one item alone is larger); each chunk carries exactly
 /// the (deduplicated) services its instances belong to, in order of first use. Items keep their order. When two items
 /// carry different bodies of one service, the first one in each chunk goes. An empty
-/// snapshot has no chunks.
+/// snapshot has no chunks. All chunks at once: servers stream [`SnapshotChunks`] instead.
 pub fn snapshot_chunks<S: Borrow<Service>, I: Borrow<Instance>>(
     items: &[(S, I)],
 ) -> Vec<proto::SyncData> {
-    let mut chunks = Vec::new();
-    let mut chunk = proto::SyncData::default();
-    let mut bytes = 0usize;
-    let mut carried: HashSet<(&Tenant, &str)> = HashSet::new();
-    for (service, instance) in items {
-        let (service, instance) = (service.borrow(), instance.borrow());
-        let key = (&service.tenant, service.service_id.as_str());
-        let wire_instance = instance_to_wire(instance);
-        let mut wire_service = (!carried.contains(&key)).then(|| service_to_wire(service));
-        let cost = framed_len(&wire_instance) + wire_service.as_ref().map_or(0, framed_len);
-        let full = chunk.instances.len() >= MAX_CHUNK_INSTANCES
-            || bytes.saturating_add(cost) > MAX_CHUNK_BYTES;
-        if full && !chunk.instances.is_empty() {
-            chunks.push(mem::take(&mut chunk));
-            carried.clear();
-            bytes = 0;
-            if wire_service.is_none() {
-                wire_service = Some(service_to_wire(service));
+    SnapshotChunks::new(items.iter().map(|(s, i)| (s.borrow(), i.borrow()))).collect()
+}
+
+/// The chunks of [`snapshot_chunks`], each encoded only when it is asked for: a server that
+/// streams a large snapshot (a `Pull` of 150 000 instances, an `Inventory`) holds one chunk
+/// in wire form at a time, not a second copy of the whole snapshot.
+pub struct SnapshotChunks<It: Iterator> {
+    items: std::iter::Peekable<It>,
+}
+
+impl<It: Iterator> SnapshotChunks<It> {
+    pub fn new(items: It) -> SnapshotChunks<It> {
+        SnapshotChunks {
+            items: items.peekable(),
+        }
+    }
+}
+
+impl<It, S, I> Iterator for SnapshotChunks<It>
+where
+    It: Iterator<Item = (S, I)>,
+    S: Borrow<Service>,
+    I: Borrow<Instance>,
+{
+    type Item = proto::SyncData;
+
+    fn next(&mut self) -> Option<proto::SyncData> {
+        let mut chunk = proto::SyncData::default();
+        let mut bytes = 0usize;
+        // Services in this chunk; the last one apart, as items come grouped by service.
+        let mut carried: HashSet<(Tenant, String)> = HashSet::new();
+        let mut last: Option<(Tenant, String)> = None;
+        while let Some((service, instance)) = self.items.peek() {
+            let (service, instance) = (service.borrow(), instance.borrow());
+            let is_last = last
+                .as_ref()
+                .is_some_and(|(t, id)| *t == service.tenant && *id == service.service_id);
+            let known = is_last || {
+                let key = (service.tenant.clone(), service.service_id.clone());
+                let known = carried.contains(&key);
+                if let Some(previous) = last.replace(key) {
+                    carried.insert(previous);
+                }
+                known
+            };
+            let wire_instance = instance_to_wire(instance);
+            let wire_service = (!known).then(|| service_to_wire(service));
+            let cost = framed_len(&wire_instance) + wire_service.as_ref().map_or(0, framed_len);
+            let full = chunk.instances.len() >= MAX_CHUNK_INSTANCES
+                || bytes.saturating_add(cost) > MAX_CHUNK_BYTES;
+            if full && !chunk.instances.is_empty() {
+                return Some(chunk);
             }
+            if let Some(wire_service) = wire_service {
+                bytes += framed_len(&wire_service);
+                chunk.services.push(wire_service);
+            }
+            bytes += framed_len(&wire_instance);
+            chunk.instances.push(wire_instance);
+            self.items.next();
         }
-        if let Some(wire_service) = wire_service {
-            bytes += framed_len(&wire_service);
-            carried.insert(key);
-            chunk.services.push(wire_service);
-        }
-        bytes += framed_len(&wire_instance);
-        chunk.instances.push(wire_instance);
+        (!chunk.instances.is_empty()).then_some(chunk)
     }
-    if !chunk.instances.is_empty() {
-        chunks.push(chunk);
-    }
-    chunks
 }
 
 /// One received snapshot chunk back to `(service, instance)` pairs, in the order of the
@@ -1344,6 +1374,47 @@ mod tests {
             d.add(s, i);
         }
         d
+    }
+
+    /// Chunks are made one at a time from an owned iterator (a streamed `Pull`): each
+    /// takes from the items only what it holds (plus the one it stops before), and services
+    /// interleaved out of order are still carried once per chunk.
+    #[test]
+    fn snapshot_chunks_are_made_as_they_are_asked_for() {
+        let mut all = items(&[("s1", 300), ("s2", 300), ("s3", 300)]);
+        // Interleave: s1, s2, s3, s1, ... so the services are not grouped.
+        all.sort_by(|a, b| {
+            let k = |i: &Instance| i.instance_id.rsplit('-').next().map(str::to_owned);
+            k(&a.1)
+                .cmp(&k(&b.1))
+                .then(a.1.instance_id.cmp(&b.1.instance_id))
+        });
+        let taken = std::cell::Cell::new(0usize);
+        let source = all
+            .clone()
+            .into_iter()
+            .inspect(|_| taken.set(taken.get() + 1));
+        let mut chunks = SnapshotChunks::new(source);
+        let first = chunks.next().expect("a chunk");
+        assert_eq!(first.instances.len(), MAX_CHUNK_INSTANCES);
+        assert!(taken.get() <= MAX_CHUNK_INSTANCES + 1, "{}", taken.get());
+        let mut ids: Vec<&str> = first
+            .services
+            .iter()
+            .map(|s| s.service_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["s1", "s2", "s3"], "each service once");
+        let rest: Vec<proto::SyncData> = chunks.collect();
+        let mut streamed = vec![first];
+        streamed.extend(rest);
+        assert_eq!(streamed, snapshot_chunks(&all));
+        let back: Vec<(Service, Instance)> = streamed
+            .into_iter()
+            .flat_map(|c| chunk_from_wire(c).expect("valid chunk"))
+            .map(|(s, i)| ((*s).clone(), i))
+            .collect();
+        assert_eq!(digest(&back), digest(&all));
     }
 
     #[test]

@@ -124,7 +124,11 @@ pub async fn serve_status(
     }
 }
 
-/// Answers `Mappings`: the entries in chunks of [`MAPPINGS_CHUNK`].
+/// The chunks of a `Mappings` or `Inventory` answer, made as the stream is read.
+pub type Chunks<T> = Box<dyn Iterator<Item = T> + Send>;
+
+/// Answers `Mappings`: the entries in chunks of [`MAPPINGS_CHUNK`], each made into wire rows
+/// only when the stream asks for it.
 ///
 /// # Errors
 /// Unavailable when the engine does not run here (a standby: ask the active member) or an
@@ -133,7 +137,7 @@ pub async fn serve_status(
 pub async fn serve_mappings(
     sync: &SyncHandle,
     request: MappingsRequest,
-) -> Result<Vec<MappingsChunk>, Status> {
+) -> Result<Chunks<MappingsChunk>, Status> {
     let origin = (!request.origin.is_empty()).then_some(request.origin.as_str());
     let entries = sync.mappings(origin, MAPPINGS_WAIT).await.map_err(|e| {
         if e.is_unavailable() {
@@ -142,80 +146,89 @@ pub async fn serve_mappings(
             Status::not_found(e.to_string())
         }
     })?;
-    let rows: Vec<MappingRow> = entries
-        .into_iter()
-        .map(|e| MappingRow {
-            origin: e.origin,
-            domain_project: e.tenant.to_string(),
-            origin_service_id: e.origin_service_id,
-            origin_instance_id: e.origin_instance_id,
-            copy_service_id: e.copy_service_id,
-            copy_instance_id: e.copy_instance_id,
-            state: e.state.as_str().to_owned(),
-            generation: e.generation,
-            updated_ms: e.updated_ms,
-        })
-        .collect();
-    Ok(chunks(rows))
+    let rows = entries.into_iter().map(|e| MappingRow {
+        origin: e.origin,
+        domain_project: e.tenant.to_string(),
+        origin_service_id: e.origin_service_id,
+        origin_instance_id: e.origin_instance_id,
+        copy_service_id: e.copy_service_id,
+        copy_instance_id: e.copy_instance_id,
+        state: e.state.as_str().to_owned(),
+        generation: e.generation,
+        updated_ms: e.updated_ms,
+    });
+    Ok(Box::new(chunks(rows)))
 }
 
-/// `rows` in messages of at most [`MAPPINGS_CHUNK`].
-fn chunks(rows: Vec<MappingRow>) -> Vec<MappingsChunk> {
-    let mut out = Vec::with_capacity(rows.len().div_ceil(MAPPINGS_CHUNK));
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        out.push(MappingsChunk {
+/// `rows` in messages of at most [`MAPPINGS_CHUNK`], one message made per step.
+fn chunks(
+    rows: impl Iterator<Item = MappingRow> + Send,
+) -> impl Iterator<Item = MappingsChunk> + Send {
+    let mut rows = rows.peekable();
+    std::iter::from_fn(move || {
+        rows.peek()?;
+        Some(MappingsChunk {
             rows: rows.by_ref().take(MAPPINGS_CHUNK).collect(),
-        });
-    }
-    out
+        })
+    })
 }
 
 /// Answers `Inventory`: the local registry read in full (own instances and copies alike,
 /// each with its service), in chunks under the message limit, with the service filter in
-/// the first.
+/// the first. The registry's snapshot is read whole (that is what a registry read gives);
+/// its chunks are encoded one at a time as the stream asks for them.
 ///
 /// # Errors
 /// `unavailable` while no engine runs here or the registry cannot be read.
 pub async fn serve_inventory(
     info: &NodeInfo,
     sync: &SyncHandle,
-) -> Result<Vec<InventoryChunk>, Status> {
+) -> Result<Chunks<InventoryChunk>, Status> {
     let (snapshot, filter) = sync
         .inventory()
         .await
         .map_err(|e| super::status::from_engine(&e))?;
-    let services: std::collections::HashMap<_, _> = snapshot
-        .services
-        .iter()
-        .map(|s| ((&s.tenant, s.service_id.as_str()), s))
-        .collect();
-    let pairs: Vec<(&crate::registry::Service, &crate::registry::Instance)> = snapshot
-        .instances
-        .iter()
-        .filter_map(|i| {
-            services
-                .get(&(&i.tenant, i.service_id.as_str()))
-                .map(|s| (*s, i))
-        })
-        .collect();
-    let mut chunks: Vec<InventoryChunk> = super::convert::snapshot_chunks(&pairs)
+    let crate::registry::Snapshot {
+        services,
+        instances,
+    } = snapshot;
+    let services: std::collections::HashMap<_, _> = services
         .into_iter()
-        .map(|data| InventoryChunk {
-            cluster: info.cluster_name.clone(),
-            data: Some(data),
-            ..InventoryChunk::default()
+        .map(|s| {
+            (
+                (s.tenant.clone(), s.service_id.clone()),
+                std::sync::Arc::new(s),
+            )
         })
         .collect();
-    if chunks.is_empty() {
-        chunks.push(InventoryChunk {
-            cluster: info.cluster_name.clone(),
+    let pairs = instances.into_iter().filter_map(move |i| {
+        services
+            .get(&(i.tenant.clone(), i.service_id.clone()))
+            .map(|s| (s.clone(), i))
+    });
+    let cluster = info.cluster_name.clone();
+    let mut first = Some((filter.includes(), filter.excludes()));
+    let mut data = super::convert::SnapshotChunks::new(pairs)
+        .map(Some)
+        .peekable();
+    if data.peek().is_none() {
+        // An empty registry: one chunk all the same, for the cluster name and the filter.
+        return Ok(Box::new(std::iter::once(InventoryChunk {
+            cluster,
+            include: filter.includes(),
+            exclude: filter.excludes(),
             ..InventoryChunk::default()
-        });
+        })));
     }
-    chunks[0].include = filter.includes();
-    chunks[0].exclude = filter.excludes();
-    Ok(chunks)
+    Ok(Box::new(data.map(move |data| {
+        let (include, exclude) = first.take().unwrap_or_default();
+        InventoryChunk {
+            cluster: cluster.clone(),
+            data,
+            include,
+            exclude,
+        }
+    })))
 }
 
 /// What [`inventory`] brings back: the data centre, its filter and what its registry holds.
@@ -354,7 +367,8 @@ mod tests {
             generation: u32::MAX,
             updated_ms: u64::MAX,
         };
-        let chunks = chunks(vec![row; 2 * MAPPINGS_CHUNK + 500]);
+        let chunks: Vec<MappingsChunk> =
+            chunks(vec![row; 2 * MAPPINGS_CHUNK + 500].into_iter()).collect();
         let sizes: Vec<usize> = chunks.iter().map(|c| c.rows.len()).collect();
         assert_eq!(sizes, [MAPPINGS_CHUNK, MAPPINGS_CHUNK, 500]);
         assert!(
@@ -362,6 +376,6 @@ mod tests {
             "{}",
             chunks[0].encoded_len()
         );
-        assert!(super::chunks(Vec::new()).is_empty());
+        assert_eq!(super::chunks(Vec::new().into_iter()).count(), 0);
     }
 }

@@ -182,7 +182,7 @@ impl Peer for PeerService {
         request: Request<PullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
         let chunks = transfer::serve_pull(&self.sync, request.get_ref())?;
-        let stream = futures::stream::iter(chunks.into_iter().map(Ok));
+        let stream = futures::stream::iter(chunks.map(Ok));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -252,7 +252,7 @@ impl Peer for PeerService {
         request: Request<MappingsRequest>,
     ) -> Result<Response<Self::MappingsStream>, Status> {
         let chunks = super::ops::serve_mappings(&self.sync, request.into_inner()).await?;
-        let stream = futures::stream::iter(chunks.into_iter().map(Ok));
+        let stream = futures::stream::iter(chunks.map(Ok));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -264,7 +264,7 @@ impl Peer for PeerService {
         _request: Request<InventoryRequest>,
     ) -> Result<Response<Self::InventoryStream>, Status> {
         let chunks = super::ops::serve_inventory(&self.info, &self.sync).await?;
-        let stream = futures::stream::iter(chunks.into_iter().map(Ok));
+        let stream = futures::stream::iter(chunks.map(Ok));
         Ok(Response::new(Box::pin(stream)))
     }
 }

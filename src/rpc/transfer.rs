@@ -41,12 +41,17 @@ use crate::sync::link::{
 /// How long one connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The chunks of a `Pull` answer, made as the stream is read.
+pub type PullChunks = Box<dyn Iterator<Item = PullChunk> + Send>;
+
 /// Answers a `Pull`: the increments after the asker's revision when they are still held,
-/// else a snapshot in chunks; always closed by a completion marker.
+/// else a snapshot in chunks; always closed by a completion marker. The chunks are encoded
+/// one at a time as the call's stream asks for them (the engine's snapshot shares the
+/// exported bodies, so a large snapshot is never held twice).
 ///
 /// # Errors
 /// The engine's refusal as a status (`unavailable` while it starts or stands by).
-pub fn serve_pull(sync: &SyncHandle, request: &PullRequest) -> Result<Vec<PullChunk>, Status> {
+pub fn serve_pull(sync: &SyncHandle, request: &PullRequest) -> Result<PullChunks, Status> {
     let since = (request.since_epoch != 0).then_some(Revision {
         epoch: request.since_epoch,
         seq: request.since_seq,
@@ -54,38 +59,43 @@ pub fn serve_pull(sync: &SyncHandle, request: &PullRequest) -> Result<Vec<PullCh
     let answer = sync
         .serve_pull(since)
         .map_err(|e| status::from_engine(&e))?;
-    let mut chunks = Vec::new();
-    let (revision, kind, digest) = match answer.body {
-        PullBody::UpToDate(revision) => (revision, CompletionKind::UpToDate, Digest64::default()),
+    let origin = answer.origin;
+    let close = move |revision, kind, digest| {
+        std::iter::once(PullChunk {
+            body: Some(pull_chunk::Body::Complete(complete(
+                origin, revision, kind, digest,
+            ))),
+        })
+    };
+    Ok(match answer.body {
+        PullBody::UpToDate(revision) => Box::new(close(
+            revision,
+            CompletionKind::UpToDate,
+            Digest64::default(),
+        )),
         PullBody::Increments { to, changes } => {
-            let mut rest = &changes[..];
-            while !rest.is_empty() {
-                let batch = fitting(rest);
-                rest = &rest[batch.len()..];
-                chunks.push(PullChunk {
+            let mut at = 0;
+            let chunks = std::iter::from_fn(move || {
+                let batch = fitting(changes.get(at..).filter(|rest| !rest.is_empty())?);
+                at += batch.len().max(1);
+                Some(PullChunk {
                     body: Some(pull_chunk::Body::Increments(ChangeBatch { changes: batch })),
-                });
-            }
-            (to, CompletionKind::Increments, Digest64::default())
+                })
+            });
+            Box::new(chunks.chain(close(to, CompletionKind::Increments, Digest64::default())))
         }
         PullBody::Snapshot(snapshot) => {
-            for data in convert::snapshot_chunks(&snapshot.items) {
-                chunks.push(PullChunk {
+            let chunks =
+                convert::SnapshotChunks::new(snapshot.items.into_iter()).map(|data| PullChunk {
                     body: Some(pull_chunk::Body::Snapshot(data)),
                 });
-            }
-            (snapshot.revision, CompletionKind::Snapshot, snapshot.digest)
+            Box::new(chunks.chain(close(
+                snapshot.revision,
+                CompletionKind::Snapshot,
+                snapshot.digest,
+            )))
         }
-    };
-    chunks.push(PullChunk {
-        body: Some(pull_chunk::Body::Complete(complete(
-            answer.origin,
-            revision,
-            kind,
-            digest,
-        ))),
-    });
-    Ok(chunks)
+    })
 }
 
 /// The completion marker. The deprecated string `kind` is still filled in for syncers that

@@ -20,6 +20,7 @@
 //! property can never be mistaken for one of the keys above.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
@@ -321,7 +322,8 @@ pub(super) fn encode(service: &Service, instance: &Instance, status: &str, stamp
 /// A record read from Eureka, in the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Decoded {
-    pub service: Service,
+    /// Shared: records of one service share its body (see `Inner::decode_one`).
+    pub service: Arc<Service>,
     pub instance: Instance,
 }
 
@@ -447,7 +449,10 @@ pub(super) fn decode(wire: &WireInstance) -> Option<Decoded> {
         version: service.version.clone(),
         mod_timestamp: wire.last_updated_ms.map(|ms| ms / 1000),
     };
-    Some(Decoded { service, instance })
+    Some(Decoded {
+        service: Arc::new(service),
+        instance,
+    })
 }
 
 #[cfg(test)]

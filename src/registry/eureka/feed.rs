@@ -29,7 +29,7 @@ use super::client::Request;
 use super::convert::Decoded;
 use super::{Inner, snapshot_of, wire};
 use crate::registry::model::diff;
-use crate::registry::{Change, ChangeFeed, RegistryError, Snapshot, Tenant};
+use crate::registry::{Change, ChangeFeed, RegistryError, Service, Snapshot, Tenant};
 
 /// One record of the feed's copy.
 #[derive(Clone)]
@@ -38,8 +38,20 @@ struct Record {
     status: String,
     /// [`wire::WireInstance::digest`] of the record read.
     digest: u64,
-    /// The model, `None` for a status the model lacks.
-    decoded: Option<Decoded>,
+    /// The model, `None` for a status the model lacks. Boxed, so the table's slots stay
+    /// small (a hash map keeps about as many empty slots as full ones, and doubles at once).
+    decoded: Option<Box<Decoded>>,
+}
+
+/// One record of a delta, as read.
+enum Reading {
+    /// `actionType` `DELETED`.
+    Deleted,
+    /// The copy has the record as read (same digest).
+    Unchanged,
+    /// New or changed: its digest and the record (decoded once it is known to be the
+    /// last reading of its instance).
+    Changed(u64, Box<wire::WireInstance>),
 }
 
 /// The feed's copy of the registry.
@@ -70,7 +82,11 @@ impl State {
     }
 
     fn model(&self) -> Snapshot {
-        snapshot_of(self.records.values().filter_map(|r| r.decoded.clone()))
+        snapshot_of(
+            self.records
+                .values()
+                .filter_map(|r| r.decoded.as_deref().cloned()),
+        )
     }
 
     /// Puts `record` (or, with `None`, removes what is) under `key`, and adds the model
@@ -85,18 +101,19 @@ impl State {
     ) {
         let old = match &record {
             Some(new) => self.records.get(&key).filter(|old| {
-                !(old.status == new.status && same_model(&old.decoded, &new.decoded))
+                !(old.status == new.status
+                    && same_model(old.decoded.as_deref(), new.decoded.as_deref()))
             }),
             None => self.records.get(&key),
         };
         let (old, unchanged) = match old {
-            Some(old) => (old.decoded.clone(), false),
+            Some(old) => (old.decoded.as_deref().cloned(), false),
             None => (None, self.records.contains_key(&key)),
         };
         if unchanged {
             return;
         }
-        let new = record.as_ref().and_then(|r| r.decoded.clone());
+        let new = record.as_ref().and_then(|r| r.decoded.as_deref().cloned());
         let moved = match (&old, &new) {
             (Some(o), Some(n)) => o.instance.reference() != n.instance.reference(),
             _ => true,
@@ -120,7 +137,7 @@ impl State {
                 let count = self.services.entry(service_key(new)).or_default();
                 *count += 1;
                 if *count == 1 {
-                    added.push(Change::Service(new.service.clone()));
+                    added.push(Change::Service(Service::clone(&new.service)));
                 }
             }
             added.push(Change::Instance(new.instance.clone()));
@@ -185,7 +202,7 @@ fn service_key(decoded: &Decoded) -> (Tenant, String) {
 
 /// Whether two readings of a record are the same in the model (the modification time
 /// aside, as in [`crate::registry::model::diff`]).
-fn same_model(a: &Option<Decoded>, b: &Option<Decoded>) -> bool {
+fn same_model(a: Option<&Decoded>, b: Option<&Decoded>) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some(a), Some(b)) => a.service == b.service && a.instance.same_body(&b.instance),
@@ -217,19 +234,18 @@ impl EurekaFeed {
     /// A full read, as the feed's new copy.
     async fn full(&self) -> Result<State, RegistryError> {
         self.inner.metrics.count_full_fetch();
-        let apps = self.inner.fetch_all("feed_full").await?;
-        let records: HashMap<(String, String), Record> = apps
-            .instances
-            .iter()
-            .map(|r| {
+        let mut records: HashMap<(String, String), Record> = HashMap::new();
+        let inner = &self.inner;
+        inner
+            .fetch_each("feed_full", &mut |r| {
                 let record = Record {
                     status: r.status.clone(),
                     digest: r.digest(),
-                    decoded: self.inner.decode_one(r),
+                    decoded: inner.decode_one(&r).map(Box::new),
                 };
-                ((r.app.clone(), r.instance_id.clone()), record)
+                records.insert((r.app, r.instance_id), record);
             })
-            .collect();
+            .await?;
         Ok(State::new(records))
     }
 
@@ -269,7 +285,27 @@ impl EurekaFeed {
             let old = state.model();
             return self.refetch(old).await;
         }
-        let delta = match wire::apps(&answer.body) {
+        // Each record is looked at as it is read: one the copy has as it is now (the delta
+        // repeats every change for minutes) keeps only its key, the answer is never held
+        // as a whole document.
+        let mut read: Vec<((String, String), Reading)> = Vec::new();
+        let records = &state.records;
+        let header = wire::apps_each(&answer.body, &mut |record| {
+            let key = (record.app.clone(), record.instance_id.clone());
+            let reading = if record.action_type == "DELETED" {
+                Reading::Deleted
+            } else {
+                let digest = record.digest();
+                if records.get(&key).is_some_and(|r| r.digest == digest) {
+                    Reading::Unchanged
+                } else {
+                    Reading::Changed(digest, Box::new(record))
+                }
+            };
+            read.push((key, reading));
+        });
+        drop(answer);
+        let delta = match header {
             Ok(delta) => delta,
             Err(e) => {
                 debug!(error = %e, "Eureka's delta is unreadable: full read");
@@ -285,30 +321,24 @@ impl EurekaFeed {
         }
         // Each instance once (the server's rule, §5.1), the last reading if repeated.
         let mut named = std::collections::HashSet::new();
-        let mut batch: Vec<((String, String), Option<Record>)> = delta
-            .instances
-            .iter()
-            .rev()
-            .filter(|r| named.insert((r.app.as_str(), r.instance_id.as_str())))
-            .filter_map(|record| {
-                let key = (record.app.clone(), record.instance_id.clone());
-                if record.action_type == "DELETED" {
-                    return Some((key, None));
+        let mut batch: Vec<((String, String), Option<Record>)> = Vec::new();
+        for (key, reading) in read.into_iter().rev() {
+            if !named.insert(key.clone()) {
+                continue;
+            }
+            match reading {
+                Reading::Deleted => batch.push((key, None)),
+                Reading::Unchanged => {}
+                Reading::Changed(digest, record) => {
+                    let new = Record {
+                        status: record.status.clone(),
+                        digest,
+                        decoded: self.inner.decode_one(&record).map(Box::new),
+                    };
+                    batch.push((key, Some(new)));
                 }
-                // The delta repeats every change for minutes: a record read before as it is
-                // now changes nothing.
-                let digest = record.digest();
-                if state.records.get(&key).is_some_and(|r| r.digest == digest) {
-                    return None;
-                }
-                let new = Record {
-                    status: record.status.clone(),
-                    digest,
-                    decoded: self.inner.decode_one(record),
-                };
-                Some((key, Some(new)))
-            })
-            .collect();
+            }
+        }
         batch.reverse();
         // What the records the delta names were, in case it does not reconcile.
         let undo: Vec<((String, String), Option<Record>)> = batch
@@ -418,7 +448,7 @@ mod tests {
                 let new = (next() % 4 != 0).then(|| Record {
                     status: wire.status.clone(),
                     digest: wire.digest(),
-                    decoded: convert::decode(&wire),
+                    decoded: convert::decode(&wire).map(Box::new),
                 });
                 batch.push((key, new));
             }
@@ -441,7 +471,7 @@ mod tests {
             let new = Record {
                 status: wire.status.clone(),
                 digest: wire.digest(),
-                decoded: convert::decode(&wire),
+                decoded: convert::decode(&wire).map(Box::new),
             };
             last = state.apply_all([((wire.app.clone(), wire.instance_id.clone()), Some(new))]);
         }

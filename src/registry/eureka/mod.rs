@@ -169,7 +169,8 @@ impl EurekaConfig {
 /// What syncer last registered for an instance: enough to register it again.
 #[derive(Debug, Clone)]
 struct Kept {
-    service: Service,
+    /// Shared with the adapter's service table (one body per service, not per copy).
+    service: Arc<Service>,
     instance: Instance,
     /// The `lastDirtyTimestamp` of that registration, sent with every renewal.
     stamp: u64,
@@ -189,16 +190,18 @@ struct Inner {
     config: EurekaConfig,
     client: EurekaClient,
     metrics: EurekaMetrics,
-    /// Services by local id: ensured by the engine or seen in reads.
-    services: Mutex<HashMap<String, Service>>,
+    /// Services by local id: ensured by the engine or seen in reads. Records read share
+    /// these bodies when theirs is equal, so 10 000 copies of 100 services hold 100 bodies.
+    services: Mutex<HashMap<String, Arc<Service>>>,
     /// Service ids ensured per Eureka application, to tell when two share one.
     apps: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Services whose uncarried parts were logged.
     logged_services: Mutex<HashSet<String>>,
     /// Instances whose `UNKNOWN` status was logged.
     logged_unknown: Mutex<HashSet<String>>,
-    /// The last body registered per instance (only what syncer registered).
-    kept: Mutex<HashMap<InstanceRef, Kept>>,
+    /// The last body registered per instance (only what syncer registered); shared, so a
+    /// renewal takes it without copying.
+    kept: Mutex<HashMap<InstanceRef, Arc<Kept>>>,
     /// The last `lastDirtyTimestamp` given out: stamps strictly increase.
     last_stamp: AtomicU64,
     /// Whether what a native Eureka instance loses in the model was logged.
@@ -322,14 +325,14 @@ impl Inner {
         }
     }
 
-    fn service(&self, service_id: &str) -> Option<Service> {
+    fn service(&self, service_id: &str) -> Option<Arc<Service>> {
         lock(&self.services).get(service_id).cloned()
     }
 
     /// Decodes one record; one with a status the model lacks is left out (logged once per
     /// instance). The record's service joins the table.
     fn decode_one(&self, record: &wire::WireInstance) -> Option<Decoded> {
-        let Some(decoded) = convert::decode(record) else {
+        let Some(mut decoded) = convert::decode(record) else {
             let mut logged = lock(&self.logged_unknown);
             let key = format!("{}/{}", record.app, record.instance_id);
             if logged.len() < MAX_LOGGED && logged.insert(key) {
@@ -342,23 +345,30 @@ impl Inner {
         {
             info!(app = %record.app, "native Eureka instances are mirrored with app id \"default\", version 0.0.1, the lower-cased application (or its VIP address in another case) as the service name, rest:// endpoints from ipAddr and the enabled ports, metadata as properties and leaseInfo as the health check; not carried: home/status/health-check URLs, dataCenterInfo, countryId, appGroupName/asgName, a VIP address other than the name, overriddenStatus");
         }
-        let known = lock(&self.services).contains_key(&decoded.service.service_id);
-        if !known {
-            lock(&self.services)
-                .entry(decoded.service.service_id.clone())
-                .or_insert_with(|| decoded.service.clone());
+        let mut services = lock(&self.services);
+        match services.get(&decoded.service.service_id) {
+            Some(known) if **known == *decoded.service => decoded.service = known.clone(),
+            Some(_) => {}
+            None => {
+                services.insert(decoded.service.service_id.clone(), decoded.service.clone());
+            }
         }
         Some(decoded)
     }
 
-    /// `GET /apps`, every record.
-    async fn fetch_all(&self, op: &'static str) -> Result<wire::WireApps, RegistryError> {
+    /// `GET /apps`, every record handed to `each` as it is read (the answer is never held
+    /// as a whole document, see [`wire::apps_each`]).
+    async fn fetch_each(
+        &self,
+        op: &'static str,
+        each: &mut (dyn FnMut(wire::WireInstance) + Send),
+    ) -> Result<wire::AppsHeader, RegistryError> {
         let answer = self
             .client
             .send(&Request::new(op, Method::GET, &["apps"]))
             .await?;
         match answer.status {
-            StatusCode::OK => wire::apps(&answer.body)
+            StatusCode::OK => wire::apps_each(&answer.body, each)
                 .map_err(|e| RegistryError::Protocol(format!("{op}: from {}: {e}", answer.base))),
             // §1.2.4: a lone server refuses reads for a while after start.
             StatusCode::FORBIDDEN => Err(RegistryError::Unavailable(format!(
@@ -371,10 +381,10 @@ impl Inner {
 
     /// The whole registry in the model.
     async fn read_snapshot(&self) -> Result<Snapshot, RegistryError> {
-        let apps = self.fetch_all("snapshot").await?;
-        Ok(snapshot_of(
-            apps.instances.iter().filter_map(|r| self.decode_one(r)),
-        ))
+        let mut decoded = Vec::new();
+        self.fetch_each("snapshot", &mut |r| decoded.extend(self.decode_one(&r)))
+            .await?;
+        Ok(snapshot_of(decoded))
     }
 
     /// Sets the status of a registered record with `PUT …/status?value=` (§4.2), which
@@ -455,14 +465,14 @@ impl Inner {
                 .await?;
             kept.oos_override = false;
         }
-        lock(&self.kept).insert(kept.instance.reference(), kept);
+        lock(&self.kept).insert(kept.instance.reference(), Arc::new(kept));
         Ok(())
     }
 
     /// The body of `r` to change and register again: the kept one, else the record read
     /// from Eureka (`GET /apps/{APP}/{ID}`).
     async fn load(&self, op: &'static str, r: &InstanceRef) -> Result<Kept, RegistryError> {
-        if let Some(kept) = lock(&self.kept).get(r).cloned() {
+        if let Some(kept) = lock(&self.kept).get(r).map(|k| Kept::clone(k)) {
             return Ok(kept);
         }
         let not_found = || RegistryError::NotFound(format!("{op}: instance {r}"));
@@ -530,7 +540,7 @@ impl Inner {
                 // A new lease: Eureka dropped any override with the old one.
                 let kept = Kept {
                     oos_override: false,
-                    ..kept
+                    ..Kept::clone(&kept)
                 };
                 match self.write_and_keep("reregister", kept, false).await {
                     Ok(()) => Ok(true),
@@ -581,7 +591,7 @@ impl Inner {
 
 /// A snapshot of decoded records: every service with an instance, every instance.
 fn snapshot_of(decoded: impl IntoIterator<Item = Decoded>) -> Snapshot {
-    let mut services: BTreeMap<(Tenant, String), Service> = BTreeMap::new();
+    let mut services: BTreeMap<(Tenant, String), Arc<Service>> = BTreeMap::new();
     let mut instances = Vec::new();
     for d in decoded {
         services
@@ -590,7 +600,7 @@ fn snapshot_of(decoded: impl IntoIterator<Item = Decoded>) -> Snapshot {
         instances.push(d.instance);
     }
     Snapshot {
-        services: services.into_values().collect(),
+        services: services.into_values().map(Arc::unwrap_or_clone).collect(),
         instances,
     }
 }
@@ -619,7 +629,7 @@ impl Registry for Eureka {
             let url = format!("{}/apps", answer.base);
             match answer.status {
                 StatusCode::OK => {
-                    wire::apps(&answer.body).map_err(|e| {
+                    wire::apps_each(&answer.body, &mut |_| ()).map_err(|e| {
                         RegistryError::Protocol(format!(
                             "{} is not a Eureka server: GET {url} answered {e}",
                             answer.base
@@ -678,7 +688,7 @@ impl Registry for Eureka {
             let entry = convert::service_entry(service);
             inner.note_service(service, &entry);
             let id = entry.service_id.clone();
-            lock(&inner.services).insert(id.clone(), entry);
+            lock(&inner.services).insert(id.clone(), Arc::new(entry));
             Ok(id)
         })
         .await

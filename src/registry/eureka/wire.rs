@@ -4,9 +4,11 @@
 //! Eureka's Jackson codec writes numbers as strings in some places and numbers in others,
 //! older servers write a lone `application` or `instance` as a bare object instead of a
 //! one-element array, and an empty metadata map carries a Java `@class` key. Rather than a
-//! serde derive per variant, answers are parsed into `serde_json::Value` and read field by
-//! field with helpers that take either spelling: ports as number or numeric string,
-//! `@enabled` as bool or string, timestamps as number or string.
+//! serde derive per variant, each instance object is parsed into a `serde_json::Value` and
+//! read field by field with helpers that take either spelling: ports as number or numeric
+//! string, `@enabled` as bool or string, timestamps as number or string. The document around
+//! the instances is walked with serde's streaming visitors ([`apps_each`]), so a registry of
+//! 10 000 records is never one `Value` tree.
 
 use std::collections::BTreeMap;
 
@@ -95,7 +97,8 @@ impl WireInstance {
     }
 }
 
-/// `{"applications": …}`: a full registry or a delta.
+/// `{"applications": …}`: a full registry or a delta, read whole (tests).
+#[cfg(test)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct WireApps {
     /// `versions__delta`, as text.
@@ -153,15 +156,6 @@ fn port(value: Option<&Value>, default: Port) -> Port {
         .unwrap_or(default.number);
     let enabled = object.get("@enabled").and_then(flag).unwrap_or(true);
     Port { number, enabled }
-}
-
-/// The elements of a field that is an array, or a bare object standing for one element.
-fn elements(value: Option<&Value>) -> Vec<&Value> {
-    match value {
-        Some(Value::Array(items)) => items.iter().collect(),
-        Some(object @ Value::Object(_)) => vec![object],
-        _ => Vec::new(),
-    }
 }
 
 /// One instance object.
@@ -234,36 +228,286 @@ pub(super) fn instance(value: &Value) -> Result<WireInstance, String> {
     })
 }
 
-/// A `{"applications": …}` answer (`GET /apps`, `GET /apps/delta`).
+/// `versions__delta` and `apps__hashcode` of a `{"applications": …}` answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct AppsHeader {
+    /// `versions__delta`, as text.
+    pub versions_delta: String,
+    /// `apps__hashcode`, as text (`""` for an empty registry).
+    pub hashcode: String,
+}
+
+/// A `{"applications": …}` answer (`GET /apps`, `GET /apps/delta`), every instance in one
+/// vector (tests; the adapter reads with [`apps_each`]).
 ///
 /// # Errors
-/// A description when the body is not JSON or has no `applications` object.
+/// As [`apps_each`].
+#[cfg(test)]
 pub(super) fn apps(body: &[u8]) -> Result<WireApps, String> {
-    let root: Value =
-        serde_json::from_slice(body).map_err(|e| format!("not JSON ({e}): {}", preview(body)))?;
-    let Some(Value::Object(applications)) = root.get("applications") else {
-        return Err(format!(
-            "no \"applications\" object in the answer: {}",
-            preview(body)
-        ));
-    };
     let mut instances = Vec::new();
-    for application in elements(applications.get("application")) {
-        for item in elements(application.get("instance")) {
-            instances.push(instance(item)?);
-        }
-    }
+    let header = apps_each(body, &mut |i| instances.push(i))?;
     Ok(WireApps {
-        versions_delta: applications
-            .get("versions__delta")
-            .and_then(text)
-            .unwrap_or_default(),
-        hashcode: applications
-            .get("apps__hashcode")
-            .and_then(text)
-            .unwrap_or_default(),
+        versions_delta: header.versions_delta,
+        hashcode: header.hashcode,
         instances,
     })
+}
+
+/// Reads a `{"applications": …}` answer (`GET /apps`, `GET /apps/delta`), handing each
+/// instance to `each` in document order as soon as it is read: only one instance is ever
+/// held as a `serde_json::Value`, never the whole document (10 000 records are ~15 MB of
+/// text and several times that as a `Value` tree). When this fails, `each` may already have
+/// been given some instances: the caller drops what it built from them.
+///
+/// # Errors
+/// A description when the body is not JSON, has no `applications` object, or an instance
+/// is not an object.
+pub(super) fn apps_each(
+    body: &[u8],
+    each: &mut dyn FnMut(WireInstance),
+) -> Result<AppsHeader, String> {
+    use serde::de::DeserializeSeed;
+    let mut sink = stream::Sink { each, bad: None };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let read = stream::Root(&mut sink)
+        .deserialize(&mut de)
+        .and_then(|header| de.end().map(|()| header));
+    if let Some(bad) = sink.bad {
+        return Err(bad);
+    }
+    match read {
+        Err(e) => Err(format!("not JSON ({e}): {}", preview(body))),
+        Ok(None) => Err(format!(
+            "no \"applications\" object in the answer: {}",
+            preview(body)
+        )),
+        Ok(Some(header)) => Ok(header),
+    }
+}
+
+/// The visitors of [`apps_each`]: the document is walked with serde's streaming API;
+/// each instance object alone becomes a `Value` for [`instance`]. Anything else is skipped
+/// without being built (`IgnoredAny`), as [`apps`] used to leave it unread in the tree.
+mod stream {
+    use std::fmt;
+
+    use serde::Deserialize as _;
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde_json::Value;
+
+    use super::{AppsHeader, WireInstance, instance, text};
+
+    pub(super) struct Sink<'a> {
+        pub each: &'a mut dyn FnMut(WireInstance),
+        /// Why an instance was refused (the read stops there).
+        pub bad: Option<String>,
+    }
+
+    /// Values other than the expected kind are skipped (as `Value::get` on another kind
+    /// finds nothing). `$visit_map` handles an object.
+    macro_rules! skip_others {
+        ($value:ty, $none:expr) => {
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<$value, E> {
+                Ok($none)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<$value, E> {
+                Ok($none)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<$value, E> {
+                Ok($none)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<$value, E> {
+                Ok($none)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<$value, E> {
+                Ok($none)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<$value, E> {
+                Ok($none)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<$value, E> {
+                Ok($none)
+            }
+        };
+    }
+
+    /// Skips the rest of a sequence.
+    fn drain<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    /// The document: `None` unless it is an object with an `applications` object.
+    pub(super) struct Root<'s, 'a>(pub &'s mut Sink<'a>);
+
+    impl<'de> DeserializeSeed<'de> for Root<'_, '_> {
+        type Value = Option<AppsHeader>;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Root<'_, '_> {
+        type Value = Option<AppsHeader>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON document")
+        }
+        skip_others!(Option<AppsHeader>, None);
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            drain(seq).map(|()| None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut header = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key != "applications" {
+                    map.next_value::<IgnoredAny>()?;
+                } else if header.is_some() {
+                    return Err(de::Error::custom("two \"applications\" objects"));
+                } else {
+                    header = map.next_value_seed(Applications(&mut *self.0))?;
+                }
+            }
+            Ok(header)
+        }
+    }
+
+    /// `{"versions__delta": …, "apps__hashcode": …, "application": …}`.
+    struct Applications<'s, 'a>(&'s mut Sink<'a>);
+
+    impl<'de> DeserializeSeed<'de> for Applications<'_, '_> {
+        type Value = Option<AppsHeader>;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Applications<'_, '_> {
+        type Value = Option<AppsHeader>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an applications object")
+        }
+        skip_others!(Option<AppsHeader>, None);
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            drain(seq).map(|()| None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut header = AppsHeader::default();
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "versions__delta" => {
+                        header.versions_delta =
+                            text(&map.next_value::<Value>()?).unwrap_or_default();
+                    }
+                    "apps__hashcode" => {
+                        header.hashcode = text(&map.next_value::<Value>()?).unwrap_or_default();
+                    }
+                    "application" => map.next_value_seed(Elements(Application(&mut *self.0)))?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(Some(header))
+        }
+    }
+
+    /// What an array element or a bare object is read with.
+    trait Element<'de> {
+        fn element<A: SeqAccess<'de>>(&mut self, seq: &mut A) -> Result<bool, A::Error>;
+        fn object<A: MapAccess<'de>>(&mut self, map: A) -> Result<(), A::Error>;
+    }
+
+    /// A field that is an array of elements, or a bare object standing for one element;
+    /// anything else holds none.
+    struct Elements<T>(T);
+
+    impl<'de, T: Element<'de>> DeserializeSeed<'de> for Elements<T> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de, T: Element<'de>> Visitor<'de> for Elements<T> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array or an object")
+        }
+        skip_others!((), ());
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+            while self.0.element(&mut seq)? {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, map: A) -> Result<(), A::Error> {
+            self.0.object(map)
+        }
+    }
+
+    /// One application: its `instance` field.
+    struct Application<'s, 'a>(&'s mut Sink<'a>);
+
+    impl<'de> Element<'de> for Application<'_, '_> {
+        fn element<A: SeqAccess<'de>>(&mut self, seq: &mut A) -> Result<bool, A::Error> {
+            seq.next_element_seed(Elements(ApplicationSeed(&mut *self.0)))
+                .map(|read| read.is_some())
+        }
+        fn object<A: MapAccess<'de>>(&mut self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "instance" {
+                    map.next_value_seed(Elements(Instance(&mut *self.0)))?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// An application as an array element: an object is read, anything else skipped (an
+    /// array element that is itself an array holds no application).
+    struct ApplicationSeed<'s, 'a>(&'s mut Sink<'a>);
+
+    impl<'de> Element<'de> for ApplicationSeed<'_, '_> {
+        fn element<A: SeqAccess<'de>>(&mut self, seq: &mut A) -> Result<bool, A::Error> {
+            // Only reached for an array nested in the application array: skipped whole.
+            seq.next_element::<IgnoredAny>().map(|read| read.is_some())
+        }
+        fn object<A: MapAccess<'de>>(&mut self, map: A) -> Result<(), A::Error> {
+            Application(&mut *self.0).object(map)
+        }
+    }
+
+    /// One instance object, read as a `Value` alone and handed to the sink.
+    struct Instance<'s, 'a>(&'s mut Sink<'a>);
+
+    impl Instance<'_, '_> {
+        fn take<E: de::Error>(&mut self, value: &Value) -> Result<(), E> {
+            match instance(value) {
+                Ok(read) => {
+                    (self.0.each)(read);
+                    Ok(())
+                }
+                Err(e) => {
+                    let message = e.clone();
+                    self.0.bad = Some(e);
+                    Err(E::custom(message))
+                }
+            }
+        }
+    }
+
+    impl<'de> Element<'de> for Instance<'_, '_> {
+        fn element<A: SeqAccess<'de>>(&mut self, seq: &mut A) -> Result<bool, A::Error> {
+            match seq.next_element::<Value>()? {
+                Some(value) => self.take::<A::Error>(&value).map(|()| true),
+                None => Ok(false),
+            }
+        }
+        fn object<A: MapAccess<'de>>(&mut self, map: A) -> Result<(), A::Error> {
+            let value = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            self.take::<A::Error>(&value)
+        }
+    }
 }
 
 /// A `{"instance": …}` answer (`GET /apps/{APP}/{ID}`).
@@ -402,6 +646,101 @@ mod tests {
         assert!(empty.instances.is_empty());
         assert!(apps(br#"{"errorCode":"404"}"#).is_err());
         assert!(apps(b"404 page not found").is_err());
+    }
+
+    /// The whole-document reading [`apps_each`] replaced: the answer as one `Value` tree.
+    fn apps_by_tree(body: &[u8]) -> Result<WireApps, String> {
+        let root: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
+        let Some(Value::Object(applications)) = root.get("applications") else {
+            return Err("no \"applications\" object".into());
+        };
+        let elements = |value: Option<&Value>| -> Vec<Value> {
+            match value {
+                Some(Value::Array(items)) => items.clone(),
+                Some(object @ Value::Object(_)) => vec![object.clone()],
+                _ => Vec::new(),
+            }
+        };
+        let mut instances = Vec::new();
+        for application in elements(applications.get("application")) {
+            for item in elements(application.get("instance")) {
+                instances.push(instance(&item)?);
+            }
+        }
+        Ok(WireApps {
+            versions_delta: applications
+                .get("versions__delta")
+                .and_then(text)
+                .unwrap_or_default(),
+            hashcode: applications
+                .get("apps__hashcode")
+                .and_then(text)
+                .unwrap_or_default(),
+            instances,
+        })
+    }
+
+    /// The streaming reader reads what the whole-document reading read, in the same order,
+    /// for every shape Eureka servers write and for odd ones; and refuses what it refused.
+    #[test]
+    fn streaming_reads_as_the_whole_document_did() {
+        let i =
+            |id: &str| format!(r#"{{"instanceId":"{id}","hostName":"h","app":"a","status":"UP"}}"#);
+        let bodies = [
+            FULL.to_owned(),
+            format!(
+                r#"{{"x":[1,{{"y":2}}],"applications":{{"apps__hashcode":"UP_3_","application":[
+                  {{"name":"A","instance":[{},{}],"extra":{{"instance":[{}]}}}},
+                  {{"name":"B","instance":{}}},
+                  "not an application", 7, null, [{{"instance":[{}]}}],
+                  {{"name":"C","instance":"none"}}, {{"name":"D"}}],
+                  "versions__delta":12}},"tail":true}}"#,
+                i("a1"),
+                i("a2"),
+                i("ignored"),
+                i("b1"),
+                i("nested"),
+            ),
+            format!(
+                r#"{{"applications":{{"application":{{"instance":[{},{}]}},"versions__delta":null}}}}"#,
+                i("x1"),
+                i("x2"),
+            ),
+            r#"{"applications":{}}"#.to_owned(),
+        ];
+        for body in &bodies {
+            let by_tree = apps_by_tree(body.as_bytes()).expect("tree");
+            let streamed = apps(body.as_bytes()).expect("streamed");
+            assert_eq!(streamed, by_tree, "{body}");
+        }
+        let ids: Vec<String> = apps(bodies[1].as_bytes())
+            .expect("read")
+            .instances
+            .into_iter()
+            .map(|i| i.instance_id)
+            .collect();
+        assert_eq!(ids, ["a1", "a2", "b1"]);
+
+        // Refused alike, with the reason.
+        for (body, reason) in [
+            (r#"[{"applications":{}}]"#, "no \"applications\" object"),
+            (r#"{"applications":[]}"#, "no \"applications\" object"),
+            (
+                r#"{"applications":{"application":[{"instance":[1]}]}}"#,
+                "an instance is not a JSON object",
+            ),
+            (r#"{"applications":{}} trailing"#, "not JSON"),
+            (
+                r#"{"applications":{"application":[{"instance":[{"a":1}"#,
+                "not JSON",
+            ),
+        ] {
+            let error = apps(body.as_bytes()).expect_err(body);
+            assert!(error.contains(reason), "{body}: {error}");
+            assert!(apps_by_tree(body.as_bytes()).is_err(), "{body}");
+        }
+        // A second `applications` object is refused rather than read twice.
+        assert!(apps(br#"{"applications":{},"applications":{}}"#).is_err());
     }
 
     /// The digest tells records apart by everything read but `actionType`.
