@@ -43,6 +43,9 @@ pub const MAX_TXN_OPS: usize = 128;
 /// The client port used when an endpoint URL names none.
 pub const DEFAULT_CLIENT_PORT: u16 = 2379;
 
+/// Attempts of one call that could not connect (see `EtcdStore::call`).
+const CONNECT_ATTEMPTS: u32 = 3;
+
 /// Pauses between connection attempts while etcd cannot be reached.
 const CONNECT_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
@@ -238,19 +241,28 @@ impl EtcdStore {
         format!("{}{META}{}", self.prefix, encode_segment(key))
     }
 
-    /// Runs one etcd call under the request timeout.
-    async fn call<T>(
-        &self,
-        what: &str,
-        fut: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeouts.request, fut).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(etcd_error(&format!("{what} at {}", self.endpoints), e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd {what} at {} timed out after {:?}",
-                self.endpoints, self.timeouts.request
-            ))),
+    /// Runs one etcd call under the request timeout. A call that could not connect (it
+    /// never reached etcd) is made again at once, up to [`CONNECT_ATTEMPTS`] times: the
+    /// client balances over every endpoint, and one of a dead member keeps being picked
+    /// until the cluster's endpoints are updated.
+    async fn call<T, Fut>(&self, what: &str, op: impl Fn() -> Fut) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeouts.request;
+        let mut attempt = 1;
+        loop {
+            match tokio::time::timeout_at(deadline, op()).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if attempt < CONNECT_ATTEMPTS && not_connected(&e) => attempt += 1,
+                Ok(Err(e)) => return Err(etcd_error(&format!("{what} at {}", self.endpoints), e)),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "etcd {what} at {} timed out after {:?}",
+                        self.endpoints, self.timeouts.request
+                    )));
+                }
+            }
         }
     }
 
@@ -274,7 +286,10 @@ impl EtcdStore {
                 options = options.with_revision(*revision);
             }
             let reply = self
-                .call("range", kv.get(from.clone(), Some(options)))
+                .call("range", || {
+                    let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
+                    async move { kv.get(from, Some(options)).await }
+                })
                 .await?;
             if *revision == 0 {
                 *revision = reply.header().map(|h| h.revision()).ok_or_else(|| {
@@ -328,7 +343,12 @@ impl EtcdStore {
             })
             .collect();
         let txn = Txn::new().when(compares).and_then(ops);
-        let reply = self.call("txn", kv.txn(txn)).await?;
+        let reply = self
+            .call("txn", || {
+                let (mut kv, txn) = (kv.clone(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         if !reply.succeeded() {
             // The fence is the only compare, so it failed.
             let fence = fence.map_or(String::new(), |f| {
@@ -557,6 +577,16 @@ pub fn decode_segment(segment: &str) -> Result<String, String> {
 
 fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Invalid(format!("cannot encode: {e}")))
+}
+
+/// Whether `e` is a failure to connect to the endpoint picked: the request was not sent.
+fn not_connected(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable && status.message().contains("connect")
+        }
+        _ => false,
+    }
 }
 
 /// Sorts the client's errors: anything about reaching etcd or its cluster state is
