@@ -1406,3 +1406,45 @@ async fn a_service_of_copies_only_is_asked_when_its_counts_move() {
     .await;
     registry.shutdown().await;
 }
+
+/// An application's instance that comes and goes in a service that is otherwise empty (a
+/// quiet service between its instances): every arrival and every departure is reported
+/// without a listing, however the changes fall against the polls.
+#[tokio::test]
+async fn instances_coming_and_going_in_an_empty_service_are_each_reported() {
+    use syncer::registry::Change;
+    let registry = dev_registry(DevRegistryConfig::default()).await;
+    let url = Url::parse(&registry.url()).expect("url");
+    let watcher = ServiceComb::new(statistics_only_config(url)).expect("adapter");
+    let tenant = Tenant::default_tenant();
+    let writer = adapter_for(&registry);
+    writer
+        .ensure_service(&service(&tenant, "svc-empty"))
+        .await
+        .expect("ensure");
+    let mut feed = settled_feed(&watcher).await;
+    for n in 0..20u64 {
+        let own = instance(&tenant, "svc-empty", &format!("own-{n}"));
+        // Changes at different moments of the 20 ms poll cycle.
+        tokio::time::sleep(Duration::from_millis(n % 7 * 3)).await;
+        writer.register(&own).await.expect("register");
+        feed_until(
+            &mut feed,
+            "the instance",
+            |change| matches!(change, Change::Instance(i) if i.reference() == own.reference()),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(n % 5 * 4)).await;
+        writer
+            .unregister(&own.reference())
+            .await
+            .expect("unregister");
+        feed_until(
+            &mut feed,
+            "the instance gone",
+            |change| matches!(change, Change::InstanceRemoved(r) if *r == own.reference()),
+        )
+        .await;
+    }
+    registry.shutdown().await;
+}
