@@ -287,6 +287,7 @@ impl ScFeed {
             Scope::All
         };
         self.poll(&scope, &mut changes, &mut errors).await;
+        self.forget_triggers(&changes);
         self.pending.append(&mut changes);
         if statistics && !listed {
             // After the poll, so that what it found is counted: a tenant whose counts still
@@ -299,6 +300,7 @@ impl ScFeed {
                     .await;
                 self.poll(&Scope::Catch(stale), &mut changes, &mut errors)
                     .await;
+                self.forget_triggers(&changes);
                 self.pending.append(&mut changes);
             }
         }
@@ -599,6 +601,25 @@ impl ScFeed {
         tenants.sort_unstable();
         tenants.dedup();
         tenants
+    }
+
+    /// Forgets the counts that last triggered a listing of every tenant `changes` touch: the
+    /// feed's own view moved since, so the same counts may mean something new again (an
+    /// instance that left and another that came).
+    fn forget_triggers(&mut self, changes: &[Change]) {
+        if self.listed_for.is_empty() {
+            return;
+        }
+        for change in changes {
+            let tenant = match change {
+                Change::Instance(i) => &i.tenant,
+                Change::InstanceRemoved(r) => &r.tenant,
+                Change::Service(s) => &s.tenant,
+                Change::ServiceRemoved { tenant, .. } => tenant,
+                _ => continue,
+            };
+            self.listed_for.remove(tenant);
+        }
     }
 
     /// Whether SC's statistics are asked this cycle.
