@@ -1436,9 +1436,11 @@ async fn instances_coming_and_going_in_an_empty_service_are_each_reported() {
                 .expect("unregister");
         }
         writer.register(&own).await.expect("register");
-        feed_until(&mut feed, "the instance", |change| {
-            matches!(change, Change::Instance(i) if i.reference() == own.reference())
-        })
+        feed_until(
+            &mut feed,
+            "the instance",
+            |change| matches!(change, Change::Instance(i) if i.reference() == own.reference()),
+        )
         .await;
         previous = Some(own);
     }
