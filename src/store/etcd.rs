@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::etcd_conn::EtcdConnection;
+pub use super::etcd_conn::EtcdTimeouts;
 use super::etcd_tls::EtcdTls;
 use super::{
     Group, MappingStore, Op, StoreError, Stored, decode_cursor, decode_mapping, validate_batch,
@@ -52,24 +53,6 @@ const CONNECT_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration
 const MAPPINGS: &str = "mappings/";
 const CURSORS: &str = "cursors/";
 const META: &str = "meta/";
-
-/// How long the store waits for etcd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EtcdTimeouts {
-    /// Opening a connection to an endpoint.
-    pub connect: Duration,
-    /// One request (a range page or a transaction), from sending to the reply.
-    pub request: Duration,
-}
-
-impl Default for EtcdTimeouts {
-    fn default() -> EtcdTimeouts {
-        EtcdTimeouts {
-            connect: Duration::from_secs(5),
-            request: Duration::from_secs(5),
-        }
-    }
-}
 
 /// A compare every transaction carries in cluster mode: the leader key `key` (a full etcd
 /// key, not relative to the prefix) exists and is attached to lease `lease_id`. Once another

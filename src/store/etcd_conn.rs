@@ -11,13 +11,31 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 use tracing::{error, info};
 
-use super::etcd::EtcdTimeouts;
 use super::etcd_tls::{EtcdTls, EtcdTlsError};
 use crate::tls::reload::{Reloadable, digest_of_read};
+
+/// How long the etcd client (and the store on it) waits for etcd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EtcdTimeouts {
+    /// Opening a connection to an endpoint.
+    pub connect: Duration,
+    /// One request (a range page or a transaction), from sending to the reply.
+    pub request: Duration,
+}
+
+impl Default for EtcdTimeouts {
+    fn default() -> EtcdTimeouts {
+        EtcdTimeouts {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(5),
+        }
+    }
+}
 
 /// A shared, replaceable etcd client. Clones share it.
 #[derive(Clone)]
