@@ -608,10 +608,8 @@ async fn open_store(
         token,
     )
     .await?;
-    if let Some(store) = &store
-        && store.connection().has_tls()
-    {
-        reloadable.add(Arc::new(store.connection().clone()));
+    if let Some(store) = &store {
+        store.connection().join(reloadable);
     }
     Ok(store.map(|store| Arc::new(store) as Arc<dyn MappingStore>))
 }

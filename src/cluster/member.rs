@@ -178,9 +178,7 @@ impl ClusterMember {
             return Ok(());
         };
         let store = Arc::new(store);
-        if store.connection().has_tls() {
-            self.reloadable.add(Arc::new(store.connection().clone()));
-        }
+        store.connection().join(&self.reloadable);
         if let Some(updates) = updates {
             tracker.spawn(follow_endpoints(
                 updates,

@@ -17,7 +17,7 @@ use etcd_client::{Client, ConnectOptions};
 use tracing::{error, info};
 
 use super::etcd_tls::{EtcdTls, EtcdTlsError};
-use crate::tls::reload::{Reloadable, digest_of_read};
+use crate::tls::reload::{ReloadSet, Reloadable, digest_of_read};
 
 /// How long the etcd client (and the store on it) waits for etcd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +111,13 @@ impl EtcdConnection {
     /// Whether the client speaks TLS (and so can be reloaded).
     pub fn has_tls(&self) -> bool {
         lock(&self.inner.tls).is_some()
+    }
+
+    /// Joins `set` (what SIGHUP and file changes reload) when the client speaks TLS.
+    pub fn join(&self, set: &ReloadSet) {
+        if self.has_tls() {
+            set.add(Arc::new(self.clone()));
+        }
     }
 
     /// Adds `endpoint` (`scheme://host:port`) to the current client and to the ones built
