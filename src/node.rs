@@ -315,6 +315,7 @@ pub async fn run_notifying(
     engine_tasks.spawn(announce_registry(
         registry.clone(),
         gossip.clone(),
+        config.gossip.profile.identity_refresh(),
         engine_token.clone(),
     ));
     match config.node.mode {
@@ -697,14 +698,19 @@ impl TermEngine for SyncEngine {
 }
 
 /// Asks the registry who it is until it answers, then announces its fingerprint in gossip,
-/// so that data centres that picked the same cluster name by accident are noticed.
+/// so that data centres that picked the same cluster name by accident are noticed. Asks
+/// again every [`gossip::Profile::identity_refresh`]: a registry that restarted has a new
+/// identity (Service Center registers itself under a new instance id), and the members of a
+/// data centre must announce the same one or they would look like two data centres.
 async fn announce_registry(
     registry: Arc<dyn Registry>,
     gossip: GossipHandle,
+    refresh: Duration,
     token: CancellationToken,
 ) {
     let mut backoff = REGISTRY_RETRY;
     let mut attempt = 0u32;
+    let mut announced: Option<String> = None;
     loop {
         attempt += 1;
         let identity = tokio::select! {
@@ -712,21 +718,46 @@ async fn announce_registry(
             () = token.cancelled() => return,
             identity = registry.identity() => identity,
         };
-        match identity {
+        let wait = match identity {
             Ok(identity) => {
+                attempt = 0;
+                backoff = REGISTRY_RETRY;
                 let fingerprint = gossip::registry_fingerprint(&identity.kind, &identity.id);
-                info!(kind = %identity.kind, version = %identity.version, id = %identity.id, %fingerprint, "registry identified");
-                if let Err(e) = gossip.update_meta(|m| m.registry = fingerprint).await {
-                    debug!(error = %e, "registry fingerprint not announced");
+                if announced.as_deref() != Some(fingerprint.as_str()) {
+                    match &announced {
+                        None => {
+                            info!(kind = %identity.kind, version = %identity.version, id = %identity.id, %fingerprint, "registry identified");
+                        }
+                        Some(before) => {
+                            info!(kind = %identity.kind, id = %identity.id, %fingerprint, %before, "the registry's identity changed (it restarted); announcing the new one");
+                        }
+                    }
+                    let value = fingerprint.clone();
+                    match gossip.update_meta(move |m| m.registry = value).await {
+                        Ok(()) => announced = Some(fingerprint),
+                        Err(e) => debug!(error = %e, "registry fingerprint not announced"),
+                    }
                 }
-                return;
+                refresh
             }
             Err(e) => {
-                warn!(attempt, error = %e, retry_in = ?backoff.peek(), "registry not reachable yet");
+                if announced.is_none() {
+                    warn!(attempt, error = %e, retry_in = ?backoff.peek(), "registry not reachable yet");
+                } else {
+                    debug!(error = %e, "registry identity not refreshed");
+                }
+                if announced.is_none() {
+                    if !backoff.wait(&token).await {
+                        return;
+                    }
+                    continue;
+                }
+                refresh
             }
-        }
-        if !backoff.wait(&token).await {
-            return;
+        };
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }

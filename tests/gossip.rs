@@ -587,3 +587,59 @@ fn a_bad_gossip_key_stops_the_daemon_without_printing_it() {
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("gossip-keyring.json"), "{}", out.stderr);
 }
+
+/// Regression (chaos suite, seed 20261205): two members of one data centre, a registry that
+/// restarts (Service Center then registers itself under a new instance id, so the registry's
+/// identity changes), and one member restarting after it. The restarted member announces the
+/// new identity, the other one still the old one: before each member asked its registry
+/// again, that looked like two data centres claiming one name, a conflict that froze every
+/// import of the name for good. Now the other member re-identifies within a refresh period
+/// and the dispute ends, without the conflict error.
+#[test]
+fn a_restarted_registry_is_not_taken_for_a_second_data_centre() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut registry = support::sync::Registry::start(&rt, "127.0.0.1:0".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sc = registry.url();
+    let args = ["--cluster-name", "one-dc", "--sc-addr", sc.as_str()];
+    let mut first = start(dir.path(), "r0", "127.0.0.1", &args);
+    let mut join = args.to_vec();
+    join.extend(["--join-addr", first.gossip.as_str()]);
+    let second = start(dir.path(), "r1", "127.0.0.2", &join);
+    let fingerprints = |rpc: &str| -> Vec<String> {
+        members_json(rpc)
+            .iter()
+            .map(|m| m["registry"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    wait_until("both members announce one registry", || {
+        let fps = fingerprints(&first.rpc);
+        fps.len() == 2 && !fps[0].is_empty() && fps[0] == fps[1]
+    });
+    let before = fingerprints(&first.rpc)[0].clone();
+
+    registry.stop();
+    registry.start_again();
+    let mut second = second;
+    second.daemon.signal("TERM");
+    assert!(second.daemon.wait_exit().success());
+    let second = start(dir.path(), "r1", "127.0.0.2", &join);
+    wait_until("both members announce the registry's new identity", || {
+        let fps = fingerprints(&second.rpc);
+        fps.len() == 2 && fps[0] == fps[1] && fps[0] != before && !fps[0].is_empty()
+    });
+    wait_until("no member flagged in conflict", || {
+        members_json(&first.rpc)
+            .iter()
+            .all(|m| m["conflict"] == false)
+    });
+    first
+        .daemon
+        .wait_for_line("the registry's identity changed");
+    first.daemon.drain();
+    assert!(
+        !first.daemon.log().contains("serve different registries"),
+        "a restarted registry was taken for a second data centre:\n{}",
+        first.daemon.log()
+    );
+}

@@ -96,6 +96,10 @@ pub(super) struct Actor {
     /// Cluster names in conflict, with the last moment two live members claimed them for
     /// different registries (a conflict ends [`Profile::conflict_hold`] after that).
     conflicts: BTreeMap<String, Instant>,
+    /// Cluster names claimed for different registries, not (yet) a conflict: since when
+    /// (a conflict once that lasted [`Profile::conflict_settle`]). Imports of a disputed
+    /// name are frozen as in a conflict, but a dispute ends as soon as the claims agree.
+    disputed: BTreeMap<String, Instant>,
     /// Members seen suspect, with the incarnation and when first seen so (see `sweep`).
     suspects: HashMap<SocketAddr, (NodeId, foca::Incarnation, Instant)>,
     /// foca's current timer token, as carried by the timers it schedules.
@@ -154,6 +158,7 @@ impl Actor {
             left: HashMap::new(),
             live: HashMap::new(),
             conflicts: BTreeMap::new(),
+            disputed: BTreeMap::new(),
             suspects: HashMap::new(),
             timer_token: None,
             event_seq: 0,
@@ -695,7 +700,11 @@ impl Actor {
             id: id.clone(),
             status,
             local: id.addr == self.me().addr,
-            conflict: !id.meta.registry.is_empty() && self.conflicts.contains_key(&id.meta.cluster),
+            // Disputed names are frozen as well: until the dispute settles nobody knows
+            // which claimant is the data centre everyone imported so far.
+            conflict: !id.meta.registry.is_empty()
+                && (self.conflicts.contains_key(&id.meta.cluster)
+                    || self.disputed.contains_key(&id.meta.cluster)),
         }
     }
 
@@ -747,6 +756,7 @@ impl Actor {
     /// [`Profile::conflict_hold`], so that a claimant's restart does not end it.
     fn check_conflicts(&mut self) {
         let now = Instant::now();
+        let mut disputed = std::mem::take(&mut self.disputed);
         let mut registries: BTreeMap<&str, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
         let me = self.me();
         for id in self.live.values().chain(std::iter::once(me)) {
@@ -759,10 +769,29 @@ impl Actor {
                     .push(id.name.as_str());
             }
         }
-        let live: BTreeSet<String> = registries
+        let claimed: BTreeSet<String> = registries
             .iter()
             .filter(|(_, by_registry)| by_registry.len() > 1)
             .map(|(cluster, _)| (*cluster).to_owned())
+            .collect();
+        // A disagreement becomes a conflict only once it has lasted: members of one data
+        // centre whose registry restarted announce its new identity one after the other.
+        let settle = self.profile.conflict_settle();
+        disputed.retain(|cluster, _| claimed.contains(cluster));
+        for cluster in &claimed {
+            if !disputed.contains_key(cluster) && !self.conflicts.contains_key(cluster) {
+                info!(%cluster, ?settle, "members of one cluster name announce different registries; a conflict if it lasts (a registry that restarted has a new identity until every member asked it again)");
+            }
+            disputed.entry(cluster.clone()).or_insert(now);
+        }
+        let live: BTreeSet<String> = claimed
+            .into_iter()
+            .filter(|cluster| {
+                self.conflicts.contains_key(cluster)
+                    || disputed
+                        .get(cluster)
+                        .is_some_and(|since| now.duration_since(*since) >= settle)
+            })
             .collect();
         for cluster in &live {
             if self.conflicts.contains_key(cluster) {
@@ -796,6 +825,7 @@ impl Actor {
             .conflicts
             .set(i64::try_from(conflicts.len()).unwrap_or(i64::MAX));
         self.conflicts = conflicts;
+        self.disputed = disputed;
     }
 
     fn persist(&mut self) {

@@ -191,6 +191,29 @@ impl Profile {
         }
     }
 
+    /// How often a member asks its registry who it is again. A registry's identity changes
+    /// when it restarts (Service Center registers itself under a new instance id), so the
+    /// members of one data centre may announce different fingerprints until each has asked.
+    pub fn identity_refresh(self) -> Duration {
+        match self {
+            Profile::Local => Duration::from_secs(1),
+            _ => Duration::from_secs(3),
+        }
+    }
+
+    /// How long live members must keep claiming one cluster name for different registries
+    /// before it is a conflict (logged as an error, held for [`Profile::conflict_hold`]):
+    /// several identity refreshes, so that a registry that restarted (its members announcing
+    /// its new identity one after the other) is not mistaken for a second data centre using
+    /// the same name. Until then the name is disputed: its imports are frozen all the same.
+    pub fn conflict_settle(self) -> Duration {
+        match self {
+            Profile::Local => Duration::from_secs(3),
+            Profile::Lan => Duration::from_secs(15),
+            Profile::Wan => Duration::from_secs(30),
+        }
+    }
+
     /// How long a leaving member keeps sending after announcing its departure.
     fn leave_delay(self) -> Duration {
         match self {

@@ -351,7 +351,13 @@ async fn metadata_changes_propagate_and_conflicts_are_flagged() {
         members.iter().filter(|m| m.conflict).count() == 2
     })
     .await;
-    assert_eq!(nodes[0].metrics.conflicts.get(), 1);
+    // Disputed at once (imports frozen), a conflict once it lasted the settle time.
+    let disputed = Instant::now();
+    until("the dispute becomes a conflict", || async {
+        nodes[0].metrics.conflicts.get() == 1
+    })
+    .await;
+    assert!(disputed.elapsed() >= Profile::Local.conflict_settle() - Duration::from_secs(1));
     for node in nodes {
         node.stop().await;
     }
