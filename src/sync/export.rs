@@ -141,6 +141,61 @@ impl ExportView {
         self.service(tenant, service_id).is_some()
     }
 
+    /// Instances the view holds (exported or waiting for their service).
+    pub fn held_instances(&self) -> usize {
+        self.instances.len()
+    }
+
+    pub fn contains(&self, r: &InstanceRef) -> bool {
+        self.instances.contains_key(r)
+    }
+
+    /// The instances of one service in the view.
+    pub fn instances_of(&self, tenant: &Tenant, service_id: &str) -> Vec<InstanceRef> {
+        self.instances
+            .keys()
+            .filter(|r| &r.tenant == tenant && r.service_id == service_id)
+            .cloned()
+            .collect()
+    }
+
+    /// The instances `change` would take out of the view.
+    pub fn removed_by(&self, change: &Change) -> Vec<InstanceRef> {
+        match change {
+            Change::InstanceRemoved(r) if self.contains(r) => vec![r.clone()],
+            Change::ServiceRemoved { tenant, service_id } => self.instances_of(tenant, service_id),
+            Change::Resync(snapshot) => {
+                let present: HashSet<InstanceRef> =
+                    snapshot.instances.iter().map(Instance::reference).collect();
+                self.instances
+                    .keys()
+                    .filter(|r| !present.contains(*r))
+                    .cloned()
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The view's instances not in `present`, with their bodies.
+    pub fn missing_from(&self, present: &HashSet<InstanceRef>) -> Vec<(InstanceRef, Instance)> {
+        self.instances
+            .iter()
+            .filter(|(r, _)| !present.contains(*r))
+            .map(|(r, i)| (r.clone(), (**i).clone()))
+            .collect()
+    }
+
+    /// The view's services not in `present`.
+    pub fn services_missing_from(&self, present: &HashSet<(Tenant, String)>) -> Vec<Service> {
+        self.services
+            .iter()
+            .flat_map(|(t, ids)| ids.iter().map(move |(id, s)| (t, id, s)))
+            .filter(|(t, id, _)| !present.contains(&((*t).clone(), (*id).clone())))
+            .map(|(_, _, s)| (**s).clone())
+            .collect()
+    }
+
     /// Applies one change from the registry's feed; returns the numbered increments it made
     /// (none when it changed nothing that is exported).
     pub fn apply(&mut self, change: Change) -> Vec<(u64, Export)> {

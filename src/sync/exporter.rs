@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::export::{ExportView, ExportViewSnapshot, Increment, Revision, Since};
+use super::hold::RemovalHold;
 use super::metrics::SyncMetrics;
 use super::unix_ms;
 use crate::backoff::sleep_or_cancel;
@@ -100,10 +101,13 @@ impl SharedExportView {
         self.view().snapshot()
     }
 
-    /// Applies a batch of feed changes; returns how many exported changes it made.
-    fn apply(&self, changes: Vec<Change>, metrics: &SyncMetrics) -> usize {
+    /// Applies a batch of feed changes, less the removals `hold` keeps back (and plus those
+    /// it releases); returns how many exported changes it made.
+    fn apply(&self, changes: Vec<Change>, hold: &mut RemovalHold, metrics: &SyncMetrics) -> usize {
         let now = unix_ms();
         let mut view = self.view();
+        let mut changes = hold.filter(changes, &view, Instant::now());
+        changes.extend(hold.release(&view, Instant::now()));
         let made: usize = changes
             .into_iter()
             .map(|change| view.apply_seen(change, now).len())
@@ -169,6 +173,7 @@ pub(crate) async fn run(
     let mut last_announce = Instant::now() - ANNOUNCE_EVERY;
     let mut failures = 0u32;
     let mut first = true;
+    let mut hold = RemovalHold::default();
     let mut bounds_filter = BoundsFilter {
         refused: HashSet::new(),
         metrics: metrics.clone(),
@@ -186,6 +191,13 @@ pub(crate) async fn run(
                     announce(&gossip, &exported.cluster, revision).await;
                     announced = revision;
                     last_announce = Instant::now();
+                }
+                continue;
+            }
+            () = sleep_until_opt(hold.deadline()) => {
+                // The mass removal hold ran out: what did not come back goes now.
+                if exported.apply(Vec::new(), &mut hold, &metrics) > 0 && next_announce.is_none() {
+                    next_announce = Some((last_announce + ANNOUNCE_EVERY).max(Instant::now()));
                 }
                 continue;
             }
@@ -223,7 +235,7 @@ pub(crate) async fn run(
             continue;
         }
         let changes = bounds_filter.filter(changes);
-        let made = exported.apply(changes, &metrics);
+        let made = exported.apply(changes, &mut hold, &metrics);
         if full {
             exported
                 .ready

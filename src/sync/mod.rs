@@ -20,6 +20,7 @@
 pub mod copy;
 pub mod export;
 mod exporter;
+pub mod hold;
 pub mod ids;
 mod import;
 pub mod link;

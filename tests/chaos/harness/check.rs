@@ -23,6 +23,8 @@ use futures::future::join_all;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use syncer::sync::hold::MASS_REMOVAL_HOLD;
+
 use super::churn::{self, Entry, Life, SharedLedger, origin_of_host};
 
 /// Changes younger than this are in flight, not drift.
@@ -129,6 +131,10 @@ pub trait FaultView {
     fn quiet_since(&self, a: usize, b: usize) -> Option<Instant>;
     /// When the registry of `dc` last lost its data.
     fn last_wipe(&self, dc: usize) -> Option<Instant>;
+    /// When the registry of `dc` last answered from an empty view (lost its data, or
+    /// restarting): syncer then holds removals of its instances for
+    /// `syncer::sync::hold::MASS_REMOVAL_HOLD`.
+    fn last_vanish(&self, dc: usize) -> Option<Instant>;
 }
 
 /// How a pair (origin -> importer) differs from an exact mirror.
@@ -242,7 +248,10 @@ impl Checker {
                 else {
                     continue;
                 };
-                let from = gone.max(quiet);
+                let mut from = gone.max(quiet);
+                if let Some(vanished) = faults.last_vanish(origin) {
+                    from = from.max(vanished + MASS_REMOVAL_HOLD);
+                }
                 if now > from + STALE_BOUND
                     && holdings[origin - 1]
                         .as_ref()

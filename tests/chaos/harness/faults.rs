@@ -25,7 +25,8 @@ pub enum Kind {
     OneWay,
     /// One syncer's gossip loses 30 % of datagrams both ways, its rpc answers come late.
     Lossy,
-    /// A registry unreachable for a while, then back with its data (a restart).
+    /// A registry restarting with its data kept: unreachable for a while, then answering
+    /// from an empty view (its cache still loading) for a few seconds, then all back.
     RegistryRestart,
     /// A registry restarted empty: it lost every instance and service.
     RegistryWipe,
@@ -209,7 +210,7 @@ pub fn plan(spec: &PlanSpec<'_>) -> Vec<Planned> {
                 secs(&mut rng, 5.0, 15.0),
                 Duration::ZERO,
             ),
-            Kind::RegistryRestart => (vec![dc], secs(&mut rng, 2.0, 8.0), Duration::ZERO),
+            Kind::RegistryRestart => (vec![dc], secs(&mut rng, 2.0, 6.0), secs(&mut rng, 1.0, 4.0)),
             Kind::RegistryWipe => (vec![dc], Duration::from_millis(300), Duration::ZERO),
             Kind::EtcdOutage => {
                 let choices: Vec<usize> = [spec.cluster_dc, spec.etcd_dc]
@@ -261,6 +262,7 @@ pub struct Book {
     pub started: Instant,
     pub records: Vec<Record>,
     pub wipes: BTreeMap<usize, Instant>,
+    pub vanishes: BTreeMap<usize, Instant>,
     pub skipped: u64,
 }
 
@@ -270,6 +272,7 @@ impl Book {
             started,
             records: Vec::new(),
             wipes: BTreeMap::new(),
+            vanishes: BTreeMap::new(),
             skipped: 0,
         }
     }
@@ -307,5 +310,9 @@ impl FaultView for Book {
 
     fn last_wipe(&self, dc: usize) -> Option<Instant> {
         self.wipes.get(&dc).copied()
+    }
+
+    fn last_vanish(&self, dc: usize) -> Option<Instant> {
+        self.vanishes.get(&dc).copied()
     }
 }

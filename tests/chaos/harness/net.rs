@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 /// Host part of a data centre's registry address.
 pub const REGISTRY_HOST: u8 = 10;
+/// Host part of the empty registry served while a data centre's registry restarts.
+pub const BLANK_HOST: u8 = 11;
 /// Host part of a data centre's etcd server address (the standalone data centre with etcd).
 pub const ETCD_HOST: u8 = 20;
 
@@ -170,7 +172,7 @@ impl Net {
             ip(&["link", "set", &outside, "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             ip(&["-n", &ns, "link", "set", &inside, "up"])?;
-            for host in [1, 2, 3, REGISTRY_HOST, ETCD_HOST] {
+            for host in [1, 2, 3, REGISTRY_HOST, BLANK_HOST, ETCD_HOST] {
                 let addr = format!("{}/15", self.ip(dc, host));
                 ip(&["-n", &ns, "addr", "add", &addr, "dev", &inside])?;
                 let proxy = format!("{}/15", self.proxy_ip(dc, host));

@@ -37,6 +37,9 @@ pub struct Faults {
     pub loss: f64,
     pub refuse: bool,
     pub http_error: bool,
+    /// Forward to the alternate upstream (a registry restarting that serves an empty view
+    /// while it loads its data).
+    pub alternate: bool,
 }
 
 /// The switch of one proxy, shared with its connections.
@@ -61,8 +64,10 @@ impl Knob {
     }
 
     pub fn set(&self, faults: Faults) {
-        let closing = faults.refuse || faults.http_error;
-        *self.faults.lock().unwrap_or_else(PoisonError::into_inner) = faults;
+        let mut current = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        let closing = faults.refuse || faults.http_error || faults.alternate != current.alternate;
+        *current = faults;
+        drop(current);
         if closing {
             self.epoch.fetch_add(1, Ordering::SeqCst);
         }
@@ -93,6 +98,7 @@ impl Knob {
 pub async fn tcp(
     listen: SocketAddr,
     upstream: SocketAddr,
+    alternate: Option<SocketAddr>,
     knob: Arc<Knob>,
     stop: CancellationToken,
 ) -> Result<(), String> {
@@ -113,7 +119,7 @@ pub async fn tcp(
             tokio::spawn(async move {
                 tokio::select! {
                     () = stop.cancelled() => {}
-                    () = connection(client, peer.ip(), upstream, knob) => {}
+                    () = connection(client, peer.ip(), upstream, alternate, knob) => {}
                 }
             });
         }
@@ -121,7 +127,13 @@ pub async fn tcp(
     Ok(())
 }
 
-async fn connection(client: TcpStream, peer: IpAddr, upstream: SocketAddr, knob: Arc<Knob>) {
+async fn connection(
+    client: TcpStream,
+    peer: IpAddr,
+    upstream: SocketAddr,
+    alternate: Option<SocketAddr>,
+    knob: Arc<Knob>,
+) {
     let faults = knob.get();
     if faults.refuse {
         return;
@@ -131,6 +143,10 @@ async fn connection(client: TcpStream, peer: IpAddr, upstream: SocketAddr, knob:
         return;
     }
     let epoch = knob.epoch.load(Ordering::SeqCst);
+    let upstream = match alternate {
+        Some(alternate) if faults.alternate => alternate,
+        _ => upstream,
+    };
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };

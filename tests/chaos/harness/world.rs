@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::net::{ETCD_HOST, Net, REGISTRY_HOST};
+use super::net::{BLANK_HOST, ETCD_HOST, Net, REGISTRY_HOST};
 use super::proxy::{self, Knob};
 
 pub const REGISTRY_PORT: u16 = 30100;
@@ -163,6 +163,8 @@ pub struct World {
     pub net: Net,
     pub layout: Layout,
     pub registries: Vec<Proc>,
+    /// Per data centre: an empty registry the proxy serves while the real one "restarts".
+    pub blanks: Vec<Proc>,
     /// Per data centre (index dc - 1): the proxy between its syncers and its registry.
     pub registry_knobs: Vec<Arc<Knob>>,
     pub syncers: Vec<Syncer>,
@@ -193,6 +195,7 @@ impl World {
         let stop = CancellationToken::new();
         let cuts = (!net.is_netns()).then(|| net.cuts.clone());
         let mut registries = Vec::new();
+        let mut blanks = Vec::new();
         let mut registry_knobs = Vec::new();
         for dc in 1..=layout.dcs {
             let listen = SocketAddr::new(net.ip(dc, REGISTRY_HOST), REGISTRY_PORT);
@@ -205,9 +208,24 @@ impl World {
             );
             registry.start(&net)?;
             registries.push(registry);
+            // The same registry's empty twin, served while it "restarts" (see the fault).
+            let blank_addr = SocketAddr::new(net.ip(dc, BLANK_HOST), REGISTRY_PORT);
+            let mut blank = Proc::new(
+                &format!("registry-dc{dc}-restarting"),
+                dc,
+                syncer_bin,
+                vec![
+                    "dev-registry".into(),
+                    "--listen".into(),
+                    blank_addr.to_string(),
+                ],
+                dir,
+            );
+            blank.start(&net)?;
+            blanks.push(blank);
             let knob = Knob::new(dc, None);
             let front = SocketAddr::new(net.proxy_ip(dc, REGISTRY_HOST), REGISTRY_PORT);
-            proxy::tcp(front, listen, knob.clone(), stop.clone()).await?;
+            proxy::tcp(front, listen, Some(blank_addr), knob.clone(), stop.clone()).await?;
             registry_knobs.push(knob);
         }
         let etcd = match layout.etcd_dc {
@@ -314,6 +332,7 @@ impl World {
                 proxy::tcp(
                     rpc_front,
                     SocketAddr::new(ip, RPC_PORT),
+                    None,
                     knob.clone(),
                     stop.clone(),
                 )
@@ -332,6 +351,7 @@ impl World {
             net,
             layout,
             registries,
+            blanks,
             registry_knobs,
             syncers,
             etcd,
@@ -374,6 +394,7 @@ impl Drop for World {
         self.syncers.clear();
         self.etcd = None;
         self.registries.clear();
+        self.blanks.clear();
         if let Some(dir) = &self.tmpfs {
             let _ = std::process::Command::new("umount").arg(dir).status();
         }
