@@ -376,7 +376,7 @@ async fn pull(
 
 /// Reads a pull answer from `stream` until its completion marker: the first message by
 /// `first`, each next one within `deadlines.idle` of the one before.
-async fn read_answer(
+pub(super) async fn read_answer(
     mut stream: impl Stream<Item = Result<PullChunk, Status>> + Unpin,
     origin: &str,
     since: Option<Revision>,
