@@ -138,7 +138,7 @@ fn change_at(seq: u64) -> impl Strategy<Value = Change> {
 
 /// Sequences after `from`: consecutive, or with one skipped, repeated or going back.
 fn seqs(from: u64, n: usize) -> impl Strategy<Value = Vec<u64>> {
-    (0u8..6, any::<prop::sample::Index>()).prop_map(move |(how, at)| {
+    (0u8..12, any::<prop::sample::Index>()).prop_map(move |(how, at)| {
         let mut seqs: Vec<u64> = (1..=n as u64).map(|k| from.wrapping_add(k)).collect();
         if n > 0 {
             let at = at.index(n);
@@ -161,10 +161,10 @@ fn changes(from: u64, max: usize) -> impl Strategy<Value = Vec<Change>> {
 
 fn push_request() -> impl Strategy<Value = PushRequest> {
     (
-        prop_oneof![3 => Just("dc1".to_owned()), 1 => hostile_text()],
+        prop_oneof![6 => Just("dc1".to_owned()), 1 => hostile_text()],
         prop_oneof![1 => Just(0u64), 3 => Just(1u64), 3 => any::<u64>()],
         prop_oneof![Just(0u64), 0u64..100, Just(u64::MAX - 2), any::<u64>()],
-        any::<bool>(),
+        proptest::bool::weighted(0.85),
         any::<u64>(),
     )
         .prop_flat_map(|(origin, epoch, from_seq, honest_to, to)| {
@@ -306,43 +306,119 @@ proptest! {
     }
 }
 
-/// A pull answer as a hostile origin might stream it.
-fn pull_chunk(since: Revision) -> impl Strategy<Value = PullChunk> {
-    let complete = (
-        prop_oneof![4 => Just("dc1".to_owned()), 1 => Just("dc9".to_owned())],
-        prop_oneof![Just(since.epoch), Just(since.epoch - 1), Just(since.epoch + 1)],
-        since.seq - 1..since.seq + 5,
-        0i32..5,
-        0u64..4,
-        any::<u64>(),
-    )
-        .prop_map(|(origin, epoch, seq, completion, count, digest)| PullComplete {
-            origin,
+const SINCE: Revision = Revision { epoch: 10, seq: 20 };
+
+/// An honest answer to a pull of `dc1` after [`SINCE`] (or a snapshot): up to date,
+/// increments that continue it, or snapshot chunks with their marker's count and digest.
+fn honest_answer(snapshot: bool) -> impl Strategy<Value = Vec<PullChunk>> {
+    let marker = |epoch, seq, kind: CompletionKind, digest: Digest64| PullChunk {
+        body: Some(pull_chunk::Body::Complete(PullComplete {
+            origin: "dc1".into(),
             epoch,
             seq,
-            completion,
-            count,
-            digest,
+            completion: kind.into(),
+            count: digest.count,
+            digest: digest.sum,
             ..PullComplete::default()
-        });
-    prop_oneof![
-        1 => Just(PullChunk { body: None }),
-        3 => complete.prop_map(|c| PullChunk { body: Some(pull_chunk::Body::Complete(c)) }),
-        4 => (since.seq - 1..since.seq + 3)
-            .prop_flat_map(|from| changes(from, 3))
-            .prop_map(|changes| PullChunk {
-                body: Some(pull_chunk::Body::Increments(ChangeBatch { changes })),
-            }),
-        2 => proptest::collection::vec((0u8..3, 0u8..3), 0..4).prop_map(|ids| PullChunk {
-            body: Some(pull_chunk::Body::Snapshot(SyncData {
-                services: (0..3).map(|s| service(&format!("s{s}"))).collect(),
-                instances: ids
+        })),
+    };
+    if snapshot {
+        proptest::collection::vec(proptest::collection::btree_set((0u8..3, 0u8..3), 0..4), 0..3)
+            .prop_map(move |chunks| {
+                let mut digest = Digest64::default();
+                let mut out = Vec::new();
+                let mut n = 0;
+                for ids in chunks {
+                    let data = SyncData {
+                        services: (0..3).map(|s| service(&format!("s{s}"))).collect(),
+                        instances: ids
+                            .into_iter()
+                            .map(|(s, _)| {
+                                n += 1;
+                                instance(&format!("s{s}"), &format!("i{n}"))
+                            })
+                            .collect(),
+                    };
+                    for (service, instance) in convert::chunk_from_wire(data.clone())
+                        .unwrap_or_else(|e| panic!("honest chunk refused: {e}"))
+                    {
+                        digest.add(&service, &instance);
+                    }
+                    out.push(PullChunk { body: Some(pull_chunk::Body::Snapshot(data)) });
+                }
+                out.push(marker(SINCE.epoch, 99, CompletionKind::Snapshot, digest));
+                out
+            })
+            .boxed()
+    } else {
+        proptest::collection::vec(1usize..4, 0..3)
+            .prop_flat_map(|sizes| {
+                let mut from = SINCE.seq;
+                let batches: Vec<_> = sizes
                     .into_iter()
-                    .map(|(s, i)| instance(&format!("s{s}"), &format!("i{i}")))
-                    .collect(),
-            })),
-        }),
-    ]
+                    .map(|n| {
+                        let seqs: Vec<u64> = (1..=n as u64).map(|k| from + k).collect();
+                        from += n as u64;
+                        seqs.into_iter().map(|seq| {
+                            change_at(seq).prop_filter("a change with a kind", |c| c.kind.is_some())
+                        }).collect::<Vec<_>>()
+                    })
+                    .collect();
+                (batches, Just(from))
+            })
+            .prop_map(move |(batches, to)| {
+                let mut out: Vec<PullChunk> = batches
+                    .into_iter()
+                    .map(|changes| PullChunk {
+                        body: Some(pull_chunk::Body::Increments(ChangeBatch { changes })),
+                    })
+                    .collect();
+                let kind = if to == SINCE.seq {
+                    CompletionKind::UpToDate
+                } else {
+                    CompletionKind::Increments
+                };
+                out.push(marker(SINCE.epoch, to, kind, Digest64::default()));
+                out
+            })
+            .boxed()
+    }
+}
+
+/// One thing a broken or hostile origin does to an honest answer.
+fn spoil_answer(chunks: &mut Vec<PullChunk>, how: u8, at: prop::sample::Index, value: u64) {
+    let at = at.index(chunks.len());
+    match how {
+        6 => {
+            chunks.remove(at);
+            return;
+        }
+        7 => {
+            let copy = chunks[at].clone();
+            chunks.insert(at, copy);
+            return;
+        }
+        8 => {
+            chunks.insert(at, PullChunk { body: None });
+            return;
+        }
+        _ => {}
+    }
+    let Some(PullChunk {
+        body: Some(pull_chunk::Body::Complete(done)),
+    }) = chunks.last_mut()
+    else {
+        return;
+    };
+    match how {
+        0 => done.origin = "dc9".into(),
+        1 => done.epoch = done.epoch.wrapping_add(value % 3).wrapping_sub(1),
+        2 => done.seq = done.seq.wrapping_add(value % 3).wrapping_sub(1),
+        3 => done.count = done.count.wrapping_add(1 + value % 2),
+        4 => done.digest ^= value | 1,
+        5 => done.completion = (value % 6) as i32,
+        _ => {}
+    }
 }
 
 proptest! {
@@ -353,10 +429,15 @@ proptest! {
     /// digest match the marker, or an error; never a panic.
     #[test]
     fn pull_answers_are_consistent_or_refused(
-        snapshot in any::<bool>(),
-        chunks in proptest::collection::vec(pull_chunk(Revision { epoch: 10, seq: 20 }), 0..6),
+        (snapshot, mut chunks) in any::<bool>().prop_flat_map(|snapshot| (Just(snapshot), honest_answer(snapshot))),
+        asked_snapshot in proptest::bool::weighted(0.1),
+        how in 0u8..14,
+        at in any::<prop::sample::Index>(),
+        value in any::<u64>(),
     ) {
-        let since = (!snapshot).then_some(Revision { epoch: 10, seq: 20 });
+        spoil_answer(&mut chunks, how, at, value);
+        let snapshot = snapshot != asked_snapshot;
+        let since = (!snapshot).then_some(SINCE);
         let deadlines = PullDeadlines {
             first: Duration::from_secs(5),
             idle: Duration::from_secs(5),
