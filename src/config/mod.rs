@@ -14,6 +14,8 @@
 
 pub mod exec;
 mod file;
+#[cfg(test)]
+mod fuzz;
 mod file_tls;
 mod parse;
 mod scalar;

@@ -831,8 +831,20 @@ mod tests {
             fn apps_answers_are_read_like_the_tree_or_refused(body in hostile_body(samples())) {
                 match apps(&body) {
                     Ok(read) => {
-                        let by_tree = apps_by_tree(&body);
-                        prop_assert_eq!(by_tree.as_ref(), Ok(&read));
+                        // The tree counts the nesting of the whole document against
+                        // serde_json's limit (128) and checks the text of every string; the
+                        // streamed reading skips what it does not read (unknown keys) without
+                        // either, so such a document may pass only the latter.
+                        const SKIPPED: [&str; 4] = [
+                            "recursion limit",
+                            "invalid unicode code point",
+                            "control character",
+                            "invalid escape",
+                        ];
+                        match apps_by_tree(&body) {
+                            Err(e) if SKIPPED.iter().any(|why| e.contains(why)) => {}
+                            by_tree => prop_assert_eq!(by_tree.as_ref(), Ok(&read)),
+                        }
                         for wire in &read.instances {
                             if let Some(decoded) = decode(wire) {
                                 prop_assert!(!decoded.instance.instance_id.is_empty() || wire.instance_id.is_empty());
