@@ -204,7 +204,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     /// Any push converts to a model whose sequences are exactly `from_seq + 1 ..= to_seq`
     /// (and which comes back the same through the wire), or is refused naming a field.
@@ -422,7 +422,7 @@ fn spoil_answer(chunks: &mut Vec<PullChunk>, how: u8, at: prop::sample::Index, v
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     /// The client's reading of a pull answer: whatever the chunks, the result is increments
     /// that continue the asked revision exactly up to the marker, a snapshot whose count and

@@ -820,7 +820,7 @@ mod tests {
         fn config() -> ProptestConfig {
             ProptestConfig {
                 failure_persistence: None,
-                ..ProptestConfig::with_cases(crate::fuzz_cases(256))
+                ..ProptestConfig::with_cases(crate::fuzz_cases(512))
             }
         }
 

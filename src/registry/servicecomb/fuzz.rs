@@ -49,7 +49,7 @@ fn samples() -> &'static [&'static str] {
 fn config() -> ProptestConfig {
     ProptestConfig {
         failure_persistence: None,
-        ..ProptestConfig::with_cases(crate::fuzz_cases(256))
+        ..ProptestConfig::with_cases(crate::fuzz_cases(512))
     }
 }
 
