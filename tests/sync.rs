@@ -749,11 +749,14 @@ fn hostile_pushes_are_refused_and_counted() {
     };
     match refused {
         Err(s) if s.code() == tonic::Code::PermissionDenied => {
-            w.check(s.message().contains("dc3") && s.message().contains("push.origin"), || {
-                format!("the refusal should name the origin and dc3: {s:?}")
-            });
+            w.check(
+                s.message().contains("dc3") && s.message().contains("push.origin"),
+                || format!("the refusal should name the origin and dc3: {s:?}"),
+            );
         }
-        other => w.fail(&format!("dc3 pushing as dc1 should be refused, got {other:?}")),
+        other => w.fail(&format!(
+            "dc3 pushing as dc1 should be refused, got {other:?}"
+        )),
     }
 
     // (b) Replays of dc1's pushes from dc1's own address: an older epoch, then the current
@@ -762,7 +765,9 @@ fn hostile_pushes_are_refused_and_counted() {
     let cursor = match w.rt.block_on(from_dc1.push(push("dc1", 1, 0))) {
         Ok(reply) => {
             let reply = reply.into_inner();
-            w.check(!reply.applied, || format!("a push of epoch 1 was applied: {reply:?}"));
+            w.check(!reply.applied, || {
+                format!("a push of epoch 1 was applied: {reply:?}")
+            });
             w.check(reply.epoch > 1 && reply.seq >= 1, || {
                 format!("the reply should tell dc2's real cursor for dc1: {reply:?}")
             });
@@ -774,7 +779,9 @@ fn hostile_pushes_are_refused_and_counted() {
     match w.rt.block_on(from_dc1.push(replay)) {
         Ok(reply) => {
             let reply = reply.into_inner();
-            w.check(!reply.applied, || format!("an old sequence was applied: {reply:?}"));
+            w.check(!reply.applied, || {
+                format!("an old sequence was applied: {reply:?}")
+            });
         }
         Err(s) => w.fail(&format!("a replay is answered, not refused: {s:?}")),
     }
@@ -782,7 +789,9 @@ fn hostile_pushes_are_refused_and_counted() {
     // (c) A push that claims to come from dc2 itself.
     match w.rt.block_on(from_dc1.push(push("dc2", cursor.epoch, 0))) {
         Err(s) if s.code() == tonic::Code::InvalidArgument => {}
-        other => w.fail(&format!("a push as dc2 to dc2 should be refused, got {other:?}")),
+        other => w.fail(&format!(
+            "a push as dc2 to dc2 should be refused, got {other:?}"
+        )),
     }
 
     let metrics = w.metrics(1);
@@ -815,21 +824,28 @@ fn hostile_pushes_are_refused_and_counted() {
         .filter(|i| i.host_name == "intruder-host")
         .collect();
     w.check(intruders.is_empty(), || {
-        format!("nothing of a refused push may reach the registry:\n{}", show(&intruders))
+        format!(
+            "nothing of a refused push may reach the registry:\n{}",
+            show(&intruders)
+        )
     });
 
     // The real dc1 keeps syncing to dc2 (its pushes come from its own address).
     let sid = w.reg(0).create_service("shop", "after", "1.0.0");
     let after = NewInstance::new("after-host", "rest://10.8.0.2:8080");
     w.reg(0).register(&sid, &after);
-    w.wait_until("a registration after the hostile pushes to reach dc2 and dc3", SYNC_DEADLINE, |w| {
-        [1, 2].iter().all(|&i| {
-            w.reg(i)
-                .copies()
-                .iter()
-                .any(|c| c.host_name == after.host_name && c.origin() == Some("dc1"))
-        })
-    });
+    w.wait_until(
+        "a registration after the hostile pushes to reach dc2 and dc3",
+        SYNC_DEADLINE,
+        |w| {
+            [1, 2].iter().all(|&i| {
+                w.reg(i)
+                    .copies()
+                    .iter()
+                    .any(|c| c.host_name == after.host_name && c.origin() == Some("dc1"))
+            })
+        },
+    );
 }
 
 #[test]

@@ -82,12 +82,13 @@ fn flagged() -> Vec<&'static Spec> {
 /// What names `spec` in an error about a value given by flag (its long name) or by a file
 /// key (the key, `in <file>`).
 fn names_setting(text: &str, spec: &Spec, by_file: Option<&str>) -> bool {
-    let by_name = text.contains(spec.name);
-    by_name
-        || match by_file {
-            Some(key) => text.contains(key),
-            None => spec.flag.is_some_and(|f| text.contains(&format!("--{}", f.long))),
-        }
+    // Its name, its flag (some checks name the flag whichever layer gave the value), or the
+    // file key it was given by.
+    text.contains(spec.name)
+        || spec
+            .flag
+            .is_some_and(|f| text.contains(&format!("--{}", f.long)))
+        || by_file.is_some_and(|key| text.contains(key))
 }
 
 /// The scalar a one-key document holds, as text.
@@ -198,7 +199,7 @@ proptest! {
                     && given
                 {
                     let why = e.to_string();
-                    let value = match doc_value(&text) { Some(v) => v, None => String::new() };
+                    let value = doc_value(&text).unwrap_or_default();
                     prop_assert!(names_setting(&why, spec, Some(key)) || (!value.is_empty() && names_file(&e, &value)), "{}: the refusal does not name {}: {}", text, key, why);
                 }
             }
@@ -250,8 +251,11 @@ fn a_list_key_of_the_wrong_type_names_the_key_and_the_forms() {
             && error.contains("a string, number or boolean, or a list of them"),
         "{error}"
     );
-    let (layer, _) = file::read_text("registry:\n  tenants: [a/b, 7, true]\n", Path::new("t.yaml"))
-        .unwrap_or_else(|e| panic!("a list of scalars: {e}"));
+    let (layer, _) = file::read_text(
+        "registry:\n  tenants: [a/b, 7, true]\n",
+        Path::new("t.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("a list of scalars: {e}"));
     assert_eq!(
         layer.get(Id::ScTenants).map(|s| s.value.as_str()),
         Some("a/b,7,true")

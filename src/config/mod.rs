@@ -14,9 +14,9 @@
 
 pub mod exec;
 mod file;
+mod file_tls;
 #[cfg(test)]
 mod fuzz;
-mod file_tls;
 mod parse;
 mod scalar;
 pub mod settings;

@@ -295,10 +295,25 @@ mod tests {
 
         fn item() -> impl Strategy<Value = Item> {
             prop_oneof![
-                (any::<String>(), any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64))
-                    .prop_map(|(origin, generation, seq, payload)| Item::Event { origin, generation, seq, payload }),
-                (any::<String>(), any::<std::net::SocketAddr>(), any::<u64>())
-                    .prop_map(|(name, addr, generation)| Item::Leave { name, addr, generation }),
+                (
+                    any::<String>(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    proptest::collection::vec(any::<u8>(), 0..64)
+                )
+                    .prop_map(|(origin, generation, seq, payload)| Item::Event {
+                        origin,
+                        generation,
+                        seq,
+                        payload
+                    }),
+                (any::<String>(), any::<std::net::SocketAddr>(), any::<u64>()).prop_map(
+                    |(name, addr, generation)| Item::Leave {
+                        name,
+                        addr,
+                        generation
+                    }
+                ),
             ]
         }
 

@@ -48,7 +48,12 @@ fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
 }
 
 /// `valid` with the value at one place replaced by `hostile`, or with a key added there.
-pub(crate) fn swap_value(valid: &str, at: prop::sample::Index, hostile: Value, add: bool) -> Vec<u8> {
+pub(crate) fn swap_value(
+    valid: &str,
+    at: prop::sample::Index,
+    hostile: Value,
+    add: bool,
+) -> Vec<u8> {
     let mut root: Value = serde_json::from_str(valid).unwrap_or_else(|e| panic!("sample: {e}"));
     let mut all = Vec::new();
     pointers(&root, String::new(), &mut all);

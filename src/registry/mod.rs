@@ -39,11 +39,11 @@ pub mod bounds;
 pub mod contract;
 pub mod eureka;
 pub mod factory;
-#[cfg(test)]
-pub(crate) mod fuzz_json;
 pub mod filter;
 #[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+pub(crate) mod fuzz_json;
 pub mod memory;
 pub mod model;
 mod route;

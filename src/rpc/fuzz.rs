@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 use super::convert::{self, ConvertError};
 use super::proto::{
@@ -323,33 +323,38 @@ fn honest_answer(snapshot: bool) -> impl Strategy<Value = Vec<PullChunk>> {
         })),
     };
     if snapshot {
-        proptest::collection::vec(proptest::collection::btree_set((0u8..3, 0u8..3), 0..4), 0..3)
-            .prop_map(move |chunks| {
-                let mut digest = Digest64::default();
-                let mut out = Vec::new();
-                let mut n = 0;
-                for ids in chunks {
-                    let data = SyncData {
-                        services: (0..3).map(|s| service(&format!("s{s}"))).collect(),
-                        instances: ids
-                            .into_iter()
-                            .map(|(s, _)| {
-                                n += 1;
-                                instance(&format!("s{s}"), &format!("i{n}"))
-                            })
-                            .collect(),
-                    };
-                    for (service, instance) in convert::chunk_from_wire(data.clone())
-                        .unwrap_or_else(|e| panic!("honest chunk refused: {e}"))
-                    {
-                        digest.add(&service, &instance);
-                    }
-                    out.push(PullChunk { body: Some(pull_chunk::Body::Snapshot(data)) });
+        proptest::collection::vec(
+            proptest::collection::btree_set((0u8..3, 0u8..3), 0..4),
+            0..3,
+        )
+        .prop_map(move |chunks| {
+            let mut digest = Digest64::default();
+            let mut out = Vec::new();
+            let mut n = 0;
+            for ids in chunks {
+                let data = SyncData {
+                    services: (0..3).map(|s| service(&format!("s{s}"))).collect(),
+                    instances: ids
+                        .into_iter()
+                        .map(|(s, _)| {
+                            n += 1;
+                            instance(&format!("s{s}"), &format!("i{n}"))
+                        })
+                        .collect(),
+                };
+                for (service, instance) in convert::chunk_from_wire(data.clone())
+                    .unwrap_or_else(|e| panic!("honest chunk refused: {e}"))
+                {
+                    digest.add(&service, &instance);
                 }
-                out.push(marker(SINCE.epoch, 99, CompletionKind::Snapshot, digest));
-                out
-            })
-            .boxed()
+                out.push(PullChunk {
+                    body: Some(pull_chunk::Body::Snapshot(data)),
+                });
+            }
+            out.push(marker(SINCE.epoch, 99, CompletionKind::Snapshot, digest));
+            out
+        })
+        .boxed()
     } else {
         proptest::collection::vec(1usize..4, 0..3)
             .prop_flat_map(|sizes| {
@@ -359,9 +364,12 @@ fn honest_answer(snapshot: bool) -> impl Strategy<Value = Vec<PullChunk>> {
                     .map(|n| {
                         let seqs: Vec<u64> = (1..=n as u64).map(|k| from + k).collect();
                         from += n as u64;
-                        seqs.into_iter().map(|seq| {
-                            change_at(seq).prop_filter("a change with a kind", |c| c.kind.is_some())
-                        }).collect::<Vec<_>>()
+                        seqs.into_iter()
+                            .map(|seq| {
+                                change_at(seq)
+                                    .prop_filter("a change with a kind", |c| c.kind.is_some())
+                            })
+                            .collect::<Vec<_>>()
                     })
                     .collect();
                 (batches, Just(from))

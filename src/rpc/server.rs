@@ -477,7 +477,11 @@ mod tests {
                 addr,
                 generation: 1,
                 bump: 0,
-                meta: crate::gossip::NodeMeta::new(cluster, std::net::SocketAddr::from((ip, 30191)), "single"),
+                meta: crate::gossip::NodeMeta::new(
+                    cluster,
+                    std::net::SocketAddr::from((ip, 30191)),
+                    "single",
+                ),
             },
             status: MemberStatus::Alive,
             local: false,
@@ -500,11 +504,17 @@ mod tests {
         assert_eq!(impersonated("dc1", ip(3), &members).as_deref(), Some("dc3"));
         assert_eq!(impersonated("dc9", ip(2), &members).as_deref(), Some("dc2"));
         assert_eq!(impersonated("dc4", ip(9), &members), None);
-        assert_eq!(impersonated("dc1", ip(9), &members).as_deref(), Some("dc4, dc5"));
+        assert_eq!(
+            impersonated("dc1", ip(9), &members).as_deref(),
+            Some("dc4, dc5")
+        );
         // An address no member has (NAT, a second interface): judged on its contents.
         assert_eq!(impersonated("dc1", ip(77), &members), None);
         // An IPv4 peer seen on an IPv6 listener.
         let mapped = IpAddr::from(std::net::Ipv4Addr::new(10, 0, 0, 3).to_ipv6_mapped());
-        assert_eq!(impersonated("dc1", mapped, &members).as_deref(), Some("dc3"));
+        assert_eq!(
+            impersonated("dc1", mapped, &members).as_deref(),
+            Some("dc3")
+        );
     }
 }
