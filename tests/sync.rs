@@ -794,6 +794,29 @@ fn hostile_pushes_are_refused_and_counted() {
         )),
     }
 
+    // (a) Garbage where a `PushRequest` should be: not protobuf, a string that is not UTF-8,
+    // a message cut short. The decoder refuses each before the engine sees it.
+    let garbage: [Vec<u8>; 4] = [
+        vec![0xff; 64],
+        // Field 1 (origin), 3 bytes: not UTF-8.
+        vec![0x0a, 3, 0xc3, 0x28, 0xff],
+        // Field 5 (changes) announcing 200 bytes and carrying 2.
+        vec![0x2a, 0xc8, 0x01, 0x08, 0x01],
+        (0u32..512)
+            .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect(),
+    ];
+    for bytes in garbage {
+        let answer =
+            w.rt.block_on(raw::call(&rpc, "/syncer.v1.Peer/Push", bytes.clone()));
+        match answer {
+            Err(s) if s.code() != tonic::Code::Ok => {}
+            other => w.fail(&format!(
+                "garbage {bytes:02x?} should be refused, got {other:?}"
+            )),
+        }
+    }
+
     let metrics = w.metrics(1);
     let count = |name: &str, labels: &[&str]| metric_sum(&metrics, name, labels);
     let rejected = |reason: &str| {
@@ -1388,4 +1411,66 @@ fn a_copy_over_the_registration_cap_backs_off_and_follows_a_smaller_origin() {
         SYNC_DEADLINE,
         |w| copy_of(w, 1, "orders-big").is_some() && !w.health(1).contains("instance_too_large"),
     );
+}
+
+/// gRPC calls with raw bytes as the message, for garbage a well-behaved client cannot send.
+mod raw {
+    use bytes::{Buf, BufMut};
+    use tonic::Status;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::codegen::http::uri::PathAndQuery;
+
+    #[derive(Default)]
+    struct Raw;
+
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            let bytes = src.copy_to_bytes(src.remaining());
+            Ok(Some(bytes.to_vec()))
+        }
+    }
+
+    /// Calls `method` of the syncer at `addr` with `body` as the message.
+    pub async fn call(addr: &str, method: &'static str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        grpc.unary(
+            tonic::Request::new(body),
+            PathAndQuery::from_static(method),
+            Raw,
+        )
+        .await
+        .map(tonic::Response::into_inner)
+    }
 }

@@ -506,3 +506,68 @@ proptest! {
         }
     }
 }
+
+/// A schema id from a small pool (so that ids repeat), or a hostile one.
+fn schema_id() -> impl Strategy<Value = String> {
+    prop_oneof![4 => (0u8..4).prop_map(|n| format!("schema-{n}")), 1 => hostile_text()]
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// A `Contracts` request: the tenant, service and ids it names, or refused naming a
+    /// `contracts.…` field.
+    #[test]
+    fn contracts_requests_are_exact_or_refused(
+        domain_project in prop_oneof![3 => Just("acme/shop".to_owned()), 1 => hostile_text()],
+        service_id in prop_oneof![3 => Just("s1".to_owned()), 1 => hostile_text()],
+        schema_ids in proptest::collection::vec(schema_id(), 0..6),
+    ) {
+        let request = proto::ContractsRequest {
+            domain_project: domain_project.clone(),
+            service_id: service_id.clone(),
+            schema_ids: schema_ids.clone(),
+        };
+        match convert::contracts_request_from_wire(request) {
+            Ok((tenant, id, ids)) => {
+                prop_assert_eq!(tenant.to_string(), domain_project);
+                prop_assert_eq!(id, service_id);
+                prop_assert_eq!(ids, schema_ids);
+            }
+            Err(e) => check_refusal(&e, "contracts")?,
+        }
+    }
+
+    /// A `Contracts` reply: only schemas that were asked for, each once (answered or left
+    /// for later), or refused naming a `contracts_reply.…` field.
+    #[test]
+    fn contracts_replies_answer_only_what_was_asked(
+        asked in proptest::collection::btree_set((0u8..4).prop_map(|n| format!("schema-{n}")), 0..4),
+        answered in proptest::collection::vec((schema_id(), hostile_text()), 0..4),
+        more in proptest::collection::vec(schema_id(), 0..3),
+    ) {
+        let asked: Vec<String> = asked.into_iter().collect();
+        let reply = proto::ContractsReply {
+            contracts: answered
+                .into_iter()
+                .map(|(schema_id, content)| proto::Contract {
+                    schema_id,
+                    summary: "sum".into(),
+                    content,
+                })
+                .collect(),
+            more: more.clone(),
+        };
+        match convert::contracts_from_wire(reply, &asked) {
+            Ok((schemas, later)) => {
+                let mut seen = std::collections::HashSet::new();
+                for id in schemas.iter().map(|s| &s.id).chain(&later) {
+                    prop_assert!(asked.contains(id), "{} was not asked for", id);
+                    prop_assert!(seen.insert(id.clone()), "{} answered twice", id);
+                }
+                prop_assert_eq!(later, more);
+            }
+            Err(e) => check_refusal(&e, "contracts_reply")?,
+        }
+    }
+}
