@@ -393,7 +393,8 @@ fn honest_answer(snapshot: bool) -> impl Strategy<Value = Vec<PullChunk>> {
     }
 }
 
-/// One thing a broken or hostile origin does to an honest answer.
+/// One thing a broken or hostile origin does to an honest answer, by `how`: 0 to 5 change
+/// the marker, 6 to 8 drop, repeat or add a chunk; anything else leaves the answer honest.
 fn spoil_answer(chunks: &mut Vec<PullChunk>, how: u8, at: prop::sample::Index, value: u64) {
     let at = at.index(chunks.len());
     match how {
