@@ -43,3 +43,13 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod tls;
+
+/// Cases of each property test (the hostile-input suites, docs/RELIABILITY-fuzz.md):
+/// `default` in CI, or `PROPTEST_CASES` when set, for longer runs by hand.
+#[cfg(test)]
+pub(crate) fn fuzz_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -657,9 +657,12 @@ impl SyncEngine {
             store,
             gossip: self.gossip.clone(),
             settings,
-            link: Arc::new(rpc::transfer::GrpcLink::with_tls(
-                self.config.rpc.tls.as_ref().map(rpc::tls::RpcTls::client),
-            )),
+            link: Arc::new(
+                rpc::transfer::GrpcLink::with_tls(
+                    self.config.rpc.tls.as_ref().map(rpc::tls::RpcTls::client),
+                )
+                .from_source(self.config.rpc.listen_addr.ip()),
+            ),
         }
     }
 

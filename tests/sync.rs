@@ -675,6 +675,202 @@ fn a_malformed_push_is_refused_and_counted() {
     });
 }
 
+/// Hostile peers (issue 20): a member of dc3 pushing as dc1, a replay of an old push of dc1
+/// (an older epoch, then the current one from an older sequence) and a push that claims to
+/// come from the receiver's own data centre are refused and counted, and nothing of them
+/// reaches the registry; the real dc1 keeps syncing.
+#[test]
+fn hostile_pushes_are_refused_and_counted() {
+    use syncer::rpc::proto::peer_client::PeerClient;
+    use syncer::rpc::proto::{Change, PushRequest, SyncInstance, SyncService, Upsert, change};
+
+    let mut w = World::start(3, &[]);
+    let sid = w.reg(0).create_service("shop", "real", "1.0.0");
+    let real = NewInstance::new("real-host", "rest://10.8.0.1:8080");
+    w.reg(0).register(&sid, &real);
+    w.wait_until("dc1's instance to reach dc2", SYNC_DEADLINE, |w| {
+        single_copy(w, 1).is_some_and(|c| c.host_name == real.host_name)
+    });
+    let rpc = w.node(1).rpc.clone();
+
+    let service = SyncService {
+        service_id: "svc-evil".into(),
+        app: "shop".into(),
+        name: "intruder".into(),
+        version: "1.0.0".into(),
+        status: "UP".into(),
+        domain_project: "default/default".into(),
+        ..SyncService::default()
+    };
+    let upsert = |seq: u64| Change {
+        seq,
+        observed_ms: 1,
+        kind: Some(change::Kind::Upsert(Upsert {
+            service: Some(service.clone()),
+            instance: Some(SyncInstance {
+                instance_id: format!("evil-{seq}"),
+                service_id: "svc-evil".into(),
+                endpoints: vec!["rest://10.66.0.1:8080".into()],
+                host_name: "intruder-host".into(),
+                status: "UP".into(),
+                domain_project: "default/default".into(),
+                ..SyncInstance::default()
+            }),
+        })),
+    };
+    let push = |origin: &str, epoch: u64, from_seq: u64| PushRequest {
+        origin: origin.into(),
+        epoch,
+        from_seq,
+        to_seq: from_seq + 1,
+        changes: vec![upsert(from_seq + 1)],
+    };
+    // A client calling from an address of its own choosing (dc3's member is on 127.0.0.3).
+    let client_from = |w: &World, last: u8| {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{rpc}"))
+            .expect("an rpc URI")
+            .local_address(Some(std::net::IpAddr::from([127, 0, 0, last])));
+        w.rt.block_on(async { endpoint.connect().await.map(PeerClient::new) })
+            .expect("connect to dc2's rpc address")
+    };
+
+    // (c) A member of dc3 claims to be dc1.
+    let mut from_dc3 = client_from(&w, 3);
+    let deadline = std::time::Instant::now() + SYNC_DEADLINE;
+    let refused = loop {
+        // Until dc2 has heard of dc3's member, the push is judged on its contents (an
+        // epoch-1 push is never applied: dc2's cursor for dc1 is of a later epoch).
+        match w.rt.block_on(from_dc3.push(push("dc1", 1, 0))) {
+            Ok(reply) if !reply.get_ref().applied && std::time::Instant::now() < deadline => {
+                std::thread::sleep(support::sync::POLL);
+            }
+            other => break other,
+        }
+    };
+    match refused {
+        Err(s) if s.code() == tonic::Code::PermissionDenied => {
+            w.check(
+                s.message().contains("dc3") && s.message().contains("push.origin"),
+                || format!("the refusal should name the origin and dc3: {s:?}"),
+            );
+        }
+        other => w.fail(&format!(
+            "dc3 pushing as dc1 should be refused, got {other:?}"
+        )),
+    }
+
+    // (b) Replays of dc1's pushes from dc1's own address: an older epoch, then the current
+    // epoch from before the cursor. Neither is applied; the reply tells the real cursor.
+    let mut from_dc1 = client_from(&w, 1);
+    let cursor = match w.rt.block_on(from_dc1.push(push("dc1", 1, 0))) {
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            w.check(!reply.applied, || {
+                format!("a push of epoch 1 was applied: {reply:?}")
+            });
+            w.check(reply.epoch > 1 && reply.seq >= 1, || {
+                format!("the reply should tell dc2's real cursor for dc1: {reply:?}")
+            });
+            reply
+        }
+        Err(s) => w.fail(&format!("a replay is answered, not refused: {s:?}")),
+    };
+    let replay = push("dc1", cursor.epoch, cursor.seq - 1);
+    match w.rt.block_on(from_dc1.push(replay)) {
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            w.check(!reply.applied, || {
+                format!("an old sequence was applied: {reply:?}")
+            });
+        }
+        Err(s) => w.fail(&format!("a replay is answered, not refused: {s:?}")),
+    }
+
+    // (c) A push that claims to come from dc2 itself.
+    match w.rt.block_on(from_dc1.push(push("dc2", cursor.epoch, 0))) {
+        Err(s) if s.code() == tonic::Code::InvalidArgument => {}
+        other => w.fail(&format!(
+            "a push as dc2 to dc2 should be refused, got {other:?}"
+        )),
+    }
+
+    // (a) Garbage where a `PushRequest` should be: not protobuf, a string that is not UTF-8,
+    // a message cut short. The decoder refuses each before the engine sees it.
+    let garbage: [Vec<u8>; 4] = [
+        vec![0xff; 64],
+        // Field 1 (origin), 3 bytes: not UTF-8.
+        vec![0x0a, 3, 0xc3, 0x28, 0xff],
+        // Field 5 (changes) announcing 200 bytes and carrying 2.
+        vec![0x2a, 0xc8, 0x01, 0x08, 0x01],
+        (0u32..512)
+            .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect(),
+    ];
+    for bytes in garbage {
+        let answer =
+            w.rt.block_on(raw::call(&rpc, "/syncer.v1.Peer/Push", bytes.clone()));
+        match answer {
+            Err(s) if s.code() != tonic::Code::Ok => {}
+            other => w.fail(&format!(
+                "garbage {bytes:02x?} should be refused, got {other:?}"
+            )),
+        }
+    }
+
+    let metrics = w.metrics(1);
+    let count = |name: &str, labels: &[&str]| metric_sum(&metrics, name, labels);
+    let rejected = |reason: &str| {
+        count(
+            "syncer_sync_rpc_rejected_total",
+            &["rpc=\"push\"", &format!("reason=\"{reason}\"")],
+        )
+    };
+    let (mismatch, own) = (rejected("origin_mismatch"), rejected("own_origin"));
+    let out_of_order = count(
+        "syncer_sync_transfers_total",
+        &["op=\"push_received\"", "outcome=\"out_of_order\""],
+    );
+    w.check(mismatch == 1.0 && own == 1.0 && out_of_order >= 2.0, || {
+        format!(
+            "counted: origin_mismatch {mismatch}, own_origin {own}, out_of_order {out_of_order}:\n{}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("rejected") || l.contains("push_received"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    let intruders: Vec<Inst> = w
+        .reg(1)
+        .list()
+        .into_iter()
+        .filter(|i| i.host_name == "intruder-host")
+        .collect();
+    w.check(intruders.is_empty(), || {
+        format!(
+            "nothing of a refused push may reach the registry:\n{}",
+            show(&intruders)
+        )
+    });
+
+    // The real dc1 keeps syncing to dc2 (its pushes come from its own address).
+    let sid = w.reg(0).create_service("shop", "after", "1.0.0");
+    let after = NewInstance::new("after-host", "rest://10.8.0.2:8080");
+    w.reg(0).register(&sid, &after);
+    w.wait_until(
+        "a registration after the hostile pushes to reach dc2 and dc3",
+        SYNC_DEADLINE,
+        |w| {
+            [1, 2].iter().all(|&i| {
+                w.reg(i)
+                    .copies()
+                    .iter()
+                    .any(|c| c.host_name == after.host_name && c.origin() == Some("dc1"))
+            })
+        },
+    );
+}
+
 #[test]
 fn copies_left_without_mappings_are_adopted_not_duplicated() {
     let mut w = World::start(2, &[]);
@@ -1215,4 +1411,66 @@ fn a_copy_over_the_registration_cap_backs_off_and_follows_a_smaller_origin() {
         SYNC_DEADLINE,
         |w| copy_of(w, 1, "orders-big").is_some() && !w.health(1).contains("instance_too_large"),
     );
+}
+
+/// gRPC calls with raw bytes as the message, for garbage a well-behaved client cannot send.
+mod raw {
+    use bytes::{Buf, BufMut};
+    use tonic::Status;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::codegen::http::uri::PathAndQuery;
+
+    #[derive(Default)]
+    struct Raw;
+
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            let bytes = src.copy_to_bytes(src.remaining());
+            Ok(Some(bytes.to_vec()))
+        }
+    }
+
+    /// Calls `method` of the syncer at `addr` with `body` as the message.
+    pub async fn call(addr: &str, method: &'static str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        grpc.unary(
+            tonic::Request::new(body),
+            PathAndQuery::from_static(method),
+            Raw,
+        )
+        .await
+        .map(tonic::Response::into_inner)
+    }
 }

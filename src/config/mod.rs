@@ -15,6 +15,8 @@
 pub mod exec;
 mod file;
 mod file_tls;
+#[cfg(test)]
+mod fuzz;
 mod parse;
 mod scalar;
 pub mod settings;

@@ -89,6 +89,15 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// A setting, if any layer has it.
+    /// A file path setting, if any layer has it; an empty one is refused naming the setting
+    /// (rather than failing later on a file called "").
+    fn file(&mut self, id: Id) -> Result<Option<&'a Setting>, ConfigError> {
+        match self.get(id) {
+            Some(s) if s.value.trim().is_empty() => Err(invalid(s, "empty; a file path is needed")),
+            other => Ok(other),
+        }
+    }
+
     fn get(&mut self, id: Id) -> Option<&'a Setting> {
         let setting = self.settings.get(id)?;
         self.effective
@@ -183,9 +192,9 @@ fn read_tls(r: &mut Reader) -> Result<Option<RpcTls>, ConfigError> {
     let verify_peer = r.parsed(Id::TlsVerifyPeer, parse_bool)?;
     let passphrase = read_passphrase(r, Id::TlsKeyPassphrase)?;
     let options = read_tls_options(r, Id::TlsMinVersion, Id::TlsCiphers)?;
-    let cert = r.get(Id::TlsCert);
-    let key = r.get(Id::TlsKey);
-    let ca = r.get(Id::TlsCa);
+    let cert = r.file(Id::TlsCert)?;
+    let key = r.file(Id::TlsKey)?;
+    let ca = r.file(Id::TlsCa)?;
     let path = |s: &Setting| PathBuf::from(s.value.trim());
     match (cert, key) {
         (Some(cert), Some(key)) => {
@@ -236,9 +245,9 @@ fn read_tls(r: &mut Reader) -> Result<Option<RpcTls>, ConfigError> {
 /// these settings without `https` endpoints: the operator asked for TLS, and a plain-text
 /// connection that quietly ignored them would be a silent downgrade.
 fn read_etcd_tls(r: &mut Reader, endpoints: &[Url]) -> Result<Option<EtcdTls>, ConfigError> {
-    let ca = r.get(Id::EtcdCa);
-    let cert = r.get(Id::EtcdCert);
-    let key = r.get(Id::EtcdKey);
+    let ca = r.file(Id::EtcdCa)?;
+    let cert = r.file(Id::EtcdCert)?;
+    let key = r.file(Id::EtcdKey)?;
     let path = |s: &Setting| PathBuf::from(s.value.trim());
     let pair = match (cert, key) {
         (Some(cert), Some(key)) => Some((path(cert), path(key))),
@@ -537,8 +546,8 @@ fn read_registry_tls(r: &mut Reader) -> Result<RegistryTls, ConfigError> {
             flag(Id::ScTlsInsecure)
         ));
     }
-    let ca = r.get(Id::ScTlsCa).map(path);
-    let pair = match (r.get(Id::ScTlsCert), r.get(Id::ScTlsKey)) {
+    let ca = r.file(Id::ScTlsCa)?.map(path);
+    let pair = match (r.file(Id::ScTlsCert)?, r.file(Id::ScTlsKey)?) {
         (Some(cert), Some(key)) => Some((path(cert), path(key))),
         (None, None) => None,
         (Some(given), None) => {

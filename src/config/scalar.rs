@@ -43,17 +43,37 @@ pub struct List(pub String);
 
 impl<'de> Deserialize<'de> for List {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            One(Scalar),
-            Many(Vec<Scalar>),
-        }
-        Ok(match Either::deserialize(deserializer)? {
-            Either::One(s) => List(s.0),
-            Either::Many(items) => {
-                List(items.into_iter().map(|s| s.0).collect::<Vec<_>>().join(","))
+        // A visitor rather than an untagged enum: a value of neither form is refused with
+        // what was expected and where, not "did not match any variant".
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = List;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean, or a list of them")
             }
-        })
+            fn visit_str<E>(self, v: &str) -> Result<List, E> {
+                Ok(List(v.to_owned()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<List, E> {
+                Ok(List(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<List, E> {
+                Ok(List(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<List, E> {
+                Ok(List(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<List, E> {
+                Ok(List(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<List, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Scalar(item)) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(List(items.join(",")))
+            }
+        }
+        deserializer.deserialize_any(ListVisitor)
     }
 }

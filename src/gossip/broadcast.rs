@@ -277,4 +277,82 @@ mod tests {
             "own items are not delivered"
         );
     }
+
+    /// Property tests (issue 20): broadcast items as a hostile member may piggyback them.
+    /// A fixed number of cases in CI, more with `PROPTEST_CASES` (docs/RELIABILITY-fuzz.md).
+    mod props {
+        use foca::BroadcastHandler as _;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                failure_persistence: None,
+                ..ProptestConfig::with_cases(crate::fuzz_cases(512))
+            }
+        }
+
+        fn item() -> impl Strategy<Value = Item> {
+            prop_oneof![
+                (
+                    any::<String>(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    proptest::collection::vec(any::<u8>(), 0..64)
+                )
+                    .prop_map(|(origin, generation, seq, payload)| Item::Event {
+                        origin,
+                        generation,
+                        seq,
+                        payload
+                    }),
+                (any::<String>(), any::<std::net::SocketAddr>(), any::<u64>()).prop_map(
+                    |(name, addr, generation)| Item::Leave {
+                        name,
+                        addr,
+                        generation
+                    }
+                ),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any bytes (a valid item, mangled, or noise): refused as a bad item, or taken
+            /// once as news, delivered as decoded, and not again.
+            #[test]
+            fn items_are_news_once_or_refused(
+                bytes in prop_oneof![
+                    item().prop_map(|i| i.encode()),
+                    (item(), any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, at, b)| {
+                        let mut bytes = i.encode();
+                        let at = at.index(bytes.len());
+                        bytes[at] ^= b | 1;
+                        bytes
+                    }),
+                    proptest::collection::vec(any::<u8>(), 0..128),
+                ],
+            ) {
+                let deliveries = Arc::new(Mutex::new(VecDeque::new()));
+                let mut handler = Handler::new(deliveries.clone());
+                let sender = crate::gossip::identity::tests_support::id("peer", 1, 1);
+                match postcard::from_bytes::<Item>(&bytes) {
+                    Ok(decoded) => {
+                        let first = handler.receive_item(&bytes, Some(&sender));
+                        prop_assert!(matches!(first, Ok(Some(_))), "{:?}", first);
+                        let again = handler.receive_item(&bytes, Some(&sender));
+                        prop_assert!(matches!(again, Ok(None)), "{:?}", again);
+                        let delivered: Vec<Item> = deliveries.lock().unwrap_or_else(PoisonError::into_inner).drain(..).collect();
+                        prop_assert_eq!(delivered, vec![decoded]);
+                    }
+                    Err(_) => {
+                        prop_assert!(handler.receive_item(&bytes, Some(&sender)).is_err());
+                        prop_assert!(deliveries.lock().unwrap_or_else(PoisonError::into_inner).is_empty());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -231,3 +231,125 @@ mod tests {
         );
     }
 }
+
+/// Property tests over hostile datagrams (issue 20): a fixed number of cases in CI, more with
+/// `PROPTEST_CASES` (docs/RELIABILITY-fuzz.md).
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::gossip::keyring::GossipKey;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(crate::fuzz_cases(512))
+        }
+    }
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            Just(Kind::Foca),
+            Just(Kind::Hello),
+            Just(Kind::Welcome),
+            Just(Kind::Notice)
+        ]
+    }
+
+    fn label() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..=MAX_LABEL_BYTES)
+    }
+
+    /// Room left for the body of a sealed datagram with `label`.
+    fn sealed_room(label: &[u8]) -> usize {
+        MAX_DATAGRAM_BYTES - FRAME_OVERHEAD_BYTES - label.len() - SEALED_OVERHEAD_BYTES
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Arbitrary bytes never panic; what is accepted really is a frame of this label,
+        /// and it is never mistaken for a sealed one.
+        #[test]
+        fn arbitrary_datagrams_are_refused_or_exact(
+            label in label(),
+            datagram in proptest::collection::vec(any::<u8>(), 0..MAX_DATAGRAM_BYTES + 64),
+        ) {
+            let keyring = Keyring::new(&GossipKey::generate(), &[]);
+            let mut plain = Vec::new();
+            match unframe(&label, &datagram) {
+                Ok((kind, body)) => {
+                    prop_assert!(datagram.len() <= MAX_DATAGRAM_BYTES);
+                    let mut again = Vec::new();
+                    frame(&label, kind, &mut again);
+                    again.extend_from_slice(body);
+                    prop_assert_eq!(again, datagram.clone());
+                }
+                Err(reject) if datagram.len() > MAX_DATAGRAM_BYTES => {
+                    prop_assert_eq!(reject, Reject::Oversized);
+                }
+                Err(_) => {}
+            }
+            // Random bytes never open under a key (a forgery would need the key).
+            prop_assert!(open(&label, &keyring, &datagram, &mut plain).is_err());
+        }
+
+        /// Every frame this member writes is read back as written, and every shorter prefix
+        /// that cuts into the header is refused as malformed.
+        #[test]
+        fn plain_frames_round_trip_and_truncations_are_refused(
+            label in label(),
+            kind in kind(),
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut out = Vec::new();
+            frame(&label, kind, &mut out);
+            out.extend_from_slice(&body);
+            prop_assert_eq!(unframe(&label, &out), Ok((kind, &body[..])));
+            let header = FRAME_OVERHEAD_BYTES + label.len();
+            let cut = cut.index(header);
+            prop_assert_eq!(unframe(&label, &out[..cut]), Err(Reject::Malformed));
+        }
+
+        /// A sealed datagram opens to what was sealed; with any single bit flipped, cut short
+        /// anywhere or grown by a byte it is refused, and never decodes to something else.
+        #[test]
+        fn sealed_datagrams_refuse_any_bit_flip_or_truncation(
+            label in label(),
+            kind in kind(),
+            body_len in 0usize..=512,
+            seed in any::<u8>(),
+            bit in any::<prop::sample::Index>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let keyring = Keyring::new(&GossipKey::generate(), &[]);
+            let body: Vec<u8> = (0..body_len.min(sealed_room(&label)))
+                .map(|n| seed.wrapping_add(n as u8))
+                .collect();
+            let mut out = Vec::new();
+            let mut plain = Vec::new();
+            seal(&label, &keyring, kind, &body, &mut out);
+            prop_assert!(out.len() <= MAX_DATAGRAM_BYTES);
+            prop_assert_eq!(open(&label, &keyring, &out, &mut plain), Ok((kind, &body[..])));
+
+            let bit = bit.index(out.len() * 8);
+            let mut flipped = out.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let refused = open(&label, &keyring, &flipped, &mut plain);
+            prop_assert!(refused.is_err(), "bit {} flipped was accepted: {:?}", bit, refused);
+            // The label bytes are checked in clear (label), the magic byte tells plain from
+            // sealed (malformed or decrypt); anything after the header is the AEAD's (decrypt).
+            if bit / 8 >= 2 + label.len() {
+                prop_assert_eq!(refused, Err(Reject::Decrypt));
+            }
+
+            let cut = cut.index(out.len());
+            prop_assert!(open(&label, &keyring, &out[..cut], &mut plain).is_err());
+            let mut grown = out.clone();
+            grown.push(seed);
+            prop_assert!(open(&label, &keyring, &grown, &mut plain).is_err());
+        }
+    }
+}

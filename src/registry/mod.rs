@@ -42,6 +42,8 @@ pub mod factory;
 pub mod filter;
 #[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+pub(crate) mod fuzz_json;
 pub mod memory;
 pub mod model;
 mod route;

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -76,6 +77,17 @@ impl PeerEndpoint {
         }
     }
 
+    /// Connections made from `source` (the caller's own rpc address), so that the receiver
+    /// sees which member calls; `None` lets the system choose.
+    #[must_use]
+    pub fn with_source(mut self, source: Option<IpAddr>) -> PeerEndpoint {
+        self.endpoint = self.endpoint.local_address(source);
+        if let Some(tls) = &mut self.tls {
+            tls.source = source;
+        }
+        self
+    }
+
     /// A channel that connects on first use (and again after a connection is lost).
     pub fn connect_lazy(&self) -> Channel {
         match &self.tls {
@@ -128,6 +140,8 @@ pub fn endpoint(
 struct TlsConnector {
     tls: ClientTls,
     server_name: ServerName<'static>,
+    /// The local address connections are made from, if chosen.
+    source: Option<IpAddr>,
 }
 
 impl fmt::Debug for TlsConnector {
@@ -148,7 +162,11 @@ impl TlsConnector {
                 addr: addr.to_owned(),
                 reason: e.to_string(),
             })?;
-        Ok(TlsConnector { tls, server_name })
+        Ok(TlsConnector {
+            tls,
+            server_name,
+            source: None,
+        })
     }
 }
 
@@ -167,6 +185,7 @@ impl Service<Uri> for TlsConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let config = self.tls.config();
         let server_name = self.server_name.clone();
+        let source = self.source;
         Box::pin(async move {
             let host = uri.host().unwrap_or_default();
             let host = host
@@ -174,7 +193,10 @@ impl Service<Uri> for TlsConnector {
                 .trim_end_matches(']')
                 .to_owned();
             let port = uri.port_u16().unwrap_or(DEFAULT_RPC_PORT);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = match source {
+                Some(source) => connect_from(source, &host, port).await?,
+                None => TcpStream::connect((host.as_str(), port)).await?,
+            };
             tcp.set_nodelay(true)?;
             let stream = tokio_rustls::TlsConnector::from(config)
                 .connect(server_name, tcp)
@@ -182,6 +204,26 @@ impl Service<Uri> for TlsConnector {
             Ok(TokioIo::new(stream))
         })
     }
+}
+
+/// A TCP connection to `host:port` made from the local address `source`.
+async fn connect_from(source: IpAddr, host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let target = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|a| a.is_ipv4() == source.is_ipv4())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                format!("{host} has no address of the family of {source}"),
+            )
+        })?;
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    socket.connect(target).await
 }
 
 /// A `Peer` client on `channel`, with the message size limits of this protocol.

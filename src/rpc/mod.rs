@@ -15,6 +15,8 @@
 pub mod channel;
 pub mod client;
 pub mod convert;
+#[cfg(test)]
+mod fuzz;
 pub mod ops;
 pub mod server;
 mod status;

@@ -1,6 +1,8 @@
 //! Serves the `Peer` gRPC service on the rpc listener.
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -135,6 +137,28 @@ fn keyring_op(request: &KeyringRequest) -> Result<KeyringOp, Status> {
     }
 }
 
+/// The data centre a push from `from` really comes from when it claims another: `from` is
+/// the address (gossip or rpc) of members of other data centres and of no member of
+/// `origin`. `None` when it is an address of `origin`'s members, or of no known member (NAT,
+/// a host with several addresses): such a push is judged on its contents as before. Members
+/// call out from their rpc address (`GrpcLink::from_source`), so their pushes come from an
+/// address of their own data centre.
+fn impersonated(origin: &str, from: IpAddr, members: &[MemberInfo]) -> Option<String> {
+    let from = from.to_canonical();
+    let mut others = BTreeSet::new();
+    for m in members {
+        let ips = [m.id.addr.ip(), m.id.meta.rpc_addr.ip()];
+        if !ips.iter().any(|ip| ip.to_canonical() == from) {
+            continue;
+        }
+        if m.id.meta.cluster == origin {
+            return None;
+        }
+        others.insert(m.id.meta.cluster.as_str());
+    }
+    (!others.is_empty()).then(|| others.into_iter().collect::<Vec<_>>().join(", "))
+}
+
 fn member(info: MemberInfo) -> Member {
     let id = info.id;
     Member {
@@ -229,7 +253,31 @@ impl Peer for PeerService {
     }
 
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
-        transfer::serve_push(&self.sync, request.into_inner())
+        let from = request.remote_addr();
+        let cluster = self.info.cluster_name.as_str();
+        // Judged once the push is known to be well formed and not of this data centre (both
+        // refused for what they are): whether its sender is a member of the data centre it
+        // claims to come from.
+        let judge = async |origin: &str| -> Result<(), Status> {
+            let Some(from) = from.filter(|_| origin != cluster) else {
+                return Ok(());
+            };
+            let Ok(members) = self.gossip.members().await else {
+                return Ok(());
+            };
+            match impersonated(origin, from.ip(), &members) {
+                None => Ok(()),
+                Some(theirs) => {
+                    self.sync.metrics().reject("push", "origin_mismatch");
+                    warn!(origin, %from, member_of = theirs, "push refused: it comes from a member of another data centre than the one it claims");
+                    Err(Status::permission_denied(format!(
+                        "push.origin: {origin:?}, but {} is the address of a member of {theirs}",
+                        from.ip()
+                    )))
+                }
+            }
+        };
+        transfer::serve_push(&self.sync, request.into_inner(), judge)
             .await
             .map(Response::new)
     }
@@ -419,5 +467,54 @@ mod tests {
         assert_ne!(fingerprint(&a), fingerprint(&b));
         assert_eq!(fingerprint(&a).len(), 16);
         assert!(!a.contains(&fingerprint(&a)));
+    }
+
+    fn member_at(cluster: &str, ip: [u8; 4]) -> MemberInfo {
+        let addr = std::net::SocketAddr::from((ip, 30190));
+        MemberInfo {
+            id: crate::gossip::NodeId {
+                name: format!("{cluster}-a"),
+                addr,
+                generation: 1,
+                bump: 0,
+                meta: crate::gossip::NodeMeta::new(
+                    cluster,
+                    std::net::SocketAddr::from((ip, 30191)),
+                    "single",
+                ),
+            },
+            status: MemberStatus::Alive,
+            local: false,
+            conflict: false,
+        }
+    }
+
+    #[test]
+    fn a_push_from_a_member_of_another_data_centre_is_told_apart() {
+        let members = [
+            member_at("dc1", [10, 0, 0, 1]),
+            member_at("dc2", [10, 0, 0, 2]),
+            member_at("dc3", [10, 0, 0, 3]),
+            // Two data centres on one host: either may push from it.
+            member_at("dc4", [10, 0, 0, 9]),
+            member_at("dc5", [10, 0, 0, 9]),
+        ];
+        let ip = |last: u8| IpAddr::from([10, 0, 0, last]);
+        assert_eq!(impersonated("dc1", ip(1), &members), None);
+        assert_eq!(impersonated("dc1", ip(3), &members).as_deref(), Some("dc3"));
+        assert_eq!(impersonated("dc9", ip(2), &members).as_deref(), Some("dc2"));
+        assert_eq!(impersonated("dc4", ip(9), &members), None);
+        assert_eq!(
+            impersonated("dc1", ip(9), &members).as_deref(),
+            Some("dc4, dc5")
+        );
+        // An address no member has (NAT, a second interface): judged on its contents.
+        assert_eq!(impersonated("dc1", ip(77), &members), None);
+        // An IPv4 peer seen on an IPv6 listener.
+        let mapped = IpAddr::from(std::net::Ipv4Addr::new(10, 0, 0, 3).to_ipv6_mapped());
+        assert_eq!(
+            impersonated("dc1", mapped, &members).as_deref(),
+            Some("dc3")
+        );
     }
 }

@@ -10,7 +10,7 @@
 //!   channel per peer address.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -153,7 +153,13 @@ fn received_kind(done: &PullComplete) -> Option<CompletionKind> {
 /// # Errors
 /// `unavailable` while the engine starts, stands by or stops; `invalid_argument` for a
 /// malformed push (counted by reason) or one from this data centre.
-pub async fn serve_push(sync: &SyncHandle, request: PushRequest) -> Result<WireReply, Status> {
+/// `judge` may still refuse a well-formed push by its origin (the server checks who sends
+/// it).
+pub async fn serve_push(
+    sync: &SyncHandle,
+    request: PushRequest,
+    judge: impl AsyncFnOnce(&str) -> Result<(), Status>,
+) -> Result<WireReply, Status> {
     // An engine that cannot serve says so before the request is judged.
     sync.serving().map_err(|e| status::from_engine(&e))?;
     let push = convert::push_from_wire(request).map_err(|e| {
@@ -161,6 +167,7 @@ pub async fn serve_push(sync: &SyncHandle, request: PushRequest) -> Result<WireR
         warn!(error = %e, "malformed push refused");
         status::from_malformed(&e)
     })?;
+    judge(&push.origin).await?;
     let reply = sync
         .serve_push(push)
         .await
@@ -219,6 +226,8 @@ fn fitting(changes: &[Increment]) -> Vec<Change> {
 pub struct GrpcLink {
     clients: Mutex<HashMap<SocketAddr, PeerClient<Channel>>>,
     tls: Option<ClientTls>,
+    /// This member's rpc address, which calls are made from when it is a specific one.
+    source: Option<IpAddr>,
 }
 
 impl GrpcLink {
@@ -232,7 +241,17 @@ impl GrpcLink {
         GrpcLink {
             clients: Mutex::default(),
             tls,
+            source: None,
         }
+    }
+
+    /// Calls peers from `rpc_ip` (this member's rpc address) unless it is a wildcard, so
+    /// that a receiver tells which member pushes (`server::impersonated`). A loopback address
+    /// is used for loopback peers only.
+    #[must_use]
+    pub fn from_source(mut self, rpc_ip: IpAddr) -> GrpcLink {
+        self.source = (!rpc_ip.is_unspecified()).then_some(rpc_ip);
+        self
     }
 
     /// A client for `addr`; the connection is made on first use and kept.
@@ -246,8 +265,12 @@ impl GrpcLink {
             call: None,
         };
         // A socket address always forms a URI; refused all the same rather than panicking.
+        let source = self.source.filter(|ip| {
+            ip.is_ipv4() == addr.is_ipv4() && ip.is_loopback() == addr.ip().is_loopback()
+        });
         let endpoint = channel::endpoint(&addr.to_string(), timeouts, self.tls.as_ref())
-            .map_err(|e| LinkError::Unavailable(e.to_string()))?;
+            .map_err(|e| LinkError::Unavailable(e.to_string()))?
+            .with_source(source);
         let client = channel::peer_client(endpoint.connect_lazy());
         clients.insert(addr, client.clone());
         Ok(client)
@@ -376,7 +399,7 @@ async fn pull(
 
 /// Reads a pull answer from `stream` until its completion marker: the first message by
 /// `first`, each next one within `deadlines.idle` of the one before.
-async fn read_answer(
+pub(super) async fn read_answer(
     mut stream: impl Stream<Item = Result<PullChunk, Status>> + Unpin,
     origin: &str,
     since: Option<Revision>,

@@ -788,4 +788,85 @@ mod tests {
             "DOWN_1_OUT_OF_SERVICE_1_STARTING_1_UNKNOWN_1_UP_1_"
         );
     }
+
+    /// Property tests (issue 20): hostile or broken Eureka answers. The streaming reader
+    /// agrees with the whole-tree reading wherever it accepts, every instance it hands out
+    /// decodes to a model or is left out (never a panic), and a refusal is a description.
+    /// A fixed number of cases in CI, more with `PROPTEST_CASES` (docs/RELIABILITY-fuzz.md).
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::super::convert::decode;
+        use super::super::{apps, instance_reply};
+        use super::{FULL, apps_by_tree};
+        use crate::registry::fuzz_json::hostile_body;
+
+        const ONE: &str = r#"{"instance":{"instanceId":"i1","hostName":"h","app":"ORDERS","ipAddr":"10.0.0.5","status":"UP","overriddenStatus":"UNKNOWN","port":{"$":8080,"@enabled":"true"},"securePort":{"$":"443","@enabled":false},"vipAddress":"orders","leaseInfo":{"renewalIntervalInSecs":30,"durationInSecs":90},"metadata":{"@class":"java.util.Collections$EmptyMap","sc.tenant":"acme/shop","sc.app":"mall","sc.name":"orders","sc.version":"1.0.0"},"lastUpdatedTimestamp":"1700000000000","lastDirtyTimestamp":1699999999000,"actionType":"ADDED"}}"#;
+
+        fn samples() -> &'static [&'static str] {
+            static SAMPLES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+            SAMPLES.get_or_init(|| {
+                let bare: &'static str = Box::leak(
+                    format!(
+                        r#"{{"applications":{{"versions__delta":7,"apps__hashcode":"UP_2_","application":{{"name":"ORDERS","instance":[{inner},{inner}]}}}}}}"#,
+                        inner = &ONE[12..ONE.len() - 1]
+                    )
+                    .into_boxed_str(),
+                );
+                vec![FULL, ONE, bare]
+            })
+        }
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                failure_persistence: None,
+                ..ProptestConfig::with_cases(crate::fuzz_cases(512))
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn apps_answers_are_read_like_the_tree_or_refused(body in hostile_body(samples())) {
+                match apps(&body) {
+                    Ok(read) => {
+                        // The tree counts the nesting of the whole document against
+                        // serde_json's limit (128) and checks the text of every string; the
+                        // streamed reading skips what it does not read (unknown keys) without
+                        // either, so such a document may pass only the latter.
+                        const SKIPPED: [&str; 4] = [
+                            "recursion limit",
+                            "invalid unicode code point",
+                            "control character",
+                            "invalid escape",
+                        ];
+                        match apps_by_tree(&body) {
+                            Err(e) if SKIPPED.iter().any(|why| e.contains(why)) => {}
+                            by_tree => prop_assert_eq!(by_tree.as_ref(), Ok(&read)),
+                        }
+                        for wire in &read.instances {
+                            if let Some(decoded) = decode(wire) {
+                                prop_assert!(!decoded.instance.instance_id.is_empty() || wire.instance_id.is_empty());
+                                prop_assert_eq!(&decoded.instance.service_id, &decoded.service.service_id);
+                            }
+                        }
+                    }
+                    Err(why) => prop_assert!(!why.is_empty()),
+                }
+            }
+
+            #[test]
+            fn instance_answers_are_read_or_refused(body in hostile_body(samples())) {
+                match instance_reply(&body) {
+                    Ok(wire) => {
+                        if let Some(decoded) = decode(&wire) {
+                            prop_assert_eq!(&decoded.instance.service_id, &decoded.service.service_id);
+                        }
+                    }
+                    Err(why) => prop_assert!(!why.is_empty()),
+                }
+            }
+        }
+    }
 }

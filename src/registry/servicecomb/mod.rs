@@ -34,6 +34,8 @@ mod contracts;
 mod convert;
 mod dump;
 mod feed;
+#[cfg(test)]
+mod fuzz;
 mod heartbeat;
 mod metrics;
 pub mod rules;
