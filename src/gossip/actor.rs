@@ -45,8 +45,12 @@ fn op_name(op: &KeyringOp) -> &'static str {
     }
 }
 
-/// How often the list of live members is written to the state file, when it changed.
-const PERSIST_INTERVAL: Duration = Duration::from_secs(5);
+/// How long after a membership change the list of live members is written to the state file:
+/// changes that come together (a join brings several members up at once) are written once,
+/// and the file lists the members well within a second of the change.
+const PERSIST_DEBOUNCE: Duration = Duration::from_millis(150);
+/// How soon writing the state file is tried again after it failed (a full disk, say).
+const PERSIST_RETRY: Duration = Duration::from_secs(5);
 /// Receive buffer: large enough to see that an oversized datagram is oversized.
 const RECV_BUFFER_BYTES: usize = 65_536;
 /// How long one join attempt may spend resolving a name or asking an rpc address.
@@ -106,7 +110,9 @@ pub(super) struct Actor {
     join: Join,
     resolver: Option<Resolver>,
     state_file: Option<PathBuf>,
-    dirty: bool,
+    /// When the state file is due to be written: set by a membership change (see
+    /// [`PERSIST_DEBOUNCE`]), cleared once written.
+    persist_at: Option<Instant>,
     metrics: GossipMetrics,
     ch: Channels,
     tracker: TaskTracker,
@@ -177,7 +183,7 @@ impl Actor {
             state_file: config.state_file,
             // The node wrote the state file (new generation, remembered members) just before:
             // nothing to write until membership changes.
-            dirty: false,
+            persist_at: None,
             metrics,
             ch,
             tracker,
@@ -202,8 +208,6 @@ impl Actor {
         self.update_gauges();
         let socket = self.socket.clone();
         let mut buf = vec![0u8; RECV_BUFFER_BYTES];
-        let mut persist = tokio::time::interval(PERSIST_INTERVAL);
-        persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let suspicion = self.foca_suspicion();
         let mut sweep = tokio::time::interval(suspicion);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -227,7 +231,9 @@ impl Actor {
                     self.fire_timers();
                 }
                 () = sleep_until(self.join.next_attempt), if joining => self.attempt_join(),
-                _ = persist.tick() => self.persist(),
+                () = sleep_until(self.persist_at.unwrap_or(far)), if self.persist_at.is_some() => {
+                    self.persist();
+                }
                 _ = sweep.tick() => {
                     self.sweep(suspicion);
                     // A conflict whose hold ran out ends here when membership is quiet.
@@ -722,7 +728,9 @@ impl Actor {
 
     fn membership_changed(&mut self, what: &'static str) {
         self.metrics.change(what);
-        self.dirty = true;
+        if self.persist_at.is_none() {
+            self.persist_at = Some(Instant::now() + PERSIST_DEBOUNCE);
+        }
         self.check_conflicts();
         self.update_gauges();
     }
@@ -799,7 +807,7 @@ impl Actor {
     }
 
     fn persist(&mut self) {
-        if !self.dirty {
+        if self.persist_at.take().is_none() {
             return;
         }
         let Some(path) = self.state_file.clone() else {
@@ -813,14 +821,20 @@ impl Actor {
                 addr: id.addr,
             })
             .collect();
+        if members.is_empty() {
+            // Every peer is down or gone: keep remembering the last ones known (the file has
+            // this run's generation already), so a restart still knows where to look.
+            return;
+        }
         members.sort_by(|a, b| a.name.cmp(&b.name));
         let state = SavedState {
             generation: self.me().generation,
             members,
         };
-        match save_state(&path, &state) {
-            Ok(()) => self.dirty = false,
-            Err(e) => warn!(path = %path.display(), error = %e, "cannot save the gossip state"),
+        if let Err(e) = save_state(&path, &state) {
+            // Tried again a little later, or at the next change.
+            warn!(path = %path.display(), error = %e, "cannot save the gossip state");
+            self.persist_at = Some(Instant::now() + PERSIST_RETRY);
         }
     }
 

@@ -489,6 +489,54 @@ async fn remembered_members_survive_a_start_that_joins_nobody() {
     assert_eq!(load_state(&path).unwrap().members, saved.members);
 }
 
+/// The first member of a pool (started without a join address) lists the members that joined
+/// it in its state file within a fraction of a second, not only at some later interval; killed
+/// then and restarted on a new address with no join address, it finds them through the file.
+#[tokio::test(start_paused = true)]
+async fn the_first_member_persists_joins_at_once_and_rejoins_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gossip.json");
+    let net = MemoryNetwork::new();
+    let mut first = spec("n0", 7000, &[]);
+    first.state_file = Some(path.clone());
+    let first = start(&net, first);
+    let others = vec![
+        start(&net, spec("n1", 7010, &[7000])),
+        start(&net, spec("n2", 7020, &[7000])),
+    ];
+    until("the others joined", || async { alive_count(&first).await == 3 }).await;
+    let took = until("the state file lists the others", || async {
+        let names: Vec<String> = load_state(&path)
+            .map(|s| s.members.into_iter().map(|m| m.name).collect())
+            .unwrap_or_default();
+        names == ["n1", "n2"]
+    })
+    .await;
+    assert!(took <= Duration::from_millis(500), "written after {took:?}");
+    // A crash: nothing it says on the way out reaches anyone.
+    net.isolate(first.addr);
+    first.stop().await;
+    net.heal_all();
+    let mut restarted = spec("n0", 7030, &[]);
+    restarted.generation = 2;
+    restarted.state_file = Some(path.clone());
+    let restarted = start(&net, restarted);
+    until("the restarted first member rejoined", || async {
+        alive_count(&restarted).await == 3
+    })
+    .await;
+    until("the others see the new incarnation", || async {
+        others[0].handle.members().await.unwrap().iter().any(|m| {
+            m.id.name == "n0" && m.id.generation == 2 && m.status == MemberStatus::Alive
+        })
+    })
+    .await;
+    restarted.stop().await;
+    for node in others {
+        node.stop().await;
+    }
+}
+
 /// Rolling upgrade: a member of a newer release announces a metadata field nobody else knows.
 /// It joins through a member of this release and never talks to the third one directly, so
 /// everything the third member learns about it was decoded and re-encoded by a member that
