@@ -133,6 +133,7 @@ impl Node {
             join: join.iter().map(ToString::to_string).collect(),
             state_file: None,
             remembered: Vec::new(),
+            previous_generation: None,
             resolver: None,
             seed: None,
             keyring: None,

@@ -69,6 +69,8 @@ struct Join {
     targets: Vec<String>,
     /// Gossip addresses remembered from the last run.
     remembered: Vec<SocketAddr>,
+    /// Gossip addresses found elsewhere ([`Command::Discovered`]).
+    discovered: Vec<SocketAddr>,
     joined: bool,
     attempts: u32,
     /// Pause between attempts until foca reports the member active; reset once it is.
@@ -78,7 +80,7 @@ struct Join {
 
 impl Join {
     fn has_targets(&self) -> bool {
-        !self.targets.is_empty() || !self.remembered.is_empty()
+        !self.targets.is_empty() || !self.remembered.is_empty() || !self.discovered.is_empty()
     }
 }
 
@@ -110,6 +112,8 @@ pub(super) struct Actor {
     join: Join,
     resolver: Option<Resolver>,
     state_file: Option<PathBuf>,
+    /// The generation of this data directory's last run (see [`GossipConfig`]).
+    previous_generation: Option<u64>,
     /// When the state file is due to be written: set by a membership change (see
     /// [`PERSIST_DEBOUNCE`]), cleared once written.
     persist_at: Option<Instant>,
@@ -171,6 +175,7 @@ impl Actor {
                     .into_iter()
                     .filter(|a| *a != own)
                     .collect(),
+                discovered: Vec::new(),
                 joined: false,
                 attempts: 0,
                 backoff: Backoff::new(
@@ -181,6 +186,7 @@ impl Actor {
             },
             resolver: config.resolver,
             state_file: config.state_file,
+            previous_generation: config.previous_generation,
             // The node wrote the state file (new generation, remembered members) just before:
             // nothing to write until membership changes.
             persist_at: None,
@@ -283,6 +289,21 @@ impl Actor {
                     self.send_join_requests();
                 }
             }
+            Command::Discovered(mut addrs) => {
+                let own = self.me().addr;
+                addrs.retain(|a| *a != own);
+                addrs.sort_unstable();
+                addrs.dedup();
+                if addrs != self.join.discovered {
+                    debug!(found = ?addrs, "members found outside the pool");
+                    let new = addrs.iter().any(|a| !self.join.discovered.contains(a));
+                    self.join.discovered = addrs;
+                    // Alone: try the new addresses now rather than after the back-off.
+                    if new && !self.join.joined {
+                        self.join.next_attempt = Instant::now();
+                    }
+                }
+            }
             Command::Hello(addrs) => {
                 for addr in addrs {
                     if addr != self.me().addr {
@@ -383,8 +404,13 @@ impl Actor {
 
     /// Sends `Hello` to every join target (resolving configured ones first).
     fn send_join_requests(&mut self) {
-        let remembered = self.join.remembered.clone();
-        self.on_command(Command::Hello(remembered));
+        let mut known = self.join.remembered.clone();
+        for addr in &self.join.discovered {
+            if !known.contains(addr) {
+                known.push(*addr);
+            }
+        }
+        self.on_command(Command::Hello(known));
         for target in self.join.targets.clone() {
             let commands = self.ch.commands.clone();
             let resolver = self.resolver.clone();
@@ -397,6 +423,7 @@ impl Actor {
     fn join_targets_text(&self) -> String {
         let mut all: Vec<String> = self.join.targets.clone();
         all.extend(self.join.remembered.iter().map(ToString::to_string));
+        all.extend(self.join.discovered.iter().map(ToString::to_string));
         all.join(",")
     }
 
@@ -569,7 +596,7 @@ impl Actor {
         match notification {
             OwnedNotification::MemberUp(id) => {
                 if id.name == self.me().name && id.addr != self.me().addr {
-                    error!(name = %id.name, other = %id.addr, "another member uses this node's name; node names must be unique in the pool (--node)");
+                    self.same_name(&id);
                 }
                 if self.left.get(&id.addr) != Some(&id.generation) {
                     self.left.remove(&id.addr);
@@ -638,6 +665,36 @@ impl Actor {
                     self.join.next_attempt = Instant::now();
                 }
             }
+        }
+    }
+
+    /// Another address announces this member's name: this member's previous incarnation
+    /// (this process restarted on another address, and the pool has not declared the old one
+    /// down yet), or a second process given the same `--node`. An earlier incarnation has a
+    /// generation this data directory used already (at most the one the state file held at
+    /// start); a second process has its own, which this data directory never handed out. A
+    /// newer generation is never an earlier incarnation.
+    fn same_name(&self, other: &NodeId) {
+        let me = self.me();
+        if self
+            .previous_generation
+            .is_some_and(|previous| other.generation <= previous)
+        {
+            info!(
+                name = %other.name,
+                previous_addr = %other.addr,
+                previous_generation = other.generation,
+                generation = me.generation,
+                "my previous incarnation is still listed in the pool; it will be declared down"
+            );
+        } else {
+            error!(
+                name = %other.name,
+                other = %other.addr,
+                other_generation = other.generation,
+                generation = me.generation,
+                "another member uses this node's name; node names must be unique in the pool (--node)"
+            );
         }
     }
 

@@ -80,17 +80,18 @@ fn start(net: &MemoryNetwork, spec: Spec) -> TestNode {
         bump: 0,
         meta,
     };
+    let saved = spec
+        .state_file
+        .as_deref()
+        .and_then(|path| load_state(path).ok())
+        .unwrap_or_default();
     let config = GossipConfig {
         identity,
         label: spec.label.into(),
         profile: spec.profile,
         join: spec.join.iter().map(|p| addr(*p).to_string()).collect(),
-        remembered: spec
-            .state_file
-            .as_deref()
-            .and_then(|path| load_state(path).ok())
-            .map(|saved| saved.members.iter().map(|m| m.addr).collect())
-            .unwrap_or_default(),
+        remembered: saved.members.iter().map(|m| m.addr).collect(),
+        previous_generation: (saved.generation > 0).then_some(saved.generation),
         state_file: spec.state_file,
         resolver: None,
         seed: Some(u64::from(spec.port)),
