@@ -505,7 +505,10 @@ async fn the_first_member_persists_joins_at_once_and_rejoins_from_its_file() {
         start(&net, spec("n1", 7010, &[7000])),
         start(&net, spec("n2", 7020, &[7000])),
     ];
-    until("the others joined", || async { alive_count(&first).await == 3 }).await;
+    until("the others joined", || async {
+        alive_count(&first).await == 3
+    })
+    .await;
     let took = until("the state file lists the others", || async {
         let names: Vec<String> = load_state(&path)
             .map(|s| s.members.into_iter().map(|m| m.name).collect())
@@ -527,9 +530,13 @@ async fn the_first_member_persists_joins_at_once_and_rejoins_from_its_file() {
     })
     .await;
     until("the others see the new incarnation", || async {
-        others[0].handle.members().await.unwrap().iter().any(|m| {
-            m.id.name == "n0" && m.id.generation == 2 && m.status == MemberStatus::Alive
-        })
+        others[0]
+            .handle
+            .members()
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.id.name == "n0" && m.id.generation == 2 && m.status == MemberStatus::Alive)
     })
     .await;
     restarted.stop().await;

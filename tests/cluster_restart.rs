@@ -1,0 +1,274 @@
+//! Issue 20 item 4: cluster members that come back after a crash. Real `syncer daemon --mode
+//! cluster` processes on one real etcd (`--etcd-endpoints`), next to an in-process dev
+//! registry:
+//! - the first member (no `--join-addr`) killed with SIGKILL and restarted on a new gossip
+//!   address with nothing remembered finds its peers through the gossip addresses they
+//!   registered in etcd (`<prefix>members/<node>`);
+//! - an active member killed with SIGKILL and restarted on its data directory takes its own
+//!   previous lease over at once instead of waiting it out, while a second process given the
+//!   same `--node` (another data directory) is told apart and waits.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::etcd::EtcdServer;
+use support::sync::{FAST, Registry};
+use support::{Daemon, run, syncer};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+
+struct Member {
+    name: String,
+    daemon: Daemon,
+    gossip: String,
+    admin: String,
+    rpc: String,
+}
+
+/// Starts one cluster member of `dc1` named `node` with its data in `data`, `extra` flags
+/// (a join address, a leader lease) on top.
+fn spawn(
+    dir: &Path,
+    etcd: &EtcdServer,
+    sc: &str,
+    node: &str,
+    data: &Path,
+    extra: &[&str],
+) -> Member {
+    let mut cmd = syncer(dir);
+    cmd.args(["daemon", "--mode", "cluster", "--node", node])
+        .args(["--cluster-name", "dc1", "--sc-addr", sc])
+        .args(["--bind-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .args(["--etcd-endpoints", &etcd.endpoint()])
+        .args(["--gossip-profile", "local"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .args(FAST)
+        .args(["--log-format", "json", "--log-level", "info"]);
+    let mut daemon = Daemon::spawn(cmd);
+    let ready = daemon.wait_ready();
+    let field = |key: &str| ready[key].as_str().unwrap_or_default().to_owned();
+    Member {
+        name: node.to_owned(),
+        gossip: field("gossip_addr"),
+        admin: field("admin_addr"),
+        rpc: field("rpc_addr"),
+        daemon,
+    }
+}
+
+/// Name, status and gossip address of each member, as the syncer at `rpc` sees the pool.
+fn pool(rpc: &str) -> Vec<(String, String, String)> {
+    let mut cmd = syncer(Path::new("."));
+    cmd.args(["members", "--rpc-addr", rpc, "--format", "json"]);
+    let out = run(cmd);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap_or_default();
+    listed
+        .iter()
+        .map(|m| {
+            let text = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+            (text("name"), text("status"), text("gossip_addr"))
+        })
+        .collect()
+}
+
+fn alive(rpc: &str) -> usize {
+    pool(rpc).iter().filter(|(_, s, _)| s == "alive").count()
+}
+
+/// `syncer_sync_active` of the member at admin address `admin` (`None`: no answer).
+fn is_active(rt: &tokio::runtime::Runtime, admin: &str) -> Option<bool> {
+    let url = format!("http://{admin}/metrics");
+    let text = rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        client.get(&url).send().await.ok()?.text().await.ok()
+    })?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("syncer_sync_active "))?;
+    Some(line.ends_with(" 1"))
+}
+
+/// The value of `key` at `endpoint` (`None`: absent or unreadable).
+fn etcd_get(rt: &tokio::runtime::Runtime, endpoint: &str, key: &str) -> Option<String> {
+    rt.block_on(async {
+        let read = async {
+            let mut client = etcd_client::Client::connect([endpoint], None).await.ok()?;
+            let reply = client.get(key, None).await.ok()?;
+            let kv = reply.kvs().first()?;
+            Some(String::from_utf8_lossy(kv.value()).into_owned())
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .ok()
+            .flatten()
+    })
+}
+
+fn wait_until(what: &str, members: &mut [&mut Member], mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !check() {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = members
+                .iter_mut()
+                .map(|m| {
+                    m.daemon.drain();
+                    format!("--- {}\n{}", m.name, m.daemon.log())
+                })
+                .collect();
+            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Three members on one etcd, the first started without a join address. Killed with
+/// SIGKILL, its `gossip.json` emptied of members (as if it remembered none, or only dead
+/// addresses), restarted on a new gossip address with no join address: it rejoins through
+/// the addresses the others registered in etcd and sees them, within seconds.
+#[test]
+fn the_first_member_restarted_on_a_new_address_finds_its_peers_through_etcd() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdServer::start();
+    let registry = Registry::start(&rt, SocketAddr::from(([127, 0, 0, 1], 0)));
+    let sc = registry.url();
+    let data = |n: &str| dir.path().join(n);
+    let lease = ["--leader-lease", "2s"];
+    let mut a = spawn(dir.path(), &etcd, &sc, "dc1-a", &data("a"), &lease);
+    let join = ["--leader-lease", "2s", "--join-addr", &a.gossip];
+    let mut b = spawn(dir.path(), &etcd, &sc, "dc1-b", &data("b"), &join);
+    let mut c = spawn(dir.path(), &etcd, &sc, "dc1-c", &data("c"), &join);
+    let (a_rpc, b_rpc) = (a.rpc.clone(), b.rpc.clone());
+    wait_until("the pool of three", &mut [&mut a, &mut b, &mut c], || {
+        alive(&a_rpc) == 3 && alive(&b_rpc) == 3
+    });
+    // Every member's gossip address is registered under the data centre's prefix.
+    for (node, member) in [("dc1-a", &a), ("dc1-b", &b), ("dc1-c", &c)] {
+        let key = format!("/syncer/v2/dc1/members/{node}");
+        let gossip = member.gossip.clone();
+        let endpoint = etcd.endpoint();
+        let deadline = Instant::now() + DEADLINE;
+        while etcd_get(&rt, &endpoint, &key).as_deref() != Some(gossip.as_str()) {
+            assert!(Instant::now() < deadline, "{key} never held {gossip}");
+            std::thread::sleep(POLL);
+        }
+    }
+
+    a.daemon.signal("KILL");
+    a.daemon.wait_exit();
+    let old_gossip = a.gossip.clone();
+    let state = data("a").join("gossip.json");
+    let mut saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).expect("gossip.json of a")).unwrap();
+    saved["members"] = serde_json::json!([]);
+    std::fs::write(&state, serde_json::to_vec(&saved).unwrap()).unwrap();
+
+    let restarted_at = Instant::now();
+    let mut a = spawn(dir.path(), &etcd, &sc, "dc1-a", &data("a"), &lease);
+    assert_ne!(a.gossip, old_gossip, "bound a new gossip port");
+    let (a_rpc, a_gossip) = (a.rpc.clone(), a.gossip.clone());
+    wait_until(
+        "the restarted first member back in the pool",
+        &mut [&mut a, &mut b, &mut c],
+        || {
+            alive(&a_rpc) == 3
+                && pool(&b_rpc)
+                    .iter()
+                    .any(|(n, s, g)| n == "dc1-a" && s == "alive" && *g == a_gossip)
+        },
+    );
+    let took = restarted_at.elapsed();
+    assert!(took < Duration::from_secs(10), "rejoined after {took:?}");
+    assert_eq!(
+        etcd_get(&rt, &etcd.endpoint(), "/syncer/v2/dc1/members/dc1-a").as_deref(),
+        Some(a_gossip.as_str())
+    );
+    a.daemon.drain();
+    let log = a.daemon.log();
+    assert!(
+        !log.contains("another member uses this node's name"),
+        "the restarted member took its previous incarnation for another process:\n{log}"
+    );
+}
+
+/// The only member of a data centre, active with a long lease (30 s), killed with SIGKILL and
+/// restarted on its data directory: it recognises its own previous lease in the leader key,
+/// revokes it and is active again within seconds, not after the lease. A second process
+/// started by mistake with the same `--node` on another data directory is told apart: it logs
+/// the duplicate name and waits as a standby, while the first one stays active.
+#[test]
+fn a_restarted_active_member_takes_its_own_lease_over_and_a_namesake_waits() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdServer::start();
+    let registry = Registry::start(&rt, SocketAddr::from(([127, 0, 0, 1], 0)));
+    let sc = registry.url();
+    let data = dir.path().join("a");
+    let lease = ["--leader-lease", "30s"];
+    let mut a = spawn(dir.path(), &etcd, &sc, "dc1-a", &data, &lease);
+    let admin = a.admin.clone();
+    wait_until("a active", &mut [&mut a], || {
+        is_active(&rt, &admin) == Some(true)
+    });
+    a.daemon.signal("KILL");
+    a.daemon.wait_exit();
+    assert_eq!(
+        etcd_get(&rt, &etcd.endpoint(), "/syncer/v2/dc1/leader").as_deref(),
+        Some("dc1-a"),
+        "the killed member's lease still holds the leader key"
+    );
+
+    let restarted_at = Instant::now();
+    let mut a = spawn(dir.path(), &etcd, &sc, "dc1-a", &data, &lease);
+    let admin = a.admin.clone();
+    wait_until("the restarted member active", &mut [&mut a], || {
+        is_active(&rt, &admin) == Some(true)
+    });
+    let took = restarted_at.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "active again after {took:?}"
+    );
+    a.daemon
+        .wait_for_line("the leader key still held the lease of this member's previous incarnation");
+    assert!(
+        !a.daemon.log().contains("standing by"),
+        "{}",
+        a.daemon.log()
+    );
+
+    // A second process with the same name, its own data directory, joining the same pool.
+    let twin_data = dir.path().join("twin");
+    let twin_flags = ["--leader-lease", "30s", "--join-addr", &a.gossip];
+    let mut twin = spawn(dir.path(), &etcd, &sc, "dc1-a", &twin_data, &twin_flags);
+    for needle in [
+        "under a lease this data directory did not record",
+        "another member uses this node's name",
+    ] {
+        if !twin.daemon.seen.iter().any(|l| l.contains(needle)) {
+            twin.daemon.wait_for_line(needle);
+        }
+    }
+    a.daemon
+        .wait_for_line("another member uses this node's name");
+    assert_eq!(is_active(&rt, &twin.admin), Some(false));
+    assert_eq!(is_active(&rt, &a.admin), Some(true));
+}
