@@ -272,3 +272,22 @@ fn a_restarted_active_member_takes_its_own_lease_over_and_a_namesake_waits() {
     assert_eq!(is_active(&rt, &twin.admin), Some(false));
     assert_eq!(is_active(&rt, &a.admin), Some(true));
 }
+
+/// `--cluster-force-new` concerns the managed etcd member only: with `--etcd-endpoints` it is
+/// a configuration error (exit status 2) naming the flag, before anything binds.
+#[test]
+fn force_new_with_external_etcd_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = syncer(dir.path());
+    cmd.args(["daemon", "--mode", "cluster", "--node", "dc1-a"])
+        .args(["--cluster-name", "dc1", "--sc-addr", "http://127.0.0.1:9"])
+        .args(["--bind-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0"])
+        .args(["--etcd-endpoints", "http://127.0.0.1:1"])
+        .args(["--cluster-force-new"])
+        .arg("--data-dir")
+        .arg(dir.path().join("a"));
+    let out = run(cmd);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("cluster-force-new"), "{}", out.stderr);
+    assert!(out.stderr.contains("managed etcd member"), "{}", out.stderr);
+}

@@ -433,7 +433,8 @@ async fn follow_endpoints(
 /// renews it every [`MEMBER_KEY_EVERY`], and hands the addresses the other members registered
 /// to the gossip pool, which tries them whenever it is alone: a member restarted on a new
 /// address with no `--join-addr` and nothing remembered (or only dead addresses) still finds
-/// its data centre. The key is removed on a graceful stop.
+/// its data centre. The key's lease is revoked on a graceful stop; a round under way is
+/// dropped at once then, so an etcd that hangs does not hold the stop up.
 async fn advertise(
     connection: EtcdConnection,
     prefix: String,
@@ -441,79 +442,108 @@ async fn advertise(
     gossip: GossipHandle,
     token: CancellationToken,
 ) {
-    use etcd_client::{GetOptions, PutOptions};
-
-    let dir = format!("{prefix}members/");
-    let key = format!("{dir}{node}");
-    let own = gossip.local().addr;
-    let mut lease: Option<i64> = None;
+    let mut registration = Registration {
+        connection,
+        key: format!("{prefix}members/{node}"),
+        dir: format!("{prefix}members/"),
+        own: gossip.local().addr,
+        lease: None,
+    };
     loop {
-        let mut client = connection.client();
-        let registered = match lease {
-            Some(id) => {
-                // One renewal; a lease that is gone (etcd was down longer than its TTL)
-                // is granted again.
-                match tokio::time::timeout(MEMBER_KEY_TIMEOUT, async {
-                    let (mut keeper, mut stream) = client.lease_keep_alive(id).await?;
-                    keeper.keep_alive().await?;
-                    Ok::<_, etcd_client::Error>(stream.message().await?.map(|r| r.ttl()))
-                })
-                .await
-                {
-                    Ok(Ok(Some(ttl))) if ttl > 0 => Ok(()),
-                    Ok(Ok(_)) => {
-                        lease = None;
-                        Err("the lease expired".to_owned())
-                    }
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("timed out".to_owned()),
-                }
-            }
-            None => match tokio::time::timeout(MEMBER_KEY_TIMEOUT, async {
-                let id = client.lease_grant(MEMBER_KEY_TTL_SECS, None).await?.id();
-                let options = PutOptions::new().with_lease(id);
-                client
-                    .put(key.as_str(), own.to_string(), Some(options))
-                    .await?;
-                Ok::<_, etcd_client::Error>(id)
-            })
-            .await
-            {
-                Ok(Ok(id)) => {
-                    debug!(%key, gossip_addr = %own, "gossip address registered in etcd");
-                    lease = Some(id);
-                    Ok(())
-                }
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("timed out".to_owned()),
-            },
+        let found = tokio::select! {
+            () = token.cancelled() => break,
+            found = registration.round() => found,
         };
-        if let Err(e) = registered {
-            debug!(%key, error = %e, "gossip address not registered in etcd yet");
-        }
-        let found = tokio::time::timeout(
-            MEMBER_KEY_TIMEOUT,
-            client.get(dir.as_str(), Some(GetOptions::new().with_prefix())),
-        )
-        .await;
-        if let Ok(Ok(reply)) = found {
-            let addrs: Vec<SocketAddr> = reply
-                .kvs()
-                .iter()
-                .filter(|kv| kv.key() != key.as_bytes())
-                .filter_map(|kv| std::str::from_utf8(kv.value()).ok()?.parse().ok())
-                .collect();
-            if gossip.discovered(addrs).await.is_err() {
-                break;
-            }
+        if let Some(addrs) = found
+            && gossip.discovered(addrs).await.is_err()
+        {
+            break;
         }
         tokio::select! {
             () = token.cancelled() => break,
             () = tokio::time::sleep(MEMBER_KEY_EVERY) => {}
         }
     }
-    if let Some(id) = lease {
-        let mut client = connection.client();
-        let _ = tokio::time::timeout(MEMBER_KEY_TIMEOUT, client.lease_revoke(id)).await;
+    if let Some(id) = registration.lease {
+        let mut client = registration.connection.client();
+        let _ = tokio::time::timeout(LEASE_RELEASE_TIMEOUT, client.lease_revoke(id)).await;
+    }
+}
+
+/// This member's key under `<prefix>members/`.
+struct Registration {
+    connection: EtcdConnection,
+    key: String,
+    dir: String,
+    own: SocketAddr,
+    /// The key's lease, once granted and the key put.
+    lease: Option<i64>,
+}
+
+impl Registration {
+    /// Puts or renews the key, then reads the other members' addresses (`None`: etcd did not
+    /// answer). Every request is bounded by [`MEMBER_KEY_TIMEOUT`].
+    async fn round(&mut self) -> Option<Vec<SocketAddr>> {
+        use etcd_client::GetOptions;
+
+        let mut client = self.connection.client();
+        if let Err(e) = self.register(&mut client).await {
+            debug!(key = %self.key, error = %e, "gossip address not registered in etcd (yet)");
+        }
+        let reply = tokio::time::timeout(
+            MEMBER_KEY_TIMEOUT,
+            client.get(self.dir.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some(
+            reply
+                .kvs()
+                .iter()
+                .filter(|kv| kv.key() != self.key.as_bytes())
+                .filter_map(|kv| std::str::from_utf8(kv.value()).ok()?.parse().ok())
+                .collect(),
+        )
+    }
+
+    /// One renewal of the key's lease, or (first, or after the lease was lost while etcd was
+    /// away) a new lease and the key put with it.
+    async fn register(&mut self, client: &mut etcd_client::Client) -> Result<(), String> {
+        use etcd_client::PutOptions;
+
+        let bounded = |e: Result<Result<_, etcd_client::Error>, _>| match e {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {MEMBER_KEY_TIMEOUT:?}")),
+        };
+        if let Some(id) = self.lease {
+            let ttl = bounded(
+                tokio::time::timeout(MEMBER_KEY_TIMEOUT, async {
+                    let (mut keeper, mut stream) = client.lease_keep_alive(id).await?;
+                    keeper.keep_alive().await?;
+                    Ok(stream.message().await?.map_or(0, |r| r.ttl()))
+                })
+                .await,
+            )?;
+            if ttl > 0 {
+                return Ok(());
+            }
+            self.lease = None;
+        }
+        let id = bounded(
+            tokio::time::timeout(MEMBER_KEY_TIMEOUT, async {
+                let id = client.lease_grant(MEMBER_KEY_TTL_SECS, None).await?.id();
+                let options = PutOptions::new().with_lease(id);
+                client
+                    .put(self.key.as_str(), self.own.to_string(), Some(options))
+                    .await?;
+                Ok(id)
+            })
+            .await,
+        )?;
+        debug!(key = %self.key, gossip_addr = %self.own, "gossip address registered in etcd");
+        self.lease = Some(id);
+        Ok(())
     }
 }
