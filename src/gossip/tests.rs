@@ -493,8 +493,52 @@ async fn remembered_members_survive_a_start_that_joins_nobody() {
 /// The first member of a pool (started without a join address) lists the members that joined
 /// it in its state file within a fraction of a second, not only at some later interval; killed
 /// then and restarted on a new address with no join address, it finds them through the file.
+/// The log lines of the current thread (every task of a current-thread runtime), for tests
+/// that check what a member says.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    /// Captures the current thread's events at info and above until the guard is dropped.
+    fn start() -> (CapturedLog, tracing::subscriber::DefaultGuard) {
+        let log = CapturedLog::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_owned()
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_first_member_persists_joins_at_once_and_rejoins_from_its_file() {
+    let (log, _guard) = CapturedLog::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gossip.json");
     let net = MemoryNetwork::new();
@@ -539,6 +583,37 @@ async fn the_first_member_persists_joins_at_once_and_rejoins_from_its_file() {
             .any(|m| m.id.name == "n0" && m.id.generation == 2 && m.status == MemberStatus::Alive)
     })
     .await;
+    // The restarted member took the old address listed under its name for its own previous
+    // incarnation (a generation its state file had), not for a second process.
+    let said = log.text();
+    assert!(
+        said.contains("my previous incarnation is still listed in the pool"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("another member uses this node's name"),
+        "{said}"
+    );
+
+    // A second process with the same name and a generation this member never used (no state
+    // file of its own, a newer generation): both sides call it the duplicate it is.
+    let mut namesake = spec("n0", 7040, &[7010]);
+    namesake.generation = 3;
+    let namesake = start(&net, namesake);
+    let flagged = |by_generation: u64, other_generation: u64| {
+        let said = log.text();
+        let needle = format!("other_generation={other_generation} generation={by_generation}");
+        said.lines().any(|l| {
+            l.contains("ERROR")
+                && l.contains("another member uses this node's name")
+                && l.contains(&needle)
+        })
+    };
+    until("the namesake flagged by both", || async {
+        flagged(2, 3) && flagged(3, 2)
+    })
+    .await;
+    namesake.stop().await;
     restarted.stop().await;
     for node in others {
         node.stop().await;
