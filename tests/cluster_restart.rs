@@ -6,7 +6,10 @@
 //!   registered in etcd (`<prefix>members/<node>`);
 //! - an active member killed with SIGKILL and restarted on its data directory takes its own
 //!   previous lease over at once instead of waiting it out, while a second process given the
-//!   same `--node` (another data directory) is told apart and waits.
+//!   same `--node` (another data directory) is told apart and waits;
+//! - a data centre of three managed etcd members that lost two recovers with
+//!   `--cluster-force-new` on the third, as docs/OPERATIONS.md says, and the two others join
+//!   again when started.
 
 mod support;
 
@@ -129,6 +132,58 @@ fn wait_until(what: &str, members: &mut [&mut Member], mut check: impl FnMut() -
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// Whether an etcd child named `name` runs on this machine.
+fn etcd_member_runs(name: &str) -> bool {
+    let needle = format!("--name={name}\0");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| {
+            let text = String::from_utf8_lossy(&cmdline);
+            text.contains("etcd") && text.contains(&needle)
+        })
+    })
+}
+
+/// Names and learner flags of the etcd cluster's members, asked at `endpoint`.
+fn etcd_members(rt: &tokio::runtime::Runtime, endpoint: &str) -> Option<Vec<(String, bool)>> {
+    rt.block_on(async {
+        let read = async {
+            let mut client = etcd_client::Client::connect([endpoint], None).await.ok()?;
+            let list = client.member_list().await.ok()?;
+            let mut members: Vec<(String, bool)> = list
+                .members()
+                .iter()
+                .map(|m| (m.name().to_owned(), m.is_learner()))
+                .collect();
+            members.sort();
+            Some(members)
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .ok()
+            .flatten()
+    })
+}
+
+/// Puts `key` = `value` at `endpoint` and reads it back (linearizably).
+fn etcd_round_trip(rt: &tokio::runtime::Runtime, endpoint: &str, key: &str, value: &str) -> bool {
+    rt.block_on(async {
+        let io = async {
+            let mut client = etcd_client::Client::connect([endpoint], None).await.ok()?;
+            client.put(key, value, None).await.ok()?;
+            let got = client.get(key, None).await.ok()?;
+            Some(got.kvs().first()?.value() == value.as_bytes())
+        };
+        tokio::time::timeout(Duration::from_secs(5), io)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -290,4 +345,197 @@ fn force_new_with_external_etcd_is_refused_at_start() {
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("cluster-force-new"), "{}", out.stderr);
     assert!(out.stderr.contains("managed etcd member"), "{}", out.stderr);
+}
+
+/// docs/OPERATIONS.md, "Quorum loss of the managed etcd", with real daemons: three members
+/// running managed etcd members; two are killed with SIGKILL (their etcd children go with
+/// them) and stay away, so the third has no quorum and nobody is active. The third, restarted
+/// with `--cluster-force-new`, serves alone on its data (etcd takes writes again) and becomes
+/// active; the two others, started again as usual, are told they were removed, move their
+/// data aside and join again, until etcd lists three voters.
+#[test]
+fn a_lost_quorum_is_recovered_with_cluster_force_new() {
+    const LONG: Duration = Duration::from_secs(60);
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&rt, SocketAddr::from(([127, 0, 0, 1], 0)));
+    let sc = registry.url();
+    let names = ["quorum-a", "quorum-b", "quorum-c"];
+    let ports: Vec<(u16, u16)> = names
+        .iter()
+        .map(|_| (support::etcd::free_port(), support::etcd::free_port()))
+        .collect();
+    let flags = |k: usize, extra: &[&str]| -> Vec<String> {
+        let mut flags: Vec<String> = [
+            "--mode",
+            "cluster",
+            "--cluster-size",
+            "3",
+            "--node",
+            names[k],
+            "--cluster-name",
+            "dcq",
+            "--sc-addr",
+            &sc,
+            "--bind-addr",
+            "127.0.0.1:0",
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--gossip-profile",
+            "local",
+            "--leader-lease",
+            "2s",
+            "--cluster-port",
+            &ports[k].0.to_string(),
+            "--etcd-client-port",
+            &ports[k].1.to_string(),
+            "--data-dir",
+            &dir.path().join(names[k]).display().to_string(),
+            "--log-format",
+            "json",
+            "--log-level",
+            "info",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        flags.extend(extra.iter().map(|s| (*s).to_owned()));
+        flags.extend(FAST.iter().map(|s| (*s).to_owned()));
+        flags
+    };
+    let start = |k: usize, extra: &[&str]| -> Member {
+        let mut cmd = syncer(dir.path());
+        cmd.arg("daemon").args(flags(k, extra));
+        let mut daemon = Daemon::spawn(cmd);
+        let ready = daemon.wait_ready();
+        let field = |key: &str| ready[key].as_str().unwrap_or_default().to_owned();
+        Member {
+            name: names[k].to_owned(),
+            gossip: field("gossip_addr"),
+            admin: field("admin_addr"),
+            rpc: field("rpc_addr"),
+            daemon,
+        }
+    };
+    let wait =
+        |what: &str, deadline: Duration, members: &mut [&mut Member], check: &dyn Fn() -> bool| {
+            let until = Instant::now() + deadline;
+            while !check() {
+                if Instant::now() > until {
+                    let logs: Vec<String> = members
+                        .iter_mut()
+                        .map(|m| {
+                            m.daemon.drain();
+                            let seen = &m.daemon.seen;
+                            format!(
+                                "--- {}\n{}",
+                                m.name,
+                                seen[seen.len().saturating_sub(40)..].join("\n")
+                            )
+                        })
+                        .collect();
+                    panic!(
+                        "timed out after {deadline:?} waiting for {what}\n{}",
+                        logs.join("\n")
+                    );
+                }
+                std::thread::sleep(POLL);
+            }
+        };
+    let endpoint = format!("http://127.0.0.1:{}", ports[0].1);
+    let three: Vec<(String, bool)> = names.iter().map(|n| ((*n).to_owned(), false)).collect();
+
+    let mut a = start(0, &[]);
+    let join = ["--join-addr", a.gossip.as_str()].map(str::to_owned);
+    let join: Vec<&str> = join.iter().map(String::as_str).collect();
+    let mut b = start(1, &join);
+    let mut c = start(2, &join);
+    let admins = [a.admin.clone(), b.admin.clone(), c.admin.clone()];
+    wait(
+        "one active member",
+        LONG,
+        &mut [&mut a, &mut b, &mut c],
+        &|| {
+            admins
+                .iter()
+                .filter(|adm| is_active(&rt, adm) == Some(true))
+                .count()
+                == 1
+        },
+    );
+    wait(
+        "three voting etcd members",
+        LONG,
+        &mut [&mut a, &mut b, &mut c],
+        &|| etcd_members(&rt, &endpoint).as_ref() == Some(&three),
+    );
+    assert!(etcd_round_trip(&rt, &endpoint, "/probe/before", "1"));
+
+    // Two members are lost: the third has no quorum, so nobody is active.
+    for member in [&mut b, &mut c] {
+        member.daemon.signal("KILL");
+        member.daemon.wait_exit();
+    }
+    wait(
+        "the lost members' etcd children gone",
+        DEADLINE,
+        &mut [&mut a],
+        &|| !etcd_member_runs(names[1]) && !etcd_member_runs(names[2]),
+    );
+    let admin = a.admin.clone();
+    wait(
+        "no active member without a quorum",
+        LONG,
+        &mut [&mut a],
+        &|| is_active(&rt, &admin) == Some(false),
+    );
+    assert!(!etcd_round_trip(&rt, &endpoint, "/probe/lost", "x"));
+    a.daemon.signal("TERM");
+    a.daemon.wait_exit();
+
+    // The documented recovery: the survivor started once with --cluster-force-new.
+    let mut a = start(0, &["--cluster-force-new"]);
+    a.daemon
+        .wait_for_line("--cluster-force-new: starting the etcd member with --force-new-cluster");
+    let admin = a.admin.clone();
+    wait("the survivor active", LONG, &mut [&mut a], &|| {
+        is_active(&rt, &admin) == Some(true)
+    });
+    assert_eq!(
+        etcd_members(&rt, &endpoint),
+        Some(vec![(names[0].to_owned(), false)])
+    );
+    assert!(etcd_round_trip(&rt, &endpoint, "/probe/after", "2"));
+    assert_eq!(
+        etcd_get(&rt, &endpoint, "/probe/before").as_deref(),
+        Some("1")
+    );
+
+    // The others come back as usual, on their old data, and join again.
+    let join = ["--join-addr", a.gossip.as_str()].map(str::to_owned);
+    let join: Vec<&str> = join.iter().map(String::as_str).collect();
+    let mut b = start(1, &join);
+    let mut c = start(2, &join);
+    wait(
+        "three voting etcd members again",
+        LONG,
+        &mut [&mut a, &mut b, &mut c],
+        &|| etcd_members(&rt, &endpoint).as_ref() == Some(&three),
+    );
+    for name in &names[1..] {
+        let aside = std::fs::read_dir(dir.path().join(name))
+            .expect("the member's data directory")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("etcd.removed-"))
+            .count();
+        assert_eq!(aside, 1, "{name}: the old etcd data is kept aside");
+    }
+    let endpoint_c = format!("http://127.0.0.1:{}", ports[2].1);
+    assert_eq!(
+        etcd_get(&rt, &endpoint_c, "/probe/after").as_deref(),
+        Some("2")
+    );
+    assert_eq!(is_active(&rt, &a.admin), Some(true));
 }
