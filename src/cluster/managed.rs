@@ -221,7 +221,8 @@ pub enum ManagedEtcdError {
     },
     #[error(
         "--cluster-force-new: there is no etcd data in {} to start a new cluster from; run it \
-         on the surviving member that still has its data (docs/OPERATIONS.md, \"Quorum loss\")",
+         on the surviving member that still has its data (docs/OPERATIONS.md, \"Quorum loss \
+         of the managed etcd\")",
         path.display()
     )]
     ForceNewWithoutData { path: PathBuf },
