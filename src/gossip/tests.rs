@@ -620,6 +620,36 @@ async fn the_first_member_persists_joins_at_once_and_rejoins_from_its_file() {
     }
 }
 
+/// A member alone (no join address, nothing remembered) joins the addresses it is told were
+/// found elsewhere (cluster mode: etcd) at once; its own address among them is ignored.
+#[tokio::test(start_paused = true)]
+async fn a_lone_member_joins_addresses_found_elsewhere() {
+    let net = MemoryNetwork::new();
+    let pair = vec![
+        start(&net, spec("n1", 7010, &[])),
+        start(&net, spec("n2", 7020, &[7010])),
+    ];
+    let lone = start(&net, spec("n0", 7000, &[]));
+    until("the pair", || async { alive_count(&pair[0]).await == 2 }).await;
+    // Nothing to join: it stays alone and quiet.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(alive_count(&lone).await, 1);
+    assert_eq!(lone.metrics.join_attempts.get(), 0);
+    lone.handle
+        .discovered(vec![addr(7000), addr(7020)])
+        .await
+        .unwrap();
+    let took = until("the lone member joined", || async {
+        alive_count(&lone).await == 3
+    })
+    .await;
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    lone.stop().await;
+    for node in pair {
+        node.stop().await;
+    }
+}
+
 /// Rolling upgrade: a member of a newer release announces a metadata field nobody else knows.
 /// It joins through a member of this release and never talks to the third one directly, so
 /// everything the third member learns about it was decoded and re-encoded by a member that
