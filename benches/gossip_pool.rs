@@ -67,6 +67,7 @@ fn start_member(i: usize, profile: Profile, join: Option<SocketAddr>) -> Member 
         join: join.map(|a| vec![a.to_string()]).unwrap_or_default(),
         state_file: None,
         remembered: Vec::new(),
+        previous_generation: None,
         resolver: None,
         seed: None,
         keyring: None,

@@ -652,6 +652,7 @@ fn start_node(net: &MemoryNetwork, i: usize) -> Node {
         },
         state_file: None,
         remembered: Vec::new(),
+        previous_generation: None,
         resolver: None,
         seed: Some(i as u64 + 1),
         keyring: None,

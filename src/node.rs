@@ -577,6 +577,7 @@ fn gossip_config(
         join: config.gossip.join.iter().map(ToString::to_string).collect(),
         state_file: Some(state_file),
         remembered: saved.members.iter().map(|m| m.addr).collect(),
+        previous_generation: (saved.generation > 0).then_some(saved.generation),
         resolver: Some(resolver),
         seed: None,
         keyring,
@@ -633,6 +634,7 @@ fn member_settings(config: &Config) -> MemberSettings {
         etcd,
         prefix: etcd_prefix(config),
         leader_lease: config.cluster.leader_lease,
+        data_dir: Some(config.node.data_dir.clone()),
     }
 }
 

@@ -643,3 +643,81 @@ fn a_restarted_registry_is_not_taken_for_a_second_data_centre() {
         first.daemon.log()
     );
 }
+
+/// Issue 20 item 4: the first member of a pool (no `--join-addr`) writes the members that
+/// joined it to `gossip.json` within moments; killed then (SIGKILL) and restarted on a new
+/// gossip address with no `--join-addr`, it finds them through that file, and it takes the
+/// old address it still sees listed for its own previous incarnation, not for a second
+/// process with its name.
+#[test]
+fn the_first_member_restarted_on_a_new_address_finds_the_others_from_its_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start(dir.path(), "f0", "127.0.0.1", &[]);
+    let others: Vec<Node> = ["f1", "f2"]
+        .iter()
+        .map(|name| {
+            start(
+                dir.path(),
+                name,
+                "127.0.0.2",
+                &["--join-addr", &first.gossip],
+            )
+        })
+        .collect();
+    wait_until("f1 and f2 seen alive by f0", || {
+        statuses(&first.rpc)
+            .values()
+            .filter(|s| *s == "alive")
+            .count()
+            == 3
+    });
+    let seen = Instant::now();
+    let state = dir.path().join("f0").join("gossip.json");
+    let listed = || -> Vec<String> {
+        std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["members"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| m["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    wait_until("gossip.json of f0 lists f1 and f2", || {
+        listed() == ["f1", "f2"]
+    });
+    assert!(
+        seen.elapsed() < Duration::from_secs(2),
+        "gossip.json listed the members {:?} after they were seen",
+        seen.elapsed()
+    );
+    first.daemon.signal("KILL");
+    first.daemon.wait_exit();
+    let old_gossip = first.gossip.clone();
+
+    let mut restarted = start(dir.path(), "f0", "127.0.0.1", &[]);
+    assert_ne!(restarted.gossip, old_gossip, "bound a new gossip port");
+    let back = Instant::now();
+    let mut all = vec![restarted];
+    all.extend(others);
+    wait_all_alive(&mut all, 3);
+    assert!(
+        back.elapsed() < Duration::from_secs(10),
+        "rejoined after {:?}",
+        back.elapsed()
+    );
+    restarted = all.remove(0);
+    let seen_by_f1 = members_json(&all[0].rpc);
+    assert!(
+        seen_by_f1.iter().any(|m| m["name"] == "f0"
+            && m["gossip_addr"] == restarted.gossip.as_str()
+            && m["status"] == "alive"),
+        "{seen_by_f1:?}"
+    );
+    restarted.daemon.drain();
+    let log = restarted.daemon.log();
+    assert!(
+        !log.contains("another member uses this node's name"),
+        "the restarted member took its previous incarnation for another process:\n{log}"
+    );
+}

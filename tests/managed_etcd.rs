@@ -104,6 +104,7 @@ impl Node {
             data_dir: data_dir.join(name).join("etcd"),
             expected_members,
             tls,
+            force_new: false,
         };
         Node::with_config(config, join).await
     }
@@ -133,6 +134,7 @@ impl Node {
             join: join.iter().map(ToString::to_string).collect(),
             state_file: None,
             remembered: Vec::new(),
+            previous_generation: None,
             resolver: None,
             seed: None,
             keyring: None,
@@ -721,4 +723,125 @@ async fn a_plain_member_never_joins_a_tls_cluster() {
     for node in [secure, plain] {
         node.stop().await;
     }
+}
+
+/// Issue 20 item 4, quorum loss: of three members two are gone for good (stopped here; their
+/// data kept), so the last one cannot serve. Restarted with `--cluster-force-new`, it serves
+/// alone on its data (what was written before is there, writes work again); the two others,
+/// started again on their old data, find that the cluster removed them, move their data
+/// aside and join again, until the data centre is one cluster of three voters again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_quorum_is_recovered_with_force_new_and_the_others_join_again() {
+    logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let a = Node::new("etcd-a", "dc1", None, dir.path(), 3).await;
+    let join = Some(a.gossip_addr);
+    let b = Node::new("etcd-b", "dc1", join, dir.path(), 3).await;
+    let c = Node::new("etcd-c", "dc1", join, dir.path(), 3).await;
+    let (ea, eb, ec) = tokio::join!(a.start_etcd(), b.start_etcd(), c.start_etcd());
+    client(&ea.endpoints()[0])
+        .await
+        .put("before", "1", None)
+        .await
+        .expect("put before the loss");
+    drop((eb, ec));
+    let configs = [a.config.clone(), b.config.clone(), c.config.clone()];
+    for node in [b, c] {
+        node.stop().await;
+    }
+    // Two of three gone: no quorum, no linearizable read.
+    let endpoint = ea.endpoints()[0].clone();
+    until("a to stop serving without a quorum", || {
+        let endpoint = endpoint.clone();
+        async move { !serves(&endpoint).await }
+    })
+    .await;
+    drop(ea);
+    a.stop().await;
+
+    // The documented recovery: the survivor restarted with --cluster-force-new.
+    let mut forced = configs[0].clone();
+    forced.force_new = true;
+    let a = Node::with_config(forced, None).await;
+    let ea = a.start_etcd().await;
+    let mut through_a = client(&ea.endpoints()[0]).await;
+    let got = through_a.get("before", None).await.expect("get");
+    assert_eq!(got.kvs().first().map(|kv| kv.value()), Some(&b"1"[..]));
+    through_a
+        .put("after", "2", None)
+        .await
+        .expect("the store takes writes again");
+    let list = through_a.member_list().await.expect("member list");
+    let names: Vec<&str> = list.members().iter().map(|m| m.name()).collect();
+    assert_eq!(names, ["etcd-a"], "a one-member cluster");
+
+    // The others come back on their old data and join again by themselves.
+    let join = Some(a.gossip_addr);
+    let b = Node::with_config(configs[1].clone(), join).await;
+    let c = Node::with_config(configs[2].clone(), join).await;
+    let (eb, ec) = tokio::join!(b.start_etcd(), c.start_etcd());
+    assert_one_cluster(&[&ea, &eb, &ec], &["etcd-a", "etcd-b", "etcd-c"]).await;
+    let got = client(&ec.endpoints()[0])
+        .await
+        .get("after", None)
+        .await
+        .expect("get through c");
+    assert_eq!(got.kvs().first().map(|kv| kv.value()), Some(&b"2"[..]));
+    for node in [&b, &c] {
+        let aside = std::fs::read_dir(node.config.data_dir.parent().expect("parent"))
+            .expect("the node's directory")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("etcd.removed-"))
+            .count();
+        assert_eq!(aside, 1, "{}: the old data is kept aside", node.config.name);
+    }
+    // The flag acted once: the supervisor's restarts go without it (a killed etcd comes back
+    // into the three-member cluster, not as a new one-member cluster).
+    let pid = ea.child_pid().expect("a's etcd runs");
+    assert!(
+        std::process::Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill")
+            .success()
+    );
+    until("a's etcd restarted", || {
+        let ea = ea.clone();
+        async move { ea.child_pid().is_some_and(|p| p != pid) }
+    })
+    .await;
+    let endpoint = ea.endpoints()[0].clone();
+    until("a to serve again", || serves(&endpoint)).await;
+    assert_one_cluster(&[&ea, &eb, &ec], &["etcd-a", "etcd-b", "etcd-c"]).await;
+    for node in [a, b, c] {
+        node.stop().await;
+    }
+}
+
+/// `--cluster-force-new` on a member without etcd data is refused with a message naming the
+/// directory, before any etcd starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_new_without_data_is_refused() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut node = Node::new("etcd-a", "dc1", None, dir.path(), 1).await;
+    node.config.force_new = true;
+    let err = ManagedEtcd::start(
+        node.config.clone(),
+        node.gossip.clone(),
+        node.token.clone(),
+        &node.tracker,
+    )
+    .await
+    .expect_err("no data to force a new cluster from");
+    assert!(
+        matches!(err, ManagedEtcdError::ForceNewWithoutData { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&node.config.data_dir.display().to_string()),
+        "{err}"
+    );
+    node.stop().await;
 }

@@ -19,6 +19,7 @@
 //! A graceful stop revokes the lease once the term's engine has stopped ([`Term::resign`]), so
 //! a standby takes over at once and no write of this member follows the revocation.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -189,7 +190,13 @@ pub struct Election {
     node: String,
     /// The TTL asked for, in whole seconds (etcd's unit).
     ttl_secs: i64,
+    /// Where the lease of each term won is recorded (`<data dir>/leader.lease`), so that the
+    /// next run on this data directory recognises a lease of its previous incarnation.
+    lease_record: Option<PathBuf>,
 }
+
+/// The file in the data directory that records the lease of the last term won.
+pub const LEASE_RECORD_FILE: &str = "leader.lease";
 
 impl Election {
     /// An election for key `<prefix>leader` among members named by their node name. etcd
@@ -207,7 +214,69 @@ impl Election {
             key: format!("{prefix}leader"),
             node,
             ttl_secs: i64::try_from(secs).unwrap_or(i64::MAX),
+            lease_record: None,
         }
+    }
+
+    /// Records the lease of every term won in `path`, and takes the leader key over from a
+    /// lease recorded there (see the module's documentation). Only for a file in a data
+    /// directory this process holds locked: that lock is what proves the recorded lease's
+    /// holder dead.
+    #[must_use]
+    pub fn with_lease_record(mut self, path: PathBuf) -> Election {
+        self.lease_record = Some(path);
+        self
+    }
+
+    /// The lease recorded by this data directory's last term, if any.
+    fn recorded_lease(&self) -> Option<i64> {
+        let path = self.lease_record.as_ref()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        i64::from_str_radix(text.trim(), 16).ok()
+    }
+
+    fn record_lease(&self, lease_id: i64) {
+        let Some(path) = &self.lease_record else {
+            return;
+        };
+        let tmp = path.with_extension("lease.tmp");
+        let written = std::fs::write(&tmp, format!("{lease_id:x}\n"))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            // Only the next run's takeover depends on it: it then waits for the lease.
+            warn!(path = %path.display(), error = %e, "cannot record the leader lease");
+        }
+    }
+
+    /// The leader key holds this node's name under `lease_id`. Returns `true` when that lease
+    /// was this data directory's previous incarnation's and has been revoked (campaign again
+    /// at once); otherwise says what is going on and returns `false`.
+    async fn own_name_held(&self, lease_id: i64) -> bool {
+        let mut client = self.connection.client();
+        if lease_id != 0 && self.recorded_lease() == Some(lease_id) {
+            match timeout(client.lease_revoke(lease_id)).await {
+                Ok(_) => {
+                    info!(
+                        lease_id = format!("{lease_id:x}"),
+                        "the leader key still held the lease of this member's previous incarnation (recorded in its data directory, whose lock this process holds, so that process has ended); revoked it, campaigning again"
+                    );
+                    return true;
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not revoke the previous incarnation's lease; waiting for it to expire");
+                }
+            }
+        }
+        let left = match timeout(client.lease_time_to_live(lease_id, None)).await {
+            Ok(ttl) => Duration::from_secs(u64::try_from(ttl.ttl()).unwrap_or(0)),
+            Err(_) => Duration::ZERO,
+        };
+        warn!(
+            lease_id = format!("{lease_id:x}"),
+            expires_in = ?left,
+            "standing by: the leader key holds this node's name under a lease this data directory did not record: an earlier run with another data directory (its lease expires by itself), or a second process started with the same --node (node names must be unique)"
+        );
+        false
     }
 
     /// Waits until this member holds the leader key; `None` when `token` is cancelled first.
@@ -215,18 +284,32 @@ impl Election {
     /// `token` later does not end it (the caller stops its engine first, then resigns).
     pub async fn acquire(&self, token: &CancellationToken, tracker: &TaskTracker) -> Option<Term> {
         let mut backoff = RETRY;
-        let mut last_leader: Option<String> = None;
+        let mut last_leader: Option<(String, i64)> = None;
         loop {
             if token.is_cancelled() {
                 return None;
             }
             match self.campaign().await {
-                Ok(Campaign::Won(won)) => return Some(self.start_term(won, tracker)),
-                Ok(Campaign::Lost { leader, revision }) => {
+                Ok(Campaign::Won(won)) => {
+                    self.record_lease(won.lease_id);
+                    return Some(self.start_term(won, tracker));
+                }
+                Ok(Campaign::Lost {
+                    leader,
+                    revision,
+                    lease_id,
+                }) => {
                     backoff.reset();
-                    if last_leader.as_ref() != Some(&leader) {
-                        info!(leader = %leader, "standing by: another member is active");
-                        last_leader = Some(leader);
+                    let held = Some((leader.clone(), lease_id));
+                    if last_leader != held {
+                        last_leader = held;
+                        if leader == self.node {
+                            if self.own_name_held(lease_id).await {
+                                continue;
+                            }
+                        } else {
+                            info!(leader = %leader, "standing by: another member is active");
+                        }
                     }
                     self.wait_for_vacancy(revision, token).await;
                 }
@@ -286,12 +369,17 @@ impl Election {
                 (
                     String::from_utf8_lossy(kv.value()).into_owned(),
                     kv.mod_revision(),
+                    kv.lease(),
                 )
             }),
             _ => None,
         });
-        let (leader, revision) = held.unwrap_or_default();
-        Ok(Campaign::Lost { leader, revision })
+        let (leader, revision, lease_id) = held.unwrap_or_default();
+        Ok(Campaign::Lost {
+            leader,
+            revision,
+            lease_id,
+        })
     }
 
     /// Returns when the leader key is deleted after `revision`, after one lease time at most
@@ -396,7 +484,12 @@ struct Won {
 
 enum Campaign {
     Won(Won),
-    Lost { leader: String, revision: i64 },
+    Lost {
+        leader: String,
+        revision: i64,
+        /// The lease the leader key is attached to.
+        lease_id: i64,
+    },
 }
 
 /// Keeps one term's lease alive and ends the term when it can no longer be confirmed.

@@ -53,7 +53,7 @@ use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -143,6 +143,9 @@ pub struct ManagedEtcdConfig {
     /// TLS of the client and peer URLs (then `https://`) and of syncer's clients of the
     /// member: syncer's own certificate, key and CA. `None`: plain text.
     pub tls: Option<EtcdTls>,
+    /// Start the member on its data with `--force-new-cluster`, once (`--cluster-force-new`):
+    /// recovery from a lost quorum. Later restarts by the supervisor go without it.
+    pub force_new: bool,
 }
 
 impl ManagedEtcdConfig {
@@ -161,6 +164,7 @@ impl ManagedEtcdConfig {
             data_dir: config.node.data_dir.join("etcd"),
             expected_members: config.cluster.size,
             tls,
+            force_new: config.cluster.force_new,
         }
     }
 
@@ -215,6 +219,13 @@ pub enum ManagedEtcdError {
         waited: Duration,
         last_error: String,
     },
+    #[error(
+        "--cluster-force-new: there is no etcd data in {} to start a new cluster from; run it \
+         on the surviving member that still has its data (docs/OPERATIONS.md, \"Quorum loss \
+         of the managed etcd\")",
+        path.display()
+    )]
+    ForceNewWithoutData { path: PathBuf },
     #[error("gossip pool: {0}")]
     Gossip(#[from] GossipError),
     #[error("shutdown requested before the etcd member was ready")]
@@ -278,11 +289,17 @@ impl ManagedEtcd {
                 source,
             })?;
         }
+        if config.force_new && !config.data_dir.join("member").exists() {
+            return Err(ManagedEtcdError::ForceNewWithoutData {
+                path: config.data_dir.clone(),
+            });
+        }
         let (endpoints, _) = watch::channel(vec![config.client_url.clone()]);
         let inner = Arc::new(Inner {
             bin,
             gossip,
             pid: AtomicU32::new(0),
+            force_new: AtomicBool::new(config.force_new),
             endpoints,
             config,
         });
@@ -339,6 +356,8 @@ struct Inner {
     gossip: GossipHandle,
     /// Pid of the running child; 0 when none runs.
     pid: AtomicU32,
+    /// `--force-new-cluster` is still to be given to the next start on existing data.
+    force_new: AtomicBool,
     /// Client URLs to use, the local member's first, then the other voting members' from the
     /// last member list.
     endpoints: watch::Sender<Vec<Url>>,
@@ -819,7 +838,18 @@ impl Inner {
             }
             // The data directory says which cluster it belongs to; etcd ignores the
             // initial-cluster flags then.
-            Launch::Restart => {}
+            Launch::Restart => {
+                if self.force_new.swap(false, Ordering::SeqCst) {
+                    warn!(
+                        data_dir = %config.data_dir.display(),
+                        "--cluster-force-new: starting the etcd member with --force-new-cluster: \
+                         a one-member cluster on this member's data; the other members join it \
+                         again as new members. Remove the flag now: every start with it drops \
+                         the members that joined since"
+                    );
+                    command.arg("--force-new-cluster");
+                }
+            }
         }
         // etcd speaks systemd's notification protocol too: its READY=1 is not the syncer's.
         for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {

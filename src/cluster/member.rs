@@ -13,6 +13,8 @@
 //! The managed etcd member runs on its own token and tracker, given by the node: it outlives
 //! the member (the node stops it only after the lease was given up and the pool left).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +27,7 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use super::gated::GatedRegistry;
-use super::leader::{Election, Term};
+use super::leader::{Election, LEASE_RECORD_FILE, Term};
 use super::managed::{ManagedEtcd, ManagedEtcdConfig, ManagedEtcdError};
 use crate::backoff::Backoff;
 use crate::gossip::{GossipHandle, Role};
@@ -47,6 +49,14 @@ const LEASE_RELEASE_TIMEOUT: Duration = super::leader::RELEASE_TIMEOUT;
 pub const TERM_STOP_BOUND: Duration = ENGINE_STOP_TIMEOUT.saturating_add(LEASE_RELEASE_TIMEOUT);
 /// How often a member waiting for the last term's engine to stop says so.
 const STRAGGLER_WARNING: Duration = Duration::from_secs(10);
+/// Lease of a member's gossip address in `<prefix>members/<node>`: a member killed without a
+/// chance to remove it is forgotten this long after.
+const MEMBER_KEY_TTL_SECS: i64 = 10;
+/// How often a member renews its `members/` key and reads the others' (so a member alone in
+/// the pool tries addresses registered meanwhile within this).
+const MEMBER_KEY_EVERY: Duration = Duration::from_secs(2);
+/// How long one etcd request of the member registration may take.
+const MEMBER_KEY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pauses before adding an etcd endpoint to the client again after a failure.
 const ENDPOINT_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
@@ -115,6 +125,10 @@ pub struct MemberSettings {
     pub prefix: String,
     /// The leader key's lease.
     pub leader_lease: Duration,
+    /// The data directory, locked by this process: the lease of each term won is recorded
+    /// there, so a restart takes over its own previous lease at once (`cluster::leader`).
+    /// `None`: nothing recorded, a previous incarnation's lease is waited out.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The managed etcd member's token and tracker: stopped by the node after the member.
@@ -192,12 +206,22 @@ impl ClusterMember {
             prefix = store.prefix(),
             "mapping store open"
         );
-        let election = Election::new(
+        tracker.spawn(advertise(
+            store.connection().clone(),
+            store.prefix().to_owned(),
+            self.settings.node.clone(),
+            self.gossip.clone(),
+            token.clone(),
+        ));
+        let mut election = Election::new(
             store.connection().clone(),
             store.prefix(),
             self.settings.node.clone(),
             self.settings.leader_lease,
         );
+        if let Some(dir) = &self.settings.data_dir {
+            election = election.with_lease_record(dir.join(LEASE_RECORD_FILE));
+        }
         loop {
             let Some(term) = election.acquire(&token, tracker).await else {
                 return Ok(());
@@ -402,5 +426,124 @@ async fn follow_endpoints(
             }
             () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
         }
+    }
+}
+
+/// Registers this member's gossip address under `<prefix>members/<node>` with its own lease,
+/// renews it every [`MEMBER_KEY_EVERY`], and hands the addresses the other members registered
+/// to the gossip pool, which tries them whenever it is alone: a member restarted on a new
+/// address with no `--join-addr` and nothing remembered (or only dead addresses) still finds
+/// its data centre. The key's lease is revoked on a graceful stop; a round under way is
+/// dropped at once then, so an etcd that hangs does not hold the stop up.
+async fn advertise(
+    connection: EtcdConnection,
+    prefix: String,
+    node: String,
+    gossip: GossipHandle,
+    token: CancellationToken,
+) {
+    let mut registration = Registration {
+        connection,
+        key: format!("{prefix}members/{node}"),
+        dir: format!("{prefix}members/"),
+        own: gossip.local().addr,
+        lease: None,
+    };
+    loop {
+        let found = tokio::select! {
+            () = token.cancelled() => break,
+            found = registration.round() => found,
+        };
+        if let Some(addrs) = found
+            && gossip.discovered(addrs).await.is_err()
+        {
+            break;
+        }
+        tokio::select! {
+            () = token.cancelled() => break,
+            () = tokio::time::sleep(MEMBER_KEY_EVERY) => {}
+        }
+    }
+    if let Some(id) = registration.lease {
+        let mut client = registration.connection.client();
+        let _ = tokio::time::timeout(LEASE_RELEASE_TIMEOUT, client.lease_revoke(id)).await;
+    }
+}
+
+/// This member's key under `<prefix>members/`.
+struct Registration {
+    connection: EtcdConnection,
+    key: String,
+    dir: String,
+    own: SocketAddr,
+    /// The key's lease, once granted and the key put.
+    lease: Option<i64>,
+}
+
+impl Registration {
+    /// Puts or renews the key, then reads the other members' addresses (`None`: etcd did not
+    /// answer). Every request is bounded by [`MEMBER_KEY_TIMEOUT`].
+    async fn round(&mut self) -> Option<Vec<SocketAddr>> {
+        use etcd_client::GetOptions;
+
+        let mut client = self.connection.client();
+        if let Err(e) = self.register(&mut client).await {
+            debug!(key = %self.key, error = %e, "gossip address not registered in etcd (yet)");
+        }
+        let reply = tokio::time::timeout(
+            MEMBER_KEY_TIMEOUT,
+            client.get(self.dir.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some(
+            reply
+                .kvs()
+                .iter()
+                .filter(|kv| kv.key() != self.key.as_bytes())
+                .filter_map(|kv| std::str::from_utf8(kv.value()).ok()?.parse().ok())
+                .collect(),
+        )
+    }
+
+    /// One renewal of the key's lease, or (first, or after the lease was lost while etcd was
+    /// away) a new lease and the key put with it.
+    async fn register(&mut self, client: &mut etcd_client::Client) -> Result<(), String> {
+        use etcd_client::PutOptions;
+
+        let bounded = |e: Result<Result<_, etcd_client::Error>, _>| match e {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {MEMBER_KEY_TIMEOUT:?}")),
+        };
+        if let Some(id) = self.lease {
+            let ttl = bounded(
+                tokio::time::timeout(MEMBER_KEY_TIMEOUT, async {
+                    let (mut keeper, mut stream) = client.lease_keep_alive(id).await?;
+                    keeper.keep_alive().await?;
+                    Ok(stream.message().await?.map_or(0, |r| r.ttl()))
+                })
+                .await,
+            )?;
+            if ttl > 0 {
+                return Ok(());
+            }
+            self.lease = None;
+        }
+        let id = bounded(
+            tokio::time::timeout(MEMBER_KEY_TIMEOUT, async {
+                let id = client.lease_grant(MEMBER_KEY_TTL_SECS, None).await?.id();
+                let options = PutOptions::new().with_lease(id);
+                client
+                    .put(self.key.as_str(), self.own.to_string(), Some(options))
+                    .await?;
+                Ok(id)
+            })
+            .await,
+        )?;
+        debug!(key = %self.key, gossip_addr = %self.own, "gossip address registered in etcd");
+        self.lease = Some(id);
+        Ok(())
     }
 }

@@ -273,6 +273,9 @@ pub struct ClusterConfig {
     pub etcd_bin: PathBuf,
     /// Client port of the managed etcd member (`--etcd-client-port`).
     pub etcd_client_port: u16,
+    /// Start the managed etcd member once with `--force-new-cluster` (`--cluster-force-new`):
+    /// recovery from a lost quorum.
+    pub force_new: bool,
     /// TLS of the managed etcd member's client and peer URLs, and of syncer's client of it:
     /// syncer's own `--tls-cert`/`--tls-key` (and `--tls-ca` for client-cert-auth), files
     /// already read and checked; `None` is plain text, and always outside cluster mode or

@@ -849,6 +849,20 @@ fn read_cluster(r: &mut Reader, mode: Mode, net: &Listeners) -> Result<ClusterCo
             port
         }
     };
+    let force_new = r.parsed(Id::ClusterForceNew, parse_bool)?;
+    if force_new
+        && !managed_etcd
+        && let Some(setting) = r.get(Id::ClusterForceNew)
+    {
+        return Err(invalid(
+            setting,
+            format!(
+                "only a managed etcd member (cluster mode without {}) can be forced into a \
+                 new cluster; an external etcd is recovered with its own tools",
+                flag(Id::EtcdEndpoints)
+            ),
+        ));
+    }
     if managed_etcd {
         let ip = net.peer_ip.unwrap_or(net.bind_addr.ip());
         let mut ports = net.ports.clone();
@@ -862,6 +876,7 @@ fn read_cluster(r: &mut Reader, mode: Mode, net: &Listeners) -> Result<ClusterCo
         leader_lease,
         etcd_bin,
         etcd_client_port,
+        force_new,
         etcd_tls: None,
     })
 }

@@ -61,6 +61,7 @@ pub enum Id {
     LeaderLease,
     EtcdBin,
     EtcdClientPort,
+    ClusterForceNew,
     AdminAddr,
     RemovalCap,
     OriginGrace,
@@ -694,6 +695,20 @@ pub static SETTINGS: &[Spec] = &[
         list: false,
         default: Default::Derived("the cluster port - 10000, or + 10000 when that is below 1024"),
         help: "Cluster mode without --etcd-endpoints: client port of the managed etcd member",
+    },
+    Spec {
+        id: Id::ClusterForceNew,
+        name: "cluster_force_new",
+        flag: Some(Flag::value("cluster-force-new", "BOOL").form(Form::Switch)),
+        env: Some("SYNCER_CLUSTER_FORCE_NEW"),
+        file_keys: &[],
+        list: false,
+        default: Default::Text("false"),
+        help: "Cluster mode without --etcd-endpoints, to recover from a lost quorum: start the \
+               managed etcd member once with etcd's --force-new-cluster, as a one-member \
+               cluster keeping its data; the other members then join it again by themselves. \
+               Needs this member's etcd data. Remove it after the recovery \
+               (docs/OPERATIONS.md)",
     },
     // --- Admin endpoint ---
     Spec {

@@ -45,8 +45,12 @@ fn op_name(op: &KeyringOp) -> &'static str {
     }
 }
 
-/// How often the list of live members is written to the state file, when it changed.
-const PERSIST_INTERVAL: Duration = Duration::from_secs(5);
+/// How long after a membership change the list of live members is written to the state file:
+/// changes that come together (a join brings several members up at once) are written once,
+/// and the file lists the members well within a second of the change.
+const PERSIST_DEBOUNCE: Duration = Duration::from_millis(150);
+/// How soon writing the state file is tried again after it failed (a full disk, say).
+const PERSIST_RETRY: Duration = Duration::from_secs(5);
 /// Receive buffer: large enough to see that an oversized datagram is oversized.
 const RECV_BUFFER_BYTES: usize = 65_536;
 /// How long one join attempt may spend resolving a name or asking an rpc address.
@@ -65,6 +69,8 @@ struct Join {
     targets: Vec<String>,
     /// Gossip addresses remembered from the last run.
     remembered: Vec<SocketAddr>,
+    /// Gossip addresses found elsewhere ([`Command::Discovered`]).
+    discovered: Vec<SocketAddr>,
     joined: bool,
     attempts: u32,
     /// Pause between attempts until foca reports the member active; reset once it is.
@@ -74,7 +80,7 @@ struct Join {
 
 impl Join {
     fn has_targets(&self) -> bool {
-        !self.targets.is_empty() || !self.remembered.is_empty()
+        !self.targets.is_empty() || !self.remembered.is_empty() || !self.discovered.is_empty()
     }
 }
 
@@ -110,7 +116,11 @@ pub(super) struct Actor {
     join: Join,
     resolver: Option<Resolver>,
     state_file: Option<PathBuf>,
-    dirty: bool,
+    /// The generation of this data directory's last run (see [`GossipConfig`]).
+    previous_generation: Option<u64>,
+    /// When the state file is due to be written: set by a membership change (see
+    /// [`PERSIST_DEBOUNCE`]), cleared once written.
+    persist_at: Option<Instant>,
     metrics: GossipMetrics,
     ch: Channels,
     tracker: TaskTracker,
@@ -170,6 +180,7 @@ impl Actor {
                     .into_iter()
                     .filter(|a| *a != own)
                     .collect(),
+                discovered: Vec::new(),
                 joined: false,
                 attempts: 0,
                 backoff: Backoff::new(
@@ -180,9 +191,10 @@ impl Actor {
             },
             resolver: config.resolver,
             state_file: config.state_file,
+            previous_generation: config.previous_generation,
             // The node wrote the state file (new generation, remembered members) just before:
             // nothing to write until membership changes.
-            dirty: false,
+            persist_at: None,
             metrics,
             ch,
             tracker,
@@ -207,8 +219,6 @@ impl Actor {
         self.update_gauges();
         let socket = self.socket.clone();
         let mut buf = vec![0u8; RECV_BUFFER_BYTES];
-        let mut persist = tokio::time::interval(PERSIST_INTERVAL);
-        persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let suspicion = self.foca_suspicion();
         let mut sweep = tokio::time::interval(suspicion);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -232,7 +242,9 @@ impl Actor {
                     self.fire_timers();
                 }
                 () = sleep_until(self.join.next_attempt), if joining => self.attempt_join(),
-                _ = persist.tick() => self.persist(),
+                () = sleep_until(self.persist_at.unwrap_or(far)), if self.persist_at.is_some() => {
+                    self.persist();
+                }
                 _ = sweep.tick() => {
                     self.sweep(suspicion);
                     // A conflict whose hold ran out ends here when membership is quiet.
@@ -280,6 +292,21 @@ impl Actor {
                 if changed && !self.join.joined && self.join.attempts > 0 && self.join.has_targets()
                 {
                     self.send_join_requests();
+                }
+            }
+            Command::Discovered(mut addrs) => {
+                let own = self.me().addr;
+                addrs.retain(|a| *a != own);
+                addrs.sort_unstable();
+                addrs.dedup();
+                if addrs != self.join.discovered {
+                    debug!(found = ?addrs, "members found outside the pool");
+                    let new = addrs.iter().any(|a| !self.join.discovered.contains(a));
+                    self.join.discovered = addrs;
+                    // Alone: try the new addresses now rather than after the back-off.
+                    if new && !self.join.joined {
+                        self.join.next_attempt = Instant::now();
+                    }
                 }
             }
             Command::Hello(addrs) => {
@@ -382,8 +409,13 @@ impl Actor {
 
     /// Sends `Hello` to every join target (resolving configured ones first).
     fn send_join_requests(&mut self) {
-        let remembered = self.join.remembered.clone();
-        self.on_command(Command::Hello(remembered));
+        let mut known = self.join.remembered.clone();
+        for addr in &self.join.discovered {
+            if !known.contains(addr) {
+                known.push(*addr);
+            }
+        }
+        self.on_command(Command::Hello(known));
         for target in self.join.targets.clone() {
             let commands = self.ch.commands.clone();
             let resolver = self.resolver.clone();
@@ -396,6 +428,7 @@ impl Actor {
     fn join_targets_text(&self) -> String {
         let mut all: Vec<String> = self.join.targets.clone();
         all.extend(self.join.remembered.iter().map(ToString::to_string));
+        all.extend(self.join.discovered.iter().map(ToString::to_string));
         all.join(",")
     }
 
@@ -568,7 +601,7 @@ impl Actor {
         match notification {
             OwnedNotification::MemberUp(id) => {
                 if id.name == self.me().name && id.addr != self.me().addr {
-                    error!(name = %id.name, other = %id.addr, "another member uses this node's name; node names must be unique in the pool (--node)");
+                    self.same_name(&id);
                 }
                 if self.left.get(&id.addr) != Some(&id.generation) {
                     self.left.remove(&id.addr);
@@ -637,6 +670,36 @@ impl Actor {
                     self.join.next_attempt = Instant::now();
                 }
             }
+        }
+    }
+
+    /// Another address announces this member's name: this member's previous incarnation
+    /// (this process restarted on another address, and the pool has not declared the old one
+    /// down yet), or a second process given the same `--node`. An earlier incarnation has a
+    /// generation this data directory used already (at most the one the state file held at
+    /// start); a second process has its own, which this data directory never handed out. A
+    /// newer generation is never an earlier incarnation.
+    fn same_name(&self, other: &NodeId) {
+        let me = self.me();
+        if self
+            .previous_generation
+            .is_some_and(|previous| other.generation <= previous)
+        {
+            info!(
+                name = %other.name,
+                previous_addr = %other.addr,
+                previous_generation = other.generation,
+                generation = me.generation,
+                "my previous incarnation is still listed in the pool; it will be declared down"
+            );
+        } else {
+            error!(
+                name = %other.name,
+                other = %other.addr,
+                other_generation = other.generation,
+                generation = me.generation,
+                "another member uses this node's name; node names must be unique in the pool (--node)"
+            );
         }
     }
 
@@ -731,7 +794,9 @@ impl Actor {
 
     fn membership_changed(&mut self, what: &'static str) {
         self.metrics.change(what);
-        self.dirty = true;
+        if self.persist_at.is_none() {
+            self.persist_at = Some(Instant::now() + PERSIST_DEBOUNCE);
+        }
         self.check_conflicts();
         self.update_gauges();
     }
@@ -829,7 +894,7 @@ impl Actor {
     }
 
     fn persist(&mut self) {
-        if !self.dirty {
+        if self.persist_at.take().is_none() {
             return;
         }
         let Some(path) = self.state_file.clone() else {
@@ -843,14 +908,20 @@ impl Actor {
                 addr: id.addr,
             })
             .collect();
+        if members.is_empty() {
+            // Every peer is down or gone: keep remembering the last ones known (the file has
+            // this run's generation already), so a restart still knows where to look.
+            return;
+        }
         members.sort_by(|a, b| a.name.cmp(&b.name));
         let state = SavedState {
             generation: self.me().generation,
             members,
         };
-        match save_state(&path, &state) {
-            Ok(()) => self.dirty = false,
-            Err(e) => warn!(path = %path.display(), error = %e, "cannot save the gossip state"),
+        if let Err(e) = save_state(&path, &state) {
+            // Tried again a little later, or at the next change.
+            warn!(path = %path.display(), error = %e, "cannot save the gossip state");
+            self.persist_at = Some(Instant::now() + PERSIST_RETRY);
         }
     }
 

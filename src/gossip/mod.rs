@@ -242,6 +242,10 @@ pub struct GossipConfig {
     pub state_file: Option<PathBuf>,
     /// Gossip addresses remembered from the last run, tried when `join` does not answer.
     pub remembered: Vec<SocketAddr>,
+    /// The generation of the last run (from the state file): a member with this node's name
+    /// and a generation up to this one is this member's own earlier incarnation, not a
+    /// second process with the same name.
+    pub previous_generation: Option<u64>,
     pub resolver: Option<Resolver>,
     /// Seed of foca's random choices; random when `None`.
     pub seed: Option<u64>,
@@ -258,6 +262,7 @@ impl fmt::Debug for GossipConfig {
             .field("join", &self.join)
             .field("state_file", &self.state_file)
             .field("remembered", &self.remembered)
+            .field("previous_generation", &self.previous_generation)
             .field("keyring", &self.keyring)
             .finish_non_exhaustive()
     }
@@ -350,6 +355,9 @@ enum Command {
     UpdateMeta(MetaChange, oneshot::Sender<Result<(), GossipError>>),
     /// Addresses resolved for a join attempt: send `Hello` to them.
     Hello(Vec<SocketAddr>),
+    /// Gossip addresses of members found elsewhere (cluster mode: the shared etcd): join
+    /// targets besides `--join-addr` and the remembered members, replacing the last list.
+    Discovered(Vec<SocketAddr>),
     /// One rotation step on this member's keyring.
     Keyring(KeyringOp, oneshot::Sender<Result<KeyList, GossipError>>),
 }
@@ -429,6 +437,20 @@ impl GossipHandle {
     ) -> Result<(), GossipError> {
         self.ask(|tx| Command::UpdateMeta(Box::new(change), tx))
             .await?
+    }
+
+    /// Tells the pool where other members were found (cluster mode: registered in the shared
+    /// etcd). A member that is not in the pool (alone since it started, or since every peer
+    /// went down) tries them at once, besides `--join-addr` and the remembered members; this
+    /// list replaces the one given before.
+    ///
+    /// # Errors
+    /// [`GossipError::Stopped`] after shutdown.
+    pub async fn discovered(&self, addrs: Vec<SocketAddr>) -> Result<(), GossipError> {
+        self.commands
+            .send(Command::Discovered(addrs))
+            .await
+            .map_err(|_| GossipError::Stopped)
     }
 
     /// This member's current identity.

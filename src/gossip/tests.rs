@@ -80,17 +80,18 @@ fn start(net: &MemoryNetwork, spec: Spec) -> TestNode {
         bump: 0,
         meta,
     };
+    let saved = spec
+        .state_file
+        .as_deref()
+        .and_then(|path| load_state(path).ok())
+        .unwrap_or_default();
     let config = GossipConfig {
         identity,
         label: spec.label.into(),
         profile: spec.profile,
         join: spec.join.iter().map(|p| addr(*p).to_string()).collect(),
-        remembered: spec
-            .state_file
-            .as_deref()
-            .and_then(|path| load_state(path).ok())
-            .map(|saved| saved.members.iter().map(|m| m.addr).collect())
-            .unwrap_or_default(),
+        remembered: saved.members.iter().map(|m| m.addr).collect(),
+        previous_generation: (saved.generation > 0).then_some(saved.generation),
         state_file: spec.state_file,
         resolver: None,
         seed: Some(u64::from(spec.port)),
@@ -493,6 +494,166 @@ async fn remembered_members_survive_a_start_that_joins_nobody() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     node.stop().await;
     assert_eq!(load_state(&path).unwrap().members, saved.members);
+}
+
+/// The first member of a pool (started without a join address) lists the members that joined
+/// it in its state file within a fraction of a second, not only at some later interval; killed
+/// then and restarted on a new address with no join address, it finds them through the file.
+/// The log lines of the current thread (every task of a current-thread runtime), for tests
+/// that check what a member says.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    /// Captures the current thread's events at info and above until the guard is dropped.
+    fn start() -> (CapturedLog, tracing::subscriber::DefaultGuard) {
+        let log = CapturedLog::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_owned()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_member_persists_joins_at_once_and_rejoins_from_its_file() {
+    let (log, _guard) = CapturedLog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gossip.json");
+    let net = MemoryNetwork::new();
+    let mut first = spec("n0", 7000, &[]);
+    first.state_file = Some(path.clone());
+    let first = start(&net, first);
+    let others = vec![
+        start(&net, spec("n1", 7010, &[7000])),
+        start(&net, spec("n2", 7020, &[7000])),
+    ];
+    until("the others joined", || async {
+        alive_count(&first).await == 3
+    })
+    .await;
+    let took = until("the state file lists the others", || async {
+        let names: Vec<String> = load_state(&path)
+            .map(|s| s.members.into_iter().map(|m| m.name).collect())
+            .unwrap_or_default();
+        names == ["n1", "n2"]
+    })
+    .await;
+    assert!(took <= Duration::from_millis(500), "written after {took:?}");
+    // A crash: nothing it says on the way out reaches anyone.
+    net.isolate(first.addr);
+    first.stop().await;
+    net.heal_all();
+    let mut restarted = spec("n0", 7030, &[]);
+    restarted.generation = 2;
+    restarted.state_file = Some(path.clone());
+    let restarted = start(&net, restarted);
+    until("the restarted first member rejoined", || async {
+        alive_count(&restarted).await == 3
+    })
+    .await;
+    until("the others see the new incarnation", || async {
+        others[0]
+            .handle
+            .members()
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.id.name == "n0" && m.id.generation == 2 && m.status == MemberStatus::Alive)
+    })
+    .await;
+    // The restarted member took the old address listed under its name for its own previous
+    // incarnation (a generation its state file had), not for a second process.
+    let said = log.text();
+    assert!(
+        said.contains("my previous incarnation is still listed in the pool"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("another member uses this node's name"),
+        "{said}"
+    );
+
+    // A second process with the same name and a generation this member never used (no state
+    // file of its own, a newer generation): both sides call it the duplicate it is.
+    let mut namesake = spec("n0", 7040, &[7010]);
+    namesake.generation = 3;
+    let namesake = start(&net, namesake);
+    let flagged = |by_generation: u64, other_generation: u64| {
+        let said = log.text();
+        let needle = format!("other_generation={other_generation} generation={by_generation}");
+        said.lines().any(|l| {
+            l.contains("ERROR")
+                && l.contains("another member uses this node's name")
+                && l.contains(&needle)
+        })
+    };
+    until("the namesake flagged by both", || async {
+        flagged(2, 3) && flagged(3, 2)
+    })
+    .await;
+    namesake.stop().await;
+    restarted.stop().await;
+    for node in others {
+        node.stop().await;
+    }
+}
+
+/// A member alone (no join address, nothing remembered) joins the addresses it is told were
+/// found elsewhere (cluster mode: etcd) at once; its own address among them is ignored.
+#[tokio::test(start_paused = true)]
+async fn a_lone_member_joins_addresses_found_elsewhere() {
+    let net = MemoryNetwork::new();
+    let pair = vec![
+        start(&net, spec("n1", 7010, &[])),
+        start(&net, spec("n2", 7020, &[7010])),
+    ];
+    let lone = start(&net, spec("n0", 7000, &[]));
+    until("the pair", || async { alive_count(&pair[0]).await == 2 }).await;
+    // Nothing to join: it stays alone and quiet.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(alive_count(&lone).await, 1);
+    assert_eq!(lone.metrics.join_attempts.get(), 0);
+    lone.handle
+        .discovered(vec![addr(7000), addr(7020)])
+        .await
+        .unwrap();
+    let took = until("the lone member joined", || async {
+        alive_count(&lone).await == 3
+    })
+    .await;
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    lone.stop().await;
+    for node in pair {
+        node.stop().await;
+    }
 }
 
 /// Rolling upgrade: a member of a newer release announces a metadata field nobody else knows.

@@ -322,6 +322,7 @@ impl World {
             join,
             state_file: None,
             remembered: Vec::new(),
+            previous_generation: None,
             resolver: None,
             seed: Some(u64::from(member.gossip_addr.port()) + member.generation),
             keyring: None,

@@ -421,6 +421,7 @@ mod tests {
             join: Vec::new(),
             state_file: None,
             remembered: Vec::new(),
+            previous_generation: None,
             resolver: None,
             seed: Some(u64::from(port)),
             keyring: None,
