@@ -275,6 +275,7 @@ fn daemon_settings() -> EngineSettings {
         keep_stale_for: Duration::from_secs(24 * 3600),
         anti_entropy_interval: Duration::from_secs(10),
         removal_cap: 1000,
+        removal_hold: syncer::sync::hold::MASS_REMOVAL_HOLD,
         removals_from: None,
         filter: Default::default(),
     }

@@ -357,6 +357,9 @@ pub struct SyncConfig {
     /// Most copies of one origin removed per sliding minute; more pause, log and count
     /// (`--removal-cap`).
     pub removal_cap: usize,
+    /// How long removals are held when more than half of the exported instances vanish in
+    /// one answer of the registry (`--removal-hold`; zero: no hold).
+    pub removal_hold: Duration,
     /// How long an origin may go without a successful exchange (push, pull, anti-entropy)
     /// before its copies are no longer kept alive (`--origin-grace`).
     pub origin_grace: Duration,

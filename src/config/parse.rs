@@ -900,6 +900,9 @@ fn read_sync(r: &mut Reader) -> Result<SyncConfig, ConfigError> {
         export,
         resync_interval,
         removal_cap: r.parsed(Id::RemovalCap, |text| parse_count(text, 1))?,
+        removal_hold: r.parsed(Id::RemovalHold, |text| {
+            parse_duration_in(text, Duration::ZERO, Some(Duration::from_secs(600)))
+        })?,
         origin_grace: r.parsed(Id::OriginGrace, |text| {
             parse_duration_in(text, Duration::from_secs(1), None)
         })?,

@@ -64,6 +64,7 @@ pub enum Id {
     ClusterForceNew,
     AdminAddr,
     RemovalCap,
+    RemovalHold,
     OriginGrace,
     KeepStaleCopies,
     KeepStaleFor,
@@ -732,6 +733,19 @@ pub static SETTINGS: &[Spec] = &[
         default: Default::Text("1000"),
         help: "Most copies of one origin data centre removed per sliding minute; further \
                removals wait, are logged and counted. At least 1",
+    },
+    Spec {
+        id: Id::RemovalHold,
+        name: "removal_hold",
+        flag: Some(Flag::value("removal-hold", "DURATION")),
+        env: Some("SYNCER_REMOVAL_HOLD"),
+        file_keys: &["sync.removal_hold"],
+        list: false,
+        default: Default::Text("30s"),
+        help: "When more than half of this data centre's instances vanish in one answer of \
+               its registry (a restart answering from an empty view, a registry that lost its \
+               data), how long their removal is held before other data centres are told; what \
+               comes back meanwhile is never removed. 0s turns the hold off. At most 10m",
     },
     Spec {
         id: Id::OriginGrace,

@@ -55,6 +55,7 @@ mod tests {
             export: true,
             resync_interval: Duration::from_secs(30),
             removal_cap: SyncConfig::DEFAULT_REMOVAL_CAP,
+            removal_hold: crate::sync::hold::MASS_REMOVAL_HOLD,
             origin_grace: SyncConfig::DEFAULT_ORIGIN_GRACE,
             keep_stale: SyncConfig::DEFAULT_KEEP_STALE,
             keep_stale_for: SyncConfig::DEFAULT_KEEP_STALE_FOR,

@@ -163,6 +163,7 @@ pub(crate) async fn run(
     mut feed: Box<dyn ChangeFeed>,
     exported: Arc<SharedExportView>,
     export_enabled: bool,
+    removal_hold: Duration,
     filter: Arc<ServiceFilter>,
     gossip: GossipHandle,
     metrics: SyncMetrics,
@@ -173,7 +174,7 @@ pub(crate) async fn run(
     let mut last_announce = Instant::now() - ANNOUNCE_EVERY;
     let mut failures = 0u32;
     let mut first = true;
-    let mut hold = RemovalHold::default();
+    let mut hold = RemovalHold::new(removal_hold);
     let mut bounds_filter = BoundsFilter {
         refused: HashSet::new(),
         metrics: metrics.clone(),

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use super::export::ExportView;
 use crate::registry::{Change, InstanceRef, Tenant};
 
-/// How long removals are held once a mass vanishing is seen. Longer than a Service Center
+/// How long removals are held once a mass vanishing is seen, by default (`--removal-hold`). Longer than a Service Center
 /// restart, and than the 30 s heartbeat period of its SDKs, in which applications notice
 /// that their registry lost them and register again.
 pub const MASS_REMOVAL_HOLD: Duration = Duration::from_secs(30);
@@ -30,6 +30,8 @@ const MIN_VIEW: usize = 10;
 
 #[derive(Debug, Default)]
 pub struct RemovalHold {
+    /// How long a hold lasts (`--removal-hold`); zero: never hold.
+    hold: Duration,
     /// While holding: until when.
     until: Option<Instant>,
     /// Instance removals held back.
@@ -41,6 +43,13 @@ pub struct RemovalHold {
 }
 
 impl RemovalHold {
+    pub fn new(hold: Duration) -> RemovalHold {
+        RemovalHold {
+            hold,
+            ..RemovalHold::default()
+        }
+    }
+
     /// When the hold ends, if one is in force.
     pub fn deadline(&self) -> Option<Instant> {
         self.until
@@ -50,6 +59,9 @@ impl RemovalHold {
     /// mass vanishing (or one is being held); what comes back is no longer held.
     pub fn filter(&mut self, changes: Vec<Change>, view: &ExportView, now: Instant) -> Vec<Change> {
         if self.until.is_none() {
+            if self.hold.is_zero() {
+                return changes;
+            }
             // One batch is one answer of the registry (a poll, a listing, a full read):
             // ordinary churn never takes half of a data centre in one answer.
             let removing: HashSet<InstanceRef> =
@@ -61,10 +73,10 @@ impl RemovalHold {
             warn!(
                 vanished = removing.len(),
                 exported = size,
-                hold = ?MASS_REMOVAL_HOLD,
+                hold = ?self.hold,
                 "more than half of this data centre's instances vanished from one answer of its registry; holding their removal (a registry restarting or answering in part); what comes back meanwhile is never removed elsewhere"
             );
-            self.until = Some(now + MASS_REMOVAL_HOLD);
+            self.until = Some(now + self.hold);
             self.came_back = 0;
         }
         let mut out = Vec::with_capacity(changes.len());
@@ -213,7 +225,7 @@ mod tests {
     #[test]
     fn ordinary_removals_pass_at_once() {
         let mut view = view(10);
-        let mut hold = RemovalHold::default();
+        let mut hold = RemovalHold::new(MASS_REMOVAL_HOLD);
         let now = Instant::now();
         // A whole service, half of the data centre: not more than half.
         let gone = vec![Change::ServiceRemoved {
@@ -231,7 +243,7 @@ mod tests {
     #[test]
     fn an_empty_answer_is_held_and_what_comes_back_is_never_removed() {
         let mut view = view(10);
-        let mut hold = RemovalHold::default();
+        let mut hold = RemovalHold::new(MASS_REMOVAL_HOLD);
         let start = Instant::now();
         // The registry restarted empty: both services vanish in one listing.
         let wiped = ["s1", "s2"]
@@ -279,7 +291,7 @@ mod tests {
     #[test]
     fn a_resync_from_a_partial_answer_keeps_what_it_misses() {
         let mut view = view(10);
-        let mut hold = RemovalHold::default();
+        let mut hold = RemovalHold::new(MASS_REMOVAL_HOLD);
         let start = Instant::now();
         // A full read that sees only 4 instances of s1 and nothing of s2.
         let partial = Snapshot {
@@ -322,7 +334,7 @@ mod tests {
     #[test]
     fn small_data_centres_are_never_held() {
         let mut view = view(4);
-        let mut hold = RemovalHold::default();
+        let mut hold = RemovalHold::new(MASS_REMOVAL_HOLD);
         let gone = vec![
             Change::ServiceRemoved {
                 tenant: Tenant::default(),

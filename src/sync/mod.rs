@@ -82,6 +82,9 @@ pub struct EngineSettings {
     pub keep_stale_for: Duration,
     pub anti_entropy_interval: Duration,
     pub removal_cap: usize,
+    /// How long the exporter holds removals after a mass vanishing (`sync::hold`); zero:
+    /// no hold.
+    pub removal_hold: Duration,
     /// No copy is removed before this moment (a new leader waits out its predecessor's
     /// lease).
     pub removals_from: Option<tokio::time::Instant>,
@@ -99,6 +102,7 @@ impl EngineSettings {
             keep_stale_for: config.keep_stale_for,
             anti_entropy_interval: config.anti_entropy_interval,
             removal_cap: config.removal_cap,
+            removal_hold: config.removal_hold,
             removals_from: None,
             filter: Arc::new(config.filter.clone()),
         }
@@ -549,6 +553,7 @@ pub async fn start(
         Box::new(feed),
         view.clone(),
         deps.settings.export,
+        deps.settings.removal_hold,
         deps.settings.filter.clone(),
         deps.gossip.clone(),
         metrics.clone(),

@@ -58,6 +58,7 @@ pub fn fast_settings() -> EngineSettings {
         keep_stale_for: Duration::from_secs(3600),
         anti_entropy_interval: Duration::from_secs(5),
         removal_cap: 1000,
+        removal_hold: syncer::sync::hold::MASS_REMOVAL_HOLD,
         removals_from: None,
         filter: Default::default(),
     }

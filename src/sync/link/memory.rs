@@ -470,6 +470,7 @@ mod tests {
                 keep_stale_for: Duration::from_secs(3600),
                 anti_entropy_interval: Duration::from_secs(10),
                 removal_cap: 1000,
+                removal_hold: crate::sync::hold::MASS_REMOVAL_HOLD,
                 removals_from: None,
                 filter: Default::default(),
             },
