@@ -466,6 +466,64 @@ fn a_registry_that_was_down_catches_up() {
     });
 }
 
+/// Regression (chaos suite, registry-restart fault): the origin's registry restarts empty and
+/// its applications register again moments later (a registry answering from an empty view
+/// while it loads its data looks the same to syncer). Every copy of them in the other data
+/// centre stays through it: more than half of the origin vanishing in one answer is held
+/// (`--removal-hold`), not passed on as removals and re-created seconds later.
+#[test]
+fn an_origin_registry_that_restarts_empty_does_not_flap_the_copies() {
+    let mut w = World::start(2, &[]);
+    let sid = w.reg(0).create_service("shop", "cart", "1.0.0");
+    let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let instances: Vec<NewInstance> = (0..12)
+        .map(|n| {
+            NewInstance::new(&format!("cart-{n}"), &format!("rest://10.7.0.{n}:8080"))
+                .id(&format!("cart-instance-{n}"))
+        })
+        .collect();
+    for new in &instances {
+        w.reg(0).register(&sid, new);
+        hosts.insert(new.host_name.clone(), new.endpoints.clone());
+    }
+    w.wait_until("twelve copies in dc2", SYNC_DEADLINE, |w| {
+        copies_match(w, 1, "dc1", &hosts)
+    });
+
+    w.reg_mut(0).stop();
+    w.reg_mut(0).start_again();
+    // dc1's syncer reads its empty registry (and holds the removals), or passes them on.
+    w.wait_until(
+        "dc1's syncer to see its registry empty",
+        SYNC_DEADLINE,
+        |w| {
+            metric_sum(&w.metrics(0), "syncer_sync_removals_held", &[]) > 0.0
+                || w.reg(1).copies().len() < 12
+        },
+    );
+    // The applications notice and register again, with their ids.
+    let sid = w.reg(0).create_service("shop", "cart", "1.0.0");
+    for new in &instances {
+        w.reg(0).register(&sid, new);
+    }
+    // Long enough for dc1's syncer to read the full registry again and push what it saw.
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < std::time::Duration::from_secs(3) {
+        let copies = w.reg(1).copies().len();
+        w.check(copies == 12, || {
+            format!("dc2 lost copies while dc1's registry restarted: {copies} of 12")
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    w.wait_until("the copies still match", SYNC_DEADLINE, |w| {
+        copies_match(w, 1, "dc1", &hosts)
+    });
+    w.check(
+        w.metrics(0).contains("syncer_sync_exported_instances 12"),
+        || "dc1 exports its twelve instances".to_owned(),
+    );
+}
+
 /// Every key and value under `prefix` in the etcd at `endpoint`.
 fn etcd_read(rt: &tokio::runtime::Runtime, endpoint: &str, prefix: &str) -> Vec<(String, String)> {
     rt.block_on(async {

@@ -108,6 +108,9 @@ impl SharedExportView {
         let mut view = self.view();
         let mut changes = hold.filter(changes, &view, Instant::now());
         changes.extend(hold.release(&view, Instant::now()));
+        metrics
+            .removals_held
+            .set(saturating_i64(hold.held() as u64));
         let made: usize = changes
             .into_iter()
             .map(|change| view.apply_seen(change, now).len())

@@ -50,6 +50,11 @@ impl RemovalHold {
         }
     }
 
+    /// Instance removals held back now.
+    pub fn held(&self) -> usize {
+        self.instances.len()
+    }
+
     /// When the hold ends, if one is in force.
     pub fn deadline(&self) -> Option<Instant> {
         self.until

@@ -66,6 +66,8 @@ pub struct SyncMetrics {
     /// elected member in cluster mode).
     pub(crate) active: Gauge,
     pub(crate) exported_instances: Gauge,
+    /// Removals of own instances the mass removal hold keeps back (`sync::hold`).
+    pub(crate) removals_held: Gauge,
     pub(crate) exported_seq: Gauge,
     pub(crate) copies: Family<OriginState, Gauge>,
     pub(crate) stale: Family<OriginLabel, Gauge>,
@@ -105,6 +107,7 @@ impl Default for SyncMetrics {
         SyncMetrics {
             active: Gauge::default(),
             exported_instances: Gauge::default(),
+            removals_held: Gauge::default(),
             exported_seq: Gauge::default(),
             copies: Family::default(),
             stale: Family::default(),
@@ -139,6 +142,11 @@ impl SyncMetrics {
             "syncer_sync_exported_instances",
             "Local instances this data centre exports",
             self.exported_instances.clone(),
+        );
+        metrics.register(
+            "syncer_sync_removals_held",
+            "Removals of this data centre's own instances held back after more than half of them vanished in one answer of the registry (--removal-hold)",
+            self.removals_held.clone(),
         );
         metrics.register(
             "syncer_sync_exported_seq",
