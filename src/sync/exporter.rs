@@ -161,13 +161,21 @@ impl Announce {
     }
 }
 
+/// What the export side is told to do.
+pub(crate) struct ExportSettings {
+    /// Export at all (`task.kind: idle` turns it off).
+    pub enabled: bool,
+    /// The mass removal hold (`--removal-hold`; zero: none).
+    pub removal_hold: Duration,
+    /// What is offered (`--include`, `--exclude`).
+    pub filter: Arc<ServiceFilter>,
+}
+
 /// Runs the export side until `token` is cancelled.
 pub(crate) async fn run(
     mut feed: Box<dyn ChangeFeed>,
     exported: Arc<SharedExportView>,
-    export_enabled: bool,
-    removal_hold: Duration,
-    filter: Arc<ServiceFilter>,
+    settings: ExportSettings,
     gossip: GossipHandle,
     metrics: SyncMetrics,
     token: CancellationToken,
@@ -177,11 +185,12 @@ pub(crate) async fn run(
     let mut last_announce = Instant::now() - ANNOUNCE_EVERY;
     let mut failures = 0u32;
     let mut first = true;
-    let mut hold = RemovalHold::new(removal_hold);
+    let export_enabled = settings.enabled;
+    let mut hold = RemovalHold::new(settings.removal_hold);
     let mut bounds_filter = BoundsFilter {
         refused: HashSet::new(),
         metrics: metrics.clone(),
-        filter,
+        filter: settings.filter,
         filtered: HashSet::new(),
     };
     loop {

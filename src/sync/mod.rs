@@ -552,9 +552,11 @@ pub async fn start(
     tracker.spawn(exporter::run(
         Box::new(feed),
         view.clone(),
-        deps.settings.export,
-        deps.settings.removal_hold,
-        deps.settings.filter.clone(),
+        exporter::ExportSettings {
+            enabled: deps.settings.export,
+            removal_hold: deps.settings.removal_hold,
+            filter: deps.settings.filter.clone(),
+        },
         deps.gossip.clone(),
         metrics.clone(),
         token.clone(),
