@@ -44,7 +44,7 @@ pub mod sync;
 pub mod telemetry;
 pub mod tls;
 
-/// Cases of each property test (the hostile-input suites, docs/RELIABILITY-fuzz.md):
+/// Cases of each property test (the hostile-input suites, docs/RELIABILITY.md, "Fuzzed inputs"):
 /// `default` in CI, or `PROPTEST_CASES` when set, for longer runs by hand.
 #[cfg(test)]
 pub(crate) fn fuzz_cases(default: u32) -> u32 {

@@ -2,7 +2,7 @@
 //! hostile value on the command line (through the binary's own argv parser) or in the YAML
 //! file either makes a valid configuration or is refused with an error naming that setting;
 //! mangled YAML files are refused with the file named; never a panic. A fixed number of cases
-//! in CI, more with `PROPTEST_CASES` (docs/RELIABILITY-fuzz.md).
+//! in CI, more with `PROPTEST_CASES` (docs/RELIABILITY.md, "Fuzzed inputs").
 
 use std::path::Path;
 

@@ -279,7 +279,7 @@ mod tests {
     }
 
     /// Property tests (issue 20): broadcast items as a hostile member may piggyback them.
-    /// A fixed number of cases in CI, more with `PROPTEST_CASES` (docs/RELIABILITY-fuzz.md).
+    /// A fixed number of cases in CI, more with `PROPTEST_CASES` (docs/RELIABILITY.md, "Fuzzed inputs").
     mod props {
         use foca::BroadcastHandler as _;
         use proptest::prelude::*;

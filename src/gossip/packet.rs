@@ -233,7 +233,7 @@ mod tests {
 }
 
 /// Property tests over hostile datagrams (issue 20): a fixed number of cases in CI, more with
-/// `PROPTEST_CASES` (docs/RELIABILITY-fuzz.md).
+/// `PROPTEST_CASES` (docs/RELIABILITY.md, "Fuzzed inputs").
 #[cfg(test)]
 mod props {
     use proptest::prelude::*;

@@ -3,7 +3,7 @@
 //! long, control characters, invalid UTF-8 on the wire), duplicate ids and sequences that
 //! skip, repeat or go back. Each is converted to the model or refused with an error naming
 //! a field; never a panic. A fixed number of cases in CI, more with `PROPTEST_CASES`
-//! (docs/RELIABILITY-fuzz.md).
+//! (docs/RELIABILITY.md, "Fuzzed inputs").
 
 use std::time::Duration;
 

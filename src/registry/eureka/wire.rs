@@ -792,7 +792,7 @@ mod tests {
     /// Property tests (issue 20): hostile or broken Eureka answers. The streaming reader
     /// agrees with the whole-tree reading wherever it accepts, every instance it hands out
     /// decodes to a model or is left out (never a panic), and a refusal is a description.
-    /// A fixed number of cases in CI, more with `PROPTEST_CASES` (docs/RELIABILITY-fuzz.md).
+    /// A fixed number of cases in CI, more with `PROPTEST_CASES` (docs/RELIABILITY.md, "Fuzzed inputs").
     mod props {
         use proptest::prelude::*;
 

@@ -2,7 +2,7 @@
 //! (issue 20): the admin dump, the batch find of the change feed, the service and instance
 //! lists. A hostile or broken registry's answer is a protocol error naming the call, or a
 //! valid model; never a panic. A fixed number of cases in CI, more with `PROPTEST_CASES`
-//! (docs/RELIABILITY-fuzz.md).
+//! (docs/RELIABILITY.md, "Fuzzed inputs").
 
 use proptest::prelude::*;
 

@@ -857,10 +857,16 @@ impl Run {
             }
             Kind::DiskFull => {
                 if let Some(dir) = self.world.tmpfs.clone() {
-                    let n = world::fill_disk(&dir)?;
-                    self.timeline.log(format_args!(
-                        "{label}: data directory full ({n} bytes written to fill it)"
-                    ));
+                    if p.extra >= Duration::from_secs(1) {
+                        world::set_read_only(&dir, true)?;
+                        self.timeline
+                            .log(format_args!("{label}: data directory read-only"));
+                    } else {
+                        let n = world::fill_disk(&dir)?;
+                        self.timeline.log(format_args!(
+                            "{label}: data directory full ({n} bytes written to fill it)"
+                        ));
+                    }
                 }
             }
         }
@@ -945,7 +951,11 @@ impl Run {
             }
             Kind::DiskFull => {
                 if let Some(dir) = self.world.tmpfs.clone() {
-                    world::free_disk(&dir);
+                    if p.extra >= Duration::from_secs(1) {
+                        world::set_read_only(&dir, false)?;
+                    } else {
+                        world::free_disk(&dir);
+                    }
                     let i = self
                         .world
                         .syncers_of(p.dcs[0])
@@ -953,8 +963,22 @@ impl Run {
                         .copied()
                         .unwrap_or(0);
                     let alive = self.world.syncers[i].proc.is_running();
+                    // What the syncer told its operator meanwhile.
+                    let said = self.world.syncers[i]
+                        .proc
+                        .log_tail(400)
+                        .lines()
+                        .rev()
+                        .find(|l| {
+                            l.contains("os error 28")
+                                || l.contains("os error 30")
+                                || l.contains("No space left")
+                                || l.contains("Read-only file system")
+                        })
+                        .map(|l| l.chars().take(300).collect::<String>())
+                        .unwrap_or_else(|| "nothing about it (no write was due)".into());
                     self.timeline.log(format_args!(
-                        "{label}: disk space back; {} {}",
+                        "{label}: data directory writable again; {} {}; it said: {said}",
                         self.world.syncers[i].proc.name,
                         if alive { "stayed up" } else { "is down" }
                     ));

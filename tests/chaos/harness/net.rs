@@ -73,6 +73,7 @@ impl Net {
             dcs,
             cuts,
         };
+        remove_leftovers();
         net.teardown();
         net.build()?;
         Ok(net)
@@ -234,5 +235,42 @@ fn ip(args: &[&str]) -> Result<(), String> {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
+    }
+}
+
+/// Removes namespaces and bridges of earlier runs whose process is gone (a run killed before
+/// it could clean up), so their addresses do not clash with this run's.
+fn remove_leftovers() {
+    let alive = |run: &str| std::path::Path::new(&format!("/proc/{run}")).exists();
+    let listed = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for name in listed.split_whitespace() {
+        if let Some(run) = name.strip_prefix("chaos").and_then(|r| r.split('d').next())
+            && !alive(run)
+        {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+    let links = Command::new("ip")
+        .args(["-o", "link", "show", "type", "bridge"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for line in links.lines() {
+        let Some(name) = line
+            .split(": ")
+            .nth(1)
+            .map(|n| n.split('@').next().unwrap_or(n))
+        else {
+            continue;
+        };
+        if let Some(run) = name.strip_prefix("chbr")
+            && !alive(run)
+        {
+            let _ = ip(&["link", "del", name]);
+        }
     }
 }
