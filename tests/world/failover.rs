@@ -67,3 +67,36 @@ async fn failover_fences_the_old_leader_and_holds_removals() {
     w.assert_invariants();
     w.shutdown().await;
 }
+
+/// Regression (chaos suite, seed 77: a failover that killed the active member and the one
+/// taking over, then another kill): leaders that follow each other faster than a heartbeat
+/// period. Each new leader used to renew the copies one heartbeat period after it started,
+/// so a run of short terms left them unrenewed for longer than their lease and the
+/// registry expired them. A new importer renews them at once now.
+#[tokio::test(start_paused = true)]
+async fn copies_survive_leaders_that_each_last_less_than_a_heartbeat_period() {
+    let mut w = World::new(2).await;
+    w.lead(1, 0, 1).await;
+    for i in 0..3 {
+        w.register(0, "orders", &format!("a{i}")).await;
+    }
+    w.wait_mirrored("the mirror under the first leader").await;
+    // The copies' lease is 3 s, renewed every second: four leaders of 0.9 s each leave them
+    // without a renewal for 3.6 s unless each leader renews at once.
+    let mut current = 0;
+    for term in 2..=5u64 {
+        w.stop_member(1, current).await;
+        current = w
+            .add_leader(1, &format!("dc2-{term}"), term, Duration::ZERO)
+            .await;
+        w.holds_for(
+            "every copy alive through the short terms",
+            Duration::from_millis(900),
+            |w| w.copies(1).len() == 3,
+        )
+        .await;
+    }
+    w.wait_mirrored("the mirror under the last leader").await;
+    w.assert_invariants();
+    w.shutdown().await;
+}

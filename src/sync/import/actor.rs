@@ -88,14 +88,18 @@ struct Timers {
 }
 
 impl Timers {
-    fn new(now: Instant, heartbeat: Duration) -> Timers {
+    fn new(now: Instant) -> Timers {
         Timers {
             retry_at: None,
             // The first pull goes as soon as the origin's syncer is known.
             pull_at: Some(now),
             pull_backoff: Backoff::new(RETRY_AFTER, PULL_RETRY_MAX),
             next_anti_entropy: now,
-            next_heartbeat: now + heartbeat,
+            // At once: a new importer (a restart, a new leader) takes over copies whose last
+            // renewal may be most of a lease ago. Chaos suite: two failovers within one
+            // copy lease, each new leader waiting a heartbeat period before its first
+            // renewal, let the copies lapse.
+            next_heartbeat: now,
             reread_at: None,
             reread_backoff: Backoff::new(RETRY_AFTER, REREAD_RETRY_MAX),
             cursor_written: None,
@@ -226,7 +230,7 @@ impl Actor {
         let failing = FailingServices::new(origin.clone(), ctx.metrics.clone());
         Actor {
             label: ctx.metrics.origin(&origin),
-            timers: Timers::new(now, ctx.settings.lease.heartbeat_period()),
+            timers: Timers::new(now),
             origin,
             ctx,
             views,
