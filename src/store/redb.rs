@@ -7,12 +7,20 @@
 //!
 //! Every `commit` is one write transaction with immediate durability: a batch of 10 000
 //! mappings costs one fsync. redb blocks, so every call runs on tokio's blocking pool.
+//!
+//! After an I/O error during a write (a full disk, a file system turned read-only) redb
+//! refuses every later transaction until the database is closed and opened again. A failed
+//! commit therefore looks whether that is the case and, if so, closes and reopens the file
+//! (redb repairs it on open), so the store works again as soon as the disk does; until
+//! then every call fails with the I/O error and is tried again by its caller. Found by the
+//! chaos suite's full-disk fault: the store stayed dead until the process restarted.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use async_trait::async_trait;
+use tracing::{info, warn};
 
 use super::{
     Group, MappingStore, Op, StoreError, Stored, decode_cursor, decode_mapping, validate_batch,
@@ -30,8 +38,9 @@ const CACHE_BYTES: usize = 4 << 20;
 /// A mapping store in a redb file. Cheap to clone; clones share the open database.
 #[derive(Clone)]
 pub struct RedbStore {
-    /// The open database; redb serialises write transactions itself.
-    db: Arc<Database>,
+    /// The open database (redb serialises write transactions itself); `None` while it is
+    /// closed after an I/O error and could not be opened again yet.
+    db: Arc<Mutex<Option<Arc<Database>>>>,
     /// Where the file is, for messages.
     path: PathBuf,
 }
@@ -55,9 +64,50 @@ impl RedbStore {
         let file = path.clone();
         let db = run_blocking(move || open_blocking(&file)).await?;
         Ok(RedbStore {
-            db: Arc::new(db),
+            db: Arc::new(Mutex::new(Some(Arc::new(db)))),
             path,
         })
+    }
+
+    /// The open database, opened again first if an I/O error closed it.
+    async fn handle(&self) -> Result<Arc<Database>, StoreError> {
+        let slot = self.db.clone();
+        let path = self.path.clone();
+        run_blocking(move || {
+            let mut db = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(db) = db.as_ref() {
+                return Ok(db.clone());
+            }
+            let reopened = Arc::new(open_blocking(&path)?);
+            info!(path = %path.display(), "mapping store open again");
+            *db = Some(reopened.clone());
+            Ok(reopened)
+        })
+        .await
+    }
+
+    /// After a failed write: when redb refuses every transaction since an I/O error, closes
+    /// the database so that the next call opens it again.
+    async fn recover(&self, failed: Arc<Database>) {
+        let slot = self.db.clone();
+        let path = self.path.clone();
+        let _ = run_blocking(move || {
+            let poisoned = matches!(
+                failed.begin_write().map_err(::redb::Error::from),
+                Err(::redb::Error::PreviousIo)
+            );
+            if !poisoned {
+                return Ok(());
+            }
+            let mut db = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if db.as_ref().is_some_and(|current| Arc::ptr_eq(current, &failed)) {
+                warn!(path = %path.display(), "the mapping store met an I/O error (disk full or read-only?); closing it, to open it again on the next write");
+                *db = None;
+            }
+            drop(failed);
+            Ok(())
+        })
+        .await;
     }
 
     /// The database file.
@@ -73,7 +123,7 @@ impl MappingStore for RedbStore {
     }
 
     async fn load(&self) -> Result<Stored, StoreError> {
-        let db = self.db.clone();
+        let db = self.handle().await?;
         run_blocking(move || load_blocking(&db)).await
     }
 
@@ -82,9 +132,14 @@ impl MappingStore for RedbStore {
         if batch.iter().all(Group::is_empty) {
             return Ok(());
         }
-        let db = self.db.clone();
+        let db = self.handle().await?;
         let batch = batch.to_vec();
-        run_blocking(move || commit_blocking(&db, &batch)).await
+        let used = db.clone();
+        let result = run_blocking(move || commit_blocking(&db, &batch)).await;
+        if result.is_err() {
+            self.recover(used).await;
+        }
+        result
     }
 }
 
@@ -320,13 +375,14 @@ mod tests {
     async fn undecodable_entries_are_corrupt_and_named() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path()).await.unwrap();
+        let db = store.handle().await.unwrap();
         let write_raw = |table: TableDefinition<&[u8], &[u8]>, key: &[u8], value: &[u8]| {
-            let txn = store.db.begin_write().unwrap();
+            let txn = db.begin_write().unwrap();
             txn.open_table(table).unwrap().insert(key, value).unwrap();
             txn.commit().unwrap();
         };
         let clear = |table: TableDefinition<&[u8], &[u8]>, key: &[u8]| {
-            let txn = store.db.begin_write().unwrap();
+            let txn = db.begin_write().unwrap();
             txn.open_table(table).unwrap().remove(key).unwrap();
             txn.commit().unwrap();
         };

@@ -36,7 +36,7 @@ pub enum Kind {
     SlowRegistry,
     /// A registry answering every call with 503.
     RegistryErrors,
-    /// The data directory of a syncer is on a full disk, or turns read-only.
+    /// The data directory of a syncer is on a full disk.
     DiskFull,
 }
 
@@ -229,11 +229,10 @@ pub fn plan(spec: &PlanSpec<'_>) -> Vec<Planned> {
                 secs(&mut rng, 1.0, 3.0),
             ),
             Kind::RegistryErrors => (vec![dc], secs(&mut rng, 3.0, 10.0), Duration::ZERO),
-            // `extra` of a second or more: the file system turns read-only instead of full.
             Kind::DiskFull => (
                 vec![spec.disk_dc.unwrap_or(dc)],
                 secs(&mut rng, 5.0, 15.0),
-                secs(&mut rng, 0.0, 2.0),
+                Duration::ZERO,
             ),
         };
         out.push(Planned {

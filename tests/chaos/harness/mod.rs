@@ -857,16 +857,10 @@ impl Run {
             }
             Kind::DiskFull => {
                 if let Some(dir) = self.world.tmpfs.clone() {
-                    if p.extra >= Duration::from_secs(1) {
-                        world::set_read_only(&dir, true)?;
-                        self.timeline
-                            .log(format_args!("{label}: data directory read-only"));
-                    } else {
-                        let n = world::fill_disk(&dir)?;
-                        self.timeline.log(format_args!(
-                            "{label}: data directory full ({n} bytes written to fill it)"
-                        ));
-                    }
+                    let n = world::fill_disk(&dir)?;
+                    self.timeline.log(format_args!(
+                        "{label}: data directory full ({n} bytes written to fill it)"
+                    ));
                 }
             }
         }
@@ -951,11 +945,7 @@ impl Run {
             }
             Kind::DiskFull => {
                 if let Some(dir) = self.world.tmpfs.clone() {
-                    if p.extra >= Duration::from_secs(1) {
-                        world::set_read_only(&dir, false)?;
-                    } else {
-                        world::free_disk(&dir);
-                    }
+                    world::free_disk(&dir);
                     let i = self
                         .world
                         .syncers_of(p.dcs[0])
@@ -969,12 +959,7 @@ impl Run {
                         .log_tail(400)
                         .lines()
                         .rev()
-                        .find(|l| {
-                            l.contains("os error 28")
-                                || l.contains("os error 30")
-                                || l.contains("No space left")
-                                || l.contains("Read-only file system")
-                        })
+                        .find(|l| l.contains("os error 28") || l.contains("No space left"))
                         .map(|l| l.chars().take(300).collect::<String>())
                         .unwrap_or_else(|| "nothing about it (no write was due)".into());
                     self.timeline.log(format_args!(

@@ -428,25 +428,6 @@ pub fn fill_disk(dir: &Path) -> Result<u64, String> {
     Ok(written)
 }
 
-/// Remounts the tmpfs on `dir` read-only (`false`: writable again).
-pub fn set_read_only(dir: &Path, read_only: bool) -> Result<(), String> {
-    let option = if read_only {
-        "remount,ro"
-    } else {
-        "remount,rw"
-    };
-    let status = std::process::Command::new("mount")
-        .args(["-o", option])
-        .arg(dir)
-        .status()
-        .map_err(|e| format!("mount -o {option} {}: {e}", dir.display()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("mount -o {option} {}: {status}", dir.display()))
-    }
-}
-
 pub fn free_disk(dir: &Path) {
     let _ = std::fs::remove_file(dir.join("chaos-fill"));
 }
