@@ -164,6 +164,8 @@ pub struct Checker {
     pub checks: u64,
     /// Copies of a wiped registry's instances removed elsewhere (allowed, counted).
     pub removed_after_wipe: u64,
+    /// Copies a wiped registry lost with its data (allowed, counted; they come back).
+    pub lost_with_registry: u64,
 }
 
 impl Checker {
@@ -177,6 +179,7 @@ impl Checker {
             violations: Vec::new(),
             checks: 0,
             removed_after_wipe: 0,
+            lost_with_registry: 0,
         }
     }
 
@@ -292,7 +295,12 @@ impl Checker {
                     .last_wipe(dc)
                     .is_some_and(|at| now.duration_since(at) < CONVERGE_BOUND)
             };
-            if wiped_lately(origin) || wiped_lately(importer) {
+            if wiped_lately(importer) {
+                // The registry lost them with its data; syncer puts them back.
+                self.lost_with_registry += 1;
+                continue;
+            }
+            if wiped_lately(origin) {
                 self.removed_after_wipe += 1;
                 continue;
             }

@@ -100,6 +100,7 @@ pub struct Report {
     pub final_convergence: Option<Duration>,
     pub diff_consistent: Option<bool>,
     pub removed_after_wipe: u64,
+    pub lost_with_registry: u64,
     pub timeline: Vec<String>,
     pub work_dir: PathBuf,
 }
@@ -172,8 +173,8 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  copies of a wiped registry's instances removed elsewhere (allowed): {}",
-            self.removed_after_wipe
+            "  after a registry lost its data: copies of its instances removed elsewhere {} (allowed, the hold keeps this near 0); copies it lost and syncer put back {}",
+            self.removed_after_wipe, self.lost_with_registry
         )?;
         writeln!(f, "  violations: {}", self.violations.len())?;
         for v in &self.violations {
@@ -1062,6 +1063,7 @@ impl Run {
             final_convergence,
             diff_consistent,
             removed_after_wipe: self.checker.removed_after_wipe,
+            lost_with_registry: self.checker.lost_with_registry,
             timeline,
             work_dir,
         }
