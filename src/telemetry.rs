@@ -94,3 +94,61 @@ impl Metrics {
         out
     }
 }
+
+/// At most one log line per period for a failure that repeats many times a second (a full
+/// disk makes every store write fail): `allow` says whether to log now, and how many calls
+/// since the last line were not logged.
+#[derive(Debug)]
+pub struct LogThrottle {
+    period_ms: u64,
+    last_ms: std::sync::atomic::AtomicU64,
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+impl LogThrottle {
+    pub const fn new(period_ms: u64) -> LogThrottle {
+        LogThrottle {
+            period_ms,
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            skipped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(skipped)` when a line may be logged now (with the calls not logged since the
+    /// last one), `None` when this call is only counted.
+    pub fn allow(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.period_ms
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.skipped.swap(0, Ordering::Relaxed))
+        } else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::LogThrottle;
+
+    #[test]
+    fn one_line_per_period_and_the_rest_counted() {
+        let throttle = LogThrottle::new(60_000);
+        assert_eq!(throttle.allow(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(throttle.allow(), None);
+        }
+        let now = LogThrottle::new(0);
+        assert_eq!(now.allow(), Some(0));
+        assert_eq!(now.allow(), Some(0));
+    }
+}

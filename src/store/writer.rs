@@ -24,6 +24,9 @@ use tracing::{debug, warn};
 use super::{Group, MappingStore, StoreError, validate_group};
 use crate::telemetry::Metrics;
 
+/// A store that is down fails every commit: one line every 10 s.
+static COMMIT_FAILURES: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new(10_000);
+
 /// The most ops the writer puts into one `commit` call; more queued groups wait for the
 /// next one. Bounds the size of one redb transaction and the time of one etcd batch.
 pub const MAX_COMMIT_OPS: usize = 4096;
@@ -272,7 +275,9 @@ async fn commit(store: &dyn MappingStore, batch: Vec<WriteRequest>, metrics: &St
             }
         }
         Err(e) => {
-            warn!(store = store.kind(), groups = groups.len(), error = %e, "store commit failed");
+            if let Some(not_logged) = COMMIT_FAILURES.allow() {
+                warn!(store = store.kind(), groups = groups.len(), error = %e, not_logged, "store commit failed (more failures in the next 10 s are not logged)");
+            }
             for done_tx in done {
                 let _ = done_tx.send(Err(e.clone()));
             }

@@ -398,9 +398,15 @@ async fn mirror_contracts(
     None
 }
 
+/// Store write failures come by the hundred a second when the store is down (a full disk):
+/// one line every 10 s, with how many were not logged; every one is counted.
+static STORE_FAILURES: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new(10_000);
+
 fn store_failed(ctx: &ImportCtx, what: &str, e: &StoreError) {
     ctx.metrics.registry_op("store_write", "error");
-    warn!(what, error = %e, "mapping store write failed");
+    if let Some(not_logged) = STORE_FAILURES.allow() {
+        warn!(what, error = %e, not_logged, "mapping store write failed (more in the next 10 s are counted, op store_write, not logged)");
+    }
 }
 
 fn registry_failed(ctx: &ImportCtx, op: &'static str, copy: &InstanceRef, e: &RegistryError) {
