@@ -59,6 +59,16 @@ impl RemovalGuard {
         self.not_before = Some(t);
     }
 
+    /// `n` removals of `origin` that were allowed did not happen (they failed and will be
+    /// asked for again): they no longer count against the cap.
+    pub fn refund(&mut self, origin: &str, n: usize) {
+        if let Some(guard) = self.origins.get_mut(origin) {
+            for _ in 0..n {
+                guard.recent.pop_back();
+            }
+        }
+    }
+
     /// A complete snapshot from `origin` was applied: its removals may start.
     pub fn mark_complete(&mut self, origin: &str) {
         self.origins.entry(origin.to_owned()).or_default().complete = true;

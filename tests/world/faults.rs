@@ -369,3 +369,39 @@ async fn a_refused_service_does_not_block_the_others() {
     w.assert_invariants();
     w.shutdown().await;
 }
+
+/// Regression (chaos suite, dc2's etcd killed): removals that fail while the mapping store is
+/// down are tried again and again; each try used to count against the removal cap, so once
+/// the store was back the removals waited for the cap's minute. Only removals made count now.
+#[tokio::test(start_paused = true)]
+async fn failed_removals_do_not_use_up_the_removal_cap() {
+    let mut settings = fast_settings();
+    settings.removal_cap = 10;
+    let mut w = World::with_settings(2, settings).await;
+    let mut all = Vec::new();
+    for i in 0..10 {
+        all.push(w.register(0, "orders", &format!("a{i}")).await);
+    }
+    w.wait_mirrored("the mirror").await;
+    w.store(1).set_unavailable(true);
+    for r in &all[..5] {
+        w.unregister(0, r).await;
+    }
+    // Long enough for many retries of the five removals while the store is down.
+    w.pass(Duration::from_secs(20)).await;
+    w.store(1).set_unavailable(false);
+    w.wait_until("the first five copies gone", SETTLE, |w| {
+        w.copies(1).len() == 5
+    })
+    .await;
+    // Five more removals, well within the cap of ten a minute: they go at once.
+    for r in &all[5..] {
+        w.unregister(0, r).await;
+    }
+    w.wait_until("the other five copies gone at once", SETTLE, |w| {
+        w.copies(1).is_empty()
+    })
+    .await;
+    w.assert_invariants();
+    w.shutdown().await;
+}

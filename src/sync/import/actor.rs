@@ -991,6 +991,17 @@ impl Actor {
         }
     }
 
+    /// A key (or the orphans) to reconcile again later.
+    fn retry(&mut self, key: Option<InstanceRef>) {
+        match key {
+            Some(key) => {
+                self.dirty.insert(key);
+            }
+            None => self.orphans_dirty = true,
+        }
+        self.timers.retry_later();
+    }
+
     fn record(&mut self, done: Done) {
         match done {
             Done::Mapped {
@@ -1051,15 +1062,13 @@ impl Actor {
                 self.failing
                     .copy_refused(key, digest, reason, &error, Instant::now());
             }
-            Done::Failed(key) => {
-                match key {
-                    Some(key) => {
-                        self.dirty.insert(key);
-                    }
-                    None => self.orphans_dirty = true,
-                }
-                self.timers.retry_later();
+            Done::RemoveFailed(key) => {
+                // Chaos suite (etcd killed): removals retried while the store was down used
+                // up the cap, and removals waited up to a minute after it was back.
+                self.guard.refund(&self.origin, 1);
+                self.retry(key);
             }
+            Done::Failed(key) => self.retry(key),
         }
     }
 

@@ -51,6 +51,9 @@ pub(crate) enum Done {
     },
     /// Failed; retry these keys (or the orphans) later.
     Failed(Option<InstanceRef>),
+    /// A removal failed; retried later like [`Done::Failed`], and given back to the removal
+    /// cap, which counts removals made, not attempts.
+    RemoveFailed(Option<InstanceRef>),
     /// The registry refused the copy of `key` (its content: a size cap, a rule); the same
     /// write (`digest`) waits for a back-off (`failures`).
     Refused {
@@ -588,7 +591,7 @@ async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
                     registry_failed(&ctx, "unregister", &copy, &e);
-                    return Done::Failed(key);
+                    return Done::RemoveFailed(key);
                 }
             }
             if let Some(mapping) = mapping {
@@ -598,7 +601,7 @@ async fn execute(ctx: Arc<ImportCtx>, origin: String, action: Action) -> Done {
                 };
                 if let Err(e) = ctx.store.write(Group::from(delete)).await {
                     store_failed(&ctx, "remove", &e);
-                    return Done::Failed(key);
+                    return Done::RemoveFailed(key);
                 }
             }
             Done::Removed {

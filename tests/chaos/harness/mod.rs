@@ -824,6 +824,15 @@ impl Run {
                     }
                 }
             }
+            Kind::EtcdOutage if self.world.layout.cluster_dc != Some(p.dcs[0]) => {
+                // The etcd server of a standalone data centre: killed, and started again on
+                // its data when the fault ends.
+                if let Some(etcd) = self.world.etcd.as_mut() {
+                    etcd.kill();
+                }
+                self.timeline
+                    .log(format_args!("{label}: etcd killed (kill -9)"));
+            }
             Kind::EtcdOutage => {
                 let dc = p.dcs[0];
                 let pids = self.etcd_pids(dc);
@@ -935,6 +944,13 @@ impl Run {
                     .log(format_args!("{label}: registry back to normal"));
             }
             Kind::RegistryWipe => {}
+            Kind::EtcdOutage if self.world.layout.cluster_dc != Some(p.dcs[0]) => {
+                if let Some(etcd) = self.world.etcd.as_mut() {
+                    etcd.start(&self.world.net)?;
+                }
+                self.timeline
+                    .log(format_args!("{label}: etcd started again on its data"));
+            }
             Kind::EtcdOutage => {
                 for pid in self.etcd_pids(p.dcs[0]) {
                     // SAFETY: as above.

@@ -432,12 +432,20 @@ pub fn free_disk(dir: &Path) {
     let _ = std::fs::remove_file(dir.join("chaos-fill"));
 }
 
-/// Direct children of `pid` (from /proc).
+/// Direct children of `pid` (from /proc): those of every thread, since the runtime's worker
+/// threads start them.
 fn children(pid: i32) -> Vec<i32> {
-    let path = format!("/proc/{pid}/task/{pid}/children");
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|task| {
+            std::fs::read_to_string(task.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
         .collect()
 }
