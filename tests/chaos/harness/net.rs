@@ -73,7 +73,11 @@ impl Net {
             dcs,
             cuts,
         };
-        remove_leftovers();
+        if let Some(other) = remove_leftovers() {
+            return Err(format!(
+                "another chaos run (process {other}) is using the chaos network (172.30.0.0/15); one run at a time"
+            ));
+        }
         net.teardown();
         net.build()?;
         Ok(net)
@@ -239,8 +243,10 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 /// Removes namespaces and bridges of earlier runs whose process is gone (a run killed before
-/// it could clean up), so their addresses do not clash with this run's.
-fn remove_leftovers() {
+/// it could clean up), so their addresses do not clash with this run's. Returns the process
+/// of a run that is still going, if any.
+fn remove_leftovers() -> Option<String> {
+    let mut running = None;
     let alive = |run: &str| std::path::Path::new(&format!("/proc/{run}")).exists();
     let listed = Command::new("ip")
         .args(["netns", "list"])
@@ -248,10 +254,12 @@ fn remove_leftovers() {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     for name in listed.split_whitespace() {
-        if let Some(run) = name.strip_prefix("chaos").and_then(|r| r.split('d').next())
-            && !alive(run)
-        {
-            let _ = ip(&["netns", "del", name]);
+        if let Some(run) = name.strip_prefix("chaos").and_then(|r| r.split('d').next()) {
+            if alive(run) {
+                running = Some(run.to_owned());
+            } else {
+                let _ = ip(&["netns", "del", name]);
+            }
         }
     }
     let links = Command::new("ip")
@@ -273,4 +281,5 @@ fn remove_leftovers() {
             let _ = ip(&["link", "del", name]);
         }
     }
+    running
 }
