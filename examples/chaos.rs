@@ -72,17 +72,7 @@ fn main() -> ExitCode {
         eprintln!("chaos: the syncer binary is not next to this example (cargo build first)");
         return ExitCode::from(2);
     };
-    let etcd = if args.etcd.components().count() == 1 {
-        std::env::var_os("PATH")
-            .and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|p| p.join(&args.etcd))
-                    .find(|p| p.is_file())
-            })
-            .unwrap_or(args.etcd.clone())
-    } else {
-        args.etcd.clone()
-    };
+    let etcd = harness::find_program(&args.etcd);
     let seed = args.seed.unwrap_or_else(harness::random_seed);
     eprintln!("chaos: seed {seed}");
     let opts = harness::Options {

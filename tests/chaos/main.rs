@@ -10,17 +10,12 @@ mod harness;
 
 use std::path::PathBuf;
 
+/// `SYNCER_ETCD_BIN` (as the other tests), else `etcd` on `PATH`.
 fn etcd() -> PathBuf {
-    std::env::var_os("SYNCER_ETCD_BIN")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|p| p.join("etcd"))
-                    .find(|p| p.is_file())
-            })
-        })
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"))
+    std::env::var_os("SYNCER_ETCD_BIN").map_or_else(
+        || harness::find_program(std::path::Path::new("etcd")),
+        PathBuf::from,
+    )
 }
 
 #[test]

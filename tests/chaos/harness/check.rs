@@ -11,7 +11,8 @@
 //!
 //! When both data centres of a pair are quiet (no fault touches either):
 //! - **no stale copy**: a copy whose origin instance has been gone for longer than
-//!   `STALE_BOUND` (counted from when it went, or from when the pair became quiet);
+//!   `STALE_BOUND` (counted from when it went, from when the pair became quiet, or from the
+//!   end of the removal hold after the origin's registry answered from an empty view);
 //! - **convergence**: after a fault ends, every pair it touched is an exact mirror (ignoring
 //!   changes younger than the settle time) within `CONVERGE_BOUND`; the time it took is
 //!   recorded.

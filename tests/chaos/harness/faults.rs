@@ -103,7 +103,8 @@ pub struct Planned {
     /// Which syncer (an index into the world's list), for kills and lossy links.
     pub syncer: usize,
     pub lasts: Duration,
-    /// A second delay (failover: between the two kills).
+    /// A second duration: for a failover the time between the two kills, for a registry
+    /// restart how long it answers from an empty view, for a slow registry its delay.
     pub extra: Duration,
 }
 

@@ -1086,6 +1086,21 @@ impl Run {
     }
 }
 
+/// `program` as given when it is a path, else the first of that name on `PATH` (else the
+/// name itself, for the error to name).
+pub fn find_program(program: &std::path::Path) -> PathBuf {
+    if program.components().count() != 1 {
+        return program.to_owned();
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(program))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| program.to_owned())
+}
+
 /// A seed from the clock, for runs that do not name one.
 #[allow(dead_code)] // examples/chaos.rs only
 pub fn random_seed() -> u64 {

@@ -5,8 +5,10 @@
 //! - TCP (gRPC between syncers, registry HTTP): forwards both ways; `stall` holds the bytes
 //!   (a link that blackholes but keeps connections open), `delay` delays what the server
 //!   answers, `refuse` closes every connection at once (a registry restarting), `http_error`
-//!   answers every request with `503` (a registry answering errors). Switching to `refuse` or
-//!   `http_error` closes the connections already open.
+//!   answers every request with `503` (a registry answering errors), `alternate` forwards to
+//!   a second upstream (the registry's empty twin: a restart answering from an empty view).
+//!   Switching to `refuse` or `http_error`, or between upstreams, closes the connections
+//!   already open.
 //! - UDP (gossip): a small NAT: each sender gets its own upstream socket, so a reply to the
 //!   datagram's source (a gossip welcome) comes back through the proxy to the right sender.
 //!   `loss` drops that share of datagrams (both ways), `delay` delays them.

@@ -6,7 +6,8 @@
 //! - Every further data centre is one syncer with the embedded store; the last one keeps its
 //!   data directory on a small tmpfs when the machine allows (the full-disk fault).
 //!
-//! Each data centre has a dev registry (Service Center's API). A syncer reaches its registry
+//! Each data centre has a dev registry (Service Center's API), and an empty twin of it that
+//! the registry proxy serves while the registry "restarts". A syncer reaches its registry
 //! through a proxy, and is reached by the other syncers through a proxy (gossip UDP and rpc
 //! TCP) whose address it advertises.
 
