@@ -480,7 +480,7 @@ fn a_lost_quorum_is_recovered_with_cluster_force_new() {
     }
     wait(
         "the lost members' etcd children gone",
-        DEADLINE,
+        LONG,
         &mut [&mut a],
         &|| !etcd_member_runs(names[1]) && !etcd_member_runs(names[2]),
     );
